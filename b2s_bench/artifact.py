@@ -1,0 +1,121 @@
+"""The compressed model on disk: one safetensors file plus a JSON manifest, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+if TYPE_CHECKING:
+    from .compression import Code, Compressed
+
+__all__ = ["save_compressed", "load_compressed", "FORMAT", "restore_code", "code_entry"]
+
+FORMAT = "b2s-bench/artifact/1"
+TENSORS = "tensors.safetensors"
+MANIFEST = "manifest.json"
+
+
+def code_entry(code: Code, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Manifest entry of a code; its tensors are added to ``tensors`` under ``prefix``."""
+    from .pipeline import NestedCode
+
+    if isinstance(code, NestedCode):
+        outer = code_entry(code.outer, f"{prefix}/outer", tensors)
+        for name in code.inner:  # stored by the inner codes, not as fp32
+            del tensors[f"{prefix}/outer/{name}"]
+        outer["tensors"] = [t for t in outer["tensors"] if t not in code.inner]
+        inner = {n: code_entry(c, f"{prefix}/inner/{n}", tensors) for n, c in code.inner.items()}
+        return {"kind": NestedCode.kind, "outer": outer, "inner": inner}
+    own = code.tensors()
+    for name, t in own.items():
+        tensors[f"{prefix}/{name}"] = t.detach().cpu().contiguous()
+    return {"kind": code.kind, "meta": code.meta(), "tensors": sorted(own)}
+
+
+def restore_code(
+    entry: Mapping[str, Any], prefix: str, tensors: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
+) -> Code:
+    from .pipeline import NestedCode
+
+    kind = entry["kind"]
+    if kind == NestedCode.kind:
+        inner = {n: restore_code(e, f"{prefix}/inner/{n}", tensors, code_types) for n, e in entry["inner"].items()}
+        outer_entry = entry["outer"]
+        outer_tensors = {f"{prefix}/outer/{t}": tensors[f"{prefix}/outer/{t}"] for t in outer_entry["tensors"]}
+        outer_tensors.update({f"{prefix}/outer/{n}": c.decode() for n, c in inner.items()})
+        names = sorted(set(outer_entry["tensors"]) | set(inner))
+        outer = restore_code({**outer_entry, "tensors": names}, f"{prefix}/outer", outer_tensors, code_types)
+        return NestedCode(outer, inner)
+    if kind not in code_types:
+        raise KeyError(f"artifact uses code kind {kind!r}, which no installed compressor provides "
+                       f"(known: {sorted(code_types)}); install the plugin that wrote it")
+    own = {name: tensors[f"{prefix}/{name}"] for name in entry["tensors"]}
+    return code_types[kind].restore(entry["meta"], own)
+
+
+def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int:
+    """Write ``compressed`` to the folder ``path`` (replaced atomically); return the bytes on disk."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    codes = {key: code_entry(code, f"code/{key}", tensors) for key, code in compressed.codes.items()}
+    for key, t in compressed.raw.items():
+        tensors[f"raw/{key}"] = t.detach().cpu().contiguous()
+    size = compressed.size()
+    manifest = {
+        "format": FORMAT,
+        "codes": codes,
+        "raw": sorted(compressed.raw),
+        "original_shapes": {k: list(s) for k, s in compressed.original_shapes.items()},
+        "replaced": sorted(compressed.replaced),
+        "architecture": compressed.architecture,
+        "activations": {k: list(v) for k, v in compressed.activations.items()},
+        "activation_bits": compressed.activation_bits,
+        "size": size.as_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / TENSORS))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return artifact_bytes(path)
+
+
+def artifact_bytes(path: str | os.PathLike[str]) -> int:
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
+def load_compressed(path: str | os.PathLike[str], skeleton: nn.Module, code_types: Mapping[str, type[Code]]) -> Compressed:
+    from .compression import Compressed
+
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a b2s-bench artifact (format {manifest.get('format')!r})")
+    tensors = load_file(str(path / TENSORS))
+    codes = {key: restore_code(entry, f"code/{key}", tensors, code_types) for key, entry in manifest["codes"].items()}
+    raw = {key: tensors[f"raw/{key}"] for key in manifest["raw"]}
+    return Compressed(
+        codes,
+        raw,
+        skeleton,
+        {k: tuple(s) for k, s in manifest["original_shapes"].items()},
+        replaced=manifest["replaced"],
+        architecture=manifest.get("architecture"),
+        activations={k: tuple(v) for k, v in manifest.get("activations", {}).items()},
+        activation_bits=manifest.get("activation_bits"),
+    )

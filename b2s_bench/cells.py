@@ -1,0 +1,188 @@
+"""Grid -> cells. A cell is one (model, dataset, compressor pipeline, settings) point, with a stable id.
+
+The id is a hash of everything that affects the result: the model and a fingerprint of its
+weights, the dataset and its options, each compressor's name, version and full config (defaults
+included), the seed, the metrics and their versions, and the device type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from .config import build_config, config_to_dict
+from .errors import ConfigError
+from .plugins import Plugins
+from .suite import CompressorEntry, DatasetEntry, ModelEntry, StageEntry, Suite
+
+__all__ = ["Stage", "Cell", "expand", "select", "TRACK_ORDER"]
+
+TRACK_ORDER = ("data-free", "synthetic", "calibration", "training")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    version: str
+    family: str
+    track: str
+    config: Any
+    explicit: tuple[tuple[str, Any], ...]  # the settings the suite gave (for labels)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
+
+    @property
+    def label(self) -> str:
+        inner = ", ".join(f"{k}={_short(v)}" for k, v in self.explicit)
+        return f"{self.name}({inner})" if inner else self.name
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    id: str
+    suite: str
+    model: ModelEntry
+    dataset: DatasetEntry | None
+    stages: tuple[Stage, ...]  # empty for the dense baseline
+    label: str
+    seed: int
+    device: str
+    metrics: tuple[str, ...]
+    fingerprint: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.stages
+
+    @property
+    def track(self) -> str:
+        """The most data any stage uses."""
+        if not self.stages:
+            return "data-free"
+        return max((s.track for s in self.stages), key=TRACK_ORDER.index)
+
+    @property
+    def family(self) -> str:
+        return "+".join(s.family for s in self.stages) if self.stages else "dense"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.label} {self.label}"
+
+
+def _stage_points(stage: StageEntry, device: str) -> list[dict[str, Any]]:
+    keys = list(stage.grid)
+    fixed = {**stage.settings, **stage.device_settings.get(device, {})}
+    points = []
+    for values in itertools.product(*(stage.grid[k] for k in keys)):
+        points.append({**fixed, **dict(zip(keys, values))})
+    return points
+
+
+def _setting_path(suite: Suite, st: StageEntry, key: str | None, device: str) -> tuple[Any, ...]:
+    """Where a setting was written: a grid axis, device_settings, a shorthand key or settings:."""
+    if key in st.grid:
+        return (*st.path, "grid", key)
+    if key in st.device_settings.get(device, {}):
+        return (*st.path, "device_settings", device, key)
+    for path in ((*st.path, key), (*st.path, "settings", key)):
+        if key is not None and suite.source.defines(path):
+            return path
+    return st.path
+
+
+def _dataset_fp(entry: DatasetEntry | None) -> Any:
+    return None if entry is None else {"name": entry.name, "options": config_to_dict(entry.config)}
+
+
+def cell_id(fingerprint: dict[str, Any]) -> str:
+    blob = json.dumps(fingerprint, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
+    """All cells of a suite, in suite order; configs are built (and so validated) here.
+
+    Raises:
+        SuiteError: a grid value that a compressor's config rejects, located at its key.
+    """
+    stages_per_entry: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]] = []
+    for entry in suite.compressors:
+        per_stage: list[list[Stage]] = []
+        for st in entry.stages:
+            spec = plugins.compressors.get(st.name)
+            built = []
+            for point in _stage_points(st, device):
+                try:
+                    config = build_config(spec.config, point, owner=f"compressor {st.name!r}")
+                    track = spec.track_for(config)
+                except ConfigError as e:
+                    raise suite.source.error(_setting_path(suite, st, e.key, device), str(e)) from None
+                explicit = tuple((k, point[k]) for k in point)
+                built.append(Stage(st.name, spec.version, spec.family, track, config, explicit))
+            per_stage.append(built)
+        stages_per_entry.append((entry, [tuple(p) for p in itertools.product(*per_stage)]))
+
+    metric_versions = [f"{m}@{plugins.metrics.get(m).version}" for m in suite.metrics]
+    cells = []
+    for model in suite.models:
+        dataset = model.dataset or suite.dataset
+        source = plugins.models.get(model.request.source)
+        try:
+            weights_fp = source.fingerprint(model.request) if source.fingerprint else "-"
+        except Exception as e:  # the model will fail in its cells with a full message
+            weights_fp = f"unavailable: {type(e).__name__}"
+        model_fp = {
+            "name": model.request.name, "pretrained": model.request.pretrained, "weights": model.request.weights,
+            "options": dict(model.request.options), "fingerprint": weights_fp,
+        }
+        combos: list[tuple[CompressorEntry | None, tuple[Stage, ...]]] = []
+        if suite.baseline:
+            combos.append((None, ()))
+        for entry, pipelines in stages_per_entry:
+            combos.extend((entry, p) for p in pipelines)
+        for entry, stages in combos:
+            fingerprint = {
+                "model": model_fp,
+                "dataset": _dataset_fp(dataset),
+                "stages": [{"name": s.name, "version": s.version, "config": s.settings} for s in stages],
+                "seed": suite.seed,
+                "metrics": metric_versions,
+                "device": device,
+            }
+            label = " > ".join(s.label for s in stages) if stages else "dense"
+            if entry is not None and entry.label:
+                label = f"{entry.label} {label}"
+            cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, suite.seed, device,
+                              suite.metrics, fingerprint))
+    seen: dict[str, Cell] = {}
+    unique = []
+    for c in cells:  # the same point listed twice runs once
+        if c.id not in seen:
+            seen[c.id] = c
+            unique.append(c)
+    return unique
+
+
+def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
+    """Cells whose "model label id" matches ``-k PATTERN`` (a substring or a glob, case-insensitive)."""
+    if not pattern:
+        return cells
+    pat = pattern.lower()
+    if not any(ch in pat for ch in "*?["):
+        pat = f"*{pat}*"
+    return [c for c in cells if fnmatch.fnmatchcase(f"{c.name} {c.id}".lower(), pat)]

@@ -1,0 +1,1 @@
+"""The ``b2s-bench`` command line: one module per subcommand."""

@@ -1,0 +1,63 @@
+"""Errors that are the user's to fix: the CLI prints them without a traceback and exits with 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "suggest"]
+
+
+class UserError(Exception):
+    """An error caused by input (a suite, a setting, a missing file), not by a bug."""
+
+
+class ConfigError(UserError, ValueError):
+    """A compressor (or other) setting has a bad value. `key` names the setting when known."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return the candidates closest to `name`, best first (for "did you mean")."""
+    candidates = list(candidates)
+    close = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+    lowered = name.lower()
+    for c in candidates:  # prefix / substring matches that difflib may rank too low
+        if c not in close and (c.lower().startswith(lowered) or lowered in c.lower()) and len(close) < n:
+            close.append(c)
+    return close
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that is not registered. The message suggests the near ones and lists what exists."""
+
+    def __init__(self, kind: str, name: str, available: Iterable[str], extra: str = ""):
+        self.kind, self.name = kind, name
+        self.available = sorted(available)
+        self.suggestions = suggest(name, self.available)
+        msg = f"unknown {kind} {name!r}"
+        if self.suggestions:
+            msg += "; did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+        shown = ", ".join(self.available[:30]) + (" ..." if len(self.available) > 30 else "")
+        msg += f" (available: {shown or 'none'})"
+        if extra:
+            msg += f". {extra}"
+        self.message = msg
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class SuiteError(UserError):
+    """A problem in a suite file, located by file, line and key path, with a fix."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None, key: str = ""):
+        self.file, self.line, self.key, self.message = file, line, key, message
+        where = file or "<suite>"
+        if line:
+            where += f":{line}"
+        super().__init__(f"{where} {key + ': ' if key else ''}{message}")

@@ -1,0 +1,141 @@
+"""Metrics: what plugins register, and the per-cell evaluation they read from.
+
+An :class:`Evaluation` computes each expensive thing once per cell, lazily: the compressed model's
+outputs, the dense model's outputs (cached per model and dataset by the runner), the size report
+and the pairs of original and decoded weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .compression import Compressed
+from .sizes import SizeReport
+from .sources import LoadedData, LoadedModel
+
+__all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model"]
+
+
+class NotApplicable(Exception):
+    """The cell lacks what this metric needs (labels, a dataset); recorded as an empty value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A metric plugin.
+
+    Attributes:
+        unit: shown in leaderboard headers ("%", "nats", "bits", "x", "dB", "s", "ms", "").
+        higher_is_better: the direction (↑ or ↓ in headers).
+        compute: ``compute(evaluation) -> float``.
+        needs: what it reads: any of "labels", "data", "weights".
+        version: bump when the definition changes (it is part of cell ids).
+        kind: "quality" (compared with the dense model: deltas, Pareto y-axis), "size",
+            "weights" or "time".
+    """
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    compute: Callable[[Evaluation], float]
+    needs: frozenset[str] = frozenset()
+    description: str = ""
+    version: str = "1"
+    kind: str = "quality"
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, data: LoadedData, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits for the whole eval set (on the CPU, fp32) and the labels (or None)."""
+    model.eval()
+    outs, labels = [], []
+    non_blocking = device.type == "cuda"
+    for x, y in data.eval_batches(batch_size):
+        out = model(x.to(device, non_blocking=non_blocking))
+        outs.append(out.float().cpu())
+        if y is not None:
+            labels.append(y)
+    logits = torch.cat(outs) if outs else torch.empty(0)
+    return logits, (torch.cat(labels) if labels else None)
+
+
+class Evaluation:
+    """Everything a metric may read about one cell; each piece is computed at most once."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        baseline: LoadedModel,
+        compressed: Compressed,
+        data: LoadedData | None,
+        device: torch.device,
+        batch_size: int,
+        baseline_outputs: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
+        timings: Mapping[str, float],
+        artifact_dir: str | None = None,
+        latency_repeats: int = 20,
+    ):
+        self.model = model
+        self.baseline = baseline
+        self.compressed = compressed
+        self.data = data
+        self.device = device
+        self.batch_size = batch_size
+        self._baseline_outputs = baseline_outputs
+        self.timings = dict(timings)
+        self.artifact_dir = artifact_dir
+        self.latency_repeats = latency_repeats
+        self.details: dict[str, Any] = {}  # metrics may leave per-layer facts here for the record
+
+    def require_data(self) -> LoadedData:
+        if self.data is None:
+            raise NotApplicable("this metric needs a dataset; add `dataset:` to the suite or the model entry")
+        return self.data
+
+    @functools.cached_property
+    def outputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return run_model(self.model, self.require_data(), self.device, self.batch_size)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.outputs[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        labels = self.outputs[1]
+        if labels is None:
+            raise NotApplicable("this dataset has no labels; use agreement or kl instead of accuracy")
+        return labels
+
+    @functools.cached_property
+    def baseline_logits(self) -> torch.Tensor:
+        return self._baseline_outputs()[0]
+
+    @functools.cached_property
+    def size(self) -> SizeReport:
+        return self.compressed.size()
+
+    @functools.cached_property
+    def weight_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(key, original, decoded) for every tensor the compressor replaced and kept the shape of."""
+        original = self.baseline.module.state_dict()
+        pairs = []
+        for key, code in sorted(self.compressed.codes.items()):
+            if key in original and tuple(original[key].shape) == tuple(code.shape):
+                pairs.append((key, original[key].detach().float().cpu(), code.decode().detach().float().cpu()))
+        return pairs
+
+    def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:
+        return {k: fn(w, w_hat) for k, w, w_hat in self.weight_pairs}
+
+    @staticmethod
+    def mean(values: Mapping[str, float]) -> float:
+        vals = [v for v in values.values() if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else math.nan

@@ -1,0 +1,142 @@
+"""Exact storage accounting: every bit needed to rebuild the model, against an fp32 baseline.
+
+The baseline is fp32 for every tensor of the inference state_dict, BatchNorm running statistics
+included and ``num_batches_tracked`` excluded (it is a training counter, not needed to infer).
+The ratio convention everywhere is ``fp32 bits / stored bits`` (bigger is smaller).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+
+__all__ = [
+    "SizeBreakdown",
+    "SizeReport",
+    "FP32",
+    "ceil_log2",
+    "dtype_bits",
+    "inference_state",
+    "fp32_bits",
+    "sparse_index_bits",
+]
+
+FP32 = 32
+PARTS = ("payload", "scales", "indices", "codebook", "inr", "outliers", "metadata", "raw")
+
+
+def ceil_log2(n: int) -> int:
+    """Bits to address n distinct values (0 for n <= 1)."""
+    return 0 if n <= 1 else math.ceil(math.log2(n))
+
+
+def dtype_bits(dtype: torch.dtype) -> int:
+    if dtype == torch.bool:
+        return 1
+    return torch.empty((), dtype=dtype).element_size() * 8
+
+
+def inference_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict needed for inference: everything but BatchNorm's ``num_batches_tracked``."""
+    return {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def fp32_bits(tensors: Mapping[str, torch.Tensor] | Iterable[torch.Tensor]) -> int:
+    values = tensors.values() if isinstance(tensors, Mapping) else tensors
+    return FP32 * sum(int(t.numel()) for t in values)
+
+
+def sparse_index_bits(nnz: int, rows: int, cols: int) -> tuple[int, str]:
+    """Cost of the positions of ``nnz`` kept entries of a rows x cols matrix: the cheaper encoding.
+
+    Returns (bits, encoding): a bitmask costs rows*cols bits; CSR-style indices cost
+    nnz*ceil(log2 cols) column indices plus (rows+1) row pointers of ceil(log2(nnz+1)) bits.
+    """
+    bitmask = rows * cols
+    csr = nnz * ceil_log2(cols) + (rows + 1) * ceil_log2(nnz + 1)
+    return (csr, "csr") if csr < bitmask else (bitmask, "bitmask")
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeBreakdown:
+    """Stored bits by part. All values are exact integers of bits."""
+
+    payload: int = 0  # quantized codes, kept values, low-rank factors, student weights
+    scales: int = 0  # scales and zero points
+    indices: int = 0  # sparse indices, bitmasks, trajectory indices, permutations
+    codebook: int = 0
+    inr: int = 0  # INR parameters at their stored precision
+    outliers: int = 0  # outlier values (their positions count under indices)
+    metadata: int = 0  # per-tensor headers: shapes, ranks, means, counts
+    raw: int = 0  # tensors left uncompressed, at their stored precision
+
+    def __post_init__(self) -> None:
+        for part in PARTS:
+            value = getattr(self, part)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"SizeBreakdown.{part} must be a non-negative int of bits, got {value!r}")
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, p) for p in PARTS)
+
+    def __add__(self, other: SizeBreakdown) -> SizeBreakdown:
+        return SizeBreakdown(**{p: getattr(self, p) + getattr(other, p) for p in PARTS})
+
+    def as_dict(self) -> dict[str, int]:
+        return {p: getattr(self, p) for p in PARTS}
+
+    @staticmethod
+    def sum(parts: Iterable[SizeBreakdown]) -> SizeBreakdown:
+        total = SizeBreakdown()
+        for p in parts:
+            total = total + p
+        return total
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeReport:
+    """A whole model's stored size against fp32, with both ratios.
+
+    ``layers_*`` cover only the tensors the compressor touched (the compressed-layers ratio);
+    the whole-model ratio also counts everything left raw.
+    """
+
+    breakdown: SizeBreakdown
+    baseline_bits: int
+    layers_baseline_bits: int
+    layers_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return self.breakdown.total
+
+    @property
+    def ratio_model(self) -> float:
+        return self.baseline_bits / self.total_bits if self.total_bits else math.inf
+
+    @property
+    def ratio_layers(self) -> float:
+        if not self.layers_baseline_bits:
+            return 1.0
+        return self.layers_baseline_bits / self.layers_bits if self.layers_bits else math.inf
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per fp32 scalar of the baseline."""
+        return FP32 * self.total_bits / self.baseline_bits if self.baseline_bits else math.nan
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "breakdown": self.breakdown.as_dict(),
+            "total_bits": self.total_bits,
+            "baseline_bits": self.baseline_bits,
+            "layers_baseline_bits": self.layers_baseline_bits,
+            "layers_bits": self.layers_bits,
+            "ratio_model": self.ratio_model,
+            "ratio_layers": self.ratio_layers,
+            "bits_per_weight": self.bits_per_weight,
+        }

@@ -1,0 +1,111 @@
+"""Model sources and datasets, as plugins register them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelRequest", "LoadedModel", "ModelSource", "LoadedData", "DatasetSpec", "split_model_name"]
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``"timm:resnet18"`` -> ``("timm", "resnet18")``."""
+    source, sep, arch = name.partition(":")
+    if not sep or not source or not arch:
+        raise ValueError(f"model names are SOURCE:NAME (for example timm:resnet18 or zoo:fmnist-cnn), got {name!r}")
+    return source, arch
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRequest:
+    """A model as a suite asks for it."""
+
+    name: str  # SOURCE:NAME
+    pretrained: bool = False
+    weights: str | None = None  # a local file, or "package:MODULE" for weights shipped in a pip package
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return split_model_name(self.name)[0]
+
+    @property
+    def arch(self) -> str:
+        return split_model_name(self.name)[1]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A built model with what the runner and datasets need to know about it."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]  # one example, (C, H, W)
+    num_classes: int
+    checkpoint: str  # which weights: "random-init", a package and version, a file hash, a recipe hash
+    label_space: str = ""  # "imagenet-1k", "fashion-mnist", ... (datasets check they match)
+    #: timm-style preprocessing: input_size, mean, std, crop_pct, interpolation
+    data_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A family of models under one prefix (``timm``, ``torchvision``, ``zoo``).
+
+    Attributes:
+        list_models: names under this source (without the prefix) matching a pattern or all.
+        build: builds the model (downloads nothing unless the request allows it).
+        fingerprint: a cheap, stable identity of the weights a request would load (part of cell ids).
+        problems: what would stop ``build`` (a missing file or package), found without building,
+            for ``validate``; each item says how to fix it.
+    """
+
+    name: str
+    build: Callable[[ModelRequest], LoadedModel]
+    list_models: Callable[[str | None], list[str]]
+    fingerprint: Callable[[ModelRequest], str] | None = None
+    problems: Callable[[ModelRequest], list[str]] | None = None
+    description: str = ""
+
+
+@dataclasses.dataclass
+class LoadedData:
+    """A dataset prepared for one model.
+
+    Attributes:
+        eval_batches: ``eval_batches(batch_size)`` iterates ``(inputs, labels)``; labels are None
+            for an unlabeled set (scored by agreement with the dense model).
+        calibration: ``calibration(n)`` returns up to n unlabeled inputs from a training split.
+        training: iterates ``(inputs, labels)`` batches of a training split (one epoch).
+    """
+
+    eval_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor | None]]]
+    num_examples: int
+    labeled: bool
+    fingerprint: str
+    calibration: Callable[[int], torch.Tensor] | None = None
+    training: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset plugin.
+
+    Attributes:
+        config: frozen dataclass of the dataset's options (``limit``, ``root``, ...).
+        build: ``build(config, model) -> LoadedData``, preprocessing for that model.
+        problems: ``problems(config) -> list[str]``: why it cannot load here (missing files), with fixes.
+        label_space: the output space the labels index ("" when unlabeled or any).
+    """
+
+    name: str
+    config: type
+    build: Callable[[Any, LoadedModel], LoadedData]
+    labeled: bool = True
+    label_space: str = ""
+    problems: Callable[[Any], list[str]] | None = None
+    description: str = ""

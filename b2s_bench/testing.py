@@ -1,0 +1,160 @@
+"""Helpers for plugin authors: tiny models and the compressor contract check.
+
+``check_compressor(spec)`` is what our own contract test runs over every registered compressor;
+call it from your plugin's tests too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .compression import Compressed, CompressorSpec, Context
+from .config import build_config
+from .errors import ConfigError
+from .sizes import SizeBreakdown, dtype_bits
+
+__all__ = ["TinyCNN", "TinyMLP", "tiny_context", "check_compressor", "ContractReport"]
+
+
+class TinyCNN(nn.Module):
+    """Conv-BN-ReLU x2, pool, linear: every layer type a compressor meets, in 20 k parameters."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, in_features: int = 64, hidden: int = 128, num_classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tiny_model(seed: int = 0) -> TinyCNN:
+    """A TinyCNN with seeded weights and non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = TinyCNN()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def tiny_context(seed: int = 0, with_data: bool = True) -> Context:
+    """A Context for TinyCNN on 1x28x28 inputs, with small random calibration and training data."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(64, 1, 28, 28, generator=gen)
+    ys = torch.randint(0, 10, (64,), generator=gen)
+    return Context(
+        seed=seed,
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        calibration=(lambda n: xs[:n]) if with_data else None,
+        training=(lambda: [(xs[i:i + 16], ys[i:i + 16]) for i in range(0, 64, 16)]) if with_data else None,
+        build_model=lambda name: TinyCNN(width=8),
+    )
+
+
+@dataclasses.dataclass
+class ContractReport:
+    name: str
+    identity_max_error: float | None
+    bits: int
+    disk_bytes: int
+
+
+def _states_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    worst = 0.0
+    for k in a:
+        worst = max(worst, float((a[k].float() - b[k].float()).abs().max()) if a[k].numel() else 0.0)
+    return worst
+
+
+def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = None, seed: int = 0) -> ContractReport:
+    """Run the contract every compressor must meet, on TinyCNN. Raises AssertionError on a breach.
+
+    - bad settings give ConfigError naming the key;
+    - the identity settings (if the family has them) reproduce the dense model;
+    - a compressed model evaluates, its bits add up exactly, and its artifact's bytes on disk
+      are within 1 % + 4 KiB of the counted bits;
+    - save and load round-trips the decoded state exactly;
+    - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape.
+    """
+    try:
+        build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
+    except ConfigError as e:
+        assert "no_such_setting_xyz" in str(e), f"{spec.name}: unknown-setting error does not name the key: {e}"
+    else:
+        raise AssertionError(f"{spec.name}: an unknown setting was accepted")
+
+    model = tiny_model(seed)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    dense_out = model(x)
+    identity_error = None
+    if spec.identity is not None:
+        config = build_config(spec.config, spec.identity, owner=spec.name)
+        comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
+        identity_error = float((comp.module()(x) - dense_out).abs().max())
+        assert identity_error <= 1e-5, f"{spec.name}: identity settings {dict(spec.identity)} change outputs by {identity_error}"
+
+    config = build_config(spec.config, settings or {}, owner=spec.name)
+    comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
+    assert isinstance(comp, Compressed), f"{spec.name}: compress must return Compressed"
+    out = comp.module()(x)
+    assert out.shape == dense_out.shape and torch.isfinite(out).all(), f"{spec.name}: compressed model output is broken"
+
+    size = comp.size()
+    code_bits = SizeBreakdown.sum(c.bits() for c in comp.codes.values())
+    raw_bits = sum(t.numel() * dtype_bits(t.dtype) for t in comp.raw.values())
+    assert size.total_bits == code_bits.total + raw_bits, f"{spec.name}: size parts do not add up"
+    assert size.total_bits > 0 and size.baseline_bits == 32 * sum(
+        v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+    for key, code in comp.codes.items():
+        r = code.regularizer()
+        assert isinstance(r, torch.Tensor) and r.numel() == 1 and math.isfinite(float(r)), f"{spec.name}: bad R(φ) for {key}"
+        assert tuple(code.decode().shape) == tuple(code.shape), f"{spec.name}: {key} decodes to the wrong shape"
+        net = code.as_network("random", torch.Generator().manual_seed(seed))
+        if net is not None:
+            assert tuple(net().shape) == tuple(code.shape), f"{spec.name}: network form of {key} has the wrong shape"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = comp.save(f"{tmp}/artifact")
+        tensor_bytes = (Path(tmp) / "artifact" / "tensors.safetensors").stat().st_size
+        assert tensor_bytes * 8 >= size.total_bits * 0.99 - 8 * 64 * (len(comp.codes) + 1), (
+            f"{spec.name}: artifact has fewer bytes ({tensor_bytes}) than the counted bits ({size.total_bits / 8:.0f} B)")
+        assert tensor_bytes * 8 <= size.total_bits * 1.01 + 8 * 4096 + 8 * 200 * (len(comp.codes) + len(comp.raw)), (
+            f"{spec.name}: artifact bytes ({tensor_bytes}) far exceed the counted bits ({size.total_bits / 8:.0f} B)")
+        loaded = Compressed.load(f"{tmp}/artifact", comp.skeleton, {c.kind: c for c in spec.codes})
+        err = _states_equal(comp.state_dict(), loaded.state_dict())
+        assert err == 0.0, f"{spec.name}: save/load changes the decoded weights by {err}"
+        assert loaded.size().total_bits == size.total_bits
+    return ContractReport(spec.name, identity_error, size.total_bits, disk)
+
