@@ -385,6 +385,8 @@ class CompressorSpec:
         identity: settings that must reproduce the dense model (None if the family has none).
         description: one line for ``b2s-bench ls``.
         uses_gpu: whether it benefits from a GPU (shown by ``validate``).
+        quick: settings that make a run take seconds on a tiny model (used by the contract test
+            ``b2s_bench.testing.check_compressor``), e.g. few fitting steps.
     """
 
     name: str
@@ -398,6 +400,7 @@ class CompressorSpec:
     identity: Mapping[str, Any] | None = None
     description: str = ""
     uses_gpu: bool = False
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -101,6 +101,8 @@ def _states_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
 def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = None, seed: int = 0) -> ContractReport:
     """Run the contract every compressor must meet, on TinyCNN. Raises AssertionError on a breach.
 
+    ``settings`` are added to the spec's ``quick`` settings.
+
     - bad settings give ConfigError naming the key;
     - the identity settings (if the family has them) reproduce the dense model;
     - a compressed model evaluates, its bits add up exactly, and its artifact's bytes on disk
@@ -120,12 +122,12 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     dense_out = model(x)
     identity_error = None
     if spec.identity is not None:
-        config = build_config(spec.config, spec.identity, owner=spec.name)
+        config = build_config(spec.config, {**spec.quick, **spec.identity}, owner=spec.name)
         comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
         identity_error = float((comp.module()(x) - dense_out).abs().max())
         assert identity_error <= 1e-5, f"{spec.name}: identity settings {dict(spec.identity)} change outputs by {identity_error}"
 
-    config = build_config(spec.config, settings or {}, owner=spec.name)
+    config = build_config(spec.config, {**spec.quick, **(settings or {})}, owner=spec.name)
     comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
     assert isinstance(comp, Compressed), f"{spec.name}: compress must return Compressed"
     out = comp.module()(x)
