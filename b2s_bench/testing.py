@@ -119,18 +119,27 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
 
     model = tiny_model(seed)
     x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-    dense_out = model(x)
+    with torch.no_grad():
+        dense_out = model(x)
+    return _check(spec, settings, seed, x, dense_out)
+
+
+def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, x: torch.Tensor,
+           dense_out: torch.Tensor) -> ContractReport:
+    model = tiny_model(seed)
     identity_error = None
     if spec.identity is not None:
         config = build_config(spec.config, {**spec.quick, **spec.identity}, owner=spec.name)
         comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
-        identity_error = float((comp.module()(x) - dense_out).abs().max())
+        with torch.no_grad():
+            identity_error = float((comp.module()(x) - dense_out).abs().max())
         assert identity_error <= 1e-5, f"{spec.name}: identity settings {dict(spec.identity)} change outputs by {identity_error}"
 
     config = build_config(spec.config, {**spec.quick, **(settings or {})}, owner=spec.name)
     comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
     assert isinstance(comp, Compressed), f"{spec.name}: compress must return Compressed"
-    out = comp.module()(x)
+    with torch.no_grad():
+        out = comp.module()(x)
     assert out.shape == dense_out.shape and torch.isfinite(out).all(), f"{spec.name}: compressed model output is broken"
 
     size = comp.size()
