@@ -169,7 +169,10 @@ class Runner:
 
     def _build_other_model(self, name: str) -> torch.nn.Module:
         request = ModelRequest(name)
-        return self.plugins.models.get(request.source).build(request).module
+        source = self.plugins.models.get(request.source)
+        if source.build_architecture is not None:
+            return source.build_architecture(request.arch)
+        return source.build(request).module
 
     def _base_record(self, cell: Cell) -> Record:
         return Record(

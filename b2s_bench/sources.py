@@ -61,6 +61,8 @@ class ModelSource:
         fingerprint: a cheap, stable identity of the weights a request would load (part of cell ids).
         problems: what would stop ``build`` (a missing file or package), found without building,
             for ``validate``; each item says how to fix it.
+        build_architecture: the bare architecture of a name, with no weights loaded or trained
+            (for a distillation student); by default ``build`` of a plain request.
     """
 
     name: str
@@ -69,6 +71,7 @@ class ModelSource:
     fingerprint: Callable[[ModelRequest], str] | None = None
     problems: Callable[[ModelRequest], list[str]] | None = None
     description: str = ""
+    build_architecture: Callable[[str], nn.Module] | None = None
 
 
 @dataclasses.dataclass

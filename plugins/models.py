@@ -167,11 +167,25 @@ def _tv_build(request: ModelRequest) -> LoadedModel:
     return LoadedModel(module.eval(), cfg["input_size"], 1000, checkpoint, IMAGENET, cfg)
 
 
+def _timm_arch(name: str) -> nn.Module:
+    import timm
+
+    return timm.create_model(name, pretrained=False)
+
+
+def _tv_arch(name: str) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None)
+
+
 SOURCES = [
     ModelSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _weights_problems,
-                "seeded tiny test models"),
-    ModelSource("timm", _timm_build, _timm_list, _weights_fingerprint, _weights_problems, "timm (pip install timm)"),
-    ModelSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _weights_problems, "torchvision.models"),
+                "seeded tiny test models", build_architecture=lambda name: TINY[name][0]()),
+    ModelSource("timm", _timm_build, _timm_list, _weights_fingerprint, _weights_problems, "timm (pip install timm)",
+                build_architecture=_timm_arch),
+    ModelSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _weights_problems, "torchvision.models",
+                build_architecture=_tv_arch),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run (auto: the suite's device, CUDA when present)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<suite name>)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="ImageNet root (overrides the suite's root: and $B2S_IMAGENET)")
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN",
                    help="only cells whose 'model method id' matches (substring or glob)")
     p.add_argument("--force", action="store_true", help="recompute cells that already have records")
@@ -37,6 +40,8 @@ def reports_current(out: Path) -> bool:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
+    if args.data:
+        os.environ["B2S_IMAGENET_OVERRIDE"] = args.data
     suite = load_suite(args.suite, plugins)
     out = args.out or Path("results") / suite.name
     runner = Runner(suite, plugins, RunOptions(out, args.device, args.pattern, args.force,

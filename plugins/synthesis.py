@@ -1,0 +1,238 @@
+"""BN-statistics data synthesis: inputs made from a model alone, for the synthetic data track.
+
+A batch of inputs x, started from Gaussian noise, is optimised so that at every BatchNorm layer the
+batch mean and variance of the layer's input match the layer's running statistics (ZeroQ's
+"distilled data"):
+
+    L_BN(x) = Σ_ℓ m_ℓ (‖μ_ℓ(x) − μ_ℓ^BN‖₂ + ‖σ²_ℓ(x) − σ²_ℓ^BN‖₂),   m_1 = first_bn_multiplier, m_ℓ>1 = 1.
+
+DeepInversion-style terms can be added: cross-entropy toward target labels, a total-variation and
+an ℓ2 prior on x, random jitter (a circular shift) and horizontal flips of x at each step:
+
+    L(x) = bn_weight·L_BN + ce_weight·CE(f(x̃), y) + tv_weight·TV(x) + l2_weight·‖x‖₂.
+
+Our own implementation (forward pre-hooks on the BN layers, Adam on x with a cosine learning rate);
+the reference codes' licences (ZeroQ: GPL-3, DeepInversion: NVIDIA NC) do not allow reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from b2s_bench import Context, check
+
+__all__ = ["SynthesisConfig", "Synthesized", "ZEROQ", "DEEPINVERSION", "synthesize", "bn_loss", "bn_layers"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisConfig:
+    """Settings of the synthesizer.
+
+    Attributes:
+        samples: number of inputs made in all.
+        batch_size: inputs optimised together (BN statistics are batch statistics).
+        iterations: Adam steps per batch.
+        lr: Adam's learning rate on the inputs (decayed to 0 by a cosine schedule).
+        bn_weight: weight of the BN-statistics loss.
+        first_bn_multiplier: extra weight of the first BN layer's term (DeepInversion: 10).
+        ce_weight: weight of the cross-entropy toward random target labels (0: none).
+        tv_weight / l2_weight: weights of the total-variation and ℓ2 priors on the inputs.
+        jitter: largest random circular shift per step, as a fraction of the image side (0: none).
+        flip: random horizontal flips per step.
+    """
+
+    samples: int = 64
+    batch_size: int = 64
+    iterations: int = 500
+    lr: float = 0.25
+    bn_weight: float = 1.0
+    first_bn_multiplier: float = 1.0
+    ce_weight: float = 0.0
+    tv_weight: float = 0.0
+    l2_weight: float = 0.0
+    jitter: float = 0.0
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        check(self.samples >= 1, f"samples must be >= 1, got {self.samples}", "samples")
+        check(self.batch_size >= 2, f"batch_size must be >= 2 (batch statistics), got {self.batch_size}", "batch_size")
+        check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}", "lr")
+        for key in ("bn_weight", "first_bn_multiplier", "ce_weight", "tv_weight", "l2_weight"):
+            check(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}", key)
+        check(0.0 <= self.jitter < 1.0, f"jitter must be in [0, 1), got {self.jitter}", "jitter")
+
+
+#: ZeroQ-style distilled data: the BN-statistics loss alone.
+ZEROQ = SynthesisConfig()
+#: DeepInversion-style: BN loss with a first-layer multiplier, CE toward labels, priors, jitter and flips
+#: (the weights of the official ImageNet settings: r_feature 0.05, first BN x10, TV 1e-4, ℓ2 1e-5, 30/224 px).
+DEEPINVERSION = SynthesisConfig(lr=0.2, bn_weight=0.05, first_bn_multiplier=10.0, ce_weight=1.0, tv_weight=1e-4,
+                                l2_weight=1e-5, jitter=30 / 224, flip=True)
+
+
+@dataclasses.dataclass
+class Synthesized:
+    """Synthesized inputs (on the CPU), their target labels, and how the BN loss went (first/last step means)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    bn_loss_start: float
+    bn_loss_end: float
+    seconds: float
+
+    def info(self) -> dict[str, Any]:
+        return {"samples": int(self.images.shape[0]), "bn_loss_start": self.bn_loss_start,
+                "bn_loss_end": self.bn_loss_end, "seconds": round(self.seconds, 3)}
+
+
+def bn_layers(model: nn.Module) -> list[nn.Module]:
+    """BatchNorm layers with running statistics, in model order."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None]
+
+
+class _BNTerms:
+    """Forward pre-hooks that record each BN layer's statistics term, in execution order."""
+
+    def __init__(self, model: nn.Module):
+        self.terms: list[torch.Tensor] = []
+        self.handles = [m.register_forward_pre_hook(self._hook) for m in bn_layers(model)]
+        if not self.handles:
+            raise ValueError("the model has no BatchNorm layers with running statistics to synthesize data from")
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0]
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean = x.mean(dim=dims)
+        var = x.var(dim=dims, correction=0)
+        self.terms.append(torch.linalg.vector_norm(mean - module.running_mean)
+                          + torch.linalg.vector_norm(var - module.running_var))
+
+    def total(self, first_multiplier: float = 1.0) -> torch.Tensor:
+        return self.terms[0] * first_multiplier + sum(self.terms[1:], torch.zeros((), device=self.terms[0].device))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _frozen_eval(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode with its parameters out of autograd; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@torch.no_grad()
+def bn_loss(model: nn.Module, x: torch.Tensor) -> float:
+    """The BN-statistics loss Σ_ℓ ‖μ_ℓ(x) − μ_ℓ^BN‖₂ + ‖σ²_ℓ(x) − σ²_ℓ^BN‖₂ of the batch ``x``."""
+    with _frozen_eval(model):
+        terms = _BNTerms(model)
+        try:
+            model(x)
+            return float(terms.total())
+        finally:
+            terms.remove()
+
+
+def _tv(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() < 4:
+        return torch.zeros((), device=x.device)
+    return (torch.linalg.vector_norm(x[..., 1:, :] - x[..., :-1, :])
+            + torch.linalg.vector_norm(x[..., :, 1:] - x[..., :, :-1]))
+
+
+def synthesize(model: nn.Module, config: SynthesisConfig, ctx: Context, offset: int = 0,
+               num_classes: int | None = None) -> Synthesized:
+    """Make ``config.samples`` inputs of shape ``ctx.input_shape`` from ``model``'s BN statistics.
+
+    Seeded by ``ctx.seed + offset`` (noise, labels, jitter and flips come from CPU generators, so
+    the result does not depend on the device up to floating point); runs on ``ctx.device``.
+    """
+    if ctx.input_shape is None:
+        raise ValueError("data synthesis needs the model's input shape (ctx.input_shape)")
+    shape = tuple(ctx.input_shape)
+    device = ctx.device
+    gen = ctx.generator(1000 + offset)
+    batches = [min(config.batch_size, config.samples - s) for s in range(0, config.samples, config.batch_size)]
+    if len(batches) > 1 and batches[-1] < 2:  # a batch of one has no variance: merge it into the previous one
+        batches[-2] += batches.pop()
+    classes = num_classes or ctx.num_classes
+    images, labels, starts, ends = [], [], [], []
+    t0 = time.perf_counter()
+    bar = ctx.progress(len(batches) * config.iterations, "synthesize")
+    with _frozen_eval(model):
+        terms = _BNTerms(model)
+        try:
+            for b in batches:
+                x = torch.randn((b, *shape), generator=gen).to(device).requires_grad_(True)
+                if classes is None:
+                    with torch.no_grad():
+                        classes = int(model(x[:2]).shape[-1])
+                y = torch.randint(0, classes, (b,), generator=gen)
+                y_dev = y.to(device)
+                opt = torch.optim.Adam([x], lr=config.lr)
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(config.iterations, 1))))
+                start = end = None
+                for _ in range(config.iterations):
+                    xin = x
+                    if x.dim() == 4 and config.jitter > 0:
+                        limit = max(int(round(config.jitter * min(shape[-2:]))), 0)
+                        dy, dx = torch.randint(-limit, limit + 1, (2,), generator=gen).tolist()
+                        xin = torch.roll(xin, shifts=(dy, dx), dims=(2, 3))
+                    if x.dim() == 4 and config.flip and bool(torch.rand((), generator=gen) < 0.5):
+                        xin = torch.flip(xin, dims=(3,))
+                    terms.terms.clear()
+                    out = model(xin)
+                    lbn = terms.total(config.first_bn_multiplier)
+                    loss = config.bn_weight * lbn
+                    if config.ce_weight:
+                        loss = loss + config.ce_weight * F.cross_entropy(out, y_dev)
+                    if config.tv_weight:
+                        loss = loss + config.tv_weight * _tv(x)
+                    if config.l2_weight:
+                        loss = loss + config.l2_weight * torch.linalg.vector_norm(x)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    plain = float(sum(t.detach() for t in terms.terms))
+                    start = plain if start is None else start
+                    end = plain
+                    bar.update(1)
+                    bar.set_postfix_str(f"bn {plain:.3g}")
+                x = x.detach()
+                if start is None:  # no iterations: report the loss of the noise
+                    terms.terms.clear()
+                    with torch.no_grad():
+                        model(x)
+                    start = end = float(sum(t for t in terms.terms))
+                images.append(x.cpu())
+                labels.append(y)
+                starts.append(start)
+                ends.append(end)
+        finally:
+            terms.remove()
+            bar.close()
+    return Synthesized(torch.cat(images), torch.cat(labels), sum(starts) / len(starts), sum(ends) / len(ends),
+                       time.perf_counter() - t0)
