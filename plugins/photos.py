@@ -60,7 +60,7 @@ def _load(package: str, name: str) -> np.ndarray:
         img = np.asarray(Image.open(path).convert("RGB"))
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[..., :3])
+    return np.array(img[..., :3], copy=True)  # writable and contiguous
 
 
 def load_photos() -> list[tuple[torch.Tensor, int, str]]:

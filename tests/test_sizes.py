@@ -1,0 +1,91 @@
+"""Exact size accounting: hand-computed cases, the fp32 baseline, both ratios, packing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from b2s_bench import Compressed, SizeBreakdown
+from b2s_bench.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
+from b2s_bench.sizes import ceil_log2, inference_state, sparse_index_bits
+from b2s_bench.testing import tiny_model
+from b2s_bench_plugins.prune import SparseCode, magnitude_masks
+from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
+
+
+def test_breakdown_arithmetic_and_validation() -> None:
+    a = SizeBreakdown(payload=10, scales=2)
+    b = SizeBreakdown(indices=5, raw=3)
+    assert (a + b).total == 20 and SizeBreakdown.sum([a, b, a]).payload == 20
+    with pytest.raises(ValueError, match="non-negative int"):
+        SizeBreakdown(payload=-1)
+    with pytest.raises(ValueError):
+        SizeBreakdown(payload=1.5)  # type: ignore[arg-type]
+
+
+def test_baseline_counts_bn_buffers_but_not_num_batches_tracked() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    state = inference_state(model)
+    assert "1.num_batches_tracked" not in state
+    # conv 36 + 4 bias; BN weight, bias, running mean, running var: 16
+    assert Compressed.from_codes(model, {}).size().baseline_bits == 32 * (36 + 4 + 16)
+
+
+def test_quantize_bits_hand_computed() -> None:
+    w = torch.randn(16, 8, 3, 3)
+    sym = quantize_tensor(w, QuantizeConfig(bits=4, granularity="channel"))
+    assert sym.bits().as_dict() == {"payload": 1152 * 4, "scales": 16 * 32, "indices": 0, "codebook": 0, "inr": 0,
+                                    "outliers": 0, "metadata": 32, "raw": 0}
+    affine = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32, symmetric=False,
+                                               scale_bits=16))
+    groups = 16 * 3  # 72 weights per row -> 3 groups of 32 (padded)
+    assert affine.bits().total == 16 * 96 * 4 + groups * (16 + 4) + 32
+    assert quantize_tensor(w, QuantizeConfig(bits=32)).bits().payload == 32 * 1152
+
+
+def test_quantize_values_are_round_to_nearest() -> None:
+    w = torch.tensor([[0.0, 0.3, -1.0, 0.74]])
+    code = quantize_tensor(w, QuantizeConfig(bits=3, granularity="tensor"))  # s = 1/3, grid -4..3
+    assert torch.allclose(code.decode(), torch.tensor([[0.0, 1 / 3, -1.0, 2 / 3]]))
+    affine = quantize_tensor(w, QuantizeConfig(bits=2, granularity="tensor", symmetric=False))
+    assert affine.decode().unique().numel() <= 4
+
+
+def test_prune_bits_are_the_cheaper_index_encoding() -> None:
+    assert sparse_index_bits(10, 4, 100) == (10 * 7 + 5 * 4, "csr")
+    assert sparse_index_bits(300, 4, 100) == (400, "bitmask")
+    w = torch.randn(64, 576)
+    mask = magnitude_masks({"w": w}, 0.9, "layer")["w"]
+    code = SparseCode(w[mask], mask)
+    nnz = int(mask.sum())
+    assert nnz == 64 * 576 - round(0.9 * 64 * 576)
+    csr = nnz * ceil_log2(576) + 65 * ceil_log2(nnz + 1)
+    assert code.bits().as_dict()["indices"] == min(csr, 64 * 576)
+    assert code.bits().payload == 32 * nnz
+
+
+def test_both_ratios() -> None:
+    model = tiny_model()
+    state = model.state_dict()
+    key = "classifier.1.weight"
+    code = quantize_tensor(state[key], QuantizeConfig(bits=8, granularity="tensor"))
+    size = Compressed.from_codes(model, {key: code}).size()
+    n = state[key].numel()
+    assert size.layers_baseline_bits == 32 * n
+    assert size.layers_bits == code.bits().total == 8 * n + 32 + 32
+    assert size.ratio_layers == pytest.approx(32 * n / (8 * n + 64))
+    assert size.ratio_model == pytest.approx(size.baseline_bits / size.total_bits)
+    assert size.total_bits == size.baseline_bits - 32 * n + 8 * n + 64
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3, 5, 8, 13])
+def test_packing_round_trip(nbits: int) -> None:
+    values = torch.randint(0, 2**nbits, (1001,))
+    packed = pack_bits(values, nbits)
+    assert packed.dtype == torch.uint8 and packed.numel() == (1001 * nbits + 7) // 8
+    assert torch.equal(unpack_bits(packed, nbits, 1001), values)
+    mask = torch.rand(7, 9) > 0.5
+    assert torch.equal(unpack_mask(pack_mask(mask), (7, 9)), mask)
+    with pytest.raises(ValueError, match="do not fit"):
+        pack_bits(torch.tensor([2**nbits]), nbits)
