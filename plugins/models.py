@@ -89,15 +89,28 @@ def _weights_problems(request: ModelRequest) -> list[str]:
         return package_weights.problems(request.weights)
     if request.weights and not os.path.isfile(request.weights):
         return [f"weights file {request.weights!r} not found; download it there or fix `weights:`"]
-    if request.pretrained and not _hub_reachable_hint():
-        return ["pretrained: true downloads from the Hugging Face hub: it needs the internet or a filled cache "
-                "(HF_HUB_OFFLINE=1 with ~/.cache/huggingface); otherwise use `weights: PATH`"]
+    if request.pretrained and os.environ.get("HF_HUB_OFFLINE") == "1" and not _hub_cached(request):
+        return [f"pretrained weights of {request.name} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; "
+                "download them once with internet, or set `weights: PATH`"]
     return []
 
 
-def _hub_reachable_hint() -> bool:
-    # offline mode set explicitly means the user filled the cache; we cannot probe the network cheaply
-    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("B2S_BENCH_ASSUME_ONLINE") == "1"
+def _hub_cached(request: ModelRequest) -> bool:
+    """Whether timm's pretrained file for this model is in the local Hugging Face cache."""
+    if request.source != "timm":
+        return True  # torchvision's cache is checked when the model loads
+    try:
+        import timm.models
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(request.arch)
+        repo = getattr(cfg, "hf_hub_id", None)
+        if not repo:
+            return False
+        return any(isinstance(try_to_load_from_cache(repo, f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    except Exception:
+        return False
 
 
 def _apply_weights(module: nn.Module, request: ModelRequest, arch_for_package: str) -> str:

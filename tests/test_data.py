@@ -132,8 +132,9 @@ def test_package_weights_name_mismatches() -> None:
         package_weights.checkpoint_file("package:nope_pkg")
 
 
-def test_unavailable_models_say_what_to_do(plugins: Plugins) -> None:
+def test_unavailable_models_say_what_to_do(plugins: Plugins, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     timm_source = plugins.models.get("timm")
-    problems = timm_source.problems(ModelRequest("timm:resnet18", pretrained=True))
-    assert problems and "internet" in problems[0]
+    problems = timm_source.problems(ModelRequest("timm:resnet18.tv_in1k", pretrained=True))
+    assert problems and "not in the Hugging Face cache" in problems[0]
     assert "not found" in timm_source.problems(ModelRequest("timm:resnet18", weights="/nope.pth"))[0]
