@@ -269,14 +269,18 @@ class Compressed:
     def from_codes(
         cls, model: nn.Module, codes: Mapping[str, Code], info: Mapping[str, Any] | None = None
     ) -> Compressed:
-        """The common case: some tensors of ``model`` are coded, the rest are stored raw as they are."""
+        """The common case: some tensors of ``model`` are coded, the rest are stored raw as they are.
+
+        ``model`` itself becomes the skeleton (not copied: the runner hands every cell its own copy),
+        so do not modify it afterwards.
+        """
         state = inference_state(model)
         unknown = set(codes) - set(state)
         if unknown:
             raise KeyError(f"codes for tensors the model does not have: {sorted(unknown)[:5]}")
         raw = {k: v for k, v in state.items() if k not in codes}
         shapes = {k: tuple(v.shape) for k, v in state.items()}
-        return cls(codes, raw, skeleton_of(model), shapes, info=info)
+        return cls(codes, raw, model, shapes, info=info)
 
     def with_codes(self, codes: Mapping[str, Code]) -> Compressed:
         return Compressed(codes, self.raw, self.skeleton, self.original_shapes, self.replaced, self.architecture,
