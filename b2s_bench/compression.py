@@ -293,14 +293,16 @@ class Compressed:
             state[k] = v.float() if v.is_floating_point() else v
         return state
 
-    def module(self, deployed: bool = False) -> nn.Module:
+    def module(self, deployed: bool = False, fresh: bool = True) -> nn.Module:
         """An ``nn.Module`` ready to evaluate, built from the skeleton and the decoded state.
 
         Args:
             deployed: replace layers by the codes' deployed forms where they have one (for example
                 low-rank factors as two layers, or weights rebuilt on the fly).
+            fresh: build on a copy of the skeleton. False builds into the skeleton itself (the
+                runner does, once per cell, to save a copy); later calls still work.
         """
-        model = copy.deepcopy(self.skeleton)
+        model = copy.deepcopy(self.skeleton) if fresh or deployed else self.skeleton
         state = self.state_dict()
         conform_shapes(model, state)
         missing, unexpected = model.load_state_dict(state, strict=False)

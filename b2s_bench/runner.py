@@ -221,7 +221,7 @@ class Runner:
             seed_everything(cell.seed)
             compressed = self._compress(cell, model, data)
             t2 = time.perf_counter()
-            evaluated = compressed.module().to(self.device).eval()
+            evaluated = compressed.module(fresh=False).to(self.device).eval()
             size = compressed.size()
             record["size"] = size.as_dict()
             if self.suite.runtime.save_artifacts:
