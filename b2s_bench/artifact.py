@@ -106,7 +106,9 @@ def load_compressed(path: str | os.PathLike[str], skeleton: nn.Module, code_type
     manifest = json.loads((path / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a b2s-bench artifact (format {manifest.get('format')!r})")
-    tensors = load_file(str(path / TENSORS))
+    # fresh, aligned copies: safetensors may hand back views at odd alignments, which can change
+    # which matmul kernel runs and so the last bit of a decode
+    tensors = {k: v.clone() for k, v in load_file(str(path / TENSORS)).items()}
     codes = {key: restore_code(entry, f"code/{key}", tensors, code_types) for key, entry in manifest["codes"].items()}
     raw = {key: tensors[f"raw/{key}"] for key in manifest["raw"]}
     return Compressed(

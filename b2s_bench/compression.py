@@ -47,10 +47,15 @@ class DecoderNetwork(nn.Module):
             gradient, e.g. a sparsity constraint), only at the "end" (a relaxation snapped at the
             end, e.g. a rounding layer), or "never".
         solver_lam: the weight λ of R(φ) the solver uses by default (ramped up from 0).
+        closed_form: whether the code itself is the family's closed-form solution (truncated
+            SVD, top-k magnitudes, round-to-nearest), so that refitting this network with the
+            generic solver is a closed-form-vs-solver check. False for codes that are themselves
+            gradient fits (INRs).
     """
 
     projection: ClassVar[str] = "step"
     solver_lam: ClassVar[float] = 0.0
+    closed_form: ClassVar[bool] = True
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

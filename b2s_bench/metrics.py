@@ -52,7 +52,9 @@ class MetricSpec:
 
 
 @torch.inference_mode()
-def run_model(model: nn.Module, data: LoadedData, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def run_model(
+    model: nn.Module, data: LoadedData, device: torch.device, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits for the whole eval set (on the CPU, fp32) and the labels (or None)."""
     model.eval()
     outs, labels = [], []

@@ -78,7 +78,9 @@ def _row(rec: Record) -> dict[str, Any]:
     return row
 
 
-def load_frame(out_dir: str | os.PathLike[str], only_current: bool = True) -> tuple[pd.DataFrame, list[MetricMeta], dict[str, Any]]:
+def load_frame(
+    out_dir: str | os.PathLike[str], only_current: bool = True
+) -> tuple[pd.DataFrame, list[MetricMeta], dict[str, Any]]:
     """Rows of every record in a run folder, the metrics' metadata, and the run's report settings.
 
     Args:

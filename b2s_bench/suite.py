@@ -201,7 +201,7 @@ class _Parser:
             if pretrained:
                 raise self.fail((*path, "weights"), "give either pretrained: true or weights:, not both")
             if not weights.startswith("package:") and not os.path.isabs(weights):
-                weights = str((Path(self.loc.where(path)[0]).parent / weights))
+                weights = str(Path(self.loc.where(path)[0]).parent / weights)
         options = self.expect(raw.get("options", {}), dict, (*path, "options"), "a mapping of model options")
         dataset = self.dataset(raw["dataset"], (*path, "dataset")) if "dataset" in raw else None
         label = self.expect(raw.get("label", name), str, (*path, "label"), "a string")

@@ -94,7 +94,9 @@ def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05)
     return pd.DataFrame(rows)
 
 
-def theory_sections(frame: pd.DataFrame, metas: Sequence[MetricMeta], preferred: str | None = None) -> list[tuple[str, pd.DataFrame]]:
+def theory_sections(
+    frame: pd.DataFrame, metas: Sequence[MetricMeta], preferred: str | None = None
+) -> list[tuple[str, pd.DataFrame]]:
     sections = []
     if frame.empty:
         return sections

@@ -35,15 +35,20 @@ FMNIST_INSTALL = ("Fashion-MNIST not found: install it with `apt-get install dat
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-def tensor_batches(x: torch.Tensor, y: torch.Tensor | None) -> Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor | None]]]:
-    def batches(batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def tensor_batches(x: torch.Tensor, y: torch.Tensor | None) -> Callable[[int], Iterator[Batch]]:
+    def batches(batch_size: int) -> Iterator[Batch]:
         for i in range(0, x.shape[0], batch_size):
             yield x[i:i + batch_size], (None if y is None else y[i:i + batch_size])
 
     return batches
 
 
-def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+def shuffled_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
+) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
     def epoch() -> list[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
         return [(x[order[i:i + batch_size]], y[order[i:i + batch_size]]) for i in range(0, x.shape[0], batch_size)]

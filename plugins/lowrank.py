@@ -5,11 +5,8 @@ relaxed to the nuclear norm ||W||_* = min ½(||A||² + ||B||²) over A Bᵀ = W.
 split as √Σ into both factors is the closed-form minimizer (Eckart–Young) and the balanced point
 of the relaxation; the generic solver fitting the bottleneck network from a random start reaches
 it (linear networks have no spurious local minima). Tucker-2 (HOSVD, optionally refined by HOOI)
-is the multilinear analogue for convs: W = G ×₁ U_out ×₂ U_in.
-
-Deployed forms: SVD of a conv is Conv(C_in→r, k×k, same stride/padding/dilation) followed by
-Conv(r→C_out, 1×1, with the bias); of a linear layer, Linear→Linear. Tucker-2 is
-1×1 (C_in→R_i) → k×k (R_i→R_o) → 1×1 (R_o→C_out, with the bias).
+is the multilinear analogue for convs: W = G ×₁ U_out ×₂ U_in. The codes, their network and
+deployed (two- or three-layer) forms are in :mod:`.lowrank_codes`.
 
 Bits: the factors at 32 bits (payload) plus a 32-bit header (the ranks) per tensor. A layer whose
 factors would not be strictly smaller than the dense weight (r(m+n) + 1 ≥ mn 32-bit words for
@@ -23,259 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, check
+from b2s_bench import Code, Compressed, CompressorSpec, Context, check
 from b2s_bench.targets import weight_layers
 
-HEADER_BITS = 32
+from .lowrank_codes import HEADER_BITS, BottleneckNetwork, DenseCode, SvdCode, TuckerCode, TuckerNetwork
+
+__all__ = ["SPEC", "LowRankConfig", "SvdCode", "TuckerCode", "DenseCode", "BottleneckNetwork",
+           "TuckerNetwork", "energy_rank", "svd_code", "tucker_code", "compress", "compress_tensor"]
+
 DEFAULT_ENERGY = 0.95
 RULES = ("rank", "energy", "target_ratio")
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-# -- codes ---------------------------------------------------------------------------------------------
-def _rms(t: torch.Tensor) -> float:
-    return float(t.float().pow(2).mean().sqrt().clamp(min=1e-6))
-
-
-def _fresh(t: torch.Tensor) -> torch.Tensor:
-    """A freshly allocated fp32 copy: a loaded tensor may sit at an odd alignment in the file's buffer,
-    which changes the BLAS kernel and hence the last bit of a matmul, so decode would not round-trip."""
-    return t.detach().to(torch.float32, copy=True).contiguous()
-
-
-def _sq(*tensors: torch.Tensor) -> torch.Tensor:
-    return 0.5 * sum((t.float().pow(2).sum() for t in tensors), torch.zeros(()))
-
-
-@dataclasses.dataclass
-class SvdCode(Code):
-    """W ≈ A Bᵀ with A = U_r Σ_r^½ (m × r) and B = V_r Σ_r^½ (n × r); W is the tensor reshaped to m × n."""
-
-    a: torch.Tensor  # (m, r)
-    b: torch.Tensor  # (n, r)
-    orig_shape: tuple[int, ...]
-    kind = "lowrank.svd"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.orig_shape)
-
-    @property
-    def rank(self) -> int:
-        return int(self.a.shape[1])
-
-    def decode(self) -> torch.Tensor:
-        return (self.a.float() @ self.b.float().T).reshape(self.orig_shape)
-
-    def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * (self.a.numel() + self.b.numel()), metadata=HEADER_BITS)
-
-    def regularizer(self) -> torch.Tensor:
-        return _sq(self.a, self.b)  # = ||A Bᵀ||_* at the balanced √Σ split
-
-    def payload(self) -> dict[str, torch.Tensor]:
-        return {"a": self.a, "b": self.b}
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"a": self.a.float().contiguous(), "b": self.b.float().contiguous()}
-
-    def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.orig_shape), "rank": self.rank}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> SvdCode:
-        return cls(_fresh(tensors["a"]), _fresh(tensors["b"]), tuple(meta["shape"]))
-
-    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> BottleneckNetwork:
-        return BottleneckNetwork(self.a, self.b, self.orig_shape, init, generator)
-
-    def stats(self) -> dict[str, Any]:
-        m, n = self.a.shape[0], self.b.shape[0]
-        return {"rank": self.rank, "max_rank": min(m, n), "form": "svd"}
-
-    def deployed(self, layer: nn.Module) -> nn.Module | None:
-        if isinstance(layer, nn.Linear):
-            first = nn.Linear(layer.in_features, self.rank, bias=False)
-            second = nn.Linear(self.rank, layer.out_features, bias=layer.bias is not None)
-            first.weight.data = self.b.T.float().contiguous()
-            second.weight.data = self.a.float().contiguous()
-        elif isinstance(layer, _CONVS) and layer.groups == 1:
-            spatial = tuple(layer.weight.shape[2:])
-            first = _conv_like(layer, layer.in_channels, self.rank, spatial, bias=False)
-            second = _pointwise(layer, self.rank, layer.out_channels, bias=layer.bias is not None)
-            first.weight.data = self.b.T.float().reshape(self.rank, layer.in_channels, *spatial).contiguous()
-            ones = [1] * len(spatial)
-            second.weight.data = self.a.float().reshape(layer.out_channels, self.rank, *ones).contiguous()
-        else:
-            return None
-        if layer.bias is not None:
-            second.bias.data = layer.bias.detach().clone()
-        return nn.Sequential(first, second).to(layer.weight.device)
-
-
-@dataclasses.dataclass
-class TuckerCode(Code):
-    """Tucker-2 of a conv: W[o,i,...] = Σ_ab U_out[o,a] G[a,b,...] U_in[i,b]."""
-
-    core: torch.Tensor  # (R_o, R_i, *kernel)
-    u_out: torch.Tensor  # (C_out, R_o)
-    u_in: torch.Tensor  # (C_in, R_i)
-    kind = "lowrank.tucker2"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (int(self.u_out.shape[0]), int(self.u_in.shape[0]), *self.core.shape[2:])
-
-    def decode(self) -> torch.Tensor:
-        return torch.einsum("ab...,oa,ib->oi...", self.core.float(), self.u_out.float(), self.u_in.float())
-
-    def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * (self.core.numel() + self.u_out.numel() + self.u_in.numel()),
-                             metadata=HEADER_BITS)
-
-    def regularizer(self) -> torch.Tensor:
-        return _sq(self.core, self.u_out, self.u_in)
-
-    def payload(self) -> dict[str, torch.Tensor]:
-        return {"core": self.core, "u_out": self.u_out, "u_in": self.u_in}
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.float().contiguous() for k, v in self.payload().items()}
-
-    def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "ranks": [int(self.core.shape[0]), int(self.core.shape[1])]}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> TuckerCode:
-        return cls(_fresh(tensors["core"]), _fresh(tensors["u_out"]), _fresh(tensors["u_in"]))
-
-    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> TuckerNetwork:
-        return TuckerNetwork(self, init, generator)
-
-    def stats(self) -> dict[str, Any]:
-        return {"rank": [int(self.core.shape[0]), int(self.core.shape[1])], "form": "tucker2"}
-
-    def deployed(self, layer: nn.Module) -> nn.Module | None:
-        if not isinstance(layer, _CONVS) or layer.groups != 1:
-            return None
-        r_o, r_i = int(self.core.shape[0]), int(self.core.shape[1])
-        spatial = tuple(self.core.shape[2:])
-        ones = [1] * len(spatial)
-        first = _pointwise(layer, layer.in_channels, r_i, bias=False)
-        middle = _conv_like(layer, r_i, r_o, spatial, bias=False)
-        last = _pointwise(layer, r_o, layer.out_channels, bias=layer.bias is not None)
-        first.weight.data = self.u_in.T.float().reshape(r_i, layer.in_channels, *ones).contiguous()
-        middle.weight.data = self.core.float().contiguous()
-        last.weight.data = self.u_out.float().reshape(layer.out_channels, r_o, *ones).contiguous()
-        if layer.bias is not None:
-            last.bias.data = layer.bias.detach().clone()
-        return nn.Sequential(first, middle, last).to(layer.weight.device)
-
-
-@dataclasses.dataclass
-class DenseCode(Code):
-    """A targeted layer kept dense (at or above break-even): 32 bits a weight, like a raw tensor."""
-
-    weight: torch.Tensor
-    kind = "lowrank.dense"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.weight.shape)
-
-    def decode(self) -> torch.Tensor:
-        return self.weight.float()
-
-    def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * self.weight.numel())
-
-    def regularizer(self) -> torch.Tensor:
-        # R = the rank the code allows: full, min(m, n), for a dense matrix
-        w = self.weight
-        return torch.tensor(float(min(w.shape[0], w.numel() // max(w.shape[0], 1)) if w.dim() >= 2 else 1))
-
-    def payload(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight}
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight.float().contiguous()}
-
-    def meta(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> DenseCode:
-        return cls(_fresh(tensors["weight"]))
-
-    def stats(self) -> dict[str, Any]:
-        return {"form": "dense"}
-
-
-def _conv_like(layer: nn.Module, c_in: int, c_out: int, kernel: tuple[int, ...], bias: bool) -> nn.Module:
-    return type(layer)(c_in, c_out, kernel, stride=layer.stride, padding=layer.padding,
-                       dilation=layer.dilation, bias=bias, padding_mode=layer.padding_mode)
-
-
-def _pointwise(layer: nn.Module, c_in: int, c_out: int, bias: bool) -> nn.Module:
-    return type(layer)(c_in, c_out, 1, bias=bias)
-
-
-# -- the networks ---------------------------------------------------------------------------------------
-class BottleneckNetwork(b2s.DecoderNetwork):
-    """g(A, B) = A Bᵀ: a linear network with an r-wide bottleneck, R = ½(||A||² + ||B||²).
-
-    The bottleneck width is the hard rank constraint, so nothing is projected; with λ = 0 (the
-    default) the solver minimizes the data term alone, whose global minimum is the truncated SVD.
-    """
-
-    projection = "never"
-    solver_lam = 0.0
-
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...], init: str = "code",
-                 generator: torch.Generator | None = None):
-        super().__init__()
-        if init == "random":
-            # small, balanced factors (a "small initialization"): gradient descent on a linear
-            # network from here picks up the singular directions in order of their size
-            scale = float(torch.sqrt(a.float().pow(2).mean() + b.float().pow(2).mean()).clamp(min=1e-6))
-            a = torch.randn(a.shape, generator=generator) * 0.1 * scale
-            b = torch.randn(b.shape, generator=generator) * 0.1 * scale
-        self.a = nn.Parameter(a.detach().clone().float())
-        self.b = nn.Parameter(b.detach().clone().float())
-        self.shape = tuple(shape)
-
-    def forward(self) -> torch.Tensor:
-        return (self.a @ self.b.T).reshape(self.shape)
-
-    def regularizer(self) -> torch.Tensor:
-        return 0.5 * (self.a.pow(2).sum() + self.b.pow(2).sum())
-
-
-class TuckerNetwork(b2s.DecoderNetwork):
-    """g(G, U_out, U_in) = G ×₁ U_out ×₂ U_in: a multilinear network, R = ½ of the squared norms."""
-
-    projection = "never"
-    solver_lam = 0.0
-
-    def __init__(self, code: TuckerCode, init: str = "code", generator: torch.Generator | None = None):
-        super().__init__()
-        tensors = [code.core, code.u_out, code.u_in]
-        if init == "random":
-            tensors = [torch.randn(t.shape, generator=generator) * 0.3 * _rms(t) for t in tensors]
-        self.core, self.u_out, self.u_in = (nn.Parameter(t.detach().clone().float()) for t in tensors)
-
-    def forward(self) -> torch.Tensor:
-        return torch.einsum("ab...,oa,ib->oi...", self.core, self.u_out, self.u_in)
-
-    def regularizer(self) -> torch.Tensor:
-        return 0.5 * (self.core.pow(2).sum() + self.u_out.pow(2).sum() + self.u_in.pow(2).sum())
 
 
 # -- config -----------------------------------------------------------------------------------------------
@@ -345,9 +105,24 @@ def tucker_words(c_out: int, c_in: int, kernel: int, r_o: int, r_i: int) -> int:
     return c_in * r_i + r_i * r_o * kernel + r_o * c_out + HEADER_BITS // 32
 
 
-def _svd(w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    u, s, vh = torch.linalg.svd(w2.double(), full_matrices=False)
-    return u, s, vh
+def thin_svd(w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U, σ (descending), Vᵀ of an m × n matrix, k = min(m, n), in float64.
+
+    Computed from the eigendecomposition of the smaller Gram matrix (k × k): several times faster
+    than a direct SVD on the CPU, and exact to float64 rounding in the leading components; the
+    components that squaring blurs are below 1e-8 of the largest, far under fp32 weight precision.
+    """
+    w = w2.double()
+    tiny = torch.finfo(torch.float64).tiny
+    if w.shape[0] <= w.shape[1]:
+        lam, u = torch.linalg.eigh(w @ w.T)
+        s = lam.flip(0).clamp(min=0).sqrt()
+        u = u.flip(1)
+        return u, s, (u.T @ w) / s.clamp(min=tiny)[:, None]
+    lam, v = torch.linalg.eigh(w.T @ w)
+    s = lam.flip(0).clamp(min=0).sqrt()
+    v = v.flip(1)
+    return (w @ v) / s.clamp(min=tiny), s, v.T
 
 
 def svd_code(w: torch.Tensor, config: LowRankConfig) -> Code:
@@ -366,12 +141,12 @@ def svd_code(w: torch.Tensor, config: LowRankConfig) -> Code:
     elif config.energy is not None and config.energy >= 1.0:
         r = full
     else:
-        u, sigma, vh = _svd(w.reshape(m, n))
+        u, sigma, vh = thin_svd(w.reshape(m, n))
         r = energy_rank(sigma, float(config.energy or DEFAULT_ENERGY))
     if r >= full or svd_words(m, n, r) >= m * n:
         return DenseCode(w.clone())
     if sigma is None:
-        u, sigma, vh = _svd(w.reshape(m, n))
+        u, sigma, vh = thin_svd(w.reshape(m, n))
     root = sigma[:r].sqrt()
     a = (u[:, :r] * root).float().contiguous()
     b = (vh[:r].T * root).float().contiguous()
@@ -380,8 +155,7 @@ def svd_code(w: torch.Tensor, config: LowRankConfig) -> Code:
 
 def _mode_basis(w: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left singular vectors and values of the mode-``mode`` unfolding (mode 0: C_out, 1: C_in)."""
-    unfolded = w.movedim(mode, 0).reshape(w.shape[mode], -1)
-    u, s, _ = torch.linalg.svd(unfolded, full_matrices=False)
+    u, s, _ = thin_svd(w.movedim(mode, 0).reshape(w.shape[mode], -1))
     return u, s
 
 

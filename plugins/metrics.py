@@ -113,9 +113,13 @@ def solver_gap(ev: Evaluation, max_tensors: int = 3, steps: int = 1500) -> float
     projection where the family has a hard constraint) and report the mean of
     solver_error / closed_form_error − 1 (0 means the solver reaches the closed form).
     """
-    codes = [(k, c) for k, c in ev.compressed.codes.items() if c.as_network("code") is not None]
+    codes = []
+    for key, code in ev.compressed.codes.items():
+        net = code.as_network("code")
+        if net is not None and net.closed_form:
+            codes.append((key, code))
     if not codes:
-        raise NotApplicable("no code of this compressor has a network form")
+        raise NotApplicable("no code of this compressor is a closed form with a network form")
     original = ev.baseline.module.state_dict()
     gaps = {}
     for key, code in sorted(codes, key=lambda kc: kc[1].decode().numel())[:max_tensors]:

@@ -76,8 +76,8 @@ def load_photos() -> list[tuple[torch.Tensor, int, str]]:
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as F
     from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
 
     mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
     return F.resize(img, list(size), interpolation=mode, antialias=True).clamp(0, 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 from b2s_bench import ReportContext
 from b2s_bench.report import BITS_PER_MB, primary_metric
 from b2s_bench.theory import pareto_front

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from b2s_bench_plugins import imagenet, package_weights, photos, zoo
+from b2s_bench_plugins.datasets import FashionMNISTConfig, load_fmnist, read_idx
+from helpers import write_idx
 
 from b2s_bench.errors import UserError
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedModel, ModelRequest
-from b2s_bench_plugins import imagenet, package_weights, photos, zoo
-from b2s_bench_plugins.datasets import FashionMNISTConfig, load_fmnist, read_idx
-from helpers import write_idx
 
 
 def test_idx_round_trip(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from b2s_bench.plugins import load_plugins
 from b2s_bench_plugins.imagenet import imagenet_wnids
 from helpers import run_cli
 from test_data import fake_imagenet
+
+from b2s_bench.plugins import load_plugins
 
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "imagenet.yaml"
 

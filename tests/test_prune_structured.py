@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
+from b2s_bench_plugins.prune import SPEC, PruneConfig, compress
 
 from b2s_bench import Compressed, Context
 from b2s_bench.testing import check_compressor, tiny_model
-from b2s_bench_plugins.prune import SPEC, PruneConfig, compress
 
 pytest.importorskip("torch_pruning")
 

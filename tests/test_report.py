@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import run_cli
 
 from b2s_bench.report import leaderboards, load_frame
-from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from b2s_bench import records
 from b2s_bench.plugins import load_plugins
 from b2s_bench.runner import Runner, RunOptions
 from b2s_bench.suite import load_suite
-from helpers import run_cli
 
 TEST_PLUGIN = '''
 import dataclasses, time

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from b2s_bench_plugins.prune import SparseCode, magnitude_masks
+from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
 from b2s_bench import Compressed, SizeBreakdown
 from b2s_bench.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
 from b2s_bench.sizes import ceil_log2, inference_state, sparse_index_bits
 from b2s_bench.testing import tiny_model
-from b2s_bench_plugins.prune import SparseCode, magnitude_masks
-from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
 
 
 def test_breakdown_arithmetic_and_validation() -> None:

@@ -7,6 +7,8 @@ import copy
 
 import pytest
 import torch
+from b2s_bench_plugins import prune as prune_plugin
+from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
 from torch.nn.utils import prune as torch_prune
 
 from b2s_bench import Compressed, Context
@@ -15,8 +17,6 @@ from b2s_bench.plugins import load_plugins
 from b2s_bench.solve import fit_network, relative_error
 from b2s_bench.targets import weight_layers
 from b2s_bench.testing import tiny_model
-from b2s_bench_plugins import prune as prune_plugin
-from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not load the plugin NAME (repeatable; also $B2S_BENCH_DISABLE)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,293 @@
+"""nern: NeRN reconstruction-only: a shared predictor counted once, permutations, save/load, training."""
+
+from __future__ import annotations
+
+import math
+
+import b2s_bench_plugins.nern as nern
+import b2s_bench_plugins.quantize as quantize
+import pytest
+import torch
+from b2s_bench_plugins import nern_encoding as enc
+from b2s_bench_plugins.nern import SPEC, NernCode, NernConfig
+from torch import nn
+
+from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins
+from b2s_bench.pipeline import apply_stage
+from b2s_bench.solve import fit_network, relative_error
+from b2s_bench.testing import check_compressor, tiny_context, tiny_model
+
+QUICK = dict(SPEC.quick)
+CODE_TYPES = {c.kind: c for c in SPEC.codes}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Hundreds of steps of a tiny MLP: one thread avoids thread hand-off costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _compress(model: nn.Module | None = None, seed: int = 0, **settings: object) -> Compressed:
+    config = build_config(NernConfig, {**QUICK, **settings}, "nern")
+    return SPEC.compress(model if model is not None else tiny_model(0), config, Context(seed=seed))
+
+
+def _predictor_params(hidden: int, num_blocks: int, levels: int, k: int = 3) -> int:
+    sizes = [6 * levels] + [hidden] * (num_blocks - 1) + [k * k]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def test_registered_through_the_plugin_hook() -> None:
+    plugins = load_plugins(entry_points=False, extra=[("nern", nern)])
+    assert plugins.compressors.get("nern") is SPEC
+    assert SPEC.family == "inr" and SPEC.track == "data-free" and SPEC.identity is None
+
+
+@pytest.mark.parametrize("settings", [{}, {"permutation": "none"}, {"permutation": "crossfilter"},
+                                      {"batch_size": 100, "magnitude_batching": 0.5, "optimizer": "adamw",
+                                       "weight_decay": 1e-4}])
+def test_contract(settings: dict) -> None:
+    check_compressor(SPEC, settings)
+
+
+@pytest.mark.parametrize("mode, perm_bits", [
+    ("none", 0),
+    # features.0: 16 x 1 kernels, features.4: 32 x 16 kernels
+    ("infilter", (16 * 1 * 0 + 16 * 4) + (32 * 16 * 4 + 32 * 5)),
+    ("crossfilter", 16 * 4 + 32 * 16 * 9),
+])
+def test_bits_count_the_predictor_once(mode: str, perm_bits: int) -> None:
+    comp = _compress(permutation=mode)
+    assert list(comp.codes) == ["features.0.weight", "features.4.weight"]  # only the 3x3, groups == 1 convs
+    owner, other = comp.codes["features.0.weight"], comp.codes["features.4.weight"]
+    assert owner.owner and not other.owner and owner.shared() is other.shared()
+    params = _predictor_params(QUICK["hidden"], 5, QUICK["levels"])
+    assert params == 1753 and owner.shared().numel == params
+    assert owner.bits().inr == 32 * params and other.bits().inr == 0
+    assert owner.bits().metadata == 32 + 7 * 32 and other.bits().metadata == 32
+    assert owner.bits().indices + other.bits().indices == perm_bits
+    size = comp.size()
+    code_bits = 32 * params + 2 * 32 + 7 * 32 + perm_bits
+    raw = sum(32 * t.numel() for t in comp.raw.values())
+    assert size.total_bits == code_bits + raw and size.breakdown.inr == 32 * params
+    # the compressed-layers ratio covers the predicted convs only
+    assert size.layers_baseline_bits == 32 * (16 * 9 + 32 * 16 * 9)
+    assert size.layers_bits == code_bits
+    assert comp.info["predictor_params"] == params
+    # the artifact stores what is counted: the predictor once, the tables packed
+    stored = sum(t.numel() * t.element_size() * 8 for c in comp.codes.values() for t in c.tensors().values())
+    assert 32 * params + perm_bits <= stored <= 32 * params + perm_bits + 8 * 2 * len(comp.codes)
+    assert sum(float(c.regularizer()) for c in comp.codes.values()) == params  # |φ|, once
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.5, 3.0])
+def test_target_ratio_sizes_the_predictor(ratio: float) -> None:
+    settings = {k: v for k, v in QUICK.items() if k != "hidden"}
+    comp = SPEC.compress(tiny_model(0), build_config(NernConfig, {**settings, "target_ratio": ratio, "steps": 5}),
+                         Context())
+    size = comp.size()
+    hidden = comp.info["hidden"]
+    assert size.ratio_layers >= ratio
+    wider = nern.predictor_params(QUICK["levels"], hidden + 1, 5, 3) - comp.info["predictor_params"]
+    assert size.layers_baseline_bits / (size.layers_bits + 32 * wider) < ratio  # the widest that fits
+
+
+def test_default_width_is_written_into_the_config() -> None:
+    assert NernConfig().hidden == nern.DEFAULT_HIDDEN and NernConfig(target_ratio=2.0).hidden is None
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    comp = _compress(permutation="crossfilter")
+    disk = comp.save(tmp_path / "a")
+    loaded = Compressed.load(tmp_path / "a", comp.skeleton, CODE_TYPES)
+    for key, code in comp.codes.items():
+        assert torch.equal(loaded.codes[key].decode(), code.decode()), key
+    assert loaded.size() == comp.size() and disk * 8 >= comp.size().total_bits
+    first, second = loaded.codes["features.0.weight"], loaded.codes["features.4.weight"]
+    assert first.owner and first.shared() is second.shared()  # one predictor after loading too
+    again = Compressed.load(tmp_path / "a", comp.skeleton, CODE_TYPES)  # a second load is independent
+    assert torch.equal(again.codes["features.4.weight"].decode(), second.decode())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded.module()(x), comp.module()(x))
+
+
+def test_a_code_without_its_owner_says_so() -> None:
+    meta = {"shape": [4, 2, 3, 3], "layer": 1, "permutation": "none", "predictor": "0" * 24, "owner": False}
+    orphan = NernCode.restore(meta, {})
+    with pytest.raises(LookupError, match="restore the code that owns it"):
+        orphan.decode()
+
+
+def smooth_model() -> nn.Module:
+    """Two 3x3 convs whose kernels vary smoothly with (filter, channel): structure a predictor can learn
+    (TinyCNN's random weights are noise, which no small predictor compresses)."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
+    with torch.no_grad():
+        for conv in model:
+            f, c, i, j = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in conv.weight.shape],
+                                        indexing="ij")
+            conv.weight.copy_(0.1 * torch.sin(f / 6 + c / 4 + i) * torch.cos(j - f / 8))
+    return model
+
+
+def test_training_reduces_the_loss_and_is_seeded() -> None:
+    model = smooth_model()
+    comp = _compress(model, steps=300, hidden=32, permutation="none")  # smooth in the natural order already
+    losses = comp.info["losses"]
+    assert losses[-1] < 0.2 * losses[0] and comp.info["final_rmse"] < 0.2 * losses[0]
+    w = model.state_dict()["1.weight"]
+    assert relative_error(comp.codes["1.weight"].decode(), w) < 0.2
+    comp = _compress(steps=150)
+    same = _compress(steps=150)
+    other = _compress(steps=150, seed=1)
+    key = "features.4.weight"
+    assert torch.equal(same.codes[key].decode(), comp.codes[key].decode())
+    assert not torch.equal(other.codes[key].decode(), comp.codes[key].decode())
+
+
+def test_decoded_final_rmse_matches_the_report() -> None:
+    comp = _compress(steps=100, permutation="infilter")
+    state = tiny_model(0).state_dict()
+    sq = sum(float((c.decode() - state[k]).pow(2).sum()) for k, c in comp.codes.items())
+    n = sum(state[k].numel() for k in comp.codes)
+    assert math.isclose(math.sqrt(sq / n), comp.info["final_rmse"], rel_tol=1e-4)
+
+
+class MixedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.b = nn.Conv2d(16, 8, 5, padding=2)
+        self.c = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.c(self.b(self.dw(self.pw(self.a(x))))).mean(dim=(2, 3)))
+
+
+def test_only_kxk_convs_with_groups_1_are_predicted() -> None:
+    model = MixedNet()
+    comp = _compress(model)
+    assert list(comp.codes) == ["a.weight", "c.weight"] and comp.codes["c.weight"].layer == 1
+    assert {"pw.weight", "dw.weight", "b.weight", "fc.weight", "a.bias"} <= set(comp.raw)
+    assert comp.size().layers_baseline_bits == 32 * (8 * 3 * 9 + 8 * 8 * 9)
+    grouped = _compress(model, include_grouped=True)
+    assert list(grouped.codes) == ["a.weight", "dw.weight", "c.weight"]
+    five = _compress(model, kernel_size=5)
+    assert list(five.codes) == ["b.weight"] and five.codes["b.weight"].decode().shape == (8, 16, 5, 5)
+    with torch.no_grad():
+        assert five.module()(torch.randn(1, 3, 8, 8)).shape == (1, 4)
+
+
+def test_no_predicted_layer_leaves_the_model_raw() -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    comp = _compress(model)
+    assert not comp.codes and comp.size().total_bits == comp.size().baseline_bits
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"hidden": 0}, "hidden must be >= 1, got 0"),
+    ({"hidden": 8, "target_ratio": 2.0}, "set only one of hidden, target_ratio"),
+    ({"target_ratio": 0.0}, "target_ratio must be > 0, got 0.0"),
+    ({"num_blocks": 1}, "num_blocks must be >= 2, got 1"),
+    ({"levels": 0}, "levels must be >= 1, got 0"),
+    ({"base": 1.5}, "base must be in (0, 1], got 1.5"),
+    ({"kernel_size": 0}, "kernel_size must be >= 1, got 0"),
+    ({"steps": -1}, "steps must be >= 0, got -1"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+    ({"magnitude_batching": 1.5}, "magnitude_batching must be in [0, 1], got 1.5"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+    ({"permutation": "crosfilter"}, "did you mean 'crossfilter'"),
+    ({"optimizer": "sgd"}, "optimizer must be one of"),
+    ({"hiden": 8}, "did you mean 'hidden'"),
+])
+def test_bad_settings(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        build_config(NernConfig, settings, "nern")
+    assert message in str(e.value)
+
+
+def test_encoding_is_nerns_smooth_encoding() -> None:
+    coords = enc.grid_coords(2, 4, 3, 5)
+    assert coords.shape == (15, 3)
+    torch.testing.assert_close(coords[7], torch.tensor([0.5, 1 / 3, 2 / 5], dtype=torch.float64))
+    feats = enc.encode(coords, levels=40, base=0.76)
+    assert feats.shape == (15, 240)
+    p = float(coords[7, 1])
+    j = 3
+    assert math.isclose(float(feats[7, 80 + j]), math.sin(math.pi * 0.76**j * p), abs_tol=1e-6)
+    assert math.isclose(float(feats[7, 80 + 40 + j]), math.cos(math.pi * 0.76**j * p), abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["infilter", "crossfilter"])
+@pytest.mark.parametrize("limit", [enc.GREEDY_LIMIT, 0])  # greedy chains, or the principal-component sort
+def test_permutations_are_valid_smoother_and_round_trip(mode: str, limit: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(enc, "GREEDY_LIMIT", limit)
+    g = torch.Generator().manual_seed(0)
+    # kernels from a few prototypes, shuffled: a permutation can make the grid much smoother
+    protos = torch.randn(4, 9, generator=g)
+    w = (protos[torch.randint(0, 4, (24 * 12,), generator=g)] + 0.05 * torch.randn(24 * 12, 9, generator=g))
+    w = w.reshape(24, 12, 3, 3)
+    orders = enc.layer_order(w, mode)
+    src = enc.source_index(orders, 24, 12)
+    assert torch.equal(torch.sort(src).values, torch.arange(24 * 12))
+
+    def roughness(grid: torch.Tensor) -> float:  # squared differences along the channel axis of the grid
+        g2 = grid.reshape(24, 12, 9)
+        return float((g2[:, 1:] - g2[:, :-1]).pow(2).sum())
+
+    kernels = w.reshape(-1, 9)
+    assert roughness(kernels[src]) < 0.5 * roughness(kernels)
+    packed = enc.pack_orders(mode, orders, 24, 12)
+    bits = enc.permutation_bits(mode, 24, 12)
+    assert bits == (24 * 12 * 9 if mode == "crossfilter" else 24 * 12 * 4 + 24 * 5)
+    assert 8 * sum(t.numel() for t in packed.values()) - bits < 8 * len(packed)  # to within a byte each
+    restored = enc.unpack_orders(mode, packed, 24, 12)
+    assert torch.equal(enc.source_index(restored, 24, 12), src)
+
+
+def test_permutation_is_undone_on_decode() -> None:
+    """With a perfect predictor (lookup of the permuted targets), decode gives the original weights."""
+    comp = _compress(permutation="crossfilter", steps=0)
+    code = comp.codes["features.4.weight"]
+    w = tiny_model(0).state_dict()["features.4.weight"]
+    src = enc.source_index(code.orders, 32, 16)
+    inverse = torch.argsort(src)
+    assert torch.equal(w.reshape(512, 9)[src][inverse].reshape(w.shape), w)
+
+
+def test_network_form() -> None:
+    comp = _compress(steps=30)
+    code = comp.codes["features.4.weight"]
+    net = code.as_network("code")
+    torch.testing.assert_close(net(), code.decode())
+    assert net.projection == "never"
+    random = code.as_network("random", torch.Generator().manual_seed(3))
+    w = tiny_model(0).state_dict()["features.4.weight"]
+    start = relative_error(random(), w)
+    result = fit_network(random, w, steps=100, lr=0.05)
+    assert result.rel_error < start
+
+
+def test_a_later_stage_cannot_split_the_shared_predictor() -> None:
+    comp = _compress()
+    assert comp.codes["features.4.weight"].payload() == {}
+    qconfig = build_config(quantize.QuantizeConfig, {"bits": 8})
+    with pytest.raises(NotImplementedError, match="shared by all predicted layers"):
+        apply_stage(comp, quantize.SPEC, qconfig, tiny_context(0))
+
+
+@pytest.mark.gpu
+def test_trains_on_the_context_device() -> None:  # pragma: no cover - needs CUDA
+    config = build_config(NernConfig, QUICK)
+    comp = SPEC.compress(tiny_model(0), config, Context(device=torch.device("cuda")))
+    assert comp.info["losses"][-1] < comp.info["losses"][0]
+    assert comp.codes["features.4.weight"].decode().device.type == "cpu"
