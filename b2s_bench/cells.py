@@ -154,6 +154,9 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
         if suite.baseline:
             combos.append((None, ()))
         for entry, pipelines in stages_per_entry:
+            if entry.models and not any(fnmatch.fnmatchcase(model.label, pat) or fnmatch.fnmatchcase(model.request.name, pat)
+                                        for pat in entry.models):
+                continue
             combos.extend((entry, p) for p in pipelines)
         for entry, stages in combos:
             fingerprint = {

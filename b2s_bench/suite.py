@@ -8,6 +8,7 @@ settings are validated by each compressor's own config class when the grid is ex
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -49,7 +50,7 @@ TOP_KEYS = {
     "runtime": "batch size, latency repeats, artifacts",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
-STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label")
+STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -80,6 +81,7 @@ class StageEntry:
 class CompressorEntry:
     stages: tuple[StageEntry, ...]
     label: str | None
+    models: tuple[str, ...] = ()  # only models whose label or name matches one of these globs (all when empty)
     path: PathKey = dataclasses.field(compare=False, repr=False, default=())
 
 
@@ -142,6 +144,7 @@ class _Parser:
     def __init__(self, located: Located, plugins: Plugins):
         self.loc = located
         self.plugins = plugins
+        self._models: tuple[ModelEntry, ...] = ()
 
     def fail(self, path: PathKey, message: str) -> SuiteError:
         return self.loc.error(path, message)
@@ -234,11 +237,14 @@ class _Parser:
 
     def compressor(self, raw: Any, path: PathKey) -> CompressorEntry:
         if isinstance(raw, dict) and "pipeline" in raw:
-            self.check_keys(raw, ("pipeline", "label"), path, "a pipeline entry")
+            self.check_keys(raw, ("pipeline", "label", "models"), path, "a pipeline entry")
             stages_raw = self.expect(raw["pipeline"], list, (*path, "pipeline"), "a list of compressors")
             if len(stages_raw) < 2:
                 raise self.fail((*path, "pipeline"), "a pipeline needs at least two compressors")
             stages = tuple(self.stage(s, (*path, "pipeline", i)) for i, s in enumerate(stages_raw))
+            for i, s in enumerate(stages_raw):
+                if isinstance(s, dict) and "models" in s:
+                    raise self.fail((*path, "pipeline", i, "models"), "put `models:` on the pipeline entry, not on a stage")
             for i, st in enumerate(stages[1:], start=1):
                 if self.plugins.compressors.get(st.name).compress_tensor is None:
                     raise self.fail((*path, "pipeline", i),
@@ -251,7 +257,20 @@ class _Parser:
             label = raw.get("label") if isinstance(raw, dict) else None
         if label is not None:
             self.expect(label, str, (*path, "label"), "a string")
-        return CompressorEntry(stages, label, path)
+        models: tuple[str, ...] = ()
+        if isinstance(raw, dict) and "models" in raw:
+            models_raw = raw["models"]
+            if isinstance(models_raw, str):
+                models_raw = [models_raw]
+            self.expect(models_raw, list, (*path, "models"), "a list of model labels or globs")
+            models = tuple(self.expect(m, str, (*path, "models", i), "a model label or glob") for i, m in enumerate(models_raw))
+            known = [m.label for m in self._models] + [m.request.name for m in self._models]
+            for i, pattern in enumerate(models):
+                if not any(fnmatch.fnmatchcase(k, pattern) for k in known):
+                    near = suggest(pattern, known)
+                    hint = f"; did you mean {near[0]!r}?" if near else f" (models: {', '.join(known)})"
+                    raise self.fail((*path, "models", i), f"no model of this suite matches {pattern!r}{hint}")
+        return CompressorEntry(stages, label, models, path)
 
     def names(self, raw: Any, registry: Any, path: PathKey, what: str) -> tuple[str, ...]:
         self.expect(raw, list, path, f"a list of {what} names")
@@ -284,6 +303,7 @@ class _Parser:
         if not models_raw:
             raise self.fail(("models",), "list at least one model")
         models = tuple(self.model(m, ("models", i)) for i, m in enumerate(models_raw))
+        self._models = models
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))

@@ -134,6 +134,16 @@ def test_pipeline_cells(write_suite: Write, plugins: Plugins) -> None:
     assert cells[2].family == "pruning+quantization"
 
 
+def test_compressor_entries_can_target_some_models(write_suite: Write, plugins: Plugins) -> None:
+    text = BASE.replace("models: [tiny:cnn]", "models: [tiny:cnn, {name: tiny:mlp, label: mlp}]")
+    path = write_suite(text + "  - {name: prune, models: [mlp]}\n")
+    cells = expand(load_suite(path, plugins), plugins, "cpu")
+    assert [(c.model.label, c.label) for c in cells] == [
+        ("tiny:cnn", "dense"), ("tiny:cnn", "quantize"), ("mlp", "dense"), ("mlp", "quantize"), ("mlp", "prune")]
+    err = error_of(write_suite(text + "  - {name: prune, models: [mpl]}\n"), plugins)
+    assert err.key == "compressors[1].models[0]" and "did you mean 'mlp'" in err.message
+
+
 def test_embedded_and_shipped_suites_validate(plugins: Plugins) -> None:
     suite = load_suite(None, plugins)
     assert suite.name == "embedded"
