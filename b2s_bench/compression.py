@@ -193,6 +193,13 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """
     own = dict(model.named_parameters())
     own.update(dict(model.named_buffers()))
+    for key, value in state.items():  # a bias the compressor added (e.g. bias correction)
+        mod_name, _, pname = key.rpartition(".")
+        if key not in own and pname == "bias" and mod_name:
+            mod = model.get_submodule(mod_name)
+            if getattr(mod, "bias", "absent") is None:
+                mod.bias = nn.Parameter(torch.empty_like(value))
+                own[key] = mod.bias
     changed: set[str] = set()
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):

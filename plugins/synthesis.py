@@ -64,7 +64,11 @@ class SynthesisConfig:
 
     def __post_init__(self) -> None:
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}", "samples")
-        check(self.batch_size >= 2, f"batch_size must be >= 2 (batch statistics), got {self.batch_size}", "batch_size")
+        check(
+            self.batch_size >= 2,
+            f"batch_size must be >= 2 (batch statistics), got {self.batch_size}",
+            "batch_size",
+        )
         check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}", "iterations")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}", "lr")
         for key in ("bn_weight", "first_bn_multiplier", "ce_weight", "tv_weight", "l2_weight"):
@@ -76,13 +80,21 @@ class SynthesisConfig:
 ZEROQ = SynthesisConfig()
 #: DeepInversion-style: BN loss with a first-layer multiplier, CE toward labels, priors, jitter and flips
 #: (the weights of the official ImageNet settings: r_feature 0.05, first BN x10, TV 1e-4, ℓ2 1e-5, 30/224 px).
-DEEPINVERSION = SynthesisConfig(lr=0.2, bn_weight=0.05, first_bn_multiplier=10.0, ce_weight=1.0, tv_weight=1e-4,
-                                l2_weight=1e-5, jitter=30 / 224, flip=True)
+DEEPINVERSION = SynthesisConfig(
+    lr=0.2,
+    bn_weight=0.05,
+    first_bn_multiplier=10.0,
+    ce_weight=1.0,
+    tv_weight=1e-4,
+    l2_weight=1e-5,
+    jitter=30 / 224,
+    flip=True,
+)
 
 
 @dataclasses.dataclass
 class Synthesized:
-    """Synthesized inputs (on the CPU), their target labels, and how the BN loss went (first/last step means)."""
+    """Synthesized inputs (on the CPU), their target labels, and the BN loss at the first and last step."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -91,14 +103,23 @@ class Synthesized:
     seconds: float
 
     def info(self) -> dict[str, Any]:
-        return {"samples": int(self.images.shape[0]), "bn_loss_start": self.bn_loss_start,
-                "bn_loss_end": self.bn_loss_end, "seconds": round(self.seconds, 3)}
+        return {
+            "samples": int(self.images.shape[0]),
+            "bn_loss_start": self.bn_loss_start,
+            "bn_loss_end": self.bn_loss_end,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def bn_layers(model: nn.Module) -> list[nn.Module]:
     """BatchNorm layers with running statistics, in model order."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.running_mean is not None
+        and m.running_var is not None
+    ]
 
 
 class _BNTerms:
@@ -108,18 +129,24 @@ class _BNTerms:
         self.terms: list[torch.Tensor] = []
         self.handles = [m.register_forward_pre_hook(self._hook) for m in bn_layers(model)]
         if not self.handles:
-            raise ValueError("the model has no BatchNorm layers with running statistics to synthesize data from")
+            raise ValueError(
+                "the model has no BatchNorm layers with running statistics to synthesize data from"
+            )
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0]
         dims = [d for d in range(x.dim()) if d != 1]
         mean = x.mean(dim=dims)
         var = x.var(dim=dims, correction=0)
-        self.terms.append(torch.linalg.vector_norm(mean - module.running_mean)
-                          + torch.linalg.vector_norm(var - module.running_var))
+        self.terms.append(
+            torch.linalg.vector_norm(mean - module.running_mean)
+            + torch.linalg.vector_norm(var - module.running_var)
+        )
 
     def total(self, first_multiplier: float = 1.0) -> torch.Tensor:
-        return self.terms[0] * first_multiplier + sum(self.terms[1:], torch.zeros((), device=self.terms[0].device))
+        return self.terms[0] * first_multiplier + sum(
+            self.terms[1:], torch.zeros((), device=self.terms[0].device)
+        )
 
     def remove(self) -> None:
         for h in self.handles:
@@ -157,12 +184,14 @@ def bn_loss(model: nn.Module, x: torch.Tensor) -> float:
 def _tv(x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 4:
         return torch.zeros((), device=x.device)
-    return (torch.linalg.vector_norm(x[..., 1:, :] - x[..., :-1, :])
-            + torch.linalg.vector_norm(x[..., :, 1:] - x[..., :, :-1]))
+    return torch.linalg.vector_norm(x[..., 1:, :] - x[..., :-1, :]) + torch.linalg.vector_norm(
+        x[..., :, 1:] - x[..., :, :-1]
+    )
 
 
-def synthesize(model: nn.Module, config: SynthesisConfig, ctx: Context, offset: int = 0,
-               num_classes: int | None = None) -> Synthesized:
+def synthesize(
+    model: nn.Module, config: SynthesisConfig, ctx: Context, offset: int = 0, num_classes: int | None = None
+) -> Synthesized:
     """Make ``config.samples`` inputs of shape ``ctx.input_shape`` from ``model``'s BN statistics.
 
     Seeded by ``ctx.seed + offset`` (noise, labels, jitter and flips come from CPU generators, so
@@ -173,14 +202,17 @@ def synthesize(model: nn.Module, config: SynthesisConfig, ctx: Context, offset: 
     shape = tuple(ctx.input_shape)
     device = ctx.device
     gen = ctx.generator(1000 + offset)
-    batches = [min(config.batch_size, config.samples - s) for s in range(0, config.samples, config.batch_size)]
+    batches = [
+        min(config.batch_size, config.samples - s) for s in range(0, config.samples, config.batch_size)
+    ]
     if len(batches) > 1 and batches[-1] < 2:  # a batch of one has no variance: merge it into the previous one
-        batches[-2] += batches.pop()
+        last = batches.pop()
+        batches[-1] += last
     classes = num_classes or ctx.num_classes
     images, labels, starts, ends = [], [], [], []
     t0 = time.perf_counter()
     bar = ctx.progress(len(batches) * config.iterations, "synthesize")
-    with _frozen_eval(model):
+    with _frozen_eval(model), torch.enable_grad():
         terms = _BNTerms(model)
         try:
             for b in batches:
@@ -192,7 +224,8 @@ def synthesize(model: nn.Module, config: SynthesisConfig, ctx: Context, offset: 
                 y_dev = y.to(device)
                 opt = torch.optim.Adam([x], lr=config.lr)
                 sched = torch.optim.lr_scheduler.LambdaLR(
-                    opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(config.iterations, 1))))
+                    opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(config.iterations, 1)))
+                )
                 start = end = None
                 for _ in range(config.iterations):
                     xin = x
@@ -234,5 +267,10 @@ def synthesize(model: nn.Module, config: SynthesisConfig, ctx: Context, offset: 
         finally:
             terms.remove()
             bar.close()
-    return Synthesized(torch.cat(images), torch.cat(labels), sum(starts) / len(starts), sum(ends) / len(ends),
-                       time.perf_counter() - t0)
+    return Synthesized(
+        torch.cat(images),
+        torch.cat(labels),
+        sum(starts) / len(starts),
+        sum(ends) / len(ends),
+        time.perf_counter() - t0,
+    )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import write_idx
 
 from b2s_bench.plugins import Plugins, load_plugins
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per worker process: several workers each spinning up all cores is far slower
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

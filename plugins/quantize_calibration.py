@@ -1,0 +1,499 @@
+"""What ``quantize`` does beyond rounding weights: bias correction, activation ranges and AdaRound.
+
+- **Bias correction** (DFQ, Nagel et al. 2019): quantizing W shifts a layer's mean output by
+  (Ŵ − W)·E[x]; the bias absorbs −(Ŵ − W)·E[x]. Data-free, E[x] comes from the BatchNorm right before
+  the layer: its output is taken as N(β, γ²) per channel, so E[x] = E[f(z)] for the activation f
+  between them (computed by quadrature; any elementwise activation), carried through mean-preserving
+  ops (average pooling, flatten, dropout). The graph comes from ``torch.fx``; layers whose input is
+  not such a chain are skipped and recorded. With data (synthetic or real), the shift is measured.
+- **Activation ranges**: each quantized layer's input range on data, min/max or MSE-optimal.
+- **AdaRound** (Nagel et al. 2020): per layer, learn to round up or down, h(V) the rectified
+  sigmoid, min ‖Wx − Ŵx̃‖² + λ Σ (1 − |2h(V) − 1|^β), β annealed 20 → 2 after a 20 % warm-up; x̃ is
+  the layer's input in the model whose earlier layers are already rounded (AdaRound's asymmetric
+  reconstruction), Wx the dense layer's output on the dense input.
+
+Our own implementation, after the papers' equations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+__all__ = [
+    "layer_inputs",
+    "bn_input_means",
+    "bn_successors",
+    "analytic_shift",
+    "measured_shifts",
+    "activation_ranges",
+    "fake_quantize",
+    "adaround_q",
+]
+
+# -- capturing a layer's input -------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the wanted input is captured."""
+
+
+@torch.no_grad()
+def layer_inputs(
+    model: nn.Module, name: str, batches: Iterable[torch.Tensor], device: torch.device
+) -> torch.Tensor | None:
+    """The input of layer ``name`` for each batch, concatenated (the forward stops at the layer)."""
+    got: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        got.append(args[0].detach())
+        raise _Stop
+
+    handle = model.get_submodule(name).register_forward_pre_hook(hook)
+    try:
+        for xb in batches:
+            try:
+                model(xb.to(device))
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(got) if got else None
+
+
+# -- data-free E[x] from the graph -------------------------------------------------------------------------
+_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_TRANSPARENT_MODULES = (*_DROPOUTS, nn.Identity)  # no-ops in eval mode: allowed anywhere on the chain
+_TRANSPARENT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d}
+_MEAN_MODULES = (*_POOLS, nn.Flatten)  # keep each channel's mean: allowed after the activation
+_MEAN_FUNCS = {torch.flatten, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+               F.avg_pool1d, F.avg_pool2d, F.avg_pool3d}
+_MEAN_METHODS = {"flatten", "view", "reshape", "mean"}
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
+                nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus)
+_ACT_FUNCS = {F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish,
+              F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.mish, F.elu, F.selu}
+_ACT_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
+_FLATTENS = {"flatten", "view", "reshape"}
+
+
+def _gaussian_expectation(
+    f: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """E[f(z)], z ~ N(mean, std²) per channel, by quadrature on ±10 std (4001 points)."""
+    t = torch.linspace(-10.0, 10.0, 4001, dtype=torch.float64)
+    w = torch.exp(-0.5 * t**2)
+    w = w / w.sum()
+    z = mean.double()[:, None] + std.double().abs()[:, None] * t[None, :]
+    with torch.no_grad():
+        fz = f(z.float().clone()).double()
+    return (fz * w[None, :]).sum(dim=1).float()
+
+
+def _is_bn(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        m = modules.get(str(node.target))
+        return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    return node.op == "call_function" and node.target is F.batch_norm
+
+
+def _attr(gm: fx.GraphModule, arg: Any) -> torch.Tensor | None:
+    if isinstance(arg, fx.Node) and arg.op == "get_attr":
+        obj: Any = gm
+        for part in str(arg.target).split("."):
+            obj = getattr(obj, part)
+        return obj if isinstance(obj, torch.Tensor) else None
+    return None
+
+
+def _bn_affine(
+    node: fx.Node, gm: fx.GraphModule, modules: dict[str, nn.Module]
+) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """(β, γ) of a BN node in eval mode, or why not."""
+    if node.op == "call_module":
+        m = modules[str(node.target)]
+        if m.training:
+            return "its BatchNorm is in training mode"
+        c = m.running_mean.numel()
+        gamma = m.weight.detach() if m.weight is not None else torch.ones(c)
+        beta = m.bias.detach() if m.bias is not None else torch.zeros(c)
+        return beta.float().cpu(), gamma.float().cpu()
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training")
+    args = dict(zip(names, node.args, strict=False))
+    args.update({k: v for k, v in node.kwargs.items() if k in names})
+    if args.get("training", False) is not False:
+        return "its batch_norm runs in training mode"
+    mean = _attr(gm, args.get("running_mean"))
+    if mean is None:
+        return "its batch_norm has no running statistics"
+    gamma = _attr(gm, args.get("weight"))
+    beta = _attr(gm, args.get("bias"))
+    c = mean.numel()
+    gamma = gamma.detach() if gamma is not None else torch.ones(c)
+    beta = beta.detach() if beta is not None else torch.zeros(c)
+    return beta.float().cpu(), gamma.float().cpu()
+
+
+def _activation(
+    node: fx.Node, modules: dict[str, nn.Module]
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    if node.op == "call_module" and isinstance(modules.get(str(node.target)), _ACT_MODULES):
+        return modules[str(node.target)]
+    extra = [*node.args[1:], *node.kwargs.values()]
+    if any(isinstance(a, fx.Node) for a in extra):
+        return None
+    if node.op == "call_function" and node.target in _ACT_FUNCS:
+        fn, args, kwargs = node.target, node.args[1:], dict(node.kwargs)
+        return lambda z: fn(z, *args, **kwargs)
+    if node.op == "call_method" and node.target in _ACT_METHODS:
+        name, args, kwargs = str(node.target), node.args[1:], dict(node.kwargs)
+        return lambda z: getattr(z, name)(*args, **kwargs)
+    return None
+
+
+def _transparent(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), _TRANSPARENT_MODULES)
+    if node.op == "call_function":
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else False)
+        return node.target in _TRANSPARENT_FUNCS and training is False
+    return node.op == "call_method" and node.target == "contiguous"
+
+
+def _shape_only(node: fx.Node) -> bool:
+    """A user of a tensor that reads its shape only (timm's input asserts), not its values."""
+    return (node.op == "call_function" and node.target is getattr) or (
+        node.op == "call_method" and node.target in ("dim", "size")
+    )
+
+
+def _mean_preserving(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
+    """(keeps each channel's mean, flattens channels with positions) for one node."""
+    if node.op == "call_module":
+        m = modules.get(str(node.target))
+        return isinstance(m, _MEAN_MODULES), isinstance(m, nn.Flatten)
+    if node.op == "call_function" and node.target in _MEAN_FUNCS:
+        return True, node.target is torch.flatten
+    if node.op == "call_method" and node.target in _MEAN_METHODS:
+        if node.target == "mean":
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            dims = (dims,) if isinstance(dims, int) else dims
+            return isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d >= 2 for d in dims), False
+        return True, node.target in _FLATTENS
+    return False, False
+
+
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{type(modules.get(str(node.target))).__name__} {node.target}"
+    if node.op == "placeholder":
+        return "the model input"
+    return f"{node.op} {getattr(node.target, '__name__', node.target)}"
+
+
+def _trace(model: nn.Module) -> tuple[fx.GraphModule | None, str]:
+    try:
+        return fx.symbolic_trace(model), ""
+    except Exception as e:  # any tracing failure: the caller records it per layer
+        first = (str(e).splitlines() or [""])[0][:200]
+        return None, f"not traceable by torch.fx ({type(e).__name__}: {first})"
+
+
+def _layer_nodes(gm: fx.GraphModule, names: Sequence[str]) -> dict[str, list[fx.Node]]:
+    found: dict[str, list[fx.Node]] = {n: [] for n in names}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and str(node.target) in found:
+            found[str(node.target)].append(node)
+    return found
+
+
+def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Data-free E[x] of each layer's input (one value per input channel or feature), from the BN before it.
+
+    Returns (means, skipped): ``skipped`` says for each other layer why its input has no such estimate.
+    """
+    gm, why = _trace(model)
+    if gm is None:
+        return {}, {n: why for n in names}
+    modules = dict(gm.named_modules())
+    means: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for name, nodes in _layer_nodes(gm, names).items():
+        if len(nodes) != 1:
+            skipped[name] = "not called once in the traced graph" if nodes else "not in the traced graph"
+            continue
+        cur = nodes[0].args[0] if nodes[0].args else None
+        act: Callable[[torch.Tensor], torch.Tensor] | None = None
+        flattened = False
+        reason = ""
+        while isinstance(cur, fx.Node):
+            if _is_bn(cur, modules):
+                break
+            f = _activation(cur, modules) if act is None else None
+            keeps, flat = _mean_preserving(cur, modules) if act is None else (False, False)
+            if _transparent(cur, modules):
+                pass
+            elif f is not None:
+                act = f
+            elif keeps:
+                flattened = flattened or flat
+            else:
+                reason = f"its input comes from {_describe(cur, modules)}, not a BatchNorm (+ activation)"
+                break
+            cur = cur.args[0] if cur.args else None
+        if not isinstance(cur, fx.Node) or reason:
+            skipped[name] = reason or "its input is not a traced tensor"
+            continue
+        affine = _bn_affine(cur, gm, modules)
+        if isinstance(affine, str):
+            skipped[name] = affine
+            continue
+        beta, gamma = affine
+        ex = _gaussian_expectation(act, beta, gamma) if act is not None else beta
+        layer = model.get_submodule(name)
+        need = (
+            layer.in_channels
+            if isinstance(layer, nn.modules.conv._ConvNd)
+            else getattr(layer, "in_features", None)
+        )
+        if need == ex.numel():
+            means[name] = ex
+        elif flattened and need and need % ex.numel() == 0:
+            means[name] = ex.repeat_interleave(need // ex.numel())
+        else:
+            skipped[name] = f"its input has {need} features, the BatchNorm {ex.numel()} channels"
+    return means, skipped
+
+
+def bn_successors(model: nn.Module, names: Sequence[str]) -> dict[str, str]:
+    """For layers whose only consumer is an eval-mode BatchNorm: layer -> that BN's running_mean key."""
+    gm, _ = _trace(model)
+    if gm is None:
+        return {}
+    modules = dict(gm.named_modules())
+    out = {}
+    for name, nodes in _layer_nodes(gm, names).items():
+        users = [u for u in nodes[0].users if not _shape_only(u)] if len(nodes) == 1 else []
+        if len(users) != 1:
+            continue
+        user = users[0]
+        if not _is_bn(user, modules) or user.args[0] is not nodes[0]:
+            continue
+        if user.op == "call_module":
+            bn = modules[str(user.target)]
+            if not bn.training and bn.track_running_stats:
+                out[name] = f"{user.target}.running_mean"
+        else:
+            arg = user.args[1] if len(user.args) > 1 else user.kwargs.get("running_mean")
+            training = user.args[5] if len(user.args) > 5 else user.kwargs.get("training", False)
+            if isinstance(arg, fx.Node) and arg.op == "get_attr" and training is False:
+                out[name] = str(arg.target)
+    return out
+
+
+def analytic_shift(layer: nn.Module, delta: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+    """(Ŵ − W)·E[x] per output channel, for E[x] constant over positions (padding ignored)."""
+    delta, ex = delta.float().cpu(), ex.float().cpu()
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        groups = layer.groups
+        d = delta.reshape(delta.shape[0], delta.shape[1], -1).sum(dim=2)  # (C_out, C_in/g)
+        d = d.reshape(groups, delta.shape[0] // groups, delta.shape[1])
+        return torch.einsum("gok,gk->go", d, ex.reshape(groups, -1)).reshape(-1)
+    return delta.reshape(delta.shape[0], -1) @ ex
+
+
+def _shifted_output(layer: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The layer's output with weight ``delta`` and no bias, and its channel dimension."""
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer._conv_forward(x, delta, None), 1
+    return F.linear(x, delta), -1
+
+
+@torch.no_grad()
+def measured_shifts(
+    model: nn.Module, deltas: dict[str, torch.Tensor], batches: Iterable[torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """E[(Ŵ − W) x] per output channel of each layer, measured on its inputs in ``model``."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+
+    def make_hook(name: str, delta: torch.Tensor) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            out, dim = _shifted_output(module, args[0], delta)
+            flat = out.movedim(dim, -1).reshape(-1, out.shape[dim]).double()
+            sums[name] = sums.get(name, 0) + flat.sum(dim=0)
+            counts[name] = counts.get(name, 0) + flat.shape[0]
+
+        return hook
+
+    for name, delta in deltas.items():
+        layer = model.get_submodule(name)
+        handles.append(layer.register_forward_pre_hook(make_hook(name, delta.to(device, torch.float32))))
+    try:
+        for xb in batches:
+            model(xb.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (sums[n] / counts[n]).float().cpu() for n in sums}
+
+
+# -- activation ranges ------------------------------------------------------------------------------------
+def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:
+    """Affine fake quantization over [low, high], as the core's activation quantizer does it."""
+    scale = max(high - low, 1e-12) / (2**bits - 1)
+    return torch.clamp(torch.round((x - low) / scale), 0, 2**bits - 1) * scale + low
+
+
+@torch.no_grad()
+def activation_ranges(
+    model: nn.Module,
+    names: Sequence[str],
+    batches: Iterable[torch.Tensor],
+    device: torch.device,
+    bits: int,
+    method: str,
+    generator: torch.Generator,
+    keep: int = 1 << 16,
+    grid: int = 50,
+) -> dict[str, tuple[float, float]]:
+    """(low, high) of each layer's input: min/max over the data, or the shrink of it with the least
+    fake-quantization MSE on a random sample of ``keep`` values per layer."""
+    lows: dict[str, float] = {}
+    highs: dict[str, float] = {}
+    samples: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].detach().float().reshape(-1)
+            lows[name] = min(lows.get(name, math.inf), float(x.min()))
+            highs[name] = max(highs.get(name, -math.inf), float(x.max()))
+            if method == "mse":
+                idx = torch.randint(0, x.numel(), (min(keep, x.numel()),), generator=generator).to(x.device)
+                samples[name].append(x[idx].cpu())
+
+        return hook
+
+    for name in names:
+        handles.append(model.get_submodule(name).register_forward_pre_hook(make_hook(name)))
+    try:
+        for xb in batches:
+            model(xb.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name in names:
+        if name not in lows:
+            continue
+        lo, hi = lows[name], highs[name]
+        if method == "mse" and samples[name]:
+            s = torch.cat(samples[name])
+            if s.numel() > keep:
+                s = s[torch.randperm(s.numel(), generator=generator)[:keep]]
+            best = (float(((fake_quantize(s, lo, hi, bits) - s) ** 2).mean()), lo, hi)
+            for alpha in torch.linspace(1.0, 0.1, grid)[1:].tolist():
+                a, b = lo * alpha if lo < 0 else lo, hi * alpha if hi > 0 else hi
+                err = float(((fake_quantize(s, a, b, bits) - s) ** 2).mean())
+                if err < best[0]:
+                    best = (err, a, b)
+            lo, hi = best[1], best[2]
+        out[name] = (lo, hi if hi > lo else lo + 1e-8)
+    return out
+
+
+# -- AdaRound ----------------------------------------------------------------------------------------------
+ZETA, GAMMA = 1.1, -0.1
+
+
+def _h(v: torch.Tensor) -> torch.Tensor:
+    """The rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1)."""
+    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def _rec_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over channels (dim 1), averaged over everything else."""
+    diff = (out - target) ** 2
+    return diff.sum(dim=1).mean() if diff.dim() > 1 else diff.mean()
+
+
+def adaround_q(
+    g: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    nbits: int,
+    symmetric: bool,
+    unflatten: Callable[[torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: torch.Tensor,
+    iterations: int,
+    lr: float,
+    lam: float,
+    batch: int,
+    generator: torch.Generator,
+    warmup: float = 0.2,
+    beta: tuple[float, float] = (20.0, 2.0),
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """AdaRound's integer codes for the grouped weights ``g`` (groups, group_len) on a fixed grid.
+
+    ``forward(weight, x)`` is the layer with that weight; ``x`` its inputs (x̃) and ``target`` the
+    dense outputs. Returns (q, facts) with the reconstruction error of round-to-nearest and of the
+    learned rounding on all of ``x``; the learned one is kept only if it is not worse.
+    """
+    device = x.device
+    qmin, qmax = (-(2 ** (nbits - 1)), 2 ** (nbits - 1) - 1) if symmetric else (0, 2**nbits - 1)
+    s, z = scale.to(device)[:, None], zero.to(device)[:, None]
+    g = g.to(device)
+    base = torch.floor(g / s)
+    rest = (g / s - base).clamp(0.0, 1.0)
+    v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(V) = rest: starts at the weights
+
+    def weight(h: torch.Tensor) -> torch.Tensor:
+        return unflatten(s * (torch.clamp(base + h + z, qmin, qmax) - z))
+
+    @torch.no_grad()
+    def error(h: torch.Tensor) -> float:
+        w = weight(h)
+        total = 0.0
+        for i in range(0, x.shape[0], batch):
+            total += float(_rec_loss(forward(w, x[i : i + batch]), target[i : i + batch])) * min(
+                batch, x.shape[0] - i
+            )
+        return total / x.shape[0]
+
+    rtn = (v.detach() >= 0).float()
+    opt = torch.optim.Adam([v], lr=lr)
+    start = int(warmup * iterations)
+    for it in range(iterations):
+        idx = torch.randint(0, x.shape[0], (min(batch, x.shape[0]),), generator=generator).to(device)
+        with torch.enable_grad():
+            h = _h(v)
+            loss = _rec_loss(forward(weight(h), x[idx]), target[idx])
+            if it >= start:
+                rel = (it - start) / max(iterations - start, 1)
+                b = beta[1] + (beta[0] - beta[1]) * max(0.0, 1.0 - rel)
+                loss = loss + lam * (1 - (2 * h - 1).abs().pow(b)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+    learned = (v.detach() >= 0).float()
+    err_rtn, err_ada = error(rtn), error(learned)
+    keep = learned if err_ada <= err_rtn else rtn
+    q = torch.clamp(base + keep + z, qmin, qmax).cpu()
+    flipped = float((learned != rtn).float().mean())
+    return q, {
+        "error_rtn": err_rtn,
+        "error_adaround": err_ada,
+        "flipped": flipped,
+        "kept": float(err_ada <= err_rtn),
+    }
