@@ -1,0 +1,42 @@
+"""Big2Small (Liao et al., arXiv 2603.29768): data-free compression by fitting an INR to each large weight.
+
+Each conv/linear weight above ``min_bytes`` gets its own INR (a FiLM-modulated SIREN on Fourier
+features of the entries' coordinates), fitted to the standardised tensor with its outliers set aside
+and stored exactly (Outlier-Aware Preprocessing), under MSE + gradient-difference + focal frequency
+loss (Frequency-Aware Loss). All INRs are fitted together as one batched computation. The INR can be
+quantized to ``inr_bits``. The architecture, the outlier rule, the loss weights and the budget rule
+are our [D] choices (see the module docstrings and ``docs/big2small.md``), all of them settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import b2s_bench as b2s
+from b2s_bench import CompressorSpec
+
+from .code import INRCode
+from .compressor import compress
+from .config import Big2SmallConfig
+
+__all__ = ["SPEC", "Big2SmallConfig", "INRCode", "compress"]
+
+SPEC = CompressorSpec(
+    name="big2small",
+    family="inr",
+    track="data-free",
+    config=Big2SmallConfig,
+    compress=compress,
+    codes=(INRCode,),
+    identity=None,
+    description="Big2Small: a FiLM-SIREN INR per large conv/linear weight; outlier-aware, frequency loss",
+    uses_gpu=True,
+    version="1",
+    quick={"min_bytes": 0, "steps": 20, "patch_rows": 8, "patch_cols": 8, "patches": 2, "frequencies": 4,
+           "target_ratio": 2.0},
+)
+
+
+@b2s.hookimpl
+def b2s_register_compressors(register: Any) -> None:
+    register(SPEC)

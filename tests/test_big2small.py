@@ -1,0 +1,292 @@
+"""Tests of the Big2Small compressor plugin (fast: each a few seconds on a CPU)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import pytest
+import torch
+from b2s_bench_plugins import quantize
+from b2s_bench_plugins.big2small import SPEC, INRCode
+from b2s_bench_plugins.big2small.code import header_ints
+from b2s_bench_plugins.big2small.compressor import choose_width, make_arch
+from b2s_bench_plugins.big2small.inr import param_count
+from b2s_bench_plugins.big2small.loss import focal_frequency_loss, gradient_difference_loss
+from b2s_bench_plugins.big2small.outliers import pack_positions, position_bits, preprocess, unpack_positions
+from torch import nn
+
+from b2s_bench import Compressed, ConfigError, Context, build_config
+from b2s_bench.pipeline import apply_stage
+from b2s_bench.solve import fit_network, relative_error
+from b2s_bench.testing import check_compressor, tiny_context, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small ops on a shared, oversubscribed CPU are much faster single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(**settings):
+    return build_config(SPEC.config, {"min_bytes": 0, **settings}, owner="big2small")
+
+
+def linear_model(out_features: int, in_features: int, weight: torch.Tensor | None = None, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(in_features, out_features, bias=False))
+    if weight is not None:
+        with torch.no_grad():
+            model[0].weight.copy_(weight)
+    return model
+
+
+def smooth_matrix(rows: int, cols: int) -> torch.Tensor:
+    r = torch.linspace(0, 3, rows)[:, None]
+    c = torch.linspace(0, 2, cols)[None, :]
+    return 0.05 * (torch.sin(r) * torch.cos(c) + 0.5 * torch.cos(2 * r + c))
+
+
+def roundtrip(comp: Compressed) -> Compressed:
+    with tempfile.TemporaryDirectory() as tmp:
+        comp.save(f"{tmp}/a")
+        return Compressed.load(f"{tmp}/a", comp.skeleton, {INRCode.kind: INRCode, **{c.kind: c for c in quantize.SPEC.codes}})
+
+
+# -- size accounting ------------------------------------------------------------------------------------
+def test_exact_bits_of_a_hand_computed_case():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(40, 30, generator=gen) * 2 - 1
+    w.view(-1)[[5, 700, 1199]] = 100.0  # three outliers at |z| ~ 20; all other |z| < 0.3
+    model = linear_model(40, 30, w)
+    cfg = config(width=16, depth=2, mod_width=4, frequencies=2, inr_bits=8, outliers="sigma", kappa=3.0, steps=2)
+    comp = SPEC.compress(model, cfg, Context())
+    code = comp.codes["0.weight"]
+    # INR: features 2 axes x (1 + 2·2) = 10; synthesis 16·10+16 + 16·16+16 + 16+1 = 465;
+    # modulation 4·10+4 + (2·16·2)·4 + 64 = 364 -> 829 parameters at 8 bits
+    assert code.n_params == 829
+    # one fp32 scale per matrix row (16 + 16 + 1 + 4 + 64) and per bias vector (5)
+    expected = {"inr": 829 * 8, "scales": 106 * 32, "outliers": 3 * 32,
+                "indices": 3 * 11,  # 3 positions of ceil(log2 1200) = 11 bits < a 1200-bit mask
+                "metadata": (1 + 2 + 11 + 3) * 32}  # ndim, shape, 11 header fields; mean, std, omega0
+    assert header_ints((40, 30)) == 14
+    got = code.bits().as_dict()
+    assert {k: got[k] for k in expected} == expected
+    assert comp.size().total_bits == sum(expected.values()) == 10697
+    with tempfile.TemporaryDirectory() as tmp:
+        comp.save(f"{tmp}/a")
+        from pathlib import Path
+
+        stored = (Path(tmp) / "a" / "tensors.safetensors").stat().st_size
+    assert sum(expected.values()) / 8 <= stored <= sum(expected.values()) / 8 + 1024  # + the safetensors header
+
+
+def test_float_inr_bits_and_payload():
+    model = linear_model(64, 128)
+    for bits in (32, 16):
+        comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=2, inr_bits=bits), Context())
+        code = comp.codes["0.weight"]
+        b = code.bits()
+        assert b.inr == bits * code.n_params and b.scales == 0
+        assert bool(code.payload()) == (bits == 32)
+
+
+def test_position_bits_pick_the_cheaper_encoding():
+    assert position_bits(0, 1000) == (0, "none")
+    assert position_bits(3, 1200) == (33, "index")
+    assert position_bits(200, 1024) == (1024, "mask")  # 200 x 10 bits > a 1024-bit mask
+    for n in (3, 200):
+        pos = torch.randperm(1024, generator=torch.Generator().manual_seed(n))[:n].sort().values
+        packed = pack_positions(pos, 1024)
+        assert torch.equal(unpack_positions(packed, n, 1024), pos)
+        assert sum(t.numel() for t in packed.values()) == math.ceil(position_bits(n, 1024)[0] / 8)
+
+
+# -- outliers -------------------------------------------------------------------------------------------
+def test_outliers_come_back_exactly():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(48, 64, generator=gen) * 0.02
+    w.view(-1)[torch.randperm(w.numel(), generator=gen)[:20]] *= 40  # heavy tails
+    for rule, settings in (("sigma", {"kappa": 3.0}), ("top", {"top_percent": 1.0})):
+        pre = preprocess(w, True, rule, settings.get("kappa", 3.0), settings.get("top_percent", 1.0))
+        assert pre.positions.numel() > 0 and torch.equal(pre.values, w.view(-1)[pre.positions])
+        assert float(pre.target.abs().max()) <= pre.threshold + 1e-6  # the INR sees the clipped remainder
+        comp = SPEC.compress(linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3,
+                                                                   outliers=rule, **settings), Context())
+        code = comp.codes["0.weight"]
+        assert code.n_outliers == pre.positions.numel()
+        for c in (code, roundtrip(comp).codes["0.weight"]):
+            decoded = c.decode().view(-1)
+            assert torch.equal(decoded[pre.positions], w.view(-1)[pre.positions])
+    none = SPEC.compress(linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3, outliers="none"),
+                         Context())
+    assert none.codes["0.weight"].n_outliers == 0 and none.codes["0.weight"].bits().outliers == 0
+
+
+# -- the loss -------------------------------------------------------------------------------------------
+def test_loss_terms_vanish_at_the_target_and_the_loss_decreases():
+    x = torch.randn(3, 2, 8, 8)
+    assert torch.allclose(gradient_difference_loss(x, x), torch.zeros(3))
+    assert torch.allclose(focal_frequency_loss(x, x), torch.zeros(3))
+    assert (focal_frequency_loss(x + 0.1 * torch.randn_like(x), x) > 0).all()
+    model = linear_model(64, 96, smooth_matrix(64, 96))
+    comp = SPEC.compress(model, config(width=24, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0,
+                                       lr=3e-3, outliers="none"), Context())
+    layer = comp.info["inr_layers"]["0.weight"]
+    assert layer["final_loss"] < 0.5 * layer["first_loss"]
+    assert relative_error(comp.codes["0.weight"].decode(), model[0].weight) < 0.5
+
+
+@pytest.mark.parametrize("layout, block", [("nd", 1), ("2d", 9)])
+def test_conv_layouts_and_blocks_fit_a_smooth_kernel(layout, block):
+    o, i, u, v = torch.meshgrid(*(torch.linspace(0, 1, n) for n in (48, 16, 3, 3)), indexing="ij")
+    w = 0.05 * torch.sin(3 * o + 2 * i) * torch.cos(u - v)
+    model = nn.Sequential(nn.Conv2d(16, 48, 3, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(w)
+    comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0,
+                                       lr=3e-3, outliers="none", layout=layout, block=block), Context())
+    code = comp.codes["0.weight"]
+    assert code.arch.coord_dims == (4 if layout == "nd" else 2) and code.arch.block == block
+    assert relative_error(code.decode(), w) < 0.5
+    assert torch.equal(roundtrip(comp).codes["0.weight"].decode(), code.decode())
+
+
+# -- divergence -----------------------------------------------------------------------------------------
+def test_a_diverged_fit_is_retried_at_a_lower_lr_and_reported():
+    model = linear_model(64, 128)
+    small = {"width": 16, "mod_width": 4, "frequencies": 4, "steps": 10}
+    comp = SPEC.compress(model, config(lr=1e20, nan_lr_factor=1e-22, nan_retries=1, **small), Context())
+    assert comp.info["nan_retries"] == {"0.weight": [1e20, pytest.approx(1e-2)]}
+    assert comp.info["inr_layers"]["0.weight"]["retries"] == 1 and "0.weight" in comp.codes
+    assert torch.isfinite(comp.codes["0.weight"].decode()).all()
+
+    failed = SPEC.compress(model, config(lr=1e20, nan_lr_factor=1.0, nan_retries=1, **small), Context())
+    assert failed.info["fit_failed"] == ["0.weight"] and "0.weight" in failed.info["raw_layers"]
+    assert "0.weight" not in failed.codes and torch.equal(failed.raw["0.weight"], model[0].weight.detach())
+    with pytest.raises(RuntimeError, match="diverged"):
+        SPEC.compress(model, config(lr=1e20, nan_lr_factor=1.0, nan_retries=1, on_failure="raise", **small), Context())
+
+
+# -- raw fallback ---------------------------------------------------------------------------------------
+def test_small_tensors_and_unprofitable_inrs_are_stored_raw():
+    model = tiny_model(0)
+    default = SPEC.compress(model, build_config(SPEC.config, {"steps": 2, "frequencies": 4}), tiny_context(0))
+    assert list(default.codes) == ["classifier.1.weight"]  # the only tensor above 100 KB (131 KB)
+    assert not default.info["raw_layers"]
+    comp = SPEC.compress(model, config(steps=2, target_ratio=2.0, frequencies=4), tiny_context(0))
+    assert list(comp.codes) == ["classifier.1.weight"]
+    assert set(comp.info["raw_layers"]) == {"features.0.weight", "features.4.weight", "classifier.3.weight"}
+    forced = SPEC.compress(model, config(steps=2, width=128), tiny_context(0))  # width given directly: too big
+    assert not forced.codes and "bits" in forced.info["raw_layers"]["classifier.1.weight"]
+    assert all(v.dtype == torch.float32 for v in forced.raw.values())
+
+
+def test_budget_rule():
+    cfg = config(target_ratio=4.0)
+    width = choose_width((1152, 192), cfg)
+    assert width % cfg.width_multiple == 0
+    assert param_count(make_arch((1152, 192), width, cfg)) <= 1152 * 192 / 4
+    assert param_count(make_arch((1152, 192), width + cfg.width_multiple, cfg)) > 1152 * 192 / 4
+    assert choose_width((4, 4), cfg) is None
+    assert choose_width((4, 4), config(width=8)) == 8
+
+
+# -- artifacts, network form, deployed form ---------------------------------------------------------------
+@pytest.mark.parametrize("settings", [
+    {"inr_bits": 32},
+    {"inr_bits": 6, "finetune_steps": 3, "layout": "nd", "block": 3},
+    {"inr_bits": 16, "fourier": "gaussian", "block": 4},
+])
+def test_save_and_load_reproduce_the_weights(settings):
+    model = tiny_model(0)
+    comp = SPEC.compress(model, config(steps=3, frequencies=4, target_ratio=2.0, **settings), tiny_context(0))
+    assert comp.codes
+    loaded = roundtrip(comp)
+    for key, code in comp.codes.items():
+        assert torch.equal(code.decode(), loaded.codes[key].decode())
+        assert loaded.codes[key].bits() == code.bits()
+    assert loaded.size().total_bits == comp.size().total_bits
+
+
+def test_a_later_quantize_stage_quantizes_the_inr():
+    comp = SPEC.compress(tiny_model(0), config(steps=3, frequencies=4, target_ratio=2.0), tiny_context(0))
+    qconfig = build_config(quantize.SPEC.config, {"bits": 6})
+    nested = apply_stage(comp, quantize.SPEC, qconfig, tiny_context(0))
+    code = nested.codes["classifier.1.weight"]
+    n = comp.codes["classifier.1.weight"].n_params
+    assert code.bits().inr == 0 and code.bits().payload == 6 * n
+    assert nested.size().total_bits < comp.size().total_bits
+    loaded = roundtrip(nested)
+    assert torch.equal(loaded.codes["classifier.1.weight"].decode(), code.decode())
+
+
+def test_network_form_and_deployed_form():
+    model = tiny_model(0)
+    comp = SPEC.compress(model, config(steps=5, frequencies=4, target_ratio=2.0), tiny_context(0))
+    code = comp.codes["classifier.1.weight"]
+    net = code.as_network("code")
+    with torch.no_grad():
+        assert torch.allclose(net(), code.decode(), atol=1e-6)
+    assert float(code.regularizer()) == code.n_params + code.n_outliers
+    target = model.state_dict()["classifier.1.weight"]
+    start = relative_error(code.as_network("random", torch.Generator().manual_seed(0))().detach(), target)
+    result = fit_network(code.as_network("random", torch.Generator().manual_seed(0)), target, steps=10)
+    assert result.rel_error < start
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        plain = comp.module()(x)
+        deployed_model = comp.module(deployed=True)
+        assert any(type(m).__name__ == "INRLayer" for m in deployed_model.modules())
+        assert torch.allclose(deployed_model(x), plain, atol=1e-5)
+
+
+# -- batched == naive -------------------------------------------------------------------------------------
+def test_batched_fit_matches_the_naive_loop():
+    gen = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(64, 96, bias=False), nn.Linear(96, 64, bias=False), nn.Linear(64, 96, bias=False),
+                          nn.Linear(96, 128, bias=False))
+    with torch.no_grad():
+        for m in model:
+            m.weight.copy_(smooth_matrix(*m.weight.shape) + 0.01 * torch.randn(m.weight.shape, generator=gen))
+    settings = {"width": 16, "mod_width": 4, "frequencies": 4, "steps": 40, "patch_rows": 16, "patch_cols": 16}
+    fits = {}
+    for batched in (True, False):
+        comp = SPEC.compress(model, config(batched=batched, **settings), Context())
+        assert comp.info["batched"] is batched and comp.info["compressed_layers"] == 4
+        fits[batched] = comp
+    assert fits[True].info["fit_groups"] == 1  # one architecture, one crop shape: all four stacked
+    state = model.state_dict()
+    for key in fits[True].codes:
+        e_batched = relative_error(fits[True].codes[key].decode(), state[key])
+        e_naive = relative_error(fits[False].codes[key].decode(), state[key])
+        assert abs(e_batched - e_naive) <= 0.01 * e_naive
+        assert torch.allclose(fits[True].codes[key].decode(), fits[False].codes[key].decode(), atol=1e-4)
+
+
+# -- the contract and the settings -----------------------------------------------------------------------
+def test_contract():
+    check_compressor(SPEC)
+    check_compressor(SPEC, {"inr_bits": 6, "layout": "nd", "block": 3, "finetune_steps": 2})
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ConfigError, match="steps must be >= 1, got 0"):
+        config(steps=0)
+    with pytest.raises(ConfigError, match="inr_bits"):
+        config(inr_bits=12)
+    with pytest.raises(ConfigError, match="outliers"):
+        config(outliers="kappa")
+
+
+def test_info_reports_per_layer_and_aggregate_facts():
+    comp = SPEC.compress(tiny_model(0), config(steps=3, frequencies=4, target_ratio=2.0), tiny_context(0))
+    layer = comp.info["inr_layers"]["classifier.1.weight"]
+    assert {"inr_params", "outliers", "width", "fit_seconds", "final_loss"} <= set(layer)
+    assert comp.info["compressed_layers"] == 1 and comp.info["fit_seconds"] > 0 and comp.info["steps_per_second"] > 0
+    import json
+
+    json.dumps(comp.info)  # goes into the record
