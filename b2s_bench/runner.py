@@ -276,6 +276,8 @@ class Runner:
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
+        if self.suite.runtime.threads:
+            torch.set_num_threads(self.suite.runtime.threads)
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
         self.write_manifest()
         todo, done = self.pending()

@@ -100,11 +100,17 @@ class ReportSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
+    """batch_size: evaluation batch; latency_repeats: timed forward passes; save_artifacts: write each
+    cell's artifact (and record its bytes on disk); threads: torch CPU threads (default: torch's own)."""
+
     batch_size: int = 256
     latency_repeats: int = 20
     save_artifacts: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
         if self.latency_repeats < 1:
