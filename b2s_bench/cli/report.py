@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..plugins import Plugins
-from ..report import ReportContext, load_frame
 
 ALIASES = {"md": "markdown"}
 
@@ -25,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def write_report(out_dir: str | os.PathLike[str], plugins: Plugins, formats: list[str] | None = None,
                  all_records: bool = False) -> list[Path]:
+    from ..report import ReportContext, load_frame  # pandas loads only when a report is written
+
     out_dir = Path(out_dir)
     if not (out_dir / "cells").is_dir():
         raise UserError(f"{out_dir} is not a run folder (no cells/ inside); run a suite first")
