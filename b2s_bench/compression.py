@@ -274,6 +274,7 @@ class Compressed:
         self.info = dict(info or {})
         self.activations = {k: (float(lo), float(hi)) for k, (lo, hi) in (activations or {}).items()}
         self.activation_bits = activation_bits
+        self._decoded: dict[str, torch.Tensor] | None = None
         if self.activations and not activation_bits:
             raise ValueError("activation ranges need activation_bits")
 
@@ -299,11 +300,19 @@ class Compressed:
                           self.info, self.activations, self.activation_bits)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The decoded inference state (codes decoded, raw tensors as float where they were float)."""
-        state = {k: c.decode() for k, c in self.codes.items()}
-        for k, v in self.raw.items():
-            state[k] = v.float() if v.is_floating_point() else v
-        return state
+        """The decoded inference state (codes decoded, raw tensors as float where they were float).
+
+        Decoding runs once: some decoders (an INR evaluated at every weight) cost seconds, and the
+        model, the weight metrics and the artifact all read the result. Codes are never changed in
+        place (a pipeline builds a new Compressed), so the cache stays valid. Callers get a new dict
+        whose tensors they must not modify.
+        """
+        if self._decoded is None:
+            state = {k: c.decode().detach() for k, c in self.codes.items()}
+            for k, v in self.raw.items():
+                state[k] = v.float() if v.is_floating_point() else v
+            self._decoded = state
+        return dict(self._decoded)
 
     def module(self, deployed: bool = False, fresh: bool = True) -> nn.Module:
         """An ``nn.Module`` ready to evaluate, built from the skeleton and the decoded state.

@@ -128,10 +128,11 @@ class Evaluation:
     def weight_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """(key, original, decoded) for every tensor the compressor replaced and kept the shape of."""
         original = self.baseline.module.state_dict()
+        decoded = self.compressed.state_dict()
         pairs = []
-        for key, code in sorted(self.compressed.codes.items()):
-            if key in original and tuple(original[key].shape) == tuple(code.shape):
-                pairs.append((key, original[key].detach().float().cpu(), code.decode().detach().float().cpu()))
+        for key in sorted(self.compressed.codes):
+            if key in original and tuple(original[key].shape) == tuple(decoded[key].shape):
+                pairs.append((key, original[key].detach().float().cpu(), decoded[key].float().cpu()))
         return pairs
 
     def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:

@@ -28,6 +28,7 @@ def offline_variant(tmp_path: Path) -> Path:
     for entry in data["compressors"]:
         for stage in entry.get("pipeline", [entry]):
             if isinstance(stage, dict):
+                stage.pop("device_settings", None)  # quick settings everywhere, whatever the device
                 quick = dict(plugins.compressors.get(stage["name"]).quick)
                 grid = stage.get("grid", {})
                 stage.setdefault("settings", {}).update({k: v for k, v in quick.items() if k not in grid})
