@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+from typing import Any
 
 from tabulate import tabulate
 
@@ -26,11 +27,20 @@ def _match(name: str, pattern: str | None) -> bool:
     return fnmatch.fnmatchcase(name.lower(), pat.lower())
 
 
+def _track(spec: Any) -> str:
+    if isinstance(spec.track, str):
+        return spec.track
+    try:
+        return f"{spec.track_for(spec.config())} (default; by setting)"
+    except Exception:
+        return "by setting"
+
+
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
     kind, pattern = args.kind, args.pattern
     if kind == "compressors":
-        rows = [[s.name, s.family, s.track if isinstance(s.track, str) else "by setting", s.version,
-                 plugins.compressors.origin(s.name), s.description] for s in plugins.compressors.match(pattern)]
+        rows = [[s.name, s.family, _track(s), s.version, plugins.compressors.origin(s.name), s.description]
+                for s in plugins.compressors.match(pattern)]
         headers = ["name", "family", "data track", "version", "plugin", "description"]
     elif kind == "models":
         rows = []
