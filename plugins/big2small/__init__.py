@@ -32,8 +32,8 @@ SPEC = CompressorSpec(
     description="Big2Small: a FiLM-SIREN INR per large conv/linear weight; outlier-aware, frequency loss",
     uses_gpu=True,
     version="1",
-    quick={"min_bytes": 0, "steps": 20, "patch_rows": 8, "patch_cols": 8, "patches": 2, "frequencies": 4, "block": 8, "max_width": 32,
-           "target_ratio": 2.0},
+    quick={"min_bytes": 0, "steps": 20, "patch_rows": 8, "patch_cols": 8, "patches": 2, "frequencies": 4,
+           "block": 8, "max_width": 32, "target_ratio": 2.0},
 )
 
 
