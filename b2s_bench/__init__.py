@@ -24,6 +24,7 @@ from .compression import (  # noqa: E402
     CompressorSpec,
     Context,
     DecoderNetwork,
+    StoredTensorCode,
 )
 from .config import ConfigError, build_config, check, config_to_dict, one_of  # noqa: E402
 from .metrics import Evaluation, MetricSpec, NotApplicable  # noqa: E402
@@ -42,6 +43,7 @@ __all__ = [
     "CompressorSpec",
     "Context",
     "DecoderNetwork",
+    "StoredTensorCode",
     "SizeBreakdown",
     "SizeReport",
     "TRACKS",

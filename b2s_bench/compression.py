@@ -23,6 +23,7 @@ __all__ = [
     "TRACKS",
     "FAMILIES",
     "Code",
+    "StoredTensorCode",
     "DecoderNetwork",
     "Compressed",
     "CompressorSpec",
@@ -135,6 +136,41 @@ class Code(abc.ABC):
     def deployed(self, layer: nn.Module) -> nn.Module | None:
         """Optionally, a module that replaces ``layer`` in the deployed form (e.g. two low-rank layers)."""
         return None
+
+
+@dataclasses.dataclass
+class StoredTensorCode(Code):
+    """A tensor stored as it is, at its own dtype: g is the identity and R(φ) = 0.
+
+    Compressors use it for tensors they leave alone (too small, or past a loss limit) and for
+    float settings. Subclasses set ``kind`` and, where the bits belong elsewhere, ``stored_part``.
+    """
+
+    value: torch.Tensor
+    stored_part: ClassVar[str] = "raw"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    def decode(self) -> torch.Tensor:
+        return self.value.float()
+
+    def bits(self) -> SizeBreakdown:
+        return SizeBreakdown(**{self.stored_part: self.value.numel() * dtype_bits(self.value.dtype)})
+
+    def regularizer(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"value": self.value.contiguous()}
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> StoredTensorCode:
+        return cls(tensors["value"])
 
 
 class Progress(Protocol):

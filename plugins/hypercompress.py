@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, check
+from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, StoredTensorCode, check
 from b2s_bench.packing import pack_bits, unpack_bits
 from b2s_bench.sizes import ceil_log2
 
@@ -167,35 +167,10 @@ class WindingCode(Code):
                 "bits_per_weight": self.bits().total / max(_shape_numel(self.shape), 1)}
 
 
-@dataclasses.dataclass
-class RawCode(Code):
+class RawCode(StoredTensorCode):
     """A tensor kept in fp32 (only from ``compress_tensor``: tiny tensors and the loss-limit fallback)."""
 
-    value: torch.Tensor
     kind = "hypercompress.raw"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.value.shape)
-
-    def decode(self) -> torch.Tensor:
-        return self.value.float()
-
-    def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(raw=FLOAT_BITS * self.value.numel())
-
-    def regularizer(self) -> torch.Tensor:
-        return torch.zeros(())
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"value": self.value.float().contiguous()}
-
-    def meta(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> RawCode:
-        return cls(tensors["value"].float())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, check
+from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, StoredTensorCode, check
 from b2s_bench.compression import skeleton_of
 from b2s_bench.packing import pack_bits, unpack_bits
 from b2s_bench.sizes import inference_state
@@ -214,36 +214,14 @@ class RoundingNetwork(b2s.DecoderNetwork):
         self.v.copy_(self._snapped())
 
 
-@dataclasses.dataclass
-class FloatCode(Code):
-    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings)."""
+class FloatCode(StoredTensorCode):
+    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings), with a header word."""
 
-    value: torch.Tensor
     kind = "quantize.float"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.value.shape)
-
-    def decode(self) -> torch.Tensor:
-        return self.value.float()
+    stored_part = "payload"
 
     def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=self.value.numel() * b2s.sizes.dtype_bits(self.value.dtype),
-                             metadata=HEADER_BITS)
-
-    def regularizer(self) -> torch.Tensor:
-        return torch.zeros(())
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"value": self.value}
-
-    def meta(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> FloatCode:
-        return cls(tensors["value"])
+        return super().bits() + SizeBreakdown(metadata=HEADER_BITS)
 
 
 # -- the compressor -------------------------------------------------------------------------------------
