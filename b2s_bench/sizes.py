@@ -53,8 +53,11 @@ def sparse_index_bits(nnz: int, rows: int, cols: int) -> tuple[int, str]:
     """Cost of the positions of ``nnz`` kept entries of a rows x cols matrix: the cheaper encoding.
 
     Returns (bits, encoding): a bitmask costs rows*cols bits; CSR-style indices cost
-    nnz*ceil(log2 cols) column indices plus (rows+1) row pointers of ceil(log2(nnz+1)) bits.
+    nnz*ceil(log2 cols) column indices plus (rows+1) row pointers of ceil(log2(nnz+1)) bits; when
+    every entry is kept ("dense") the positions are implied and cost nothing.
     """
+    if nnz == rows * cols:
+        return 0, "dense"
     bitmask = rows * cols
     csr = nnz * ceil_log2(cols) + (rows + 1) * ceil_log2(nnz + 1)
     return (csr, "csr") if csr < bitmask else (bitmask, "bitmask")

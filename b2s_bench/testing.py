@@ -146,7 +146,9 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
     code_bits = SizeBreakdown.sum(c.bits() for c in comp.codes.values())
     raw_bits = sum(t.numel() * dtype_bits(t.dtype) for t in comp.raw.values())
     ranges = 64 * len(comp.activations)  # each simulated activation range: two fp32 values
-    assert size.total_bits == code_bits.total + raw_bits + ranges, f"{spec.name}: size parts do not add up"
+    shapes = sum(32 * t.dim() for k, t in comp.raw.items()  # a raw tensor at a new shape stores it
+                 if k in comp.original_shapes and tuple(t.shape) != comp.original_shapes[k])
+    assert size.total_bits == code_bits.total + raw_bits + ranges + shapes, f"{spec.name}: size parts do not add up"
     assert size.total_bits > 0 and size.baseline_bits == 32 * sum(
         v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
     for key, code in comp.codes.items():

@@ -1,11 +1,13 @@
 """Magnitude pruning: unstructured (global or per layer); structured channels via torch-pruning.
 
 Theory form: W = M ⊙ V, a gating layer; R(φ) = ||M||₀ ≤ k, whose closed-form minimizer keeps
-the k largest magnitudes. Projected gradient on V (hard-thresholding to the top k after each step)
-reaches that mask.
+the k largest magnitudes. The generic solver fits V under the L1 relaxation and projects onto the
+constraint (keeps the k largest |V|), which reaches that mask (see :class:`MaskNetwork`).
 
 Bits: the kept values at 32 bits, plus their positions as the cheaper of a bitmask (N bits) and
 CSR-style indices (nnz·⌈log2 cols⌉ + (rows+1)·⌈log2(nnz+1)⌉), plus a 32-bit header per tensor.
+Where that costs at least the dense tensor (low sparsity), the tensor is stored dense, zeros
+included, and its positions cost nothing: pruning never makes a tensor bigger than fp32.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 @dataclasses.dataclass
 class SparseCode(Code):
-    """Kept values (row-major order) and their positions."""
+    """Kept values (row-major order) and their positions.
+
+    A dense-stored tensor (see :func:`sparse_code`) has an all-true mask and its pruned zeros among
+    the values; its pruning mask is then ``values != 0``.
+    """
 
     values: torch.Tensor  # (nnz,) fp32
     mask: torch.Tensor  # bool, the tensor's shape
@@ -59,8 +65,13 @@ class SparseCode(Code):
         index_bits, _ = sparse_index_bits(int(self.values.numel()), rows, cols)
         return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits, metadata=HEADER_BITS)
 
+    @property
+    def kept(self) -> int:
+        """The number of weights the pruning kept (||M||₀)."""
+        return int(self.values.count_nonzero()) if self.encoding == "dense" else int(self.values.numel())
+
     def regularizer(self) -> torch.Tensor:
-        return self.mask.sum().float()  # ||M||_0
+        return torch.tensor(float(self.kept))  # ||M||_0
 
     def payload(self) -> dict[str, torch.Tensor]:
         return {"values": self.values}
@@ -70,7 +81,7 @@ class SparseCode(Code):
         rows, cols = _matrix_shape(self.shape)
         if self.encoding == "bitmask":
             out["mask"] = pack_mask(self.mask)
-        else:
+        elif self.encoding == "csr":
             m = self.mask.reshape(rows, cols)
             col_idx = m.nonzero()[:, 1]
             row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), m.sum(dim=1).cumsum(0)])
@@ -87,6 +98,8 @@ class SparseCode(Code):
         nnz = meta["nnz"]
         if "mask" in tensors:
             mask = unpack_mask(tensors["mask"], shape)
+        elif nnz == math.prod(shape):
+            mask = torch.ones(shape, dtype=torch.bool)
         else:
             rows, cols = _matrix_shape(shape)
             col_idx = unpack_bits(tensors["cols"], max(ceil_log2(cols), 1), nnz)
@@ -99,10 +112,19 @@ class SparseCode(Code):
 
     def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> MaskNetwork:
         start = self.decode() if init == "code" else torch.randn(self.shape, generator=generator) * 0.1
-        return MaskNetwork(start, int(self.values.numel()))
+        return MaskNetwork(start, self.kept)
 
     def stats(self) -> dict[str, Any]:
-        return {"sparsity": 1 - self.values.numel() / max(self.mask.numel(), 1), "index": self.encoding}
+        return {"sparsity": 1 - self.kept / max(self.mask.numel(), 1), "index": self.encoding}
+
+
+def sparse_code(w: torch.Tensor, mask: torch.Tensor) -> SparseCode:
+    """``w`` pruned to ``mask``, stored sparse, or dense (zeros included) where that is no bigger."""
+    rows, cols = _matrix_shape(tuple(w.shape))
+    nnz = int(mask.sum())
+    if 32 * nnz + sparse_index_bits(nnz, rows, cols)[0] >= 32 * w.numel():
+        return SparseCode((w * mask).float().reshape(-1).clone(), torch.ones_like(mask))
+    return SparseCode(w[mask].float().clone(), mask)
 
 
 class MaskNetwork(b2s.DecoderNetwork):
@@ -200,14 +222,14 @@ def compress(model: nn.Module, config: PruneConfig, ctx: Context) -> Compressed:
     state = model.state_dict()
     weights = {k: state[k].detach().cpu() for k in layers}
     masks = magnitude_masks(weights, config.sparsity, config.scope)
-    codes = {k: SparseCode(weights[k][masks[k]].float().clone(), masks[k]) for k in weights}
+    codes = {k: sparse_code(weights[k], masks[k]) for k in weights}
     return Compressed.from_codes(model, codes)
 
 
 def compress_tensor(name: str, tensor: torch.Tensor, config: PruneConfig, ctx: Context) -> Code:
     w = tensor.detach().cpu()
     mask = magnitude_masks({name: w}, config.sparsity, "layer")[name]
-    return SparseCode(w[mask].float().clone(), mask)
+    return sparse_code(w, mask)
 
 
 SPEC = CompressorSpec(
@@ -219,7 +241,7 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(SparseCode,),
     identity={"sparsity": 0.0, "method": "magnitude"},
-    version="1",
+    version="2",
     description="magnitude pruning: unstructured global/per-layer, or structured channels (torch-pruning)",
 )
 

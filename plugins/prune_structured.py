@@ -3,7 +3,8 @@
 DepGraph (Fang et al., CVPR 2023) groups coupled parameters (residual adds, depthwise convs,
 squeeze-excite) and removes whole channel groups with the smallest group L2 norm. The model keeps
 its dense layout at smaller widths, so there are no masks or indices to store: every tensor of the
-shrunk model is stored raw at fp32 and counted. ``sparsity`` is the fraction of channels removed
+shrunk model is stored raw at fp32 and counted, and each shrunk tensor's new shape at 32 bits a
+dimension. ``sparsity`` is the fraction of channels removed
 (torch-pruning's ``pruning_ratio``), per layer or, with ``scope: global``, across layers. The
 classifier's outputs are never pruned.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from b2s_bench_plugins.prune import SparseCode, magnitude_masks
+from b2s_bench_plugins.prune import SparseCode, magnitude_masks, sparse_code
 from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
@@ -63,6 +63,26 @@ def test_prune_bits_are_the_cheaper_index_encoding() -> None:
     csr = nnz * ceil_log2(576) + 65 * ceil_log2(nnz + 1)
     assert code.bits().as_dict()["indices"] == min(csr, 64 * 576)
     assert code.bits().payload == 32 * nnz
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.02])
+def test_low_sparsity_is_stored_dense_and_never_bigger_than_fp32(sparsity: float) -> None:
+    w = torch.randn(16, 48, generator=torch.Generator().manual_seed(0))
+    mask = magnitude_masks({"w": w}, sparsity, "layer")["w"]
+    code = sparse_code(w, mask)
+    assert code.encoding == "dense" and code.bits().as_dict()["indices"] == 0
+    assert code.bits().total == 32 * w.numel() + 32  # the values, zeros included, and the header
+    assert torch.equal(code.decode(), w * mask)
+    assert code.kept == int(mask.sum()) and code.stats()["sparsity"] == pytest.approx(sparsity, abs=1e-3)
+    back = SparseCode.restore(code.meta(), code.tensors())
+    assert torch.equal(back.decode(), code.decode()) and back.encoding == "dense"
+
+
+def test_sparse_code_switches_to_sparse_where_it_pays() -> None:
+    w = torch.randn(16, 48, generator=torch.Generator().manual_seed(0))
+    mask = magnitude_masks({"w": w}, 0.5, "layer")["w"]
+    code = sparse_code(w, mask)
+    assert code.encoding == "bitmask" and code.bits().total == 32 * 384 + 768 + 32 < 32 * 768
 
 
 def test_both_ratios() -> None:
