@@ -105,8 +105,15 @@ def _setting_path(suite: Suite, st: StageEntry, key: str | None, device: str) ->
     return st.path
 
 
-def _dataset_fp(entry: DatasetEntry | None) -> Any:
-    return None if entry is None else {"name": entry.name, "options": config_to_dict(entry.config)}
+def _dataset_fp(entry: DatasetEntry | None, plugins: Plugins) -> Any:
+    if entry is None:
+        return None
+    fp: dict[str, Any] = {"name": entry.name, "options": config_to_dict(entry.config)}
+    spec = plugins.datasets.get(entry.name)
+    origin = spec.origin(entry.config) if spec.origin else None
+    if origin is not None:  # data chosen outside the suite (an environment variable, --data)
+        fp["origin"] = origin
+    return fp
 
 
 def cell_id(fingerprint: dict[str, Any]) -> str:
@@ -161,7 +168,7 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
         for entry, stages in combos:
             fingerprint = {
                 "model": model_fp,
-                "dataset": _dataset_fp(dataset),
+                "dataset": _dataset_fp(dataset, plugins),
                 "stages": [{"name": s.name, "version": s.version, "config": s.settings} for s in stages],
                 "seed": suite.seed,
                 "metrics": metric_versions,

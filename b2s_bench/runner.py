@@ -90,7 +90,8 @@ class Runner:
         self.plugins = plugins
         self.options = options
         self.device = resolve_device(options.device if options.device != "auto" else suite.device)
-        self.cells = select(expand(suite, plugins, self.device.type), options.pattern)
+        self.all_cells = expand(suite, plugins, self.device.type)
+        self.cells = select(self.all_cells, options.pattern)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.show_progress = sys.stderr.isatty() if options.progress is None else options.progress
         self._models: dict[str, LoadedModel | BaseException] = {}
@@ -217,6 +218,8 @@ class Runner:
             record["model"].update(checkpoint=model.checkpoint,
                                    params=sum(p.numel() for p in model.module.parameters()))
             data = self._dataset(cell, model)
+            if data is not None:
+                record["dataset"] = {**record["dataset"], "examples": data.num_examples, "data_fingerprint": data.fingerprint}
             t1 = time.perf_counter()
             seed_everything(cell.seed)
             compressed = self._compress(cell, model, data)
@@ -267,7 +270,7 @@ class Runner:
             "file": self.suite.file,
             "report": dataclasses.asdict(self.suite.report),
             "metrics": list(self.suite.metrics),
-            "cells": [c.id for c in self.cells],
+            "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell
         }
         path = self.options.out_dir / "run.json"
         text = json.dumps(manifest, indent=1)
@@ -288,7 +291,10 @@ class Runner:
                 bar.set_postfix_str(cell.name[:60])
                 record = self.run_cell(cell)
                 write_record(self.options.out_dir, record)
-                self.plugins.manager.hook.b2s_after_cell(record=record)
+                try:  # an observer plugin's failure must not stop the suite
+                    self.plugins.manager.hook.b2s_after_cell(record=record)
+                except Exception as e:
+                    self.log(f"warning: a b2s_after_cell hook failed on {cell.id}: {type(e).__name__}: {e}")
                 if record["status"] != "ok":
                     failed.append(cell.name)
                     self.log(f"FAILED {cell.name} [{cell.id}]: {record['error']['type']}: "

@@ -103,6 +103,9 @@ class DatasetSpec:
         build: ``build(config, model) -> LoadedData``, preprocessing for that model.
         problems: ``problems(config) -> list[str]``: why it cannot load here (missing files), with fixes.
         label_space: the output space the labels index ("" when unlabeled or any).
+        origin: ``origin(config) -> str | None``: where the data is read from when the options do not
+            fix it (an environment variable, ``--data``); part of cell ids, so other data never
+            reuses a record. None when the options decide it.
     """
 
     name: str
@@ -112,3 +115,4 @@ class DatasetSpec:
     label_space: str = ""
     problems: Callable[[Any], list[str]] | None = None
     description: str = ""
+    origin: Callable[[Any], str | None] | None = None

@@ -63,6 +63,13 @@ def resolve_root(config: ImageNetConfig) -> Path | None:
     return None
 
 
+def origin(config: ImageNetConfig) -> str | None:
+    """The root when ``--data`` or ``$B2S_IMAGENET`` chose it (it then joins the cell ids)."""
+    override = os.environ.get("B2S_IMAGENET_OVERRIDE")
+    chosen = override or (None if config.root else os.environ.get("B2S_IMAGENET"))
+    return str(Path(chosen).expanduser().resolve()) if chosen else None
+
+
 def split_folder(root: Path, split: str) -> Path | None:
     for folder in (root / split, root):
         if folder.is_dir() and any(WNID.match(p.name) for p in folder.iterdir() if p.is_dir()):
@@ -151,7 +158,7 @@ def _problems(config: ImageNetConfig) -> list[str]:
 
 
 SPEC = DatasetSpec("imagenet", ImageNetConfig, _build, True, "imagenet-1k", _problems,
-                   "ImageNet-1k validation (or Imagenette / any wnid subset) from ROOT/val/<wnid>/*.JPEG")
+                   "ImageNet-1k validation (or Imagenette / any wnid subset) from ROOT/val/<wnid>/*.JPEG", origin)
 
 
 @b2s.hookimpl

@@ -88,6 +88,55 @@ def test_second_run_computes_nothing(tiny_suite: Path, tmp_path: Path, capsys: p
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "-k", "bits=8", "--force") == 0
     assert "1 computed, 0 skipped" in capsys.readouterr().err
+    # -k reruns a subset; the run folder still describes, and its leaderboard still shows, the whole suite
+    assert len(json.loads((out / "run.json").read_text())["cells"]) == 4
+    board = (out / "leaderboard.md").read_text()
+    assert "prune(sparsity=0.5)" in board and "quantize(bits=4)" in board and "| dense" in board
+
+
+def test_a_failing_observer_hook_does_not_stop_the_suite(tiny_suite: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    observer = tmp_path / "observer.py"
+    observer.write_text("import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_after_cell(record):\n"
+                        "    raise ValueError('observer broke')\n")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(observer))
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    assert len(cells(out)) == 4 and all(r["status"] == "ok" for r in cells(out).values())
+    assert "b2s_after_cell hook failed" in capsys.readouterr().err
+
+
+def test_data_chosen_outside_the_suite_joins_the_cell_ids(write_suite: Callable[..., Path],
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from b2s_bench.cells import expand
+
+    plugins = load_plugins()
+    env_suite = write_suite("""
+        suite: inet
+        models: [tiny:cnn]
+        dataset: {name: imagenet}
+        compressors: [{name: quantize, bits: 8}]
+        metrics: [top1]
+        """)
+    fixed_suite = write_suite(f"""
+        suite: inet
+        models: [tiny:cnn]
+        dataset: {{name: imagenet, root: {tmp_path / 'fixed'}}}
+        compressors: [{{name: quantize, bits: 8}}]
+        metrics: [top1]
+        """, "fixed.yaml")
+
+    def ids(path: Path) -> list[str]:
+        return [c.id for c in expand(load_suite(path, plugins), plugins, "cpu")]
+
+    monkeypatch.setenv("B2S_IMAGENET", str(tmp_path / "imagenette"))
+    first, fixed_first = ids(env_suite), ids(fixed_suite)
+    monkeypatch.setenv("B2S_IMAGENET", str(tmp_path / "imagenet"))
+    assert ids(env_suite) != first  # other data: nothing is reused
+    assert ids(fixed_suite) == fixed_first  # the suite's root wins over the variable, so nothing changed
+    monkeypatch.setenv("B2S_IMAGENET_OVERRIDE", str(tmp_path / "other"))  # --data
+    assert ids(fixed_suite) != fixed_first
 
 
 def test_a_failing_cell_is_recorded_and_the_rest_go_on(write_suite: Callable[..., Path], test_plugin: Path,
