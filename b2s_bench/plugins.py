@@ -123,7 +123,16 @@ def load_plugins(
         for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else "?"
-            if ep.name in disabled or pm.get_plugin(ep.name) is not None:
+            if ep.name in disabled:
+                continue
+            if pm.get_plugin(ep.name) is not None:
+                taken = next(i for i in infos if i.name == ep.name)
+                if (taken.distribution, taken.origin) == (dist, f"entry point {ep.value}"):
+                    continue  # the same distribution seen twice on sys.path
+                failures.append(PluginFailure(
+                    ep.name, dist, version,
+                    f"entry-point name {ep.name!r} ({ep.value}) is already taken by {taken.distribution} "
+                    f"{taken.version} ({taken.origin}); one of the two must rename its entry point", ""))
                 continue
             try:
                 plugin = ep.load()
