@@ -92,12 +92,12 @@ def test_an_entry_point_name_taken_by_another_distribution_is_reported(monkeypat
         eps = list(real(**kw))
         if kw.get("group") == "b2s_bench":
             # a second distribution that reuses the built-in quantize plugin's entry-point name
-            eps.append(md.EntryPoint("quantize", "some_other_package", "b2s_bench"))
+            eps.append(md.EntryPoint("b2s-quantize", "some_other_package", "b2s_bench"))
         return eps
 
     monkeypatch.setattr(md, "entry_points", fake)
     plugins = load_plugins()
-    clash = [f for f in plugins.failures if f.name == "quantize"]
+    clash = [f for f in plugins.failures if f.name == "b2s-quantize"]
     assert len(clash) == 1 and "already taken by b2s-bench" in clash[0].error and "some_other_package" in clash[0].error
     assert "quantize" in plugins.compressors  # the first one still works
 
