@@ -351,6 +351,18 @@ class Compressed:
             self._decoded = state
         return dict(self._decoded)
 
+    def keep_decoded(self, decoded: Mapping[str, torch.Tensor]) -> None:
+        """Hand over tensors the compressor already decoded (each equal to its code's ``decode()``),
+        so an expensive decoder does not run twice."""
+        unknown = set(decoded) - set(self.codes)
+        if unknown:
+            raise KeyError(f"decoded tensors without a code: {sorted(unknown)[:5]}")
+        state = {k: t.detach() for k, t in decoded.items()}
+        state.update({k: c.decode().detach() for k, c in self.codes.items() if k not in decoded})
+        for k, v in self.raw.items():
+            state[k] = v.float() if v.is_floating_point() else v
+        self._decoded = state
+
     def module(self, deployed: bool = False, fresh: bool = True) -> nn.Module:
         """An ``nn.Module`` ready to evaluate, built from the skeleton and the decoded state.
 

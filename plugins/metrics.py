@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import b2s_bench as b2s
-from b2s_bench import Evaluation, MetricSpec, NotApplicable
+from b2s_bench import Evaluation, MetricSpec, NotApplicable, fidelity
 from b2s_bench.solve import fit_network, relative_error
 
 
@@ -51,25 +51,20 @@ def rel_error(ev: Evaluation) -> float:
 
 
 def rel_mae(ev: Evaluation) -> float:
-    per = {k: float((wh - w).abs().mean() / w.abs().mean().clamp(min=1e-12)) for k, w, wh in _weights(ev)}
+    per = {k: fidelity.rel_mae(w, wh) for k, w, wh in _weights(ev)}
     ev.details.setdefault("per_layer", {})["rel_mae"] = per
     return Evaluation.mean(per)
 
 
 def cosine(ev: Evaluation) -> float:
-    per = {k: float(F.cosine_similarity(w.reshape(1, -1).double(), wh.reshape(1, -1).double()).item())
-           for k, w, wh in _weights(ev)}
+    per = {k: fidelity.cosine(w, wh) for k, w, wh in _weights(ev)}
     ev.details.setdefault("per_layer", {})["cosine"] = per
     return Evaluation.mean(per)
 
 
 def psnr(ev: Evaluation) -> float:
-    def one(w: torch.Tensor, wh: torch.Tensor) -> float:
-        mse = float(((wh - w).double() ** 2).mean())
-        peak = float(w.max() - w.min())
-        return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse) if peak > 0 else math.nan
-
-    per = {k: one(w, wh) for k, w, wh in _weights(ev)}
+    """Per tensor 10·log10(range² / MSE) (see :mod:`b2s_bench.fidelity`), averaged over finite values."""
+    per = {k: fidelity.psnr(w, wh) for k, w, wh in _weights(ev)}
     ev.details.setdefault("per_layer", {})["psnr"] = per
     finite = [v for v in per.values() if math.isfinite(v)]
     if not finite and per:

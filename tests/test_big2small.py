@@ -287,6 +287,15 @@ def test_info_reports_per_layer_and_aggregate_facts():
     layer = comp.info["inr_layers"]["classifier.1.weight"]
     assert {"inr_params", "outliers", "width", "fit_seconds", "final_loss"} <= set(layer)
     assert comp.info["compressed_layers"] == 1 and comp.info["fit_seconds"] > 0 and comp.info["steps_per_second"] > 0
+    original = tiny_model(0).state_dict()["classifier.1.weight"]
+    decoded = comp.codes["classifier.1.weight"].decode()
+    assert layer["rel_mae"] == pytest.approx(float((decoded - original).abs().mean() / original.abs().mean()))
+    assert layer["cosine"] == pytest.approx(float(torch.nn.functional.cosine_similarity(
+        decoded.reshape(1, -1), original.reshape(1, -1))), abs=1e-5)
+    mse = float(((decoded - original) ** 2).mean())
+    assert layer["psnr"] == pytest.approx(10 * math.log10(float(original.max() - original.min()) ** 2 / mse), rel=1e-4)
+    assert comp.info["weight_psnr"] == pytest.approx(layer["psnr"])  # the mean over the one INR layer
+    assert torch.equal(comp.state_dict()["classifier.1.weight"], decoded)  # the kept decode is the code's decode
     import json
 
     json.dumps(comp.info)  # goes into the record

@@ -56,6 +56,25 @@ compressors:
         (BASE + "  - pipeline: [quantize]\n", 6, "compressors[1].pipeline", "at least two compressors"),
         ("suite: s\nmodels: [tiny:cnn]\ncompressors:\n  - name: quantize\n   bits: 4\n", 5, "", "invalid YAML"),
         ("- just\n- a list\n", 1, "", "a suite must be a YAML mapping"),
+        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrained: true, weights: w.pt}]"), 2, "models[0].weights",
+         "give either pretrained: true or weights:, not both"),
+        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrainde: true}]"), 2, "models[0].pretrainde",
+         "unknown key in a model entry; did you mean 'pretrained'"),
+        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, colour: red}]"), 2, "models[0].colour",
+         "unknown key in a model entry; allowed keys: name, pretrained, weights, dataset, options, label"),
+        (BASE + "    bits: 4\n    grid: {bits: [8, 4]}\n", 7, "compressors[0].grid.bits", "'bits' is both a fixed setting and a grid axis; keep one"),
+        (BASE + "    settings: {bits: 4}\n    grid: {bits: [8, 4]}\n", 7, "compressors[0].grid.bits", "'bits' is both a fixed setting and a grid axis"),
+        (BASE + "  - pipeline: [quantize, distill]\n", 6, "compressors[1].pipeline[1]",
+         "compressor 'distill' cannot follow another in a pipeline (it has no per-tensor form); put it first"),
+        (BASE + "  - pipeline: [prune, nern]\n", 6, "compressors[1].pipeline[1]", "compressor 'nern' cannot follow another in a pipeline"),
+        ("include: nope.yaml\n" + BASE, 1, "include[0]", "included file 'nope.yaml' not found (paths are relative to "),
+        (BASE + "    device_settings: {gpu: {bits: 4}}\n", 6, "compressors[0].device_settings.gpu", "unknown key in device_settings; did you mean 'cpu'"),
+        (BASE + "    device_settings: {cpu: {bits: 99}}\n", 6, "compressors[0].device_settings.cpu.bits", "bits must be in 2..8, 16 or 32, got 99"),
+        (BASE + "    device_settings: {cpu: {bitz: 4}}\n", 6, "compressors[0].device_settings.cpu.bitz", "unknown setting 'bitz' of compressor 'quantize'; did you mean 'bits'"),
+        (BASE + "    device_settings: {cpu: 4}\n", 6, "compressors[0].device_settings.cpu", "expected a mapping of settings, got int 4"),
+        (BASE + "report: {group_by: model}\n", 6, "report.group_by", "group_by must be track, family or none, got 'model'"),
+        (BASE + "runtime: {threads: 0}\n", 6, "runtime.threads", "threads must be >= 1, got 0"),
+        (BASE + "runtime: {threads: two}\n", 6, "runtime.threads", "threads must be an integer, got 'two'"),
     ],
 )
 def test_suite_errors_are_located(write_suite: Write, plugins: Plugins, text: str, line: int | None, key: str,
@@ -124,6 +143,14 @@ def test_device_settings_apply_per_device(write_suite: Write, plugins: Plugins) 
     suite = load_suite(path, plugins)
     assert expand(suite, plugins, "cpu")[1].stages[0].config.bits == 4
     assert expand(suite, plugins, "cuda")[1].stages[0].config.bits == 8
+
+
+def test_cuda_device_settings_are_checked_when_expanding_for_cuda(write_suite: Write, plugins: Plugins) -> None:
+    suite = load_suite(write_suite(BASE + "    device_settings: {cuda: {bits: 99}}\n"), plugins)
+    with pytest.raises(SuiteError) as err:
+        expand(suite, plugins, "cuda")
+    assert err.value.key == "compressors[0].device_settings.cuda.bits" and err.value.line == 6
+    assert "bits must be in 2..8, 16 or 32, got 99" in err.value.message
 
 
 def test_pipeline_cells(write_suite: Write, plugins: Plugins) -> None:

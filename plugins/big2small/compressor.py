@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b2s_bench import Compressed, Context
+from b2s_bench import Compressed, Context, fidelity
 
 from .code import INRCode, code_bits
 from .config import Big2SmallConfig
@@ -118,14 +118,17 @@ def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compres
                 finetune_failed.append(t.key)
 
     codes: dict[str, INRCode] = {}
+    decoded: dict[str, torch.Tensor] = {}
     layers_info: dict[str, dict[str, Any]] = {}
     for key, res in results.items():
         task, pre = tasks[key], prep[key]
         code = INRCode.build(task.arch, config.layout, fourier_seeds[key], tuple(state[key].shape), pre.mean,
                              pre.std, res.params, config.inr_bits, pre.positions, pre.values)
         codes[key] = code
+        decoded[key] = code.decode()
         tail = max(1, config.steps // 20)
         layers_info[key] = {
+            **fidelity.tensor_report(state[key], decoded[key]),  # rel_mae, cosine, psnr of the stored INR
             "inr_params": code.n_params,
             "outliers": code.n_outliers,
             "width": task.arch.width,
@@ -157,7 +160,12 @@ def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compres
         "fit_failed": failed,
         "finetune_failed": finetune_failed,
     }
-    return Compressed.from_codes(model, codes, info)
+    for stat in ("rel_mae", "cosine", "psnr"):  # aggregates: the mean over INR-coded layers
+        values = [v[stat] for v in layers_info.values() if math.isfinite(v[stat])]
+        info[f"weight_{stat}"] = sum(values) / len(values) if values else None
+    compressed = Compressed.from_codes(model, codes, info)
+    compressed.keep_decoded(decoded)  # decoding every INR costs seconds: do it once
+    return compressed
 
 
 def _restart(task: LayerTask, params: dict[str, torch.Tensor]) -> LayerTask:

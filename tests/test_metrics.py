@@ -1,0 +1,194 @@
+"""Built-in metrics against values worked out by hand on tiny tensors.
+
+Each metric is looked up in the plugin registry (as the runner does) and computed on an
+:class:`Evaluation` built from known logits or known original/decoded weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from b2s_bench import Evaluation, NotApplicable
+from b2s_bench.compression import Compressed, StoredTensorCode
+from b2s_bench.plugins import Plugins
+from b2s_bench.sources import LoadedData, LoadedModel
+
+# --- outputs: the compressed "model" is the identity, so its logits are the inputs fed to it ---
+
+#: 4 examples, 6 classes; the comments give the rank of the label among the logits
+LOGITS = torch.tensor([
+    [0.1, 5.0, 0.2, 0.3, 0.4, 0.5],  # label 1: rank 1 (top-1 hit)
+    [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],  # label 2: rank 3 (top-5 hit only)
+    [0.0, 0.1, 0.2, 0.3, 0.4, 9.0],  # label 5: rank 1 (top-1 hit)
+    [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6, the smallest (miss even in top 5)
+])
+LABELS = torch.tensor([1, 2, 5, 5])
+#: the dense model's argmax is 1, 0, 5, 2: the compressed model agrees on the first three only
+BASELINE = torch.tensor([
+    [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+])
+
+
+def output_eval(logits: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor | None,
+                batch_size: int = 3) -> Evaluation:
+    """An Evaluation whose compressed model outputs ``logits`` (in batches) and whose dense model outputs ``baseline``."""
+    n, classes = logits.shape
+
+    def batches(bs: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        return [(logits[i:i + bs], None if labels is None else labels[i:i + bs]) for i in range(0, n, bs)]
+
+    data = LoadedData(batches, n, labels is not None, "hand-made")
+    dense = LoadedModel(nn.Identity(), (classes,), classes, "hand-made")
+    compressed = Compressed.from_codes(nn.Identity(), {})
+    return Evaluation(nn.Identity(), dense, compressed, data, torch.device("cpu"), batch_size,
+                      lambda: (baseline, labels), {"compress": 0.0})
+
+
+def metric(plugins: Plugins, name: str, ev: Evaluation) -> float:
+    return float(plugins.metrics.get(name).compute(ev))
+
+
+def test_top1_and_top5(plugins: Plugins) -> None:
+    ev = output_eval(LOGITS, BASELINE, LABELS)
+    assert metric(plugins, "top1", ev) == pytest.approx(50.0)  # examples 0 and 2
+    assert metric(plugins, "top5", ev) == pytest.approx(75.0)  # example 3's label has the smallest logit
+    # the batching of the eval set does not matter
+    assert metric(plugins, "top1", output_eval(LOGITS, BASELINE, LABELS, batch_size=1)) == pytest.approx(50.0)
+    assert metric(plugins, "top5", output_eval(LOGITS, BASELINE, LABELS, batch_size=4)) == pytest.approx(75.0)
+
+
+def test_top5_with_fewer_than_five_classes_counts_every_class(plugins: Plugins) -> None:
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    ev = output_eval(logits, logits, torch.tensor([2, 0]))
+    assert metric(plugins, "top1", ev) == pytest.approx(0.0)
+    assert metric(plugins, "top5", ev) == pytest.approx(100.0)
+
+
+def test_accuracy_needs_labels_but_agreement_and_kl_do_not(plugins: Plugins) -> None:
+    ev = output_eval(LOGITS, BASELINE, None)
+    for name in ("top1", "top5"):
+        with pytest.raises(NotApplicable, match="no labels"):
+            metric(plugins, name, ev)
+    assert metric(plugins, "agreement", ev) == pytest.approx(75.0)
+    assert math.isfinite(metric(plugins, "kl", ev))
+
+
+def test_agreement(plugins: Plugins) -> None:
+    ev = output_eval(LOGITS, BASELINE, LABELS)
+    assert metric(plugins, "agreement", ev) == pytest.approx(75.0)  # argmax 1, 0, 5 agree; 0 vs 2 does not
+    assert metric(plugins, "agreement", output_eval(LOGITS, LOGITS + 7.0, LABELS)) == pytest.approx(100.0)
+
+
+def test_kl_is_dense_to_compressed(plugins: Plugins) -> None:
+    # example 0: dense p = (1/2, 1/2), compressed q = (3/4, 1/4):
+    #   KL(p || q) = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)
+    # example 1: the same distribution (logits shifted by a constant): KL = 0
+    dense = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    comp = torch.tensor([[math.log(3.0), 0.0], [11.0, 12.0]])
+    ev = output_eval(comp, dense, torch.tensor([0, 1]))
+    expected = (0.5 * math.log(4 / 3) + 0.0) / 2
+    assert metric(plugins, "kl", ev) == pytest.approx(expected, rel=1e-6)
+    # the reverse direction, KL(q || p) = 3/4 ln(3/2) + 1/4 ln(1/2), is a different number
+    reverse = (0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 2
+    assert metric(plugins, "kl", output_eval(dense, comp, torch.tensor([0, 1]))) == pytest.approx(reverse, rel=1e-6)
+    assert abs(expected - reverse) > 1e-3
+    assert metric(plugins, "kl", output_eval(dense, dense, torch.tensor([0, 1]))) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_output_metric_specs(plugins: Plugins) -> None:
+    specs = {name: plugins.metrics.get(name) for name in ("top1", "top5", "agreement", "kl")}
+    assert [(s.unit, s.higher_is_better) for s in specs.values()] == [("%", True), ("%", True), ("%", True), ("nats", False)]
+    assert specs["top1"].needs == {"labels"} and specs["kl"].needs == {"data"}
+
+
+# --- weights: a model of three tensors; "a" and "b" are coded, "c" is stored raw (not compressed) ---
+
+W_A = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+W_HAT_A = torch.tensor([[1.0, 2.0], [3.0, 2.0]])  # one entry off by 2
+W_B = torch.tensor([[-2.0, 2.0]])
+W_HAT_B = torch.tensor([[-1.0, 1.0]])  # half of W_B: the same direction
+
+
+class Three(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(W_A.clone())
+        self.b = nn.Parameter(W_B.clone())
+        self.c = nn.Parameter(torch.tensor([100.0, -100.0, 5.0]))
+
+
+def weight_eval(decoded: dict[str, torch.Tensor]) -> Evaluation:
+    dense = LoadedModel(Three(), (2,), 2, "hand-made")
+    compressed = Compressed.from_codes(Three(), {k: StoredTensorCode(v) for k, v in decoded.items()})
+    return Evaluation(dense.module, dense, compressed, None, torch.device("cpu"), 1,
+                      lambda: (torch.empty(0), None), {"compress": 0.0})
+
+
+def test_weight_pairs_are_the_coded_tensors_only() -> None:
+    ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
+    assert [k for k, _, _ in ev.weight_pairs] == ["a", "b"]
+    (_, w, wh), _ = ev.weight_pairs
+    assert torch.equal(w, W_A) and torch.equal(wh, W_HAT_A)
+
+
+def test_weight_rel_error_pools_all_tensors(plugins: Plugins) -> None:
+    ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
+    # ||Ŵ − W||_F² = 4 (a) + 2 (b); ||W||_F² = 30 (a) + 8 (b); the raw tensor c does not count
+    assert metric(plugins, "weight_rel_error", ev) == pytest.approx(math.sqrt(6 / 38))
+    # one tensor alone: sqrt(4 / 30)
+    assert metric(plugins, "weight_rel_error", weight_eval({"a": W_HAT_A})) == pytest.approx(math.sqrt(4 / 30))
+
+
+def test_weight_rel_mae_is_the_mean_over_tensors(plugins: Plugins) -> None:
+    ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
+    # a: mean|Ŵ − W| = 2/4, mean|W| = 10/4 -> 0.2; b: 1 / 2 = 0.5
+    assert metric(plugins, "weight_rel_mae", ev) == pytest.approx(0.35)
+    assert ev.details["per_layer"]["rel_mae"] == pytest.approx({"a": 0.2, "b": 0.5})
+
+
+def test_weight_cosine(plugins: Plugins) -> None:
+    ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
+    # a: <W, Ŵ> = 1 + 4 + 9 + 8 = 22, ||W|| = sqrt(30), ||Ŵ|| = sqrt(18); b: a positive multiple, cosine 1
+    cos_a = 22 / math.sqrt(30 * 18)
+    assert metric(plugins, "weight_cosine", ev) == pytest.approx((cos_a + 1.0) / 2)
+    assert ev.details["per_layer"]["cosine"] == pytest.approx({"a": cos_a, "b": 1.0})
+    flipped = weight_eval({"b": -W_B})
+    assert metric(plugins, "weight_cosine", flipped) == pytest.approx(-1.0)
+
+
+def test_weight_psnr_uses_each_tensors_range(plugins: Plugins) -> None:
+    ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
+    # a: peak = 4 − 1 = 3, MSE = 4/4 = 1 -> 10 log10 9; b: peak = 2 − (−2) = 4, MSE = 2/2 = 1 -> 10 log10 16
+    psnr_a, psnr_b = 10 * math.log10(9), 10 * math.log10(16)
+    assert metric(plugins, "weight_psnr", ev) == pytest.approx((psnr_a + psnr_b) / 2)
+    assert metric(plugins, "weight_psnr", ev) == pytest.approx(10 * math.log10(12))  # the same, simplified
+    assert ev.details["per_layer"]["psnr"] == pytest.approx({"a": psnr_a, "b": psnr_b})
+
+
+def test_lossless_tensors(plugins: Plugins) -> None:
+    exact = weight_eval({"a": W_A.clone(), "b": W_B.clone()})
+    assert metric(plugins, "weight_rel_error", exact) == 0.0
+    assert metric(plugins, "weight_rel_mae", exact) == 0.0
+    assert metric(plugins, "weight_cosine", exact) == pytest.approx(1.0)
+    assert metric(plugins, "weight_psnr", exact) == math.inf
+    # current convention: a lossless tensor (infinite PSNR) is left out of the mean of the others
+    mixed = weight_eval({"a": W_A.clone(), "b": W_HAT_B})
+    assert metric(plugins, "weight_psnr", mixed) == pytest.approx(10 * math.log10(16))
+    assert mixed.details["per_layer"]["psnr"]["a"] == math.inf
+
+
+@pytest.mark.parametrize("name", ["weight_rel_error", "weight_rel_mae", "weight_cosine", "weight_psnr"])
+def test_weight_metrics_not_applicable_without_same_shape_tensors(plugins: Plugins, name: str) -> None:
+    assert plugins.metrics.get(name).needs == {"weights"}
+    with pytest.raises(NotApplicable, match="no tensor was replaced"):
+        metric(plugins, name, weight_eval({}))
+    # a tensor decoded to another shape (structured pruning) has no pair to compare
+    with pytest.raises(NotApplicable):
+        metric(plugins, name, weight_eval({"b": torch.tensor([[1.0]])}))
