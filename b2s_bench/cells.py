@@ -132,6 +132,12 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
         per_stage: list[list[Stage]] = []
         for st in entry.stages:
             spec = plugins.compressors.get(st.name)
+            for other in sorted(set(st.device_settings) - {device}):  # the other device's settings are checked too
+                for point in _stage_points(st, other):
+                    try:
+                        build_config(spec.config, point, owner=f"compressor {st.name!r} on {other}")
+                    except ConfigError as e:
+                        raise suite.source.error(_setting_path(suite, st, e.key, other), str(e)) from None
             built = []
             for point in _stage_points(st, device):
                 try:

@@ -239,6 +239,10 @@ class _Parser:
         self.check_keys(dev, ("cpu", "cuda"), (*path, "device_settings"), "device_settings")
         for k, v in dev.items():
             self.expect(v, dict, (*path, "device_settings", k), "a mapping of settings")
+            for key in v:
+                if key in grid:
+                    raise self.fail((*path, "device_settings", k, key),
+                                    f"{key!r} is both a grid axis and a {k} device setting (the grid would win); keep one")
         return StageEntry(name, settings, {k: tuple(v) for k, v in grid.items()}, {k: dict(v) for k, v in dev.items()}, path)
 
     def compressor(self, raw: Any, path: PathKey) -> CompressorEntry:

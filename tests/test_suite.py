@@ -145,12 +145,19 @@ def test_device_settings_apply_per_device(write_suite: Write, plugins: Plugins) 
     assert expand(suite, plugins, "cuda")[1].stages[0].config.bits == 8
 
 
-def test_cuda_device_settings_are_checked_when_expanding_for_cuda(write_suite: Write, plugins: Plugins) -> None:
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_cuda_device_settings_are_checked_on_every_device(write_suite: Write, plugins: Plugins, device: str) -> None:
     suite = load_suite(write_suite(BASE + "    device_settings: {cuda: {bits: 99}}\n"), plugins)
-    with pytest.raises(SuiteError) as err:
-        expand(suite, plugins, "cuda")
+    with pytest.raises(SuiteError) as err:  # a CPU machine's validate catches what would fail on a GPU
+        expand(suite, plugins, device)
     assert err.value.key == "compressors[0].device_settings.cuda.bits" and err.value.line == 6
     assert "bits must be in 2..8, 16 or 32, got 99" in err.value.message
+
+
+def test_a_device_setting_that_is_also_a_grid_axis_is_an_error(write_suite: Write, plugins: Plugins) -> None:
+    err = error_of(write_suite(BASE.replace("name: quantize", "name: quantize\n    grid: {bits: [8, 4]}")
+                               + "    device_settings: {cpu: {bits: 2}}\n"), plugins)
+    assert err.key == "compressors[0].device_settings.cpu.bits" and "both a grid axis" in err.message
 
 
 def test_pipeline_cells(write_suite: Write, plugins: Plugins) -> None:
