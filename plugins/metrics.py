@@ -2,7 +2,8 @@
 
 Weight PSNR convention: per tensor, PSNR = 10·log10(peak² / MSE) with peak = max(W) − min(W) of
 the original tensor (the dynamic range, as for images); the aggregate is the mean over the
-compressed tensors with a finite PSNR (exact copies, inf, are left out; inf when all are exact). Relative MAE is mean|Ŵ − W| / mean|W|; relative error is ||Ŵ − W||_F / ||W||_F.
+compressed tensors with a finite PSNR (exact copies, inf, are left out; inf when all are exact).
+Relative MAE is mean|Ŵ − W| / mean|W|; relative error is ||Ŵ − W||_F / ||W||_F.
 """
 
 from __future__ import annotations

@@ -275,7 +275,7 @@ class QuantizeConfig:
     calibration_samples: int = 256
     synthetic_samples: int = 64
     synthetic_iterations: int = 500
-    synthetic_lr: float = 0.25
+    synthetic_lr: float = 0.5
 
     def __post_init__(self) -> None:
         check(2 <= self.bits <= 8 or self.bits in FLOAT_BITS,
@@ -481,7 +481,7 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(UniformCode, FloatCode),
     identity={"bits": 32},
-    version="1",
+    version="2",
     quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16,
            "synthetic_iterations": 20},
     description="uniform quantization of conv/linear weights (tensor/channel/group, sym/affine, RTN or "

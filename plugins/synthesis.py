@@ -1,18 +1,27 @@
 """BN-statistics data synthesis: inputs made from a model alone, for the synthetic data track.
 
 A batch of inputs x, started from Gaussian noise, is optimised so that at every BatchNorm layer the
-batch mean and variance of the layer's input match the layer's running statistics (ZeroQ's
-"distilled data"):
+batch statistics of the layer's input match the layer's running statistics. Two forms of that loss:
 
-    L_BN(x) = Σ_ℓ m_ℓ (‖μ_ℓ(x) − μ_ℓ^BN‖₂ + ‖σ²_ℓ(x) − σ²_ℓ^BN‖₂),   m_1 = first_bn_multiplier, m_ℓ>1 = 1.
+- ``bn_form: zeroq`` (ZeroQ's "distilled data", Cai et al. 2020): squared distances of the means and
+  of the standard deviations, each divided by the number of channels, plus the same term pulling
+  the input's per-channel statistics to N(0, 1) (the normalized input distribution):
+
+      L_BN(x) = Σ_ℓ (‖μ_ℓ(x) − μ_ℓ^BN‖₂² + ‖σ_ℓ(x) − σ_ℓ^BN‖₂²) / C_ℓ + (‖μ_0(x)‖₂² + ‖σ_0(x) − 1‖₂²) / C_0;
+
+- ``bn_form: deepinversion`` (Yin et al. 2020): unsquared distances of the means and variances,
+  the first BN layer weighted by ``first_bn_multiplier``:
+
+      L_BN(x) = Σ_ℓ m_ℓ (‖μ_ℓ(x) − μ_ℓ^BN‖₂ + ‖σ²_ℓ(x) − σ²_ℓ^BN‖₂),   m_1 = first_bn_multiplier, m_ℓ>1 = 1.
 
 DeepInversion-style terms can be added: cross-entropy toward target labels, a total-variation and
 an ℓ2 prior on x, random jitter (a circular shift) and horizontal flips of x at each step:
 
     L(x) = bn_weight·L_BN + ce_weight·CE(f(x̃), y) + tv_weight·TV(x) + l2_weight·‖x‖₂.
 
-Our own implementation (forward pre-hooks on the BN layers, Adam on x with a cosine learning rate);
-the reference codes' licences (ZeroQ: GPL-3, DeepInversion: NVIDIA NC) do not allow reuse.
+Our own implementation (forward pre-hooks on the BN layers, Adam on x with a cosine learning rate,
+where ZeroQ decays its rate on plateaus); the reference codes' licences (ZeroQ: GPL-3,
+DeepInversion: NVIDIA NC) do not allow reuse.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ class SynthesisConfig:
         tv_weight / l2_weight: weights of the total-variation and ℓ2 priors on the inputs.
         jitter: largest random circular shift per step, as a fraction of the image side (0: none).
         flip: random horizontal flips per step.
+        bn_form: "zeroq" or "deepinversion", the form of the BN-statistics loss (module docstring).
     """
 
     samples: int = 64
@@ -61,8 +71,11 @@ class SynthesisConfig:
     l2_weight: float = 0.0
     jitter: float = 0.0
     flip: bool = False
+    bn_form: str = "deepinversion"
 
     def __post_init__(self) -> None:
+        check(self.bn_form in ("zeroq", "deepinversion"),
+              f"bn_form must be 'zeroq' or 'deepinversion', got {self.bn_form!r}", "bn_form")
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}", "samples")
         check(
             self.batch_size >= 2,
@@ -76,8 +89,8 @@ class SynthesisConfig:
         check(0.0 <= self.jitter < 1.0, f"jitter must be in [0, 1), got {self.jitter}", "jitter")
 
 
-#: ZeroQ-style distilled data: the BN-statistics loss alone.
-ZEROQ = SynthesisConfig()
+#: ZeroQ's distilled data: its BN-statistics loss alone, Adam at ZeroQ's learning rate of 0.5.
+ZEROQ = SynthesisConfig(lr=0.5, bn_form="zeroq")
 #: DeepInversion-style: BN loss with a first-layer multiplier, CE toward labels, priors, jitter and flips
 #: (the weights of the official ImageNet settings: r_feature 0.05, first BN x10, TV 1e-4, ℓ2 1e-5, 30/224 px).
 DEEPINVERSION = SynthesisConfig(
@@ -122,10 +135,28 @@ def bn_layers(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (dim 1) mean and biased variance of a batch."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    return x.mean(dim=dims), x.var(dim=dims, correction=0)
+
+
+def _zeroq_term(mean: torch.Tensor, var: torch.Tensor, ref_mean: torch.Tensor, ref_var: torch.Tensor) -> torch.Tensor:
+    std, ref_std = (var + 1e-12).sqrt(), ref_var.clamp(min=0).sqrt()
+    return ((mean - ref_mean).pow(2).sum() + (std - ref_std).pow(2).sum()) / mean.numel()
+
+
+def input_term(x: torch.Tensor) -> torch.Tensor:
+    """ZeroQ's input term: the input's per-channel statistics against N(0, 1)."""
+    mean, var = _stats(x)
+    return _zeroq_term(mean, var, torch.zeros_like(mean), torch.ones_like(var))
+
+
 class _BNTerms:
     """Forward pre-hooks that record each BN layer's statistics term, in execution order."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, form: str = "deepinversion"):
+        self.form = form
         self.terms: list[torch.Tensor] = []
         self.handles = [m.register_forward_pre_hook(self._hook) for m in bn_layers(model)]
         if not self.handles:
@@ -134,14 +165,14 @@ class _BNTerms:
             )
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0]
-        dims = [d for d in range(x.dim()) if d != 1]
-        mean = x.mean(dim=dims)
-        var = x.var(dim=dims, correction=0)
-        self.terms.append(
-            torch.linalg.vector_norm(mean - module.running_mean)
-            + torch.linalg.vector_norm(var - module.running_var)
-        )
+        mean, var = _stats(args[0])
+        if self.form == "zeroq":
+            self.terms.append(_zeroq_term(mean, var, module.running_mean, module.running_var))
+        else:
+            self.terms.append(
+                torch.linalg.vector_norm(mean - module.running_mean)
+                + torch.linalg.vector_norm(var - module.running_var)
+            )
 
     def total(self, first_multiplier: float = 1.0) -> torch.Tensor:
         return self.terms[0] * first_multiplier + sum(
@@ -170,13 +201,13 @@ def _frozen_eval(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def bn_loss(model: nn.Module, x: torch.Tensor) -> float:
-    """The BN-statistics loss Σ_ℓ ‖μ_ℓ(x) − μ_ℓ^BN‖₂ + ‖σ²_ℓ(x) − σ²_ℓ^BN‖₂ of the batch ``x``."""
+def bn_loss(model: nn.Module, x: torch.Tensor, form: str = "deepinversion") -> float:
+    """The BN-statistics loss L_BN of the batch ``x`` in the given form (first-layer multiplier 1)."""
     with _frozen_eval(model):
-        terms = _BNTerms(model)
+        terms = _BNTerms(model, form)
         try:
             model(x)
-            return float(terms.total())
+            return float(terms.total()) + (float(input_term(x)) if form == "zeroq" else 0.0)
         finally:
             terms.remove()
 
@@ -212,8 +243,9 @@ def synthesize(
     images, labels, starts, ends = [], [], [], []
     t0 = time.perf_counter()
     bar = ctx.progress(len(batches) * config.iterations, "synthesize")
+    zeroq = config.bn_form == "zeroq"
     with _frozen_eval(model), torch.enable_grad():
-        terms = _BNTerms(model)
+        terms = _BNTerms(model, config.bn_form)
         try:
             for b in batches:
                 x = torch.randn((b, *shape), generator=gen).to(device).requires_grad_(True)
@@ -238,6 +270,9 @@ def synthesize(
                     terms.terms.clear()
                     out = model(xin)
                     lbn = terms.total(config.first_bn_multiplier)
+                    if zeroq:
+                        terms.terms.append(input_term(xin))
+                        lbn = lbn + terms.terms[-1]
                     loss = config.bn_weight * lbn
                     if config.ce_weight:
                         loss = loss + config.ce_weight * F.cross_entropy(out, y_dev)
@@ -259,6 +294,8 @@ def synthesize(
                     terms.terms.clear()
                     with torch.no_grad():
                         model(x)
+                        if zeroq:
+                            terms.terms.append(input_term(x))
                     start = end = float(sum(t for t in terms.terms))
                 images.append(x.cpu())
                 labels.append(y)

