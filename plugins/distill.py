@@ -309,7 +309,7 @@ SPEC = CompressorSpec(
     config=DistillConfig,
     compress=compress,
     codes=(),
-    identity=None,
+    identity=None,  # none: the student is another network, trained, never the teacher itself
     version="1",
     description="knowledge distillation into a smaller student: Hinton KD on real data, or data-free "
     "(DeepInversion-style inputs from the teacher's BN statistics)",

@@ -307,7 +307,7 @@ SPEC = CompressorSpec(
     compress=compress,
     compress_tensor=compress_tensor,
     codes=(LatticeCode, WindingCode, RawCode),
-    identity=None,
+    identity=None,  # none: a finite codebook of orbit points cannot hit every fp32 value exactly
     version="1",
     description=("Hyper-Compression (2409.00592): variant=released follows the released code (pairs on a "
                  "wound-line lattice + outlier rings); variant=canonical the paper's irrational winding"),

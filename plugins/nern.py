@@ -5,8 +5,9 @@ channel) of each kernel to the whole k×k kernel (see :mod:`.nern_encoding`). On
 k×k kernel (``kernel_size``, 3 by default) and groups == 1 are predicted, as NeRN predicts the 3×3
 block convs; everything else is stored raw and counted. It is fitted to the weights alone with the
 reconstruction loss (the RMSE of all predicted kernels), Adam(W) and a cosine schedule, optionally
-with NeRN's magnitude-oriented batching. NeRN's attention and distillation terms need data and are
-left out, which is what keeps it on the data-free track.
+with NeRN's magnitude-oriented batching. NeRN trains with Ranger (RAdam + Lookahead); torch has no
+Ranger, and for this smooth regression loss we use Adam(W) (a setting, ``optimizer``) instead.
+NeRN's attention and distillation terms need data and are left out, which is what keeps it on the data-free track.
 
 Theory form: W[c] = g_φ(γ(c)), an MLP over weight coordinates; R is the parameter budget |φ|.
 :meth:`NernCode.as_network` gives the predictor as a network whose forward rebuilds one layer.
@@ -317,6 +318,7 @@ SPEC = CompressorSpec(
     config=NernConfig,
     compress=compress,
     codes=(NernCode,),
+    identity=None,  # none: the predictor approximates the kernels; no setting makes it exact
     version="1",
     description="NeRN, reconstruction loss only: one MLP predicts each k x k conv kernel from its coordinate",
     uses_gpu=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Build the template's wheel and install it into a fresh --target folder (its own dist-info)."""
     site = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
+    source = build / "plugin-template"  # built from a copy: the build writes build/ and *.egg-info beside it
+    shutil.copytree(TEMPLATE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(site), str(TEMPLATE)],
+         "--target", str(site), str(source)],
         check=True, capture_output=True, text=True, cwd=build,
     )
     env = dict(os.environ)
