@@ -275,7 +275,8 @@ class Compressed:
     Args:
         codes: state_dict key -> code.
         raw: state_dict key -> tensor kept as is; counted at its dtype's width (plus 32 bits a
-            dimension where its shape differs from the original: the new shape must be stored).
+            dimension where its shape differs from the original architecture's: the new shape must
+            be stored).
         skeleton: the architecture (its weights are ignored; shapes are conformed on build).
         original_shapes: shapes of the original model's inference state (the fp32 baseline).
         replaced: original keys that count as compressed layers (default: the keys of ``codes``).
@@ -396,9 +397,10 @@ class Compressed:
         """Exact stored bits, the fp32 baseline, and what the compressed layers alone cost."""
         code_bits = SizeBreakdown.sum(c.bits() for c in self.codes.values())
         raw_bits = {k: v.numel() * dtype_bits(v.dtype) for k, v in self.raw.items()}
-        # a raw tensor stored at a new shape (structured pruning) needs its dimensions: 32 bits each
-        shape_bits = {k: 32 * v.dim() for k, v in self.raw.items()
-                      if k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]}
+        # a raw tensor stored at a new shape of the original architecture (structured pruning) needs its
+        # dimensions, 32 bits each; another architecture (a distilled student) defines its own shapes
+        shape_bits = {k: 32 * v.dim() for k, v in self.raw.items() if self.architecture is None
+                      and k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]}
         total = code_bits + SizeBreakdown(raw=sum(raw_bits.values()),
                                           metadata=64 * len(self.activations) + sum(shape_bits.values()))
         baseline = FP32 * sum(_numel(s) for s in self.original_shapes.values())

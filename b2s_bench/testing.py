@@ -147,7 +147,7 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
     raw_bits = sum(t.numel() * dtype_bits(t.dtype) for t in comp.raw.values())
     ranges = 64 * len(comp.activations)  # each simulated activation range: two fp32 values
     shapes = sum(32 * t.dim() for k, t in comp.raw.items()  # a raw tensor at a new shape stores it
-                 if k in comp.original_shapes and tuple(t.shape) != comp.original_shapes[k])
+                 if comp.architecture is None and k in comp.original_shapes and tuple(t.shape) != comp.original_shapes[k])
     assert size.total_bits == code_bits.total + raw_bits + ranges + shapes, f"{spec.name}: size parts do not add up"
     assert size.total_bits > 0 and size.baseline_bits == 32 * sum(
         v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))

@@ -60,12 +60,20 @@ def fingerprint(spec: str) -> str:
         return f"package:{dist} (not installed)"
 
 
-def problems(spec: str) -> list[str]:
+def problems(spec: str, arch: str | None = None) -> list[str]:
+    """What would stop ``load_into`` (a missing package, a known package for another architecture), unbuilt."""
+    module = _module(spec)
+    if arch is not None and module in KNOWN and KNOWN[module][1] != arch.split(".")[0]:
+        return [_wrong_arch(spec, module, arch)]
     try:
         checkpoint_file(spec)
     except UserError as e:
         return [str(e)]
     return []
+
+
+def _wrong_arch(spec: str, module: str, arch: str) -> str:
+    return f"{spec} holds weights for timm:{KNOWN[module][1]}, not {arch}; use `name: timm:{KNOWN[module][1]}`"
 
 
 def load_state(spec: str) -> dict[str, torch.Tensor]:
@@ -102,7 +110,7 @@ def load_into(model: nn.Module, spec: str, arch: str) -> None:
     """Load package weights into ``model`` (by name when the keys match, else by position)."""
     module = _module(spec)
     if module in KNOWN and KNOWN[module][1] != arch.split(".")[0]:
-        raise UserError(f"{spec} holds weights for timm:{KNOWN[module][1]}, not {arch}")
+        raise UserError(_wrong_arch(spec, module, arch))
     state = load_state(spec)
     if set(state) == set(model.state_dict()):
         model.load_state_dict(state)

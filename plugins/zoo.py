@@ -170,7 +170,10 @@ def _fingerprint(request: ModelRequest) -> str:
 
 
 def _problems(request: ModelRequest) -> list[str]:
-    recipe = recipe_for(request)
+    try:
+        recipe = recipe_for(request)
+    except UserError as e:  # an unknown name or a bad option: a problem of this model, reported with the others
+        return [str(e)]
     if (cache_dir() / "zoo" / f"{recipe.key()}.safetensors").is_file():
         return []
     from .datasets import FMNIST_INSTALL, fmnist_root

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tabulate import tabulate
 
@@ -31,16 +33,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def problems_of(suite, plugins: Plugins) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
     """Model and dataset problems found without building anything, by model label."""
     found: dict[str, list[str]] = {}
+    def ask(check: Callable[[Any], list[str]], what: Any, owner: str) -> list[str]:
+        try:
+            return list(check(what))
+        except Exception as e:  # a plugin's check that raises is itself a problem, not the end of validate
+            return [f"{owner}'s check failed: {type(e).__name__}: {e}"]
+
     for model in suite.models:
         issues = []
         source = plugins.models.get(model.request.source)
         if source.problems:
-            issues += source.problems(model.request)
+            issues += ask(source.problems, model.request, f"model source {model.request.source!r}")
         dataset = model.dataset or suite.dataset
         if dataset is not None:
             spec = plugins.datasets.get(dataset.name)
             if spec.problems:
-                issues += spec.problems(dataset.config)
+                issues += ask(spec.problems, dataset.config, f"dataset {dataset.name!r}")
         if issues:
             found[model.label] = issues
     return found
