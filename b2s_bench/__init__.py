@@ -26,7 +26,7 @@ from .compression import (  # noqa: E402
     DecoderNetwork,
     StoredTensorCode,
 )
-from .config import ConfigError, build_config, check, config_to_dict, one_of  # noqa: E402
+from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of  # noqa: E402
 from .metrics import Evaluation, MetricSpec, NotApplicable  # noqa: E402
 from .plugins import hookimpl, load_plugins  # noqa: E402
 from .reportspec import ReportContext, ReporterSpec  # noqa: E402
@@ -49,6 +49,7 @@ __all__ = [
     "TRACKS",
     "FAMILIES",
     "ConfigError",
+    "ADDED_SETTING",
     "build_config",
     "check",
     "one_of",

@@ -14,7 +14,7 @@ import itertools
 import json
 from typing import Any
 
-from .config import build_config, config_to_dict
+from .config import build_config, config_identity, config_to_dict
 from .errors import ConfigError
 from .plugins import Plugins
 from .suite import CompressorEntry, DatasetEntry, ModelEntry, StageEntry, Suite
@@ -175,7 +175,7 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
             fingerprint = {
                 "model": model_fp,
                 "dataset": _dataset_fp(dataset, plugins),
-                "stages": [{"name": s.name, "version": s.version, "config": s.settings} for s in stages],
+                "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
                 "seed": suite.seed,
                 "metrics": metric_versions,
                 "device": device,

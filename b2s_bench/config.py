@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar, Union
 
 from .errors import ConfigError, suggest
 
-__all__ = ["build_config", "config_to_dict", "check", "one_of", "ConfigError", "EmptyConfig"]
+__all__ = ["build_config", "config_to_dict", "config_identity", "ADDED_SETTING", "check", "one_of", "ConfigError",
+           "EmptyConfig"]
 
 C = TypeVar("C")
 
@@ -125,6 +126,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Field metadata for a setting added to an existing compressor: at its default it stays out of
+#: cell ids, so adding it does not invalidate the records made before it existed. Use as
+#: ``field(default=..., metadata=ADDED_SETTING)``.
+ADDED_SETTING = {"b2s_bench.id": "when-set"}
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config as JSON-ready plain values (tuples become lists)."""
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_identity(config: Any) -> dict[str, Any]:
+    """What of a config joins cell ids: every setting, except added settings left at their default."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("b2s_bench.id") == "when-set" and f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        out[f.name] = _plain(value)
+    return out

@@ -9,6 +9,7 @@ final reconstruction error of both, and the peak RSS of the process after the ba
     python benchmarks/bench_big2small.py                           # CPU, reduced steps (about 2 min)
     python benchmarks/bench_big2small.py --patch 32 --steps 60     # heavier steps: compute-bound on a CPU
     python benchmarks/bench_big2small.py --device cuda --steps 10000 --patch 0 --block 1   # paper-like, GPU
+    python benchmarks/bench_big2small.py --skip-naive --mixed      # also a bf16-autocast fit against fp32
 
 Timings on a shared machine are noisy: only the ratio, measured in one process, is meaningful.
 """
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default 1: on a shared, busy machine, more are slower)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-naive", action="store_true", help="only the batched fit")
+    parser.add_argument("--mixed", action="store_true",
+                        help="also fit batched with precision: bf16 (autocast) and compare it with fp32")
     args = parser.parse_args(argv)
     if args.device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
@@ -106,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     report("batched", info_b, err_b, wall_b)
     print(f"peak RSS after fitting the whole model (batched): {rss_b:.0f} MB (before: {rss0:.0f} MB; "
           "target < 4096 MB)")
+    if args.mixed:
+        info_m, err_m, wall_m = run(model, {**settings, "batched": True, "precision": "bf16"}, args.device, args.seed)
+        report("bf16", info_m, err_m, wall_m)
+        gap = (err_m["rel_error"] - err_b["rel_error"]) / err_b["rel_error"]
+        print(f"mixed precision (bf16 autocast) / fp32: {info_m['steps_per_second'] / info_b['steps_per_second']:.2f}x "
+              f"the steps/s; relative error {100 * gap:+.2f} % against fp32")
     if args.skip_naive:
         return 0
 

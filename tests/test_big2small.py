@@ -299,3 +299,23 @@ def test_info_reports_per_layer_and_aggregate_facts():
     import json
 
     json.dumps(comp.info)  # goes into the record
+
+
+def test_mixed_precision_fits_and_stays_out_of_cell_ids_at_its_default():
+    from b2s_bench.config import config_identity
+
+    model = linear_model(64, 96, smooth_matrix(64, 96))
+    settings = dict(width=24, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0, lr=3e-3, outliers="none")
+    fp32 = SPEC.compress(model, config(**settings), Context())
+    bf16 = SPEC.compress(model, config(**settings, precision="bf16"), Context())
+    layer = bf16.info["inr_layers"]["0.weight"]
+    assert layer["final_loss"] < 0.5 * layer["first_loss"]  # bf16 autocast still fits
+    assert bf16.codes["0.weight"].decode().dtype == torch.float32
+    err32 = relative_error(fp32.codes["0.weight"].decode(), model[0].weight)
+    err16 = relative_error(bf16.codes["0.weight"].decode(), model[0].weight)
+    assert err16 < 0.5 and abs(err16 - err32) < 0.1
+    # an added setting at its default is not part of the id, so earlier records stay valid
+    assert "precision" not in config_identity(config())
+    assert config_identity(config(precision="bf16"))["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="precision"):
+        config(precision="fp16")

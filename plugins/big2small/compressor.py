@@ -56,7 +56,7 @@ def _settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int | 
               ) -> FitSettings:
     return FitSettings(steps, lr, config.weight_decay, config.patch_rows, config.patch_cols, config.patches,
                        config.lambda_grad, config.lambda_freq, config.focal_alpha, config.gdl, quant_bits,
-                       offset)
+                       offset, config.precision)
 
 
 def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compressed:

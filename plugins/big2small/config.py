@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from b2s_bench import check
+from b2s_bench import ADDED_SETTING, check
 
 from .inr import FOURIERS, LAYOUTS
 from .loss import GDL_FORMS
@@ -49,6 +49,9 @@ class Big2SmallConfig:
         nan_retries, nan_lr_factor, on_failure: a layer whose fit diverges (a non-finite loss or
             parameter) is refitted from the same start with lr x nan_lr_factor, up to nan_retries
             times; if it still fails it is stored raw ("raw") or the compression fails ("raise").
+        precision: "fp32", or "bf16" to evaluate the INRs under autocast (mixed precision: the
+            parameters, optimizer and loss stay fp32). ``benchmarks/bench_big2small.py --precision``
+            measures its speed and error against fp32.
     """
 
     min_bytes: int = 102400
@@ -84,6 +87,7 @@ class Big2SmallConfig:
     nan_retries: int = 2
     nan_lr_factor: float = 0.1
     on_failure: Literal["raw", "raise"] = "raw"
+    precision: Literal["fp32", "bf16"] = dataclasses.field(default="fp32", metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(self.min_bytes >= 0, f"min_bytes must be >= 0, got {self.min_bytes}", "min_bytes")
@@ -121,6 +125,8 @@ class Big2SmallConfig:
               "finetune_steps")
         check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}", "finetune_lr")
         check(self.nan_retries >= 0, f"nan_retries must be >= 0, got {self.nan_retries}", "nan_retries")
+        check(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}",
+              "precision")
         check(0 < self.nan_lr_factor <= 1, f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}",
               "nan_lr_factor")
         check(self.on_failure in ("raw", "raise"),

@@ -12,8 +12,10 @@ Each layer's random crops come from its own pre-drawn uniforms (seeded per layer
 same in both modes and on retries. A layer whose loss or parameters become non-finite is reported
 as failed (the other layers of its group are unaffected: nothing couples them).
 
-Everything runs in fp32 on the given device; mixed precision is not used (the fits are small, and
-half-precision sines of ω₀-scaled arguments lose the high frequencies the loss asks for).
+Parameters, optimizer state and the loss are fp32. ``precision: bf16`` evaluates the INRs under
+autocast (bf16 matrix products); the sines of ω₀-scaled arguments then lose low-order bits, so it
+is off by default, and ``benchmarks/bench_big2small.py --precision bf16`` measures both its speed
+and its error against fp32.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class FitSettings:
     gdl: str = "signed"
     quant_bits: int | None = None  # quantization-aware (straight-through) when set
     step_offset: int = 0  # index of the first step's uniforms in LayerTask.randoms
+    precision: str = "fp32"  # "bf16": the INRs run under autocast
 
 
 @dataclasses.dataclass
@@ -135,9 +138,11 @@ class _Group:
         rows, blks = row.expand(g, b, p, qb).reshape(g, -1), blk.expand(g, b, p, qb).reshape(g, -1)
         feats = features(rows, blks, self.geo)
         quant = self.settings.quant_bits
-        preds = [inr_apply(params, feats[sl], arch, quant)
-                 for arch, sl, params in zip(self.archs, self.arch_slices, self.params, strict=True)]
-        pred = (preds[0] if len(preds) == 1 else torch.cat(preds)).reshape(g, b, p, qb * bl)
+        mixed = self.settings.precision == "bf16"
+        with torch.autocast(self.flat.device.type, dtype=torch.bfloat16, enabled=mixed):
+            preds = [inr_apply(params, feats[sl], arch, quant)
+                     for arch, sl, params in zip(self.archs, self.arch_slices, self.params, strict=True)]
+        pred = (preds[0] if len(preds) == 1 else torch.cat(preds)).float().reshape(g, b, p, qb * bl)
         s = self.settings
         return _loss.layer_losses(pred, target, s.lambda_grad, s.lambda_freq, s.focal_alpha, s.gdl)
 
