@@ -66,6 +66,7 @@ class RunOptions:
     pattern: str | None = None
     force: bool = False
     progress: bool | None = None  # None: only when stderr is a terminal
+    command: str | None = None  # the command line that ran the suite (kept in run.json)
 
 
 @dataclasses.dataclass
@@ -267,7 +268,9 @@ class Runner:
     def write_manifest(self) -> None:
         manifest = {
             "suite": self.suite.name,
+            "description": self.suite.description,
             "file": self.suite.file,
+            "command": self.options.command,
             "report": dataclasses.asdict(self.suite.report),
             "metrics": list(self.suite.metrics),
             "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell

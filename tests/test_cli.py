@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,28 @@ def test_validate_lists_cells_and_needs(tiny_suite: Path, capsys: pytest.Capture
 def test_python_dash_m_and_version() -> None:
     out = subprocess.run([sys.executable, "-m", "b2s_bench", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("b2s-bench ")
+
+
+def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(tiny_suite: Path, tmp_path: Path) -> None:
+    run_dir, dest = tmp_path / "run", tmp_path / "published"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["command"] == f"b2s-bench run {tiny_suite} --out {run_dir} --quiet"
+    (dest / "cells").mkdir(parents=True)
+    (dest / "cells" / "0000000000000000.json").write_text("{}")  # a stale record from an earlier publish
+    assert run_cli("publish", str(run_dir), "--to", str(dest)) == 0
+    assert sorted(p.name for p in (dest / "cells").iterdir()) == sorted(p.name for p in (run_dir / "cells").iterdir())
+    assert not (dest / "artifacts").exists()  # artifacts stay behind
+    assert (dest / "leaderboard.md").read_text() == (run_dir / "leaderboard.md").read_text()
+    text = (dest / "README.md").read_text()
+    assert f"`b2s-bench run {tiny_suite} --out {run_dir} --quiet`" in text and "4 recorded (4 ok, 0 failed)" in text
+    assert run_cli("report", str(dest), "--format", "md") == 0  # the published folder rebuilds on its own
+
+
+def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet", "-k", "bits=8") == 0
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2
+    assert "have no record yet" in capsys.readouterr().err
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-incomplete") == 0
+    assert "without a record yet" in (tmp_path / "p" / "README.md").read_text()

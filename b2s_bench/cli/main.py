@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import UserError
 from ..plugins import Plugins, load_plugins
-from . import ls, report, run, validate
+from . import ls, publish, report, run, validate
 
-COMMANDS = {"run": run, "validate": validate, "ls": ls, "report": report}
+COMMANDS = {"run": run, "validate": validate, "ls": ls, "report": report, "publish": publish}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for run.json
     try:
         plugins: Plugins = load_plugins(files=args.plugin, disable=args.disable)
         for warning in plugins.warnings():

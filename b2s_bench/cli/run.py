@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,8 +45,9 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         os.environ["B2S_IMAGENET_OVERRIDE"] = args.data
     suite = load_suite(args.suite, plugins)
     out = args.out or Path("results") / suite.name
+    command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
     runner = Runner(suite, plugins, RunOptions(out, args.device, args.pattern, args.force,
-                                               False if args.no_progress else None))
+                                               False if args.no_progress else None, command))
     todo, done = runner.pending()
     print(f"suite {suite.name}: {len(runner.cells)} cells on {runner.device.type} "
           f"({len(done)} done, {len(todo)} to run) -> {out}", file=sys.stderr)
