@@ -265,7 +265,9 @@ class Runner:
             (done if rec is not None and rec.get("status") == "ok" else todo).append(cell)
         return todo, done
 
-    def write_manifest(self) -> None:
+    def write_manifest(self, computing: bool = True) -> None:
+        """Write run.json. ``command`` is that of the latest run that computed cells: a run that only
+        reads records keeps the old one (and so the file, whose mtime tells reports they are current)."""
         manifest = {
             "suite": self.suite.name,
             "description": self.suite.description,
@@ -276,6 +278,11 @@ class Runner:
             "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell
         }
         path = self.options.out_dir / "run.json"
+        if not computing and path.is_file():
+            try:
+                manifest["command"] = json.loads(path.read_text()).get("command")
+            except ValueError:
+                pass
         text = json.dumps(manifest, indent=1)
         if not path.is_file() or path.read_text() != text:  # unchanged: keep its mtime (reports stay current)
             write_atomic(path, text)
@@ -285,8 +292,8 @@ class Runner:
         if self.suite.runtime.threads:
             torch.set_num_threads(self.suite.runtime.threads)
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
-        self.write_manifest()
         todo, done = self.pending()
+        self.write_manifest(computing=bool(todo))
         failed = []
         bar = tqdm(total=len(todo), desc=self.suite.name, unit="cell", disable=not self.show_progress, dynamic_ncols=True)
         try:

@@ -67,8 +67,10 @@ def main() -> None:
         comp = spec.compress(work, config, ctx)
         t_compress = time.perf_counter() - t0
         t0 = time.perf_counter()
-        state = comp.state_dict()
+        for code in comp.codes.values():  # the codes themselves (state_dict() may hold a decode kept from compress)
+            code.decode()
         t_decode = time.perf_counter() - t0
+        state = comp.state_dict()
         keys = [k for k in comp.codes if k in original and tuple(state[k].shape) == tuple(original[k].shape)]
         num = sum(float(((state[k].float().cpu() - original[k]) ** 2).sum()) for k in keys)
         den = sum(float((original[k] ** 2).sum()) for k in keys)

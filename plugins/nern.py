@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Code, Compressed, CompressorSpec, Context, SizeBreakdown, check
+from b2s_bench import ADDED_SETTING, Code, Compressed, CompressorSpec, Context, SizeBreakdown, check
 from b2s_bench.targets import weight_layers
 
 from . import nern_encoding as enc
@@ -207,6 +207,8 @@ class NernConfig:
         optimizer / weight_decay: "adam" or "adamw", and AdamW's decoupled weight decay.
         magnitude_batching: fraction of steps whose batch is drawn in proportion to kernel norms
             (NeRN: 0.2); the others draw uniformly.
+        raw_if_larger: store the layers raw when the predictor, tables and headers would cost at
+            least as many bits as the kernels they predict (a small net under a default width).
     """
 
     hidden: int | None = None
@@ -223,6 +225,7 @@ class NernConfig:
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
     magnitude_batching: float = 0.2
+    raw_if_larger: bool = dataclasses.field(default=True, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(self.hidden is None or self.target_ratio is None,
@@ -296,10 +299,17 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
         coords.append(enc.grid_coords(index, num_layers, c_out, c_in))
         tables[key] = orders
     hidden = config.hidden
+    weights = sum(state[k].numel() for k in layers)
+    tables_bits = sum(enc.permutation_bits(config.permutation, *state[k].shape[:2]) for k in layers)
     if hidden is None:
-        weights = sum(state[k].numel() for k in layers)
-        tables_bits = sum(enc.permutation_bits(config.permutation, *state[k].shape[:2]) for k in layers)
         hidden = width_for_ratio(weights, tables_bits, num_layers, config)
+    cost = (tables_bits + num_layers * HEADER_BITS + PREDICTOR_HEADER_BITS
+            + 32 * predictor_params(config.levels, hidden, config.num_blocks, config.kernel_size))
+    if config.raw_if_larger and cost >= 32 * weights:  # it would cost more than the kernels: keep them raw
+        ctx.log(f"nern: a width-{hidden} predictor ({cost:,} bits) costs more than the {weights:,} weights it "
+                "would predict; they are stored raw")
+        return Compressed.from_codes(model, {}, info={"predicted_layers": [], "hidden": hidden,
+                                                      "raw_reason": f"predictor {cost} bits >= raw {32 * weights} bits"})
     shared, losses, final = fit_predictor(torch.cat(targets), torch.cat(coords), config, ctx, num_layers,
                                           hidden)
     codes: dict[str, Code] = {}
@@ -319,7 +329,7 @@ SPEC = CompressorSpec(
     compress=compress,
     codes=(NernCode,),
     identity=None,  # none: the predictor approximates the kernels; no setting makes it exact
-    version="1",
+    version="2",
     description="NeRN, reconstruction loss only: one MLP predicts each k x k conv kernel from its coordinate",
     uses_gpu=True,
     quick={"hidden": 16, "steps": 60, "levels": 8},

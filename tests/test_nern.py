@@ -31,7 +31,8 @@ def one_thread():
 
 
 def _compress(model: nn.Module | None = None, seed: int = 0, **settings: object) -> Compressed:
-    config = build_config(NernConfig, {**QUICK, **settings}, "nern")
+    # these tests look at the predictor on tiny nets, where it may cost more than the kernels
+    config = build_config(NernConfig, {**QUICK, "raw_if_larger": False, **settings}, "nern")
     return SPEC.compress(model if model is not None else tiny_model(0), config, Context(seed=seed))
 
 
@@ -86,8 +87,8 @@ def test_bits_count_the_predictor_once(mode: str, perm_bits: int) -> None:
 @pytest.mark.parametrize("ratio", [0.5, 1.5, 3.0])
 def test_target_ratio_sizes_the_predictor(ratio: float) -> None:
     settings = {k: v for k, v in QUICK.items() if k != "hidden"}
-    comp = SPEC.compress(tiny_model(0), build_config(NernConfig, {**settings, "target_ratio": ratio, "steps": 5}),
-                         Context())
+    comp = SPEC.compress(tiny_model(0), build_config(NernConfig, {**settings, "target_ratio": ratio, "steps": 5,
+                                                                  "raw_if_larger": False}), Context())
     size = comp.size()
     hidden = comp.info["hidden"]
     assert size.ratio_layers >= ratio
@@ -291,3 +292,12 @@ def test_trains_on_the_context_device() -> None:  # pragma: no cover - needs CUD
     comp = SPEC.compress(tiny_model(0), config, Context(device=torch.device("cuda")))
     assert comp.info["losses"][-1] < comp.info["losses"][0]
     assert comp.codes["features.4.weight"].decode().device.type == "cpu"
+
+
+def test_a_predictor_bigger_than_its_kernels_leaves_them_raw() -> None:
+    model = MixedNet()  # 3x3 convs of 216 and 576 weights: a width-128 predictor is far bigger
+    comp = SPEC.compress(model, build_config(NernConfig, {"hidden": 128, "steps": 5}, "nern"), Context())
+    assert comp.codes == {} and "raw_reason" in comp.info
+    assert comp.size().total_bits == comp.size().baseline_bits  # never bigger than fp32
+    kept = _compress(model, hidden=128, steps=5)  # raw_if_larger: False keeps the (bigger) predictor
+    assert list(kept.codes) == ["a.weight", "c.weight"] and kept.size().ratio_layers < 1

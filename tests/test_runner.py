@@ -82,10 +82,14 @@ def test_second_run_computes_nothing(tiny_suite: Path, tmp_path: Path, capsys: p
     out = tmp_path / "run"
     assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    manifest = (out / "run.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "--no-progress") == 0
     assert "0 computed, 4 skipped" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
+    # another command line that computes nothing keeps run.json (and its command), so reports stay current
+    assert (out / "run.json").stat().st_mtime_ns == manifest
+    assert json.loads((out / "run.json").read_text())["command"].endswith("--quiet")
     assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "-k", "bits=8", "--force") == 0
     assert "1 computed, 0 skipped" in capsys.readouterr().err
     # -k reruns a subset; the run folder still describes, and its leaderboard still shows, the whole suite
