@@ -14,6 +14,8 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
     v = values.reshape(-1).to(torch.int64).cpu()
     if v.numel() and (int(v.min()) < 0 or int(v.max()) >= (1 << nbits)):
         raise ValueError(f"values do not fit in {nbits} bits: range [{int(v.min())}, {int(v.max())}]")
+    if nbits == 8:  # byte-aligned: the bytes are the values
+        return v.to(torch.uint8)
     shifts = torch.arange(nbits - 1, -1, -1, dtype=torch.int64)
     bits = ((v[:, None] >> shifts) & 1).to(torch.uint8).reshape(-1)
     pad = (-bits.numel()) % 8
@@ -26,6 +28,8 @@ def pack_bits(values: torch.Tensor, nbits: int) -> torch.Tensor:
 def unpack_bits(packed: torch.Tensor, nbits: int, count: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``count`` integers, as int64."""
     p = packed.reshape(-1).to(torch.int64).cpu()
+    if nbits == 8:
+        return p[:count].clone()
     shifts = torch.arange(7, -1, -1, dtype=torch.int64)
     bits = ((p[:, None] >> shifts) & 1).reshape(-1)[: count * nbits]
     weights = 1 << torch.arange(nbits - 1, -1, -1, dtype=torch.int64)
