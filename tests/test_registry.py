@@ -66,16 +66,21 @@ def test_registry_match_and_freeze() -> None:
         reg.register(S("gamma"), "p")
 
 
-def test_broken_entry_point_is_reported_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+def add_entry_point(monkeypatch: pytest.MonkeyPatch, name: str, module: str) -> None:
+    """Make the b2s_bench entry-point group list one more entry point, as if another distribution had it."""
     real = md.entry_points
 
     def fake(**kw):  # noqa: ANN003, ANN202
         eps = list(real(**kw))
         if kw.get("group") == "b2s_bench":
-            eps.append(md.EntryPoint("broken-plugin", "no_such_module_xyz", "b2s_bench"))
+            eps.append(md.EntryPoint(name, module, "b2s_bench"))
         return eps
 
     monkeypatch.setattr(md, "entry_points", fake)
+
+
+def test_broken_entry_point_is_reported_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    add_entry_point(monkeypatch, "broken-plugin", "no_such_module_xyz")
     plugins = load_plugins()
     assert [f.name for f in plugins.failures if f.name == "broken-plugin"] == ["broken-plugin"]
     assert "No module named 'no_such_module_xyz'" in plugins.warnings()[-1] or any(
@@ -86,16 +91,7 @@ def test_broken_entry_point_is_reported_not_dropped(monkeypatch: pytest.MonkeyPa
 
 
 def test_an_entry_point_name_taken_by_another_distribution_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = md.entry_points
-
-    def fake(**kw):  # noqa: ANN003, ANN202
-        eps = list(real(**kw))
-        if kw.get("group") == "b2s_bench":
-            # a second distribution that reuses the built-in quantize plugin's entry-point name
-            eps.append(md.EntryPoint("b2s-quantize", "some_other_package", "b2s_bench"))
-        return eps
-
-    monkeypatch.setattr(md, "entry_points", fake)
+    add_entry_point(monkeypatch, "b2s-quantize", "some_other_package")  # the built-in quantize plugin's name
     plugins = load_plugins()
     clash = [f for f in plugins.failures if f.name == "b2s-quantize"]
     assert len(clash) == 1 and "already taken by b2s-bench" in clash[0].error and "some_other_package" in clash[0].error
