@@ -337,13 +337,18 @@ def measured_shifts(
     for name, delta in deltas.items():
         layer = model.get_submodule(name)
         handles.append(layer.register_forward_pre_hook(make_hook(name, delta.to(device, torch.float32))))
+    _run_hooked(model, handles, batches, device)
+    return {n: (sums[n] / counts[n]).float().cpu() for n in sums}
+
+
+def _run_hooked(model: nn.Module, handles: list[Any], batches: Iterable[torch.Tensor], device: torch.device) -> None:
+    """Run every batch through ``model`` so its hooks observe it; the hooks are removed afterwards."""
     try:
         for xb in batches:
             model(xb.to(device))
     finally:
         for h in handles:
             h.remove()
-    return {n: (sums[n] / counts[n]).float().cpu() for n in sums}
 
 
 # -- activation ranges ------------------------------------------------------------------------------------
@@ -385,12 +390,7 @@ def activation_ranges(
 
     for name in names:
         handles.append(model.get_submodule(name).register_forward_pre_hook(make_hook(name)))
-    try:
-        for xb in batches:
-            model(xb.to(device))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, handles, batches, device)
     out = {}
     for name in names:
         if name not in lows:

@@ -21,14 +21,7 @@ from b2s_bench.pipeline import apply_stage
 from b2s_bench.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared, oversubscribed CPU are much faster single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**settings):

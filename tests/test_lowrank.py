@@ -210,14 +210,6 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert disk * 8 >= comp.size().total_bits
 
 
-@pytest.fixture
-def one_thread():
-    """Thousands of tiny steps: one thread avoids thread hand-off costs on a busy machine (15x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("shape, rank", [((16, 1, 3, 3), 2), ((10, 64), 3)])
 def test_solver_reaches_the_truncated_svd(shape: tuple, rank: int, one_thread: None) -> None:

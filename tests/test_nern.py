@@ -21,13 +21,7 @@ QUICK = dict(SPEC.quick)
 CODE_TYPES = {c.kind: c for c in SPEC.codes}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Hundreds of steps of a tiny MLP: one thread avoids thread hand-off costs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _compress(model: nn.Module | None = None, seed: int = 0, **settings: object) -> Compressed:

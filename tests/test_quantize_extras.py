@@ -22,13 +22,7 @@ from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 SYNTHETIC = {"synthetic_samples": 16, "synthetic_iterations": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and far slower when threads contend for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**settings):

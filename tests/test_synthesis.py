@@ -12,14 +12,7 @@ from torch import nn
 from b2s_bench import ConfigError, build_config
 from b2s_bench.testing import TinyCNN, TinyMLP, tiny_context, tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and far slower when threads contend for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def calibrated_cnn(seed: int = 0) -> TinyCNN:
