@@ -1,68 +1,123 @@
 """b2s-bench: a benchmark for neural-network compression.
 
-The public API for plugin authors: :data:`hookimpl`, the interface from the theory
-(:class:`Code`, :class:`Compressed`, :class:`CompressorSpec`, :class:`SizeBreakdown`, ...), and the
-specs of models, datasets, metrics and reporters. See the README's "Writing a plugin".
+This module is the public API, and the only module a plugin needs to import (``import b2s_bench as
+b2s``). The built-in plugins import nothing else from the core; a test checks it. What is here:
+
+- **Registering**: :data:`hookimpl` and the specs a plugin registers: :class:`CompressorSpec`,
+  :class:`ModelSource`, :class:`DatasetSpec`, :class:`MetricSpec`, :class:`ReporterSpec`,
+  :class:`ExecutorSpec`.
+- **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ),
+  regularizer R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`,
+  :class:`Compressed`, :class:`Context`, :data:`TRACKS`, :data:`FAMILIES`, :func:`skeleton_of`.
+- **Exact sizes**: :class:`SizeBreakdown`, :class:`SizeReport`, :func:`ceil_log2`, :func:`dtype_bits`,
+  :func:`sparse_index_bits`, :func:`inference_state`, :data:`HEADER_BITS_PER_DIM`; bit packing:
+  :func:`pack_bits`, :func:`unpack_bits`, :func:`pack_mask`, :func:`unpack_mask`.
+- **Configs**: :func:`check`, :func:`one_of`, :func:`build_config`, :func:`config_to_dict`,
+  :data:`ADDED_SETTING`, :class:`ConfigError`; errors: :class:`UserError`, :class:`UnknownNameError`.
+- **Helpers**: :func:`weight_layers` (the conv/linear weights a compressor targets),
+  :func:`fit_network` and :func:`relative_error` (the generic solver), ``fidelity`` (per-tensor
+  rel-MAE, cosine, PSNR), :func:`train_loop` (one seeded optimizer loop), :func:`cache_dir`,
+  :func:`write_atomic`.
+- **Evaluation and reports**: :class:`Evaluation`, :class:`NotApplicable`, :class:`ReportContext`,
+  :class:`MetricMeta`, and the tables reporters are built from (:func:`leaderboards`,
+  :func:`failures`, :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
+- **Testing a plugin**: :func:`check_compressor` (the contract every compressor passes),
+  :func:`tiny_model`, :class:`TinyCNN`, :class:`TinyMLP`, :func:`tiny_context`.
+
+Names load lazily (PEP 562), so ``import b2s_bench`` is cheap and torch or pandas load only when a
+name that needs them is used.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# Before torch loads OpenMP: idle threads sleep instead of spinning. On small shared machines and
-# under pytest-xdist (several processes, each with its own threads) spinning made CPU work up to 10x
-# slower; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+#: name -> the core module that defines it
+_EXPORTS: dict[str, str] = {
+    "hookimpl": "hookmarkers",
+    "load_plugins": "plugins",
+    # the interface
+    "Code": "interface", "StoredTensorCode": "interface", "DecoderNetwork": "interface",
+    "CompressorSpec": "interface", "Context": "interface", "Progress": "interface",
+    "TRACKS": "interface", "FAMILIES": "interface",
+    "Compressed": "compressed", "skeleton_of": "compressed", "conform_shapes": "compressed",
+    # sizes and packing
+    "SizeBreakdown": "sizes", "SizeReport": "sizes", "FP32": "sizes", "ceil_log2": "sizes",
+    "dtype_bits": "sizes", "sparse_index_bits": "sizes", "inference_state": "sizes", "fp32_bits": "sizes",
+    "HEADER_BITS_PER_DIM": "sizes", "ARTIFACT_ALLOWANCE_BYTES": "sizes",
+    "pack_bits": "packing", "unpack_bits": "packing", "pack_mask": "packing", "unpack_mask": "packing",
+    # configs and errors
+    "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
+    "one_of": "config", "config_to_dict": "config",
+    "UserError": "errors", "UnknownNameError": "errors",
+    # helpers
+    "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
+    "train_loop": "training", "cache_dir": "paths", "write_atomic": "records",
+    # specs of the other plugin kinds
+    "MetricSpec": "metrics", "Evaluation": "metrics", "NotApplicable": "metrics",
+    "ReporterSpec": "reportspec", "ReportContext": "reportspec", "MetricMeta": "reportspec",
+    "ModelSource": "sources", "ModelRequest": "sources", "LoadedModel": "sources", "DatasetSpec": "sources",
+    "LoadedData": "sources", "CliOption": "hookmarkers", "ExecutorSpec": "execution",
+    # tables for reporters (pandas loads on use)
+    "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
+    "BITS_PER_MB": "report", "theory_sections": "theory", "pareto_front": "theory",
+    # testing a plugin
+    "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
+    "TinyMLP": "testing",
+}
+_SUBMODULES = ("fidelity",)
 
-from .compression import (  # noqa: E402
-    FAMILIES,
-    TRACKS,
-    Code,
-    Compressed,
-    CompressorSpec,
-    Context,
-    DecoderNetwork,
-    StoredTensorCode,
-)
-from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of  # noqa: E402
-from .metrics import Evaluation, MetricSpec, NotApplicable  # noqa: E402
-from .plugins import hookimpl, load_plugins  # noqa: E402
-from .reportspec import ReportContext, ReporterSpec  # noqa: E402
-from .sizes import SizeBreakdown, SizeReport  # noqa: E402
-from .solve import fit_network  # noqa: E402
-from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource  # noqa: E402
+__all__ = ["__version__", *_EXPORTS, *_SUBMODULES]
 
-__all__ = [
-    "__version__",
-    "hookimpl",
-    "load_plugins",
-    "Code",
-    "Compressed",
-    "CompressorSpec",
-    "Context",
-    "DecoderNetwork",
-    "StoredTensorCode",
-    "SizeBreakdown",
-    "SizeReport",
-    "TRACKS",
-    "FAMILIES",
-    "ConfigError",
-    "ADDED_SETTING",
-    "build_config",
-    "check",
-    "one_of",
-    "config_to_dict",
-    "MetricSpec",
-    "Evaluation",
-    "NotApplicable",
-    "ReporterSpec",
-    "ReportContext",
-    "ModelSource",
-    "ModelRequest",
-    "LoadedModel",
-    "DatasetSpec",
-    "LoadedData",
-    "fit_network",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'b2s_bench' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from . import fidelity
+    from .compressed import Compressed, conform_shapes, skeleton_of
+    from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
+    from .errors import UnknownNameError, UserError
+    from .execution import ExecutorSpec
+    from .hookmarkers import CliOption, hookimpl
+    from .interface import FAMILIES, TRACKS, Code, CompressorSpec, Context, DecoderNetwork, Progress, StoredTensorCode
+    from .metrics import Evaluation, MetricSpec, NotApplicable
+    from .packing import pack_bits, pack_mask, unpack_bits, unpack_mask
+    from .paths import cache_dir
+    from .plugins import load_plugins
+    from .records import write_atomic
+    from .report import BITS_PER_MB, failures, header, leaderboards, primary_metric
+    from .reportspec import MetricMeta, ReportContext, ReporterSpec
+    from .sizes import (
+        ARTIFACT_ALLOWANCE_BYTES,
+        FP32,
+        HEADER_BITS_PER_DIM,
+        SizeBreakdown,
+        SizeReport,
+        ceil_log2,
+        dtype_bits,
+        fp32_bits,
+        inference_state,
+        sparse_index_bits,
+    )
+    from .solve import fit_network, relative_error
+    from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource
+    from .targets import weight_layers
+    from .testing import TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
+    from .theory import pareto_front, theory_sections
+    from .training import train_loop

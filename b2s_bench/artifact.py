@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
+
+from .interface import Code
+from .nested import NestedCode
 
 if TYPE_CHECKING:
-    from .compression import Code, Compressed
+    from .compressed import Compressed
 
-__all__ = ["save_compressed", "load_compressed", "FORMAT", "restore_code", "code_entry"]
+__all__ = ["save_compressed", "read_artifact", "FORMAT", "restore_code", "code_entry", "artifact_bytes"]
 
 FORMAT = "b2s-bench/artifact/1"
 TENSORS = "tensors.safetensors"
@@ -26,8 +28,6 @@ MANIFEST = "manifest.json"
 
 def code_entry(code: Code, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Manifest entry of a code; its tensors are added to ``tensors`` under ``prefix``."""
-    from .pipeline import NestedCode
-
     if isinstance(code, NestedCode):
         outer = code_entry(code.outer, f"{prefix}/outer", tensors)
         for name in code.inner:  # stored by the inner codes, not as fp32
@@ -44,8 +44,6 @@ def code_entry(code: Code, prefix: str, tensors: dict[str, torch.Tensor]) -> dic
 def restore_code(
     entry: Mapping[str, Any], prefix: str, tensors: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
 ) -> Code:
-    from .pipeline import NestedCode
-
     kind = entry["kind"]
     if kind == NestedCode.kind:
         inner = {n: restore_code(e, f"{prefix}/inner/{n}", tensors, code_types) for n, e in entry["inner"].items()}
@@ -99,9 +97,10 @@ def artifact_bytes(path: str | os.PathLike[str]) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def load_compressed(path: str | os.PathLike[str], skeleton: nn.Module, code_types: Mapping[str, type[Code]]) -> Compressed:
-    from .compression import Compressed
-
+def read_artifact(
+    path: str | os.PathLike[str], code_types: Mapping[str, type[Code]]
+) -> tuple[dict[str, Code], dict[str, torch.Tensor], dict[str, Any]]:
+    """The codes, raw tensors and manifest of an artifact written by :func:`save_compressed`."""
     path = Path(path)
     manifest = json.loads((path / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
@@ -111,13 +110,4 @@ def load_compressed(path: str | os.PathLike[str], skeleton: nn.Module, code_type
     tensors = {k: v.clone() for k, v in load_file(str(path / TENSORS)).items()}
     codes = {key: restore_code(entry, f"code/{key}", tensors, code_types) for key, entry in manifest["codes"].items()}
     raw = {key: tensors[f"raw/{key}"] for key in manifest["raw"]}
-    return Compressed(
-        codes,
-        raw,
-        skeleton,
-        {k: tuple(s) for k, s in manifest["original_shapes"].items()},
-        replaced=manifest["replaced"],
-        architecture=manifest.get("architecture"),
-        activations={k: tuple(v) for k, v in manifest.get("activations", {}).items()},
-        activation_bits=manifest.get("activation_bits"),
-    )
+    return codes, raw, manifest

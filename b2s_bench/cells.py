@@ -63,6 +63,7 @@ class Cell:
     device: str
     metrics: tuple[str, ...]
     fingerprint: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+    seeds: int = 1  # how many seeds this cell's method runs (the others differ only in ``seed``)
 
     @property
     def is_baseline(self) -> bool:
@@ -81,7 +82,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.model.label} {self.label}"
+        return f"{self.model.label} {self.label}" + (f" seed={self.seed}" if self.seeds > 1 else "")
 
 
 def _stage_points(stage: StageEntry, device: str) -> list[dict[str, Any]]:
@@ -172,19 +173,21 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
                 continue
             combos.extend((entry, p) for p in pipelines)
         for entry, stages in combos:
-            fingerprint = {
-                "model": model_fp,
-                "dataset": _dataset_fp(dataset, plugins),
-                "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
-                "seed": suite.seed,
-                "metrics": metric_versions,
-                "device": device,
-            }
             label = " > ".join(s.label for s in stages) if stages else "dense"
             if entry is not None and entry.label:
                 label = f"{entry.label} {label}"
-            cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, suite.seed, device,
-                              suite.metrics, fingerprint))
+            seeds = 1 if entry is None else (entry.seeds or suite.seeds)  # the dense model is deterministic
+            for offset in range(seeds):
+                fingerprint = {
+                    "model": model_fp,
+                    "dataset": _dataset_fp(dataset, plugins),
+                    "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
+                    "seed": suite.seed + offset,
+                    "metrics": metric_versions,
+                    "device": device,
+                }
+                cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, suite.seed + offset,
+                                  device, suite.metrics, fingerprint, seeds))
     seen: dict[str, Cell] = {}
     unique = []
     for c in cells:  # the same point listed twice runs once

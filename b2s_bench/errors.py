@@ -5,11 +5,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "suggest"]
+__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "suggest"]
 
 
 class UserError(Exception):
     """An error caused by input (a suite, a setting, a missing file), not by a bug."""
+
+
+class MissingPrerequisite(UserError):
+    """Something a run needs is not on this machine (data, weights, a package); the message says what
+    to download, install or set. The CLI exits with 3, apart from suite errors (2)."""
 
 
 class ConfigError(UserError, ValueError):

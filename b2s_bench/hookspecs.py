@@ -3,43 +3,64 @@
 A plugin is a module (or object) with functions marked ``@b2s_bench.hookimpl``, found through the
 ``b2s_bench`` entry-point group, a ``--plugin FILE.py`` flag or ``B2S_BENCH_PLUGINS``. Each
 register hook receives a ``register`` callable; call it once per spec. Never write module globals.
+A hook whose name is not declared here is an error (pluggy's ``check_pending``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import pluggy
+from .hookmarkers import hookspec
 
-hookspec = pluggy.HookspecMarker("b2s_bench")
+if TYPE_CHECKING:
+    from .execution import ExecutorSpec
+    from .hookmarkers import CliOption
+    from .interface import CompressorSpec
+    from .metrics import MetricSpec
+    from .reportspec import ReporterSpec
+    from .sources import DatasetSpec, ModelSource
 
 
 @hookspec
-def b2s_register_compressors(register: Callable[[Any], None]) -> None:
+def b2s_register_compressors(register: Callable[[CompressorSpec], None]) -> None:
     """Register compressors: call ``register(CompressorSpec(...))`` for each."""
 
 
 @hookspec
-def b2s_register_models(register: Callable[[Any], None]) -> None:
+def b2s_register_models(register: Callable[[ModelSource], None]) -> None:
     """Register model sources: call ``register(ModelSource(...))`` for each prefix (``timm``, ...)."""
 
 
 @hookspec
-def b2s_register_datasets(register: Callable[[Any], None]) -> None:
+def b2s_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     """Register datasets: call ``register(DatasetSpec(...))`` for each."""
 
 
 @hookspec
-def b2s_register_metrics(register: Callable[[Any], None]) -> None:
+def b2s_register_metrics(register: Callable[[MetricSpec], None]) -> None:
     """Register metrics: call ``register(MetricSpec(...))`` for each."""
 
 
 @hookspec
-def b2s_register_reporters(register: Callable[[Any], None]) -> None:
+def b2s_register_reporters(register: Callable[[ReporterSpec], None]) -> None:
     """Register reporters (leaderboard formats and plots): call ``register(ReporterSpec(...))``."""
 
 
 @hookspec
-def b2s_after_cell(record: dict[str, Any]) -> None:
+def b2s_register_executors(register: Callable[[ExecutorSpec], None]) -> None:
+    """Register executors (where cells run: worker processes, Ray, Slurm): ``register(ExecutorSpec(...))``."""
+
+
+@hookspec
+def b2s_register_cli_options(register: Callable[[CliOption], None]) -> None:
+    """Add command-line options to subcommands: ``register(CliOption("--data", ("run",), apply))``.
+
+    The plugin owns the option: its ``apply`` receives the value before the suite is read, in the
+    CLI's process and in every worker.
+    """
+
+
+@hookspec
+def b2s_after_cell(record: Mapping[str, Any]) -> None:
     """Observe a finished cell's record (already written). Must not modify it."""

@@ -16,11 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compression import Compressed
+from .compressed import Compressed
 from .sizes import SizeReport
 from .sources import LoadedData, LoadedModel
 
-__all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model"]
+__all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "default_metrics"]
+
+#: What a metric may declare itself: in a suite's metrics when it lists none ("default"), a
+#: candidate for the quality axis of Pareto plots and equal-bits verdicts ("primary", ordered by
+#: ``rank``), or a theory check shown with the checks, not as a leaderboard column ("check").
+ROLES = ("default", "primary", "check")
 
 
 class NotApplicable(Exception):
@@ -39,6 +44,10 @@ class MetricSpec:
         version: bump when the definition changes (it is part of cell ids).
         kind: "quality" (compared with the dense model: deltas, Pareto y-axis), "size",
             "weights" or "time".
+        roles: any of :data:`ROLES`.
+        rank: among "primary" metrics, lower is preferred (a suite's ``report.primary`` wins).
+        identity_target: the value an identity setting (32-bit, 0 % pruning, full rank) must
+            reach, in the metric's better direction, to count as reproducing the dense model.
     """
 
     name: str
@@ -49,6 +58,25 @@ class MetricSpec:
     description: str = ""
     version: str = "1"
     kind: str = "quality"
+    roles: frozenset[str] = frozenset()
+    rank: int = 100
+    identity_target: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"metric {self.name!r}: unknown roles {sorted(unknown)}; roles are {ROLES}")
+
+    def record_entry(self, value: float | None) -> dict[str, Any]:
+        """How a value of this metric is stored in a record (with what reports need to know of it)."""
+        return {"value": value, "unit": self.unit, "higher_is_better": self.higher_is_better, "kind": self.kind,
+                "roles": sorted(self.roles), "rank": self.rank, "identity_target": self.identity_target,
+                "description": self.description}
+
+
+def default_metrics(registry: Any) -> list[str]:
+    """The metrics a suite gets when it lists none: those registered with the "default" role."""
+    return [m.name for m in registry if "default" in m.roles]
 
 
 @torch.inference_mode()
@@ -113,7 +141,7 @@ class Evaluation:
     def labels(self) -> torch.Tensor:
         labels = self.outputs[1]
         if labels is None:
-            raise NotApplicable("this dataset has no labels; use agreement or kl instead of accuracy")
+            raise NotApplicable("this dataset has no labels; use a metric that compares with the dense model")
         return labels
 
     @functools.cached_property

@@ -2,12 +2,17 @@
 
 Built-in plugins are declared under the ``b2s_bench`` entry-point group in our own pyproject, the
 same way a third party's are, so this is the only path by which the core meets any plugin.
-A plugin that fails to import is recorded and reported, never silently dropped.
+Nothing a plugin does wrong stops the others, and nothing is dropped silently: a plugin that fails
+to import, a hook name that no spec declares, a registration that raises, and a name or code kind
+that two plugins both claim are each recorded as a :class:`PluginFailure` (shown by
+``b2s-bench ls plugins`` and as warnings). A clashing name is unusable, with an error that names
+both plugins, and every other name keeps working.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.metadata as md
 import importlib.util
 import os
@@ -21,17 +26,22 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .compression import CompressorSpec
-from .errors import UserError
-from .registry import DuplicateNameError, Registry
-from .sources import DatasetSpec, ModelSource
+from .hookmarkers import GROUP, CliOption, hookimpl
+from .registry import Registry
 
-__all__ = ["GROUP", "PluginInfo", "PluginFailure", "Plugins", "load_plugins", "hookimpl"]
+__all__ = ["GROUP", "PluginInfo", "PluginFailure", "Plugins", "load_plugins", "hookimpl", "PluginSelection"]
 
-GROUP = "b2s_bench"
 PLUGINS_ENV = "B2S_BENCH_PLUGINS"  # os.pathsep-separated plugin files
 DISABLE_ENV = "B2S_BENCH_DISABLE"  # comma-separated plugin names
-hookimpl = pluggy.HookimplMarker(GROUP)
+REGISTER_HOOKS = {
+    "b2s_register_compressors": "compressors",
+    "b2s_register_models": "models",
+    "b2s_register_datasets": "datasets",
+    "b2s_register_metrics": "metrics",
+    "b2s_register_reporters": "reporters",
+    "b2s_register_executors": "executors",
+    "b2s_register_cli_options": "cli_options",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,48 +61,207 @@ class PluginFailure:
     traceback: str
 
 
+@dataclasses.dataclass(frozen=True)
+class PluginSelection:
+    """How plugins were chosen (``--plugin``, ``--disable``), so a worker process loads the same set."""
+
+    files: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+
+
+class _Options:
+    """CLI options registered by plugins, keyed by flag (a Registry needs ``.name``)."""
+
+    def __init__(self) -> None:
+        self.registry: Registry[Any] = Registry("command-line option")
+
+    def register(self, option: CliOption, plugin: str) -> None:
+        self.registry.register(_NamedOption(option.flag, option), plugin)
+
+    def for_command(self, command: str) -> list[CliOption]:
+        return [o.option for o in self.registry if command in o.option.commands]
+
+
+@dataclasses.dataclass(frozen=True)
+class _NamedOption:
+    name: str
+    option: CliOption
+
+
 @dataclasses.dataclass
 class Plugins:
     """The loaded plugins and their registries."""
 
     manager: pluggy.PluginManager
-    compressors: Registry[CompressorSpec]
-    models: Registry[ModelSource]
-    datasets: Registry[DatasetSpec]
+    compressors: Registry[Any]
+    models: Registry[Any]
+    datasets: Registry[Any]
     metrics: Registry[Any]
     reporters: Registry[Any]
+    executors: Registry[Any]
+    cli_options: _Options
     infos: list[PluginInfo]
     failures: list[PluginFailure]
     disabled: list[str]
+    selection: PluginSelection = PluginSelection()
+    _code_types: dict[str, type] = dataclasses.field(default_factory=dict)
 
     def code_types(self) -> dict[str, type]:
         """Every Code class the registered compressors declare, by kind (to load artifacts)."""
-        types: dict[str, type] = {}
-        for spec in self.compressors:
-            for code in spec.codes:
-                types[code.kind] = code
-        return types
+        return dict(self._code_types)
 
     def warnings(self) -> list[str]:
-        return [f"plugin {f.name!r} ({f.distribution} {f.version}) failed to load: {f.error}" for f in self.failures]
+        return [f"plugin {f.name!r} ({f.distribution} {f.version}): {f.error}" for f in self.failures]
+
+    def info(self, name: str) -> PluginInfo | None:
+        return next((i for i in self.infos if i.name == name), None)
+
+    def fail(self, name: str, error: str, tb: str = "") -> None:
+        info = self.info(name)
+        self.failures.append(PluginFailure(name, info.distribution if info else "?", info.version if info else "?",
+                                           error, tb))
 
 
 def _load_file(path: str) -> ModuleType:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"plugin file {path!r} does not exist (from --plugin or {PLUGINS_ENV})")
+        raise FileNotFoundError(f"plugin file {path!r} does not exist (from --plugin or {PLUGINS_ENV})")
     name = f"b2s_bench_local_{p.stem}"
     spec = importlib.util.spec_from_file_location(name, p)
     if spec is None or spec.loader is None:
-        raise UserError(f"cannot import plugin file {path!r}: not a Python module")
+        raise ImportError(f"cannot import plugin file {path!r}: not a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     return module
 
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _entry_points(pm: pluggy.PluginManager, disabled: set[str], infos: list[PluginInfo],
+                  failures: list[PluginFailure]) -> None:
+    """Load the entry-point group. A name two distributions both use loads neither (whichever came
+    first on sys.path would otherwise win silently)."""
+    by_name: dict[str, list[md.EntryPoint]] = {}
+    for ep in md.entry_points(group=GROUP):
+        same = by_name.setdefault(ep.name, [])
+        if not any((o.value, _dist(o)) == (ep.value, _dist(ep)) for o in same):  # one distribution seen twice
+            same.append(ep)
+    for name in sorted(by_name):
+        if name in disabled:
+            continue
+        eps = by_name[name]
+        if len(eps) > 1:
+            who = " and ".join(f"{_dist(e)} {_version(e)} ({e.value})" for e in eps)
+            for ep in eps:
+                failures.append(PluginFailure(name, _dist(ep), _version(ep),
+                                              f"entry-point name {name!r} is claimed by {who}; neither is loaded. "
+                                              "One of them must rename its entry point (or --disable one)", ""))
+            continue
+        ep = eps[0]
+        try:
+            plugin = ep.load()
+        except Exception as e:  # a broken plugin is reported, not fatal to the others
+            failures.append(PluginFailure(name, _dist(ep), _version(ep), f"failed to load: {_one_line(e)}",
+                                          traceback.format_exc()))
+            continue
+        pm.register(plugin, name=name)
+        infos.append(PluginInfo(name, _dist(ep), _version(ep), f"entry point {ep.value}"))
+
+
+def _dist(ep: md.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "unknown"
+
+
+def _version(ep: md.EntryPoint) -> str:
+    return ep.dist.version if ep.dist else "?"
+
+
+def _files(pm: pluggy.PluginManager, paths: Sequence[str], disabled: set[str], infos: list[PluginInfo],
+           failures: list[PluginFailure]) -> None:
+    for path in paths:
+        name = Path(path).stem
+        if name in disabled:
+            continue
+        if pm.get_plugin(name) is not None:
+            failures.append(PluginFailure(name, "local file", "-", f"plugin name {name!r} from {path!r} is already "
+                                          "taken by another plugin; rename the file", ""))
+            continue
+        try:
+            module = _load_file(path)
+        except BaseException as e:  # SystemExit in a plugin file included: report it like any failure
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failures.append(PluginFailure(name, "local file", "-", f"{path} failed to load: {_one_line(e)}",
+                                          traceback.format_exc()))
+            continue
+        pm.register(module, name=name)
+        infos.append(PluginInfo(name, "local file", "-", str(path)))
+
+
+def _undeclared_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
+    """What pluggy's ``check_pending()`` checks, for every plugin rather than up to the first: a hook
+    implementation whose name no spec declares (a typo registers nothing, so it must not look fine)."""
+    declared = [n for n in dir(hookspecs) if n.startswith("b2s_")]
+    for name, caller in sorted(vars(pm.hook).items()):
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.hookimpl_opts.get("optionalhook"):
+                continue
+            near = difflib.get_close_matches(name, declared, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (hooks: {', '.join(declared)})"
+            plugins.fail(impl.plugin_name, f"implements {name!r}, which is not a b2s-bench hook{hint}")
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        pass  # each case is recorded above, with its plugin
+
+
+def _fill(plugins: Plugins) -> None:
+    for hook_name, attr in REGISTER_HOOKS.items():
+        registry = getattr(plugins, attr)
+        for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():  # one call per plugin: specs know it
+            def register(spec: Any, _plugin: str = impl.plugin_name, _registry: Any = registry) -> None:
+                _registry.register(spec, _plugin)
+
+            try:
+                impl.function(register=register)
+            except Exception as e:  # a plugin whose registration breaks is reported like an import failure
+                plugins.fail(impl.plugin_name, f"{hook_name} raised {_one_line(e)}", traceback.format_exc())
+    for attr in ("compressors", "models", "datasets", "metrics", "reporters", "executors"):
+        registry = getattr(plugins, attr)
+        for name in sorted(registry.clashes()):
+            first = registry.clashes()[name][0]
+            plugins.fail(first, registry.clash_message(name))
+
+
+def _code_kinds(plugins: Plugins) -> None:
+    """Two compressors whose codes share a ``Code.kind`` could load each other's artifacts: both are
+    blocked, with an error naming both."""
+    owners: dict[str, list[tuple[str, type]]] = {}
+    for spec in plugins.compressors:
+        for code in spec.codes:
+            owners.setdefault(code.kind, []).append((spec.name, code))
+    for kind, found in sorted(owners.items()):
+        classes = {c for _, c in found}
+        if len(classes) == 1:
+            plugins._code_types[kind] = found[0][1]
+            continue
+        names = sorted({n for n, _ in found})
+        who = " and ".join(f"{c.__module__}.{c.__qualname__} (compressor {n!r}, plugin "
+                           f"{plugins.compressors.origin(n)!r})" for n, c in found)
+        origins = [plugins.compressors.origin(n) for n in names]
+        for name in names:
+            plugins.compressors.block(name, origins)
+        plugins.fail(origins[0], f"code kind {kind!r} is declared by {who}; kinds must be unique, so neither "
+                                 "compressor is used. Rename one kind")
 
 
 def load_plugins(
@@ -109,88 +278,33 @@ def load_plugins(
         entry_points: load the ``b2s_bench`` entry-point group (tests may turn it off).
         extra: (name, plugin object) pairs registered directly (for tests and the Python API).
 
-    Raises:
-        DuplicateNameError: when two plugins register the same name.
-        UserError: for a local plugin file that cannot be imported.
+    Nothing here raises for a plugin's fault: see :attr:`Plugins.failures`.
     """
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     disabled = {d.strip() for d in os.environ.get(DISABLE_ENV, "").split(",") if d.strip()} | set(disable)
     infos: list[PluginInfo] = []
     failures: list[PluginFailure] = []
-
     if entry_points:
-        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist else "unknown"
-            version = ep.dist.version if ep.dist else "?"
-            if ep.name in disabled:
-                continue
-            if pm.get_plugin(ep.name) is not None:
-                taken = next(i for i in infos if i.name == ep.name)
-                if (taken.distribution, taken.origin) == (dist, f"entry point {ep.value}"):
-                    continue  # the same distribution seen twice on sys.path
-                failures.append(PluginFailure(
-                    ep.name, dist, version,
-                    f"entry-point name {ep.name!r} ({ep.value}) is already taken by {taken.distribution} "
-                    f"{taken.version} ({taken.origin}); one of the two must rename its entry point", ""))
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as e:  # a broken plugin is reported, not fatal to the others
-                failures.append(PluginFailure(ep.name, dist, version, _one_line(e), traceback.format_exc()))
-                continue
-            pm.register(plugin, name=ep.name)
-            infos.append(PluginInfo(ep.name, dist, version, f"entry point {ep.value}"))
-
+        _entry_points(pm, disabled, infos, failures)
     env_files = [f for f in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if f]
-    for path in [*env_files, *files]:
-        name = Path(path).stem
-        if name in disabled:
-            continue
-        try:
-            module = _load_file(path)
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(f"plugin file {path!r} failed to import: {_one_line(e)}") from e
-        if pm.get_plugin(name) is not None:
-            raise UserError(f"plugin name {name!r} from {path!r} is already taken; rename the file")
-        pm.register(module, name=name)
-        infos.append(PluginInfo(name, "local file", "-", str(path)))
-
+    _files(pm, [*env_files, *files], disabled, infos, failures)
     for name, obj in extra:
         pm.register(obj, name=name)
         infos.append(PluginInfo(name, "in process", "-", repr(obj)))
 
     plugins = Plugins(
         pm, Registry("compressor"), Registry("model source"), Registry("dataset"), Registry("metric"),
-        Registry("reporter"), infos, failures, sorted(disabled),
+        Registry("reporter"), Registry("executor"), _Options(), infos, failures, sorted(disabled),
+        PluginSelection(tuple(files), tuple(disable)),
     )
-    hint = ""
-    if failures:
-        hint = "Plugins that failed to load: " + "; ".join(plugins.warnings())
-    for hook_name, registry in [
-        ("b2s_register_compressors", plugins.compressors),
-        ("b2s_register_models", plugins.models),
-        ("b2s_register_datasets", plugins.datasets),
-        ("b2s_register_metrics", plugins.metrics),
-        ("b2s_register_reporters", plugins.reporters),
-    ]:
+    _undeclared_hooks(pm, plugins)
+    _fill(plugins)
+    _code_kinds(plugins)
+    hint = "Plugins that failed to load: " + "; ".join(plugins.warnings()) if plugins.failures else ""
+    for attr in ("compressors", "models", "datasets", "metrics", "reporters", "executors"):
+        registry = getattr(plugins, attr)
         registry.unavailable_hint = hint
-        hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():  # one call per plugin, so each spec knows its plugin
-            def register(spec: Any, _plugin: str = impl.plugin_name, _registry: Registry = registry) -> None:
-                _registry.register(spec, _plugin)
-
-            try:
-                impl.function(register=register)
-            except DuplicateNameError:
-                raise
-            except Exception as e:  # a plugin whose registration breaks is reported like an import failure
-                info = next((i for i in infos if i.name == impl.plugin_name), None)
-                failures.append(PluginFailure(
-                    impl.plugin_name, info.distribution if info else "?", info.version if info else "?",
-                    f"{hook_name} raised {_one_line(e)}", traceback.format_exc(),
-                ))
         registry.freeze()
+    plugins.cli_options.registry.freeze()
     return plugins

@@ -107,7 +107,8 @@ def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -
         for name, m in (rec.get("metrics") or {}).items():
             if name not in found:
                 found[name] = MetricMeta(name, m.get("unit", ""), bool(m.get("higher_is_better", True)),
-                                         m.get("kind", "quality"))
+                                         m.get("kind", "quality"), tuple(m.get("roles", ())), int(m.get("rank", 100)),
+                                         m.get("identity_target"), m.get("description", ""))
     names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
     return [found[n] for n in names]
 
@@ -121,11 +122,14 @@ def header(meta: MetricMeta) -> str:
 
 
 def primary_metric(metas: Sequence[MetricMeta], preferred: str | None = None) -> MetricMeta | None:
-    """The accuracy-like metric for Pareto plots and equal-bits comparisons."""
+    """The quality metric of Pareto plots and equal-bits comparisons: ``preferred`` (the suite's
+    ``report.primary``), else the best-ranked metric registered with the "primary" role."""
     by_name = {m.name: m for m in metas}
-    for name in (preferred, "top1", "agreement", "top5"):
-        if name and name in by_name:
-            return by_name[name]
+    if preferred and preferred in by_name:
+        return by_name[preferred]
+    primary = sorted((m for m in metas if "primary" in m.roles), key=lambda m: (m.rank, m.name))
+    if primary:
+        return primary[0]
     quality = [m for m in metas if m.kind == "quality"]
     return quality[0] if quality else None
 
@@ -153,6 +157,8 @@ def leaderboards(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dic
         for _, r in group.iterrows():
             row: dict[str, Any] = {"method": r["method"], "family": r["family"], "track": r["track"]}
             for meta in metas:
+                if "check" in meta.roles:  # theory checks have their own section
+                    continue
                 col = f"metric:{meta.name}"
                 value = r.get(col, math.nan)
                 row[header(meta)] = _display_value(meta, value)

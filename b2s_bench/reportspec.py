@@ -19,6 +19,10 @@ class MetricMeta:
     unit: str
     higher_is_better: bool
     kind: str  # "quality", "size", "weights", "time"
+    roles: tuple[str, ...] = ()  # see b2s_bench.metrics.ROLES
+    rank: int = 100
+    identity_target: float | None = None
+    description: str = ""
 
 
 @dataclasses.dataclass

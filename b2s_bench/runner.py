@@ -25,8 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .cells import Cell, expand, select
-from .compression import Compressed, Context
+from .compressed import Compressed
 from .errors import UserError
+from .interface import Context
 from .metrics import Evaluation, NotApplicable, run_model
 from .pipeline import apply_stage
 from .plugins import Plugins
@@ -242,8 +243,7 @@ class Runner:
                     value = float(spec.compute(ev))
                 except NotApplicable as e:
                     value, not_applicable[name] = None, str(e)
-                record["metrics"][name] = {"value": value, "unit": spec.unit,
-                                           "higher_is_better": spec.higher_is_better, "kind": spec.kind}
+                record["metrics"][name] = spec.record_entry(value)
             t3 = time.perf_counter()
             record["details"] = {**compressed.info, **ev.details}
             if not_applicable:

@@ -22,6 +22,10 @@ __all__ = [
     "inference_state",
     "fp32_bits",
     "sparse_index_bits",
+    "HEADER_BITS_PER_DIM",
+    "ARTIFACT_ALLOWANCE_BYTES",
+    "META_ALLOWANCE_BYTES",
+    "allowed_bytes",
 ]
 
 FP32 = 32
@@ -143,3 +147,21 @@ class SizeReport:
             "ratio_layers": self.ratio_layers,
             "bits_per_weight": self.bits_per_weight,
         }
+
+
+#: The header convention: a tensor's shape is stored as 32 bits per dimension (counted as metadata).
+HEADER_BITS_PER_DIM = 32
+
+#: The exact-bits contract, stated once: the tensors a code serializes (``Code.tensors()``) must
+#: fit in ``ceil(bits / 8) + ARTIFACT_ALLOWANCE_BYTES * (number of tensors - 1)`` bytes, where
+#: ``bits`` is what ``Code.bits()`` counts. The allowance is the byte padding of each bit-packed
+#: tensor (under a byte each) and nothing more, so a code that under-counts by one byte per tensor
+#: fails. ``Code.meta()`` (the JSON header, not counted in bytes) must stay within
+#: ``META_ALLOWANCE_BYTES``: data hidden there would escape the count.
+ARTIFACT_ALLOWANCE_BYTES = 1
+META_ALLOWANCE_BYTES = 4096
+
+
+def allowed_bytes(bits: int, tensors: int) -> int:
+    """The most bytes ``tensors`` serialized tensors may take for ``bits`` counted bits."""
+    return math.ceil(bits / 8) + ARTIFACT_ALLOWANCE_BYTES * max(tensors - 1, 0)

@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from .compression import DecoderNetwork
+from .interface import DecoderNetwork
 
 __all__ = ["SolveResult", "fit_network", "relative_error"]
 

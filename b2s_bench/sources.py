@@ -16,7 +16,7 @@ def split_model_name(name: str) -> tuple[str, str]:
     """``"timm:resnet18"`` -> ``("timm", "resnet18")``."""
     source, sep, arch = name.partition(":")
     if not sep or not source or not arch:
-        raise ValueError(f"model names are SOURCE:NAME (for example timm:resnet18 or zoo:fmnist-cnn), got {name!r}")
+        raise ValueError(f"model names are SOURCE:NAME (`b2s-bench ls models` lists them), got {name!r}")
     return source, arch
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .config import build_config
 from .errors import ConfigError, SuiteError, UnknownNameError, suggest
+from .metrics import default_metrics
 from .plugins import Plugins
 from .sources import ModelRequest, split_model_name
 from .yamlsource import Located, PathKey, load_located
@@ -40,6 +41,7 @@ TOP_KEYS = {
     "description": "one line about the suite",
     "include": "suite files whose keys this one extends",
     "seed": "the random seed of every cell",
+    "seeds": "how many seeds stochastic compressors run (seed, seed+1, ...); reports give mean ± std",
     "device": "auto, cpu or cuda",
     "models": "the models to compress",
     "dataset": "the default dataset of every model",
@@ -50,7 +52,7 @@ TOP_KEYS = {
     "runtime": "batch size, latency repeats, artifacts",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
-STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models")
+STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -82,6 +84,7 @@ class CompressorEntry:
     stages: tuple[StageEntry, ...]
     label: str | None
     models: tuple[str, ...] = ()  # only models whose label or name matches one of these globs (all when empty)
+    seeds: int | None = None  # seeds of this entry (default: the suite's ``seeds``)
     path: PathKey = dataclasses.field(compare=False, repr=False, default=())
 
 
@@ -91,7 +94,7 @@ class ReportSettings:
     formats: tuple[str, ...] = ("markdown", "csv", "html", "json")
     plots: tuple[str, ...] = ("pareto",)
     group_by: str = "track"
-    primary: str | None = None  # the accuracy metric of Pareto plots (default: top1, else agreement)
+    primary: str | None = None  # the quality metric of Pareto plots (default: the best-ranked "primary" metric)
 
     def __post_init__(self) -> None:
         if self.group_by not in ("track", "family", "none"):
@@ -131,6 +134,7 @@ class Suite:
     baseline: bool
     report: ReportSettings
     runtime: RuntimeSettings
+    seeds: int = 1
     source: Located = dataclasses.field(compare=False, repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -180,7 +184,7 @@ class _Parser:
             raw = {"name": raw}
         self.expect(raw, dict, path, "a dataset name or a mapping with name: and options")
         if "name" not in raw:
-            raise self.fail(path, "a dataset needs a name, for example `dataset: {name: fashion-mnist}`")
+            raise self.fail(path, "a dataset needs a name, `dataset: {name: NAME}` (`b2s-bench ls datasets` lists them)")
         name = self.expect(raw["name"], str, (*path, "name"), "a dataset name")
         spec = self.lookup(self.plugins.datasets, name, (*path, "name"))
         options = {k: v for k, v in raw.items() if k != "name"}
@@ -196,7 +200,7 @@ class _Parser:
         self.expect(raw, dict, path, "a model name (SOURCE:NAME) or a mapping with name:")
         self.check_keys(raw, MODEL_KEYS, path, "a model entry")
         if "name" not in raw:
-            raise self.fail(path, "a model needs a name, for example `name: timm:resnet18`")
+            raise self.fail(path, "a model needs a name, `name: SOURCE:NAME` (`b2s-bench ls models` lists them)")
         name = self.expect(raw["name"], str, (*path, "name"), "a model name")
         try:
             source, arch = split_model_name(name)
@@ -223,12 +227,14 @@ class _Parser:
         self.expect(raw, dict, path, "a compressor name or a mapping with name:")
         if "name" not in raw:
             hint = " (a pipeline is `pipeline: [a, b]`)" if "pipeline" not in raw else ""
-            raise self.fail(path, f"a compressor needs a name, for example `name: quantize`{hint}")
+            raise self.fail(path, f"a compressor needs a name, `name: NAME` (`b2s-bench ls compressors` lists them){hint}")
         name = self.expect(raw["name"], str, (*path, "name"), "a compressor name")
         self.lookup(self.plugins.compressors, name, (*path, "name"))
         settings = dict(self.expect(raw.get("settings", {}), dict, (*path, "settings"), "a mapping of settings"))
         # shorthand: any other key is a setting (checked by the compressor's config class)
         settings.update({k: v for k, v in raw.items() if k not in STAGE_KEYS})
+        if "seeds" in raw and len(path) > 2 and path[-2] == "pipeline":
+            raise self.fail((*path, "seeds"), "put `seeds:` on the pipeline entry, not on a stage")
         grid = self.expect(raw.get("grid", {}), dict, (*path, "grid"), "a mapping of setting -> list of values")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
@@ -247,7 +253,7 @@ class _Parser:
 
     def compressor(self, raw: Any, path: PathKey) -> CompressorEntry:
         if isinstance(raw, dict) and "pipeline" in raw:
-            self.check_keys(raw, ("pipeline", "label", "models"), path, "a pipeline entry")
+            self.check_keys(raw, ("pipeline", "label", "models", "seeds"), path, "a pipeline entry")
             stages_raw = self.expect(raw["pipeline"], list, (*path, "pipeline"), "a list of compressors")
             if len(stages_raw) < 2:
                 raise self.fail((*path, "pipeline"), "a pipeline needs at least two compressors")
@@ -280,7 +286,16 @@ class _Parser:
                     near = suggest(pattern, known)
                     hint = f"; did you mean {near[0]!r}?" if near else f" (models: {', '.join(known)})"
                     raise self.fail((*path, "models", i), f"no model of this suite matches {pattern!r}{hint}")
-        return CompressorEntry(stages, label, models, path)
+        seeds = None
+        if isinstance(raw, dict) and "seeds" in raw:
+            seeds = self.count(raw["seeds"], (*path, "seeds"))
+        return CompressorEntry(stages, label, models, seeds, path)
+
+    def count(self, raw: Any, path: PathKey) -> int:
+        value = self.expect(raw, int, path, "a number of seeds (an integer >= 1)")
+        if value < 1:
+            raise self.fail(path, f"seeds must be >= 1, got {value}")
+        return value
 
     def names(self, raw: Any, registry: Any, path: PathKey, what: str) -> tuple[str, ...]:
         self.expect(raw, list, path, f"a list of {what} names")
@@ -317,8 +332,8 @@ class _Parser:
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))
-        default_metrics = ["top1", "agreement", "bits", "ratio", "ratio_layers"]
-        metrics = self.names(data.get("metrics", default_metrics), self.plugins.metrics, ("metrics",), "metric")
+        metrics = self.names(data.get("metrics", default_metrics(self.plugins.metrics)), self.plugins.metrics,
+                             ("metrics",), "metric")
         report = self.settings(ReportSettings, data.get("report", {}), ("report",))
         for key in ("formats", "plots"):
             for i, r in enumerate(getattr(report, key)):
@@ -328,8 +343,9 @@ class _Parser:
         runtime = self.settings(RuntimeSettings, data.get("runtime", {}), ("runtime",))
         baseline = self.expect(data.get("baseline", True), bool, ("baseline",), "true or false")
         description = self.expect(data.get("description", ""), str, ("description",), "a string")
+        seeds = self.count(data["seeds"], ("seeds",)) if "seeds" in data else 1
         return Suite(name, description, self.loc.file, seed, device, models, dataset, compressors, metrics,
-                     baseline, report, runtime, self.loc)
+                     baseline, report, runtime, seeds, self.loc)
 
 
 def load_suite(path: str | os.PathLike[str] | None, plugins: Plugins) -> Suite:

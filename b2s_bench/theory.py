@@ -1,8 +1,9 @@
 """Checks of the theory's claims, built from records alone.
 
-- identity: settings that should reproduce the dense model (32-bit, 0 % pruning, full rank) do;
-- closed form vs generic solver: for families with a closed form, the generic gradient solver
-  fitting the same decoder network reaches it (the ``solver_gap`` metric);
+- identity: settings that should reproduce the dense model (32-bit, 0 % pruning, full rank) do, by
+  every metric that declares an ``identity_target``;
+- checks registered as metrics with the "check" role (for example the generic gradient solver
+  against a family's closed form);
 - Pareto fronts: which cells are not beaten in both stored bits and the primary metric;
 - equal bits: cells of different families within a few percent of each other's stored bits.
 """
@@ -16,39 +17,44 @@ import pandas as pd
 
 from .report import BITS_PER_MB, MetricMeta, primary_metric
 
-__all__ = ["identity_checks", "solver_checks", "pareto_front", "equal_bits", "theory_sections"]
-
-IDENTITY_AGREEMENT = 99.999  # % of top-1 agreement with the dense model
-IDENTITY_WEIGHT_ERROR = 1e-6  # relative weight error
+__all__ = ["identity_checks", "check_sections", "pareto_front", "equal_bits", "theory_sections"]
 
 
-def identity_checks(frame: pd.DataFrame) -> pd.DataFrame:
+
+def identity_checks(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
+    """Identity settings against every metric that declares an ``identity_target``."""
     rows = []
     if "identity" not in frame:
         return pd.DataFrame(rows)
+    targets = [m for m in metas if m.identity_target is not None]
     for _, r in frame[(frame["identity"] == True) & (frame["status"] == "ok")].iterrows():  # noqa: E712
-        agreement = r.get("metric:agreement", math.nan)
-        err = r.get("metric:weight_rel_error", math.nan)
+        row: dict[str, object] = {"model": r["model"], "method": r["method"]}
         checks = []
-        if not math.isnan(agreement):
-            checks.append(agreement >= IDENTITY_AGREEMENT)
-        if not math.isnan(err):
-            checks.append(err <= IDENTITY_WEIGHT_ERROR)
-        verdict = "n/a (add agreement or weight_rel_error)" if not checks else ("PASS" if all(checks) else "FAIL")
-        rows.append({"model": r["model"], "method": r["method"], "agreement [%]": agreement,
-                     "weight_rel_error": err, "verdict": verdict})
+        for m in targets:
+            value = r.get(f"metric:{m.name}", math.nan)
+            row[m.name] = value
+            if not math.isnan(value):
+                checks.append(value >= m.identity_target if m.higher_is_better else value <= m.identity_target)
+        names = " or ".join(m.name for m in targets) or "a metric with an identity target"
+        row["verdict"] = f"n/a (add {names})" if not checks else ("PASS" if all(checks) else "FAIL")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def solver_checks(frame: pd.DataFrame) -> pd.DataFrame:
-    col = "metric:solver_gap"
-    if col not in frame:
-        return pd.DataFrame()
-    ok = frame[(frame["status"] == "ok") & frame[col].notna()]
-    return pd.DataFrame({
-        "model": ok["model"], "method": ok["method"], "family": ok["family"],
-        "solver gap (rel. error, solver / closed form - 1)": ok[col],
-    }).reset_index(drop=True)
+def check_sections(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> list[tuple[str, pd.DataFrame]]:
+    """One table per metric registered with the "check" role (e.g. the generic solver's gap)."""
+    sections = []
+    for m in metas:
+        col = f"metric:{m.name}"
+        if "check" not in m.roles or col not in frame:
+            continue
+        ok = frame[(frame["status"] == "ok") & frame[col].notna()]
+        if ok.empty:
+            continue
+        sections.append((f"{m.name}: {m.description}" if m.description else m.name, pd.DataFrame({
+            "model": ok["model"], "method": ok["method"], "family": ok["family"], m.name: ok[col],
+        }).reset_index(drop=True)))
+    return sections
 
 
 def pareto_front(points: pd.DataFrame, y: str, higher_is_better: bool = True) -> pd.Series:
@@ -100,12 +106,10 @@ def theory_sections(
     sections = []
     if frame.empty:
         return sections
-    ident = identity_checks(frame)
+    ident = identity_checks(frame, metas)
     if not ident.empty:
         sections.append(("Identity settings reproduce the dense model", ident))
-    solver = solver_checks(frame)
-    if not solver.empty:
-        sections.append(("Closed form vs the generic solver", solver))
+    sections += check_sections(frame, metas)
     metric = primary_metric(metas, preferred)
     if metric is not None and f"metric:{metric.name}" in frame:
         ok = frame[(frame["status"] == "ok")].dropna(subset=[f"metric:{metric.name}", "total_bits"])

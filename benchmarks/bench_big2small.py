@@ -23,7 +23,7 @@ import sys
 import time
 
 import torch
-from b2s_bench_plugins.big2small import SPEC
+from b2s_bench_plugins.compressors.big2small import SPEC
 from torch import nn
 
 from b2s_bench import Context, build_config

@@ -24,8 +24,8 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
-from b2s_bench_plugins import hypercompress as hc
-from b2s_bench_plugins import hypercompress_codebook as book
+from b2s_bench_plugins.compressors import hypercompress as hc
+from b2s_bench_plugins.compressors.hypercompress import codebook as book
 
 from b2s_bench import Context, build_config
 

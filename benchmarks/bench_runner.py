@@ -42,8 +42,8 @@ def b2s_register_compressors(register):
 
 
 def eval_throughput(device: torch.device, repeats: int) -> None:
-    from b2s_bench_plugins.datasets import FashionMNISTConfig, RandomConfig, fmnist_root
-    from b2s_bench_plugins.zoo import FashionCNN
+    from b2s_bench_plugins.data.datasets import FashionMNISTConfig, RandomConfig, fmnist_root
+    from b2s_bench_plugins.sources.zoo import FashionCNN
 
     plugins = load_plugins()
     model = FashionCNN().eval().to(device)

@@ -7,13 +7,13 @@ import tempfile
 
 import pytest
 import torch
-from b2s_bench_plugins import quantize
-from b2s_bench_plugins.big2small import SPEC, INRCode
-from b2s_bench_plugins.big2small.code import header_ints
-from b2s_bench_plugins.big2small.compressor import choose_width, make_arch
-from b2s_bench_plugins.big2small.inr import param_count
-from b2s_bench_plugins.big2small.loss import focal_frequency_loss, gradient_difference_loss
-from b2s_bench_plugins.big2small.outliers import pack_positions, position_bits, preprocess, unpack_positions
+from b2s_bench_plugins.compressors import quantize
+from b2s_bench_plugins.compressors.big2small import SPEC, INRCode
+from b2s_bench_plugins.compressors.big2small.code import header_ints
+from b2s_bench_plugins.compressors.big2small.compressor import choose_width, make_arch
+from b2s_bench_plugins.compressors.big2small.inr import param_count
+from b2s_bench_plugins.compressors.big2small.loss import focal_frequency_loss, gradient_difference_loss
+from b2s_bench_plugins.compressors.big2small.outliers import pack_positions, position_bits, preprocess, unpack_positions
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, Context, build_config

@@ -9,8 +9,9 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from b2s_bench_plugins import datasets, imagenet, package_weights, photos, zoo
-from b2s_bench_plugins.datasets import FashionMNISTConfig, SmallConfig, load_fmnist, read_idx, stratified_split
+from b2s_bench_plugins.data import datasets, imagenet, photos
+from b2s_bench_plugins.data.datasets import FashionMNISTConfig, SmallConfig, load_fmnist, read_idx, stratified_split
+from b2s_bench_plugins.sources import package_weights, zoo
 from helpers import write_idx
 
 from b2s_bench.errors import ConfigError, UserError

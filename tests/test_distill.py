@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from b2s_bench_plugins.distill import SPEC, build_student, kd_loss
+from b2s_bench_plugins.compressors.distill import SPEC, build_student, kd_loss
 
 from b2s_bench import ConfigError, build_config
 from b2s_bench.sizes import inference_state

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from b2s_bench_plugins import prune
-from b2s_bench_plugins.hypercompress import SPEC, LatticeCode, RawCode, WindingCode, compress_tensor
-from b2s_bench_plugins.hypercompress_codebook import (
+from b2s_bench_plugins.compressors import prune
+from b2s_bench_plugins.compressors.hypercompress import SPEC, LatticeCode, RawCode, WindingCode, compress_tensor
+from b2s_bench_plugins.compressors.hypercompress.codebook import (
     WindingIndex,
     brute_force_nearest,
     encode_pairs,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from b2s_bench_plugins.imagenet import imagenet_wnids
+from b2s_bench_plugins.data.imagenet import imagenet_wnids
 from helpers import run_cli
 from test_data import fake_imagenet
 

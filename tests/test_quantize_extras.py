@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from b2s_bench_plugins.quantize import SPEC, UniformCode
-from b2s_bench_plugins.quantize_calibration import (
+from b2s_bench_plugins.compressors.quantize import SPEC, UniformCode
+from b2s_bench_plugins.compressors.quantize.calibration import (
     activation_ranges,
     bn_input_means,
     bn_successors,

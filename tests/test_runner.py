@@ -62,8 +62,9 @@ def test_end_to_end_cli_writes_records_and_reports(tiny_suite: Path, tmp_path: P
     for key in ("cell_id", "suite", "label", "track", "family", "seed", "model", "dataset", "compressor", "metrics",
                 "size", "timings", "details", "environment", "started_at", "finished_at"):
         assert key in rec
-    assert rec["metrics"]["top1"] == {"value": rec["metrics"]["top1"]["value"], "unit": "%", "higher_is_better": True,
-                                      "kind": "quality"}
+    top1 = rec["metrics"]["top1"]
+    assert {k: top1[k] for k in ("unit", "higher_is_better", "kind", "roles")} == {
+        "unit": "%", "higher_is_better": True, "kind": "quality", "roles": ["default", "primary"]}
     assert rec["compressor"]["pipeline"][0]["config"]["bits"] == 4
     assert rec["compressor"]["pipeline"][0]["version"] == "2"
     assert rec["track"] == "data-free"

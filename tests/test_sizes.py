@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from b2s_bench_plugins.prune import SparseCode, magnitude_masks, sparse_code
-from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
+from b2s_bench_plugins.compressors.prune import SparseCode, magnitude_masks, sparse_code
+from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
 from b2s_bench import Compressed, SizeBreakdown

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from b2s_bench_plugins.synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, bn_layers, bn_loss, synthesize
+from b2s_bench_plugins.data.synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, bn_layers, bn_loss, synthesize
 from torch import nn
 
 from b2s_bench import ConfigError, build_config

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from b2s_bench_plugins import prune as prune_plugin
-from b2s_bench_plugins.quantize import QuantizeConfig, quantize_tensor
+from b2s_bench_plugins.compressors import prune as prune_plugin
+from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch.nn.utils import prune as torch_prune
 
 from b2s_bench import Compressed, Context

@@ -13,11 +13,12 @@ from ..plugins import Plugins
 KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "plugins")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list registered compressors, models, datasets, metrics or plugins",
                        description="List what the installed plugins provide. PATTERN is a substring or a glob.")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", default=None)
+    return p
 
 
 def _match(name: str, pattern: str | None) -> bool:

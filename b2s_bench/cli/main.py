@@ -1,57 +1,98 @@
 """Entry point: parses arguments, loads plugins, dispatches, and maps errors to exit codes.
 
-Exit codes: 0 every cell ok; 1 some cell failed; 2 usage or suite errors (printed without a
-traceback); 130 interrupted (finished cells are kept, a re-run resumes).
+Exit codes (:mod:`b2s_bench.cli.exits`): 0 every cell ok; 1 some cell failed; 2 usage or suite
+errors (printed without a traceback); 3 a prerequisite is missing here (data, weights, a package),
+with what to do; 130 interrupted (finished cells are kept, a re-run resumes).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import UserError
-from ..plugins import Plugins, load_plugins
-from . import ls, publish, report, run, validate
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On small shared machines,
+# and with several worker processes each with its own threads, spinning made CPU work up to 10x
+# slower; a user's own setting wins. (`import b2s_bench` is lazy, so torch is not loaded yet.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from ..errors import MissingPrerequisite, UserError  # noqa: E402
+from ..plugins import Plugins, load_plugins  # noqa: E402
+from . import exits, ls, publish, report, run, validate  # noqa: E402
 
 COMMANDS = {"run": run, "validate": validate, "ls": ls, "report": report, "publish": publish}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _global_parser(add_help: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="b2s-bench",
+        prog="b2s-bench", add_help=add_help,
         description="Benchmark neural-network compressors on the same models, data and size rules.",
+        epilog="Exit codes: 0 all ok, 1 some cell failed, 2 usage or suite error, 3 missing prerequisite "
+               "(data, weights, a package), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"b2s-bench {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                         help="load a local plugin file (repeatable; also $B2S_BENCH_PLUGINS)")
     parser.add_argument("--disable", action="append", default=[], metavar="NAME",
                         help="do not load the plugin NAME (repeatable; also $B2S_BENCH_DISABLE)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for module in COMMANDS.values():
-        module.add_parser(sub)
     return parser
 
 
+def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
+    """The whole parser; options that plugins own are added to the subcommands they name."""
+    parser = _global_parser(add_help=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        sp = module.add_parser(sub)
+        if plugins is not None:
+            for option in plugins.cli_options.for_command(name):
+                sp.add_argument(option.flag, dest=option.dest, default=None, metavar=option.metavar,
+                                help=option.help + " (from a plugin)")
+    return parser
+
+
+def plugin_option_values(args: argparse.Namespace, plugins: Plugins) -> dict[str, str | None]:
+    """The values of plugin-owned options given to this command, by flag."""
+    return {o.flag: getattr(args, o.dest, None) for o in plugins.cli_options.for_command(args.command)}
+
+
+def apply_plugin_options(plugins: Plugins, values: dict[str, str | None]) -> None:
+    """Hand each plugin-owned option its value (also called in every worker process)."""
+    for flag, value in values.items():
+        option = plugins.cli_options.registry.get(flag).option
+        option.apply(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for run.json
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early, _ = _global_parser(add_help=False).parse_known_args(argv)  # which plugins to load
     try:
-        plugins: Plugins = load_plugins(files=args.plugin, disable=args.disable)
-        for warning in plugins.warnings():
-            if args.command != "ls":
-                print(f"warning: {warning}", file=sys.stderr)
-        return int(COMMANDS[args.command].main(args, plugins) or 0)
+        plugins: Plugins = load_plugins(files=early.plugin, disable=early.disable)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.USAGE
+    args = build_parser(plugins).parse_args(argv)
+    args.argv = argv  # the command line, for run.json
+    try:
+        if args.command not in ("ls", "show"):
+            for warning in plugins.warnings():
+                print(f"warning: {warning}", file=sys.stderr)
+        args.plugin_options = plugin_option_values(args, plugins)
+        apply_plugin_options(plugins, args.plugin_options)
+        return int(COMMANDS[args.command].main(args, plugins) or 0)
+    except MissingPrerequisite as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exits.MISSING
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exits.USAGE
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED
     except BrokenPipeError:  # `b2s-bench ls ... | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

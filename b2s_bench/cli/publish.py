@@ -20,7 +20,7 @@ from ..records import cell_path, read_record, write_atomic
 from .report import write_report
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="copy a run's records and rebuilt tables into a folder to commit",
                        description="Copy a run's records (not its artifacts) to DIR, rebuild every table "
                                    "there from them, and write a README saying what made them.")
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", type=Path, default=None, help="destination (default: results/<suite>)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="publish although some cells of the suite have no record yet")
+    return p
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from ..plugins import Plugins
 ALIASES = {"md": "markdown"}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild leaderboards from a run folder's records",
                        description="Rebuild leaderboards, plots and theory checks from stored records.")
     p.add_argument("run_dir", type=Path, help="a run folder (results/<suite>)")
@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="md, csv, html, json or another reporter (repeatable; default: the suite's report settings)")
     p.add_argument("--all-records", action="store_true",
                    help="include records of cells that are no longer in the suite")
+    return p
 
 
 def write_report(out_dir: str | os.PathLike[str], plugins: Plugins, formats: list[str] | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from ..suite import load_suite
 from .report import write_report
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a suite and write its leaderboard",
                        description="Run every cell of a suite that has no valid record yet, then rebuild the reports.")
     p.add_argument("suite", nargs="?", default=None,
@@ -22,13 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run (auto: the suite's device, CUDA when present)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<suite name>)")
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="ImageNet root (overrides the suite's root: and $B2S_IMAGENET)")
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN",
                    help="only cells whose 'model method id' matches (substring or glob)")
     p.add_argument("--force", action="store_true", help="recompute cells that already have records")
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
     p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    return p
 
 
 def reports_current(out: Path) -> bool:
@@ -41,8 +39,6 @@ def reports_current(out: Path) -> bool:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    if args.data:
-        os.environ["B2S_IMAGENET_OVERRIDE"] = args.data
     suite = load_suite(args.suite, plugins)
     out = args.out or Path("results") / suite.name
     command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])

@@ -7,7 +7,6 @@ package, a dataset), with what to install or where to put it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +19,13 @@ from ..runner import resolve_device
 from ..suite import load_suite
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a suite and list its cells without running",
                        description="Parse and check a suite, expand its grid, and print each cell with what it needs.")
     p.add_argument("suite", nargs="?", default=None, help="a suite file (default: the embedded suite)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="ImageNet root (overrides the suite's root: and $B2S_IMAGENET)")
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN")
+    return p
 
 
 def problems_of(suite, plugins: Plugins) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -55,8 +53,6 @@ def problems_of(suite, plugins: Plugins) -> dict[str, list[str]]:  # type: ignor
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    if args.data:
-        os.environ["B2S_IMAGENET_OVERRIDE"] = args.data
     suite = load_suite(args.suite, plugins)
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from b2s_example_plugin import SPEC, ternarize
 
-from b2s_bench.testing import check_compressor
+from b2s_bench import check_compressor
 
 
 def test_contract() -> None:

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench.packing import pack_bits, unpack_bits
-from b2s_bench.targets import weight_layers
+from b2s_bench import pack_bits, unpack_bits, weight_layers
 
 
 @dataclasses.dataclass

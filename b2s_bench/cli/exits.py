@@ -1,0 +1,11 @@
+"""The command line's exit codes, in one place (the README lists them)."""
+
+from __future__ import annotations
+
+__all__ = ["OK", "CELLS_FAILED", "USAGE", "MISSING", "INTERRUPTED"]
+
+OK = 0  # every cell ok
+CELLS_FAILED = 1  # some cell failed; its record says why, and the others still ran
+USAGE = 2  # a usage or suite error, printed without a traceback
+MISSING = 3  # a prerequisite is missing here (data, weights, a package), with what to do
+INTERRUPTED = 130  # Ctrl-C: finished cells are kept, and the same command resumes

@@ -1,0 +1,162 @@
+"""Where cells run: the executor interface, and the in-process executor.
+
+The runner (:mod:`b2s_bench.runner`) decides *which* cells run: it resumes, claims cells so that
+several runs can share one folder, writes every record, and rebuilds reports. An executor decides
+*where*: in this process, in long-lived worker processes, on a Ray cluster or on Slurm. Executors
+are plugins (``b2s_register_executors``); the runner talks to them through :class:`Executor`:
+``submit`` a :class:`CellTask`, ``poll`` for :class:`CellOutcome` s, ``cancel``, ``close``.
+
+A task carries a :class:`RunPlan`, everything a fresh process needs to compute a cell of the run
+(the suite file, the plugins chosen, plugin options, the device), and the cell's id. A worker turns
+it into a record with :func:`b2s_bench.worker.execute`. A worker that dies or runs past its time
+becomes an outcome with a ``failure`` cause; the runner records the cell as failed and goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+__all__ = [
+    "RunPlan",
+    "CellTask",
+    "CellOutcome",
+    "ActiveCell",
+    "Executor",
+    "ExecutorOptions",
+    "ExecutorSpec",
+    "InlineExecutor",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What any process needs to compute cells of a run. Plain data: it pickles to workers."""
+
+    suite_file: str
+    out_dir: str
+    device: str  # "cpu" or "cuda", resolved by the driver
+    plugin_files: tuple[str, ...] = ()
+    plugin_disable: tuple[str, ...] = ()
+    plugin_options: tuple[tuple[str, str | None], ...] = ()  # (flag, value) of plugin-owned CLI options
+    threads: int | None = None  # torch CPU threads per worker
+    cell_timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CellTask:
+    plan: RunPlan
+    cell_id: str
+    name: str  # "model method", for progress and messages
+    wants_cuda: bool = False
+    timeout: float | None = None  # seconds; None: no limit
+
+
+@dataclasses.dataclass(frozen=True)
+class CellOutcome:
+    """A finished task: the cell's record, or why no record came back (the worker died, timed out)."""
+
+    cell_id: str
+    record: Mapping[str, Any] | None = None
+    failure: str | None = None  # "killed by SIGSEGV", "exit 3", "timed out after 60 s", ...
+    host: str = ""
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveCell:
+    cell_id: str
+    name: str
+    host: str
+    started: float  # time.time()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorOptions:
+    """What a run asks of its executor (from the CLI and the suite's ``runtime:``)."""
+
+    workers: int | None = None  # None: the executor's own default ("auto")
+    device: str = "cpu"
+    threads: int | None = None
+    cell_timeout: float | None = None
+    address: str | None = None  # Ray
+    slurm: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    detach: bool = False
+    log: Callable[[str], None] = print
+
+
+class Executor(Protocol):
+    """Runs cells somewhere. ``capacity`` cells may be in flight at once."""
+
+    capacity: int
+
+    def submit(self, task: CellTask) -> None: ...
+
+    def poll(self, timeout: float) -> list[CellOutcome]:
+        """Outcomes of tasks finished since the last poll, waiting up to ``timeout`` s for one."""
+        ...
+
+    def active(self) -> list[ActiveCell]: ...
+
+    def cancel(self, cell_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorSpec:
+    """An executor plugin.
+
+    Attributes:
+        create: builds the executor for one run.
+        rank: the default executor is the registered one with the lowest rank.
+        detaches: whether it can submit and return (``--detach``), leaving the work to run.
+        requires: what to install when it cannot be created (shown in the error).
+    """
+
+    name: str
+    create: Callable[[ExecutorOptions], Executor]
+    description: str = ""
+    rank: int = 100
+    detaches: bool = False
+    requires: str = ""
+
+
+class InlineExecutor:
+    """Runs each cell in this process, one at a time, when polled: no isolation, for debugging (pdb)."""
+
+    capacity = 1
+
+    def __init__(self, options: ExecutorOptions):
+        self.options = options
+        self._queue: list[CellTask] = []
+        self._running: ActiveCell | None = None
+
+    def submit(self, task: CellTask) -> None:
+        self._queue.append(task)
+
+    def poll(self, timeout: float) -> list[CellOutcome]:
+        from .worker import execute
+
+        if not self._queue:
+            return []
+        task = self._queue.pop(0)
+        start = time.time()
+        self._running = ActiveCell(task.cell_id, task.name, socket.gethostname(), start)
+        try:
+            record = execute(task.plan, task.cell_id)
+        finally:
+            self._running = None
+        return [CellOutcome(task.cell_id, record, None, socket.gethostname(), time.time() - start)]
+
+    def active(self) -> list[ActiveCell]:
+        return [self._running] if self._running else []
+
+    def cancel(self, cell_id: str) -> None:
+        self._queue = [t for t in self._queue if t.cell_id != cell_id]
+
+    def close(self) -> None:
+        self._queue.clear()

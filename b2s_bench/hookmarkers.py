@@ -1,0 +1,46 @@
+"""The marker plugins decorate their hooks with, and the spec of a plugin's command-line option.
+
+Kept free of heavy imports: ``import b2s_bench; b2s.hookimpl`` must not load torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pluggy
+
+__all__ = ["GROUP", "hookimpl", "hookspec", "CliOption"]
+
+GROUP = "b2s_bench"
+hookimpl = pluggy.HookimplMarker(GROUP)
+hookspec = pluggy.HookspecMarker(GROUP)
+
+
+@dataclasses.dataclass(frozen=True)
+class CliOption:
+    """A command-line option that a plugin adds to some subcommands, and owns.
+
+    Attributes:
+        flag: the option, ``--data``.
+        commands: the subcommands that take it (``run``, ``validate``, ...).
+        apply: called with the option's value (None when not given) in every process that runs
+            cells, before the suite is read: the CLI's process and each worker. The plugin keeps the
+            value where its own code reads it.
+        help: one line for ``--help``.
+        metavar: the value's name in ``--help``.
+    """
+
+    flag: str
+    commands: tuple[str, ...]
+    apply: Callable[[str | None], None]
+    help: str = ""
+    metavar: str = "VALUE"
+
+    def __post_init__(self) -> None:
+        if not self.flag.startswith("--") or len(self.flag) < 3:
+            raise ValueError(f"a plugin option must look like --name, got {self.flag!r}")
+
+    @property
+    def dest(self) -> str:
+        return "plugin_" + self.flag[2:].replace("-", "_")

@@ -1,0 +1,1 @@
+"""Built-in compressors, one folder each: config, codes, fit and registration."""

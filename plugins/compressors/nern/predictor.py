@@ -1,0 +1,178 @@
+"""NeRN's predictor: the shared MLP, its decoding context, and fitting it to the kernels.
+
+See :mod:`.nern` for the compressor and how the shared predictor is stored and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from b2s_bench import Context
+
+from . import encoding as enc
+
+__all__ = ["HEADER_FIELDS", "Predictor", "SharedPredictor", "predictor_params", "fit_predictor",
+           "register_loaded", "find_loaded"]
+
+HEADER_FIELDS = ("hidden", "num_blocks", "levels", "base", "kernel_size", "num_layers", "scale")
+_EMBEDDING_CACHE = 1 << 25  # precompute the features of all kernels below this many floats
+
+
+class Predictor(nn.Module):
+    """NeRN's k×k predictor: Linear(6J, h), (num_blocks − 2) × Linear(h, h), Linear(h, k²); ReLU between."""
+
+    def __init__(self, in_features: int, hidden: int, num_blocks: int, out_features: int):
+        super().__init__()
+        sizes = [in_features] + [hidden] * (num_blocks - 1) + [out_features]
+        # skip_init: no draw from the global RNG; init_() draws from the caller's generator
+        self.layers = nn.ModuleList(
+            nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    @torch.no_grad()
+    def init_(self, generator: torch.Generator) -> Predictor:
+        """PyTorch's default Linear init, U(±1/√fan_in) for weights and biases, from ``generator``."""
+        for layer in self.layers:
+            bound = layer.in_features ** -0.5
+            for p in (layer.weight, layer.bias):
+                p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, layer in enumerate(self.layers):
+            out[f"inr.w{i}"], out[f"inr.b{i}"] = layer.weight, layer.bias
+        return out
+
+
+@dataclasses.dataclass(eq=False)
+class SharedPredictor:
+    """The trained predictor with what is needed to decode: the encoding and the layer count."""
+
+    net: Predictor
+    hidden: int
+    num_blocks: int
+    levels: int
+    base: float
+    kernel_size: int
+    num_layers: int
+    scale: float  # output scale (the RMS of the predicted weights, an fp32 value): W = scale · net(γ(c))
+
+    def __post_init__(self) -> None:
+        self.net = self.net.cpu().eval().requires_grad_(False)
+        h = hashlib.sha256(repr(self.header()).encode())
+        for t in self.net.flat().values():
+            h.update(t.detach().float().contiguous().numpy().tobytes())
+        self.id = h.hexdigest()[:24]
+
+    def header(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in HEADER_FIELDS}
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel() for t in self.net.flat().values())
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.net(features) * self.scale
+
+    def fresh_net(self, generator: torch.Generator | None = None) -> Predictor:
+        net = Predictor(6 * self.levels, self.hidden, self.num_blocks, self.kernel_size**2)
+        return net.init_(generator or torch.Generator().manual_seed(0))
+
+
+# the predictors of owner codes restored in this process, by hash: how the other codes find theirs
+_LOADED: weakref.WeakValueDictionary[str, SharedPredictor] = weakref.WeakValueDictionary()
+
+
+def register_loaded(shared: SharedPredictor) -> None:
+    _LOADED[shared.id] = shared
+
+
+def find_loaded(predictor_id: str) -> SharedPredictor | None:
+    return _LOADED.get(predictor_id)
+
+
+def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int) -> int:
+    """Parameters of the predictor: Linear(6J, h), (num_blocks − 2) × Linear(h, h), Linear(h, k²)."""
+    sizes = [6 * levels] + [hidden] * (num_blocks - 1) + [kernel_size**2]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx: Context,
+                  num_layers: int, hidden: int) -> tuple[SharedPredictor, list[float], float]:
+    """Fit the predictor to (N, k²) kernels at (N, 3) coordinates; returns it, losses and the final RMSE.
+
+    ``config`` is a NernConfig: the encoding (levels, base), depth, kernel size and the optimization
+    settings (steps, batch_size, lr, optimizer, weight_decay, magnitude_batching).
+    """
+    device = torch.device(ctx.device)
+    gen = ctx.generator()
+    net = Predictor(6 * config.levels, hidden, config.num_blocks, config.kernel_size**2).init_(gen)
+    net = net.to(device)
+    n = targets.shape[0]
+    # targets in units of their RMS, so one learning rate suits any model (the scale is stored)
+    scale = float(targets.double().pow(2).mean().sqrt().clamp(min=1e-12).float())
+    targets, coords = (targets / scale).to(device), coords.to(device)
+    full_batch = n <= config.batch_size
+    cached = full_batch or n * 6 * config.levels <= _EMBEDDING_CACHE
+    features = enc.encode(coords, config.levels, config.base) if cached else None
+    norms = targets.norm(dim=1).double().cpu()
+    cdf = torch.cumsum(norms, 0) / norms.sum().clamp(min=1e-30)
+
+    def batch() -> torch.Tensor | None:
+        if full_batch:
+            return None
+        if config.magnitude_batching and float(torch.rand((), generator=gen)) < config.magnitude_batching:
+            # NeRN's magnitude-oriented batching: kernels drawn in proportion to their norm
+            idx = torch.searchsorted(cdf, torch.rand(config.batch_size, generator=gen, dtype=torch.float64))
+            return idx.clamp(max=n - 1).to(device)
+        return torch.randint(n, (config.batch_size,), generator=gen).to(device)
+
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}  # 3x faster steps on a small MLP
+    opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1))
+    log_every = max(config.steps // 50, 1)
+    losses: list[float] = []
+    progress = ctx.progress(config.steps, "nern")
+    for step in range(config.steps):
+        idx = batch()
+        if idx is None:
+            x, y = features, targets
+        else:
+            x = features[idx] if features is not None else enc.encode(coords[idx], config.levels, config.base)
+            y = targets[idx]
+        opt.zero_grad(set_to_none=True)
+        loss = torch.sqrt(torch.mean((net(x) - y) ** 2))  # NeRN's reconstruction loss (RMSE)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == config.steps - 1:
+            losses.append(loss.item() * scale)
+            progress.set_postfix_str(f"rmse {losses[-1]:.3g}")
+        progress.update()
+    progress.close()
+    with torch.no_grad():
+        sq = 0.0
+        for start in range(0, n, 1 << 16):
+            stop = min(start + (1 << 16), n)
+            x = (features[start:stop] if features is not None
+                 else enc.encode(coords[start:stop], config.levels, config.base))
+            sq += float(((net(x) - targets[start:stop]) ** 2).sum())
+        final = scale * (sq / max(n * targets.shape[1], 1)) ** 0.5
+    shared = SharedPredictor(net, hidden, config.num_blocks, config.levels, config.base,
+                             config.kernel_size, num_layers, scale)
+    return shared, losses, final

@@ -1,0 +1,1 @@
+"""Built-in reporters: table writers and plots."""
