@@ -82,9 +82,12 @@ class Code(abc.ABC):
     payload_part: ClassVar[str] = "payload"
 
     @property
-    @abc.abstractmethod
     def shape(self) -> tuple[int, ...]:
-        """Shape of the decoded tensor."""
+        """Shape of the decoded tensor: the ``orig_shape`` a code stores, unless it overrides this."""
+        orig = getattr(self, "orig_shape", None)
+        if orig is None:
+            raise NotImplementedError(f"{type(self).__name__} must store orig_shape or override shape")
+        return tuple(int(s) for s in orig)
 
     @abc.abstractmethod
     def decode(self) -> torch.Tensor:

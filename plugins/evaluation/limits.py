@@ -1,0 +1,1 @@
+"""Rate-distortion limits and weight structure (being written)."""

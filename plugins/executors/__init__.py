@@ -1,0 +1,1 @@
+"""Built-in executors: in process, worker processes, Ray and Slurm (submitit)."""

@@ -1,0 +1,1 @@
+"""Executor plugin (being written)."""
