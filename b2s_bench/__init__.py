@@ -5,7 +5,8 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
 
 - **Registering**: :data:`hookimpl` and the specs a plugin registers: :class:`CompressorSpec`,
   :class:`ModelSource`, :class:`DatasetSpec`, :class:`MetricSpec`, :class:`ReporterSpec`,
-  :class:`ExecutorSpec`.
+  :class:`ExecutorSpec` (with :class:`Executor`, :class:`ExecutorOptions`, :class:`CellTask`,
+  :class:`CellOutcome`, :class:`ActiveCell`, :class:`RunPlan`, :class:`InlineExecutor`).
 - **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ),
   regularizer R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`,
   :class:`Compressed`, :class:`Context`, :data:`TRACKS`, :data:`FAMILIES`, :func:`skeleton_of`.
@@ -60,7 +61,10 @@ _EXPORTS: dict[str, str] = {
     "MetricSpec": "metrics", "Evaluation": "metrics", "NotApplicable": "metrics",
     "ReporterSpec": "reportspec", "ReportContext": "reportspec", "MetricMeta": "reportspec",
     "ModelSource": "sources", "ModelRequest": "sources", "LoadedModel": "sources", "DatasetSpec": "sources",
-    "LoadedData": "sources", "CliOption": "hookmarkers", "ExecutorSpec": "execution",
+    "LoadedData": "sources", "CliOption": "hookmarkers",
+    # executors
+    "ExecutorSpec": "execution", "ExecutorOptions": "execution", "Executor": "execution", "CellTask": "execution",
+    "CellOutcome": "execution", "ActiveCell": "execution", "RunPlan": "execution", "InlineExecutor": "execution",
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "theory_sections": "theory", "pareto_front": "theory",
@@ -93,7 +97,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
     from .errors import UnknownNameError, UserError
-    from .execution import ExecutorSpec
+    from .execution import (
+        ActiveCell,
+        CellOutcome,
+        CellTask,
+        Executor,
+        ExecutorOptions,
+        ExecutorSpec,
+        InlineExecutor,
+        RunPlan,
+    )
     from .hookmarkers import CliOption, hookimpl
     from .interface import FAMILIES, TRACKS, Code, CompressorSpec, Context, DecoderNetwork, Progress, StoredTensorCode
     from .metrics import Evaluation, MetricSpec, NotApplicable

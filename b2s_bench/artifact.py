@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .interface import Code
+from .records import temp_tag
 from .nested import NestedCode
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int
         "size": size.as_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{temp_tag()}.", dir=path.parent))
     try:
         save_file(tensors, str(tmp / TENSORS))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import itertools
-import json
 from typing import Any
 
 from .config import build_config, config_identity, config_to_dict
 from .errors import ConfigError
 from .plugins import Plugins
+from .records import fingerprint_id
+from .tracks import TRACKS
+from .registry import matches
 from .suite import CompressorEntry, DatasetEntry, ModelEntry, StageEntry, Suite
 
-__all__ = ["Stage", "Cell", "expand", "select", "TRACK_ORDER"]
+__all__ = ["Stage", "Cell", "expand", "select", "TRACK_ORDER", "CORE_VERSION"]
 
-TRACK_ORDER = ("data-free", "synthetic", "calibration", "training")
+TRACK_ORDER = TRACKS  # from least to most data
+
+#: The version of the core code that decides sizes and evaluation (b2s_bench/sizes.py, accounting.py,
+#: compressed.py's size and build, nested.py, metrics.py's run_model). It is part of every cell id:
+#: bump it when a change there changes results, and every record made before is recomputed.
+#: tests/test_architecture.py fails when that code changes, until this is bumped or the change is
+#: declared neutral there.
+CORE_VERSION = "2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +126,66 @@ def _dataset_fp(entry: DatasetEntry | None, plugins: Plugins) -> Any:
 
 
 def cell_id(fingerprint: dict[str, Any]) -> str:
-    blob = json.dumps(fingerprint, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return fingerprint_id(fingerprint)
+
+
+def _entry_pipelines(suite: Suite, plugins: Plugins, entry: CompressorEntry, device: str) -> list[tuple[Stage, ...]]:
+    """Every pipeline (one Stage per compressor) of a suite entry's grid, configs built and checked."""
+    per_stage: list[list[Stage]] = []
+    for st in entry.stages:
+        spec = plugins.compressors.get(st.name)
+        for other in sorted(set(st.device_settings) - {device}):  # the other device's settings are checked too
+            for point in _stage_points(st, other):
+                try:
+                    build_config(spec.config, point, owner=f"compressor {st.name!r} on {other}")
+                except ConfigError as e:
+                    raise suite.source.error(_setting_path(suite, st, e.key, other), str(e)) from None
+        built = []
+        for point in _stage_points(st, device):
+            try:
+                config = build_config(spec.config, point, owner=f"compressor {st.name!r}")
+                track = spec.track_for(config)
+            except ConfigError as e:
+                raise suite.source.error(_setting_path(suite, st, e.key, device), str(e)) from None
+            built.append(Stage(st.name, spec.version, spec.family, track, config, tuple(point.items())))
+        per_stage.append(built)
+    return [tuple(p) for p in itertools.product(*per_stage)]
+
+
+def _model_fp(model: ModelEntry, plugins: Plugins) -> dict[str, Any]:
+    source = plugins.models.get(model.request.source)
+    try:
+        weights_fp = source.fingerprint(model.request) if source.fingerprint else "-"
+    except Exception as e:  # the model will fail in its cells with a full message
+        weights_fp = f"unavailable: {type(e).__name__}"
+    return {"name": model.request.name, "pretrained": model.request.pretrained, "weights": model.request.weights,
+            "options": dict(model.request.options), "fingerprint": weights_fp}
+
+
+def _applies(entry: CompressorEntry, model: ModelEntry) -> bool:
+    return not entry.models or any(fnmatch.fnmatchcase(model.label, pat) or fnmatch.fnmatchcase(model.request.name, pat)
+                                   for pat in entry.models)
+
+
+def _model_cells(suite: Suite, plugins: Plugins, model: ModelEntry, device: str,
+                 pipelines: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]], metrics: list[str]) -> list[Cell]:
+    dataset = model.dataset or suite.dataset
+    base = {"model": _model_fp(model, plugins), "dataset": _dataset_fp(dataset, plugins), "metrics": metrics,
+            "device": device, "core": CORE_VERSION}
+    combos: list[tuple[CompressorEntry | None, tuple[Stage, ...]]] = [(None, ())] if suite.baseline else []
+    combos += [(entry, p) for entry, ps in pipelines if _applies(entry, model) for p in ps]
+    cells = []
+    for entry, stages in combos:
+        label = " > ".join(s.label for s in stages) if stages else "dense"
+        if entry is not None and entry.label:
+            label = f"{entry.label} {label}"
+        seeds = 1 if entry is None else (entry.seeds or suite.seeds)  # the dense model is deterministic
+        for seed in range(suite.seed, suite.seed + seeds):
+            fingerprint = {**base, "seed": seed, "stages": [
+                {"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages]}
+            cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, seed, device,
+                              suite.metrics, fingerprint, seeds))
+    return cells
 
 
 def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
@@ -128,80 +194,17 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
     Raises:
         SuiteError: a grid value that a compressor's config rejects, located at its key.
     """
-    stages_per_entry: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]] = []
-    for entry in suite.compressors:
-        per_stage: list[list[Stage]] = []
-        for st in entry.stages:
-            spec = plugins.compressors.get(st.name)
-            for other in sorted(set(st.device_settings) - {device}):  # the other device's settings are checked too
-                for point in _stage_points(st, other):
-                    try:
-                        build_config(spec.config, point, owner=f"compressor {st.name!r} on {other}")
-                    except ConfigError as e:
-                        raise suite.source.error(_setting_path(suite, st, e.key, other), str(e)) from None
-            built = []
-            for point in _stage_points(st, device):
-                try:
-                    config = build_config(spec.config, point, owner=f"compressor {st.name!r}")
-                    track = spec.track_for(config)
-                except ConfigError as e:
-                    raise suite.source.error(_setting_path(suite, st, e.key, device), str(e)) from None
-                explicit = tuple((k, point[k]) for k in point)
-                built.append(Stage(st.name, spec.version, spec.family, track, config, explicit))
-            per_stage.append(built)
-        stages_per_entry.append((entry, [tuple(p) for p in itertools.product(*per_stage)]))
-
-    metric_versions = [f"{m}@{plugins.metrics.get(m).version}" for m in suite.metrics]
-    cells = []
+    pipelines = [(entry, _entry_pipelines(suite, plugins, entry, device)) for entry in suite.compressors]
+    metrics = [f"{m}@{plugins.metrics.get(m).version}" for m in suite.metrics]
+    unique: dict[str, Cell] = {}
     for model in suite.models:
-        dataset = model.dataset or suite.dataset
-        source = plugins.models.get(model.request.source)
-        try:
-            weights_fp = source.fingerprint(model.request) if source.fingerprint else "-"
-        except Exception as e:  # the model will fail in its cells with a full message
-            weights_fp = f"unavailable: {type(e).__name__}"
-        model_fp = {
-            "name": model.request.name, "pretrained": model.request.pretrained, "weights": model.request.weights,
-            "options": dict(model.request.options), "fingerprint": weights_fp,
-        }
-        combos: list[tuple[CompressorEntry | None, tuple[Stage, ...]]] = []
-        if suite.baseline:
-            combos.append((None, ()))
-        for entry, pipelines in stages_per_entry:
-            if entry.models and not any(fnmatch.fnmatchcase(model.label, pat) or fnmatch.fnmatchcase(model.request.name, pat)
-                                        for pat in entry.models):
-                continue
-            combos.extend((entry, p) for p in pipelines)
-        for entry, stages in combos:
-            label = " > ".join(s.label for s in stages) if stages else "dense"
-            if entry is not None and entry.label:
-                label = f"{entry.label} {label}"
-            seeds = 1 if entry is None else (entry.seeds or suite.seeds)  # the dense model is deterministic
-            for offset in range(seeds):
-                fingerprint = {
-                    "model": model_fp,
-                    "dataset": _dataset_fp(dataset, plugins),
-                    "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
-                    "seed": suite.seed + offset,
-                    "metrics": metric_versions,
-                    "device": device,
-                }
-                cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, suite.seed + offset,
-                                  device, suite.metrics, fingerprint, seeds))
-    seen: dict[str, Cell] = {}
-    unique = []
-    for c in cells:  # the same point listed twice runs once
-        if c.id not in seen:
-            seen[c.id] = c
-            unique.append(c)
-    return unique
+        for c in _model_cells(suite, plugins, model, device, pipelines, metrics):
+            unique.setdefault(c.id, c)  # the same point listed twice runs once
+    return list(unique.values())
 
 
 def select(cells: list[Cell], pattern: str | None) -> list[Cell]:
     """Cells whose "model label id" matches ``-k PATTERN`` (a substring or a glob, case-insensitive)."""
     if not pattern:
         return cells
-    pat = pattern.lower()
-    if not any(ch in pat for ch in "*?["):
-        pat = f"*{pat}*"
-    return [c for c in cells if fnmatch.fnmatchcase(f"{c.name} {c.id}".lower(), pat)]
+    return [c for c in cells if matches(f"{c.name} {c.id}", pattern)]

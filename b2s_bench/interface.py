@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .sizes import SizeBreakdown, dtype_bits
+from .tracks import FAMILIES, TRACKS
 
 if TYPE_CHECKING:
     from .compressed import Compressed
@@ -32,9 +33,6 @@ __all__ = [
     "Progress",
 ]
 
-#: Data-access tracks, from least to most data (methods.md §1.2).
-TRACKS = ("data-free", "synthetic", "calibration", "training")
-FAMILIES = ("identity", "lowrank", "pruning", "quantization", "ergodic", "inr", "distillation", "other")
 
 
 class DecoderNetwork(nn.Module):
@@ -52,11 +50,15 @@ class DecoderNetwork(nn.Module):
             SVD, top-k magnitudes, round-to-nearest), so that refitting this network with the
             generic solver is a closed-form-vs-solver check. False for codes that are themselves
             gradient fits (INRs).
+        solution: how the code's φ was found: "closed form" when the code is the family's
+            closed-form solution, "local search" for codes found by a local search such as k-means
+            or AdaRound, whose solver gap is not a closed-form check.
     """
 
     projection: ClassVar[str] = "step"
     solver_lam: ClassVar[float] = 0.0
     closed_form: ClassVar[bool] = True
+    solution: ClassVar[str] = "closed form"
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

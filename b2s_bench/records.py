@@ -1,8 +1,10 @@
 """Records: one JSON file per cell, written atomically; the only input of every report.
 
-Schema ``b2s-bench/record/1`` (see README "Records"):
+Schema ``b2s-bench/record/2`` (see README "Records"):
 
-- ``cell_id``, ``suite``, ``status`` ("ok" or "error"), ``label``, ``track``, ``family``, ``seed``
+- ``cell_id`` (the hash of ``fingerprint``; the file is ``cells/<cell_id>.json``)
+- ``fingerprint``: everything that decides the result (model and weights, data, pipeline and
+  configs, seed, metric versions, device, the core's accounting version), ``suite``, ``status`` ("ok" or "error"), ``label``, ``track``, ``family``, ``seed``
 - ``model``: name, label, pretrained, weights, checkpoint, params
 - ``dataset``: name and options (or null)
 - ``compressor``: pipeline: [{name, version, family, track, config}], identity (bool)
@@ -12,11 +14,16 @@ Schema ``b2s-bench/record/1`` (see README "Records"):
 - ``timings``: seconds for build, compress, evaluate, total
 - ``details``: compressor and metric facts (per-layer values, chosen ranks, ...)
 - ``environment``: device, device_name, python, torch, b2s_bench, git_commit, platform, plugins
+- ``per_example``: per-example outcomes of metrics that have them (for confidence intervals)
 - ``error``: {type, message, traceback} or null; ``started_at``, ``finished_at`` (UTC ISO 8601)
+
+A record is valid only when :func:`record_problems` finds nothing: a complete schema, and a
+``cell_id`` that equals its file name, the hash of its own fingerprint and the cell it stands for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,11 +35,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
 
-import torch
 
-__all__ = ["SCHEMA", "Record", "write_record", "read_record", "iter_records", "environment", "cell_path"]
+__all__ = ["SCHEMA", "Record", "write_record", "read_record", "iter_records", "environment", "cell_path",
+           "record_problems", "fingerprint_id", "write_atomic", "load_json"]
 
-SCHEMA = "b2s-bench/record/1"
+SCHEMA = "b2s-bench/record/2"
 CELLS = "cells"
 
 
@@ -62,6 +69,54 @@ class Record(TypedDict, total=False):
     error: dict[str, str] | None
     started_at: str
     finished_at: str
+    fingerprint: dict[str, Any]
+    per_example: dict[str, Any]
+
+
+#: key -> the types a valid record's value may have
+REQUIRED: dict[str, tuple[type, ...]] = {
+    "schema": (str,), "cell_id": (str,), "suite": (str,), "status": (str,), "label": (str,), "track": (str,),
+    "family": (str,), "seed": (int,), "model": (dict,), "dataset": (dict, type(None)), "compressor": (dict,),
+    "metrics": (dict,), "size": (dict,), "timings": (dict,), "details": (dict,), "environment": (dict,),
+    "error": (dict, type(None)), "started_at": (str,), "finished_at": (str,), "fingerprint": (dict,),
+}
+STATUSES = ("ok", "error")
+
+
+def fingerprint_id(fingerprint: Any) -> str:
+    """A cell's id: the first 16 hex digits of the SHA-256 of its canonical JSON fingerprint."""
+    blob = json.dumps(fingerprint, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def record_problems(data: Any, file_id: str | None = None, expected_id: str | None = None) -> list[str]:
+    """Why ``data`` is not a valid record (an empty list when it is).
+
+    Args:
+        file_id: the record file's name without ``.json``; the record's ``cell_id`` must equal it.
+        expected_id: the id of the cell it is read for.
+    """
+    if not isinstance(data, dict):
+        return [f"not a JSON object but {type(data).__name__}"]
+    if data.get("schema") != SCHEMA:
+        return [f"schema is {data.get('schema')!r}, not {SCHEMA!r}"]
+    problems = [f"{key!r} is missing" if key not in data else f"{key!r} is a {type(data[key]).__name__}"
+                for key, types in REQUIRED.items() if key not in data or not isinstance(data[key], types)
+                or (bool in types) != isinstance(data[key], bool)]
+    if problems:
+        return problems
+    if data["status"] not in STATUSES:
+        problems.append(f"status {data['status']!r} is not one of {STATUSES}")
+    if data["status"] == "ok" and not isinstance(data["size"].get("total_bits"), int):
+        problems.append("an ok record without size.total_bits")
+    cid = data["cell_id"]
+    if file_id is not None and cid != file_id:
+        problems.append(f"its cell_id {cid!r} is not its file name {file_id!r}")
+    if fingerprint_id(data["fingerprint"]) != cid:
+        problems.append(f"its cell_id {cid!r} is not the hash of its fingerprint ({fingerprint_id(data['fingerprint'])!r})")
+    if expected_id is not None and cid != expected_id:
+        problems.append(f"it stands for cell {cid!r}, not {expected_id!r}")
+    return problems
 
 
 def _json_safe(value: Any) -> Any:
@@ -76,7 +131,7 @@ def _json_safe(value: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist"):  # a tensor or a numpy array or scalar (no torch import: reports stay light)
         return _json_safe(value.tolist())
     return value
 
@@ -85,11 +140,22 @@ def cell_path(out_dir: str | os.PathLike[str], cell_id: str) -> Path:
     return Path(out_dir) / CELLS / f"{cell_id}.json"
 
 
+def temp_tag() -> str:
+    """Temporary files carry their writer (host and pid), so a later run can tell a leftover of a
+    killed process from a file another live run is writing right now."""
+    return f"{host_name()}-{os.getpid()}"
+
+
+def host_name() -> str:
+    """This machine's name, without dots (it goes into file names that are split at dots)."""
+    return (platform.node() or "host").replace(".", "_")
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then ``os.replace`` it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -107,26 +173,42 @@ def write_record(out_dir: str | os.PathLike[str], record: Record) -> Path:
     return path
 
 
-def read_record(path: str | os.PathLike[str]) -> Record | None:
-    """A record, or None when the file is not a complete record of this schema."""
+def load_json(path: str | os.PathLike[str]) -> tuple[Any, str | None]:
+    """(data, None), or (None, why it could not be read)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "status" not in data:
-        return None
-    return data  # type: ignore[return-value]
+        return json.loads(Path(path).read_text()), None
+    except FileNotFoundError:
+        return None, "no such file"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return None, f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def iter_records(out_dir: str | os.PathLike[str]) -> Iterator[Record]:
-    """Every valid record under ``out_dir/cells``, in file-name order."""
+def read_record(path: str | os.PathLike[str], expected_id: str | None = None) -> Record | None:
+    """A valid record, or None (missing, unreadable, or failing :func:`record_problems`)."""
+    data, _ = load_json(path)
+    if data is None or record_problems(data, Path(path).stem, expected_id):
+        return None
+    return data  # type: ignore[no-any-return]
+
+
+def iter_records(out_dir: str | os.PathLike[str], dropped: list[tuple[Path, str]] | None = None) -> Iterator[Record]:
+    """Every valid record under ``out_dir/cells``, in file-name order.
+
+    Args:
+        dropped: when given, receives (file, why) for every file that is not a valid record, so a
+            report can name each one it leaves out.
+    """
     folder = Path(out_dir) / CELLS
     if not folder.is_dir():
         return
     for p in sorted(folder.glob("*.json")):
-        rec = read_record(p)
-        if rec is not None:
-            yield rec
+        data, why = load_json(p)
+        problems = [why] if why else record_problems(data, p.stem)
+        if problems:
+            if dropped is not None:
+                dropped.append((p, "; ".join(problems)))
+            continue
+        yield data
 
 
 @lru_cache(maxsize=1)
@@ -143,13 +225,17 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: Any) -> str:
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
 
 
-def environment(device: torch.device, plugin_versions: dict[str, str]) -> dict[str, Any]:
+def environment(device: Any, plugin_versions: dict[str, str]) -> dict[str, Any]:
+    import torch
+
     from . import __version__
 
     return {

@@ -1,43 +1,44 @@
-"""The runner: executes cells in isolation, resumes finished work, and writes one record per cell.
+"""The runner: decides which cells run, hands them to an executor, and records every outcome.
 
-Each model's baseline is built once and every cell gets a fresh deep copy. An exception in a cell
-becomes a ``status: error`` record with its traceback, and the suite goes on. A cell whose valid
-``ok`` record exists is skipped, so re-running a finished suite computes nothing, and an
-interrupted run resumes where it stopped (records are written atomically).
+It resumes (a cell with a valid record is skipped; an invalid one is set aside and recomputed),
+claims each cell before running it so that several runs can share one folder without computing a
+cell twice (a claim whose owner stopped its heartbeat is taken over), writes one record per cell
+(atomically), and records a cell whose worker died or timed out as failed with the cause. Where
+the cells run is the executor's business (:mod:`b2s_bench.execution`): in this process, in worker
+processes, on Ray or on Slurm; this file is the same for all of them.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import datetime as dt
 import json
-import random
+import os
+import resource
+import socket
 import sys
 import time
-import traceback
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cellrun import CellRunner, seed_everything, utc_now
 from .cells import Cell, expand, select
-from .compressed import Compressed
 from .errors import UserError
-from .interface import Context
-from .metrics import Evaluation, NotApplicable, run_model
-from .pipeline import apply_stage
+from .execution import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .plugins import Plugins
-from .records import Record, cell_path, environment, read_record, write_atomic, write_record
-from .sources import LoadedData, LoadedModel, ModelRequest
+from .records import Record
+from .store import DEFAULT_CLAIM_TIMEOUT, HEARTBEAT_SECONDS, RunStore
 from .suite import Suite
 
-__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything"]
+__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT"]
 
-DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
+#: A cell that runs longer than this is stopped and recorded "timed out" (``runtime.cell_timeout``,
+#: ``--cell-timeout``). Six hours fits a paper-scale INR fit on one GPU; raise it for longer cells.
+DEFAULT_CELL_TIMEOUT = 6 * 3600.0
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -50,16 +51,6 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     out_dir: Path
@@ -68,6 +59,14 @@ class RunOptions:
     force: bool = False
     progress: bool | None = None  # None: only when stderr is a terminal
     command: str | None = None  # the command line that ran the suite (kept in run.json)
+    executor: str | None = None  # None: the registered executor with the lowest rank
+    workers: int | None = None  # None: the executor's "auto"
+    cell_timeout: float | None = None  # None: the suite's runtime.cell_timeout, else the default
+    claim_timeout: float | None = None  # None: the suite's runtime.claim_timeout, else the default
+    address: str | None = None
+    detach: bool = False
+    only: tuple[str, ...] | None = None  # run only these cell ids (e.g. the cells that are ready here)
+    plugin_options: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclasses.dataclass
@@ -78,6 +77,8 @@ class RunSummary:
     skipped: int
     failed: list[str]  # cell names
     seconds: float
+    by_others: int = 0  # cells another run sharing the folder computed meanwhile
+    detached: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -91,184 +92,77 @@ class Runner:
         self.suite = suite
         self.plugins = plugins
         self.options = options
-        self.device = resolve_device(options.device if options.device != "auto" else suite.device)
-        self.all_cells = expand(suite, plugins, self.device.type)
-        self.cells = select(self.all_cells, options.pattern)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.device = resolve_device(options.device if options.device != "auto" else suite.device)
+        self.store = RunStore(options.out_dir, warn=self.log)
         self.show_progress = sys.stderr.isatty() if options.progress is None else options.progress
-        self._models: dict[str, LoadedModel | BaseException] = {}
-        self._data: dict[tuple[str, str], LoadedData] = {}
-        self._baseline_out: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._env: dict[str, Any] | None = None
+        self.prepare_models()
+        self.all_cells = expand(suite, plugins, self.device.type)
+        cells = select(self.all_cells, options.pattern)
+        if options.only is not None:
+            cells = [c for c in cells if c.id in set(options.only)]
+        self.cells = cells
+        self.cell_runner = CellRunner(suite, plugins, self.device, self.store, self.show_progress, self.log)
 
-    # -- caches: each baseline model, dataset and dense output is built once per run --------------
-    @staticmethod
-    def _key(obj: Any) -> str:
-        return json.dumps(obj, sort_keys=True, default=str)
-
-    def _model(self, request: ModelRequest) -> LoadedModel:
-        key = self._key(dataclasses.asdict(request))
-        if key not in self._models:
-            seed_everything(self.suite.seed)  # random-init models are reproducible
-            try:
-                loaded = self.plugins.models.get(request.source).build(request)
-                loaded.module.eval()
-                self._models[key] = loaded
-            except Exception as e:  # every cell of this model fails with the same message
-                self._models[key] = e
-        found = self._models[key]
-        if isinstance(found, BaseException):
-            raise found
-        return found
-
-    def _dataset(self, cell: Cell, model: LoadedModel) -> LoadedData | None:
-        if cell.dataset is None:
-            return None
-        key = (self._key(dataclasses.asdict(cell.model.request)), self._key(cell.fingerprint["dataset"]))
-        if key not in self._data:
-            spec = self.plugins.datasets.get(cell.dataset.name)
-            self._data[key] = spec.build(cell.dataset.config, model)
-        return self._data[key]
-
-    def _baseline_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> tuple[torch.Tensor, torch.Tensor | None]:
-        key = (self._key(dataclasses.asdict(cell.model.request)), self._key(cell.fingerprint["dataset"]))
-        if key not in self._baseline_out:
-            dense = copy.deepcopy(model.module).to(self.device)
-            self._baseline_out[key] = run_model(dense, data, self.device, self.suite.runtime.batch_size)
-            del dense
-        return self._baseline_out[key]
-
-    def _progress(self, total: int, desc: str) -> Any:
-        return tqdm(total=total, desc=desc, leave=False, disable=not self.show_progress, dynamic_ncols=True)
-
-    def environment(self) -> dict[str, Any]:
-        if self._env is None:
-            self._env = environment(self.device, {i.name: f"{i.distribution} {i.version}" for i in self.plugins.infos})
-        return self._env
-
-    # -- one cell --------------------------------------------------------------------------------
-    def _compress(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Compressed:
-        module = copy.deepcopy(model.module).to(self.device).eval()
-        if cell.is_baseline:
-            return Compressed.from_codes(module, {})
-        track = cell.track
-        ctx = Context(
-            device=self.device,
-            seed=cell.seed,
-            track=track,
-            input_shape=tuple(model.input_shape),
-            num_classes=model.num_classes,
-            calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
-            training=data.training if data is not None and track == "training" else None,
-            build_model=self._build_other_model,
-            progress=self._progress,
-            log=self.log,
-        )
-        first = cell.stages[0]
-        compressed = self.plugins.compressors.get(first.name).compress(module, first.config, ctx)
-        for stage in cell.stages[1:]:
-            compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
-        return compressed
-
-    def _build_other_model(self, name: str) -> torch.nn.Module:
-        request = ModelRequest(name)
-        source = self.plugins.models.get(request.source)
-        if source.build_architecture is not None:
-            return source.build_architecture(request.arch)
-        return source.build(request).module
-
-    def _base_record(self, cell: Cell) -> Record:
-        return Record(
-            schema="b2s-bench/record/1",
-            cell_id=cell.id,
-            suite=cell.suite,
-            status="error",
-            label=cell.label,
-            track=cell.track,
-            family=cell.family,
-            seed=cell.seed,
-            model={"name": cell.model.request.name, "label": cell.model.label,
-                   "pretrained": cell.model.request.pretrained, "weights": cell.model.request.weights},
-            dataset=cell.fingerprint["dataset"],
-            compressor={"pipeline": [
-                {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
-                for s in cell.stages
-            ], "identity": self._is_identity(cell)},
-            metrics={},
-            size={},
-            timings={},
-            details={},
-            environment=self.environment(),
-            error=None,
-            started_at=utc_now(),
-        )
-
-    def _is_identity(self, cell: Cell) -> bool:
-        if cell.is_baseline:
-            return False
-        for stage in cell.stages:
-            ident = self.plugins.compressors.get(stage.name).identity
-            if ident is None or any(stage.settings.get(k) != v for k, v in ident.items()):
-                return False
-        return True
-
-    def run_cell(self, cell: Cell) -> Record:
-        record = self._base_record(cell)
-        t0 = time.perf_counter()
-        try:
-            model = self._model(cell.model.request)
-            record["model"].update(checkpoint=model.checkpoint,
-                                   params=sum(p.numel() for p in model.module.parameters()))
-            data = self._dataset(cell, model)
-            if data is not None:
-                record["dataset"] = {**record["dataset"], "examples": data.num_examples, "data_fingerprint": data.fingerprint}
-            t1 = time.perf_counter()
-            seed_everything(cell.seed)
-            compressed = self._compress(cell, model, data)
-            t2 = time.perf_counter()
-            evaluated = compressed.module(fresh=False).to(self.device).eval()
-            size = compressed.size()
-            record["size"] = size.as_dict()
-            if self.suite.runtime.save_artifacts:
-                record["size"]["disk_bytes"] = compressed.save(str(self.options.out_dir / "artifacts" / cell.id))
-            ev = Evaluation(
-                evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size,
-                (lambda: self._baseline_outputs(cell, model, data)) if data is not None else _no_data,
-                {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats,
-            )
-            not_applicable = {}
-            for name in cell.metrics:
-                spec = self.plugins.metrics.get(name)
+    def prepare_models(self) -> None:
+        """Make every model's weights exist here (a zoo model is trained once, by this process), so the
+        cell ids hash the weights that will be loaded."""
+        for model in self.suite.models:
+            source = self.plugins.models.get(model.request.source)
+            if source.prepare is not None:
                 try:
-                    value = float(spec.compute(ev))
-                except NotApplicable as e:
-                    value, not_applicable[name] = None, str(e)
-                record["metrics"][name] = spec.record_entry(value)
-            t3 = time.perf_counter()
-            record["details"] = {**compressed.info, **ev.details}
-            if not_applicable:
-                record["details"]["not_applicable"] = not_applicable
-            record["timings"] = {"build": t1 - t0, "compress": t2 - t1, "evaluate": t3 - t2, "total": t3 - t0}
-            record["status"] = "ok"
-        except Exception as e:
-            record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
-            record["timings"] = {"total": time.perf_counter() - t0}
-        record["finished_at"] = utc_now()
-        return record
+                    source.prepare(model.request)
+                except Exception as e:  # the model's cells fail with the full message when they build it
+                    self.log(f"warning: could not prepare {model.label}: {type(e).__name__}: {e}")
 
-    # -- the suite -------------------------------------------------------------------------------
+    # -- settings -----------------------------------------------------------------------------------
+    def _runtime(self, name: str, default: Any) -> Any:
+        return getattr(self.suite.runtime, name, None) or default
+
+    @property
+    def cell_timeout(self) -> float | None:
+        value = self.options.cell_timeout or self._runtime("cell_timeout", DEFAULT_CELL_TIMEOUT)
+        return None if value <= 0 else float(value)
+
+    @property
+    def claim_timeout(self) -> float:
+        return float(self.options.claim_timeout or self._runtime("claim_timeout", DEFAULT_CLAIM_TIMEOUT))
+
+    def plan(self) -> RunPlan:
+        sel = self.plugins.selection
+        return RunPlan(str(Path(self.suite.file).resolve()), str(self.options.out_dir.resolve()), self.device.type,
+                       tuple(str(Path(f).resolve()) for f in sel.files), tuple(sel.disable),
+                       tuple(self.options.plugin_options), self.suite.runtime.threads, self.cell_timeout)
+
+    def executor(self) -> Executor:
+        registry = self.plugins.executors
+        name = self.options.executor or os.environ.get("B2S_BENCH_EXECUTOR")
+        if not name:
+            ranked = sorted(registry, key=lambda s: (s.rank, s.name))
+            if not ranked:
+                raise UserError("no executor is registered (is the b2s-bench installation complete?)")
+            name = ranked[0].name
+        spec = registry.get(name)
+        opts = ExecutorOptions(self.options.workers, self.device.type, self.suite.runtime.threads, self.cell_timeout,
+                               self.options.address, dict(self._runtime("slurm", {})), self.options.detach, self.log)
+        if self.options.detach and not spec.detaches:
+            raise UserError(f"executor {name!r} cannot detach; --detach needs one that can (e.g. a cluster executor)")
+        try:
+            return spec.create(opts)
+        except ImportError as e:
+            raise UserError(f"executor {name!r} needs a package that is not installed ({e}); {spec.requires}") from None
+
+    # -- the suite -----------------------------------------------------------------------------------
     def pending(self) -> tuple[list[Cell], list[Cell]]:
         """(cells to compute, cells already done with a valid ok record)."""
         todo, done = [], []
         for cell in self.cells:
-            rec = None if self.options.force else read_record(cell_path(self.options.out_dir, cell.id))
+            rec = None if self.options.force else self.store.record(cell.id)
             (done if rec is not None and rec.get("status") == "ok" else todo).append(cell)
         return todo, done
 
-    def write_manifest(self, computing: bool = True) -> None:
-        """Write run.json. ``command`` is that of the latest run that computed cells: a run that only
-        reads records keeps the old one (and so the file, whose mtime tells reports they are current)."""
-        manifest = {
+    def manifest(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
             "suite": self.suite.name,
             "description": self.suite.description,
             "file": self.suite.file,
@@ -276,44 +170,165 @@ class Runner:
             "report": dataclasses.asdict(self.suite.report),
             "metrics": list(self.suite.metrics),
             "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell
+            **(extra or {}),
         }
-        path = self.options.out_dir / "run.json"
-        if not computing and path.is_file():
-            try:
-                manifest["command"] = json.loads(path.read_text()).get("command")
-            except ValueError:
-                pass
-        text = json.dumps(manifest, indent=1)
-        if not path.is_file() or path.read_text() != text:  # unchanged: keep its mtime (reports stay current)
-            write_atomic(path, text)
+
+    def write_manifest(self, computing: bool, extra: dict[str, Any] | None = None) -> None:
+        """Write run.json. A run that computes nothing keeps the file (and its command and timings), so
+        reports stay current; one that computes writes its command, wall time and peak memory."""
+        old = self.store.manifest()
+        manifest = self.manifest(extra)
+        if not computing and old is not None:
+            manifest = {**old, **{k: v for k, v in manifest.items() if k not in ("command",)}}
+            for key in ("command", "wall_seconds", "peak_rss_mb", "computed", "finished_at", "host", "executor"):
+                if key in old:
+                    manifest[key] = old[key]
+        if old != json.loads(json.dumps(manifest)):  # unchanged: keep its mtime (reports stay current)
+            self.store.write_manifest(manifest)
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
-        if self.suite.runtime.threads:
-            torch.set_num_threads(self.suite.runtime.threads)
-        self.options.out_dir.mkdir(parents=True, exist_ok=True)
+        self.store.prepare()
+        self.store.clean_leftovers(self.claim_timeout)
         todo, done = self.pending()
         self.write_manifest(computing=bool(todo))
-        failed = []
-        bar = tqdm(total=len(todo), desc=self.suite.name, unit="cell", disable=not self.show_progress, dynamic_ncols=True)
+        if not todo:
+            return RunSummary(self.options.out_dir, len(self.cells), 0, len(done), [], time.perf_counter() - start)
+        executor = self.executor()
+        dispatch = _Dispatch(self, executor, todo)
         try:
-            for cell in todo:
-                bar.set_postfix_str(cell.name[:60])
-                record = self.run_cell(cell)
-                write_record(self.options.out_dir, record)
-                try:  # an observer plugin's failure must not stop the suite
-                    self.plugins.manager.hook.b2s_after_cell(record=record)
-                except Exception as e:
-                    self.log(f"warning: a b2s_after_cell hook failed on {cell.id}: {type(e).__name__}: {e}")
-                if record["status"] != "ok":
-                    failed.append(cell.name)
-                    self.log(f"FAILED {cell.name} [{cell.id}]: {record['error']['type']}: "
-                             f"{record['error']['message'].splitlines()[0] if record['error']['message'] else ''}")
-                bar.update(1)
+            dispatch.loop()
         finally:
-            bar.close()
-        return RunSummary(self.options.out_dir, len(self.cells), len(todo), len(done), failed, time.perf_counter() - start)
+            executor.close()
+            dispatch.release_all()
+        seconds = time.perf_counter() - start
+        if dispatch.computed and not self.options.detach:
+            self.write_manifest(True, {"wall_seconds": round(seconds, 1), "peak_rss_mb": _peak_rss_mb(),
+                                       "computed": dispatch.computed, "finished_at": utc_now(),
+                                       "host": socket.gethostname(), "executor": type(executor).__name__})
+        return RunSummary(self.options.out_dir, len(self.cells), dispatch.computed, len(done), dispatch.failed, seconds,
+                          dispatch.by_others, self.options.detach)
+
+    # -- outcomes ------------------------------------------------------------------------------------
+    def finish(self, cell: Cell, outcome: CellOutcome) -> Record:
+        """Turn an outcome into the cell's record and write it (the one place records are written)."""
+        record = outcome.record
+        if record is None or "schema" not in record:
+            cause = outcome.failure or "the worker returned no record"
+            error = (record or {}).get("error") or {"type": "WorkerFailure", "message": cause, "traceback": ""}
+            record = self.cell_runner.base_record(cell)
+            record["error"] = dict(error)
+            record["timings"] = {"total": outcome.seconds}
+            record["finished_at"] = utc_now()
+            record["environment"] = {**record["environment"], "host": outcome.host}
+        self.store.write(record)  # type: ignore[arg-type]
+        try:  # an observer plugin's failure must not stop the suite
+            self.plugins.manager.hook.b2s_after_cell(record=record)
+        except Exception as e:
+            self.log(f"warning: a b2s_after_cell hook failed on {cell.id}: {type(e).__name__}: {e}")
+        return record  # type: ignore[return-value]
 
 
-def _no_data() -> tuple[torch.Tensor, torch.Tensor | None]:
-    raise NotApplicable("no dataset is set for this model")
+def _stamp(record: Record | None) -> str | None:
+    return None if record is None else f"{record.get('started_at')}|{record.get('finished_at')}"
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024.0, 1)  # KiB on Linux
+
+
+class _Dispatch:
+    """The loop of one run: claim, submit, collect, heartbeat, and wait on cells other runs hold."""
+
+    def __init__(self, runner: Runner, executor: Executor, todo: list[Cell]):
+        self.runner, self.executor = runner, executor
+        self.store = runner.store
+        self.queue: deque[Cell] = deque(todo)
+        # the record each cell had when the run was planned (a failed one is retried): a different one
+        # found later was written by another run sharing the folder
+        self.planned = {c.id: _stamp(runner.store.record(c.id)) for c in todo}
+        self.in_flight: dict[str, Cell] = {}
+        self.waiting: dict[str, Cell] = {}  # claimed by another live run
+        self.failed: list[str] = []
+        self.computed = 0
+        self.by_others = 0
+        self.plan = runner.plan()
+        self.last_beat = 0.0
+        self.bar = tqdm(total=len(todo), desc=runner.suite.name, unit="cell", disable=not runner.show_progress,
+                        dynamic_ncols=True)
+
+    def loop(self) -> None:
+        try:
+            while self.queue or self.in_flight or self.waiting:
+                self.submit_ready()
+                if self.runner.options.detach and not self.queue:
+                    return
+                for outcome in self.executor.poll(0.5 if self.in_flight else 0.0):
+                    self.collect(outcome)
+                self.beat()
+                if not self.in_flight and not self.queue and self.waiting:
+                    time.sleep(min(1.0, HEARTBEAT_SECONDS))
+                    self.recheck_waiting()
+                self.show()
+        finally:
+            self.bar.close()
+
+    def submit_ready(self) -> None:
+        while self.queue and len(self.in_flight) < self.executor.capacity:
+            cell = self.queue.popleft()
+            if self.done_elsewhere(cell.id):
+                self.by_others += 1
+                self.bar.update(1)
+                continue
+            if not self.store.claim(cell.id, self.runner.claim_timeout):
+                self.waiting[cell.id] = cell
+                continue
+            task = CellTask(self.plan, cell.id, cell.name, self.runner.device.type == "cuda", self.runner.cell_timeout)
+            self.executor.submit(task)
+            self.in_flight[cell.id] = cell
+
+    def done_elsewhere(self, cell_id: str) -> bool:
+        """Whether another run wrote this cell's record since this run was planned."""
+        stamp = _stamp(self.store.record(cell_id))
+        return stamp is not None and stamp != self.planned.get(cell_id)
+
+    def collect(self, outcome: CellOutcome) -> None:
+        cell = self.in_flight.pop(outcome.cell_id, None)
+        if cell is None:
+            return
+        record = self.runner.finish(cell, outcome)
+        self.store.release(cell.id)
+        self.computed += 1
+        self.bar.update(1)
+        if record["status"] != "ok":
+            self.failed.append(cell.name)
+            error = record.get("error") or {}
+            first = (error.get("message") or "").splitlines()[:1]
+            self.runner.log(f"FAILED {cell.name} [{cell.id}]: {error.get('type')}: {first[0] if first else ''}")
+
+    def beat(self) -> None:
+        now = time.time()
+        if self.in_flight and now - self.last_beat >= HEARTBEAT_SECONDS / 2:
+            self.store.heartbeat(self.in_flight)
+            self.last_beat = now
+
+    def recheck_waiting(self) -> None:
+        for cid, cell in list(self.waiting.items()):
+            if self.done_elsewhere(cid):
+                del self.waiting[cid]
+                self.by_others += 1
+                self.bar.update(1)
+            elif self.store.claim(cid, self.runner.claim_timeout):  # its owner died: ours now
+                del self.waiting[cid]
+                self.queue.append(cell)
+
+    def show(self) -> None:
+        running = len(self.in_flight)
+        extra = f", {len(self.waiting)} in other runs" if self.waiting else ""
+        self.bar.set_postfix_str(f"{running} running, {len(self.failed)} failed{extra}", refresh=False)
+
+    def release_all(self) -> None:
+        for cid in list(self.in_flight):
+            self.store.release(cid)

@@ -63,6 +63,9 @@ class ModelSource:
             for ``validate``; each item says how to fix it.
         build_architecture: the bare architecture of a name, with no weights loaded or trained
             (for a distillation student); by default ``build`` of a plain request.
+        prepare: makes the weights a request names exist on this machine (e.g. trains and caches a
+            zoo model), so that ``fingerprint`` can hash the real weights. The runner calls it once
+            per model before computing cell ids; ``validate`` never does.
     """
 
     name: str
@@ -72,6 +75,7 @@ class ModelSource:
     problems: Callable[[ModelRequest], list[str]] | None = None
     description: str = ""
     build_architecture: Callable[[str], nn.Module] | None = None
+    prepare: Callable[[ModelRequest], None] | None = None
 
 
 @dataclasses.dataclass

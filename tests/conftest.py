@@ -31,8 +31,13 @@ def one_thread() -> object:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's cache, or picks up plugins from the environment."""
+    """No test reads or writes the user's cache, or picks up plugins from the environment.
+
+    Cells run in the test's own process (the inline executor): a worker process costs seconds of
+    imports, and tests/test_execution.py tests the process executor (the default) on its own.
+    """
     monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("B2S_BENCH_EXECUTOR", "inline")
     for var in ("B2S_BENCH_PLUGINS", "B2S_BENCH_DISABLE", "B2S_IMAGENET", "B2S_IMAGENET_OVERRIDE"):
         monkeypatch.delenv(var, raising=False)
 

@@ -222,7 +222,12 @@ def test_interrupted_run_resumes_without_redoing_cells(write_suite: Callable[...
 
 
 def test_record_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = {"schema": records.SCHEMA, "cell_id": "abc", "status": "ok", "metrics": {"x": {"value": float("nan")}}}
+    fingerprint = {"cell": "abc"}
+    rec = {"schema": records.SCHEMA, "cell_id": records.fingerprint_id(fingerprint), "status": "ok", "suite": "s",
+           "label": "m", "track": "data-free", "family": "other", "seed": 0, "model": {}, "dataset": None,
+           "compressor": {}, "metrics": {"x": {"value": float("nan")}}, "size": {"total_bits": 8}, "timings": {},
+           "details": {}, "environment": {}, "error": None, "started_at": "", "finished_at": "",
+           "fingerprint": fingerprint}
     path = records.write_record(tmp_path, rec)
     assert records.read_record(path)["metrics"]["x"]["value"] is None  # NaN is stored as null, valid JSON
     original = path.read_bytes()
@@ -234,7 +239,7 @@ def test_record_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(OSError):
         records.write_record(tmp_path, {**rec, "status": "error"})
     assert path.read_bytes() == original
-    assert [p.name for p in (tmp_path / "cells").iterdir()] == ["abc.json"]  # no temporary file left
+    assert [p.name for p in (tmp_path / "cells").iterdir()] == [path.name]  # no temporary file left
 
 
 def test_corrupt_records_are_recomputed(tiny_suite: Path, tmp_path: Path) -> None:

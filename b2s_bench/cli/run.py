@@ -7,10 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..errors import UserError
 from ..plugins import Plugins
-from ..runner import Runner, RunOptions
+from ..runner import Runner, RunOptions, RunSummary
 from ..suite import load_suite
 from .report import write_report
+
+#: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
+RUNS = Path("runs")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,43 +24,82 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a suite file, or the name of a shipped suite (default: the embedded offline suite)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run (auto: the suite's device, CUDA when present)")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<suite name>)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<suite name>)")
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN",
                    help="only cells whose 'model method id' matches (substring or glob)")
     p.add_argument("--force", action="store_true", help="recompute cells that already have records")
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
     p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    g = p.add_argument_group("where cells run (README: 'Running on a GPU node or a cluster')")
+    g.add_argument("--executor", default=None, metavar="NAME",
+                   help="process (default: isolated worker processes), inline (this process, for pdb), ray, slurm; "
+                        "`b2s-bench ls executors`; also $B2S_BENCH_EXECUTOR")
+    g.add_argument("--workers", default=None, metavar="N|auto",
+                   help="worker processes (auto: one per GPU, or CPU cores / runtime.threads)")
+    g.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a cell after this long and record it 'timed out' (default: runtime.cell_timeout, 6 h)")
+    g.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
+    g.add_argument("--detach", action="store_true",
+                   help="submit and return (cluster executors); follow with `b2s-bench status DIR`")
     return p
 
 
 def reports_current(out: Path) -> bool:
-    """True when leaderboard.md is newer than every record and the run manifest."""
-    board = out / "leaderboard.md"
-    if not board.is_file():
+    """True when every report file is newer than every record and the run manifest."""
+    files = [out / n for n in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html")]
+    present = [f for f in files if f.is_file()]
+    if not present or len(present) < len(files):
         return False
     newest = max([p.stat().st_mtime for p in (out / "cells").glob("*.json")] + [(out / "run.json").stat().st_mtime])
-    return board.stat().st_mtime >= newest
+    return min(f.stat().st_mtime for f in present) >= newest
+
+
+def _workers(value: str | None) -> int | None:
+    if value in (None, "auto"):
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise UserError(f"--workers must be a positive integer or auto, got {value!r}") from None
+    if count < 1:
+        raise UserError(f"--workers must be a positive integer or auto, got {value!r}")
+    return count
+
+
+def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
+    command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
+    return RunOptions(out, args.device, args.pattern, args.force, False if args.no_progress else None, command,
+                      args.executor, _workers(args.workers), args.cell_timeout, None, args.address, args.detach,
+                      None, tuple(sorted((getattr(args, "plugin_options", None) or {}).items())))
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
     suite = load_suite(args.suite, plugins)
-    out = args.out or Path("results") / suite.name
-    command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
-    runner = Runner(suite, plugins, RunOptions(out, args.device, args.pattern, args.force,
-                                               False if args.no_progress else None, command))
+    out = args.out or RUNS / suite.name
+    runner = Runner(suite, plugins, options_from(args, out))
+    if args.pattern and not runner.cells:
+        raise UserError(f"-k {args.pattern!r} matches none of the {len(runner.all_cells)} cells of suite {suite.name}; "
+                        "`b2s-bench validate` lists them")
     todo, done = runner.pending()
     print(f"suite {suite.name}: {len(runner.cells)} cells on {runner.device.type} "
           f"({len(done)} done, {len(todo)} to run) -> {out}", file=sys.stderr)
+    if done:
+        print(f"{len(done)} cells already done in {out} (their records are reused; --force recomputes)", file=sys.stderr)
     summary = runner.run()
-    if summary.computed == 0 and reports_current(out):
-        files = []
-    else:
-        files = write_report(out, plugins)
+    return finish(args, plugins, out, summary)
+
+
+def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSummary) -> int:
+    if summary.detached:
+        print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)
+        return 0
+    files = [] if summary.computed == 0 and reports_current(out) else write_report(out, plugins)
     if not args.quiet:
         md = out / "leaderboard.md"
         if md.is_file():
             print(md.read_text())
     wrote = f"wrote {', '.join(str(f) for f in files)}" if files else f"reports in {out} are up to date"
-    print(f"{summary.computed} computed, {summary.skipped} skipped, {len(summary.failed)} failed "
+    others = f", {summary.by_others} computed by another run" if summary.by_others else ""
+    print(f"{summary.computed} computed, {summary.skipped} skipped{others}, {len(summary.failed)} failed "
           f"in {summary.seconds:.1f} s; {wrote}", file=sys.stderr)
     return summary.exit_code

@@ -1,0 +1,281 @@
+"""Computing one cell: build (once per process) the model and data, compress, check, evaluate, record.
+
+A :class:`CellRunner` lives in whatever process computes cells (the CLI's with ``--executor
+inline``, or a long-lived worker): it keeps each baseline model and dataset it built, and gives
+every cell a fresh copy. Dense reference outputs are cached on disk in the run folder, keyed by the
+model's weights and the data, so several workers compute them once.
+
+Before a cell is ``ok`` its result is checked, whatever the compressor claims:
+
+- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
+- decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
+- a data-free compressor receives no calibration or training data (the track decides).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .accounting import check_storage
+from .cells import Cell
+from .compressed import Compressed
+from .interface import Context
+from .metrics import Evaluation, NotApplicable, run_model
+from .pipeline import apply_stage
+from .plugins import Plugins
+from .records import SCHEMA, Record, environment, host_name
+from .sources import LoadedData, LoadedModel, ModelRequest
+from .store import RunStore
+from .suite import Suite
+
+__all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
+
+DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
+REFERENCE_WAIT = 1800.0  # seconds to wait for another worker computing the same dense outputs
+
+
+class NonFiniteError(ValueError):
+    """Decoded weights or model outputs hold NaN or Inf."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+class CellRunner:
+    """Computes cells of one suite in this process, caching models and data between cells."""
+
+    def __init__(self, suite: Suite, plugins: Plugins, device: torch.device, store: RunStore,
+                 show_progress: bool = False, log: Callable[[str], None] | None = None):
+        self.suite, self.plugins, self.device, self.store = suite, plugins, device, store
+        self.show_progress = show_progress
+        self.log = log or (lambda msg: None)
+        self._models: dict[str, LoadedModel | BaseException] = {}
+        self._data: dict[str, LoadedData] = {}
+        self._env: dict[str, Any] | None = None
+
+    @staticmethod
+    def _key(obj: Any) -> str:
+        return json.dumps(obj, sort_keys=True, default=str)
+
+    # -- what cells share: models, data, dense outputs ----------------------------------------------
+    def model(self, request: ModelRequest) -> LoadedModel:
+        key = self._key(dataclasses.asdict(request))
+        if key not in self._models:
+            seed_everything(self.suite.seed)  # random-init models are reproducible
+            try:
+                loaded = self.plugins.models.get(request.source).build(request)
+                loaded.module.eval()
+                self._models[key] = loaded
+            except Exception as e:  # every cell of this model fails with the same message
+                self._models[key] = e
+        found = self._models[key]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def dataset(self, cell: Cell, model: LoadedModel) -> LoadedData | None:
+        if cell.dataset is None:
+            return None
+        key = self._key([cell.fingerprint["model"], cell.fingerprint["dataset"]])
+        if key not in self._data:
+            self._data[key] = self.plugins.datasets.get(cell.dataset.name).build(cell.dataset.config, model)
+        return self._data[key]
+
+    def reference_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The dense model's outputs on the eval set: computed once per model and data, on disk."""
+        key = hashlib.sha256(self._key([cell.fingerprint["model"], cell.fingerprint["dataset"], data.fingerprint,
+                                        self.suite.runtime.batch_size, self.device.type]).encode()).hexdigest()[:24]
+        path = self.store.reference_cache / f"{key}.pt"
+        lock = path.with_suffix(".lock")
+        deadline = time.time() + REFERENCE_WAIT
+        while True:
+            if path.is_file():
+                saved = torch.load(path, weights_only=True)
+                return saved["logits"], saved.get("labels")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if time.time() > deadline or time.time() - lock.stat().st_mtime > REFERENCE_WAIT:
+                    lock.unlink(missing_ok=True)  # its writer died; compute them here
+                time.sleep(0.2)
+                continue
+            os.close(fd)
+            try:
+                dense = copy.deepcopy(model.module).to(self.device)
+                logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, tmp)
+                os.replace(tmp, path)
+                return logits, labels
+            finally:
+                lock.unlink(missing_ok=True)
+
+    def progress(self, total: int, desc: str) -> Any:
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.show_progress, dynamic_ncols=True)
+
+    def environment(self) -> dict[str, Any]:
+        if self._env is None:
+            self._env = environment(self.device, {i.name: f"{i.distribution} {i.version}" for i in self.plugins.infos})
+        return self._env
+
+    # -- one cell --------------------------------------------------------------------------------------
+    def context(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Context:
+        track = cell.track
+        return Context(
+            device=self.device,
+            seed=cell.seed,
+            track=track,
+            input_shape=tuple(model.input_shape),
+            num_classes=model.num_classes,
+            calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
+            training=data.training if data is not None and track == "training" else None,
+            build_model=self._build_other_model,
+            progress=self.progress,
+            log=self.log,
+        )
+
+    def compress(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Compressed:
+        module = copy.deepcopy(model.module).to(self.device).eval()
+        if cell.is_baseline:
+            return Compressed.from_codes(module, {})
+        ctx = self.context(cell, model, data)
+        first = cell.stages[0]
+        compressed = self.plugins.compressors.get(first.name).compress(module, first.config, ctx)
+        if not isinstance(compressed, Compressed):
+            raise TypeError(f"compressor {first.name!r} returned {type(compressed).__name__}, not b2s_bench.Compressed")
+        for stage in cell.stages[1:]:
+            compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
+        return compressed
+
+    def _build_other_model(self, name: str) -> torch.nn.Module:
+        request = ModelRequest(name)
+        source = self.plugins.models.get(request.source)
+        if source.build_architecture is not None:
+            return source.build_architecture(request.arch)
+        return source.build(request).module
+
+    def base_record(self, cell: Cell) -> Record:
+        return Record(
+            schema=SCHEMA, cell_id=cell.id, suite=cell.suite, status="error", label=cell.label, track=cell.track,
+            family=cell.family, seed=cell.seed,
+            model={"name": cell.model.request.name, "label": cell.model.label,
+                   "pretrained": cell.model.request.pretrained, "weights": cell.model.request.weights},
+            dataset=cell.fingerprint["dataset"],
+            compressor={"pipeline": [
+                {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
+                for s in cell.stages
+            ], "identity": self.is_identity(cell)},
+            metrics={}, size={}, timings={}, details={}, environment=self.environment(), error=None,
+            started_at=utc_now(), finished_at="", fingerprint=cell.fingerprint, per_example={},
+        )
+
+    def is_identity(self, cell: Cell) -> bool:
+        if cell.is_baseline:
+            return False
+        for stage in cell.stages:
+            ident = self.plugins.compressors.get(stage.name).identity
+            if ident is None or any(stage.settings.get(k) != v for k, v in ident.items()):
+                return False
+        return True
+
+    def run(self, cell: Cell) -> Record:
+        """The cell's record: ``ok`` with every metric, or ``error`` with the traceback."""
+        record = self.base_record(cell)
+        t0 = time.perf_counter()
+        try:
+            self._compute(cell, record, t0)
+            record["status"] = "ok"
+        except Exception as e:
+            record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+            record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
+        record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),
+                                 "peak_rss_mb": round(_peak_rss_mb(), 1)}
+        record["finished_at"] = utc_now()
+        return record
+
+    def _compute(self, cell: Cell, record: Record, t0: float) -> None:
+        model = self.model(cell.model.request)
+        record["model"].update(checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()))
+        data = self.dataset(cell, model)
+        if data is not None:
+            record["dataset"] = {**record["dataset"], "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+        t1 = time.perf_counter()
+        seed_everything(cell.seed)
+        compressed = self.compress(cell, model, data)
+        t2 = time.perf_counter()
+        record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
+        check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
+        _check_finite("decoded weight", compressed.state_dict())
+        size = compressed.size()
+        record["size"] = size.as_dict()
+        if self.suite.runtime.save_artifacts:
+            record["size"]["disk_bytes"] = compressed.save(str(self.store.artifacts / cell.id))
+        evaluated = compressed.module(fresh=False).to(self.device).eval()
+        reference = (lambda: self.reference_outputs(cell, model, data)) if data is not None else _no_data
+        ev = Evaluation(evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size, reference,
+                        {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats)
+        self._metrics(cell, ev, record)
+        if "outputs" in ev.__dict__:  # computed by a metric: a model that outputs NaN fails, never scores 0 %
+            _check_finite("model output", {"logits": ev.outputs[0]})
+        t3 = time.perf_counter()
+        record["details"] = {**compressed.info, **ev.details, **record["details"]}
+        stats = {k: c.stats() for k, c in compressed.codes.items()}
+        if any(stats.values()):
+            record["details"]["codes"] = {k: v for k, v in stats.items() if v}
+        record["timings"] = {**record["timings"], "evaluate": t3 - t2, "total": t3 - t0}
+
+    def _metrics(self, cell: Cell, ev: Evaluation, record: Record) -> None:
+        not_applicable = {}
+        for name in cell.metrics:
+            spec = self.plugins.metrics.get(name)
+            try:
+                value = float(spec.compute(ev))
+            except NotApplicable as e:
+                value, not_applicable[name] = None, str(e)
+            record["metrics"][name] = spec.record_entry(value)
+        if not_applicable:
+            record["details"]["not_applicable"] = not_applicable
+        per_example = getattr(ev, "per_example", None)
+        if per_example:
+            from . import samples
+
+            record["per_example"] = samples.encode_all(per_example)
+
+
+def _check_finite(what: str, tensors: dict[str, torch.Tensor]) -> None:
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise NonFiniteError(f"{what} {key} has {bad} non-finite values (NaN or Inf) of {t.numel()}")
+
+
+def _no_data() -> tuple[torch.Tensor, torch.Tensor | None]:
+    raise NotApplicable("no dataset is set for this model")

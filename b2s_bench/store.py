@@ -1,0 +1,234 @@
+"""A run folder: its records, the claims that let several runs share it, and what is set aside.
+
+Layout of ``DIR`` (``runs/<suite>`` by default)::
+
+    run.json              the suite's cells, the command, wall time and peak memory
+    cells/<id>.json       one record per cell (written atomically)
+    claims/<id>.json      a cell being computed: who (host, pid, run) and since when; its mtime is the heartbeat
+    set-aside/            records that failed validation, moved here (never deleted) and recomputed
+    artifacts/<id>/       each cell's compressed model (safetensors + manifest), when kept
+    cache/reference/      dense outputs per model and data, shared by every worker
+
+Every writer of records, claims and reports goes through here, whatever executor ran the cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .records import Record, cell_path, host_name, load_json, record_problems, write_atomic, write_record
+
+__all__ = ["RunStore", "Claim", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS"]
+
+HEARTBEAT_SECONDS = 10.0
+#: a claim whose heartbeat is older than this is taken over (its owner is presumed dead)
+DEFAULT_CLAIM_TIMEOUT = 120.0
+
+
+class Claim(dict):  # type: ignore[type-arg]
+    """A claim file's content: host, pid, run, started (UTC), plus ``age`` (seconds since the heartbeat)."""
+
+
+def _utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _host() -> str:
+    return host_name()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """One run folder. ``run_id`` tells this process's claims from other runs' claims."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], run_id: str | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.root = Path(out_dir)
+        self.run_id = run_id or f"{_host()}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self.warn = warn or (lambda msg: None)
+
+    # -- places -----------------------------------------------------------------------------------
+    @property
+    def cells(self) -> Path:
+        return self.root / "cells"
+
+    @property
+    def claims(self) -> Path:
+        return self.root / "claims"
+
+    @property
+    def aside(self) -> Path:
+        return self.root / "set-aside"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def reference_cache(self) -> Path:
+        return self.root / "cache" / "reference"
+
+    def prepare(self) -> None:
+        for folder in (self.cells, self.claims):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # -- records ----------------------------------------------------------------------------------
+    def record(self, cell_id: str) -> Record | None:
+        """The valid record of a cell, or None. A file that is there but not valid (incomplete,
+        of another cell, of another schema) is set aside with a warning, so it is recomputed."""
+        path = cell_path(self.root, cell_id)
+        data, why = load_json(path)
+        if why == "no such file":
+            return None
+        problems = [why] if why else record_problems(data, path.stem, cell_id)
+        if problems:
+            self.set_aside(path, "; ".join(problems))
+            return None
+        return data  # type: ignore[no-any-return]
+
+    def set_aside(self, path: Path, why: str) -> Path | None:
+        """Move an invalid record out of ``cells/`` (never delete it) and say so."""
+        self.aside.mkdir(parents=True, exist_ok=True)
+        target = self.aside / f"{path.stem}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}.json"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another run set it aside first
+            return None
+        self.warn(f"warning: set aside {path} ({why}); moved to {target}; the cell will be recomputed")
+        return target
+
+    def write(self, record: Record) -> Path:
+        return write_record(self.root, record)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_atomic(self.root / "run.json", json.dumps(manifest, indent=1))
+
+    def manifest(self) -> dict[str, Any] | None:
+        data, _ = load_json(self.root / "run.json")
+        return data if isinstance(data, dict) else None
+
+    # -- claims -----------------------------------------------------------------------------------
+    def _claim_path(self, cell_id: str) -> Path:
+        return self.claims / f"{cell_id}.json"
+
+    def claim(self, cell_id: str, stale_after: float = DEFAULT_CLAIM_TIMEOUT) -> bool:
+        """Claim a cell for this run: True when it is ours now. A claim whose heartbeat stopped more
+        than ``stale_after`` seconds ago is taken over; only one taker can win (atomic rename)."""
+        path = self._claim_path(cell_id)
+        if self._create_claim(path):
+            return True
+        info = self.claim_info(cell_id)
+        if info is None:  # released between the two calls
+            return self._create_claim(path)
+        if info.get("run") == self.run_id:
+            return True
+        if info["age"] <= stale_after and not self._dead_on_this_host(info):
+            return False
+        grave = path.with_name(f"{path.name}.{self.run_id}.stale")
+        try:
+            os.replace(path, grave)  # whoever renames it first takes the cell over
+        except FileNotFoundError:
+            return False
+        grave.unlink(missing_ok=True)
+        self.warn(f"warning: taking over cell {cell_id} from {info.get('host')} pid {info.get('pid')} "
+                  f"(no heartbeat for {info['age']:.0f} s)")
+        return self._create_claim(path)
+
+    def _dead_on_this_host(self, info: dict[str, Any]) -> bool:
+        return info.get("host") == _host() and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
+
+    def _create_claim(self, path: Path) -> bool:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": _host(), "pid": os.getpid(), "run": self.run_id, "started": _utc()}, f)
+        return True
+
+    def claim_info(self, cell_id: str) -> Claim | None:
+        path = self._claim_path(cell_id)
+        try:
+            age = time.time() - path.stat().st_mtime
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return Claim({**(data if isinstance(data, dict) else {}), "age": max(age, 0.0)})
+
+    def heartbeat(self, cell_ids: Iterable[str]) -> None:
+        now = time.time()
+        for cid in cell_ids:
+            with contextlib.suppress(OSError):
+                os.utime(self._claim_path(cid), (now, now))
+
+    def release(self, cell_id: str) -> None:
+        info = self.claim_info(cell_id)
+        if info is not None and info.get("run") == self.run_id:
+            self._claim_path(cell_id).unlink(missing_ok=True)
+
+    def active_claims(self) -> dict[str, Claim]:
+        found = {}
+        if self.claims.is_dir():
+            for p in self.claims.glob("*.json"):
+                info = self.claim_info(p.stem)
+                if info is not None:
+                    found[p.stem] = info
+        return found
+
+    # -- leftovers of killed runs -------------------------------------------------------------------
+    def clean_leftovers(self, older_than: float = DEFAULT_CLAIM_TIMEOUT) -> list[Path]:
+        """Remove temporary files and half-written artifact folders that a killed process left.
+
+        Their names carry the writer's host and pid (``records.temp_tag``): one of a dead process on
+        this host is removed at once, any other only once it is older than ``older_than`` seconds
+        (another live run may be writing it).
+        """
+        removed = []
+        candidates = [*self.root.glob(".*.tmp"), *self.cells.glob(".*.tmp"), *self.claims.glob("*.stale")]
+        if self.artifacts.is_dir():
+            candidates += [p for p in self.artifacts.iterdir() if p.name.startswith(".")]
+        for path in candidates:
+            if not self._leftover(path, older_than):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
+    def _leftover(self, path: Path, older_than: float) -> bool:
+        host, pid = _writer(path.name)
+        if host == _host() and pid is not None and pid != os.getpid():
+            return not _pid_alive(pid)
+        try:
+            return time.time() - path.stat().st_mtime > older_than
+        except OSError:
+            return False
+
+
+def _writer(name: str) -> tuple[str | None, int | None]:
+    """(host, pid) from a temporary name ``.NAME.HOST-PID.XXXX.tmp`` (see records.temp_tag)."""
+    for part in name.split("."):
+        host, sep, pid = part.rpartition("-")
+        if sep and pid.isdigit() and host:
+            return host, int(pid)
+    return None, None

@@ -1,0 +1,195 @@
+"""The process executor: cells run in long-lived worker processes, isolated from the CLI's process.
+
+Each worker is a fresh interpreter (the ``spawn`` start method: safe with CUDA and with threads),
+started once and reused for cell after cell, so imports and model building are paid once per
+worker. A worker that dies (a segfault, ``sys.exit``, the kernel's out-of-memory killer) or that
+runs past the cell timeout is recorded with the cause, and a new worker takes the next cell.
+
+``workers="auto"``: one worker per visible GPU (``CUDA_VISIBLE_DEVICES`` set to its GPU) on CUDA,
+else the CPU cores divided by ``runtime.threads`` (one worker using every core when threads is not
+set).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import b2s_bench as b2s
+
+HOST = socket.gethostname()
+
+
+def _worker_main(conn: Connection, env: dict[str, str]) -> None:
+    """A worker's life: set its environment, then compute cells until told to stop."""
+    os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers itself
+    from b2s_bench.worker import execute  # noqa: PLC0415 - after the environment is set (CUDA, threads)
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        plan, cell_id = message
+        conn.send(("done", cell_id, execute(plan, cell_id)))
+
+
+def describe_exit(code: int | None) -> str:
+    """Why a worker process ended, in words: "killed by SIGSEGV", "exit 3", ..."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"killed by {name} (out of memory, or killed from outside)"
+        return f"killed by {name}"
+    return f"exit {code}"
+
+
+class _Worker:
+    def __init__(self, ctx: Any, env: dict[str, str], slot: int):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, env), daemon=False,
+                                   name=f"b2s-bench-worker-{slot}")
+        self.process.start()
+        child.close()
+        self.slot = slot
+        self.task: b2s.CellTask | None = None
+        self.started = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.conn.close()
+
+
+class ProcessExecutor:
+    """Long-lived worker processes, a cell at a time each, with a per-cell timeout."""
+
+    def __init__(self, options: b2s.ExecutorOptions):
+        self.options = options
+        self.envs = worker_envs(options)
+        self.capacity = len(self.envs)
+        self._ctx = mp.get_context("spawn")
+        self._workers: dict[int, _Worker] = {}
+        self._queue: list[b2s.CellTask] = []
+        self._done: list[b2s.CellOutcome] = []
+
+    def submit(self, task: b2s.CellTask) -> None:
+        self._queue.append(task)
+
+    def _assign(self) -> None:
+        for slot, env in enumerate(self.envs):
+            if not self._queue:
+                return
+            worker = self._workers.get(slot)
+            if worker is not None and worker.task is not None:
+                continue
+            if worker is None or not worker.process.is_alive():
+                worker = self._workers[slot] = _Worker(self._ctx, env, slot)
+            task = self._queue.pop(0)
+            worker.task, worker.started = task, time.time()
+            worker.conn.send((task.plan, task.cell_id))
+
+    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+        self._assign()
+        busy = [w for w in self._workers.values() if w.task is not None]
+        if busy and not self._done:
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=self._wait(busy, timeout))
+            for worker in busy:
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    self._collect(worker)
+        for worker in busy:
+            if worker.task is not None:
+                self._check_timeout(worker)
+        done, self._done = self._done, []
+        return done
+
+    def _wait(self, busy: list[_Worker], timeout: float) -> float:
+        deadlines = [w.started + w.task.timeout - time.time() for w in busy if w.task and w.task.timeout]
+        return max(0.0, min([timeout, *deadlines]))
+
+    def _collect(self, worker: _Worker) -> None:
+        task = worker.task
+        assert task is not None
+        seconds = time.time() - worker.started
+        try:
+            if worker.conn.poll():
+                kind, cell_id, record = worker.conn.recv()
+                worker.task = None
+                self._done.append(b2s.CellOutcome(cell_id, record, None, HOST, seconds))
+                return
+        except (EOFError, OSError):
+            pass
+        worker.process.join(timeout=5)  # no message: the process died in the cell
+        cause = describe_exit(worker.process.exitcode)
+        worker.task = None
+        worker.conn.close()
+        del self._workers[worker.slot]
+        self._done.append(b2s.CellOutcome(task.cell_id, None, f"the worker process died: {cause}", HOST, seconds))
+
+    def _check_timeout(self, worker: _Worker) -> None:
+        task = worker.task
+        if task is None or not task.timeout or time.time() - worker.started <= task.timeout:
+            return
+        worker.stop(kill=True)
+        del self._workers[worker.slot]
+        worker.task = None
+        self._done.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.timeout:g} s", HOST,
+                                          time.time() - worker.started))
+
+    def active(self) -> list[b2s.ActiveCell]:
+        return [b2s.ActiveCell(w.task.cell_id, w.task.name, HOST, w.started)
+                for w in self._workers.values() if w.task is not None]
+
+    def cancel(self, cell_id: str) -> None:
+        self._queue = [t for t in self._queue if t.cell_id != cell_id]
+        for worker in list(self._workers.values()):
+            if worker.task is not None and worker.task.cell_id == cell_id:
+                worker.stop(kill=True)
+                del self._workers[worker.slot]
+
+    def close(self) -> None:
+        for worker in list(self._workers.values()):
+            worker.stop(kill=worker.task is not None)
+        self._workers.clear()
+        self._queue.clear()
+
+
+def worker_envs(options: b2s.ExecutorOptions) -> list[dict[str, str]]:
+    """One environment per worker: which GPU it sees, how many CPU threads it may use."""
+    threads = options.threads
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    if options.device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        count = options.workers or gpus
+        return [{**env, "CUDA_VISIBLE_DEVICES": str(i % max(gpus, 1))} for i in range(count)]
+    if options.workers:
+        count = options.workers
+    elif threads:
+        count = max(1, (os.cpu_count() or 1) // threads)
+    else:
+        count = 1  # one worker using every core (torch's own threading)
+    return [dict(env) for _ in range(count)]

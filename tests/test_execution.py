@@ -1,0 +1,179 @@
+"""Execution: isolated worker processes with timeouts, runs sharing a folder, and claims taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from b2s_bench.store import RunStore
+
+MISBEHAVING = '''
+import ctypes, dataclasses, os, sys, time
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    how: str = "fine"
+    seconds: float = 0.0
+
+def compress(model, config, ctx):
+    log = os.environ.get("B2S_TEST_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{config.how} {config.seconds}\\n")
+    if config.how == "segfault":
+        ctypes.string_at(0)
+    elif config.how == "hang":
+        time.sleep(3600)
+    elif config.how == "exit":
+        sys.exit(3)
+    time.sleep(config.seconds)
+    return b2s.Compressed.from_codes(model, {})
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("misbehave", "other", "data-free", Cfg, compress))
+'''
+
+
+@pytest.fixture
+def misbehaving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "misbehaving.py"
+    path.write_text(MISBEHAVING)
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
+    monkeypatch.setenv("B2S_TEST_LOG", str(tmp_path / "calls.log"))
+    return path
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {r["compressor"]["pipeline"][0]["config"]["how"] if r["compressor"]["pipeline"] else "dense": r
+            for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+
+
+def test_crashing_hanging_and_exiting_cells_fail_alone(write_suite: Callable[..., Path], misbehaving: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite("""
+        suite: misbehaving
+        models: [tiny:cnn]
+        dataset: {name: random, n: 8}
+        compressors:
+          - name: misbehave
+            grid: {how: [fine, segfault, hang, exit, after]}
+        metrics: [agreement, bits]
+        """)
+    out = tmp_path / "run"
+    code = run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "process", "--cell-timeout", "20")
+    assert code == 1
+    recs = records(out)
+    assert {k: r["status"] for k, r in recs.items()} == {
+        "dense": "ok", "fine": "ok", "after": "ok", "segfault": "error", "hang": "error", "exit": "error"}
+    assert "killed by SIGSEGV" in recs["segfault"]["error"]["message"]
+    assert "timed out after 20 s" in recs["hang"]["error"]["message"]
+    assert "exit 3" in recs["exit"]["error"]["message"]
+    assert (out / "leaderboard.md").is_file()  # the report still comes
+    err = capsys.readouterr().err
+    assert "FAILED tiny:cnn misbehave(how=segfault)" in err
+
+
+def test_inline_executor_runs_in_this_process(write_suite: Callable[..., Path], misbehaving: Path,
+                                              tmp_path: Path) -> None:
+    suite = write_suite("""
+        suite: inline
+        models: [tiny:cnn]
+        dataset: {name: random, n: 8}
+        compressors: [{name: misbehave, how: fine}]
+        metrics: [bits]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "inline") == 0
+    assert {r["environment"]["pid"] for r in records(out).values()} == {os.getpid()}
+
+
+def _suite_of(n: int, write_suite: Callable[..., Path], seconds: float = 0.3) -> Path:
+    values = ", ".join(f"{seconds + i / 1000:.3f}" for i in range(n))
+    return write_suite(f"""
+        suite: shared
+        models: [tiny:cnn]
+        dataset: {{name: random, n: 8}}
+        baseline: false
+        compressors:
+          - name: misbehave
+            grid: {{seconds: [{values}]}}
+        metrics: [bits]
+        runtime: {{save_artifacts: false}}
+        """)
+
+
+def _start(suite: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "b2s_bench", "run", str(suite), "--out", str(out), "--quiet", "--no-progress", *extra]
+    return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_share_one_folder_without_duplicates(write_suite: Callable[..., Path], misbehaving: Path,
+                                                      tmp_path: Path) -> None:
+    suite = _suite_of(20, write_suite)
+    out = tmp_path / "run"
+    runs = [_start(suite, out, "--executor", "inline") for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], results
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert len(calls) == 20 and len(set(calls)) == 20  # every cell computed exactly once
+    recs = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert len(recs) == 20 and all(r["status"] == "ok" for r in recs)
+    assert len({r["environment"]["pid"] for r in recs}) == 2  # both runs did part of the work
+    assert not list((out / "claims").glob("*.json"))  # every claim released
+
+
+def test_a_killed_run_s_claimed_cell_is_taken_over(write_suite: Callable[..., Path], misbehaving: Path,
+                                                   tmp_path: Path) -> None:
+    suite = _suite_of(6, write_suite, seconds=1.0)
+    out = tmp_path / "run"
+    victim = _start(suite, out, "--executor", "inline")
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "claims").glob("*.json")):
+        time.sleep(0.05)
+    survivor = _start(suite, out, "--executor", "inline")
+    time.sleep(0.5)
+    claims = RunStore(out).active_claims()
+    held = {cid for cid, info in claims.items() if info.get("pid") == victim.pid}
+    assert held, claims
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)  # also closes its pipes
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert "taking over cell" in err
+    recs = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert len(recs) == 6 and all(r["status"] == "ok" for r in recs.values())
+    assert all(recs[cid]["environment"]["pid"] == survivor.pid for cid in held)  # the survivor finished them
+
+
+def test_status_shows_done_running_failed_and_pending(write_suite: Callable[..., Path], misbehaving: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite("""
+        suite: status
+        models: [tiny:cnn]
+        dataset: {name: random, n: 8}
+        compressors:
+          - name: misbehave
+            grid: {how: [fine, exit]}
+        metrics: [bits]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "process", "-k", "exit") == 1
+    store = RunStore(out, run_id="someone-else")
+    fine = next(c for c in json.loads((out / "run.json").read_text())["cells"] if not (out / "cells" / f"{c}.json").exists()
+                and c != "")
+    assert store.claim(fine)
+    capsys.readouterr()
+    assert run_cli("status", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "1 failed" in text and "exit 3" in text and "1 running" in text and "1 pending" in text
