@@ -6,7 +6,9 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
 - **Registering**: :data:`hookimpl` and the specs a plugin registers: :class:`CompressorSpec`,
   :class:`ModelSource`, :class:`DatasetSpec`, :class:`MetricSpec`, :class:`ReporterSpec`,
   :class:`ExecutorSpec` (with :class:`Executor`, :class:`ExecutorOptions`, :class:`CellTask`,
-  :class:`CellOutcome`, :class:`ActiveCell`, :class:`RunPlan`, :class:`InlineExecutor`).
+  :class:`CellOutcome`, :class:`ActiveCell`, :class:`RunPlan`; :func:`execute_cell` turns a task into a record in any process,
+  :func:`run_cells` is a batch job's cooperating run, :func:`read_record` and :func:`cell_path`
+  read a run folder).
 - **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ),
   regularizer R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`,
   :class:`Compressed`, :class:`Context`, :data:`TRACKS`, :data:`FAMILIES`, :func:`skeleton_of`.
@@ -56,7 +58,8 @@ _EXPORTS: dict[str, str] = {
     "UserError": "errors", "UnknownNameError": "errors",
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
-    "train_loop": "training", "cache_dir": "paths", "write_atomic": "records",
+    "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
+    "write_atomic": "records",
     # specs of the other plugin kinds
     "MetricSpec": "metrics", "Evaluation": "metrics", "NotApplicable": "metrics",
     "ReporterSpec": "reportspec", "ReportContext": "reportspec", "MetricMeta": "reportspec",
@@ -64,7 +67,9 @@ _EXPORTS: dict[str, str] = {
     "LoadedData": "sources", "CliOption": "hookmarkers",
     # executors
     "ExecutorSpec": "execution", "ExecutorOptions": "execution", "Executor": "execution", "CellTask": "execution",
-    "CellOutcome": "execution", "ActiveCell": "execution", "RunPlan": "execution", "InlineExecutor": "execution",
+    "CellOutcome": "execution", "ActiveCell": "execution", "RunPlan": "execution",
+    "b2s_environment": "execution", "execute_cell": "worker", "run_cells": "cooperate", "read_record": "records",
+    "cell_path": "records",
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "theory_sections": "theory", "pareto_front": "theory",
@@ -96,6 +101,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from . import fidelity
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
+    from .cooperate import run_cells
     from .errors import UnknownNameError, UserError
     from .execution import (
         ActiveCell,
@@ -104,8 +110,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         Executor,
         ExecutorOptions,
         ExecutorSpec,
-        InlineExecutor,
         RunPlan,
+        b2s_environment,
     )
     from .hookmarkers import CliOption, hookimpl
     from .interface import FAMILIES, TRACKS, Code, CompressorSpec, Context, DecoderNetwork, Progress, StoredTensorCode
@@ -113,7 +119,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .packing import pack_bits, pack_mask, unpack_bits, unpack_mask
     from .paths import cache_dir
     from .plugins import load_plugins
-    from .records import write_atomic
+    from .records import cell_path, read_record, write_atomic
     from .report import BITS_PER_MB, failures, header, leaderboards, primary_metric
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
     from .sizes import (
@@ -133,4 +139,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .targets import weight_layers
     from .testing import TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
     from .theory import pareto_front, theory_sections
-    from .training import train_loop
+    from .training import TrainResult, cosine_schedule, train_loop
+    from .worker import execute_cell

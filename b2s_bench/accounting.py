@@ -18,7 +18,7 @@ import torch
 from .interface import Code
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes
 
-__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage"]
+__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count"]
 
 
 class SizeAccountingError(Exception):
@@ -30,6 +30,11 @@ def serialized_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
     return sum(int(t.numel()) * t.element_size() for t in tensors.values())
 
 
+def packed_count(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Bit-packed streams (uint8 tensors): each may end in a partly used byte."""
+    return sum(1 for t in tensors.values() if t.dtype == torch.uint8)
+
+
 def _meta_bytes(meta: Any) -> int:
     return len(json.dumps(meta, sort_keys=True, default=str).encode())
 
@@ -39,13 +44,15 @@ def storage_problems(codes: Mapping[str, Code]) -> list[str]:
     too big to be a header), naming the tensor."""
     problems = []
     for key, code in codes.items():
-        bits = code.bits().total
+        breakdown = code.bits()
+        bits = breakdown.total - breakdown.metadata  # the header lives in meta(), not in the tensors
         tensors = code.tensors()
         stored = serialized_bytes(tensors)
-        limit = allowed_bytes(bits, len(tensors))
+        limit = allowed_bytes(bits, packed_count(tensors))
         if stored > limit:
             problems.append(f"{key} ({type(code).__name__}, kind {code.kind!r}) stores {stored} bytes of tensors but "
-                            f"counts {bits} bits ({math.ceil(bits / 8)} bytes; allowed {limit})")
+                            f"counts {bits} bits for them ({math.ceil(bits / 8)} bytes, allowed {limit}; the "
+                            f"{breakdown.metadata} metadata bits are its meta() header)")
         meta = _meta_bytes(code.meta())
         if meta > META_ALLOWANCE_BYTES:
             problems.append(f"{key} ({type(code).__name__}) has a {meta}-byte header (meta()); headers are limited "

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .interface import Code
-from .records import temp_tag
 from .nested import NestedCode
+from .records import temp_tag
 
 if TYPE_CHECKING:
     from .compressed import Compressed

@@ -223,7 +223,8 @@ class CellRunner:
 
     def _compute(self, cell: Cell, record: Record, t0: float) -> None:
         model = self.model(cell.model.request)
-        record["model"].update(checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()))
+        record["model"].update(checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()),
+                               num_classes=model.num_classes)
         data = self.dataset(cell, model)
         if data is not None:
             record["dataset"] = {**record["dataset"], "examples": data.num_examples, "data_fingerprint": data.fingerprint}

@@ -16,9 +16,9 @@ from .config import build_config, config_identity, config_to_dict
 from .errors import ConfigError
 from .plugins import Plugins
 from .records import fingerprint_id
-from .tracks import TRACKS
 from .registry import matches
 from .suite import CompressorEntry, DatasetEntry, ModelEntry, StageEntry, Suite
+from .tracks import TRACKS
 
 __all__ = ["Stage", "Cell", "expand", "select", "TRACK_ORDER", "CORE_VERSION"]
 

@@ -1,4 +1,5 @@
-"""Errors that are the user's to fix: the CLI prints them without a traceback and exits with 2."""
+"""Errors that are the user's to fix: the CLI prints them without a traceback and exits with 2, or
+with 3 for a :class:`MissingPrerequisite` (see :mod:`b2s_bench.cli.exits`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ class UserError(Exception):
 
 class MissingPrerequisite(UserError):
     """Something a run needs is not on this machine (data, weights, a package); the message says what
-    to download, install or set. The CLI exits with 3, apart from suite errors (2)."""
+    to download, install or set. The CLI exits with 3, apart from suite errors (2).
+    :func:`b2s_bench.prerequisites.check_cells` finds these before a run starts."""
 
 
 class ConfigError(UserError, ValueError):

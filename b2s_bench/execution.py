@@ -3,7 +3,8 @@
 The runner (:mod:`b2s_bench.runner`) decides *which* cells run: it resumes, claims cells so that
 several runs can share one folder, writes every record, and rebuilds reports. An executor decides
 *where*: in this process, in long-lived worker processes, on a Ray cluster or on Slurm. Executors
-are plugins (``b2s_register_executors``); the runner talks to them through :class:`Executor`:
+are plugins (``b2s_register_executors``; the built-ins are in plugins/executors); the runner talks
+to them through :class:`Executor`:
 ``submit`` a :class:`CellTask`, ``poll`` for :class:`CellOutcome` s, ``cancel``, ``close``.
 
 A task carries a :class:`RunPlan`, everything a fresh process needs to compute a cell of the run
@@ -15,8 +16,6 @@ becomes an outcome with a ``failure`` cause; the runner records the cell as fail
 from __future__ import annotations
 
 import dataclasses
-import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -28,7 +27,7 @@ __all__ = [
     "Executor",
     "ExecutorOptions",
     "ExecutorSpec",
-    "InlineExecutor",
+    "b2s_environment",
 ]
 
 
@@ -64,6 +63,7 @@ class CellOutcome:
     failure: str | None = None  # "killed by SIGSEGV", "exit 3", "timed out after 60 s", ...
     host: str = ""
     seconds: float = 0.0
+    stored: bool = False  # the worker already wrote the record into the run folder (shared storage)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,12 @@ class ExecutorOptions:
 
 
 class Executor(Protocol):
-    """Runs cells somewhere. ``capacity`` cells may be in flight at once."""
+    """Runs cells somewhere. ``capacity`` cells may be in flight at once.
+
+    An executor whose workers claim cells and write records themselves in the shared run folder (a
+    batch system's jobs, which outlive the driver) sets ``claims_cells = True``: the runner then
+    neither claims its cells nor writes their records, and reports outcomes with ``stored=True``.
+    """
 
     capacity: int
 
@@ -125,38 +130,9 @@ class ExecutorSpec:
     requires: str = ""
 
 
-class InlineExecutor:
-    """Runs each cell in this process, one at a time, when polled: no isolation, for debugging (pdb)."""
+def b2s_environment() -> dict[str, str]:
+    """The ``B2S_*`` variables of this process (plugins, cache, data roots), for workers that do not
+    inherit the driver's environment (Ray workers, batch jobs)."""
+    import os
 
-    capacity = 1
-
-    def __init__(self, options: ExecutorOptions):
-        self.options = options
-        self._queue: list[CellTask] = []
-        self._running: ActiveCell | None = None
-
-    def submit(self, task: CellTask) -> None:
-        self._queue.append(task)
-
-    def poll(self, timeout: float) -> list[CellOutcome]:
-        from .worker import execute
-
-        if not self._queue:
-            return []
-        task = self._queue.pop(0)
-        start = time.time()
-        self._running = ActiveCell(task.cell_id, task.name, socket.gethostname(), start)
-        try:
-            record = execute(task.plan, task.cell_id)
-        finally:
-            self._running = None
-        return [CellOutcome(task.cell_id, record, None, socket.gethostname(), time.time() - start)]
-
-    def active(self) -> list[ActiveCell]:
-        return [self._running] if self._running else []
-
-    def cancel(self, cell_id: str) -> None:
-        self._queue = [t for t in self._queue if t.cell_id != cell_id]
-
-    def close(self) -> None:
-        self._queue.clear()
+    return {k: v for k, v in os.environ.items() if k.startswith("B2S_") or k in ("OMP_WAIT_POLICY",)}

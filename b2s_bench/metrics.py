@@ -2,7 +2,8 @@
 
 An :class:`Evaluation` computes each expensive thing once per cell, lazily: the compressed model's
 outputs, the dense model's outputs (cached per model and dataset by the runner), the size report
-and the pairs of original and decoded weights.
+and the pairs of original and decoded weights. Metrics leave per-example outcomes in
+``Evaluation.per_example`` (for confidence intervals) and facts in ``Evaluation.details``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class MetricSpec:
     """A metric plugin.
 
     Attributes:
-        unit: shown in leaderboard headers ("%", "nats", "bits", "x", "dB", "s", "ms", "").
+        unit: shown in leaderboard headers ("%", "nats", "bits", "x", "dB", "s", "ms", ""). Only a
+            metric of kind "size" in "bits" is shown as a stored size in MB; others keep their unit.
         higher_is_better: the direction (↑ or ↓ in headers).
         compute: ``compute(evaluation) -> float``.
         needs: what it reads: any of "labels", "data", "weights".
@@ -123,6 +125,11 @@ class Evaluation:
         self.artifact_dir = artifact_dir
         self.latency_repeats = latency_repeats
         self.details: dict[str, Any] = {}  # metrics may leave per-layer facts here for the record
+        #: one value per evaluation example, by metric name (a bool hit, a float loss), in eval-set
+        #: order; stored in the record (b2s_bench.samples) so reports can draw confidence intervals
+        #: and paired tests over the same examples. The metric's value must be their mean (× 100
+        #: for a metric in %), or reports leave it without an interval.
+        self.per_example: dict[str, torch.Tensor] = {}
 
     def require_data(self) -> LoadedData:
         if self.data is None:

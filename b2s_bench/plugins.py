@@ -213,7 +213,7 @@ def _undeclared_hooks(pm: pluggy.PluginManager, plugins: Plugins) -> None:
         if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
             continue
         for impl in caller.get_hookimpls():
-            if impl.hookimpl_opts.get("optionalhook"):
+            if impl.optionalhook:
                 continue
             near = difflib.get_close_matches(name, declared, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f" (hooks: {', '.join(declared)})"

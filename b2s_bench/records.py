@@ -4,7 +4,8 @@ Schema ``b2s-bench/record/2`` (see README "Records"):
 
 - ``cell_id`` (the hash of ``fingerprint``; the file is ``cells/<cell_id>.json``)
 - ``fingerprint``: everything that decides the result (model and weights, data, pipeline and
-  configs, seed, metric versions, device, the core's accounting version), ``suite``, ``status`` ("ok" or "error"), ``label``, ``track``, ``family``, ``seed``
+  configs, seed, metric versions, device, the core's accounting version)
+- ``suite``, ``status`` ("ok" or "error"), ``label``, ``track``, ``family``, ``seed``
 - ``model``: name, label, pretrained, weights, checkpoint, params
 - ``dataset``: name and options (or null)
 - ``compressor``: pipeline: [{name, version, family, track, config}], identity (bool)
@@ -34,7 +35,6 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
-
 
 __all__ = ["SCHEMA", "Record", "write_record", "read_record", "iter_records", "environment", "cell_path",
            "record_problems", "fingerprint_id", "write_atomic", "load_json"]

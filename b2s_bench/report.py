@@ -1,8 +1,11 @@
 """Records -> pandas -> leaderboards. Every table is rebuilt from stored records alone.
 
-:func:`load_frame` flattens records into one row per cell; :func:`leaderboards` turns the ok rows
-into display tables (units and ↑/↓ in headers, deltas against the dense baseline, deterministic
-sorting); :func:`failures` lists failed cells. Reporter plugins write these in their formats.
+:func:`load_frame` flattens records into one row per cell (with each metric's 95 % bootstrap
+interval where the record stores per-example outcomes); :func:`methods` groups the cells of one
+method that differ only in their seed (mean, std across seeds, a pooled interval);
+:func:`leaderboards` turns those into display tables (units and ↑/↓ in headers, deltas against the
+dense baseline, deterministic sorting); :func:`failures` lists failed cells. Reporter plugins write
+these in their formats. Nothing here imports torch or the runner.
 """
 
 from __future__ import annotations
@@ -14,25 +17,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .cells import TRACK_ORDER
+from . import samples, stats
+from .errors import UserError
+from .metricmeta import MetricMeta
 from .records import Record, iter_records
-from .reportspec import MetricMeta, ReportContext, ReporterSpec
+from .tracks import TRACKS
 
 __all__ = [
-    "ReporterSpec",
-    "ReportContext",
-    "MetricMeta",
-    "load_frame",
-    "leaderboards",
-    "failures",
-    "metric_meta",
-    "header",
-    "primary_metric",
+    "MetricMeta", "BITS_PER_MB", "load_frame", "methods", "leaderboards",
+    "failures", "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
+    "stats_note", "ci_column", "BELOW_LIMIT",
 ]
 
 BITS_PER_MB = 8 * 1_000_000
+#: the note a result whose weight error is below the Gaussian rate-distortion limit carries
+BELOW_LIMIT = "⚠ below the Gaussian limit"
 
 
 def _value(metric: Any) -> float:
@@ -46,35 +48,84 @@ def _value(metric: Any) -> float:
     return float(v)
 
 
+def sample_scale(unit: str) -> float:
+    """Display units per unit of a per-example mean: percentages are stored as 0/1 outcomes."""
+    return 100.0 if unit == "%" else 1.0
+
+
+def _per_example(rec: Record) -> dict[str, np.ndarray]:
+    """The record's per-example arrays whose mean is the metric's value (others are ignored:
+    a metric whose value is not the mean of its per-example values gets no interval)."""
+    out = {}
+    for name, entry in (rec.get("per_example") or {}).items():  # type: ignore[union-attr]
+        m = (rec.get("metrics") or {}).get(name)
+        if not isinstance(m, dict):
+            continue
+        try:
+            arr = samples.decode(entry)
+        except (ValueError, TypeError, AttributeError):
+            continue
+        value = _value(m)
+        if arr.size == 0 or not math.isfinite(value):
+            continue
+        mean = float(np.mean(arr, dtype=np.float64)) * sample_scale(m.get("unit", ""))
+        if math.isclose(mean, value, rel_tol=2e-3, abs_tol=1e-9):  # float16 storage is within 5e-4
+            out[name] = arr
+    return out
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
+    """The whole-model point of ``details["rate_distortion"]``: bits per weight, MSE relative to the
+    weights' energy, the Gaussian bound at that point (the record's own ``bound_mse``, else
+    variance_ratio · 2^(−2R)) and the variance ratio that draws the curve variance_ratio · 2^(−2R)."""
+    model = ((details or {}).get("rate_distortion") or {}).get("model") or {}
+    rate, mse, energy = _number(model.get("rate")), _number(model.get("mse")), _number(model.get("energy"))
+    ratio, bound = _number(model.get("variance_ratio")), _number(model.get("bound_mse"))
+    if rate is None or mse is None or not energy or (ratio is None and bound is None):
+        return {}
+    limit = bound / energy if bound is not None else ratio * 2.0 ** (-2.0 * rate)  # type: ignore[operator]
+    below = model.get("below_limit")
+    below = below if isinstance(below, bool) else mse / energy < limit * (1 - 1e-9)
+    return {"rd_rate": rate, "rd_rel_mse": mse / energy, "rd_limit": limit, "rd_below": below,
+            "rd_variance_ratio": ratio if ratio is not None else limit * 2.0 ** (2.0 * rate)}
+
+
 def _row(rec: Record) -> dict[str, Any]:
     size = rec.get("size") or {}
+    dataset = rec.get("dataset") or {}
     pipeline = rec.get("compressor", {}).get("pipeline", [])
+    error = ((rec.get("error") or {}).get("message") or "").splitlines()
     row: dict[str, Any] = {
-        "cell_id": rec["cell_id"],
-        "suite": rec.get("suite"),
-        "status": rec["status"],
-        "model": rec["model"].get("label", rec["model"]["name"]),
-        "model_name": rec["model"]["name"],
-        "checkpoint": rec["model"].get("checkpoint"),
-        "dataset": (rec.get("dataset") or {}).get("name"),
-        "method": rec["label"],
+        "cell_id": rec["cell_id"], "suite": rec.get("suite"), "status": rec["status"],
+        "model": rec["model"].get("label", rec["model"]["name"]), "model_name": rec["model"]["name"],
+        "checkpoint": rec["model"].get("checkpoint"), "num_classes": rec["model"].get("num_classes"),
+        "dataset": dataset.get("name"), "data_fingerprint": dataset.get("data_fingerprint"),
+        "examples": dataset.get("examples"), "method": rec["label"], "seed": rec.get("seed"),
         "compressors": " > ".join(s["name"] for s in pipeline) or "dense",
-        "family": rec.get("family"),
-        "track": rec.get("track"),
+        "family": rec.get("family"), "track": rec.get("track"),
         "identity": rec.get("compressor", {}).get("identity", False),
-        "total_bits": size.get("total_bits"),
-        "baseline_bits": size.get("baseline_bits"),
-        "ratio_model": size.get("ratio_model"),
-        "ratio_layers": size.get("ratio_layers"),
-        "disk_bytes": size.get("disk_bytes"),
-        "seconds": (rec.get("timings") or {}).get("total"),
+        "total_bits": size.get("total_bits"), "baseline_bits": size.get("baseline_bits"),
+        "ratio_model": size.get("ratio_model"), "ratio_layers": size.get("ratio_layers"),
+        "disk_bytes": size.get("disk_bytes"), "seconds": (rec.get("timings") or {}).get("total"),
         "device": (rec.get("environment") or {}).get("device"),
-        "error_type": (rec.get("error") or {}).get("type"),
-        "error": ((rec.get("error") or {}).get("message") or "").splitlines()[0:1],
+        "git_commit": (rec.get("environment") or {}).get("git_commit"),
+        "finished_at": rec.get("finished_at"),
+        "error_type": (rec.get("error") or {}).get("type"), "error": error[0] if error else "",
+        "per_example": rec.get("per_example") or {},
     }
-    row["error"] = row["error"][0] if row["error"] else ""
+    details = rec.get("details") or {}
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
+    for name, arr in _per_example(rec).items():
+        ci = stats.bootstrap_ci(arr, sample_scale(rec["metrics"][name].get("unit", "")))
+        row[f"ci_lo:{name}"], row[f"ci_hi:{name}"] = ci.lo, ci.hi
+    for name, label in (details.get("check_reference") or {}).items():
+        row[f"reference:{name}"] = label
+    row.update(_rate_distortion(details))
     return row
 
 
@@ -86,9 +137,13 @@ def load_frame(
     Args:
         only_current: keep only the cells of the suite as it was last run (``run.json``), so cells
             of an older version of the suite do not linger in the tables.
+
+    Raises:
+        UserError: report settings that name a metric the records do not have (see
+            :func:`check_settings`).
     """
     out_dir = Path(out_dir)
-    run = {}
+    run: dict[str, Any] = {}
     run_file = out_dir / "run.json"
     if run_file.is_file():
         run = json.loads(run_file.read_text())
@@ -98,10 +153,14 @@ def load_frame(
         records = sorted((r for r in records if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
     frame = pd.DataFrame([_row(r) for r in records])
     metas = metric_meta(records, run.get("metrics"))
-    return frame, metas, {"suite": run.get("suite", out_dir.name), **(run.get("report") or {})}
+    settings = {"suite": run.get("suite", out_dir.name), **(run.get("report") or {})}
+    if records:
+        check_settings(metas, settings)
+    return frame, metas, settings
 
 
 def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -> list[MetricMeta]:
+    """Each metric's metadata as its records stored it, in suite order, then by name."""
     found: dict[str, MetricMeta] = {}
     for rec in records:
         for name, m in (rec.get("metrics") or {}).items():
@@ -113,19 +172,49 @@ def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -
     return [found[n] for n in names]
 
 
+def check_settings(metas: Sequence[MetricMeta], settings: dict[str, Any]) -> None:
+    """Report settings must name metrics the records have.
+
+    Raises:
+        UserError: ``report.primary`` or ``report.sort_by`` is not one of the run's metrics.
+    """
+    names = [m.name for m in metas]
+    for key in ("primary", "sort_by"):
+        value = settings.get(key)
+        if value and value not in names:
+            raise UserError(f"report.{key}: {value!r} is not one of this run's metrics {names}; "
+                            f"add it to the suite's metrics or pick one of those")
+
+
+def shows_megabytes(meta: MetricMeta) -> bool:
+    """Only a size metric counted in bits is shown as a stored size in MB."""
+    return meta.unit == "bits" and meta.kind == "size"
+
+
 def header(meta: MetricMeta) -> str:
     arrow = "↑" if meta.higher_is_better else "↓"
-    if meta.unit == "bits":
+    if shows_megabytes(meta):
         return f"size [MB] {arrow}"
     unit = f" [{meta.unit}]" if meta.unit else ""
     return f"{meta.name}{unit} {arrow}"
 
 
+def ci_column(meta: MetricMeta) -> str:
+    return f"{meta.name} 95% CI"
+
+
 def primary_metric(metas: Sequence[MetricMeta], preferred: str | None = None) -> MetricMeta | None:
     """The quality metric of Pareto plots and equal-bits comparisons: ``preferred`` (the suite's
-    ``report.primary``), else the best-ranked metric registered with the "primary" role."""
+    ``report.primary``), else the best-ranked metric registered with the "primary" role, else the
+    first quality metric.
+
+    Raises:
+        UserError: ``preferred`` is not one of ``metas``.
+    """
     by_name = {m.name: m for m in metas}
-    if preferred and preferred in by_name:
+    if preferred:
+        if preferred not in by_name:
+            raise UserError(f"report.primary: {preferred!r} is not one of this run's metrics {sorted(by_name)}")
         return by_name[preferred]
     primary = sorted((m for m in metas if "primary" in m.roles), key=lambda m: (m.rank, m.name))
     if primary:
@@ -135,62 +224,147 @@ def primary_metric(metas: Sequence[MetricMeta], preferred: str | None = None) ->
 
 
 def _display_value(meta: MetricMeta, value: float) -> float:
-    return value / BITS_PER_MB if meta.unit == "bits" else value
+    return value / BITS_PER_MB if shows_megabytes(meta) else value
 
 
-def leaderboards(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
-    """One display table per (model, dataset): ok cells, dense baseline first, then sorted.
+def _pooled(group: pd.DataFrame, name: str) -> np.ndarray | None:
+    """Per-example outcomes of a method: one seed's as stored, several seeds' averaged per example
+    (None unless every seed stores them for the same number of examples)."""
+    if f"ci_lo:{name}" not in group or group[f"ci_lo:{name}"].isna().any():
+        return None
+    arrays = [samples.decode(pe[name]) for pe in group["per_example"]]
+    if len({a.size for a in arrays}) != 1:
+        return None
+    return arrays[0] if len(arrays) == 1 else np.mean(np.stack(arrays).astype(np.float64), axis=0)
 
-    Sorting: by data track (when grouped by track), then ``sort_by`` in its better direction,
-    then method name, so the order is the same on every rebuild.
+
+def _mean(values: pd.Series) -> float:
+    return float(pd.to_numeric(values, errors="coerce").mean())
+
+
+def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, Any]:
+    first = group.iloc[0]
+    fps = set(group["data_fingerprint"].dropna())
+    row: dict[str, Any] = {k: first.get(k) for k in ("model", "dataset", "method", "family", "track", "compressors",
+                                                      "identity", "num_classes", "examples")}
+    row.update(dense=first["compressors"] == "dense", seeds=len(group), cells=list(group["cell_id"]),
+               data_fingerprint=fps.pop() if len(fps) == 1 else None,
+               total_bits=_mean(group["total_bits"]), ratio_model=_mean(group["ratio_model"]),
+               ratio_layers=_mean(group["ratio_layers"]))
+    for meta in metas:
+        col = f"metric:{meta.name}"
+        mean, std = stats.mean_std(group[col]) if col in group else (math.nan, math.nan)
+        arr = _pooled(group, meta.name)
+        row[col], row[f"std:{meta.name}"], row[f"samples:{meta.name}"] = mean, std, arr
+        if arr is not None and len(group) == 1:
+            row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = first[f"ci_lo:{meta.name}"], first[f"ci_hi:{meta.name}"]
+        elif arr is not None:
+            ci = stats.bootstrap_ci(arr, sample_scale(meta.unit))
+            row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = ci.lo, ci.hi
+        else:
+            row[f"ci_lo:{meta.name}"] = row[f"ci_hi:{meta.name}"] = math.nan
+        refs = sorted({str(v) for v in group.get(f"reference:{meta.name}", pd.Series(dtype=object)).dropna()})
+        row[f"reference:{meta.name}"] = " + ".join(refs) if refs else None
+    for key in ("rd_rate", "rd_rel_mse", "rd_limit", "rd_variance_ratio"):
+        row[key] = float(group[key].mean()) if key in group and group[key].notna().any() else math.nan
+    row["rd_below"] = bool(group["rd_below"].fillna(False).astype(bool).any()) if "rd_below" in group else False
+    return row
+
+
+def methods(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
+    """One row per method of each (model, dataset): its ok cells pooled over seeds.
+
+    Columns: model, dataset, method, family, track, compressors, identity, dense, seeds, cells,
+    data_fingerprint, num_classes, total_bits, ratio_model, ratio_layers (means), and per metric ``metric:NAME``
+    (mean across seeds), ``std:NAME`` (sample std across seeds, NaN for one seed), ``ci_lo:NAME``
+    and ``ci_hi:NAME`` (95 % bootstrap interval over examples: a single seed's own, or that of each
+    example's mean over seeds), ``samples:NAME`` (those per-example values, or None) and
+    ``reference:NAME`` (what a check compared against); ``rd_*`` rate-distortion facts.
     """
     if frame.empty or "status" not in frame:
-        return []
+        return pd.DataFrame()
     ok = frame[frame["status"] == "ok"]
+    rows = [_method_row(g, metas) for _, g in ok.groupby(["model", "dataset", "method"], dropna=False, sort=True)]
+    return pd.DataFrame(rows)
+
+
+def _shown(meta: MetricMeta, table: pd.DataFrame, primary: MetricMeta | None) -> tuple[bool, bool]:
+    """(show a ± std column, show an interval column) for one metric in one table."""
+    several = bool((table["seeds"] > 1).any()) and meta.kind in ("quality", "weights")
+    has_ci = bool(table[f"ci_lo:{meta.name}"].notna().any())
+    return several, has_ci or (primary is not None and meta.name == primary.name)
+
+
+def _interval(lo: float, hi: float) -> tuple[float, float] | None:
+    return None if math.isnan(lo) else (float(lo), float(hi))
+
+
+def _display_row(r: pd.Series, metas: Sequence[MetricMeta], shown: dict[str, tuple[bool, bool]],
+                 base: pd.Series | None, with_seeds: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": r["method"], "family": r["family"], "track": r["track"]}
+    if with_seeds:
+        row["seeds"] = int(r["seeds"])
+    for meta in metas:
+        if "check" in meta.roles:  # theory checks have their own section
+            continue
+        col = f"metric:{meta.name}"
+        row[header(meta)] = _display_value(meta, r[col])
+        std_col, ci_col = shown[meta.name]
+        if std_col:
+            row[f"± {meta.name}"] = _display_value(meta, r[f"std:{meta.name}"])
+        if ci_col:
+            row[ci_column(meta)] = _interval(r[f"ci_lo:{meta.name}"], r[f"ci_hi:{meta.name}"])
+        if meta.kind == "quality" and base is not None:
+            row[f"Δ {meta.name}"] = r[col] - base[col] if not r["dense"] else math.nan
+    row["cell"] = ", ".join(r["cells"])
+    return row
+
+
+def _sort_keys(table: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any]) -> pd.DataFrame:
+    keys, asc = ["_dense"], [False]
+    table = table.assign(_dense=table["dense"], _track=[TRACKS.index(t) if t in TRACKS else 99 for t in table["track"]],
+                         _family=table["family"].fillna(""), _sort=0.0)
     sort_by = settings.get("sort_by")
+    meta = next((m for m in metas if m.name == sort_by), None)
+    if meta is not None:
+        v = table[f"metric:{meta.name}"]
+        table["_sort"] = -v if meta.higher_is_better else v
     group_by = settings.get("group_by", "track")
+    if group_by in ("track", "family"):
+        keys.append(f"_{group_by}")
+        asc.append(True)
+    return table.sort_values([*keys, "_sort", "method"], ascending=[*asc, True, True], na_position="last",
+                             kind="mergesort")
+
+
+def leaderboards(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any],
+                 table: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """One display table per (model, dataset): one row per method (seeds pooled), dense first.
+
+    Sorting: by data track (when grouped by track), then ``sort_by`` in its better direction,
+    then method name, so the order is the same on every rebuild. Interval columns hold
+    ``(lo, hi)`` tuples, or None where the records store no per-example outcomes.
+
+    Args:
+        table: ``methods(frame, metas)`` when the caller has it already.
+    """
+    table_all = methods(frame, metas) if table is None else table
+    if table_all.empty:
+        return []
+    primary = primary_metric(metas, settings.get("primary"))
     tables = []
-    for (model, dataset), group in ok.groupby(["model", "dataset"], dropna=False, sort=True):
-        dense = group[group["compressors"] == "dense"]
+    for (model, dataset), group in table_all.groupby(["model", "dataset"], dropna=False, sort=True):
+        group = _sort_keys(group, metas, settings)
+        dense = group[group["dense"]]
         base = dense.iloc[0] if len(dense) else None
-        rows = []
-        for _, r in group.iterrows():
-            row: dict[str, Any] = {"method": r["method"], "family": r["family"], "track": r["track"]}
-            for meta in metas:
-                if "check" in meta.roles:  # theory checks have their own section
-                    continue
-                col = f"metric:{meta.name}"
-                value = r.get(col, math.nan)
-                row[header(meta)] = _display_value(meta, value)
-                if meta.kind == "quality" and base is not None:
-                    delta = value - base.get(col, math.nan)
-                    row[f"Δ {meta.name}"] = delta if r["compressors"] != "dense" else math.nan
-            row["cell"] = r["cell_id"]
-            row["_dense"] = r["compressors"] == "dense"
-            row["_track"] = TRACK_ORDER.index(r["track"]) if r["track"] in TRACK_ORDER else 99
-            row["_family"] = r["family"] or ""
-            if sort_by:
-                meta = next(m for m in metas if m.name == sort_by)
-                v = r.get(f"metric:{sort_by}", math.nan)
-                row["_sort"] = -v if meta.higher_is_better else v
-            else:
-                row["_sort"] = 0.0
-            rows.append(row)
+        shown = {m.name: _shown(m, group, primary) for m in metas}
+        with_seeds = bool((group["seeds"] > 1).any())
+        rows = [_display_row(r, metas, shown, base, with_seeds) for _, r in group.iterrows()]
         table = pd.DataFrame(rows)
-        keys = ["_dense"]
-        asc = [False]
-        if group_by == "track":
-            keys.append("_track")
-            asc.append(True)
-        elif group_by == "family":
-            keys.append("_family")
-            asc.append(True)
-        keys += ["_sort", "method", "cell"]
-        asc += [True, True, True]
-        table = table.sort_values(keys, ascending=asc, na_position="last", kind="mergesort")
-        table = table.drop(columns=[c for c in table.columns if c.startswith("_")]).reset_index(drop=True)
+        if group["rd_below"].any():
+            table["note"] = [BELOW_LIMIT if b else "" for b in group["rd_below"]]
         title = f"{model} on {dataset}" if isinstance(dataset, str) else str(model)
-        tables.append((title, table))
+        tables.append((title, table.reset_index(drop=True)))
     return tables
 
 
@@ -205,3 +379,14 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
         "cell": bad["cell_id"],
     })
     return table.sort_values(["model", "method", "cell"], kind="mergesort").reset_index(drop=True)
+
+
+def stats_note() -> str:
+    """How the intervals and verdicts of every report are computed (printed with the tables)."""
+    return (f"95 % CI: percentile bootstrap over the evaluation examples ({stats.RESAMPLES} resamples, "
+            f"numpy seed {stats.SEED}); with several seeds, of each example's mean over the seeds, and "
+            "± is the standard deviation across seeds. – : the records store no per-example outcomes. "
+            "Equal-bits verdicts come from a paired test on the same examples at 5 %: McNemar's exact test "
+            "for right/wrong outcomes of one seed, else a paired bootstrap of the difference (better only "
+            "when its 95 % CI excludes 0); \"both fail\" when each method's CI reaches down to chance "
+            "(100 / classes where recorded) or to 10 % of the dense model's value.")

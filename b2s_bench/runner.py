@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import worker
 from .cellrun import CellRunner, seed_everything, utc_now
 from .cells import Cell, expand, select
 from .errors import UserError
@@ -66,6 +67,8 @@ class RunOptions:
     address: str | None = None
     detach: bool = False
     only: tuple[str, ...] | None = None  # run only these cell ids (e.g. the cells that are ready here)
+    slurm: tuple[tuple[str, Any], ...] = ()  # --slurm KEY=VALUE, over the suite's runtime.slurm
+    skip_models: tuple[str, ...] = ()  # model labels not to run (their prerequisites are missing: --keep-going)
     plugin_options: tuple[tuple[str, str | None], ...] = ()
 
 
@@ -96,18 +99,21 @@ class Runner:
         self.device = resolve_device(options.device if options.device != "auto" else suite.device)
         self.store = RunStore(options.out_dir, warn=self.log)
         self.show_progress = sys.stderr.isatty() if options.progress is None else options.progress
-        self.prepare_models()
+        self.prepare_models(skip=set(options.skip_models))
         self.all_cells = expand(suite, plugins, self.device.type)
         cells = select(self.all_cells, options.pattern)
         if options.only is not None:
             cells = [c for c in cells if c.id in set(options.only)]
+        cells = [c for c in cells if c.model.label not in set(options.skip_models)]
         self.cells = cells
         self.cell_runner = CellRunner(suite, plugins, self.device, self.store, self.show_progress, self.log)
 
-    def prepare_models(self) -> None:
+    def prepare_models(self, skip: set[str]) -> None:
         """Make every model's weights exist here (a zoo model is trained once, by this process), so the
         cell ids hash the weights that will be loaded."""
         for model in self.suite.models:
+            if model.label in skip:
+                continue
             source = self.plugins.models.get(model.request.source)
             if source.prepare is not None:
                 try:
@@ -116,17 +122,15 @@ class Runner:
                     self.log(f"warning: could not prepare {model.label}: {type(e).__name__}: {e}")
 
     # -- settings -----------------------------------------------------------------------------------
-    def _runtime(self, name: str, default: Any) -> Any:
-        return getattr(self.suite.runtime, name, None) or default
-
     @property
     def cell_timeout(self) -> float | None:
-        value = self.options.cell_timeout or self._runtime("cell_timeout", DEFAULT_CELL_TIMEOUT)
+        value = next((v for v in (self.options.cell_timeout, self.suite.runtime.cell_timeout) if v is not None),
+                     DEFAULT_CELL_TIMEOUT)
         return None if value <= 0 else float(value)
 
     @property
     def claim_timeout(self) -> float:
-        return float(self.options.claim_timeout or self._runtime("claim_timeout", DEFAULT_CLAIM_TIMEOUT))
+        return float(self.options.claim_timeout or self.suite.runtime.claim_timeout or DEFAULT_CLAIM_TIMEOUT)
 
     def plan(self) -> RunPlan:
         sel = self.plugins.selection
@@ -144,7 +148,8 @@ class Runner:
             name = ranked[0].name
         spec = registry.get(name)
         opts = ExecutorOptions(self.options.workers, self.device.type, self.suite.runtime.threads, self.cell_timeout,
-                               self.options.address, dict(self._runtime("slurm", {})), self.options.detach, self.log)
+                               self.options.address, {**self.suite.runtime.slurm, **dict(self.options.slurm)},
+                               self.options.detach, self.log)
         if self.options.detach and not spec.detaches:
             raise UserError(f"executor {name!r} cannot detach; --detach needs one that can (e.g. a cluster executor)")
         try:
@@ -178,6 +183,8 @@ class Runner:
         reports stay current; one that computes writes its command, wall time and peak memory."""
         old = self.store.manifest()
         manifest = self.manifest(extra)
+        if manifest.get("command") is None and old is not None:  # a batch task keeps the command that started the run
+            manifest["command"] = old.get("command")
         if not computing and old is not None:
             manifest = {**old, **{k: v for k, v in manifest.items() if k not in ("command",)}}
             for key in ("command", "wall_seconds", "peak_rss_mb", "computed", "finished_at", "host", "executor"):
@@ -196,6 +203,7 @@ class Runner:
             return RunSummary(self.options.out_dir, len(self.cells), 0, len(done), [], time.perf_counter() - start)
         executor = self.executor()
         dispatch = _Dispatch(self, executor, todo)
+        worker.adopt(dispatch.plan, self.cell_runner, {c.id: c for c in self.all_cells})
         try:
             dispatch.loop()
         finally:
@@ -213,6 +221,8 @@ class Runner:
     def finish(self, cell: Cell, outcome: CellOutcome) -> Record:
         """Turn an outcome into the cell's record and write it (the one place records are written)."""
         record = outcome.record
+        if outcome.stored and record is not None:  # a batch job wrote it in the shared folder
+            return record  # type: ignore[return-value]
         if record is None or "schema" not in record:
             cause = outcome.failure or "the worker returned no record"
             error = (record or {}).get("error") or {"type": "WorkerFailure", "message": cause, "traceback": ""}
@@ -256,6 +266,7 @@ class _Dispatch:
         self.by_others = 0
         self.plan = runner.plan()
         self.last_beat = 0.0
+        self.claims = not getattr(executor, "claims_cells", False)  # batch jobs claim for themselves
         self.bar = tqdm(total=len(todo), desc=runner.suite.name, unit="cell", disable=not runner.show_progress,
                         dynamic_ncols=True)
 
@@ -263,10 +274,10 @@ class _Dispatch:
         try:
             while self.queue or self.in_flight or self.waiting:
                 self.submit_ready()
-                if self.runner.options.detach and not self.queue:
-                    return
                 for outcome in self.executor.poll(0.5 if self.in_flight else 0.0):
                     self.collect(outcome)
+                if self.runner.options.detach and not self.queue:
+                    return  # submitted: the cells run on without this process
                 self.beat()
                 if not self.in_flight and not self.queue and self.waiting:
                     time.sleep(min(1.0, HEARTBEAT_SECONDS))
@@ -282,7 +293,7 @@ class _Dispatch:
                 self.by_others += 1
                 self.bar.update(1)
                 continue
-            if not self.store.claim(cell.id, self.runner.claim_timeout):
+            if self.claims and not self.store.claim(cell.id, self.runner.claim_timeout):
                 self.waiting[cell.id] = cell
                 continue
             task = CellTask(self.plan, cell.id, cell.name, self.runner.device.type == "cuda", self.runner.cell_timeout)
@@ -299,7 +310,8 @@ class _Dispatch:
         if cell is None:
             return
         record = self.runner.finish(cell, outcome)
-        self.store.release(cell.id)
+        if self.claims:
+            self.store.release(cell.id)
         self.computed += 1
         self.bar.update(1)
         if record["status"] != "ok":

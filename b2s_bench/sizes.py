@@ -72,12 +72,12 @@ class SizeBreakdown:
     """Stored bits by part. All values are exact integers of bits."""
 
     payload: int = 0  # quantized codes, kept values, low-rank factors, student weights
-    scales: int = 0  # scales and zero points
+    scales: int = 0  # scales and zero points, means and ranges (stored in tensors)
     indices: int = 0  # sparse indices, bitmasks, trajectory indices, permutations
     codebook: int = 0
     inr: int = 0  # INR parameters at their stored precision
     outliers: int = 0  # outlier values (their positions count under indices)
-    metadata: int = 0  # per-tensor headers: shapes, ranks, means, counts
+    metadata: int = 0  # per-tensor headers kept in the code's meta(): shapes, ranks, bit widths, counts
     raw: int = 0  # tensors left uncompressed, at their stored precision
 
     def __post_init__(self) -> None:
@@ -152,16 +152,24 @@ class SizeReport:
 #: The header convention: a tensor's shape is stored as 32 bits per dimension (counted as metadata).
 HEADER_BITS_PER_DIM = 32
 
-#: The exact-bits contract, stated once: the tensors a code serializes (``Code.tensors()``) must
-#: fit in ``ceil(bits / 8) + ARTIFACT_ALLOWANCE_BYTES * (number of tensors - 1)`` bytes, where
-#: ``bits`` is what ``Code.bits()`` counts. The allowance is the byte padding of each bit-packed
-#: tensor (under a byte each) and nothing more, so a code that under-counts by one byte per tensor
-#: fails. ``Code.meta()`` (the JSON header, not counted in bytes) must stay within
-#: ``META_ALLOWANCE_BYTES``: data hidden there would escape the count.
+#: The exact-bits contract, stated once. A code's ``bits()`` has two kinds of parts:
+#:
+#: - ``metadata``: the header that lives in ``Code.meta()`` (the JSON manifest), e.g. a shape at
+#:   ``HEADER_BITS_PER_DIM`` bits per dimension, a rank, a bit width. Nothing stored in tensors may
+#:   be counted here.
+#: - every other part (payload, scales and zero points, indices, codebook, INR parameters,
+#:   outliers, raw): what lives in ``Code.tensors()``.
+#:
+#: So the tensors a code serializes must fit in ``ceil((bits - metadata) / 8)`` bytes plus
+#: ``ARTIFACT_ALLOWANCE_BYTES`` for every bit-packed (uint8) tensor but the first: the padding of a
+#: packed stream to whole bytes, and nothing more. A code that under-counts what it stores by one
+#: byte per tensor fails.
+#: ``Code.meta()`` must stay within ``META_ALLOWANCE_BYTES`` of JSON: data hidden there would escape
+#: the count. (:mod:`b2s_bench.accounting` checks both, for every cell and in ``check_compressor``.)
 ARTIFACT_ALLOWANCE_BYTES = 1
 META_ALLOWANCE_BYTES = 4096
 
 
-def allowed_bytes(bits: int, tensors: int) -> int:
-    """The most bytes ``tensors`` serialized tensors may take for ``bits`` counted bits."""
-    return math.ceil(bits / 8) + ARTIFACT_ALLOWANCE_BYTES * max(tensors - 1, 0)
+def allowed_bytes(bits: int, packed: int) -> int:
+    """The most bytes a code's tensors may take for ``bits`` counted bits, ``packed`` of them bit-packed."""
+    return math.ceil(bits / 8) + ARTIFACT_ALLOWANCE_BYTES * max(packed - 1, 0)

@@ -7,11 +7,10 @@ settings are validated by each compressor's own config class when the grid is ex
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import os
+import re
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,20 @@ from .errors import ConfigError, SuiteError, UnknownNameError, suggest
 from .metrics import default_metrics
 from .plugins import Plugins
 from .sources import ModelRequest, split_model_name
-from .yamlsource import Located, PathKey, load_located
+from .suitefiles import EMBEDDED, resolve_suite_path, shipped_suites
+from .suitespec import (
+    MAX_CELLS,
+    CompressorEntry,
+    DatasetEntry,
+    ModelEntry,
+    ReportSettings,
+    RuntimeSettings,
+    StageEntry,
+    Suite,
+    check_grid_size,
+    count_cells,
+)
+from .yamlsource import Located, PathKey, key_path, load_located
 
 __all__ = [
     "Suite",
@@ -32,10 +44,13 @@ __all__ = [
     "RuntimeSettings",
     "load_suite",
     "resolve_suite_path",
+    "shipped_suites",
+    "count_cells",
+    "check_grid_size",
     "EMBEDDED",
+    "MAX_CELLS",
 ]
 
-EMBEDDED = "embedded"
 TOP_KEYS = {
     "suite": "the suite's name (used for the results folder)",
     "description": "one line about the suite",
@@ -49,105 +64,13 @@ TOP_KEYS = {
     "metrics": "metric names",
     "baseline": "whether to add the dense model as a cell of its own (default true)",
     "report": "leaderboard settings",
-    "runtime": "batch size, latency repeats, artifacts",
+    "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetEntry:
-    name: str
-    config: Any  # the dataset plugin's frozen config
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelEntry:
-    request: ModelRequest
-    dataset: DatasetEntry | None
-    label: str
-    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
-
-
-@dataclasses.dataclass(frozen=True)
-class StageEntry:
-    name: str
-    settings: Mapping[str, Any]
-    grid: Mapping[str, tuple[Any, ...]]
-    device_settings: Mapping[str, Mapping[str, Any]]
-    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressorEntry:
-    stages: tuple[StageEntry, ...]
-    label: str | None
-    models: tuple[str, ...] = ()  # only models whose label or name matches one of these globs (all when empty)
-    seeds: int | None = None  # seeds of this entry (default: the suite's ``seeds``)
-    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportSettings:
-    sort_by: str | None = None
-    formats: tuple[str, ...] = ("markdown", "csv", "html", "json")
-    plots: tuple[str, ...] = ("pareto",)
-    group_by: str = "track"
-    primary: str | None = None  # the quality metric of Pareto plots (default: the best-ranked "primary" metric)
-
-    def __post_init__(self) -> None:
-        if self.group_by not in ("track", "family", "none"):
-            raise ConfigError(f"group_by must be track, family or none, got {self.group_by!r}", "group_by")
-
-
-@dataclasses.dataclass(frozen=True)
-class RuntimeSettings:
-    """batch_size: evaluation batch; latency_repeats: timed forward passes; save_artifacts: write each
-    cell's artifact (and record its bytes on disk); threads: torch CPU threads (default: torch's own)."""
-
-    batch_size: int = 256
-    latency_repeats: int = 20
-    save_artifacts: bool = True
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
-        if self.latency_repeats < 1:
-            raise ConfigError(f"latency_repeats must be >= 1, got {self.latency_repeats}", "latency_repeats")
-
-
-@dataclasses.dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    file: str
-    seed: int
-    device: str
-    models: tuple[ModelEntry, ...]
-    dataset: DatasetEntry | None
-    compressors: tuple[CompressorEntry, ...]
-    metrics: tuple[str, ...]
-    baseline: bool
-    report: ReportSettings
-    runtime: RuntimeSettings
-    seeds: int = 1
-    source: Located = dataclasses.field(compare=False, repr=False, default=None)  # type: ignore[assignment]
-
-
-def resolve_suite_path(suite: str | None) -> str:
-    """A suite argument -> a file: a path, or the name of a suite shipped in the package."""
-    if suite is None or suite == EMBEDDED:
-        return str(resources.files("b2s_bench") / "suites" / f"{EMBEDDED}.yaml")
-    if os.path.exists(suite):
-        return suite
-    shipped = resources.files("b2s_bench") / "suites" / f"{suite}.yaml"
-    if shipped.is_file():
-        return str(shipped)
-    return suite  # load_located reports it as missing
+#: A suite's name names its results folder: no path separators, no "..", nothing hidden.
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
 class _Parser:
@@ -283,6 +206,7 @@ class _Parser:
             known = [m.label for m in self._models] + [m.request.name for m in self._models]
             for i, pattern in enumerate(models):
                 if not any(fnmatch.fnmatchcase(k, pattern) for k in known):
+                    self.blame_misnamed_model(pattern, (*path, "models", i))
                     near = suggest(pattern, known)
                     hint = f"; did you mean {near[0]!r}?" if near else f" (models: {', '.join(known)})"
                     raise self.fail((*path, "models", i), f"no model of this suite matches {pattern!r}{hint}")
@@ -290,6 +214,29 @@ class _Parser:
         if isinstance(raw, dict) and "seeds" in raw:
             seeds = self.count(raw["seeds"], (*path, "seeds"))
         return CompressorEntry(stages, label, models, seeds, path)
+
+    def blame_misnamed_model(self, pattern: str, path: PathKey) -> None:
+        """When ``pattern`` (a ``models:`` filter that matches nothing) is a name its source knows and a
+        suite model near it has a name its source does not, the typo is in that model's entry: blame it.
+
+        Sources are asked only here, on an error: listing a big source can take seconds.
+
+        Raises:
+            SuiteError: at the misnamed model's ``name``, suggesting ``pattern``.
+        """
+        try:
+            source_name, arch = split_model_name(pattern)
+        except ValueError:
+            return
+        near = suggest(pattern, [m.request.name for m in self._models if m.request.source == source_name])
+        for model in (m for m in self._models if m.request.name in near):
+            source = self.plugins.models.get(source_name)
+            if _knows(source, arch) and not _knows(source, model.request.arch):
+                line = self.loc.where(path)[1]
+                raise self.fail((*model.path, "name"),
+                                f"unknown {source_name} model {model.request.arch!r}; did you mean {pattern!r}? "
+                                f"({key_path(path)} on line {line} names {pattern!r}; `b2s-bench ls models "
+                                f"{source_name}:` lists the models)")
 
     def count(self, raw: Any, path: PathKey) -> int:
         value = self.expect(raw, int, path, "a number of seeds (an integer >= 1)")
@@ -320,6 +267,11 @@ class _Parser:
             if required not in data:
                 raise self.fail((), f"missing required key {required!r} ({TOP_KEYS[required]})")
         name = self.expect(data["suite"], str, ("suite",), "a suite name")
+        if not NAME.fullmatch(name):
+            fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-")[:100] or "my-suite"
+            raise self.fail(("suite",), f"a suite name may hold only letters, digits, '.', '_' and '-', may not start "
+                                        f"with '.', and has at most 100 characters (it names the results folder), "
+                                        f"got {name!r}; did you mean {fixed!r}?")
         seed = self.expect(data.get("seed", 0), int, ("seed",), "an integer seed")
         device = self.expect(data.get("device", "auto"), str, ("device",), "auto, cpu or cuda")
         if device not in DEVICES:
@@ -340,19 +292,31 @@ class _Parser:
                 self.lookup(self.plugins.reporters, r, ("report", key, i))
         if report.sort_by is not None and report.sort_by not in metrics:
             raise self.fail(("report", "sort_by"), f"sort_by must be one of the suite's metrics {list(metrics)}")
+        if report.primary is not None and report.primary not in metrics:
+            raise self.fail(("report", "primary"), f"primary must be one of the suite's metrics {list(metrics)}")
         runtime = self.settings(RuntimeSettings, data.get("runtime", {}), ("runtime",))
         baseline = self.expect(data.get("baseline", True), bool, ("baseline",), "true or false")
         description = self.expect(data.get("description", ""), str, ("description",), "a string")
         seeds = self.count(data["seeds"], ("seeds",)) if "seeds" in data else 1
-        return Suite(name, description, self.loc.file, seed, device, models, dataset, compressors, metrics,
-                     baseline, report, runtime, seeds, self.loc)
+        suite = Suite(name, description, self.loc.file, seed, device, models, dataset, compressors, metrics,
+                      baseline, report, runtime, seeds, self.loc)
+        check_grid_size(suite)  # before cells.expand builds a config per point
+        return suite
+
+
+def _knows(source: Any, arch: str) -> bool:
+    """Whether a model source lists ``arch`` (a listing that fails tells nothing)."""
+    try:
+        return arch in source.list_models(arch)
+    except Exception:
+        return False
 
 
 def load_suite(path: str | os.PathLike[str] | None, plugins: Plugins) -> Suite:
-    """Parse and check a suite file (or the embedded default when ``path`` is None).
+    """Parse and check a suite file, a shipped suite's name, or the embedded default when ``path`` is None.
 
     Raises:
-        SuiteError: located at file:line key.path, with a fix.
+        SuiteError: located at file:line key.path, with a fix; a grid past ``runtime.max_cells``.
     """
     located = load_located(resolve_suite_path(None if path is None else str(path)))
     return _Parser(located, plugins).suite()

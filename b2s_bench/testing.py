@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .accounting import storage_problems
+from .accounting import packed_count, storage_problems
 from .compressed import Compressed
 from .config import build_config
 from .errors import ConfigError
@@ -170,8 +170,8 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
         disk = comp.save(f"{tmp}/artifact")
         # the evidence is the artifact's tensor bytes, read from the file, not the code's own formula
         data = safetensors_data_bytes(Path(tmp) / "artifact" / "tensors.safetensors")
-        stored = len(comp.raw) + sum(len(c.tensors()) for c in comp.codes.values())
-        assert data <= allowed_bytes(size.total_bits, stored), (
+        packed = packed_count(comp.raw) + sum(packed_count(c.tensors()) for c in comp.codes.values())
+        assert data <= allowed_bytes(size.total_bits, packed), (
             f"{spec.name}: the artifact stores {data} bytes of tensors but the model counts {size.total_bits} bits "
             f"({math.ceil(size.total_bits / 8)} bytes); every stored bit must be counted")
         assert data * 8 >= size.total_bits * 0.99 - 8 * 64 * (len(comp.codes) + 1), (

@@ -3,22 +3,42 @@
 - identity: settings that should reproduce the dense model (32-bit, 0 % pruning, full rank) do, by
   every metric that declares an ``identity_target``;
 - checks registered as metrics with the "check" role (for example the generic gradient solver
-  against a family's closed form);
-- Pareto fronts: which cells are not beaten in both stored bits and the primary metric;
-- equal bits: cells of different families within a few percent of each other's stored bits.
+  against a family's closed form, or against a local search's own code), labelled by what they
+  compared against (``details["check_reference"]``);
+- Pareto fronts: which methods are not beaten in both stored bits and the primary metric;
+- equal bits: every pair of different methods within a few percent of each other's stored bits,
+  with a verdict from a paired test on the same examples (:mod:`b2s_bench.stats`);
+- the weight error against the i.i.d. Gaussian rate-distortion limit, where records carry it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .report import BITS_PER_MB, MetricMeta, primary_metric
+from . import stats
+from .report import BELOW_LIMIT, BITS_PER_MB, MetricMeta, methods, primary_metric, sample_scale
 
-__all__ = ["identity_checks", "check_sections", "pareto_front", "equal_bits", "theory_sections"]
+__all__ = ["identity_checks", "check_sections", "pareto_front", "equal_bits", "theory_sections", "failure_level",
+           "fails", "compare_pair", "rate_distortion_table", "SECTION_NOTES", "EQUAL_BITS", "RATE_DISTORTION"]
 
+EQUAL_BITS = "Comparisons at equal bits (within 5 %)"
+RATE_DISTORTION = "Weight error against the Gaussian rate–distortion limit"
+#: a note the writers print under a section's title
+SECTION_NOTES = {
+    EQUAL_BITS: "Every pair of different methods (of any families) whose stored sizes are within 5 %. "
+                "\"better\" only where a paired test on the same examples finds a difference at 5 % "
+                "(McNemar's exact test for right/wrong outcomes of one seed, else a paired bootstrap); "
+                "\"both fail\" where both are at chance level.",
+    RATE_DISTORTION: f"{BELOW_LIMIT}: the weight error is below D(R) = σ²/E · 2^(−2R), the least error an "
+                     "i.i.d. Gaussian source of the same variance can have at R stored bits per weight. Real "
+                     "weights can go below it only when they are structured (correlated or low rank) and the "
+                     "method exploits that structure; otherwise the size is miscounted. Check which.",
+}
 
 
 def identity_checks(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
@@ -42,7 +62,8 @@ def identity_checks(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.Data
 
 
 def check_sections(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> list[tuple[str, pd.DataFrame]]:
-    """One table per metric registered with the "check" role (e.g. the generic solver's gap)."""
+    """One table per metric registered with the "check" role (e.g. the generic solver's gap), with a
+    "reference" column where the records say what each check compared against."""
     sections = []
     for m in metas:
         col = f"metric:{m.name}"
@@ -51,78 +72,173 @@ def check_sections(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> list[tup
         ok = frame[(frame["status"] == "ok") & frame[col].notna()]
         if ok.empty:
             continue
-        sections.append((f"{m.name}: {m.description}" if m.description else m.name, pd.DataFrame({
-            "model": ok["model"], "method": ok["method"], "family": ok["family"], m.name: ok[col],
-        }).reset_index(drop=True)))
+        table = pd.DataFrame({"model": ok["model"], "method": ok["method"], "family": ok["family"]})
+        ref = f"reference:{m.name}"
+        if ref in ok and ok[ref].notna().any():
+            table["reference"] = ok[ref].fillna("–")
+        table[m.name] = ok[col]
+        sections.append((f"{m.name}: {m.description}" if m.description else m.name, table.reset_index(drop=True)))
     return sections
 
 
 def pareto_front(points: pd.DataFrame, y: str, higher_is_better: bool = True) -> pd.Series:
     """Boolean mask of rows not dominated in (fewer total_bits, better y)."""
-    sign = 1.0 if higher_is_better else -1.0
+    bits = points["total_bits"].to_numpy(dtype=float)
+    vals = points[y].to_numpy(dtype=float) * (1.0 if higher_is_better else -1.0)
     mask = []
-    for i, r in points.iterrows():
-        dominated = False
-        for j, o in points.iterrows():
-            if i == j:
-                continue
-            better_or_eq = o["total_bits"] <= r["total_bits"] and sign * o[y] >= sign * r[y]
-            strictly = o["total_bits"] < r["total_bits"] or sign * o[y] > sign * r[y]
-            if better_or_eq and strictly:
-                dominated = True
-                break
-        mask.append(not dominated)
+    for i in range(len(points)):
+        no_worse = (bits <= bits[i]) & (vals >= vals[i])
+        better = (bits < bits[i]) | (vals > vals[i])
+        mask.append(not bool((no_worse & better).any()))
     return pd.Series(mask, index=points.index)
 
 
-def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05) -> pd.DataFrame:
-    """Pairs of cells from different families whose stored bits differ by at most ``tolerance``."""
+def failure_level(row: pd.Series | dict[str, Any], dense: pd.Series | dict[str, Any] | None,
+                  metric: MetricMeta) -> float:
+    """The value at or below which a method of this metric "fails": the higher of chance
+    (100 / classes, for a % metric whose record gives the number of classes) and 10 % of the
+    dense model's value; NaN for lower-is-better metrics, which have no chance level here."""
+    if not metric.higher_is_better:
+        return math.nan
+    levels = []
+    classes = row.get("num_classes")
+    if metric.unit == "%" and isinstance(classes, (int, float)) and classes and classes > 0:
+        levels.append(100.0 / float(classes))
+    base = math.nan if dense is None else float(dense.get(f"metric:{metric.name}", math.nan))
+    if math.isfinite(base):
+        levels.append(0.1 * base)
+    return max(levels) if levels else math.nan
+
+
+def fails(row: pd.Series | dict[str, Any], level: float, metric: MetricMeta) -> bool:
+    """Whether the method cannot be told apart from failure: the low end of its 95 % interval (its
+    value, without one) is at or below ``level``."""
+    if math.isnan(level):
+        return False
+    lo = row.get(f"ci_lo:{metric.name}", math.nan)
+    value = lo if isinstance(lo, float) and math.isfinite(lo) else row.get(f"metric:{metric.name}", math.nan)
+    return bool(value <= level)
+
+
+def _same_examples(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], name: str) -> bool:
+    xa, xb = a.get(f"samples:{name}"), b.get(f"samples:{name}")
+    if xa is None or xb is None or np.size(xa) != np.size(xb):
+        return False
+    fa, fb = a.get("data_fingerprint"), b.get("data_fingerprint")
+    return fa == fb or fa is None or fb is None  # a record without a fingerprint: same table, same count
+
+
+def compare_pair(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], metric: MetricMeta
+                 ) -> tuple[str, stats.Paired | None]:
+    """A paired test of ``b`` against ``a`` on the same examples: (test name, result), or ("–", None)
+    where they have no per-example outcomes on the same examples. McNemar's exact p-value for
+    right/wrong outcomes of one seed each, else the paired bootstrap's; the interval is always the
+    paired bootstrap's, in the metric's units."""
+    if not _same_examples(a, b, metric.name):
+        return "–", None
+    xa, xb = a[f"samples:{metric.name}"], b[f"samples:{metric.name}"]
+    boot = stats.paired_bootstrap(xa, xb, sample_scale(metric.unit))
+    if xa.dtype == bool and xb.dtype == bool:
+        return "McNemar exact", boot._replace(p=stats.mcnemar_exact(xa, xb).p)
+    return "paired bootstrap", boot
+
+
+def _verdict(a: dict[str, Any], b: dict[str, Any], metric: MetricMeta, dense: pd.Series | None,
+             test: str, result: stats.Paired | None) -> str:
+    if fails(a, failure_level(a, dense, metric), metric) and fails(b, failure_level(b, dense, metric), metric):
+        return "both fail"
+    if result is None:
+        return "not tested (no per-example outcomes)"
+    significant = result.p < stats.ALPHA if test == "McNemar exact" else stats.excludes(result.lo, result.hi)
+    if not significant or result.diff == 0:
+        return "no significant difference"
+    b_better = (result.diff > 0) == metric.higher_is_better
+    return f"{(b if b_better else a)['method']} better"
+
+
+def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05,
+               table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Pairs of different methods (any families; seeds pooled) whose stored bits differ by at most
+    ``tolerance``, each with a paired test and a verdict (``table``: ``methods(frame, ...)`` with
+    this metric, when the caller has it)."""
+    table = methods(frame, [metric]) if table is None else table
     col = f"metric:{metric.name}"
-    ok = frame[(frame["status"] == "ok") & (frame["compressors"] != "dense") & (frame["identity"] != True)]  # noqa: E712
-    if col not in ok:
+    if table.empty or col not in table:
         return pd.DataFrame()
     rows = []
-    for model, group in ok.groupby("model", sort=True):
-        g = group.dropna(subset=[col, "total_bits"]).sort_values(["total_bits", "method"], kind="mergesort")
-        recs = g.to_dict("records")
-        for a_i, a in enumerate(recs):
-            for b in recs[a_i + 1:]:
-                if a["family"] == b["family"]:
+    for model, group in table.groupby("model", sort=True):
+        dense = group[group["dense"]]
+        base = dense.iloc[0] if len(dense) else None
+        cand = group[~group["dense"] & (group["identity"] != True)].dropna(subset=[col, "total_bits"])  # noqa: E712
+        recs = cand.sort_values(["total_bits", "method"], kind="mergesort").to_dict("records")
+        for i, a in enumerate(recs):
+            for b in recs[i + 1:]:
+                if abs(a["total_bits"] - b["total_bits"]) > tolerance * max(a["total_bits"], b["total_bits"]):
                     continue
-                gap = abs(a["total_bits"] - b["total_bits"]) / max(a["total_bits"], b["total_bits"])
-                if gap <= tolerance:
-                    va, vb = a[col], b[col]
-                    better = a["method"] if (va > vb) == metric.higher_is_better else b["method"]
-                    rows.append({"model": model, "A": a["method"], "B": b["method"],
-                                 "size A [MB]": a["total_bits"] / BITS_PER_MB, "size B [MB]": b["total_bits"] / BITS_PER_MB,
-                                 f"{metric.name} A": va, f"{metric.name} B": vb,
-                                 "better": better if va != vb else "tie"})
+                test, result = compare_pair(a, b, metric)
+                rows.append({"model": model, "A": a["method"], "B": b["method"],
+                             "size A [MB]": a["total_bits"] / BITS_PER_MB, "size B [MB]": b["total_bits"] / BITS_PER_MB,
+                             f"{metric.name} A": a[col], f"{metric.name} B": b[col],
+                             f"Δ {metric.name} (B − A)": b[col] - a[col],
+                             "95% CI of Δ": None if result is None else (result.lo, result.hi),
+                             "test": test, "p": math.nan if result is None else result.p,
+                             "verdict": _verdict(a, b, metric, base, test, result)})
     return pd.DataFrame(rows)
 
 
+def rate_distortion_table(frame: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each method's weight error against the Gaussian limit at its rate, in dB (10·log10 of the
+    MSE relative to the weights' energy); a negative gap is below the limit and flagged."""
+    table = methods(frame, []) if table is None else table
+    if table.empty or "rd_rate" not in table or table["rd_rate"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for _, r in table.dropna(subset=["rd_rate", "rd_rel_mse", "rd_limit"]).iterrows():
+        err = 10 * math.log10(r["rd_rel_mse"]) if r["rd_rel_mse"] > 0 else -math.inf
+        limit = 10 * math.log10(r["rd_limit"]) if r["rd_limit"] > 0 else -math.inf
+        rows.append({"model": r["model"], "method": r["method"], "family": r["family"], "bits/weight": r["rd_rate"],
+                     "weight error [dB]": err, "limit [dB]": limit, "gap [dB]": err - limit,
+                     "flag": BELOW_LIMIT if r["rd_below"] else ""})
+    return pd.DataFrame(rows)
+
+
+def _pareto_section(table: pd.DataFrame, metric: MetricMeta) -> pd.DataFrame:
+    table = table.dropna(subset=[f"metric:{metric.name}", "total_bits"])
+    fronts = []
+    for model, group in table.groupby("model", sort=True):
+        mask = pareto_front(group, f"metric:{metric.name}", metric.higher_is_better)
+        for _, r in group[mask].sort_values("total_bits", kind="mergesort").iterrows():
+            fronts.append({"model": model, "method": r["method"], "family": r["family"], "track": r["track"],
+                           "size [MB]": r["total_bits"] / BITS_PER_MB, metric.name: r[f"metric:{metric.name}"]})
+    return pd.DataFrame(fronts)
+
+
 def theory_sections(
-    frame: pd.DataFrame, metas: Sequence[MetricMeta], preferred: str | None = None
+    frame: pd.DataFrame, metas: Sequence[MetricMeta], preferred: str | None = None,
+    table: pd.DataFrame | None = None,
 ) -> list[tuple[str, pd.DataFrame]]:
-    sections = []
+    """Every theory section as (title, table); :data:`SECTION_NOTES` has a note for some titles.
+
+    Args:
+        table: ``methods(frame, metas)`` when the caller has it already.
+    """
+    sections: list[tuple[str, pd.DataFrame]] = []
     if frame.empty:
         return sections
+    table = methods(frame, metas) if table is None else table
     ident = identity_checks(frame, metas)
     if not ident.empty:
         sections.append(("Identity settings reproduce the dense model", ident))
     sections += check_sections(frame, metas)
     metric = primary_metric(metas, preferred)
     if metric is not None and f"metric:{metric.name}" in frame:
-        ok = frame[(frame["status"] == "ok")].dropna(subset=[f"metric:{metric.name}", "total_bits"])
-        fronts = []
-        for model, group in ok.groupby("model", sort=True):
-            mask = pareto_front(group, f"metric:{metric.name}", metric.higher_is_better)
-            front = group[mask].sort_values("total_bits", kind="mergesort")
-            for _, r in front.iterrows():
-                fronts.append({"model": model, "method": r["method"], "family": r["family"], "track": r["track"],
-                               "size [MB]": r["total_bits"] / BITS_PER_MB, metric.name: r[f"metric:{metric.name}"]})
-        if fronts:
-            sections.append((f"Pareto front: {metric.name} against stored bits", pd.DataFrame(fronts)))
-        eq = equal_bits(frame, metric)
+        front = _pareto_section(table, metric)
+        if not front.empty:
+            sections.append((f"Pareto front: {metric.name} against stored bits", front))
+        eq = equal_bits(frame, metric, table=table)
         if not eq.empty:
-            sections.append(("Comparisons at equal bits (within 5 %)", eq))
+            sections.append((EQUAL_BITS, eq))
+    rd = rate_distortion_table(frame, table)
+    if not rd.empty:
+        sections.append((RATE_DISTORTION, rd))
     return sections

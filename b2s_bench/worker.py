@@ -13,7 +13,7 @@ from typing import Any
 
 from .execution import RunPlan
 
-__all__ = ["execute", "setup"]
+__all__ = ["execute", "execute_cell", "setup", "adopt"]
 
 _STATE: dict[RunPlan, Any] = {}
 
@@ -43,6 +43,13 @@ def setup(plan: RunPlan) -> Any:
     return _STATE[plan]
 
 
+def adopt(plan: RunPlan, runner: Any, cells: dict[str, Any]) -> None:
+    """Let cells of ``plan`` computed in this very process (the inline executor) use the driver's own
+    runner: its plugins (also ones given in Python), suite and model cache."""
+    _STATE.clear()
+    _STATE[plan] = (runner, cells)
+
+
 def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
     """The record of one cell. Errors inside the cell become an ``error`` record; only a dying
     process (a signal, ``sys.exit``) escapes, and the executor records that."""
@@ -61,3 +68,6 @@ def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
 def _setup_failure(cell_id: str, error: BaseException) -> dict[str, Any]:
     return {"cell_id": cell_id, "status": "error", "setup_failed": True,
             "error": {"type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}}
+
+
+execute_cell = execute  # the public name (b2s_bench.execute_cell)

@@ -102,13 +102,14 @@ def resume(folder: Path) -> None:
     suite = load_suite(fifty_cell_suite(folder), plugins)
     out = folder / "run"
     t0 = time.perf_counter()
-    first = Runner(suite, plugins, RunOptions(out, "cpu", progress=False)).run()
+    first = Runner(suite, plugins, RunOptions(out, "cpu", progress=False, executor="inline")).run()
     t_first = time.perf_counter() - t0
     from b2s_bench.cli.report import write_report
 
     write_report(out, plugins)
     t0 = time.perf_counter()
-    second = Runner(load_suite(folder / "fifty.yaml", plugins), plugins, RunOptions(out, "cpu", progress=False)).run()
+    second = Runner(load_suite(folder / "fifty.yaml", plugins), plugins,
+                    RunOptions(out, "cpu", progress=False, executor="inline")).run()
     t_second = time.perf_counter() - t0
     assert first.computed == 50 and second.computed == 0, (first, second)
     cli = [sys.executable, "-m", "b2s_bench", "run", str(folder / "fifty.yaml"), "--out", str(out), "--quiet",
@@ -142,8 +143,8 @@ def overhead(folder: Path, cells: int = 30) -> None:
             runtime: {{save_artifacts: {str(save).lower()}}}
             """))
         suite = load_suite(suite_path, plugins)
-        runner = Runner(suite, plugins, RunOptions(folder / f"noop-run-{save}", "cpu", progress=False))
-        runner._model(runner.cells[0].model.request)  # build the baseline outside the timing
+        runner = Runner(suite, plugins, RunOptions(folder / f"noop-run-{save}", "cpu", progress=False, executor="inline"))
+        runner.cell_runner.model(runner.cells[0].model.request)  # build the baseline outside the timing
         t0 = time.perf_counter()
         summary = runner.run()
         per_cell = (time.perf_counter() - t0) / summary.computed

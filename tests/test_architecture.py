@@ -6,8 +6,9 @@ import ast
 import io
 import re
 import tokenize
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import b2s_bench as b2s
 
@@ -58,7 +59,7 @@ def test_no_core_file_names_a_built_in_plugin_or_metric() -> None:
     names = ["top1", "top5", "agreement", "kl", "weight_rel_error", "weight_psnr", "solver_gap", "imagenet", "quantize",
              "prune", "hypercompress", "big2small", "nern", "distill", "fashion-mnist", "fmnist", "photos",
              "zoo", "timm", "torchvision", "efficientnet"]
-    pattern = re.compile(r"\b(%s)\b" % "|".join(map(re.escape, names)), re.IGNORECASE)
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b", re.IGNORECASE)
     offenders = []
     for path in CORE.rglob("*.py"):
         found = pattern.findall(_code_only(path))
@@ -129,3 +130,34 @@ def test_every_package_folder_is_listed_for_installation() -> None:
     folders |= {"b2s_bench_plugins" + "".join("." + x for x in p.parent.relative_to(PLUGINS).parts)
                 for p in PLUGINS.rglob("__init__.py")}
     assert folders - listed == set()
+
+
+#: The AST (docstrings and comments aside) of the core code that decides sizes, as of CORE_VERSION.
+#: When this test fails, a change touched that code: if it can change any record's numbers, bump
+#: b2s_bench.cells.CORE_VERSION (every cell is then recomputed); either way, paste the new hash here.
+SIZE_CODE = ("sizes.py", "accounting.py", "compressed.py", "nested.py", "artifact.py", "packing.py")
+SIZE_CODE_HASH = "24a468a424458296"
+
+
+def _ast_hash(paths: list[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):  # docstrings are prose
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                    getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()
+        h.update(ast.dump(tree).encode())
+    return h.hexdigest()[:16]
+
+
+def test_the_core_version_moves_with_the_code_that_decides_sizes() -> None:
+    from b2s_bench.cells import CORE_VERSION
+
+    current = _ast_hash([CORE / name for name in SIZE_CODE])
+    assert (CORE_VERSION, current) == ("2", SIZE_CODE_HASH), (
+        f"the size-accounting code changed (hash {current}); bump CORE_VERSION if results can change, then set "
+        f"SIZE_CODE_HASH = {current!r} in tests/test_architecture.py")

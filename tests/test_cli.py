@@ -37,23 +37,65 @@ def test_python_dash_m_and_version() -> None:
     assert out.returncode == 0 and out.stdout.startswith("b2s-bench ")
 
 
-def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(tiny_suite: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def clean_commit(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Records made by a clean commit (the tests run from a working tree that may have edits)."""
+    from b2s_bench import records
+
+    monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd")
+    return "0123abcd"
+
+
+def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(tiny_suite: Path, tmp_path: Path,
+                                                                       clean_commit: str) -> None:
     run_dir, dest = tmp_path / "run", tmp_path / "published"
     assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["command"] == f"b2s-bench run {tiny_suite} --out {run_dir} --quiet"
-    (dest / "cells").mkdir(parents=True)
-    (dest / "cells" / "0000000000000000.json").write_text("{}")  # a stale record from an earlier publish
+    assert manifest["wall_seconds"] > 0 and manifest["peak_rss_mb"] > 0
     assert run_cli("publish", str(run_dir), "--to", str(dest)) == 0
     assert sorted(p.name for p in (dest / "cells").iterdir()) == sorted(p.name for p in (run_dir / "cells").iterdir())
     assert not (dest / "artifacts").exists()  # artifacts stay behind
     assert (dest / "leaderboard.md").read_text() == (run_dir / "leaderboard.md").read_text()
     text = (dest / "README.md").read_text()
     assert f"`b2s-bench run {tiny_suite} --out {run_dir} --quiet`" in text and "4 recorded (4 ok, 0 failed)" in text
+    assert "Code (git commit): 0123abcd" in text
     assert run_cli("report", str(dest), "--format", "md") == 0  # the published folder rebuilds on its own
 
 
-def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, dest = tmp_path / "run", tmp_path / "published"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
+    (dest / "cells").mkdir(parents=True)
+    other = dest / "cells" / "0000000000000000.json"
+    other.write_text("{}")  # a record of an earlier publish
+    assert run_cli("publish", str(run_dir), "--to", str(dest)) == 2  # refused, nothing changed
+    assert "already holds a published run" in capsys.readouterr().err
+    assert [p.name for p in (dest / "cells").iterdir()] == [other.name]
+    assert run_cli("publish", str(run_dir), "--to", str(dest), "--merge") == 0
+    assert other.is_file() and len(list((dest / "cells").iterdir())) == 5  # added, the other kept
+    assert run_cli("publish", str(run_dir), "--to", str(dest), "--replace") == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("published.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "cells" / other.name).is_file()  # moved aside, not deleted
+    assert len(list((dest / "cells").iterdir())) == 4
+
+
+def test_publish_refuses_records_of_uncommitted_code(tiny_suite: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from b2s_bench import records
+
+    monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd-dirty")
+    run_dir = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2
+    assert "one clean commit" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
+
+
+def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, clean_commit: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
     assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet", "-k", "bits=8") == 0
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2

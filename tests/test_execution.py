@@ -177,3 +177,27 @@ def test_status_shows_done_running_failed_and_pending(write_suite: Callable[...,
     assert run_cli("status", str(out)) == 0
     text = capsys.readouterr().out
     assert "1 failed" in text and "exit 3" in text and "1 running" in text and "1 pending" in text
+
+
+def _metrics(out: Path) -> dict[str, dict[str, float]]:
+    recs = (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+    return {r["cell_id"]: {k: m["value"] for k, m in r["metrics"].items()} for r in recs if r["status"] == "ok"}
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param(["--executor", "ray", "--workers", "2"], id="ray"),
+    pytest.param(["--executor", "slurm", "--slurm", "cluster=local", "--slurm", "jobs=2"], id="slurm-local"),
+])
+def test_cluster_executors_give_the_records_of_inline(tiny_suite: Path, tmp_path: Path, engine: list[str]) -> None:
+    pytest.importorskip(engine[1] if engine[1] == "ray" else "submitit", reason="the executor's extra is not installed")
+    inline, other = tmp_path / "inline", tmp_path / "other"
+    assert run_cli("run", str(tiny_suite), "--out", str(inline), "--quiet", "--executor", "inline") == 0
+    assert run_cli("run", str(tiny_suite), "--out", str(other), "--quiet", *engine) == 0
+    expected, got = _metrics(inline), _metrics(other)
+    assert len(expected) == 4 and got.keys() == expected.keys()  # the same cell ids
+    for cid in expected:  # the same values, on the CPU (None: not applicable, e.g. no weights replaced)
+        assert {k: v is None for k, v in got[cid].items()} == {k: v is None for k, v in expected[cid].items()}
+        known = {k: v for k, v in expected[cid].items() if v is not None}
+        assert {k: got[cid][k] for k in known} == pytest.approx(known, rel=1e-6, abs=1e-9), cid
+    pids = {json.loads(p.read_text())["environment"]["pid"] for p in (other / "cells").glob("*.json")}
+    assert os.getpid() not in pids  # computed elsewhere

@@ -70,7 +70,7 @@ def test_exact_bits_released_with_rings():
     code = compress_tensor("w", w, _config(class_max=1), tiny_context())
     assert isinstance(code, LatticeCode) and code.classes == 1
     assert code.nbits == math.ceil(math.log2(1601 * 2)) == 12
-    assert code.bits().indices == 5 * 12 and code.bits().metadata == 160
+    assert code.bits().indices == 5 * 12 and code.bits().scales == 128 and code.bits().metadata == 32
     assert int(code.idx.max()) >= 1601  # the far pair's index carries its ring class
 
 

@@ -39,7 +39,7 @@ def offline_variant(tmp_path: Path) -> Path:
 
 
 def test_shipped_suite_validates_up_to_missing_data(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("validate", str(SUITE)) == 2  # no ImageNet here: exit 2 with what to download
+    assert run_cli("validate", str(SUITE)) == 3  # no ImageNet here: exit 3 (missing prerequisite) with what to download
     captured = capsys.readouterr()
     assert "resnet18" in captured.out and "ImageNet val not found" in captured.err
 

@@ -6,13 +6,15 @@ Each metric is looked up in the plugin registry (as the runner does) and compute
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
-from b2s_bench import Compressed, Evaluation, NotApplicable, StoredTensorCode
+from b2s_bench import Compressed, DecoderNetwork, Evaluation, NotApplicable, StoredTensorCode
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedData, LoadedModel
 
@@ -191,3 +193,92 @@ def test_weight_metrics_not_applicable_without_same_shape_tensors(plugins: Plugi
     # a tensor decoded to another shape (structured pruning) has no pair to compare
     with pytest.raises(NotApplicable):
         metric(plugins, name, weight_eval({"b": torch.tensor([[1.0]])}))
+
+
+# --- per-example outcomes, kept for confidence intervals ---
+
+
+def test_output_metrics_keep_their_per_example_outcomes(plugins: Plugins) -> None:
+    from b2s_bench import samples
+
+    ev = output_eval(LOGITS, BASELINE, LABELS)
+    values = {name: metric(plugins, name, ev) for name in ("top1", "top5", "agreement", "kl")}
+    assert ev.per_example["top1"].tolist() == [True, False, True, False]
+    assert ev.per_example["top5"].tolist() == [True, True, True, False]
+    assert ev.per_example["agreement"].tolist() == [True, True, True, False]
+    assert ev.per_example["kl"].shape == (4,) and ev.per_example["kl"].dtype == torch.float64
+    stored = {k: samples.decode(v) for k, v in samples.encode_all(ev.per_example).items()}
+    for name in ("top1", "top5", "agreement"):  # the value is the mean of the outcomes, in %
+        assert stored[name].dtype == bool and 100 * stored[name].mean() == pytest.approx(values[name])
+    assert stored["kl"].mean() == pytest.approx(values["kl"], rel=1e-3)
+
+
+def test_an_evaluation_starts_without_outcomes() -> None:
+    assert weight_eval({"a": W_HAT_A}).per_example == {}
+
+
+# --- the solver check: what each code is compared against ---
+
+
+class _Free(DecoderNetwork):
+    """W = φ: the solver reaches the target exactly, so a lossy code is beaten (a negative gap)."""
+
+    projection = "never"
+
+    def __init__(self, start: torch.Tensor) -> None:
+        super().__init__()
+        self.phi = nn.Parameter(start.clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.phi
+
+
+class _LocalSearch(_Free):
+    solution = "local search"  # e.g. k-means or AdaRound
+
+
+class _GradientFit(_Free):
+    closed_form = False  # e.g. an INR: the code is itself a gradient fit
+
+
+class _Other(_Free):
+    solution = "gradient fit"
+
+
+@dataclasses.dataclass
+class _NoisyCode(StoredTensorCode):
+    """A tensor stored with an error, whose decoder network is ``network``."""
+
+    network: type = _Free
+    kind: ClassVar[str] = "test-noisy"
+
+    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> DecoderNetwork:
+        start = self.value.float() if init == "code" else torch.randn(self.value.shape, generator=generator)
+        return self.network(start)
+
+
+def _solver_eval(network: type) -> Evaluation:
+    ev = weight_eval({})
+    ev.compressed = Compressed.from_codes(Three(), {"a": _NoisyCode(W_A + 0.5, network), "b": _NoisyCode(W_B + 0.1, network)})
+    return ev
+
+
+@pytest.mark.parametrize(("network", "reference"), [(_Free, "closed form"), (_LocalSearch, "local search")])
+def test_solver_gap_labels_what_each_code_is_compared_against(network: type, reference: str) -> None:
+    from b2s_bench_plugins.evaluation.metrics import solver_gap
+
+    ev = _solver_eval(network)
+    gap = solver_gap(ev, steps=300)
+    assert set(ev.details["solver_gap"]) == {"a", "b"}
+    assert {d["reference"] for d in ev.details["solver_gap"].values()} == {reference}
+    assert ev.details["check_reference"] == {"solver_gap": reference}
+    assert gap < -0.9  # W = φ reaches the target: far below the lossy code's error
+    assert gap == pytest.approx(sum(d["gap"] for d in ev.details["solver_gap"].values()) / 2)
+
+
+@pytest.mark.parametrize("network", [_GradientFit, _Other])
+def test_solver_gap_skips_codes_that_are_no_reference(network: type) -> None:
+    from b2s_bench_plugins.evaluation.metrics import solver_gap
+
+    with pytest.raises(NotApplicable, match="closed form or a local search"):
+        solver_gap(_solver_eval(network), steps=10)

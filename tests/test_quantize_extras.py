@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
+import tempfile
 
 import pytest
 import torch
-from b2s_bench_plugins.compressors.quantize import SPEC, UniformCode
-from b2s_bench_plugins.compressors.quantize.calibration import (
-    activation_ranges,
-    bn_input_means,
-    bn_successors,
-    fake_quantize,
-)
+from b2s_bench_plugins.compressors.quantize import SPEC, AdaRoundCode, AdaRoundNetwork, RoundingNetwork, UniformCode
+from b2s_bench_plugins.compressors.quantize.activations import activation_ranges, fake_quantize
+from b2s_bench_plugins.compressors.quantize.calibration import bn_input_means, bn_successors
 from torch import nn
 
+import b2s_bench as b2s
 from b2s_bench import build_config
 from b2s_bench.sizes import SizeBreakdown, dtype_bits
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
@@ -296,3 +294,26 @@ def test_adaround_lowers_the_layer_output_error() -> None:
         dense = model(x)
         assert float(((ada.module()(x) - dense) ** 2).mean()) < float(((rtn.module()(x) - dense) ** 2).mean())
     assert math.isfinite(facts["layers"]["features.4"]["flipped"])
+
+
+def test_adaround_codes_are_marked_as_a_local_search() -> None:
+    """The solver check tells closed forms from local searches by the network's ``solution``."""
+    ctx = tiny_context(0)
+    model = tiny_model(0)
+    rtn = SPEC.compress(model, config(bits=3), ctx)
+    ada = SPEC.compress(model, config(bits=3, adaround=True, adaround_iterations=60, calibration_samples=64), ctx)
+    for code in rtn.codes.values():
+        net = code.as_network("code")
+        assert type(net) is RoundingNetwork and net.solution == "closed form"
+    layers = ada.info["adaround"]["layers"]
+    assert any(f["kept"] for f in layers.values())
+    for key, code in ada.codes.items():
+        kept = bool(layers[key.rpartition(".")[0]]["kept"])
+        assert isinstance(code, AdaRoundCode) == kept and code.kind == "quantize.uniform"
+        net = code.as_network("code")
+        assert net.solution == ("local search" if kept else "closed form")
+        assert isinstance(net, AdaRoundNetwork) == kept and torch.equal(net(), code.decode())
+    with tempfile.TemporaryDirectory() as tmp:  # stored as a UniformCode: same kind, same bytes
+        ada.save(f"{tmp}/a")
+        loaded = b2s.Compressed.load(f"{tmp}/a", ada.skeleton, {c.kind: c for c in SPEC.codes})
+        assert all(torch.equal(loaded.codes[k].decode(), c.decode()) for k, c in ada.codes.items())

@@ -1,16 +1,105 @@
-"""Reports are rebuilt from stored records alone, in every format, deterministically."""
+"""Reports are rebuilt from stored records alone, in every format, deterministically; with
+intervals, seeds pooled, units by kind, validated settings, flags against the Gaussian limit and a
+terminal summary. ``make_record``/``write_run`` build synthetic run folders (also for
+tests/test_compare.py and tests/test_html.py)."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import run_cli
 
-from b2s_bench.report import leaderboards, load_frame
+from b2s_bench import samples
+from b2s_bench.errors import UserError
+from b2s_bench.metricmeta import MetricMeta
+from b2s_bench.records import SCHEMA, fingerprint_id, record_problems, write_record
+from b2s_bench.report import BELOW_LIMIT, header, leaderboards, load_frame, primary_metric
+from b2s_bench.summary import summary_text
+
+#: name -> (unit, higher_is_better, kind, roles, rank, identity_target) of the metrics synthetic records carry
+SPECS: dict[str, tuple[str, bool, str, list[str], int, float | None]] = {
+    "top1": ("%", True, "quality", ["default", "primary"], 10, None),
+    "agreement": ("%", True, "quality", ["default", "primary"], 20, 99.999),
+    "kl": ("nats", False, "quality", [], 100, None),
+    "bits": ("bits", False, "size", ["default"], 100, None),
+    "ratio": ("x", True, "size", ["default"], 100, None),
+    "weight_rel_error": ("", False, "weights", [], 100, 1e-6),
+    "solver_gap": ("", False, "weights", ["check"], 100, None),
+}
+
+
+def outcomes(rate: float, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` right/wrong outcomes, exactly round(rate · n) of them right, at seeded positions."""
+    out = np.zeros(n, bool)
+    out[np.random.default_rng(seed).permutation(n)[: round(rate * n)]] = True
+    return out
+
+
+def make_record(method: str = "quantize(bits=4)", family: str = "quantization", *, model: str = "tiny:cnn",
+                track: str = "data-free", seed: int = 0, bits: int = 1_000_000, baseline_bits: int = 8_000_000,
+                values: dict[str, Any] | None = None, details: dict[str, Any] | None = None, status: str = "ok",
+                identity: bool = False, data: str = "data-1", num_classes: int | None = None,
+                suite: str = "s", commit: str = "abc1234567") -> dict[str, Any]:
+    """A valid record. ``values``: metric -> a number, or a bool/float array of per-example outcomes
+    (stored in ``per_example``; the value is their mean, × 100 for a metric in %)."""
+    metrics, per_example = {}, {}
+    given = {"bits": float(bits), "ratio": baseline_bits / bits, **(values or {})}
+    for name, v in given.items():
+        unit, hib, kind, roles, rank, target = SPECS.get(name, ("", True, "quality", [], 100, None))
+        if isinstance(v, np.ndarray):
+            per_example[name] = samples.encode(v)
+            v = float(v.mean()) * (100.0 if unit == "%" else 1.0)
+        metrics[name] = {"value": v, "unit": unit, "higher_is_better": hib, "kind": kind, "roles": roles,
+                         "rank": rank, "identity_target": target, "description": f"{name} of the cell"}
+    fingerprint = {"model": model, "method": method, "seed": seed, "suite": suite, "bits": bits, "data": data}
+    stage = {"name": method.split("(")[0], "version": "1", "family": family, "track": track, "config": {}}
+    rec = {"schema": SCHEMA, "cell_id": fingerprint_id(fingerprint), "fingerprint": fingerprint, "suite": suite,
+           "status": status, "label": method, "track": track, "family": family, "seed": seed,
+           "model": {"name": model, "label": model, **({"num_classes": num_classes} if num_classes else {})},
+           "dataset": {"name": "random", "options": {}, "examples": 100, "data_fingerprint": data},
+           "compressor": {"pipeline": [] if family == "dense" else [stage], "identity": identity},
+           "metrics": metrics if status == "ok" else {},
+           "size": {"total_bits": int(bits), "baseline_bits": baseline_bits, "ratio_model": baseline_bits / bits,
+                    "ratio_layers": baseline_bits / bits, "layers_bits": int(bits),
+                    "layers_baseline_bits": baseline_bits} if status == "ok" else {},
+           "timings": {"total": 1.0}, "details": details or {},
+           "environment": {"device": "cpu", "git_commit": commit},
+           "error": None if status == "ok" else {"type": "RuntimeError", "message": "boom\nmore", "traceback": ""},
+           "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-02T00:01:00+00:00"}
+    if per_example and status == "ok":
+        rec["per_example"] = per_example
+    assert record_problems(rec) == []
+    return rec
+
+
+def write_run(folder: Path, records: Sequence[dict[str, Any]], suite: str = "s", report: dict[str, Any] | None = None,
+              metrics: Sequence[str] = ("top1", "bits", "ratio"), description: str = "a test run") -> Path:
+    """A run folder: the records and a run.json listing them."""
+    for rec in records:
+        write_record(folder, rec)
+    (folder / "run.json").write_text(json.dumps({
+        "suite": suite, "description": description, "command": f"b2s-bench run {suite}.yaml",
+        "report": report or {}, "metrics": list(metrics), "cells": [r["cell_id"] for r in records]}))
+    return folder
+
+
+def rd_details(rate: float, rel_mse: float, variance_ratio: float = 1.0, below: bool | None = None) -> dict[str, Any]:
+    """``details["rate_distortion"]`` as the limits plugin writes it (energy 2.0)."""
+    model = {"rate": rate, "mse": 2.0 * rel_mse, "energy": 2.0, "variance_ratio": variance_ratio,
+             "bound_mse": 2.0 * variance_ratio * 2 ** (-2 * rate)}
+    if below is not None:
+        model["below_limit"] = below
+    return {"rate_distortion": {"tensors": {}, "model": model}}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +145,9 @@ def test_csv_json_html_agree(run_dir: Path) -> None:
     assert list(csv["method"]) == [r["method"] for r in data["leaderboards"][0]["rows"]]
     html = (run_dir / "leaderboard.html").read_text()
     assert html.startswith("<!doctype html>") and "sortable" in html and "<script>" in html
-    assert "http" not in html.split("<body>")[1]  # self-contained: no external resources
+    body = html.split("<body>")[1]
+    for attr in ("src=", "href="):  # self-contained: no external resources (plots are data: URIs)
+        assert all(part.startswith(("'data:", '"data:')) for part in body.split(attr)[1:])
     raw = pd.read_csv(run_dir / "records.csv")
     assert raw["total_bits"].dtype.kind == "i"  # exact bits survive
 
@@ -73,3 +164,154 @@ def test_report_format_flag(run_dir: Path, tmp_path: Path, fmt: str, capsys: pyt
 def test_unknown_format_suggests(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("report", str(run_dir), "--format", "htm") == 2
     assert "did you mean 'html'" in capsys.readouterr().err
+
+
+# --- synthetic run folders: intervals, seeds, units, settings, flags, summary ---------------------------------
+
+
+def _run(tmp_path: Path, records: Sequence[dict[str, Any]], **kw: Any) -> Path:
+    return write_run(tmp_path / "run", records, **kw)
+
+
+def _table(folder: Path) -> pd.DataFrame:
+    frame, metas, settings = load_frame(folder)
+    ((_, table),) = leaderboards(frame, metas, settings)
+    return table
+
+
+def test_intervals_come_from_per_example_outcomes_and_old_records_show_none(tmp_path: Path) -> None:
+    folder = _run(tmp_path, [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 1)}),
+        make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 1000, 2)}),
+        make_record("old(bits=4)", values={"top1": 80.0}),  # a record from before per-example outcomes
+    ])
+    table = _table(folder).set_index("method")
+    lo, hi = table.loc["quantize(bits=4)", "top1 95% CI"]
+    half = 1.96 * math.sqrt(0.85 * 0.15 / 1000) * 100  # the normal approximation, for scale
+    assert lo < 85.0 < hi and abs((hi - lo) / 2 - half) < 0.4
+    assert table.loc["old(bits=4)", "top1 95% CI"] is None
+    assert _table(folder)["top1 95% CI"].tolist() == table["top1 95% CI"].tolist()  # seeded: the same on every rebuild
+    assert run_cli("report", str(folder), "--format", "md") == 0
+    text = (folder / "leaderboard.md").read_text()
+    assert "top1 95% CI" in text and "| old(bits=4) " in text and "2000 resamples" in text and "seed 0" in text
+    old_row = next(ln for ln in text.splitlines() if ln.startswith("| old(bits=4)"))
+    assert "–" in old_row
+
+
+def test_a_value_that_is_not_the_mean_of_its_outcomes_gets_no_interval(tmp_path: Path) -> None:
+    rec = make_record(values={"top1": outcomes(0.5, 200)})
+    rec["metrics"]["top1"]["value"] = 70.0  # e.g. a median, or outcomes of something else
+    frame, _, _ = load_frame(_run(tmp_path, [rec]))
+    assert "ci_lo:top1" not in frame
+
+
+def test_seeds_are_pooled_into_one_row_with_mean_std_and_a_pooled_interval(tmp_path: Path) -> None:
+    seeds = [make_record("prune(sparsity=0.5)", "pruning", seed=s, values={"top1": outcomes(r, 500, s)})
+             for s, r in ((0, 0.80), (1, 0.84), (2, 0.82))]
+    table = _table(_run(tmp_path, seeds))
+    assert len(table) == 1 and table["seeds"].iloc[0] == 3
+    assert table["top1 [%] ↑"].iloc[0] == pytest.approx(82.0)
+    assert table["± top1"].iloc[0] == pytest.approx(2.0)  # sample std of 80, 84, 82
+    lo, hi = table["top1 95% CI"].iloc[0]
+    assert lo < 82.0 < hi and hi - lo < 2 * 1.96 * math.sqrt(0.82 * 0.18 / 500) * 100  # pooled: narrower than one seed
+    assert len(table["cell"].iloc[0].split(", ")) == 3
+
+
+def test_only_a_size_metric_in_bits_is_shown_in_megabytes() -> None:
+    size = MetricMeta("bits", "bits", False, "size")
+    other = MetricMeta("code_bits", "bits", False, "weights")
+    assert header(size) == "size [MB] ↓" and header(other) == "code_bits [bits] ↓"
+
+
+def test_a_bits_metric_of_another_kind_keeps_its_unit_in_tables(tmp_path: Path) -> None:
+    rec = make_record(values={"entropy": 3_000_000.0})
+    rec["metrics"]["entropy"].update(unit="bits", kind="weights", higher_is_better=False)
+    table = _table(_run(tmp_path, [rec], metrics=("entropy", "bits")))
+    assert table["entropy [bits] ↓"].iloc[0] == 3_000_000.0 and table["size [MB] ↓"].iloc[0] == 0.125
+
+
+def test_an_unknown_primary_metric_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _run(tmp_path, [make_record(values={"top1": 50.0})], report={"primary": "top-1"})
+    with pytest.raises(UserError, match="report.primary: 'top-1' is not one of this run's metrics"):
+        load_frame(folder)
+    assert run_cli("report", str(folder)) == 2
+    assert "report.primary" in capsys.readouterr().err
+    with pytest.raises(UserError):
+        primary_metric([MetricMeta("top1", "%", True, "quality")], "top5")
+
+
+def test_report_loads_neither_the_runner_nor_torch() -> None:
+    code = ("import sys, b2s_bench.report, b2s_bench.theory, b2s_bench.summary, b2s_bench.compare, b2s_bench.site; "
+            "print(sorted(m for m in ('torch', 'b2s_bench.cells', 'b2s_bench.runner') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_below_the_gaussian_limit_is_flagged_with_a_note(tmp_path: Path) -> None:
+    folder = _run(tmp_path, [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+        # at 4 bits per weight the limit is 2^-8 = 0.0039 relative MSE: 0.001 is below, 0.01 above
+        make_record("lowrank(rank=4)", "lowrank", values={"top1": 80.0}, details=rd_details(4.0, 0.001)),
+        make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
+        # the record's own verdict wins over the recomputed one
+        make_record("svd(energy=0.9)", "lowrank", bits=900_000, values={"top1": 70.0},
+                    details=rd_details(4.0, 0.01, below=True)),
+    ])
+    table = _table(folder).set_index("method")
+    assert table["note"].to_dict() == {"dense": "", "lowrank(rank=4)": BELOW_LIMIT, "quantize(bits=4)": "",
+                                       "svd(energy=0.9)": BELOW_LIMIT}
+    assert run_cli("report", str(folder)) == 0
+    text = (folder / "leaderboard.md").read_text()
+    assert "structured (correlated or low rank)" in text and "miscounted" in text
+    rd = text.split("### Weight error against the Gaussian rate–distortion limit")[1]
+    row = next(ln for ln in rd.splitlines() if "lowrank(rank=4)" in ln)
+    assert "-30" in row and "-24.08" in row and BELOW_LIMIT in row  # 10·log10(0.001), and the limit at 4 bits
+    assert (folder / "weights.png").is_file()
+    assert "⚠" in summary_text(folder)
+
+
+def test_summary_lists_the_top_methods_within_100_columns(tmp_path: Path) -> None:
+    long = "pipeline(" + "x" * 120 + ")"
+    records = [make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 400, 0)})]
+    records += [make_record(f"q{i}", bits=1_000_000 + i, values={"top1": outcomes(0.5 + i / 20, 400, i)}) for i in range(7)]
+    records += [make_record(long, "pruning", values={"top1": outcomes(0.99, 400, 9)}),
+                make_record("broken", status="error")]
+    folder = _run(tmp_path, records)
+    text = summary_text(folder, top=3)
+    lines = text.splitlines()
+    assert all(len(ln) <= 100 for ln in lines)
+    ranked = [ln.split()[1] for ln in lines if ln[:4].strip().isdigit()]
+    assert ranked[0].startswith("pipeline(xxx") and ranked[1:] == ["q6", "q5"]
+    assert "(+5 more methods)" in text and "1 failed cell" in text and "dense 90.00 [" in text
+    assert "[" in lines[2] and "8.00x" in lines[2]  # ratio and the interval of the best method
+    assert run_cli("report", str(folder), "--format", "summary") == 0
+    assert (folder / "summary.txt").read_text().strip() == summary_text(folder)
+
+
+def test_the_family_style_is_fixed_and_stable() -> None:
+    from b2s_bench_plugins.reporting.plots import FAMILY_STYLES, family_style
+
+    assert family_style("quantization") == ("#2ca02c", "o") and family_style("pruning") == ("#ff7f0e", "^")
+    composite = family_style("pruning+quantization")
+    assert composite == family_style("pruning+quantization") and composite not in FAMILY_STYLES.values()
+    out = subprocess.run([sys.executable, "-c", "from b2s_bench_plugins.reporting.plots import family_style; "
+                          "print(family_style('pruning+quantization'))"], capture_output=True, text=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}, check=True).stdout
+    assert out.strip() == str(composite)  # not Python's salted hash
+
+
+def test_the_size_axis_is_labelled_in_plain_numbers() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from b2s_bench_plugins.reporting.plots import _plain_log_axis
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(0.3, 20)
+    _plain_log_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if 0.3 <= t.get_position()[0] <= 20]
+    plt.close(fig)
+    assert labels == ["0.5", "1", "2", "5", "10", "20"]

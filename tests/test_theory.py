@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from b2s_bench_plugins.compressors import prune as prune_plugin
@@ -90,3 +91,119 @@ def test_pipeline_bits_replace_the_payload_exactly(tmp_path: torch.types.FileLik
     loaded = Compressed.load(path, both.skeleton, plugins.code_types())
     for key, value in both.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+# --- checks built from records: equal-bits verdicts, solver references, the rate-distortion limit ---
+
+
+def _frame(tmp_path, records, **kw):  # type: ignore[no-untyped-def]
+    from test_report import write_run
+
+    from b2s_bench.report import load_frame
+
+    frame, metas, _ = load_frame(write_run(tmp_path / "run", records, **kw))
+    return frame, metas
+
+
+def _top1(metas):  # type: ignore[no-untyped-def]
+    return next(m for m in metas if m.name == "top1")
+
+
+def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_report import make_record, outcomes
+
+    from b2s_bench.theory import equal_bits
+
+    frame, metas = _frame(tmp_path, [
+        make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 2000, 1)}),
+        make_record("kmeans(bits=4)", bits=1_010_000, values={"top1": outcomes(0.80, 2000, 2)}),
+        make_record("prune(sparsity=0.9)", "pruning", bits=2_000_000, values={"top1": outcomes(0.5, 2000, 3)}),
+    ])
+    table = equal_bits(frame, _top1(metas))
+    assert len(table) == 1  # k-means and uniform quantization, both "quantization"; pruning is twice the size
+    row = table.iloc[0]
+    assert (row["A"], row["B"], row["test"]) == ("quantize(bits=4)", "kmeans(bits=4)", "McNemar exact")
+    assert row["verdict"] == "quantize(bits=4) better" and row["p"] < 1e-3
+    lo, hi = row["95% CI of Δ"]
+    assert row["Δ top1 (B − A)"] == pytest.approx(-5.0) and lo < -5.0 < hi < 0
+
+
+def _paired(rate_a, rate_b, n, flips):  # type: ignore[no-untyped-def]
+    """Two outcome arrays on the same examples: b is a with ``flips`` right answers made wrong."""
+    from test_report import outcomes
+
+    a = outcomes(rate_a, n, 7)
+    b = a.copy()
+    b[np.flatnonzero(a)[:flips]] = False
+    return a, b
+
+
+def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_report import make_record, outcomes
+
+    from b2s_bench.theory import equal_bits
+
+    close_a, close_b = _paired(0.8, 0.8, 1000, 3)  # 3 discordant pairs: no evidence
+    frame, metas = _frame(tmp_path, [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 0)}, num_classes=10),
+        make_record("a(bits=4)", values={"top1": close_a}, num_classes=10),
+        make_record("b(bits=4)", values={"top1": close_b}, num_classes=10),
+        make_record("c(rank=2)", "lowrank", bits=3_000_000, values={"top1": outcomes(0.10, 1000, 1)}, num_classes=10),
+        make_record("d(rank=2)", "lowrank", bits=3_050_000, values={"top1": outcomes(0.08, 1000, 2)}, num_classes=10),
+        make_record("e(old)", bits=5_000_000, values={"top1": 70.0}, num_classes=10),
+        make_record("f(old)", bits=5_100_000, values={"top1": 60.0}, num_classes=10),
+    ])
+    verdicts = {(r["A"], r["B"]): r["verdict"] for _, r in equal_bits(frame, _top1(metas)).iterrows()}
+    assert verdicts == {("a(bits=4)", "b(bits=4)"): "no significant difference",
+                        ("c(rank=2)", "d(rank=2)"): "both fail",  # 10 % and 8 % of 10 classes: chance
+                        ("e(old)", "f(old)"): "not tested (no per-example outcomes)"}
+
+
+def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
+    from b2s_bench.metricmeta import MetricMeta
+    from b2s_bench.theory import fails, failure_level
+
+    top1 = MetricMeta("top1", "%", True, "quality")
+    assert failure_level({"num_classes": 10}, {"metric:top1": 91.0}, top1) == pytest.approx(10.0)
+    assert failure_level({"num_classes": 1000}, {"metric:top1": 77.0}, top1) == pytest.approx(7.7)
+    assert failure_level({}, None, top1) != failure_level({}, None, top1)  # NaN: nothing to tell
+    assert fails({"metric:top1": 12.0, "ci_lo:top1": 9.5}, 10.0, top1)  # its interval reaches chance
+    assert not fails({"metric:top1": 12.0, "ci_lo:top1": 10.5}, 10.0, top1)
+    assert not fails({"metric:kl": 9.0}, failure_level({}, {"metric:kl": 0.0}, MetricMeta("kl", "nats", False, "quality")),
+                     MetricMeta("kl", "nats", False, "quality"))
+
+
+def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_report import make_record
+
+    from b2s_bench.theory import check_sections
+
+    frame, metas = _frame(tmp_path, [
+        make_record("quantize(bits=4)", values={"solver_gap": 0.001},
+                    details={"check_reference": {"solver_gap": "closed form"}}),
+        make_record("kmeans(bits=4)", bits=1_010_000, values={"solver_gap": -0.2},
+                    details={"check_reference": {"solver_gap": "local search"}}),
+    ], metrics=("bits", "solver_gap"))
+    ((title, table),) = check_sections(frame, metas)
+    assert title.startswith("solver_gap") and list(table.columns) == ["model", "method", "family", "reference", "solver_gap"]
+    assert dict(zip(table["method"], table["reference"])) == {"quantize(bits=4)": "closed form",
+                                                              "kmeans(bits=4)": "local search"}
+
+
+def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_report import make_record, rd_details
+
+    from b2s_bench.report import BELOW_LIMIT
+    from b2s_bench.theory import rate_distortion_table
+
+    frame, _ = _frame(tmp_path, [
+        make_record("quantize(bits=2)", details=rd_details(2.0, 0.1, variance_ratio=0.5)),
+        make_record("svd(rank=1)", "lowrank", details=rd_details(1.0, 0.01, variance_ratio=1.0)),
+        make_record("prune(sparsity=0.5)", "pruning"),  # no rate-distortion data
+    ])
+    table = rate_distortion_table(frame).set_index("method")
+    assert list(table.index) == ["quantize(bits=2)", "svd(rank=1)"]
+    q = table.loc["quantize(bits=2)"]
+    assert q["limit [dB]"] == pytest.approx(10 * np.log10(0.5 / 16)) and q["weight error [dB]"] == pytest.approx(-10)
+    assert q["gap [dB]"] > 0 and q["flag"] == ""
+    assert table.loc["svd(rank=1)", "flag"] == BELOW_LIMIT  # 0.01 < 2^-2: below the limit at 1 bit

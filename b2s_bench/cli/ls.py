@@ -1,56 +1,100 @@
-"""``b2s-bench ls {compressors,models,datasets,metrics,plugins} [PATTERN]``."""
+"""``b2s-bench ls {compressors,models,datasets,metrics,reporters,plugins,suites} [PATTERN] [-v]``."""
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
+import os
 from typing import Any
 
 from tabulate import tabulate
 
+from ..errors import UserError
 from ..plugins import Plugins
+from ..registry import matches
+from ..suitefiles import shipped_suites
+from .show import catalog_rows, compressor_track, settings_table
 
-KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "plugins")
+KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "plugins", "suites")
+DESCRIPTION = 100  # characters of a suite's description shown without -v
+MODELS_NOTE = ("offline: works without the internet (a package may need installing first); needs the hub: "
+               "`pretrained: true` downloads the weights on first use, unless the local cache holds them "
+               "(`b2s-bench validate` tells)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("ls", help="list registered compressors, models, datasets, metrics or plugins",
-                       description="List what the installed plugins provide. PATTERN is a substring or a glob.")
+    p = sub.add_parser("ls", help="list compressors, models, datasets, metrics, reporters, plugins or shipped suites",
+                       description="List what the installed plugins provide, or the suites shipped with b2s-bench. "
+                                   "PATTERN is a substring or a glob. `b2s-bench show NAME` shows one in full.")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", default=None)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also each setting's type, default, allowed values and help (compressors, datasets), "
+                        "metrics' roles and inputs, suites' whole descriptions")
     return p
 
 
-def _match(name: str, pattern: str | None) -> bool:
-    if not pattern:
-        return True
-    pat = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
-    return fnmatch.fnmatchcase(name.lower(), pat.lower())
+def _one_line(text: str, verbose: bool) -> str:
+    text = " ".join(text.split())
+    return text if verbose or len(text) <= DESCRIPTION else text[: DESCRIPTION - 1].rstrip() + "…"
 
 
-def _track(spec: Any) -> str:
-    if isinstance(spec.track, str):
-        return spec.track
-    try:
-        return f"{spec.track_for(spec.config())} (default; by setting)"
-    except Exception:
-        return "by setting"
+def _rank(weights: str, availability: str) -> int:
+    """Real weights that work offline first, then those a package install brings, the hub's, random init last."""
+    if weights.startswith("none"):
+        return 3
+    if availability == "offline":
+        return 0
+    return 1 if availability.startswith("offline") else 2
+
+
+def _models(plugins: Plugins, pattern: str | None) -> tuple[list[list[Any]], list[str]]:
+    rows = []
+    for source in plugins.models:
+        try:
+            entries = catalog_rows(source)
+        except Exception as e:  # one broken source (a missing extra) must not hide the others
+            rows.append([f"{source.name}:*", "-", f"cannot list: {type(e).__name__}: {e}", source.description])
+            continue
+        for name, weights, availability in entries:
+            full = f"{source.name}:{name}"
+            if matches(full, pattern) or (weights and matches(weights, pattern)):
+                rows.append([full, weights or "-", availability or "-", source.description])
+    rows.sort(key=lambda r: (_rank(r[1], r[2]), r[0]))
+    return rows, ["model", "weights", "availability", "source"]
+
+
+def _suites(plugins: Plugins, pattern: str | None, verbose: bool) -> tuple[list[list[Any]], list[str]]:
+    from ..suite import load_suite  # it loads torch: only `ls suites` pays for that
+
+    rows = []
+    for name, path in shipped_suites().items():
+        if not matches(name, pattern):
+            continue
+        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("../..") else str(path)
+        try:  # parsing is cheap: no model is built and no config of the grid
+            suite = load_suite(str(path), plugins)
+            rows.append([name, f"{suite.grid_size():,}", _one_line(suite.description, verbose), shown])
+        except UserError as e:
+            rows.append([name, "-", f"cannot load: {e}", shown])
+    return rows, ["suite", "cells", "description", "file"]
+
+
+def _details(kind: str, plugins: Plugins, pattern: str | None) -> list[str]:
+    """The settings of each listed compressor or dataset (``-v``)."""
+    registry = plugins.compressors if kind == "compressors" else plugins.datasets
+    return [f"\n{spec.name}: {spec.description}\n{settings_table(spec.config)}" for spec in registry.match(pattern)]
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    kind, pattern = args.kind, args.pattern
+    kind, pattern, verbose = args.kind, args.pattern, getattr(args, "verbose", False)
+    notes: list[str] = []
     if kind == "compressors":
-        rows = [[s.name, s.family, _track(s), s.version, plugins.compressors.origin(s.name), s.description]
+        rows = [[s.name, s.family, compressor_track(s), s.version, plugins.compressors.origin(s.name), s.description]
                 for s in plugins.compressors.match(pattern)]
         headers = ["name", "family", "data track", "version", "plugin", "description"]
     elif kind == "models":
-        rows = []
-        for source in plugins.models:
-            for name in source.list_models(None):
-                full = f"{source.name}:{name}"
-                if _match(full, pattern):
-                    rows.append([full, source.description])
-        headers = ["model", "source"]
+        rows, headers = _models(plugins, pattern)
+        notes = [MODELS_NOTE]
     elif kind == "datasets":
         rows = []
         for s in plugins.datasets.match(pattern):
@@ -60,17 +104,28 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         headers = ["name", "labeled", "labels", "available here", "description"]
     elif kind == "metrics":
         rows = [[m.name, m.unit or "-", "↑" if m.higher_is_better else "↓", m.kind, m.description]
+                + ([", ".join(sorted(m.roles)) or "-", ", ".join(sorted(m.needs)) or "-", m.version] if verbose else [])
                 for m in plugins.metrics.match(pattern)]
-        headers = ["name", "unit", "better", "kind", "description"]
+        headers = ["name", "unit", "better", "kind", "description"] + (["roles", "reads", "version"] if verbose else [])
     elif kind == "reporters":
         rows = [[r.name, r.description] for r in plugins.reporters.match(pattern)]
         headers = ["name", "description"]
+    elif kind == "suites":
+        rows, headers = _suites(plugins, pattern, verbose)
+        notes = ["`b2s-bench run NAME` runs one; `b2s-bench validate NAME` lists its cells"]
     else:
-        rows = [[i.name, i.distribution, i.version, "ok", i.origin] for i in plugins.infos if _match(i.name, pattern)]
+        rows = [[i.name, i.distribution, i.version, "ok", i.origin] for i in plugins.infos if matches(i.name, pattern)]
         rows += [[f.name, f.distribution, f.version, "FAILED: " + f.error, ""] for f in plugins.failures
-                 if _match(f.name, pattern)]
-        rows += [[d, "", "", "disabled", ""] for d in plugins.disabled if _match(d, pattern)]
+                 if matches(f.name, pattern)]
+        rows += [[d, "", "", "disabled", ""] for d in plugins.disabled if matches(d, pattern)]
         rows.sort(key=lambda r: r[0])
         headers = ["plugin", "distribution", "version", "status", "origin"]
-    print(tabulate(rows, headers=headers, tablefmt="github") if rows else f"no {kind} match {pattern!r}")
+    if not rows:
+        print(f"no {kind} match {pattern!r}")
+        return 0
+    print(tabulate(rows, headers=headers, tablefmt="github"))
+    if verbose and kind in ("compressors", "datasets"):
+        print("\n".join(_details(kind, plugins, pattern)))
+    for note in notes:
+        print(f"\n{note}")
     return 0

@@ -21,9 +21,10 @@ from collections.abc import Sequence  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..errors import MissingPrerequisite, UserError  # noqa: E402
 from ..plugins import Plugins, load_plugins  # noqa: E402
-from . import exits, ls, publish, report, run, status, validate  # noqa: E402
+from . import compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
 
-COMMANDS = {"run": run, "validate": validate, "status": status, "ls": ls, "report": report, "publish": publish}
+COMMANDS = {"run": run, "validate": validate, "status": status, "ls": ls, "show": show, "report": report,
+            "publish": publish, "results": results, "compare": compare}
 
 
 def _global_parser(add_help: bool) -> argparse.ArgumentParser:

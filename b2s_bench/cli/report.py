@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def write_report(out_dir: str | os.PathLike[str], plugins: Plugins, formats: list[str] | None = None,
                  all_records: bool = False) -> list[Path]:
-    from ..report import ReportContext, load_frame  # pandas loads only when a report is written
+    from ..report import load_frame  # pandas loads only when a report is written
+    from ..reportspec import ReportContext
 
     out_dir = Path(out_dir)
     if not (out_dir / "cells").is_dir():

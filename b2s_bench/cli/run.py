@@ -7,10 +7,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cells import expand, select
 from ..errors import UserError
 from ..plugins import Plugins
-from ..runner import Runner, RunOptions, RunSummary
-from ..suite import load_suite
+from ..prerequisites import check_cells, check_writable
+from ..runner import Runner, RunOptions, RunSummary, resolve_device
+from ..suite import Suite, load_suite
+from ..summary import summary_text
 from .report import write_report
 
 #: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
@@ -29,7 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="only cells whose 'model method id' matches (substring or glob)")
     p.add_argument("--force", action="store_true", help="recompute cells that already have records")
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
-    p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    p.add_argument("--quiet", action="store_true", help="do not print the summary of the leaderboard")
+    p.add_argument("--keep-going", action="store_true",
+                   help="when some models' data or weights are missing here, run the cells that are ready "
+                        "(default: stop before running anything, exit 3)")
     g = p.add_argument_group("where cells run (README: 'Running on a GPU node or a cluster')")
     g.add_argument("--executor", default=None, metavar="NAME",
                    help="process (default: isolated worker processes), inline (this process, for pdb), ray, slurm; "
@@ -39,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a cell after this long and record it 'timed out' (default: runtime.cell_timeout, 6 h)")
     g.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
+    g.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Slurm setting (partition, time, gpus_per_node, mem_gb, jobs, ...) over runtime.slurm")
     g.add_argument("--detach", action="store_true",
                    help="submit and return (cluster executors); follow with `b2s-bench status DIR`")
     return p
@@ -66,20 +74,54 @@ def _workers(value: str | None) -> int | None:
     return count
 
 
-def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
+def _settings(pairs: list[str]) -> tuple[tuple[str, object], ...]:
+    """``--slurm KEY=VALUE`` pairs, values read as YAML scalars (numbers stay numbers)."""
+    import yaml
+
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--slurm takes KEY=VALUE, got {pair!r}")
+        out.append((key.strip(), yaml.safe_load(value) if value else ""))
+    return tuple(out)
+
+
+def options_from(args: argparse.Namespace, out: Path, skip_models: tuple[str, ...] = ()) -> RunOptions:
     command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
     return RunOptions(out, args.device, args.pattern, args.force, False if args.no_progress else None, command,
                       args.executor, _workers(args.workers), args.cell_timeout, None, args.address, args.detach,
-                      None, tuple(sorted((getattr(args, "plugin_options", None) or {}).items())))
+                      None, _settings(args.slurm), skip_models,
+                      tuple(sorted((getattr(args, "plugin_options", None) or {}).items())))
+
+
+def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tuple[str, ...]:
+    """Check what the selected cells need before touching the network or the disk: data, weights,
+    packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready."""
+    device = resolve_device(args.device if args.device != "auto" else suite.device)
+    cells = select(expand(suite, plugins, device.type), args.pattern)
+    if args.pattern and not cells:
+        raise UserError(f"-k {args.pattern!r} matches none of the cells of suite {suite.name}; `b2s-bench validate "
+                        f"{args.suite or ''}`".rstrip() + " lists them")
+    found = check_cells(suite, plugins, cells)
+    if found.ok:
+        return ()
+    if not args.keep_going:
+        raise found.error()
+    for label, messages in found.missing.items():
+        for message in messages:
+            print(f"skipping {label}: {message}", file=sys.stderr)
+    if not found.ready:
+        raise found.error()
+    return tuple(found.missing)
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
     suite = load_suite(args.suite, plugins)
     out = args.out or RUNS / suite.name
-    runner = Runner(suite, plugins, options_from(args, out))
-    if args.pattern and not runner.cells:
-        raise UserError(f"-k {args.pattern!r} matches none of the {len(runner.all_cells)} cells of suite {suite.name}; "
-                        "`b2s-bench validate` lists them")
+    check_writable(out)
+    skip = ready_models(args, plugins, suite)
+    runner = Runner(suite, plugins, options_from(args, out, skip))
     todo, done = runner.pending()
     print(f"suite {suite.name}: {len(runner.cells)} cells on {runner.device.type} "
           f"({len(done)} done, {len(todo)} to run) -> {out}", file=sys.stderr)
@@ -94,10 +136,8 @@ def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSu
         print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)
         return 0
     files = [] if summary.computed == 0 and reports_current(out) else write_report(out, plugins)
-    if not args.quiet:
-        md = out / "leaderboard.md"
-        if md.is_file():
-            print(md.read_text())
+    if not args.quiet:  # a short summary for the terminal; the full tables are in the files
+        print(summary_text(out))
     wrote = f"wrote {', '.join(str(f) for f in files)}" if files else f"reports in {out} are up to date"
     others = f", {summary.by_others} computed by another run" if summary.by_others else ""
     print(f"{summary.computed} computed, {summary.skipped} skipped{others}, {len(summary.failed)} failed "

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from b2s_bench import Context, check
+import b2s_bench as b2s
+from b2s_bench import Context, Progress, check
 
 __all__ = ["SynthesisConfig", "Synthesized", "ZEROQ", "DEEPINVERSION", "synthesize", "bn_loss", "bn_layers"]
 
@@ -220,6 +221,84 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _batch_sizes(config: SynthesisConfig) -> list[int]:
+    """How many inputs each batch makes: ``batch_size``, the remainder last (never a batch of one)."""
+    sizes = [min(config.batch_size, config.samples - s) for s in range(0, config.samples, config.batch_size)]
+    if len(sizes) > 1 and sizes[-1] < 2:  # a batch of one has no variance: merge it into the previous one
+        last = sizes.pop()
+        sizes[-1] += last
+    return sizes
+
+
+def _augmented(x: torch.Tensor, config: SynthesisConfig, gen: torch.Generator) -> torch.Tensor:
+    """``x`` randomly shifted (circularly) and flipped, as the settings ask (images only)."""
+    if x.dim() == 4 and config.jitter > 0:
+        limit = max(int(round(config.jitter * min(x.shape[-2:]))), 0)
+        dy, dx = torch.randint(-limit, limit + 1, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if x.dim() == 4 and config.flip and bool(torch.rand((), generator=gen) < 0.5):
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
+class _Batch:
+    """One batch of inputs being synthesized: the loss of a step, and the BN loss of each step."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: SynthesisConfig,
+                 terms: _BNTerms, gen: torch.Generator):
+        self.model, self.x, self.y, self.config, self.terms, self.gen = model, x, y, config, terms, gen
+        self.bn: list[float] = []  # L_BN at each step, without the weights (what the record reports)
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The step's loss L(x) on a jittered, flipped view of x (module docstring)."""
+        c, x = self.config, self.x
+        xin = _augmented(x, c, self.gen)
+        self.terms.terms.clear()
+        out = self.model(xin)
+        lbn = self.terms.total(c.first_bn_multiplier)
+        if c.bn_form == "zeroq":
+            self.terms.terms.append(input_term(xin))
+            lbn = lbn + self.terms.terms[-1]
+        loss = c.bn_weight * lbn
+        if c.ce_weight:
+            loss = loss + c.ce_weight * F.cross_entropy(out, self.y)
+        if c.tv_weight:
+            loss = loss + c.tv_weight * _tv(x)
+        if c.l2_weight:
+            loss = loss + c.l2_weight * torch.linalg.vector_norm(x)
+        return loss
+
+    def record(self, step: int) -> None:
+        """Keep this step's L_BN (the terms of its forward pass, unweighted)."""
+        self.bn.append(float(sum(t.detach() for t in self.terms.terms)))
+
+    @torch.no_grad()
+    def noise_bn(self) -> float:
+        """L_BN of the inputs as they are (with no steps: of the noise)."""
+        self.terms.terms.clear()
+        self.model(self.x)
+        if self.config.bn_form == "zeroq":
+            self.terms.terms.append(input_term(self.x))
+        return float(sum(t for t in self.terms.terms))
+
+
+def _synthesize_batch(batch: _Batch, bar: Progress) -> tuple[torch.Tensor, float, float]:
+    """Optimise one batch: Adam on x with a cosine learning rate; (x, L_BN at the first step, at the last)."""
+    iterations = batch.config.iterations
+    opt = torch.optim.Adam([batch.x], lr=batch.config.lr)
+
+    def after_step(step: int) -> None:
+        batch.record(step)
+        bar.set_postfix_str(f"bn {batch.bn[-1]:.3g}")
+
+    b2s.train_loop(opt, batch.loss, iterations, after_step=after_step, progress=bar, log_every=max(iterations, 1),
+                   scheduler=lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iterations, 1))))
+    batch.x = batch.x.detach()
+    if not batch.bn:  # no iterations: report the loss of the noise
+        batch.bn.append(batch.noise_bn())
+    return batch.x, batch.bn[0], batch.bn[-1]
+
+
 def synthesize(
     model: nn.Module, config: SynthesisConfig, ctx: Context, offset: int = 0, num_classes: int | None = None
 ) -> Synthesized:
@@ -231,73 +310,23 @@ def synthesize(
     if ctx.input_shape is None:
         raise ValueError("data synthesis needs the model's input shape (ctx.input_shape)")
     shape = tuple(ctx.input_shape)
-    device = ctx.device
     gen = ctx.generator(1000 + offset)
-    batches = [
-        min(config.batch_size, config.samples - s) for s in range(0, config.samples, config.batch_size)
-    ]
-    if len(batches) > 1 and batches[-1] < 2:  # a batch of one has no variance: merge it into the previous one
-        last = batches.pop()
-        batches[-1] += last
+    sizes = _batch_sizes(config)
     classes = num_classes or ctx.num_classes
     images, labels, starts, ends = [], [], [], []
     t0 = time.perf_counter()
-    bar = ctx.progress(len(batches) * config.iterations, "synthesize")
-    zeroq = config.bn_form == "zeroq"
+    bar = ctx.progress(len(sizes) * config.iterations, "synthesize")
     with _frozen_eval(model), torch.enable_grad():
         terms = _BNTerms(model, config.bn_form)
         try:
-            for b in batches:
-                x = torch.randn((b, *shape), generator=gen).to(device).requires_grad_(True)
+            for b in sizes:
+                x = torch.randn((b, *shape), generator=gen).to(ctx.device).requires_grad_(True)
                 if classes is None:
                     with torch.no_grad():
                         classes = int(model(x[:2]).shape[-1])
                 y = torch.randint(0, classes, (b,), generator=gen)
-                y_dev = y.to(device)
-                opt = torch.optim.Adam([x], lr=config.lr)
-                sched = torch.optim.lr_scheduler.LambdaLR(
-                    opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(config.iterations, 1)))
-                )
-                start = end = None
-                for _ in range(config.iterations):
-                    xin = x
-                    if x.dim() == 4 and config.jitter > 0:
-                        limit = max(int(round(config.jitter * min(shape[-2:]))), 0)
-                        dy, dx = torch.randint(-limit, limit + 1, (2,), generator=gen).tolist()
-                        xin = torch.roll(xin, shifts=(dy, dx), dims=(2, 3))
-                    if x.dim() == 4 and config.flip and bool(torch.rand((), generator=gen) < 0.5):
-                        xin = torch.flip(xin, dims=(3,))
-                    terms.terms.clear()
-                    out = model(xin)
-                    lbn = terms.total(config.first_bn_multiplier)
-                    if zeroq:
-                        terms.terms.append(input_term(xin))
-                        lbn = lbn + terms.terms[-1]
-                    loss = config.bn_weight * lbn
-                    if config.ce_weight:
-                        loss = loss + config.ce_weight * F.cross_entropy(out, y_dev)
-                    if config.tv_weight:
-                        loss = loss + config.tv_weight * _tv(x)
-                    if config.l2_weight:
-                        loss = loss + config.l2_weight * torch.linalg.vector_norm(x)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    plain = float(sum(t.detach() for t in terms.terms))
-                    start = plain if start is None else start
-                    end = plain
-                    bar.update(1)
-                    bar.set_postfix_str(f"bn {plain:.3g}")
-                x = x.detach()
-                if start is None:  # no iterations: report the loss of the noise
-                    terms.terms.clear()
-                    with torch.no_grad():
-                        model(x)
-                        if zeroq:
-                            terms.terms.append(input_term(x))
-                    start = end = float(sum(t for t in terms.terms))
-                images.append(x.cpu())
+                made, start, end = _synthesize_batch(_Batch(model, x, y.to(ctx.device), config, terms, gen), bar)
+                images.append(made.cpu())
                 labels.append(y)
                 starts.append(start)
                 ends.append(end)

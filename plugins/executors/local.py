@@ -3,10 +3,47 @@ per-cell timeout) and ``inline`` (this process, one cell at a time: for debuggin
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import b2s_bench as b2s
+
+
+class InlineExecutor:
+    """Runs each cell in this process, one at a time, when polled: no isolation, for debugging (pdb)."""
+
+    capacity = 1
+
+    def __init__(self, options: b2s.ExecutorOptions):
+        self.options = options
+        self._queue: list[b2s.CellTask] = []
+        self._running: b2s.ActiveCell | None = None
+
+    def submit(self, task: b2s.CellTask) -> None:
+        self._queue.append(task)
+
+    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+        if not self._queue:
+            return []
+        task = self._queue.pop(0)
+        start = time.time()
+        self._running = b2s.ActiveCell(task.cell_id, task.name, socket.gethostname(), start)
+        try:
+            record = b2s.execute_cell(task.plan, task.cell_id)
+        finally:
+            self._running = None
+        return [b2s.CellOutcome(task.cell_id, record, None, socket.gethostname(), time.time() - start)]
+
+    def active(self) -> list[b2s.ActiveCell]:
+        return [self._running] if self._running else []
+
+    def cancel(self, cell_id: str) -> None:
+        self._queue = [t for t in self._queue if t.cell_id != cell_id]
+
+    def close(self) -> None:
+        self._queue.clear()
 
 
 def _process(options: b2s.ExecutorOptions) -> Any:
@@ -18,7 +55,7 @@ def _process(options: b2s.ExecutorOptions) -> Any:
 EXECUTORS = [
     b2s.ExecutorSpec("process", _process, "worker processes on this machine (--workers N or auto: one per GPU, "
                      "or cores / runtime.threads); crashes and timeouts fail only their cell", rank=0),
-    b2s.ExecutorSpec("inline", b2s.InlineExecutor, "in this process, one cell at a time; no isolation or timeout "
+    b2s.ExecutorSpec("inline", InlineExecutor, "in this process, one cell at a time; no isolation or timeout "
                      "(for debugging with pdb)", rank=10),
 ]
 

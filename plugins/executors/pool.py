@@ -29,7 +29,7 @@ def _worker_main(conn: Connection, env: dict[str, str]) -> None:
     """A worker's life: set its environment, then compute cells until told to stop."""
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers itself
-    from b2s_bench.worker import execute  # noqa: PLC0415 - after the environment is set (CUDA, threads)
+    import b2s_bench as b2s  # after the environment is set (CUDA, threads)
 
     while True:
         try:
@@ -39,7 +39,7 @@ def _worker_main(conn: Connection, env: dict[str, str]) -> None:
         if message is None:
             return
         plan, cell_id = message
-        conn.send(("done", cell_id, execute(plan, cell_id)))
+        conn.send(("done", cell_id, b2s.execute_cell(plan, cell_id)))
 
 
 def describe_exit(code: int | None) -> str:

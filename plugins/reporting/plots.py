@@ -1,59 +1,234 @@
-"""Pareto plots: the primary accuracy metric against stored bits, one panel per model, all families.
+"""Plots: the primary metric against stored size (Pareto), and the weight error against bits per
+weight with the Gaussian rate-distortion limit. One panel per model; methods pooled over seeds.
 
-Registered by :mod:`b2s_bench_plugins.reporters`.
+Every family has one colour and marker in every panel of every run (:func:`family_style`): a fixed
+table for the known families, and for others (compositions such as "pruning+quantization", third
+party families) a colour and marker picked by a stable hash of the name (SHA-256, not Python's
+salted ``hash``). Sizes are on a log axis labelled in plain numbers (0.5, 1, 2, 5 MB).
+
+Registered by :mod:`b2s_bench_plugins.reporting.reporters`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from pathlib import Path
+from typing import Any
 
-from b2s_bench import BITS_PER_MB, ReportContext, pareto_front, primary_metric
+import pandas as pd
 
-MARKERS = "osD^v<>pP*Xh"
+from b2s_bench import BITS_PER_MB, ReportContext, pareto_front
+
+__all__ = ["FAMILY_STYLES", "family_style", "pareto_png", "weights_png", "figures", "write_pareto"]
+
+#: family -> (colour, marker); the colours are matplotlib's "tab10" by name, so they never shift
+FAMILY_STYLES: dict[str, tuple[str, str]] = {
+    "dense": ("#000000", "*"),
+    "identity": ("#7f7f7f", "x"),
+    "quantization": ("#2ca02c", "o"),
+    "pruning": ("#ff7f0e", "^"),
+    "lowrank": ("#1f77b4", "s"),
+    "ergodic": ("#9467bd", "D"),
+    "inr": ("#d62728", "P"),
+    "distillation": ("#8c564b", "X"),
+    "other": ("#bcbd22", "h"),
+}
+#: for families not in the table: colours and markers none of the fixed families use
+_EXTRA_COLOURS = ("#17becf", "#e377c2", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#dbdb8d", "#9edae5",
+                  "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+_EXTRA_MARKERS = ("v", "<", ">", "p", "H", "d", "8", "1", "2", "3", "4")
 
 
-def write_pareto(ctx: ReportContext) -> list[Path]:
+def family_style(family: str) -> tuple[str, str]:
+    """(colour, marker) of a family: fixed for known ones, from a stable hash for others."""
+    if family in FAMILY_STYLES:
+        return FAMILY_STYLES[family]
+    h = int(hashlib.sha256(family.encode()).hexdigest(), 16)
+    return _EXTRA_COLOURS[h % len(_EXTRA_COLOURS)], _EXTRA_MARKERS[(h // len(_EXTRA_COLOURS)) % len(_EXTRA_MARKERS)]
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
-    metric = primary_metric(ctx.metrics, ctx.settings.get("primary"))
-    if metric is None or ctx.frame.empty:
-        return []
-    col = f"metric:{metric.name}"
-    if col not in ctx.frame:
-        return []
-    ok = ctx.frame[(ctx.frame["status"] == "ok")].dropna(subset=[col, "total_bits"])
+    return plt
+
+
+def _plain_log_axis(ax: Any) -> None:
+    """A log x axis with ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 1, 2, 5), not 10^0;
+    over less than a factor of 5, at every 1..9 × 10^k so at least two ticks show."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    subs = (1.0, 2.0, 5.0) if hi / max(lo, 1e-300) >= 5 else tuple(float(i) for i in range(1, 10))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _short(text: str, n: int = 28) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _grid(n: int, width: float = 6.8, height: float = 4.6) -> tuple[Any, list[Any]]:
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
+
+
+def _legend(fig: Any, families: list[str], extra: list[tuple[str, dict[str, Any]]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker=family_style(f)[1], color=family_style(f)[0], label=f) for f in families]
+    handles += [Line2D([], [], label=label, **style) for label, style in extra]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+
+
+def pareto_png(ctx: ReportContext) -> bytes | None:
+    """The primary metric against stored MB per model, with error bars, the front (labelled) and
+    the dense model as a reference line; None when there is nothing to plot."""
+    metric = ctx.primary()
+    table = ctx.methods()
+    col = None if metric is None else f"metric:{metric.name}"
+    if metric is None or table.empty or col not in table:
+        return None
+    ok = table.dropna(subset=[col, "total_bits"])
     models = sorted(ok["model"].unique())
     if not models:
-        return []
-    cols = min(len(models), 2)
-    rows = math.ceil(len(models) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
-    families = sorted(ok["family"].unique())
-    for ax, model in zip(axes.flat, models):
+        return None
+    fig, axes = _grid(len(models))
+    for ax, model in zip(axes, models):
         group = ok[ok["model"] == model]
-        for i, fam in enumerate(families):
-            sub = group[group["family"] == fam]
-            if len(sub):
-                ax.scatter(sub["total_bits"] / BITS_PER_MB, sub[col], marker=MARKERS[i % len(MARKERS)], label=fam, s=40)
-        front = group[pareto_front(group, col, metric.higher_is_better)].sort_values("total_bits")
-        ax.step(front["total_bits"] / BITS_PER_MB, front[col], where="post", color="k", lw=0.8, alpha=0.6,
-                label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel("stored size [MB] (log)")
-        ax.set_ylabel(f"{metric.name} [{metric.unit}]" if metric.unit else metric.name)
-        ax.set_title(model)
+        _pareto_panel(ax, group, metric, col)
+        ax.set_title(model, fontsize=10)
+    _legend(fig, sorted(ok["family"].fillna("other").unique()),
+            [("Pareto front", {"color": "k", "lw": 0.8}), ("dense model", {"color": "0.4", "ls": "--", "lw": 1})])
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _png(fig)
+
+
+def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> None:
+    mb = group["total_bits"] / BITS_PER_MB
+    for fam, sub in group.groupby(group["family"].fillna("other"), sort=True):
+        colour, marker = family_style(str(fam))
+        lo, hi = sub[f"ci_lo:{metric.name}"], sub[f"ci_hi:{metric.name}"]
+        err = [(sub[col] - lo).clip(lower=0).fillna(0), (hi - sub[col]).clip(lower=0).fillna(0)]
+        ax.errorbar(sub["total_bits"] / BITS_PER_MB, sub[col], yerr=err, ls="", marker=marker, color=colour,
+                    ms=6, elinewidth=0.8, capsize=2)
+    front = group[pareto_front(group, col, metric.higher_is_better)].sort_values("total_bits")
+    ax.step(front["total_bits"] / BITS_PER_MB, front[col], where="post", color="k", lw=0.8, alpha=0.6)
+    for _, r in front.iterrows():
+        ax.annotate(_short(str(r["method"])), (r["total_bits"] / BITS_PER_MB, r[col]), fontsize=7,
+                    xytext=(4, -10 if metric.higher_is_better else 4), textcoords="offset points")
+    dense = group[group["dense"]]
+    if len(dense):
+        ax.axhline(float(dense[col].iloc[0]), color="0.4", ls="--", lw=1)
+    ax.set_xscale("log")
+    lo, hi = float(mb.min()), float(mb.max())
+    ax.set_xlim(lo / 1.25, hi * 1.6)  # room for the labels of the front on the right
+    _plain_log_axis(ax)
+    ax.set_xlabel("stored size [MB] (log scale)")
+    ax.set_ylabel(f"{metric.name} [{metric.unit}]" if metric.unit else metric.name)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _weight_points(table: pd.DataFrame) -> pd.DataFrame:
+    """(bits per weight of the compressed layers, relative weight MSE in dB) per method: from
+    the records' rate-distortion data, else from weight_rel_error and the layers' ratio."""
+    rows = []
+    for _, r in table[~table["dense"]].iterrows():
+        if isinstance(r.get("rd_rate"), float) and math.isfinite(r["rd_rate"]) and r["rd_rel_mse"] > 0:
+            rows.append((r, r["rd_rate"], 10 * math.log10(r["rd_rel_mse"])))
+            continue
+        err, ratio = r.get("metric:weight_rel_error", math.nan), r.get("ratio_layers", math.nan)
+        if isinstance(err, float) and err > 0 and isinstance(ratio, float) and ratio > 0:
+            rows.append((r, 32.0 / ratio, 20 * math.log10(err)))
+    return pd.DataFrame([{"model": r["model"], "method": r["method"], "family": r["family"] or "other",
+                          "rate": x, "db": y, "below": bool(r.get("rd_below")),
+                          "variance_ratio": r.get("rd_variance_ratio", math.nan)}
+                         for r, x, y in rows])
+
+
+def weights_png(ctx: ReportContext) -> bytes | None:
+    """Relative weight MSE [dB] against bits per weight, per model, with the Gaussian limit
+    D(R) = σ²/E · 2^(−2R) where the records carry it; results below it ringed in red."""
+    table = ctx.methods()
+    points = _weight_points(table) if not table.empty else pd.DataFrame()
+    if points.empty:
+        return None
+    models = sorted(points["model"].unique())
+    fig, axes = _grid(len(models))
+    for ax, model in zip(axes, models):
+        group = points[points["model"] == model]
+        for fam, sub in group.groupby("family", sort=True):
+            colour, marker = family_style(str(fam))
+            ax.scatter(sub["rate"], sub["db"], marker=marker, color=colour, s=36, zorder=3)
+        bad = group[group["below"]]
+        ax.scatter(bad["rate"], bad["db"], s=150, facecolors="none", edgecolors="#d00000", lw=1.6, zorder=4)
+        for _, r in bad.iterrows():
+            ax.annotate("⚠ " + _short(str(r["method"]), 22), (r["rate"], r["db"]), color="#d00000", fontsize=7,
+                        xytext=(5, 5), textcoords="offset points")
+        ratios = group["variance_ratio"].dropna()
+        if len(ratios):
+            rmax = max(float(group["rate"].max()) * 1.1, 1.0)
+            xs = [rmax * i / 100 for i in range(101)]
+            vr = float(ratios.median())
+            ax.plot(xs, [10 * math.log10(vr) - 20 * math.log10(2) * x for x in xs], color="#d00000", lw=1)
+        ax.set_xlabel("stored bits per weight, compressed layers")
+        ax.set_ylabel("relative weight MSE [dB]")
+        ax.set_title(model, fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(models):]:
-        ax.axis("off")
-    fig.tight_layout()
-    path = ctx.out_dir / "pareto.png"
-    tmp = ctx.out_dir / ".pareto.png.tmp"
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return [path]
+    extra = [("Gaussian limit σ²/E·2^(−2R)", {"color": "#d00000", "lw": 1})] if points["variance_ratio"].notna().any() else []
+    _legend(fig, sorted(points["family"].unique()), extra)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _png(fig)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic, like every other report file: a unique temporary name, then ``os.replace``."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def figures(ctx: ReportContext) -> dict[str, bytes]:
+    """The report's PNGs by file name (drawn once per report: the HTML page embeds the same ones)."""
+    out = {}
+    for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png)):
+        data = ctx.cached(name, lambda make=make: make(ctx))
+        if data is not None:
+            out[name] = data
+    return out
+
+
+def write_pareto(ctx: ReportContext) -> list[Path]:
+    """pareto.png and, where weight errors are recorded, weights.png."""
+    written = []
+    for name, data in figures(ctx).items():
+        path = ctx.out_dir / name
+        _write_bytes(path, data)
+        written.append(path)
+    return written

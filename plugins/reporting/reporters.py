@@ -1,6 +1,6 @@
-"""Leaderboard reporters: markdown, CSV, JSON, HTML (writers in :mod:`.report_writers`) and the
-Pareto plot (:mod:`.plots`). The heavy modules load only when a report is written, so listing
-and resuming stay fast.
+"""Leaderboard reporters: markdown, CSV, JSON (:mod:`.writers`), the HTML page (:mod:`.page`), the
+plots (:mod:`.plots`) and the terminal summary. The heavy modules load only when a report is
+written, so listing and resuming stay fast.
 """
 
 from __future__ import annotations
@@ -21,13 +21,25 @@ def _lazy(module: str, function: str) -> Callable[[ReportContext], list[Path]]:
     return write
 
 
+def write_summary(ctx: ReportContext) -> list[Path]:
+    """summary.txt: what ``b2s-bench run`` prints at the end (under 100 columns)."""
+    path = ctx.out_dir / "summary.txt"
+    b2s.write_atomic(path, ctx.summary() + "\n")
+    return [path]
+
+
 REPORTERS = [
     ReporterSpec("markdown", _lazy("writers", "write_markdown"),
                  "leaderboard.md: tables per model, failed cells, theory checks"),
     ReporterSpec("csv", _lazy("writers", "write_csv"), "leaderboard.csv, failed.csv and records.csv (every raw field)"),
     ReporterSpec("json", _lazy("writers", "write_json"), "leaderboard.json"),
-    ReporterSpec("html", _lazy("writers", "write_html"), "leaderboard.html: a self-contained page with sortable tables"),
-    ReporterSpec("pareto", _lazy("plots", "write_pareto"), "pareto.png: primary metric against stored bits, per model"),
+    ReporterSpec("html", _lazy("page", "write_html"),
+                 "leaderboard.html: one self-contained page: sortable, filterable tables, plots, checks, verdicts"),
+    ReporterSpec("pareto", _lazy("plots", "write_pareto"),
+                 "pareto.png (primary metric against stored size) and weights.png (weight error against bits "
+                 "per weight, with the Gaussian limit)"),
+    ReporterSpec("summary", write_summary,
+                 "summary.txt: per model the top methods by the primary metric, with ratio and 95 % CI"),
 ]
 
 

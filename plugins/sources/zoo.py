@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import ConfigError, LoadedModel, ModelRequest, ModelSource, UnknownNameError, UserError, build_config, check
+from b2s_bench import ConfigError, LoadedModel, ModelRequest, UnknownNameError, UserError, build_config, check
+
+from .catalog import OFFLINE, ListedSource
 
 ZOO_VERSION = "1"  # bump when the training code changes results
 
@@ -94,8 +97,20 @@ def architecture(recipe: Recipe) -> FashionCNN:
     return FashionCNN(recipe.width, recipe.hidden)
 
 
+def _batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``recipe.epochs`` passes over (x, y) in batches, each in a fixed, seeded order."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+    for _ in range(recipe.epochs):
+        order = torch.randperm(x.shape[0], generator=gen)
+        for i in range(0, x.shape[0], recipe.batch_size):
+            idx = order[i:i + recipe.batch_size]
+            yield x[idx], y[idx]
+
+
 def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tensor]:
     """Train a recipe deterministically and return its state_dict."""
+    from tqdm.auto import tqdm
+
     from ..data.datasets import load_fmnist
 
     x, y = load_fmnist("train")
@@ -103,27 +118,17 @@ def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tenso
         x, y = x[: recipe.train_limit], y[: recipe.train_limit]
     torch.manual_seed(recipe.seed)
     model = architecture(recipe)
-    steps_per_epoch = (x.shape[0] + recipe.batch_size - 1) // recipe.batch_size
+    steps = recipe.epochs * ((x.shape[0] + recipe.batch_size - 1) // recipe.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    from tqdm.auto import tqdm
-
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=f"training zoo model ({recipe.key()})", disable=not show,
-               leave=False)
+    bar = tqdm(total=steps, desc=f"training zoo model ({recipe.key()})", disable=not show, leave=False)
     model.train()
-    for _ in range(recipe.epochs):
-        order = torch.randperm(x.shape[0], generator=gen)  # the fixed, seeded data order
-        for i in range(0, x.shape[0], recipe.batch_size):
-            idx = order[i:i + recipe.batch_size]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-    bar.close()
+    try:
+        b2s.train_loop(opt, lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
+                       _batches(x, y, recipe), scheduler=sched, progress=bar, log_every=steps)
+    finally:
+        bar.close()
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
@@ -159,25 +164,44 @@ def _fingerprint(request: ModelRequest) -> str:
     return f"recipe:{recipe_for(request).key()}"
 
 
+def _cached(recipe: Recipe) -> bool:
+    return (b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors").is_file()
+
+
 def _problems(request: ModelRequest) -> list[str]:
     try:
         recipe = recipe_for(request)
     except UserError as e:  # an unknown name or a bad option: a problem of this model, reported with the others
         return [str(e)]
-    if (b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors").is_file():
+    if _cached(recipe):
         return []
     from ..data.datasets import FMNIST_INSTALL, fmnist_root
 
     return [] if fmnist_root(None) else [f"zoo:{request.arch} is trained on first use and needs its data: {FMNIST_INSTALL}"]
 
 
+def _catalog() -> list[tuple[str, str, str]]:
+    """Every recipe: offline, cached or trained here on first use (which needs Fashion-MNIST on disk)."""
+    from ..data.datasets import FMNIST_WHERE, fmnist_root
+
+    has_data = fmnist_root(None) is not None
+    rows = []
+    for name, recipe in sorted(RECIPES.items()):
+        if _cached(recipe):
+            rows.append((name, "trained here (cached)", OFFLINE))
+        else:
+            rows.append((name, "trained here on first use", OFFLINE if has_data else f"{OFFLINE} once Fashion-MNIST is "
+                         f"here: {FMNIST_WHERE}"))
+    return rows
+
+
 def _architecture_only(name: str) -> nn.Module:
     return architecture(recipe_for(ModelRequest(f"zoo:{name}")))
 
 
-SOURCE = ModelSource("zoo", _build, lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
-                     _fingerprint, _problems, "reference models trained deterministically in the run, cached",
-                     build_architecture=_architecture_only)
+SOURCE = ListedSource("zoo", _build, lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
+                      _fingerprint, _problems, "reference models trained deterministically in the run, cached",
+                      build_architecture=_architecture_only, catalog=_catalog)
 
 
 @b2s.hookimpl

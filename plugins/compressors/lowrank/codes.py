@@ -52,10 +52,6 @@ class SvdCode(Code):
     kind = "lowrank.svd"
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.orig_shape)
-
-    @property
     def rank(self) -> int:
         return int(self.a.shape[1])
 
@@ -145,37 +141,37 @@ class TuckerCode(Code):
                              _pointwise(layer, self.u_out, layer.bias)])
 
 
-@dataclasses.dataclass
-class DenseCode(Code):
-    """A targeted layer kept dense (at or above break-even): 32 bits a weight, like a raw tensor."""
+class DenseCode(b2s.StoredTensorCode):
+    """A targeted layer kept dense (at or above break-even): 32 bits a weight, like a raw tensor.
 
-    weight: torch.Tensor
+    A stored tensor, counted as payload (not raw: it is a targeted layer, and a later pipeline stage
+    may compress it). Its artifact tensor and payload keep the name "weight".
+    """
+
     kind = "lowrank.dense"
+    stored_part = "payload"
+
+    def __post_init__(self) -> None:
+        self.value = self.value.float()  # stored at fp32 (tensors()), so counted at 32 bits a weight
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.weight.shape)
-
-    def decode(self) -> torch.Tensor:
-        return self.weight.float()
-
-    def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * self.weight.numel())
+    def weight(self) -> torch.Tensor:
+        return self.value
 
     def regularizer(self) -> torch.Tensor:
         """||W||_*, as for SvdCode (whose ½(||A||² + ||B||²) is the nuclear norm of A Bᵀ)."""
-        w = self.weight.detach().double()
+        w = self.value.detach().double()
         matrix = w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
         return torch.linalg.svdvals(matrix).sum().float()
 
     def payload(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight}
+        return {"weight": self.value}
+
+    def replace_payload(self, tensors: Mapping[str, torch.Tensor]) -> DenseCode:
+        return DenseCode(tensors.get("weight", self.value))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight.float().contiguous()}
-
-    def meta(self) -> dict[str, Any]:
-        return {}
+        return {"weight": self.value.float().contiguous()}
 
     @classmethod
     def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> DenseCode:

@@ -1,6 +1,6 @@
 """NeRN's predictor: the shared MLP, its decoding context, and fitting it to the kernels.
 
-See :mod:`.nern` for the compressor and how the shared predictor is stored and counted.
+See the package docstring for how the shared predictor is stored and counted.
 """
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+import b2s_bench as b2s
 from b2s_bench import Context
 
 from . import encoding as enc
@@ -111,6 +113,34 @@ def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
+def _sampler(n: int, targets: torch.Tensor, config: Any, gen: torch.Generator,
+             device: torch.device) -> Callable[[], torch.Tensor | None]:
+    """Draws each step's kernel indices (None: all of them, when they fit in one batch)."""
+    norms = targets.norm(dim=1).double().cpu()
+    cdf = torch.cumsum(norms, 0) / norms.sum().clamp(min=1e-30)
+
+    def batch() -> torch.Tensor | None:
+        if n <= config.batch_size:
+            return None
+        if config.magnitude_batching and float(torch.rand((), generator=gen)) < config.magnitude_batching:
+            # NeRN's magnitude-oriented batching: kernels drawn in proportion to their norm
+            idx = torch.searchsorted(cdf, torch.rand(config.batch_size, generator=gen, dtype=torch.float64))
+            return idx.clamp(max=n - 1).to(device)
+        return torch.randint(n, (config.batch_size,), generator=gen).to(device)
+
+    return batch
+
+
+@torch.no_grad()
+def _rmse(net: Predictor, inputs: Callable[[int, int], torch.Tensor], targets: torch.Tensor) -> float:
+    """The RMSE of the predictor over all kernels, in chunks (``inputs(start, stop)``: their features)."""
+    n, sq = targets.shape[0], 0.0
+    for start in range(0, n, 1 << 16):
+        stop = min(start + (1 << 16), n)
+        sq += float(((net(inputs(start, stop)) - targets[start:stop]) ** 2).sum())
+    return (sq / max(n * targets.shape[1], 1)) ** 0.5
+
+
 def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx: Context,
                   num_layers: int, hidden: int) -> tuple[SharedPredictor, list[float], float]:
     """Fit the predictor to (N, k²) kernels at (N, 3) coordinates; returns it, losses and the final RMSE.
@@ -126,53 +156,34 @@ def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx:
     # targets in units of their RMS, so one learning rate suits any model (the scale is stored)
     scale = float(targets.double().pow(2).mean().sqrt().clamp(min=1e-12).float())
     targets, coords = (targets / scale).to(device), coords.to(device)
-    full_batch = n <= config.batch_size
-    cached = full_batch or n * 6 * config.levels <= _EMBEDDING_CACHE
+    cached = n <= config.batch_size or n * 6 * config.levels <= _EMBEDDING_CACHE
     features = enc.encode(coords, config.levels, config.base) if cached else None
-    norms = targets.norm(dim=1).double().cpu()
-    cdf = torch.cumsum(norms, 0) / norms.sum().clamp(min=1e-30)
 
-    def batch() -> torch.Tensor | None:
-        if full_batch:
-            return None
-        if config.magnitude_batching and float(torch.rand((), generator=gen)) < config.magnitude_batching:
-            # NeRN's magnitude-oriented batching: kernels drawn in proportion to their norm
-            idx = torch.searchsorted(cdf, torch.rand(config.batch_size, generator=gen, dtype=torch.float64))
-            return idx.clamp(max=n - 1).to(device)
-        return torch.randint(n, (config.batch_size,), generator=gen).to(device)
+    def inputs(start: int, stop: int) -> torch.Tensor:
+        return features[start:stop] if features is not None else enc.encode(coords[start:stop], config.levels,
+                                                                              config.base)
 
-    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}  # 3x faster steps on a small MLP
-    opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1))
-    log_every = max(config.steps // 50, 1)
-    losses: list[float] = []
-    progress = ctx.progress(config.steps, "nern")
-    for step in range(config.steps):
+    batch = _sampler(n, targets, config, gen, device)
+
+    def step_loss(step: int) -> torch.Tensor:
         idx = batch()
         if idx is None:
             x, y = features, targets
         else:
             x = features[idx] if features is not None else enc.encode(coords[idx], config.levels, config.base)
             y = targets[idx]
-        opt.zero_grad(set_to_none=True)
-        loss = torch.sqrt(torch.mean((net(x) - y) ** 2))  # NeRN's reconstruction loss (RMSE)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % log_every == 0 or step == config.steps - 1:
-            losses.append(loss.item() * scale)
-            progress.set_postfix_str(f"rmse {losses[-1]:.3g}")
-        progress.update()
-    progress.close()
-    with torch.no_grad():
-        sq = 0.0
-        for start in range(0, n, 1 << 16):
-            stop = min(start + (1 << 16), n)
-            x = (features[start:stop] if features is not None
-                 else enc.encode(coords[start:stop], config.levels, config.base))
-            sq += float(((net(x) - targets[start:stop]) ** 2).sum())
-        final = scale * (sq / max(n * targets.shape[1], 1)) ** 0.5
+        return torch.sqrt(torch.mean((net(x) - y) ** 2))  # NeRN's reconstruction loss (RMSE)
+
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}  # 3x faster steps on a small MLP
+    opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+    progress = ctx.progress(config.steps, "nern")
+    try:
+        result = b2s.train_loop(opt, step_loss, config.steps, progress=progress, log_every=max(config.steps // 50, 1),
+                                scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
+                                postfix=lambda loss: f"rmse {loss * scale:.3g}")
+    finally:
+        progress.close()
     shared = SharedPredictor(net, hidden, config.num_blocks, config.levels, config.base,
                              config.kernel_size, num_layers, scale)
-    return shared, losses, final
+    return shared, [loss * scale for loss in result.losses], scale * _rmse(net, inputs, targets)

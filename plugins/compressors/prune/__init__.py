@@ -8,240 +8,25 @@ Bits: the kept values at 32 bits, plus their positions as the cheaper of a bitma
 CSR-style indices (nnz·⌈log2 cols⌉ + (rows+1)·⌈log2(nnz+1)⌉), plus a 32-bit header per tensor.
 Where that costs at least the dense tensor (low sparsity), the tensor is stored dense, zeros
 included, and its positions cost nothing: pruning never makes a tensor bigger than fp32.
+
+The package: :mod:`.config`, :mod:`.codes` (the sparse code and its gating network),
+:mod:`.compressor` (magnitude masks and the compressor), :mod:`.structured` (channel pruning),
+and here its registration.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import Any
 
 import b2s_bench as b2s
-from b2s_bench import (
-    Code,
-    Compressed,
-    CompressorSpec,
-    Context,
-    SizeBreakdown,
-    ceil_log2,
-    check,
-    pack_bits,
-    pack_mask,
-    sparse_index_bits,
-    unpack_bits,
-    unpack_mask,
-    weight_layers,
-)
+from b2s_bench import CompressorSpec
 
-HEADER_BITS = 32
+from .codes import HEADER_BITS, MaskNetwork, SparseCode, sparse_code
+from .compressor import compress, compress_tensor, magnitude_masks
+from .config import PruneConfig
 
-
-def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    rows = shape[0] if len(shape) >= 2 else 1
-    return rows, math.prod(shape) // max(rows, 1)
-
-
-@dataclasses.dataclass
-class SparseCode(Code):
-    """Kept values (row-major order) and their positions.
-
-    A dense-stored tensor (see :func:`sparse_code`) has an all-true mask and its pruned zeros among
-    the values; its pruning mask is then ``values != 0``.
-    """
-
-    values: torch.Tensor  # (nnz,) fp32
-    mask: torch.Tensor  # bool, the tensor's shape
-    kind = "prune.sparse"
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.mask.shape)
-
-    @property
-    def encoding(self) -> str:
-        rows, cols = _matrix_shape(self.shape)
-        return sparse_index_bits(int(self.values.numel()), rows, cols)[1]
-
-    def decode(self) -> torch.Tensor:
-        out = torch.zeros(self.mask.shape, dtype=torch.float32)
-        out[self.mask] = self.values.float()
-        return out
-
-    def bits(self) -> SizeBreakdown:
-        rows, cols = _matrix_shape(self.shape)
-        index_bits, _ = sparse_index_bits(int(self.values.numel()), rows, cols)
-        return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits, metadata=HEADER_BITS)
-
-    @property
-    def kept(self) -> int:
-        """The number of weights the pruning kept (||M||₀)."""
-        return int(self.values.count_nonzero()) if self.encoding == "dense" else int(self.values.numel())
-
-    def regularizer(self) -> torch.Tensor:
-        return torch.tensor(float(self.kept))  # ||M||_0
-
-    def payload(self) -> dict[str, torch.Tensor]:
-        return {"values": self.values}
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"values": self.values.float().contiguous()}
-        rows, cols = _matrix_shape(self.shape)
-        if self.encoding == "bitmask":
-            out["mask"] = pack_mask(self.mask)
-        elif self.encoding == "csr":
-            m = self.mask.reshape(rows, cols)
-            col_idx = m.nonzero()[:, 1]
-            row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), m.sum(dim=1).cumsum(0)])
-            out["cols"] = pack_bits(col_idx, max(ceil_log2(cols), 1))
-            out["row_ptr"] = pack_bits(row_ptr, max(ceil_log2(int(self.values.numel()) + 1), 1))
-        return out
-
-    def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "nnz": int(self.values.numel())}
-
-    @classmethod
-    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> SparseCode:
-        shape = tuple(meta["shape"])
-        nnz = meta["nnz"]
-        if "mask" in tensors:
-            mask = unpack_mask(tensors["mask"], shape)
-        elif nnz == math.prod(shape):
-            mask = torch.ones(shape, dtype=torch.bool)
-        else:
-            rows, cols = _matrix_shape(shape)
-            col_idx = unpack_bits(tensors["cols"], max(ceil_log2(cols), 1), nnz)
-            row_ptr = unpack_bits(tensors["row_ptr"], max(ceil_log2(nnz + 1), 1), rows + 1)
-            row_idx = torch.repeat_interleave(torch.arange(rows), row_ptr[1:] - row_ptr[:-1])
-            mask = torch.zeros(rows, cols, dtype=torch.bool)
-            mask[row_idx, col_idx] = True
-            mask = mask.reshape(shape)
-        return cls(tensors["values"].float(), mask)
-
-    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> MaskNetwork:
-        start = self.decode() if init == "code" else torch.randn(self.shape, generator=generator) * 0.1
-        return MaskNetwork(start, self.kept)
-
-    def stats(self) -> dict[str, Any]:
-        return {"sparsity": 1 - self.kept / max(self.mask.numel(), 1), "index": self.encoding}
-
-
-def sparse_code(w: torch.Tensor, mask: torch.Tensor) -> SparseCode:
-    """``w`` pruned to ``mask``, stored sparse, or dense (zeros included) where that is no bigger."""
-    rows, cols = _matrix_shape(tuple(w.shape))
-    nnz = int(mask.sum())
-    if 32 * nnz + sparse_index_bits(nnz, rows, cols)[0] >= 32 * w.numel():
-        return SparseCode((w * mask).float().reshape(-1).clone(), torch.ones_like(mask))
-    return SparseCode(w[mask].float().clone(), mask)
-
-
-class MaskNetwork(b2s.DecoderNetwork):
-    """W = M ⊙ V with ||M||₀ ≤ k: V is fitted relaxed (R = the L1 norm, its convex relaxation),
-    then projected onto the constraint (keep the k largest |V|), which gives the magnitude mask.
-
-    Projecting after every step (iterative hard thresholding) also works with plain gradient
-    steps, but interacts badly with Adam's per-entry step sizes, so the solver projects at the end.
-    """
-
-    projection = "end"
-
-    def __init__(self, start: torch.Tensor, k: int):
-        super().__init__()
-        self.v = nn.Parameter(start.clone().float())
-        self.k = k
-        self.project()
-
-    def forward(self) -> torch.Tensor:
-        return self.v
-
-    def regularizer(self) -> torch.Tensor:
-        return self.v.abs().mean()  # the L1 relaxation of ||M||_0
-
-    @torch.no_grad()
-    def project(self) -> None:
-        flat = self.v.view(-1)
-        if self.k < flat.numel():
-            drop = torch.topk(flat.abs(), flat.numel() - self.k, largest=False).indices
-            flat[drop] = 0.0
-
-    def mask(self) -> torch.Tensor:
-        return self.v != 0
-
-
-def magnitude_masks(tensors: Mapping[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
-    """Keep-masks pruning the ``round(sparsity * N)`` smallest magnitudes, globally or per tensor.
-
-    This is the same selection as ``torch.nn.utils.prune`` with L1Unstructured (``topk`` of the
-    smallest), so the two give identical masks.
-    """
-    if scope == "layer":
-        out = {}
-        for key, w in tensors.items():
-            flat = w.detach().abs().reshape(-1)
-            k = round(sparsity * flat.numel())
-            mask = torch.ones_like(flat, dtype=torch.bool)
-            if k:
-                mask[torch.topk(flat, k, largest=False).indices] = False
-            out[key] = mask.reshape(w.shape)
-        return out
-    flat = torch.cat([w.detach().abs().reshape(-1) for w in tensors.values()])
-    k = round(sparsity * flat.numel())
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    if k:
-        keep[torch.topk(flat, k, largest=False).indices] = False
-    out, start = {}, 0
-    for key, w in tensors.items():
-        out[key] = keep[start:start + w.numel()].reshape(w.shape)
-        start += w.numel()
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneConfig:
-    """Settings of ``prune``.
-
-    Attributes:
-        sparsity: fraction of the targeted weights removed, in [0, 1).
-        scope: "global" (one threshold across layers) or "layer" (the same sparsity in each).
-        method: "magnitude" (unstructured) or "channel" (structured filters via torch-pruning).
-        skip_first / skip_last: leave the first / last conv or linear layer dense.
-    """
-
-    sparsity: float = 0.5
-    scope: Literal["global", "layer"] = "global"
-    method: Literal["magnitude", "channel"] = "magnitude"
-    skip_first: bool = False
-    skip_last: bool = False
-
-    def __post_init__(self) -> None:
-        check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")
-
-    @property
-    def track(self) -> str:
-        return "data-free"
-
-
-def compress(model: nn.Module, config: PruneConfig, ctx: Context) -> Compressed:
-    if config.method == "channel":
-        from .structured import compress_channels
-
-        return compress_channels(model, config, ctx)
-    layers = weight_layers(model, skip_first=config.skip_first, skip_last=config.skip_last)
-    state = model.state_dict()
-    weights = {k: state[k].detach().cpu() for k in layers}
-    masks = magnitude_masks(weights, config.sparsity, config.scope)
-    codes = {k: sparse_code(weights[k], masks[k]) for k in weights}
-    return Compressed.from_codes(model, codes)
-
-
-def compress_tensor(name: str, tensor: torch.Tensor, config: PruneConfig, ctx: Context) -> Code:
-    w = tensor.detach().cpu()
-    mask = magnitude_masks({name: w}, config.sparsity, "layer")[name]
-    return sparse_code(w, mask)
-
+__all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress",
+           "compress_tensor", "HEADER_BITS"]
 
 SPEC = CompressorSpec(
     name="prune",

@@ -12,19 +12,20 @@ classifier's outputs are never pruned.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from b2s_bench import Compressed, Context, UserError, inference_state
 
-if TYPE_CHECKING:
-    from .prune import PruneConfig
+from .config import PruneConfig
 
 INSTALL = "structured pruning needs torch-pruning: `pip install torch-pruning==1.6.1` (the [pruning] extra)"
 
 
 def compress_channels(model: nn.Module, config: PruneConfig, ctx: Context) -> Compressed:
+    """Remove ``config.sparsity`` of the channels in place (``model`` is shrunk); the result stores
+    the shrunk tensors raw, against the unpruned architecture."""
     try:
         import torch_pruning as tp
     except ImportError:

@@ -1,23 +1,18 @@
-"""What ``quantize`` does beyond rounding weights: bias correction, activation ranges and AdaRound.
+"""Bias correction for ``quantize``, and capturing a layer's inputs (shared with AdaRound).
 
-- **Bias correction** (DFQ, Nagel et al. 2019): quantizing W shifts a layer's mean output by
-  (Ŵ − W)·E[x]; the bias absorbs −(Ŵ − W)·E[x]. Data-free, E[x] comes from the BatchNorm right before
-  the layer: its output is taken as N(β, γ²) per channel, so E[x] = E[f(z)] for the activation f
-  between them (computed by quadrature; any elementwise activation), carried through mean-preserving
-  ops (average pooling, flatten, dropout). The graph comes from ``torch.fx``; layers whose input is
-  not such a chain are skipped and recorded. With data (synthetic or real), the shift is measured.
-- **Activation ranges**: each quantized layer's input range on data, min/max or MSE-optimal.
-- **AdaRound** (Nagel et al. 2020): per layer, learn to round up or down, h(V) the rectified
-  sigmoid, min ‖Wx − Ŵx̃‖² + λ Σ (1 − |2h(V) − 1|^β), β annealed 20 → 2 after a 20 % warm-up; x̃ is
-  the layer's input in the model whose earlier layers are already rounded (AdaRound's asymmetric
-  reconstruction), Wx the dense layer's output on the dense input.
+**Bias correction** (DFQ, Nagel et al. 2019): quantizing W shifts a layer's mean output by
+(Ŵ − W)·E[x]; the bias absorbs −(Ŵ − W)·E[x]. Data-free, E[x] comes from the BatchNorm right before
+the layer: its output is taken as N(β, γ²) per channel, so E[x] = E[f(z)] for the activation f
+between them (computed by quadrature; any elementwise activation), carried through mean-preserving
+ops (average pooling, flatten, dropout). The graph comes from ``torch.fx``; layers whose input is
+not such a chain are skipped and recorded. With data (synthetic or real), the shift is measured.
 
-Our own implementation, after the papers' equations.
+Activation ranges are in :mod:`.activations`, AdaRound in :mod:`.adaround`. Our own
+implementation, after the papers' equations.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -27,13 +22,11 @@ from torch import fx, nn
 
 __all__ = [
     "layer_inputs",
+    "run_hooked",
     "bn_input_means",
     "bn_successors",
     "analytic_shift",
     "measured_shifts",
-    "activation_ranges",
-    "fake_quantize",
-    "adaround_q",
 ]
 
 # -- capturing a layer's input -------------------------------------------------------------------------
@@ -214,6 +207,42 @@ def _layer_nodes(gm: fx.GraphModule, names: Sequence[str]) -> dict[str, list[fx.
     return found
 
 
+_Activation = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, _Activation | None, bool] | str:
+    """Walk up from a layer's input to the BatchNorm that feeds it, through at most one activation
+    and mean-preserving ops: (the BN node, the activation, whether channels were flattened), or why not."""
+    cur = node.args[0] if node.args else None
+    act: _Activation | None = None
+    flattened = False
+    while isinstance(cur, fx.Node):
+        if _is_bn(cur, modules):
+            return cur, act, flattened
+        f = _activation(cur, modules) if act is None else None
+        keeps, flat = _mean_preserving(cur, modules) if act is None else (False, False)
+        if _transparent(cur, modules):
+            pass
+        elif f is not None:
+            act = f
+        elif keeps:
+            flattened = flattened or flat
+        else:
+            return f"its input comes from {_describe(cur, modules)}, not a BatchNorm (+ activation)"
+        cur = cur.args[0] if cur.args else None
+    return "its input is not a traced tensor"
+
+
+def _fit_features(layer: nn.Module, ex: torch.Tensor, flattened: bool) -> torch.Tensor | str:
+    """E[x] per BN channel as the layer's input features (repeated over flattened positions), or why not."""
+    need = layer.in_channels if isinstance(layer, nn.modules.conv._ConvNd) else getattr(layer, "in_features", None)
+    if need == ex.numel():
+        return ex
+    if flattened and need and need % ex.numel() == 0:
+        return ex.repeat_interleave(need // ex.numel())
+    return f"its input has {need} features, the BatchNorm {ex.numel()} channels"
+
+
 def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Data-free E[x] of each layer's input (one value per input channel or feature), from the BN before it.
 
@@ -229,46 +258,18 @@ def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, to
         if len(nodes) != 1:
             skipped[name] = "not called once in the traced graph" if nodes else "not in the traced graph"
             continue
-        cur = nodes[0].args[0] if nodes[0].args else None
-        act: Callable[[torch.Tensor], torch.Tensor] | None = None
-        flattened = False
-        reason = ""
-        while isinstance(cur, fx.Node):
-            if _is_bn(cur, modules):
-                break
-            f = _activation(cur, modules) if act is None else None
-            keeps, flat = _mean_preserving(cur, modules) if act is None else (False, False)
-            if _transparent(cur, modules):
-                pass
-            elif f is not None:
-                act = f
-            elif keeps:
-                flattened = flattened or flat
-            else:
-                reason = f"its input comes from {_describe(cur, modules)}, not a BatchNorm (+ activation)"
-                break
-            cur = cur.args[0] if cur.args else None
-        if not isinstance(cur, fx.Node) or reason:
-            skipped[name] = reason or "its input is not a traced tensor"
-            continue
-        affine = _bn_affine(cur, gm, modules)
+        chain = _chain_to_bn(nodes[0], modules)
+        affine = _bn_affine(chain[0], gm, modules) if not isinstance(chain, str) else chain
         if isinstance(affine, str):
             skipped[name] = affine
             continue
-        beta, gamma = affine
+        (beta, gamma), act, flattened = affine, chain[1], chain[2]
         ex = _gaussian_expectation(act, beta, gamma) if act is not None else beta
-        layer = model.get_submodule(name)
-        need = (
-            layer.in_channels
-            if isinstance(layer, nn.modules.conv._ConvNd)
-            else getattr(layer, "in_features", None)
-        )
-        if need == ex.numel():
-            means[name] = ex
-        elif flattened and need and need % ex.numel() == 0:
-            means[name] = ex.repeat_interleave(need // ex.numel())
+        fitted = _fit_features(model.get_submodule(name), ex, flattened)
+        if isinstance(fitted, str):
+            skipped[name] = fitted
         else:
-            skipped[name] = f"its input has {need} features, the BatchNorm {ex.numel()} channels"
+            means[name] = fitted
     return means, skipped
 
 
@@ -337,11 +338,11 @@ def measured_shifts(
     for name, delta in deltas.items():
         layer = model.get_submodule(name)
         handles.append(layer.register_forward_pre_hook(make_hook(name, delta.to(device, torch.float32))))
-    _run_hooked(model, handles, batches, device)
+    run_hooked(model, handles, batches, device)
     return {n: (sums[n] / counts[n]).float().cpu() for n in sums}
 
 
-def _run_hooked(model: nn.Module, handles: list[Any], batches: Iterable[torch.Tensor], device: torch.device) -> None:
+def run_hooked(model: nn.Module, handles: list[Any], batches: Iterable[torch.Tensor], device: torch.device) -> None:
     """Run every batch through ``model`` so its hooks observe it; the hooks are removed afterwards."""
     try:
         for xb in batches:
@@ -349,151 +350,3 @@ def _run_hooked(model: nn.Module, handles: list[Any], batches: Iterable[torch.Te
     finally:
         for h in handles:
             h.remove()
-
-
-# -- activation ranges ------------------------------------------------------------------------------------
-def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:
-    """Affine fake quantization over [low, high], as the core's activation quantizer does it."""
-    scale = max(high - low, 1e-12) / (2**bits - 1)
-    return torch.clamp(torch.round((x - low) / scale), 0, 2**bits - 1) * scale + low
-
-
-@torch.no_grad()
-def activation_ranges(
-    model: nn.Module,
-    names: Sequence[str],
-    batches: Iterable[torch.Tensor],
-    device: torch.device,
-    bits: int,
-    method: str,
-    generator: torch.Generator,
-    keep: int = 1 << 16,
-    grid: int = 50,
-) -> dict[str, tuple[float, float]]:
-    """(low, high) of each layer's input: min/max over the data, or the shrink of it with the least
-    fake-quantization MSE on a random sample of ``keep`` values per layer."""
-    lows: dict[str, float] = {}
-    highs: dict[str, float] = {}
-    samples: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    handles = []
-
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            x = args[0].detach().float().reshape(-1)
-            lows[name] = min(lows.get(name, math.inf), float(x.min()))
-            highs[name] = max(highs.get(name, -math.inf), float(x.max()))
-            if method == "mse":
-                idx = torch.randint(0, x.numel(), (min(keep, x.numel()),), generator=generator).to(x.device)
-                samples[name].append(x[idx].cpu())
-
-        return hook
-
-    for name in names:
-        handles.append(model.get_submodule(name).register_forward_pre_hook(make_hook(name)))
-    _run_hooked(model, handles, batches, device)
-    out = {}
-    for name in names:
-        if name not in lows:
-            continue
-        lo, hi = lows[name], highs[name]
-        if method == "mse" and samples[name]:
-            s = torch.cat(samples[name])
-            if s.numel() > keep:
-                s = s[torch.randperm(s.numel(), generator=generator)[:keep]]
-            best = (float(((fake_quantize(s, lo, hi, bits) - s) ** 2).mean()), lo, hi)
-            for alpha in torch.linspace(1.0, 0.1, grid)[1:].tolist():
-                a, b = lo * alpha if lo < 0 else lo, hi * alpha if hi > 0 else hi
-                err = float(((fake_quantize(s, a, b, bits) - s) ** 2).mean())
-                if err < best[0]:
-                    best = (err, a, b)
-            lo, hi = best[1], best[2]
-        out[name] = (lo, hi if hi > lo else lo + 1e-8)
-    return out
-
-
-# -- AdaRound ----------------------------------------------------------------------------------------------
-ZETA, GAMMA = 1.1, -0.1
-
-
-def _h(v: torch.Tensor) -> torch.Tensor:
-    """The rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1)."""
-    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-
-
-def _rec_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over channels (dim 1), averaged over everything else."""
-    diff = (out - target) ** 2
-    return diff.sum(dim=1).mean() if diff.dim() > 1 else diff.mean()
-
-
-def adaround_q(
-    g: torch.Tensor,
-    scale: torch.Tensor,
-    zero: torch.Tensor,
-    nbits: int,
-    symmetric: bool,
-    unflatten: Callable[[torch.Tensor], torch.Tensor],
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    target: torch.Tensor,
-    iterations: int,
-    lr: float,
-    lam: float,
-    batch: int,
-    generator: torch.Generator,
-    warmup: float = 0.2,
-    beta: tuple[float, float] = (20.0, 2.0),
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """AdaRound's integer codes for the grouped weights ``g`` (groups, group_len) on a fixed grid.
-
-    ``forward(weight, x)`` is the layer with that weight; ``x`` its inputs (x̃) and ``target`` the
-    dense outputs. Returns (q, facts) with the reconstruction error of round-to-nearest and of the
-    learned rounding on all of ``x``; the learned one is kept only if it is not worse.
-    """
-    device = x.device
-    qmin, qmax = (-(2 ** (nbits - 1)), 2 ** (nbits - 1) - 1) if symmetric else (0, 2**nbits - 1)
-    s, z = scale.to(device)[:, None], zero.to(device)[:, None]
-    g = g.to(device)
-    base = torch.floor(g / s)
-    rest = (g / s - base).clamp(0.0, 1.0)
-    v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(V) = rest: starts at the weights
-
-    def weight(h: torch.Tensor) -> torch.Tensor:
-        return unflatten(s * (torch.clamp(base + h + z, qmin, qmax) - z))
-
-    @torch.no_grad()
-    def error(h: torch.Tensor) -> float:
-        w = weight(h)
-        total = 0.0
-        for i in range(0, x.shape[0], batch):
-            total += float(_rec_loss(forward(w, x[i : i + batch]), target[i : i + batch])) * min(
-                batch, x.shape[0] - i
-            )
-        return total / x.shape[0]
-
-    rtn = (v.detach() >= 0).float()
-    opt = torch.optim.Adam([v], lr=lr)
-    start = int(warmup * iterations)
-    for it in range(iterations):
-        idx = torch.randint(0, x.shape[0], (min(batch, x.shape[0]),), generator=generator).to(device)
-        with torch.enable_grad():
-            h = _h(v)
-            loss = _rec_loss(forward(weight(h), x[idx]), target[idx])
-            if it >= start:
-                rel = (it - start) / max(iterations - start, 1)
-                b = beta[1] + (beta[0] - beta[1]) * max(0.0, 1.0 - rel)
-                loss = loss + lam * (1 - (2 * h - 1).abs().pow(b)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        opt.step()
-    learned = (v.detach() >= 0).float()
-    err_rtn, err_ada = error(rtn), error(learned)
-    keep = learned if err_ada <= err_rtn else rtn
-    q = torch.clamp(base + keep + z, qmin, qmax).cpu()
-    flipped = float((learned != rtn).float().mean())
-    return q, {
-        "error_rtn": err_rtn,
-        "error_adaround": err_ada,
-        "flipped": flipped,
-        "kept": float(err_ada <= err_rtn),
-    }

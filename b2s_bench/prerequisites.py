@@ -1,0 +1,145 @@
+"""What a run needs that this machine lacks, found before anything runs.
+
+``validate`` lists it and ``run`` stops on it (exit 3, with the same advice) before it touches the
+network or the disk; with ``--keep-going`` a run computes only the cells that are ready. The checks
+are the model sources' and datasets' own ``problems``: cheap, offline, and without building a
+model. :func:`check_writable` tells whether a run folder can be made where ``--out`` points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingPrerequisite, UserError
+
+if TYPE_CHECKING:
+    from .cells import Cell
+    from .plugins import Plugins
+    from .suitespec import ModelEntry, Suite
+
+__all__ = ["Problem", "Prerequisites", "model_problems", "check_cells", "check_writable"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something a model's cells need that is not here.
+
+    Attributes:
+        model: the model's label.
+        message: what is missing and how to get it (install, download, set).
+        file, line: the suite entry it comes from (the model's name, or its dataset).
+    """
+
+    model: str
+    message: str
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}{f':{self.line}' if self.line else ''} {self.model}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prerequisites:
+    """The selected cells split into those that can run here and those that cannot, and why.
+
+    Attributes:
+        ready: cells whose model and data are all here, in the order given.
+        blocked: cells of a model with a problem.
+        problems: every problem, by model in suite order.
+    """
+
+    ready: list[Cell]
+    blocked: list[Cell]
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def missing(self) -> dict[str, list[str]]:
+        """Problems by model label."""
+        out: dict[str, list[str]] = {}
+        for p in self.problems:
+            out.setdefault(p.model, []).append(p.message)
+        return out
+
+    def error(self) -> MissingPrerequisite:
+        """The error ``run`` stops with (exit 3): which cells cannot run, and what each model needs."""
+        total = len(self.ready) + len(self.blocked)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        return MissingPrerequisite(f"{len(self.blocked)} of {total} cells need what is missing here:\n{lines}")
+
+
+def _ask(check: Callable[[Any], Iterable[str]], what: Any, owner: str) -> list[str]:
+    try:
+        return list(check(what))
+    except Exception as e:  # a plugin's check that raises is itself a problem, not the end of validate
+        return [f"{owner}'s check failed: {type(e).__name__}: {e}"]
+
+
+def _of_model(suite: Suite, plugins: Plugins, model: ModelEntry) -> list[Problem]:
+    found = []
+    source = plugins.models.get(model.request.source)
+    if source.problems:
+        file, line = suite.source.where((*model.path, "name"))
+        found += [Problem(model.label, m, file, line)
+                  for m in _ask(source.problems, model.request, f"model source {model.request.source!r}")]
+    dataset = model.dataset or suite.dataset
+    if dataset is not None:
+        spec = plugins.datasets.get(dataset.name)
+        if spec.problems:
+            file, line = suite.source.where((*model.path, "dataset") if model.dataset else ("dataset",))
+            found += [Problem(model.label, m, file, line)
+                      for m in _ask(spec.problems, dataset.config, f"dataset {dataset.name!r}")]
+    return found
+
+
+def model_problems(suite: Suite, plugins: Plugins, models: Iterable[ModelEntry] | None = None) -> list[Problem]:
+    """Problems of the suite's models (or of ``models``) and their datasets, found without building anything."""
+    return [p for m in (suite.models if models is None else models) for p in _of_model(suite, plugins, m)]
+
+
+def check_cells(suite: Suite, plugins: Plugins, cells: Iterable[Cell]) -> Prerequisites:
+    """Which of ``cells`` can run here. Only the models these cells use are checked (``-k`` narrows it).
+
+    A run that must not start without everything calls ``raise result.error()`` unless ``result.ok``.
+    """
+    cells = list(cells)
+    models = list({id(c.model): c.model for c in cells}.values())
+    problems = model_problems(suite, plugins, models)
+    bad = {p.model for p in problems}
+    return Prerequisites([c for c in cells if c.model.label not in bad], [c for c in cells if c.model.label in bad],
+                         problems)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Check that a run folder can be made (or written) at ``path``; nothing is left behind.
+
+    Raises:
+        UserError: naming the path, why it cannot be written and what to do.
+    """
+    wanted = Path(path).expanduser()
+    target = wanted
+    while not target.exists():  # the nearest existing folder is where mkdir(parents=True) starts
+        if os.path.lexists(target):
+            raise UserError(f"cannot make the run folder {wanted}: {target} is a broken link; remove it or choose "
+                            "another --out")
+        if target.parent == target:
+            break
+        target = target.parent
+    if not target.is_dir():
+        raise UserError(f"cannot make the run folder {wanted}: {target} is a file, not a folder; choose another --out")
+    try:
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".b2s-bench-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write the run folder {wanted}: {target} is not writable ({e.strerror or e}); choose "
+                        f"another --out, or make it writable (`ls -ld {target}` shows its owner and mode)") from None

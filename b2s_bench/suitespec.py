@@ -1,0 +1,174 @@
+"""What a suite parses into: frozen dataclasses, and the number of cells its grid makes.
+
+:mod:`b2s_bench.suite` builds these from YAML (and re-exports them); :mod:`b2s_bench.cells`
+expands them into cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError, SuiteError
+from .sources import ModelRequest
+from .yamlsource import Located, PathKey, key_path
+
+__all__ = ["Suite", "ModelEntry", "DatasetEntry", "StageEntry", "CompressorEntry", "ReportSettings", "RuntimeSettings",
+           "count_cells", "check_grid_size", "MAX_CELLS"]
+
+MAX_CELLS = 100_000  # the default of runtime.max_cells
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    config: Any  # the dataset plugin's frozen config
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    request: ModelRequest
+    dataset: DatasetEntry | None
+    label: str
+    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
+
+
+@dataclasses.dataclass(frozen=True)
+class StageEntry:
+    name: str
+    settings: Mapping[str, Any]
+    grid: Mapping[str, tuple[Any, ...]]
+    device_settings: Mapping[str, Mapping[str, Any]]
+    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressorEntry:
+    stages: tuple[StageEntry, ...]
+    label: str | None
+    models: tuple[str, ...] = ()  # only models whose label or name matches one of these globs (all when empty)
+    seeds: int | None = None  # seeds of this entry (default: the suite's ``seeds``)
+    path: PathKey = dataclasses.field(compare=False, repr=False, default=())
+
+    def applies_to(self, model: ModelEntry) -> bool:
+        """Whether this entry compresses ``model``: its ``models:`` globs match the label or the name."""
+        return not self.models or any(fnmatch.fnmatchcase(model.label, p) or fnmatch.fnmatchcase(model.request.name, p)
+                                      for p in self.models)
+
+    def points(self) -> int:
+        """How many settings points the entry's grid makes: the product of every stage's grid axes."""
+        return math.prod(len(values) for stage in self.stages for values in stage.grid.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    sort_by: str | None = None
+    formats: tuple[str, ...] = ("markdown", "csv", "html", "json")
+    plots: tuple[str, ...] = ("pareto",)
+    group_by: str = "track"
+    primary: str | None = None  # the quality metric of Pareto plots (default: the best-ranked "primary" metric)
+
+    def __post_init__(self) -> None:
+        if self.group_by not in ("track", "family", "none"):
+            raise ConfigError(f"group_by must be track, family or none, got {self.group_by!r}", "group_by")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """How a suite runs; not part of cell ids.
+
+    Attributes:
+        batch_size: the evaluation batch.
+        latency_repeats: timed forward passes of the latency metrics.
+        save_artifacts: write each cell's artifact (and record its bytes on disk).
+        threads: torch CPU threads (default: torch's own).
+        max_cells: the most cells the grid may make; a larger grid is refused before any config is
+            built (a stray 1000-value axis would otherwise take hours to notice).
+        cell_timeout: seconds after which a cell is stopped and recorded "timed out" (default six
+            hours; 0 for no limit; ``--cell-timeout`` wins).
+        claim_timeout: seconds without a heartbeat after which another run takes a claimed cell
+            over (its owner is presumed dead).
+        slurm: settings of the Slurm executor (partition, time, gpus_per_node, mem_gb, jobs, ...).
+    """
+
+    batch_size: int = 256
+    latency_repeats: int = 20
+    save_artifacts: bool = True
+    threads: int | None = None
+    max_cells: int = MAX_CELLS
+    cell_timeout: float | None = None
+    claim_timeout: float | None = None
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __hash__(self) -> int:  # frozen, but the slurm mapping is not hashable
+        return hash((self.batch_size, self.latency_repeats, self.save_artifacts, self.threads, self.max_cells))
+
+    def __post_init__(self) -> None:
+        if self.cell_timeout is not None and self.cell_timeout < 0:
+            raise ConfigError(f"cell_timeout must be >= 0 seconds (0: no limit), got {self.cell_timeout}", "cell_timeout")
+        if self.claim_timeout is not None and self.claim_timeout <= 0:
+            raise ConfigError(f"claim_timeout must be > 0 seconds, got {self.claim_timeout}", "claim_timeout")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
+        if self.latency_repeats < 1:
+            raise ConfigError(f"latency_repeats must be >= 1, got {self.latency_repeats}", "latency_repeats")
+        if self.max_cells < 1:
+            raise ConfigError(f"max_cells must be >= 1, got {self.max_cells}", "max_cells")
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    file: str
+    seed: int
+    device: str
+    models: tuple[ModelEntry, ...]
+    dataset: DatasetEntry | None
+    compressors: tuple[CompressorEntry, ...]
+    metrics: tuple[str, ...]
+    baseline: bool
+    report: ReportSettings
+    runtime: RuntimeSettings
+    seeds: int = 1
+    source: Located = dataclasses.field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+
+    def grid_size(self) -> int:
+        """How many cells the grid makes (:func:`count_cells`)."""
+        return count_cells(self)
+
+
+def _entry_cells(suite: Suite, entry: CompressorEntry) -> int:
+    return entry.points() * (entry.seeds or suite.seeds) * sum(entry.applies_to(m) for m in suite.models)
+
+
+def count_cells(suite: Suite) -> int:
+    """How many cells the grid makes, counted without building a config or a model.
+
+    It is the number ``cells.expand`` makes, unless two entries give the very same point (that
+    cell then runs once).
+    """
+    return len(suite.models) * suite.baseline + sum(_entry_cells(suite, e) for e in suite.compressors)
+
+
+def check_grid_size(suite: Suite) -> int:
+    """The grid's cell count, checked against ``runtime.max_cells`` (``load_suite`` calls it).
+
+    Raises:
+        SuiteError: naming ``runtime.max_cells``, how many cells the grid makes and its largest entry.
+    """
+    total, limit = count_cells(suite), suite.runtime.max_cells
+    if total <= limit:
+        return total
+    biggest = max(suite.compressors, key=lambda e: _entry_cells(suite, e))
+    file, line = suite.source.where(biggest.path)
+    path = ("runtime", "max_cells")
+    at = suite.source.where(path) if suite.source.defines(path) else (file, line)
+    raise SuiteError(f"the grid makes {total:,} cells, more than runtime.max_cells ({limit:,}); the largest entry, "
+                     f"{key_path(biggest.path)} (line {line}), makes {_entry_cells(suite, biggest):,}. Shrink its "
+                     f"grid, or raise the limit with `runtime: {{max_cells: {total}}}`", at[0], at[1], key_path(path))

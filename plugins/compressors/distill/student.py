@@ -1,0 +1,60 @@
+"""The student and its loss: a fresh student architecture, and Hinton's KD loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from b2s_bench import Context
+
+from .config import DistillConfig
+
+__all__ = ["kd_loss", "build_student"]
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """(1 − α)·CE(y, σ(z_s)) + α·τ²·KL(σ(z_t/τ) ‖ σ(z_s/τ)); the KD term alone without labels."""
+    t = temperature
+    kl = (
+        F.kl_div(
+            F.log_softmax(student_logits / t, dim=-1),
+            F.log_softmax(teacher_logits / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * t
+        * t
+    )
+    if labels is None:
+        return kl
+    return (1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * kl
+
+
+def build_student(config: DistillConfig, teacher: nn.Module, ctx: Context) -> nn.Module:
+    """The student architecture, freshly initialised under ``ctx.seed``, with the teacher's outputs."""
+    if ctx.build_model is None:
+        raise ValueError("distill needs ctx.build_model to build the student")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        student = ctx.build_model(config.student)
+        for m in student.modules():  # a fresh student has no statistics of its own yet
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.reset_running_stats()
+        student = student.to(ctx.device)
+        if ctx.input_shape is not None:
+            x = ctx.example_input(2)
+            with torch.no_grad():
+                n_t, n_s = teacher.eval()(x).shape[-1], student.eval()(x).shape[-1]
+            if n_t != n_s:
+                if not hasattr(student, "reset_classifier"):
+                    raise ValueError(f"the student {config.student} has {n_s} outputs, the teacher {n_t}")
+                student.reset_classifier(n_t)
+                student = student.to(ctx.device)
+    return student

@@ -1,0 +1,160 @@
+"""The codes of ``quantize``: integer codes on a uniform grid, or a tensor stored as fp16/fp32.
+
+Bits: N·b for the codes, plus a scale (``scale_bits``) per group and, when affine, a b-bit zero
+point per group, plus a 32-bit header per tensor. 16 and 32 bits store the tensor as fp16/fp32
+with the same header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+import b2s_bench as b2s
+from b2s_bench import Code, SizeBreakdown, StoredTensorCode, pack_bits, unpack_bits
+
+__all__ = ["HEADER_BITS", "grid_range", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
+           "AdaRoundNetwork"]
+
+HEADER_BITS = 32
+
+
+def grid_range(nbits: int, symmetric: bool) -> tuple[int, int]:
+    """The smallest and largest integer code of a b-bit grid (signed when symmetric)."""
+    return (-(2 ** (nbits - 1)), 2 ** (nbits - 1) - 1) if symmetric else (0, 2**nbits - 1)
+
+
+@dataclasses.dataclass
+class UniformCode(Code):
+    """Integer codes q, per-group scales s and zero points z: W = s·(q − z)."""
+
+    q: torch.Tensor  # (groups, group_len) integer-valued
+    scale: torch.Tensor  # (groups,)
+    zero: torch.Tensor  # (groups,) integer-valued (zeros when symmetric)
+    nbits: int
+    symmetric: bool
+    scale_bits: int
+    pad: int
+    orig_shape: tuple[int, ...]
+    kind = "quantize.uniform"
+
+    def unflatten(self, groups: torch.Tensor) -> torch.Tensor:
+        """(groups, group_len) -> the tensor's shape, dropping the padding."""
+        rows = self.orig_shape[0] if len(self.orig_shape) >= 2 and groups.shape[0] != 1 else 1
+        flat = groups.reshape(rows, -1)
+        if self.pad:
+            flat = flat[:, : flat.shape[1] - self.pad]
+        return flat.reshape(self.orig_shape)
+
+    def decode(self) -> torch.Tensor:
+        return self.unflatten(self.scale.float()[:, None] * (self.q.float() - self.zero.float()[:, None]))
+
+    def bits(self) -> SizeBreakdown:
+        groups = self.scale.numel()
+        return SizeBreakdown(
+            payload=self.q.numel() * self.nbits,
+            scales=groups * self.scale_bits + (0 if self.symmetric else groups * self.nbits),
+            metadata=HEADER_BITS,
+        )
+
+    def regularizer(self) -> torch.Tensor:
+        # the indicator of the grid: zero, since every stored code is a grid point
+        return (self.q - torch.round(self.q)).abs().sum().float()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        offset = 2 ** (self.nbits - 1) if self.symmetric else 0
+        out = {"q": pack_bits(self.q.to(torch.int64) + offset, self.nbits),
+               "scale": self.scale.to(torch.float16 if self.scale_bits == 16 else torch.float32)}
+        if not self.symmetric:
+            out["zero"] = pack_bits(self.zero.to(torch.int64), self.nbits)
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        return {"nbits": self.nbits, "symmetric": self.symmetric, "scale_bits": self.scale_bits,
+                "pad": self.pad, "shape": list(self.orig_shape), "q_shape": list(self.q.shape)}
+
+    @classmethod
+    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> UniformCode:
+        q_shape = tuple(meta["q_shape"])
+        n = math.prod(q_shape)
+        offset = 2 ** (meta["nbits"] - 1) if meta["symmetric"] else 0
+        q = (unpack_bits(tensors["q"], meta["nbits"], n) - offset).float().reshape(q_shape)
+        scale = tensors["scale"].float()
+        zero = (unpack_bits(tensors["zero"], meta["nbits"], scale.numel()).float() if "zero" in tensors
+                else torch.zeros_like(scale))
+        return cls(q, scale, zero, meta["nbits"], meta["symmetric"], meta["scale_bits"], meta["pad"],
+                   tuple(meta["shape"]))
+
+    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> RoundingNetwork:
+        return RoundingNetwork(self, init, generator)
+
+    def stats(self) -> dict[str, Any]:
+        return {"bits": self.nbits, "groups": self.scale.numel()}
+
+
+class AdaRoundCode(UniformCode):
+    """A :class:`UniformCode` whose rounding AdaRound learned (and kept: it beat round-to-nearest).
+
+    It is stored and restored as a UniformCode (same kind, same bytes: the grid is the same); the
+    class only tells the solver check, through its network's ``solution``, that these codes come
+    from a local search on the layer's outputs, not from the closed form of the weight error.
+    """
+
+    def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> AdaRoundNetwork:
+        return AdaRoundNetwork(self, init, generator)
+
+
+class RoundingNetwork(b2s.DecoderNetwork):
+    """The rounding layer relaxed: g(V) = V, with R(V) = mean squared distance of V to the grid.
+
+    s and z stay fixed. Fitted to W with R's weight ramped up, V is pulled onto the grid point
+    nearest to W, and ``project()`` snaps it there: round-to-nearest, reached by gradient descent.
+    """
+
+    projection = "end"
+    solver_lam = 1.0
+
+    def __init__(self, code: UniformCode, init: str, generator: torch.Generator | None):
+        super().__init__()
+        self.code = code
+        start = code.scale[:, None] * (code.q - code.zero[:, None])  # V lives in the grouped layout
+        if init == "random":
+            start = torch.randn(start.shape, generator=generator) * start.std().clamp(min=1e-3)
+        self.v = nn.Parameter(start.clone().float())
+
+    def _snapped(self) -> torch.Tensor:
+        c = self.code
+        qmin, qmax = grid_range(c.nbits, c.symmetric)
+        q = torch.clamp(torch.round(self.v / c.scale[:, None]) + c.zero[:, None], qmin, qmax)
+        return c.scale[:, None] * (q - c.zero[:, None])
+
+    def forward(self) -> torch.Tensor:
+        return self.code.unflatten(self.v)
+
+    def regularizer(self) -> torch.Tensor:
+        return (self.v - self._snapped().detach()).pow(2).mean()  # in weight units, like the data term
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.v.copy_(self._snapped())
+
+
+class AdaRoundNetwork(RoundingNetwork):
+    """The rounding layer of an AdaRound code: the same network, but the code is a local search's."""
+
+    solution = "local search"
+
+
+class FloatCode(StoredTensorCode):
+    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings), with a header word."""
+
+    kind = "quantize.float"
+    stored_part = "payload"
+
+    def bits(self) -> SizeBreakdown:
+        return super().bits() + SizeBreakdown(metadata=HEADER_BITS)

@@ -1,0 +1,353 @@
+"""Numbers you can trust: exact bits enforced, records verified, plugins that cannot shadow or vanish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import run_cli
+
+import b2s_bench as b2s
+from b2s_bench.plugins import load_plugins
+from b2s_bench.records import fingerprint_id, record_problems
+from b2s_bench.store import RunStore
+
+LYING = '''
+import dataclasses, math
+import torch
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    lie: str = "none"     # none | byte | bit | quarter | nan
+
+@dataclasses.dataclass
+class Int4Code(b2s.Code):
+    codes: torch.Tensor    # packed 4-bit codes
+    scale: torch.Tensor
+    orig_shape: tuple
+    lie: str = "none"
+    kind = "lying.int4"
+
+    def decode(self):
+        n = math.prod(self.orig_shape)
+        q = b2s.unpack_bits(self.codes, 4, n).float() - 8
+        w = (q * self.scale).reshape(self.orig_shape)
+        return w * float("nan") if self.lie == "nan" else w
+
+    def bits(self):
+        payload = 4 * math.prod(self.orig_shape)
+        if self.lie == "byte":      # one byte per tensor short
+            payload -= 8
+        elif self.lie == "bit":     # one bit for the whole tensor
+            payload = 1
+        elif self.lie == "quarter": # 75 % of the payload
+            payload = payload * 3 // 4
+        return b2s.SizeBreakdown(payload=payload, scales=32,
+                                 metadata=b2s.HEADER_BITS_PER_DIM * len(self.orig_shape))
+
+    def regularizer(self):
+        return torch.zeros(())
+
+    def tensors(self):
+        return {"codes": self.codes, "scale": self.scale}
+
+    def meta(self):
+        return {"shape": list(self.orig_shape), "lie": self.lie}
+
+    @classmethod
+    def restore(cls, meta, tensors):
+        return cls(tensors["codes"], tensors["scale"], tuple(meta["shape"]), meta["lie"])
+
+def compress_tensor(w, lie):
+    scale = w.abs().max().clamp(min=1e-12) / 7
+    q = torch.clamp(torch.round(w / scale), -8, 7) + 8
+    return Int4Code(b2s.pack_bits(q.to(torch.int64), 4), scale.reshape(1).float(), tuple(w.shape), lie)
+
+def compress(model, config, ctx):
+    state = model.state_dict()
+    codes = {k: compress_tensor(state[k].detach().cpu(), config.lie) for k in b2s.weight_layers(model)}
+    return b2s.Compressed.from_codes(model, codes)
+
+SPEC = b2s.CompressorSpec("liar", "quantization", "data-free", Cfg, compress, codes=(Int4Code,))
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(SPEC)
+'''
+
+
+@pytest.fixture
+def liar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    path = tmp_path / "liar.py"
+    path.write_text(LYING)
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
+    return load_plugins().compressors.get("liar")
+
+
+@pytest.mark.parametrize("lie", ["byte", "bit", "quarter"])
+def test_check_compressor_catches_a_compressor_that_under_counts(liar: Any, lie: str) -> None:
+    b2s.check_compressor(liar)  # the honest setting passes
+    with pytest.raises(AssertionError, match="size accounting"):
+        b2s.check_compressor(liar, {"lie": lie})
+
+
+def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: Callable[..., Path],
+                                                       tmp_path: Path) -> None:
+    suite = write_suite("""
+        suite: liars
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - name: liar
+            grid: {lie: [none, byte, bit, nan]}
+        metrics: [agreement, bits, ratio]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
+    recs = {r["compressor"]["pipeline"][0]["config"]["lie"]: r
+            for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json")) if r["compressor"]["pipeline"]}
+    assert recs["none"]["status"] == "ok"
+    for lie in ("byte", "bit"):
+        assert recs[lie]["status"] == "error" and recs[lie]["error"]["message"].startswith("size accounting")
+        assert "features.0.weight" in recs[lie]["error"]["message"]  # the tensor is named
+    assert recs["nan"]["status"] == "error" and "non-finite" in recs["nan"]["error"]["message"]
+    board = (out / "leaderboard.md").read_text()
+    assert "size accounting" in board  # listed with the failures, never on the board
+
+
+def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = tmp_path / "nanout.py"
+    plugin.write_text('''
+import dataclasses, torch
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def compress(model, config, ctx):
+    with torch.no_grad():
+        model.classifier[-1].bias.fill_(float("inf"))
+    return b2s.Compressed.from_codes(model, {})
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("nanout", "other", "data-free", Cfg, compress))
+''')
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: nanout
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors: [nanout]
+        metrics: [agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
+    bad = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    bad = [r for r in bad if r["label"] == "nanout"][0]
+    assert bad["status"] == "error" and "non-finite" in bad["error"]["message"]
+
+
+def test_a_data_free_compressor_receives_no_data(write_suite: Callable[..., Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = tmp_path / "spy.py"
+    log = tmp_path / "seen.json"
+    plugin.write_text(f'''
+import dataclasses, json, pathlib
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    track: str = "data-free"
+
+def compress(model, config, ctx):
+    log = pathlib.Path({str(log)!r})
+    seen = json.loads(log.read_text()) if log.exists() else {{}}
+    seen[config.track] = [ctx.calibration is not None, ctx.training is not None]
+    log.write_text(json.dumps(seen))
+    return b2s.Compressed.from_codes(model, {{}})
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("spy", "other", lambda c: c.track, Cfg, compress))
+''')
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: spy
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - name: spy
+            grid: {track: [data-free, calibration, training]}
+        metrics: [bits]
+        """)
+    assert run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet") == 0
+    seen = json.loads(log.read_text())
+    assert seen == {"data-free": [False, False], "calibration": [True, False], "training": [True, True]}
+
+
+# -- records and folders ----------------------------------------------------------------------------
+def _run_tiny(tiny_suite: Path, out: Path) -> dict[str, dict]:
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    return {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+
+
+def test_invalid_records_are_set_aside_named_and_recomputed(tiny_suite: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    recs = _run_tiny(tiny_suite, out)
+    a, b, c = sorted(recs)[:3]
+    broken = dict(recs[a])
+    del broken["metrics"]  # a record missing a field
+    (out / "cells" / f"{a}.json").write_text(json.dumps(broken))
+    (out / "cells" / f"{b}.json").write_text(json.dumps(recs[c]))  # cell c's record saved as cell b
+    capsys.readouterr()
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    err = capsys.readouterr().err
+    assert f"set aside {out / 'cells' / f'{a}.json'}" in err and "'metrics' is missing" in err
+    assert f"{b}.json" in err and "is not its file name" in err
+    assert "2 computed, 2 skipped" in err
+    aside = sorted(p.name.split(".")[0] for p in (out / "set-aside").iterdir())
+    assert aside == sorted([a, b])  # moved, not deleted
+    for cid in (a, b):
+        assert json.loads((out / "cells" / f"{cid}.json").read_text())["cell_id"] == cid
+
+
+def test_record_problems_checks_the_fingerprint_hash() -> None:
+    fingerprint = {"x": 1}
+    rec = {"schema": "b2s-bench/record/2", "cell_id": fingerprint_id(fingerprint), "suite": "s", "status": "ok",
+           "label": "m", "track": "data-free", "family": "other", "seed": 0, "model": {}, "dataset": None,
+           "compressor": {}, "metrics": {}, "size": {"total_bits": 1}, "timings": {}, "details": {},
+           "environment": {}, "error": None, "started_at": "", "finished_at": "", "fingerprint": fingerprint}
+    assert record_problems(rec, rec["cell_id"]) == []
+    assert "not the hash of its fingerprint" in " ".join(record_problems({**rec, "fingerprint": {"x": 2}}))
+    assert "'seed' is a bool" in " ".join(record_problems({**rec, "seed": True}))
+
+
+def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run_tiny(tiny_suite, out)
+    dead = 2**22 + 12345  # a pid that does not exist here
+    from b2s_bench.records import host_name
+
+    tmp_record = out / "cells" / f".x.json.{host_name()}-{dead}.abcd.tmp"
+    tmp_record.write_text("{")
+    half_artifact = out / "artifacts" / f".abc.{host_name()}-{dead}.efgh"
+    half_artifact.mkdir(parents=True)
+    alive = out / "cells" / f".y.json.{host_name()}-{os.getpid()}.abcd.tmp"  # a live writer's file stays
+    alive.write_text("{")
+    removed = RunStore(out).clean_leftovers()
+    assert set(removed) == {tmp_record, half_artifact} and alive.exists()
+
+
+def test_the_core_version_joins_cell_ids(tiny_suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from b2s_bench import cells
+    from b2s_bench.suite import load_suite
+
+    plugins = load_plugins()
+    before = [c.id for c in cells.expand(load_suite(tiny_suite, plugins), plugins, "cpu")]
+    monkeypatch.setattr(cells, "CORE_VERSION", "test")
+    after = [c.id for c in cells.expand(load_suite(tiny_suite, plugins), plugins, "cpu")]
+    assert not set(before) & set(after)
+
+
+# -- plugins that shadow or vanish ------------------------------------------------------------------
+def test_a_misspelled_hook_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "typo.py"
+    path.write_text("import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_register_compresors(register):\n    pass\n")
+    plugins = load_plugins(files=[str(path)])
+    errors = [f.error for f in plugins.failures if f.name == "typo"]
+    assert errors and "not a b2s-bench hook" in errors[0] and "b2s_register_compressors" in errors[0]
+
+
+def test_two_codes_with_one_kind_block_both_and_ls_plugins_still_works(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "clash.py"
+    path.write_text('''
+import dataclasses
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+class Mine(b2s.StoredTensorCode):
+    kind = "quantize.uniform"   # the built-in quantizer's code kind
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("mine", "other", "data-free", Cfg, lambda m, c, x: None, codes=(Mine,)))
+    register(b2s.CompressorSpec("prune", "other", "data-free", Cfg, lambda m, c, x: None))  # a built-in's name
+''')
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
+    plugins = load_plugins()
+    errors = " ".join(f.error for f in plugins.failures)
+    assert "code kind 'quantize.uniform'" in errors and "'mine'" in errors and "'quantize'" in errors
+    assert "'prune' is registered twice" in errors and "b2s-prune" in errors and "clash" in errors
+    for name in ("mine", "quantize", "prune"):
+        with pytest.raises(b2s.UserError, match="twice|code kind"):
+            plugins.compressors.get(name)
+    assert "lowrank" in plugins.compressors  # unrelated names work
+    assert run_cli("ls", "plugins") == 0
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_module_does_not_stack_activation_quantizers() -> None:
+    model = b2s.tiny_model(0)
+    comp = b2s.Compressed(
+        {}, {k: v for k, v in b2s.inference_state(model).items()}, model,
+        {k: tuple(v.shape) for k, v in b2s.inference_state(model).items()},
+        activations={"features.4": (-1.0, 1.0)}, activation_bits=4)
+    comp.module(fresh=False)  # the runner builds into the skeleton once
+
+    def quantizers(m: torch.nn.Module) -> int:
+        return sum(type(h).__name__ == "_ActivationQuantizer" for mod in m.modules() for h in mod._forward_pre_hooks.values())
+
+    assert quantizers(comp.skeleton) == 1
+    assert quantizers(comp.module()) == 1 and quantizers(comp.module(deployed=True)) == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nothing:
+    pass
+
+
+def test_a_compressor_returning_the_wrong_type_fails_its_cell(write_suite: Callable[..., Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "wrong.py"
+    path.write_text('''
+import dataclasses
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("wrong", "other", "data-free", Cfg, lambda m, c, x: {"not": "compressed"}))
+''')
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
+    suite = write_suite("""
+        suite: wrong
+        models: [tiny:cnn]
+        dataset: {name: random, n: 8}
+        compressors: [wrong]
+        metrics: [bits]
+        """)
+    t0 = time.time()
+    assert run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet") == 1
+    rec = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
+    assert any(r["status"] == "error" and "not b2s_bench.Compressed" in r["error"]["message"] for r in rec)
+    assert time.time() - t0 < 60
