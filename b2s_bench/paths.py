@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["cache_dir", "file_digest"]
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def cache_dir() -> Path:
@@ -15,3 +18,19 @@ def cache_dir() -> Path:
         return Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "b2s-bench"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The first 16 hex digits of a file's SHA-256: what weights a cell really loads, for cell ids.
+
+    Kept per process by (path, size, mtime), so a suite whose cells share a checkpoint hashes it once.
+    """
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]

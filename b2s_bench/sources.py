@@ -63,6 +63,9 @@ class ModelSource:
             for ``validate``; each item says how to fix it.
         build_architecture: the bare architecture of a name, with no weights loaded or trained
             (for a distillation student); by default ``build`` of a plain request.
+        catalog: ``catalog() -> [(name, weights, availability)]``: each model (without the prefix) with
+            the weights it can have and whether they work offline (availability starts with
+            "offline") or need the hub; ``ls models`` shows it (bare names when it is None).
         prepare: makes the weights a request names exist on this machine (e.g. trains and caches a
             zoo model), so that ``fingerprint`` can hash the real weights. The runner calls it once
             per model before computing cell ids; ``validate`` never does.
@@ -76,6 +79,7 @@ class ModelSource:
     description: str = ""
     build_architecture: Callable[[str], nn.Module] | None = None
     prepare: Callable[[ModelRequest], None] | None = None
+    catalog: Callable[[], list[tuple[str, str, str]]] | None = None
 
 
 @dataclasses.dataclass

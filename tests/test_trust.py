@@ -351,3 +351,32 @@ def b2s_register_compressors(register):
     rec = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
     assert any(r["status"] == "error" and "not b2s_bench.Compressed" in r["error"]["message"] for r in rec)
     assert time.time() - t0 < 60
+
+
+def test_zoo_weights_trained_elsewhere_get_other_cell_ids(write_suite: Callable[..., Path], fake_fmnist: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from b2s_bench.cells import expand
+    from b2s_bench.suite import load_suite
+
+    suite_path = write_suite("""
+        suite: zoo-ids
+        models: [{name: "zoo:fmnist-cnn-small", options: {epochs: 1, train_limit: 256}}]
+        dataset: {name: random, n: 8}
+        compressors: [{name: prune, sparsity: 0.5}]
+        metrics: [bits]
+        """)
+    plugins = load_plugins()
+    suite = load_suite(suite_path, plugins)
+    model = suite.models[0]
+    source = plugins.models.get("zoo")
+    assert "untrained" in source.fingerprint(model.request)  # validate does not train
+    source.prepare(model.request)  # run does, first
+    here = [c.id for c in expand(suite, plugins, "cpu")]
+    assert here == [c.id for c in expand(suite, plugins, "cpu")]  # stable on this machine
+    cached = next((b2s.cache_dir() / "zoo").glob("*.safetensors"))
+    state = load_file(str(cached))
+    first = next(iter(state))
+    state[first] = state[first] + 1e-6  # the same recipe trained on another machine: other numerics
+    save_file(state, str(cached))
+    assert not set(here) & {c.id for c in expand(suite, plugins, "cpu")}

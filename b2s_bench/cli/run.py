@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute cells that already have records")
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
     p.add_argument("--quiet", action="store_true", help="do not print the summary of the leaderboard")
+    p.add_argument("--download", action="store_true",
+                   help="allow the network: download `pretrained: true` weights (and train zoo models) first, "
+                        "then check what else is missing")
     p.add_argument("--keep-going", action="store_true",
                    help="when some models' data or weights are missing here, run the cells that are ready "
                         "(default: stop before running anything, exit 3)")
@@ -100,6 +103,11 @@ def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tu
     packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready."""
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)
+    if args.download:
+        for model in {id(c.model): c.model for c in cells}.values():
+            source = plugins.models.get(model.request.source)
+            if source.prepare is not None:
+                source.prepare(model.request)
     if args.pattern and not cells:
         raise UserError(f"-k {args.pattern!r} matches none of the cells of suite {suite.name}; `b2s-bench validate "
                         f"{args.suite or ''}`".rstrip() + " lists them")

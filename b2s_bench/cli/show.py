@@ -73,7 +73,7 @@ def _settings(cls: type) -> list[str]:
 
 def catalog_rows(source: ModelSource) -> list[tuple[str, str, str]]:
     """``(name, weights, availability)`` of a source's models: its ``catalog`` when it has one, else bare names."""
-    catalog: Callable[[], list[tuple[str, str, str]]] | None = getattr(source, "catalog", None)
+    catalog: Callable[[], list[tuple[str, str, str]]] | None = source.catalog
     if catalog is not None:
         return list(catalog())
     return [(name, "", "") for name in source.list_models(None)]

@@ -1,35 +1,17 @@
 """What ``b2s-bench ls models`` shows of each model: the weights it can have, and whether they work
 offline or need the hub (the Hugging Face hub or torchvision's download server).
 
-A source that can say this registers a :class:`ListedSource`, a :class:`b2s_bench.ModelSource`
-with a ``catalog``; ``ls`` falls back to the bare names of ``list_models`` for any other source.
+A source says it through :attr:`b2s_bench.ModelSource.catalog`; ``ls`` falls back to the bare
+names of ``list_models`` for any other source.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
-from b2s_bench import ModelSource
-
 from . import package_weights
 
-__all__ = ["ListedSource", "OFFLINE", "HUB", "timm_catalog", "torchvision_catalog"]
+__all__ = ["OFFLINE", "HUB", "timm_catalog", "torchvision_catalog"]
 
 OFFLINE, HUB = "offline", "needs the hub"
-
-
-@dataclasses.dataclass(frozen=True)
-class ListedSource(ModelSource):
-    """A model source that also says where each model's weights come from.
-
-    Attributes:
-        catalog: ``catalog() -> [(name, weights, availability)]``: each model (without the prefix)
-            with the weights it can have (``pretrained: true``, ``package:MODULE``, ...) and whether
-            they work offline (availability starts with "offline") or "needs the hub".
-    """
-
-    catalog: Callable[[], list[tuple[str, str, str]]] | None = None
 
 
 def timm_catalog() -> list[tuple[str, str, str]]:

@@ -30,7 +30,7 @@ import b2s_bench as b2s
 from b2s_bench import LoadedModel, ModelRequest, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
 
 from . import package_weights
-from .catalog import OFFLINE, ListedSource, timm_catalog, torchvision_catalog
+from .catalog import OFFLINE, timm_catalog, torchvision_catalog
 
 IMAGENET = "imagenet-1k"
 
@@ -84,12 +84,54 @@ def _file_fingerprint(path: str) -> str:
     return f"file:{os.path.basename(path)}:sha256:{h.hexdigest()[:16]}"
 
 
+def _hub_file(request: ModelRequest) -> str | None:
+    """The cached file ``pretrained: true`` would load, or None when it is not cached here."""
+    if request.source == "torchvision":
+        import torchvision
+
+        try:
+            url = torchvision.models.get_model_weights(request.arch).DEFAULT.url
+        except Exception:
+            return None
+        path = torch_hub_checkpoints() / _url_file(url)
+        return str(path) if path.is_file() else None
+    import timm.models
+
+    try:
+        cfg_obj = timm.models.get_pretrained_cfg(request.arch)
+    except RuntimeError:
+        return None
+    cfg = cfg_obj.to_dict() if cfg_obj is not None else {}
+    if cfg.get("file"):
+        return cfg["file"] if os.path.isfile(cfg["file"]) else None
+    if cfg.get("hf_hub_id"):
+        repo, _, revision = cfg["hf_hub_id"].partition("@")
+        custom = cfg.get("hf_hub_filename")
+        names = [custom, *_safe_alternatives(custom)] if custom else ["model.safetensors", "pytorch_model.bin"]
+        found = hf_cached_file(repo, names, revision or None)
+        if found:
+            return found
+    if cfg.get("url"):
+        path = torch_hub_checkpoints() / _url_file(cfg["url"])
+        return str(path) if path.is_file() else None
+    return None
+
+
+def _prepare(request: ModelRequest) -> None:
+    """Download ``pretrained: true`` weights that are not cached yet (the only step that uses the network)."""
+    if request.pretrained and _hub_file(request) is None:
+        (_tv_build if request.source == "torchvision" else _timm_build)(request)
+
+
 def _weights_fingerprint(request: ModelRequest) -> str:
     if request.weights and request.weights.startswith("package:"):
         return package_weights.fingerprint(request.weights)
     if request.weights:
         return _file_fingerprint(request.weights) if os.path.isfile(request.weights) else f"missing:{request.weights}"
-    return "hub-pretrained" if request.pretrained else "random-init"
+    if request.pretrained:  # the cached file itself: hub weights can change under the same name
+        found = _hub_file(request)
+        return f"hub-pretrained:sha256:{b2s.file_digest(found)}" if found else "hub-pretrained:not cached"
+    return "random-init"
 
 
 def _weights_problems(request: ModelRequest) -> list[str]:
@@ -372,13 +414,13 @@ def _tv_arch(name: str) -> nn.Module:
 
 
 SOURCES = [
-    ListedSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _tiny_problems,
+    b2s.ModelSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _tiny_problems,
                  "seeded tiny test models", build_architecture=lambda name: TINY[name][0](),
                  catalog=lambda: [(name, "none (seeded random init, for tests)", OFFLINE) for name in TINY]),
-    ListedSource("timm", _timm_build, _timm_list, _weights_fingerprint, _timm_problems, "timm (pip install timm)",
-                 build_architecture=_timm_arch, catalog=timm_catalog),
-    ListedSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _tv_problems, "torchvision.models",
-                 build_architecture=_tv_arch, catalog=torchvision_catalog),
+    b2s.ModelSource("timm", _timm_build, _timm_list, _weights_fingerprint, _timm_problems, "timm (pip install timm)",
+                 build_architecture=_timm_arch, catalog=timm_catalog, prepare=_prepare),
+    b2s.ModelSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _tv_problems, "torchvision.models",
+                 build_architecture=_tv_arch, catalog=torchvision_catalog, prepare=_prepare),
 ]
 
 

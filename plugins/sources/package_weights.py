@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import b2s_bench as b2s
 from b2s_bench import UnknownNameError, UserError
 
 
@@ -111,9 +112,13 @@ def fingerprint(spec: str) -> str:
         return f"package:{module} (not a known weights package)"
     dist = KNOWN[module].distribution
     try:
-        return f"package:{dist}=={md.version(dist)}"
+        version = md.version(dist)
     except md.PackageNotFoundError:
         return f"package:{dist} (not installed)"
+    try:  # the weights themselves, not only the package's version
+        return f"package:{dist}=={version}:sha256:{b2s.file_digest(checkpoint_file(spec))}"
+    except UserError:
+        return f"package:{dist}=={version}"
 
 
 def problems(spec: str, arch: str | None = None) -> list[str]:

@@ -27,7 +27,7 @@ from torch import nn
 import b2s_bench as b2s
 from b2s_bench import ConfigError, LoadedModel, ModelRequest, UnknownNameError, UserError, build_config, check
 
-from .catalog import OFFLINE, ListedSource
+from .catalog import OFFLINE
 
 ZOO_VERSION = "1"  # bump when the training code changes results
 
@@ -136,7 +136,7 @@ def cached_weights(recipe: Recipe) -> dict[str, torch.Tensor]:
     """The recipe's weights from the cache, training (and caching) them on a miss."""
     from safetensors.torch import load_file, save_file
 
-    path = b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors"
+    path = _weights_path(recipe)
     if path.is_file():
         return load_file(str(path))
     start = time.perf_counter()
@@ -161,11 +161,24 @@ def _build(request: ModelRequest) -> LoadedModel:
 
 
 def _fingerprint(request: ModelRequest) -> str:
-    return f"recipe:{recipe_for(request).key()}"
+    """The recipe and the weights themselves: a model trained on another machine (other numerics, other
+    library versions) can differ under the same recipe, and must not reuse this machine's records."""
+    recipe = recipe_for(request)
+    path = _weights_path(recipe)
+    return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.file_digest(path)}" if path.is_file() else "untrained")
+
+
+def _weights_path(recipe: Recipe) -> Path:
+    return b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors"
+
+
+def _prepare(request: ModelRequest) -> None:
+    """Train (once) and cache the recipe's weights, so cell ids hash them."""
+    cached_weights(recipe_for(request))
 
 
 def _cached(recipe: Recipe) -> bool:
-    return (b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors").is_file()
+    return _weights_path(recipe).is_file()
 
 
 def _problems(request: ModelRequest) -> list[str]:
@@ -199,9 +212,9 @@ def _architecture_only(name: str) -> nn.Module:
     return architecture(recipe_for(ModelRequest(f"zoo:{name}")))
 
 
-SOURCE = ListedSource("zoo", _build, lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
+SOURCE = b2s.ModelSource("zoo", _build, lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
                       _fingerprint, _problems, "reference models trained deterministically in the run, cached",
-                      build_architecture=_architecture_only, catalog=_catalog)
+                      build_architecture=_architecture_only, catalog=_catalog, prepare=_prepare)
 
 
 @b2s.hookimpl
