@@ -130,13 +130,14 @@ def _row(rec: Record) -> dict[str, Any]:
 
 
 def load_frame(
-    out_dir: str | os.PathLike[str], only_current: bool = True
+    out_dir: str | os.PathLike[str], only_current: bool = True, dropped: list[tuple[Path, str]] | None = None
 ) -> tuple[pd.DataFrame, list[MetricMeta], dict[str, Any]]:
     """Rows of every record in a run folder, the metrics' metadata, and the run's report settings.
 
     Args:
         only_current: keep only the cells of the suite as it was last run (``run.json``), so cells
             of an older version of the suite do not linger in the tables.
+        dropped: receives (file, why) for every file in ``cells/`` that is not a valid record.
 
     Raises:
         UserError: report settings that name a metric the records do not have (see
@@ -147,7 +148,7 @@ def load_frame(
     run_file = out_dir / "run.json"
     if run_file.is_file():
         run = json.loads(run_file.read_text())
-    records = list(iter_records(out_dir))
+    records = list(iter_records(out_dir, dropped))
     if only_current and run.get("cells"):
         order = {cid: i for i, cid in enumerate(run["cells"])}
         records = sorted((r for r in records if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])

@@ -380,3 +380,16 @@ def test_zoo_weights_trained_elsewhere_get_other_cell_ids(write_suite: Callable[
     state[first] = state[first] + 1e-6  # the same recipe trained on another machine: other numerics
     save_file(state, str(cached))
     assert not set(here) & {c.id for c in expand(suite, plugins, "cpu")}
+
+
+def test_report_names_every_record_it_drops_and_rebuilds_missing_files(tiny_suite: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    _run_tiny(tiny_suite, out)
+    (out / "cells" / "ffffffffffffffff.json").write_text('{"schema": "b2s-bench/record/2"')
+    capsys.readouterr()
+    assert run_cli("report", str(out)) == 0
+    assert "ffffffffffffffff.json is not a valid record" in capsys.readouterr().err
+    (out / "leaderboard.html").unlink()  # a report file lost: "up to date" must notice
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    assert (out / "leaderboard.html").is_file()

@@ -14,7 +14,7 @@ from ..prerequisites import check_cells, check_writable
 from ..runner import Runner, RunOptions, RunSummary, resolve_device
 from ..suite import Suite, load_suite
 from ..summary import summary_text
-from .report import write_report
+from .report import reports_current, write_report
 
 #: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
 RUNS = Path("runs")
@@ -53,16 +53,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--detach", action="store_true",
                    help="submit and return (cluster executors); follow with `b2s-bench status DIR`")
     return p
-
-
-def reports_current(out: Path) -> bool:
-    """True when every report file is newer than every record and the run manifest."""
-    files = [out / n for n in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html")]
-    present = [f for f in files if f.is_file()]
-    if not present or len(present) < len(files):
-        return False
-    newest = max([p.stat().st_mtime for p in (out / "cells").glob("*.json")] + [(out / "run.json").stat().st_mtime])
-    return min(f.stat().st_mtime for f in present) >= newest
 
 
 def _workers(value: str | None) -> int | None:
