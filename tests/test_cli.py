@@ -13,7 +13,7 @@ from helpers import run_cli
 
 @pytest.mark.parametrize(("kind", "expect"), [
     ("compressors", "quantization"), ("models", "tiny:cnn"), ("datasets", "fashion-mnist"),
-    ("metrics", "agreement"), ("plugins", "b2s-quantize"), ("reporters", "pareto"),
+    ("metrics", "agreement"), ("plugins", "b2s-quantize"), ("reporters", "pareto"), ("executors", "process (default)"),
 ])
 def test_ls(kind: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("ls", kind) == 0

@@ -14,7 +14,7 @@ from ..registry import matches
 from ..suitefiles import shipped_suites
 from .show import catalog_rows, compressor_track, settings_table
 
-KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "plugins", "suites")
+KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")
 DESCRIPTION = 100  # characters of a suite's description shown without -v
 MODELS_NOTE = ("offline: works without the internet (a package may need installing first); needs the hub: "
                "`pretrained: true` downloads the weights on first use, unless the local cache holds them "
@@ -110,6 +110,13 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     elif kind == "reporters":
         rows = [[r.name, r.description] for r in plugins.reporters.match(pattern)]
         headers = ["name", "description"]
+    elif kind == "executors":
+        ranked = sorted(plugins.executors.match(pattern), key=lambda e: (e.rank, e.name))
+        default = min(plugins.executors, key=lambda e: (e.rank, e.name)).name if len(plugins.executors) else None
+        rows = [[e.name + (" (default)" if e.name == default else ""), "yes" if e.detaches else "no",
+                 plugins.executors.origin(e.name), e.description] for e in ranked]
+        headers = ["name", "--detach", "plugin", "description"]
+        notes = ["`b2s-bench run SUITE --executor NAME` (or $B2S_BENCH_EXECUTOR) picks one"]
     elif kind == "suites":
         rows, headers = _suites(plugins, pattern, verbose)
         notes = ["`b2s-bench run NAME` runs one; `b2s-bench validate NAME` lists its cells"]
