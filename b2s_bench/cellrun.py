@@ -227,7 +227,7 @@ class CellRunner:
                                num_classes=model.num_classes)
         data = self.dataset(cell, model)
         if data is not None:
-            record["dataset"] = {**record["dataset"], "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            record["dataset"] = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
         t1 = time.perf_counter()
         seed_everything(cell.seed)
         compressed = self.compress(cell, model, data)

@@ -26,7 +26,7 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     Layer attributes (channels, features, groups) follow, so a physically shrunk model can be
     rebuilt from the original architecture and a state dict alone.
     """
-    own = dict(model.named_parameters())
+    own: dict[str, torch.Tensor] = dict(model.named_parameters())
     own.update(dict(model.named_buffers()))
     for key, value in state.items():  # a bias the compressor added (e.g. bias correction)
         mod_name, _, pname = key.rpartition(".")
@@ -63,7 +63,8 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         elif isinstance(mod, nn.modules.batchnorm._NormBase):
             ref = getattr(mod, "running_mean", None)
             ref = ref if ref is not None else w
-            mod.num_features = ref.shape[0]
+            if ref is not None:
+                mod.num_features = ref.shape[0]
         elif isinstance(mod, nn.LayerNorm) and w is not None:
             mod.normalized_shape = tuple(w.shape)
 

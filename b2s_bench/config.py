@@ -242,7 +242,9 @@ def _section_entries(lines: list[str], fields: set[str]) -> dict[str, str]:
         i += 1
         if not section:
             continue
-        indent, names, text = None, [], []
+        indent: int | None = None
+        names: list[str] = []
+        text: list[str] = []
         while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > len(section[1])):
             line = lines[i]
             depth = len(line) - len(line.lstrip())
@@ -279,7 +281,7 @@ def _comments(cls: type, fields: set[str]) -> dict[str, str]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    out = {}
+    out: dict[str, str] = {}
     for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.MULTILINE):
         if match[1] in fields:
             out.setdefault(match[1], match[2].strip())
@@ -294,7 +296,7 @@ def setting_docs(cls: type) -> list[SettingDoc]:
     comment on the field's line. Allowed values come from ``Literal`` types, ``bool`` and the
     ``range`` metadata.
     """
-    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    fields = [f for f in dataclasses.fields(cls) if f.init]
     names = {f.name for f in fields}
     hints = typing.get_type_hints(cls)
     lines = (inspect.getdoc(cls) or "").splitlines()

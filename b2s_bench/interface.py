@@ -131,7 +131,7 @@ class Code(abc.ABC):
     def replace_payload(self, tensors: Mapping[str, torch.Tensor]) -> Code:
         """A copy of this code with some payload tensors replaced (dataclass codes get this for free)."""
         if dataclasses.is_dataclass(self):
-            return dataclasses.replace(self, **tensors)  # type: ignore[arg-type]
+            return dataclasses.replace(self, **tensors)
         raise NotImplementedError(f"{type(self).__name__} does not support replacing its payload")
 
     def stats(self) -> dict[str, Any]:

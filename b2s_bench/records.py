@@ -188,7 +188,7 @@ def read_record(path: str | os.PathLike[str], expected_id: str | None = None) ->
     data, _ = load_json(path)
     if data is None or record_problems(data, Path(path).stem, expected_id):
         return None
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def iter_records(out_dir: str | os.PathLike[str], dropped: list[tuple[Path, str]] | None = None) -> Iterator[Record]:

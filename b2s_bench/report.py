@@ -57,7 +57,7 @@ def _per_example(rec: Record) -> dict[str, np.ndarray]:
     """The record's per-example arrays whose mean is the metric's value (others are ignored:
     a metric whose value is not the mean of its per-example values gets no interval)."""
     out = {}
-    for name, entry in (rec.get("per_example") or {}).items():  # type: ignore[union-attr]
+    for name, entry in (rec.get("per_example") or {}).items():
         m = (rec.get("metrics") or {}).get(name)
         if not isinstance(m, dict):
             continue
@@ -87,7 +87,7 @@ def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
     ratio, bound = _number(model.get("variance_ratio")), _number(model.get("bound_mse"))
     if rate is None or mse is None or not energy or (ratio is None and bound is None):
         return {}
-    limit = bound / energy if bound is not None else ratio * 2.0 ** (-2.0 * rate)  # type: ignore[operator]
+    limit = bound / energy if bound is not None else ratio * 2.0 ** (-2.0 * rate)
     below = model.get("below_limit")
     below = below if isinstance(below, bool) else mse / energy < limit * (1 - 1e-9)
     return {"rd_rate": rate, "rd_rel_mse": mse / energy, "rd_limit": limit, "rd_below": below,
@@ -166,9 +166,11 @@ def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -
     for rec in records:
         for name, m in (rec.get("metrics") or {}).items():
             if name not in found:
-                found[name] = MetricMeta(name, m.get("unit", ""), bool(m.get("higher_is_better", True)),
-                                         m.get("kind", "quality"), tuple(m.get("roles", ())), int(m.get("rank", 100)),
-                                         m.get("identity_target"), m.get("description", ""))
+                entry: dict[str, Any] = dict(m)
+                found[name] = MetricMeta(name, str(entry.get("unit", "")), bool(entry.get("higher_is_better", True)),
+                                         str(entry.get("kind", "quality")), tuple(entry.get("roles", ())),
+                                         int(entry.get("rank", 100)), entry.get("identity_target"),
+                                         str(entry.get("description", "")))
     names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
     return [found[n] for n in names]
 

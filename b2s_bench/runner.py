@@ -160,7 +160,8 @@ class Runner:
     # -- the suite -----------------------------------------------------------------------------------
     def pending(self) -> tuple[list[Cell], list[Cell]]:
         """(cells to compute, cells already done with a valid ok record)."""
-        todo, done = [], []
+        todo: list[Cell] = []
+        done: list[Cell] = []
         for cell in self.cells:
             rec = None if self.options.force else self.store.record(cell.id)
             (done if rec is not None and rec.get("status") == "ok" else todo).append(cell)

@@ -33,7 +33,7 @@ HEARTBEAT_SECONDS = 10.0
 DEFAULT_CLAIM_TIMEOUT = 120.0
 
 
-class Claim(dict):  # type: ignore[type-arg]
+class Claim(dict):
     """A claim file's content: host, pid, run, started (UTC), plus ``age`` (seconds since the heartbeat)."""
 
 
@@ -101,7 +101,7 @@ class RunStore:
         if problems:
             self.set_aside(path, "; ".join(problems))
             return None
-        return data  # type: ignore[no-any-return]
+        return data
 
     def set_aside(self, path: Path, why: str) -> Path | None:
         """Move an invalid record out of ``cells/`` (never delete it) and say so."""

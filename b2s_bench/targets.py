@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 __all__ = ["weight_layers", "LAYER_TYPES"]
@@ -31,4 +32,10 @@ def weight_layers(
         layers = layers[1:]
     if skip_last and layers:
         layers = layers[:-1]
-    return {f"{name}.weight": m for name, m in layers if m.weight.numel() >= min_numel}
+    return {f"{name}.weight": m for name, m in layers if _weight(m).numel() >= min_numel}
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # the layers above are filtered on it
+    return weight

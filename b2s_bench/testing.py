@@ -63,6 +63,7 @@ def tiny_model(seed: int = 0) -> TinyCNN:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None  # tracked by default
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
@@ -139,6 +140,7 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
            dense_out: torch.Tensor) -> ContractReport:
     model = tiny_model(seed)
     identity_error = None
+    config: Any
     if spec.identity is not None:
         config = build_config(spec.config, {**spec.quick, **spec.identity}, owner=spec.name)
         comp = spec.compress(tiny_model(seed), config, tiny_context(seed))

@@ -43,7 +43,7 @@ SECTION_NOTES = {
 
 def identity_checks(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
     """Identity settings against every metric that declares an ``identity_target``."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if "identity" not in frame:
         return pd.DataFrame(rows)
     targets = [m for m in metas if m.identity_target is not None]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -101,7 +101,8 @@ def train_loop(
     losses: list[float] = []
     unlogged: torch.Tensor | None = None  # the last step's loss until it is logged
     step = -1
-    for step, batch in enumerate(range(batches) if isinstance(batches, int) else batches):
+    source: Iterable[Any] = range(batches) if isinstance(batches, int) else batches
+    for step, batch in enumerate(source):
         optimizer.zero_grad(set_to_none=True)
         loss = step_loss(batch)
         loss.backward()

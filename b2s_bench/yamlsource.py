@@ -64,7 +64,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
-            node = super().compose_node(parent, index)
+            node = self._composed(parent, index)
             self._size(node, mark)  # refuses an alias inside the node it names
             return node
         # a mapping's value is composed with its key node as index, a sequence item with its position
@@ -72,13 +72,19 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if len(self._path) > MAX_DEPTH:
                 raise self._error(f"the YAML nests deeper than {MAX_DEPTH} levels; a suite needs a few", mark)
-            node = super().compose_node(parent, index)
-            self._sizes[id(node)] = size = 1 + sum(self._size(child, mark) for child in _children(node))
+            node = self._composed(parent, index)
+            self._sizes[id(node)] = size = 1 + sum(int(self._size(child, mark)) for child in _children(node))
             if size > MAX_NODES:
                 raise self._error(f"aliases expand this YAML past {MAX_NODES:,} nodes (an alias bomb?); write the "
                                   "values out or use fewer aliases", mark)
         finally:
             self._path.pop()
+        return node
+
+    def _composed(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        if node is None:  # only at the end of the stream, which compose_node is never called at
+            raise self._error("the YAML ended inside a value", self.peek_event().start_mark)
         return node
 
     def _error(self, problem: str, mark: yaml.Mark) -> _TooLarge:

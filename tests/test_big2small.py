@@ -9,7 +9,7 @@ import pytest
 import torch
 from b2s_bench_plugins.compressors import quantize
 from b2s_bench_plugins.compressors.big2small import SPEC, INRCode
-from b2s_bench_plugins.compressors.big2small.code import header_ints
+from b2s_bench_plugins.compressors.big2small.code import code_bits, header_ints
 from b2s_bench_plugins.compressors.big2small.compressor import choose_width, make_arch
 from b2s_bench_plugins.compressors.big2small.inr import param_count
 from b2s_bench_plugins.compressors.big2small.loss import focal_frequency_loss, gradient_difference_loss
@@ -61,20 +61,22 @@ def test_exact_bits_of_a_hand_computed_case():
     # INR: features 2 axes x (1 + 2·2) = 10; synthesis 16·10+16 + 16·16+16 + 16+1 = 465;
     # modulation 4·10+4 + (2·16·2)·4 + 64 = 364 -> 829 parameters at 8 bits
     assert code.n_params == 829
-    # one fp32 scale per matrix row (16 + 16 + 1 + 4 + 64) and per bias vector (5)
-    expected = {"inr": 829 * 8, "scales": 106 * 32, "outliers": 3 * 32,
+    # one fp32 scale per matrix row (16 + 16 + 1 + 4 + 64) and per bias vector (5); mean, std, omega0
+    expected = {"inr": 829 * 8, "scales": 106 * 32 + 3 * 32, "outliers": 3 * 32,
                 "indices": 3 * 11,  # 3 positions of ceil(log2 1200) = 11 bits < a 1200-bit mask
-                "metadata": (1 + 2 + 11 + 3) * 32}  # ndim, shape, 11 header fields; mean, std, omega0
-    assert header_ints((40, 30)) == 14
+                "metadata": (1 + 2 + 13) * 32}  # the header in meta(): ndim, shape, 13 fields
+    assert header_ints((40, 30)) == 16 and len(code.meta()["header"]) == 16
     got = code.bits().as_dict()
     assert {k: got[k] for k in expected} == expected
-    assert comp.size().total_bits == sum(expected.values()) == 10697
+    assert comp.size().total_bits == sum(expected.values()) == 10761
+    in_tensors = sum(expected.values()) - expected["metadata"]
+    assert sum(t.numel() * t.element_size() for t in code.tensors().values()) <= math.ceil(in_tensors / 8) + 1
     with tempfile.TemporaryDirectory() as tmp:
         comp.save(f"{tmp}/a")
         from pathlib import Path
 
         stored = (Path(tmp) / "a" / "tensors.safetensors").stat().st_size
-    assert sum(expected.values()) / 8 <= stored <= sum(expected.values()) / 8 + 1024  # + the safetensors header
+    assert in_tensors / 8 <= stored <= in_tensors / 8 + 1024  # + the safetensors header
 
 
 def test_float_inr_bits_and_payload():
@@ -122,8 +124,8 @@ def test_outliers_come_back_exactly():
 # -- the loss -------------------------------------------------------------------------------------------
 def test_loss_terms_vanish_at_the_target_and_the_loss_decreases():
     x = torch.randn(3, 2, 8, 8)
-    assert torch.allclose(gradient_difference_loss(x, x), torch.zeros(3))
-    assert torch.allclose(focal_frequency_loss(x, x), torch.zeros(3))
+    assert torch.allclose(gradient_difference_loss(x, x), torch.zeros(3, 2))  # one value per block
+    assert torch.allclose(focal_frequency_loss(x, x), torch.zeros(3, 2))
     assert (focal_frequency_loss(x + 0.1 * torch.randn_like(x), x) > 0).all()
     model = linear_model(64, 96, smooth_matrix(64, 96))
     comp = SPEC.compress(model, config(width=24, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0,
@@ -312,3 +314,160 @@ def test_mixed_precision_fits_and_stays_out_of_cell_ids_at_its_default():
     assert config_identity(config(precision="bf16"))["precision"] == "bf16"
     with pytest.raises(ConfigError, match="precision"):
         config(precision="fp16")
+
+
+# -- sampling, schedule, chunks ------------------------------------------------------------------------------
+def test_tiles_cover_the_matrix_once_per_epoch_and_patches_0_takes_them_all():
+    from b2s_bench_plugins.compressors.big2small.sampling import crop_shape, crop_starts, passes, tile_starts
+
+    tiles = tile_starts(10, 7, 4, 3)  # rows 0, 4, 6 (shifted inward) x blocks 0, 3, 4
+    assert tiles.tolist() == [[r, c] for r in (0, 4, 6) for c in (0, 3, 4)]
+    assert crop_shape(10, 56, 8, 4, 24, 0) == (4, 3, 9)  # 7 blocks of 8 columns: 3 x 3 tiles
+    gen = torch.Generator().manual_seed(0)
+    every = crop_starts(10, 56, 8, 4, 24, 0, "random", 100, gen)
+    assert every.shape == (1, 9, 2) and every[0].tolist() == tiles.tolist()
+    epochs = crop_starts(10, 56, 8, 4, 24, 3, "tiles", 6, gen)  # 18 crops: two passes over the 9 tiles
+    for half in (epochs.reshape(-1, 2)[:9], epochs.reshape(-1, 2)[9:]):
+        assert sorted(map(tuple, half.tolist())) == sorted(map(tuple, tiles.tolist()))
+    rand = crop_starts(10, 56, 8, 4, 24, 3, "random", 50, gen)
+    assert rand.shape == (50, 3, 2) and rand[..., 0].max() <= 6 and rand[..., 1].max() <= 4
+    assert crop_starts(10, 56, 8, 0, 0, 3, "random", 5, gen).shape == (1, 1, 2)  # the whole matrix
+    assert passes(100, 10, 56, 8, 4, 3, 2) == pytest.approx(100 * 2 * 12 / 70)
+
+
+def test_warm_up_then_cosine():
+    from b2s_bench_plugins.compressors.big2small.fit import FitSettings, lr_at
+
+    s = FitSettings(steps=110, lr=1.0, weight_decay=0, patch_rows=0, patch_cols=0, patches=1, lambda_grad=0,
+                    lambda_freq=0, focal_alpha=1, warmup=10)
+    assert [lr_at(i, s) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_at(10, s) == pytest.approx(1.0) and lr_at(60, s) == pytest.approx(0.5)
+    assert lr_at(109, s) < 0.001
+
+
+def test_chunked_steps_are_the_same_steps():
+    model = linear_model(64, 96, smooth_matrix(64, 96))
+    settings = dict(width=16, mod_width=4, frequencies=4, steps=20, patch_rows=16, patch_cols=32, patches=0,
+                    outliers="none")
+    whole = SPEC.compress(model, config(**settings), Context())
+    chunked = SPEC.compress(model, config(**settings, chunk=16 * 32), Context())  # one of the 12 tiles at a time
+    assert torch.allclose(whole.codes["0.weight"].decode(), chunked.codes["0.weight"].decode(), atol=1e-5)
+    layer = whole.info["inr_layers"]["0.weight"]
+    assert layer["passes"] == pytest.approx(20.0) and layer["entries_per_step"] == 64 * 96
+
+
+# -- the curve and early stopping ------------------------------------------------------------------------------
+def test_the_curve_is_recorded_and_estimates_the_stored_psnr():
+    model = linear_model(48, 64, smooth_matrix(48, 64))
+    comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=60, eval_every=10, lr=3e-3,
+                                       patch_rows=0, patch_cols=0, inr_bits=6, qat=True, eval_points=48 * 64),
+                         Context())
+    curve = comp.info["curves"]["0.weight"]
+    assert set(curve) == {"step", "train_loss", "psnr", "seconds"} and curve["step"] == [10, 20, 30, 40, 50, 60]
+    assert curve["psnr"][-1] > curve["psnr"][0]
+    # the sample is the whole tensor and the fit is quantization-aware: the last point is the stored code's PSNR
+    assert curve["psnr"][-1] == pytest.approx(comp.info["inr_layers"]["0.weight"]["psnr"], abs=0.01)
+    assert comp.info["curve"]["psnr"] == pytest.approx(curve["psnr"])  # one layer: the model curve is its curve
+    assert comp.info["inr_layers"]["0.weight"]["stop_reason"] == "budget"
+
+
+def test_a_layer_stops_at_its_target_psnr_or_on_a_plateau():
+    model = linear_model(48, 64, smooth_matrix(48, 64))
+    small = dict(width=16, mod_width=4, frequencies=4, eval_every=10, lr=3e-3, patch_rows=0, patch_cols=0,
+                 outliers="none")
+    first = SPEC.compress(model, config(**small, steps=10), Context()).info["curves"]["0.weight"]["psnr"][0]
+    target = SPEC.compress(model, config(**small, steps=400, target_psnr=first + 3), Context())
+    layer = target.info["inr_layers"]["0.weight"]
+    assert layer["stop_reason"] == "target_psnr" and layer["steps_run"] < 400
+    assert layer["psnr"] >= first + 3 - 0.5  # the kept parameters are those of the stopping point
+    plateau = SPEC.compress(model, config(**small, steps=400, patience=2, min_delta_db=50.0), Context())
+    info = plateau.info["inr_layers"]["0.weight"]
+    assert info["stop_reason"] == "plateau" and info["steps_run"] == 30
+
+
+# -- budget, quantization, reordering ---------------------------------------------------------------------------
+def test_target_bits_bounds_the_whole_code():
+    cfg = config(target_bits=4.0, inr_bits=6, permute="pca")
+    shape = (128, 576)
+    width = choose_width(shape, cfg, n_outliers=10)
+    total = code_bits(make_arch(shape, width, cfg), shape, 6, 10, True).total
+    assert total <= 4.0 * 128 * 576 < code_bits(make_arch(shape, width + 16, cfg), shape, 6, 10, True).total
+
+
+def test_reordering_is_stored_exactly_and_finds_hidden_smoothness():
+    gen = torch.Generator().manual_seed(0)
+    w = smooth_matrix(48, 96)[torch.randperm(48, generator=gen)][:, torch.randperm(96, generator=gen)]
+    small = dict(width=16, mod_width=4, frequencies=4, steps=150, lr=3e-3, patch_rows=0, patch_cols=0, outliers="none")
+    fits = {mode: SPEC.compress(linear_model(48, 96, w), config(**small, permute=mode), Context())
+            for mode in ("none", "pca", "greedy")}
+    errors = {m: relative_error(c.codes["0.weight"].decode(), w) for m, c in fits.items()}
+    assert errors["pca"] < 0.5 * errors["none"] and errors["greedy"] < 0.5 * errors["none"]
+    code = fits["greedy"].codes["0.weight"]
+    assert code.permuted and not fits["none"].codes["0.weight"].permuted
+    assert code.bits().indices == 48 * 6 + 96 * 7  # ceil(log2 48) = 6, ceil(log2 96) = 7 bits per index
+    loaded = roundtrip(fits["greedy"]).codes["0.weight"]
+    assert torch.equal(loaded.row_order, code.row_order) and torch.equal(loaded.decode(), code.decode())
+    check_compressor(SPEC, {"permute": "greedy", "inr_bits": 6, "qat": True})
+
+
+def test_deployed_form_evaluates_once_per_forward_or_caches():
+    model = tiny_model(0)
+    comp = SPEC.compress(model, config(steps=3, frequencies=4, target_ratio=2.0, deploy_cache=True), tiny_context(0))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        plain = comp.module()(x)
+        deployed = comp.module(deployed=True)
+        layer = next(m for m in deployed.modules() if type(m).__name__ == "INRLayer")
+        calls = []
+        layer.decoder.register_forward_hook(lambda *a: calls.append(1))
+        for _ in range(3):
+            assert torch.allclose(deployed(x), plain, atol=1e-5)
+    assert len(calls) == 1 and layer.decoder.features is not None  # cached: decoded on the first forward only
+    assert roundtrip(comp).codes["classifier.1.weight"].deploy_cache
+
+
+# -- the claims table -------------------------------------------------------------------------------------------
+def _record(cell_id: str, stages: list[tuple[str, dict]], metrics: dict, bits: float, label: str) -> tuple[dict, dict]:
+    row = {"cell_id": cell_id, "status": "ok", "model": "m", "method": label, "total_bits": bits,
+           **{f"metric:{k}": v for k, v in metrics.items()}}
+    rec = {"cell_id": cell_id, "environment": {"device": "cpu"},
+           "compressor": {"pipeline": [{"name": n, "config": c} for n, c in stages]}}
+    return row, rec
+
+
+def test_claims_are_judged_from_records(tmp_path):
+    import json
+
+    import pandas as pd
+    from b2s_bench_plugins.compressors.big2small import CLAIMS
+    from b2s_bench_plugins.compressors.big2small.claims import claims_table
+
+    from b2s_bench import ReportContext
+
+    full = {"steps": 100, "standardize": True, "outliers": "sigma", "lambda_grad": 1.0, "lambda_freq": 1.0}
+    cells = [
+        _record("a", [("big2small", full)], {"weight_psnr": 30.0, "top1": 80.0, "latency_ms": 1.0,
+                                             "latency_deployed_ms": 5.0}, 1000, "b2s full"),
+        _record("b", [("big2small", {**full, "standardize": False, "outliers": "none"})], {"weight_psnr": 29.9}, 1000,
+                "b2s raw"),
+        _record("c", [("big2small", {**full, "lambda_grad": 0.0, "lambda_freq": 0.0})], {"weight_psnr": 32.0}, 1000,
+                "b2s mse"),
+        _record("d", [("quantize", {"bits": 6})], {"top1": 90.0}, 1020, "q6"),
+        _record("e", [("big2small", full), ("quantize", {"bits": 6})], {"top1": 79.5}, 400, "b2s > q6"),
+    ]
+    frame = pd.DataFrame([r for r, _ in cells])
+    records = {rec["cell_id"]: rec for _, rec in cells}
+    table = claims_table(frame, records).set_index("claim")
+    verdicts = dict(zip(table.index, table["verdict"], strict=True))
+    assert list(verdicts.values()) == ["refuted", "refuted", "refuted", "supported", "refuted"]
+    assert table.iloc[0]["evidence"] == "a, b" and "+0.10" in table.iloc[0]["numbers"]  # below the 0.5 dB margin
+    assert "-10.00" in table.iloc[2]["numbers"] and "+400 %" in table.iloc[4]["numbers"]
+    assert "100 fit steps (paper 10,000)" in table.iloc[0]["setting"] and "CPU" in table.iloc[0]["caveat"]
+    assert claims_table(frame.iloc[3:4], records)["verdict"].tolist()[:2] == ["not testable here"] * 2
+    # the reporter reads the records of a run folder
+    (tmp_path / "cells").mkdir()
+    for _, rec in cells:
+        (tmp_path / "cells" / f"{rec['cell_id']}.json").write_text(json.dumps(rec))
+    written = CLAIMS.write(ReportContext(tmp_path, frame, [], {}, "s"))
+    assert [p.name for p in written] == ["claims.md", "claims.json"]
+    assert json.loads(written[1].read_text())[3]["verdict"] == "supported"

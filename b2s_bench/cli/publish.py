@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _values(records: list[dict[str, Any]], *keys: str) -> str:
+def _values(records: Sequence[Mapping[str, Any]], *keys: str) -> str:
     seen: Counter[str] = Counter()
     for rec in records:
         value: Any = rec
@@ -54,7 +55,7 @@ def _values(records: list[dict[str, Any]], *keys: str) -> str:
     return ", ".join(f"{v} ({n})" if len(seen) > 1 else v for v, n in seen.most_common())
 
 
-def readme(manifest: dict[str, Any], records: list[dict[str, Any]], missing: int) -> str:
+def readme(manifest: dict[str, Any], records: Sequence[Mapping[str, Any]], missing: int) -> str:
     status = Counter(r.get("status") for r in records)
     started = min((r.get("started_at") or "" for r in records), default="")
     finished = max((r.get("finished_at") or "" for r in records), default="")
@@ -84,7 +85,7 @@ def readme(manifest: dict[str, Any], records: list[dict[str, Any]], missing: int
     return "\n".join(lines)
 
 
-def _commit_problems(records: list[dict[str, Any]]) -> list[str]:
+def _commit_problems(records: Sequence[Mapping[str, Any]]) -> list[str]:
     commits = Counter(str((r.get("environment") or {}).get("git_commit")) for r in records)
     problems = []
     dirty = [c for c in commits if c.endswith("-dirty") or c == "None"]

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
     p.add_argument("--quiet", action="store_true", help="do not print the summary of the leaderboard")
     p.add_argument("--download", action="store_true",
-                   help="allow the network: download `pretrained: true` weights (and train zoo models) first, "
+                   help="allow the network: download `pretrained: true` weights (and prepare other weights) first, "
                         "then check what else is missing")
     p.add_argument("--keep-going", action="store_true",
                    help="when some models' data or weights are missing here, run the cells that are ready "
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _workers(value: str | None) -> int | None:
-    if value in (None, "auto"):
+    if value is None or value == "auto":
         return None
     try:
         count = int(value)

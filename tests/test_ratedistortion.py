@@ -1,0 +1,150 @@
+"""Rate–distortion limits and weight structure, on synthetic sources whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from b2s_bench import Compressed, Context, Evaluation, NotApplicable, StoredTensorCode, build_config
+from b2s_bench import ratedistortion as rd
+from b2s_bench.plugins import Plugins
+from b2s_bench.sources import LoadedModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def smooth(rows: int, cols: int) -> torch.Tensor:
+    r = torch.linspace(0, 3, rows, dtype=torch.float64)[:, None]
+    c = torch.linspace(0, 2, cols, dtype=torch.float64)[None, :]
+    return torch.sin(r) * torch.cos(c) + 0.5 * torch.cos(2 * r + c)
+
+
+def test_the_gaussian_bound_and_gaps_by_hand():
+    assert rd.gaussian_bound(2.0, 0) == 2.0 and rd.gaussian_bound(2.0, 1) == 0.5
+    assert rd.gaussian_bound(1.0, 3) == pytest.approx(1 / 64)
+    assert rd.gap_db(2.0, 1.0) == pytest.approx(10 * math.log10(2))
+    assert rd.gap_db(0.0, 1.0) == -math.inf and rd.gap_db(1.0, 0.0) == math.inf
+    assert rd.ECSQ_HIGH_RATE_GAP_DB == pytest.approx(1.5329, abs=1e-4)
+
+
+def test_water_filling_allocates_bits_to_the_larger_variance():
+    assert rd.waterfill_bound([1.0], [100], 300) == pytest.approx(rd.gaussian_bound(1.0, 3))
+    # variances 1 and 0.01, 3 bits per sample: both under the water, log2(1/θ) = (12 + log2 100) / 2
+    theta = 2 ** (-(12 + math.log2(100)) / 2)
+    assert rd.waterfill_bound([1.0, 0.01], [1000, 1000], 6000) == pytest.approx(theta, rel=1e-6)
+    # 0.25 bits per sample: the small group gets none (θ > 0.01) and keeps its variance as distortion
+    got = rd.waterfill_bound([1.0, 0.01], [1000, 1000], 500)
+    assert got == pytest.approx((2 ** -1 + 0.01) / 2, rel=1e-6)
+    assert rd.waterfill_bound([1.0, 4.0], [10, 10], 0) == pytest.approx(2.5)
+
+
+def test_a_uniform_quantizer_sits_1_53_db_above_the_gaussian_limit_at_high_rate():
+    x = gaussian(200_000)
+    # by hand: a step of 2^-5 sigma, its index entropy H and its error against D(H)
+    q = torch.round(x / 2**-5)
+    h = rd.empirical_entropy(q.long())
+    mse = float((q * 2**-5 - x).pow(2).mean())
+    assert rd.gap_db(mse, rd.gaussian_bound(1.0, h)) == pytest.approx(rd.ECSQ_HIGH_RATE_GAP_DB, abs=0.05)
+    for rate, tol in ((6.0, 0.05), (4.0, 0.1)):
+        e = rd.ecsq(x, rate)
+        assert e.rate == pytest.approx(rate, abs=1e-3)
+        assert rd.gap_db(e.mse, rd.gaussian_bound(1.0, rate)) == pytest.approx(rd.ECSQ_HIGH_RATE_GAP_DB, abs=tol)
+    assert rd.ecsq(x, 0).mse == pytest.approx(float(x.var(unbiased=False)))
+
+
+def test_iid_weights_show_no_structure():
+    s = rd.weight_structure(gaussian(128, 512))
+    assert abs(s["autocorr_rows"]) < 0.02 and abs(s["autocorr_cols"]) < 0.02
+    assert s["low_freq_energy"] == pytest.approx(1 / 64, abs=0.005)  # (1/8)² of white noise's energy
+    assert s["effective_rank_90"] > 0.6 * 128
+
+
+def test_smooth_weights_are_structured_and_a_low_frequency_code_goes_below_the_limit():
+    w = smooth(96, 128) + 0.01 * gaussian(96, 128)
+    s = rd.weight_structure(w)
+    assert s["autocorr_rows"] > 0.95 and s["autocorr_cols"] > 0.95 and s["low_freq_energy"] > 0.95
+    # a DCT code: the lowest 8 x 8 coefficients at 16 bits, 0.08 bits per weight
+    dr, dc = rd._dct_rows(96, 96), rd._dct_rows(128, 128)
+    coef = dr @ w @ dc.T
+    kept = torch.zeros_like(coef)
+    kept[:8, :8] = coef[:8, :8].half().double()
+    decoded = dr.T @ kept @ dc
+    limits = rd.tensor_limits(w, decoded, 64 * 16 + 2 * 32)
+    assert limits.rate < 0.1 and limits.gap_db < -10  # far below the i.i.d. limit: the code used smoothness
+    assert rd.model_limits([w], [limits])["below_limit"] is True
+
+
+def test_a_low_rank_code_goes_below_the_limit_and_the_structure_shows_why():
+    u, v = gaussian(256, 4, seed=1), gaussian(512, 4, seed=2)
+    w = u @ v.T + 0.05 * gaussian(256, 512, seed=3)
+    assert rd.weight_structure(w)["effective_rank_90"] <= 4
+    uu, ss, vv = torch.linalg.svd(w, full_matrices=False)
+    decoded = (uu[:, :4] * ss[:4]) @ vv[:4]
+    bits = 4 * (256 + 512) * 32  # the factors at fp32
+    limits = rd.tensor_limits(w, decoded, bits)
+    assert limits.rate == pytest.approx(0.75)
+    assert limits.gap_db < -15 and limits.gap_ecsq_db < -15
+    # the same rate spent on i.i.d. Gaussian weights cannot go below the limit with a scalar quantizer
+    g = gaussian(256, 512, seed=4)
+    assert rd.tensor_limits(g, g * 0, bits).gap_db > 0
+
+
+# -- the metric plugin ------------------------------------------------------------------------------------
+class Two(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(256, 128, bias=False)
+        self.b = nn.Linear(128, 64, bias=False)
+
+
+def weight_eval(codes: dict) -> Evaluation:
+    torch.manual_seed(0)
+    model = Two()
+    with torch.no_grad():
+        model.a.weight.copy_(torch.randn(128, 256))
+        model.b.weight.copy_(0.1 * torch.randn(64, 128))
+    dense = LoadedModel(model, (256,), 64, "hand-made")
+    compressed = Compressed.from_codes(Two(), codes(model))
+    return Evaluation(model, dense, compressed, None, torch.device("cpu"), 1, lambda: (torch.empty(0), None),
+                      {"compress": 0.0})
+
+
+def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
+    from b2s_bench_plugins.compressors import quantize
+
+    def rtn4(model: nn.Module) -> dict:
+        config = build_config(quantize.SPEC.config, {"bits": 4, "granularity": "channel"})
+        return dict(quantize.SPEC.compress(model, config, Context()).codes)
+
+    ev = weight_eval(rtn4)
+    gap = plugins.metrics.get("weight_rd_gap_db").compute(ev)
+    ecsq_gap = plugins.metrics.get("weight_ecsq_gap_db").compute(ev)
+    detail = ev.details["rate_distortion"]
+    assert set(detail) == {"tensors", "model"}
+    assert set(detail["tensors"]) == {"a.weight", "b.weight"}
+    assert set(detail["tensors"]["a.weight"]) == {"numel", "bits", "rate", "variance", "mse", "gaussian_bound_mse",
+                                                  "ecsq_mse", "gap_db", "gap_ecsq_db"}
+    assert set(detail["model"]) == {"rate", "mse", "energy", "variance_ratio", "bound_mse", "ecsq_mse", "gap_db",
+                                    "below_limit"}
+    assert set(ev.details["weight_structure"]["a.weight"]) == {"autocorr_rows", "autocorr_cols", "low_freq_energy",
+                                                               "effective_rank_90"}
+    a = detail["tensors"]["a.weight"]
+    assert a["rate"] == pytest.approx(ev.compressed.codes["a.weight"].bits().total / (128 * 256))
+    assert 4 < a["rate"] < 4.5  # 4-bit codes and one scale per row
+    # fixed-rate round-to-nearest on Gaussian weights: above both the limit and an entropy-coded quantizer
+    assert gap == detail["model"]["gap_db"] > rd.ECSQ_HIGH_RATE_GAP_DB and ecsq_gap > 1.0
+    assert detail["model"]["below_limit"] is False
+    assert detail["model"]["variance_ratio"] == pytest.approx(1.0, abs=0.02)  # zero-mean weights
+    # an exact copy has no error: -inf dB, below any limit
+    exact = weight_eval(lambda m: {"a.weight": StoredTensorCode(m.a.weight.detach().clone())})
+    assert plugins.metrics.get("weight_rd_gap_db").compute(exact) == -math.inf
+    with pytest.raises(NotApplicable):
+        plugins.metrics.get("weight_rd_gap_db").compute(weight_eval(lambda m: {}))
+
