@@ -136,7 +136,7 @@ def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSu
     files = [] if summary.computed == 0 and reports_current(out) else write_report(out, plugins)
     if not args.quiet:  # a short summary for the terminal; the full tables are in the files
         print(summary_text(out))
-    wrote = f"wrote {', '.join(str(f) for f in files)}" if files else f"reports in {out} are up to date"
+    wrote = f"wrote {len(files)} report files into {out}" if files else f"reports in {out} are up to date"
     others = f", {summary.by_others} computed by another run" if summary.by_others else ""
     print(f"{summary.computed} computed, {summary.skipped} skipped{others}, {len(summary.failed)} failed "
           f"in {summary.seconds:.1f} s; {wrote}", file=sys.stderr)
