@@ -22,7 +22,7 @@ MODELS_NOTE = ("offline: works without the internet (a package may need installi
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("ls", help="list compressors, models, datasets, metrics, reporters, plugins or shipped suites",
+    p = sub.add_parser("ls", help="list compressors, models, datasets, metrics, reporters, executors, plugins or shipped suites",
                        description="List what the installed plugins provide, or the suites shipped with b2s-bench. "
                                    "PATTERN is a substring or a glob. `b2s-bench show NAME` shows one in full.")
     p.add_argument("kind", choices=KINDS)
