@@ -8,7 +8,6 @@ included), the seed, the metrics and their versions, and the device type.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import itertools
 from typing import Any
 
@@ -162,18 +161,13 @@ def _model_fp(model: ModelEntry, plugins: Plugins) -> dict[str, Any]:
             "options": dict(model.request.options), "fingerprint": weights_fp}
 
 
-def _applies(entry: CompressorEntry, model: ModelEntry) -> bool:
-    return not entry.models or any(fnmatch.fnmatchcase(model.label, pat) or fnmatch.fnmatchcase(model.request.name, pat)
-                                   for pat in entry.models)
-
-
 def _model_cells(suite: Suite, plugins: Plugins, model: ModelEntry, device: str,
                  pipelines: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]], metrics: list[str]) -> list[Cell]:
     dataset = model.dataset or suite.dataset
     base = {"model": _model_fp(model, plugins), "dataset": _dataset_fp(dataset, plugins), "metrics": metrics,
             "device": device, "core": CORE_VERSION}
     combos: list[tuple[CompressorEntry | None, tuple[Stage, ...]]] = [(None, ())] if suite.baseline else []
-    combos += [(entry, p) for entry, ps in pipelines if _applies(entry, model) for p in ps]
+    combos += [(entry, p) for entry, ps in pipelines if entry.applies_to(model) for p in ps]
     cells = []
     for entry, stages in combos:
         label = " > ".join(s.label for s in stages) if stages else "dense"

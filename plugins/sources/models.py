@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def _hub_file(request: ModelRequest) -> str | None:
     cfg = cfg_obj.to_dict() if cfg_obj is not None else {}
     if cfg.get("file"):
         return cfg["file"] if os.path.isfile(cfg["file"]) else None
-    if cfg.get("hf_hub_id"):
+    if cfg.get("hf_hub_id") and importlib.util.find_spec("huggingface_hub") is not None:
         repo, _, revision = cfg["hf_hub_id"].partition("@")
         custom = cfg.get("hf_hub_filename")
         names = [custom, *_safe_alternatives(custom)] if custom else ["model.safetensors", "pytorch_model.bin"]
@@ -170,23 +171,14 @@ def hf_cache_dir() -> Path:
 
 def hf_cached_file(repo: str, filenames: list[str], revision: str | None = None) -> str | None:
     """The first of ``filenames`` of a model repo found in the local Hugging Face cache, else None."""
+    from huggingface_hub import try_to_load_from_cache  # timm depends on it
+
     cache = hf_cache_dir()
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        try_to_load_from_cache = None
     for name in filenames:
-        found: Any = None
-        if try_to_load_from_cache is not None:
-            try:
-                found = try_to_load_from_cache(repo, name, cache_dir=str(cache), revision=revision)
-            except Exception:  # a malformed repo id or cache: treat as not cached
-                found = None
-        else:  # the cache layout: models--ORG--NAME/{refs/REVISION -> commit, snapshots/COMMIT/FILE}
-            folder = cache / f"models--{repo.replace('/', '--')}"
-            ref = folder / "refs" / (revision or "main")
-            commit = ref.read_text().strip() if ref.is_file() else revision
-            found = str(folder / "snapshots" / commit / name) if commit else None
+        try:
+            found: Any = try_to_load_from_cache(repo, name, cache_dir=str(cache), revision=revision)
+        except Exception:  # a malformed repo id or cache: treat as not cached
+            found = None
         if isinstance(found, str) and os.path.isfile(found):
             return found
     return None
