@@ -72,7 +72,8 @@ _EXPORTS: dict[str, str] = {
     "cell_path": "records",
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
-    "BITS_PER_MB": "report", "theory_sections": "theory", "pareto_front": "theory",
+    "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
+    "paired_bootstrap": "stats", "Paired": "stats", "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
     "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
     "TinyMLP": "testing",
@@ -120,7 +121,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .paths import cache_dir, file_digest
     from .plugins import load_plugins
     from .records import cell_path, read_record, write_atomic
-    from .report import BITS_PER_MB, failures, header, leaderboards, primary_metric
+    from .report import BITS_PER_MB, failures, header, leaderboards, per_example_arrays, primary_metric, sample_scale
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
     from .sizes import (
         ARTIFACT_ALLOWANCE_BYTES,
@@ -136,6 +137,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     )
     from .solve import fit_network, relative_error
     from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource
+    from .stats import Paired, paired_bootstrap
     from .targets import weight_layers
     from .testing import TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
     from .theory import pareto_front, theory_sections

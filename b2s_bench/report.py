@@ -29,7 +29,7 @@ from .tracks import TRACKS
 __all__ = [
     "MetricMeta", "BITS_PER_MB", "load_frame", "methods", "leaderboards",
     "failures", "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
-    "stats_note", "ci_column", "BELOW_LIMIT",
+    "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays",
 ]
 
 BITS_PER_MB = 8 * 1_000_000
@@ -53,7 +53,7 @@ def sample_scale(unit: str) -> float:
     return 100.0 if unit == "%" else 1.0
 
 
-def _per_example(rec: Record) -> dict[str, np.ndarray]:
+def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
     """The record's per-example arrays whose mean is the metric's value (others are ignored:
     a metric whose value is not the mean of its per-example values gets no interval)."""
     out = {}
@@ -118,9 +118,11 @@ def _row(rec: Record) -> dict[str, Any]:
         "per_example": rec.get("per_example") or {},
     }
     details = rec.get("details") or {}
+    curve = details.get("curve")
+    row["curve"] = curve if isinstance(curve, dict) else {}  # a fit's convergence curve (step, psnr, ...)
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
-    for name, arr in _per_example(rec).items():
+    for name, arr in per_example_arrays(rec).items():
         ci = stats.bootstrap_ci(arr, sample_scale(rec["metrics"][name].get("unit", "")))
         row[f"ci_lo:{name}"], row[f"ci_hi:{name}"] = ci.lo, ci.hi
     for name, label in (details.get("check_reference") or {}).items():

@@ -3,7 +3,9 @@
 ``fmnist``: the zoo Fashion-MNIST CNN (trained and cached on first use); Big2Small at its default
 ``min_bytes`` codes its one large layer, ``classifier.1.weight`` (128 x 3136). ``lite0``: EfficientNet-
 Lite0 with its packaged weights. ``lite0-large``: its ``n`` largest conv/linear weights only, as
-linear layers of a small container model (what a per-layer measurement needs).
+linear layers of a small container model (what a per-layer measurement needs). ``smooth``: a
+synthetic smooth 256 x 1024 matrix (sines of the row and column index, plus 1 % noise), a layer an
+INR can fit well: where the quantization of the INR, not the fit, sets the error.
 """
 
 from __future__ import annotations
@@ -64,14 +66,24 @@ def largest_layers(model: nn.Module, n: int) -> Layers:
     return Layers({k: state[k].detach().float() for k in keys})
 
 
+def smooth() -> Layers:
+    r = torch.linspace(0, 3, 256)[:, None]
+    c = torch.linspace(0, 2, 1024)[None, :]
+    w = 0.05 * (torch.sin(r) * torch.cos(3 * c) + 0.5 * torch.cos(2 * r + c))
+    w = w + 0.0005 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
+    return Layers({"smooth": w})
+
+
 def load(name: str, n_large: int = 3) -> nn.Module:
+    if name == "smooth":
+        return smooth()
     if name == "fmnist":
         return fmnist()
     if name == "lite0":
         return lite0()
     if name == "lite0-large":
         return largest_layers(lite0(), n_large)
-    raise ValueError(f"unknown model {name!r}: fmnist, lite0 or lite0-large")
+    raise ValueError(f"unknown model {name!r}: fmnist, lite0, lite0-large or smooth")
 
 
 def peak_rss_mb() -> float:

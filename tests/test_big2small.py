@@ -85,7 +85,7 @@ def test_float_inr_bits_and_payload():
         comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=2, inr_bits=bits), Context())
         code = comp.codes["0.weight"]
         b = code.bits()
-        assert b.inr == bits * code.n_params and b.scales == 0
+        assert b.inr == bits * code.n_params and b.scales == 3 * 32  # only mean, std, omega0
         assert bool(code.payload()) == (bits == 32)
 
 
@@ -316,75 +316,6 @@ def test_mixed_precision_fits_and_stays_out_of_cell_ids_at_its_default():
         config(precision="fp16")
 
 
-# -- sampling, schedule, chunks ------------------------------------------------------------------------------
-def test_tiles_cover_the_matrix_once_per_epoch_and_patches_0_takes_them_all():
-    from b2s_bench_plugins.compressors.big2small.sampling import crop_shape, crop_starts, passes, tile_starts
-
-    tiles = tile_starts(10, 7, 4, 3)  # rows 0, 4, 6 (shifted inward) x blocks 0, 3, 4
-    assert tiles.tolist() == [[r, c] for r in (0, 4, 6) for c in (0, 3, 4)]
-    assert crop_shape(10, 56, 8, 4, 24, 0) == (4, 3, 9)  # 7 blocks of 8 columns: 3 x 3 tiles
-    gen = torch.Generator().manual_seed(0)
-    every = crop_starts(10, 56, 8, 4, 24, 0, "random", 100, gen)
-    assert every.shape == (1, 9, 2) and every[0].tolist() == tiles.tolist()
-    epochs = crop_starts(10, 56, 8, 4, 24, 3, "tiles", 6, gen)  # 18 crops: two passes over the 9 tiles
-    for half in (epochs.reshape(-1, 2)[:9], epochs.reshape(-1, 2)[9:]):
-        assert sorted(map(tuple, half.tolist())) == sorted(map(tuple, tiles.tolist()))
-    rand = crop_starts(10, 56, 8, 4, 24, 3, "random", 50, gen)
-    assert rand.shape == (50, 3, 2) and rand[..., 0].max() <= 6 and rand[..., 1].max() <= 4
-    assert crop_starts(10, 56, 8, 0, 0, 3, "random", 5, gen).shape == (1, 1, 2)  # the whole matrix
-    assert passes(100, 10, 56, 8, 4, 3, 2) == pytest.approx(100 * 2 * 12 / 70)
-
-
-def test_warm_up_then_cosine():
-    from b2s_bench_plugins.compressors.big2small.fit import FitSettings, lr_at
-
-    s = FitSettings(steps=110, lr=1.0, weight_decay=0, patch_rows=0, patch_cols=0, patches=1, lambda_grad=0,
-                    lambda_freq=0, focal_alpha=1, warmup=10)
-    assert [lr_at(i, s) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
-    assert lr_at(10, s) == pytest.approx(1.0) and lr_at(60, s) == pytest.approx(0.5)
-    assert lr_at(109, s) < 0.001
-
-
-def test_chunked_steps_are_the_same_steps():
-    model = linear_model(64, 96, smooth_matrix(64, 96))
-    settings = dict(width=16, mod_width=4, frequencies=4, steps=20, patch_rows=16, patch_cols=32, patches=0,
-                    outliers="none")
-    whole = SPEC.compress(model, config(**settings), Context())
-    chunked = SPEC.compress(model, config(**settings, chunk=16 * 32), Context())  # one of the 12 tiles at a time
-    assert torch.allclose(whole.codes["0.weight"].decode(), chunked.codes["0.weight"].decode(), atol=1e-5)
-    layer = whole.info["inr_layers"]["0.weight"]
-    assert layer["passes"] == pytest.approx(20.0) and layer["entries_per_step"] == 64 * 96
-
-
-# -- the curve and early stopping ------------------------------------------------------------------------------
-def test_the_curve_is_recorded_and_estimates_the_stored_psnr():
-    model = linear_model(48, 64, smooth_matrix(48, 64))
-    comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=60, eval_every=10, lr=3e-3,
-                                       patch_rows=0, patch_cols=0, inr_bits=6, qat=True, eval_points=48 * 64),
-                         Context())
-    curve = comp.info["curves"]["0.weight"]
-    assert set(curve) == {"step", "train_loss", "psnr", "seconds"} and curve["step"] == [10, 20, 30, 40, 50, 60]
-    assert curve["psnr"][-1] > curve["psnr"][0]
-    # the sample is the whole tensor and the fit is quantization-aware: the last point is the stored code's PSNR
-    assert curve["psnr"][-1] == pytest.approx(comp.info["inr_layers"]["0.weight"]["psnr"], abs=0.01)
-    assert comp.info["curve"]["psnr"] == pytest.approx(curve["psnr"])  # one layer: the model curve is its curve
-    assert comp.info["inr_layers"]["0.weight"]["stop_reason"] == "budget"
-
-
-def test_a_layer_stops_at_its_target_psnr_or_on_a_plateau():
-    model = linear_model(48, 64, smooth_matrix(48, 64))
-    small = dict(width=16, mod_width=4, frequencies=4, eval_every=10, lr=3e-3, patch_rows=0, patch_cols=0,
-                 outliers="none")
-    first = SPEC.compress(model, config(**small, steps=10), Context()).info["curves"]["0.weight"]["psnr"][0]
-    target = SPEC.compress(model, config(**small, steps=400, target_psnr=first + 3), Context())
-    layer = target.info["inr_layers"]["0.weight"]
-    assert layer["stop_reason"] == "target_psnr" and layer["steps_run"] < 400
-    assert layer["psnr"] >= first + 3 - 0.5  # the kept parameters are those of the stopping point
-    plateau = SPEC.compress(model, config(**small, steps=400, patience=2, min_delta_db=50.0), Context())
-    info = plateau.info["inr_layers"]["0.weight"]
-    assert info["stop_reason"] == "plateau" and info["steps_run"] == 30
-
-
 # -- budget, quantization, reordering ---------------------------------------------------------------------------
 def test_target_bits_bounds_the_whole_code():
     cfg = config(target_bits=4.0, inr_bits=6, permute="pca")
@@ -407,7 +338,7 @@ def test_reordering_is_stored_exactly_and_finds_hidden_smoothness():
     assert code.bits().indices == 48 * 6 + 96 * 7  # ceil(log2 48) = 6, ceil(log2 96) = 7 bits per index
     loaded = roundtrip(fits["greedy"]).codes["0.weight"]
     assert torch.equal(loaded.row_order, code.row_order) and torch.equal(loaded.decode(), code.decode())
-    check_compressor(SPEC, {"permute": "greedy", "inr_bits": 6, "qat": True})
+    check_compressor(SPEC, {"permute": "greedy", "inr_bits": 6, "qat": "on"})
 
 
 def test_deployed_form_evaluates_once_per_forward_or_caches():
@@ -471,3 +402,32 @@ def test_claims_are_judged_from_records(tmp_path):
     written = CLAIMS.write(ReportContext(tmp_path, frame, [], {}, "s"))
     assert [p.name for p in written] == ["claims.md", "claims.json"]
     assert json.loads(written[1].read_text())[3]["verdict"] == "supported"
+
+
+def test_equal_bits_claim_rests_on_a_paired_interval_when_records_keep_outcomes():
+    import numpy as np
+    import pandas as pd
+    from b2s_bench_plugins.compressors.big2small.claims import claims_table
+
+    from b2s_bench.samples import encode
+
+    rng = np.random.default_rng(0)
+    quant = rng.random(2000) < 0.9
+    full = {"steps": 100}
+
+    def run(b2s_right):
+        cells = [_record("a", [("big2small", full)], {"top1": 100 * b2s_right.mean()}, 1000, "b2s"),
+                 _record("d", [("quantize", {"bits": 6})], {"top1": 100 * quant.mean()}, 1010, "q6")]
+        for (_, rec), right in zip(cells, (b2s_right, quant), strict=True):
+            rec["metrics"] = {"top1": {"value": 100 * right.mean(), "unit": "%"}}
+            rec["per_example"] = {"top1": encode(right)}
+        row = claims_table(pd.DataFrame([r for r, _ in cells]), {rec["cell_id"]: rec for _, rec in cells}).iloc[2]
+        return row["verdict"], row["numbers"]
+
+    worse = quant & (rng.random(2000) < 0.95)  # about 4.5 points worse on the same examples
+    verdict, numbers = run(worse)
+    assert verdict == "refuted" and "95 % CI [-" in numbers
+    flipped = quant.copy()
+    flipped[np.flatnonzero(quant)[:3]] = False  # 3 examples of 2,000: the interval holds 0
+    assert run(flipped)[0] == "inconclusive"
+    assert run(quant | (rng.random(2000) < 0.5))[0] == "supported"

@@ -315,3 +315,18 @@ def test_the_size_axis_is_labelled_in_plain_numbers() -> None:
     labels = [t.get_text() for t in ax.get_xticklabels() if 0.3 <= t.get_position()[0] <= 20]
     plt.close(fig)
     assert labels == ["0.5", "1", "2", "5", "10", "20"]
+
+
+def test_convergence_curves_kept_by_records_are_drawn_and_embedded(tmp_path: Path) -> None:
+    curve = {"step": [100, 200, 300], "psnr": [20.0, 24.5, 25.1], "train_loss": [0.3, 0.2, 0.1]}
+    folder = _run(tmp_path, [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+        make_record("big2small(steps=300)", "inr", values={"top1": 80.0}, details={"curve": curve}),
+        make_record("quantize(bits=4)", values={"top1": 85.0}),
+    ])
+    frame, _, _ = load_frame(folder)
+    assert frame.set_index("method").loc["big2small(steps=300)", "curve"] == curve
+    assert run_cli("report", str(folder)) == 0
+    png = folder / "convergence.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "alt='convergence.png'" in (folder / "leaderboard.html").read_text()

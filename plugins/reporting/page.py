@@ -146,7 +146,9 @@ def _figures(ctx: ReportContext) -> str:
                               "the dashed line is the dense model.",
                 "weights.png": "Weight error against stored bits per weight of the compressed layers; the red line "
                                "is the i.i.d. Gaussian limit σ²/E·2^(−2R); red rings mark results below their own "
-                               "recorded bound (the bits shared out over the tensors, which can sit below the line)."}
+                               "recorded bound (the bits shared out over the tensors, which can sit below the line).",
+                "convergence.png": "Convergence of each fit: weight PSNR on a fixed sample of entries against the "
+                                   "fitting step, as the records keep it (details.curve)."}
     parts = []
     for name, data in figures(ctx).items():
         src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")

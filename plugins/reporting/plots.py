@@ -199,6 +199,40 @@ def weights_png(ctx: ReportContext) -> bytes | None:
     return _png(fig)
 
 
+def _curve_points(curve: Any) -> tuple[list[float], list[float]] | None:
+    """(steps, PSNR dB) of a record's ``details.curve``, or None when it has fewer than two points."""
+    if not isinstance(curve, dict):
+        return None
+    steps, psnr = curve.get("step") or [], curve.get("psnr") or []
+    pts = [(float(s), float(p)) for s, p in zip(steps, psnr, strict=False)
+           if isinstance(s, (int, float)) and isinstance(p, (int, float)) and math.isfinite(p)]
+    return ([s for s, _ in pts], [p for _, p in pts]) if len(pts) >= 2 else None
+
+
+def convergence_png(ctx: ReportContext) -> bytes | None:
+    """Weight PSNR against fitting step for every cell whose record keeps a convergence curve
+    (``details.curve`` with ``step`` and ``psnr`` lists, e.g. Big2Small's), one panel per model."""
+    frame = ctx.frame
+    if frame.empty or "curve" not in frame:
+        return None
+    rows = [(r["model"], str(r["method"]), pts) for _, r in frame.iterrows()
+            if r.get("status") == "ok" and (pts := _curve_points(r["curve"])) is not None]
+    if not rows:
+        return None
+    models = sorted({m for m, _, _ in rows})
+    fig, axes = _grid(len(models))
+    for ax, model in zip(axes, models):
+        for _, method, (steps, psnr) in sorted(r for r in rows if r[0] == model):
+            ax.plot(steps, psnr, lw=1.2, label=_short(method, 40))
+        ax.set_xlabel("fitting step")
+        ax.set_ylabel("weight PSNR [dB] (mean over fitted layers)")
+        ax.set_title(model, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     """Atomic, like every other report file: a unique temporary name, then ``os.replace``."""
     import os
@@ -217,7 +251,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def figures(ctx: ReportContext) -> dict[str, bytes]:
     """The report's PNGs by file name (drawn once per report: the HTML page embeds the same ones)."""
     out = {}
-    for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png)):
+    for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png),
+                       ("convergence.png", convergence_png)):
         data = ctx.cached(name, lambda make=make: make(ctx))
         if data is not None:
             out[name] = data
@@ -225,7 +260,7 @@ def figures(ctx: ReportContext) -> dict[str, bytes]:
 
 
 def write_pareto(ctx: ReportContext) -> list[Path]:
-    """pareto.png and, where weight errors are recorded, weights.png."""
+    """pareto.png; weights.png where weight errors are recorded; convergence.png where fits keep curves."""
     written = []
     for name, data in figures(ctx).items():
         path = ctx.out_dir / name

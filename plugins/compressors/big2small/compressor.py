@@ -1,31 +1,38 @@
 """The ``big2small`` compressor: one INR per large conv/linear weight, fitted data-free.
 
-Steps: pick the layers above ``min_bytes``; preprocess each (standardise, set outliers aside);
-choose each INR's width from the budget; store the tensor raw instead whenever its code would not
-be smaller than the tensor; fit all INRs (batched, on ``ctx.device``); retry diverged fits at a lower
-learning rate; quantize the INRs (optionally with quantization-aware fine-tuning); build the codes.
+Steps (one function each): pick the layers above ``min_bytes`` and preprocess each (standardise, set
+outliers aside, optionally reorder rows and columns); choose each INR's width from the budget, and
+store the tensor raw instead whenever its code would not be smaller than the tensor (``_plan``);
+fit all INRs (batched, on ``ctx.device``, quantization-aware from the first step with ``qat``) and
+retry diverged fits at a lower learning rate (``_fit_with_retries``); optionally fine-tune the
+quantized INRs (``_finetune``); build the codes and the record's facts (``_build``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from b2s_bench import Compressed, Context, fidelity
+from b2s_bench import Compressed, Context, fidelity, weight_layers
 
+from . import permute as _permute
 from .code import INRCode, code_bits
 from .config import Big2SmallConfig
 from .fit import FitSettings, LayerResult, LayerTask, count_groups, fit_layers
 from .inr import Geometry, INRArch, fp32, init_params, param_count
-from .outliers import preprocess
+from .outliers import Preprocessed, preprocess
+from .sampling import crop_shape, crop_starts, eval_coords, passes
+from .tracking import StopRule, auto_eval_every
 
-__all__ = ["compress", "make_arch", "choose_width", "layer_seed"]
+__all__ = ["compress", "make_arch", "choose_width", "layer_seed", "fit_settings"]
 
-# generator offsets (added to ctx.seed): INR initialisation, crop positions, Gaussian Fourier matrix
-INIT_OFFSET, CROP_OFFSET, FOURIER_OFFSET = 10_000, 20_000, 30_000
+# generator offsets (added to ctx.seed): INR initialisation, crop positions, Gaussian Fourier matrix,
+# the curve's sample
+INIT_OFFSET, CROP_OFFSET, FOURIER_OFFSET, EVAL_OFFSET = 10_000, 20_000, 30_000, 40_000
 
 
 def make_arch(shape: tuple[int, ...], width: int, config: Big2SmallConfig) -> INRArch:
@@ -34,15 +41,24 @@ def make_arch(shape: tuple[int, ...], width: int, config: Big2SmallConfig) -> IN
                    config.fourier, coord_dims, config.block)
 
 
-def choose_width(shape: tuple[int, ...], config: Big2SmallConfig) -> int | None:
+def choose_width(shape: tuple[int, ...], config: Big2SmallConfig, n_outliers: int = 0) -> int | None:
     """The budget rule: ``width`` if given, else the largest multiple of ``width_multiple`` (at most
-    ``max_width``) whose INR has at most N / target_ratio parameters; None if even the smallest has more."""
+    ``max_width``) whose INR has at most N / target_ratio parameters or, with ``target_bits``, whose
+    whole code takes at most target_bits x N bits; None if even the smallest is over."""
     if config.width:
         return config.width
-    budget = math.prod(shape) / config.target_ratio
+    n = math.prod(shape)
+    permuted = config.permute != "none"
+
+    def fits(h: int) -> bool:
+        arch = make_arch(shape, h, config)
+        if config.target_bits:
+            return code_bits(arch, shape, config.inr_bits, n_outliers, permuted).total <= config.target_bits * n
+        return param_count(arch) <= n / config.target_ratio
+
     best = None
     h = config.width_multiple
-    while h <= config.max_width and param_count(make_arch(shape, h, config)) <= budget:
+    while h <= config.max_width and fits(h):
         best = h
         h += config.width_multiple
     return best
@@ -52,124 +68,173 @@ def layer_seed(seed: int, offset: int, index: int) -> int:
     return (seed + offset + index) % (2**31)
 
 
-def _settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int | None = None, offset: int = 0
-              ) -> FitSettings:
+def fit_settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int | None = None, offset: int = 0
+                 ) -> FitSettings:
+    stop = StopRule(auto_eval_every(steps, config.eval_every), config.target_psnr, config.patience,
+                    config.min_delta_db)
     return FitSettings(steps, lr, config.weight_decay, config.patch_rows, config.patch_cols, config.patches,
                        config.lambda_grad, config.lambda_freq, config.focal_alpha, config.gdl, quant_bits,
-                       offset, config.precision)
+                       offset, config.precision, min(config.warmup_steps, steps), config.chunk, stop)
+
+
+@dataclasses.dataclass
+class _Plan:
+    tasks: dict[str, LayerTask] = dataclasses.field(default_factory=dict)
+    prep: dict[str, Preprocessed] = dataclasses.field(default_factory=dict)
+    orders: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = dataclasses.field(default_factory=dict)
+    fourier_seeds: dict[str, int] = dataclasses.field(default_factory=dict)
+    raw_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _plan_layer(plan: _Plan, index: int, key: str, w: torch.Tensor, config: Big2SmallConfig, ctx: Context) -> None:
+    """Preprocess one weight and add its fitting task to ``plan`` (or the reason it stays raw)."""
+    shape = tuple(w.shape)
+    pre = preprocess(w, config.standardize, config.outliers, config.kappa, config.top_percent)
+    n_out = int(pre.positions.numel())
+    width = choose_width(shape, config, n_out)
+    if width is None:
+        rule = f"{config.target_bits} bits per weight" if config.target_bits else \
+            f"N / target_ratio = {w.numel() / config.target_ratio:.0f} parameters"
+        plan.raw_reasons[key] = f"the smallest INR is over the budget of {rule}"
+        return
+    arch = make_arch(shape, width, config)
+    bits = code_bits(arch, shape, config.inr_bits, n_out, config.permute != "none").total
+    if bits >= 32 * w.numel():
+        plan.raw_reasons[key] = f"its INR code would take {bits} bits, not fewer than the tensor's {32 * w.numel()}"
+        return
+    rows, cols = pre.target.shape
+    exact = torch.zeros(w.numel(), dtype=torch.bool)
+    exact[pre.positions] = True
+    exact, target = exact.reshape(rows, cols), pre.target
+    orders = _permute.orders(pre.target, config.permute)
+    if orders is not None:  # the INR fits the reordered matrix
+        target, exact = target[orders[0]][:, orders[1]].contiguous(), exact[orders[0]][:, orders[1]].contiguous()
+    fseed = layer_seed(ctx.seed, FOURIER_OFFSET, index)
+    starts = crop_starts(rows, cols, config.block, config.patch_rows, config.patch_cols, config.patches,
+                         config.sampling, config.steps + config.finetune_steps, ctx.generator(CROP_OFFSET + index))
+    sample = eval_coords(rows, cols, config.block, config.eval_points, ctx.generator(EVAL_OFFSET + index))
+    plan.tasks[key] = LayerTask(key, target, arch, Geometry.of(shape, arch, config.layout, fseed),
+                                init_params(arch, ctx.generator(INIT_OFFSET + index)), starts, exact, sample,
+                                pre.std, float(w.max() - w.min()))
+    plan.prep[key], plan.orders[key], plan.fourier_seeds[key] = pre, orders, fseed
+
+
+def _plan(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> _Plan:
+    state = model.state_dict()
+    plan = _Plan()
+    for index, key in enumerate(weight_layers(model)):
+        w = state[key].detach().float().cpu()
+        if w.numel() >= config.min_numel:
+            _plan_layer(plan, index, key, w, config, ctx)
+    return plan
 
 
 def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compressed:
-    from b2s_bench import weight_layers
-
-    state = model.state_dict()
-    keys = list(weight_layers(model))
-    tasks: dict[str, LayerTask] = {}
-    prep: dict[str, Any] = {}
-    raw_reasons: dict[str, str] = {}
-    fourier_seeds: dict[str, int] = {}
-    total_steps = config.steps + config.finetune_steps
-    for index, key in enumerate(keys):
-        w = state[key].detach().float().cpu()
-        if w.numel() < config.min_numel:
-            continue
-        shape = tuple(w.shape)
-        width = choose_width(shape, config)
-        if width is None:
-            budget = w.numel() / config.target_ratio
-            raw_reasons[key] = f"the smallest INR has more than N / target_ratio = {budget:.0f} parameters"
-            continue
-        arch = make_arch(shape, width, config)
-        pre = preprocess(w, config.standardize, config.outliers, config.kappa, config.top_percent)
-        bits = code_bits(arch, shape, config.inr_bits, int(pre.positions.numel())).total
-        if bits >= 32 * w.numel():
-            raw_reasons[key] = (f"its INR code would take {bits} bits, not fewer than the tensor's "
-                                f"{32 * w.numel()}")
-            continue
-        fseed = layer_seed(ctx.seed, FOURIER_OFFSET, index)
-        geo = Geometry.of(shape, arch, config.layout, fseed)
-        randoms = torch.rand((total_steps, config.patches, 2), generator=ctx.generator(CROP_OFFSET + index))
-        init = init_params(arch, ctx.generator(INIT_OFFSET + index))
-        tasks[key] = LayerTask(key, pre.target, arch, geo, init, randoms)
-        prep[key], fourier_seeds[key] = pre, fseed
-
+    plan = _plan(model, config, ctx)
     device = torch.device(ctx.device)
-    results, attempts, fit_seconds = _fit_with_retries(list(tasks.values()), config, device, ctx)
-    failed = [k for k in tasks if k not in results]
+    quant = config.quant_aware_bits
+    results, attempts, fit_seconds = _fit_with_retries(list(plan.tasks.values()), config, device, ctx, quant)
+    failed = [k for k in plan.tasks if k not in results]
     if failed and config.on_failure == "raise":
         tried = ", ".join(f"{lr:g}" for lr in attempts[failed[0]])
         raise RuntimeError(f"big2small: the INR fit diverged (non-finite loss or parameters) for "
                            f"{len(failed)} layer(s) {failed[:5]}, at learning rates {tried}")
     for key in failed:
-        raw_reasons[key] = "the INR fit diverged at every learning rate tried"
+        plan.raw_reasons[key] = "the INR fit diverged at every learning rate tried"
+    finetune_seconds, finetune_failed = _finetune(plan, results, config, device)
+    run = {"attempts": attempts, "failed": failed, "finetune_failed": finetune_failed, "fit_seconds": fit_seconds,
+           "finetune_seconds": finetune_seconds, "device": device}
+    return _build(model, plan, results, config, run)
 
-    finetune_seconds, finetune_failed = 0.0, []
-    if config.inr_bits <= 8 and config.finetune_steps and results:
-        ft_tasks = [_restart(tasks[k], results[k].params) for k in results]
-        ft_settings = _settings(config, config.finetune_lr, config.finetune_steps, config.inr_bits,
-                                config.steps)
-        ft = fit_layers(ft_tasks, ft_settings, device, config.batched)
-        finetune_seconds = _wall(ft, config.batched)
-        for t, r in zip(ft_tasks, ft, strict=True):
-            if r.ok:
-                results[t.key] = LayerResult(r.params, torch.cat([results[t.key].losses, r.losses]), True,
-                                             results[t.key].seconds + r.seconds)
-            else:
-                finetune_failed.append(t.key)
 
-    codes: dict[str, INRCode] = {}
-    decoded: dict[str, torch.Tensor] = {}
-    layers_info: dict[str, dict[str, Any]] = {}
-    for key, res in results.items():
-        task, pre = tasks[key], prep[key]
-        code = INRCode.build(task.arch, config.layout, fourier_seeds[key], tuple(state[key].shape), pre.mean,
-                             pre.std, res.params, config.inr_bits, pre.positions, pre.values)
-        codes[key] = code
-        decoded[key] = code.decode()
-        tail = max(1, config.steps // 20)
-        layers_info[key] = {
-            **fidelity.tensor_report(state[key], decoded[key]),  # rel_mae, cosine, psnr of the stored INR
-            "inr_params": code.n_params,
-            "outliers": code.n_outliers,
-            "width": task.arch.width,
-            "fit_seconds": res.seconds,
-            "first_loss": float(res.losses[0]),
-            "final_loss": float(res.losses[config.steps - tail:config.steps].mean()),
-            "lr": attempts[key][-1],
-            "retries": len(attempts[key]) - 1,
-            "bits": code.bits().total,
-            "ratio": 32 * code.numel / code.bits().total,
-        }
-        if config.finetune_steps and config.inr_bits <= 8 and key not in finetune_failed:
-            ft_tail = max(1, config.finetune_steps // 20)
-            layers_info[key]["finetune_final_loss"] = float(res.losses[-ft_tail:].mean())
+def _finetune(plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig, device: torch.device
+              ) -> tuple[float, list[str]]:
+    """Quantization-aware fine-tuning of the fitted INRs (``finetune_steps``), their curves continued."""
+    if not (config.inr_bits <= 8 and config.finetune_steps and results):
+        return 0.0, []
+    tasks = [dataclasses.replace(plan.tasks[k], init=results[k].params) for k in results]
+    settings = fit_settings(config, config.finetune_lr, config.finetune_steps, config.inr_bits, config.steps)
+    out = fit_layers(tasks, settings, device, config.batched)
+    failed = []
+    for t, r in zip(tasks, out, strict=True):
+        if not r.ok:
+            failed.append(t.key)
+            continue
+        before = results[t.key]
+        curve = {k: before.curve.get(k, []) + r.curve.get(k, []) for k in r.curve}
+        results[t.key] = LayerResult(r.params, torch.cat([before.losses, r.losses]), True,
+                                     before.seconds + r.seconds, curve, before.steps_run + r.steps_run,
+                                     before.stop_reason)
+    return _wall(out, config.batched), failed
+
+
+def _layer_info(key: str, original: torch.Tensor, code: INRCode, task: LayerTask, res: LayerResult,
+                lrs: list[float], config: Big2SmallConfig) -> dict[str, Any]:
+    rows, cols = task.target.shape
+    p, qb, b = crop_shape(rows, cols, config.block, config.patch_rows, config.patch_cols, config.patches)
+    fit_steps = min(res.steps_run, config.steps)
+    tail = max(1, fit_steps // 20)
     info = {
-        "inr_layers": layers_info,
-        "compressed_layers": len(codes),
-        "raw_layers": raw_reasons,
-        "fit_seconds": fit_seconds,
-        "finetune_seconds": finetune_seconds,
-        "steps": config.steps,
-        "steps_per_second": config.steps / fit_seconds if fit_seconds > 0 else None,
-        "layer_steps_per_second": config.steps * len(tasks) / fit_seconds if fit_seconds > 0 else None,
-        "batched": config.batched,
-        "fit_device": str(device),
-        "architectures": len({t.arch for t in tasks.values()}),
-        "fit_groups": count_groups(list(tasks.values()), _settings(config, config.lr, config.steps)),
-        "nan_retries": {k: v for k, v in attempts.items() if len(v) > 1 or k in failed},
-        "fit_failed": failed,
-        "finetune_failed": finetune_failed,
+        **fidelity.tensor_report(original, code.decode()),  # rel_mae, cosine, psnr of the stored INR
+        "inr_params": code.n_params, "outliers": code.n_outliers, "width": task.arch.width,
+        "permuted": code.permuted, "fit_seconds": res.seconds, "first_loss": float(res.losses[0]),
+        "final_loss": float(res.losses[fit_steps - tail:fit_steps].mean()), "lr": lrs[-1],
+        "retries": len(lrs) - 1, "bits": code.bits().total, "ratio": 32 * code.numel / code.bits().total,
+        "steps_run": res.steps_run, "stop_reason": res.stop_reason,
+        "passes": passes(res.steps_run, rows, cols, config.block, p, qb, b),
+        "entries_per_step": min(b * p * qb * config.block, rows * cols),
     }
-    for stat in ("rel_mae", "cosine", "psnr"):  # aggregates: the mean over INR-coded layers
-        values = [v[stat] for v in layers_info.values() if math.isfinite(v[stat])]
-        info[f"weight_{stat}"] = sum(values) / len(values) if values else None
+    if config.finetune_steps and config.inr_bits <= 8 and res.steps_run > fit_steps:
+        ft_tail = max(1, (res.steps_run - fit_steps) // 20)
+        info["finetune_final_loss"] = float(res.losses[-ft_tail:].mean())
+    return info
+
+
+def _model_curve(curves: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The mean over layers at every curve step; a layer that stopped counts with its last point."""
+    steps = sorted({s for c in curves.values() for s in c.get("step", [])})
+    out: dict[str, list[float]] = {"step": [], "train_loss": [], "psnr": [], "seconds": []}
+    for s in steps:
+        last = [max((i for i, t in enumerate(c["step"]) if t <= s), default=None) for c in curves.values()]
+        pts = [(c, i) for c, i in zip(curves.values(), last, strict=True) if i is not None]
+        out["step"].append(s)
+        for k in ("train_loss", "psnr"):
+            out[k].append(sum(c[k][i] for c, i in pts) / len(pts))
+        out["seconds"].append(max(c["seconds"][i] for c, i in pts))
+    return out
+
+
+def _build(model: nn.Module, plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig,
+           run: dict[str, Any]) -> Compressed:
+    state = model.state_dict()
+    codes: dict[str, INRCode] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    for key, res in results.items():
+        task, pre = plan.tasks[key], plan.prep[key]
+        codes[key] = INRCode.build(task.arch, config.layout, plan.fourier_seeds[key], tuple(state[key].shape),
+                                   pre.mean, pre.std, res.params, config.inr_bits, pre.positions, pre.values,
+                                   plan.orders[key], config.deploy_cache)
+        layers[key] = _layer_info(key, state[key], codes[key], task, res, run["attempts"][key], config)
+    fit_seconds, failed = run["fit_seconds"], run["failed"]
+    curves = {k: r.curve for k, r in results.items()}
+    info = {
+        "inr_layers": layers, "compressed_layers": len(codes), "raw_layers": plan.raw_reasons,
+        "fit_seconds": fit_seconds, "finetune_seconds": run["finetune_seconds"], "steps": config.steps,
+        "steps_per_second": config.steps / fit_seconds if fit_seconds > 0 else None,
+        "layer_steps_per_second": config.steps * len(plan.tasks) / fit_seconds if fit_seconds > 0 else None,
+        "batched": config.batched, "fit_device": str(run["device"]),
+        "architectures": len({t.arch for t in plan.tasks.values()}),
+        "fit_groups": count_groups(list(plan.tasks.values()), fit_settings(config, config.lr, config.steps)),
+        "nan_retries": {k: v for k, v in run["attempts"].items() if len(v) > 1 or k in failed},
+        "fit_failed": failed, "finetune_failed": run["finetune_failed"],
+        "curves": curves, "curve": _model_curve(curves) if curves else {},
+    }
+    for stat in ("rel_mae", "cosine", "psnr", "passes"):  # aggregates: the mean over INR-coded layers
+        values = [v[stat] for v in layers.values() if math.isfinite(v[stat])]
+        info[f"weight_{stat}" if stat != "passes" else "passes"] = sum(values) / len(values) if values else None
     compressed = Compressed.from_codes(model, codes, info)
-    compressed.keep_decoded(decoded)  # decoding every INR costs seconds: do it once
+    compressed.keep_decoded({k: c.decode() for k, c in codes.items()})  # decoding costs seconds: once
     return compressed
-
-
-def _restart(task: LayerTask, params: dict[str, torch.Tensor]) -> LayerTask:
-    return LayerTask(task.key, task.target, task.arch, task.geometry, params, task.randoms)
 
 
 def _wall(results: list[LayerResult], batched: bool) -> float:
@@ -178,8 +243,8 @@ def _wall(results: list[LayerResult], batched: bool) -> float:
     return results[0].seconds if batched else sum(r.seconds for r in results)
 
 
-def _fit_with_retries(tasks: list[LayerTask], config: Big2SmallConfig, device: torch.device, ctx: Context
-                      ) -> tuple[dict[str, LayerResult], dict[str, list[float]], float]:
+def _fit_with_retries(tasks: list[LayerTask], config: Big2SmallConfig, device: torch.device, ctx: Context,
+                      quant: int | None) -> tuple[dict[str, LayerResult], dict[str, list[float]], float]:
     """Fit; refit the diverged layers from the same start at lr x nan_lr_factor, up to nan_retries times."""
     results: dict[str, LayerResult] = {}
     attempts: dict[str, list[float]] = {t.key: [] for t in tasks}
@@ -190,7 +255,7 @@ def _fit_with_retries(tasks: list[LayerTask], config: Big2SmallConfig, device: t
         total = config.steps * (1 if config.batched else len(pending))
         bar = ctx.progress(total, f"big2small: fitting {len(pending)} INRs" + (f" (retry {attempt})" if attempt else ""))
         try:
-            out = fit_layers(pending, _settings(config, lr, config.steps), device, config.batched, bar)
+            out = fit_layers(pending, fit_settings(config, lr, config.steps, quant), device, config.batched, bar)
         finally:
             bar.close()
         seconds += _wall(out, config.batched)

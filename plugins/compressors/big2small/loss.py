@@ -22,28 +22,29 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["layer_losses", "focal_frequency_loss", "gradient_difference_loss", "GDL_FORMS"]
+__all__ = ["crop_losses", "layer_losses", "focal_frequency_loss", "gradient_difference_loss", "GDL_FORMS"]
 
 GDL_FORMS = ("signed", "mathieu")
 
 
 def gradient_difference_loss(pred: torch.Tensor, target: torch.Tensor, form: str = "signed") -> torch.Tensor:
-    """(G,) sum over the block's two axes of mean |∇Ŷ − ∇Y| ("signed") or mean | |∇Ŷ| − |∇Y| | ("mathieu")."""
+    """(G, B) per block: the sum over its two axes of mean |∇Ŷ − ∇Y| ("signed") or mean | |∇Ŷ| − |∇Y| |
+    ("mathieu")."""
     if form not in GDL_FORMS:
         raise ValueError(f"gdl must be one of {GDL_FORMS}, got {form!r}")
-    total = pred.new_zeros(pred.shape[0])
+    total = pred.new_zeros(pred.shape[:2])
     for dim in (-2, -1):
         if pred.shape[dim] > 1:
             if form == "signed":
                 diff = torch.diff(pred - target, dim=dim)
             else:
                 diff = torch.diff(pred, dim=dim).abs() - torch.diff(target, dim=dim).abs()
-            total = total + diff.abs().flatten(1).mean(dim=1)
+            total = total + diff.abs().flatten(2).mean(dim=2)
     return total
 
 
 def focal_frequency_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """(G,) focal frequency loss of (G, B, P, Q) blocks."""
+    """(G, B) focal frequency loss of each of the (G, B, P, Q) blocks."""
     diff = torch.fft.fft2(pred, norm="ortho") - torch.fft.fft2(target, norm="ortho")
     dist = diff.real**2 + diff.imag**2
     with torch.no_grad():
@@ -52,15 +53,22 @@ def focal_frequency_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float 
         safe = torch.where(peak > 0, peak, torch.ones_like(peak))
         weight = torch.where(peak > 0, weight / safe, torch.zeros_like(weight))
         weight = torch.nan_to_num(weight, nan=0.0).clamp(0.0, 1.0)
-    return (weight * dist).flatten(1).mean(dim=1)
+    return (weight * dist).flatten(2).mean(dim=2)
 
 
-def layer_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, lambda_freq: float,
-                 focal_alpha: float = 1.0, gdl: str = "signed") -> torch.Tensor:
-    """The Frequency-Aware Loss of each layer: (G, B, P, Q) blocks -> (G,) losses."""
-    loss = (pred - target).pow(2).flatten(1).mean(dim=1)
+def crop_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, lambda_freq: float,
+                focal_alpha: float = 1.0, gdl: str = "signed") -> torch.Tensor:
+    """The Frequency-Aware Loss of each block: (G, B, P, Q) blocks -> (G, B) losses (a layer's loss is
+    their mean over B: blocks are equal in size, so it is also the mean over all their entries)."""
+    loss = (pred - target).pow(2).flatten(2).mean(dim=2)
     if lambda_grad:
         loss = loss + lambda_grad * gradient_difference_loss(pred, target, gdl)
     if lambda_freq:
         loss = loss + lambda_freq * focal_frequency_loss(pred, target, focal_alpha)
     return loss
+
+
+def layer_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, lambda_freq: float,
+                 focal_alpha: float = 1.0, gdl: str = "signed") -> torch.Tensor:
+    """The Frequency-Aware Loss of each layer: (G, B, P, Q) blocks -> (G,) losses."""
+    return crop_losses(pred, target, lambda_grad, lambda_freq, focal_alpha, gdl).mean(dim=1)
