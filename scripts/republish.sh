@@ -17,9 +17,13 @@ BIN="${B2S_BIN:-.venv/bin/b2s-bench}"
 export B2S_BENCH_CACHE="${B2S_BENCH_CACHE:-$(mktemp -d)}"
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(embedded families big2small-ablation big2small-tradeoff big2small-converged)
+# Run every suite first, then publish them all: publishing changes tracked files under results/, and a
+# run started after that would record its commit as dirty.
 for suite in "${suites[@]}"; do
   echo "== $suite ($(date -u +%H:%M:%S))"
   "$BIN" run "$suite" --out "runs/$suite" --force --no-progress --quiet || true  # failed cells are published too
+done
+for suite in "${suites[@]}"; do
   "$BIN" publish "runs/$suite" --to "results/$suite" --replace
 done
 "$BIN" results --write README.md

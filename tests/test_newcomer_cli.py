@@ -258,3 +258,11 @@ def test_setting_docs_read_docstrings_metadata_and_comments() -> None:
     assert docs["d"].help == "from the metadata"
     inline = {d.name: d.help for d in setting_docs(_Inline)}
     assert inline == {"n": "how many", "seed": "the seed"}
+
+
+def test_run_k_matching_no_cell_says_so_and_exits_2(tiny_suite: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "-k", "no-such-cell") == 2
+    assert "matches none of the cells" in capsys.readouterr().err
+    assert not (out / "cells").exists() or not any((out / "cells").iterdir())  # nothing was computed
