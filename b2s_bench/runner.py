@@ -176,6 +176,7 @@ class Runner:
             "report": dataclasses.asdict(self.suite.report),
             "metrics": list(self.suite.metrics),
             "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell
+            "names": {c.id: c.name for c in self.all_cells},  # model and method, for `status`
             **(extra or {}),
         }
 

@@ -177,6 +177,9 @@ def test_status_shows_done_running_failed_and_pending(write_suite: Callable[...,
     assert run_cli("status", str(out)) == 0
     text = capsys.readouterr().out
     assert "1 failed" in text and "exit 3" in text and "1 running" in text and "1 pending" in text
+    running = next(line for line in text.splitlines() if "| running" in line)
+    name = json.loads((out / "run.json").read_text())["names"][fine]
+    assert name.startswith("tiny:cnn ") and name in running  # the running cell is named, from run.json
 
 
 def _metrics(out: Path) -> dict[str, dict[str, float]]:

@@ -34,6 +34,7 @@ def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
     if manifest is None:
         raise UserError(f"{out} is not a run folder (no run.json inside); run a suite first")
     claims = store.active_claims()
+    names = manifest.get("names") if isinstance(manifest.get("names"), dict) else {}
     states, rows = {}, []
     for cid in manifest.get("cells", []):
         data, why = load_json(out / "cells" / f"{cid}.json")
@@ -42,14 +43,15 @@ def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
             state, name, detail = "done", f"{data['model'].get('label')} {data['label']}", ""
         elif cid in claims:
             info = claims[cid]
-            state, name = "running", ""
+            state, name = "running", str(names.get(cid, ""))
             detail = f"{info.get('host')} pid {info.get('pid')}, started {info.get('started')}, heartbeat {_age(info['age'])} ago"
         elif valid:
             error = data.get("error") or {}
             state, name = "failed", f"{data['model'].get('label')} {data['label']}"
             detail = f"{error.get('type')}: {(error.get('message') or '').splitlines()[0] if error.get('message') else ''}"
         else:
-            state, name, detail = "pending", "", "" if why == "no such file" else f"invalid record: {why or 'see validate'}"
+            state, name = "pending", str(names.get(cid, ""))
+            detail = "" if why == "no such file" else f"invalid record: {why or 'see validate'}"
         states[cid] = state
         rows.append([cid, state, name, detail[:100]])
     return states, rows
