@@ -1,0 +1,83 @@
+"""Print the README's Big2Small tables from the published records (run from the repository root).
+
+    python scripts/big2small_tables.py [ABLATION_RUN]     (default: big2small-ablation)
+
+First the converged comparison at equal bits (results/big2small-converged: top-1 with the paired 95 %
+bootstrap interval of Big2Small minus the quantization cell of the nearest size, weight PSNR, gaps
+to the Gaussian rate-distortion limit), then the reconstruction ablation, one row per cell.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from typing import Any
+
+from b2s_bench import paired_bootstrap, per_example_arrays
+
+LOSSES = {(0, 0): "MSE", (1, 0): "MSE + gradient", (0, 1): "MSE + frequency", (1, 1): "full loss"}
+
+
+def records(run: str) -> list[dict[str, Any]]:
+    return [json.load(open(p)) for p in sorted(glob.glob(f"results/{run}/cells/*.json"))]
+
+
+def value(rec: dict[str, Any], name: str) -> Any:
+    return ((rec.get("metrics") or {}).get(name) or {}).get("value")
+
+
+def stages(rec: dict[str, Any]) -> list[str]:
+    return [s["name"] for s in rec["compressor"]["pipeline"]]
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def converged() -> None:
+    rs = records("big2small-converged")
+    quant = [r for r in rs if stages(r) == ["quantize"]]
+    print("| bits/weight (B2S / quant) | Big2Small top-1 % | quantization top-1 % | difference, 95 % CI "
+          "| B2S weight PSNR dB | gap to limit dB (B2S / quant) | fit steps, stop |")
+    print("|---|---|---|---|---|---|---|")
+    for b in sorted((r for r in rs if stages(r) == ["big2small"]), key=lambda r: value(r, "bits")):
+        q = min(quant, key=lambda q: abs(value(q, "bits") / value(b, "bits") - 1))
+        d = paired_bootstrap(per_example_arrays(q)["top1"], per_example_arrays(b)["top1"], scale=100)
+        (layer,) = b["details"]["inr_layers"].values()
+        print(f"| {value(b, 'bits_per_weight'):.2f} / {value(q, 'bits_per_weight'):.2f} | {value(b, 'top1'):.2f} "
+              f"| {value(q, 'top1'):.2f} | {d.diff:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {value(b, 'weight_psnr'):.2f} "
+              f"| {value(b, 'weight_rd_gap_db'):.1f} / {value(q, 'weight_rd_gap_db'):.1f} "
+              f"| {layer['steps_run']:,}, {layer['stop_reason']} |")
+
+
+def setting(rec: dict[str, Any]) -> str:
+    pipeline = rec["compressor"]["pipeline"]
+    cfg = pipeline[0]["config"]
+    plain = cfg.get("outliers") == "none" and not cfg.get("standardize")
+    parts = ["no preprocessing" if plain else "preprocessing",
+             LOSSES.get((int(bool(cfg.get("lambda_grad"))), int(bool(cfg.get("lambda_freq")))), "?")]
+    if cfg.get("permute", "none") != "none":
+        parts.append(f"reordered ({cfg['permute']})")
+    parts += [f"then {s['name']} {s['config'].get('bits', '')}".strip() for s in pipeline[1:]]
+    return ", ".join(parts)
+
+
+def ablation(run: str) -> None:
+    print("| model | setting | rel-MAE | cosine | PSNR dB | gap to limit dB | top-1 / agreement % | ratio | fit steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [r for r in records(run) if r["compressor"]["pipeline"] and r["status"] == "ok"]
+    for r in sorted(rows, key=lambda r: (r["model"]["label"], setting(r))):
+        quality = value(r, "top1") if value(r, "top1") is not None else value(r, "agreement")
+        steps = sorted({layer.get("steps_run") for layer in (r.get("details") or {}).get("inr_layers", {}).values()}
+                       - {None})
+        print(f"| {r['model']['label']} | {setting(r)} | {fmt(value(r, 'weight_rel_mae'))} "
+              f"| {fmt(value(r, 'weight_cosine'))} | {fmt(value(r, 'weight_psnr'), 2)} "
+              f"| {fmt(value(r, 'weight_rd_gap_db'), 1)} | {fmt(quality, 2)} | {fmt(value(r, 'ratio'), 2)} "
+              f"| {'/'.join(map(str, steps)) if steps else '–'} |")
+
+
+if __name__ == "__main__":
+    converged()
+    print()
+    ablation(sys.argv[1] if len(sys.argv) > 1 else "big2small-ablation")
