@@ -4,6 +4,7 @@ pending, whatever executor runs them: it reads the folder's records and claims o
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
 from tabulate import tabulate
@@ -34,7 +35,8 @@ def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
     if manifest is None:
         raise UserError(f"{out} is not a run folder (no run.json inside); run a suite first")
     claims = store.active_claims()
-    names = manifest.get("names") if isinstance(manifest.get("names"), dict) else {}
+    given = manifest.get("names")
+    names: dict[str, Any] = given if isinstance(given, dict) else {}
     states, rows = {}, []
     for cid in manifest.get("cells", []):
         data, why = load_json(out / "cells" / f"{cid}.json")
