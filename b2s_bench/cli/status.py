@@ -4,8 +4,8 @@ pending, whatever executor runs them: it reads the folder's records and claims o
 from __future__ import annotations
 
 import argparse
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
