@@ -222,7 +222,10 @@ def test_interrupted_run_resumes_without_redoing_cells(write_suite: Callable[...
     suite = write_suite(SLOW_SUITE)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "b2s_bench", "run", str(suite), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the child starts with Ctrl-C at its default: an ignored SIGINT is inherited across exec, and another
+    # test in this xdist worker (a cluster engine started in-process) may have left it ignored
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
         time.sleep(0.05)
