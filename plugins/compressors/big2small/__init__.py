@@ -38,8 +38,6 @@ SPEC = CompressorSpec(
 )
 
 
-
-
 def _write_claims(ctx: ReportContext) -> list[Path]:
     from .claims import write_claims  # pandas loads only when a report is written
 
