@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import ratedistortion as rd
 from .compressed import Compressed
 from .sizes import SizeReport
 from .sources import LoadedData, LoadedModel
@@ -169,6 +170,29 @@ class Evaluation:
             if key in original and tuple(original[key].shape) == tuple(decoded[key].shape):
                 pairs.append((key, original[key].detach().float().cpu(), decoded[key].float().cpu()))
         return pairs
+
+    def limits(self) -> dict[str, Any]:
+        """The code against the rate–distortion limits (:mod:`b2s_bench.ratedistortion`), once per cell.
+
+        Fills ``details["rate_distortion"]`` (``{"tensors": {key: {numel, bits, rate, variance, mse,
+        gaussian_bound_mse, ecsq_mse, gap_db, gap_ecsq_db}}, "model": {rate, mse, energy,
+        variance_ratio, bound_mse, ecsq_mse, gap_db, below_limit}}``) and ``details["weight_structure"]``
+        (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}`` of the original
+        tensors), and returns the former; reports read both keys (a contract: keep them).
+
+        Raises:
+            NotApplicable: no tensor was replaced with its shape kept (distillation, structured pruning).
+        """
+        if "rate_distortion" in self.details:
+            return self.details["rate_distortion"]
+        pairs = self.weight_pairs
+        if not pairs:
+            raise NotApplicable("no tensor was replaced with its shape kept (e.g. distillation or structured pruning)")
+        per = {key: rd.tensor_limits(w, wh, self.compressed.codes[key].bits().total) for key, w, wh in pairs}
+        model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
+        self.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
+        self.details["weight_structure"] = {key: rd.weight_structure(w) for key, w, _ in pairs}
+        return self.details["rate_distortion"]
 
     def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:
         return {k: fn(w, w_hat) for k, w, w_hat in self.weight_pairs}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from torch import nn
 
 from b2s_bench import Compressed, Context, Evaluation, NotApplicable, StoredTensorCode, build_config
@@ -148,3 +152,35 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
     with pytest.raises(NotApplicable):
         plugins.metrics.get("weight_rd_gap_db").compute(weight_eval(lambda m: {}))
 
+
+
+@pytest.mark.parametrize("weight_limits", [True, False])
+def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_metrics(
+        write_suite: Callable[..., Path], tmp_path: Path, weight_limits: bool) -> None:
+    suite = write_suite(f"""
+        suite: limits
+        models: [{{name: tiny:cnn}}]
+        dataset: {{name: random, n: 16}}
+        compressors:
+          - {{name: quantize, bits: 4}}
+          - {{name: prune, sparsity: 0.5}}
+        metrics: [agreement, bits, ratio]
+        runtime: {{save_artifacts: false, weight_limits: {str(weight_limits).lower()}}}
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", "inline") == 0
+    recs = {r["label"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert set(recs) == {"dense", "quantize(bits=4)", "prune(sparsity=0.5)"}
+    assert "rate_distortion" not in recs["dense"]["details"]  # nothing replaced, nothing to measure
+    for label in ("quantize(bits=4)", "prune(sparsity=0.5)"):
+        details = recs[label]["details"]
+        if not weight_limits:
+            assert "rate_distortion" not in details and "weight_structure" not in details
+            continue
+        tensors = details["rate_distortion"]["tensors"]
+        assert tensors and set(tensors) == set(details["weight_structure"])
+        model = details["rate_distortion"]["model"]
+        assert model["rate"] == pytest.approx(sum(t["bits"] for t in tensors.values())
+                                              / sum(t["numel"] for t in tensors.values()))
+        assert math.isfinite(model["gap_db"]) and model["below_limit"] is False
+        assert "weight_rd_gap_db" not in recs[label]["metrics"]  # a detail, not a column nobody asked for

@@ -11,16 +11,10 @@ neighbour autocorrelation, low-frequency share, effective rank) or its size is m
 quantizer (one step for all tensors) reaches on these very weights at the same total bits; lower is
 better, < 0 beats it.
 
-Both leave in ``ev.details`` (a contract the report reads; keep the keys):
-
-* ``rate_distortion``: ``{"tensors": {key: {numel, bits, rate, variance, mse, gaussian_bound_mse,
-  ecsq_mse, gap_db, gap_ecsq_db}}, "model": {rate, mse, energy, variance_ratio, bound_mse, ecsq_mse,
-  gap_db, below_limit}}`` (rate = counted bits / numel, energy = mean W², variance_ratio =
-  Σ n_t σ_t² / Σ ‖W_t‖²);
-* ``weight_structure``: ``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}``
-  of the original tensors.
-
-Neither is a default metric: suites that study the limits list them.
+Both read ``Evaluation.limits()`` (core), which leaves ``details["rate_distortion"]`` and
+``details["weight_structure"]`` in the record; the runner calls it for every cell that replaces
+weights unless ``runtime.weight_limits`` is false, so these metrics only put the model's gaps in the
+leaderboard's columns.
 """
 
 from __future__ import annotations
@@ -28,32 +22,18 @@ from __future__ import annotations
 from typing import Any
 
 import b2s_bench as b2s
-from b2s_bench import Evaluation, MetricSpec, NotApplicable
+from b2s_bench import Evaluation, MetricSpec
 from b2s_bench import ratedistortion as rd
 
-__all__ = ["limits", "METRICS"]
-
-
-def limits(ev: Evaluation) -> dict[str, Any]:
-    """Fill ``ev.details["rate_distortion"]`` and ``["weight_structure"]`` once per cell; return the former."""
-    if "rate_distortion" in ev.details:
-        return ev.details["rate_distortion"]
-    pairs = ev.weight_pairs
-    if not pairs:
-        raise NotApplicable("no tensor was replaced with its shape kept (e.g. distillation or structured pruning)")
-    per = {key: rd.tensor_limits(w, wh, ev.compressed.codes[key].bits().total) for key, w, wh in pairs}
-    model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
-    ev.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
-    ev.details["weight_structure"] = {key: rd.weight_structure(w) for key, w, _ in pairs}
-    return ev.details["rate_distortion"]
+__all__ = ["METRICS"]
 
 
 def rd_gap(ev: Evaluation) -> float:
-    return float(limits(ev)["model"]["gap_db"])
+    return float(ev.limits()["model"]["gap_db"])
 
 
 def ecsq_gap(ev: Evaluation) -> float:
-    model = limits(ev)["model"]
+    model = ev.limits()["model"]
     return rd.gap_db(model["mse"], model["ecsq_mse"])
 
 
