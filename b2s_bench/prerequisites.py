@@ -3,7 +3,7 @@
 ``validate`` lists it and ``run`` stops on it (exit 3, with the same advice) before it touches the
 network or the disk; with ``--keep-going`` a run computes only the cells that are ready. The checks
 are the model sources' and datasets' own ``problems``: cheap, offline, and without building a
-model. :func:`check_writable` tells whether a run folder can be made where ``--out`` points.
+model. :func:`check_writable` tells whether a folder (the run's ``--out``, the cache) can be made and written.
 """
 
 from __future__ import annotations
@@ -119,8 +119,11 @@ def check_cells(suite: Suite, plugins: Plugins, cells: Iterable[Cell]) -> Prereq
                          problems)
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
-    """Check that a run folder can be made (or written) at ``path``; nothing is left behind.
+def check_writable(path: str | os.PathLike[str], what: str = "the run folder", fix: str = "choose another --out") -> None:
+    """Check that a folder can be made (or written) at ``path``; nothing is left behind.
+
+    ``what`` names the folder and ``fix`` says how to point elsewhere (``run`` checks its ``--out``
+    and the cache, ``$B2S_BENCH_CACHE``).
 
     Raises:
         UserError: naming the path, why it cannot be written and what to do.
@@ -129,17 +132,16 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     target = wanted
     while not target.exists():  # the nearest existing folder is where mkdir(parents=True) starts
         if os.path.lexists(target):
-            raise UserError(f"cannot make the run folder {wanted}: {target} is a broken link; remove it or choose "
-                            "another --out")
+            raise UserError(f"cannot make {what} {wanted}: {target} is a broken link; remove it or {fix}")
         if target.parent == target:
             break
         target = target.parent
     if not target.is_dir():
-        raise UserError(f"cannot make the run folder {wanted}: {target} is a file, not a folder; choose another --out")
+        raise UserError(f"cannot make {what} {wanted}: {target} is a file, not a folder; {fix}")
     try:
         fd, probe = tempfile.mkstemp(dir=target, prefix=".b2s-bench-write-check-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UserError(f"cannot write the run folder {wanted}: {target} is not writable ({e.strerror or e}); choose "
-                        f"another --out, or make it writable (`ls -ld {target}` shows its owner and mode)") from None
+        raise UserError(f"cannot write {what} {wanted}: {target} is not writable ({e.strerror or e}); {fix}, "
+                        f"or make it writable (`ls -ld {target}` shows its owner and mode)") from None

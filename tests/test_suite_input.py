@@ -259,6 +259,18 @@ def test_check_writable_refuses_a_folder_it_cannot_write(tmp_path: Path, monkeyp
     assert "choose another --out" in str(err.value)
 
 
+def test_run_refuses_a_cache_that_is_a_file_before_it_starts(tiny_suite: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
+    assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert f"cannot make the cache folder {tmp_path / 'cache'}: {tmp_path / 'cache'} is a file, not a folder" in err
+    assert "set $B2S_BENCH_CACHE to a folder you can write" in err
+    assert not (tmp_path / "run").exists()  # no cell ran, nothing was written
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
 def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
     locked = tmp_path / "locked"

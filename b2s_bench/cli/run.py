@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..cells import expand, select
 from ..errors import UserError
+from ..paths import cache_dir
 from ..plugins import Plugins
 from ..prerequisites import check_cells, check_writable
 from ..runner import Runner, RunOptions, RunSummary, resolve_device
@@ -118,6 +119,7 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     suite = load_suite(args.suite, plugins)
     out = args.out or RUNS / suite.name
     check_writable(out)
+    check_writable(cache_dir(), "the cache folder", "set $B2S_BENCH_CACHE to a folder you can write")
     skip = ready_models(args, plugins, suite)
     runner = Runner(suite, plugins, options_from(args, out, skip))
     todo, done = runner.pending()
