@@ -9,7 +9,8 @@ Gaussian limit either exploited structure (check :func:`weight_structure`: autoc
 large low-frequency share, a small effective rank) or its size is miscounted. Trained weights
 measured here are close to i.i.d. (neighbour autocorrelations 0.00–0.14), so for them the limit is
 close to what is achievable. Rates near 32 bits (fp32 storage) make the continuous bound
-meaningless: the weights are themselves 32-bit values and a raw copy has zero error.
+meaningless: the weights are themselves 32-bit values and a raw copy has zero error, so
+:func:`below_limit` never flags a code at :data:`SOURCE_BITS` bits per weight or more.
 
 **Model level.** Tensors of different variances are treated as independent Gaussian sources; the
 bound at the model's total bits is reverse water-filling over them (D_t = min(θ, σ_t²), the rates
@@ -39,9 +40,11 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "LOW_FREQ_FRACTION", "gaussian_bound", "waterfill_bound", "gap_db", "ecsq",
-           "ecsq_shared", "empirical_entropy", "TensorLimits", "tensor_limits", "model_limits", "weight_structure",
-           "neighbour_autocorr", "low_frequency_energy", "effective_rank", "as_matrix"]
+from .belowlimit import SOURCE_BITS, below_limit
+
+__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "LOW_FREQ_FRACTION", "SOURCE_BITS", "below_limit", "gaussian_bound",
+           "waterfill_bound", "gap_db", "ecsq", "ecsq_shared", "empirical_entropy", "TensorLimits", "tensor_limits",
+           "model_limits", "weight_structure", "neighbour_autocorr", "low_frequency_energy", "effective_rank", "as_matrix"]
 
 #: dB by which an entropy-coded uniform quantizer sits above D(R) at high rate: 10·log10(πe/6)
 ECSQ_HIGH_RATE_GAP_DB = 10 * math.log10(math.pi * math.e / 6)
@@ -197,7 +200,7 @@ def tensor_limits(original: torch.Tensor, decoded: torch.Tensor, bits: int) -> T
 
 def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimits]) -> dict[str, float | bool]:
     """The coded tensors together: rate, mse and energy per weight, Σ n_t σ_t² / Σ ‖W_t‖², the
-    water-filling Gaussian bound and shared-step ECSQ at the total bits, the gap and whether it is < 0."""
+    water-filling Gaussian bound and shared-step ECSQ at the total bits, the gap and :func:`below_limit`."""
     n = sum(t.numel for t in limits)
     if n == 0:
         return {"rate": math.nan, "mse": math.nan, "energy": math.nan, "variance_ratio": math.nan,
@@ -210,7 +213,7 @@ def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimit
     return {"rate": bits / n, "mse": mse, "energy": sq / n,
             "variance_ratio": sum(t.variance * t.numel for t in limits) / sq if sq > 0 else math.nan,
             "bound_mse": bound, "ecsq_mse": ecsq_shared(originals, bits), "gap_db": gap,
-            "below_limit": bool(gap < 0)}
+            "below_limit": below_limit(gap, bits / n)}
 
 
 # -- structure ----------------------------------------------------------------------------------------

@@ -113,8 +113,19 @@ def speedup(suite: str, folder: Path) -> None:
               f"peak RSS {manifest.get('peak_rss_mb')} MB")
         if proc.returncode:
             print(proc.stderr[-2000:])
+        if workers == 1:
+            times = cell_times(out)
+            total, (longest, label) = sum(t for t, _ in times), max(times)
+            print(f"[speedup] {len(times)} cells, {total:.1f} s of cell time at one worker; the longest, {label}, "
+                  f"{longest:.1f} s: two workers can at best reach {total / max(longest, total / 2):.2f}x")
     print(f"[speedup] --workers 2 over --workers 1: {walls[1] / walls[2]:.2f}x (target close to 2 on cells that "
-          "do not share threads)")
+          "do not share threads; a suite's longest cell bounds it, see above)")
+
+
+def cell_times(out: Path) -> list[tuple[float, str]]:
+    """(seconds, label) of every cell a run computed, from its records."""
+    recs = (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+    return [(float(r["timings"].get("total", 0.0)), f"{r['model']['name']} {r['label']}") for r in recs]
 
 
 def main() -> None:

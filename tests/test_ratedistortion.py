@@ -149,6 +149,10 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
     # an exact copy has no error: -inf dB, below any limit
     exact = weight_eval(lambda m: {"a.weight": StoredTensorCode(m.a.weight.detach().clone())})
     assert plugins.metrics.get("weight_rd_gap_db").compute(exact) == -math.inf
+    # ... yet not an alarm: at 32 bits per weight a raw fp32 copy is exact (identity cells)
+    assert exact.details["rate_distortion"]["model"]["below_limit"] is False
+    assert rd.below_limit(-math.inf, 32.0) is False and rd.below_limit(-0.1, 31.9) is True
+    assert rd.below_limit(math.nan, 4.0) is False and rd.below_limit(0.0, 4.0) is False
     with pytest.raises(NotApplicable):
         plugins.metrics.get("weight_rd_gap_db").compute(weight_eval(lambda m: {}))
 

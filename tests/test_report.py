@@ -256,10 +256,13 @@ def test_below_the_gaussian_limit_is_flagged_with_a_note(tmp_path: Path) -> None
         # the record's own verdict wins over the recomputed one
         make_record("svd(energy=0.9)", "lowrank", bits=900_000, values={"top1": 70.0},
                     details=rd_details(4.0, 0.01, below=True)),
+        # ... except at 32 bits per weight, where a raw fp32 copy is exact: an identity cell, even one
+        # whose record (made before that rule) flags itself
+        make_record("identity quantize(bits=32)", values={"top1": 90.0}, details=rd_details(32.0, 0.0, below=True)),
     ])
     table = _table(folder).set_index("method")
     assert table["note"].to_dict() == {"dense": "", "lowrank(rank=4)": BELOW_LIMIT, "quantize(bits=4)": "",
-                                       "svd(energy=0.9)": BELOW_LIMIT}
+                                       "svd(energy=0.9)": BELOW_LIMIT, "identity quantize(bits=32)": ""}
     assert run_cli("report", str(folder)) == 0
     text = (folder / "leaderboard.md").read_text()
     assert "structured (correlated or low rank)" in text and "miscounted" in text
