@@ -142,7 +142,7 @@ def main() -> None:
         overhead(folder, args.cells)
         resume(folder, args.cells)
         if not args.skip_speedup:
-            speedup(args.speedup or str(suite_file(folder, "busy", 8, work=15_000_000)), folder)
+            speedup(args.speedup or str(suite_file(folder, "busy", 8, work=150_000_000)), folder)
 
 
 if __name__ == "__main__":
