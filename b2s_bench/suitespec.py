@@ -86,7 +86,7 @@ class RuntimeSettings:
         save_artifacts: write each cell's artifact (and record its bytes on disk).
         weight_limits: record ``details.rate_distortion`` and ``details.weight_structure`` (the code
             against the rate–distortion limits, and what the weights offer beyond i.i.d.) for every
-            cell that replaces weights; about 8 s a cell for EfficientNet-Lite0 and 40 s for
+            cell that replaces weights; about 8 s a cell for EfficientNet-Lite0 and 37 s for
             ResNet-50 on a 2-core CPU, so ``false`` skips it where that matters. Metrics that need
             it (``weight_rd_gap_db``, ``weight_ecsq_gap_db``) compute it either way.
         threads: torch CPU threads (default: torch's own).

@@ -157,7 +157,6 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
         plugins.metrics.get("weight_rd_gap_db").compute(weight_eval(lambda m: {}))
 
 
-
 @pytest.mark.parametrize("weight_limits", [True, False])
 def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_metrics(
         write_suite: Callable[..., Path], tmp_path: Path, weight_limits: bool) -> None:
