@@ -295,3 +295,10 @@ def test_report_primary_must_be_a_metric_of_the_suite(write_suite, plugins) -> N
         """)
     with pytest.raises(SuiteError, match="report.primary: primary must be one of the suite's metrics"):
         load_suite(path, plugins)
+
+
+def test_a_claim_timeout_under_three_heartbeats_is_refused(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(write_suite(BASE + "runtime:\n  batch_size: 8\n  claim_timeout: 2\n"), capsys)
+    assert "suite.yaml:8 runtime.claim_timeout: claim_timeout must be at least 15 seconds (3 heartbeats" in err
+    assert "got 2" in err
+    assert run_cli("validate", str(write_suite(BASE + "runtime: {claim_timeout: 15}\n", name="ok.yaml"))) == 0
