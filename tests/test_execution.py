@@ -1,4 +1,5 @@
-"""Execution: isolated worker processes with timeouts, runs sharing a folder, and claims taken over."""
+"""Execution: isolated worker processes with timeouts, runs sharing a folder, and claims taken over (a dead
+owner's) or never (a live one's on this host)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Untrusted suite input is refused cleanly: exit 2, the file (and key) named, no traceback, in bounded
 time and memory. Binary and non-UTF-8 files, alias bombs, deep nesting, duplicate keys, grids past
-``runtime.max_cells``, suite names that would escape the results folder, and run folders that cannot
-be written."""
+``runtime.max_cells``, suite names that would escape the results folder, run folders that cannot
+be written, a ``claim_timeout`` under three heartbeats, an include that is not a mapping, an unknown
+model of a known source, an unregistered weights package and a ``weights:`` file that is not a checkpoint."""
 
 from __future__ import annotations
 
