@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "suggest"]
+__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "SuiteMistake", "suggest"]
 
 
 class UserError(Exception):
@@ -17,6 +17,22 @@ class MissingPrerequisite(UserError):
     """Something a run needs is not on this machine (data, weights, a package); the message says what
     to download, install or set. The CLI exits with 3, apart from suite errors (2).
     :func:`b2s_bench.prerequisites.check_cells` finds these before a run starts."""
+
+
+class SuiteMistake(str):
+    """A problem a ``problems`` check (of a model source or a dataset) returns that is a mistake in the
+    suite, not something missing on this machine: an unknown model name, a weights package that is not
+    registered, a ``weights:`` file that is not a checkpoint. ``validate`` and ``run`` exit 2 on it, not 3,
+    since nothing installed or downloaded would fix it. ``key`` is the entry's key it is about
+    (``weights``), for the line the error points at; empty: the entry's ``name``.
+    """
+
+    key: str
+
+    def __new__(cls, message: str, key: str = "") -> SuiteMistake:
+        self = super().__new__(cls, message)
+        self.key = key
+        return self
 
 
 class ConfigError(UserError, ValueError):

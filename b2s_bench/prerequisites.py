@@ -1,7 +1,9 @@
 """What a run needs that this machine lacks, found before anything runs.
 
 ``validate`` lists it and ``run`` stops on it (exit 3, with the same advice) before it touches the
-network or the disk; with ``--keep-going`` a run computes only the cells that are ready. The checks
+network or the disk; with ``--keep-going`` a run computes only the cells that are ready. A problem
+that is a :class:`~b2s_bench.errors.SuiteMistake` (an unknown model, a file that is not a checkpoint)
+is the suite's fault instead: both stop on it with a suite error (exit 2), ``--keep-going`` or not. The checks
 are the model sources' and datasets' own ``problems``: cheap, offline, and without building a
 model. :func:`check_writable` tells whether a folder (the run's ``--out``, the cache) can be made and written.
 """
@@ -15,7 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingPrerequisite, UserError
+from .errors import MissingPrerequisite, SuiteError, SuiteMistake, UserError
+from .yamlsource import PathKey, key_path
 
 if TYPE_CHECKING:
     from .cells import Cell
@@ -33,12 +36,16 @@ class Problem:
         model: the model's label.
         message: what is missing and how to get it (install, download, set).
         file, line: the suite entry it comes from (the model's name, or its dataset).
+        key: the key path there (``models[1].weights``).
+        mistake: a mistake in the suite (a :class:`SuiteMistake`), not something missing here.
     """
 
     model: str
     message: str
     file: str
     line: int | None = None
+    key: str = ""
+    mistake: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}{f':{self.line}' if self.line else ''} {self.model}: {self.message}"
@@ -70,8 +77,19 @@ class Prerequisites:
             out.setdefault(p.model, []).append(p.message)
         return out
 
-    def error(self) -> MissingPrerequisite:
-        """The error ``run`` stops with (exit 3): which cells cannot run, and what each model needs."""
+    @property
+    def mistakes(self) -> list[Problem]:
+        """The problems that are mistakes in the suite (exit 2): no install or download fixes them."""
+        return [p for p in self.problems if p.mistake]
+
+    def error(self) -> UserError:
+        """The error ``run`` and ``validate`` stop with: a :class:`SuiteError` (exit 2) at the first mistake in
+        the suite, listing the others; else a :class:`MissingPrerequisite` (exit 3) with which cells cannot run
+        and what each model needs."""
+        if self.mistakes:
+            first, *others = self.mistakes
+            more = "".join(f"\n  also {p.file}{f':{p.line}' if p.line else ''} {p.key}: {p.message}" for p in others)
+            return SuiteError(first.message + more, first.file, first.line, first.key)
         total = len(self.ready) + len(self.blocked)
         lines = "\n".join(f"  {p}" for p in self.problems)
         return MissingPrerequisite(f"{len(self.blocked)} of {total} cells need what is missing here:\n{lines}")
@@ -84,19 +102,26 @@ def _ask(check: Callable[[Any], Iterable[str]], what: Any, owner: str) -> list[s
         return [f"{owner}'s check failed: {type(e).__name__}: {e}"]
 
 
+def _problem(suite: Suite, label: str, message: str, entry: PathKey, default_key: str = "") -> Problem:
+    """A problem located at its suite entry (its ``default_key``), or at the key a :class:`SuiteMistake` names."""
+    key = (message.key if isinstance(message, SuiteMistake) else "") or default_key
+    path = (*entry, key) if key else tuple(entry)
+    file, line = suite.source.where(path)
+    return Problem(label, str(message), file, line, key_path(path), isinstance(message, SuiteMistake))
+
+
 def _of_model(suite: Suite, plugins: Plugins, model: ModelEntry) -> list[Problem]:
     found = []
     source = plugins.models.get(model.request.source)
     if source.problems:
-        file, line = suite.source.where((*model.path, "name"))
-        found += [Problem(model.label, m, file, line)
+        found += [_problem(suite, model.label, m, model.path, "name")
                   for m in _ask(source.problems, model.request, f"model source {model.request.source!r}")]
     dataset = model.dataset or suite.dataset
     if dataset is not None:
         spec = plugins.datasets.get(dataset.name)
         if spec.problems:
-            file, line = suite.source.where((*model.path, "dataset") if model.dataset else ("dataset",))
-            found += [Problem(model.label, m, file, line)
+            entry = (*model.path, "dataset") if model.dataset else ("dataset",)
+            found += [_problem(suite, model.label, m, entry)
                       for m in _ask(spec.problems, dataset.config, f"dataset {dataset.name!r}")]
     return found
 

@@ -4,7 +4,7 @@ Layout of ``DIR`` (``runs/<suite>`` by default)::
 
     run.json              the suite's cells, the command, wall time and peak memory
     cells/<id>.json       one record per cell (written atomically)
-    claims/<id>.json      a cell being computed: who (host, pid, run) and since when; its mtime is the heartbeat
+    claims/<id>.json      a cell being computed: who (host, pid and its start, run) and since when; its mtime is the heartbeat
     set-aside/            records that failed validation, moved here (never deleted) and recomputed
     artifacts/<id>/       each cell's compressed model (safetensors + manifest), when kept
     cache/reference/      dense outputs per model and data, shared by every worker
@@ -26,11 +26,14 @@ from typing import Any
 
 from .records import Record, cell_path, host_name, load_json, record_problems, write_atomic, write_record
 
-__all__ = ["RunStore", "Claim", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS"]
+__all__ = ["RunStore", "Claim", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS", "MIN_CLAIM_TIMEOUT"]
 
 HEARTBEAT_SECONDS = 10.0
-#: a claim whose heartbeat is older than this is taken over (its owner is presumed dead)
+#: a claim from another host whose heartbeat is older than this is taken over (its owner is presumed dead)
 DEFAULT_CLAIM_TIMEOUT = 120.0
+#: the shortest ``runtime.claim_timeout``: three heartbeats (the runner refreshes its claims every
+#: ``HEARTBEAT_SECONDS / 2`` = 5 s), so one late beat of a busy machine never looks like a dead run
+MIN_CLAIM_TIMEOUT = 3 * HEARTBEAT_SECONDS / 2
 
 
 class Claim(dict):
@@ -53,6 +56,36 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of a process from /proc, or None where /proc does not tell."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # the command name, in parentheses, may hold spaces
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_start(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _owner_alive(pid: int, started: Any) -> bool:
+    """Whether the process ``pid`` of this host that wrote a claim still runs: not gone, not a zombie,
+    and (where the claim recorded it) started at the same tick, so a recycled pid is not taken for it."""
+    if not _pid_alive(pid):
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc (macOS): the pid's existence is all there is
+        return True
+    state, start = stat
+    return state not in ("Z", "X") and not (isinstance(started, int) and started != start)
 
 
 class RunStore:
@@ -129,8 +162,14 @@ class RunStore:
         return self.claims / f"{cell_id}.json"
 
     def claim(self, cell_id: str, stale_after: float = DEFAULT_CLAIM_TIMEOUT) -> bool:
-        """Claim a cell for this run: True when it is ours now. A claim whose heartbeat stopped more
-        than ``stale_after`` seconds ago is taken over; only one taker can win (atomic rename)."""
+        """Claim a cell for this run: True when it is ours now.
+
+        Another run's claim is taken over only when its owner is dead: on this host, when its process
+        is gone (at once, however fresh its heartbeat; and never while it lives, however old: a busy
+        machine can delay a beat, and a live run's cell must not run twice); from another host, whose
+        processes cannot be seen, when its heartbeat stopped more than ``stale_after`` seconds ago.
+        Only one taker can win (atomic rename).
+        """
         path = self._claim_path(cell_id)
         if self._create_claim(path):
             return True
@@ -139,7 +178,8 @@ class RunStore:
             return self._create_claim(path)
         if info.get("run") == self.run_id:
             return True
-        if info["age"] <= stale_after and not self._dead_on_this_host(info):
+        alive = self.owner_alive(info)
+        if alive or (alive is None and info["age"] <= stale_after):
             return False
         grave = path.with_name(f"{path.name}.{self.run_id}.stale")
         try:
@@ -147,12 +187,18 @@ class RunStore:
         except FileNotFoundError:
             return False
         grave.unlink(missing_ok=True)
-        self.warn(f"warning: taking over cell {cell_id} from {info.get('host')} pid {info.get('pid')} "
-                  f"(no heartbeat for {info['age']:.0f} s)")
+        why = "its process is gone" if alive is False else f"no heartbeat for {info['age']:.0f} s"
+        self.warn(f"warning: taking over cell {cell_id} from {info.get('host')} pid {info.get('pid')} ({why})")
         return self._create_claim(path)
 
-    def _dead_on_this_host(self, info: dict[str, Any]) -> bool:
-        return info.get("host") == _host() and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
+    @staticmethod
+    def owner_alive(info: dict[str, Any]) -> bool | None:
+        """Whether a claim's owner process still runs: True or False for a claim of this host, None for
+        one of another host (or one that names no pid), whose heartbeat alone tells."""
+        pid = info.get("pid")
+        if info.get("host") != _host() or not isinstance(pid, int) or isinstance(pid, bool):
+            return None
+        return _owner_alive(pid, info.get("pid_start"))
 
     def _create_claim(self, path: Path) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +207,8 @@ class RunStore:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
-            json.dump({"host": _host(), "pid": os.getpid(), "run": self.run_id, "started": _utc()}, f)
+            json.dump({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()), "run": self.run_id,
+                       "started": _utc()}, f)
         return True
 
     def claim_info(self, cell_id: str) -> Claim | None:

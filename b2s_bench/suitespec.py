@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import ConfigError, SuiteError
 from .sources import ModelRequest
+from .store import HEARTBEAT_SECONDS, MIN_CLAIM_TIMEOUT
 from .yamlsource import Located, PathKey, key_path
 
 __all__ = ["Suite", "ModelEntry", "DatasetEntry", "StageEntry", "CompressorEntry", "ReportSettings", "RuntimeSettings",
@@ -94,8 +95,9 @@ class RuntimeSettings:
             built (a stray 1000-value axis would otherwise take hours to notice).
         cell_timeout: seconds after which a cell is stopped and recorded "timed out" (default six
             hours; 0 for no limit; ``--cell-timeout`` wins).
-        claim_timeout: seconds without a heartbeat after which another run takes a claimed cell
-            over (its owner is presumed dead).
+        claim_timeout: seconds without a heartbeat after which a run on another host takes a claimed
+            cell over (its owner is presumed dead); at least 15 (three heartbeats). A claim of a live
+            process on the same host is never taken over, one of a dead process at once.
         slurm: settings of the Slurm executor (partition, time, gpus_per_node, mem_gb, jobs, ...).
     """
 
@@ -116,8 +118,11 @@ class RuntimeSettings:
     def __post_init__(self) -> None:
         if self.cell_timeout is not None and self.cell_timeout < 0:
             raise ConfigError(f"cell_timeout must be >= 0 seconds (0: no limit), got {self.cell_timeout}", "cell_timeout")
-        if self.claim_timeout is not None and self.claim_timeout <= 0:
-            raise ConfigError(f"claim_timeout must be > 0 seconds, got {self.claim_timeout}", "claim_timeout")
+        if self.claim_timeout is not None and self.claim_timeout < MIN_CLAIM_TIMEOUT:
+            beat = HEARTBEAT_SECONDS / 2
+            raise ConfigError(f"claim_timeout must be at least {MIN_CLAIM_TIMEOUT:g} seconds (3 heartbeats: a run "
+                              f"refreshes its claims every {beat:g} s, so a shorter timeout takes cells over from "
+                              f"runs that are alive), got {self.claim_timeout:g}", "claim_timeout")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
         if self.batch_size < 1:

@@ -237,12 +237,30 @@ def parse(text: str, shown: str) -> tuple[Any, dict[PathKey, int]]:
     return data, lines
 
 
-def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _files: list[Path] | None = None) -> Located:
+def _kind(value: Any) -> str:
+    """What a YAML document holds, in words."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
+
+
+def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _files: list[Path] | None = None,
+                 _via: tuple[str, int | None, str] | None = None) -> Located:
     """Load a suite file and its includes.
+
+    ``_via`` is where the ``include:`` entry that names this file is (file, line, key path), for errors
+    about the included file as a whole: the fix may be in either file.
 
     Raises:
         SuiteError: unreadable, oversized, binary or non-UTF-8 files, YAML syntax errors and limits (with
-            their line), duplicate keys, include cycles and too many included files.
+            their line), duplicate keys, include cycles, too many included files, and an included file
+            that is not a mapping (located at the include, naming both files).
     """
     p = Path(path).resolve()
     shown = _display(p)
@@ -256,11 +274,16 @@ def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _fi
     data, lines = parse(read_text(p, shown), shown)
     if data is None:
         data = {}
+    if not isinstance(data, dict) and _via is not None:
+        raise SuiteError(f"included file {shown} holds {_kind(data)}, not a mapping of suite keys; an included file "
+                         "gives keys this suite extends (dataset:, models:, compressors:, runtime:, ...): fix "
+                         f"{shown} or drop it from include:", *_via)
     if not isinstance(data, dict):
         raise SuiteError("a suite must be a YAML mapping of keys (suite:, models:, compressors:, ...)", shown, 1)
     own = Located(data, shown, lines)
     includes = data.get("include", [])
-    if isinstance(includes, str):
+    single = isinstance(includes, str)
+    if single:
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise own.error(("include",), "include must be a file name or a list of file names")
@@ -270,7 +293,8 @@ def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _fi
         inc_path = (p.parent / inc).resolve()
         if not inc_path.is_file():
             raise own.error(("include", i), f"included file {inc!r} not found (paths are relative to {shown})")
-        parent = load_located(inc_path, (*_seen, p), files)
+        at: PathKey = ("include",) if single else ("include", i)
+        parent = load_located(inc_path, (*_seen, p), files, (*own.where(at), key_path(at)))
         parents.append(parent)
         merged = _merge(merged, parent.data)
     merged = _merge(merged, {k: v for k, v in data.items() if k != "include"})

@@ -1,4 +1,5 @@
-"""Execution: isolated worker processes with timeouts, runs sharing a folder, and claims taken over."""
+"""Execution: isolated worker processes with timeouts, runs sharing a folder, and claims taken over (a dead
+owner's) or never (a live one's on this host)."""
 
 from __future__ import annotations
 
@@ -204,3 +205,82 @@ def test_cluster_executors_give_the_records_of_inline(tiny_suite: Path, tmp_path
         assert {k: got[cid][k] for k in known} == pytest.approx(known, rel=1e-6, abs=1e-9), cid
     pids = {json.loads(p.read_text())["environment"]["pid"] for p in (other / "cells").glob("*.json")}
     assert os.getpid() not in pids  # computed elsewhere
+
+
+# -- a live claim is never taken over ------------------------------------------------------------------------------
+DRIVER = """
+import sys
+from pathlib import Path
+from b2s_bench.plugins import load_plugins
+from b2s_bench.runner import Runner, RunOptions
+from b2s_bench.suite import load_suite
+
+plugins = load_plugins()
+suite = load_suite(sys.argv[1], plugins)
+# below the suite's 15 s minimum on purpose: the inline executor does not beat while a cell runs, so every
+# claim looks stale after 0.3 s, and only the live-owner rule keeps each cell to one run
+options = RunOptions(Path(sys.argv[2]), "cpu", progress=False, executor="inline", claim_timeout=0.3)
+sys.exit(Runner(suite, plugins, options).run().exit_code)
+"""
+
+
+def test_two_runs_never_take_each_other_s_live_claims(write_suite: Callable[..., Path], misbehaving: Path,
+                                                      tmp_path: Path) -> None:
+    suite = _suite_of(6, write_suite, seconds=1.5)
+    out = tmp_path / "run"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    runs = [subprocess.Popen([sys.executable, str(driver), str(suite), str(out)], env=dict(os.environ),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], results
+    assert not any("taking over cell" in err for _, err in results), results
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 6  # every cell computed exactly once
+    assert len({json.loads(p.read_text())["environment"]["pid"] for p in (out / "cells").glob("*.json")}) == 2
+
+
+def _foreign_claim(store: RunStore, cell_id: str, age: float, **who: object) -> None:
+    """A claim file written by someone else (``who``: host, pid, pid_start), its heartbeat ``age`` seconds old."""
+    path = store.claims / f"{cell_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run": "someone-else", "started": "2026-01-01T00:00:00+00:00", **who}))
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+def test_takeover_rule_live_dead_zombie_recycled_and_remote_owners(tmp_path: Path) -> None:
+    from b2s_bench.records import host_name
+    from b2s_bench.store import _proc_stat, _process_start
+
+    here = host_name()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid is free
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and (_proc_stat(zombie.pid) or ("Z",))[0] != "Z":
+            time.sleep(0.05)  # exited but not waited for: a zombie
+        warnings: list[str] = []
+        store = RunStore(tmp_path / "run", run_id="me", warn=warnings.append)
+        _foreign_claim(store, "live-old", 3600, host=here, pid=live.pid, pid_start=_process_start(live.pid))
+        _foreign_claim(store, "live-no-start", 3600, host=here, pid=live.pid)  # a claim of an older version
+        _foreign_claim(store, "dead-fresh", 0, host=here, pid=dead.pid)
+        _foreign_claim(store, "zombie-fresh", 0, host=here, pid=zombie.pid)
+        _foreign_claim(store, "recycled-fresh", 0, host=here, pid=live.pid, pid_start=_process_start(live.pid) - 1)
+        _foreign_claim(store, "remote-fresh", 5, host="another-host", pid=live.pid)
+        _foreign_claim(store, "remote-old", 30, host="another-host", pid=live.pid)
+        taken = {cid for cid in ("live-old", "live-no-start", "dead-fresh", "zombie-fresh", "recycled-fresh",
+                                 "remote-fresh", "remote-old") if store.claim(cid, stale_after=15)}
+        assert taken == {"dead-fresh", "zombie-fresh", "recycled-fresh", "remote-old"}
+        assert all(store.claim_info(cid)["run"] == "me" for cid in taken)  # type: ignore[index]
+        assert store.claim_info("live-old")["run"] == "someone-else"  # type: ignore[index]
+        assert any("dead-fresh from " in w and "(its process is gone)" in w for w in warnings), warnings
+        assert any("remote-old from another-host" in w and "(no heartbeat for 30 s)" in w for w in warnings), warnings
+        mine = json.loads((store.claims / "dead-fresh.json").read_text())
+        assert mine["host"] == here and mine["pid"] == os.getpid() and mine["pid_start"] == _process_start(os.getpid())
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()

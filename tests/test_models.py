@@ -210,31 +210,44 @@ def test_unregistered_weight_packages_are_never_imported(plugins: Plugins, tmp_p
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"suite: s\nmodels: [{{name: timm:tf_efficientnet_lite0, weights: '{spec}'}}]\n"
                      "dataset: {name: random, n: 4}\ncompressors: [{name: prune, sparsity: 0.5}]\n")
-    assert run_cli("validate", str(suite)) == 3
-    assert f"unknown weights package {module!r}" in capsys.readouterr().err
+    assert run_cli("validate", str(suite)) == 2  # a mistake in the suite, not something to install
+    assert f"suite.yaml:2 models[0].weights: unknown weights package {module!r}" in capsys.readouterr().err
     assert not witness.exists() and top not in sys.modules
 
 
 def test_validate_marks_models_that_cannot_be_had(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = tmp_path / "suite.yaml"
     suite.write_text("suite: s\nbaseline: false\nmodels:\n"
-                     "  - tiny:cnn\n  - timm:resnet999\n  - torchvision:resnet999\n  - tiny:nothing\n  - zoo:nothing\n"
+                     "  - tiny:cnn\n"
                      "  - {name: timm:resnet18, pretrained: true}\n  - {name: torchvision:resnet18, pretrained: true}\n"
                      "compressors: [{name: prune, sparsity: 0.5}]\n")
     assert run_cli("validate", str(suite)) == 3  # missing here: exit 3, with what to do
     out, err = capsys.readouterr()
     status = {line.split("|")[2].strip(): line.split("|")[-2].strip() for line in out.splitlines() if ":" in line
               and line.startswith("| ")}
-    assert status == {"tiny:cnn": "ready", "timm:resnet999": "MISSING", "torchvision:resnet999": "MISSING",
-                      "tiny:nothing": "MISSING", "zoo:nothing": "MISSING", "timm:resnet18": "MISSING",
-                      "torchvision:resnet18": "MISSING"}
-    for fragment in ("timm:resnet999: unknown timm model 'resnet999'; did you mean",
-                     "torchvision:resnet999: unknown torchvision model 'resnet999'; did you mean",
-                     "tiny:nothing: unknown tiny model 'nothing'", "zoo:nothing: unknown zoo model 'nothing'",
-                     "timm:resnet18: pretrained weights of timm:resnet18 are not in the Hugging Face cache",
+    assert status == {"tiny:cnn": "ready", "timm:resnet18": "MISSING", "torchvision:resnet18": "MISSING"}
+    for fragment in ("timm:resnet18: pretrained weights of timm:resnet18 are not in the Hugging Face cache",
                      "torchvision:resnet18: pretrained weights of torchvision:resnet18"):
         assert fragment in err, err
     assert "error:" not in err
+
+
+def test_unknown_model_names_are_suite_errors_each_on_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("suite: s\nbaseline: false\nmodels:\n"
+                     "  - tiny:cnn\n  - timm:resnet999\n  - torchvision:resnet999\n  - tiny:nothing\n  - zoo:nothing\n"
+                     "  - {name: timm:resnet18, pretrained: true}\n"
+                     "compressors: [{name: prune, sparsity: 0.5}]\n")
+    assert run_cli("validate", str(suite)) == 2  # no install fixes a name: the suite is broken
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "Traceback" not in err and out == ""
+    first, *others = err.splitlines()
+    assert "suite.yaml:5 models[1].name: unknown timm model 'resnet999'; did you mean" in first, err
+    for line, fragment in zip(others, ("suite.yaml:6 models[2].name: unknown torchvision model 'resnet999'; did you mean",
+                                       "suite.yaml:7 models[3].name: unknown tiny model 'nothing'",
+                                       "suite.yaml:8 models[4].name: unknown zoo model 'nothing'"), strict=True):
+        assert line.startswith("  also ") and fragment in line, err
+    assert "Hugging Face cache" not in err  # what is missing here is listed once the suite is right
 
 
 # -- EfficientNet-Lite1/2 from their pip packages ---------------------------------------------------------

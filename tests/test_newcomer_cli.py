@@ -29,7 +29,7 @@ TWO_MODELS = """
 suite: s
 models:
   - tiny:cnn
-  - zoo:nothing-like-this
+  - {name: tiny:mlp, weights: nowhere.pth}
 dataset: {name: random, n: 8}
 compressors:
   - {name: prune, sparsity: 0.5}
@@ -52,9 +52,9 @@ def test_validate_exits_3_when_something_is_missing_and_names_its_line(write_sui
     assert run_cli("validate", str(path)) == 3
     out, err = capsys.readouterr()
     assert "missing here (2 of 4 cells cannot run):" in err
-    assert "suite.yaml:4 zoo:nothing-like-this: unknown zoo model 'nothing-like-this'" in err
+    assert "suite.yaml:4 tiny:mlp: weights file '" in err and "nowhere.pth' not found; download it there" in err
     assert "Traceback" not in err and "| ready" in out and "| MISSING" in out
-    assert run_cli("validate", str(path), "-k", "tiny") == 0  # only the cells selected are checked
+    assert run_cli("validate", str(path), "-k", "cnn") == 0  # only the cells selected are checked
 
 
 def test_check_cells_splits_ready_from_blocked(write_suite: Write, plugins: Plugins) -> None:
@@ -62,17 +62,17 @@ def test_check_cells_splits_ready_from_blocked(write_suite: Write, plugins: Plug
     cells = expand(suite, plugins, "cpu")
     found = check_cells(suite, plugins, cells)
     assert [c.model.label for c in found.ready] == ["tiny:cnn", "tiny:cnn"]
-    assert [c.model.label for c in found.blocked] == ["zoo:nothing-like-this"] * 2
-    assert list(found.missing) == ["zoo:nothing-like-this"] and not found.ok
+    assert [c.model.label for c in found.blocked] == ["tiny:mlp"] * 2
+    assert list(found.missing) == ["tiny:mlp"] and not found.ok and not found.mistakes
     [problem] = found.problems
     assert problem.line == 4 and problem.file.endswith("suite.yaml")
     error = found.error()
     assert isinstance(error, MissingPrerequisite) and "2 of 4 cells need what is missing here" in str(error)
-    assert check_cells(suite, plugins, select(cells, "tiny")).ok
+    assert check_cells(suite, plugins, select(cells, "cnn")).ok
 
 
 def test_dataset_problems_point_at_the_dataset_entry(write_suite: Write, plugins: Plugins, tmp_path: Path) -> None:
-    text = TWO_MODELS.replace("  - zoo:nothing-like-this\n", f"  - name: tiny:mlp\n    dataset: {{name: fashion-mnist, "
+    text = TWO_MODELS.replace("  - {name: tiny:mlp, weights: nowhere.pth}\n", f"  - name: tiny:mlp\n    dataset: {{name: fashion-mnist, "
                                                              f"root: {tmp_path / 'nowhere'}}}\n")
     suite = load_suite(write_suite(text), plugins)
     [problem] = check_cells(suite, plugins, expand(suite, plugins, "cpu")).problems
@@ -87,7 +87,7 @@ def test_a_failing_check_is_a_problem_not_a_crash(write_suite: Write, plugins: P
         raise RuntimeError("boom")
 
     monkeypatch.setattr(plugins.models, "get", lambda name: dataclasses.replace(source, problems=broken))
-    suite = load_suite(write_suite(TWO_MODELS.replace("  - zoo:nothing-like-this\n", "")), plugins)
+    suite = load_suite(write_suite(TWO_MODELS.replace("  - {name: tiny:mlp, weights: nowhere.pth}\n", "")), plugins)
     [problem] = check_cells(suite, plugins, expand(suite, plugins, "cpu")).problems
     assert problem.message == "model source 'tiny''s check failed: RuntimeError: boom"
 

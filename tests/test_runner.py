@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import run_cli
 
 from b2s_bench import records
@@ -187,8 +188,9 @@ def test_a_model_that_cannot_load_fails_its_cells_only(write_suite: Callable[...
 
 
 def test_a_model_that_fails_to_build_fails_its_cells_only(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    bad = tmp_path / "garbage.pt"
-    bad.write_bytes(b"not a checkpoint")  # present, so no prerequisite is missing, but it cannot load
+    bad = tmp_path / "other.pt"
+    # a real checkpoint, so validation passes (a file that is not one is a suite error), but of another model
+    torch.save({"not_a_layer": torch.zeros(1)}, bad)
     suite = write_suite(f"""
         suite: two-models
         models:

@@ -1,7 +1,8 @@
 """Untrusted suite input is refused cleanly: exit 2, the file (and key) named, no traceback, in bounded
 time and memory. Binary and non-UTF-8 files, alias bombs, deep nesting, duplicate keys, grids past
-``runtime.max_cells``, suite names that would escape the results folder, and run folders that cannot
-be written."""
+``runtime.max_cells``, suite names that would escape the results folder, run folders that cannot
+be written, a ``claim_timeout`` under three heartbeats, an include that is not a mapping, an unknown
+model of a known source, an unregistered weights package and a ``weights:`` file that is not a checkpoint."""
 
 from __future__ import annotations
 
@@ -295,3 +296,114 @@ def test_report_primary_must_be_a_metric_of_the_suite(write_suite, plugins) -> N
         """)
     with pytest.raises(SuiteError, match="report.primary: primary must be one of the suite's metrics"):
         load_suite(path, plugins)
+
+
+def test_a_claim_timeout_under_three_heartbeats_is_refused(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(write_suite(BASE + "runtime:\n  batch_size: 8\n  claim_timeout: 2\n"), capsys)
+    assert "suite.yaml:8 runtime.claim_timeout: claim_timeout must be at least 15 seconds (3 heartbeats" in err
+    assert "got 2" in err
+    assert run_cli("validate", str(write_suite(BASE + "runtime: {claim_timeout: 15}\n", name="ok.yaml"))) == 0
+
+
+# -- mistakes that used to pass for missing prerequisites (exit 3) or crash the cells ----------------------------
+def test_an_included_file_that_is_not_a_mapping_names_both_files(write_suite: Write,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    write_suite("dataset: random\n", name="base.yaml")
+    write_suite("- tiny:cnn\n- tiny:mlp\n", name="models.yaml")
+    err = refused(write_suite("suite: s\ninclude:\n  - base.yaml\n  - models.yaml\n" + BASE.replace("suite: s\n", "")),
+                  capsys)
+    assert "suite.yaml:4 include[1]: included file " in err and "models.yaml holds a list, not a mapping of suite keys" in err
+    assert "or drop it from include:" in err
+    err = refused(write_suite("include: models.yaml\n" + BASE, name="short.yaml"), capsys)
+    assert "short.yaml:1 include: included file " in err and "models.yaml holds a list" in err
+
+
+def test_an_unknown_model_of_a_known_source_is_a_suite_error(write_suite: Write, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_suite(BASE.replace("tiny:cnn", "tiny:cnm"))
+    err = refused(path, capsys)
+    assert "suite.yaml:2 models[0].name: unknown tiny model 'cnm'; did you mean 'cnn'?" in err
+    assert run_cli("run", str(path), "--out", str(tmp_path / "run")) == 2  # and `run` stops before any cell
+    assert "unknown tiny model 'cnm'" in capsys.readouterr().err and not (tmp_path / "run" / "cells").exists()
+    assert run_cli("run", str(path), "--out", str(tmp_path / "run"), "--keep-going") == 2  # nothing to skip to
+
+
+def test_an_unregistered_weights_package_is_a_suite_error(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("timm")
+    path = write_suite(BASE.replace("[tiny:cnn]", "[{name: timm:tf_efficientnet_lite0, weights: 'package:lite0_weights'}]"))
+    err = refused(path, capsys)
+    assert "suite.yaml:2 models[0].weights: unknown weights package 'lite0_weights'" in err
+
+
+def _safetensors(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tiny_state(), str(path))
+    return path
+
+
+def tiny_state() -> dict[str, object]:
+    from b2s_bench.testing import tiny_model
+
+    return dict(tiny_model(0).state_dict())
+
+
+def _torch(path: Path, legacy: bool = False) -> Path:
+    import torch
+
+    torch.save(tiny_state(), path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def _zip_without_pickle(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not a checkpoint")
+    return path
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda d: d / "passwd", "is not a checkpoint: expected a PyTorch checkpoint (torch.save: a zip archive holding "
+                             "data.pkl, or a pickle) or a safetensors file named *.safetensors, but it starts with "
+                             "b'root:x:0:0:root:'; fix `weights:`"),
+    (lambda d: d / "empty.pth", "is not a checkpoint: expected a PyTorch checkpoint"),
+    (lambda d: _zip_without_pickle(d / "other.zip"), "is not a checkpoint: expected a PyTorch checkpoint"),
+    (lambda d: _safetensors(d / "model.pth"), "holds safetensors data, but only a name ending in .safetensors is read as "
+                                              "safetensors; rename it to model.safetensors"),
+    (lambda d: _torch(d / "model.safetensors"), "is a PyTorch checkpoint (torch.save), not safetensors; rename it to "
+                                                "model.pth"),
+], ids=["text", "empty", "zip", "safetensors-as-pth", "torch-as-safetensors"])
+def test_a_weights_file_that_is_not_a_checkpoint_is_refused_by_validate(
+        write_suite: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], Path],
+        expected: str) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    weights = make(tmp_path)
+    path = write_suite(BASE.replace("[tiny:cnn]", f"[{{name: tiny:cnn, weights: {weights}}}]"))
+    err = refused(path, capsys)
+    assert f"suite.yaml:2 models[0].weights: weights file {str(weights)!r} " in err and expected in err, err
+    assert run_cli("run", str(path), "--out", str(tmp_path / "run")) == 2  # no cell fails with an IndexError
+    assert not (tmp_path / "run" / "cells").exists()
+
+
+@pytest.mark.skipif(not os.path.isfile("/etc/passwd"), reason="no /etc/passwd here")
+def test_etc_passwd_as_weights_is_refused(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(write_suite(BASE.replace("[tiny:cnn]", "[{name: tiny:cnn, weights: /etc/passwd}]")), capsys)
+    assert "models[0].weights: weights file '/etc/passwd' is not a checkpoint" in err
+
+
+def test_real_checkpoints_pass_the_format_check_and_load(write_suite: Write, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from b2s_bench_plugins.sources.models import checkpoint_problem, load_checkpoint
+
+    files = [_torch(tmp_path / "zip.pth"), _torch(tmp_path / "legacy.pt", legacy=True),
+             _safetensors(tmp_path / "model.safetensors")]
+    for weights in files:
+        assert checkpoint_problem(str(weights)) is None, weights
+        assert sorted(load_checkpoint(str(weights))) == sorted(tiny_state())
+        assert run_cli("validate", str(write_suite(BASE.replace("[tiny:cnn]", f"[{{name: tiny:cnn, weights: {weights}}}]"),
+                                                   name=f"{weights.stem}.yaml"))) == 0
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(UserError, match="is not a checkpoint"):  # a file swapped after validate: the cell says why
+        load_checkpoint(str(tmp_path / "passwd"))

@@ -6,6 +6,6 @@ __all__ = ["OK", "CELLS_FAILED", "USAGE", "MISSING", "INTERRUPTED"]
 
 OK = 0  # every cell ok
 CELLS_FAILED = 1  # some cell failed; its record says why, and the others still ran
-USAGE = 2  # a usage or suite error, printed without a traceback
+USAGE = 2  # a usage or suite error (also an unknown model or a weights file that is not a checkpoint), no traceback
 MISSING = 3  # a prerequisite is missing here (data, weights, a package), with what to do
 INTERRUPTED = 130  # Ctrl-C: finished cells are kept, and the same command resumes

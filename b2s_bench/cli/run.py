@@ -91,7 +91,8 @@ def options_from(args: argparse.Namespace, out: Path, skip_models: tuple[str, ..
 
 def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tuple[str, ...]:
     """Check what the selected cells need before touching the network or the disk: data, weights,
-    packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready."""
+    packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready;
+    stop on a mistake in the suite (an unknown model, a file that is not a checkpoint: exit 2) either way."""
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)
     if args.download:
@@ -105,7 +106,7 @@ def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tu
     found = check_cells(suite, plugins, cells)
     if found.ok:
         return ()
-    if not args.keep_going:
+    if not args.keep_going or found.mistakes:  # a mistake in the suite is never skipped: it needs fixing (exit 2)
         raise found.error()
     for label, messages in found.missing.items():
         for message in messages:

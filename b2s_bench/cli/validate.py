@@ -1,8 +1,8 @@
 """``b2s-bench validate SUITE``: parse, resolve, expand and print the cells, without running.
 
-Exits 2 when the suite is broken, and 3 when something a cell needs is missing here (a weights
-file, a package, a dataset), with what to install or where to put it and the suite line it
-comes from.
+Exits 2 when the suite is broken (an unknown model of a known source and a ``weights:`` file that is
+not a checkpoint are too), and 3 when something a cell needs is missing here (a weights file, a
+package, a dataset), with what to install or where to put it and the suite line it comes from.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from . import exits
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a suite and list its cells without running",
                        description="Parse and check a suite, expand its grid, and print each cell with what it needs. "
-                                   "Exit 2: the suite is broken; exit 3: something a cell needs is missing here.")
+                                   "Exit 2: the suite is broken (a name, a value, a file of the wrong kind); "
+                                   "exit 3: something a cell needs is missing here.")
     p.add_argument("suite", nargs="?", default=None,
                    help="a suite file, or the name of a shipped suite (default: the embedded suite)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -36,6 +37,8 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)
     found = check_cells(suite, plugins, cells)
+    if found.mistakes:  # the suite is broken, like a load_suite error: no table of cells that cannot be right
+        raise found.error()
     missing = found.missing
     rows = []
     for c in cells:

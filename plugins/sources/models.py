@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import LoadedModel, ModelRequest, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
+from b2s_bench import LoadedModel, ModelRequest, SuiteMistake, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
 
 from . import package_weights
 from .catalog import OFFLINE, timm_catalog, torchvision_catalog
@@ -59,11 +59,71 @@ def _tiny_build(request: ModelRequest) -> LoadedModel:
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive holding data.pkl
+PICKLE_PROTOCOLS = (2, 3, 4, 5)  # torch.save's legacy format is a pickle stream: 0x80, then the protocol
+SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors format's own limit on its JSON header
+CHECKPOINT_KINDS = ("a PyTorch checkpoint (torch.save: a zip archive holding data.pkl, or a pickle) or a "
+                    "safetensors file named *.safetensors")
+
+
+def _checkpoint_kind(path: Path) -> str | None:
+    """"torch" or "safetensors" from a file's first bytes (a zip's listing, a safetensors JSON header), else
+    None. Nothing is unpickled: this only tells a checkpoint from a file of another kind."""
+    import json
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(ZIP_MAGIC):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    return "torch" if any(n.endswith("data.pkl") for n in archive.namelist()) else None
+            except (zipfile.BadZipFile, OSError):
+                return None
+        if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+            return "torch"
+        size = path.stat().st_size
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if 2 <= length <= min(size - 8, SAFETENSORS_MAX_HEADER):
+            try:
+                header = json.loads(f.read(length))
+            except ValueError:  # includes a header that is not UTF-8
+                return None
+            return "safetensors" if isinstance(header, dict) else None
+    return None
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why ``load_checkpoint`` could not read the existing file ``path`` (its kind, from the first bytes,
+    against what its name says), or None when it holds a checkpoint of the kind its name says."""
+    p = Path(path)
+    try:
+        kind = _checkpoint_kind(p)
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"weights file {path!r} cannot be read ({e.strerror or e}); fix `weights:` or the file's permissions"
+    wanted = "safetensors" if p.suffix == ".safetensors" else "torch"
+    if kind == wanted:
+        return None
+    if kind == "safetensors":
+        return (f"weights file {path!r} holds safetensors data, but only a name ending in .safetensors is read as "
+                f"safetensors; rename it to {p.with_suffix('.safetensors').name}")
+    if kind == "torch":
+        return (f"weights file {path!r} is a PyTorch checkpoint (torch.save), not safetensors; rename it to "
+                f"{p.with_suffix('.pth').name}")
+    found = "it is empty" if not head else f"it starts with {head!r}"
+    return f"weights file {path!r} is not a checkpoint: expected {CHECKPOINT_KINDS}, but {found}; fix `weights:`"
+
+
 def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     """A state_dict from a .pth/.pt (``weights_only=True``) or a .safetensors file."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights file {path!r} does not exist; check the `weights:` path in the suite")
+    problem = checkpoint_problem(path)
+    if problem:  # torch.load would fail with an error about its unpickler, not about the file
+        raise UserError(problem)
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -141,6 +201,9 @@ def _weights_problems(request: ModelRequest) -> list[str]:
         return package_weights.problems(request.weights, request.arch if request.source == "timm" else None)
     if request.weights and not os.path.isfile(request.weights):
         return [f"weights file {request.weights!r} not found; download it there or fix `weights:`"]
+    if request.weights:
+        problem = checkpoint_problem(request.weights)
+        return [SuiteMistake(problem, "weights")] if problem else []
     if request.pretrained:
         return _pretrained_problems(request)
     return []
@@ -151,7 +214,8 @@ def _pretrained_problems(request: ModelRequest) -> list[str]:
         return _timm_pretrained_problems(request.arch)
     if request.source == "torchvision":
         return _tv_pretrained_problems(request.arch)
-    return [f"{request.name} has no pretrained weights; drop `pretrained: true` or give `weights: PATH`"]
+    return [SuiteMistake(f"{request.name} has no pretrained weights; drop `pretrained: true` or give `weights: PATH`",
+                         "pretrained")]
 
 
 def _hub_cached(request: ModelRequest) -> bool:
@@ -207,7 +271,7 @@ def _timm_pretrained_problems(arch: str) -> list[str]:
     try:
         cfg_obj = timm.models.get_pretrained_cfg(arch)
     except RuntimeError as e:  # an unknown pretrained tag
-        return [f"timm:{arch}: {e} {_timm_tags_hint(arch)}"]
+        return [SuiteMistake(f"timm:{arch}: {e} {_timm_tags_hint(arch)}")]
     cfg = cfg_obj.to_dict() if cfg_obj is not None else {}
     hub_id, url, file = cfg.get("hf_hub_id"), cfg.get("url"), cfg.get("file")
     if cfg.get("state_dict") is not None:
@@ -237,7 +301,8 @@ def _timm_pretrained_problems(arch: str) -> list[str]:
     if hub_id:
         return [f"timm:{arch}'s pretrained weights come from the Hugging Face hub ({hub_id}) and need "
                 f"huggingface_hub: `pip install huggingface_hub`, then the internet or a filled cache; {OFFLINE_FIX}"]
-    return [f"timm has no pretrained weights for {arch}; drop `pretrained: true` (random init) or give `weights: PATH`"]
+    return [SuiteMistake(f"timm has no pretrained weights for {arch}; drop `pretrained: true` (random init) or give "
+                         "`weights: PATH`", "pretrained")]
 
 
 def _safe_alternatives(filename: str) -> list[str]:
@@ -265,7 +330,8 @@ def _tv_pretrained_problems(arch: str) -> list[str]:
     try:
         weights = torchvision.models.get_model_weights(arch).DEFAULT
     except Exception:
-        return [f"torchvision has no pretrained weights for {arch}; drop `pretrained: true` or give `weights: PATH`"]
+        return [SuiteMistake(f"torchvision has no pretrained weights for {arch}; drop `pretrained: true` or give "
+                             "`weights: PATH`", "pretrained")]
     path = torch_hub_checkpoints() / _url_file(weights.url)
     if path.is_file():
         return []
@@ -277,9 +343,9 @@ def _tv_pretrained_problems(arch: str) -> list[str]:
 # -- names ------------------------------------------------------------------------------------------------
 def _tiny_problems(request: ModelRequest) -> list[str]:
     if request.arch not in TINY:
-        return [str(UnknownNameError("tiny model", request.arch, TINY))]
+        return [SuiteMistake(str(UnknownNameError("tiny model", request.arch, TINY)))]
     if request.weights and request.weights.startswith("package:"):
-        return [f"tiny models load `weights:` from a file, not a package ({request.weights})"]
+        return [SuiteMistake(f"tiny models load `weights:` from a file, not a package ({request.weights})", "weights")]
     return _weights_problems(request)
 
 
@@ -301,14 +367,14 @@ def _timm_unknown(arch: str) -> UnknownNameError | None:
 def _timm_problems(request: ModelRequest) -> list[str]:
     unknown = _timm_unknown(request.arch)
     if unknown is not None:
-        return [str(unknown)]
+        return [SuiteMistake(str(unknown))]
     if "." in request.arch and not request.pretrained:  # timm checks the tag even without weights
         import timm.models
 
         try:
             timm.models.get_pretrained_cfg(request.arch)
         except RuntimeError as e:
-            return [f"timm:{request.arch}: {e} {_timm_tags_hint(request.arch)}"]
+            return [SuiteMistake(f"timm:{request.arch}: {e} {_timm_tags_hint(request.arch)}")]
     return _weights_problems(request)
 
 
@@ -321,7 +387,7 @@ def _tv_names() -> list[str]:
 def _tv_problems(request: ModelRequest) -> list[str]:
     names = _tv_names()
     if request.arch not in names:
-        return [str(UnknownNameError("torchvision model", request.arch, names))]
+        return [SuiteMistake(str(UnknownNameError("torchvision model", request.arch, names)))]
     return _weights_problems(request)
 
 

@@ -122,13 +122,14 @@ def fingerprint(spec: str) -> str:
 
 
 def problems(spec: str, arch: str | None = None) -> list[str]:
-    """What would stop ``load_into`` (an unknown or missing package, one for another architecture), unbuilt."""
+    """What would stop ``load_into``, unbuilt: an unregistered package or one for another architecture (mistakes
+    in the suite), or a registered package that is not installed (missing here)."""
     try:
         package = package_for(spec)
     except UserError as e:
-        return [str(e)]
+        return [b2s.SuiteMistake(str(e), "weights")]
     if arch is not None and package.arch != arch.split(".")[0]:
-        return [_wrong_arch(spec, package, arch)]
+        return [b2s.SuiteMistake(_wrong_arch(spec, package, arch), "weights")]
     try:
         checkpoint_file(spec)
     except UserError as e:

@@ -184,8 +184,8 @@ def _cached(recipe: Recipe) -> bool:
 def _problems(request: ModelRequest) -> list[str]:
     try:
         recipe = recipe_for(request)
-    except UserError as e:  # an unknown name or a bad option: a problem of this model, reported with the others
-        return [str(e)]
+    except UserError as e:  # an unknown name or a bad option: a mistake in the suite, reported with the others
+        return [b2s.SuiteMistake(str(e), "" if isinstance(e, UnknownNameError) else "options")]
     if _cached(recipe):
         return []
     from ..data.datasets import FMNIST_INSTALL, fmnist_root
