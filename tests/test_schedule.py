@@ -10,7 +10,7 @@ import b2s_bench as b2s
 from b2s_bench.cells import expand
 from b2s_bench.plugins import Plugins
 from b2s_bench.records import cell_path
-from b2s_bench.runner import RunOptions, Runner, expected_seconds, longest_first
+from b2s_bench.runner import Runner, RunOptions, expected_seconds, longest_first
 from b2s_bench.suite import load_suite
 
 SUITE = """
