@@ -99,8 +99,8 @@ def main() -> int:
             rows.append(f"limits' share (warm run): {share}; goal < 5 %")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{"| what":<41}| {'seconds':>11} | vs torch | goal       |")
-    print(f"|{"-" * 40}|{'-' * 13}|{'-' * 9}|{'-' * 12}|")
+    print(f"{'| what':<41}| {'seconds':>11} | vs torch | goal       |")
+    print(f"|{'-' * 40}|{'-' * 13}|{'-' * 9}|{'-' * 12}|")
     for row in rows:
         print(row)
     return 0
