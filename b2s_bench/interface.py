@@ -246,6 +246,9 @@ class CompressorSpec:
         uses_gpu: whether it benefits from a GPU (shown by ``validate``).
         quick: settings that make a run take seconds on a tiny model (used by the contract test
             ``b2s_bench.testing.check_compressor``), e.g. few fitting steps.
+        cost: ``cost(config) -> float``, a cell's expected time in units of one rounding pass over
+            the model (a fit of 5,000 steps might say 100). Only the order in which a run starts
+            its cells depends on it: the longest first, so that workers finish together.
     """
 
     name: str
@@ -260,6 +263,7 @@ class CompressorSpec:
     description: str = ""
     uses_gpu: bool = False
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    cost: Callable[[Any], float] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

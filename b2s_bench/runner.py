@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -31,11 +32,12 @@ from .cells import Cell, expand, select
 from .errors import UserError
 from .execution import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .plugins import Plugins
-from .records import Record
+from .records import CELLS, Record, load_json
 from .store import DEFAULT_CLAIM_TIMEOUT, HEARTBEAT_SECONDS, RunStore
 from .suite import Suite
 
-__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT"]
+__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT",
+           "longest_first", "expected_seconds"]
 
 #: A cell that runs longer than this is stopped and recorded "timed out" (``runtime.cell_timeout``,
 #: ``--cell-timeout``). Six hours fits a paper-scale INR fit on one GPU; raise it for longer cells.
@@ -203,6 +205,7 @@ class Runner:
         self.write_manifest(computing=bool(todo))
         if not todo:
             return RunSummary(self.options.out_dir, len(self.cells), 0, len(done), [], time.perf_counter() - start)
+        todo = longest_first(todo, self.store.root, self.plugins)
         executor = self.executor()
         dispatch = _Dispatch(self, executor, todo)
         worker.adopt(dispatch.plan, self.cell_runner, {c.id: c for c in self.all_cells})
@@ -239,6 +242,58 @@ class Runner:
         except Exception as e:
             self.log(f"warning: a b2s_after_cell hook failed on {cell.id}: {type(e).__name__}: {e}")
         return record  # type: ignore[return-value]
+
+
+#: How much longer than a rounding pass a cell of each family is expected to take, where the run folder
+#: has no timing of it yet: fitting families (INR fits, distillation) run for minutes, the rest for
+#: seconds. Only the order of cells depends on it, never a result. A compressor's own ``cost`` wins.
+FAMILY_COST = {"inr": 100.0, "distillation": 50.0, "ergodic": 5.0}
+
+
+def _sibling_key(cell: Cell) -> tuple[str, tuple[str, ...]]:
+    return cell.model.label, tuple(s.name for s in cell.stages)
+
+
+def expected_seconds(cells: list[Cell], out_dir: Path, plugins: Plugins) -> dict[str, float]:
+    """Each cell's expected run time: its own last timing in the run folder; else the median of the
+    cells there with the same model and method (other settings); else the compressor's cost estimate
+    (``CompressorSpec.cost``, or :data:`FAMILY_COST`), in units of the median measured second per
+    estimated unit (1 s where nothing was measured)."""
+    own: dict[str, float] = {}
+    siblings: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+    for path in sorted((out_dir / CELLS).glob("*.json")):  # only timings are read: any record will do
+        rec, _ = load_json(path)
+        if not isinstance(rec, dict) or not isinstance(rec.get("cell_id"), str):
+            continue
+        total = (rec.get("timings") or {}).get("total")
+        if not isinstance(total, (int, float)) or total <= 0:
+            continue
+        own[rec["cell_id"]] = float(total)
+        names = tuple(s.get("name", "") for s in (rec.get("compressor") or {}).get("pipeline", []))
+        siblings.setdefault(((rec.get("model") or {}).get("label", ""), names), []).append(float(total))
+
+    def estimate(cell: Cell) -> float:
+        units = 0.0
+        for stage in cell.stages:
+            spec = plugins.compressors.get(stage.name)
+            units += spec.cost(stage.config) if spec.cost is not None else FAMILY_COST.get(stage.family, 1.0)
+        return max(units, 1.0)  # the dense baseline: one evaluation pass
+
+    measured = {c.id: own[c.id] for c in cells if c.id in own}
+    for c in cells:
+        found = siblings.get(_sibling_key(c))
+        if c.id not in measured and found:
+            measured[c.id] = float(np.median(found))
+    per_unit = [measured[c.id] / estimate(c) for c in cells if c.id in measured]
+    unit = float(np.median(per_unit)) if per_unit else 1.0
+    return {c.id: measured.get(c.id, estimate(c) * unit) for c in cells}
+
+
+def longest_first(cells: list[Cell], out_dir: Path, plugins: Plugins) -> list[Cell]:
+    """The cells, longest expected first (ties keep suite order): with several workers the longest
+    cell no longer starts last and leaves the others idle at the end."""
+    seconds = expected_seconds(cells, out_dir, plugins)
+    return sorted(cells, key=lambda c: -seconds[c.id])
 
 
 def _stamp(record: Record | None) -> str | None:

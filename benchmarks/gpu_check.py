@@ -2,7 +2,8 @@
 
 1. fitting speed-up: all layers batched vs the naive per-layer loop, at the paper's settings (one INR
    evaluation per weight, full tensors every step, in 256 x 256 tiles and bounded chunks), on
-   EfficientNet-Lite0's large layers (``--layers`` of them, largest first);
+   ResNet-18's largest layers (``--fit-model``, random init: speed does not depend on the values;
+   or EfficientNet-Lite0's; ``--layers`` of them, largest first);
 2. one layer at the paper's 10,000 steps: weight PSNR, counted rate, and the gaps to the Gaussian
    rate-distortion limit and to an entropy-coded uniform quantizer at the same rate;
 3. on-the-fly inference: the Fashion-MNIST CNN deployed with its INR weight rebuilt on every forward
@@ -43,8 +44,15 @@ def lite0_weights() -> tuple[nn.Module, str]:
         return timm.create_model("tf_efficientnet_lite0", pretrained=False).eval(), "RANDOM weights (package missing)"
 
 
+def resnet18() -> tuple[nn.Module, str]:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval(), "random init"
+
+
 def fit_speedup(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> None:
-    model, source = lite0_weights()
+    model, source = resnet18() if args.fit_model == "resnet18" else lite0_weights()
     layers = common.largest_layers(model, args.layers)
     settings = {**(QUICK if args.quick else PAPER), "steps": args.fit_steps, "chunk": args.chunk,
                 "eval_every": args.fit_steps}
@@ -52,7 +60,8 @@ def fit_speedup(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> N
     for batched in (True, False):
         comp, _ = common.fit(layers, {**settings, "batched": batched}, args.device)
         speed[batched] = comp.info["steps_per_second"]
-    rows.append(("fit: batched vs naive", f"Lite0, {args.layers} largest layers ({source}), {args.fit_steps} steps, "
+    name = "ResNet-18" if args.fit_model == "resnet18" else "Lite0"
+    rows.append(("fit: batched vs naive", f"{name}, {args.layers} largest layers ({source}), {args.fit_steps} steps, "
                  f"block {settings['block']}", f"{speed[True]:.2f} vs {speed[False]:.2f} steps/s = "
                  f"{speed[True] / speed[False]:.2f}x"))
 
@@ -135,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny settings: a CPU smoke test of the script")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts, of {','.join(PARTS)}")
-    parser.add_argument("--layers", type=int, default=0, help="fit: Lite0's largest layers (0: 25, or 3 quick)")
+    parser.add_argument("--fit-model", choices=("resnet18", "lite0"), default="resnet18",
+                        help="fit: whose largest layers")
+    parser.add_argument("--layers", type=int, default=0, help="fit: the model's largest layers (0: 25, or 3 quick)")
     parser.add_argument("--fit-steps", type=int, default=0, help="fit: steps per mode (0: 30, or 3 quick)")
     parser.add_argument("--paper-steps", type=int, default=0, help="layer: steps (0: 10,000, or 100 quick)")
     parser.add_argument("--layer", default="conv_head.weight", help="layer: which Lite0 weight")
