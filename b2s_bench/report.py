@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -332,10 +333,14 @@ def methods(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
         return pd.DataFrame()
     ok = frame[frame["status"] == "ok"]
     keys = ["model", "dataset", "method"]
-    failed = frame[frame["status"] != "ok"].groupby(keys, dropna=False).size().to_dict()
-    rows = [{**_method_row(g, metas), "failed": int(failed.get(k, 0))}
-            for k, g in ok.groupby(keys, dropna=False, sort=True)]
+    failed = Counter(_key(k) for k in frame.loc[frame["status"] != "ok", keys].itertuples(index=False))
+    rows = [{**_method_row(g, metas), "failed": failed[_key(k)]} for k, g in ok.groupby(keys, dropna=False, sort=True)]
     return pd.DataFrame(rows)
+
+
+def _key(values: Any) -> tuple[Any, ...]:
+    """A group key with NaN as None (NaN never equals itself: a record without a dataset)."""
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
 
 
 def _shown(meta: MetricMeta, table: pd.DataFrame, primary: MetricMeta | None) -> tuple[bool, bool]:
@@ -439,6 +444,6 @@ def stats_note() -> str:
             "deviation across seeds. – : the records store no per-example outcomes. Verdicts follow one "
             "rule: the paired 95 % CI of the difference on the same examples decides (better only when it "
             "excludes 0, \"not significant\" exactly when it covers 0; McNemar's exact p is a secondary "
-            f"figure for one seed of independent examples); \"inconclusive\" when a method had failed cells "
-            f"or 2 to {stats.MIN_SEEDS - 1} seeds; \"both fail\" when each method's CI reaches down to "
+            "figure for one seed of independent examples); \"inconclusive\" when a method had failed cells "
+            f"or several seeds but fewer than {stats.MIN_SEEDS}; \"both fail\" when each method's CI reaches down to "
             "chance (100 / classes where recorded) or to 10 % of the dense model's value.")

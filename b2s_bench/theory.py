@@ -36,8 +36,8 @@ SECTION_NOTES = {
                 "One rule: the paired 95 % CI of Δ on the same examples (resampling clusters of examples "
                 "and each method's seeds) decides: \"better\" only where it excludes 0, \"not significant\" "
                 "where it covers 0; McNemar's exact p is a secondary figure (one seed each, independent "
-                "examples); \"inconclusive\" where a method had failed cells or 2 to "
-                f"{stats.MIN_SEEDS - 1} seeds; \"both fail\" where both are at chance level.",
+                "examples); \"inconclusive\" where a method had failed cells or several seeds but fewer "
+                f"than {stats.MIN_SEEDS}; \"both fail\" where both are at chance level.",
     RATE_DISTORTION: f"{BELOW_LIMIT}: the weight error is below D(R) = σ²/E · 2^(−2R), the least error an "
                      "i.i.d. Gaussian source of the same variance can have at R stored bits per weight. Real "
                      "weights can go below it only when they are structured (correlated or low rank) and the "

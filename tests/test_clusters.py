@@ -201,3 +201,16 @@ def test_claims_paired_interval_resamples_clusters() -> None:
     new = _clustered(make_record("big2small(bits=6)", values={"agreement": _views([True] * 8)}))
     result = _paired(base, new, "agreement")
     assert result is not None and result.diff == pytest.approx(25.0) and result.lo == 0.0
+
+
+def test_loaded_data_checks_its_cluster_ids() -> None:
+    from b2s_bench import LoadedData
+
+    def no_batches(batch_size: int) -> list[Any]:
+        return []
+
+    assert LoadedData(no_batches, 4, True, "d", clusters=np.array([0, 0, 1, 1])).clusters is not None
+    with pytest.raises(ValueError, match="one integer cluster id per example"):
+        LoadedData(no_batches, 4, True, "d", clusters=np.array([0, 1]))
+    with pytest.raises(ValueError, match="one integer cluster id per example"):
+        LoadedData(no_batches, 2, True, "d", clusters=np.array([0.0, 1.0]))
