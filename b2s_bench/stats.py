@@ -25,8 +25,9 @@ its own cluster (ImageNet, Fashion-MNIST). A method run with several fit seeds i
 replacement and, independently, the clusters with replacement, and takes the mean over the drawn
 seeds and the examples of the drawn clusters. A paired difference of two methods draws the *same*
 clusters for both (they were scored on the same examples) and each method's seeds on their own
-(seed s of one compressor has nothing in common with seed s of another). So a difference that
-changes sign from seed to seed is not significant, however many examples each seed has.
+(seed s of one compressor has nothing in common with seed s of another). So the spread between fits
+widens the interval however many examples each seed has: of 3 seeds, one whose difference has the
+other sign keeps 0 inside it (a resample draws it three times with probability 1/27 > 2.5 %).
 
 The verdict rule (:func:`verdict`), the only one reports use: **the 95 % interval decides**. A
 difference is significant only when its interval excludes the margin (0 unless a caller states
