@@ -227,7 +227,12 @@ class CellRunner:
                                num_classes=model.num_classes)
         data = self.dataset(cell, model)
         if data is not None:
-            record["dataset"] = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            info = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            if data.clusters is not None:  # reports resample these clusters, not single examples
+                from . import samples
+
+                info["clusters"] = samples.encode_clusters(data.clusters)
+            record["dataset"] = info
         t1 = time.perf_counter()
         seed_everything(cell.seed)
         compressed = self.compress(cell, model, data)

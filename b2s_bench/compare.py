@@ -5,8 +5,10 @@ Cells are matched by (model, dataset, method label); the seeds of a method are p
 ``new − base`` gets a 95 % interval:
 
 - **paired**, where both runs store per-example outcomes for the same examples (the same data
-  fingerprint and count): a paired bootstrap of the per-example differences (and McNemar's exact
-  p-value for right/wrong outcomes of one seed);
+  fingerprint and count): a paired bootstrap of the differences that resamples clusters of examples
+  where the records name them and each run's seeds (:func:`b2s_bench.stats.pooled_paired`), with
+  McNemar's exact p-value as a secondary figure for right/wrong outcomes of one seed on independent
+  examples;
 - **independent** bootstraps of each run's mean, where the examples differ;
 - **exact** for size metrics (stored bits are counted, not sampled);
 - none where the records store no per-example outcomes (the change alone is compared).
@@ -29,12 +31,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import stats
 from .errors import UserError
 from .records import write_atomic
 from .report import MetricMeta, load_frame, methods, sample_scale, stats_note
+from .theory import shared_clusters
 
 __all__ = ["Rule", "Change", "Comparison", "parse_rule", "compare_runs", "to_markdown", "to_json", "write_comparison",
            "terminal_text"]
@@ -123,17 +127,22 @@ def _interval(meta: MetricMeta, b: pd.Series, n: pd.Series, diff: float) -> tupl
     """(lo, hi, test, p) of new − base for one metric of one method."""
     if meta.kind == "size":
         return diff, diff, "exact", math.nan
-    xb, xn = b.get(f"samples:{meta.name}"), n.get(f"samples:{meta.name}")
+    xb, xn = b.get(f"runs:{meta.name}"), n.get(f"runs:{meta.name}")  # seeds x examples
     if xb is None or xn is None:
         return math.nan, math.nan, "–", math.nan
     scale = sample_scale(meta.unit)
-    same = xb.size == xn.size and b.get("data_fingerprint") == n.get("data_fingerprint")
-    if not same:
-        r = stats.independent_bootstrap(xb, xn, scale)
+    # clusters of examples (the views of one photo) and each run's seeds are resampled, not only
+    # examples (b2s_bench.stats); the interval alone decides, McNemar's p is shown only where its
+    # assumptions hold (one seed each, independent examples)
+    same, clusters = shared_clusters(b, n, meta.name)
+    if not (same and b.get("data_fingerprint") == n.get("data_fingerprint")):
+        cb, cn = b.get("clusters"), n.get("clusters")
+        r = stats.pooled_independent(xb, xn, cb if isinstance(cb, np.ndarray) else None,
+                                     cn if isinstance(cn, np.ndarray) else None, scale)
         return r.lo, r.hi, "independent", r.p
-    r = stats.paired_bootstrap(xb, xn, scale)
-    if xb.dtype == bool and xn.dtype == bool:
-        return r.lo, r.hi, "McNemar exact", stats.mcnemar_exact(xb, xn).p
+    r = stats.pooled_paired(xb, xn, clusters, scale)
+    if xb.shape[0] == 1 and xn.shape[0] == 1 and clusters is None and xb.dtype == bool and xn.dtype == bool:
+        return r.lo, r.hi, "McNemar exact", stats.mcnemar_exact(xb[0], xn[0]).p
     return r.lo, r.hi, "paired", r.p
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,23 @@ def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
     return out
 
 
+def _clusters(rec: Record, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The record's cluster ids (None: independent examples), one per example of every array.
+
+    Raises:
+        UserError: ids that are broken or not one per example (the record names the cell to rerun).
+    """
+    try:
+        ids = samples.clusters_of(rec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    bad = sorted(name for name, arr in arrays.items() if ids is not None and arr.size != ids.size)
+    if bad:
+        raise UserError(f"record {rec.get('cell_id')}: dataset.clusters holds {ids.size if ids is not None else 0} "
+                        f"ids, but {', '.join(bad)} has a different number of examples; rerun the cell")
+    return ids
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -126,8 +144,10 @@ def _row(rec: Record) -> dict[str, Any]:
     row["curve"] = curve if isinstance(curve, dict) else {}  # a fit's convergence curve (step, psnr, ...)
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
-    for name, arr in per_example_arrays(rec).items():
-        ci = stats.bootstrap_ci(arr, sample_scale(rec["metrics"][name].get("unit", "")))
+    arrays = per_example_arrays(rec)
+    row["clusters"] = _clusters(rec, arrays)
+    for name, arr in arrays.items():
+        ci = stats.bootstrap_ci(arr, sample_scale(rec["metrics"][name].get("unit", "")), clusters=row["clusters"])
         row[f"ci_lo:{name}"], row[f"ci_hi:{name}"] = ci.lo, ci.hi
     for name, label in (details.get("check_reference") or {}).items():
         row[f"reference:{name}"] = label
@@ -236,15 +256,25 @@ def _display_value(meta: MetricMeta, value: float) -> float:
     return value / BITS_PER_MB if shows_megabytes(meta) else value
 
 
-def _pooled(group: pd.DataFrame, name: str) -> np.ndarray | None:
-    """Per-example outcomes of a method: one seed's as stored, several seeds' averaged per example
-    (None unless every seed stores them for the same number of examples)."""
+def _pooled(group: pd.DataFrame, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-example outcomes of a method: (one seed's as stored, several seeds' averaged per example;
+    the seeds x examples array). (None, None) unless every seed stores them for the same examples."""
     if f"ci_lo:{name}" not in group or group[f"ci_lo:{name}"].isna().any():
-        return None
+        return None, None
     arrays = [samples.decode(pe[name]) for pe in group["per_example"]]
     if len({a.size for a in arrays}) != 1:
-        return None
-    return arrays[0] if len(arrays) == 1 else np.mean(np.stack(arrays).astype(np.float64), axis=0)
+        return None, None
+    runs = np.stack(arrays)
+    return (arrays[0] if len(arrays) == 1 else np.mean(runs.astype(np.float64), axis=0)), runs
+
+
+def _group_clusters(group: pd.DataFrame) -> tuple[bool, np.ndarray | None]:
+    """(whether the seeds agree on their clusters, those cluster ids or None for independent
+    examples). A seed whose record predates clusters takes the others' (same data, same views)."""
+    found = [c for c in (group["clusters"] if "clusters" in group else []) if isinstance(c, np.ndarray)]
+    if any(c.size != found[0].size or not np.array_equal(c, found[0]) for c in found[1:]):
+        return False, None
+    return True, (found[0] if found else None)
 
 
 def _mean(values: pd.Series) -> float:
@@ -260,15 +290,21 @@ def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, A
                data_fingerprint=fps.pop() if len(fps) == 1 else None,
                total_bits=_mean(group["total_bits"]), ratio_model=_mean(group["ratio_model"]),
                ratio_layers=_mean(group["ratio_layers"]))
+    agree, clusters = _group_clusters(group)
+    row["clusters"] = clusters
     for meta in metas:
         col = f"metric:{meta.name}"
         mean, std = stats.mean_std(group[col]) if col in group else (math.nan, math.nan)
-        arr = _pooled(group, meta.name)
+        arr, runs = _pooled(group, meta.name) if agree else (None, None)
+        if runs is not None and clusters is not None and runs.shape[1] != clusters.size:
+            arr = runs = None
         row[col], row[f"std:{meta.name}"], row[f"samples:{meta.name}"] = mean, std, arr
+        row[f"runs:{meta.name}"] = runs
         if arr is not None and len(group) == 1:
             row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = first[f"ci_lo:{meta.name}"], first[f"ci_hi:{meta.name}"]
-        elif arr is not None:
-            ci = stats.bootstrap_ci(arr, sample_scale(meta.unit))
+        elif runs is not None:
+            # several seeds: seeds and clusters resampled (two levels), not only examples
+            ci = stats.pooled_ci(runs, clusters, sample_scale(meta.unit))
             row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = ci.lo, ci.hi
         else:
             row[f"ci_lo:{meta.name}"] = row[f"ci_hi:{meta.name}"] = math.nan
@@ -284,17 +320,27 @@ def methods(frame: pd.DataFrame, metas: Sequence[MetricMeta]) -> pd.DataFrame:
     """One row per method of each (model, dataset): its ok cells pooled over seeds.
 
     Columns: model, dataset, method, family, track, compressors, identity, dense, seeds, cells,
-    data_fingerprint, num_classes, total_bits, ratio_model, ratio_layers (means), and per metric ``metric:NAME``
-    (mean across seeds), ``std:NAME`` (sample std across seeds, NaN for one seed), ``ci_lo:NAME``
-    and ``ci_hi:NAME`` (95 % bootstrap interval over examples: a single seed's own, or that of each
-    example's mean over seeds), ``samples:NAME`` (those per-example values, or None) and
-    ``reference:NAME`` (what a check compared against); ``rd_*`` rate-distortion facts.
+    failed (the method's cells that failed), data_fingerprint, num_classes, total_bits, ratio_model,
+    ratio_layers (means), clusters (each example's cluster id, or None for independent examples),
+    and per metric ``metric:NAME`` (mean across seeds), ``std:NAME`` (sample std across seeds, NaN
+    for one seed), ``ci_lo:NAME`` and ``ci_hi:NAME`` (95 % bootstrap interval resampling clusters
+    of examples and, with several seeds, the seeds: :func:`b2s_bench.stats.pooled_ci`),
+    ``samples:NAME`` (per-example values, averaged over seeds, or None), ``runs:NAME`` (seeds x
+    examples, or None) and ``reference:NAME`` (what a check compared against); ``rd_*``
+    rate-distortion facts.
     """
     if frame.empty or "status" not in frame:
         return pd.DataFrame()
     ok = frame[frame["status"] == "ok"]
-    rows = [_method_row(g, metas) for _, g in ok.groupby(["model", "dataset", "method"], dropna=False, sort=True)]
+    keys = ["model", "dataset", "method"]
+    failed = Counter(_key(k) for k in frame.loc[frame["status"] != "ok", keys].itertuples(index=False))
+    rows = [{**_method_row(g, metas), "failed": failed[_key(k)]} for k, g in ok.groupby(keys, dropna=False, sort=True)]
     return pd.DataFrame(rows)
+
+
+def _key(values: Any) -> tuple[Any, ...]:
+    """A group key with NaN as None (NaN never equals itself: a record without a dataset)."""
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
 
 
 def _shown(meta: MetricMeta, table: pd.DataFrame, primary: MetricMeta | None) -> tuple[bool, bool]:
@@ -392,10 +438,12 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
 
 def stats_note() -> str:
     """How the intervals and verdicts of every report are computed (printed with the tables)."""
-    return (f"95 % CI: percentile bootstrap over the evaluation examples ({stats.RESAMPLES} resamples, "
-            f"numpy seed {stats.SEED}); with several seeds, of each example's mean over the seeds, and "
-            "± is the standard deviation across seeds. – : the records store no per-example outcomes. "
-            "Equal-bits verdicts come from a paired test on the same examples at 5 %: McNemar's exact test "
-            "for right/wrong outcomes of one seed, else a paired bootstrap of the difference (better only "
-            "when its 95 % CI excludes 0); \"both fail\" when each method's CI reaches down to chance "
-            "(100 / classes where recorded) or to 10 % of the dense model's value.")
+    return (f"95 % CI: percentile bootstrap ({stats.RESAMPLES} resamples, numpy seed {stats.SEED}) that "
+            "resamples clusters of examples where the records name them (the views of one photo), else "
+            "examples; with several seeds, also the seeds (a two-level bootstrap), and ± is the standard "
+            "deviation across seeds. – : the records store no per-example outcomes. Verdicts follow one "
+            "rule: the paired 95 % CI of the difference on the same examples decides (better only when it "
+            "excludes 0, \"not significant\" exactly when it covers 0; McNemar's exact p is a secondary "
+            "figure for one seed of independent examples); \"inconclusive\" when a method had failed cells "
+            f"or several seeds but fewer than {stats.MIN_SEEDS}; \"both fail\" when each method's CI reaches down to "
+            "chance (100 / classes where recorded) or to 10 % of the dense model's value.")

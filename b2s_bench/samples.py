@@ -12,6 +12,12 @@ Encodings (each a dict with ``dtype``, ``n`` and base64 ``data``):
   magnitude in float16's normal range, or not finite), else ``float32``: a KL of 1e-9 stays exact;
 - ``int32``: integer outcomes (for example a rank).
 
+Examples that are not independent (the views of one photo) carry cluster ids: the runner stores
+``record["dataset"]["clusters"] = encode_clusters(data.clusters)`` (int32, one id per example, in
+the order of the per-example outcomes) and reports read them back with :func:`clusters_of`, so their
+intervals resample whole clusters (:mod:`b2s_bench.stats`). No ``clusters`` key: every example is
+its own cluster.
+
 Only numpy is needed here (no torch): reports and ``b2s-bench compare`` decode without it.
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["encode", "encode_all", "decode", "FLOAT16_MIN_NORMAL", "FLOAT16_MAX"]
+__all__ = ["encode", "encode_all", "decode", "encode_clusters", "clusters_of", "FLOAT16_MIN_NORMAL", "FLOAT16_MAX"]
 
 FLOAT16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-5: below it float16 loses relative precision
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -90,3 +96,37 @@ def decode(entry: Mapping[str, Any]) -> np.ndarray:
     if arr.size != n:
         raise ValueError(f"per-example {dtype} entry holds {arr.size} values, not {n}")
     return arr.astype(np.float32) if dtype == "float16" else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def encode_clusters(clusters: Any) -> dict[str, Any]:
+    """Cluster ids (one integer an example, e.g. the photo each view came from) as a record entry.
+
+    Raises:
+        ValueError: ids that are not integers in int32's range.
+    """
+    arr = _as_numpy(clusters)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"cluster ids must be integers (one per example), got {arr.dtype}")
+    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise ValueError("cluster ids must fit in int32; number the clusters 0, 1, 2, ...")
+    return encode(arr.astype(np.int32))
+
+
+def clusters_of(record: Mapping[str, Any]) -> np.ndarray | None:
+    """The cluster id of each evaluation example a record stores (``dataset.clusters``), or None
+    when it stores none (its examples are independent).
+
+    Raises:
+        ValueError: an entry that does not decode to integers (the record names the cell to rerun).
+    """
+    entry = (record.get("dataset") or {}).get("clusters")
+    if entry is None:
+        return None
+    try:
+        ids = decode(entry)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"record {record.get('cell_id')}: dataset.clusters is broken ({e}); rerun the cell") from None
+    if ids.dtype != np.int32:
+        raise ValueError(f"record {record.get('cell_id')}: dataset.clusters holds {ids.dtype}, not integer ids; "
+                         "rerun the cell")
+    return ids

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,6 +92,10 @@ class LoadedData:
             for an unlabeled set (scored by agreement with the dense model).
         calibration: ``calibration(n)`` returns up to n unlabeled inputs from a training split.
         training: iterates ``(inputs, labels)`` batches of a training split (one epoch).
+        clusters: one integer id per evaluation example, in ``eval_batches`` order, naming the group
+            of examples it is not independent of (the photo a view was cropped from, the image of a
+            pixel, the document of a token); intervals resample whole clusters. None when every
+            example is independent (ImageNet, Fashion-MNIST).
     """
 
     eval_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor | None]]]
@@ -100,6 +105,16 @@ class LoadedData:
     calibration: Callable[[int], torch.Tensor] | None = None
     training: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
     description: str = ""
+    clusters: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.clusters is None:
+            return
+        ids = np.asarray(self.clusters)
+        if ids.ndim != 1 or ids.size != self.num_examples or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"LoadedData.clusters of dataset {self.fingerprint!r}: need one integer cluster id per "
+                             f"example ({self.num_examples}), got {ids.dtype} of shape {ids.shape}; "
+                             "or None when the examples are independent")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@
   compared against (``details["check_reference"]``);
 - Pareto fronts: which methods are not beaten in both stored bits and the primary metric;
 - equal bits: every pair of different methods within a few percent of each other's stored bits,
-  with a verdict from a paired test on the same examples (:mod:`b2s_bench.stats`);
+  with a verdict from the paired interval of their difference on the same examples, resampling
+  clusters of examples and seeds (:func:`b2s_bench.stats.pooled_paired`, :func:`b2s_bench.stats.verdict`);
 - the weight error against the i.i.d. Gaussian rate-distortion limit, where records carry it.
 """
 
@@ -24,16 +25,19 @@ from . import stats
 from .report import BELOW_LIMIT, BITS_PER_MB, MetricMeta, methods, primary_metric, sample_scale
 
 __all__ = ["identity_checks", "check_sections", "pareto_front", "equal_bits", "theory_sections", "failure_level",
-           "fails", "compare_pair", "rate_distortion_table", "SECTION_NOTES", "EQUAL_BITS", "RATE_DISTORTION"]
+           "fails", "compare_pair", "shared_clusters", "reliable", "rate_distortion_table", "SECTION_NOTES",
+           "EQUAL_BITS", "RATE_DISTORTION"]
 
 EQUAL_BITS = "Comparisons at equal bits (within 5 %)"
 RATE_DISTORTION = "Weight error against the Gaussian rate–distortion limit"
 #: a note the writers print under a section's title
 SECTION_NOTES = {
     EQUAL_BITS: "Every pair of different methods (of any families) whose stored sizes are within 5 %. "
-                "\"better\" only where a paired test on the same examples finds a difference at 5 % "
-                "(McNemar's exact test for right/wrong outcomes of one seed, else a paired bootstrap); "
-                "\"both fail\" where both are at chance level.",
+                "One rule: the paired 95 % CI of Δ on the same examples (resampling clusters of examples "
+                "and each method's seeds) decides: \"better\" only where it excludes 0, \"not significant\" "
+                "where it covers 0; McNemar's exact p is a secondary figure (one seed each, independent "
+                "examples); \"inconclusive\" where a method had failed cells or several seeds but fewer "
+                f"than {stats.MIN_SEEDS}; \"both fail\" where both are at chance level.",
     RATE_DISTORTION: f"{BELOW_LIMIT}: the weight error is below D(R) = σ²/E · 2^(−2R), the least error an "
                      "i.i.d. Gaussian source of the same variance can have at R stored bits per weight. Real "
                      "weights can go below it only when they are structured (correlated or low rank) and the "
@@ -120,47 +124,87 @@ def fails(row: pd.Series | dict[str, Any], level: float, metric: MetricMeta) -> 
     return bool(value <= level)
 
 
-def _same_examples(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], name: str) -> bool:
-    xa, xb = a.get(f"samples:{name}"), b.get(f"samples:{name}")
-    if xa is None or xb is None or np.size(xa) != np.size(xb):
-        return False
+def _as_clusters(value: Any) -> np.ndarray | None:
+    return value if isinstance(value, np.ndarray) else None
+
+
+def _runs(row: pd.Series | dict[str, Any], name: str) -> np.ndarray | None:
+    """Seeds x examples of a method (a 1-D ``samples:`` array is one seed, for tables built by hand)."""
+    runs = row.get(f"runs:{name}")
+    if runs is None:
+        runs = row.get(f"samples:{name}")
+    return None if runs is None else np.atleast_2d(np.asarray(runs))
+
+
+def shared_clusters(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], name: str
+                    ) -> tuple[bool, np.ndarray | None]:
+    """(whether two methods' outcomes are on the same examples, their cluster ids or None).
+
+    The same examples: the same number and data fingerprint (a record without one: same table,
+    same count) and no conflicting cluster ids. A method whose records predate cluster ids takes
+    the other's (the same data has the same clusters)."""
+    xa, xb = _runs(a, name), _runs(b, name)
+    if xa is None or xb is None or xa.shape[1] != xb.shape[1]:
+        return False, None
     fa, fb = a.get("data_fingerprint"), b.get("data_fingerprint")
-    return fa == fb or fa is None or fb is None  # a record without a fingerprint: same table, same count
+    if not (fa == fb or fa is None or fb is None):
+        return False, None
+    ca, cb = _as_clusters(a.get("clusters")), _as_clusters(b.get("clusters"))
+    if ca is not None and cb is not None and not np.array_equal(ca, cb):
+        return False, None
+    clusters = ca if ca is not None else cb
+    return (clusters is None or clusters.size == xa.shape[1]), clusters
 
 
 def compare_pair(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], metric: MetricMeta
-                 ) -> tuple[str, stats.Paired | None]:
-    """A paired test of ``b`` against ``a`` on the same examples: (test name, result), or ("–", None)
-    where they have no per-example outcomes on the same examples. McNemar's exact p-value for
-    right/wrong outcomes of one seed each, else the paired bootstrap's; the interval is always the
-    paired bootstrap's, in the metric's units."""
-    if not _same_examples(a, b, metric.name):
-        return "–", None
-    xa, xb = a[f"samples:{metric.name}"], b[f"samples:{metric.name}"]
-    boot = stats.paired_bootstrap(xa, xb, sample_scale(metric.unit))
-    if xa.dtype == bool and xb.dtype == bool:
-        return "McNemar exact", boot._replace(p=stats.mcnemar_exact(xa, xb).p)
-    return "paired bootstrap", boot
+                 ) -> tuple[str, stats.Paired | None, float]:
+    """The paired difference ``b − a`` on the same examples: (how its interval was drawn, the
+    result in the metric's units, McNemar's exact p), or ("–", None, NaN) where they have no
+    per-example outcomes on the same examples.
+
+    The interval resamples the clusters of examples (where the records name them) and each
+    method's seeds (:func:`b2s_bench.stats.pooled_paired`); it alone decides the verdict.
+    McNemar's p is a secondary figure, NaN unless both are right/wrong outcomes of one seed on
+    independent examples (its assumptions)."""
+    same, clusters = shared_clusters(a, b, metric.name)
+    if not same:
+        return "–", None, math.nan
+    xa, xb = _runs(a, metric.name), _runs(b, metric.name)
+    assert xa is not None and xb is not None  # shared_clusters checked them
+    result = stats.pooled_paired(xa, xb, clusters, sample_scale(metric.unit))
+    several = xa.shape[0] > 1 or xb.shape[0] > 1
+    how = "paired bootstrap" + (" over clusters" if clusters is not None else "") + (" and seeds" if several else "")
+    mcnemar = math.nan
+    if not several and clusters is None and xa.dtype == bool and xb.dtype == bool:
+        mcnemar = stats.mcnemar_exact(xa[0], xb[0]).p
+    return how, result, mcnemar
+
+
+def reliable(row: pd.Series | dict[str, Any]) -> bool:
+    """Whether a method's cells can carry a verdict: none failed, and a method run with several
+    seeds (so a stochastic one: suites repeat only those) has :data:`b2s_bench.stats.MIN_SEEDS`."""
+    seeds = int(row.get("seeds", 1) or 1)
+    return int(row.get("failed", 0) or 0) == 0 and stats.enough_seeds(seeds, stochastic=seeds > 1)
 
 
 def _verdict(a: dict[str, Any], b: dict[str, Any], metric: MetricMeta, dense: pd.Series | None,
-             test: str, result: stats.Paired | None) -> str:
+             result: stats.Paired | None) -> str:
     if fails(a, failure_level(a, dense, metric), metric) and fails(b, failure_level(b, dense, metric), metric):
         return "both fail"
-    if result is None:
-        return "not tested (no per-example outcomes)"
-    significant = result.p < stats.ALPHA if test == "McNemar exact" else stats.excludes(result.lo, result.hi)
-    if not significant or result.diff == 0:
-        return "no significant difference"
-    b_better = (result.diff > 0) == metric.higher_is_better
-    return f"{(b if b_better else a)['method']} better"
+    word = stats.verdict(result, metric.higher_is_better, reliable=reliable(a) and reliable(b))
+    if word == stats.SUPPORTED:
+        return f"{b['method']} better"
+    if word == stats.REFUTED:
+        return f"{a['method']} better"
+    return word
 
 
 def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05,
                table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Pairs of different methods (any families; seeds pooled) whose stored bits differ by at most
-    ``tolerance``, each with a paired test and a verdict (``table``: ``methods(frame, ...)`` with
-    this metric, when the caller has it)."""
+    ``tolerance``, each with the paired interval of the difference, McNemar's p where it applies
+    and a verdict by :func:`b2s_bench.stats.verdict` (``table``: ``methods(frame, ...)`` with this
+    metric, when the caller has it)."""
     table = methods(frame, [metric]) if table is None else table
     col = f"metric:{metric.name}"
     if table.empty or col not in table:
@@ -175,14 +219,14 @@ def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05,
             for b in recs[i + 1:]:
                 if abs(a["total_bits"] - b["total_bits"]) > tolerance * max(a["total_bits"], b["total_bits"]):
                     continue
-                test, result = compare_pair(a, b, metric)
+                test, result, mcnemar = compare_pair(a, b, metric)
                 rows.append({"model": model, "A": a["method"], "B": b["method"],
                              "size A [MB]": a["total_bits"] / BITS_PER_MB, "size B [MB]": b["total_bits"] / BITS_PER_MB,
                              f"{metric.name} A": a[col], f"{metric.name} B": b[col],
                              f"Δ {metric.name} (B − A)": b[col] - a[col],
                              "95% CI of Δ": None if result is None else (result.lo, result.hi),
-                             "test": test, "p": math.nan if result is None else result.p,
-                             "verdict": _verdict(a, b, metric, base, test, result)})
+                             "test": test, "McNemar p": mcnemar,
+                             "verdict": _verdict(a, b, metric, base, result)})
     return pd.DataFrame(rows)
 
 

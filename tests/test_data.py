@@ -189,6 +189,9 @@ def test_photo_set_views_are_seeded_and_labeled(plugins: Plugins) -> None:
     assert ya[:8].tolist() == [p[2] for p in photos.PHOTOS]
     c = spec.build(photos.PhotosConfig(crops=2, seed=1), model)
     assert c.fingerprint != a.fingerprint
+    # each view names the photo it was cropped from, so intervals resample photos, not views
+    assert a.clusters is not None and a.clusters.tolist() == list(range(8)) * 3
+    assert all(len({int(v) for v in ya[a.clusters == p]}) == 1 for p in range(8))
 
 
 def fake_imagenet(root: Path, wnids: list[str], per_class: int = 3) -> Path:

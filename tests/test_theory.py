@@ -122,8 +122,8 @@ def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # ty
     table = equal_bits(frame, _top1(metas))
     assert len(table) == 1  # k-means and uniform quantization, both "quantization"; pruning is twice the size
     row = table.iloc[0]
-    assert (row["A"], row["B"], row["test"]) == ("quantize(bits=4)", "kmeans(bits=4)", "McNemar exact")
-    assert row["verdict"] == "quantize(bits=4) better" and row["p"] < 1e-3
+    assert (row["A"], row["B"], row["test"]) == ("quantize(bits=4)", "kmeans(bits=4)", "paired bootstrap")
+    assert row["verdict"] == "quantize(bits=4) better" and row["McNemar p"] < 1e-3  # secondary: one seed, no clusters
     lo, hi = row["95% CI of Δ"]
     assert row["Δ top1 (B − A)"] == pytest.approx(-5.0) and lo < -5.0 < hi < 0
 
@@ -154,9 +154,9 @@ def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
         make_record("f(old)", bits=5_100_000, values={"top1": 60.0}, num_classes=10),
     ])
     verdicts = {(r["A"], r["B"]): r["verdict"] for _, r in equal_bits(frame, _top1(metas)).iterrows()}
-    assert verdicts == {("a(bits=4)", "b(bits=4)"): "no significant difference",
+    assert verdicts == {("a(bits=4)", "b(bits=4)"): "not significant",
                         ("c(rank=2)", "d(rank=2)"): "both fail",  # 10 % and 8 % of 10 classes: chance
-                        ("e(old)", "f(old)"): "not tested (no per-example outcomes)"}
+                        ("e(old)", "f(old)"): "not testable here"}  # no per-example outcomes
 
 
 def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:

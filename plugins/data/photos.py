@@ -133,20 +133,24 @@ def _build(config: PhotosConfig, model: LoadedModel) -> LoadedData:
     mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(3, 1, 1)
     std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(3, 1, 1)
     gen = torch.Generator().manual_seed(config.seed)
-    views, labels = [], []
+    views, labels, clusters = [], [], []
     photos = load_photos()
-    for img, label, _ in photos:
+    for i, (img, label, _) in enumerate(photos):
         views.append(center_view(img, size, crop_pct, interpolation))
         labels.append(label)
+        clusters.append(i)
     for _ in range(config.crops):
-        for img, label, _ in photos:
+        for i, (img, label, _) in enumerate(photos):
             views.append(random_view(img, size, interpolation, gen, config.min_scale))
             labels.append(label)
+            clusters.append(i)
     x = (torch.stack(views) - mean) / std
     y = torch.tensor(labels)
     digest = hashlib.sha256(x[:, :, ::16, ::16].contiguous().numpy().tobytes()).hexdigest()[:16]
+    # the views of one photo are not independent examples: intervals resample photos (clusters)
     return LoadedData(tensor_batches(x, y), x.shape[0], True, f"photos:{digest}",
-                      description=f"{len(photos)} photos x {config.crops + 1} views")
+                      description=f"{len(photos)} photos x {config.crops + 1} views",
+                      clusters=np.array(clusters, dtype=np.int64))
 
 
 def _problems(config: PhotosConfig) -> list[str]:

@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 
 from b2s_bench import ReportContext, paired_bootstrap, per_example_arrays, sample_scale, write_atomic
+from b2s_bench.samples import clusters_of
 
 __all__ = ["claims_table", "write_claims", "load_records", "MARGIN_DB", "EQUAL_BITS", "QUALITY_TOL", "OVERHEAD_MAX"]
 
@@ -190,7 +191,12 @@ def _paired(base: Mapping[str, Any], new: Mapping[str, Any], metric: str) -> Any
     if a is None or b is None or a.size != b.size:
         return None
     unit = ((new.get("metrics") or {}).get(metric) or {}).get("unit", "")
-    return paired_bootstrap(a, b, scale=sample_scale(unit))
+    # the views of one photo are not independent: resample the clusters either record names
+    clusters = clusters_of(new)
+    clusters = clusters_of(base) if clusters is None else clusters
+    if clusters is not None and clusters.size != a.size:
+        return None
+    return paired_bootstrap(a, b, scale=sample_scale(unit), clusters=clusters)
 
 
 def _interval_verdict(intervals: list[tuple[float, float]]) -> str:
