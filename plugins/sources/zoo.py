@@ -365,5 +365,5 @@ def _apply_retrain(value: str | None) -> None:
 
 @b2s.hookimpl
 def b2s_register_cli_options(register: Any) -> None:
-    register(b2s.CliOption("--retrain", ("run",), _apply_retrain,
+    register(b2s.CliOption("--retrain", ("run", "validate"), _apply_retrain,
                            "train the zoo models' recipes here instead of loading their shipped weights", switch=True))
