@@ -17,7 +17,8 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
   :func:`pack_bits`, :func:`unpack_bits`, :func:`pack_mask`, :func:`unpack_mask`.
 - **Configs**: :func:`check`, :func:`one_of`, :func:`build_config`, :func:`config_to_dict`,
   :data:`ADDED_SETTING`, :class:`ConfigError`; errors: :class:`UserError`, :class:`UnknownNameError`,
-  :class:`SuiteMistake` (a ``problems`` item that is the suite's fault: exit 2, not 3).
+  :class:`SuiteMistake` (a ``problems`` item that is the suite's fault: exit 2, not 3),
+  :class:`MissingPrerequisite` (exit 3: data, weights or a package missing here).
 - **Helpers**: :func:`weight_layers` (the conv/linear weights a compressor targets),
   :func:`fit_network` and :func:`relative_error` (the generic solver), ``fidelity`` (per-tensor
   rel-MAE, cosine, PSNR), :func:`train_loop` (one seeded optimizer loop), :func:`cache_dir`,
@@ -56,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     # configs and errors
     "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
     "one_of": "config", "config_to_dict": "config",
-    "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors",
+    "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
     "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
@@ -104,7 +105,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
     from .cooperate import run_cells
-    from .errors import SuiteMistake, UnknownNameError, UserError
+    from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
     from .execution import (
         ActiveCell,
         CellOutcome,

@@ -18,6 +18,10 @@ recorded unit, e.g. percentage points for top-1, x for the ratio, bits for the s
 of its interval is below DELTA (the change itself, without an interval). ``METRIC>DELTA`` fails
 when the lower end is above DELTA. So ``top1<-0.5`` fails a drop of top-1 accuracy that is
 significantly larger than half a point, and ``kl>0.01`` a significant rise of KL above 0.01.
+
+A model whose weights differ between the runs (another weights file, a zoo model trained on another
+machine: the weights' hash in the records' fingerprints differs) is named, and its rows are kept out
+of the gate unless ``gate_model_changes``: their changes may be the model's, not the method's.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from .report import MetricMeta, load_frame, methods, sample_scale, stats_note
 from .theory import shared_clusters
 
 __all__ = ["Rule", "Change", "Comparison", "parse_rule", "compare_runs", "to_markdown", "to_json", "write_comparison",
-           "terminal_text"]
+           "terminal_text", "ModelChange"]
 
 _RULE = re.compile(r"^\s*([A-Za-z0-9_.:\-]+)\s*([<>])\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _KEY = ("model", "dataset", "method")
@@ -109,6 +113,31 @@ class Change:
         return self.significant and (self.diff < 0) == self.higher_is_better
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelChange:
+    """A model whose weights differ between the runs, and how many of the comparison's rows are its."""
+
+    model: str
+    base: tuple[str, ...]  # the weights' identities (fingerprints) in the base run's records
+    new: tuple[str, ...]
+    rows: int
+
+    def text(self, gated: bool) -> str:
+        rows = f"its {self.rows} row{'s' if self.rows != 1 else ''}"
+        how = (f"{rows} are gated (--gate-model-changes)" if gated else
+               f"{rows} are kept out of the gate; pass --gate-model-changes to include them")
+        return f"{self.model}: weights differ ({_weights_text(self.base)} vs {_weights_text(self.new)}); {how}"
+
+
+def _weights_text(identities: tuple[str, ...]) -> str:
+    """``sha256 ab12cd34…`` for a fingerprint with a hash (several joined by commas), else the fingerprint."""
+    out = []
+    for ident in identities:
+        m = re.search(r"sha256:([0-9a-f]{8,})", ident)
+        out.append(f"sha256 {m.group(1)[:8]}…" if m else ident)
+    return ", ".join(out) or "unknown"
+
+
 @dataclasses.dataclass
 class Comparison:
     base_dir: Path
@@ -117,10 +146,16 @@ class Comparison:
     changes: list[Change]
     only_base: list[tuple[str, str | None, str]]
     only_new: list[tuple[str, str | None, str]]
+    model_changes: list[ModelChange] = dataclasses.field(default_factory=list)
+    gate_model_changes: bool = False  # whether rows of models whose weights differ count in the gate
+
+    def gated(self, change: Change) -> bool:
+        """Whether the rules apply to this change: not to a model whose weights differ, unless asked."""
+        return self.gate_model_changes or change.model not in {m.model for m in self.model_changes}
 
     @property
     def failed(self) -> list[tuple[Rule, Change]]:
-        return [(rule, c) for rule in self.rules for c in self.changes if rule.fails(c)]
+        return [(rule, c) for rule in self.rules for c in self.changes if self.gated(c) and rule.fails(c)]
 
 
 def _interval(meta: MetricMeta, b: pd.Series, n: pd.Series, diff: float) -> tuple[float, float, str, float]:
@@ -154,9 +189,20 @@ def _keys(table: pd.DataFrame) -> dict[tuple[str, str | None, str], pd.Series]:
     return out
 
 
+def _weights_by_model(frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Each model (label) of a run's records: the distinct identities of its weights (None when unknown)."""
+    if frame.empty or "weights" not in frame:
+        return {}
+    return {str(model): tuple(sorted({str(w) for w in group["weights"] if isinstance(w, str)}))
+            for model, group in frame.groupby("model", sort=True)}
+
+
 def compare_runs(base_dir: str | os.PathLike[str], new_dir: str | os.PathLike[str], rules: Sequence[Rule] = (),
-                 all_records: bool = False) -> Comparison:
+                 all_records: bool = False, gate_model_changes: bool = False) -> Comparison:
     """Compare every method both runs have, metric by metric.
+
+    A model both runs have whose weights differ (see :func:`b2s_bench.report.load_frame`'s ``weights``)
+    is listed in ``model_changes``; its rows count in the gate only with ``gate_model_changes``.
 
     Raises:
         UserError: a folder without records, or a rule on a metric neither run has.
@@ -183,8 +229,12 @@ def compare_runs(base_dir: str | os.PathLike[str], new_dir: str | os.PathLike[st
             diff = vn - vb
             lo, hi, test, p = _interval(meta, b, n, diff) if not math.isnan(diff) else (math.nan, math.nan, "–", math.nan)
             changes.append(Change(*key, meta.name, meta.unit, meta.higher_is_better, vb, vn, diff, lo, hi, test, p))
+    wb, wn = _weights_by_model(fb), _weights_by_model(fn)
+    model_changes = [ModelChange(m, wb[m], wn[m], sum(c.model == m for c in changes))
+                     for m in sorted(set(wb) & set(wn)) if wb[m] and wn[m] and wb[m] != wn[m]]  # unknown: no claim
     return Comparison(Path(base_dir), Path(new_dir), list(rules), changes,
-                      sorted(set(base) - set(new), key=str), sorted(set(new) - set(base), key=str))
+                      sorted(set(base) - set(new), key=str), sorted(set(new) - set(base), key=str),
+                      model_changes, gate_model_changes)
 
 
 def _num(v: float) -> str:
@@ -205,8 +255,10 @@ def _ci(c: Change) -> str:
     return "–" if math.isnan(c.lo) else f"[{_signed(c.lo)}, {_signed(c.hi)}]"
 
 
-def _verdict(c: Change, rules: Sequence[Rule]) -> str:
-    broken = [str(r) for r in rules if r.fails(c)]
+def _verdict(c: Change, cmp: Comparison) -> str:
+    broken = [str(r) for r in cmp.rules if r.fails(c)]
+    if broken and not cmp.gated(c):
+        return "would fail " + ", ".join(broken) + " (weights differ; not gated)"
     if broken:
         return "FAIL " + ", ".join(broken)
     if c.test == "–":
@@ -224,6 +276,10 @@ def to_markdown(cmp: Comparison) -> str:
         failed = cmp.failed
         lines += [f"Rules: {', '.join(f'`{r}`' for r in cmp.rules)}: "
                   + (f"**{len(failed)} failed**" if failed else "all passed"), ""]
+    if cmp.model_changes:
+        lines += ["## Models whose weights differ", "",
+                  "Their changes may come from the model, not the method.", "",
+                  *[f"- {m.text(cmp.gate_model_changes)}" for m in cmp.model_changes], ""]
     by_model: dict[str, list[Change]] = {}
     for c in cmp.changes:
         by_model.setdefault(f"{c.model} on {c.dataset}" if c.dataset else c.model, []).append(c)
@@ -233,7 +289,7 @@ def to_markdown(cmp: Comparison) -> str:
         for c in changes:
             unit = f" [{c.unit}]" if c.unit else ""
             lines.append(f"| {c.method} | {c.metric}{unit} | {_num(c.base)} | {_num(c.new)} | {_signed(c.diff)} | "
-                         f"{_ci(c)} | {c.test} | {_num(c.p)} | {_verdict(c, cmp.rules)} |")
+                         f"{_ci(c)} | {c.test} | {_num(c.p)} | {_verdict(c, cmp)} |")
         lines.append("")
     for what, keys in (("Only in the base run", cmp.only_base), ("Only in the new run", cmp.only_new)):
         if keys:
@@ -249,10 +305,13 @@ def to_json(cmp: Comparison) -> dict[str, Any]:
     """The comparison as JSON-safe data (non-finite numbers as null)."""
     def change(c: Change) -> dict[str, Any]:
         d = {k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(c).items()}
-        return {**d, "significant": c.significant, "failed_rules": [str(r) for r in cmp.rules if r.fails(c)]}
+        return {**d, "significant": c.significant, "gated": cmp.gated(c),
+                "failed_rules": [str(r) for r in cmp.rules if r.fails(c) and cmp.gated(c)]}
 
     return {"base": str(cmp.base_dir), "new": str(cmp.new_dir), "rules": [str(r) for r in cmp.rules],
             "passed": not cmp.failed, "changes": [change(c) for c in cmp.changes],
+            "model_changes": [dataclasses.asdict(m) for m in cmp.model_changes],
+            "gate_model_changes": cmp.gate_model_changes,
             "only_base": [list(k) for k in cmp.only_base], "only_new": [list(k) for k in cmp.only_new],
             "statistics": {"resamples": stats.RESAMPLES, "seed": stats.SEED, "level": stats.LEVEL}}
 
@@ -267,19 +326,24 @@ def write_comparison(cmp: Comparison, out_dir: str | os.PathLike[str]) -> list[P
 
 
 def terminal_text(cmp: Comparison, width: int = 100) -> str:
-    """What the CLI prints: every significant change of a quality or size metric and every rule
-    failure, one line each, within ``width`` columns."""
+    """What the CLI prints: each model whose weights differ, then every significant change of a quality
+    or size metric and every rule failure, one line each, within ``width`` columns."""
     lines = []
+    for m in cmp.model_changes:
+        head, sep, tail = m.text(cmp.gate_model_changes).partition("; ")
+        lines += [head + sep.rstrip(), "  " + tail] if len(head) + len(sep) + len(tail) > width else [head + sep + tail]
     for c in cmp.changes:
         broken = any(r.fails(c) for r in cmp.rules)
         if not (broken or c.significant and c.test != "exact" or c.test == "exact" and c.diff != 0):
             continue
         head = f"{c.model} {c.method}"
-        tail = f" {c.metric} {_signed(c.diff)} {_ci(c)} {_verdict(c, cmp.rules)}"
+        tail = f" {c.metric} {_signed(c.diff)} {_ci(c)} {_verdict(c, cmp)}"
         room = width - len(tail)
         lines.append((head if len(head) <= room else head[: max(room - 1, 0)] + "…") + tail)
     n = len({(c.model, c.dataset, c.method) for c in cmp.changes})
-    lines.append(f"{n} methods compared; {sum(c.significant for c in cmp.changes)} significant changes; "
+    ungated = sum(c.significant and not cmp.gated(c) for c in cmp.changes)
+    lines.append(f"{n} methods compared; {sum(c.significant for c in cmp.changes)} significant changes"
+                 + (f" ({ungated} on changed models)" if ungated else "") + "; "
                  f"{len(cmp.only_base)} only in base, {len(cmp.only_new)} only in new")
     if cmp.rules:
         failed = cmp.failed

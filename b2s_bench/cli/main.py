@@ -51,8 +51,8 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
         sp = module.add_parser(sub)
         if plugins is not None:
             for option in plugins.cli_options.for_command(name):
-                sp.add_argument(option.flag, dest=option.dest, default=None, metavar=option.metavar,
-                                help=option.help + " (from a plugin)")
+                kind: dict[str, str] = {"action": "store_const", "const": "yes"} if option.switch else {"metavar": option.metavar}
+                sp.add_argument(option.flag, dest=option.dest, default=None, help=option.help + " (from a plugin)", **kind)
     return parser
 
 
