@@ -75,7 +75,8 @@ _EXPORTS: dict[str, str] = {
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
-    "paired_bootstrap": "stats", "Paired": "stats", "theory_sections": "theory", "pareto_front": "theory",
+    "paired_bootstrap": "stats", "Paired": "stats", "clusters_of": "samples",
+    "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
     "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
     "TinyMLP": "testing",
@@ -125,6 +126,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .records import cell_path, read_record, write_atomic
     from .report import BITS_PER_MB, failures, header, leaderboards, per_example_arrays, primary_metric, sample_scale
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
+    from .samples import clusters_of
     from .sizes import (
         ARTIFACT_ALLOWANCE_BYTES,
         FP32,

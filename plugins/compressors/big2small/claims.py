@@ -39,8 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import ReportContext, paired_bootstrap, per_example_arrays, sample_scale, write_atomic
-from b2s_bench.samples import clusters_of
+from b2s_bench import ReportContext, clusters_of, paired_bootstrap, per_example_arrays, sample_scale, write_atomic
 
 __all__ = ["claims_table", "write_claims", "load_records", "MARGIN_DB", "EQUAL_BITS", "QUALITY_TOL", "OVERHEAD_MAX"]
 
