@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import random
@@ -33,11 +34,12 @@ from tqdm.auto import tqdm
 from .accounting import check_storage
 from .cells import Cell
 from .compressed import Compressed
+from .errors import CannotWrite
 from .interface import Context
 from .metrics import Evaluation, NotApplicable, run_model
 from .pipeline import apply_stage
 from .plugins import Plugins
-from .records import SCHEMA, Record, environment, host_name
+from .records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
 from .sources import LoadedData, LoadedModel, ModelRequest
 from .store import RunStore
 from .suite import Suite
@@ -119,10 +121,14 @@ class CellRunner:
             if path.is_file():
                 saved = torch.load(path, weights_only=True)
                 return saved["logits"], saved.get("labels")
-            path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            except OSError as e:
+                if e.errno in WRITE_ERRNOS:
+                    raise cannot_write(lock, e) from e
+                if not isinstance(e, FileExistsError):
+                    raise
                 if time.time() > deadline or time.time() - lock.stat().st_mtime > REFERENCE_WAIT:
                     lock.unlink(missing_ok=True)  # its writer died; compute them here
                 time.sleep(0.2)
@@ -131,9 +137,12 @@ class CellRunner:
             try:
                 dense = copy.deepcopy(model.module).to(self.device)
                 logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, tmp)
-                os.replace(tmp, path)
+                buf = io.BytesIO()
+                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, buf)
+                try:
+                    write_atomic(path, buf.getvalue())
+                except CannotWrite as e:  # only a cache: the cell goes on (its record is what must be written)
+                    self.log(f"warning: dense outputs not cached: {e}")
                 return logits, labels
             finally:
                 lock.unlink(missing_ok=True)
@@ -213,6 +222,8 @@ class CellRunner:
         try:
             self._compute(cell, record, t0)
             record["status"] = "ok"
+        except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
+            raise
         except Exception as e:
             record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
             record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
