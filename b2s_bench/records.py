@@ -160,8 +160,11 @@ def host_name() -> str:
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB"
+def _amount(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale / 10:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.1f} KB"
 
 
 def cannot_write(path: str | os.PathLike[str], error: OSError, needed: int | None = None) -> CannotWrite:
@@ -174,10 +177,10 @@ def cannot_write(path: str | os.PathLike[str], error: OSError, needed: int | Non
     reason = os.strerror(error.errno) if error.errno else str(error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
-            free = f", {_megabytes(shutil.disk_usage(folder).free)} free"
+            free = f", {_amount(shutil.disk_usage(folder).free)} free"
         except OSError:
             free = ""
-        need = f"{_megabytes(needed)} needed" if needed is not None else "more space needed"
+        need = f"{_amount(needed)} needed" if needed is not None else "more space needed"
         what = f"{folder} is full ({reason}: {need}{free}); free some space there"
     elif error.errno == errno.EROFS:
         what = f"{folder} is on a read-only file system; remount it writable"
