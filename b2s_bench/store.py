@@ -221,7 +221,10 @@ class RunStore:
         if info.get("run") == self.run_id:
             return True
         alive = self.owner_alive(info)
-        if alive or (alive is None and info["age"] <= stale_after):
+        # an unreadable claim (left empty by a writer that died, e.g. on a full disk) has no owner to ask:
+        # a live owner would have written it at once and keeps touching it, so a few beats of silence do
+        limit = min(stale_after, HEARTBEAT_SECONDS) if "unreadable" in info else stale_after
+        if alive or (alive is None and info["age"] <= limit):
             return False
         grave = path.with_name(f"{path.name}.{self.run_id}.stale")
         try:
@@ -230,7 +233,9 @@ class RunStore:
             return False
         grave.unlink(missing_ok=True)
         why = "its process is gone" if alive is False else f"no heartbeat for {info['age']:.0f} s"
-        self.warn(f"warning: taking over cell {cell_id} from {info.get('host')} pid {info.get('pid')} ({why})")
+        owner = (f"an unreadable claim ({info['unreadable']})" if "unreadable" in info
+                 else f"{info.get('host')} pid {info.get('pid')}")
+        self.warn(f"warning: taking over cell {cell_id} from {owner} ({why})")
         return self._create_claim(path)
 
     @staticmethod
@@ -265,13 +270,18 @@ class RunStore:
         return True
 
     def claim_info(self, cell_id: str) -> Claim | None:
+        """The claim on a cell, or None. One whose file cannot be parsed has only ``age`` and ``unreadable``."""
         path = self._claim_path(cell_id)
         try:
             age = time.time() - path.stat().st_mtime
             data = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError):
+        except OSError:
             return None
-        return Claim({**(data if isinstance(data, dict) else {}), "age": max(age, 0.0)})
+        except (ValueError, RecursionError) as e:
+            data = {"unreadable": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}"}
+        if not isinstance(data, dict):
+            data = {"unreadable": f"not a JSON object but {type(data).__name__}"}
+        return Claim({**data, "age": max(age, 0.0)})
 
     def heartbeat(self, cell_ids: Iterable[str]) -> None:
         now = time.time()
@@ -292,7 +302,7 @@ class RunStore:
         if self.claims.is_dir():
             for p in self.claims.glob("*.json"):
                 info = self.claim_info(p.stem)
-                if info is not None:
+                if info is not None and "unreadable" not in info:
                     found[p.stem] = info
         return found
 

@@ -133,6 +133,21 @@ def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path: Path, monke
     assert list(store.claims.iterdir()) == []
 
 
+def test_an_empty_claim_left_by_a_dead_writer_is_taken_over_after_a_few_beats(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    store = RunStore(tmp_path / "run", warn=warnings.append)
+    store.prepare()
+    empty = store.claims / "0123456789abcdef.json"
+    empty.write_text("")  # what a full disk left behind before this was fixed: the run then waited forever
+    assert not store.claim("0123456789abcdef")  # fresh: its writer may be writing it right now
+    assert store.active_claims() == {}  # not shown as running
+    old = empty.stat().st_mtime - 60
+    os.utime(empty, (old, old))
+    assert store.claim("0123456789abcdef")
+    assert json.loads(empty.read_text())["run"] == store.run_id
+    assert "from an unreadable claim (JSONDecodeError" in warnings[0]
+
+
 @pytest.mark.parametrize("command", ["report", "compare", "publish"])
 def test_a_read_only_folder_is_exit_4_naming_it(command: str, run_dir: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
