@@ -24,6 +24,7 @@ A record is valid only when :func:`record_problems` finds nothing: a complete sc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -217,7 +218,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~umask())
+            with contextlib.suppress(OSError):  # a file system without modes (some FUSE, SMB) keeps its own
+                os.fchmod(f.fileno(), 0o666 & ~umask())
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())

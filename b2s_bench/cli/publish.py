@@ -247,10 +247,11 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         for path in sorted(p for p in stage.rglob("*") if p.is_file()):
             rel = path.relative_to(stage).as_posix()
             placed[rel] = placer.place(dest, rel, path.read_bytes())
+        shutil.rmtree(stage, ignore_errors=True)  # before the index, which lists the folders next to DEST
+        index = placer.place(dest.parent, "index.html", site_index_page(dest.parent).encode())  # the site over every run
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    index = placer.place(dest.parent, "index.html", site_index_page(dest.parent).encode())  # the site over every run
-    placer.finish()
+        placer.finish()  # also after a partial publish: what was placed is listed, so a rerun may replace it
     for path in [*(placed[p.relative_to(stage).as_posix()] for p in written), dest / "README.md", index]:
         print(path)
     return 0
