@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -47,7 +48,9 @@ from .suite import Suite
 __all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
-REFERENCE_WAIT = 1800.0  # seconds to wait for another worker computing the same dense outputs
+REFERENCE_WAIT = 1800.0
+#: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # seconds to wait for another worker computing the same dense outputs
 
 
 class NonFiniteError(ValueError):
@@ -225,6 +228,8 @@ class CellRunner:
         except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
             raise
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
+                raise cannot_write(e.filename or self.store.root / "cells", e) from e
             record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
             record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
         record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),

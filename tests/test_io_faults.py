@@ -117,6 +117,38 @@ def test_a_full_disk_while_saving_an_artifact_is_not_the_cells_error(
     assert list((out / "cells").glob("*.json")) == [] and leftovers(out) == []
 
 
+FULL_PLUGIN = """
+import dataclasses, errno, os
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def spill(model, config, ctx):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "SCRATCH/spill.bin")
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("spill", "other", "data-free", Cfg, spill))
+"""
+
+
+def test_a_full_disk_in_a_plugins_own_file_is_not_the_cells_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = tmp_path / "spill.py"
+    (tmp_path / "scratch").mkdir()
+    plugin.write_text(FULL_PLUGIN.replace("SCRATCH", str(tmp_path / "scratch")))
+    suite = tmp_path / "spill.yaml"
+    suite.write_text(SMALL_SUITE.replace("name: quantize\n    grid: {bits: [8]}", "name: spill"))
+    out = tmp_path / "run"
+    assert run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(out), "--quiet",
+                   "--no-progress", "-k", "spill") == exits.CANNOT_WRITE
+    err = capsys.readouterr().err
+    assert f"could not write {tmp_path}/scratch/spill.bin: {tmp_path}/scratch is full" in err and "FAILED" not in err
+    assert list((out / "cells").glob("*.json")) == [] and leftovers(out) == []
+
+
 def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = RunStore(tmp_path / "run")
     store.prepare()
