@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .interface import Code
 from .nested import NestedCode
-from .records import temp_tag
+from .records import WRITE_ERRNOS, cannot_write, temp_tag, umask
 
 if TYPE_CHECKING:
     from .compressed import Compressed
@@ -80,16 +80,23 @@ def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int
         "activation_bits": compressed.activation_bits,
         "size": size.as_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{temp_tag()}.", dir=path.parent))
+    # bytes first, written by Python: a full disk is then an OSError with its errno (save_file's is not)
+    blob, text = save(tensors), json.dumps(manifest, indent=1, sort_keys=True)
+    tmp: Path | None = None
     try:
-        save_file(tensors, str(tmp / TENSORS))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{temp_tag()}.", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would lock a team sharing the run folder out
+        (tmp / TENSORS).write_bytes(blob)
+        (tmp / MANIFEST).write_text(text)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise cannot_write(path / TENSORS, e, len(blob) + len(text)) from e
         raise
     return artifact_bytes(path)
 

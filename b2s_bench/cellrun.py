@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import os
 import random
@@ -33,11 +35,12 @@ from tqdm.auto import tqdm
 from .accounting import check_storage
 from .cells import Cell
 from .compressed import Compressed
+from .errors import CannotWrite
 from .interface import Context
 from .metrics import Evaluation, NotApplicable, run_model
 from .pipeline import apply_stage
 from .plugins import Plugins
-from .records import SCHEMA, Record, environment, host_name
+from .records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
 from .sources import LoadedData, LoadedModel, ModelRequest
 from .store import RunStore
 from .suite import Suite
@@ -45,7 +48,9 @@ from .suite import Suite
 __all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
-REFERENCE_WAIT = 1800.0  # seconds to wait for another worker computing the same dense outputs
+REFERENCE_WAIT = 1800.0
+#: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # seconds to wait for another worker computing the same dense outputs
 
 
 class NonFiniteError(ValueError):
@@ -119,10 +124,14 @@ class CellRunner:
             if path.is_file():
                 saved = torch.load(path, weights_only=True)
                 return saved["logits"], saved.get("labels")
-            path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            except OSError as e:
+                if e.errno in WRITE_ERRNOS:
+                    raise cannot_write(lock, e) from e
+                if not isinstance(e, FileExistsError):
+                    raise
                 if time.time() > deadline or time.time() - lock.stat().st_mtime > REFERENCE_WAIT:
                     lock.unlink(missing_ok=True)  # its writer died; compute them here
                 time.sleep(0.2)
@@ -131,9 +140,12 @@ class CellRunner:
             try:
                 dense = copy.deepcopy(model.module).to(self.device)
                 logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, tmp)
-                os.replace(tmp, path)
+                buf = io.BytesIO()
+                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, buf)
+                try:
+                    write_atomic(path, buf.getvalue())
+                except CannotWrite as e:  # only a cache: the cell goes on (its record is what must be written)
+                    self.log(f"warning: dense outputs not cached: {e}")
                 return logits, labels
             finally:
                 lock.unlink(missing_ok=True)
@@ -213,7 +225,11 @@ class CellRunner:
         try:
             self._compute(cell, record, t0)
             record["status"] = "ok"
+        except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
+            raise
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
+                raise cannot_write(e.filename or self.store.root / "cells", e) from e
             record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
             record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
         record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),

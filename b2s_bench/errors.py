@@ -1,12 +1,14 @@
 """Errors that are the user's to fix: the CLI prints them without a traceback and exits with 2, or
-with 3 for a :class:`MissingPrerequisite` (see :mod:`b2s_bench.cli.exits`)."""
+with 3 for a :class:`MissingPrerequisite` (see :mod:`b2s_bench.cli.exits`); a :class:`CannotWrite`
+exits with 4."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "SuiteMistake", "suggest"]
+__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "SuiteMistake",
+           "CannotWrite", "suggest"]
 
 
 class UserError(Exception):
@@ -33,6 +35,13 @@ class SuiteMistake(str):
         self = super().__new__(cls, message)
         self.key = key
         return self
+
+
+class CannotWrite(Exception):
+    """A file could not be written because its folder is full, read-only or not ours (ENOSPC, EDQUOT,
+    EROFS, EACCES, EPERM). Not the cell's fault, so never a cell's error record: a run stops cleanly,
+    releases its claims and leaves the cell pending; the CLI exits with 4 and names the folder.
+    Made by :func:`b2s_bench.records.cannot_write`."""
 
 
 class ConfigError(UserError, ValueError):

@@ -24,11 +24,14 @@ A record is valid only when :func:`record_problems` finds nothing: a complete sc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,8 +39,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
 
+from .errors import CannotWrite
+
 __all__ = ["SCHEMA", "Record", "write_record", "read_record", "iter_records", "environment", "cell_path",
-           "record_problems", "fingerprint_id", "write_atomic", "load_json"]
+           "record_problems", "fingerprint_id", "write_atomic", "load_json", "cannot_write", "WRITE_ERRNOS"]
 
 SCHEMA = "b2s-bench/record/2"
 CELLS = "cells"
@@ -151,19 +156,79 @@ def host_name() -> str:
     return (platform.node() or "host").replace(".", "_")
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then ``os.replace`` it into place."""
+#: why a write can fail that is not the cell's or the input's fault: the folder is full (ENOSPC, EDQUOT),
+#: read-only (EROFS) or not ours (EACCES, EPERM)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _amount(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale / 10:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.1f} KB"
+
+
+def cannot_write(path: str | os.PathLike[str], error: OSError, needed: int | None = None) -> CannotWrite:
+    """The :class:`CannotWrite` for ``error`` (one of :data:`WRITE_ERRNOS`) met writing ``path``: which
+    folder is full or read-only, how much was needed and how much is free."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp", dir=path.parent)
+    folder = path.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = f", {_amount(shutil.disk_usage(folder).free)} free"
+        except OSError:
+            free = ""
+        need = f"{_amount(needed)} needed" if needed is not None else "more space needed"
+        what = f"{folder} is full ({reason}: {need}{free}); free some space there"
+    elif error.errno == errno.EROFS:
+        what = f"{folder} is on a read-only file system; remount it writable"
+    else:
+        what = f"{folder} is not writable by this user ({reason}; `ls -ld {folder}` shows its owner and mode); make it writable"
+    return CannotWrite(f"could not write {path}: {what} or write elsewhere (--out, --to), then run the same command "
+                       "again (finished cells are kept)")
+
+
+def umask() -> int:
+    """This process's umask, without changing it where Linux tells it (os.umask can only set it)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then ``os.replace`` it into place.
+
+    The file gets ``0o666 & ~umask`` like any file the user makes (mkstemp's 0600 locked a team
+    sharing a run folder out). A full or read-only folder raises :class:`CannotWrite` (nothing is
+    left behind), never a bare OSError.
+    """
+    path = Path(path)
+    blob = data.encode() if isinstance(data, str) else data
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(OSError):  # a file system without modes (some FUSE, SMB) keeps its own
+                os.fchmod(f.fileno(), 0o666 & ~umask())
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            raise cannot_write(path, e, len(blob)) from e
         raise
 
 
@@ -174,12 +239,13 @@ def write_record(out_dir: str | os.PathLike[str], record: Record) -> Path:
 
 
 def load_json(path: str | os.PathLike[str]) -> tuple[Any, str | None]:
-    """(data, None), or (None, why it could not be read)."""
+    """(data, None), or (None, why it could not be read: truncated, not UTF-8, nested too deep for the
+    parser's stack (a RecursionError), ...). Never raises for a file's content."""
     try:
         return json.loads(Path(path).read_text()), None
     except FileNotFoundError:
         return None, "no such file"
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         return None, f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 

@@ -10,9 +10,9 @@ these in their formats. Nothing here imports torch or the runner.
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +26,7 @@ from .belowlimit import SOURCE_BITS
 from .errors import UserError
 from .metricmeta import MetricMeta
 from .records import Record, iter_records
+from .store import RunStore
 from .tracks import TRACKS
 
 __all__ = [
@@ -179,10 +180,8 @@ def load_frame(
             :func:`check_settings`).
     """
     out_dir = Path(out_dir)
-    run: dict[str, Any] = {}
-    run_file = out_dir / "run.json"
-    if run_file.is_file():
-        run = json.loads(run_file.read_text())
+    # an unreadable run.json is set aside (and named); the report is then made of every record
+    run: dict[str, Any] = RunStore(out_dir, warn=lambda msg: print(msg, file=sys.stderr)).manifest() or {}
     records = list(iter_records(out_dir, dropped))
     if only_current and run.get("cells"):
         order = {cid: i for i, cid in enumerate(run["cells"])}

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import worker
 from .cellrun import CellRunner, seed_everything, utc_now
 from .cells import Cell, expand, select
-from .errors import UserError
+from .errors import CannotWrite, UserError
 from .execution import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .plugins import Plugins
 from .records import CELLS, Record, load_json
@@ -226,6 +226,8 @@ class Runner:
     def finish(self, cell: Cell, outcome: CellOutcome) -> Record:
         """Turn an outcome into the cell's record and write it (the one place records are written)."""
         record = outcome.record
+        if record is not None and record.get("cannot_write"):  # a full or read-only folder: no record, stop
+            raise CannotWrite(str(record["cannot_write"]))
         if outcome.stored and record is not None:  # a batch job wrote it in the shared folder
             return record  # type: ignore[return-value]
         if record is None or "schema" not in record:
@@ -366,9 +368,11 @@ class _Dispatch:
         cell = self.in_flight.pop(outcome.cell_id, None)
         if cell is None:
             return
-        record = self.runner.finish(cell, outcome)
-        if self.claims:
-            self.store.release(cell.id)
+        try:
+            record = self.runner.finish(cell, outcome)
+        finally:  # also when the record could not be written: the cell stays pending, unclaimed
+            if self.claims:
+                self.store.release(cell.id)
         self.computed += 1
         self.bar.update(1)
         if record["status"] != "ok":

@@ -17,7 +17,7 @@ from typing import Any
 
 from .records import iter_records, write_atomic
 
-__all__ = ["find_runs", "run_summary", "write_site_index"]
+__all__ = ["find_runs", "run_summary", "write_site_index", "site_index_page"]
 
 _SKIP = {"cells", "artifacts", ".git", "__pycache__"}
 
@@ -67,7 +67,7 @@ def run_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
     manifest: dict[str, Any] = {}
     try:
         manifest = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     records = list(iter_records(folder))
     wanted = manifest.get("cells")
@@ -117,6 +117,13 @@ def _row(root: Path, folder: Path) -> str:
 
 def write_site_index(root: str | os.PathLike[str]) -> Path:
     """Write ``root/index.html`` listing every run folder under ``root``; returns its path."""
+    path = Path(root) / "index.html"
+    write_atomic(path, site_index_page(root))
+    return path
+
+
+def site_index_page(root: str | os.PathLike[str]) -> str:
+    """The HTML of ``root/index.html``: every run folder under ``root``."""
     root = Path(root)
     runs = [f for f in find_runs(root) if f != root]
     rows = "".join(_row(root, f) for f in runs) or "<tr><td colspan='6'>no run folders yet</td></tr>"
@@ -127,6 +134,4 @@ def write_site_index(root: str | os.PathLike[str]) -> Path:
             "<table><thead><tr><th>suite</th><th>description and models</th><th>cells</th><th>finished</th>"
             f"<th>commit</th><th>command</th></tr></thead><tbody>{rows}</tbody></table>"
             f"<script>{SORT_JS}</script></body></html>")
-    path = root / "index.html"
-    write_atomic(path, page)
-    return path
+    return page

@@ -24,7 +24,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .records import Record, cell_path, host_name, load_json, record_problems, write_atomic, write_record
+from .errors import UserError
+from .records import (
+    WRITE_ERRNOS,
+    Record,
+    cannot_write,
+    cell_path,
+    host_name,
+    load_json,
+    record_problems,
+    write_atomic,
+    write_record,
+)
 
 __all__ = ["RunStore", "Claim", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS", "MIN_CLAIM_TIMEOUT"]
 
@@ -96,6 +107,7 @@ class RunStore:
         self.root = Path(out_dir)
         self.run_id = run_id or f"{_host()}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self.warn = warn or (lambda msg: None)
+        self.manifest_problem: str | None = None  # why run.json was set aside, when it was
 
     # -- places -----------------------------------------------------------------------------------
     @property
@@ -120,7 +132,12 @@ class RunStore:
 
     def prepare(self) -> None:
         for folder in (self.cells, self.claims):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                if e.errno in WRITE_ERRNOS:
+                    raise cannot_write(folder, e) from e
+                raise
 
     # -- records ----------------------------------------------------------------------------------
     def record(self, cell_id: str) -> Record | None:
@@ -136,15 +153,19 @@ class RunStore:
             return None
         return data
 
-    def set_aside(self, path: Path, why: str) -> Path | None:
-        """Move an invalid record out of ``cells/`` (never delete it) and say so."""
-        self.aside.mkdir(parents=True, exist_ok=True)
+    def set_aside(self, path: Path, why: str, then: str = "the cell will be recomputed") -> Path | None:
+        """Move an invalid record (or run.json) into ``set-aside/`` (never delete it) and say so."""
         target = self.aside / f"{path.stem}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}.json"
         try:
+            self.aside.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
         except FileNotFoundError:  # another run set it aside first
             return None
-        self.warn(f"warning: set aside {path} ({why}); moved to {target}; the cell will be recomputed")
+        except OSError as e:  # a read-only folder (a mounted published run): it is still not used
+            self.warn(f"warning: {path} is not valid ({why}) and is not used; it could not be moved aside "
+                      f"({e.strerror or e})")
+            return None
+        self.warn(f"warning: set aside {path} ({why}); moved to {target}; {then}")
         return target
 
     def write(self, record: Record) -> Path:
@@ -154,8 +175,29 @@ class RunStore:
         write_atomic(self.root / "run.json", json.dumps(manifest, indent=1))
 
     def manifest(self) -> dict[str, Any] | None:
-        data, _ = load_json(self.root / "run.json")
-        return data if isinstance(data, dict) else None
+        """run.json, or None. One that cannot be read (truncated, nested too deep, not an object) is set
+        aside like an invalid record and ``manifest_problem`` says why; the next ``run`` rebuilds it."""
+        path = self.root / "run.json"
+        data, why = load_json(path)
+        if why == "no such file":
+            return None
+        if why is None and isinstance(data, dict):
+            return data
+        self.manifest_problem = why or f"not a JSON object but {type(data).__name__}"
+        self.set_aside(path, self.manifest_problem, "`b2s-bench run` on its suite with the same --out rebuilds it "
+                       "(finished cells are kept)")
+        return None
+
+    def require_manifest(self) -> dict[str, Any]:
+        """run.json, or a UserError that tells a folder without one from one whose run.json is unreadable."""
+        manifest = self.manifest()
+        if manifest is not None:
+            return manifest
+        if self.manifest_problem is not None:
+            raise UserError(f"{self.root / 'run.json'} could not be read ({self.manifest_problem}); it is set aside "
+                            f"in {self.aside}; run its suite again with --out {self.root} to rebuild it (finished "
+                            "cells are kept)")
+        raise UserError(f"{self.root} is not a run folder (no run.json inside); run a suite first")
 
     # -- claims -----------------------------------------------------------------------------------
     def _claim_path(self, cell_id: str) -> Path:
@@ -179,7 +221,10 @@ class RunStore:
         if info.get("run") == self.run_id:
             return True
         alive = self.owner_alive(info)
-        if alive or (alive is None and info["age"] <= stale_after):
+        # an unreadable claim (left empty by a writer that died, e.g. on a full disk) has no owner to ask:
+        # a live owner would have written it at once and keeps touching it, so a few beats of silence do
+        limit = min(stale_after, HEARTBEAT_SECONDS) if "unreadable" in info else stale_after
+        if alive or (alive is None and info["age"] <= limit):
             return False
         grave = path.with_name(f"{path.name}.{self.run_id}.stale")
         try:
@@ -188,7 +233,9 @@ class RunStore:
             return False
         grave.unlink(missing_ok=True)
         why = "its process is gone" if alive is False else f"no heartbeat for {info['age']:.0f} s"
-        self.warn(f"warning: taking over cell {cell_id} from {info.get('host')} pid {info.get('pid')} ({why})")
+        owner = (f"an unreadable claim ({info['unreadable']})" if "unreadable" in info
+                 else f"{info.get('host')} pid {info.get('pid')}")
+        self.warn(f"warning: taking over cell {cell_id} from {owner} ({why})")
         return self._create_claim(path)
 
     @staticmethod
@@ -201,24 +248,40 @@ class RunStore:
         return _owner_alive(pid, info.get("pid_start"))
 
     def _create_claim(self, path: Path) -> bool:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                           "run": self.run_id, "started": _utc()})
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides, as for records
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()), "run": self.run_id,
-                       "started": _utc()}, f)
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                raise cannot_write(path, e, len(text)) from e
+            raise
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        except BaseException as e:  # a full disk fails the write or the close: no empty claim is left
+            path.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+                raise cannot_write(path, e, len(text)) from e
+            raise
         return True
 
     def claim_info(self, cell_id: str) -> Claim | None:
+        """The claim on a cell, or None. One whose file cannot be parsed has only ``age`` and ``unreadable``."""
         path = self._claim_path(cell_id)
         try:
             age = time.time() - path.stat().st_mtime
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except OSError:
             return None
-        return Claim({**(data if isinstance(data, dict) else {}), "age": max(age, 0.0)})
+        except (ValueError, RecursionError) as e:
+            data = {"unreadable": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}"}
+        if not isinstance(data, dict):
+            data = {"unreadable": f"not a JSON object but {type(data).__name__}"}
+        return Claim({**data, "age": max(age, 0.0)})
 
     def heartbeat(self, cell_ids: Iterable[str]) -> None:
         now = time.time()
@@ -229,14 +292,17 @@ class RunStore:
     def release(self, cell_id: str) -> None:
         info = self.claim_info(cell_id)
         if info is not None and info.get("run") == self.run_id:
-            self._claim_path(cell_id).unlink(missing_ok=True)
+            try:
+                self._claim_path(cell_id).unlink(missing_ok=True)
+            except OSError as e:  # a folder gone read-only: the claim goes stale and is taken over
+                self.warn(f"warning: could not release the claim {self._claim_path(cell_id)} ({e.strerror or e})")
 
     def active_claims(self) -> dict[str, Claim]:
         found = {}
         if self.claims.is_dir():
             for p in self.claims.glob("*.json"):
                 info = self.claim_info(p.stem)
-                if info is not None:
+                if info is not None and "unreadable" not in info:
                     found[p.stem] = info
         return found
 

@@ -11,6 +11,7 @@ import os
 import traceback
 from typing import Any
 
+from .errors import CannotWrite
 from .execution import RunPlan
 
 __all__ = ["execute", "execute_cell", "setup", "adopt"]
@@ -62,7 +63,10 @@ def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
         return _setup_failure(cell_id, LookupError(
             f"cell {cell_id} is not in the suite as worker pid {os.getpid()} reads it: the suite file, its "
             "plugins or its model weights changed during the run; run it again"))
-    return dict(runner.run(cell))
+    try:
+        return dict(runner.run(cell))
+    except CannotWrite as e:  # told to the driver, which stops the run: never the cell's error record
+        return {"cell_id": cell_id, "cannot_write": str(e)}
 
 
 def _setup_failure(cell_id: str, error: BaseException) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Exit codes (:mod:`b2s_bench.cli.exits`): 0 every cell ok; 1 some cell failed; 2 usage or suite
 errors (printed without a traceback); 3 a prerequisite is missing here (data, weights, a package),
-with what to do; 130 interrupted (finished cells are kept, a re-run resumes).
+with what to do; 4 a file could not be written (a full or read-only folder, named; no cell is
+marked failed for it); 130 interrupted (finished cells are kept, a re-run resumes).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import errno  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..errors import MissingPrerequisite, UserError  # noqa: E402
+from ..errors import CannotWrite, MissingPrerequisite, UserError  # noqa: E402
 from ..plugins import Plugins, load_plugins  # noqa: E402
+from ..records import cannot_write  # noqa: E402
 from . import compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
 
 COMMANDS = {"run": run, "validate": validate, "status": status, "ls": ls, "show": show, "report": report,
@@ -32,7 +35,7 @@ def _global_parser(add_help: bool) -> argparse.ArgumentParser:
         prog="b2s-bench", add_help=add_help,
         description="Benchmark neural-network compressors on the same models, data and size rules.",
         epilog="Exit codes: 0 all ok, 1 some cell failed, 2 usage or suite error, 3 missing prerequisite "
-               "(data, weights, a package), 130 interrupted.",
+               "(data, weights, a package), 4 could not write (a full or read-only folder), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"b2s-bench {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -91,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return exits.USAGE
+    except CannotWrite as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exits.CANNOT_WRITE
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return exits.INTERRUPTED
@@ -98,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as e:  # a writer that does not go through write_atomic (a plugin's, a mkdir); not EACCES,
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # which reading a file can raise too
+            raise
+        print(f"error: {cannot_write(e.filename or '?', e)}", file=sys.stderr)
+        return exits.CANNOT_WRITE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,7 +58,7 @@ def reports_current(out_dir: Path) -> bool:
     listed = out_dir / REPORTS
     try:
         names = json.loads(listed.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     files = [out_dir / n for n in names]
     if not files or not all(f.is_file() for f in files):

@@ -41,7 +41,7 @@ def _minutes(seconds: float | None) -> str:
 def _row(folder: Path, root: Path) -> list[str] | None:
     try:
         manifest: dict[str, Any] = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     records = [r for r in iter_records(folder) if r["cell_id"] in set(manifest.get("cells", []))]
     status = Counter(r["status"] for r in records)

@@ -9,7 +9,6 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ..errors import UserError
 from ..plugins import Plugins
 from ..records import load_json, record_problems
 from ..store import RunStore
@@ -31,9 +30,7 @@ def _age(seconds: float) -> str:
 def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
     """(cell id -> state, one row per cell: id, state, model and method, detail)."""
     store = RunStore(out)
-    manifest = store.manifest()
-    if manifest is None:
-        raise UserError(f"{out} is not a run folder (no run.json inside); run a suite first")
+    manifest = store.require_manifest()
     claims = store.active_claims()
     given = manifest.get("names")
     names: dict[str, Any] = given if isinstance(given, dict) else {}

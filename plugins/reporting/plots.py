@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import BITS_PER_MB, ReportContext, pareto_front
+from b2s_bench import BITS_PER_MB, ReportContext, pareto_front, write_atomic
 
 __all__ = ["FAMILY_STYLES", "family_style", "pareto_png", "weights_png", "figures", "write_pareto"]
 
@@ -234,18 +234,8 @@ def convergence_png(ctx: ReportContext) -> bytes | None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic, like every other report file: a unique temporary name, then ``os.replace``."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic, like every other report file, with the umask's mode; a full disk names the folder."""
+    write_atomic(path, data)
 
 
 def figures(ctx: ReportContext) -> dict[str, bytes]:
