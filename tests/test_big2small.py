@@ -180,6 +180,25 @@ def test_small_tensors_and_unprofitable_inrs_are_stored_raw():
     assert all(v.dtype == torch.float32 for v in forced.raw.values())
 
 
+def test_small_bits_quantizes_the_weights_without_an_inr():
+    model = tiny_model(0)
+    settings = {"steps": 2, "frequencies": 4}
+    plain = SPEC.compress(model, build_config(SPEC.config, settings), tiny_context(0))
+    small = SPEC.compress(model, build_config(SPEC.config, {**settings, "small_bits": 8}), tiny_context(0))
+    quantized = {"features.0.weight", "features.4.weight", "classifier.3.weight"}
+    assert set(small.codes) == {"classifier.1.weight", *quantized} and small.info["small_bits"]["bits"] == 8
+    assert all(type(small.codes[k]).__name__ == "UniformCode" for k in quantized)
+    assert not set(small.raw) & quantized and "features.1.weight" in small.raw  # conv/linear weights only
+    # 8 instead of 32 bits per small weight (plus per-channel scales): fewer bits in all
+    assert small.size().total_bits < plain.size().total_bits
+    w = model.state_dict()["features.4.weight"]
+    err = (small.codes["features.4.weight"].decode() - w).abs().max()
+    assert err <= w.abs().max() / 127  # within one step of the 8-bit grid per channel
+    assert torch.equal(roundtrip(small).codes["features.4.weight"].decode(), small.codes["features.4.weight"].decode())
+    with pytest.raises(ConfigError, match="small_bits"):
+        build_config(SPEC.config, {"small_bits": 12}, owner="big2small")
+
+
 def test_budget_rule():
     cfg = config(target_ratio=4.0)
     width = choose_width((1152, 192), cfg)

@@ -15,9 +15,10 @@ import math
 from typing import Any
 
 import torch
+from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
-from b2s_bench import Compressed, Context, fidelity, weight_layers
+from b2s_bench import Code, Compressed, Context, fidelity, weight_layers
 
 from . import convergence as _convergence
 from . import permute as _permute
@@ -262,9 +263,21 @@ def _build(model: nn.Module, plan: _Plan, results: dict[str, LayerResult], confi
     for stat in ("rel_mae", "cosine", "psnr", "passes"):  # aggregates: the mean over INR-coded layers
         values = [v[stat] for v in layers.values() if math.isfinite(v[stat])]
         info[f"weight_{stat}" if stat != "passes" else "passes"] = sum(values) / len(values) if values else None
-    compressed = Compressed.from_codes(model, codes, info)
+    small = _small_codes(model, set(codes), config)
+    if small:
+        info["small_bits"] = {"bits": config.small_bits, "layers": sorted(small)}
+    compressed = Compressed.from_codes(model, {**codes, **small}, info)
     compressed.keep_decoded({k: c.decode() for k, c in codes.items()})  # decoding costs seconds: once
     return compressed
+
+
+def _small_codes(model: nn.Module, coded: set[str], config: Big2SmallConfig) -> dict[str, Code]:
+    """With ``small_bits``: the conv/linear weights without an INR, quantized per output channel."""
+    if not config.small_bits:
+        return {}
+    state = model.state_dict()
+    grid = QuantizeConfig(bits=config.small_bits, granularity="channel", symmetric=True)
+    return {k: quantize_tensor(state[k].detach().float(), grid) for k in weight_layers(model) if k not in coded}
 
 
 def _wall(results: list[LayerResult], batched: bool) -> float:
