@@ -44,9 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from b2s_bench import ReportContext, per_example_arrays, sample_scale, write_atomic
-from b2s_bench.samples import clusters_of
-from b2s_bench.stats import pooled_paired
+from b2s_bench import ReportContext, clusters_of, per_example_arrays, pooled_paired, sample_scale, write_atomic
 
 __all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS",
            "t_interval"]
