@@ -75,7 +75,7 @@ _EXPORTS: dict[str, str] = {
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
-    "paired_bootstrap": "stats", "Paired": "stats", "clusters_of": "samples",
+    "paired_bootstrap": "stats", "Paired": "stats", "pooled_paired": "stats", "clusters_of": "samples",
     "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
     "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
@@ -141,7 +141,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     )
     from .solve import fit_network, relative_error
     from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource
-    from .stats import Paired, paired_bootstrap
+    from .stats import Paired, paired_bootstrap, pooled_paired
     from .targets import weight_layers
     from .testing import TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
     from .theory import pareto_front, theory_sections

@@ -2,9 +2,11 @@
 
     python scripts/big2small_tables.py [ABLATION_RUN]     (default: big2small-ablation)
 
-First the converged comparison at equal bits (results/big2small-converged: top-1 with the paired 95 %
+First the comparison at equal bits (results/big2small-converged: top-1 with the paired 95 %
 bootstrap interval of Big2Small minus the quantization cell of the nearest size, weight PSNR, gaps
-to the Gaussian rate-distortion limit), then the reconstruction ablation, one row per cell.
+to the Gaussian rate-distortion limit, how each fit stopped), then the reconstruction ablation, one
+row per cell (and seed), then the claims with their evidence levels as the ``claims`` reporter
+judges them. A fit that stopped on its budget while still rising (``details.caveats``) is marked †.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import json
 import sys
 from typing import Any
 
+from b2s_bench_plugins.compressors.big2small.claims import claims_table, load_records
+
 from b2s_bench import paired_bootstrap, per_example_arrays
+from b2s_bench.report import load_frame
 
 LOSSES = {(0, 0): "MSE", (1, 0): "MSE + gradient", (0, 1): "MSE + frequency", (1, 1): "full loss"}
 
@@ -35,20 +40,31 @@ def fmt(x: Any, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def stop(rec: dict[str, Any]) -> str:
+    """Steps run, how the fit stopped and its end slope per layer; † when unconverged."""
+    parts = []
+    for layer in (rec.get("details") or {}).get("inr_layers", {}).values():
+        conv = layer.get("convergence") or {}
+        slope = conv.get("slope_db_per_1k_steps")
+        parts.append(f"{layer.get('steps_run', 0):,}, {layer.get('stop_reason', '?')}"
+                     + (f", {slope:+.2f} dB/1k steps" if slope is not None else "")
+                     + (" †" if conv.get("unconverged") else ""))
+    return "; ".join(parts) or "–"
+
+
 def converged() -> None:
     rs = records("big2small-converged")
     quant = [r for r in rs if stages(r) == ["quantize"]]
     print("| bits/weight (B2S / quant) | Big2Small top-1 % | quantization top-1 % | difference, 95 % CI "
-          "| B2S weight PSNR dB | gap to limit dB (B2S / quant) | fit steps, stop |")
-    print("|---|---|---|---|---|---|---|")
-    for b in sorted((r for r in rs if stages(r) == ["big2small"]), key=lambda r: value(r, "bits")):
+          "| B2S weight PSNR dB | gap to limit dB (B2S / quant) | seed | fit steps, stop, end slope |")
+    print("|---|---|---|---|---|---|---|---|")
+    for b in sorted((r for r in rs if stages(r) == ["big2small"]), key=lambda r: (value(r, "bits"), r["seed"])):
         q = min(quant, key=lambda q: abs(value(q, "bits") / value(b, "bits") - 1))
         d = paired_bootstrap(per_example_arrays(q)["top1"], per_example_arrays(b)["top1"], scale=100)
-        (layer,) = b["details"]["inr_layers"].values()
         print(f"| {value(b, 'bits_per_weight'):.2f} / {value(q, 'bits_per_weight'):.2f} | {value(b, 'top1'):.2f} "
               f"| {value(q, 'top1'):.2f} | {d.diff:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {value(b, 'weight_psnr'):.2f} "
               f"| {value(b, 'weight_rd_gap_db'):.1f} / {value(q, 'weight_rd_gap_db'):.1f} "
-              f"| {layer['steps_run']:,}, {layer['stop_reason']} |")
+              f"| {b['seed']} | {stop(b)} |")
 
 
 def setting(rec: dict[str, Any]) -> str:
@@ -64,20 +80,33 @@ def setting(rec: dict[str, Any]) -> str:
 
 
 def ablation(run: str) -> None:
-    print("| model | setting | rel-MAE | cosine | PSNR dB | gap to limit dB | top-1 / agreement % | ratio | fit steps |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | setting | seed | rel-MAE | cosine | PSNR dB | gap to limit dB | top-1 / agreement % | ratio "
+          "| fit steps, stop, end slope |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = [r for r in records(run) if r["compressor"]["pipeline"] and r["status"] == "ok"]
-    for r in sorted(rows, key=lambda r: (r["model"]["label"], setting(r))):
+    for r in sorted(rows, key=lambda r: (r["model"]["label"], setting(r), r["seed"])):
         quality = value(r, "top1") if value(r, "top1") is not None else value(r, "agreement")
-        steps = sorted({layer.get("steps_run") for layer in (r.get("details") or {}).get("inr_layers", {}).values()}
-                       - {None})
-        print(f"| {r['model']['label']} | {setting(r)} | {fmt(value(r, 'weight_rel_mae'))} "
+        print(f"| {r['model']['label']} | {setting(r)} | {r['seed']} | {fmt(value(r, 'weight_rel_mae'))} "
               f"| {fmt(value(r, 'weight_cosine'))} | {fmt(value(r, 'weight_psnr'), 2)} "
               f"| {fmt(value(r, 'weight_rd_gap_db'), 1)} | {fmt(quality, 2)} | {fmt(value(r, 'ratio'), 2)} "
-              f"| {'/'.join(map(str, steps)) if steps else '–'} |")
+              f"| {stop(r)} |")
+
+
+def claims(run: str) -> None:
+    frame, _, _ = load_frame(f"results/{run}")
+    table = claims_table(frame, load_records(f"results/{run}"))
+    print("| claim (the paper) | model | verdict here | seeds | difference | 95 % interval |")
+    print("|---|---|---|---|---|---|")
+    for _, r in table.iterrows():
+        print(f"| {r['claim']} | {r['model']} | **{r['verdict']}** | {r['seeds']} | {r['difference']} "
+              f"| {r['interval']} |")
 
 
 if __name__ == "__main__":
     converged()
     print()
-    ablation(sys.argv[1] if len(sys.argv) > 1 else "big2small-ablation")
+    run = sys.argv[1] if len(sys.argv) > 1 else "big2small-ablation"
+    ablation(run)
+    for name in ("big2small-converged", run):
+        print()
+        claims(name)

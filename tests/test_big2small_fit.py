@@ -79,3 +79,42 @@ def test_a_layer_stops_at_its_target_psnr_or_on_a_plateau():
     plateau = SPEC.compress(model, config(**small, steps=400, patience=2, min_delta_db=50.0), Context())
     info = plateau.info["inr_layers"]["0.weight"]
     assert info["stop_reason"] == "plateau" and info["steps_run"] == 30
+
+
+# -- convergence as a fact ---------------------------------------------------------------------------------------
+_SMALL = dict(width=16, mod_width=4, frequencies=4, eval_every=5, lr=3e-3, patch_rows=0, patch_cols=0,
+              outliers="none")
+
+
+def test_a_fit_cut_by_its_budget_while_rising_is_unconverged():
+    model = linear_model(48, 64, smooth_matrix(48, 64))
+    info = SPEC.compress(model, config(**_SMALL, steps=30), Context()).info
+    layer = info["inr_layers"]["0.weight"]["convergence"]
+    assert layer["stop_reason"] == "budget" and layer["unconverged"]
+    assert layer["slope_db_per_1k_steps"] > 0 and layer["gain_db"] >= layer["min_delta_db"]
+    # patches=0 covers the whole tensor every step: a pass is a step
+    assert layer["slope_db_per_pass"] == pytest.approx(layer["slope_db_per_1k_steps"] / 1000)
+    assert info["convergence"]["unconverged"] == ["0.weight"] and info["convergence"]["stop_reasons"] == {"budget": 1}
+    assert [c["kind"] for c in info["caveats"]] == ["unconverged"]
+    assert "1 of 1 INR fit(s) stopped on the step budget" in info["caveats"][0]["message"]
+
+
+def test_a_fit_that_reached_its_plateau_has_no_caveat():
+    model = linear_model(48, 64, smooth_matrix(48, 64))
+    info = SPEC.compress(model, config(**_SMALL, steps=400, patience=2, min_delta_db=50.0), Context()).info
+    layer = info["inr_layers"]["0.weight"]["convergence"]
+    assert layer["stop_reason"] == "plateau" and not layer["unconverged"] and layer["steps"] == 15
+    assert "caveats" not in info and info["convergence"]["unconverged"] == []
+
+
+def test_the_judgement_of_a_curve():
+    from b2s_bench_plugins.compressors.big2small.convergence import judge
+
+    rising = {"step": [100, 200, 300, 400], "psnr": [20.0, 21.0, 22.0, 23.0]}
+    c = judge(rising, "budget", 400, 0.01, patience=0, min_delta_db=0.05)
+    assert c.unconverged and c.slope_db_per_1k_steps == pytest.approx(10.0)
+    assert c.slope_db_per_pass == pytest.approx(0.01 / 0.01) and c.gain_db == pytest.approx(3.0)
+    flat = {"step": [100, 200, 300, 400, 500, 600, 700], "psnr": [20.0, 25.0, 25.01, 25.0, 25.02, 25.01, 25.0]}
+    assert not judge(flat, "budget", 700, 0.01, patience=3, min_delta_db=0.05).unconverged  # flat at the end
+    assert judge({"step": [10], "psnr": [20.0]}, "budget", 10, 0.1, 0, 0.05).unconverged  # no curve to show a plateau
+    assert not judge(rising, "target_psnr", 400, 0.01, 0, 0.05).unconverged  # it reached what it was asked for

@@ -156,7 +156,7 @@ def test_ls_suites_lists_names_descriptions_and_cell_counts(capsys: pytest.Captu
     assert run_cli("ls", "suites") == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| ")}
-    assert rows["embedded"] == "19" and rows["families"].isdigit() and "imagenet" in rows
+    assert rows["embedded"] == "18" and rows["families"].isdigit() and "imagenet" in rows
     assert "Offline default: EfficientNet-Lite0" in out
 
 

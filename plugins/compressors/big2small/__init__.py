@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from b2s_bench_plugins.compressors.quantize import UniformCode
+
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec, ReportContext, ReporterSpec
 
@@ -28,7 +30,7 @@ SPEC = CompressorSpec(
     track="data-free",
     config=Big2SmallConfig,
     compress=compress,
-    codes=(INRCode,),
+    codes=(INRCode, UniformCode),  # UniformCode: the small layers with small_bits
     identity=None,  # none: an INR approximates a tensor; a setting that codes nothing would be no test
     description="Big2Small: a FiLM-SIREN INR per large conv/linear weight; outlier-aware, frequency loss",
     uses_gpu=True,

@@ -15,10 +15,12 @@ import math
 from typing import Any
 
 import torch
+from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
-from b2s_bench import Compressed, Context, fidelity, weight_layers
+from b2s_bench import Code, Compressed, Context, fidelity, weight_layers
 
+from . import convergence as _convergence
 from . import permute as _permute
 from .code import INRCode, code_bits
 from .config import Big2SmallConfig
@@ -183,11 +185,35 @@ def _layer_info(key: str, original: torch.Tensor, code: INRCode, task: LayerTask
         "steps_run": res.steps_run, "stop_reason": res.stop_reason,
         "passes": passes(res.steps_run, rows, cols, config.block, p, qb, b),
         "entries_per_step": min(b * p * qb * config.block, rows * cols),
+        "convergence": _fit_convergence(res, fit_steps, passes(1, rows, cols, config.block, p, qb, b),
+                                        config).as_dict(),
     }
     if config.finetune_steps and config.inr_bits <= 8 and res.steps_run > fit_steps:
         ft_tail = max(1, (res.steps_run - fit_steps) // 20)
         info["finetune_final_loss"] = float(res.losses[-ft_tail:].mean())
     return info
+
+
+def _fit_convergence(res: LayerResult, fit_steps: int, passes_per_step: float, config: Big2SmallConfig
+                     ) -> _convergence.Convergence:
+    """How the fit (not the fine-tuning after it) ended: its curve points up to the fit's last step."""
+    steps = res.curve.get("step", [])
+    keep = sum(1 for s in steps if s <= fit_steps)
+    curve = {k: list(v[:keep]) for k, v in res.curve.items()}
+    return _convergence.judge(curve, res.stop_reason, fit_steps, passes_per_step, config.patience,
+                              config.min_delta_db)
+
+
+def _caveats(convergence: dict[str, Any], failed: list[str]) -> list[dict[str, str]]:
+    """The record's caveats (``details.caveats``): unconverged fits, and fits stored raw after diverging."""
+    out = []
+    unconverged = _convergence.caveat(convergence)
+    if unconverged is not None:
+        out.append(unconverged)
+    if failed:
+        out.append({"kind": "fit_failed", "message": f"{len(failed)} INR fit(s) diverged at every learning rate "
+                                                     f"tried and are stored raw: {', '.join(failed[:5])}"})
+    return out
 
 
 def _model_curve(curves: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -229,12 +255,29 @@ def _build(model: nn.Module, plan: _Plan, results: dict[str, LayerResult], confi
         "fit_failed": failed, "finetune_failed": run["finetune_failed"],
         "curves": curves, "curve": _model_curve(curves) if curves else {},
     }
+    info["convergence"] = _convergence.summarize(
+        {k: _convergence.Convergence(**v["convergence"]) for k, v in layers.items()})
+    caveats = _caveats(info["convergence"], failed)
+    if caveats:
+        info["caveats"] = caveats
     for stat in ("rel_mae", "cosine", "psnr", "passes"):  # aggregates: the mean over INR-coded layers
         values = [v[stat] for v in layers.values() if math.isfinite(v[stat])]
         info[f"weight_{stat}" if stat != "passes" else "passes"] = sum(values) / len(values) if values else None
-    compressed = Compressed.from_codes(model, codes, info)
+    small = _small_codes(model, set(codes), config)
+    if small:
+        info["small_bits"] = {"bits": config.small_bits, "layers": sorted(small)}
+    compressed = Compressed.from_codes(model, {**codes, **small}, info)
     compressed.keep_decoded({k: c.decode() for k, c in codes.items()})  # decoding costs seconds: once
     return compressed
+
+
+def _small_codes(model: nn.Module, coded: set[str], config: Big2SmallConfig) -> dict[str, Code]:
+    """With ``small_bits``: the conv/linear weights without an INR, quantized per output channel."""
+    if not config.small_bits:
+        return {}
+    state = model.state_dict()
+    grid = QuantizeConfig(bits=config.small_bits, granularity="channel", symmetric=True)
+    return {k: quantize_tensor(state[k].detach().float(), grid) for k in weight_layers(model) if k not in coded}
 
 
 def _wall(results: list[LayerResult], batched: bool) -> float:

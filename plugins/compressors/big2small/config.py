@@ -83,6 +83,10 @@ class Big2SmallConfig:
             0.39 dB (pca 0.14) but its tables raised the rate more, so the gap to the Gaussian limit
             grew: +44.31 -> +44.51 dB (fp32 INR), +10.63 -> +10.83 dB (6-bit)).
         deploy_cache: the deployed form decodes each weight once and keeps it (else on every forward).
+        small_bits: 0 stores the conv/linear weights that get no INR (below ``min_bytes``, or whose INR
+            would not be smaller) as fp32, as the paper does; 2-8 quantizes them per output channel
+            (symmetric round-to-nearest, the ``quantize`` plugin's code), so at a given total size the
+            bits go to the large layers the INRs code (the ablation's "small layers quantized too").
         nan_retries, nan_lr_factor, on_failure: a layer whose fit diverges (a non-finite loss or
             parameter) is refitted from the same start with lr x nan_lr_factor, up to nan_retries
             times; if it still fails it is stored raw ("raw") or the compression fails ("raise").
@@ -133,6 +137,7 @@ class Big2SmallConfig:
     finetune_lr: float = 1e-4
     permute: Literal["none", "pca", "greedy"] = dataclasses.field(default="none", metadata=ADDED_SETTING)
     deploy_cache: bool = dataclasses.field(default=False, metadata=ADDED_SETTING)
+    small_bits: int = dataclasses.field(default=0, metadata=ADDED_SETTING)
     nan_retries: int = 2
     nan_lr_factor: float = 0.1
     on_failure: Literal["raw", "raise"] = "raw"
@@ -182,6 +187,8 @@ class Big2SmallConfig:
         check(self.permute in PERMUTES, f"permute must be one of {list(PERMUTES)}, got {self.permute!r}", "permute")
         check(2 <= self.inr_bits <= 8 or self.inr_bits in FLOAT_BITS,
               f"inr_bits must be in 2..8, 16 or 32, got {self.inr_bits}", "inr_bits")
+        check(self.small_bits == 0 or 2 <= self.small_bits <= 8,
+              f"small_bits must be 0 (fp32) or in 2..8, got {self.small_bits}", "small_bits")
         check(self.finetune_steps >= 0, f"finetune_steps must be >= 0, got {self.finetune_steps}",
               "finetune_steps")
         check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}", "finetune_lr")

@@ -9,7 +9,8 @@ quantization-aware fitting), so the curve's last point estimates the final PSNR.
 
 A layer stops (its parameters are kept as they were at that point) when its PSNR reaches
 ``target_psnr`` (> 0), or when the best PSNR has not improved by ``min_delta_db`` over the last
-``patience`` points (> 0); otherwise it runs its step budget. The fit ends when every layer stopped.
+``patience`` points (> 0); otherwise it runs its step budget (its stop reason is ``budget`` unless a
+rule holds at the last point). The fit ends when every layer stopped.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ class Tracker:
             curve["psnr"].append(values[i])
             curve["seconds"].append(seconds)
             reason = self._reason(curve["psnr"])
+            if reason:  # at the last point too: a fit that reached its rule there did not stop on budget
+                self.reasons[i] = reason
             if reason and step + 1 < self.steps:
                 self.active[i] = False
                 self.steps_run[i] = step + 1
-                self.reasons[i] = reason
                 self.snapshots[i] = snapshot(i)
 
     def _reason(self, psnrs: list[float]) -> str | None:
