@@ -72,7 +72,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed worker stays a zombie until its run reaps it: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):  # no /proc (macOS): os.kill's answer
+        return True
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
