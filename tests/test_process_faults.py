@@ -259,3 +259,23 @@ def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
     assert "log" not in recs["fine"]["details"] and "warnings" not in recs["fine"]["details"]
     pids = {r["environment"]["pid"] for r in recs.values()}
     assert (pids == {os.getpid()}) == (executor == "inline")  # the process executor really used a worker
+
+
+def test_the_parent_watchdog_alone_ends_an_orphaned_worker(tmp_path: Path) -> None:
+    # without PR_SET_PDEATHSIG (sys.platform faked, as on macOS) the watchdog thread must do it alone
+    grandchild = ("import os, sys, time; sys.platform = 'darwin'; from b2s_bench.worker import die_with_parent; "
+                  "die_with_parent(os.getppid(), every=0.1); print(os.getpid(), flush=True); time.sleep(60)")
+    middle = ("import subprocess, sys, time; "
+              f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, text=True); "
+              "print(p.stdout.readline().strip(), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    try:
+        assert _alive(worker)
+        parent.kill()
+        parent.communicate(timeout=10)
+        _wait_for(lambda: not _alive(worker), 5, "end of the orphaned worker")
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
