@@ -92,7 +92,10 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
     for run in runs:
         if run.poll() is None:
             run.kill()
-            run.communicate()
+        try:
+            run.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a worker that outlived its run holds the pipes open
+            pass
 
 
 def _wait_for(found: Callable[[], object], seconds: float, what: str) -> object:
