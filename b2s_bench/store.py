@@ -72,10 +72,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a killed worker stays a zombie until its run reaps it: dead all the same
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):  # no /proc (macOS): os.kill's answer
-        return True
+    return True
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -345,7 +342,7 @@ class RunStore:
     def _leftover(self, path: Path, older_than: float) -> bool:
         host, pid = _writer(path.name)
         if host == _host() and pid is not None and pid != os.getpid():
-            return not _pid_alive(pid)
+            return not _owner_alive(pid, None)  # a zombie (killed, not yet reaped by its run) is dead
         try:
             return time.time() - path.stat().st_mtime > older_than
         except OSError:
