@@ -209,7 +209,7 @@ def test_workers_die_with_their_run(write_suite: Callable[..., Path], faulty: Pa
         runtime: {save_artifacts: false}
         """)
     out = tmp_path / "run"
-    run = _start(suite, out)
+    run = _start(suite, out)  # equal cost estimates keep suite order: dense and fine finish before hang starts
     started.append(run)
     hung = _wait_for(lambda: list(tmp_path.glob("hang.*")), 90, "hanging cell")
     worker = int(hung[0].suffix.lstrip("."))  # type: ignore[index]
