@@ -25,6 +25,7 @@ import random
 import resource
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -42,15 +43,14 @@ from .pipeline import apply_stage
 from .plugins import Plugins
 from .records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
 from .sources import LoadedData, LoadedModel, ModelRequest
-from .store import RunStore
+from .store import OwnedLock, RunStore
 from .suite import Suite
 
 __all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
-REFERENCE_WAIT = 1800.0
 #: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # seconds to wait for another worker computing the same dense outputs
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class NonFiniteError(ValueError):
@@ -81,6 +81,7 @@ class CellRunner:
         self.suite, self.plugins, self.device, self.store = suite, plugins, device, store
         self.show_progress = show_progress
         self.log = log or (lambda msg: None)
+        self._cell_log = self.log  # during a cell: its messages, prefixed and kept for its record
         self._models: dict[str, LoadedModel | BaseException] = {}
         self._data: dict[str, LoadedData] = {}
         self._env: dict[str, Any] | None = None
@@ -118,25 +119,27 @@ class CellRunner:
         key = hashlib.sha256(self._key([cell.fingerprint["model"], cell.fingerprint["dataset"], data.fingerprint,
                                         self.suite.runtime.batch_size, self.device.type]).encode()).hexdigest()[:24]
         path = self.store.reference_cache / f"{key}.pt"
-        lock = path.with_suffix(".lock")
-        deadline = time.time() + REFERENCE_WAIT
+        # the lock names its holder: a worker killed while computing them (its pid dead on this host,
+        # or its heartbeat stale) is taken over at once; a live holder is waited for, however long
+        lock = OwnedLock(path.with_suffix(".lock"))
         while True:
             if path.is_file():
                 saved = torch.load(path, weights_only=True)
                 return saved["logits"], saved.get("labels")
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                taken = lock.acquire()
             except OSError as e:
                 if e.errno in WRITE_ERRNOS:
-                    raise cannot_write(lock, e) from e
-                if not isinstance(e, FileExistsError):
-                    raise
-                if time.time() > deadline or time.time() - lock.stat().st_mtime > REFERENCE_WAIT:
-                    lock.unlink(missing_ok=True)  # its writer died; compute them here
-                time.sleep(0.2)
+                    raise cannot_write(lock.path, e) from e
+                raise
+            if not taken:
+                dead = lock.break_if_dead()
+                if dead is not None:
+                    self._cell_log(f"taking over the dense outputs of {cell.model.label} from pid {dead.get('pid')} "
+                                   f"on {dead.get('host', '?')}, which died computing them")
+                else:
+                    time.sleep(0.2)
                 continue
-            os.close(fd)
             try:
                 dense = copy.deepcopy(model.module).to(self.device)
                 logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
@@ -148,7 +151,7 @@ class CellRunner:
                     self.log(f"warning: dense outputs not cached: {e}")
                 return logits, labels
             finally:
-                lock.unlink(missing_ok=True)
+                lock.release()
 
     def progress(self, total: int, desc: str) -> Any:
         return tqdm(total=total, desc=desc, leave=False, disable=not self.show_progress, dynamic_ncols=True)
@@ -171,7 +174,7 @@ class CellRunner:
             training=data.training if data is not None and track == "training" else None,
             build_model=self._build_other_model,
             progress=self.progress,
-            log=self.log,
+            log=self._cell_log,
         )
 
     def compress(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Compressed:
@@ -221,17 +224,42 @@ class CellRunner:
     def run(self, cell: Cell) -> Record:
         """The cell's record: ``ok`` with every metric, or ``error`` with the traceback."""
         record = self.base_record(cell)
+        messages: list[str] = []
+        caught: list[str] = []
+
+        def log(message: str) -> None:
+            messages.append(str(message))
+            self.log(f"[{cell.name}] {message}")
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            text = f"{category.__name__}: {message} ({filename}:{lineno})"
+            if text not in caught:  # a warning raised in a loop is kept and shown once
+                caught.append(text)
+                self.log(f"[{cell.name}] warning: {text}")
+
         t0 = time.perf_counter()
-        try:
-            self._compute(cell, record, t0)
-            record["status"] = "ok"
-        except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
-            raise
-        except Exception as e:
-            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
-                raise cannot_write(e.filename or self.store.root / "cells", e) from e
-            record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
-            record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
+        # the filters stay as they are (what is ignored stays ignored); what would reach the terminal
+        # goes through this cell's log instead, so a worker process forwards it and the record keeps it
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            self._cell_log = log
+            try:
+                self._compute(cell, record, t0)
+                record["status"] = "ok"
+            except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
+                raise
+            except Exception as e:
+                if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
+                    raise cannot_write(e.filename or self.store.root / "cells", e) from e
+                record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+                record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
+            finally:
+                self._cell_log = self.log
+        if messages:
+            record["details"] = {**record["details"], "log": messages}
+        if caught:
+            record["details"] = {**record["details"], "warnings": caught}
         record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),
                                  "peak_rss_mb": round(_peak_rss_mb(), 1)}
         record["finished_at"] = utc_now()

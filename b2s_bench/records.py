@@ -13,7 +13,8 @@ Schema ``b2s-bench/record/2`` (see README "Records"):
 - ``size``: breakdown (bits by part), total_bits, baseline_bits, layers_*, ratio_model, ratio_layers,
   bits_per_weight, disk_bytes
 - ``timings``: seconds for build, compress, evaluate, total
-- ``details``: compressor and metric facts (per-layer values, chosen ranks, ...)
+- ``details``: compressor and metric facts (per-layer values, chosen ranks, ...); ``log`` (the cell's
+  ``ctx.log`` messages) and ``warnings`` (its Python warnings, "Category: message (file:line)"), when any
 - ``environment``: device, device_name, python, torch, b2s_bench, git_commit, platform, plugins
 - ``per_example``: per-example outcomes of metrics that have them (for confidence intervals)
 - ``error``: {type, message, traceback} or null; ``started_at``, ``finished_at`` (UTC ISO 8601)

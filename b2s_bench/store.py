@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,11 +34,13 @@ from .records import (
     host_name,
     load_json,
     record_problems,
+    temp_tag,
     write_atomic,
     write_record,
 )
 
-__all__ = ["RunStore", "Claim", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS", "MIN_CLAIM_TIMEOUT"]
+__all__ = ["RunStore", "Claim", "OwnedLock", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS", "MIN_CLAIM_TIMEOUT",
+           "LOCK_STALE_SECONDS"]
 
 HEARTBEAT_SECONDS = 10.0
 #: a claim from another host whose heartbeat is older than this is taken over (its owner is presumed dead)
@@ -45,6 +48,9 @@ DEFAULT_CLAIM_TIMEOUT = 120.0
 #: the shortest ``runtime.claim_timeout``: three heartbeats (the runner refreshes its claims every
 #: ``HEARTBEAT_SECONDS / 2`` = 5 s), so one late beat of a busy machine never looks like a dead run
 MIN_CLAIM_TIMEOUT = 3 * HEARTBEAT_SECONDS / 2
+#: an :class:`OwnedLock` whose heartbeat (mtime) is older than this is taken over; its holder
+#: refreshes it every ``LOCK_STALE_SECONDS / 6`` s, so only a dead or frozen holder goes stale
+LOCK_STALE_SECONDS = 60.0
 
 
 class Claim(dict):
@@ -308,16 +314,21 @@ class RunStore:
 
     # -- leftovers of killed runs -------------------------------------------------------------------
     def clean_leftovers(self, older_than: float = DEFAULT_CLAIM_TIMEOUT) -> list[Path]:
-        """Remove temporary files and half-written artifact folders that a killed process left.
+        """Remove temporary files, half-written artifact folders and dead locks that a killed process left.
 
         Their names carry the writer's host and pid (``records.temp_tag``): one of a dead process on
         this host is removed at once, any other only once it is older than ``older_than`` seconds
-        (another live run may be writing it).
+        (another live run may be writing it). A lock in ``cache/reference/`` is removed when its holder
+        is dead (:meth:`OwnedLock.dead`).
         """
         removed = []
-        candidates = [*self.root.glob(".*.tmp"), *self.cells.glob(".*.tmp"), *self.claims.glob("*.stale")]
+        candidates = [*self.root.glob(".*.tmp"), *self.cells.glob(".*.tmp"), *self.claims.glob("*.stale"),
+                      *self.reference_cache.glob(".*.tmp")]
         if self.artifacts.is_dir():
             candidates += [p for p in self.artifacts.iterdir() if p.name.startswith(".")]
+        for path in self.reference_cache.glob("*.lock"):
+            if OwnedLock(path).break_if_dead() is not None:
+                removed.append(path)
         for path in candidates:
             if not self._leftover(path, older_than):
                 continue
@@ -331,11 +342,90 @@ class RunStore:
     def _leftover(self, path: Path, older_than: float) -> bool:
         host, pid = _writer(path.name)
         if host == _host() and pid is not None and pid != os.getpid():
-            return not _pid_alive(pid)
+            return not _owner_alive(pid, None)  # a zombie (killed, not yet reaped by its run) is dead
         try:
             return time.time() - path.stat().st_mtime > older_than
         except OSError:
             return False
+
+
+class OwnedLock:
+    """A lock file that names its holder (host, pid, since when) and keeps a heartbeat (its mtime).
+
+    Only one process can create it (``O_EXCL``). A waiter takes it over at once when the holder's
+    pid is dead on this host (a worker killed by a signal leaves its lock behind; a zombie or a
+    recycled pid counts as dead, as for claims). A holder on another host, or a lock that does not
+    name its holder, is dead when its heartbeat is older than ``stale_after`` seconds. While held, a
+    thread refreshes the mtime, so a long computation never looks dead.
+    """
+
+    def __init__(self, path: Path, stale_after: float = LOCK_STALE_SECONDS):
+        self.path, self.stale_after = Path(path), stale_after
+        self._stop: threading.Event | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free: True when it is ours now (and its heartbeat runs)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                           "started": _utc()}, f)
+        except BaseException:  # a full disk: no empty lock left behind for others to wait on
+            self.path.unlink(missing_ok=True)
+            raise
+        self._stop = threading.Event()
+        threading.Thread(target=self._beat, args=(self._stop,), daemon=True, name=f"heartbeat {self.path.name}").start()
+        return True
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.stale_after / 6):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+        self.path.unlink(missing_ok=True)
+
+    def holder(self) -> dict[str, Any] | None:
+        """The holder's host, pid and start, plus ``age`` (s since its heartbeat); None when there is no lock."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+            text = self.path.read_text()
+        except OSError:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:  # created, its content not written yet (or a lock of an older version)
+            data = {}
+        return {**(data if isinstance(data, dict) else {}), "age": max(age, 0.0)}
+
+    def dead(self, info: dict[str, Any]) -> bool:
+        pid = info.get("pid")
+        if info.get("host") == _host() and isinstance(pid, int) and pid != os.getpid():
+            return not _owner_alive(pid, info.get("pid_start"))
+        return bool(info["age"] > self.stale_after)
+
+    def break_if_dead(self) -> dict[str, Any] | None:
+        """Remove the lock if its holder is dead; returns that holder (None: no lock, or a live one).
+        Only one of several waiters wins the removal (an atomic rename). Two waiters that both judged
+        the same dead lock can, rarely, remove a fresh lock as well: the cost is the work computed
+        twice, each copy written atomically, never a wrong result."""
+        info = self.holder()
+        if info is None or not self.dead(info):
+            return None
+        grave = self.path.with_name(f".{self.path.name}.{temp_tag()}.tmp")
+        try:
+            os.replace(self.path, grave)
+        except FileNotFoundError:  # another waiter broke it first
+            return None
+        grave.unlink(missing_ok=True)
+        return info
 
 
 def _writer(name: str) -> tuple[str | None, int | None]:

@@ -3,20 +3,67 @@
 A worker process loads the plugins and the suite the way the driver did (the same plugin files,
 disabled plugins and plugin options), expands the suite, and keeps that state for the next cell:
 workers are long-lived, so only the first cell pays for imports and model building.
+
+A cell's messages (a compressor's ``ctx.log``, Python warnings) go to :func:`set_log`'s sink,
+prefixed by the cell's name: stderr by default, the driver's terminal for the process executor.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from .errors import CannotWrite
 from .execution import RunPlan
 
-__all__ = ["execute", "execute_cell", "setup", "adopt"]
+__all__ = ["execute", "execute_cell", "setup", "adopt", "set_log", "die_with_parent"]
 
 _STATE: dict[RunPlan, Any] = {}
+_SINK: list[Callable[[str], None]] = [lambda msg: print(msg, file=sys.stderr, flush=True)]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def set_log(sink: Callable[[str], None]) -> None:
+    """Where this process sends cells' messages (each already prefixed by its cell's name)."""
+    _SINK[0] = sink
+
+
+def _log(message: str) -> None:
+    _SINK[0](message)
+
+
+def die_with_parent(parent_pid: int, every: float = 1.0) -> None:
+    """End this worker process when ``parent_pid`` (the run that started it) dies, however it dies.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``; it fires when the
+    thread that started this process ends, and the executor starts and stops its workers from one
+    thread). A watchdog thread, checking that the parent is still ours every ``every`` seconds, is
+    the fallback elsewhere. Without them a worker outlived a killed run, hanging in a plugin with no
+    cell timeout any more, and holding the run's stdout open.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watchdog alone
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:  # a dead parent's children are re-parented
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="b2s-bench-parent-watchdog").start()
 
 
 def setup(plan: RunPlan) -> Any:
@@ -37,7 +84,7 @@ def setup(plan: RunPlan) -> Any:
             plugins.cli_options.registry.get(flag).option.apply(value)
         suite = load_suite(plan.suite_file, plugins)
         device = torch.device(plan.device)
-        runner = CellRunner(suite, plugins, device, RunStore(plan.out_dir))
+        runner = CellRunner(suite, plugins, device, RunStore(plan.out_dir), log=_log)
         cells = {c.id: c for c in expand(suite, plugins, device.type)}
         _STATE.clear()  # one plan per process at a time: a new run's state replaces the old one
         _STATE[plan] = (runner, cells)

@@ -3,7 +3,8 @@
 Exit codes (:mod:`b2s_bench.cli.exits`): 0 every cell ok; 1 some cell failed; 2 usage or suite
 errors (printed without a traceback); 3 a prerequisite is missing here (data, weights, a package),
 with what to do; 4 a file could not be written (a full or read-only folder, named; no cell is
-marked failed for it); 130 interrupted (finished cells are kept, a re-run resumes).
+marked failed for it); 130 interrupted (finished cells are kept, a re-run resumes); 143 terminated
+by SIGTERM, which stops a run the way Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import errno  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..errors import CannotWrite, MissingPrerequisite, UserError  # noqa: E402
@@ -35,7 +39,8 @@ def _global_parser(add_help: bool) -> argparse.ArgumentParser:
         prog="b2s-bench", add_help=add_help,
         description="Benchmark neural-network compressors on the same models, data and size rules.",
         epilog="Exit codes: 0 all ok, 1 some cell failed, 2 usage or suite error, 3 missing prerequisite "
-               "(data, weights, a package), 4 could not write (a full or read-only folder), 130 interrupted.",
+               "(data, weights, a package), 4 could not write (a full or read-only folder), 130 interrupted, "
+               "143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"b2s-bench {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -71,7 +76,27 @@ def apply_plugin_options(plugins: Plugins, values: dict[str, str | None]) -> Non
         option.apply(value)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it stops as on Ctrl-C: the executor stops its workers and
+    the records of finished cells stay (a plain SIGTERM ended the process and left workers running)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # only the main thread may set handlers; the previous one is restored (main() is also called in-process)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early, _ = _global_parser(add_help=False).parse_known_args(argv)  # which plugins to load
     try:
@@ -97,9 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CannotWrite as e:
         print(f"error: {e}", file=sys.stderr)
         return exits.CANNOT_WRITE
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return exits.INTERRUPTED
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\n{what}: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return exits.TERMINATED if isinstance(e, Terminated) else exits.INTERRUPTED
     except BrokenPipeError:  # `b2s-bench ls ... | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

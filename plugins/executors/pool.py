@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -25,12 +26,24 @@ import b2s_bench as b2s
 HOST = socket.gethostname()
 
 
-def _worker_main(conn: Connection, env: dict[str, str]) -> None:
+def _worker_main(conn: Connection, env: dict[str, str], parent: int) -> None:
     """A worker's life: set its environment, then compute cells until told to stop."""
     os.environ.update(env)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers itself
+    # Ctrl-C and SIGTERM reach the whole process group; they are the driver's: it stops the workers
+    # itself (and keeps the records of finished cells). A worker never outlives the driver.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import b2s_bench as b2s  # after the environment is set (CUDA, threads)
+    from b2s_bench import worker
 
+    worker.die_with_parent(parent)
+    sending = threading.Lock()  # a plugin may log from its own threads
+
+    def send(*message: Any) -> None:
+        with sending:
+            conn.send(message)
+
+    worker.set_log(lambda text: send("log", None, text))  # the driver prints a cell's messages
     while True:
         try:
             message = conn.recv()
@@ -39,7 +52,7 @@ def _worker_main(conn: Connection, env: dict[str, str]) -> None:
         if message is None:
             return
         plan, cell_id = message
-        conn.send(("done", cell_id, b2s.execute_cell(plan, cell_id)))
+        send("done", cell_id, b2s.execute_cell(plan, cell_id))
 
 
 def describe_exit(code: int | None) -> str:
@@ -60,7 +73,7 @@ def describe_exit(code: int | None) -> str:
 class _Worker:
     def __init__(self, ctx: Any, env: dict[str, str], slot: int):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, env), daemon=False,
+        self.process = ctx.Process(target=_worker_main, args=(child, env, os.getpid()), daemon=False,
                                    name=f"b2s-bench-worker-{slot}")
         self.process.start()
         child.close()
@@ -134,14 +147,19 @@ class ProcessExecutor:
         assert task is not None
         seconds = time.time() - worker.started
         try:
-            if worker.conn.poll():
-                kind, cell_id, record = worker.conn.recv()
+            while worker.conn.poll():
+                kind, cell_id, payload = worker.conn.recv()
+                if kind == "log":  # a message of the running cell, already prefixed by its name
+                    self.options.log(payload)
+                    continue
                 worker.task = None
-                self._done.append(b2s.CellOutcome(cell_id, record, None, HOST, seconds))
+                self._done.append(b2s.CellOutcome(cell_id, payload, None, HOST, seconds))
                 return
+            if worker.process.is_alive():
+                return  # only messages: the cell is still computing
         except (EOFError, OSError):
             pass
-        worker.process.join(timeout=5)  # no message: the process died in the cell
+        worker.process.join(timeout=5)  # no record: the process died in the cell
         cause = describe_exit(worker.process.exitcode)
         worker.task = None
         worker.conn.close()
