@@ -115,9 +115,13 @@ class CellRunner:
         return self._data[key]
 
     def reference_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The dense model's outputs on the eval set: computed once per model and data, on disk."""
+        """The dense model's outputs on the eval set: computed once per model and data, on disk, for every
+        cell and run on this machine (``--force`` recomputes cells, not these)."""
+        # shared across runs (the user's cache): the torch version is in the key, since its kernels
+        # decide the last bits of the outputs
         key = hashlib.sha256(self._key([cell.fingerprint["model"], cell.fingerprint["dataset"], data.fingerprint,
-                                        self.suite.runtime.batch_size, self.device.type]).encode()).hexdigest()[:24]
+                                        self.suite.runtime.batch_size, self.device.type,
+                                        torch.__version__]).encode()).hexdigest()[:24]
         path = self.store.reference_cache / f"{key}.pt"
         # the lock names its holder: a worker killed while computing them (its pid dead on this host,
         # or its heartbeat stale) is taken over at once; a live holder is waited for, however long

@@ -7,7 +7,9 @@ Layout of ``DIR`` (``runs/<suite>`` by default)::
     claims/<id>.json      a cell being computed: who (host, pid and its start, run) and since when; its mtime is the heartbeat
     set-aside/            records that failed validation, moved here (never deleted) and recomputed
     artifacts/<id>/       each cell's compressed model (safetensors + manifest), when kept
-    cache/reference/      dense outputs per model and data, shared by every worker
+
+Dense reference outputs live outside it, in the user's cache (``$B2S_BENCH_CACHE/reference``): they
+are computed once per model, data and torch version, and shared by every worker, cell and run.
 
 Every writer of records, claims and reports goes through here, whatever executor ran the cell.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .paths import cache_dir
 from .records import (
     WRITE_ERRNOS,
     Record,
@@ -134,7 +137,8 @@ class RunStore:
 
     @property
     def reference_cache(self) -> Path:
-        return self.root / "cache" / "reference"
+        """Dense outputs, shared by every run on this machine (keyed by weights, data and torch)."""
+        return cache_dir() / "reference"
 
     def prepare(self) -> None:
         for folder in (self.cells, self.claims):
@@ -318,7 +322,7 @@ class RunStore:
 
         Their names carry the writer's host and pid (``records.temp_tag``): one of a dead process on
         this host is removed at once, any other only once it is older than ``older_than`` seconds
-        (another live run may be writing it). A lock in ``cache/reference/`` is removed when its holder
+        (another live run may be writing it). A lock of the dense-outputs cache is removed when its holder
         is dead (:meth:`OwnedLock.dead`).
         """
         removed = []

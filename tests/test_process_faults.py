@@ -48,7 +48,7 @@ def build(config, model):
     def batches(size):
         # while the test's gate file exists, whoever computes the dense outputs (a .lock exists) stops here
         gate = os.path.join(os.environ["B2S_TEST_DIR"], "gate")
-        if os.path.exists(gate) and glob.glob(os.path.join(os.environ["B2S_TEST_RUN"], "cache/reference/*.lock")):
+        if os.path.exists(gate) and glob.glob(os.path.join(os.environ["B2S_BENCH_CACHE"], "reference/*.lock")):
             with open(os.path.join(os.environ["B2S_TEST_DIR"], "blocked"), "w") as f:
                 f.write(str(os.getpid()))
             while os.path.exists(gate):
@@ -74,7 +74,6 @@ def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.write_text(PLUGIN)
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
     monkeypatch.setenv("B2S_TEST_DIR", str(tmp_path))
-    monkeypatch.setenv("B2S_TEST_RUN", str(tmp_path / "run"))
     return path
 
 
@@ -147,7 +146,7 @@ def test_a_worker_killed_holding_the_dense_outputs_lock_is_taken_over(
     blocked = tmp_path / "blocked"
     _wait_for(blocked.is_file, 60, "worker computing the dense outputs")
     worker = int(_wait_for(blocked.read_text, 5, "pid"))
-    lock = next((out / "cache" / "reference").glob("*.lock"))
+    lock = next((Path(os.environ["B2S_BENCH_CACHE"]) / "reference").glob("*.lock"))
     holder = OwnedLock(lock).holder()
     assert holder is not None and holder.get("pid") == worker and holder.get("host") == host_name()
     os.kill(worker, signal.SIGKILL)  # the lock stays behind
@@ -159,8 +158,8 @@ def test_a_worker_killed_holding_the_dense_outputs_lock_is_taken_over(
     recs = _records(out)
     assert sorted(r["status"] for r in recs.values()) == ["error", "ok", "ok"]
     assert "taking over the dense outputs of tiny:cnn from pid " + str(worker) in err
-    assert not list((out / "cache" / "reference").glob("*.lock"))
-    assert len(list((out / "cache" / "reference").glob("*.pt"))) == 1
+    assert not list((Path(os.environ["B2S_BENCH_CACHE"]) / "reference").glob("*.lock"))
+    assert len(list((Path(os.environ["B2S_BENCH_CACHE"]) / "reference").glob("*.pt"))) == 1
 
 
 def test_leftover_cleanup_removes_dead_reference_locks_and_temp_files(tmp_path: Path) -> None:

@@ -100,6 +100,16 @@ def test_second_run_computes_nothing(tiny_suite: Path, tmp_path: Path, capsys: p
     assert "prune(sparsity=0.5)" in board and "quantize(bits=4)" in board and "| dense" in board
 
 
+def test_dense_outputs_are_computed_once_across_cells_runs_and_force(tiny_suite: Path, tmp_path: Path) -> None:
+    cache = Path(os.environ["B2S_BENCH_CACHE"]) / "reference"
+    assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "a"), "--quiet") == 0
+    made = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert len(made) == 1  # one model, one dataset: one dense pass for the run's 4 cells
+    assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "a"), "--quiet", "-k", "bits=8", "--force") == 0
+    assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "b"), "--quiet") == 0  # another run folder
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == made
+
+
 def test_a_failing_observer_hook_does_not_stop_the_suite(tiny_suite: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
