@@ -207,6 +207,9 @@ class Runner:
             return RunSummary(self.options.out_dir, len(self.cells), 0, len(done), [], time.perf_counter() - start)
         todo = longest_first(todo, self.store.root, self.plugins)
         executor = self.executor()
+        describe = getattr(executor, "describe", None)
+        if callable(describe):
+            self.log(f"running {len(todo)} cells longest first on {describe()}")
         dispatch = _Dispatch(self, executor, todo)
         worker.adopt(dispatch.plan, self.cell_runner, {c.id: c for c in self.all_cells})
         try:

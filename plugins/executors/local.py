@@ -21,6 +21,9 @@ class InlineExecutor:
         self._queue: list[b2s.CellTask] = []
         self._running: b2s.ActiveCell | None = None
 
+    def describe(self) -> str:
+        return "this process (inline executor), one at a time"
+
     def submit(self, task: b2s.CellTask) -> None:
         self._queue.append(task)
 
