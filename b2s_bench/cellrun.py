@@ -297,7 +297,7 @@ class CellRunner:
         ev = Evaluation(evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size, reference,
                         {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats)
         self._metrics(cell, ev, record)
-        if self.suite.runtime.weight_limits and ev.weight_pairs:
+        if self.suite.runtime.weight_limits and ev.coded_pairs:
             ev.limits()  # details.rate_distortion and weight_structure in every record that replaces weights
         if "outputs" in ev.__dict__:  # computed by a metric: a model that outputs NaN fails, never scores 0 %
             _check_finite("model output", {"logits": ev.outputs[0]})

@@ -35,14 +35,16 @@ total; ≈ 1/64 for white noise, ≈ 1 for a smooth matrix) and the effective ra
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 
 import torch
 
-from .belowlimit import SOURCE_BITS, below_limit
+from .belowlimit import GAP_BITS, SOURCE_BITS, below_limit, gap_applies
 
-__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "LOW_FREQ_FRACTION", "SOURCE_BITS", "below_limit", "gaussian_bound",
+__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "ECSQ_MIN_NUMEL", "ECSQ_SAMPLES_PER_CELL", "GAP_BITS", "LOW_FREQ_FRACTION",
+           "SOURCE_BITS", "below_limit", "gap_applies", "ecsq_applies", "structure_of", "tensor_digest", "gaussian_bound",
            "waterfill_bound", "gap_db", "ecsq", "ecsq_shared", "empirical_entropy", "TensorLimits", "tensor_limits",
            "model_limits", "weight_structure", "neighbour_autocorr", "low_frequency_energy", "effective_rank", "as_matrix"]
 
@@ -50,7 +52,12 @@ __all__ = ["ECSQ_HIGH_RATE_GAP_DB", "LOW_FREQ_FRACTION", "SOURCE_BITS", "below_l
 ECSQ_HIGH_RATE_GAP_DB = 10 * math.log10(math.pi * math.e / 6)
 #: the low-frequency block: the lowest ceil(n · LOW_FREQ_FRACTION) DCT frequencies of each axis
 LOW_FREQ_FRACTION = 1 / 8
-_BISECTIONS = 40  # halvings of the log-step bracket (2^-40 of its width: far below any entropy noise)
+#: an ECSQ reference needs a tensor of at least this many weights ... (see :func:`ecsq_applies`)
+ECSQ_MIN_NUMEL = 4096
+#: ... and at least this many weights per quantizer cell: N ≥ 64 · 2^R
+ECSQ_SAMPLES_PER_CELL = 64
+_BISECTIONS = 40  # at most this many entropy passes in the step search (40 halvings: 2^-40 of the bracket)
+_RATE_TOLERANCE = 1e-5  # bits per sample: the step search stops this close to the rate
 
 
 def gaussian_bound(variance: float, rate: float) -> float:
@@ -120,16 +127,36 @@ def _step_bracket(xs: Sequence[torch.Tensor], rate: float) -> tuple[float, float
 
 
 def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float) -> float:
-    """The step whose weighted mean index entropy is ``rate`` (the finest step tried if none reaches it)."""
+    """The step whose weighted mean index entropy is ``rate`` (the finest step tried if none reaches it).
+
+    The entropy falls with the log-step, by 1/ln 2 bits per unit at high rate (H ≈ h(X) − log2 step),
+    so a secant search started at the Gaussian high-rate step lands within :data:`_RATE_TOLERANCE`
+    bits in a handful of passes over the weights; a step outside the bracket is replaced by
+    bisection, so it never does worse than :data:`_BISECTIONS` halvings.
+    """
     lo, hi = _step_bracket(xs, rate)
     total = sum(weights)
+
+    def excess(u: float) -> float:  # mean index entropy at step e^u, minus the rate
+        return sum(w * empirical_entropy(_quantize(x, math.exp(u))) for x, w in zip(xs, weights, strict=True)) / total - rate
+
+    std = math.sqrt(sum(w * float(x.pow(2).mean()) for x, w in zip(xs, weights, strict=True)) / total)
+    u = min(max(math.log(std * math.sqrt(2 * math.pi * math.e) * 2.0 ** (-rate) + 1e-300), lo), hi)
+    prev: tuple[float, float] | None = None
     for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        h = sum(w * empirical_entropy(_quantize(x, math.exp(mid))) for x, w in zip(xs, weights, strict=True)) / total
-        if h > rate:
-            lo = mid
+        f = excess(u)
+        if abs(f) < _RATE_TOLERANCE:
+            return math.exp(u)
+        if f > 0:
+            lo = u
         else:
-            hi = mid
+            hi = u
+        slope = (f - prev[1]) / (u - prev[0]) if prev is not None and u != prev[0] else -1 / math.log(2)
+        prev = (u, f)
+        step = u - f / slope if slope < 0 else math.nan
+        u = step if lo < step < hi else 0.5 * (lo + hi)
+        if hi - lo < 1e-12:
+            break
     return math.exp(hi)
 
 
@@ -165,9 +192,25 @@ def ecsq_shared(xs: Sequence[torch.Tensor], total_bits: float) -> float:
     return sum(float((_quantize(c, step) * step - c).pow(2).sum()) for c in centred) / n
 
 
+def ecsq_applies(numel: int, rate: float) -> bool:
+    """Whether an ECSQ reference for ``numel`` samples at ``rate`` bits each means something.
+
+    The empirical index entropy of N samples cannot exceed log2 N and is biased low well before
+    that, so an ECSQ "reached" on a small tensor is an artifact of the sample, not of the quantizer.
+    The rule: N ≥ :data:`ECSQ_MIN_NUMEL` and N ≥ :data:`ECSQ_SAMPLES_PER_CELL` · 2^R (on average at
+    least 64 samples per quantizer cell). It also rules out rates near fp32, where no entropy is
+    measurable on any real tensor.
+    """
+    return numel >= ECSQ_MIN_NUMEL and rate <= math.log2(numel / ECSQ_SAMPLES_PER_CELL)
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorLimits:
-    """One coded tensor against the limits (the keys of :meth:`as_dict` are a report contract)."""
+    """One coded tensor against the limits (the keys of :meth:`as_dict` are a report contract).
+
+    ``gap_db`` is None at :data:`~b2s_bench.belowlimit.GAP_BITS` bits per weight or more;
+    ``ecsq_mse`` and ``gap_ecsq_db`` are None where :func:`ecsq_applies` says no.
+    """
 
     numel: int
     bits: int
@@ -175,12 +218,12 @@ class TensorLimits:
     variance: float  # population variance of the original
     mse: float  # mean squared error of the decoded tensor
     gaussian_bound_mse: float
-    ecsq_mse: float
-    gap_db: float  # 10·log10(mse / gaussian_bound_mse)
-    gap_ecsq_db: float  # 10·log10(mse / ecsq_mse)
+    ecsq_mse: float | None
+    gap_db: float | None  # 10·log10(mse / gaussian_bound_mse)
+    gap_ecsq_db: float | None  # 10·log10(mse / ecsq_mse)
     energy: float  # mean of W²
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         keys = ("numel", "bits", "rate", "variance", "mse", "gaussian_bound_mse", "ecsq_mse", "gap_db", "gap_ecsq_db")
         return {k: getattr(self, k) for k in keys}
 
@@ -191,29 +234,38 @@ def tensor_limits(original: torch.Tensor, decoded: torch.Tensor, bits: int) -> T
     n = int(w.numel())
     rate = bits / n if n else math.nan
     variance = float(w.var(unbiased=False)) if n else math.nan
-    mse = float((decoded.detach().double().reshape(-1) - w).pow(2).mean()) if n else math.nan
+    d = decoded.detach().double().reshape(-1)
+    # an exact copy (a raw or identity code) needs no pass over the difference
+    mse = (0.0 if torch.equal(d, w) else float((d - w).pow(2).mean())) if n else math.nan
     bound = gaussian_bound(variance, rate)
-    e = ecsq(w, rate).mse
-    return TensorLimits(n, int(bits), rate, variance, mse, bound, e, gap_db(mse, bound), gap_db(mse, e),
-                        float(w.pow(2).mean()) if n else math.nan)
+    e = ecsq(w, rate).mse if ecsq_applies(n, rate) else None
+    return TensorLimits(n, int(bits), rate, variance, mse, bound, e,
+                        gap_db(mse, bound) if gap_applies(rate) else None,
+                        gap_db(mse, e) if e is not None else None, float(w.pow(2).mean()) if n else math.nan)
 
 
-def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimits]) -> dict[str, float | bool]:
+def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimits]) -> dict[str, float | bool | None]:
     """The coded tensors together: rate, mse and energy per weight, Σ n_t σ_t² / Σ ‖W_t‖², the
-    water-filling Gaussian bound and shared-step ECSQ at the total bits, the gap and :func:`below_limit`."""
+    water-filling Gaussian bound and shared-step ECSQ at the total bits, the gap and :func:`below_limit`.
+
+    The gap is None at :data:`~b2s_bench.belowlimit.GAP_BITS` bits per weight or more; the shared
+    ECSQ is None unless every tensor meets :func:`ecsq_applies` at the model's rate (one small
+    tensor's saturated entropy would bias the shared step).
+    """
     n = sum(t.numel for t in limits)
     if n == 0:
         return {"rate": math.nan, "mse": math.nan, "energy": math.nan, "variance_ratio": math.nan,
-                "bound_mse": math.nan, "ecsq_mse": math.nan, "gap_db": math.nan, "below_limit": False}
+                "bound_mse": math.nan, "ecsq_mse": None, "gap_db": None, "below_limit": False}
     bits = sum(t.bits for t in limits)
+    rate = bits / n
     mse = sum(t.mse * t.numel for t in limits) / n
     sq = sum(t.energy * t.numel for t in limits)
     bound = waterfill_bound([t.variance for t in limits], [t.numel for t in limits], bits)
-    gap = gap_db(mse, bound)
-    return {"rate": bits / n, "mse": mse, "energy": sq / n,
+    gap = gap_db(mse, bound) if gap_applies(rate) else None
+    shared = ecsq_shared(originals, bits) if all(ecsq_applies(t.numel, rate) for t in limits) else None
+    return {"rate": rate, "mse": mse, "energy": sq / n,
             "variance_ratio": sum(t.variance * t.numel for t in limits) / sq if sq > 0 else math.nan,
-            "bound_mse": bound, "ecsq_mse": ecsq_shared(originals, bits), "gap_db": gap,
-            "below_limit": below_limit(gap, bits / n)}
+            "bound_mse": bound, "ecsq_mse": shared, "gap_db": gap, "below_limit": below_limit(gap, rate)}
 
 
 # -- structure ----------------------------------------------------------------------------------------
@@ -274,3 +326,28 @@ def weight_structure(w: torch.Tensor) -> dict[str, float | int]:
     rows, cols = neighbour_autocorr(m)
     return {"autocorr_rows": rows, "autocorr_cols": cols, "low_freq_energy": low_frequency_energy(m),
             "effective_rank_90": effective_rank(m, 0.9)}
+
+
+#: weight_structure by tensor digest: it describes an ORIGINAL tensor, the same in every cell of a
+#: model, and its SVD dominates the limits' time; bounded so that a long run over many models does
+#: not grow without end (an entry is a few numbers).
+_STRUCTURE: dict[str, dict[str, float | int]] = {}
+_STRUCTURE_MAX = 100_000
+
+
+def tensor_digest(w: torch.Tensor) -> str:
+    """A digest of a tensor's dtype, shape and bytes: equal digests, equal tensors (BLAKE2b, 128 bits)."""
+    t = w.detach().cpu().contiguous()
+    h = hashlib.blake2b(f"{t.dtype}{tuple(t.shape)}".encode(), digest_size=16)
+    h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
+def structure_of(w: torch.Tensor, digest: str | None = None) -> dict[str, float | int]:
+    """:func:`weight_structure` of ``w``, computed once per distinct tensor in this process."""
+    key = digest or tensor_digest(w)
+    if key not in _STRUCTURE:
+        if len(_STRUCTURE) >= _STRUCTURE_MAX:
+            _STRUCTURE.pop(next(iter(_STRUCTURE)))  # the oldest: dicts keep insertion order
+        _STRUCTURE[key] = weight_structure(w)
+    return dict(_STRUCTURE[key])
