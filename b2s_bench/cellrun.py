@@ -192,6 +192,8 @@ class CellRunner:
             raise TypeError(f"compressor {first.name!r} returned {type(compressed).__name__}, not b2s_bench.Compressed")
         for stage in cell.stages[1:]:
             compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
+        if len(cell.stages) > 1:  # the first stage's facts are under details.stages[0]: name it there
+            compressed.info["stages"][0].setdefault("compressor", first.name)
         return compressed
 
     def _build_other_model(self, name: str) -> torch.nn.Module:

@@ -296,3 +296,27 @@ def test_the_secant_step_search_reaches_the_rate_in_few_passes(monkeypatch: pyte
         e = rd.ecsq(x, rate)
         assert e.rate == pytest.approx(rate, abs=1e-3)
         assert passes[0] <= 12, (rate, passes[0])
+
+
+def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(
+        write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite = write_suite("""
+        suite: stages
+        models: [{name: tiny:cnn}]
+        dataset: {name: random, n: 8}
+        compressors:
+          - pipeline: [{name: lowrank, rank: 2}, {name: quantize, bits: 4}]
+        metrics: [bits, weight_rel_mae]
+        runtime: {save_artifacts: false}
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", "inline") == 0
+    (rec,) = (r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json")) if r["label"] != "dense")
+    first, second = rec["details"]["stages"]
+    assert first["compressor"] == "lowrank" and "ranks" in first and "ranks" not in rec["details"]
+    assert second["compressor"] == "quantize" and second["tensors"] > 0
+    after = second["against_previous"]
+    assert set(after["tensors"]) <= set(first["ranks"]) and len(after["tensors"]) == second["tensors"]
+    assert 0 < after["rel_mae"] < 1 and 0 < after["cosine"] <= 1  # 4-bit rounding of the factors moved the weights
+    # the final weights' error (the metric) differs from what the second stage alone changed
+    assert rec["metrics"]["weight_rel_mae"]["value"] > 0
