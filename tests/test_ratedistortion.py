@@ -259,7 +259,7 @@ def _stored(bits: int) -> Callable[[nn.Module], dict]:
 
 
 def test_the_limits_do_no_more_work_at_32_bits_than_at_8(monkeypatch: pytest.MonkeyPatch) -> None:
-    passes = _count(monkeypatch, "empirical_entropy")  # one pass over a tensor per call: the ECSQ search's work
+    passes = _count(monkeypatch, "index_entropy")  # one pass over a tensor per call: the ECSQ search's work
     work = {}
     for bits in (8, 32):
         passes[0] = 0
@@ -288,7 +288,7 @@ def test_a_dense_tensors_structure_is_computed_once_per_model(monkeypatch: pytes
 
 
 def test_the_secant_step_search_reaches_the_rate_in_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    passes = _count(monkeypatch, "empirical_entropy")
+    passes = _count(monkeypatch, "index_entropy")
     torch.manual_seed(0)
     x = torch.distributions.Laplace(0.0, 1.0).sample((100_000,)).double()
     for rate in (1.0, 3.0, 6.0):
