@@ -143,13 +143,16 @@ def index_entropy(x: torch.Tensor, step: float, bounds: tuple[float, float] | No
     return float(-(p * torch.log2(p)).sum())
 
 
-def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float) -> float:
-    """The step whose weighted mean index entropy is ``rate`` (the finest step tried if none reaches it).
+def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float,
+               guess: float | None = None) -> tuple[float, float | None]:
+    """The step whose weighted mean index entropy is ``rate`` (the finest step tried if none reaches it),
+    and the entropy reached there when the search measured it (else None).
 
     The entropy falls with the log-step, by 1/ln 2 bits per unit at high rate (H ≈ h(X) − log2 step),
     so a secant search started at the Gaussian high-rate step lands within :data:`_RATE_TOLERANCE`
     bits in a handful of passes over the weights; a step outside the bracket (from 2^−R·σ/64 to
     4·max|x|) is replaced by bisection, so it never does worse than :data:`_BISECTIONS` halvings.
+    ``guess``: a better first step than the Gaussian one, where the caller knows it.
     """
     total = sum(weights)
     # each tensor's range and mean square, once: the bracket, the first guess and every pass use them
@@ -164,12 +167,14 @@ def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float
         return sum(w * index_entropy(x, step, b) for x, w, b in zip(xs, weights, bounds, strict=True)) / total - rate
 
     std = math.sqrt(sum(w * q for q, w in zip(squares, weights, strict=True)) / total)
-    u = min(max(math.log(std * math.sqrt(2 * math.pi * math.e) * 2.0 ** (-rate) + 1e-300), lo), hi)
+    first = guess if guess is not None and guess > 0 else std * math.sqrt(2 * math.pi * math.e) * 2.0 ** (-rate)
+    u = min(max(math.log(first + 1e-300), lo), hi)
     prev: tuple[float, float] | None = None
+    seen: dict[float, float] = {}
     for _ in range(_BISECTIONS):
-        f = excess(u)
+        f = seen[u] = excess(u)
         if abs(f) < _RATE_TOLERANCE:
-            return math.exp(u)
+            return math.exp(u), f + rate
         if f > 0:
             lo = u
         else:
@@ -180,7 +185,7 @@ def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float
         u = step if lo < step < hi else 0.5 * (lo + hi)
         if hi - lo < 1e-12:
             break
-    return math.exp(hi)
+    return math.exp(hi), seen[hi] + rate if hi in seen else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,13 +212,15 @@ def ecsq(x: torch.Tensor, rate: float) -> ECSQ:
     centred = _centred(x)
     if rate <= 0 or centred.numel() == 0 or float(centred.abs().max()) == 0:
         return ECSQ(math.inf, 0.0, float(centred.pow(2).mean()) if centred.numel() else math.nan)
-    step = _ecsq_step([centred], [1.0], rate)
-    return ECSQ(step, index_entropy(centred, step), _squared_error_sum(centred, step) / centred.numel())
+    step, reached = _ecsq_step([centred], [1.0], rate)
+    reached = index_entropy(centred, step) if reached is None else reached
+    return ECSQ(step, reached, _squared_error_sum(centred, step) / centred.numel())
 
 
-def ecsq_shared(xs: Sequence[torch.Tensor], total_bits: float) -> float:
+def ecsq_shared(xs: Sequence[torch.Tensor], total_bits: float, guess: float | None = None) -> float:
     """Mean MSE over all entries of ECSQ with one step shared by the tensors ``xs`` (each mean-removed,
-    each entropy-coded on its own), their index entropies summing to ``total_bits``."""
+    each entropy-coded on its own), their index entropies summing to ``total_bits``; ``guess``: a
+    first step for the search (see :func:`model_limits`)."""
     centred = [_centred(x) for x in xs]
     counts = [float(c.numel()) for c in centred]
     n = sum(counts)
@@ -221,7 +228,7 @@ def ecsq_shared(xs: Sequence[torch.Tensor], total_bits: float) -> float:
         return math.nan
     if total_bits <= 0 or all(float(c.abs().max()) == 0 for c in centred if c.numel()):
         return sum(float(c.pow(2).sum()) for c in centred) / n
-    step = _ecsq_step(centred, counts, total_bits / n)
+    step, _ = _ecsq_step(centred, counts, total_bits / n, guess)
     return sum(_squared_error_sum(c, step) for c in centred) / n
 
 
@@ -255,6 +262,7 @@ class TensorLimits:
     gap_db: float | None  # 10·log10(mse / gaussian_bound_mse)
     gap_ecsq_db: float | None  # 10·log10(mse / ecsq_mse)
     energy: float  # mean of W²
+    ecsq_step: float | None = None  # the ECSQ's step (not a report field: it seeds the model's search)
 
     def as_dict(self) -> dict[str, float | int | None]:
         keys = ("numel", "bits", "rate", "variance", "mse", "gaussian_bound_mse", "ecsq_mse", "gap_db", "gap_ecsq_db")
@@ -271,10 +279,12 @@ def tensor_limits(original: torch.Tensor, decoded: torch.Tensor, bits: int) -> T
     # an exact copy (a raw or identity code) needs no pass over the difference
     mse = (0.0 if torch.equal(d, w) else float((d - w).pow(2).mean())) if n else math.nan
     bound = gaussian_bound(variance, rate)
-    e = ecsq(w, rate).mse if ecsq_applies(n, rate) else None
+    q = ecsq(w, rate) if ecsq_applies(n, rate) else None
+    e = q.mse if q is not None else None
     return TensorLimits(n, int(bits), rate, variance, mse, bound, e,
                         gap_db(mse, bound) if gap_applies(rate) else None,
-                        gap_db(mse, e) if e is not None else None, float(w.pow(2).mean()) if n else math.nan)
+                        gap_db(mse, e) if e is not None else None, float(w.pow(2).mean()) if n else math.nan,
+                        q.step if q is not None else None)
 
 
 def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimits]) -> dict[str, float | bool | None]:
@@ -295,7 +305,14 @@ def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimit
     sq = sum(t.energy * t.numel for t in limits)
     bound = waterfill_bound([t.variance for t in limits], [t.numel for t in limits], bits)
     gap = gap_db(mse, bound) if gap_applies(rate) else None
-    shared = ecsq_shared(originals, bits) if all(ecsq_applies(t.numel, rate) for t in limits) else None
+    shared = None
+    if all(ecsq_applies(t.numel, rate) for t in limits):
+        # at high rate H_t(s) ≈ R_t + log2(s_t / s) for tensor t's own ECSQ step s_t at its rate R_t,
+        # so the shared step whose entropies sum to the bits is near the size-weighted geometric mean
+        # of the s_t: the search starts there and needs a pass or two, not a handful
+        steps = [(t.ecsq_step, t.numel) for t in limits if t.ecsq_step is not None and math.isfinite(t.ecsq_step)]
+        guess = math.exp(sum(math.log(s) * c for s, c in steps) / sum(c for _, c in steps)) if steps else None
+        shared = ecsq_shared(originals, bits, guess)
     return {"rate": rate, "mse": mse, "energy": sq / n,
             "variance_ratio": sum(t.variance * t.numel for t in limits) / sq if sq > 0 else math.nan,
             "bound_mse": bound, "ecsq_mse": shared, "gap_db": gap, "below_limit": below_limit(gap, rate)}
