@@ -320,3 +320,24 @@ def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(
     assert 0 < after["rel_mae"] < 1 and 0 < after["cosine"] <= 1  # 4-bit rounding of the factors moved the weights
     # the final weights' error (the metric) differs from what the second stage alone changed
     assert rec["metrics"]["weight_rel_mae"]["value"] > 0
+
+
+def test_the_cells_of_a_run_share_each_tensors_structure(
+        write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count(monkeypatch, "weight_structure")
+    rd._STRUCTURE.clear()
+    suite = write_suite("""
+        suite: shared
+        models: [{name: tiny:cnn}]
+        dataset: {name: random, n: 8}
+        compressors:
+          - {name: quantize, grid: {bits: [8, 4, 32]}}
+        metrics: [bits]
+        runtime: {save_artifacts: false}
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", "inline") == 0
+    recs = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    coded = [set(r["details"]["weight_structure"]) for r in recs if "weight_structure" in r["details"]]
+    assert len(coded) == 3 and coded[0] == coded[1] == coded[2]
+    assert calls[0] == len(coded[0])  # three cells, each original tensor's structure computed once
