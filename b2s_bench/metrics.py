@@ -222,7 +222,8 @@ class Evaluation:
         None at 16 bits per weight or more, ECSQ values None on tensors too small for them, see
         :func:`~b2s_bench.ratedistortion.ecsq_applies`) and ``details["weight_structure"]``
         (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}`` of the original
-        tensors, computed once per distinct tensor in a process: every cell of a model shares them),
+        tensors, computed once per distinct tensor: every cell of a model shares them, in a process
+        and through the cache folder ``$B2S_BENCH_CACHE/weight-structure-v1``),
         and returns the former; reports read both keys (a contract: keep them).
 
         Raises:
@@ -236,7 +237,10 @@ class Evaluation:
         per = {key: rd.tensor_limits(w, wh, self.compressed.codes[key].bits().total) for key, w, wh in pairs}
         model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
         self.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
-        self.details["weight_structure"] = {key: rd.structure_of(w) for key, w, _ in pairs}
+        from .paths import cache_dir
+
+        folder = cache_dir() / rd.STRUCTURE_CACHE
+        self.details["weight_structure"] = {key: rd.structure_of(w, folder=folder) for key, w, _ in pairs}
         return self.details["rate_distortion"]
 
     def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Rate–distortion limits of a tensor code, and the structure of a weight tensor (pure math).
+"""Rate–distortion limits of a tensor code, and the structure of a weight tensor (math; one cache).
 
 **The Gaussian limit.** An i.i.d. Gaussian source of variance σ² coded at R bits per sample cannot
 reach a mean squared error below D(R) = σ²·2^(−2R) (Shannon). Among all i.i.d. sources of variance σ²
@@ -40,14 +40,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from .belowlimit import GAP_BITS, SOURCE_BITS, below_limit, gap_applies
 
-__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "ECSQ_MIN_NUMEL", "ECSQ_SAMPLES_PER_CELL", "GAP_BITS", "LOW_FREQ_FRACTION",
+__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "ECSQ_MIN_NUMEL", "ECSQ_SAMPLES_PER_CELL", "GAP_BITS", "STRUCTURE_CACHE", "LOW_FREQ_FRACTION",
            "SOURCE_BITS", "below_limit", "gap_applies", "ecsq_applies", "structure_of", "tensor_digest", "gaussian_bound",
            "waterfill_bound", "gap_db", "ecsq", "ecsq_shared", "empirical_entropy", "index_entropy", "TensorLimits",
            "tensor_limits", "model_limits", "weight_structure", "neighbour_autocorr", "low_frequency_energy",
@@ -402,11 +405,45 @@ def tensor_digest(w: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def structure_of(w: torch.Tensor, digest: str | None = None) -> dict[str, float | int]:
-    """:func:`weight_structure` of ``w``, computed once per distinct tensor in this process."""
+#: the on-disk cache's folder name: bump it when :func:`weight_structure` changes what it computes
+STRUCTURE_CACHE = "weight-structure-v1"
+
+
+def structure_of(w: torch.Tensor, digest: str | None = None, folder: str | os.PathLike[str] | None = None
+                 ) -> dict[str, float | int]:
+    """:func:`weight_structure` of ``w``, computed once per distinct tensor in this process and, with
+    ``folder`` (a cache folder), once across processes: a worker that runs one cell (Slurm) reads
+    what an earlier one computed. The file is ``folder/<digest>.json``; a file that cannot be read
+    is recomputed and rewritten (the cache holds nothing that cannot be rebuilt)."""
     key = digest or tensor_digest(w)
     if key not in _STRUCTURE:
+        path = Path(folder) / f"{key}.json" if folder is not None else None
+        value = _read_structure(path) if path is not None else None
+        if value is None:
+            value = weight_structure(w)
+            if path is not None:
+                _write_structure(path, value)
         if len(_STRUCTURE) >= _STRUCTURE_MAX:
             _STRUCTURE.pop(next(iter(_STRUCTURE)))  # the oldest: dicts keep insertion order
-        _STRUCTURE[key] = weight_structure(w)
+        _STRUCTURE[key] = value
     return dict(_STRUCTURE[key])
+
+
+def _read_structure(path: Path) -> dict[str, float | int] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    keys = {"autocorr_rows", "autocorr_cols", "low_freq_energy", "effective_rank_90"}
+    if not isinstance(value, dict) or set(value) != keys or not all(isinstance(v, (int, float)) for v in value.values()):
+        return None
+    return value
+
+
+def _write_structure(path: Path, value: dict[str, float | int]) -> None:
+    from .records import write_atomic  # atomic: parallel workers may write the same tensor's file
+
+    try:
+        write_atomic(path, json.dumps(value))
+    except OSError:
+        pass  # a read-only or full cache only costs the recomputation next time

@@ -271,7 +271,8 @@ def test_the_limits_do_no_more_work_at_32_bits_than_at_8(monkeypatch: pytest.Mon
     assert 0 < work[8] <= 3 * 12  # the secant search: a few passes per tensor and for the model, not 40
 
 
-def test_a_dense_tensors_structure_is_computed_once_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dense_tensors_structure_is_computed_once_per_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))  # an empty cache: nothing on disk yet
     calls = _count(monkeypatch, "weight_structure")
     rd._STRUCTURE.clear()
     first = weight_eval(_stored(4))
@@ -324,6 +325,7 @@ def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(
 
 def test_the_cells_of_a_run_share_each_tensors_structure(
         write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
     calls = _count(monkeypatch, "weight_structure")
     rd._STRUCTURE.clear()
     suite = write_suite("""
@@ -341,3 +343,18 @@ def test_the_cells_of_a_run_share_each_tensors_structure(
     coded = [set(r["details"]["weight_structure"]) for r in recs if "weight_structure" in r["details"]]
     assert len(coded) == 3 and coded[0] == coded[1] == coded[2]
     assert calls[0] == len(coded[0])  # three cells, each original tensor's structure computed once
+
+
+def test_the_structure_cache_on_disk_serves_another_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _count(monkeypatch, "weight_structure")
+    w = gaussian(48, 80).float()
+    rd._STRUCTURE.clear()
+    first = rd.structure_of(w, folder=tmp_path)
+    (path,) = tmp_path.glob("*.json")
+    assert path.name == f"{rd.tensor_digest(w)}.json" and calls[0] == 1
+    rd._STRUCTURE.clear()  # a new process: only the disk remembers
+    assert rd.structure_of(w.clone(), folder=tmp_path) == first and calls[0] == 1
+    path.write_text("{not json")  # a damaged file is recomputed and rewritten
+    rd._STRUCTURE.clear()
+    assert rd.structure_of(w, folder=tmp_path) == first and calls[0] == 2
+    assert json.loads(path.read_text()) == first
