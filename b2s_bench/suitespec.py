@@ -87,8 +87,8 @@ class RuntimeSettings:
         save_artifacts: write each cell's artifact (and record its bytes on disk).
         weight_limits: record ``details.rate_distortion`` and ``details.weight_structure`` (the code
             against the rate–distortion limits, and what the weights offer beyond i.i.d.) for every
-            cell that replaces weights; one CPU thread spends 0.05–0.13 s a cell on
-            EfficientNet-Lite0 and 0.3–1.1 s on ResNet-50 (4 to 32 bits), plus 0.3 s and 1.9 s once
+            cell that replaces weights; one CPU thread spends 0.05–0.12 s a cell on
+            EfficientNet-Lite0 and 0.3–1.0 s on ResNet-50 (4 to 32 bits), plus 0.3 s and 1.7 s once
             per model for the weight structure (``benchmarks/bench_limits.py``), so ``false`` skips it
             where even that matters. Metrics that need it (``weight_rd_gap_db``,
             ``weight_ecsq_gap_db``) compute it either way.
