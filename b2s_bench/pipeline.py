@@ -4,7 +4,8 @@
 A pipeline's facts are kept per stage: ``info["stages"][i]`` (so ``details.stages[i]`` of the
 record) holds stage i's own facts, the first stage's compressor info included. They are not left
 at the top of ``details``, where a first stage's weight rel-MAE, cosine or PSNR would sit next to
-the final metrics and read as if they described the final model.
+the final metrics and read as if they described the final model; only ``caveats`` (every stage's)
+is also kept at the top.
 """
 
 from __future__ import annotations
@@ -54,5 +55,11 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
     for stat in ("rel_mae", "cosine", "psnr"):  # the mean over the tensors this stage changed (finite values)
         values = [r[stat] for r in per.values() if math.isfinite(r[stat])]
         facts["against_previous"][stat] = sum(values) / len(values) if values else None
-    out.info = {"stages": [*stages(compressed), facts]}
+    staged = [*stages(compressed), facts]
+    out.info = {"stages": staged}
+    # caveats (an unconverged or failed fit) concern the final model too: kept at the top as well,
+    # where reports and claims look for them
+    caveats = [c for stage in staged for c in stage.get("caveats") or []]
+    if caveats:
+        out.info["caveats"] = caveats
     return out

@@ -358,3 +358,17 @@ def test_the_structure_cache_on_disk_serves_another_process(monkeypatch: pytest.
     rd._STRUCTURE.clear()
     assert rd.structure_of(w, folder=tmp_path) == first and calls[0] == 2
     assert json.loads(path.read_text()) == first
+
+
+def test_a_later_stage_keeps_the_first_stages_caveats_at_the_top_too() -> None:
+    from b2s_bench_plugins.compressors import lowrank, quantize
+
+    from b2s_bench.pipeline import apply_stage
+
+    model = Two()
+    first = lowrank.SPEC.compress(model, build_config(lowrank.SPEC.config, {"rank": 2}), Context())
+    first.info["caveats"] = [{"kind": "unconverged", "layer": "a.weight"}]  # as a fit that ran out of budget says
+    out = apply_stage(first, quantize.SPEC, build_config(quantize.SPEC.config, {"bits": 4}), Context())
+    assert out.info["stages"][0]["caveats"] == out.info["caveats"] == first.info["caveats"]
+    assert out.info["stages"][0]["ranks"] == first.info["ranks"] and "ranks" not in out.info
+    assert out.info["stages"][1]["compressor"] == "quantize" and out.info["stages"][1]["tensors"] == 2
