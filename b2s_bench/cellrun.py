@@ -192,6 +192,8 @@ class CellRunner:
             raise TypeError(f"compressor {first.name!r} returned {type(compressed).__name__}, not b2s_bench.Compressed")
         for stage in cell.stages[1:]:
             compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
+        if len(cell.stages) > 1:  # the first stage's facts are under details.stages[0]: name it there
+            compressed.info["stages"][0].setdefault("compressor", first.name)
         return compressed
 
     def _build_other_model(self, name: str) -> torch.nn.Module:
@@ -297,7 +299,7 @@ class CellRunner:
         ev = Evaluation(evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size, reference,
                         {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats)
         self._metrics(cell, ev, record)
-        if self.suite.runtime.weight_limits and ev.weight_pairs:
+        if self.suite.runtime.weight_limits and ev.coded_pairs:
             ev.limits()  # details.rate_distortion and weight_structure in every record that replaces weights
         if "outputs" in ev.__dict__:  # computed by a metric: a model that outputs NaN fails, never scores 0 %
             _check_finite("model output", {"logits": ev.outputs[0]})

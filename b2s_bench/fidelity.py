@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["rel_mae", "cosine", "psnr", "tensor_report"]
+__all__ = ["rel_mae", "cosine", "psnr", "tensor_report", "error_sums"]
 
 
 def rel_mae(w: torch.Tensor, wh: torch.Tensor) -> float:
@@ -34,3 +34,26 @@ def tensor_report(w: torch.Tensor, wh: torch.Tensor) -> dict[str, float]:
     """All three, for a compressor's per-layer record."""
     w, wh = w.detach().float().cpu(), wh.detach().float().cpu()
     return {"rel_mae": rel_mae(w, wh), "cosine": cosine(w, wh), "psnr": psnr(w, wh)}
+
+
+def error_sums(w: torch.Tensor, wh: torch.Tensor) -> dict[str, float]:
+    """What the model-level weight metrics pool over tensors, from one pass over a pair.
+
+    Keys: ``numel``; ``sq_err`` = Σ(Ŵ − W)², ``sq_norm`` = ΣW², ``abs_err`` = Σ|Ŵ − W|,
+    ``abs_norm`` = Σ|W|; ``cosine``; ``psnr`` (:func:`psnr`); ``nmse`` = MSE / (max W − min W)², the
+    range-normalized error behind PSNR (NaN for a constant tensor with an error); ``exact`` (1.0 when
+    Ŵ equals W: a tensor stored as it was, whose error is 0 and cosine 1 even when W is 0).
+    """
+    w, wh = w.detach().double().reshape(-1), wh.detach().double().reshape(-1)
+    n = float(w.numel())
+    sq_norm, abs_norm = float(w.pow(2).sum()), float(w.abs().sum())
+    if torch.equal(w, wh):  # no pass over the difference: most tensors of most cells are raw copies
+        return {"numel": n, "sq_err": 0.0, "sq_norm": sq_norm, "abs_err": 0.0, "abs_norm": abs_norm,
+                "cosine": 1.0, "psnr": math.inf, "nmse": 0.0, "exact": 1.0}
+    diff = wh - w
+    sq_err = float(diff.pow(2).sum())
+    peak = float(w.max() - w.min()) if n else 0.0
+    mse = sq_err / n if n else 0.0
+    return {"numel": n, "sq_err": sq_err, "sq_norm": sq_norm, "abs_err": float(diff.abs().sum()),
+            "abs_norm": abs_norm, "cosine": cosine(w, wh), "psnr": psnr(w, wh),
+            "nmse": mse / peak**2 if peak > 0 else math.nan, "exact": 0.0}

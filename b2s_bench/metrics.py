@@ -30,6 +30,9 @@ __all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "d
 ROLES = ("default", "primary", "check")
 
 
+NO_WEIGHT_PAIRS = "no tensor was replaced with its shape kept (e.g. distillation or structured pruning)"
+
+
 class NotApplicable(Exception):
     """The cell lacks what this metric needs (labels, a dataset); recorded as an empty value."""
 
@@ -161,7 +164,7 @@ class Evaluation:
         return self.compressed.size()
 
     @functools.cached_property
-    def weight_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    def coded_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """(key, original, decoded) for every tensor the compressor replaced and kept the shape of."""
         original = self.baseline.module.state_dict()
         decoded = self.compressed.state_dict()
@@ -171,27 +174,73 @@ class Evaluation:
                 pairs.append((key, original[key].detach().float().cpu(), decoded[key].float().cpu()))
         return pairs
 
+    @functools.cached_property
+    def weight_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(key, original, decoded) for every weight tensor of the dense model, coded or not.
+
+        The weight metrics compare these, so every method of a table is measured over the same
+        tensor set (a method that codes 1 tensor and one that codes 12 share the denominator): the
+        dense model's floating-point parameters plus any coded tensor that is not one (a buffer).
+        A tensor stored as it was counts with error 0. Empty (see :attr:`weight_pairs_missing`) when
+        no tensor was coded with its shape kept, or when some weight tensor is missing or changed
+        shape (distillation, structured pruning): such models have no weight-by-weight comparison.
+        """
+        if not self.coded_pairs:
+            self.weight_pairs_missing = NO_WEIGHT_PAIRS
+            return []
+        module = self.baseline.module
+        original = module.state_dict()
+        keys = {k for k, p in module.named_parameters() if p.is_floating_point()} | set(self.compressed.codes)
+        decoded = self.compressed.state_dict()
+        pairs = []
+        for key in sorted(keys):
+            if key not in original:
+                continue  # a code of something the dense model does not hold: nothing to compare it to
+            if key not in decoded or tuple(decoded[key].shape) != tuple(original[key].shape):
+                self.weight_pairs_missing = (f"the compressed model has no tensor {key!r} of the dense model's shape "
+                                             "(e.g. structured pruning or another architecture)")
+                return []
+            pairs.append((key, original[key].detach().float().cpu(), decoded[key].float().cpu()))
+        return pairs
+
+    #: why :attr:`weight_pairs` is empty (set when it is)
+    weight_pairs_missing = NO_WEIGHT_PAIRS
+
+    @functools.cached_property
+    def weight_errors(self) -> dict[str, dict[str, float]]:
+        """:func:`b2s_bench.fidelity.error_sums` of every pair of :attr:`weight_pairs`, computed once per cell."""
+        from .fidelity import error_sums
+
+        return {k: error_sums(w, wh) for k, w, wh in self.weight_pairs}
+
     def limits(self) -> dict[str, Any]:
         """The code against the rate–distortion limits (:mod:`b2s_bench.ratedistortion`), once per cell.
 
         Fills ``details["rate_distortion"]`` (``{"tensors": {key: {numel, bits, rate, variance, mse,
         gaussian_bound_mse, ecsq_mse, gap_db, gap_ecsq_db}}, "model": {rate, mse, energy,
-        variance_ratio, bound_mse, ecsq_mse, gap_db, below_limit}}``) and ``details["weight_structure"]``
+        variance_ratio, bound_mse, ecsq_mse, gap_db, below_limit}}``, over the coded tensors; gaps are
+        None at 16 bits per weight or more, ECSQ values None on tensors too small for them, see
+        :func:`~b2s_bench.ratedistortion.ecsq_applies`) and ``details["weight_structure"]``
         (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}`` of the original
-        tensors), and returns the former; reports read both keys (a contract: keep them).
+        tensors, computed once per distinct tensor: every cell of a model shares them, in a process
+        and through the cache folder ``$B2S_BENCH_CACHE/weight-structure-v1``),
+        and returns the former; reports read both keys (a contract: keep them).
 
         Raises:
             NotApplicable: no tensor was replaced with its shape kept (distillation, structured pruning).
         """
         if "rate_distortion" in self.details:
             return self.details["rate_distortion"]
-        pairs = self.weight_pairs
+        pairs = self.coded_pairs
         if not pairs:
-            raise NotApplicable("no tensor was replaced with its shape kept (e.g. distillation or structured pruning)")
+            raise NotApplicable(NO_WEIGHT_PAIRS)
         per = {key: rd.tensor_limits(w, wh, self.compressed.codes[key].bits().total) for key, w, wh in pairs}
         model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
         self.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
-        self.details["weight_structure"] = {key: rd.weight_structure(w) for key, w, _ in pairs}
+        from .paths import cache_dir
+
+        folder = cache_dir() / rd.STRUCTURE_CACHE
+        self.details["weight_structure"] = {key: rd.structure_of(w, folder=folder) for key, w, _ in pairs}
         return self.details["rate_distortion"]
 
     def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import samples, stats
-from .belowlimit import SOURCE_BITS
+from .belowlimit import gap_applies
 from .errors import UserError
 from .metricmeta import MetricMeta
 from .records import Record, iter_records
@@ -110,9 +110,9 @@ def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
     limit = bound / energy if bound is not None else ratio * 2.0 ** (-2.0 * rate)
     below = model.get("below_limit")
     below = below if isinstance(below, bool) else mse / energy < limit * (1 - 1e-9)
-    # never at SOURCE_BITS or more (b2s_bench.belowlimit), whatever the record says: records made
+    # never at GAP_BITS or more (b2s_bench.belowlimit), whatever the record says: records made
     # before that rule flagged exact fp32 copies (identity cells) as below the limit
-    below = bool(below) and rate < SOURCE_BITS
+    below = bool(below) and gap_applies(rate)
     return {"rd_rate": rate, "rd_rel_mse": mse / energy, "rd_limit": limit, "rd_below": below,
             "rd_variance_ratio": ratio if ratio is not None else limit * 2.0 ** (2.0 * rate)}
 

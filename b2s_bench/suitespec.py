@@ -87,9 +87,11 @@ class RuntimeSettings:
         save_artifacts: write each cell's artifact (and record its bytes on disk).
         weight_limits: record ``details.rate_distortion`` and ``details.weight_structure`` (the code
             against the rate–distortion limits, and what the weights offer beyond i.i.d.) for every
-            cell that replaces weights; about 8 s a cell for EfficientNet-Lite0 and 37 s for
-            ResNet-50 on a 2-core CPU, so ``false`` skips it where that matters. Metrics that need
-            it (``weight_rd_gap_db``, ``weight_ecsq_gap_db``) compute it either way.
+            cell that replaces weights; one CPU thread spends 0.05–0.12 s a cell on
+            EfficientNet-Lite0 and 0.3–1.0 s on ResNet-50 (4 to 32 bits), plus 0.3 s and 1.7 s once
+            per model for the weight structure (``benchmarks/bench_limits.py``), so ``false`` skips it
+            where even that matters. Metrics that need it (``weight_rd_gap_db``,
+            ``weight_ecsq_gap_db``) compute it either way.
         threads: torch CPU threads (default: torch's own).
         max_cells: the most cells the grid may make; a larger grid is refused before any config is
             built (a stray 1000-value axis would otherwise take hours to notice).

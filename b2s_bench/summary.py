@@ -17,7 +17,10 @@ import pandas as pd
 
 from .report import BELOW_LIMIT, MetricMeta, header, load_frame, methods, primary_metric
 
-__all__ = ["summary_text", "summary_lines"]
+__all__ = ["summary_text", "summary_lines", "BELOW_LIMIT_LINE"]
+
+#: the summary's note when a result is below the Gaussian limit: the three possible causes
+BELOW_LIMIT_LINE = f"⚠ {BELOW_LIMIT[2:]}: structure used, weights not Gaussian, or a miscounted size; see the leaderboard"
 
 
 def _num(value: float, unit: str) -> str:
@@ -99,7 +102,7 @@ def summary_lines(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: di
     if failed:
         lines.append(f"{failed} failed cell{'s' if failed > 1 else ''}: see the leaderboard's failed cells")
     if "rd_below" in table and table["rd_below"].any():
-        lines.append(_fit(f"⚠ {BELOW_LIMIT[2:]}: structure exploited or a miscounted size; see the leaderboard", width))
+        lines.append(_fit(BELOW_LIMIT_LINE, width))
     lines += ["full tables (leaderboard.md, leaderboard.html) in", f"  {out_dir}"]  # a path is never cut
     return lines
 

@@ -113,7 +113,9 @@ def numbers(model: nn.Module, compressed: Any) -> dict[str, float]:
     den = sum(float((state[k] ** 2).sum()) for k in keys)
     psnrs = [fidelity.psnr(state[k], decoded[k]) for k in keys]
     return {"psnr": sum(psnrs) / len(psnrs), "rel_error": math.sqrt(num / den), "rate": model_lim["rate"],
-            "gap_db": model_lim["gap_db"], "gap_ecsq_db": rd.gap_db(model_lim["mse"], model_lim["ecsq_mse"]),
+            # None (n/a: 16 bits per weight or more, or tensors too small for ECSQ) prints as nan
+            "gap_db": math.nan if model_lim["gap_db"] is None else model_lim["gap_db"],
+            "gap_ecsq_db": math.nan if model_lim["ecsq_mse"] is None else rd.gap_db(model_lim["mse"], model_lim["ecsq_mse"]),
             "passes": compressed.info.get("passes") or math.nan, "fit_seconds": compressed.info["fit_seconds"]}
 
 

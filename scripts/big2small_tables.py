@@ -43,7 +43,9 @@ def fmt(x: Any, digits: int = 3) -> str:
 def stop(rec: dict[str, Any]) -> str:
     """Steps run, how the fit stopped and its end slope per layer; † when unconverged."""
     parts = []
-    for layer in (rec.get("details") or {}).get("inr_layers", {}).values():
+    details = rec.get("details") or {}
+    first = (details.get("stages") or [details])[0]  # a pipeline keeps Big2Small's facts under its stage
+    for layer in first.get("inr_layers", {}).values():
         conv = layer.get("convergence") or {}
         slope = conv.get("slope_db_per_1k_steps")
         parts.append(f"{layer.get('steps_run', 0):,}, {layer.get('stop_reason', '?')}"
@@ -63,7 +65,7 @@ def converged() -> None:
         d = paired_bootstrap(per_example_arrays(q)["top1"], per_example_arrays(b)["top1"], scale=100)
         print(f"| {value(b, 'bits_per_weight'):.2f} / {value(q, 'bits_per_weight'):.2f} | {value(b, 'top1'):.2f} "
               f"| {value(q, 'top1'):.2f} | {d.diff:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {value(b, 'weight_psnr'):.2f} "
-              f"| {value(b, 'weight_rd_gap_db'):.1f} / {value(q, 'weight_rd_gap_db'):.1f} "
+              f"| {fmt(value(b, 'weight_rd_gap_db'), 1)} / {fmt(value(q, 'weight_rd_gap_db'), 1)} "
               f"| {b['seed']} | {stop(b)} |")
 
 

@@ -132,45 +132,51 @@ def weight_eval(decoded: dict[str, torch.Tensor]) -> Evaluation:
                       lambda: (torch.empty(0), None), {"compress": 0.0})
 
 
-def test_weight_pairs_are_the_coded_tensors_only() -> None:
+# every weight tensor counts: c (|c| sums to 205, c² to 20025) is stored raw, so exact (error 0)
+NORM2 = 30 + 8 + 20025
+ABS = 10 + 4 + 205
+
+
+def test_weight_pairs_are_every_weight_tensor_and_coded_pairs_the_coded_ones() -> None:
     ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
-    assert [k for k, _, _ in ev.weight_pairs] == ["a", "b"]
-    (_, w, wh), _ = ev.weight_pairs
-    assert torch.equal(w, W_A) and torch.equal(wh, W_HAT_A)
+    assert [k for k, _, _ in ev.coded_pairs] == ["a", "b"]
+    assert [k for k, _, _ in ev.weight_pairs] == ["a", "b", "c"]
+    (_, w, wh), _, (_, c, c_hat) = ev.weight_pairs
+    assert torch.equal(w, W_A) and torch.equal(wh, W_HAT_A) and torch.equal(c, c_hat)
 
 
 def test_weight_rel_error_pools_all_tensors(plugins: Plugins) -> None:
     ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
-    # ||Ŵ − W||_F² = 4 (a) + 2 (b); ||W||_F² = 30 (a) + 8 (b); the raw tensor c does not count
-    assert metric(plugins, "weight_rel_error", ev) == pytest.approx(math.sqrt(6 / 38))
-    # one tensor alone: sqrt(4 / 30)
-    assert metric(plugins, "weight_rel_error", weight_eval({"a": W_HAT_A})) == pytest.approx(math.sqrt(4 / 30))
+    # ||Ŵ − W||_F² = 4 (a) + 2 (b) + 0 (c, raw); ||W||_F² over all three tensors
+    assert metric(plugins, "weight_rel_error", ev) == pytest.approx(math.sqrt(6 / NORM2))
+    assert metric(plugins, "weight_rel_error", weight_eval({"a": W_HAT_A})) == pytest.approx(math.sqrt(4 / NORM2))
+    assert ev.details["weight_set"] == {"tensors": 3, "weights": 9, "coded": 2, "exact": 1}
 
 
-def test_weight_rel_mae_is_the_mean_over_tensors(plugins: Plugins) -> None:
+def test_weight_rel_mae_pools_all_weights(plugins: Plugins) -> None:
     ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
-    # a: mean|Ŵ − W| = 2/4, mean|W| = 10/4 -> 0.2; b: 1 / 2 = 0.5
-    assert metric(plugins, "weight_rel_mae", ev) == pytest.approx(0.35)
-    assert ev.details["per_layer"]["rel_mae"] == pytest.approx({"a": 0.2, "b": 0.5})
+    # Σ|Ŵ − W| = 2 (a) + 2 (b) + 0 (c) over Σ|W| of all three; per tensor a: 2/10, b: 2/4, c: 0
+    assert metric(plugins, "weight_rel_mae", ev) == pytest.approx(4 / ABS)
+    assert ev.details["per_layer"]["rel_mae"] == pytest.approx({"a": 0.2, "b": 0.5, "c": 0.0})
 
 
-def test_weight_cosine(plugins: Plugins) -> None:
+def test_weight_cosine_is_the_size_weighted_mean(plugins: Plugins) -> None:
     ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
     # a: <W, Ŵ> = 1 + 4 + 9 + 8 = 22, ||W|| = sqrt(30), ||Ŵ|| = sqrt(18); b: a positive multiple, cosine 1
     cos_a = 22 / math.sqrt(30 * 18)
-    assert metric(plugins, "weight_cosine", ev) == pytest.approx((cos_a + 1.0) / 2)
-    assert ev.details["per_layer"]["cosine"] == pytest.approx({"a": cos_a, "b": 1.0})
+    assert metric(plugins, "weight_cosine", ev) == pytest.approx((4 * cos_a + 2 * 1.0 + 3 * 1.0) / 9)
+    assert ev.details["per_layer"]["cosine"] == pytest.approx({"a": cos_a, "b": 1.0, "c": 1.0})
     flipped = weight_eval({"b": -W_B})
-    assert metric(plugins, "weight_cosine", flipped) == pytest.approx(-1.0)
+    assert metric(plugins, "weight_cosine", flipped) == pytest.approx((4 - 2 + 3) / 9)
 
 
 def test_weight_psnr_uses_each_tensors_range(plugins: Plugins) -> None:
     ev = weight_eval({"a": W_HAT_A, "b": W_HAT_B})
-    # a: peak = 4 − 1 = 3, MSE = 4/4 = 1 -> 10 log10 9; b: peak = 2 − (−2) = 4, MSE = 2/2 = 1 -> 10 log10 16
-    psnr_a, psnr_b = 10 * math.log10(9), 10 * math.log10(16)
-    assert metric(plugins, "weight_psnr", ev) == pytest.approx((psnr_a + psnr_b) / 2)
-    assert metric(plugins, "weight_psnr", ev) == pytest.approx(10 * math.log10(12))  # the same, simplified
-    assert ev.details["per_layer"]["psnr"] == pytest.approx({"a": psnr_a, "b": psnr_b})
+    # a: peak = 4 − 1 = 3, MSE = 4/4 = 1 -> MSE/peak² = 1/9; b: peak 4, MSE 1 -> 1/16; c: exact, 0
+    nmse = (4 / 9 + 2 / 16 + 3 * 0) / 9
+    assert metric(plugins, "weight_psnr", ev) == pytest.approx(-10 * math.log10(nmse))
+    assert ev.details["per_layer"]["psnr"] == pytest.approx({"a": 10 * math.log10(9), "b": 10 * math.log10(16),
+                                                             "c": math.inf})
 
 
 def test_lossless_tensors(plugins: Plugins) -> None:
@@ -179,10 +185,20 @@ def test_lossless_tensors(plugins: Plugins) -> None:
     assert metric(plugins, "weight_rel_mae", exact) == 0.0
     assert metric(plugins, "weight_cosine", exact) == pytest.approx(1.0)
     assert metric(plugins, "weight_psnr", exact) == math.inf
-    # current convention: a lossless tensor (infinite PSNR) is left out of the mean of the others
+    # an exact tensor counts with error 0 (it is not left out): b's 1/16 over all 9 weights
     mixed = weight_eval({"a": W_A.clone(), "b": W_HAT_B})
-    assert metric(plugins, "weight_psnr", mixed) == pytest.approx(10 * math.log10(16))
+    assert metric(plugins, "weight_psnr", mixed) == pytest.approx(10 * math.log10(9 * 16 / 2))
     assert mixed.details["per_layer"]["psnr"]["a"] == math.inf
+
+
+@pytest.mark.parametrize("name", ["weight_rel_error", "weight_rel_mae", "weight_cosine", "weight_psnr"])
+def test_two_methods_coding_different_tensors_share_one_denominator(plugins: Plugins, name: str) -> None:
+    # method 1 codes a alone; method 2 codes a the same way and b losslessly: the same weights, the
+    # same errors, so the same value (the coded subsets differ; the compared set does not)
+    one = weight_eval({"a": W_HAT_A})
+    two = weight_eval({"a": W_HAT_A, "b": W_B.clone()})
+    assert metric(plugins, name, one) == pytest.approx(metric(plugins, name, two))
+    assert one.details["weight_set"]["weights"] == two.details["weight_set"]["weights"] == 9
 
 
 @pytest.mark.parametrize("name", ["weight_rel_error", "weight_rel_mae", "weight_cosine", "weight_psnr"])
@@ -193,6 +209,9 @@ def test_weight_metrics_not_applicable_without_same_shape_tensors(plugins: Plugi
     # a tensor decoded to another shape (structured pruning) has no pair to compare
     with pytest.raises(NotApplicable):
         metric(plugins, name, weight_eval({"b": torch.tensor([[1.0]])}))
+    # ... nor has the model when one tensor is coded with its shape and another changed shape
+    with pytest.raises(NotApplicable, match="no tensor 'b'"):
+        metric(plugins, name, weight_eval({"a": W_HAT_A, "b": torch.tensor([[1.0]])}))
 
 
 # --- per-example outcomes, kept for confidence intervals ---

@@ -265,12 +265,34 @@ def test_below_the_gaussian_limit_is_flagged_with_a_note(tmp_path: Path) -> None
                                        "svd(energy=0.9)": BELOW_LIMIT, "identity quantize(bits=32)": ""}
     assert run_cli("report", str(folder)) == 0
     text = (folder / "leaderboard.md").read_text()
-    assert "structured (correlated or low rank)" in text and "miscounted" in text
+    assert "structured (correlated or low rank)" in text and "miscounted" in text and "not Gaussian" in text
     rd = text.split("### Weight error against the Gaussian rate–distortion limit")[1]
     row = next(ln for ln in rd.splitlines() if "lowrank(rank=4)" in ln)
     assert "-30" in row and "-24.08" in row and BELOW_LIMIT in row  # 10·log10(0.001), and the limit at 4 bits
     assert (folder / "weights.png").is_file()
     assert "⚠" in summary_text(folder)
+
+
+def test_no_gap_at_16_bits_per_coded_weight_and_every_column_states_its_definition(tmp_path: Path) -> None:
+    folder = _run(tmp_path, [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+        # an fp32 INR: 1e-12 relative MSE against a bound of 2^-64 (−193 dB); a gap of 73 dB means nothing
+        make_record("inr(bits=32)", "inr", values={"top1": 89.0}, details=rd_details(32.0, 1e-12)),
+        make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
+    ])
+    from b2s_bench.theory import rate_distortion_table
+
+    frame, _, _ = load_frame(folder)
+    table = rate_distortion_table(frame).set_index("method")
+    assert math.isnan(table.loc["inr(bits=32)", "gap [dB]"])  # None, a missing value in the frame
+    assert table.loc["quantize(bits=4)", "gap [dB]"] == pytest.approx(-20 + 24.08, abs=0.01)
+    assert run_cli("report", str(folder)) == 0
+    text = (folder / "leaderboard.md").read_text()
+    row = next(ln for ln in text.split("### Weight error against")[1].splitlines() if "inr(bits=32)" in ln)
+    assert row.split("|")[-3].strip() == "–"  # the gap column: n/a
+    assert "bits/coded weight" in text
+    # the column legend: each metric's header with its description, once
+    assert "Columns. " in text and "top1 [%] ↑: top1 of the cell" in text
 
 
 def test_summary_lists_the_top_methods_within_100_columns(tmp_path: Path) -> None:

@@ -1,9 +1,15 @@
 """Built-in metrics: accuracy, fidelity to the dense model, stored size, weight error and time.
 
-Weight PSNR convention: per tensor, PSNR = 10·log10(peak² / MSE) with peak = max(W) − min(W) of
-the original tensor (the dynamic range, as for images); the aggregate is the mean over the
-compressed tensors with a finite PSNR (exact copies, inf, are left out; inf when all are exact).
-Relative MAE is mean|Ŵ − W| / mean|W|; relative error is ||Ŵ − W||_F / ||W||_F.
+The weight metrics compare every weight tensor of the model (``Evaluation.weight_pairs``: the
+dense model's parameters, coded or stored as they were), so every method of a table shares one
+tensor set and one denominator; a tensor stored as it was counts as exact (error 0, cosine 1).
+Per tensor values go to ``details["per_layer"]``, the set's size to ``details["weight_set"]``.
+
+Over all weights: relative error ||Ŵ − W||_F / ||W||_F and relative MAE Σ|Ŵ − W| / Σ|W| pool every
+weight; cosine is the mean of the tensors' cosines weighted by their sizes; PSNR is
+−10·log10(mean over all weights of MSE_t / peak_t²), peak_t = max(W_t) − min(W_t) of the original
+tensor (its dynamic range, as for images), i.e. each tensor's error in units of its own range and
+averaged before taking dB (a mean of dB values would be infinite with one exact tensor).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import b2s_bench as b2s
-from b2s_bench import Evaluation, MetricSpec, NotApplicable, fidelity, fit_network, relative_error
+from b2s_bench import Evaluation, MetricSpec, NotApplicable, fit_network, relative_error
 
 
 def _topk(ev: Evaluation, k: int) -> float:
@@ -44,38 +50,55 @@ def kl(ev: Evaluation) -> float:
     return float(per.mean())
 
 
-def _weights(ev: Evaluation) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def _errors(ev: Evaluation) -> dict[str, dict[str, float]]:
+    """Per tensor error sums over every weight tensor of the model (``Evaluation.weight_pairs``)."""
     if not ev.weight_pairs:
-        raise NotApplicable("no tensor was replaced with its shape kept (e.g. distillation or structured pruning)")
-    return ev.weight_pairs
+        raise NotApplicable(ev.weight_pairs_missing)
+    errors = ev.weight_errors
+    exact = sum(1 for e in errors.values() if e["exact"])
+    ev.details["weight_set"] = {"tensors": len(errors), "weights": int(sum(e["numel"] for e in errors.values())),
+                                "coded": len(ev.coded_pairs), "exact": exact}
+    return errors
+
+
+def _per_layer(ev: Evaluation, name: str, values: dict[str, float]) -> None:
+    ev.details.setdefault("per_layer", {})[name] = values
 
 
 def rel_error(ev: Evaluation) -> float:
-    num = sum(float(((wh - w) ** 2).sum()) for _, w, wh in _weights(ev))
-    den = sum(float((w**2).sum()) for _, w, _ in _weights(ev))
+    errors = _errors(ev)
+    num, den = sum(e["sq_err"] for e in errors.values()), sum(e["sq_norm"] for e in errors.values())
     return math.sqrt(num / den) if den else 0.0
 
 
 def rel_mae(ev: Evaluation) -> float:
-    per = {k: fidelity.rel_mae(w, wh) for k, w, wh in _weights(ev)}
-    ev.details.setdefault("per_layer", {})["rel_mae"] = per
-    return Evaluation.mean(per)
+    errors = _errors(ev)
+    _per_layer(ev, "rel_mae", {k: e["abs_err"] / max(e["abs_norm"], 1e-12 * e["numel"]) for k, e in errors.items()})
+    num, den = sum(e["abs_err"] for e in errors.values()), sum(e["abs_norm"] for e in errors.values())
+    return num / den if den else (0.0 if num == 0 else math.inf)
+
+
+def _weighted(errors: dict[str, dict[str, float]], stat: str) -> float:
+    """The mean of ``stat`` over all weights (each tensor weighted by its size), NaN values left out."""
+    pairs = [(e[stat], e["numel"]) for e in errors.values() if not math.isnan(e[stat])]
+    n = sum(c for _, c in pairs)
+    return sum(v * c for v, c in pairs) / n if n else math.nan
 
 
 def cosine(ev: Evaluation) -> float:
-    per = {k: fidelity.cosine(w, wh) for k, w, wh in _weights(ev)}
-    ev.details.setdefault("per_layer", {})["cosine"] = per
-    return Evaluation.mean(per)
+    errors = _errors(ev)
+    _per_layer(ev, "cosine", {k: e["cosine"] for k, e in errors.items()})
+    return _weighted(errors, "cosine")
 
 
 def psnr(ev: Evaluation) -> float:
-    """Per tensor 10·log10(range² / MSE) (see :mod:`b2s_bench.fidelity`), averaged over finite values."""
-    per = {k: fidelity.psnr(w, wh) for k, w, wh in _weights(ev)}
-    ev.details.setdefault("per_layer", {})["psnr"] = per
-    finite = [v for v in per.values() if math.isfinite(v)]
-    if not finite and per:
-        return math.inf
-    return sum(finite) / len(finite) if finite else math.nan
+    """−10·log10 of the mean over all weights of each tensor's MSE / range² (inf when every tensor is exact)."""
+    errors = _errors(ev)
+    _per_layer(ev, "psnr", {k: e["psnr"] for k, e in errors.items()})
+    nmse = _weighted(errors, "nmse")
+    if math.isnan(nmse):
+        return math.nan
+    return math.inf if nmse == 0 else -10 * math.log10(nmse)
 
 
 def latency(ev: Evaluation) -> float:
@@ -177,15 +200,20 @@ METRICS = [
                description="fp32 bits / stored bits of the compressed layers only", kind="size",
                roles=frozenset({"default"})),
     MetricSpec("bits_per_weight", "bits/weight", False, _size("bits_per_weight"),
-               description="stored bits per fp32 scalar of the dense model", kind="size"),
+               description="whole model: all stored bits / scalars of the dense inference state (raw tensors at 32)",
+               kind="size"),
     MetricSpec("weight_rel_error", "", False, rel_error, frozenset({"weights"}),
-               "||Ŵ − W||_F / ||W||_F over the compressed tensors", kind="weights", identity_target=1e-6),
+               "||Ŵ − W||_F / ||W||_F over all weight tensors of the model (uncoded ones exact)", kind="weights",
+               identity_target=1e-6, version="2"),
     MetricSpec("weight_rel_mae", "", False, rel_mae, frozenset({"weights"}),
-               "mean over tensors of mean|Ŵ − W| / mean|W|", kind="weights"),
-    MetricSpec("weight_cosine", "", True, cosine, frozenset({"weights"}), "mean cosine(Ŵ, W) over tensors",
-               kind="weights"),
+               "Σ|Ŵ − W| / Σ|W| over all weight tensors of the model (uncoded ones exact)", kind="weights",
+               version="2"),
+    MetricSpec("weight_cosine", "", True, cosine, frozenset({"weights"}),
+               "cosine(Ŵ, W) per tensor, mean weighted by size over all weight tensors (uncoded ones 1)",
+               kind="weights", version="2"),
     MetricSpec("weight_psnr", "dB", True, psnr, frozenset({"weights"}),
-               "mean PSNR over tensors, peak = max(W) − min(W)", kind="weights"),
+               "−10·log10 of the mean over all weight tensors (size-weighted, uncoded ones exact) of "
+               "MSE / (max W − min W)²", kind="weights", version="2"),
     MetricSpec("compress_seconds", "s", False, lambda ev: ev.timings["compress"],
                description="wall time of compression", kind="time"),
     MetricSpec("latency_ms", "ms", False, latency, description="median batch-1 forward time after warm-up",

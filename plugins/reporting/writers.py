@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from b2s_bench import ReportContext, write_atomic
+from b2s_bench import ReportContext, header, write_atomic
 
-__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro"]
+__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend"]
 
 
 def fmt(value: Any) -> str:
@@ -68,7 +68,16 @@ def intro(ctx: ReportContext) -> list[str]:
     return [f"Rebuilt from {len(ctx.frame)} records ({ok} ok). Sizes count every stored bit against an fp32 "
             "baseline of the whole inference state_dict; ratio = fp32 bits / stored bits. "
             "Δ columns are differences from the dense model.",
-            f"Statistics: {ctx.notes()['stats']}"]
+            f"Statistics: {ctx.notes()['stats']}", *column_legend(ctx)]
+
+
+def column_legend(ctx: ReportContext) -> list[str]:
+    """One paragraph: each metric column of the leaderboards by its header, with what it measures,
+    so a column name has one stated definition (bits per weight of the whole model is not the
+    theory table's bits per coded weight). Empty when no shown metric has a description."""
+    shown = {str(c) for _, table in ctx.leaderboards() for c in table.columns}
+    items = [f"{header(m)}: {m.description}" for m in ctx.metrics if m.description and header(m) in shown]
+    return ["Columns. " + "; ".join(items) + "."] if items else []
 
 
 def write_markdown(ctx: ReportContext) -> list[Path]:

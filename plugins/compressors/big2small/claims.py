@@ -80,6 +80,8 @@ def _cells(frame: pd.DataFrame, records: Mapping[str, Mapping[str, Any]]) -> lis
         rec = records.get(row["cell_id"], {})
         stages = (rec.get("compressor") or {}).get("pipeline", [])
         details = rec.get("details") or {}
+        # a pipeline keeps Big2Small's facts (passes, fit_failed) under its stage (details.stages[0])
+        details = {**((details.get("stages") or [{}])[0]), **details}
         cells.append({"id": row["cell_id"], "model": row["model"], "method": row["method"],
                       "seed": rec.get("seed", row.get("seed", 0)),
                       "stages": [s["name"] for s in stages], "configs": [s.get("config", {}) for s in stages],
