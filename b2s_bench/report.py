@@ -150,8 +150,10 @@ def _row(rec: Record) -> dict[str, Any]:
         "per_example": rec.get("per_example") or {},
     }
     details = rec.get("details") or {}
-    curve = details.get("curve")
-    row["curve"] = curve if isinstance(curve, dict) else {}  # a fit's convergence curve (step, psnr, ...)
+    # a fit's convergence curve (step, psnr, ...): a pipeline keeps it under the stage that fitted
+    curve = details.get("curve") or next((s.get("curve") for s in details.get("stages") or []
+                                          if isinstance(s, dict) and s.get("curve")), None)
+    row["curve"] = curve if isinstance(curve, dict) else {}
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
     arrays = per_example_arrays(rec)

@@ -347,10 +347,13 @@ def test_convergence_curves_kept_by_records_are_drawn_and_embedded(tmp_path: Pat
     folder = _run(tmp_path, [
         make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
         make_record("big2small(steps=300)", "inr", values={"top1": 80.0}, details={"curve": curve}),
+        make_record("big2small(steps=300) > quantize(bits=6)", "inr", values={"top1": 79.0},
+                    details={"stages": [{"curve": curve}, {"weight_bits": 6}]}),  # a pipeline: kept by its stage
         make_record("quantize(bits=4)", values={"top1": 85.0}),
     ])
     frame, _, _ = load_frame(folder)
     assert frame.set_index("method").loc["big2small(steps=300)", "curve"] == curve
+    assert frame.set_index("method").loc["big2small(steps=300) > quantize(bits=6)", "curve"] == curve
     assert run_cli("report", str(folder)) == 0
     png = folder / "convergence.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
