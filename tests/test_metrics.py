@@ -301,3 +301,20 @@ def test_solver_gap_skips_codes_that_are_no_reference(network: type) -> None:
 
     with pytest.raises(NotApplicable, match="closed form or a local search"):
         solver_gap(_solver_eval(network), steps=10)
+
+
+def test_large_cpu_batches_are_evaluated_in_parts_with_the_same_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from b2s_bench import metrics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5)).eval()
+    xs, ys = torch.randn(10, 3, 8, 8), torch.arange(10) % 5
+    data = LoadedData(lambda bs: [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, 10, bs)], 10, True, "parts")
+    model(xs[:1])  # materialize the lazy layer
+    whole, labels = metrics.run_model(model, data, torch.device("cpu"), 10)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    monkeypatch.setattr(metrics, "CPU_BATCH_VALUES", 3 * 8 * 8 * 3)  # three examples a part
+    parts, labels2 = metrics.run_model(model, data, torch.device("cpu"), 10)
+    assert seen == [3, 3, 3, 1]
+    assert torch.allclose(parts, whole, atol=1e-6) and labels2 is not None and torch.equal(labels2, labels)
