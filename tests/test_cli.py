@@ -102,3 +102,12 @@ def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, cle
     assert "have no record yet" in capsys.readouterr().err
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-incomplete") == 0
     assert "without a record yet" in (tmp_path / "p" / "README.md").read_text()
+
+
+def test_the_top_level_help_imports_neither_torch_nor_a_plugin() -> None:
+    code = ("import sys\nimport b2s_bench.cli.main as m\ntry:\n    m.main(['--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\nprint(sorted(n for n in ('torch', 'timm', 'b2s_bench_plugins') if n in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout and "validate" in done.stdout  # the command list is there
+    assert done.stdout.strip().splitlines()[-1] == "[]"

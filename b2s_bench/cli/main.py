@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    early, _ = _global_parser(add_help=False).parse_known_args(argv)  # which plugins to load
+    early, rest = _global_parser(add_help=False).parse_known_args(argv)  # which plugins to load
+    if not rest or rest[0] in ("-h", "--help"):  # the command list needs no plugin, so no torch: fast
+        build_parser(None).parse_args(argv)  # prints the help, or that a command is missing, and exits
     try:
         plugins: Plugins = load_plugins(files=early.plugin, disable=early.disable)
     except UserError as e:

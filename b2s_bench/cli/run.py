@@ -6,16 +6,15 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..cells import expand, select
 from ..errors import UserError
 from ..paths import cache_dir
 from ..plugins import Plugins
-from ..prerequisites import check_cells, check_writable
-from ..runner import Runner, RunOptions, RunSummary, resolve_device
-from ..suite import Suite, load_suite
-from ..summary import summary_text
-from .report import reports_current, write_report
+
+if TYPE_CHECKING:  # torch loads only when a suite is run: `b2s-bench --help` stays fast
+    from ..runner import RunOptions, RunSummary
+    from ..suite import Suite
 
 #: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
 RUNS = Path("runs")
@@ -82,6 +81,8 @@ def _settings(pairs: list[str]) -> tuple[tuple[str, object], ...]:
 
 
 def options_from(args: argparse.Namespace, out: Path, skip_models: tuple[str, ...] = ()) -> RunOptions:
+    from ..runner import RunOptions
+
     command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
     return RunOptions(out, args.device, args.pattern, args.force, False if args.no_progress else None, command,
                       args.executor, _workers(args.workers), args.cell_timeout, None, args.address, args.detach,
@@ -93,6 +94,10 @@ def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tu
     """Check what the selected cells need before touching the network or the disk: data, weights,
     packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready;
     stop on a mistake in the suite (an unknown model, a file that is not a checkpoint: exit 2) either way."""
+    from ..cells import expand, select
+    from ..prerequisites import check_cells
+    from ..runner import resolve_device
+
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)
     if args.download:
@@ -117,6 +122,10 @@ def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tu
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
+    from ..prerequisites import check_writable
+    from ..runner import Runner
+    from ..suite import load_suite
+
     suite = load_suite(args.suite, plugins)
     out = args.out or RUNS / suite.name
     check_writable(out)
@@ -133,6 +142,9 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
 
 
 def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSummary) -> int:
+    from ..summary import summary_text
+    from .report import reports_current, write_report
+
     if summary.detached:
         print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)
         return 0

@@ -12,11 +12,7 @@ import sys
 
 from tabulate import tabulate
 
-from ..cells import expand, select
 from ..plugins import Plugins
-from ..prerequisites import check_cells
-from ..runner import resolve_device
-from ..suite import load_suite
 from . import exits
 
 
@@ -33,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
+    from ..cells import expand, select  # torch loads only when a suite is read
+    from ..prerequisites import check_cells
+    from ..runner import resolve_device
+    from ..suite import load_suite
+
     suite = load_suite(args.suite, plugins)
     device = resolve_device(args.device if args.device != "auto" else suite.device)
     cells = select(expand(suite, plugins, device.type), args.pattern)
