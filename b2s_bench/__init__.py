@@ -19,6 +19,8 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
   :data:`ADDED_SETTING`, :class:`ConfigError`; errors: :class:`UserError`, :class:`UnknownNameError`,
   :class:`SuiteMistake` (a ``problems`` item that is the suite's fault: exit 2, not 3),
   :class:`MissingPrerequisite` (exit 3: data, weights or a package missing here).
+- **Coverage and targets**: :class:`NotApplicableError` (raised when nothing applies),
+  :class:`Target` (asked against achieved, from ``CompressorSpec.target``), :func:`add_caveat`.
 - **Helpers**: :func:`weight_layers` (the conv/linear weights a compressor targets),
   :func:`fit_network` and :func:`relative_error` (the generic solver), ``fidelity`` (per-tensor
   rel-MAE, cosine, PSNR), :func:`train_loop` (one seeded optimizer loop), :func:`cache_dir`,
@@ -58,6 +60,8 @@ _EXPORTS: dict[str, str] = {
     "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
     "one_of": "config", "config_to_dict": "config",
     "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
+    # coverage, targets and caveats
+    "NotApplicableError": "coverage", "Target": "coverage", "add_caveat": "coverage",
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
     "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
@@ -106,6 +110,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
     from .cooperate import run_cells
+    from .coverage import NotApplicableError, Target, add_caveat
     from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
     from .execution import (
         ActiveCell,
