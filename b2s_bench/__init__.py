@@ -27,7 +27,8 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
   :func:`write_atomic`.
 - **Evaluation and reports**: :class:`Evaluation`, :class:`NotApplicable`, :class:`ReportContext`,
   :class:`MetricMeta`, and the tables reporters are built from (:func:`leaderboards`,
-  :func:`failures`, :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
+  :func:`failures`, :func:`not_applicable`, :func:`caveat_notes`,
+  :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
 - **Testing a plugin**: :func:`check_compressor` (the contract every compressor passes),
   :func:`tiny_model`, :class:`TinyCNN`, :class:`TinyMLP`, :func:`tiny_context`.
 
@@ -79,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
+    "not_applicable": "report", "caveat_notes": "report", "NOT_APPLICABLE_TITLE": "report", "CAVEAT_MARK": "report",
     "paired_bootstrap": "stats", "Paired": "stats", "pooled_paired": "stats", "clusters_of": "samples",
     "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
@@ -129,7 +131,19 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .paths import cache_dir, file_digest
     from .plugins import load_plugins
     from .records import cell_path, read_record, write_atomic
-    from .report import BITS_PER_MB, failures, header, leaderboards, per_example_arrays, primary_metric, sample_scale
+    from .report import (
+        BITS_PER_MB,
+        CAVEAT_MARK,
+        NOT_APPLICABLE_TITLE,
+        caveat_notes,
+        failures,
+        header,
+        leaderboards,
+        not_applicable,
+        per_example_arrays,
+        primary_metric,
+        sample_scale,
+    )
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
     from .samples import clusters_of
     from .sizes import (
