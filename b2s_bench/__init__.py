@@ -62,7 +62,8 @@ _EXPORTS: dict[str, str] = {
     "one_of": "config", "config_to_dict": "config",
     "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
     # coverage, targets and caveats
-    "NotApplicableError": "coverage", "Target": "coverage", "add_caveat": "coverage",
+    "NotApplicableError": "coverage", "Target": "coverage", "add_caveat": "coverage", "MIN_COVERAGE": "coverage",
+    "INEFFECTIVE": "coverage",
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
     "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
@@ -112,7 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
     from .cooperate import run_cells
-    from .coverage import NotApplicableError, Target, add_caveat
+    from .coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat
     from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
     from .execution import (
         ActiveCell,
