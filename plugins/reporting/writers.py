@@ -144,11 +144,12 @@ def write_csv(ctx: ReportContext) -> list[Path]:
     path = ctx.out_dir / "failed.csv"
     write_atomic(path, ctx.failures().to_csv(index=False))
     written.append(path)
-    skipped = ctx.not_applicable()
+    skipped, path = ctx.not_applicable(), ctx.out_dir / "not_applicable.csv"
     if not skipped.empty:
-        path = ctx.out_dir / "not_applicable.csv"
         write_atomic(path, skipped.to_csv(index=False))
         written.append(path)
+    else:  # one left by an earlier report would list cells that are now ok or gone
+        path.unlink(missing_ok=True)
     path = ctx.out_dir / "records.csv"  # every raw field, exact bits included
     write_atomic(path, _flat(ctx).to_csv(index=False))
     written.append(path)
