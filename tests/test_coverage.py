@@ -110,6 +110,8 @@ def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(write_suite: C
     md = (out / "leaderboard.md").read_text()
     assert "## Not applicable / short of target" in md and "this model has none" in md
     assert "Not applicable / short of target" in (out / "leaderboard.html").read_text()
+    assert "this model has none" in (out / "not_applicable.csv").read_text()
+    assert json.loads((out / "leaderboard.json").read_text())["failed"] == []
     # done for resume: a second run computes nothing
     assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
     assert [r["finished_at"] for r in _records(out)] == [r["finished_at"] for r in recs]
