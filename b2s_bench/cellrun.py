@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from .accounting import check_storage
 from .cells import Cell
 from .compressed import Compressed
-from .errors import CannotWrite
 from .coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
+from .errors import CannotWrite
 from .interface import Context
 from .metrics import Evaluation, NotApplicable, run_model
 from .pipeline import apply_stage
