@@ -120,6 +120,9 @@ def summary_lines(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: di
         lines.append(f"{failed} failed cell{'s' if failed > 1 else ''}: see the leaderboard's failed cells")
     if "rd_below" in table and table["rd_below"].any():
         lines.append(_fit(BELOW_LIMIT_LINE, width))
+    if "caveats" in table and table["caveats"].map(bool).any():
+        lines.append(_fit(f"{CAVEAT_MARK} caveats (a setting without effect, an unconverged fit): see the leaderboard",
+                          width))
     lines += ["full tables (leaderboard.md, leaderboard.html) in", f"  {out_dir}"]  # a path is never cut
     return lines
 

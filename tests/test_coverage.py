@@ -77,7 +77,8 @@ def _one(recs: list[dict], label: str) -> dict:
 
 
 def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(write_suite: Callable[..., Path], cov_models: Path,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     suite = write_suite("""
         suite: vit
         models: [cov:vit]
@@ -112,6 +113,8 @@ def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(write_suite: C
     assert "Not applicable / short of target" in (out / "leaderboard.html").read_text()
     assert "this model has none" in (out / "not_applicable.csv").read_text()
     assert json.loads((out / "leaderboard.json").read_text())["failed"] == []
+    assert run_cli("status", str(out)) == 0  # not-applicable counts as done, not failed
+    assert "3 done, 0 running, 0 failed" in capsys.readouterr().out
     # done for resume: a second run computes nothing
     assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
     assert [r["finished_at"] for r in _records(out)] == [r["finished_at"] for r in recs]
@@ -170,6 +173,8 @@ def test_bias_correction_without_batchnorm_is_flagged_in_record_and_label(write_
     md = (out / "leaderboard.md").read_text()
     assert f"{rec['label']} †" in md and f"- † tiny:mlp · {rec['label']}: bias_correction: bn" in md
     assert caveat_notes(frame) == [f"† tiny:mlp · {rec['label']}: {caveat['message']}"]
+    summary = summary_text(out, width=200)
+    assert f"{rec['label']} †" in summary and "† caveats (a setting without effect" in summary
 
 
 @pytest.mark.parametrize("name", COMPRESSORS)
