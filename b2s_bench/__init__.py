@@ -19,13 +19,16 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
   :data:`ADDED_SETTING`, :class:`ConfigError`; errors: :class:`UserError`, :class:`UnknownNameError`,
   :class:`SuiteMistake` (a ``problems`` item that is the suite's fault: exit 2, not 3),
   :class:`MissingPrerequisite` (exit 3: data, weights or a package missing here).
+- **Coverage and targets**: :class:`NotApplicableError` (raised when nothing applies),
+  :class:`Target` (asked against achieved, from ``CompressorSpec.target``), :func:`add_caveat`.
 - **Helpers**: :func:`weight_layers` (the conv/linear weights a compressor targets),
   :func:`fit_network` and :func:`relative_error` (the generic solver), ``fidelity`` (per-tensor
   rel-MAE, cosine, PSNR), :func:`train_loop` (one seeded optimizer loop), :func:`cache_dir`,
   :func:`write_atomic`.
 - **Evaluation and reports**: :class:`Evaluation`, :class:`NotApplicable`, :class:`ReportContext`,
   :class:`MetricMeta`, and the tables reporters are built from (:func:`leaderboards`,
-  :func:`failures`, :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
+  :func:`failures`, :func:`not_applicable`, :func:`caveat_notes`,
+  :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
 - **Testing a plugin**: :func:`check_compressor` (the contract every compressor passes),
   :func:`tiny_model`, :class:`TinyCNN`, :class:`TinyMLP`, :func:`tiny_context`.
 
@@ -58,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
     "one_of": "config", "config_to_dict": "config",
     "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
+    # coverage, targets and caveats
+    "NotApplicableError": "coverage", "Target": "coverage", "add_caveat": "coverage", "MIN_COVERAGE": "coverage",
+    "INEFFECTIVE": "coverage",
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
     "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
@@ -75,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
     "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
+    "not_applicable": "report", "caveat_notes": "report", "NOT_APPLICABLE_TITLE": "report", "CAVEAT_MARK": "report",
     "paired_bootstrap": "stats", "Paired": "stats", "pooled_paired": "stats", "clusters_of": "samples",
     "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
@@ -106,6 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .compressed import Compressed, conform_shapes, skeleton_of
     from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
     from .cooperate import run_cells
+    from .coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat
     from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
     from .execution import (
         ActiveCell,
@@ -124,7 +132,19 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .paths import cache_dir, file_digest
     from .plugins import load_plugins
     from .records import cell_path, read_record, write_atomic
-    from .report import BITS_PER_MB, failures, header, leaderboards, per_example_arrays, primary_metric, sample_scale
+    from .report import (
+        BITS_PER_MB,
+        CAVEAT_MARK,
+        NOT_APPLICABLE_TITLE,
+        caveat_notes,
+        failures,
+        header,
+        leaderboards,
+        not_applicable,
+        per_example_arrays,
+        primary_metric,
+        sample_scale,
+    )
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
     from .samples import clusters_of
     from .sizes import (

@@ -9,7 +9,9 @@ Before a cell is ``ok`` its result is checked, whatever the compressor claims:
 
 - exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
 - decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
-- a data-free compressor receives no calibration or training data (the track decides).
+- a data-free compressor receives no calibration or training data (the track decides);
+- the result changes enough of the model's weights and meets its config's target, else the cell is
+  ``not-applicable`` or ``short-of-target`` with the reason (:mod:`b2s_bench.coverage`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 from .accounting import check_storage
 from .cells import Cell
 from .compressed import Compressed
+from .coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
 from .errors import CannotWrite
 from .interface import Context
 from .metrics import Evaluation, NotApplicable, run_model
@@ -55,6 +58,14 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 class NonFiniteError(ValueError):
     """Decoded weights or model outputs hold NaN or Inf."""
+
+
+class _NotOk(Exception):
+    """Ends a cell's computation with a status that is neither ok nor error (not a failure)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 def seed_everything(seed: int) -> None:
@@ -253,6 +264,10 @@ class CellRunner:
             try:
                 self._compute(cell, record, t0)
                 record["status"] = "ok"
+            except _NotOk as e:
+                record["status"] = e.status
+                record["details"] = {**record["details"], "status_reason": e.reason}
+                record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
             except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
                 raise
             except Exception as e:
@@ -285,13 +300,18 @@ class CellRunner:
             record["dataset"] = info
         t1 = time.perf_counter()
         seed_everything(cell.seed)
-        compressed = self.compress(cell, model, data)
+        try:
+            compressed = self.compress(cell, model, data)
+        except NotApplicableError as e:
+            record["timings"] = {"build": t1 - t0, "compress": time.perf_counter() - t1}
+            raise _NotOk("not-applicable", e.reason) from None
         t2 = time.perf_counter()
         record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
         check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
         _check_finite("decoded weight", compressed.state_dict())
         size = compressed.size()
         record["size"] = size.as_dict()
+        short = self._check_coverage(cell, model, compressed, record)
         if self.suite.runtime.save_artifacts:
             record["size"]["disk_bytes"] = compressed.save(str(self.store.artifacts / cell.id))
         evaluated = compressed.module(fresh=False).to(self.device).eval()
@@ -309,6 +329,32 @@ class CellRunner:
         if any(stats.values()):
             record["details"]["codes"] = {k: v for k, v in stats.items() if v}
         record["timings"] = {**record["timings"], "evaluate": t3 - t2, "total": t3 - t0}
+        if short is not None:  # evaluated all the same: its table shows what it did reach
+            raise _NotOk("short-of-target", short)
+
+    def _check_coverage(self, cell: Cell, model: LoadedModel, compressed: Compressed, record: Record) -> str | None:
+        """Record coverage, the target and caveats; raise for a cell that covers too little, and
+        return the reason a cell misses its target (None when it meets it or has none)."""
+        caveats = compressed.info.get("caveats")
+        if caveats:
+            record["details"]["caveats"] = list(caveats)
+            record["label"] = label_with_caveats(record["label"], caveats)
+        if cell.is_baseline:
+            return None
+        cov = coverage(compressed, model.module)
+        record["details"]["coverage"] = cov
+        exempt = record["compressor"].get("identity")  # the exact-copy check changes nothing on purpose
+        reason = None if exempt else coverage_reason(cov)
+        if reason is not None:
+            record["details"] = {**compressed.info, **record["details"]}
+            raise _NotOk("not-applicable", f"{cell.stages[0].name}: {reason}")
+        first = cell.stages[0]
+        target_of = self.plugins.compressors.get(first.name).target
+        target = target_of(first.config, compressed, model.module) if target_of is not None else None
+        if target is None:
+            return None
+        record["details"]["target"] = target.as_dict()
+        return None if exempt or target.met else f"{first.name}: short of its target: {target.reason()}"
 
     def _metrics(self, cell: Cell, ev: Evaluation, record: Record) -> None:
         not_applicable = {}

@@ -21,6 +21,7 @@ from .tracks import FAMILIES, TRACKS
 
 if TYPE_CHECKING:
     from .compressed import Compressed
+    from .coverage import Target
 
 __all__ = [
     "TRACKS",
@@ -249,6 +250,9 @@ class CompressorSpec:
         cost: ``cost(config) -> float``, a cell's expected time in units of one rounding pass over
             the model (a fit of 5,000 steps might say 100). Only the order in which a run starts
             its cells depends on it: the longest first, so that workers finish together.
+        target: ``target(config, compressed, model) -> Target | None``: what the config asked
+            (a sparsity, a ratio, ...) against what ``compressed`` achieved on the dense ``model``;
+            a cell that misses it beyond its tolerance is ``short-of-target`` (:mod:`b2s_bench.coverage`).
     """
 
     name: str
@@ -264,6 +268,7 @@ class CompressorSpec:
     uses_gpu: bool = False
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     cost: Callable[[Any], float] | None = None
+    target: Callable[[Any, Compressed, nn.Module], Target | None] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -5,7 +5,9 @@ Schema ``b2s-bench/record/2`` (see README "Records"):
 - ``cell_id`` (the hash of ``fingerprint``; the file is ``cells/<cell_id>.json``)
 - ``fingerprint``: everything that decides the result (model and weights, data, pipeline and
   configs, seed, metric versions, device, the core's accounting version)
-- ``suite``, ``status`` ("ok" or "error"), ``label``, ``track``, ``family``, ``seed``
+- ``suite``, ``status`` ("ok", "error", or "not-applicable" / "short-of-target": computed, but the
+  result covers too little of the model or misses its config's target; see :mod:`b2s_bench.coverage`
+  and ``details.status_reason``), ``label``, ``track``, ``family``, ``seed``
 - ``model``: name, label, pretrained, weights, checkpoint, params
 - ``dataset``: name and options (or null)
 - ``compressor``: pipeline: [{name, version, family, track, config}], identity (bool)
@@ -14,7 +16,10 @@ Schema ``b2s-bench/record/2`` (see README "Records"):
   bits_per_weight, disk_bytes
 - ``timings``: seconds for build, compress, evaluate, total
 - ``details``: compressor and metric facts (per-layer values, chosen ranks, ...); ``log`` (the cell's
-  ``ctx.log`` messages) and ``warnings`` (its Python warnings, "Category: message (file:line)"), when any
+  ``ctx.log`` messages) and ``warnings`` (its Python warnings, "Category: message (file:line)"), when any;
+  the core adds ``coverage`` (the share of conv/linear weights the result changes), ``target`` (asked
+  against achieved, when the compressor states one), ``status_reason`` (why a cell is not ``ok``
+  without an error) and ``caveats`` (a list of {kind, message}: settings without effect, unconverged fits)
 - ``environment``: device, device_name, python, torch, b2s_bench, git_commit, platform, plugins
 - ``per_example``: per-example outcomes of metrics that have them (for confidence intervals)
 - ``error``: {type, message, traceback} or null; ``started_at``, ``finished_at`` (UTC ISO 8601)
@@ -42,8 +47,9 @@ from typing import Any, TypedDict
 
 from .errors import CannotWrite
 
-__all__ = ["SCHEMA", "Record", "write_record", "read_record", "iter_records", "environment", "cell_path",
-           "record_problems", "fingerprint_id", "write_atomic", "load_json", "cannot_write", "WRITE_ERRNOS"]
+__all__ = ["SCHEMA", "STATUSES", "SKIPPED_STATUSES", "DONE_STATUSES", "Record", "write_record", "read_record",
+           "iter_records", "environment", "cell_path", "record_problems", "fingerprint_id", "write_atomic", "load_json",
+           "cannot_write", "WRITE_ERRNOS"]
 
 SCHEMA = "b2s-bench/record/2"
 CELLS = "cells"
@@ -86,7 +92,11 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "metrics": (dict,), "size": (dict,), "timings": (dict,), "details": (dict,), "environment": (dict,),
     "error": (dict, type(None)), "started_at": (str,), "finished_at": (str,), "fingerprint": (dict,),
 }
-STATUSES = ("ok", "error")
+#: not ``ok``, yet computed and no failure: "done" for resume, exit code 0, kept out of rankings
+SKIPPED_STATUSES = ("not-applicable", "short-of-target")
+STATUSES = ("ok", "error", *SKIPPED_STATUSES)
+#: a cell with a record of one of these is not computed again
+DONE_STATUSES = ("ok", *SKIPPED_STATUSES)
 
 
 def fingerprint_id(fingerprint: Any) -> str:

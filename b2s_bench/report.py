@@ -4,8 +4,10 @@
 interval where the record stores per-example outcomes); :func:`methods` groups the cells of one
 method that differ only in their seed (mean, std across seeds, a pooled interval);
 :func:`leaderboards` turns those into display tables (units and ↑/↓ in headers, deltas against the
-dense baseline, deterministic sorting); :func:`failures` lists failed cells. Reporter plugins write
-these in their formats. Nothing here imports torch or the runner.
+dense baseline, deterministic sorting); :func:`failures` lists failed cells, :func:`not_applicable`
+the cells that are ``not-applicable`` or ``short-of-target`` (kept out of every ranking, front and
+verdict: only ``ok`` cells make :func:`methods`), and :func:`caveat_notes` the footnotes of rows
+marked :data:`CAVEAT_MARK`. Reporter plugins write these in their formats. Nothing here imports torch or the runner.
 """
 
 from __future__ import annotations
@@ -25,19 +27,24 @@ from . import samples, stats
 from .belowlimit import gap_applies
 from .errors import UserError
 from .metricmeta import MetricMeta
-from .records import Record, iter_records
+from .records import SKIPPED_STATUSES, Record, iter_records
 from .store import RunStore
 from .tracks import TRACKS
 
 __all__ = [
     "MetricMeta", "BITS_PER_MB", "load_frame", "methods", "leaderboards",
-    "failures", "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
+    "failures", "not_applicable", "caveat_notes", "CAVEAT_MARK", "NOT_APPLICABLE_TITLE",
+    "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
     "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays",
 ]
 
 BITS_PER_MB = 8 * 1_000_000
 #: the note a result whose weight error is below the Gaussian rate-distortion limit carries
 BELOW_LIMIT = "⚠ below the Gaussian limit"
+#: marks a method whose records carry caveats (their messages are footnotes of the tables)
+CAVEAT_MARK = "†"
+#: the title of the table of cells kept out of the rankings
+NOT_APPLICABLE_TITLE = "Not applicable / short of target"
 
 
 def _value(metric: Any) -> float:
@@ -163,6 +170,11 @@ def _row(rec: Record) -> dict[str, Any]:
         row[f"ci_lo:{name}"], row[f"ci_hi:{name}"] = ci.lo, ci.hi
     for name, label in (details.get("check_reference") or {}).items():
         row[f"reference:{name}"] = label
+    row["status_reason"] = str(details.get("status_reason") or "")
+    share = (details.get("coverage") or {}).get("share") if isinstance(details.get("coverage"), dict) else None
+    row["coverage"] = float(share) if isinstance(share, (int, float)) else math.nan
+    row["caveats"] = [str(c.get("message")) for c in details.get("caveats") or [] if isinstance(c, dict)
+                      and c.get("message")]
     row.update(_rate_distortion(details))
     return row
 
@@ -299,7 +311,8 @@ def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, A
     row.update(dense=first["compressors"] == "dense", seeds=len(group), cells=list(group["cell_id"]),
                data_fingerprint=fps.pop() if len(fps) == 1 else None,
                total_bits=_mean(group["total_bits"]), ratio_model=_mean(group["ratio_model"]),
-               ratio_layers=_mean(group["ratio_layers"]))
+               ratio_layers=_mean(group["ratio_layers"]),
+               caveats=sorted({c for cs in group.get("caveats", pd.Series(dtype=object)) for c in cs or []}))
     agree, clusters = _group_clusters(group)
     row["clusters"] = clusters
     for meta in metas:
@@ -366,7 +379,8 @@ def _interval(lo: float, hi: float) -> tuple[float, float] | None:
 
 def _display_row(r: pd.Series, metas: Sequence[MetricMeta], shown: dict[str, tuple[bool, bool]],
                  base: pd.Series | None, with_seeds: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": r["method"], "family": r["family"], "track": r["track"]}
+    mark = f" {CAVEAT_MARK}" if r.get("caveats") else ""
+    row: dict[str, Any] = {"method": f"{r['method']}{mark}", "family": r["family"], "track": r["track"]}
     if with_seeds:
         row["seeds"] = int(r["seeds"])
     for meta in metas:
@@ -436,7 +450,7 @@ def leaderboards(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dic
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "status" not in frame:
         return pd.DataFrame(columns=["model", "method", "error", "cell"])
-    bad = frame[frame["status"] != "ok"]
+    bad = frame[frame["status"] == "error"]
     table = pd.DataFrame({
         "model": bad["model"],
         "method": bad["method"],
@@ -444,6 +458,32 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
         "cell": bad["cell_id"],
     })
     return table.sort_values(["model", "method", "cell"], kind="mergesort").reset_index(drop=True)
+
+
+def not_applicable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells that are ``not-applicable`` or ``short-of-target``, with why (kept out of rankings)."""
+    columns = ["model", "method", "status", "reason", "coverage [%]", "ratio", "cell"]
+    if frame.empty or "status" not in frame:
+        return pd.DataFrame(columns=columns)
+    rows = frame[frame["status"].isin(SKIPPED_STATUSES)]
+    table = pd.DataFrame({
+        "model": rows["model"], "method": rows["method"], "status": rows["status"],
+        "reason": rows.get("status_reason", pd.Series("", index=rows.index)).fillna(""),
+        "coverage [%]": 100 * pd.to_numeric(rows.get("coverage", pd.Series(math.nan, index=rows.index)),
+                                           errors="coerce"),
+        "ratio": pd.to_numeric(rows["ratio_model"], errors="coerce"), "cell": rows["cell_id"],
+    }, columns=columns)
+    return table.sort_values(["model", "method", "cell"], kind="mergesort").reset_index(drop=True)
+
+
+def caveat_notes(frame: pd.DataFrame) -> list[str]:
+    """One footnote per (model, method, message) of the ok cells with caveats, the rows marked
+    :data:`CAVEAT_MARK` in the leaderboards."""
+    if frame.empty or "caveats" not in frame:
+        return []
+    notes = {f"{CAVEAT_MARK} {r['model']} · {r['method']}: {msg}"
+             for _, r in frame[frame["status"] == "ok"].iterrows() for msg in r["caveats"] or []}
+    return sorted(notes)
 
 
 def stats_note() -> str:

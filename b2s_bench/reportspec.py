@@ -69,6 +69,18 @@ class ReportContext:
 
         return self.cached("failures", lambda: failures(self.frame))
 
+    def not_applicable(self) -> pd.DataFrame:
+        """Cells kept out of the rankings (``not-applicable``, ``short-of-target``), with why."""
+        from .report import not_applicable
+
+        return self.cached("not_applicable", lambda: not_applicable(self.frame))
+
+    def caveat_notes(self) -> list[str]:
+        """Footnotes of the leaderboard rows marked † (settings without effect, unconverged fits)."""
+        from .report import caveat_notes
+
+        return self.cached("caveat_notes", lambda: caveat_notes(self.frame))
+
     def notes(self) -> dict[str, str]:
         """Text to print with the tables: "stats" (how intervals and verdicts are computed),
         "below_limit" (what a result below the Gaussian rate-distortion limit means) and a note for

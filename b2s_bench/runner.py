@@ -32,7 +32,7 @@ from .cells import Cell, expand, select
 from .errors import CannotWrite, UserError
 from .execution import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .plugins import Plugins
-from .records import CELLS, Record, load_json
+from .records import CELLS, DONE_STATUSES, SKIPPED_STATUSES, Record, load_json
 from .store import DEFAULT_CLAIM_TIMEOUT, HEARTBEAT_SECONDS, RunStore
 from .suite import Suite
 
@@ -166,7 +166,7 @@ class Runner:
         done: list[Cell] = []
         for cell in self.cells:
             rec = None if self.options.force else self.store.record(cell.id)
-            (done if rec is not None and rec.get("status") == "ok" else todo).append(cell)
+            (done if rec is not None and rec.get("status") in DONE_STATUSES else todo).append(cell)
         return todo, done
 
     def manifest(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -378,7 +378,10 @@ class _Dispatch:
                 self.store.release(cell.id)
         self.computed += 1
         self.bar.update(1)
-        if record["status"] != "ok":
+        if record["status"] in SKIPPED_STATUSES:  # computed, not a failure: its reason, and on
+            reason = (record.get("details") or {}).get("status_reason", "")
+            self.runner.log(f"{record['status'].upper()} {cell.name} [{cell.id}]: {reason}")
+        elif record["status"] != "ok":
             self.failed.append(cell.name)
             error = record.get("error") or {}
             first = (error.get("message") or "").splitlines()[:1]

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .records import iter_records, write_atomic
+from .records import SKIPPED_STATUSES, iter_records, write_atomic
 
 __all__ = ["find_runs", "run_summary", "write_site_index", "site_index_page"]
 
@@ -81,7 +81,8 @@ def run_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "description": manifest.get("description") or "",
         "command": manifest.get("command") or "",
         "ok": status.get("ok", 0),
-        "failed": sum(n for s, n in status.items() if s != "ok"),
+        "failed": status.get("error", 0),
+        "not_applicable": sum(status.get(s, 0) for s in SKIPPED_STATUSES),
         "missing": len(set(wanted) - {r["cell_id"] for r in records}) if wanted else 0,
         "finished": max((r.get("finished_at") or "" for r in records), default="")[:10],
         "commits": [c for c, _ in commits.most_common()],
@@ -104,6 +105,8 @@ def _row(root: Path, folder: Path) -> str:
     name = html.escape(s["suite"])
     suite = f"<a href='{html.escape(link, quote=True)}'>{name}</a>" if link else name
     cells = f"{s['ok']} ok"
+    if s["not_applicable"]:
+        cells += f", {s['not_applicable']} not applicable or short of target"
     if s["failed"]:
         cells += f", <span class='bad'>{s['failed']} failed</span>"
     if s["missing"]:

@@ -2,7 +2,8 @@
 
 ``b2s-bench run`` prints :func:`summary_text` instead of the whole leaderboard (which is hundreds of
 columns wide): for each model and dataset, the dense reference and the top methods with their
-compression ratio and the primary metric's 95 % interval, within ``width`` columns.
+compression ratio and the primary metric's 95 % interval, within ``width`` columns. Only ``ok`` cells
+are ranked; the ``not-applicable`` and ``short-of-target`` ones follow in their own list, with why.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from .report import BELOW_LIMIT, MetricMeta, header, load_frame, methods, primary_metric
+from .report import (
+    BELOW_LIMIT,
+    CAVEAT_MARK,
+    NOT_APPLICABLE_TITLE,
+    MetricMeta,
+    header,
+    load_frame,
+    methods,
+    not_applicable,
+    primary_metric,
+)
 
 __all__ = ["summary_text", "summary_lines", "BELOW_LIMIT_LINE"]
 
@@ -75,7 +86,7 @@ def _model_lines(title: str, group: pd.DataFrame, metric: MetricMeta | None, top
         cols += f" {metric.name:>{value_w}} {'95% CI':>{ci_w}}"
     lines.append(cols.rstrip())
     for i, (_, r) in enumerate(ranked.head(top).iterrows(), 1):
-        flag = " ⚠" if r.get("rd_below") else ""
+        flag = (" ⚠" if r.get("rd_below") else "") + (f" {CAVEAT_MARK}" if r.get("caveats") else "")
         name = _fit(str(r["method"]) + flag, method_w)
         line = f"{i:>3} {name:<{method_w}} {_num(r['ratio_model'], 'x') + 'x':>{ratio_w}}"
         if metric is not None:
@@ -98,11 +109,20 @@ def summary_lines(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: di
         for (model, dataset), group in table.groupby(["model", "dataset"], dropna=False, sort=True):
             title = f"{model} on {dataset}" if isinstance(dataset, str) else str(model)
             lines += [*_model_lines(title, group, metric, top, width), ""]
-    failed = int((frame["status"] != "ok").sum())
+    skipped = not_applicable(frame)
+    if not skipped.empty:
+        lines.append(f"{NOT_APPLICABLE_TITLE} (not ranked):")
+        for _, r in skipped.iterrows():
+            lines.append(_fit(f"  {r['model']} {r['method']}: {r['status']}: {r['reason']}", width))
+        lines.append("")
+    failed = int((frame["status"] == "error").sum())
     if failed:
         lines.append(f"{failed} failed cell{'s' if failed > 1 else ''}: see the leaderboard's failed cells")
     if "rd_below" in table and table["rd_below"].any():
         lines.append(_fit(BELOW_LIMIT_LINE, width))
+    if "caveats" in table and table["caveats"].map(bool).any():
+        lines.append(_fit(f"{CAVEAT_MARK} caveats (a setting without effect, an unconverged fit): see the leaderboard",
+                          width))
     lines += ["full tables (leaderboard.md, leaderboard.html) in", f"  {out_dir}"]  # a path is never cut
     return lines
 

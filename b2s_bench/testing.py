@@ -19,6 +19,7 @@ from torch import nn
 from .accounting import packed_count, storage_problems
 from .compressed import Compressed
 from .config import build_config
+from .coverage import Target, coverage
 from .errors import ConfigError
 from .interface import CompressorSpec, Context
 from .sizes import allowed_bytes
@@ -92,6 +93,7 @@ class ContractReport:
     identity_max_error: float | None
     bits: int
     disk_bytes: int
+    coverage: float | None = None  # the share of TinyCNN's conv/linear weights the result changes
 
 
 def safetensors_data_bytes(path: Path) -> int:
@@ -120,7 +122,9 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
       :data:`b2s_bench.sizes.ARTIFACT_ALLOWANCE_BYTES` is byte padding only), and the artifact's
       tensor bytes, read back from the file, fit in the model's total;
     - save and load round-trips the decoded state exactly;
-    - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape.
+    - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
+    - the result's coverage (:mod:`b2s_bench.coverage`) is measured, and ``target`` (if set) returns a
+      :class:`~b2s_bench.coverage.Target` or None.
     """
     try:
         build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
@@ -156,6 +160,11 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
     assert out.shape == dense_out.shape and torch.isfinite(out).all(), f"{spec.name}: compressed model output is broken"
 
     size = comp.size()
+    share = coverage(comp, model)["share"]  # what every record gets (b2s_bench.coverage)
+    if spec.target is not None:
+        target = spec.target(config, comp, model)
+        assert target is None or isinstance(target, Target), (
+            f"{spec.name}: target() must return a b2s_bench.Target or None, got {type(target).__name__}")
     problems = storage_problems(comp.codes)
     assert not problems, f"{spec.name}: size accounting: " + "; ".join(problems[:3])
     assert size.total_bits > 0 and size.baseline_bits == 32 * sum(
@@ -182,5 +191,5 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
         err = _states_equal(comp.state_dict(), loaded.state_dict())
         assert err == 0.0, f"{spec.name}: save/load changes the decoded weights by {err}"
         assert loaded.size().total_bits == size.total_bits
-    return ContractReport(spec.name, identity_error, size.total_bits, disk)
+    return ContractReport(spec.name, identity_error, size.total_bits, disk, share)
 

@@ -15,6 +15,7 @@ def test_compressor_contract(name: str) -> None:
     spec = load_plugins().compressors.get(name)
     report = check_compressor(spec)
     assert report.bits > 0
+    assert report.coverage is not None and 0.0 <= report.coverage <= 1.0  # every record states its coverage
     if spec.identity is not None:
         assert report.identity_max_error is not None and report.identity_max_error <= 1e-5
 

@@ -12,6 +12,7 @@ from b2s_bench_plugins.compressors.nern import SPEC, NernCode, NernConfig
 from b2s_bench_plugins.compressors.nern import encoding as enc
 from torch import nn
 
+import b2s_bench as b2s
 from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins
 from b2s_bench.pipeline import apply_stage
 from b2s_bench.solve import fit_network, relative_error
@@ -180,10 +181,24 @@ def test_only_kxk_convs_with_groups_1_are_predicted() -> None:
         assert five.module()(torch.randn(1, 3, 8, 8)).shape == (1, 4)
 
 
-def test_no_predicted_layer_leaves_the_model_raw() -> None:
-    model = nn.Sequential(nn.Linear(4, 3))
-    comp = _compress(model)
-    assert not comp.codes and comp.size().total_bits == comp.size().baseline_bits
+def test_a_model_without_predicted_layers_is_not_applicable() -> None:
+    with pytest.raises(b2s.NotApplicableError, match="NeRN predicts 3×3 kernels of convs with groups = 1; this model has none"):
+        _compress(nn.Sequential(nn.Linear(4, 3)))
+
+
+def test_kernels_that_hold_a_tiny_share_of_the_weights_are_not_applicable() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 64))  # 18 of 4626 weights
+    with pytest.raises(b2s.NotApplicableError, match=r"this model's \(0.weight\) hold only 0.39 % of its"):
+        _compress(model)
+
+
+def test_a_target_ratio_a_width_1_predictor_cannot_reach_is_short() -> None:
+    config = build_config(NernConfig, {**QUICK, "hidden": None, "target_ratio": 50.0, "raw_if_larger": False}, "nern")
+    comp = SPEC.compress(tiny_model(0), config, Context())
+    assert comp.info["hidden"] == 1
+    target = SPEC.target(config, comp, tiny_model(0))
+    assert target is not None and not target.met and target.asked == 50.0 and target.achieved < 50 * 0.95
+    assert "predicted-layer ratio: asked 50x" in target.reason()
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -288,10 +303,9 @@ def test_trains_on_the_context_device() -> None:  # pragma: no cover - needs CUD
     assert comp.codes["features.4.weight"].decode().device.type == "cpu"
 
 
-def test_a_predictor_bigger_than_its_kernels_leaves_them_raw() -> None:
+def test_a_predictor_bigger_than_its_kernels_is_not_applicable() -> None:
     model = MixedNet()  # 3x3 convs of 216 and 576 weights: a width-128 predictor is far bigger
-    comp = SPEC.compress(model, build_config(NernConfig, {"hidden": 128, "steps": 5}, "nern"), Context())
-    assert comp.codes == {} and "raw_reason" in comp.info
-    assert comp.size().total_bits == comp.size().baseline_bits  # never bigger than fp32
+    with pytest.raises(b2s.NotApplicableError, match="costs at least the 792 weights it would predict"):
+        SPEC.compress(model, build_config(NernConfig, {"hidden": 128, "steps": 5}, "nern"), Context())
     kept = _compress(model, hidden=128, steps=5)  # raw_if_larger: False keeps the (bigger) predictor
     assert list(kept.codes) == ["a.weight", "c.weight"] and kept.size().ratio_layers < 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..plugins import Plugins
-from ..records import iter_records, write_atomic
+from ..records import SKIPPED_STATUSES, iter_records, write_atomic
 
 START = "<!-- results-table: made by `b2s-bench results --write README.md`; do not edit by hand -->"
 END = "<!-- /results-table -->"
@@ -50,7 +50,9 @@ def _row(folder: Path, root: Path) -> list[str] | None:
     rss = manifest.get("peak_rss_mb")
     link = f"[`{folder.name}`]({(root / folder.name / 'leaderboard.md').as_posix()})"
     return [link, f"`{manifest.get('command') or 'b2s-bench run'}`",
-            f"{status.get('ok', 0)} ok" + (f", {status['error']} failed" if status.get("error") else ""),
+            f"{status.get('ok', 0)} ok" + (f", {status['error']} failed" if status.get("error") else "")
+            + (f", {skipped} not applicable or short of target"
+               if (skipped := sum(status.get(s, 0) for s in SKIPPED_STATUSES)) else ""),
             _minutes(manifest.get("wall_seconds")), f"{rss:,.0f} MB" if rss else "–", ", ".join(devices),
             ", ".join(commits), (manifest.get("description") or "").strip()]
 

@@ -10,7 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..plugins import Plugins
-from ..records import load_json, record_problems
+from ..records import DONE_STATUSES, load_json, record_problems
 from ..store import RunStore
 
 
@@ -38,8 +38,9 @@ def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
     for cid in manifest.get("cells", []):
         data, why = load_json(out / "cells" / f"{cid}.json")
         valid = why is None and not record_problems(data, cid)
-        if valid and data["status"] == "ok":
-            state, name, detail = "done", f"{data['model'].get('label')} {data['label']}", ""
+        if valid and data["status"] in DONE_STATUSES:  # not-applicable / short-of-target: done, with why
+            state, name = "done", f"{data['model'].get('label')} {data['label']}"
+            detail = "" if data["status"] == "ok" else f"{data['status']}: {data['details'].get('status_reason', '')}"
         elif cid in claims:
             info = claims[cid]
             state, name = "running", str(names.get(cid, ""))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import ReportContext, write_atomic
+from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, write_atomic
 
 from .plots import figures
 from .writers import fmt, intro
@@ -170,6 +170,14 @@ def render_page(ctx: ReportContext) -> str:
         parts += [f"<h2>{html.escape(title)}</h2>", _table(table, leaderboard=True)]
         if "note" in table and table["note"].astype(bool).any():
             parts.append(f"<p class='note warn'>{html.escape(notes['below_limit'])}</p>")
+    caveats = ctx.caveat_notes()
+    if caveats:
+        parts.append("<ul class='note'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
+    skipped = ctx.not_applicable()
+    if not skipped.empty:
+        parts += [f"<h2>{html.escape(NOT_APPLICABLE_TITLE)}</h2>",
+                  "<p class='note info'>Kept out of the tables above, rankings, fronts and verdicts.</p>",
+                  _table(skipped)]
     fails = ctx.failures()
     if not fails.empty:
         parts += ["<h2>Failed cells</h2>", _table(fails)]

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from b2s_bench import ReportContext, header, write_atomic
+from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, header, write_atomic
 
 __all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend"]
 
@@ -88,6 +88,13 @@ def write_markdown(ctx: ReportContext) -> list[Path]:
         parts += ["", f"## {title}", "", _md_table(_deltas_signed(table))]
         if "note" in table and table["note"].astype(bool).any():
             parts += ["", f"**{notes['below_limit']}**"]
+    caveats = ctx.caveat_notes()
+    if caveats:
+        parts += ["", *[f"- {c}" for c in caveats]]
+    skipped = ctx.not_applicable()
+    if not skipped.empty:
+        parts += ["", f"## {NOT_APPLICABLE_TITLE}", "", "Kept out of the tables above, rankings, fronts and verdicts.",
+                  "", _md_table(skipped)]
     fails = ctx.failures()
     if not fails.empty:
         parts += ["", "## Failed cells", "", _md_table(fails)]
@@ -137,6 +144,12 @@ def write_csv(ctx: ReportContext) -> list[Path]:
     path = ctx.out_dir / "failed.csv"
     write_atomic(path, ctx.failures().to_csv(index=False))
     written.append(path)
+    skipped, path = ctx.not_applicable(), ctx.out_dir / "not_applicable.csv"
+    if not skipped.empty:
+        write_atomic(path, skipped.to_csv(index=False))
+        written.append(path)
+    else:  # one left by an earlier report would list cells that are now ok or gone
+        path.unlink(missing_ok=True)
     path = ctx.out_dir / "records.csv"  # every raw field, exact bits included
     write_atomic(path, _flat(ctx).to_csv(index=False))
     written.append(path)
@@ -162,6 +175,8 @@ def write_json(ctx: ReportContext) -> list[Path]:
         "metrics": [dataclasses.asdict(m) for m in ctx.metrics],
         "leaderboards": [{"title": t, "rows": _json_rows(tab)} for t, tab in ctx.leaderboards()],
         "failed": _json_rows(ctx.failures()),
+        "not_applicable": _json_rows(ctx.not_applicable()),
+        "caveats": ctx.caveat_notes(),
         "theory": [{"title": t, "rows": _json_rows(tab)} for t, tab in ctx.theory()],
     }
     path = ctx.out_dir / "leaderboard.json"

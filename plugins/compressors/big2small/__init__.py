@@ -19,7 +19,7 @@ import b2s_bench as b2s
 from b2s_bench import CompressorSpec, ReportContext, ReporterSpec
 
 from .code import INRCode
-from .compressor import compress
+from .compressor import compress, target
 from .config import Big2SmallConfig
 
 __all__ = ["SPEC", "CLAIMS", "Big2SmallConfig", "INRCode", "compress"]
@@ -37,6 +37,7 @@ SPEC = CompressorSpec(
     version="2",  # 2: lr 3e-4, 8 tiles per step in epochs, QAT for <= 6-bit INRs, header in meta()
     quick={"min_bytes": 0, "steps": 20, "patch_rows": 8, "patch_cols": 8, "patches": 2, "frequencies": 4,
            "block": 8, "max_width": 32, "target_ratio": 2.0},
+    target=target,
 )
 
 

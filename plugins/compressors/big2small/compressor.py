@@ -18,7 +18,7 @@ import torch
 from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, fidelity, weight_layers
+from b2s_bench import Code, Compressed, Context, Target, fidelity, weight_layers
 
 from . import convergence as _convergence
 from . import permute as _permute
@@ -129,6 +129,20 @@ def _plan(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> _Plan:
         if w.numel() >= config.min_numel:
             _plan_layer(plan, index, key, w, config, ctx)
     return plan
+
+
+#: outliers, headers and the INR's sign and scale tables come on top of the INR's parameter budget,
+#: so a coded layer's ratio sits somewhat under target_ratio; more than 20 % under is short
+TARGET_TOLERANCE = 0.2
+
+
+def target(config: Big2SmallConfig, compressed: Compressed, model: nn.Module) -> Target | None:
+    """The coded layers' ratio against ``target_ratio`` (or 32 / ``target_bits``); None when a fixed
+    ``width`` is set (no budget was asked)."""
+    if config.width:
+        return None
+    asked = 32.0 / config.target_bits if config.target_bits else float(config.target_ratio)
+    return Target("coded-layer ratio", asked, compressed.size().ratio_layers, TARGET_TOLERANCE, "x")
 
 
 def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compressed:

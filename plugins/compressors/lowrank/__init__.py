@@ -28,7 +28,7 @@ import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
 from .codes import HEADER_BITS, BottleneckNetwork, DenseCode, SvdCode, TuckerCode, TuckerNetwork
-from .compressor import compress, compress_tensor
+from .compressor import compress, compress_tensor, target
 from .config import DEFAULT_ENERGY, LowRankConfig
 from .decompose import compress_weight, energy_rank, svd_code, thin_svd, tucker_code
 
@@ -47,6 +47,7 @@ SPEC = CompressorSpec(
     identity={"energy": 1.0},
     version="1",
     description="truncated SVD (a conv as C_out x C_in*k*k) or Tucker-2 (HOSVD/HOOI) by rank/energy/ratio",
+    target=target,
 )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, weight_layers
+from b2s_bench import Code, Compressed, Context, Target, weight_layers
 
 from .codes import DenseCode
 from .config import LowRankConfig
 from .decompose import compress_weight
 
-__all__ = ["compress", "compress_tensor"]
+__all__ = ["compress", "compress_tensor", "target"]
 
 
 def compress(model: nn.Module, config: LowRankConfig, ctx: Context) -> Compressed:
@@ -30,6 +30,15 @@ def compress(model: nn.Module, config: LowRankConfig, ctx: Context) -> Compresse
     factored = sum(not isinstance(c, DenseCode) for c in codes.values())
     return Compressed.from_codes(model, codes, info={"ranks": ranks, "factored_layers": factored,
                                                      "dense_layers": len(codes) - factored})
+
+
+def target(config: LowRankConfig, compressed: Compressed, model: nn.Module) -> Target | None:
+    """With ``target_ratio``: the decomposed layers' ratio reached (rank 1 of a small layer, or a layer
+    kept dense because factoring costs more, can fall short). A ``rank`` or ``energy`` rule has no
+    ratio to reach: a result that factors no layer covers no weight, which the core catches."""
+    if config.target_ratio is None:
+        return None
+    return Target("layer ratio", float(config.target_ratio), compressed.size().ratio_layers, 0.05, "x")
 
 
 def compress_tensor(name: str, tensor: torch.Tensor, config: LowRankConfig, ctx: Context) -> Code:

@@ -37,7 +37,7 @@ import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
 from .codes import HEADER_BITS, PREDICTOR_HEADER_BITS, NernCode, PredictorNetwork
-from .compressor import compress, predicted_layers, width_for_ratio
+from .compressor import compress, predicted_layers, target, width_for_ratio
 from .config import DEFAULT_HIDDEN, NernConfig
 from .predictor import predictor_params
 
@@ -56,6 +56,7 @@ SPEC = CompressorSpec(
     description="NeRN, reconstruction loss only: one MLP predicts each k x k conv kernel from its coordinate",
     uses_gpu=True,
     quick={"hidden": 16, "steps": 60, "levels": 8},
+    target=target,
 )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, weight_layers
+from b2s_bench import MIN_COVERAGE, Code, Compressed, Context, NotApplicableError, Target, weight_layers
 
 from . import encoding as enc
 from .codes import HEADER_BITS, PREDICTOR_HEADER_BITS, NernCode
 from .config import NernConfig
 from .predictor import fit_predictor, predictor_params
 
-__all__ = ["predicted_layers", "width_for_ratio", "compress"]
+__all__ = ["predicted_layers", "width_for_ratio", "compress", "target"]
 
 
 def predicted_layers(model: nn.Module, config: NernConfig) -> dict[str, nn.Module]:
@@ -45,10 +45,15 @@ def width_for_ratio(weights: int, table_bits: int, num_codes: int, config: NernC
 
 def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
     layers = predicted_layers(model, config)
+    k = config.kernel_size
+    kind = f"{k}×{k} kernels of convs" + ("" if config.include_grouped else " with groups = 1")
     if not layers:
-        ctx.log(f"nern: no conv with a {config.kernel_size}x{config.kernel_size} kernel to predict")
-        return Compressed.from_codes(model, {}, info={"predicted_layers": []})
+        raise NotApplicableError(f"NeRN predicts {kind}; this model has none")
     state = model.state_dict()
+    share = sum(state[key].numel() for key in layers) / sum(state[key].numel() for key in weight_layers(model))
+    if share < MIN_COVERAGE:  # predicting the rest of the model's weights is not what NeRN does
+        raise NotApplicableError(f"NeRN predicts {kind}; this model's ({', '.join(layers)}) hold only "
+                                 f"{100 * share:.2g} % of its conv/linear weights")
     num_layers = len(layers)
     targets, coords, tables = [], [], {}
     for index, key in enumerate(layers):
@@ -67,11 +72,9 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
         hidden = width_for_ratio(weights, tables_bits, num_layers, config)
     cost = (tables_bits + num_layers * HEADER_BITS + PREDICTOR_HEADER_BITS
             + 32 * predictor_params(config.levels, hidden, config.num_blocks, config.kernel_size))
-    if config.raw_if_larger and cost >= 32 * weights:  # it would cost more than the kernels: keep them raw
-        ctx.log(f"nern: a width-{hidden} predictor ({cost:,} bits) costs more than the {weights:,} weights it "
-                "would predict; they are stored raw")
-        return Compressed.from_codes(model, {}, info={"predicted_layers": [], "hidden": hidden,
-                                                      "raw_reason": f"predictor {cost} bits >= raw {32 * weights} bits"})
+    if config.raw_if_larger and cost >= 32 * weights:  # it would cost more than the kernels: nothing to gain
+        raise NotApplicableError(f"a width-{hidden} NeRN predictor ({cost:,} bits) costs at least the {weights:,} "
+                                 f"weights it would predict ({32 * weights:,} bits); nothing would be compressed")
     shared, losses, final = fit_predictor(torch.cat(targets), torch.cat(coords), config, ctx, num_layers,
                                           hidden)
     codes: dict[str, Code] = {}
@@ -81,3 +84,10 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
     info = {"predicted_layers": list(layers), "owner": next(iter(layers)), "hidden": hidden,
             "predictor_params": shared.numel, "losses": losses, "final_rmse": final}
     return Compressed.from_codes(model, codes, info=info)
+
+
+def target(config: NernConfig, compressed: Compressed, model: nn.Module) -> Target | None:
+    """With ``target_ratio``: the predicted layers' ratio it reached (a width-1 predictor can cost more)."""
+    if config.target_ratio is None:
+        return None
+    return Target("predicted-layer ratio", float(config.target_ratio), compressed.size().ratio_layers, 0.05, "x")

@@ -22,7 +22,7 @@ import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
 from .codes import HEADER_BITS, MaskNetwork, SparseCode, sparse_code
-from .compressor import compress, compress_tensor, magnitude_masks
+from .compressor import compress, compress_tensor, magnitude_masks, target
 from .config import PruneConfig
 
 __all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress",
@@ -39,6 +39,7 @@ SPEC = CompressorSpec(
     identity={"sparsity": 0.0, "method": "magnitude"},
     version="2",
     description="magnitude pruning: unstructured global/per-layer, or structured channels (torch-pruning)",
+    target=target,
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, inference_state, skeleton_of, weight_layers
+from b2s_bench import INEFFECTIVE, Code, Compressed, Context, add_caveat, inference_state, skeleton_of, weight_layers
 
 from ...data.synthesis import ZEROQ, synthesize
 from .activations import activation_ranges
@@ -102,7 +102,12 @@ def _compress_with_data(model: nn.Module, codes: dict[str, Code], config: Quanti
     raw = {k: v for k, v in state.items() if k not in codes}
     skeleton = skeleton_of(model)
     if config.bias_correction != "none":
-        info["bias_correction"] = _correct_biases(model, codes, raw, skeleton, config, data)
+        info["bias_correction"] = done = _correct_biases(model, codes, raw, skeleton, config, data)
+        if not done["corrected"]:  # say so: a label that says bias-corrected would otherwise be untrue
+            why = sorted(set(done["skipped"].values()))
+            add_caveat(info, INEFFECTIVE, f"bias_correction: {config.bias_correction} corrected none of "
+                           f"the {len(codes)} quantized layers ({'; '.join(why)[:200]}); the result equals "
+                           "bias_correction: none")
     comp = Compressed(codes, raw, skeleton, shapes, info=info)
     if config.activation_bits is None:
         return comp
