@@ -43,12 +43,18 @@ document.querySelectorAll('th').forEach(function (th, idx) {
 """
 
 
+def is_moved_aside(name: str) -> bool:
+    """A file or folder ``publish`` moved out of the way (``NAME.replaced-STAMP``)."""
+    return ".replaced-" in name
+
+
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
     """Every folder under ``root`` (itself included) that holds a ``run.json`` or a ``cells/`` folder."""
     root = Path(root)
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
+        # a folder `publish --replace` moved aside (NAME.replaced-STAMP) is kept, not listed
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith(".") and not is_moved_aside(d))
         if "run.json" in files or (Path(folder) / "cells").is_dir():
             found.append(Path(folder))
     return sorted(found)

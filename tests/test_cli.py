@@ -79,6 +79,13 @@ def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: s
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("published.replaced-")]
     assert len(aside) == 1 and (aside[0] / "cells" / other.name).is_file()  # moved aside, not deleted
     assert len(list((dest / "cells").iterdir())) == 4
+    # what was moved aside is kept, but the site index and the results table list only the live run
+    index = (tmp_path / "index.html").read_text()
+    assert "published/leaderboard" in index and ".replaced-" not in index
+    capsys.readouterr()
+    assert run_cli("results", str(tmp_path)) == 0
+    table = capsys.readouterr().out
+    assert "`published`" in table and ".replaced-" not in table
 
 
 def test_publish_refuses_records_of_uncommitted_code(tiny_suite: Path, tmp_path: Path,

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import UserError
 from ..plugins import Plugins
 from ..records import SKIPPED_STATUSES, iter_records, write_atomic
+from ..site import is_moved_aside
 
 START = "<!-- results-table: made by `b2s-bench results --write README.md`; do not edit by hand -->"
 END = "<!-- /results-table -->"
@@ -60,7 +61,8 @@ def _row(folder: Path, root: Path) -> list[str] | None:
 def table(root: Path) -> str:
     if not root.is_dir():
         raise UserError(f"{root} does not exist; publish a run first (`b2s-bench publish RUN_DIR`)")
-    rows = [r for r in (_row(f, root) for f in sorted(root.iterdir()) if f.is_dir()) if r is not None]
+    rows = [r for r in (_row(f, root) for f in sorted(root.iterdir()) if f.is_dir() and not is_moved_aside(f.name))
+            if r is not None]
     head = ["folder", "command", "cells", "wall time", "peak RSS", "device", "commit", "what it is"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
