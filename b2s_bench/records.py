@@ -1,6 +1,6 @@
 """Records: one JSON file per cell, written atomically; the only input of every report.
 
-Schema ``b2s-bench/record/2`` (see README "Records"):
+Schema ``b2s-bench/record/2`` (see docs/records-and-sizes.md):
 
 - ``cell_id`` (the hash of ``fingerprint``; the file is ``cells/<cell_id>.json``)
 - ``fingerprint``: everything that decides the result (model and weights, data, pipeline and

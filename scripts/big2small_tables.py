@@ -1,4 +1,4 @@
-"""Print the README's Big2Small tables from the published records (run from the repository root).
+"""Print the Big2Small tables of results/README.md from the published records (run from the repository root).
 
     python scripts/big2small_tables.py [ABLATION_RUN]     (default: big2small-ablation)
 

@@ -5,7 +5,7 @@
 #
 # Each suite runs with --force into runs/<suite> (an empty $B2S_BENCH_CACHE unless one is set, so
 # zoo models are trained as a new user's would be), then `b2s-bench publish --replace` moves the
-# old folder aside, and `b2s-bench results --write README.md` remakes the README's table. The
+# old folder aside, and `b2s-bench results --write` remakes the table in results/README.md. The
 # working tree must be clean: `publish` refuses records of uncommitted code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +26,4 @@ done
 for suite in "${suites[@]}"; do
   "$BIN" publish "runs/$suite" --to "results/$suite" --replace
 done
-"$BIN" results --write README.md
+"$BIN" results --write  # results/README.md

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true",
                    help="when some models' data or weights are missing here, run the cells that are ready "
                         "(default: stop before running anything, exit 3)")
-    g = p.add_argument_group("where cells run (README: 'Running on a GPU node or a cluster')")
+    g = p.add_argument_group("where cells run (docs/clusters.md)")
     g.add_argument("--executor", default=None, metavar="NAME",
                    help="process (default: isolated worker processes), inline (this process, for pdb), ray, slurm; "
                         "`b2s-bench ls executors`; also $B2S_BENCH_EXECUTOR")
