@@ -328,7 +328,8 @@ class CellRunner:
         stats = {k: c.stats() for k, c in compressed.codes.items()}
         if any(stats.values()):
             record["details"]["codes"] = {k: v for k, v in stats.items() if v}
-        record["timings"] = {**record["timings"], "evaluate": t3 - t2, "total": t3 - t0}
+        limits = {"limits": ev.timings["limits"]} if "limits" in ev.timings else {}
+        record["timings"] = {**record["timings"], **limits, "evaluate": t3 - t2, "total": t3 - t0}
         if short is not None:  # evaluated all the same: its table shows what it did reach
             raise _NotOk("short-of-target", short)
 

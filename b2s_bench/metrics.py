@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -244,6 +245,7 @@ class Evaluation:
         pairs = self.coded_pairs
         if not pairs:
             raise NotApplicable(NO_WEIGHT_PAIRS)
+        start = time.perf_counter()
         per = {key: rd.tensor_limits(w, wh, self.compressed.codes[key].bits().total) for key, w, wh in pairs}
         model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
         self.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
@@ -251,6 +253,7 @@ class Evaluation:
 
         folder = cache_dir() / rd.STRUCTURE_CACHE
         self.details["weight_structure"] = {key: rd.structure_of(w, folder=folder) for key, w, _ in pairs}
+        self.timings["limits"] = time.perf_counter() - start  # the record's timings.limits: what they cost
         return self.details["rate_distortion"]
 
     def per_layer(self, fn: Callable[[torch.Tensor, torch.Tensor], float]) -> dict[str, float]:

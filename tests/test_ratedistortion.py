@@ -182,7 +182,10 @@ def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_
         details = recs[label]["details"]
         if not weight_limits:
             assert "rate_distortion" not in details and "weight_structure" not in details
+            assert "limits" not in recs[label]["timings"]
             continue
+        timings = recs[label]["timings"]
+        assert 0 < timings["limits"] < timings["total"]  # what the limits cost, for bench_first_command
         tensors = details["rate_distortion"]["tensors"]
         assert tensors and set(tensors) == set(details["weight_structure"])
         model = details["rate_distortion"]["model"]
