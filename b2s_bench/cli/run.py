@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--executor", default=None, metavar="NAME",
                    help="where cells run (default: the registered executor of lowest rank, isolated worker "
                         "processes); `b2s-bench ls executors` lists them; also $B2S_BENCH_EXECUTOR. Cluster "
-                        "executors add their own options below (from a plugin)")
+                        "executors add their own options (marked 'from a plugin')")
     g.add_argument("--workers", default=None, metavar="N|auto",
                    help="worker processes (auto: one per GPU, or CPU cores / runtime.threads)")
     g.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
