@@ -101,6 +101,24 @@ class FrozenMapping(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"FrozenMapping({self._data!r})"
 
+    def __copy__(self) -> FrozenMapping:
+        return self  # immutable: a copy may be the same object
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenMapping:
+        return self
+
+    def thaw(self) -> dict[str, Any]:
+        """Plain dicts and lists (for JSON or YAML)."""
+        return {k: _thaw(v) for k, v in self._data.items()}
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):

@@ -4,6 +4,7 @@ executor's own settings dataclass (file, line, key), and the executors' own flag
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_the_section_reaches_the_executor_as_written_frozen_and_hashable(write_s
     with pytest.raises(TypeError):
         section["partition"] = "cpu"  # type: ignore[index]
     assert hash(runtime) == hash(load_suite(path, plugins).runtime)  # no hand-written __hash__ needed
+    assert copy.deepcopy(runtime) == runtime and hash(copy.deepcopy(runtime)) == hash(runtime)
+    assert runtime.executor.thaw() == {"slurm": {"partition": "gpu", "submitit": {"slurm_qos": ["a", "b"]}}}  # type: ignore[attr-defined]
     settings = slurm_executor.settings_of(b2s.ExecutorOptions(settings=b2s.build_config(
         slurm_executor.SlurmSettings, dict(section))))
     assert settings.partition == "gpu" and dict(settings.submitit) == {"slurm_qos": ("a", "b")}
