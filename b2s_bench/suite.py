@@ -66,7 +66,7 @@ TOP_KEYS = {
     "metrics": "metric names",
     "baseline": "whether to add the dense model as a cell of its own (default true)",
     "report": "leaderboard settings",
-    "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make",
+    "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make, executor settings",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds")
@@ -273,7 +273,8 @@ class _Parser:
                           f"`runtime: {{executor: {{{name}: {{...}}}}}}` instead", FutureWarning, stacklevel=2)
             old = self.expect(raw.pop(name), dict, ("runtime", name), f"a mapping of the {name} executor's settings")
             executors = dict(self.expect(raw.get("executor", {}), dict, ("runtime", "executor"), "a mapping"))
-            executors[name] = {**old, **executors.get(name, {})}
+            newer = executors.get(name, {})  # the new spelling wins; a section that is no mapping fails below
+            executors[name] = {**old, **newer} if isinstance(newer, dict) else newer
             raw["executor"] = executors
         runtime = self.settings(RuntimeSettings, raw, ("runtime",))
         for name, section in runtime.executor.items():
