@@ -27,21 +27,18 @@ def suite_finished(out_dir: Path) -> bool:
 
 def run_cells(plan: RunPlan, cell_ids: list[str], executor: str | None = None, workers: int = 1) -> dict[str, Any]:
     """Run ``cell_ids`` of ``plan`` here; returns counts for the job's log."""
-    from .cli.report import write_report
-    from .plugins import load_plugins
+    from .prepare import prepare_run
+    from .reportfiles import write_report
     from .runner import Runner, RunOptions
-    from .suite import load_suite
 
-    plugins = load_plugins(files=plan.plugin_files, disable=plan.plugin_disable)
-    for flag, value in plan.plugin_options:
-        plugins.cli_options.registry.get(flag).option.apply(value)
-    suite = load_suite(plan.suite_file, plugins)
-    options = RunOptions(Path(plan.out_dir), plan.device, progress=False, executor=executor, workers=workers,
-                         cell_timeout=plan.cell_timeout, only=tuple(cell_ids), plugin_options=plan.plugin_options)
-    summary = Runner(suite, plugins, options).run()
+    run = prepare_run(plan.suite_file, plugin_files=plan.plugin_files, plugin_disable=plan.plugin_disable,
+                      plugin_options=plan.plugin_options, device=plan.device, only=cell_ids, models=True)
+    options = RunOptions(out_dir=Path(plan.out_dir), progress=False, executor=executor, workers=workers,
+                         cell_timeout=plan.cell_timeout)
+    summary = Runner(run, options).run()
     reported = False
     if suite_finished(Path(plan.out_dir)):
-        write_report(plan.out_dir, plugins)
+        write_report(plan.out_dir, run.plugins)
         reported = True
     return {"computed": summary.computed, "failed": len(summary.failed), "by_others": summary.by_others,
             "reported": reported}

@@ -40,7 +40,7 @@ class RunPlan:
     device: str  # "cpu" or "cuda", resolved by the driver
     plugin_files: tuple[str, ...] = ()
     plugin_disable: tuple[str, ...] = ()
-    plugin_options: tuple[tuple[str, str | None], ...] = ()  # (flag, value) of plugin-owned CLI options
+    plugin_options: tuple[tuple[str, Any], ...] = ()  # (flag, value) of plugin-owned CLI options
     threads: int | None = None  # torch CPU threads per worker
     cell_timeout: float | None = None
 
@@ -51,7 +51,7 @@ class CellTask:
     cell_id: str
     name: str  # "model method", for progress and messages
     wants_cuda: bool = False
-    timeout: float | None = None  # seconds; None: no limit
+    cell_timeout: float | None = None  # seconds; None: no limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,16 +74,21 @@ class ActiveCell:
     started: float  # time.time()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorOptions:
-    """What a run asks of its executor (from the CLI and the suite's ``runtime:``)."""
+    """What a run asks of its executor (from the CLI and the suite's ``runtime:``).
+
+    ``settings`` is the suite's ``runtime: {executor: {NAME: {...}}}`` section for this executor,
+    which the core passes through untouched: an instance of the spec's ``settings`` dataclass when
+    the plugin gives one (already validated against the suite file), else the read-only mapping as
+    written (empty when the suite has none). The cell time limit travels with each task
+    (:attr:`CellTask.cell_timeout`).
+    """
 
     workers: int | None = None  # None: the executor's own default ("auto")
     device: str = "cpu"
     threads: int | None = None
-    cell_timeout: float | None = None
-    address: str | None = None  # Ray
-    slurm: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    settings: Any = dataclasses.field(default_factory=dict)
     detach: bool = False
     log: Callable[[str], None] = print
 
@@ -120,6 +125,10 @@ class ExecutorSpec:
         rank: the default executor is the registered one with the lowest rank.
         detaches: whether it can submit and return (``--detach``), leaving the work to run.
         requires: what to install when it cannot be created (shown in the error).
+        settings: a frozen dataclass for its section ``runtime: {executor: {NAME: {...}}}`` of a
+            suite: the suite loader builds it from that section (errors name the file, line and key)
+            and the executor gets it as ``ExecutorOptions.settings``. None: the section is handed over
+            as a read-only mapping.
     """
 
     name: str
@@ -128,6 +137,7 @@ class ExecutorSpec:
     rank: int = 100
     detaches: bool = False
     requires: str = ""
+    settings: type | None = None
 
 
 def b2s_environment() -> dict[str, str]:

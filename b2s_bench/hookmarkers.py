@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -30,18 +31,23 @@ class CliOption:
         help: one line for ``--help``.
         metavar: the value's name in ``--help``.
         switch: a flag that takes no value (``--retrain``): ``apply`` gets ``"yes"`` when it is given.
+        repeat: the option may be given several times (``--slurm KEY=VALUE``): ``apply`` gets the tuple
+            of values, in order (None when not given).
     """
 
     flag: str
     commands: tuple[str, ...]
-    apply: Callable[[str | None], None]
+    apply: Callable[[Any], None]  # gets str | None, or tuple[str, ...] | None when ``repeat``
     help: str = ""
     metavar: str = "VALUE"
     switch: bool = False
+    repeat: bool = False
 
     def __post_init__(self) -> None:
         if not self.flag.startswith("--") or len(self.flag) < 3:
             raise ValueError(f"a plugin option must look like --name, got {self.flag!r}")
+        if self.switch and self.repeat:
+            raise ValueError(f"plugin option {self.flag}: a switch takes no value, so it cannot repeat")
 
     @property
     def dest(self) -> str:

@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from . import worker
 from .cellrun import CellRunner, seed_everything, utc_now
-from .cells import Cell, expand, select
+from .cells import Cell
+from .config import build_config
 from .errors import CannotWrite, UserError
 from .execution import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .plugins import Plugins
+from .prepare import PreparedRun, resolve_device
 from .records import CELLS, DONE_STATUSES, SKIPPED_STATUSES, Record, load_json
 from .store import DEFAULT_CLAIM_TIMEOUT, HEARTBEAT_SECONDS, RunStore
-from .suite import Suite
 
 __all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT",
            "longest_first", "expected_seconds"]
@@ -44,21 +44,12 @@ __all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everyth
 DEFAULT_CELL_TIMEOUT = 6 * 3600.0
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for, but CUDA is not available here; use --device cpu or auto")
-    if requested not in ("cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda, got {requested!r}")
-    return torch.device(requested)
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunOptions:
+    """How to run the cells that :func:`~b2s_bench.prepare.prepare_run` selected (which cells, on which
+    device, is settled there); an executor's own settings come from its plugin (options, suite)."""
+
     out_dir: Path
-    device: str = "auto"
-    pattern: str | None = None
     force: bool = False
     progress: bool | None = None  # None: only when stderr is a terminal
     command: str | None = None  # the command line that ran the suite (kept in run.json)
@@ -66,12 +57,7 @@ class RunOptions:
     workers: int | None = None  # None: the executor's "auto"
     cell_timeout: float | None = None  # None: the suite's runtime.cell_timeout, else the default
     claim_timeout: float | None = None  # None: the suite's runtime.claim_timeout, else the default
-    address: str | None = None
     detach: bool = False
-    only: tuple[str, ...] | None = None  # run only these cell ids (e.g. the cells that are ready here)
-    slurm: tuple[tuple[str, Any], ...] = ()  # --slurm KEY=VALUE, over the suite's runtime.slurm
-    skip_models: tuple[str, ...] = ()  # model labels not to run (their prerequisites are missing: --keep-going)
-    plugin_options: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclasses.dataclass
@@ -91,37 +77,21 @@ class RunSummary:
 
 
 class Runner:
-    """Runs the cells of one suite into ``options.out_dir``."""
+    """Runs the selected cells of a prepared run (:func:`~b2s_bench.prepare.prepare_run`) into
+    ``options.out_dir``. Building one does no I/O; :meth:`run` does the work."""
 
-    def __init__(self, suite: Suite, plugins: Plugins, options: RunOptions, log: Callable[[str], None] | None = None):
-        self.suite = suite
-        self.plugins = plugins
+    def __init__(self, prepared: PreparedRun, options: RunOptions, log: Callable[[str], None] | None = None):
+        self.prepared = prepared
+        self.suite = prepared.suite
+        self.plugins = prepared.plugins
+        self.device = prepared.device
+        self.all_cells = list(prepared.all_cells)
+        self.cells = list(prepared.cells)
         self.options = options
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self.device = resolve_device(options.device if options.device != "auto" else suite.device)
         self.store = RunStore(options.out_dir, warn=self.log)
         self.show_progress = sys.stderr.isatty() if options.progress is None else options.progress
-        self.prepare_models(skip=set(options.skip_models))
-        self.all_cells = expand(suite, plugins, self.device.type)
-        cells = select(self.all_cells, options.pattern)
-        if options.only is not None:
-            cells = [c for c in cells if c.id in set(options.only)]
-        cells = [c for c in cells if c.model.label not in set(options.skip_models)]
-        self.cells = cells
-        self.cell_runner = CellRunner(suite, plugins, self.device, self.store, self.show_progress, self.log)
-
-    def prepare_models(self, skip: set[str]) -> None:
-        """Make every model's weights exist here (a zoo model is trained once, by this process), so the
-        cell ids hash the weights that will be loaded."""
-        for model in self.suite.models:
-            if model.label in skip:
-                continue
-            source = self.plugins.models.get(model.request.source)
-            if source.prepare is not None:
-                try:
-                    source.prepare(model.request)
-                except Exception as e:  # the model's cells fail with the full message when they build it
-                    self.log(f"warning: could not prepare {model.label}: {type(e).__name__}: {e}")
+        self.cell_runner = CellRunner(self.suite, self.plugins, self.device, self.store, self.show_progress, self.log)
 
     # -- settings -----------------------------------------------------------------------------------
     @property
@@ -138,7 +108,7 @@ class Runner:
         sel = self.plugins.selection
         return RunPlan(str(Path(self.suite.file).resolve()), str(self.options.out_dir.resolve()), self.device.type,
                        tuple(str(Path(f).resolve()) for f in sel.files), tuple(sel.disable),
-                       tuple(self.options.plugin_options), self.suite.runtime.threads, self.cell_timeout)
+                       self.prepared.plugin_options, self.suite.runtime.threads, self.cell_timeout)
 
     def executor(self) -> Executor:
         registry = self.plugins.executors
@@ -149,9 +119,10 @@ class Runner:
                 raise UserError("no executor is registered (is the b2s-bench installation complete?)")
             name = ranked[0].name
         spec = registry.get(name)
-        opts = ExecutorOptions(self.options.workers, self.device.type, self.suite.runtime.threads, self.cell_timeout,
-                               self.options.address, {**self.suite.runtime.slurm, **dict(self.options.slurm)},
-                               self.options.detach, self.log)
+        section = self.suite.runtime.executor.get(spec.name, {})  # the plugin's own: passed through untouched
+        settings = build_config(spec.settings, dict(section), owner=f"executor {spec.name}") if spec.settings else section
+        opts = ExecutorOptions(workers=self.options.workers, device=self.device.type, threads=self.suite.runtime.threads,
+                               settings=settings, detach=self.options.detach, log=self.log)
         if self.options.detach and not spec.detaches:
             raise UserError(f"executor {name!r} cannot detach; --detach needs one that can (e.g. a cluster executor)")
         try:
@@ -358,7 +329,8 @@ class _Dispatch:
             if self.claims and not self.store.claim(cell.id, self.runner.claim_timeout):
                 self.waiting[cell.id] = cell
                 continue
-            task = CellTask(self.plan, cell.id, cell.name, self.runner.device.type == "cuda", self.runner.cell_timeout)
+            task = CellTask(self.plan, cell.id, cell.name, wants_cuda=self.runner.device.type == "cuda",
+                            cell_timeout=self.runner.cell_timeout)
             self.executor.submit(task)
             self.in_flight[cell.id] = cell
 

@@ -7,9 +7,11 @@ settings are validated by each compressor's own config class when the grid is ex
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ TOP_KEYS = {
     "metrics": "metric names",
     "baseline": "whether to add the dense model as a cell of its own (default true)",
     "report": "leaderboard settings",
-    "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make",
+    "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make, executor settings",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds")
@@ -260,6 +262,27 @@ class _Parser:
         except ConfigError as e:
             raise self.fail((*path, e.key) if e.key else path, str(e)) from None
 
+    def runtime(self, raw: Any) -> RuntimeSettings:
+        """``runtime:``; each executor's section is checked by the executor's own settings dataclass."""
+        raw = dict(self.expect(raw, dict, ("runtime",), "a mapping"))
+        fields = {f.name for f in dataclasses.fields(RuntimeSettings)}
+        for name in [k for k in raw if k not in fields and k in self.plugins.executors]:
+            # `runtime: {NAME: {...}}` came before executor sections: still read, with the new spelling
+            file, line = self.loc.where(("runtime", name))
+            warnings.warn(f"{file}:{line}: runtime.{name} is deprecated and will be removed; write "
+                          f"`runtime: {{executor: {{{name}: {{...}}}}}}` instead", FutureWarning, stacklevel=2)
+            old = self.expect(raw.pop(name), dict, ("runtime", name), f"a mapping of the {name} executor's settings")
+            executors = dict(self.expect(raw.get("executor", {}), dict, ("runtime", "executor"), "a mapping"))
+            newer = executors.get(name, {})  # the new spelling wins; a section that is no mapping fails below
+            executors[name] = {**old, **newer} if isinstance(newer, dict) else newer
+            raw["executor"] = executors
+        runtime = self.settings(RuntimeSettings, raw, ("runtime",))
+        for name, section in runtime.executor.items():
+            spec = self.lookup(self.plugins.executors, name, ("runtime", "executor", name))
+            if spec.settings is not None:
+                self.settings(spec.settings, dict(section), ("runtime", "executor", name))
+        return runtime
+
     def suite(self) -> Suite:
         data = self.loc.data
         self.check_keys(data, TOP_KEYS, (), "a suite")
@@ -294,7 +317,7 @@ class _Parser:
             raise self.fail(("report", "sort_by"), f"sort_by must be one of the suite's metrics {list(metrics)}")
         if report.primary is not None and report.primary not in metrics:
             raise self.fail(("report", "primary"), f"primary must be one of the suite's metrics {list(metrics)}")
-        runtime = self.settings(RuntimeSettings, data.get("runtime", {}), ("runtime",))
+        runtime = self.runtime(data.get("runtime", {}))
         baseline = self.expect(data.get("baseline", True), bool, ("baseline",), "true or false")
         description = self.expect(data.get("description", ""), str, ("description",), "a string")
         seeds = self.count(data["seeds"], ("seeds",)) if "seeds" in data else 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import ConfigError, SuiteError
@@ -18,7 +18,7 @@ from .store import HEARTBEAT_SECONDS, MIN_CLAIM_TIMEOUT
 from .yamlsource import Located, PathKey, key_path
 
 __all__ = ["Suite", "ModelEntry", "DatasetEntry", "StageEntry", "CompressorEntry", "ReportSettings", "RuntimeSettings",
-           "count_cells", "check_grid_size", "MAX_CELLS"]
+           "FrozenMapping", "count_cells", "check_grid_size", "MAX_CELLS"]
 
 MAX_CELLS = 100_000  # the default of runtime.max_cells
 
@@ -77,6 +77,57 @@ class ReportSettings:
             raise ConfigError(f"group_by must be track, family or none, got {self.group_by!r}", "group_by")
 
 
+class FrozenMapping(Mapping[str, Any]):
+    """A read-only, hashable mapping; nested mappings and lists are frozen too (lists become tuples)."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        self._data = {str(k): _freeze(v) for k, v in data.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items(), key=lambda kv: kv[0])))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._data) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+    def __copy__(self) -> FrozenMapping:
+        return self  # immutable: a copy may be the same object
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenMapping:
+        return self
+
+    def thaw(self) -> dict[str, Any]:
+        """Plain dicts and lists (for JSON or YAML)."""
+        return {k: _thaw(v) for k, v in self._data.items()}
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value if isinstance(value, FrozenMapping) else FrozenMapping(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
     """How a suite runs; not part of cell ids.
@@ -100,7 +151,9 @@ class RuntimeSettings:
         claim_timeout: seconds without a heartbeat after which a run on another host takes a claimed
             cell over (its owner is presumed dead); at least 15 (three heartbeats). A claim of a live
             process on the same host is never taken over, one of a dead process at once.
-        slurm: settings of the Slurm executor (partition, time, gpus_per_node, mem_gb, jobs, ...).
+        executor: settings of executors, by executor name (``{NAME: {key: value}}``), handed to
+            that executor untouched (the core reads none of them); a plugin that gives its
+            ``ExecutorSpec`` a ``settings`` dataclass has its section checked when the suite loads.
     """
 
     batch_size: int = 256
@@ -111,13 +164,15 @@ class RuntimeSettings:
     max_cells: int = MAX_CELLS
     cell_timeout: float | None = None
     claim_timeout: float | None = None
-    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __hash__(self) -> int:  # frozen, but the slurm mapping is not hashable
-        return hash((self.batch_size, self.latency_repeats, self.save_artifacts, self.weight_limits, self.threads,
-                     self.max_cells))
+    executor: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=lambda: FrozenMapping({}))
 
     def __post_init__(self) -> None:
+        for name, section in self.executor.items():
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"executor.{name} must be a mapping of that executor's settings, got {section!r}",
+                                  "executor")
+        # frozen all the way down: a suite (and its runtime) stays hashable and nobody edits a plugin's settings
+        object.__setattr__(self, "executor", FrozenMapping(self.executor))
         if self.cell_timeout is not None and self.cell_timeout < 0:
             raise ConfigError(f"cell_timeout must be >= 0 seconds (0: no limit), got {self.cell_timeout}", "cell_timeout")
         if self.claim_timeout is not None and self.claim_timeout < MIN_CLAIM_TIMEOUT:

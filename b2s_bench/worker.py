@@ -72,20 +72,16 @@ def setup(plan: RunPlan) -> Any:
         import torch
 
         from .cellrun import CellRunner
-        from .cells import expand
-        from .plugins import load_plugins
+        from .prepare import prepare_run
         from .store import RunStore
-        from .suite import load_suite
 
         if plan.threads:
             torch.set_num_threads(plan.threads)
-        plugins = load_plugins(files=plan.plugin_files, disable=plan.plugin_disable)
-        for flag, value in plan.plugin_options:
-            plugins.cli_options.registry.get(flag).option.apply(value)
-        suite = load_suite(plan.suite_file, plugins)
-        device = torch.device(plan.device)
-        runner = CellRunner(suite, plugins, device, RunStore(plan.out_dir), log=_log)
-        cells = {c.id: c for c in expand(suite, plugins, device.type)}
+        # the driver prepared the models' weights; a worker reads them (models=False)
+        run = prepare_run(plan.suite_file, plugin_files=plan.plugin_files, plugin_disable=plan.plugin_disable,
+                          plugin_options=plan.plugin_options, device=plan.device)
+        runner = CellRunner(run.suite, run.plugins, run.device, RunStore(plan.out_dir), log=_log)
+        cells = {c.id: c for c in run.all_cells}
         _STATE.clear()  # one plan per process at a time: a new run's state replaces the old one
         _STATE[plan] = (runner, cells)
     return _STATE[plan]

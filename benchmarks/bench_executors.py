@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from b2s_bench.plugins import load_plugins
+from b2s_bench.prepare import prepare_run
 from b2s_bench.runner import Runner, RunOptions
-from b2s_bench.suite import load_suite
 
 NOOP_PLUGIN = '''
 import dataclasses
@@ -63,8 +63,8 @@ def suite_file(folder: Path, name: str, cells: int, work: int = 0) -> Path:
 
 def timed_run(path: Path, out: Path, executor: str, workers: int | None = None) -> tuple[float, int]:
     plugins = load_plugins()
-    runner = Runner(load_suite(path, plugins), plugins,
-                    RunOptions(out, "cpu", progress=False, executor=executor, workers=workers))
+    runner = Runner(prepare_run(path, plugins=plugins, device="cpu", models=True),
+                    RunOptions(out_dir=out, progress=False, executor=executor, workers=workers))
     t0 = time.perf_counter()
     summary = runner.run()
     return time.perf_counter() - t0, summary.computed

@@ -23,6 +23,7 @@ import torch
 
 from b2s_bench.metrics import run_model
 from b2s_bench.plugins import load_plugins
+from b2s_bench.prepare import prepare_run
 from b2s_bench.runner import Runner, RunOptions
 from b2s_bench.sources import LoadedModel
 from b2s_bench.suite import load_suite
@@ -102,14 +103,15 @@ def resume(folder: Path) -> None:
     suite = load_suite(fifty_cell_suite(folder), plugins)
     out = folder / "run"
     t0 = time.perf_counter()
-    first = Runner(suite, plugins, RunOptions(out, "cpu", progress=False, executor="inline")).run()
+    first = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
+                   RunOptions(out_dir=out, progress=False, executor="inline")).run()
     t_first = time.perf_counter() - t0
-    from b2s_bench.cli.report import write_report
+    from b2s_bench.reportfiles import write_report
 
     write_report(out, plugins)
     t0 = time.perf_counter()
-    second = Runner(load_suite(folder / "fifty.yaml", plugins), plugins,
-                    RunOptions(out, "cpu", progress=False, executor="inline")).run()
+    second = Runner(prepare_run(folder / "fifty.yaml", plugins=plugins, device="cpu", models=True),
+                    RunOptions(out_dir=out, progress=False, executor="inline")).run()
     t_second = time.perf_counter() - t0
     assert first.computed == 50 and second.computed == 0, (first, second)
     cli = [sys.executable, "-m", "b2s_bench", "run", str(folder / "fifty.yaml"), "--out", str(out), "--quiet",
@@ -143,7 +145,8 @@ def overhead(folder: Path, cells: int = 30) -> None:
             runtime: {{save_artifacts: {str(save).lower()}}}
             """))
         suite = load_suite(suite_path, plugins)
-        runner = Runner(suite, plugins, RunOptions(folder / f"noop-run-{save}", "cpu", progress=False, executor="inline"))
+        runner = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
+                        RunOptions(out_dir=folder / f"noop-run-{save}", progress=False, executor="inline"))
         runner.cell_runner.model(runner.cells[0].model.request)  # build the baseline outside the timing
         t0 = time.perf_counter()
         summary = runner.run()

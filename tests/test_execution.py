@@ -213,15 +213,15 @@ DRIVER = """
 import sys
 from pathlib import Path
 from b2s_bench.plugins import load_plugins
+from b2s_bench.prepare import prepare_run
 from b2s_bench.runner import Runner, RunOptions
-from b2s_bench.suite import load_suite
 
 plugins = load_plugins()
-suite = load_suite(sys.argv[1], plugins)
+run = prepare_run(sys.argv[1], plugins=plugins, device="cpu", models=True)
 # below the suite's 15 s minimum on purpose: the inline executor does not beat while a cell runs, so every
 # claim looks stale after 0.3 s, and only the live-owner rule keeps each cell to one run
-options = RunOptions(Path(sys.argv[2]), "cpu", progress=False, executor="inline", claim_timeout=0.3)
-sys.exit(Runner(suite, plugins, options).run().exit_code)
+options = RunOptions(out_dir=Path(sys.argv[2]), progress=False, executor="inline", claim_timeout=0.3)
+sys.exit(Runner(run, options).run().exit_code)
 """
 
 

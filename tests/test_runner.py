@@ -17,6 +17,7 @@ from helpers import run_cli
 
 from b2s_bench import records
 from b2s_bench.plugins import load_plugins
+from b2s_bench.prepare import prepare_run
 from b2s_bench.runner import Runner, RunOptions
 from b2s_bench.suite import load_suite
 
@@ -280,7 +281,7 @@ def test_record_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_corrupt_records_are_recomputed(tiny_suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     plugins = load_plugins()
-    runner = Runner(load_suite(tiny_suite, plugins), plugins, RunOptions(out, progress=False))
+    runner = Runner(prepare_run(tiny_suite, plugins=plugins, models=True), RunOptions(out_dir=out, progress=False))
     runner.run()
     victim = out / "cells" / f"{runner.cells[1].id}.json"
     victim.write_text('{"schema": "b2s-bench/record/1", "status": "o')  # a truncated file, as if written non-atomically

@@ -9,6 +9,7 @@ from pathlib import Path
 import b2s_bench as b2s
 from b2s_bench.cells import expand
 from b2s_bench.plugins import Plugins
+from b2s_bench.prepare import prepare_run
 from b2s_bench.records import cell_path
 from b2s_bench.runner import Runner, RunOptions, expected_seconds, longest_first
 from b2s_bench.suite import load_suite
@@ -71,7 +72,8 @@ def test_the_last_run_timings_decide_and_a_sibling_setting_borrows_them(write_su
 
 def test_a_run_hands_cells_to_the_executor_longest_first(write_suite: Callable[..., Path], plugins: Plugins,
                                                          tmp_path: Path) -> None:
-    runner = Runner(load_suite(write_suite(SUITE), plugins), plugins, RunOptions(tmp_path / "run", progress=False))
+    runner = Runner(prepare_run(write_suite(SUITE), plugins=plugins, models=True),
+                    RunOptions(out_dir=tmp_path / "run", progress=False))
     seen: list[str] = []
     plugins.manager.register(_Observer(seen), name="order-observer")
     summary = runner.run()

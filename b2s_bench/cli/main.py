@@ -21,7 +21,7 @@ import errno  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 from .. import __version__  # noqa: E402
@@ -60,16 +60,20 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
         if plugins is not None:
             for option in plugins.cli_options.for_command(name):
                 kind: dict[str, str] = {"action": "store_const", "const": "yes"} if option.switch else {"metavar": option.metavar}
+                if option.repeat:
+                    kind["action"] = "append"
                 sp.add_argument(option.flag, dest=option.dest, default=None, help=option.help + " (from a plugin)", **kind)
     return parser
 
 
-def plugin_option_values(args: argparse.Namespace, plugins: Plugins) -> dict[str, str | None]:
+def plugin_option_values(args: argparse.Namespace, plugins: Plugins) -> dict[str, Any]:
     """The values of plugin-owned options given to this command, by flag."""
-    return {o.flag: getattr(args, o.dest, None) for o in plugins.cli_options.for_command(args.command)}
+    values = {o.flag: getattr(args, o.dest, None) for o in plugins.cli_options.for_command(args.command)}
+    # a repeated option's list becomes a tuple: the values travel in the (hashable) run plan to workers
+    return {flag: tuple(v) if isinstance(v, list) else v for flag, v in values.items()}
 
 
-def apply_plugin_options(plugins: Plugins, values: dict[str, str | None]) -> None:
+def apply_plugin_options(plugins: Plugins, values: Mapping[str, Any]) -> None:
     """Hand each plugin-owned option its value (also called in every worker process)."""
     for flag, value in values.items():
         option = plugins.cli_options.registry.get(flag).option

@@ -13,8 +13,8 @@ from ..paths import cache_dir
 from ..plugins import Plugins
 
 if TYPE_CHECKING:  # torch loads only when a suite is run: `b2s-bench --help` stays fast
+    from ..prepare import PreparedRun
     from ..runner import RunOptions, RunSummary
-    from ..suite import Suite
 
 #: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
 RUNS = Path("runs")
@@ -41,15 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default: stop before running anything, exit 3)")
     g = p.add_argument_group("where cells run (docs/clusters.md)")
     g.add_argument("--executor", default=None, metavar="NAME",
-                   help="process (default: isolated worker processes), inline (this process, for pdb), ray, slurm; "
-                        "`b2s-bench ls executors`; also $B2S_BENCH_EXECUTOR")
+                   help="where cells run (default: the registered executor of lowest rank, isolated worker "
+                        "processes); `b2s-bench ls executors` lists them; also $B2S_BENCH_EXECUTOR. Cluster "
+                        "executors add their own options (marked 'from a plugin')")
     g.add_argument("--workers", default=None, metavar="N|auto",
                    help="worker processes (auto: one per GPU, or CPU cores / runtime.threads)")
     g.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a cell after this long and record it 'timed out' (default: runtime.cell_timeout, 6 h)")
-    g.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
-    g.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="a Slurm setting (partition, time, gpus_per_node, mem_gb, jobs, ...) over runtime.slurm")
     g.add_argument("--detach", action="store_true",
                    help="submit and return (cluster executors); follow with `b2s-bench status DIR`")
     return p
@@ -67,39 +65,22 @@ def _workers(value: str | None) -> int | None:
     return count
 
 
-def _settings(pairs: list[str]) -> tuple[tuple[str, object], ...]:
-    """``--slurm KEY=VALUE`` pairs, values read as YAML scalars (numbers stay numbers)."""
-    import yaml
-
-    out = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--slurm takes KEY=VALUE, got {pair!r}")
-        out.append((key.strip(), yaml.safe_load(value) if value else ""))
-    return tuple(out)
-
-
-def options_from(args: argparse.Namespace, out: Path, skip_models: tuple[str, ...] = ()) -> RunOptions:
+def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
     from ..runner import RunOptions
 
     command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
-    return RunOptions(out, args.device, args.pattern, args.force, False if args.no_progress else None, command,
-                      args.executor, _workers(args.workers), args.cell_timeout, None, args.address, args.detach,
-                      None, _settings(args.slurm), skip_models,
-                      tuple(sorted((getattr(args, "plugin_options", None) or {}).items())))
+    return RunOptions(out_dir=out, force=args.force, progress=False if args.no_progress else None, command=command,
+                      executor=args.executor, workers=_workers(args.workers), cell_timeout=args.cell_timeout,
+                      detach=args.detach)
 
 
-def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tuple[str, ...]:
+def ready_models(args: argparse.Namespace, run: PreparedRun) -> tuple[str, ...]:
     """Check what the selected cells need before touching the network or the disk: data, weights,
     packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready;
     stop on a mistake in the suite (an unknown model, a file that is not a checkpoint: exit 2) either way."""
-    from ..cells import expand, select
     from ..prerequisites import check_cells
-    from ..runner import resolve_device
 
-    device = resolve_device(args.device if args.device != "auto" else suite.device)
-    cells = select(expand(suite, plugins, device.type), args.pattern)
+    plugins, suite, cells = run.plugins, run.suite, list(run.cells)
     if args.download:
         for model in {id(c.model): c.model for c in cells}.values():
             source = plugins.models.get(model.request.source)
@@ -122,16 +103,22 @@ def ready_models(args: argparse.Namespace, plugins: Plugins, suite: Suite) -> tu
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
+    from ..prepare import prepare_run
     from ..prerequisites import check_writable
     from ..runner import Runner
-    from ..suite import load_suite
 
-    suite = load_suite(args.suite, plugins)
+    plugin_options = getattr(args, "plugin_options", None) or {}  # applied by cli.main already
+    checked = prepare_run(args.suite, plugins=plugins, plugin_options=plugin_options, device=args.device,
+                          pattern=args.pattern)  # the cells as the suite names them, before any weights are made
+    suite = checked.suite
     out = args.out or RUNS / suite.name
     check_writable(out)
     check_writable(cache_dir(), "the cache folder", "set $B2S_BENCH_CACHE to a folder you can write")
-    skip = ready_models(args, plugins, suite)
-    runner = Runner(suite, plugins, options_from(args, out, skip))
+    skip = ready_models(args, checked)
+    # the models' weights made here first (a zoo model trained once), so the cell ids hash what will be loaded
+    prepared = prepare_run(suite, plugins=plugins, plugin_options=plugin_options, device=args.device,
+                           pattern=args.pattern, skip_models=skip, models=True)
+    runner = Runner(prepared, options_from(args, out))
     todo, done = runner.pending()
     print(f"suite {suite.name}: {len(runner.cells)} cells on {runner.device.type} "
           f"({len(done)} done, {len(todo)} to run) -> {out}", file=sys.stderr)
@@ -142,8 +129,8 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
 
 
 def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSummary) -> int:
+    from ..reportfiles import reports_current, write_report
     from ..summary import summary_text
-    from .report import reports_current, write_report
 
     if summary.detached:
         print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)

@@ -29,14 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    from ..cells import expand, select  # torch loads only when a suite is read
+    from ..prepare import prepare_run  # torch loads only when a suite is read
     from ..prerequisites import check_cells
-    from ..runner import resolve_device
-    from ..suite import load_suite
 
-    suite = load_suite(args.suite, plugins)
-    device = resolve_device(args.device if args.device != "auto" else suite.device)
-    cells = select(expand(suite, plugins, device.type), args.pattern)
+    run = prepare_run(args.suite, plugins=plugins, plugin_options=getattr(args, "plugin_options", None) or {},
+                      device=args.device, pattern=args.pattern)
+    suite, device, cells = run.suite, run.device, list(run.cells)
     found = check_cells(suite, plugins, cells)
     if found.mistakes:  # the suite is broken, like a load_suite error: no table of cells that cannot be right
         raise found.error()

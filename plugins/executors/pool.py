@@ -147,7 +147,7 @@ class ProcessExecutor:
         return done
 
     def _wait(self, busy: list[_Worker], timeout: float) -> float:
-        deadlines = [w.started + w.task.timeout - time.time() for w in busy if w.task and w.task.timeout]
+        deadlines = [w.started + w.task.cell_timeout - time.time() for w in busy if w.task and w.task.cell_timeout]
         return max(0.0, min([timeout, *deadlines]))
 
     def _collect(self, worker: _Worker) -> None:
@@ -176,12 +176,12 @@ class ProcessExecutor:
 
     def _check_timeout(self, worker: _Worker) -> None:
         task = worker.task
-        if task is None or not task.timeout or time.time() - worker.started <= task.timeout:
+        if task is None or not task.cell_timeout or time.time() - worker.started <= task.cell_timeout:
             return
         worker.stop(kill=True)
         del self._workers[worker.slot]
         worker.task = None
-        self._done.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.timeout:g} s", HOST,
+        self._done.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", HOST,
                                           time.time() - worker.started))
 
     def active(self) -> list[b2s.ActiveCell]:

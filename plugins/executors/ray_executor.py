@@ -1,4 +1,5 @@
-"""The Ray executor: each cell is a Ray task, on a local Ray instance or a cluster (``--address``).
+"""The Ray executor: each cell is a Ray task, on a local Ray instance or a cluster (``--address``, or
+the suite's ``runtime: {executor: {ray: {address: ...}}}``; the flag wins).
 
 ``pip install 'b2s-bench[ray]'``. A task asks for ``num_gpus=1`` when the run is on CUDA and for
 ``runtime.threads`` CPUs (1 when unset). Ray reuses its worker processes, so a worker loads the
@@ -9,12 +10,34 @@ runs past the cell timeout is cancelled (force) and recorded "timed out".
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import b2s_bench as b2s
+
+
+@dataclasses.dataclass(frozen=True)
+class RaySettings:
+    """``runtime: {executor: {ray: {...}}}`` of a suite."""
+
+    address: str | None = None  # a cluster (ray://head:10001, auto); None: a Ray instance started here
+
+
+_ADDRESS: list[str | None] = [None]  # `--address` of this command (see _apply_address)
+
+
+def _apply_address(value: str | None) -> None:
+    """``--address``: kept here, in the CLI's process and in every worker; it wins over the suite's."""
+    _ADDRESS[0] = value
+
+
+def address_of(options: b2s.ExecutorOptions) -> str | None:
+    settings = options.settings
+    suite = settings.address if isinstance(settings, RaySettings) else dict(settings).get("address")
+    return _ADDRESS[0] or suite
 
 
 def _execute(plan: b2s.RunPlan, cell_id: str) -> tuple[dict[str, Any], str]:
@@ -31,8 +54,9 @@ class RayExecutor:
         if self._owns_ray:
             init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                     "runtime_env": {"env_vars": b2s.b2s_environment()}}
-            if options.address:
-                init["address"] = options.address
+            address = address_of(options)
+            if address:
+                init["address"] = address
             elif options.workers:
                 init["num_cpus"] = options.workers * (options.threads or 1)
             ray.init(**init)
@@ -55,10 +79,10 @@ class RayExecutor:
         outcomes = [self._outcome(ref) for ref in ready]
         now = time.time()
         for ref, (task, started) in list(self._tasks.items()):
-            if task.timeout and now - started > task.timeout:
+            if task.cell_timeout and now - started > task.cell_timeout:
                 self.ray.cancel(ref, force=True)
                 del self._tasks[ref]
-                outcomes.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.timeout:g} s", "",
+                outcomes.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", "",
                                                 now - started))
         return outcomes
 
@@ -98,4 +122,10 @@ def _create(options: b2s.ExecutorOptions) -> RayExecutor:
 def b2s_register_executors(register: Callable[[b2s.ExecutorSpec], None]) -> None:
     register(b2s.ExecutorSpec("ray", _create, "each cell a Ray task, on a local Ray or a cluster (--address); "
                               "records come back to this process", rank=50,
-                              requires="install it with `pip install 'b2s-bench[ray]'`"))
+                              requires="install it with `pip install 'b2s-bench[ray]'`", settings=RaySettings))
+
+
+@b2s.hookimpl
+def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
+    register(b2s.CliOption("--address", ("run",), _apply_address, "a Ray cluster's address (--executor ray), over "
+                           "runtime.executor.ray.address", metavar="ADDRESS"))

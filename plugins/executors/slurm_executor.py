@@ -7,23 +7,82 @@ the reports. So tasks need no fixed share of the cells, a task that dies leaves 
 stale and be taken over, and the driver may wait (the default) or ``--detach`` and leave; then
 ``b2s-bench status DIR`` follows the run.
 
-Settings come from the suite's ``runtime: {slurm: {...}}`` (``partition``, ``time`` in minutes,
-``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``jobs``: array size, ``array_parallelism``,
-``cluster``: ``slurm``, or ``local`` to run the tasks as local processes, as the tests do), with
-submitit's own names for anything else (``slurm_additional_parameters`` ...).
+Settings (:class:`SlurmSettings`) come from the suite's ``runtime: {executor: {slurm: {...}}}``, and
+``--slurm KEY=VALUE`` (repeatable) overrides them; a key that is not a setting of its own is one of
+submitit's parameters (``slurm_additional_parameters`` ...), which the suite writes under
+``submitit:``. The core passes these settings through without reading them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import b2s_bench as b2s
 
+#: Our names of submitit's parameters.
 KNOWN = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_node": "gpus_per_node",
          "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "array_parallelism": "slurm_array_parallelism"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmSettings:
+    """``runtime: {executor: {slurm: {...}}}`` of a suite."""
+
+    cluster: str | None = None  # slurm (default: what submitit finds), or local: the tasks as local processes
+    partition: str | None = None
+    time: int | None = None  # minutes per array task
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    jobs: int | None = None  # array tasks (default: the cells, at most 8)
+    array_parallelism: int | None = None  # array tasks running at once
+    submitit: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # submitit's parameters, by its names
+
+    def __post_init__(self) -> None:
+        for key in ("time", "gpus_per_node", "cpus_per_task", "mem_gb", "jobs", "array_parallelism"):
+            value = getattr(self, key)
+            if value is not None and value < (0 if key == "gpus_per_node" else 1):
+                raise b2s.ConfigError(f"slurm {key} must be {'>= 0' if key == 'gpus_per_node' else '>= 1'}, "
+                                      f"got {value}", key)
+        unknown = set(self.submitit) & {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise b2s.ConfigError(f"slurm submitit: {sorted(unknown)} are settings of their own; write them "
+                                  "next to submitit:, not under it", "submitit")
+
+
+_FLAGS: dict[str, Any] = {}  # `--slurm KEY=VALUE` of this command (see _apply_flags)
+
+
+def _apply_flags(values: tuple[str, ...] | None) -> None:
+    """``--slurm KEY=VALUE`` (repeatable), values read as YAML scalars (numbers stay numbers); kept here
+    and laid over the suite's settings when the executor is created. A new command starts over."""
+    import yaml
+
+    _FLAGS.clear()
+    for pair in values or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise b2s.UserError(f"--slurm takes KEY=VALUE (e.g. --slurm partition=gpu), got {pair!r}")
+        _FLAGS[key.strip()] = yaml.safe_load(value) if value else ""
+
+
+def settings_of(options: b2s.ExecutorOptions) -> SlurmSettings:
+    """The suite's settings with the ``--slurm`` flags over them (a flag that names no setting of ours
+    is a submitit parameter)."""
+    ours = {f.name for f in dataclasses.fields(SlurmSettings)} - {"submitit"}
+    base = options.settings if isinstance(options.settings, SlurmSettings) else b2s.build_config(
+        SlurmSettings, dict(options.settings), owner="slurm")
+    values = {**{k: v for k, v in dataclasses.asdict(base).items() if k != "submitit"},
+              **{k: v for k, v in _FLAGS.items() if k in ours},
+              "submitit": {**base.submitit, **{k: v for k, v in _FLAGS.items() if k not in ours}}}
+    try:
+        return b2s.build_config(SlurmSettings, values, owner="slurm")
+    except b2s.ConfigError as e:
+        raise b2s.UserError(f"--slurm: {e}") from None
 
 
 def cooperate(plan: b2s.RunPlan, cell_ids: list[str], environment: dict[str, str]) -> dict[str, Any]:
@@ -42,7 +101,7 @@ class SlurmExecutor:
         import submitit
 
         self.options = options
-        self.settings = dict(options.slurm)
+        self.settings = settings_of(options)
         self.capacity = 10**9  # everything is handed to the array at once
         self._submitit = submitit
         self._tasks: dict[str, b2s.CellTask] = {}
@@ -57,12 +116,13 @@ class SlurmExecutor:
         tasks = list(self._tasks.values())
         plan = tasks[0].plan
         folder = Path(plan.out_dir) / "slurm"
-        cluster = self.settings.pop("cluster", None)
-        jobs = int(self.settings.pop("jobs", min(len(tasks), 8)))
-        executor = self._submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        jobs = self.settings.jobs or min(len(tasks), 8)
+        executor = self._submitit.AutoExecutor(folder=str(folder), cluster=self.settings.cluster)
         params: dict[str, Any] = {"name": f"b2s-{Path(plan.suite_file).stem}"}
-        for key, value in self.settings.items():
-            params[KNOWN.get(key, key)] = value
+        for key, name in KNOWN.items():
+            if getattr(self.settings, key) is not None:
+                params[name] = getattr(self.settings, key)
+        params.update(self.settings.submitit)
         executor.update_parameters(**params)
         ids = [t.cell_id for t in tasks]
         env = b2s.b2s_environment()
@@ -137,6 +197,14 @@ def _create(options: b2s.ExecutorOptions) -> SlurmExecutor:
 
 @b2s.hookimpl
 def b2s_register_executors(register: Callable[[b2s.ExecutorSpec], None]) -> None:
-    register(b2s.ExecutorSpec("slurm", _create, "a Slurm job array through submitit (runtime.slurm: partition, time, "
-                              "gpus_per_node, mem_gb, jobs); tasks share the run folder; --detach to leave",
-                              rank=60, detaches=True, requires="install it with `pip install 'b2s-bench[slurm]'`"))
+    register(b2s.ExecutorSpec("slurm", _create, "a Slurm job array through submitit (--slurm KEY=VALUE or "
+                              "runtime.executor.slurm: partition, time, gpus_per_node, mem_gb, jobs); tasks share the "
+                              "run folder; --detach to leave", rank=60, detaches=True,
+                              requires="install it with `pip install 'b2s-bench[slurm]'`", settings=SlurmSettings))
+
+
+@b2s.hookimpl
+def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
+    register(b2s.CliOption("--slurm", ("run",), _apply_flags, "a Slurm setting (partition, time, gpus_per_node, "
+                           "mem_gb, jobs, ... or a submitit parameter) over runtime.executor.slurm; repeatable "
+                           "(--executor slurm)", metavar="KEY=VALUE", repeat=True))

@@ -74,9 +74,11 @@ def fit_settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int
                  ) -> FitSettings:
     stop = StopRule(auto_eval_every(steps, config.eval_every), config.target_psnr, config.patience,
                     config.min_delta_db)
-    return FitSettings(steps, lr, config.weight_decay, config.patch_rows, config.patch_cols, config.patches,
-                       config.lambda_grad, config.lambda_freq, config.focal_alpha, config.gdl, quant_bits,
-                       offset, config.precision, min(config.warmup_steps, steps), config.chunk, stop)
+    return FitSettings(steps=steps, lr=lr, weight_decay=config.weight_decay, patch_rows=config.patch_rows,
+                       patch_cols=config.patch_cols, patches=config.patches, lambda_grad=config.lambda_grad,
+                       lambda_freq=config.lambda_freq, focal_alpha=config.focal_alpha, gdl=config.gdl,
+                       quant_bits=quant_bits, step_offset=offset, precision=config.precision,
+                       warmup=min(config.warmup_steps, steps), chunk=config.chunk, stop=stop)
 
 
 @dataclasses.dataclass

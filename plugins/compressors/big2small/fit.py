@@ -60,7 +60,7 @@ class LayerTask:
     peak: float  # max − min of the original tensor (the PSNR's peak)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FitSettings:
     steps: int
     lr: float
