@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -157,10 +158,22 @@ def _figures(ctx: ReportContext) -> str:
     return f"<section class='figures'>{''.join(parts)}</section>" if parts else ""
 
 
+def _description(folder: Path) -> str:
+    """The suite's description as the run's ``run.json`` keeps it ("" when there is none)."""
+    try:
+        value = json.loads((folder / "run.json").read_text()).get("description")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def render_page(ctx: ReportContext) -> str:
     """The whole page as text."""
     notes = ctx.notes()
     parts = [f"<h1>Leaderboard: {html.escape(ctx.suite)}</h1>"]
+    about = _description(ctx.out_dir)
+    if about:  # the whole description; the site index shows its first sentence
+        parts.append(f"<p class='lead'>{html.escape(about)}</p>")
     parts += [f"<p>{html.escape(p)}</p>" for p in intro(ctx)]
     parts.append("<div class='controls'><label>Filter rows <input id='filter' type='search' "
                  "placeholder='method, family, track…'></label><details><summary>Columns</summary>"
