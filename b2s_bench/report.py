@@ -68,6 +68,27 @@ def _elide(label: str, width: int, start: int) -> str:
     return label[:head] + "…" + label[start: start + width - head - 2] + "…"
 
 
+def _settings(label: str) -> tuple[str, list[str]]:
+    """``"quantize(bits=4, group_size=64)"`` -> ``("quantize(", ["bits=4", "group_size=64)"])``."""
+    head, paren, rest = label.partition("(")
+    return (head + paren, rest.split(", ")) if paren else ("", label.split(", "))
+
+
+def _settings_that_differ(label: str, group: Sequence[str], width: int) -> str | None:
+    """``label`` with the settings every label of ``group`` shares left out ("…"), if that fits."""
+    head, parts = _settings(label)
+    shared = set(parts)
+    for other in group:
+        shared &= set(_settings(other)[1])
+    kept = [p for p in parts if p not in shared]
+    if not kept or len(kept) == len(parts):
+        return None
+    for text in (head + "…" + ", ".join(kept), "…" + ", ".join(kept)):
+        if len(text) <= width:
+            return text
+    return None
+
+
 def short_labels(labels: Sequence[str], width: int) -> dict[str, str]:
     """Each label cut to ``width`` characters, never two different labels to the same text.
 
@@ -79,17 +100,24 @@ def short_labels(labels: Sequence[str], width: int) -> dict[str, str]:
     distinct = list(dict.fromkeys(str(x) for x in labels))
     width = max(width, 4)
     out = {x: x if len(x) <= width else x[: width - 1] + "…" for x in distinct}
-    for _ in range(2):
-        seen: dict[str, list[str]] = {}
+    # labels that ever collided stay in one set, so what they share is judged over all of them
+    together: dict[str, frozenset[str]] = {x: frozenset((x,)) for x in distinct}
+    for _ in range(3):
+        seen: dict[str, set[str]] = {}
         for x in distinct:
-            seen.setdefault(out[x], []).append(x)
-        clashes = [group for group in seen.values() if len(group) > 1]
+            seen.setdefault(out[x], set()).update(together[x])
+        clashes = [frozenset(g) for text, g in seen.items() if sum(out[x] == text for x in distinct) > 1]
         if not clashes:
             return out
         for group in clashes:
             for x in group:
+                together[x] = together[x] | group
+        for group in clashes:
+            for x in sorted(group):
                 if len(x) > width:
-                    out[x] = _elide(x, width, max(_common_prefix(x, y) for y in group if y != x))
+                    members = sorted(together[x])
+                    out[x] = _settings_that_differ(x, members, width) or _elide(
+                        x, width, max(_common_prefix(x, y) for y in members if y != x))
     taken = {out[x] for x in distinct if len(x) <= width}
     for x in distinct:  # the last resort, for labels that differ only mid-way: a numbered ending
         if len(x) <= width:

@@ -70,10 +70,11 @@ def _plain_log_axis(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _declutter(ax: Any, texts: list[Any], pad: float = 2.0) -> None:
-    """Move labels that would overprint one another: each, in order, steps down (then up) past the
-    ones already placed until its box meets none. Run after the layout (tight_layout), since the
-    boxes depend on it; offsets are in points, so the labels stay next to their points."""
+def _declutter(ax: Any, texts: list[Any], pad: float = 1.0) -> None:
+    """Move labels that would overprint one another: each, in order, takes the first slot of its
+    own height at or below where it was drawn (0, 1, 2, ... heights down: into the plot, not off
+    its top edge) that is free of the labels already placed. Run after the layout (tight_layout),
+    since the boxes depend on it; the offsets are in points, so each label stays next to its point."""
     if not texts:
         return
     fig = ax.figure
@@ -82,16 +83,12 @@ def _declutter(ax: Any, texts: list[Any], pad: float = 2.0) -> None:
     placed: list[Any] = []
     for text in texts:
         x, y = text.get_position()  # the offset from the labelled point, in points
-        for step in range(1, 4 * len(texts) + 2):
+        step = (text.get_window_extent(renderer).height + pad) * to_points
+        for k in range(2 * len(placed) + 2):  # each placed label blocks at most two slots
+            text.set_position((x, y - k * step))
             box = text.get_window_extent(renderer)
-            hit = next((p for p in placed if box.overlaps(p)), None)
-            if hit is None:
+            if not any(box.overlaps(p) for p in placed):
                 break
-            # alternate below and above the label in the way, by the overlap and a small gap
-            down = (box.y1 - hit.y0 + pad) * to_points
-            up = (hit.y1 - box.y0 + pad) * to_points
-            y = y - down if step % 2 or up > 3 * down else y + up
-            text.set_position((x, y))
         placed.append(text.get_window_extent(renderer))
 
 
