@@ -47,8 +47,9 @@ STYLE = ("*{box-sizing:border-box}"
          "ul.best{margin:0;padding-left:1.1em}small{color:#666}"
          "code{font-size:90%}.bad{color:#b00020;font-weight:600}"
          "@media (max-width:900px){table,tbody,tr,td{display:block;width:100%}thead,colgroup{display:none}"
-         "tr{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;padding:.3em 0}td{border:none;padding:2px 10px}"
-         "td::before{content:attr(data-label);display:inline-block;min-width:8em;color:#666;font-size:12px}"
+         "tr{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;padding:.3em 0}"
+         "td{border:none;padding:2px 10px 2px 9em;position:relative}"
+         "td::before{content:attr(data-label);position:absolute;left:10px;width:8em;color:#666;font-size:12px}"
          "td.n{white-space:normal}}")
 SORT_JS = """
 document.querySelectorAll('th').forEach(function (th, idx) {
