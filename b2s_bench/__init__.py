@@ -13,7 +13,8 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
   regularizer R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`,
   :class:`Compressed`, :class:`Context`, :data:`TRACKS`, :data:`FAMILIES`, :func:`skeleton_of`.
 - **Exact sizes**: :class:`SizeBreakdown`, :class:`SizeReport`, :func:`ceil_log2`, :func:`dtype_bits`,
-  :func:`sparse_index_bits`, :func:`inference_state`, :data:`HEADER_BITS_PER_DIM`; bit packing:
+  :func:`sparse_index_bits`, :func:`inference_state`, :func:`header_bits` (the header rule),
+  :func:`padded_groups` (the padding rule), :data:`HEADER_BITS_PER_DIM`; bit packing:
   :func:`pack_bits`, :func:`unpack_bits`, :func:`pack_mask`, :func:`unpack_mask`.
 - **Configs**: :func:`check`, :func:`one_of`, :func:`build_config`, :func:`config_to_dict`,
   :data:`ADDED_SETTING`, :class:`ConfigError`; errors: :class:`UserError`, :class:`UnknownNameError`,
@@ -28,8 +29,10 @@ b2s``). The built-in plugins import nothing else from the core; a test checks it
 - **Evaluation and reports**: :class:`Evaluation`, :class:`NotApplicable`, :class:`ReportContext`,
   :class:`MetricMeta`, and the tables reporters are built from (:func:`leaderboards`,
   :func:`failures`, :func:`not_applicable`, :func:`caveat_notes`,
-  :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`).
-- **Testing a plugin**: :func:`check_compressor` (the contract every compressor passes),
+  :func:`theory_sections`, :func:`pareto_front`, :func:`primary_metric`; :func:`short_labels` cuts
+  labels to a width, never two to the same text).
+- **Testing a plugin**: :func:`check_compressor` (the contract every compressor passes; it returns a
+  :class:`ContractReport`),
   :func:`tiny_model`, :class:`TinyCNN`, :class:`TinyMLP`, :func:`tiny_context`.
 
 Names load lazily (PEP 562), so ``import b2s_bench`` is cheap and torch or pandas load only when a
@@ -55,7 +58,8 @@ _EXPORTS: dict[str, str] = {
     # sizes and packing
     "SizeBreakdown": "sizes", "SizeReport": "sizes", "FP32": "sizes", "ceil_log2": "sizes",
     "dtype_bits": "sizes", "sparse_index_bits": "sizes", "inference_state": "sizes", "fp32_bits": "sizes",
-    "HEADER_BITS_PER_DIM": "sizes", "ARTIFACT_ALLOWANCE_BYTES": "sizes",
+    "HEADER_BITS_PER_DIM": "sizes", "ARTIFACT_ALLOWANCE_BYTES": "sizes", "header_bits": "sizes",
+    "padded_groups": "sizes",
     "pack_bits": "packing", "unpack_bits": "packing", "pack_mask": "packing", "unpack_mask": "packing",
     # configs and errors
     "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
@@ -80,13 +84,14 @@ _EXPORTS: dict[str, str] = {
     "cell_path": "records",
     # tables for reporters (pandas loads on use)
     "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
+    "short_labels": "report",
     "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
     "not_applicable": "report", "caveat_notes": "report", "NOT_APPLICABLE_TITLE": "report", "CAVEAT_MARK": "report",
     "paired_bootstrap": "stats", "Paired": "stats", "pooled_paired": "stats", "clusters_of": "samples",
     "theory_sections": "theory", "pareto_front": "theory",
     # testing a plugin
     "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
-    "TinyMLP": "testing",
+    "TinyMLP": "testing", "ContractReport": "testing",
 }
 _SUBMODULES = ("fidelity",)
 
@@ -144,6 +149,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         per_example_arrays,
         primary_metric,
         sample_scale,
+        short_labels,
     )
     from .reportspec import MetricMeta, ReportContext, ReporterSpec
     from .samples import clusters_of
@@ -156,14 +162,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         ceil_log2,
         dtype_bits,
         fp32_bits,
+        header_bits,
         inference_state,
+        padded_groups,
         sparse_index_bits,
     )
     from .solve import fit_network, relative_error
     from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource
     from .stats import Paired, paired_bootstrap, pooled_paired
     from .targets import weight_layers
-    from .testing import TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
+    from .testing import ContractReport, TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
     from .theory import pareto_front, theory_sections
     from .training import TrainResult, cosine_schedule, train_loop
     from .worker import execute_cell

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 
 from .interface import Code
-from .sizes import META_ALLOWANCE_BYTES, allowed_bytes
+from .nested import NestedCode
+from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
-__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count"]
+__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count",
+           "header_problems"]
 
 
 class SizeAccountingError(Exception):
@@ -39,11 +41,33 @@ def _meta_bytes(meta: Any) -> int:
     return len(json.dumps(meta, sort_keys=True, default=str).encode())
 
 
+def header_problems(key: str, code: Code) -> list[str]:
+    """A message if a code's counted ``metadata`` is not :func:`~b2s_bench.sizes.header_bits` of its
+    ``meta()`` (the one header rule). A nested code is checked part by part: its own meta() is the
+    artifact's table of contents (kinds, tensor names), and its parts' headers are what it counts."""
+    if isinstance(code, NestedCode):
+        found = header_problems(f"{key} (outer)", code.outer)
+        for name, inner in code.inner.items():
+            found += header_problems(f"{key}/{name}", inner)
+        return found
+    counted = code.bits().metadata
+    try:
+        due = header_bits(code.meta())
+    except TypeError as e:
+        return [f"{key} ({type(code).__name__}): {e}"]
+    if counted == due:
+        return []
+    return [f"{key} ({type(code).__name__}, kind {code.kind!r}) counts {counted} metadata bits but its meta() header "
+            f"holds {due} (b2s.header_bits(meta()): 32 bits a shape dimension and a field): count "
+            f"metadata=b2s.header_bits(self.meta()) in bits()"]
+
+
 def storage_problems(codes: Mapping[str, Code]) -> list[str]:
-    """One message per code whose serialized tensors exceed its counted bits (or whose header is
-    too big to be a header), naming the tensor."""
+    """One message per code whose serialized tensors exceed its counted bits, whose counted header
+    is not the one its meta() holds, or whose header is too big to be a header, naming the tensor."""
     problems = []
     for key, code in codes.items():
+        problems += header_problems(key, code)
         breakdown = code.bits()
         bits = breakdown.total - breakdown.metadata  # the header lives in meta(), not in the tensors
         tensors = code.tensors()

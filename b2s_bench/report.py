@@ -35,7 +35,7 @@ __all__ = [
     "MetricMeta", "BITS_PER_MB", "load_frame", "methods", "leaderboards",
     "failures", "not_applicable", "caveat_notes", "CAVEAT_MARK", "NOT_APPLICABLE_TITLE",
     "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
-    "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays",
+    "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays", "short_labels",
 ]
 
 BITS_PER_MB = 8 * 1_000_000
@@ -45,6 +45,90 @@ BELOW_LIMIT = "⚠ below the Gaussian limit"
 CAVEAT_MARK = "†"
 #: the title of the table of cells kept out of the rankings
 NOT_APPLICABLE_TITLE = "Not applicable / short of target"
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _elide(label: str, width: int, start: int) -> str:
+    """``label`` in ``width`` characters, keeping its head and the part from ``start`` on (where it
+    differs from the labels it would collide with): ``quantize(bits=4, gr…group_size=128)``."""
+    # back to the start of the setting that differs (after ", " or "("), if that leaves room
+    word = max(label.rfind(sep, 0, start) for sep in (" ", "(", ",")) + 1
+    if 0 < start - word < width // 2:
+        start = word
+    tail = label[start:]
+    if len(tail) + 2 <= width:  # the head, an ellipsis, the whole distinguishing tail
+        return label[: width - 1 - len(tail)] + "…" + tail
+    head = max(1, (width - 2) // 3)
+    return label[:head] + "…" + label[start: start + width - head - 2] + "…"
+
+
+def _settings(label: str) -> tuple[str, list[str]]:
+    """``"quantize(bits=4, group_size=64)"`` -> ``("quantize(", ["bits=4", "group_size=64)"])``."""
+    head, paren, rest = label.partition("(")
+    return (head + paren, rest.split(", ")) if paren else ("", label.split(", "))
+
+
+def _settings_that_differ(label: str, group: Sequence[str], width: int) -> str | None:
+    """``label`` with the settings every label of ``group`` shares left out ("…"), if that fits."""
+    head, parts = _settings(label)
+    shared = set(parts)
+    for other in group:
+        shared &= set(_settings(other)[1])
+    kept = [p for p in parts if p not in shared]
+    if not kept or len(kept) == len(parts):
+        return None
+    for text in (head + "…" + ", ".join(kept), "…" + ", ".join(kept)):
+        if len(text) <= width:
+            return text
+    return None
+
+
+def short_labels(labels: Sequence[str], width: int) -> dict[str, str]:
+    """Each label cut to ``width`` characters, never two different labels to the same text.
+
+    A label that fits stays as it is; a longer one is cut at the end with "…", unless that would
+    collide with another label's text: then it keeps its head and the part where it differs from
+    the others (method settings differ at their ends: ``group_size=64`` against ``=128``). Should
+    texts still meet, the last characters become a counter.
+    """
+    distinct = list(dict.fromkeys(str(x) for x in labels))
+    width = max(width, 4)
+    out = {x: x if len(x) <= width else x[: width - 1] + "…" for x in distinct}
+    # labels that ever collided stay in one set, so what they share is judged over all of them
+    together: dict[str, frozenset[str]] = {x: frozenset((x,)) for x in distinct}
+    for _ in range(3):
+        seen: dict[str, set[str]] = {}
+        for x in distinct:
+            seen.setdefault(out[x], set()).update(together[x])
+        clashes = [frozenset(g) for text, g in seen.items() if sum(out[x] == text for x in distinct) > 1]
+        if not clashes:
+            return out
+        for group in clashes:
+            for x in group:
+                together[x] = together[x] | group
+        for group in clashes:
+            for x in sorted(group):
+                if len(x) > width:
+                    members = sorted(together[x])
+                    out[x] = _settings_that_differ(x, members, width) or _elide(
+                        x, width, max(_common_prefix(x, y) for y in members if y != x))
+    taken = {out[x] for x in distinct if len(x) <= width}
+    for x in distinct:  # the last resort, for labels that differ only mid-way: a numbered ending
+        if len(x) <= width:
+            continue
+        text, n = out[x], 1
+        while text in taken:
+            mark = f"…#{n}"
+            text, n = out[x][: width - len(mark)] + mark, n + 1
+        out[x] = text
+        taken.add(text)
+    return out
 
 
 def _value(metric: Any) -> float:

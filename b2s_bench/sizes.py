@@ -23,6 +23,9 @@ __all__ = [
     "fp32_bits",
     "sparse_index_bits",
     "HEADER_BITS_PER_DIM",
+    "HEADER_BITS_PER_FIELD",
+    "header_bits",
+    "padded_groups",
     "ARTIFACT_ALLOWANCE_BYTES",
     "META_ALLOWANCE_BYTES",
     "allowed_bytes",
@@ -149,8 +152,53 @@ class SizeReport:
         }
 
 
-#: The header convention: a tensor's shape is stored as 32 bits per dimension (counted as metadata).
+#: The header rule, stated once (checked for every code by :mod:`b2s_bench.accounting`): a code's
+#: ``bits().metadata`` is exactly :func:`header_bits` of its ``meta()``, i.e. 32 bits for every
+#: dimension of a shape and for every other field it holds. What the decoder can derive (from the
+#: tensors' lengths, the kind) needs no field, so a lean ``meta()`` is a cheap header.
 HEADER_BITS_PER_DIM = 32
+HEADER_BITS_PER_FIELD = 32
+
+
+def _float_bits(value: float) -> int:
+    # a value that survives a round trip through fp32 needs one 32-bit word; any other needs a double
+    return 32 if math.isnan(value) or float(torch.tensor(value, dtype=torch.float32)) == value else 64
+
+
+def header_bits(meta: object) -> int:
+    """The bits of a header: what a code's ``bits().metadata`` must be for ``meta()``.
+
+    Every leaf of the JSON value counts, wherever it sits (in lists, nested dicts): an int, a bool
+    or None is one 32-bit field (so a shape costs ``HEADER_BITS_PER_DIM`` per dimension); a float
+    is 32 bits if it is an fp32 value, else 64; a string costs its UTF-8 bytes rounded up to 32-bit
+    words (at least one). Dict keys are the format's field names, known from the code's kind, and
+    cost nothing. ``header_bits({"shape": [64, 3, 3, 3], "nbits": 4}) == 160``.
+    """
+    if isinstance(meta, Mapping):
+        return sum(header_bits(v) for v in meta.values())
+    if isinstance(meta, (list, tuple)):
+        return sum(header_bits(v) for v in meta)
+    if isinstance(meta, str):
+        return HEADER_BITS_PER_FIELD * max(1, math.ceil(len(meta.encode()) / 4))
+    if isinstance(meta, float):
+        return _float_bits(meta)
+    if meta is None or isinstance(meta, (bool, int)):
+        return HEADER_BITS_PER_FIELD
+    raise TypeError(f"a header (meta()) holds only JSON values: str, int, float, bool, None, lists and dicts; "
+                    f"got {type(meta).__name__}: convert it (e.g. int(x)), or store it in tensors() and count it")
+
+
+def padded_groups(numel: int, group: int) -> tuple[int, int]:
+    """(groups, pad) of ``numel`` values cut into groups of ``group``: the last group is padded.
+
+    The padding rule: the ``pad`` filler values of the last group are stored with the codes and
+    counted in ``bits()`` like any other code (a decoder reads whole groups), and ``pad`` is a
+    header field. ``padded_groups(72, 32) == (3, 24)``.
+    """
+    if group < 1 or numel < 0:
+        raise ValueError(f"padded_groups needs group >= 1 and numel >= 0, got group={group}, numel={numel}")
+    groups = math.ceil(numel / group)
+    return groups, groups * group - numel
 
 #: The exact-bits contract, stated once. A code's ``bits()`` has two kinds of parts:
 #:

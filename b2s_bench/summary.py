@@ -26,6 +26,7 @@ from .report import (
     methods,
     not_applicable,
     primary_metric,
+    short_labels,
 )
 
 __all__ = ["summary_text", "summary_lines", "BELOW_LIMIT_LINE"]
@@ -85,9 +86,13 @@ def _model_lines(title: str, group: pd.DataFrame, metric: MetricMeta | None, top
     if metric is not None:
         cols += f" {metric.name:>{value_w}} {'95% CI':>{ci_w}}"
     lines.append(cols.rstrip())
-    for i, (_, r) in enumerate(ranked.head(top).iterrows(), 1):
-        flag = (" ⚠" if r.get("rd_below") else "") + (f" {CAVEAT_MARK}" if r.get("caveats") else "")
-        name = _fit(str(r["method"]) + flag, method_w)
+    shown = ranked.head(top)
+    flags = [(" ⚠" if r.get("rd_below") else "") + (f" {CAVEAT_MARK}" if r.get("caveats") else "")
+             for _, r in shown.iterrows()]
+    # two settings must never print the same row name: a cut keeps the part where they differ
+    names = short_labels([str(m) for m in shown["method"]], method_w - max((len(f) for f in flags), default=0))
+    for i, ((_, r), flag) in enumerate(zip(shown.iterrows(), flags, strict=True), 1):
+        name = names[str(r["method"])] + flag
         line = f"{i:>3} {name:<{method_w}} {_num(r['ratio_model'], 'x') + 'x':>{ratio_w}}"
         if metric is not None:
             line += f" {_value(r, metric):>{value_w}} {_ci(r, metric):>{ci_w}}"

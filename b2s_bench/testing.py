@@ -89,6 +89,8 @@ def tiny_context(seed: int = 0, with_data: bool = True) -> Context:
 
 @dataclasses.dataclass
 class ContractReport:
+    """What :func:`check_compressor` measured on TinyCNN once the contract held."""
+
     name: str
     identity_max_error: float | None
     bits: int
@@ -121,6 +123,7 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     - exact bits: each code's serialized tensors fit in its counted bits (the allowance of
       :data:`b2s_bench.sizes.ARTIFACT_ALLOWANCE_BYTES` is byte padding only), and the artifact's
       tensor bytes, read back from the file, fit in the model's total;
+    - each code's counted ``metadata`` is ``b2s.header_bits(meta())`` (the header rule);
     - save and load round-trips the decoded state exactly;
     - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
     - the result's coverage (:mod:`b2s_bench.coverage`) is measured, and ``target`` (if set) returns a

@@ -22,3 +22,35 @@ def test_compressor_contract(name: str) -> None:
 
 def test_every_builtin_family_is_registered() -> None:
     assert {"quantize", "prune"} <= set(COMPRESSORS)
+
+
+def test_contract_report_is_public() -> None:
+    import b2s_bench as b2s
+
+    assert b2s.ContractReport is b2s.testing.ContractReport
+    report = b2s.check_compressor(load_plugins().compressors.get("quantize"), {"bits": 4})
+    assert isinstance(report, b2s.ContractReport) and report.name == "quantize"
+
+
+def test_every_builtin_code_counts_its_meta_as_its_header() -> None:
+    # the one header rule: bits().metadata == header_bits(meta()), for each code the built-ins write
+    import b2s_bench as b2s
+    from b2s_bench.testing import tiny_context, tiny_model
+
+    checked = 0
+    for name in ("quantize", "prune", "lowrank", "hypercompress"):
+        spec = load_plugins().compressors.get(name)
+        config = b2s.build_config(spec.config, dict(spec.quick), owner=name)
+        comp = spec.compress(tiny_model(0), config, tiny_context(0))
+        for key, code in comp.codes.items():
+            assert code.bits().metadata == b2s.header_bits(code.meta()) > 0 or not code.meta(), (name, key)
+            checked += 1
+    assert checked >= 8
+
+
+def test_quantize_documents_every_setting() -> None:
+    from b2s_bench.config import setting_docs
+
+    spec = load_plugins().compressors.get("quantize")
+    missing = [d.name for d in setting_docs(spec.config) if not d.help]
+    assert missing == [], f"quantize settings without help (b2s-bench show quantize): {missing}"

@@ -188,3 +188,82 @@ def test_site_index_lists_every_run(tmp_path: Path) -> None:
     assert "b2s-bench run small.yaml" in text and "nested/small" in text
     (root / "nested" / "small" / "leaderboard.md").write_text("# x")
     assert "href='nested/small/leaderboard.md'" in write_site_index(root).read_text()
+
+
+#: measures the site index's layout: column widths, and the lines each suite name and commit takes
+SITE_PROBE = """<script>
+window.addEventListener('load', function () {
+  var out = {}, doc = document.documentElement;
+  function lines(el) {  // the lines of text an element's text wraps to
+    var range = document.createRange(); range.selectNodeContents(el);
+    var tops = {}; Array.prototype.forEach.call(range.getClientRects(), function (r) { tops[Math.round(r.top)] = 1; });
+    return Object.keys(tops).length;
+  }
+  out.innerWidth = window.innerWidth; out.scrollWidth = doc.scrollWidth; out.clientWidth = doc.clientWidth;
+  out.heads = Array.prototype.map.call(document.querySelectorAll('thead th'), function (th) {
+    return th.offsetParent ? th.getBoundingClientRect().width : 0; });
+  out.rows = Array.prototype.map.call(document.querySelectorAll('tbody tr'), function (tr) {
+    return {display: getComputedStyle(tr).display,
+            cells: Array.prototype.map.call(tr.cells, function (td) { return td.getBoundingClientRect().width; }),
+            suiteLines: lines(tr.querySelector('td.suite').firstChild),
+            commitLines: lines(tr.querySelector('td.commit code'))};
+  });
+  document.body.setAttribute('data-probe', JSON.stringify(out));
+});
+</script>"""
+
+
+def site_probe(page: Path, tmp_path: Path, width: int) -> dict[str, Any]:
+    """The site index at ``width`` pixels: a screenshot into tmp_path and what SITE_PROBE measured."""
+    flags = [f"--window-size={width},900" if f.startswith("--window-size") else f for f in FLAGS]
+    copy = page.with_name(f"probe-{width}-" + page.name)
+    copy.write_text(page.read_text().replace("</body>", SITE_PROBE + "</body>", 1))
+    run = [CHROMIUM or "chromium", *flags, f"--user-data-dir={tmp_path / f'profile-{width}'}"]
+    shot = tmp_path / f"site-{width}.png"
+    subprocess.run([*run, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=False)
+    assert struct.unpack(">II", shot.read_bytes()[16:24]) == (width, 900)
+    result = subprocess.run([*run, "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120,
+                            check=False)
+    found = re.search(r'data-probe="([^"]*)"', result.stdout)
+    assert found, f"no probe result; chromium said: {result.stderr[-2000:]}"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@needs_chromium
+def test_site_index_reads_at_desktop_and_narrow_widths(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    wide_run(root / "wide")
+    write_run(root / "nested" / "imagenet-quantize-and-prune-sweep",
+              [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}, commit="0123456789abcdef")],
+              suite="imagenet-quantize-and-prune-sweep",
+              description="Post-training quantization of ImageNet models. " + "A long paragraph goes on. " * 30)
+    index = write_site_index(root)
+    wide = site_probe(index, tmp_path, 1400)
+    assert wide["scrollWidth"] <= wide["clientWidth"]  # no horizontal scroll at 1,400 px
+    assert len(wide["heads"]) == 7 and min(wide["heads"]) >= 80  # no column squeezed by the description
+    for row in wide["rows"]:
+        assert row["display"] == "table-row" and min(row["cells"]) >= 80
+        assert row["suiteLines"] <= 2 and row["commitLines"] == 1  # never a letter or a digit a line
+    narrow = site_probe(index, tmp_path, 800)
+    assert narrow["scrollWidth"] <= narrow["clientWidth"]  # no horizontal scroll at 800 px
+    for row in narrow["rows"]:  # one card per run: every cell takes the card's width
+        assert row["display"] == "block" and min(row["cells"]) >= 600
+        assert row["suiteLines"] == 1 and row["commitLines"] == 1
+    text = index.read_text()
+    assert "Post-training quantization of ImageNet models." in text and "A long paragraph goes on. A long" in text
+    assert "best at ≥ 4×" in text and "tiny:cnn: " in text  # the headline names the model and its best method
+
+
+def test_headline_is_the_best_method_at_the_stated_ratio(tmp_path: Path) -> None:
+    from b2s_bench.site import headline, one_line
+
+    run = write_run(tmp_path / "run", [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+        make_record("quantize(bits=8)", bits=2_000_000, values={"top1": 89.0}),   # 4x: qualifies, best
+        make_record("quantize(bits=4)", bits=1_000_000, values={"top1": 85.0}),   # 8x: qualifies
+        make_record("prune(sparsity=0.1)", "pruning", bits=7_000_000, values={"top1": 89.9}),  # < 4x: not
+    ])
+    assert headline(run) == ["tiny:cnn: quantize(bits=8) top1 89 % (4×)"]
+    assert headline(run, ratio=5.0) == ["tiny:cnn: quantize(bits=4) top1 85 % (8×)"]
+    assert one_line("First sentence. Second one.") == "First sentence."
+    assert one_line("x" * 300, 20) == "x" * 19 + "…"

@@ -54,12 +54,12 @@ def _small_model() -> nn.Module:
 def test_exact_bits_released_hand_computed():
     comp = _compress(_small_model())
     # Linear weight: 12 entries -> 6 pairs x ceil(log2(1601)) = 11 bits, + centroid, farthest pair (4 x 32)
-    # and a 32-bit header. Bias (3), BN weight/bias (3 + 3) and running mean/var (3 + 3) stay fp32.
+    # and the header: shape (2 dims), n, classes, pad, pairs one word each and rect_l 0.8 a double. Bias (3), BN weight/bias (3 + 3) and running mean/var (3 + 3) stay fp32.
     assert set(comp.codes) == {"0.weight"}
     code = comp.codes["0.weight"]
     assert isinstance(code, LatticeCode) and code.classes == 0 and code.nbits == 11
-    assert code.bits().total == 6 * 11 + 4 * 32 + 32
-    assert comp.size().total_bits == 6 * 11 + 160 + 32 * 15
+    assert code.bits().total == 6 * 11 + 4 * 32 + 6 * 32 + 64
+    assert comp.size().total_bits == 6 * 11 + 128 + 256 + 32 * 15
     assert comp.size().baseline_bits == 32 * (12 + 15)
     assert code.tensors()["idx"].numel() == math.ceil(66 / 8)
     assert comp.info["raw_small"] == ["0.bias", "1.weight", "1.bias"]
@@ -70,7 +70,8 @@ def test_exact_bits_released_with_rings():
     code = compress_tensor("w", w, _config(class_max=1), tiny_context())
     assert isinstance(code, LatticeCode) and code.classes == 1
     assert code.nbits == math.ceil(math.log2(1601 * 2)) == 12
-    assert code.bits().indices == 5 * 12 and code.bits().scales == 128 and code.bits().metadata == 32
+    assert code.bits().indices == 5 * 12 and code.bits().scales == 128 and code.bits().metadata == 224
+    # the header: shape (1 dim), n, classes, pad, pairs one word each, rect_l 0.8 a double (not an fp32 value)
     assert int(code.idx.max()) >= 1601  # the far pair's index carries its ring class
 
 
@@ -78,8 +79,9 @@ def test_exact_bits_canonical_hand_computed():
     comp = _compress(_small_model(), variant="canonical")
     code = comp.codes["0.weight"]
     assert isinstance(code, WindingCode)
-    assert code.bits().total == 6 * 12 + 2 * 32 + 32  # 6 groups x ceil(log2 4096), min/max, header
-    assert comp.size().total_bits == 6 * 12 + 96 + 32 * 15
+    # 6 groups x ceil(log2 4096), min/max, header: shape (2 dims), k, n_c, pad, groups, delta 0.1 a double
+    assert code.bits().total == 6 * 12 + 2 * 32 + 6 * 32 + 64
+    assert comp.size().total_bits == 6 * 12 + 64 + 256 + 32 * 15
     code3 = compress_tensor("w", torch.randn(13), _config(variant="canonical", k=3, n_c=1000), tiny_context())
     assert code3.idx.numel() == 5 and code3.pad == 2 and code3.bits().indices == 5 * 10  # ceil(log2 1000)
     assert code3.tensors()["idx"].numel() == math.ceil(50 / 8) and code3.decode().shape == (13,)

@@ -9,7 +9,7 @@ import torch
 from b2s_bench_plugins.compressors.lowrank import SPEC, DenseCode, LowRankConfig, SvdCode, TuckerCode
 from torch import nn
 
-from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins
+from b2s_bench import Compressed, ConfigError, Context, SizeBreakdown, build_config, load_plugins
 from b2s_bench.pipeline import NestedCode, apply_stage
 from b2s_bench.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
@@ -63,27 +63,27 @@ def test_bits_hand_computed_and_break_even() -> None:
     code = lowrank.svd_code(w, LowRankConfig(rank=8))
     assert isinstance(code, SvdCode) and code.rank == 8
     assert code.bits().payload == 8 * (64 + 576) * 32 == 163_840
-    assert code.bits().metadata == 32 and code.bits().total == 163_872
+    assert code.bits().metadata == 3 * 32 and code.bits().total == 163_936  # header: 2 dims and the rank
     stored = sum(t.numel() * t.element_size() * 8 for t in code.tensors().values())
     assert stored == code.bits().payload  # the artifact stores exactly the counted factors
-    # break-even: r (m + n) + 1 header word >= m n (36,864): rank 57 still pays off, rank 58 does not
+    # break-even: r (m + n) + 3 header words >= m n (36,864): rank 57 still pays off, rank 58 does not
     assert isinstance(lowrank.svd_code(w, LowRankConfig(rank=57)), SvdCode)
     dense = lowrank.svd_code(w, LowRankConfig(rank=58))
     assert isinstance(dense, DenseCode)
     assert dense.bits().total == 32 * 64 * 576 and torch.equal(dense.decode(), w)
     # a conv 64 -> 64, 3x3 is the same 64 x 576 matrix
     conv = lowrank.svd_code(w.reshape(64, 64, 3, 3), LowRankConfig(rank=8))
-    assert conv.bits() == code.bits() and conv.shape == (64, 64, 3, 3)
+    assert conv.bits() == code.bits() + SizeBreakdown(metadata=2 * 32) and conv.shape == (64, 64, 3, 3)  # 4 dims
 
 
 def test_tucker_bits_and_break_even() -> None:
     w = torch.randn(32, 16, 3, 3, generator=torch.Generator().manual_seed(0))
     code = lowrank.tucker_code(w, LowRankConfig(method="tucker2", rank=4))
     assert isinstance(code, TuckerCode) and code.shape == (32, 16, 3, 3)
-    assert code.bits().payload == 32 * (16 * 4 + 4 * 4 * 9 + 4 * 32) and code.bits().metadata == 32
-    # 16 -> 16, 3x3: C_in R + R² k² + R C_out + 1 >= C_out C_in k² (2304) from R = 15 on (2506): dense
+    assert code.bits().payload == 32 * (16 * 4 + 4 * 4 * 9 + 4 * 32) and code.bits().metadata == 6 * 32
+    # 16 -> 16, 3x3: C_in R + R² k² + R C_out + 3 >= C_out C_in k² (2304) from R = 15 on (2508): dense
     w = w[:16]
-    assert isinstance(lowrank.tucker_code(w, LowRankConfig(method="tucker2", rank=14)), TuckerCode)  # 2213
+    assert isinstance(lowrank.tucker_code(w, LowRankConfig(method="tucker2", rank=14)), TuckerCode)  # 2215
     assert isinstance(lowrank.tucker_code(w, LowRankConfig(method="tucker2", rank=15)), DenseCode)
 
 
@@ -99,7 +99,8 @@ def test_model_bits_add_up_and_targeted_layers_are_replaced() -> None:
     expected = {"a.weight": 4 * (24 + 72), "b.weight": 4 * (24 + 216), "pw.weight": 4 * (32 + 24),
                 "fc.weight": 4 * (20 + 32)}
     for key, words in expected.items():
-        assert comp.codes[key].bits().total == 32 * words + 32, key
+        header = 32 * (model.state_dict()[key].dim() + 1)  # the shape and the rank
+        assert comp.codes[key].bits().total == 32 * words + header, key
     assert size.layers_baseline_bits == 32 * sum(model.state_dict()[k].numel() for k in expected)
 
 

@@ -49,13 +49,13 @@ def test_contract(settings: dict) -> None:
     check_compressor(SPEC, settings)
 
 
-@pytest.mark.parametrize("mode, perm_bits", [
-    ("none", 0),
+@pytest.mark.parametrize("mode, perm_bits, mode_words", [
+    ("none", 0, 1),
     # features.0: 16 x 1 kernels, features.4: 32 x 16 kernels
-    ("infilter", (16 * 1 * 0 + 16 * 4) + (32 * 16 * 4 + 32 * 5)),
-    ("crossfilter", 16 * 4 + 32 * 16 * 9),
+    ("infilter", (16 * 1 * 0 + 16 * 4) + (32 * 16 * 4 + 32 * 5), 2),
+    ("crossfilter", 16 * 4 + 32 * 16 * 9, 3),  # "crossfilter": 11 bytes, 3 words
 ])
-def test_bits_count_the_predictor_once(mode: str, perm_bits: int) -> None:
+def test_bits_count_the_predictor_once(mode: str, perm_bits: int, mode_words: int) -> None:
     comp = _compress(permutation=mode)
     assert list(comp.codes) == ["features.0.weight", "features.4.weight"]  # only the 3x3, groups == 1 convs
     owner, other = comp.codes["features.0.weight"], comp.codes["features.4.weight"]
@@ -63,10 +63,14 @@ def test_bits_count_the_predictor_once(mode: str, perm_bits: int) -> None:
     params = _predictor_params(QUICK["hidden"], 5, QUICK["levels"])
     assert params == 1753 and owner.shared().numel == params
     assert owner.bits().inr == 32 * params and other.bits().inr == 0
-    assert owner.bits().metadata == 32 + 7 * 32 and other.bits().metadata == 32
+    # the header rule (b2s.header_bits): a 4-d shape, the layer, the mode, the 24-character predictor id
+    # (6 words) and the owner flag; the owner adds the predictor's 7 fields, ``base`` 0.76 as a double
+    header = 32 * (4 + 1 + mode_words + 6 + 1)
+    predictor_header = 32 * 6 + 64
+    assert owner.bits().metadata == header + predictor_header and other.bits().metadata == header
     assert owner.bits().indices + other.bits().indices == perm_bits
     size = comp.size()
-    code_bits = 32 * params + 2 * 32 + 7 * 32 + perm_bits
+    code_bits = 32 * params + 2 * header + predictor_header + perm_bits
     raw = sum(32 * t.numel() for t in comp.raw.values())
     assert size.total_bits == code_bits + raw and size.breakdown.inr == 32 * params
     # the compressed-layers ratio covers the predicted convs only

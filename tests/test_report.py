@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -358,3 +359,52 @@ def test_convergence_curves_kept_by_records_are_drawn_and_embedded(tmp_path: Pat
     png = folder / "convergence.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "alt='convergence.png'" in (folder / "leaderboard.html").read_text()
+
+
+def test_numbers_carry_the_precision_of_their_interval(tmp_path: Path) -> None:
+    from b2s_bench_plugins.reporting.writers import interval_decimals
+
+    assert (interval_decimals(4.4), interval_decimals(0.044), interval_decimals(12.0)) == (1, 3, 0)
+    folder = write_run(tmp_path / "run", [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.72222, 900, 0)}),
+        make_record("quantize(bits=4)", values={"top1": outcomes(0.125, 900, 1)}),
+        make_record("prune(sparsity=0.5)", "pruning", bits=4_000_000, values={"top1": outcomes(0.5, 900, 2)}),
+    ])
+    assert run_cli("report", str(folder), "--format", "md") == 0
+    lines = (folder / "leaderboard.md").read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| method"))
+    columns = [c.strip() for c in lines[head].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[head + 2: head + 5]]
+    values = [row[columns.index("top1 [%] ↑")] for row in rows]
+    intervals = [row[columns.index("top1 95% CI")] for row in rows]
+    # 900 examples: intervals a few points wide, so one decimal, in every row of the column (72.2, not 72.222)
+    assert sorted(values) == ["12.4", "50.0", "72.2"], values  # 112/900, 450/900, 650/900
+    assert all(re.fullmatch(r"\[\d+\.\d, \d+\.\d\]", ci) for ci in intervals), intervals
+
+
+def test_summary_never_cuts_two_settings_to_the_same_row_name(tmp_path: Path) -> None:
+    from b2s_bench.summary import summary_text
+
+    methods = [f"quantize(bits=4, granularity=group, scale_bits=16, group_size={g})" for g in (32, 64, 128)]
+    folder = write_run(tmp_path / "run", [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+        *[make_record(m, bits=1_000_000 + i, values={"top1": 80.0 - i}) for i, m in enumerate(methods)],
+    ])
+    lines = summary_text(folder, width=70).splitlines()
+    rows = [line for line in lines if re.match(r"\s+\d+ ", line)]
+    names = [re.split(r"\s{2,}", row.strip(), maxsplit=1)[0] for row in rows]
+    assert len(rows) == 3 and len(set(names)) == 3, rows  # cut, but each keeps its group_size
+    assert all("group_size=" + g in row for row, g in zip(rows, ("32", "64", "128"), strict=True))
+    assert all(len(line) <= 70 for line in lines if not line.startswith("  /"))
+
+
+def test_short_labels_are_unique_and_fit() -> None:
+    from b2s_bench import short_labels
+
+    labels = [f"quantize(bits={b}, granularity=group, group_size={g})" for b in (3, 4) for g in (32, 128)]
+    labels += ["prune(sparsity=0.5)", "x" * 30 + "1" + "y" * 30, "x" * 30 + "2" + "y" * 30]
+    for width in (12, 20, 28, 40):
+        short = short_labels(labels, width)
+        assert len(set(short.values())) == len(labels) and all(len(v) <= width for v in short.values())
+        assert short["prune(sparsity=0.5)"] == ("prune(sparsity=0.5)" if width >= 19 else "prune(spars…")
+    assert short_labels(labels, 20)[labels[0]] == "quantize(bits=3,…32)"  # the head and the differing end

@@ -69,7 +69,7 @@ def test_end_to_end_cli_writes_records_and_reports(tiny_suite: Path, tmp_path: P
     assert {k: top1[k] for k in ("unit", "higher_is_better", "kind", "roles")} == {
         "unit": "%", "higher_is_better": True, "kind": "quality", "roles": ["default", "primary"]}
     assert rec["compressor"]["pipeline"][0]["config"]["bits"] == 4
-    assert rec["compressor"]["pipeline"][0]["version"] == "2"
+    assert rec["compressor"]["pipeline"][0]["version"] == "3"
     assert rec["track"] == "data-free"
     env = rec["environment"]
     assert env["device"] == "cpu" and env["torch"] and env["python"] and env["b2s_bench"] and "git_commit" in env

@@ -36,11 +36,11 @@ def test_quantize_bits_hand_computed() -> None:
     w = torch.randn(16, 8, 3, 3)
     sym = quantize_tensor(w, QuantizeConfig(bits=4, granularity="channel"))
     assert sym.bits().as_dict() == {"payload": 1152 * 4, "scales": 16 * 32, "indices": 0, "codebook": 0, "inr": 0,
-                                    "outliers": 0, "metadata": 32, "raw": 0}
+                                    "outliers": 0, "metadata": 320, "raw": 0}  # header: 4 fields, 4+2 dims
     affine = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32, symmetric=False,
                                                scale_bits=16))
     groups = 16 * 3  # 72 weights per row -> 3 groups of 32 (padded)
-    assert affine.bits().total == 16 * 96 * 4 + groups * (16 + 4) + 32
+    assert affine.bits().total == 16 * 96 * 4 + groups * (16 + 4) + 320  # the 24 padding codes a row count
     assert quantize_tensor(w, QuantizeConfig(bits=32)).bits().payload == 32 * 1152
 
 
@@ -71,7 +71,7 @@ def test_low_sparsity_is_stored_dense_and_never_bigger_than_fp32(sparsity: float
     mask = magnitude_masks({"w": w}, sparsity, "layer")["w"]
     code = sparse_code(w, mask)
     assert code.encoding == "dense" and code.bits().as_dict()["indices"] == 0
-    assert code.bits().total == 32 * w.numel() + 32  # the values, zeros included, and the header
+    assert code.bits().total == 32 * w.numel() + 3 * 32  # the values, zeros included; header: 2 dims, nnz
     assert torch.equal(code.decode(), w * mask)
     assert code.kept == int(mask.sum()) and code.stats()["sparsity"] == pytest.approx(sparsity, abs=1e-3)
     back = SparseCode.restore(code.meta(), code.tensors())
@@ -82,7 +82,7 @@ def test_sparse_code_switches_to_sparse_where_it_pays() -> None:
     w = torch.randn(16, 48, generator=torch.Generator().manual_seed(0))
     mask = magnitude_masks({"w": w}, 0.5, "layer")["w"]
     code = sparse_code(w, mask)
-    assert code.encoding == "bitmask" and code.bits().total == 32 * 384 + 768 + 32 < 32 * 768
+    assert code.encoding == "bitmask" and code.bits().total == 32 * 384 + 768 + 3 * 32 < 32 * 768
 
 
 def test_both_ratios() -> None:
@@ -93,10 +93,11 @@ def test_both_ratios() -> None:
     size = Compressed.from_codes(model, {key: code}).size()
     n = state[key].numel()
     assert size.layers_baseline_bits == 32 * n
-    assert size.layers_bits == code.bits().total == 8 * n + 32 + 32
-    assert size.ratio_layers == pytest.approx(32 * n / (8 * n + 64))
+    header = 32 * (4 + 2 + 2)  # nbits, symmetric, scale_bits, pad; the 2-d shape; the 2-d code layout
+    assert size.layers_bits == code.bits().total == 8 * n + 32 + header
+    assert size.ratio_layers == pytest.approx(32 * n / (8 * n + 32 + header))
     assert size.ratio_model == pytest.approx(size.baseline_bits / size.total_bits)
-    assert size.total_bits == size.baseline_bits - 32 * n + 8 * n + 64
+    assert size.total_bits == size.baseline_bits - 32 * n + 8 * n + 32 + header
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 3, 5, 8, 13])
@@ -109,3 +110,28 @@ def test_packing_round_trip(nbits: int) -> None:
     assert torch.equal(unpack_mask(pack_mask(mask), (7, 9)), mask)
     with pytest.raises(ValueError, match="do not fit"):
         pack_bits(torch.tensor([2**nbits]), nbits)
+
+
+def test_header_bits_counts_every_field_and_dimension() -> None:
+    from b2s_bench import header_bits
+
+    assert header_bits({"shape": [64, 3, 3, 3], "nbits": 4}) == 5 * 32  # 4 dims and one field
+    assert header_bits({}) == 0 and header_bits({"a": None, "b": True}) == 64
+    assert header_bits({"x": 0.5}) == 32 and header_bits({"x": 0.1}) == 64  # fp32 value, else a double
+    assert header_bits({"mode": "none"}) == 32 and header_bits({"mode": "crossfilter"}) == 96  # 4-byte words
+    assert header_bits({"outer": {"ranks": [4, 4]}, "inner": [{"n": 1}]}) == 96  # nested values count
+    with pytest.raises(TypeError, match="int\\(x\\)"):
+        header_bits({"t": torch.zeros(2)})
+
+
+def test_padded_groups_pads_only_the_last_group() -> None:
+    from b2s_bench import padded_groups
+
+    assert padded_groups(72, 32) == (3, 24) and padded_groups(64, 32) == (2, 0) and padded_groups(0, 8) == (0, 0)
+    with pytest.raises(ValueError, match="group >= 1"):
+        padded_groups(10, 0)
+    # quantize follows the rule: a row of 72 weights in groups of 32 stores 3 x 32 codes and counts them
+    w = torch.randn(2, 72)
+    code = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32))
+    groups, pad = padded_groups(72, 32)
+    assert code.pad == pad and code.bits().payload == 2 * groups * 32 * 4

@@ -50,8 +50,8 @@ class Int4Code(b2s.Code):
             payload = 1
         elif self.lie == "quarter": # 75 % of the payload
             payload = payload * 3 // 4
-        return b2s.SizeBreakdown(payload=payload, scales=32,
-                                 metadata=b2s.HEADER_BITS_PER_DIM * len(self.orig_shape))
+        header = 0 if self.lie == "header" else b2s.header_bits(self.meta())  # "header": claims none
+        return b2s.SizeBreakdown(payload=payload, scales=32, metadata=header)
 
     def regularizer(self):
         return torch.zeros(())
@@ -92,11 +92,18 @@ def liar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_plugins().compressors.get("liar")
 
 
-@pytest.mark.parametrize("lie", ["byte", "bit", "quarter"])
+@pytest.mark.parametrize("lie", ["byte", "bit", "quarter", "header"])
 def test_check_compressor_catches_a_compressor_that_under_counts(liar: Any, lie: str) -> None:
     b2s.check_compressor(liar)  # the honest setting passes
     with pytest.raises(AssertionError, match="size accounting"):
         b2s.check_compressor(liar, {"lie": lie})
+
+
+def test_a_header_that_counts_less_than_its_meta_holds_fails(liar: Any) -> None:
+    # metadata=0 while meta() holds a 4-d shape and "header" (2 words): the tensors fit, only the header rule
+    # catches it
+    with pytest.raises(AssertionError, match=r"counts 0 metadata bits but its meta\(\) header holds 192"):
+        b2s.check_compressor(liar, {"lie": "header"})
 
 
 def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: Callable[..., Path],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, write_atomic
 
 from .plots import figures
-from .writers import fmt, intro
+from .writers import column_decimals, fmt, intro
 
 __all__ = ["write_html", "render_page"]
 
@@ -123,8 +124,8 @@ def _sort_value(v: Any) -> str:
     return str(v)
 
 
-def _cell(v: Any) -> str:
-    text = fmt(v)
+def _cell(v: Any, places: int | None = None) -> str:
+    text = fmt(v, places)
     numeric = isinstance(v, (int, float, tuple)) and not isinstance(v, bool) or v is None
     cls = "n" if numeric else "t"
     if "⚠" in text:
@@ -133,10 +134,12 @@ def _cell(v: Any) -> str:
             f"{html.escape(text)}</td>")
 
 
-def _table(table: pd.DataFrame, leaderboard: bool = False) -> str:
+def _table(table: pd.DataFrame, leaderboard: bool = False, places: dict[str, int] | None = None) -> str:
     head = "".join(f"<th data-col='{html.escape(str(c), quote=True)}' title='click to sort'>{html.escape(str(c))}</th>"
                    for c in table.columns)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.itertuples(index=False))
+    cols = [(places or {}).get(str(c)) for c in table.columns]
+    body = "".join("<tr>" + "".join(_cell(v, p) for v, p in zip(row, cols, strict=True)) + "</tr>"
+                   for row in table.itertuples(index=False))
     cls = "sortable lb" if leaderboard else "sortable"
     return f"<div class='wrap'><table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
@@ -157,17 +160,30 @@ def _figures(ctx: ReportContext) -> str:
     return f"<section class='figures'>{''.join(parts)}</section>" if parts else ""
 
 
+def _description(folder: Path) -> str:
+    """The suite's description as the run's ``run.json`` keeps it ("" when there is none)."""
+    try:
+        value = json.loads((folder / "run.json").read_text()).get("description")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def render_page(ctx: ReportContext) -> str:
     """The whole page as text."""
     notes = ctx.notes()
     parts = [f"<h1>Leaderboard: {html.escape(ctx.suite)}</h1>"]
+    about = _description(ctx.out_dir)
+    if about:  # the whole description; the site index shows its first sentence
+        parts.append(f"<p class='lead'>{html.escape(about)}</p>")
     parts += [f"<p>{html.escape(p)}</p>" for p in intro(ctx)]
     parts.append("<div class='controls'><label>Filter rows <input id='filter' type='search' "
                  "placeholder='method, family, track…'></label><details><summary>Columns</summary>"
                  "<div id='columns'></div></details><span>Click a header to sort.</span></div>")
     parts.append(_figures(ctx))
     for title, table in ctx.leaderboards():
-        parts += [f"<h2>{html.escape(title)}</h2>", _table(table, leaderboard=True)]
+        parts += [f"<h2>{html.escape(title)}</h2>",
+                  _table(table, leaderboard=True, places=column_decimals(table, ctx.metrics))]
         if "note" in table and table["note"].astype(bool).any():
             parts.append(f"<p class='note warn'>{html.escape(notes['below_limit'])}</p>")
     caveats = ctx.caveat_notes()

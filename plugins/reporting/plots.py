@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import BITS_PER_MB, ReportContext, pareto_front, write_atomic
+from b2s_bench import BITS_PER_MB, ReportContext, pareto_front, short_labels, write_atomic
 
 __all__ = ["FAMILY_STYLES", "family_style", "pareto_png", "weights_png", "figures", "write_pareto"]
 
@@ -70,8 +70,26 @@ def _plain_log_axis(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _short(text: str, n: int = 28) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _declutter(ax: Any, texts: list[Any], pad: float = 1.0) -> None:
+    """Move labels that would overprint one another: each, in order, takes the first slot of its
+    own height at or below where it was drawn (0, 1, 2, ... heights down: into the plot, not off
+    its top edge) that is free of the labels already placed. Run after the layout (tight_layout),
+    since the boxes depend on it; the offsets are in points, so each label stays next to its point."""
+    if not texts:
+        return
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_points = 72.0 / fig.dpi
+    placed: list[Any] = []
+    for text in texts:
+        x, y = text.get_position()  # the offset from the labelled point, in points
+        step = (text.get_window_extent(renderer).height + pad) * to_points
+        for k in range(2 * len(placed) + 2):  # each placed label blocks at most two slots
+            text.set_position((x, y - k * step))
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(p) for p in placed):
+                break
+        placed.append(text.get_window_extent(renderer))
 
 
 def _png(fig: Any) -> bytes:
@@ -112,17 +130,21 @@ def pareto_png(ctx: ReportContext) -> bytes | None:
     if not models:
         return None
     fig, axes = _grid(len(models))
+    labels = []
     for ax, model in zip(axes, models):
         group = ok[ok["model"] == model]
-        _pareto_panel(ax, group, metric, col)
+        labels.append(_pareto_panel(ax, group, metric, col))
         ax.set_title(model, fontsize=10)
     _legend(fig, sorted(ok["family"].fillna("other").unique()),
             [("Pareto front", {"color": "k", "lw": 0.8}), ("dense model", {"color": "0.4", "ls": "--", "lw": 1})])
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    for ax, texts in zip(axes, labels):
+        _declutter(ax, texts)
     return _png(fig)
 
 
-def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> None:
+def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> list[Any]:
+    """Draw one model's panel; returns the front's labels (for :func:`_declutter` after the layout)."""
     mb = group["total_bits"] / BITS_PER_MB
     for fam, sub in group.groupby(group["family"].fillna("other"), sort=True):
         colour, marker = family_style(str(fam))
@@ -132,9 +154,10 @@ def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> None:
                     ms=6, elinewidth=0.8, capsize=2)
     front = group[pareto_front(group, col, metric.higher_is_better)].sort_values("total_bits")
     ax.step(front["total_bits"] / BITS_PER_MB, front[col], where="post", color="k", lw=0.8, alpha=0.6)
-    for _, r in front.iterrows():
-        ax.annotate(_short(str(r["method"])), (r["total_bits"] / BITS_PER_MB, r[col]), fontsize=7,
-                    xytext=(4, -10 if metric.higher_is_better else 4), textcoords="offset points")
+    names = short_labels([str(m) for m in front["method"]], 28)
+    texts = [ax.annotate(names[str(r["method"])], (r["total_bits"] / BITS_PER_MB, r[col]), fontsize=7,
+                         xytext=(4, -10 if metric.higher_is_better else 4), textcoords="offset points")
+             for _, r in front.iterrows()]
     dense = group[group["dense"]]
     if len(dense):
         ax.axhline(float(dense[col].iloc[0]), color="0.4", ls="--", lw=1)
@@ -145,6 +168,7 @@ def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> None:
     ax.set_xlabel("stored size [MB] (log scale)")
     ax.set_ylabel(f"{metric.name} [{metric.unit}]" if metric.unit else metric.name)
     ax.grid(True, which="major", alpha=0.3)
+    return texts
 
 
 def _weight_points(table: pd.DataFrame) -> pd.DataFrame:
@@ -180,8 +204,9 @@ def weights_png(ctx: ReportContext) -> bytes | None:
             ax.scatter(sub["rate"], sub["db"], marker=marker, color=colour, s=36, zorder=3)
         bad = group[group["below"]]
         ax.scatter(bad["rate"], bad["db"], s=150, facecolors="none", edgecolors="#d00000", lw=1.6, zorder=4)
+        names = short_labels([str(m) for m in bad["method"]], 22)
         for _, r in bad.iterrows():
-            ax.annotate("⚠ " + _short(str(r["method"]), 22), (r["rate"], r["db"]), color="#d00000", fontsize=7,
+            ax.annotate("⚠ " + names[str(r["method"])], (r["rate"], r["db"]), color="#d00000", fontsize=7,
                         xytext=(5, 5), textcoords="offset points")
         ratios = group["variance_ratio"].dropna()
         if len(ratios):
@@ -221,9 +246,10 @@ def convergence_png(ctx: ReportContext) -> bytes | None:
         return None
     models = sorted({m for m, _, _ in rows})
     fig, axes = _grid(len(models))
+    names = short_labels([m for _, m, _ in rows], 40)
     for ax, model in zip(axes, models):
         for _, method, (steps, psnr) in sorted(r for r in rows if r[0] == model):
-            ax.plot(steps, psnr, lw=1.2, label=_short(method, 40))
+            ax.plot(steps, psnr, lw=1.2, label=names[method])
         ax.set_xlabel("fitting step")
         ax.set_ylabel("weight PSNR [dB] (mean over fitted layers)")
         ax.set_title(model, fontsize=10)

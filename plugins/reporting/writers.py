@@ -19,20 +19,52 @@ from tabulate import tabulate
 
 from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, header, write_atomic
 
-__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend"]
+__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend", "interval_decimals",
+           "column_decimals"]
 
 
-def fmt(value: Any) -> str:
-    """A table cell as text: short floats, "–" for missing, ``[lo, hi]`` for an interval."""
+def interval_decimals(width: float) -> int:
+    """The decimals an interval of ``width`` warrants: two significant digits of the width (72.2 for
+    an interval 4.4 wide; 0.853 for one 0.044 wide), at most 6."""
+    if not math.isfinite(width) or width <= 0:
+        return 3
+    return min(6, max(0, 1 - math.floor(math.log10(width))))
+
+
+def column_decimals(table: pd.DataFrame, metrics: Any) -> dict[str, int]:
+    """Per column, the decimals every value of it is shown with: a metric's value, ± std, Δ and
+    interval columns take the decimals of its narrowest interval in the table (so one column never
+    mixes 72.222 and 12.5, and no value claims more precision than the best-measured row has)."""
+    out: dict[str, int] = {}
+    for meta in metrics:
+        ci = f"{meta.name} 95% CI"
+        if ci not in table:
+            continue
+        widths = [float(v[1]) - float(v[0]) for v in table[ci] if isinstance(v, tuple) and len(v) == 2
+                  and math.isfinite(float(v[1]) - float(v[0])) and float(v[1]) > float(v[0])]
+        if not widths:
+            continue
+        places = interval_decimals(min(widths))
+        for col in (header(meta), ci, f"± {meta.name}", f"Δ {meta.name}"):
+            if col in table:
+                out[col] = places
+    return out
+
+
+def fmt(value: Any, places: int | None = None) -> str:
+    """A table cell as text: short floats, "–" for missing, ``[lo, hi]`` for an interval;
+    ``places`` (from :func:`column_decimals`) fixes the decimals of a column's numbers."""
     if value is None:
         return "–"
     if isinstance(value, tuple) and len(value) == 2:
-        return f"[{fmt(float(value[0]))}, {fmt(float(value[1]))}]"
+        return f"[{fmt(float(value[0]), places)}, {fmt(float(value[1]), places)}]"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
         if math.isinf(value):
             return "∞" if value > 0 else "-∞"
+        if places is not None:
+            return f"{value:.{places}f}"
         if value != 0 and abs(value) < 1e-3:
             return f"{value:.2e}"
         if abs(value) >= 1000:
@@ -41,24 +73,28 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def _md_table(table: pd.DataFrame) -> str:
-    rows = [[fmt(v) if not isinstance(v, str) else v for v in row] for row in table.itertuples(index=False)]
+def _md_table(table: pd.DataFrame, places: dict[str, int] | None = None) -> str:
+    cols = [(places or {}).get(str(c)) for c in table.columns]
+    rows = [[fmt(v, p) if not isinstance(v, str) else v for v, p in zip(row, cols, strict=True)]
+            for row in table.itertuples(index=False)]
     return tabulate(rows, headers=list(table.columns), tablefmt="github", disable_numparse=True)
 
 
-def _signed(v: Any) -> Any:
+def _signed(v: Any, places: int | None = None) -> Any:
     if not isinstance(v, float):
         return v
     if math.isnan(v):
         return "–"
+    if places is not None:
+        return f"{v:+.{places}f}"
     return f"{v:+.2e}" if v != 0 and abs(v) < 0.01 else f"{v:+.2f}"
 
 
-def _deltas_signed(table: pd.DataFrame) -> pd.DataFrame:
+def _deltas_signed(table: pd.DataFrame, places: dict[str, int] | None = None) -> pd.DataFrame:
     out = table.copy()
     for col in out.columns:
         if col.startswith("Δ "):
-            out[col] = [_signed(v) for v in out[col]]
+            out[col] = [_signed(v, (places or {}).get(col)) for v in out[col]]
     return out
 
 
@@ -85,7 +121,8 @@ def write_markdown(ctx: ReportContext) -> list[Path]:
     parts = [f"# Leaderboard: {ctx.suite}", ""]
     parts += "\n\n".join(intro(ctx)).splitlines()
     for title, table in ctx.leaderboards():
-        parts += ["", f"## {title}", "", _md_table(_deltas_signed(table))]
+        places = column_decimals(table, ctx.metrics)
+        parts += ["", f"## {title}", "", _md_table(_deltas_signed(table, places), places)]
         if "note" in table and table["note"].astype(bool).any():
             parts += ["", f"**{notes['below_limit']}**"]
     caveats = ctx.caveat_notes()

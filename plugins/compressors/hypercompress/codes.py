@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
+import b2s_bench as b2s
 from b2s_bench import Code, SizeBreakdown, StoredTensorCode, ceil_log2, pack_bits, unpack_bits
 
 from .codebook import lattice_decode, trajectory
 
-__all__ = ["HEADER_BITS", "FLOAT_BITS", "LatticeCode", "WindingCode", "RawCode"]
+__all__ = ["FLOAT_BITS", "LatticeCode", "WindingCode", "RawCode"]
 
-HEADER_BITS = 32  # class count / n / padding (released) or padding (canonical), one word per layer
 FLOAT_BITS = 32
 
 
@@ -57,7 +57,7 @@ class LatticeCode(Code):
         return flat.float().reshape(self.shape)
 
     def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=4 * FLOAT_BITS, metadata=HEADER_BITS)
+        return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=4 * FLOAT_BITS, metadata=b2s.header_bits(self.meta()))
 
     def regularizer(self) -> torch.Tensor:
         return ((self.idx < 0) | (self.idx >= (self.n + 1) * (self.classes + 1))).sum().float()
@@ -110,7 +110,7 @@ class WindingCode(Code):
         return (self.lo + x * (self.hi - self.lo)).float().reshape(self.shape)
 
     def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=2 * FLOAT_BITS, metadata=HEADER_BITS)
+        return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=2 * FLOAT_BITS, metadata=b2s.header_bits(self.meta()))
 
     def regularizer(self) -> torch.Tensor:
         return ((self.idx < 0) | (self.idx >= self.n_c)).sum().float()

@@ -45,7 +45,7 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(SvdCode, TuckerCode, DenseCode),
     identity={"energy": 1.0},
-    version="1",
+    version="2",  # 2: the header counted is b2s.header_bits(meta())
     description="truncated SVD (a conv as C_out x C_in*k*k) or Tucker-2 (HOSVD/HOOI) by rank/energy/ratio",
     target=target,
 )

@@ -21,7 +21,9 @@ from b2s_bench import Code, SizeBreakdown
 
 __all__ = ["HEADER_BITS", "SvdCode", "TuckerCode", "DenseCode", "BottleneckNetwork", "TuckerNetwork"]
 
-HEADER_BITS = 32
+#: the header words of an SVD code of a matrix (2 dims and the rank), for the rank budget of
+#: decompose.py; a code counts its real header, ``b2s.header_bits(meta())`` (one word a field)
+HEADER_BITS = 32 * 3
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
                "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
@@ -59,7 +61,7 @@ class SvdCode(Code):
         return (self.a.float() @ self.b.float().T).reshape(self.orig_shape)
 
     def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * (self.a.numel() + self.b.numel()), metadata=HEADER_BITS)
+        return SizeBreakdown(payload=32 * (self.a.numel() + self.b.numel()), metadata=b2s.header_bits(self.meta()))
 
     def regularizer(self) -> torch.Tensor:
         return _sq(self.a, self.b)  # = ||A Bᵀ||_* at the balanced √Σ split
@@ -110,7 +112,7 @@ class TuckerCode(Code):
 
     def bits(self) -> SizeBreakdown:
         return SizeBreakdown(payload=32 * (self.core.numel() + self.u_out.numel() + self.u_in.numel()),
-                             metadata=HEADER_BITS)
+                             metadata=b2s.header_bits(self.meta()))
 
     def regularizer(self) -> torch.Tensor:
         return _sq(self.core, self.u_out, self.u_in)

@@ -20,8 +20,11 @@ from .predictor import HEADER_FIELDS, Predictor, SharedPredictor, find_loaded, r
 
 __all__ = ["HEADER_BITS", "PREDICTOR_HEADER_BITS", "NernCode", "PredictorNetwork"]
 
-HEADER_BITS = 32  # per code: layer index and permutation mode
-PREDICTOR_HEADER_BITS = 32 * len(HEADER_FIELDS)  # each field one 32-bit value
+# A code counts its real header, ``b2s.header_bits(meta())``; these bounds of it serve the width budget
+# (compressor.py) before any code exists. Per code: a 4-d shape, the layer, the permutation (at most
+# 3 words), the 24-character predictor id (6 words) and the owner flag.
+HEADER_BITS = 32 * (4 + 1 + 3 + 6 + 1)
+PREDICTOR_HEADER_BITS = 32 * (len(HEADER_FIELDS) + 1)  # one word a field; ``base`` may need a double
 
 
 @dataclasses.dataclass(eq=False)
@@ -64,9 +67,8 @@ class NernCode(Code):
     def bits(self) -> SizeBreakdown:
         perm = enc.permutation_bits(self.permutation, self.orig_shape[0], self.orig_shape[1])
         if not self.owner:
-            return SizeBreakdown(indices=perm, metadata=HEADER_BITS)
-        return SizeBreakdown(inr=32 * self.shared().numel, indices=perm,
-                             metadata=HEADER_BITS + PREDICTOR_HEADER_BITS)
+            return SizeBreakdown(indices=perm, metadata=b2s.header_bits(self.meta()))
+        return SizeBreakdown(inr=32 * self.shared().numel, indices=perm, metadata=b2s.header_bits(self.meta()))
 
     def regularizer(self) -> torch.Tensor:
         """|φ|, the parameter budget, attributed to the owner (the codes' sum is the predictor's size)."""

@@ -21,12 +21,12 @@ from typing import Any
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import HEADER_BITS, MaskNetwork, SparseCode, sparse_code
+from .codes import MaskNetwork, SparseCode, sparse_code
 from .compressor import compress, compress_tensor, magnitude_masks, target
 from .config import PruneConfig
 
 __all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress",
-           "compress_tensor", "HEADER_BITS"]
+           "compress_tensor"]
 
 SPEC = CompressorSpec(
     name="prune",
@@ -37,7 +37,7 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(SparseCode,),
     identity={"sparsity": 0.0, "method": "magnitude"},
-    version="2",
+    version="3",  # 3: the header counted is b2s.header_bits(meta())
     description="magnitude pruning: unstructured global/per-layer, or structured channels (torch-pruning)",
     target=target,
 )

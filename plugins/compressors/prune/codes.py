@@ -28,9 +28,8 @@ from b2s_bench import (
     unpack_mask,
 )
 
-__all__ = ["HEADER_BITS", "SparseCode", "MaskNetwork", "sparse_code"]
+__all__ = ["SparseCode", "MaskNetwork", "sparse_code"]
 
-HEADER_BITS = 32
 
 
 def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -67,7 +66,8 @@ class SparseCode(Code):
     def bits(self) -> SizeBreakdown:
         rows, cols = _matrix_shape(self.shape)
         index_bits, _ = sparse_index_bits(int(self.values.numel()), rows, cols)
-        return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits, metadata=HEADER_BITS)
+        return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits,
+                             metadata=b2s.header_bits(self.meta()))
 
     @property
     def kept(self) -> int:

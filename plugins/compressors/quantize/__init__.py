@@ -27,13 +27,13 @@ from typing import Any
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import HEADER_BITS, AdaRoundCode, AdaRoundNetwork, FloatCode, RoundingNetwork, UniformCode
+from .codes import AdaRoundCode, AdaRoundNetwork, FloatCode, RoundingNetwork, UniformCode
 from .compressor import compress, compress_tensor
 from .config import FLOAT_BITS, QuantizeConfig, data_track
 from .rounding import quantize_groups, quantize_tensor
 
 __all__ = ["SPEC", "QuantizeConfig", "data_track", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
-           "AdaRoundNetwork", "quantize_tensor", "quantize_groups", "compress", "compress_tensor", "HEADER_BITS",
+           "AdaRoundNetwork", "quantize_tensor", "quantize_groups", "compress", "compress_tensor",
            "FLOAT_BITS"]
 
 SPEC = CompressorSpec(
@@ -45,7 +45,7 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(UniformCode, FloatCode),
     identity={"bits": 32},
-    version="2",
+    version="3",  # 3: the header counted is b2s.header_bits(meta())
     quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16,
            "synthetic_iterations": 20},
     description="uniform quantization of conv/linear weights (tensor/channel/group, sym/affine, RTN or "

@@ -1,8 +1,9 @@
 """The codes of ``quantize``: integer codes on a uniform grid, or a tensor stored as fp16/fp32.
 
 Bits: N·b for the codes, plus a scale (``scale_bits``) per group and, when affine, a b-bit zero
-point per group, plus a 32-bit header per tensor. 16 and 32 bits store the tensor as fp16/fp32
-with the same header.
+point per group (the padding of the last group is stored and counted like any code), plus the
+header ``b2s.header_bits(meta())``. 16 and 32 bits store the tensor as fp16/fp32 with no header (the
+stored tensor has the shape).
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from torch import nn
 import b2s_bench as b2s
 from b2s_bench import Code, SizeBreakdown, StoredTensorCode, pack_bits, unpack_bits
 
-__all__ = ["HEADER_BITS", "grid_range", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
+__all__ = ["grid_range", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
            "AdaRoundNetwork"]
-
-HEADER_BITS = 32
-
 
 def grid_range(nbits: int, symmetric: bool) -> tuple[int, int]:
     """The smallest and largest integer code of a b-bit grid (signed when symmetric)."""
@@ -59,7 +57,7 @@ class UniformCode(Code):
         return SizeBreakdown(
             payload=self.q.numel() * self.nbits,
             scales=groups * self.scale_bits + (0 if self.symmetric else groups * self.nbits),
-            metadata=HEADER_BITS,
+            metadata=b2s.header_bits(self.meta()),
         )
 
     def regularizer(self) -> torch.Tensor:
@@ -151,10 +149,7 @@ class AdaRoundNetwork(RoundingNetwork):
 
 
 class FloatCode(StoredTensorCode):
-    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings), with a header word."""
+    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings): its header is empty (meta() is {})."""
 
     kind = "quantize.float"
     stored_part = "payload"
-
-    def bits(self) -> SizeBreakdown:
-        return super().bits() + SizeBreakdown(metadata=HEADER_BITS)

@@ -21,6 +21,8 @@ class QuantizeConfig:
         bits: 2-8 for integer codes; 16 or 32 store fp16 / fp32 (32 reproduces the dense model).
         granularity: one scale per tensor, per output channel, or per group of ``group_size``
             consecutive weights of an output channel.
+        group_size: weights per group (granularity "group" only); the last group of a channel is
+            padded with zeros, and the padding codes are stored and counted.
         symmetric: symmetric (no zero point) or affine (a b-bit zero point per group).
         clipping: "minmax" (round-to-nearest over the full range) or "mse" (MSE-optimal clipping).
         scale_bits: stored precision of the scales (16 or 32).

@@ -5,7 +5,7 @@ Per output channel: Δ = t·mean|W| (t = 0.7 in the paper), α = mean of |W| whe
 
 Stored, and counted exactly: 2 bits per weight (codes −1, 0, +1, bit-packed) under ``payload``,
 α in fp32 per channel under ``scales``, and a per-tensor header, the shape at
-``b2s.HEADER_BITS_PER_DIM`` (32) bits a dimension, under ``metadata`` (it lives in ``meta()``).
+``b2s.header_bits(meta())`` (32 bits a dimension), under ``metadata`` (it lives in ``meta()``).
 
 Theory form: a rounding layer onto the 3-level grid {−α, 0, α}; R(φ) is that grid's indicator. The
 network form (:class:`ScaleNetwork`) fits α for the code's ternary pattern, which TWN's α solves in
@@ -49,7 +49,7 @@ class TernaryCode(b2s.Code):
     def bits(self) -> b2s.SizeBreakdown:
         # exact integers: what tensors() stores, and the header that meta() holds
         return b2s.SizeBreakdown(payload=2 * self.codes.numel(), scales=32 * self.alpha.numel(),
-                                 metadata=b2s.HEADER_BITS_PER_DIM * self.codes.dim())
+                                 metadata=b2s.header_bits(self.meta()))  # {"shape": [...]}: 32 bits a dim
 
     def regularizer(self) -> torch.Tensor:
         return torch.zeros(())  # the grid's indicator: every stored weight is on the ternary grid
