@@ -18,7 +18,7 @@ from b2s_bench_plugins.compressors.quantize import UniformCode
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec, ReportContext, ReporterSpec
 
-from .code import INRCode
+from .codes import INRCode
 from .compressor import compress, target
 from .config import Big2SmallConfig
 
