@@ -15,11 +15,11 @@ import math
 from typing import Any
 
 import torch
-from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
 from b2s_bench import Code, Compressed, Context, Target, fidelity, weight_layers
 
+from ..quantize import QuantizeConfig, quantize_tensor
 from . import convergence as _convergence
 from . import permute as _permute
 from .codes import INRCode, code_bits
