@@ -64,7 +64,7 @@ def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int, device: str) -> 
 
 def _chunked(model: nn.Module) -> nn.Module:
     """The deployed model with the previous on-the-fly path: features recomputed, 64k-entry chunks."""
-    from b2s_bench_plugins.compressors.big2small.code import DECODE_CHUNK
+    from b2s_bench_plugins.compressors.big2small.codes import DECODE_CHUNK
 
     slow = copy.deepcopy(model)
     for m in slow.modules():

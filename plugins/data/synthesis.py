@@ -167,12 +167,15 @@ class _BNTerms:
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         mean, var = _stats(args[0])
+        running_mean, running_var = module.running_mean, module.running_var
+        # bn_layers hooks only BatchNorm layers with both running statistics
+        assert isinstance(running_mean, torch.Tensor) and isinstance(running_var, torch.Tensor)
         if self.form == "zeroq":
-            self.terms.append(_zeroq_term(mean, var, module.running_mean, module.running_var))
+            self.terms.append(_zeroq_term(mean, var, running_mean, running_var))
         else:
             self.terms.append(
-                torch.linalg.vector_norm(mean - module.running_mean)
-                + torch.linalg.vector_norm(var - module.running_var)
+                torch.linalg.vector_norm(mean - running_mean)
+                + torch.linalg.vector_norm(var - running_var)
             )
 
     def total(self, first_multiplier: float = 1.0) -> torch.Tensor:

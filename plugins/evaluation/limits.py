@@ -24,7 +24,7 @@ leaderboard's columns.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import b2s_bench as b2s
 from b2s_bench import Evaluation, MetricSpec, NotApplicable
@@ -60,6 +60,6 @@ METRICS = [
 
 
 @b2s.hookimpl
-def b2s_register_metrics(register: Any) -> None:
+def b2s_register_metrics(register: Callable[[b2s.MetricSpec], None]) -> None:
     for spec in METRICS:
         register(spec)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -112,12 +113,16 @@ def latency_deployed(ev: Evaluation) -> float:
     return _latency(ev, ev.compressed.module(deployed=True).to(ev.device))
 
 
+def _no_sync() -> None:
+    """The CPU's stand-in for torch.cuda.synchronize: CPU work is done when the call returns."""
+
+
 @torch.inference_mode()
 def _latency(ev: Evaluation, model: torch.nn.Module) -> float:
     shape = tuple(ev.baseline.input_shape)
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)).to(ev.device)
     model = model.eval()
-    sync = torch.cuda.synchronize if ev.device.type == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if ev.device.type == "cuda" else _no_sync
     for _ in range(3):
         model(x)
     sync()
@@ -167,11 +172,14 @@ def solver_gap(ev: Evaluation, max_tensors: int = 3, steps: int = 1500) -> float
     if not codes:
         raise NotApplicable("no code of this compressor has a network form that is a closed form or a local search")
     original = ev.baseline.module.state_dict()
-    gaps, details = {}, {}
+    gaps: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
     for key, code, reference in sorted(codes, key=lambda c: c[1].decode().numel())[:max_tensors]:
         target = original[key].detach().float().cpu()
         closed = relative_error(code.decode(), target)
         net = code.as_network("random", torch.Generator().manual_seed(0))
+        if net is None:  # its "code" network was a reference above, so a "random" one exists too
+            raise ValueError(f"{key}: the code has a network form from its own parameters but none from a random start")
         result = fit_network(net, target, steps=steps)
         gaps[key] = (result.rel_error - closed) / closed if closed > 1e-12 else result.rel_error
         details[key] = {"gap": gaps[key], "reference": reference}
@@ -229,6 +237,6 @@ METRICS = [
 
 
 @b2s.hookimpl
-def b2s_register_metrics(register: Any) -> None:
+def b2s_register_metrics(register: Callable[[b2s.MetricSpec], None]) -> None:
     for spec in METRICS:
         register(spec)

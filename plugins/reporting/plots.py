@@ -11,6 +11,7 @@ Registered by :mod:`b2s_bench_plugins.reporting.reporters`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -123,7 +124,7 @@ def pareto_png(ctx: ReportContext) -> bytes | None:
     metric = ctx.primary()
     table = ctx.methods()
     col = None if metric is None else f"metric:{metric.name}"
-    if metric is None or table.empty or col not in table:
+    if metric is None or col is None or table.empty or col not in table:
         return None
     ok = table.dropna(subset=[col, "total_bits"])
     models = sorted(ok["model"].unique())
@@ -269,7 +270,7 @@ def figures(ctx: ReportContext) -> dict[str, bytes]:
     out = {}
     for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png),
                        ("convergence.png", convergence_png)):
-        data = ctx.cached(name, lambda make=make: make(ctx))
+        data = ctx.cached(name, functools.partial(make, ctx))
         if data is not None:
             out[name] = data
     return out

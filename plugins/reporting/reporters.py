@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import b2s_bench as b2s
 from b2s_bench import ReportContext, ReporterSpec
@@ -44,6 +43,6 @@ REPORTERS = [
 
 
 @b2s.hookimpl
-def b2s_register_reporters(register: Any) -> None:
+def b2s_register_reporters(register: Callable[[b2s.ReporterSpec], None]) -> None:
     for spec in REPORTERS:
         register(spec)

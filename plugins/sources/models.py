@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def _timm_pretrained_problems(arch: str) -> list[str]:
                 f"Offline: fill the cache on a machine with internet (`hf download {repo} {names[0]}`, or "
                 f"`python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"`) and copy "
                 f"models--{repo.replace('/', '--')} into {hf_cache_dir()} (or point HF_HUB_CACHE at it), {OFFLINE_FIX}"]
-    if url:
+    if url_path is not None:  # set exactly when timm has a url
         if url_cached:
             return []
         return [f"pretrained weights of timm:{arch} are not in the torch hub cache ({url_path} is missing); "
@@ -477,7 +478,7 @@ def _tv_build(request: ModelRequest) -> LoadedModel:
         raise
     checkpoint = _apply_weights(module, request, request.arch)
     size = 299 if "inception" in request.arch else 224
-    cfg = {"input_size": (3, size, size), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+    cfg: dict[str, Any] = {"input_size": (3, size, size), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
            "crop_pct": 0.875, "interpolation": "bilinear"}
     return LoadedModel(module.eval(), cfg["input_size"], 1000, checkpoint, IMAGENET, cfg)
 
@@ -506,6 +507,6 @@ SOURCES = [
 
 
 @b2s.hookimpl
-def b2s_register_models(register: Any) -> None:
+def b2s_register_models(register: Callable[[b2s.ModelSource], None]) -> None:
     for source in SOURCES:
         register(source)

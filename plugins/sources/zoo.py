@@ -24,9 +24,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -351,7 +350,7 @@ SOURCE = b2s.ModelSource("zoo", _build, lambda p: sorted(n for n in RECIPES if n
 
 
 @b2s.hookimpl
-def b2s_register_models(register: Any) -> None:
+def b2s_register_models(register: Callable[[b2s.ModelSource], None]) -> None:
     register(SOURCE)
 
 
@@ -364,6 +363,6 @@ def _apply_retrain(value: str | None) -> None:
 
 
 @b2s.hookimpl
-def b2s_register_cli_options(register: Any) -> None:
+def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
     register(b2s.CliOption("--retrain", ("run", "validate"), _apply_retrain,
                            "train the zoo models' recipes here instead of loading their shipped weights", switch=True))

@@ -10,15 +10,14 @@ are our [D] choices (see the module docstrings and ``docs/big2small.md``), all o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from b2s_bench_plugins.compressors.quantize import UniformCode
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec, ReportContext, ReporterSpec
 
-from .code import INRCode
+from ..quantize import UniformCode
+from .codes import INRCode
 from .compressor import compress, target
 from .config import Big2SmallConfig
 
@@ -52,10 +51,10 @@ CLAIMS = ReporterSpec("claims", _write_claims,
 
 
 @b2s.hookimpl
-def b2s_register_compressors(register: Any) -> None:
+def b2s_register_compressors(register: Callable[[b2s.CompressorSpec], None]) -> None:
     register(SPEC)
 
 
 @b2s.hookimpl
-def b2s_register_reporters(register: Any) -> None:
+def b2s_register_reporters(register: Callable[[b2s.ReporterSpec], None]) -> None:
     register(CLAIMS)

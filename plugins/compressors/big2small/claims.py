@@ -39,12 +39,15 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from b2s_bench import ReportContext, clusters_of, per_example_arrays, pooled_paired, sample_scale, write_atomic
+
+if TYPE_CHECKING:
+    from b2s_bench.records import Record
 
 __all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS",
            "t_interval"]
@@ -296,7 +299,7 @@ def _against_quantization(cells: list[Cell], claim: str, chosen: Callable[[Cell]
     return rows or [_untestable(claim, "no Big2Small cell has a plain quantization cell within 5 % of its bits")]
 
 
-def _pooled(base: Mapping[str, Any], runs: list[Mapping[str, Any]], metric: str) -> tuple[float, float, float] | None:
+def _pooled(base: Record, runs: list[Record], metric: str) -> tuple[float, float, float] | None:
     """The paired interval of the seeds' outcomes − base over the same examples; None without per-example
     outcomes (or with clusters that do not match them)."""
     a = per_example_arrays(base).get(metric)
@@ -307,7 +310,8 @@ def _pooled(base: Mapping[str, Any], runs: list[Mapping[str, Any]], metric: str)
     clusters = next((c for c in (*(clusters_of(r) for r in runs), clusters_of(base)) if c is not None), None)
     if clusters is not None and clusters.size != a.size:
         return None
-    unit = ((runs[0].get("metrics") or {}).get(metric) or {}).get("unit", "")
+    value = (runs[0].get("metrics") or {}).get(metric)
+    unit = value.get("unit", "") if value else ""
     stacked = np.stack([np.asarray(b, dtype=np.float64) for b in bs if b is not None])
     return _paired_interval(np.asarray(a, dtype=np.float64), stacked, sample_scale(unit), clusters)
 

@@ -15,14 +15,14 @@ import math
 from typing import Any
 
 import torch
-from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tensor
 from torch import nn
 
 from b2s_bench import Code, Compressed, Context, Target, fidelity, weight_layers
 
+from ..quantize import QuantizeConfig, quantize_tensor
 from . import convergence as _convergence
 from . import permute as _permute
-from .code import INRCode, code_bits
+from .codes import INRCode, code_bits
 from .config import Big2SmallConfig
 from .fit import FitSettings, LayerResult, LayerTask, count_groups, fit_layers
 from .inr import Geometry, INRArch, fp32, init_params, param_count

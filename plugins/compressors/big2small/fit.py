@@ -28,6 +28,7 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -143,7 +144,7 @@ class _Group:
         self.eval_feats = features(coords // self.blocks[:, None], coords % self.blocks[:, None], self.geo)
         col = (coords % self.blocks[:, None])[..., None] * self.block + torch.arange(self.block, device=device)
         idx = self.base[:, None, None] + (coords // self.blocks[:, None])[..., None] * self.stride[:, None, None] + col
-        exact = torch.cat([nn.functional.pad(t.exact, (0, self.stride[i].item() - t.exact.shape[1])).reshape(-1)
+        exact = torch.cat([nn.functional.pad(t.exact, (0, int(self.stride[i]) - t.exact.shape[1])).reshape(-1)
                            for i, t in enumerate(tasks)]).to(device)
         inside = col < self.geo.cols[:, None, None]
         self.eval_target = self.flat[idx]
@@ -253,6 +254,10 @@ def _step(groups: list[_Group], step: int, active: torch.Tensor) -> torch.Tensor
     return torch.cat(losses)
 
 
+def _no_sync() -> None:
+    """The CPU's stand-in for torch.cuda.synchronize: CPU work is done when the call returns."""
+
+
 def _fit_together(tasks: list[LayerTask], settings: FitSettings, device: torch.device,
                   progress: Progress | None = None) -> list[LayerResult]:
     groups, order = _groups(tasks, settings, device)
@@ -262,7 +267,7 @@ def _fit_together(tasks: list[LayerTask], settings: FitSettings, device: torch.d
     steps = settings.steps
     history = torch.zeros(steps, len(tasks), device=device)
     tracker = Tracker(len(tasks), steps, settings.stop, settings.step_offset)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else _no_sync
     sync()
     t0 = time.perf_counter()
     step = -1

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -151,8 +152,11 @@ class Geometry:
     @staticmethod
     def stack(items: list[Geometry]) -> Geometry:
         first = items[0]
-        fields = ("rows", "cols", "sizes", "strides", "freqs")
-        return Geometry(*(torch.cat([getattr(g, a) for g in items]) for a in fields), first.layout,
+
+        def cat(field: str) -> torch.Tensor:
+            return torch.cat([getattr(g, field) for g in items])
+
+        return Geometry(cat("rows"), cat("cols"), cat("sizes"), cat("strides"), cat("freqs"), first.layout,
                         first.fourier, first.block)
 
     def to(self, device: torch.device) -> Geometry:
@@ -204,7 +208,7 @@ def _ste(w: torch.Tensor, bits: int | None) -> torch.Tensor:
     return w + (fake_quant(w, bits) - w).detach()  # straight-through rounding
 
 
-def inr_apply(params: dict[str, torch.Tensor], feats: torch.Tensor, arch: INRArch,
+def inr_apply(params: Mapping[str, torch.Tensor], feats: torch.Tensor, arch: INRArch,
               quant_bits: int | None = None) -> torch.Tensor:
     """Evaluate G stacked INRs: params (G, ...) and features (G, n, feature_dim) -> values (G, n, block).
 

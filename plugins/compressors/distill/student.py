@@ -53,8 +53,9 @@ def build_student(config: DistillConfig, teacher: nn.Module, ctx: Context) -> nn
             with torch.no_grad():
                 n_t, n_s = teacher.eval()(x).shape[-1], student.eval()(x).shape[-1]
             if n_t != n_s:
-                if not hasattr(student, "reset_classifier"):
+                reset_classifier = getattr(student, "reset_classifier", None)  # timm models have it
+                if reset_classifier is None:
                     raise ValueError(f"the student {config.student} has {n_s} outputs, the teacher {n_t}")
-                student.reset_classifier(n_t)
+                reset_classifier(n_t)
                 student = student.to(ctx.device)
     return student

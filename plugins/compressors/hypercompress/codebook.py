@@ -284,12 +284,15 @@ class WindingIndex:
     def _lists(self, ids: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(bound, sorted candidate lists) of cells ``ids`` among the codewords ``pool`` (sentinel n_c)."""
         lo = self._digits(ids).double() / self.grid
-        dmin = dmax = None
+        dmin: torch.Tensor | None = None
+        dmax: torch.Tensor | None = None
         for j, coord in enumerate(self.coords):
             p, a, b = coord[pool], lo[:, j:j + 1], lo[:, j:j + 1] + 1.0 / self.grid
             gap = torch.clamp(torch.maximum(a - p, p - b), min=0) ** 2
             far = torch.maximum((p - a) ** 2, (p - b) ** 2)
-            dmin, dmax = (gap, far) if dmin is None else (dmin + gap, dmax + far)
+            dmin, dmax = (gap, far) if dmin is None or dmax is None else (dmin + gap, dmax + far)
+        if dmin is None or dmax is None:
+            raise ValueError("the codebook has no coordinates")
         bound = dmax.min(dim=1).values * (1 + 1e-9) + 1e-15  # a margin only adds candidates
         mask = dmin <= bound[:, None]
         width = max(1, int(mask.sum(dim=1).max()))

@@ -183,7 +183,7 @@ class DenseCode(b2s.StoredTensorCode):
         return {"form": "dense"}
 
 
-def _spatial_like(layer: nn.Module, weight: torch.Tensor) -> nn.Module:
+def _spatial_like(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, weight: torch.Tensor) -> nn.Module:
     """A bias-free copy of ``layer`` with another weight (and channel counts): it keeps the layer's
     type and settings, e.g. timm's Conv2dSame dynamic padding, stride, dilation and padding mode."""
     new = copy.deepcopy(layer)
@@ -198,7 +198,8 @@ def _spatial_like(layer: nn.Module, weight: torch.Tensor) -> nn.Module:
     return new
 
 
-def _pointwise(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+def _pointwise(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, weight: torch.Tensor,
+               bias: torch.Tensor | None) -> nn.Module:
     """A 1×1 conv (or a linear layer) with ``weight`` (out, in) and the optional bias."""
     out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1])
     if isinstance(layer, nn.Linear):
@@ -213,7 +214,7 @@ def _pointwise(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None
     return new
 
 
-def _wrap(layer: nn.Module, modules: list[nn.Module]) -> nn.Sequential:
+def _wrap(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, modules: list[nn.Module]) -> nn.Sequential:
     """The factors as one module; the layer's hooks (e.g. simulated activation quantization) move to it."""
     seq = nn.Sequential(*modules)
     for hooks in _HOOK_DICTS:

@@ -79,7 +79,7 @@ def svd_code(w: torch.Tensor, config: LowRankConfig) -> Code:
         r = energy_rank(sigma, float(config.energy or DEFAULT_ENERGY))
     if r >= full or svd_words(m, n, r) >= m * n:
         return DenseCode(w.clone())
-    if sigma is None:
+    if sigma is None or u is None or vh is None:  # all three are set together
         u, sigma, vh = thin_svd(w.reshape(m, n))
     root = sigma[:r].sqrt()
     a = (u[:, :r] * root).float().contiguous()

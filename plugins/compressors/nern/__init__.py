@@ -31,7 +31,7 @@ The package: :mod:`.config`, :mod:`.codes`, :mod:`.encoding` (coordinates and pe
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
@@ -61,5 +61,5 @@ SPEC = CompressorSpec(
 
 
 @b2s.hookimpl
-def b2s_register_compressors(register: Any) -> None:
+def b2s_register_compressors(register: Callable[[b2s.CompressorSpec], None]) -> None:
     register(SPEC)

@@ -19,7 +19,7 @@ def predicted_layers(model: nn.Module, config: NernConfig) -> dict[str, nn.Modul
     """The convs NeRN predicts, in model order."""
     k = config.kernel_size
     return {key: m for key, m in weight_layers(model, types=(nn.Conv2d,)).items()
-            if tuple(m.weight.shape[2:]) == (k, k) and (m.groups == 1 or config.include_grouped)}
+            if tuple(m.get_parameter("weight").shape[2:]) == (k, k) and (m.groups == 1 or config.include_grouped)}
 
 
 def width_for_ratio(weights: int, table_bits: int, num_codes: int, config: NernConfig) -> int:

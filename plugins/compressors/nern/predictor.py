@@ -36,10 +36,14 @@ class Predictor(nn.Module):
         self.layers = nn.ModuleList(
             nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
+    def linears(self) -> list[nn.Linear]:
+        """The layers as nn.Linear (all of them are: nn.ModuleList types its items nn.Module)."""
+        return [m for m in self.layers if isinstance(m, nn.Linear)]
+
     @torch.no_grad()
     def init_(self, generator: torch.Generator) -> Predictor:
         """PyTorch's default Linear init, U(±1/√fan_in) for weights and biases, from ``generator``."""
-        for layer in self.layers:
+        for layer in self.linears():
             bound = layer.in_features ** -0.5
             for p in (layer.weight, layer.bias):
                 p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
@@ -54,7 +58,7 @@ class Predictor(nn.Module):
 
     def flat(self) -> dict[str, torch.Tensor]:
         out = {}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.linears()):
             out[f"inr.w{i}"], out[f"inr.b{i}"] = layer.weight, layer.bias
         return out
 
@@ -175,8 +179,8 @@ def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx:
         return torch.sqrt(torch.mean((net(x) - y) ** 2))  # NeRN's reconstruction loss (RMSE)
 
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}  # 3x faster steps on a small MLP
-    opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+    fused = True if device.type in ("cpu", "cuda") else None  # 3x faster steps on a small MLP; None: torch's default
+    opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     progress = ctx.progress(config.steps, "nern")
     try:
         result = b2s.train_loop(opt, step_loss, config.steps, progress=progress, log_every=max(config.steps // 50, 1),

@@ -16,7 +16,7 @@ and here its registration.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
@@ -44,5 +44,5 @@ SPEC = CompressorSpec(
 
 
 @b2s.hookimpl
-def b2s_register_compressors(register: Any) -> None:
+def b2s_register_compressors(register: Callable[[b2s.CompressorSpec], None]) -> None:
     register(SPEC)

@@ -66,7 +66,7 @@ def target(config: PruneConfig, compressed: Compressed, model: nn.Module) -> Tar
     """The share of the conv/linear weights removed (structured: by the smaller shapes; unstructured:
     zeros among the pruned layers' weights) against the asked ``sparsity``."""
     if config.method == "channel":
-        before = {k: m.weight.numel() for k, m in weight_layers(model).items()}
+        before = {k: m.get_parameter("weight").numel() for k, m in weight_layers(model).items()}
         after = sum(compressed.raw[k].numel() if k in compressed.raw else n for k, n in before.items())
         removed = 1.0 - after / max(sum(before.values()), 1)
         return Target("sparsity (weights removed)", config.sparsity, removed, CHANNEL_TOLERANCE, "%")

@@ -135,6 +135,8 @@ def _adaround_layer(model: nn.Module, name: str, code: UniformCode, x_q: torch.T
     layer = model.get_submodule(name)
     fixed = {n: p.detach() for n, p in layer.named_parameters() if n != "weight"}
     x_fp = layer_inputs(model, name, batches, ctx.device)
+    if x_fp is None:
+        raise ValueError(f"AdaRound: layer {name!r} got no input from the calibration batches")
     with torch.no_grad():
         target = torch.cat([layer(xb) for xb in x_fp.split(64)])
     del x_fp
@@ -142,7 +144,7 @@ def _adaround_layer(model: nn.Module, name: str, code: UniformCode, x_q: torch.T
     def forward(w: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(layer, {**fixed, "weight": w}, (xb,))
 
-    g, _ = grouped(layer.weight.detach().cpu(), config.granularity, config.group_size)
+    g, _ = grouped(layer.get_parameter("weight").detach().cpu(), config.granularity, config.group_size)
     problem = Reconstruction(forward, x_q, target, config.adaround_batch)
     q, facts = adaround_q(g, code, problem, config.adaround_iterations, config.adaround_lr,
                           config.adaround_lambda, generator)
@@ -161,12 +163,12 @@ def adaround_model(model: nn.Module, codes: dict[str, Code], config: QuantizeCon
         for key, code in list(codes.items()):
             name = key.rpartition(".")[0]
             x_q = layer_inputs(qmodel, name, batches, ctx.device) if isinstance(code, UniformCode) else None
-            if x_q is not None:
+            if x_q is not None and isinstance(code, UniformCode):
                 code, facts[name] = _adaround_layer(model, name, code, x_q, config, ctx, batches, gen)
                 codes[key] = code
                 del x_q
             with torch.no_grad():
-                weight = qmodel.get_submodule(name).weight
+                weight = qmodel.get_submodule(name).get_parameter("weight")
                 weight.copy_(code.decode().to(weight.device, weight.dtype))
             bar.update(1)
     finally:

@@ -112,6 +112,8 @@ def _bn_affine(
     """(β, γ) of a BN node in eval mode, or why not."""
     if node.op == "call_module":
         m = modules[str(node.target)]
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.running_mean is None:
+            return "its BatchNorm module has no running statistics"
         if m.training:
             return "its BatchNorm is in training mode"
         c = m.running_mean.numel()
@@ -126,11 +128,10 @@ def _bn_affine(
     mean = _attr(gm, args.get("running_mean"))
     if mean is None:
         return "its batch_norm has no running statistics"
-    gamma = _attr(gm, args.get("weight"))
-    beta = _attr(gm, args.get("bias"))
+    weight, bias = _attr(gm, args.get("weight")), _attr(gm, args.get("bias"))
     c = mean.numel()
-    gamma = gamma.detach() if gamma is not None else torch.ones(c)
-    beta = beta.detach() if beta is not None else torch.zeros(c)
+    gamma = weight.detach() if weight is not None else torch.ones(c)
+    beta = bias.detach() if bias is not None else torch.zeros(c)
     return beta.float().cpu(), gamma.float().cpu()
 
 
@@ -142,7 +143,7 @@ def _activation(
     extra = [*node.args[1:], *node.kwargs.values()]
     if any(isinstance(a, fx.Node) for a in extra):
         return None
-    if node.op == "call_function" and node.target in _ACT_FUNCS:
+    if node.op == "call_function" and callable(node.target) and node.target in _ACT_FUNCS:
         fn, args, kwargs = node.target, node.args[1:], dict(node.kwargs)
         return lambda z: fn(z, *args, **kwargs)
     if node.op == "call_method" and node.target in _ACT_METHODS:
@@ -259,7 +260,10 @@ def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, to
             skipped[name] = "not called once in the traced graph" if nodes else "not in the traced graph"
             continue
         chain = _chain_to_bn(nodes[0], modules)
-        affine = _bn_affine(chain[0], gm, modules) if not isinstance(chain, str) else chain
+        if isinstance(chain, str):
+            skipped[name] = chain
+            continue
+        affine = _bn_affine(chain[0], gm, modules)
         if isinstance(affine, str):
             skipped[name] = affine
             continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -88,6 +88,7 @@ class ScaleNetwork(b2s.DecoderNetwork):
 
     projection = "step"
     solver_lam = 0.0
+    pattern: torch.Tensor  # a buffer (registered in __init__), declared for type checkers
 
     def __init__(self, code: TernaryCode, init: str = "code", generator: torch.Generator | None = None):
         super().__init__()
@@ -148,5 +149,5 @@ SPEC = b2s.CompressorSpec(
 
 
 @b2s.hookimpl
-def b2s_register_compressors(register: Any) -> None:
+def b2s_register_compressors(register: Callable[[b2s.CompressorSpec], None]) -> None:
     register(SPEC)

@@ -218,8 +218,8 @@ class INRCode(Code):
             else:
                 codes = (unpack_bits(tensors["q"], bits, sum(sizes)) - 2 ** (bits - 1)).float().split(sizes)
                 q = {k: c.reshape(s) for (k, s), c in zip(shapes.items(), codes, strict=True)}
-                rows = [s[0] if len(s) == 2 else 1 for s in shapes.values()]
-                scales = dict(zip(shapes, tensors["scales"].float().split(rows), strict=True))
+                scale_rows = [s[0] if len(s) == 2 else 1 for s in shapes.values()]
+                scales = dict(zip(shapes, tensors["scales"].float().split(scale_rows), strict=True))
                 params = {k: _dequantize(q[k], scales[k]) for k in q}
         n = fields["outliers"]
         numel = math.prod(shape)
@@ -262,6 +262,16 @@ class INRDecoder(nn.Module):
     ``keep_features`` computes the Fourier features of all coordinates once and keeps them, and
     evaluates the INR in chunks sized for the device (the deployed form: one call on a GPU).
     """
+
+    # the buffers registered in __init__, declared for type checkers (nn.Module's __getattr__ is untyped)
+    geo_sizes: torch.Tensor
+    geo_strides: torch.Tensor
+    geo_freqs: torch.Tensor
+    outlier_pos: torch.Tensor
+    outlier_val: torch.Tensor
+    row_inv: torch.Tensor
+    col_inv: torch.Tensor
+    features: torch.Tensor | None
 
     def __init__(self, code: INRCode, trainable: bool = False,
                  params: Mapping[str, torch.Tensor] | None = None, keep_features: bool = False):
@@ -312,7 +322,8 @@ class INRDecoder(nn.Module):
         chunks = []
         for start in range(0, n_coords, step):
             stop = min(start + step, n_coords)
-            feats = self.features[:, start:stop] if self.keep_features else self._features(start, stop)
+            # features is set above whenever keep_features is (the None test is for type checkers)
+            feats = self.features[:, start:stop] if self.features is not None else self._features(start, stop)
             chunks.append(inr_apply(phi, feats, self.arch)[0])
         z = torch.cat(chunks).reshape(self.n_rows, -1)[:, :self.n_cols]
         if self.permuted:
@@ -349,6 +360,8 @@ class INRNetwork(b2s.DecoderNetwork):
 class INRLayer(nn.Module):
     """The deployed form: a conv/linear layer whose weight is rebuilt from the INR on every forward
     (features kept, the INR run in device-sized chunks), or once and then kept (``cache``)."""
+
+    weight_cache: torch.Tensor | None  # a buffer (registered in __init__), declared for type checkers
 
     def __init__(self, layer: nn.Module, code: INRCode, cache: bool = False):
         super().__init__()
