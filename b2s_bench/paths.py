@@ -20,8 +20,9 @@ def cache_dir() -> Path:
     return Path(base) / "b2s-bench"
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """The first 16 hex digits of a file's SHA-256: what weights a cell really loads, for cell ids.
+def file_digest(path: str | os.PathLike[str], length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's SHA-256 (16: what weights a cell really loads, for
+    cell ids; 64: the whole digest, to check a shipped file).
 
     Kept per process by (path, size, mtime), so a suite whose cells share a checkpoint hashes it once.
     """
@@ -32,5 +33,5 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()[:16]
-    return _DIGESTS[key]
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key][:length]

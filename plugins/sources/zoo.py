@@ -126,7 +126,6 @@ SHIPPED: dict[str, Shipped] = {
 
 _retrain = False  # `run --retrain` (see _apply_retrain)
 _retrained: set[str] = set()  # recipe keys already trained in this process under --retrain
-_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> the file's SHA-256, per process
 
 
 def recipe_for(request: ModelRequest) -> Recipe:
@@ -212,16 +211,6 @@ def _train_into(recipe: Recipe, path: Path) -> None:
     print(f"trained zoo recipe {recipe.key()} in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr)
 
 
-def _sha256(path: Path) -> str:
-    st = path.stat()
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA256:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA256[key] = h.hexdigest()
-    return _SHA256[key]
 
 
 def shipped_file(recipe: Recipe) -> Path | None:
@@ -241,7 +230,7 @@ def _verified(path: Path, recipe: Recipe) -> Path:
            "the recipe here instead")
     if not path.is_file():
         raise MissingPrerequisite(f"the shipped weights of zoo recipe {recipe.key()} are missing: no file {path}; {fix}")
-    got = _sha256(path)
+    got = b2s.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
     if got != expected:
         raise MissingPrerequisite(f"the shipped weights file {path} has SHA-256 {got}, but the manifest (zoo.SHIPPED"
                                   f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}")
