@@ -71,7 +71,7 @@ _EXPORTS: dict[str, str] = {
     # helpers
     "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
     "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
-    "file_digest": "paths", "write_atomic": "records",
+    "file_digest": "paths", "write_atomic": "records", "Record": "records",
     # specs of the other plugin kinds
     "MetricSpec": "metrics", "Evaluation": "metrics", "NotApplicable": "metrics",
     "ReporterSpec": "reportspec", "ReportContext": "reportspec", "MetricMeta": "reportspec",
@@ -136,7 +136,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .packing import pack_bits, pack_mask, unpack_bits, unpack_mask
     from .paths import cache_dir, file_digest
     from .plugins import load_plugins
-    from .records import cell_path, read_record, write_atomic
+    from .records import Record, cell_path, read_record, write_atomic
     from .report import (
         BITS_PER_MB,
         CAVEAT_MARK,

@@ -47,7 +47,7 @@ import pandas as pd
 from b2s_bench import ReportContext, clusters_of, per_example_arrays, pooled_paired, sample_scale, write_atomic
 
 if TYPE_CHECKING:
-    from b2s_bench.records import Record
+    from b2s_bench import Record
 
 __all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS",
            "t_interval"]
