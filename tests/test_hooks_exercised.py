@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from helpers import run_cli
 
 import b2s_bench as b2s
 
@@ -43,16 +45,25 @@ def test_b2s_register_executors_creates_with_the_run_options() -> None:
     assert made == [options]
 
 
-def test_b2s_register_cli_options_registers_and_applies() -> None:
-    seen: list[str | None] = []
+OPTION_PLUGIN = """
+import pathlib
+import b2s_bench as b2s
 
-    class Plugin:
-        @b2s.hookimpl
-        def b2s_register_cli_options(self, register):  # noqa: ANN001, ANN201
-            register(b2s.CliOption("--test-flag", ("run",), seen.append))
 
-    plugins = b2s.load_plugins(entry_points=False, extra=[("opt-plugin", Plugin())])
-    options = {o.flag: o for o in plugins.cli_options.for_command("run")}
-    assert "--test-flag" not in {o.flag for o in plugins.cli_options.for_command("report")}
-    options["--test-flag"].apply("7")
-    assert seen == ["7"]
+@b2s.hookimpl
+def b2s_register_cli_options(register):
+    out = pathlib.Path({out!r})
+    register(b2s.CliOption("--test-flag", ("validate",), lambda value: out.write_text(repr(value))))
+"""
+
+
+def test_b2s_register_cli_options_adds_a_flag_whose_value_reaches_apply(tiny_suite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "applied.txt"
+    plugin = tmp_path / "option_plugin.py"
+    plugin.write_text(OPTION_PLUGIN.format(out=str(out)))
+    assert run_cli("--plugin", str(plugin), "validate", str(tiny_suite), "--test-flag", "7") == 0
+    assert out.read_text() == "'7'"
+    assert run_cli("--plugin", str(plugin), "validate", str(tiny_suite)) == 0
+    assert out.read_text() == "None"  # apply is called when the flag is not given, too
+    with pytest.raises(SystemExit):  # only the subcommands the plugin names take it
+        run_cli("--plugin", str(plugin), "ls", "compressors", "--test-flag", "7")
