@@ -3,10 +3,12 @@ the complete examples of docs/hooks.md load as plugin files and register what th
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 import b2s_bench as b2s
 from b2s_bench import hookspecs
@@ -74,3 +76,25 @@ def test_the_complete_examples_load_and_register(hook: str, tmp_path: Path) -> N
     plugins = b2s.load_plugins(files=[str(path)])
     assert not [f.error for f in plugins.failures if f.name == path.stem]
     assert REGISTERS[hook](plugins), f"the example of {hook} did not register what docs/hooks.md says"
+
+
+def test_the_complete_examples_run_a_suite_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The examples are real: a suite on their model, dataset, metric and reporter runs, and the
+    --noise-seed option reaches the dataset (its fingerprint, in the records)."""
+    monkeypatch.setenv("B2S_NOISE_SEED", "0")  # the option's apply sets it: restored after the test
+    monkeypatch.chdir(tmp_path)
+    flags: list[str] = []
+    for hook, example in sorted(_examples().items()):
+        (tmp_path / f"{hook}.py").write_text(example)
+        flags += ["--plugin", f"{hook}.py"]
+    (tmp_path / "s.yaml").write_text(
+        "suite: hooksdoc\nmodels: [{name: 'mynets:small'}]\ndataset: {name: noise, n: 16}\n"
+        "compressors: [{name: quantize, bits: 4}]\nmetrics: [top1, top5_error]\n"
+        "report: {formats: [markdown, statuses]}\n")
+    assert run_cli(*flags, "run", "s.yaml", "--out", "run", "--no-progress", "--quiet", "--noise-seed", "3") == 0
+    assert (tmp_path / "run" / "statuses.txt").read_text() == "ok: 2\n"
+    assert "top5_error" in (tmp_path / "run" / "leaderboard.md").read_text()
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "cells").glob("*.json"))]
+    assert [r["dataset"]["data_fingerprint"] for r in records] == ["noise-16-seed3"] * 2
+    assert "ended" not in capsys.readouterr().out  # the after-cell example prints only cells that failed
