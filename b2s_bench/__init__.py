@@ -48,52 +48,54 @@ __version__ = "0.2.0"
 
 #: name -> the core module that defines it
 _EXPORTS: dict[str, str] = {
-    "hookimpl": "hookmarkers",
+    "hookimpl": "hookmarkers", "CliOption": "hookmarkers",
     "load_plugins": "plugins",
-    # the interface
-    "Code": "interface", "StoredTensorCode": "interface", "DecoderNetwork": "interface",
-    "CompressorSpec": "interface", "Context": "interface", "Progress": "interface",
-    "TRACKS": "interface", "FAMILIES": "interface",
-    "Compressed": "compressed", "skeleton_of": "compressed", "conform_shapes": "compressed",
-    # sizes and packing
-    "SizeBreakdown": "sizes", "SizeReport": "sizes", "FP32": "sizes", "ceil_log2": "sizes",
-    "dtype_bits": "sizes", "sparse_index_bits": "sizes", "inference_state": "sizes", "fp32_bits": "sizes",
-    "HEADER_BITS_PER_DIM": "sizes", "ARTIFACT_ALLOWANCE_BYTES": "sizes", "header_bits": "sizes",
-    "padded_groups": "sizes",
-    "pack_bits": "packing", "unpack_bits": "packing", "pack_mask": "packing", "unpack_mask": "packing",
-    # configs and errors
+    "Code": "compression.interface", "StoredTensorCode": "compression.interface",
+    "DecoderNetwork": "compression.interface", "CompressorSpec": "compression.interface",
+    "Context": "compression.interface", "Progress": "compression.interface", "TRACKS": "compression.interface",
+    "FAMILIES": "compression.interface",
+    "Compressed": "compression.compressed", "skeleton_of": "compression.compressed",
+    "conform_shapes": "compression.compressed",
+    "SizeBreakdown": "compression.sizes", "SizeReport": "compression.sizes", "FP32": "compression.sizes",
+    "ceil_log2": "compression.sizes", "dtype_bits": "compression.sizes", "sparse_index_bits": "compression.sizes",
+    "inference_state": "compression.sizes", "fp32_bits": "compression.sizes",
+    "HEADER_BITS_PER_DIM": "compression.sizes", "ARTIFACT_ALLOWANCE_BYTES": "compression.sizes",
+    "header_bits": "compression.sizes", "padded_groups": "compression.sizes",
+    "pack_bits": "compression.packing", "unpack_bits": "compression.packing", "pack_mask": "compression.packing",
+    "unpack_mask": "compression.packing",
     "ADDED_SETTING": "config", "ConfigError": "config", "build_config": "config", "check": "config",
     "one_of": "config", "config_to_dict": "config",
     "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
-    # coverage, targets and caveats
-    "NotApplicableError": "coverage", "Target": "coverage", "add_caveat": "coverage", "MIN_COVERAGE": "coverage",
-    "INEFFECTIVE": "coverage",
-    # helpers
-    "weight_layers": "targets", "fit_network": "solve", "relative_error": "solve",
-    "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training", "cache_dir": "paths",
-    "file_digest": "paths", "write_atomic": "records", "Record": "records",
-    # specs of the other plugin kinds
+    "NotApplicableError": "compression.coverage", "Target": "compression.coverage",
+    "add_caveat": "compression.coverage", "MIN_COVERAGE": "compression.coverage",
+    "INEFFECTIVE": "compression.coverage",
+    "weight_layers": "compression.targets",
+    "fit_network": "fitting.solve", "relative_error": "fitting.solve",
+    "train_loop": "fitting.training", "cosine_schedule": "fitting.training", "TrainResult": "fitting.training",
+    "cache_dir": "paths", "file_digest": "paths",
+    "write_atomic": "store.records", "Record": "store.records", "read_record": "store.records",
+    "cell_path": "store.records",
     "MetricSpec": "metrics", "Evaluation": "metrics", "NotApplicable": "metrics",
-    "ReporterSpec": "reportspec", "ReportContext": "reportspec", "MetricMeta": "reportspec",
+    "ReporterSpec": "reporting.spec", "ReportContext": "reporting.spec", "MetricMeta": "reporting.spec",
     "ModelSource": "sources", "ModelRequest": "sources", "LoadedModel": "sources", "DatasetSpec": "sources",
-    "LoadedData": "sources", "CliOption": "hookmarkers",
-    # executors
-    "ExecutorSpec": "execution", "ExecutorOptions": "execution", "Executor": "execution", "CellTask": "execution",
-    "CellOutcome": "execution", "ActiveCell": "execution", "RunPlan": "execution",
-    "b2s_environment": "execution", "execute_cell": "worker", "run_cells": "cooperate", "read_record": "records",
-    "cell_path": "records",
-    # tables for reporters (pandas loads on use)
-    "leaderboards": "report", "failures": "report", "primary_metric": "report", "header": "report",
-    "short_labels": "report",
-    "BITS_PER_MB": "report", "per_example_arrays": "report", "sample_scale": "report",
-    "not_applicable": "report", "caveat_notes": "report", "NOT_APPLICABLE_TITLE": "report", "CAVEAT_MARK": "report",
-    "paired_bootstrap": "stats", "Paired": "stats", "pooled_paired": "stats", "clusters_of": "samples",
-    "theory_sections": "theory", "pareto_front": "theory",
-    # testing a plugin
+    "LoadedData": "sources",
+    "ExecutorSpec": "execution.executors", "ExecutorOptions": "execution.executors",
+    "Executor": "execution.executors", "CellTask": "execution.executors", "CellOutcome": "execution.executors",
+    "ActiveCell": "execution.executors", "RunPlan": "execution.executors", "b2s_environment": "execution.executors",
+    "execute_cell": "execution.worker",
+    "run_cells": "execution.cooperate",
+    "leaderboards": "reporting.tables", "failures": "reporting.tables", "primary_metric": "reporting.tables",
+    "header": "reporting.tables", "short_labels": "reporting.tables", "BITS_PER_MB": "reporting.tables",
+    "per_example_arrays": "reporting.tables", "sample_scale": "reporting.tables",
+    "not_applicable": "reporting.tables", "caveat_notes": "reporting.tables",
+    "NOT_APPLICABLE_TITLE": "reporting.tables", "CAVEAT_MARK": "reporting.tables",
+    "paired_bootstrap": "reporting.stats", "Paired": "reporting.stats", "pooled_paired": "reporting.stats",
+    "clusters_of": "store.samples",
+    "theory_sections": "reporting.theory", "pareto_front": "reporting.theory",
     "check_compressor": "testing", "tiny_model": "testing", "tiny_context": "testing", "TinyCNN": "testing",
     "TinyMLP": "testing", "ContractReport": "testing",
 }
-_SUBMODULES = ("fidelity",)
+_SUBMODULES = {"fidelity": "fitting.fidelity"}
 
 __all__ = ["__version__", *_EXPORTS, *_SUBMODULES]
 
@@ -102,7 +104,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     else:
         raise AttributeError(f"module 'b2s_bench' has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function
@@ -114,46 +116,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from . import fidelity
-    from .compressed import Compressed, conform_shapes, skeleton_of
-    from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
-    from .cooperate import run_cells
-    from .coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat
-    from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
-    from .execution import (
-        ActiveCell,
-        CellOutcome,
-        CellTask,
-        Executor,
-        ExecutorOptions,
-        ExecutorSpec,
-        RunPlan,
-        b2s_environment,
+    from .compression.compressed import Compressed, conform_shapes, skeleton_of
+    from .compression.coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat
+    from .compression.interface import (
+        FAMILIES,
+        TRACKS,
+        Code,
+        CompressorSpec,
+        Context,
+        DecoderNetwork,
+        Progress,
+        StoredTensorCode,
     )
-    from .hookmarkers import CliOption, hookimpl
-    from .interface import FAMILIES, TRACKS, Code, CompressorSpec, Context, DecoderNetwork, Progress, StoredTensorCode
-    from .metrics import Evaluation, MetricSpec, NotApplicable
-    from .packing import pack_bits, pack_mask, unpack_bits, unpack_mask
-    from .paths import cache_dir, file_digest
-    from .plugins import load_plugins
-    from .records import Record, cell_path, read_record, write_atomic
-    from .report import (
-        BITS_PER_MB,
-        CAVEAT_MARK,
-        NOT_APPLICABLE_TITLE,
-        caveat_notes,
-        failures,
-        header,
-        leaderboards,
-        not_applicable,
-        per_example_arrays,
-        primary_metric,
-        sample_scale,
-        short_labels,
-    )
-    from .reportspec import MetricMeta, ReportContext, ReporterSpec
-    from .samples import clusters_of
-    from .sizes import (
+    from .compression.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
+    from .compression.sizes import (
         ARTIFACT_ALLOWANCE_BYTES,
         FP32,
         HEADER_BITS_PER_DIM,
@@ -167,11 +143,46 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         padded_groups,
         sparse_index_bits,
     )
-    from .solve import fit_network, relative_error
+    from .compression.targets import weight_layers
+    from .config import ADDED_SETTING, ConfigError, build_config, check, config_to_dict, one_of
+    from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
+    from .execution.cooperate import run_cells
+    from .execution.executors import (
+        ActiveCell,
+        CellOutcome,
+        CellTask,
+        Executor,
+        ExecutorOptions,
+        ExecutorSpec,
+        RunPlan,
+        b2s_environment,
+    )
+    from .execution.worker import execute_cell
+    from .fitting import fidelity
+    from .fitting.solve import fit_network, relative_error
+    from .fitting.training import TrainResult, cosine_schedule, train_loop
+    from .hookmarkers import CliOption, hookimpl
+    from .metrics import Evaluation, MetricSpec, NotApplicable
+    from .paths import cache_dir, file_digest
+    from .plugins import load_plugins
+    from .reporting.spec import MetricMeta, ReportContext, ReporterSpec
+    from .reporting.stats import Paired, paired_bootstrap, pooled_paired
+    from .reporting.tables import (
+        BITS_PER_MB,
+        CAVEAT_MARK,
+        NOT_APPLICABLE_TITLE,
+        caveat_notes,
+        failures,
+        header,
+        leaderboards,
+        not_applicable,
+        per_example_arrays,
+        primary_metric,
+        sample_scale,
+        short_labels,
+    )
+    from .reporting.theory import pareto_front, theory_sections
     from .sources import DatasetSpec, LoadedData, LoadedModel, ModelRequest, ModelSource
-    from .stats import Paired, paired_bootstrap, pooled_paired
-    from .targets import weight_layers
+    from .store.records import Record, cell_path, read_record, write_atomic
+    from .store.samples import clusters_of
     from .testing import ContractReport, TinyCNN, TinyMLP, check_compressor, tiny_context, tiny_model
-    from .theory import pareto_front, theory_sections
-    from .training import TrainResult, cosine_schedule, train_loop
-    from .worker import execute_cell

@@ -18,7 +18,7 @@ class UserError(Exception):
 class MissingPrerequisite(UserError):
     """Something a run needs is not on this machine (data, weights, a package); the message says what
     to download, install or set. The CLI exits with 3, apart from suite errors (2).
-    :func:`b2s_bench.prerequisites.check_cells` finds these before a run starts."""
+    :func:`b2s_bench.execution.prerequisites.check_cells` finds these before a run starts."""
 
 
 class SuiteMistake(str):
@@ -41,7 +41,7 @@ class CannotWrite(Exception):
     """A file could not be written because its folder is full, read-only or not ours (ENOSPC, EDQUOT,
     EROFS, EACCES, EPERM). Not the cell's fault, so never a cell's error record: a run stops cleanly,
     releases its claims and leaves the cell pending; the CLI exits with 4 and names the folder.
-    Made by :func:`b2s_bench.records.cannot_write`."""
+    Made by :func:`b2s_bench.store.records.cannot_write`."""
 
 
 class ConfigError(UserError, ValueError):

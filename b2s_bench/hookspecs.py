@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from .hookmarkers import hookspec
 
 if TYPE_CHECKING:
-    from .execution import ExecutorSpec
+    from .compression.interface import CompressorSpec
+    from .execution.executors import ExecutorSpec
     from .hookmarkers import CliOption
-    from .interface import CompressorSpec
     from .metrics import MetricSpec
-    from .reportspec import ReporterSpec
+    from .reporting.spec import ReporterSpec
     from .sources import DatasetSpec, ModelSource
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import ratedistortion as rd
-from .compressed import Compressed
-from .sizes import SizeReport
+from .compression.compressed import Compressed
+from .compression.sizes import SizeReport
+from .fitting import limits as rd
 from .sources import LoadedData, LoadedModel
 
 __all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "default_metrics"]
@@ -141,7 +141,7 @@ class Evaluation:
         self.latency_repeats = latency_repeats
         self.details: dict[str, Any] = {}  # metrics may leave per-layer facts here for the record
         #: one value per evaluation example, by metric name (a bool hit, a float loss), in eval-set
-        #: order; stored in the record (b2s_bench.samples) so reports can draw confidence intervals
+        #: order; stored in the record (b2s_bench.store.samples) so reports can draw confidence intervals
         #: and paired tests over the same examples. The metric's value must be their mean (× 100
         #: for a metric in %), or reports leave it without an interval.
         self.per_example: dict[str, torch.Tensor] = {}
@@ -219,19 +219,19 @@ class Evaluation:
 
     @functools.cached_property
     def weight_errors(self) -> dict[str, dict[str, float]]:
-        """:func:`b2s_bench.fidelity.error_sums` of every pair of :attr:`weight_pairs`, computed once per cell."""
-        from .fidelity import error_sums
+        """:func:`b2s_bench.fitting.fidelity.error_sums` of every pair of :attr:`weight_pairs`, computed once per cell."""
+        from .fitting.fidelity import error_sums
 
         return {k: error_sums(w, wh) for k, w, wh in self.weight_pairs}
 
     def limits(self) -> dict[str, Any]:
-        """The code against the rate–distortion limits (:mod:`b2s_bench.ratedistortion`), once per cell.
+        """The code against the rate–distortion limits (:mod:`b2s_bench.fitting.limits`), once per cell.
 
         Fills ``details["rate_distortion"]`` (``{"tensors": {key: {numel, bits, rate, variance, mse,
         gaussian_bound_mse, ecsq_mse, gap_db, gap_ecsq_db}}, "model": {rate, mse, energy,
         variance_ratio, bound_mse, ecsq_mse, gap_db, below_limit}}``, over the coded tensors; gaps are
         None at 16 bits per weight or more, ECSQ values None on tensors too small for them, see
-        :func:`~b2s_bench.ratedistortion.ecsq_applies`) and ``details["weight_structure"]``
+        :func:`~b2s_bench.fitting.limits.ecsq_applies`) and ``details["weight_structure"]``
         (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}`` of the original
         tensors, computed once per distinct tensor: every cell of a model shares them, in a process
         and through the cache folder ``$B2S_BENCH_CACHE/weight-structure-v1``),

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .accounting import packed_count, storage_problems
-from .compressed import Compressed
+from .compression.compressed import Compressed
+from .compression.contract import packed_count, storage_problems
+from .compression.coverage import Target, coverage
+from .compression.interface import CompressorSpec, Context
+from .compression.sizes import allowed_bytes
 from .config import build_config
-from .coverage import Target, coverage
 from .errors import ConfigError
-from .interface import CompressorSpec, Context
-from .sizes import allowed_bytes
 
 __all__ = ["TinyCNN", "TinyMLP", "tiny_context", "check_compressor", "ContractReport"]
 
@@ -121,13 +121,13 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     - the identity settings (if the family has them) reproduce the dense model;
     - a compressed model evaluates to finite outputs;
     - exact bits: each code's serialized tensors fit in its counted bits (the allowance of
-      :data:`b2s_bench.sizes.ARTIFACT_ALLOWANCE_BYTES` is byte padding only), and the artifact's
+      :data:`b2s_bench.compression.sizes.ARTIFACT_ALLOWANCE_BYTES` is byte padding only), and the artifact's
       tensor bytes, read back from the file, fit in the model's total;
     - each code's counted ``metadata`` is ``b2s.header_bits(meta())`` (the header rule);
     - save and load round-trips the decoded state exactly;
     - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
-    - the result's coverage (:mod:`b2s_bench.coverage`) is measured, and ``target`` (if set) returns a
-      :class:`~b2s_bench.coverage.Target` or None.
+    - the result's coverage (:mod:`b2s_bench.compression.coverage`) is measured, and ``target`` (if set) returns a
+      :class:`~b2s_bench.compression.coverage.Target` or None.
     """
     try:
         build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
@@ -163,7 +163,7 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
     assert out.shape == dense_out.shape and torch.isfinite(out).all(), f"{spec.name}: compressed model output is broken"
 
     size = comp.size()
-    share = coverage(comp, model)["share"]  # what every record gets (b2s_bench.coverage)
+    share = coverage(comp, model)["share"]  # what every record gets (b2s_bench.compression.coverage)
     if spec.target is not None:
         target = spec.target(config, comp, model)
         assert target is None or isinstance(target, Target), (

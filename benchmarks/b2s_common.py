@@ -19,8 +19,9 @@ import torch
 from b2s_bench_plugins.compressors.big2small import SPEC
 from torch import nn
 
-from b2s_bench import Context, build_config, fidelity, weight_layers
-from b2s_bench import ratedistortion as rd
+from b2s_bench import Context, build_config, weight_layers
+from b2s_bench.fitting import fidelity
+from b2s_bench.fitting import limits as rd
 
 PAPER_STEPS = 10_000
 

@@ -20,9 +20,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions
 from b2s_bench.plugins import load_plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.runner import Runner, RunOptions
 
 NOOP_PLUGIN = '''
 import dataclasses

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from b2s_bench import Compressed, Context, Evaluation, StoredTensorCode, build_config
-from b2s_bench import ratedistortion as rd
+from b2s_bench.fitting import limits as rd
 from b2s_bench.sources import LoadedModel
 
 

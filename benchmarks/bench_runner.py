@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions
 from b2s_bench.metrics import run_model
 from b2s_bench.plugins import load_plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.runner import Runner, RunOptions
 from b2s_bench.sources import LoadedModel
-from b2s_bench.suite import load_suite
+from b2s_bench.suites.load import load_suite
 
 NOOP_PLUGIN = '''
 import dataclasses
@@ -107,7 +107,7 @@ def resume(folder: Path) -> None:
     first = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
                    RunOptions(out_dir=out, progress=False, executor="inline")).run()
     t_first = time.perf_counter() - t0
-    from b2s_bench.reportfiles import write_report
+    from b2s_bench.reporting.files import write_report
 
     write_report(out, plugins)
     t0 = time.perf_counter()

@@ -28,7 +28,7 @@ import torch
 from bench_big2small import forward_ms
 from torch import nn
 
-from b2s_bench import ratedistortion as rd
+from b2s_bench.fitting import limits as rd
 
 PAPER = {"block": 1, "patch_rows": 256, "patch_cols": 256, "patches": 0, "lr": 1e-3, "target_ratio": 4.0}
 QUICK = {"block": 8, "patch_rows": 32, "patch_cols": 32, "patches": 2}

@@ -3,7 +3,7 @@
 Each study fits Big2Small to real trained layers (default: the Fashion-MNIST CNN's 128 x 3136
 ``classifier.1``; ``--model lite0-large``: EfficientNet-Lite0's three largest weights) and prints,
 per setting, the weight PSNR, the counted rate and the gap to the Gaussian rate-distortion limit
-(see ``b2s_bench.ratedistortion``), the passes over the tensor and the fit time. Every row of a study
+(see ``b2s_bench.fitting.limits``), the passes over the tensor and the fit time. Every row of a study
 shares the other settings (``BASE`` plus the command line), so rows differ by the one lever.
 
     python benchmarks/tune_big2small.py lr                 # lr x step budget, with and without warm-up

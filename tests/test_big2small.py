@@ -17,8 +17,8 @@ from b2s_bench_plugins.compressors.big2small.outliers import pack_positions, pos
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, Context, build_config
-from b2s_bench.pipeline import apply_stage
-from b2s_bench.solve import fit_network, relative_error
+from b2s_bench.execution.pipeline import apply_stage
+from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -450,7 +450,7 @@ def test_equal_bits_claims_rest_on_a_paired_interval_over_seeds():
     import pandas as pd
     from b2s_bench_plugins.compressors.big2small.claims import claims_table
 
-    from b2s_bench.samples import encode
+    from b2s_bench.store.samples import encode
 
     rng = np.random.default_rng(0)
     quant = rng.random(2000) < 0.9

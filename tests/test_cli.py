@@ -40,7 +40,7 @@ def test_python_dash_m_and_version() -> None:
 @pytest.fixture
 def clean_commit(monkeypatch: pytest.MonkeyPatch) -> str:
     """Records made by a clean commit (the tests run from a working tree that may have edits)."""
-    from b2s_bench import records
+    from b2s_bench.store import records
 
     monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd")
     return "0123abcd"
@@ -91,7 +91,7 @@ def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: s
 def test_publish_refuses_records_of_uncommitted_code(tiny_suite: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from b2s_bench import records
+    from b2s_bench.store import records
 
     monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd-dirty")
     run_dir = tmp_path / "run"

@@ -12,10 +12,11 @@ import pytest
 from helpers import run_cli
 from test_report import make_record, outcomes, write_run
 
-from b2s_bench import samples, stats
-from b2s_bench.compare import compare_runs
-from b2s_bench.report import load_frame, methods
-from b2s_bench.theory import equal_bits
+from b2s_bench.reporting import stats
+from b2s_bench.reporting.compare import compare_runs
+from b2s_bench.reporting.tables import load_frame, methods
+from b2s_bench.reporting.theory import equal_bits
+from b2s_bench.store import samples
 
 PHOTOS, VIEWS = 8, 9
 CLUSTERS = np.tile(np.arange(PHOTOS), VIEWS)  # view v of photo p is example v · 8 + p, as the photo set orders them

@@ -11,9 +11,9 @@ import pytest
 from helpers import run_cli
 from test_report import make_record, outcomes, write_run
 
-from b2s_bench.compare import Rule, compare_runs, parse_rule
 from b2s_bench.errors import UserError
-from b2s_bench.records import fingerprint_id
+from b2s_bench.reporting.compare import Rule, compare_runs, parse_rule
+from b2s_bench.store.records import fingerprint_id
 
 N = 2000
 

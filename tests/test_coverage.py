@@ -1,4 +1,4 @@
-"""No silent no-op rows: coverage and target checks in the core (b2s_bench.coverage).
+"""No silent no-op rows: coverage and target checks in the core (b2s_bench.compression.coverage).
 
 A cell whose result changes none (or almost none) of the weights is ``not-applicable``; one that
 misses its config's target is ``short-of-target``; both are done for resume, not failures for the
@@ -16,11 +16,11 @@ import pytest
 from helpers import run_cli
 
 import b2s_bench as b2s
-from b2s_bench.coverage import MIN_COVERAGE, coverage, coverage_reason, label_with_caveats
+from b2s_bench.compression.coverage import MIN_COVERAGE, coverage, coverage_reason, label_with_caveats
 from b2s_bench.plugins import load_plugins
-from b2s_bench.records import DONE_STATUSES
-from b2s_bench.report import caveat_notes, leaderboards, load_frame, methods, not_applicable
-from b2s_bench.summary import summary_text
+from b2s_bench.reporting.summary import summary_text
+from b2s_bench.reporting.tables import caveat_notes, leaderboards, load_frame, methods, not_applicable
+from b2s_bench.store.records import DONE_STATUSES
 from b2s_bench.testing import tiny_model
 
 COMPRESSORS = load_plugins().compressors.names()

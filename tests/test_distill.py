@@ -9,7 +9,7 @@ import torch
 from b2s_bench_plugins.compressors.distill import SPEC, build_student, kd_loss
 
 from b2s_bench import ConfigError, build_config
-from b2s_bench.sizes import inference_state
+from b2s_bench.compression.sizes import inference_state
 from b2s_bench.testing import TinyCNN, check_compressor, tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -157,7 +157,7 @@ def test_the_command_checker_catches_mistakes(tmp_path: Path, subparsers: dict[s
 
 def test_the_readme_suite_is_a_valid_suite(tmp_path: Path) -> None:
     from b2s_bench.plugins import load_plugins
-    from b2s_bench.suite import load_suite
+    from b2s_bench.suites.load import load_suite
 
     blocks = [b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if lang.strip() == "yaml"]
     assert len(blocks) == 1, "README.md should show one suite"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench.store import RunStore
+from b2s_bench.store.folder import RunStore
 
 MISBEHAVING = '''
 import ctypes, dataclasses, os, sys, time
@@ -213,8 +213,8 @@ DRIVER = """
 import sys
 from pathlib import Path
 from b2s_bench.plugins import load_plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.runner import Runner, RunOptions
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions
 
 plugins = load_plugins()
 run = prepare_run(sys.argv[1], plugins=plugins, device="cpu", models=True)
@@ -251,8 +251,8 @@ def _foreign_claim(store: RunStore, cell_id: str, age: float, **who: object) -> 
 
 
 def test_takeover_rule_live_dead_zombie_recycled_and_remote_owners(tmp_path: Path) -> None:
-    from b2s_bench.records import host_name
-    from b2s_bench.store import _proc_stat, _process_start
+    from b2s_bench.store.folder import _proc_stat, _process_start
+    from b2s_bench.store.records import host_name
 
     here = host_name()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

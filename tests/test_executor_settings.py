@@ -17,7 +17,7 @@ import b2s_bench as b2s
 from b2s_bench.cli.main import build_parser, plugin_option_values
 from b2s_bench.errors import SuiteError
 from b2s_bench.plugins import Plugins
-from b2s_bench.suite import load_suite
+from b2s_bench.suites.load import load_suite
 
 BASE = """
 suite: exec
@@ -110,7 +110,7 @@ def test_a_bad_slurm_flag_is_a_usage_error(tiny_suite: Path, tmp_path: Path, cap
 
 
 def test_executor_options_and_run_options_are_keyword_only() -> None:
-    from b2s_bench.runner import RunOptions
+    from b2s_bench.execution.runner import RunOptions
 
     with pytest.raises(TypeError):
         b2s.ExecutorOptions(2)  # type: ignore[misc]

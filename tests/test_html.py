@@ -18,7 +18,7 @@ import pytest
 from helpers import run_cli
 from test_report import make_record, outcomes, rd_details, write_run
 
-from b2s_bench.site import find_runs, run_summary, write_site_index
+from b2s_bench.reporting.site import find_runs, run_summary, write_site_index
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
@@ -255,7 +255,7 @@ def test_site_index_reads_at_desktop_and_narrow_widths(tmp_path: Path) -> None:
 
 
 def test_headline_is_the_best_method_at_the_stated_ratio(tmp_path: Path) -> None:
-    from b2s_bench.site import headline, one_line
+    from b2s_bench.reporting.site import headline, one_line
 
     run = write_run(tmp_path / "run", [
         make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from helpers import run_cli
 
-from b2s_bench import records
 from b2s_bench.cli import exits
 from b2s_bench.errors import CannotWrite
-from b2s_bench.records import write_atomic
-from b2s_bench.store import RunStore
+from b2s_bench.store import records
+from b2s_bench.store.folder import RunStore
+from b2s_bench.store.records import write_atomic
 
 # two cells (the baseline and one quantizer), one small table: a run takes a few seconds
 SMALL_SUITE = """\

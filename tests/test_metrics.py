@@ -218,7 +218,7 @@ def test_weight_metrics_not_applicable_without_same_shape_tensors(plugins: Plugi
 
 
 def test_output_metrics_keep_their_per_example_outcomes(plugins: Plugins) -> None:
-    from b2s_bench import samples
+    from b2s_bench.store import samples
 
     ev = output_eval(LOGITS, BASELINE, LABELS)
     values = {name: metric(plugins, name, ev) for name in ("top1", "top5", "agreement", "kl")}

@@ -14,13 +14,13 @@ from typing import Literal
 import pytest
 from helpers import run_cli
 
-from b2s_bench.cells import expand, select
 from b2s_bench.cli import show
 from b2s_bench.config import setting_docs
 from b2s_bench.errors import MissingPrerequisite, SuiteError, UserError
+from b2s_bench.execution.prerequisites import check_cells
 from b2s_bench.plugins import Plugins
-from b2s_bench.prerequisites import check_cells
-from b2s_bench.suite import count_cells, load_suite, resolve_suite_path, shipped_suites
+from b2s_bench.suites.cells import expand, select
+from b2s_bench.suites.load import count_cells, load_suite, resolve_suite_path, shipped_suites
 
 Write = Callable[..., Path]
 REPO = Path(__file__).resolve().parents[1]

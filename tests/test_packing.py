@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from b2s_bench import pack_bits, pack_mask, unpack_bits, unpack_mask
-from b2s_bench.packing import CHUNK
+from b2s_bench.compression.packing import CHUNK
 
 
 # -- the first implementation, kept as the reference of the byte format --------------------------------

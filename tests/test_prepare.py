@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench import worker
-from b2s_bench.execution import RunPlan
+from b2s_bench.execution import worker
+from b2s_bench.execution.executors import RunPlan
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions
 from b2s_bench.plugins import load_plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.runner import Runner, RunOptions
 
 # a model source whose weights exist only once `prepare` made them, and whose fingerprint (part of
 # every cell id) tells made weights from missing ones

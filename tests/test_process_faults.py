@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench.records import host_name
-from b2s_bench.store import OwnedLock, RunStore
+from b2s_bench.store.folder import OwnedLock, RunStore
+from b2s_bench.store.records import host_name
 
 PLUGIN = '''
 import dataclasses, glob, os, time, warnings
@@ -266,7 +266,7 @@ def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
 
 def test_the_parent_watchdog_alone_ends_an_orphaned_worker(tmp_path: Path) -> None:
     # without PR_SET_PDEATHSIG (sys.platform faked, as on macOS) the watchdog thread must do it alone
-    grandchild = ("import os, sys, time; sys.platform = 'darwin'; from b2s_bench.worker import die_with_parent; "
+    grandchild = ("import os, sys, time; sys.platform = 'darwin'; from b2s_bench.execution.worker import die_with_parent; "
                   "die_with_parent(os.getppid(), every=0.1); print(os.getpid(), flush=True); time.sleep(60)")
     middle = ("import subprocess, sys, time; "
               f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, text=True); "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench.records import load_json, record_problems
+from b2s_bench.store.records import load_json, record_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

@@ -14,7 +14,7 @@ from torch import nn
 
 import b2s_bench as b2s
 from b2s_bench import build_config
-from b2s_bench.sizes import SizeBreakdown, dtype_bits
+from b2s_bench.compression.sizes import SizeBreakdown, dtype_bits
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
 SYNTHETIC = {"synthetic_samples": 16, "synthetic_iterations": 10}

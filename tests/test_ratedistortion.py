@@ -13,7 +13,7 @@ from helpers import run_cli
 from torch import nn
 
 from b2s_bench import Compressed, Context, Evaluation, NotApplicable, StoredTensorCode, build_config
-from b2s_bench import ratedistortion as rd
+from b2s_bench.fitting import limits as rd
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedModel
 
@@ -229,8 +229,8 @@ def test_the_ecsq_reference_is_left_out_on_small_tensors() -> None:
 
 
 def test_the_below_limit_note_names_the_three_causes() -> None:
-    from b2s_bench.summary import BELOW_LIMIT_LINE
-    from b2s_bench.theory import RATE_DISTORTION, SECTION_NOTES
+    from b2s_bench.reporting.summary import BELOW_LIMIT_LINE
+    from b2s_bench.reporting.theory import RATE_DISTORTION, SECTION_NOTES
 
     for text in (SECTION_NOTES[RATE_DISTORTION], BELOW_LIMIT_LINE):
         assert "structure" in text and "not Gaussian" in text and "miscounted" in text, text
@@ -366,7 +366,7 @@ def test_the_structure_cache_on_disk_serves_another_process(monkeypatch: pytest.
 def test_a_later_stage_keeps_the_first_stages_caveats_at_the_top_too() -> None:
     from b2s_bench_plugins.compressors import lowrank, quantize
 
-    from b2s_bench.pipeline import apply_stage
+    from b2s_bench.execution.pipeline import apply_stage
 
     model = Two()
     first = lowrank.SPEC.compress(model, build_config(lowrank.SPEC.config, {"rank": 2}), Context())

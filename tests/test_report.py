@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 from helpers import run_cli
 
-from b2s_bench import samples
 from b2s_bench.errors import UserError
 from b2s_bench.metricmeta import MetricMeta
-from b2s_bench.records import SCHEMA, fingerprint_id, record_problems, write_record
-from b2s_bench.report import BELOW_LIMIT, header, leaderboards, load_frame, primary_metric
-from b2s_bench.summary import summary_text
+from b2s_bench.reporting.summary import summary_text
+from b2s_bench.reporting.tables import BELOW_LIMIT, header, leaderboards, load_frame, primary_metric
+from b2s_bench.store import samples
+from b2s_bench.store.records import SCHEMA, fingerprint_id, record_problems, write_record
 
 #: name -> (unit, higher_is_better, kind, roles, rank, identity_target) of the metrics synthetic records carry
 SPECS: dict[str, tuple[str, bool, str, list[str], int, float | None]] = {
@@ -242,8 +242,8 @@ def test_an_unknown_primary_metric_is_an_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_report_loads_neither_the_runner_nor_torch() -> None:
-    code = ("import sys, b2s_bench.report, b2s_bench.theory, b2s_bench.summary, b2s_bench.compare, b2s_bench.site; "
-            "print(sorted(m for m in ('torch', 'b2s_bench.cells', 'b2s_bench.runner') if m in sys.modules))")
+    code = ("import sys, b2s_bench.reporting.tables, b2s_bench.reporting.theory, b2s_bench.reporting.summary, b2s_bench.reporting.compare, b2s_bench.reporting.site; "
+            "print(sorted(m for m in ('torch', 'b2s_bench.suites.cells', 'b2s_bench.execution.runner') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -281,7 +281,7 @@ def test_no_gap_at_16_bits_per_coded_weight_and_every_column_states_its_definiti
         make_record("inr(bits=32)", "inr", values={"top1": 89.0}, details=rd_details(32.0, 1e-12)),
         make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
     ])
-    from b2s_bench.theory import rate_distortion_table
+    from b2s_bench.reporting.theory import rate_distortion_table
 
     frame, _, _ = load_frame(folder)
     table = rate_distortion_table(frame).set_index("method")
@@ -383,7 +383,7 @@ def test_numbers_carry_the_precision_of_their_interval(tmp_path: Path) -> None:
 
 
 def test_summary_never_cuts_two_settings_to_the_same_row_name(tmp_path: Path) -> None:
-    from b2s_bench.summary import summary_text
+    from b2s_bench.reporting.summary import summary_text
 
     methods = [f"quantize(bits=4, granularity=group, scale_bits=16, group_size={g})" for g in (32, 64, 128)]
     folder = write_run(tmp_path / "run", [

@@ -15,11 +15,11 @@ import pytest
 import torch
 from helpers import run_cli
 
-from b2s_bench import records
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions
 from b2s_bench.plugins import load_plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.runner import Runner, RunOptions
-from b2s_bench.suite import load_suite
+from b2s_bench.store import records
+from b2s_bench.suites.load import load_suite
 
 TEST_PLUGIN = '''
 import dataclasses, time
@@ -127,7 +127,7 @@ def test_a_failing_observer_hook_does_not_stop_the_suite(tiny_suite: Path, tmp_p
 
 def test_data_chosen_outside_the_suite_joins_the_cell_ids(write_suite: Callable[..., Path],
                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from b2s_bench.cells import expand
+    from b2s_bench.suites.cells import expand
 
     plugins = load_plugins()
     env_suite = write_suite("""

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import b2s_bench as b2s
-from b2s_bench.cells import expand
+from b2s_bench.execution.prepare import prepare_run
+from b2s_bench.execution.runner import Runner, RunOptions, expected_seconds, longest_first
 from b2s_bench.plugins import Plugins
-from b2s_bench.prepare import prepare_run
-from b2s_bench.records import cell_path
-from b2s_bench.runner import Runner, RunOptions, expected_seconds, longest_first
-from b2s_bench.suite import load_suite
+from b2s_bench.store.records import cell_path
+from b2s_bench.suites.cells import expand
+from b2s_bench.suites.load import load_suite
 
 SUITE = """
 suite: order

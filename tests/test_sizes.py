@@ -9,8 +9,8 @@ from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tens
 from torch import nn
 
 from b2s_bench import Compressed, SizeBreakdown
-from b2s_bench.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
-from b2s_bench.sizes import ceil_log2, inference_state, sparse_index_bits
+from b2s_bench.compression.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
+from b2s_bench.compression.sizes import ceil_log2, inference_state, sparse_index_bits
 from b2s_bench.testing import tiny_model
 
 

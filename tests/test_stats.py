@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from b2s_bench import samples, stats
+from b2s_bench.reporting import stats
+from b2s_bench.store import samples
 
 
 def test_bootstrap_interval_is_seeded_and_covers_the_mean() -> None:

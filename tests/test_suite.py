@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench.cells import expand, select
 from b2s_bench.errors import SuiteError
 from b2s_bench.plugins import Plugins
-from b2s_bench.suite import load_suite
+from b2s_bench.suites.cells import expand, select
+from b2s_bench.suites.load import load_suite
 
 Write = Callable[..., Path]
 

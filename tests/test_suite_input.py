@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from b2s_bench.cells import expand
 from b2s_bench.errors import SuiteError, UserError
+from b2s_bench.execution.prerequisites import check_writable
 from b2s_bench.plugins import Plugins
-from b2s_bench.prerequisites import check_writable
-from b2s_bench.suite import count_cells, load_suite
-from b2s_bench.yamlsource import MAX_BYTES, MAX_DEPTH, MAX_FILES, load_located
+from b2s_bench.suites.cells import expand
+from b2s_bench.suites.load import count_cells, load_suite
+from b2s_bench.suites.source import MAX_BYTES, MAX_DEPTH, MAX_FILES, load_located
 
 Write = Callable[..., Path]
 
@@ -171,12 +171,12 @@ def test_duplicate_keys_are_refused_at_the_second_one(write_suite: Write, plugin
 # -- grids past runtime.max_cells ------------------------------------------------------------------------------
 def test_a_grid_past_max_cells_is_refused_before_configs_are_built(write_suite: Write, plugins: Plugins,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import b2s_bench.cells
+    import b2s_bench.suites.cells
 
     def no_config(*args: object, **kwargs: object) -> None:
         raise AssertionError("a config was built")
 
-    monkeypatch.setattr(b2s_bench.cells, "build_config", no_config)
+    monkeypatch.setattr(b2s_bench.suites.cells, "build_config", no_config)
     values = ", ".join(str(i / 100) for i in range(60))
     path = write_suite(BASE + f"    grid: {{sparsity: [{values}], scope: [global, layer]}}\n"
                               f"  - pipeline: [{{name: prune, grid: {{sparsity: [{values}]}}}}, "
@@ -285,7 +285,7 @@ def test_check_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
 
 def test_report_primary_must_be_a_metric_of_the_suite(write_suite, plugins) -> None:  # noqa: ANN001
     from b2s_bench.errors import SuiteError
-    from b2s_bench.suite import load_suite
+    from b2s_bench.suites.load import load_suite
 
     path = write_suite("""
         suite: primary

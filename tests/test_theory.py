@@ -13,10 +13,10 @@ from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tens
 from torch.nn.utils import prune as torch_prune
 
 from b2s_bench import Compressed, Context
-from b2s_bench.pipeline import NestedCode, apply_stage
+from b2s_bench.compression.targets import weight_layers
+from b2s_bench.execution.pipeline import NestedCode, apply_stage
+from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.plugins import load_plugins
-from b2s_bench.solve import fit_network, relative_error
-from b2s_bench.targets import weight_layers
 from b2s_bench.testing import tiny_model
 
 
@@ -99,7 +99,7 @@ def test_pipeline_bits_replace_the_payload_exactly(tmp_path: torch.types.FileLik
 def _frame(tmp_path, records, **kw):  # type: ignore[no-untyped-def]
     from test_report import write_run
 
-    from b2s_bench.report import load_frame
+    from b2s_bench.reporting.tables import load_frame
 
     frame, metas, _ = load_frame(write_run(tmp_path / "run", records, **kw))
     return frame, metas
@@ -112,7 +112,7 @@ def _top1(metas):  # type: ignore[no-untyped-def]
 def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from test_report import make_record, outcomes
 
-    from b2s_bench.theory import equal_bits
+    from b2s_bench.reporting.theory import equal_bits
 
     frame, metas = _frame(tmp_path, [
         make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 2000, 1)}),
@@ -141,7 +141,7 @@ def _paired(rate_a, rate_b, n, flips):  # type: ignore[no-untyped-def]
 def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from test_report import make_record, outcomes
 
-    from b2s_bench.theory import equal_bits
+    from b2s_bench.reporting.theory import equal_bits
 
     close_a, close_b = _paired(0.8, 0.8, 1000, 3)  # 3 discordant pairs: no evidence
     frame, metas = _frame(tmp_path, [
@@ -161,7 +161,7 @@ def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
     from b2s_bench.metricmeta import MetricMeta
-    from b2s_bench.theory import fails, failure_level
+    from b2s_bench.reporting.theory import fails, failure_level
 
     top1 = MetricMeta("top1", "%", True, "quality")
     assert failure_level({"num_classes": 10}, {"metric:top1": 91.0}, top1) == pytest.approx(10.0)
@@ -176,7 +176,7 @@ def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
 def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from test_report import make_record
 
-    from b2s_bench.theory import check_sections
+    from b2s_bench.reporting.theory import check_sections
 
     frame, metas = _frame(tmp_path, [
         make_record("quantize(bits=4)", values={"solver_gap": 0.001},
@@ -193,8 +193,8 @@ def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  #
 def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from test_report import make_record, rd_details
 
-    from b2s_bench.report import BELOW_LIMIT
-    from b2s_bench.theory import rate_distortion_table
+    from b2s_bench.reporting.tables import BELOW_LIMIT
+    from b2s_bench.reporting.theory import rate_distortion_table
 
     frame, _ = _frame(tmp_path, [
         make_record("quantize(bits=2)", details=rd_details(2.0, 0.1, variance_ratio=0.5)),

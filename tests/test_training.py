@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench.training import TrainResult, cosine_schedule
+from b2s_bench.fitting.training import TrainResult, cosine_schedule
 
 
 def _problem(seed: int = 0) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:

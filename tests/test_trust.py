@@ -16,8 +16,8 @@ from helpers import run_cli
 
 import b2s_bench as b2s
 from b2s_bench.plugins import load_plugins
-from b2s_bench.records import fingerprint_id, record_problems
-from b2s_bench.store import RunStore
+from b2s_bench.store.folder import RunStore
+from b2s_bench.store.records import fingerprint_id, record_problems
 
 LYING = '''
 import dataclasses, math
@@ -245,7 +245,7 @@ def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path)
     out = tmp_path / "run"
     _run_tiny(tiny_suite, out)
     dead = 2**22 + 12345  # a pid that does not exist here
-    from b2s_bench.records import host_name
+    from b2s_bench.store.records import host_name
 
     tmp_record = out / "cells" / f".x.json.{host_name()}-{dead}.abcd.tmp"
     tmp_record.write_text("{")
@@ -258,8 +258,8 @@ def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path)
 
 
 def test_the_core_version_joins_cell_ids(tiny_suite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from b2s_bench import cells
-    from b2s_bench.suite import load_suite
+    from b2s_bench.suites import cells
+    from b2s_bench.suites.load import load_suite
 
     plugins = load_plugins()
     before = [c.id for c in cells.expand(load_suite(tiny_suite, plugins), plugins, "cpu")]
@@ -363,8 +363,8 @@ def b2s_register_compressors(register):
 def test_zoo_weights_trained_elsewhere_get_other_cell_ids(write_suite: Callable[..., Path], fake_fmnist: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from b2s_bench.cells import expand
-    from b2s_bench.suite import load_suite
+    from b2s_bench.suites.cells import expand
+    from b2s_bench.suites.load import load_suite
 
     suite_path = write_suite("""
         suite: zoo-ids

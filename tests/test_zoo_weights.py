@@ -18,7 +18,7 @@ from helpers import run_cli
 from b2s_bench import ModelRequest
 from b2s_bench.errors import MissingPrerequisite
 from b2s_bench.plugins import load_plugins
-from b2s_bench.suite import load_suite
+from b2s_bench.suites.load import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 CNN = ModelRequest("zoo:fmnist-cnn")

@@ -3,7 +3,7 @@
 Matches methods by model, dataset and label (seeds pooled), names each model whose weights differ
 between the runs (its rows stay out of the gate unless --gate-model-changes), prints each significant
 change with its 95 % interval, writes ``comparison.md`` and ``comparison.json`` (into ``--out``, default NEW_DIR),
-and exits 1 when a ``--fail-on`` rule fails (see :mod:`b2s_bench.compare` for the statistics).
+and exits 1 when a ``--fail-on`` rule fails (see :mod:`b2s_bench.reporting.compare` for the statistics).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    from ..compare import compare_runs, parse_rule, terminal_text, write_comparison  # pandas loads here
+    from ..reporting.compare import compare_runs, parse_rule, terminal_text, write_comparison  # pandas loads here
 
     rules = [parse_rule(text) for text in args.fail_on]
     cmp = compare_runs(args.base_dir, args.new_dir, rules, args.all_records, args.gate_model_changes)

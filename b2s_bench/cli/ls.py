@@ -11,7 +11,7 @@ from tabulate import tabulate
 from ..errors import UserError
 from ..plugins import Plugins
 from ..registry import matches
-from ..suitefiles import shipped_suites
+from ..suites.files import shipped_suites
 from .show import catalog_rows, compressor_track, settings_table
 
 KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")
@@ -64,7 +64,7 @@ def _models(plugins: Plugins, pattern: str | None) -> tuple[list[list[Any]], lis
 
 
 def _suites(plugins: Plugins, pattern: str | None, verbose: bool) -> tuple[list[list[Any]], list[str]]:
-    from ..suite import load_suite  # it loads torch: only `ls suites` pays for that
+    from ..suites.load import load_suite  # it loads torch: only `ls suites` pays for that
 
     rows = []
     for name, path in shipped_suites().items():

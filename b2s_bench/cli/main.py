@@ -27,7 +27,7 @@ from typing import Any  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..errors import CannotWrite, MissingPrerequisite, UserError  # noqa: E402
 from ..plugins import Plugins, load_plugins  # noqa: E402
-from ..records import cannot_write  # noqa: E402
+from ..store.records import cannot_write  # noqa: E402
 from . import compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
 
 COMMANDS = {"run": run, "validate": validate, "status": status, "ls": ls, "show": show, "report": report,

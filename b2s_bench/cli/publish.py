@@ -28,9 +28,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..plugins import Plugins
-from ..records import WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
-from ..site import site_index_page
-from ..store import RunStore
+from ..reporting.site import site_index_page
+from ..store.folder import RunStore
+from ..store.records import WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
 from .report import write_report
 
 #: what publish wrote in a folder (relative path -> sha256): only those files may it replace

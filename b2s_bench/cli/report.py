@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..plugins import Plugins
-from ..reportfiles import ALIASES, REPORTS, reports_current, write_report  # noqa: F401  (the report command's own)
+from ..reporting.files import ALIASES, REPORTS, reports_current, write_report  # noqa: F401  (the report command's own)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

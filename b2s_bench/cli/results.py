@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..plugins import Plugins
-from ..records import SKIPPED_STATUSES, iter_records, write_atomic
-from ..site import is_moved_aside
+from ..reporting.site import is_moved_aside
+from ..store.records import SKIPPED_STATUSES, iter_records, write_atomic
 
 START = "<!-- results-table: made by `b2s-bench results --write`; do not edit by hand -->"
 END = "<!-- /results-table -->"

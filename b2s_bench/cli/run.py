@@ -13,8 +13,8 @@ from ..paths import cache_dir
 from ..plugins import Plugins
 
 if TYPE_CHECKING:  # torch loads only when a suite is run: `b2s-bench --help` stays fast
-    from ..prepare import PreparedRun
-    from ..runner import RunOptions, RunSummary
+    from ..execution.prepare import PreparedRun
+    from ..execution.runner import RunOptions, RunSummary
 
 #: Where runs go by default: users' runs are git-ignored; only `publish` writes results/.
 RUNS = Path("runs")
@@ -66,7 +66,7 @@ def _workers(value: str | None) -> int | None:
 
 
 def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
-    from ..runner import RunOptions
+    from ..execution.runner import RunOptions
 
     command = shlex.join(["b2s-bench", *getattr(args, "argv", [])])
     return RunOptions(out_dir=out, force=args.force, progress=False if args.no_progress else None, command=command,
@@ -78,7 +78,7 @@ def ready_models(args: argparse.Namespace, run: PreparedRun) -> tuple[str, ...]:
     """Check what the selected cells need before touching the network or the disk: data, weights,
     packages. Stop (exit 3) with what to do, or with --keep-going skip the models that are not ready;
     stop on a mistake in the suite (an unknown model, a file that is not a checkpoint: exit 2) either way."""
-    from ..prerequisites import check_cells
+    from ..execution.prerequisites import check_cells
 
     plugins, suite, cells = run.plugins, run.suite, list(run.cells)
     if args.download:
@@ -103,9 +103,9 @@ def ready_models(args: argparse.Namespace, run: PreparedRun) -> tuple[str, ...]:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    from ..prepare import prepare_run
-    from ..prerequisites import check_writable
-    from ..runner import Runner
+    from ..execution.prepare import prepare_run
+    from ..execution.prerequisites import check_writable
+    from ..execution.runner import Runner
 
     plugin_options = getattr(args, "plugin_options", None) or {}  # applied by cli.main already
     checked = prepare_run(args.suite, plugins=plugins, plugin_options=plugin_options, device=args.device,
@@ -129,8 +129,8 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
 
 
 def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSummary) -> int:
-    from ..reportfiles import reports_current, write_report
-    from ..summary import summary_text
+    from ..reporting.files import reports_current, write_report
+    from ..reporting.summary import summary_text
 
     if summary.detached:
         print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)

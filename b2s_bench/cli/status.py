@@ -10,8 +10,8 @@ from typing import Any
 from tabulate import tabulate
 
 from ..plugins import Plugins
-from ..records import DONE_STATUSES, load_json, record_problems
-from ..store import RunStore
+from ..store.folder import RunStore
+from ..store.records import DONE_STATUSES, load_json, record_problems
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
-    from ..prepare import prepare_run  # torch loads only when a suite is read
-    from ..prerequisites import check_cells
+    from ..execution.prepare import prepare_run  # torch loads only when a suite is read
+    from ..execution.prerequisites import check_cells
 
     run = prepare_run(args.suite, plugins=plugins, plugin_options=getattr(args, "plugin_options", None) or {},
                       device=args.device, pattern=args.pattern)

@@ -1,4 +1,4 @@
-"""Rate–distortion limits and weight structure, as metrics (the math is in ``b2s_bench.ratedistortion``).
+"""Rate–distortion limits and weight structure, as metrics (the math is in ``b2s_bench.fitting.limits``).
 
 ``weight_rd_gap_db``: 10·log10(mse / bound) over the coded tensors together, where mse is the
 mean squared error per coded weight and bound the Gaussian limit at the code's counted bits per
@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import b2s_bench as b2s
 from b2s_bench import Evaluation, MetricSpec, NotApplicable
-from b2s_bench import ratedistortion as rd
+from b2s_bench.fitting import limits as rd
 
 __all__ = ["METRICS"]
 

@@ -34,7 +34,7 @@ def _worker_main(conn: Connection, env: dict[str, str], parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import b2s_bench as b2s  # after the environment is set (CUDA, threads)
-    from b2s_bench import worker
+    from b2s_bench.execution import worker
 
     worker.die_with_parent(parent)
     sending = threading.Lock()  # a plugin may log from its own threads

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, Target, fidelity, weight_layers
+from b2s_bench import Code, Compressed, Context, Target, weight_layers
+from b2s_bench.fitting import fidelity
 
 from ..quantize import QuantizeConfig, quantize_tensor
 from . import convergence as _convergence

@@ -1,0 +1,266 @@
+"""A compressed model: codes for the replaced tensors plus the untouched ones, stored raw.
+
+It evaluates as an ``nn.Module`` (built from a skeleton and the decoded state), counts its exact
+stored bits against the fp32 baseline, and saves as a real artifact (:mod:`b2s_bench.compression.artifact`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import artifact
+from .interface import Code
+from .sizes import FP32, SizeBreakdown, SizeReport, dtype_bits, inference_state
+
+__all__ = ["Compressed", "conform_shapes", "skeleton_of"]
+
+
+def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Resize parameters and buffers of ``model`` to the shapes in ``state`` (structured pruning).
+
+    Layer attributes (channels, features, groups) follow, so a physically shrunk model can be
+    rebuilt from the original architecture and a state dict alone.
+    """
+    own: dict[str, torch.Tensor] = dict(model.named_parameters())
+    own.update(dict(model.named_buffers()))
+    for key, value in state.items():  # a bias the compressor added (e.g. bias correction)
+        mod_name, _, pname = key.rpartition(".")
+        if key not in own and pname == "bias" and mod_name:
+            mod = model.get_submodule(mod_name)
+            if getattr(mod, "bias", "absent") is None:
+                mod.bias = nn.Parameter(torch.empty_like(value))
+                own[key] = mod.bias
+    changed: set[str] = set()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            changed.add(key.rpartition(".")[0])
+    for mod_name in changed:
+        mod = model.get_submodule(mod_name)
+        for pname, p in list(mod.named_parameters(recurse=False)):
+            key = f"{mod_name}.{pname}"
+            if key in state:
+                setattr(mod, pname, nn.Parameter(torch.empty_like(state[key]), requires_grad=p.requires_grad))
+        for bname, b in list(mod.named_buffers(recurse=False)):
+            key = f"{mod_name}.{bname}"
+            if key in state and b is not None:
+                mod.register_buffer(bname, torch.empty_like(state[key]))
+        w = getattr(mod, "weight", None)
+        if isinstance(mod, nn.modules.conv._ConvNd) and w is not None:
+            depthwise = mod.groups > 1 and mod.groups == mod.in_channels
+            if mod.transposed:
+                mod.in_channels, mod.out_channels = w.shape[0], w.shape[1] * mod.groups
+            else:
+                mod.out_channels = w.shape[0]
+                mod.groups = w.shape[0] if depthwise else mod.groups
+                mod.in_channels = w.shape[1] * mod.groups
+        elif isinstance(mod, nn.Linear) and w is not None:
+            mod.out_features, mod.in_features = w.shape
+        elif isinstance(mod, nn.modules.batchnorm._NormBase):
+            ref = getattr(mod, "running_mean", None)
+            ref = ref if ref is not None else w
+            if ref is not None:
+                mod.num_features = ref.shape[0]
+        elif isinstance(mod, nn.LayerNorm) and w is not None:
+            mod.normalized_shape = tuple(w.shape)
+
+
+class Compressed:
+    """A compressed model: codes for the replaced tensors plus the untouched ones, stored raw.
+
+    Args:
+        codes: state_dict key -> code.
+        raw: state_dict key -> tensor kept as is; counted at its dtype's width (plus 32 bits a
+            dimension where its shape differs from the original architecture's: the new shape must
+            be stored).
+        skeleton: the architecture (its weights are ignored; shapes are conformed on build).
+        original_shapes: shapes of the original model's inference state (the fp32 baseline).
+        replaced: original keys that count as compressed layers (default: the keys of ``codes``).
+        architecture: model source name to rebuild ``skeleton`` when loading, if it differs
+            from the original model (a distillation student).
+        info: compressor facts for the record (per-layer ranks, chosen budgets, ...).
+        activations: simulated activation quantization: layer name -> (low, high) range of its
+            input, fake-quantized to ``activation_bits`` at evaluation. Activation bits do not
+            change the weight storage; each range is counted as 2 x 32 bits of metadata.
+    """
+
+    def __init__(
+        self,
+        codes: Mapping[str, Code],
+        raw: Mapping[str, torch.Tensor],
+        skeleton: nn.Module,
+        original_shapes: Mapping[str, tuple[int, ...]],
+        replaced: Iterable[str] | None = None,
+        architecture: str | None = None,
+        info: Mapping[str, Any] | None = None,
+        activations: Mapping[str, tuple[float, float]] | None = None,
+        activation_bits: int | None = None,
+    ):
+        overlap = set(codes) & set(raw)
+        if overlap:
+            raise ValueError(f"tensors both coded and raw: {sorted(overlap)[:5]}")
+        self.codes = dict(codes)
+        self.raw = {k: v.detach() for k, v in raw.items()}
+        self.skeleton = skeleton
+        self.original_shapes = {k: tuple(s) for k, s in original_shapes.items()}
+        self.replaced = frozenset(self.codes if replaced is None else replaced) | frozenset(self.codes)
+        self.architecture = architecture
+        self.info = dict(info or {})
+        self.activations = {k: (float(lo), float(hi)) for k, (lo, hi) in (activations or {}).items()}
+        self.activation_bits = activation_bits
+        self._decoded: dict[str, torch.Tensor] | None = None
+        if self.activations and not activation_bits:
+            raise ValueError("activation ranges need activation_bits")
+
+    @classmethod
+    def from_codes(
+        cls, model: nn.Module, codes: Mapping[str, Code], info: Mapping[str, Any] | None = None
+    ) -> Compressed:
+        """The common case: some tensors of ``model`` are coded, the rest are stored raw as they are.
+
+        ``model`` itself becomes the skeleton (not copied: the runner hands every cell its own copy),
+        so do not modify it afterwards.
+        """
+        state = inference_state(model)
+        unknown = set(codes) - set(state)
+        if unknown:
+            raise KeyError(f"codes for tensors the model does not have: {sorted(unknown)[:5]}")
+        raw = {k: v for k, v in state.items() if k not in codes}
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        return cls(codes, raw, model, shapes, info=info)
+
+    def with_codes(self, codes: Mapping[str, Code]) -> Compressed:
+        return Compressed(codes, self.raw, self.skeleton, self.original_shapes, self.replaced, self.architecture,
+                          self.info, self.activations, self.activation_bits)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The decoded inference state (codes decoded, raw tensors as float where they were float).
+
+        Decoding runs once: some decoders (an INR evaluated at every weight) cost seconds, and the
+        model, the weight metrics and the artifact all read the result. Codes are never changed in
+        place (a pipeline builds a new Compressed), so the cache stays valid. Callers get a new dict
+        whose tensors they must not modify.
+        """
+        if self._decoded is None:
+            state = {k: c.decode().detach() for k, c in self.codes.items()}
+            for k, v in self.raw.items():
+                state[k] = v.float() if v.is_floating_point() else v
+            self._decoded = state
+        return dict(self._decoded)
+
+    def keep_decoded(self, decoded: Mapping[str, torch.Tensor]) -> None:
+        """Hand over tensors the compressor already decoded (each equal to its code's ``decode()``),
+        so an expensive decoder does not run twice."""
+        unknown = set(decoded) - set(self.codes)
+        if unknown:
+            raise KeyError(f"decoded tensors without a code: {sorted(unknown)[:5]}")
+        state = {k: t.detach() for k, t in decoded.items()}
+        state.update({k: c.decode().detach() for k, c in self.codes.items() if k not in decoded})
+        for k, v in self.raw.items():
+            state[k] = v.float() if v.is_floating_point() else v
+        self._decoded = state
+
+    def module(self, deployed: bool = False, fresh: bool = True) -> nn.Module:
+        """An ``nn.Module`` ready to evaluate, built from the skeleton and the decoded state.
+
+        Args:
+            deployed: replace layers by the codes' deployed forms where they have one (for example
+                low-rank factors as two layers, or weights rebuilt on the fly).
+            fresh: build on a copy of the skeleton. False builds into the skeleton itself (the
+                runner does, once per cell, to save a copy); later calls still work, and every
+                model built carries exactly one set of activation quantizers.
+        """
+        model = copy.deepcopy(self.skeleton) if fresh or deployed else self.skeleton
+        _remove_activation_quantizers(model)  # a skeleton built into before carries the earlier set
+        state = self.state_dict()
+        conform_shapes(model, state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise RuntimeError(f"compressed state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for layer_name, (lo, hi) in self.activations.items():
+            model.get_submodule(layer_name).register_forward_pre_hook(
+                _ActivationQuantizer(lo, hi, self.activation_bits or 8))
+        if deployed:
+            for key, code in self.codes.items():
+                layer_name = key.rpartition(".")[0]
+                layer = model.get_submodule(layer_name)
+                new = code.deployed(layer)
+                if new is not None:
+                    parent_name, _, child = layer_name.rpartition(".")
+                    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        return model.eval()
+
+    def size(self) -> SizeReport:
+        """Exact stored bits, the fp32 baseline, and what the compressed layers alone cost."""
+        code_bits = SizeBreakdown.sum(c.bits() for c in self.codes.values())
+        raw_bits = {k: v.numel() * dtype_bits(v.dtype) for k, v in self.raw.items()}
+        # a raw tensor stored at a new shape of the original architecture (structured pruning) needs its
+        # dimensions, 32 bits each; another architecture (a distilled student) defines its own shapes
+        shape_bits = {k: 32 * v.dim() for k, v in self.raw.items() if self.architecture is None
+                      and k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]}
+        total = code_bits + SizeBreakdown(raw=sum(raw_bits.values()),
+                                          metadata=64 * len(self.activations) + sum(shape_bits.values()))
+        baseline = FP32 * sum(_numel(s) for s in self.original_shapes.values())
+        layers_baseline = FP32 * sum(_numel(self.original_shapes[k]) for k in self.replaced if k in self.original_shapes)
+        layers = code_bits.total + sum(shape_bits.values()) + sum(
+            b for k, b in raw_bits.items() if k in self.replaced or k not in self.original_shapes
+        )
+        return SizeReport(total, baseline, layers_baseline, layers)
+
+    def save(self, path: str) -> int:
+        """Write the artifact (safetensors + JSON manifest) to the folder ``path``; return its bytes."""
+        return artifact.save_compressed(self, path)
+
+    @classmethod
+    def load(cls, path: str, skeleton: nn.Module, code_types: Mapping[str, type[Code]]) -> Compressed:
+        """Read an artifact written by :meth:`save`. ``code_types`` maps ``Code.kind`` to its class."""
+        codes, raw, manifest = artifact.read_artifact(path, code_types)
+        return cls(
+            codes,
+            raw,
+            skeleton,
+            {k: tuple(s) for k, s in manifest["original_shapes"].items()},
+            replaced=manifest["replaced"],
+            architecture=manifest.get("architecture"),
+            activations={k: tuple(v) for k, v in manifest.get("activations", {}).items()},
+            activation_bits=manifest.get("activation_bits"),
+        )
+
+
+class _ActivationQuantizer:
+    """Forward pre-hook: fake-quantize a layer's input to ``bits`` over [low, high] (affine)."""
+
+    def __init__(self, low: float, high: float, bits: int):
+        self.low, self.high, self.bits = low, high, bits
+        self.scale = max(high - low, 1e-12) / (2**bits - 1)
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        q = torch.clamp(torch.round((x - self.low) / self.scale), 0, 2**self.bits - 1)
+        return (q * self.scale + self.low, *args[1:])
+
+
+def _remove_activation_quantizers(model: nn.Module) -> None:
+    for module in model.modules():
+        for handle_id, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, _ActivationQuantizer):
+                del module._forward_pre_hooks[handle_id]
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def skeleton_of(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` on the CPU, to rebuild from (its tensor values are not used)."""
+    return copy.deepcopy(model).cpu()
+
+

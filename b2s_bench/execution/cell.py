@@ -1,0 +1,386 @@
+"""Computing one cell: build (once per process) the model and data, compress, check, evaluate, record.
+
+A :class:`CellRunner` lives in whatever process computes cells (the CLI's with ``--executor
+inline``, or a long-lived worker): it keeps each baseline model and dataset it built, and gives
+every cell a fresh copy. Dense reference outputs are cached on disk in the run folder, keyed by the
+model's weights and the data, so several workers compute them once.
+
+Before a cell is ``ok`` its result is checked, whatever the compressor claims:
+
+- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
+- decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
+- a data-free compressor receives no calibration or training data (the track decides);
+- the result changes enough of the model's weights and meets its config's target, else the cell is
+  ``not-applicable`` or ``short-of-target`` with the reason (:mod:`b2s_bench.compression.coverage`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import os
+import random
+import resource
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..compression.compressed import Compressed
+from ..compression.contract import check_storage
+from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
+from ..compression.interface import Context
+from ..errors import CannotWrite
+from ..metrics import Evaluation, NotApplicable, run_model
+from ..plugins import Plugins
+from ..sources import LoadedData, LoadedModel, ModelRequest
+from ..store.folder import OwnedLock, RunStore
+from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
+from ..suites.cells import Cell
+from ..suites.load import Suite
+from .pipeline import apply_stage
+
+__all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
+
+DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
+#: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+class NonFiniteError(ValueError):
+    """Decoded weights or model outputs hold NaN or Inf."""
+
+
+class _NotOk(Exception):
+    """Ends a cell's computation with a status that is neither ok nor error (not a failure)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+class CellRunner:
+    """Computes cells of one suite in this process, caching models and data between cells."""
+
+    def __init__(self, suite: Suite, plugins: Plugins, device: torch.device, store: RunStore,
+                 show_progress: bool = False, log: Callable[[str], None] | None = None):
+        self.suite, self.plugins, self.device, self.store = suite, plugins, device, store
+        self.show_progress = show_progress
+        self.log = log or (lambda msg: None)
+        self._cell_log = self.log  # during a cell: its messages, prefixed and kept for its record
+        self._models: dict[str, LoadedModel | BaseException] = {}
+        self._data: dict[str, LoadedData] = {}
+        self._env: dict[str, Any] | None = None
+
+    @staticmethod
+    def _key(obj: Any) -> str:
+        return json.dumps(obj, sort_keys=True, default=str)
+
+    # -- what cells share: models, data, dense outputs ----------------------------------------------
+    def model(self, request: ModelRequest) -> LoadedModel:
+        key = self._key(dataclasses.asdict(request))
+        if key not in self._models:
+            seed_everything(self.suite.seed)  # random-init models are reproducible
+            try:
+                loaded = self.plugins.models.get(request.source).build(request)
+                loaded.module.eval()
+                self._models[key] = loaded
+            except Exception as e:  # every cell of this model fails with the same message
+                self._models[key] = e
+        found = self._models[key]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def dataset(self, cell: Cell, model: LoadedModel) -> LoadedData | None:
+        if cell.dataset is None:
+            return None
+        key = self._key([cell.fingerprint["model"], cell.fingerprint["dataset"]])
+        if key not in self._data:
+            self._data[key] = self.plugins.datasets.get(cell.dataset.name).build(cell.dataset.config, model)
+        return self._data[key]
+
+    def reference_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The dense model's outputs on the eval set: computed once per model and data, on disk, for every
+        cell and run on this machine (``--force`` recomputes cells, not these)."""
+        # shared across runs (the user's cache): the torch version is in the key, since its kernels
+        # decide the last bits of the outputs
+        key = hashlib.sha256(self._key([cell.fingerprint["model"], cell.fingerprint["dataset"], data.fingerprint,
+                                        self.suite.runtime.batch_size, self.device.type,
+                                        torch.__version__]).encode()).hexdigest()[:24]
+        path = self.store.reference_cache / f"{key}.pt"
+        # the lock names its holder: a worker killed while computing them (its pid dead on this host,
+        # or its heartbeat stale) is taken over at once; a live holder is waited for, however long
+        lock = OwnedLock(path.with_suffix(".lock"))
+        while True:
+            if path.is_file():
+                saved = torch.load(path, weights_only=True)
+                return saved["logits"], saved.get("labels")
+            try:
+                taken = lock.acquire()
+            except OSError as e:
+                if e.errno in WRITE_ERRNOS:
+                    raise cannot_write(lock.path, e) from e
+                raise
+            if not taken:
+                dead = lock.break_if_dead()
+                if dead is not None:
+                    self._cell_log(f"taking over the dense outputs of {cell.model.label} from pid {dead.get('pid')} "
+                                   f"on {dead.get('host', '?')}, which died computing them")
+                else:
+                    time.sleep(0.2)
+                continue
+            try:
+                dense = copy.deepcopy(model.module).to(self.device)
+                logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
+                buf = io.BytesIO()
+                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, buf)
+                try:
+                    write_atomic(path, buf.getvalue())
+                except CannotWrite as e:  # only a cache: the cell goes on (its record is what must be written)
+                    self.log(f"warning: dense outputs not cached: {e}")
+                return logits, labels
+            finally:
+                lock.release()
+
+    def progress(self, total: int, desc: str) -> Any:
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.show_progress, dynamic_ncols=True)
+
+    def environment(self) -> dict[str, Any]:
+        if self._env is None:
+            self._env = environment(self.device, {i.name: f"{i.distribution} {i.version}" for i in self.plugins.infos})
+        return self._env
+
+    # -- one cell --------------------------------------------------------------------------------------
+    def context(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Context:
+        track = cell.track
+        return Context(
+            device=self.device,
+            seed=cell.seed,
+            track=track,
+            input_shape=tuple(model.input_shape),
+            num_classes=model.num_classes,
+            calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
+            training=data.training if data is not None and track == "training" else None,
+            build_model=self._build_other_model,
+            progress=self.progress,
+            log=self._cell_log,
+        )
+
+    def compress(self, cell: Cell, model: LoadedModel, data: LoadedData | None) -> Compressed:
+        module = copy.deepcopy(model.module).to(self.device).eval()
+        if cell.is_baseline:
+            return Compressed.from_codes(module, {})
+        ctx = self.context(cell, model, data)
+        first = cell.stages[0]
+        compressed = self.plugins.compressors.get(first.name).compress(module, first.config, ctx)
+        if not isinstance(compressed, Compressed):
+            raise TypeError(f"compressor {first.name!r} returned {type(compressed).__name__}, not b2s_bench.Compressed")
+        for stage in cell.stages[1:]:
+            compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
+        if len(cell.stages) > 1:  # the first stage's facts are under details.stages[0]: name it there
+            compressed.info["stages"][0].setdefault("compressor", first.name)
+        return compressed
+
+    def _build_other_model(self, name: str) -> torch.nn.Module:
+        request = ModelRequest(name)
+        source = self.plugins.models.get(request.source)
+        if source.build_architecture is not None:
+            return source.build_architecture(request.arch)
+        return source.build(request).module
+
+    def base_record(self, cell: Cell) -> Record:
+        return Record(
+            schema=SCHEMA, cell_id=cell.id, suite=cell.suite, status="error", label=cell.label, track=cell.track,
+            family=cell.family, seed=cell.seed,
+            model={"name": cell.model.request.name, "label": cell.model.label,
+                   "pretrained": cell.model.request.pretrained, "weights": cell.model.request.weights},
+            dataset=cell.fingerprint["dataset"],
+            compressor={"pipeline": [
+                {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
+                for s in cell.stages
+            ], "identity": self.is_identity(cell)},
+            metrics={}, size={}, timings={}, details={}, environment=self.environment(), error=None,
+            started_at=utc_now(), finished_at="", fingerprint=cell.fingerprint, per_example={},
+        )
+
+    def is_identity(self, cell: Cell) -> bool:
+        if cell.is_baseline:
+            return False
+        for stage in cell.stages:
+            ident = self.plugins.compressors.get(stage.name).identity
+            if ident is None or any(stage.settings.get(k) != v for k, v in ident.items()):
+                return False
+        return True
+
+    def run(self, cell: Cell) -> Record:
+        """The cell's record: ``ok`` with every metric, or ``error`` with the traceback."""
+        record = self.base_record(cell)
+        messages: list[str] = []
+        caught: list[str] = []
+
+        def log(message: str) -> None:
+            messages.append(str(message))
+            self.log(f"[{cell.name}] {message}")
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            text = f"{category.__name__}: {message} ({filename}:{lineno})"
+            if text not in caught:  # a warning raised in a loop is kept and shown once
+                caught.append(text)
+                self.log(f"[{cell.name}] warning: {text}")
+
+        t0 = time.perf_counter()
+        # the filters stay as they are (what is ignored stays ignored); what would reach the terminal
+        # goes through this cell's log instead, so a worker process forwards it and the record keeps it
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            self._cell_log = log
+            try:
+                self._compute(cell, record, t0)
+                record["status"] = "ok"
+            except _NotOk as e:
+                record["status"] = e.status
+                record["details"] = {**record["details"], "status_reason": e.reason}
+                record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
+            except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
+                raise
+            except Exception as e:
+                if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
+                    raise cannot_write(e.filename or self.store.root / "cells", e) from e
+                record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+                record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
+            finally:
+                self._cell_log = self.log
+        if messages:
+            record["details"] = {**record["details"], "log": messages}
+        if caught:
+            record["details"] = {**record["details"], "warnings": caught}
+        record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),
+                                 "peak_rss_mb": round(_peak_rss_mb(), 1)}
+        record["finished_at"] = utc_now()
+        return record
+
+    def _compute(self, cell: Cell, record: Record, t0: float) -> None:
+        model = self.model(cell.model.request)
+        record["model"].update(checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()),
+                               num_classes=model.num_classes)
+        data = self.dataset(cell, model)
+        if data is not None:
+            info = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            if data.clusters is not None:  # reports resample these clusters, not single examples
+                from ..store import samples
+
+                info["clusters"] = samples.encode_clusters(data.clusters)
+            record["dataset"] = info
+        t1 = time.perf_counter()
+        seed_everything(cell.seed)
+        try:
+            compressed = self.compress(cell, model, data)
+        except NotApplicableError as e:
+            record["timings"] = {"build": t1 - t0, "compress": time.perf_counter() - t1}
+            raise _NotOk("not-applicable", e.reason) from None
+        t2 = time.perf_counter()
+        record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
+        check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
+        _check_finite("decoded weight", compressed.state_dict())
+        size = compressed.size()
+        record["size"] = size.as_dict()
+        short = self._check_coverage(cell, model, compressed, record)
+        if self.suite.runtime.save_artifacts:
+            record["size"]["disk_bytes"] = compressed.save(str(self.store.artifacts / cell.id))
+        evaluated = compressed.module(fresh=False).to(self.device).eval()
+        reference = (lambda: self.reference_outputs(cell, model, data)) if data is not None else _no_data
+        ev = Evaluation(evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size, reference,
+                        {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats)
+        self._metrics(cell, ev, record)
+        if self.suite.runtime.weight_limits and ev.coded_pairs:
+            ev.limits()  # details.rate_distortion and weight_structure in every record that replaces weights
+        if "outputs" in ev.__dict__:  # computed by a metric: a model that outputs NaN fails, never scores 0 %
+            _check_finite("model output", {"logits": ev.outputs[0]})
+        t3 = time.perf_counter()
+        record["details"] = {**compressed.info, **ev.details, **record["details"]}
+        stats = {k: c.stats() for k, c in compressed.codes.items()}
+        if any(stats.values()):
+            record["details"]["codes"] = {k: v for k, v in stats.items() if v}
+        limits = {"limits": ev.timings["limits"]} if "limits" in ev.timings else {}
+        record["timings"] = {**record["timings"], **limits, "evaluate": t3 - t2, "total": t3 - t0}
+        if short is not None:  # evaluated all the same: its table shows what it did reach
+            raise _NotOk("short-of-target", short)
+
+    def _check_coverage(self, cell: Cell, model: LoadedModel, compressed: Compressed, record: Record) -> str | None:
+        """Record coverage, the target and caveats; raise for a cell that covers too little, and
+        return the reason a cell misses its target (None when it meets it or has none)."""
+        caveats = compressed.info.get("caveats")
+        if caveats:
+            record["details"]["caveats"] = list(caveats)
+            record["label"] = label_with_caveats(record["label"], caveats)
+        if cell.is_baseline:
+            return None
+        cov = coverage(compressed, model.module)
+        record["details"]["coverage"] = cov
+        exempt = record["compressor"].get("identity")  # the exact-copy check changes nothing on purpose
+        reason = None if exempt else coverage_reason(cov)
+        if reason is not None:
+            record["details"] = {**compressed.info, **record["details"]}
+            raise _NotOk("not-applicable", f"{cell.stages[0].name}: {reason}")
+        first = cell.stages[0]
+        target_of = self.plugins.compressors.get(first.name).target
+        target = target_of(first.config, compressed, model.module) if target_of is not None else None
+        if target is None:
+            return None
+        record["details"]["target"] = target.as_dict()
+        return None if exempt or target.met else f"{first.name}: short of its target: {target.reason()}"
+
+    def _metrics(self, cell: Cell, ev: Evaluation, record: Record) -> None:
+        not_applicable = {}
+        for name in cell.metrics:
+            spec = self.plugins.metrics.get(name)
+            try:
+                value = float(spec.compute(ev))
+            except NotApplicable as e:
+                value, not_applicable[name] = None, str(e)
+            record["metrics"][name] = spec.record_entry(value)
+        if not_applicable:
+            record["details"]["not_applicable"] = not_applicable
+        per_example = getattr(ev, "per_example", None)
+        if per_example:
+            from ..store import samples
+
+            record["per_example"] = samples.encode_all(per_example)
+
+
+def _check_finite(what: str, tensors: dict[str, torch.Tensor]) -> None:
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise NonFiniteError(f"{what} {key} has {bad} non-finite values (NaN or Inf) of {t.numel()}")
+
+
+def _no_data() -> tuple[torch.Tensor, torch.Tensor | None]:
+    raise NotApplicable("no dataset is set for this model")
