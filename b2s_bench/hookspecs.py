@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .hookmarkers import hookspec
 
 if TYPE_CHECKING:
-    from .compression.interface import CompressorSpec
+    from .compression.compressor import CompressorSpec
     from .execution.executors import ExecutorSpec
     from .hookmarkers import CliOption
     from .metrics import MetricSpec

@@ -13,15 +13,15 @@ import functools
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports it where it runs
+    import torch
+    from torch import nn
 
-from .compression.compressed import Compressed
-from .compression.sizes import SizeReport
-from .fitting import limits as rd
-from .sources import LoadedData, LoadedModel
+    from .compression.compressed import Compressed
+    from .compression.sizes import SizeReport
+    from .sources import LoadedData, LoadedModel
 
 __all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "default_metrics"]
 
@@ -92,11 +92,21 @@ def default_metrics(registry: Any) -> list[str]:
 CPU_BATCH_VALUES = 1 << 22
 
 
-@torch.inference_mode()
 def run_model(
     model: nn.Module, data: LoadedData, device: torch.device, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits for the whole eval set (on the CPU, fp32) and the labels (or None)."""
+    import torch
+
+    with torch.inference_mode():
+        return _run_model(model, data, device, batch_size)
+
+
+def _run_model(
+    model: nn.Module, data: LoadedData, device: torch.device, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    import torch
+
     model.eval()
     outs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
@@ -245,11 +255,13 @@ class Evaluation:
         pairs = self.coded_pairs
         if not pairs:
             raise NotApplicable(NO_WEIGHT_PAIRS)
+        from .fitting import limits as rd
+
         start = time.perf_counter()
         per = {key: rd.tensor_limits(w, wh, self.compressed.codes[key].bits().total) for key, w, wh in pairs}
         model = rd.model_limits([w for _, w, _ in pairs], list(per.values()))
         self.details["rate_distortion"] = {"tensors": {k: v.as_dict() for k, v in per.items()}, "model": model}
-        from .paths import cache_dir
+        from .sources import cache_dir
 
         folder = cache_dir() / rd.STRUCTURE_CACHE
         self.details["weight_structure"] = {key: rd.structure_of(w, folder=folder) for key, w, _ in pairs}

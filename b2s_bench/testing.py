@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 from .compression.compressed import Compressed
+from .compression.compressor import CompressorSpec, Context
 from .compression.contract import packed_count, storage_problems
 from .compression.coverage import Target, coverage
-from .compression.interface import CompressorSpec, Context
 from .compression.sizes import allowed_bytes
 from .config import build_config
 from .errors import ConfigError
 
-__all__ = ["TinyCNN", "TinyMLP", "tiny_context", "check_compressor", "ContractReport"]
+__all__ = ["check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP"]
 
 
 class TinyCNN(nn.Module):

@@ -20,8 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from b2s_bench.execution.prepare import prepare_run
-from b2s_bench.execution.runner import Runner, RunOptions
+from b2s_bench.execution import Runner, RunOptions, prepare_run
 from b2s_bench.plugins import load_plugins
 
 NOOP_PLUGIN = '''

@@ -24,8 +24,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from b2s_bench import Compressed, Context, Evaluation, StoredTensorCode, build_config
+from b2s_bench import Compressed, Context, StoredTensorCode, build_config
 from b2s_bench.fitting import limits as rd
+from b2s_bench.metrics import Evaluation
 from b2s_bench.sources import LoadedModel
 
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from b2s_bench.execution.prepare import prepare_run
-from b2s_bench.execution.runner import Runner, RunOptions
+from b2s_bench.execution import Runner, RunOptions, prepare_run
 from b2s_bench.metrics import run_model
 from b2s_bench.plugins import load_plugins
 from b2s_bench.sources import LoadedModel
@@ -107,7 +106,7 @@ def resume(folder: Path) -> None:
     first = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
                    RunOptions(out_dir=out, progress=False, executor="inline")).run()
     t_first = time.perf_counter() - t0
-    from b2s_bench.reporting.files import write_report
+    from b2s_bench.reporting import write_report
 
     write_report(out, plugins)
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from typing import Any
 
 from b2s_bench_plugins.compressors.big2small.claims import claims_table, load_records
 
-from b2s_bench import paired_bootstrap, per_example_arrays
+from b2s_bench.reporting import paired_bootstrap, per_example_arrays
 from b2s_bench.reporting.tables import load_frame
 
 LOSSES = {(0, 0): "MSE", (1, 0): "MSE + gradient", (0, 1): "MSE + frequency", (1, 1): "full loss"}

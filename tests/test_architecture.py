@@ -28,17 +28,90 @@ def _imports(path: Path) -> list[tuple[str, int]]:
     return found
 
 
-#: the public faces: sub-packages with their own ``__all__``, which plugins may import from
-FACES = ("b2s_bench.fitting", "b2s_bench.execution")
+#: the public faces: modules with their own ``__all__``, beside the top level
+FACES = tuple(f"b2s_bench.{face}" for face in b2s._FACES)
+#: the specs, which the top level and their kind's face both offer
+SPECS = {"CompressorSpec", "ModelSource", "DatasetSpec", "MetricSpec", "ReporterSpec", "ExecutorSpec"}
 
 
-def test_plugins_import_nothing_from_the_core_but_its_public_api() -> None:
-    offenders = []
-    for path in [*PLUGINS.rglob("*.py"), *(ROOT / "examples").rglob("src/**/*.py")]:
-        for module, level in _imports(path):
-            if level == 0 and module.startswith("b2s_bench.") and module not in FACES:
-                offenders.append(f"{path.relative_to(ROOT)}: {module}")
+def _public_import_problems(path: Path) -> list[str]:
+    """Every use of the core in ``path`` that is not the public API, in any form: ``import b2s_bench.X``,
+    ``from b2s_bench import x``, ``from b2s_bench.X import x`` and ``b2s.x`` / ``b2s.X.x`` attributes."""
+    import importlib
+
+    problems = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("b2s_bench.") and a.name not in FACES:
+                    problems.append(f"import {a.name}")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("b2s_bench"):
+            if node.module.startswith("b2s_bench_"):
+                continue
+            if node.module != "b2s_bench" and node.module not in FACES:
+                problems.append(f"from {node.module} import ...")
+                continue
+            exported = set(importlib.import_module(node.module).__all__)
+            problems += [f"from {node.module} import {a.name}" for a in node.names if a.name not in exported]
+    code = _code_only(path)
+    for face, name in re.findall(r"(?<![\w.])b2s\s*\.\s*(?:(" + "|".join(b2s._FACES) + r")\s*\.\s*)?(\w+)", code):
+        module = importlib.import_module(f"b2s_bench.{face}" if face else "b2s_bench")
+        if name not in module.__all__:
+            problems.append(f"b2s.{face + '.' if face else ''}{name}")
+    return problems
+
+
+def test_plugins_use_only_the_public_api_in_every_form() -> None:
+    offenders = [f"{path.relative_to(ROOT)}: {problem}"
+                 for path in [*PLUGINS.rglob("*.py"), *(ROOT / "examples").rglob("src/**/*.py")]
+                 for problem in _public_import_problems(path)]
     assert offenders == []
+
+
+def test_the_guard_catches_every_form(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import b2s_bench as b2s\nimport b2s_bench.store\nfrom b2s_bench import leaderboards, Code, reporting\n"
+                   "from b2s_bench.store import records\nfrom b2s_bench.reporting import RunStore, Record\n"
+                   "x = b2s.fit_network\ny = b2s.fitting.train_loop\nz = b2s.fitting.nothing\n")
+    assert _public_import_problems(bad) == [
+        "import b2s_bench.store", "from b2s_bench import leaderboards", "from b2s_bench.store import ...",
+        "from b2s_bench.reporting import RunStore", "b2s.fit_network", "b2s.fitting.nothing"]
+
+
+def test_the_faces_share_no_names_but_the_specs() -> None:
+    import importlib
+
+    owners: dict[str, list[str]] = {}
+    for module in ("b2s_bench", *FACES):
+        for name in importlib.import_module(module).__all__:
+            owners.setdefault(name, []).append(module)
+    shared = {name: where for name, where in owners.items() if len(where) > 1 and name not in SPECS}
+    assert shared == {}
+    assert len(b2s.__all__) - len(b2s._FACES) - 1 <= 45  # the contract stays small: about 40 names
+
+
+def test_moved_names_still_answer_with_a_warning_that_names_their_new_home() -> None:
+    import warnings
+
+    for name, home in b2s._MOVED.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = getattr(b2s, name)
+        assert value is not None
+        assert [str(w.message) for w in caught] == [
+            f"b2s_bench.{name} has moved: use {home} (the old name goes in the next release)"], name
+        assert name not in dir(b2s)
+
+
+def test_importing_the_api_or_a_face_loads_neither_torch_nor_pandas() -> None:
+    import subprocess
+    import sys
+
+    for module in ("b2s_bench", *(face for face in FACES if face != "b2s_bench.testing")):  # its tiny models are torch
+        code = (f"import sys, {module}; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]", module
 
 
 def test_the_core_imports_no_plugin_module() -> None:
@@ -148,9 +221,9 @@ def test_every_package_folder_is_listed_for_installation() -> None:
 #: The AST (docstrings and comments aside) of the core code that decides sizes, as of CORE_VERSION.
 #: When this test fails, a change touched that code: if it can change any record's numbers, bump
 #: b2s_bench.suites.cells.CORE_VERSION (every cell is then recomputed); either way, paste the new hash here.
-SIZE_CODE = ("compression/sizes.py", "compression/contract.py", "compression/compressed.py", "compression/nested.py",
-             "compression/artifact.py", "compression/packing.py")
-SIZE_CODE_HASH = "c12ea4c1500a4f60"  # the move into compression/ (imports only): no record's numbers change
+SIZE_CODE = ("compression/sizes.py", "compression/contract.py", "compression/compressed.py", "compression/codes.py",
+             "compression/packing.py")
+SIZE_CODE_HASH = "58b65adaa54997a3"  # the move into compression/ (artifact into compressed, nested and the code classes into codes): no record's numbers change
 
 
 def _ast_hash(paths: list[Path]) -> str:

@@ -17,7 +17,7 @@ from b2s_bench_plugins.compressors.big2small.outliers import pack_positions, pos
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, Context, build_config
-from b2s_bench.execution.pipeline import apply_stage
+from b2s_bench.execution.cell import apply_stage
 from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
@@ -402,7 +402,7 @@ def test_claims_have_evidence_levels_and_never_contradict_their_interval(tmp_pat
     from b2s_bench_plugins.compressors.big2small import CLAIMS
     from b2s_bench_plugins.compressors.big2small.claims import claims_table
 
-    from b2s_bench import ReportContext
+    from b2s_bench.reporting import ReportContext
 
     full = {"steps": 6000, "standardize": True, "outliers": "sigma", "lambda_grad": 1.0, "lambda_freq": 1.0}
     cells = []

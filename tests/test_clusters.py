@@ -158,7 +158,7 @@ def build(config, model):
         for i in range(0, config.n, batch_size):
             yield x[i:i + batch_size], y[i:i + batch_size]
 
-    return b2s.LoadedData(batches, config.n, True, f"grouped:{config.n}", clusters=np.arange(config.n) // 6)
+    return b2s.sources.LoadedData(batches, config.n, True, f"grouped:{config.n}", clusters=np.arange(config.n) // 6)
 
 @b2s.hookimpl
 def b2s_register_datasets(register):
@@ -207,7 +207,7 @@ def test_claims_paired_interval_resamples_clusters() -> None:
 
 
 def test_loaded_data_checks_its_cluster_ids() -> None:
-    from b2s_bench import LoadedData
+    from b2s_bench.sources import LoadedData
 
     def no_batches(batch_size: int) -> list[Any]:
         return []

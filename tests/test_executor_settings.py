@@ -70,7 +70,7 @@ def test_the_section_reaches_the_executor_as_written_frozen_and_hashable(write_s
     assert hash(runtime) == hash(load_suite(path, plugins).runtime)  # no hand-written __hash__ needed
     assert copy.deepcopy(runtime) == runtime and hash(copy.deepcopy(runtime)) == hash(runtime)
     assert runtime.executor.thaw() == {"slurm": {"partition": "gpu", "submitit": {"slurm_qos": ["a", "b"]}}}  # type: ignore[attr-defined]
-    settings = slurm_executor.settings_of(b2s.ExecutorOptions(settings=b2s.build_config(
+    settings = slurm_executor.settings_of(b2s.execution.ExecutorOptions(settings=b2s.build_config(
         slurm_executor.SlurmSettings, dict(section))))
     assert settings.partition == "gpu" and dict(settings.submitit) == {"slurm_qos": ("a", "b")}
 
@@ -94,13 +94,13 @@ def test_slurm_flags_repeat_and_win_over_the_suite(plugins: Plugins) -> None:
     assert values["--slurm"] == ("partition=gpu", "time=600", "slurm_qos=high")  # a tuple: it travels in run plans
     slurm_executor._apply_flags(values["--slurm"])
     suite = slurm_executor.SlurmSettings(partition="cpu", jobs=3)
-    settings = slurm_executor.settings_of(b2s.ExecutorOptions(settings=suite))
+    settings = slurm_executor.settings_of(b2s.execution.ExecutorOptions(settings=suite))
     assert (settings.partition, settings.time, settings.jobs) == ("gpu", 600, 3)  # numbers stay numbers
     assert dict(settings.submitit) == {"slurm_qos": "high"}  # not a setting of ours: submitit's own
     ray_executor._apply_address(values["--address"])
-    assert ray_executor.address_of(b2s.ExecutorOptions(settings=ray_executor.RaySettings("auto"))) == "ray://head:10001"
+    assert ray_executor.address_of(b2s.execution.ExecutorOptions(settings=ray_executor.RaySettings("auto"))) == "ray://head:10001"
     ray_executor._apply_address(None)
-    assert ray_executor.address_of(b2s.ExecutorOptions(settings=ray_executor.RaySettings("auto"))) == "auto"
+    assert ray_executor.address_of(b2s.execution.ExecutorOptions(settings=ray_executor.RaySettings("auto"))) == "auto"
 
 
 def test_a_bad_slurm_flag_is_a_usage_error(tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +113,7 @@ def test_executor_options_and_run_options_are_keyword_only() -> None:
     from b2s_bench.execution.runner import RunOptions
 
     with pytest.raises(TypeError):
-        b2s.ExecutorOptions(2)  # type: ignore[misc]
+        b2s.execution.ExecutorOptions(2)  # type: ignore[misc]
     with pytest.raises(TypeError):
         RunOptions(Path("out"), True)  # type: ignore[misc]
     with pytest.raises(ValueError, match="cannot repeat"):

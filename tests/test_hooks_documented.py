@@ -73,7 +73,7 @@ def test_the_complete_examples_load_and_register(hook: str, tmp_path: Path) -> N
     assert example is not None, f"docs/hooks.md has no complete example under '## {hook}'"
     path = tmp_path / f"example_{hook}.py"
     path.write_text(example)
-    plugins = b2s.load_plugins(files=[str(path)])
+    plugins = b2s.execution.load_plugins(files=[str(path)])
     assert not [f.error for f in plugins.failures if f.name == path.stem]
     assert REGISTERS[hook](plugins), f"the example of {hook} did not register what docs/hooks.md says"
 

@@ -12,7 +12,7 @@ import b2s_bench as b2s
 
 
 def test_b2s_register_reporters_reporter_writes_from_records(tmp_path: Path) -> None:
-    def write(context: b2s.ReportContext) -> list[Path]:
+    def write(context: b2s.reporting.ReportContext) -> list[Path]:
         path = context.out_dir / "n.txt"
         b2s.write_atomic(path, f"{len(context.frame)} in {context.suite}\n")
         return [path]
@@ -22,9 +22,9 @@ def test_b2s_register_reporters_reporter_writes_from_records(tmp_path: Path) -> 
         def b2s_register_reporters(self, register):  # noqa: ANN001, ANN201
             register(b2s.ReporterSpec(name="count_test", write=write))
 
-    plugins = b2s.load_plugins(entry_points=False, extra=[("count-plugin", Plugin())])
+    plugins = b2s.execution.load_plugins(entry_points=False, extra=[("count-plugin", Plugin())])
     spec = plugins.reporters.get("count_test")
-    context = b2s.ReportContext(out_dir=tmp_path, frame=pd.DataFrame({"status": ["ok", "ok"]}), metrics=[],
+    context = b2s.reporting.ReportContext(out_dir=tmp_path, frame=pd.DataFrame({"status": ["ok", "ok"]}), metrics=[],
                                 settings={}, suite="s")
     assert spec.write(context) == [tmp_path / "n.txt"]
     assert (tmp_path / "n.txt").read_text() == "2 in s\n"
@@ -32,15 +32,15 @@ def test_b2s_register_reporters_reporter_writes_from_records(tmp_path: Path) -> 
 
 
 def test_b2s_register_executors_creates_with_the_run_options() -> None:
-    made: list[b2s.ExecutorOptions] = []
+    made: list[b2s.execution.ExecutorOptions] = []
 
     class Plugin:
         @b2s.hookimpl
         def b2s_register_executors(self, register):  # noqa: ANN001, ANN201
             register(b2s.ExecutorSpec(name="recording", create=lambda o: made.append(o) or o, rank=999))
 
-    plugins = b2s.load_plugins(entry_points=False, extra=[("exec-plugin", Plugin())])
-    options = b2s.ExecutorOptions(workers=3)
+    plugins = b2s.execution.load_plugins(entry_points=False, extra=[("exec-plugin", Plugin())])
+    options = b2s.execution.ExecutorOptions(workers=3)
     assert plugins.executors.get("recording").create(options) is options
     assert made == [options]
 

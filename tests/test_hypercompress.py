@@ -23,7 +23,7 @@ from b2s_bench_plugins.compressors.hypercompress.codebook import (
 from torch import nn
 
 from b2s_bench import Compressed, ConfigError, build_config
-from b2s_bench.execution.pipeline import apply_stage
+from b2s_bench.execution.cell import apply_stage
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
 CODE_TYPES = {c.kind: c for c in SPEC.codes}

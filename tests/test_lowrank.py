@@ -9,8 +9,9 @@ import torch
 from b2s_bench_plugins.compressors.lowrank import SPEC, DenseCode, LowRankConfig, SvdCode, TuckerCode
 from torch import nn
 
-from b2s_bench import Compressed, ConfigError, Context, SizeBreakdown, build_config, load_plugins
-from b2s_bench.execution.pipeline import NestedCode, apply_stage
+from b2s_bench import Compressed, ConfigError, Context, SizeBreakdown, build_config
+from b2s_bench.execution import load_plugins
+from b2s_bench.execution.cell import NestedCode, apply_stage
 from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from b2s_bench import Compressed, DecoderNetwork, Evaluation, NotApplicable, StoredTensorCode
+from b2s_bench import Compressed, DecoderNetwork, StoredTensorCode
+from b2s_bench.metrics import Evaluation, NotApplicable
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedData, LoadedModel
 

@@ -12,9 +12,9 @@ import torch
 from b2s_bench_plugins.sources import models, package_weights, zoo
 from helpers import run_cli
 
-from b2s_bench import ModelRequest
 from b2s_bench.errors import UnknownNameError, UserError
 from b2s_bench.plugins import Plugins
+from b2s_bench.sources import ModelRequest
 
 
 def problems(plugins: Plugins, name: str, **kw: object) -> list[str]:
@@ -307,7 +307,7 @@ def test_timm_names_are_kept_per_timm_version_in_the_cache() -> None:
 
     from b2s_bench_plugins.sources import models
 
-    from b2s_bench import cache_dir
+    from b2s_bench.sources import cache_dir
 
     first = models.timm_names()  # lists timm's models once and keeps them
     path = cache_dir() / "timm-names" / f"{md.version('timm')}.json"

@@ -13,8 +13,9 @@ from b2s_bench_plugins.compressors.nern import encoding as enc
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Compressed, ConfigError, Context, build_config, load_plugins
-from b2s_bench.execution.pipeline import apply_stage
+from b2s_bench import Compressed, ConfigError, Context, build_config
+from b2s_bench.execution import load_plugins
+from b2s_bench.execution.cell import apply_stage
 from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 

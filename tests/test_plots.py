@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 from b2s_bench_plugins.reporting.plots import _declutter, _pareto_panel, _pyplot
 
-from b2s_bench import MetricMeta
+from b2s_bench.reporting import MetricMeta
 
 
 def _front(n: int) -> pd.DataFrame:

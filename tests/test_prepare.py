@@ -37,7 +37,7 @@ def fingerprint(request):
 
 def build(request):
     torch.manual_seed(0)
-    return b2s.LoadedModel(tiny_model(), (1, 28, 28), 10, "made")
+    return b2s.sources.LoadedModel(tiny_model(), (1, 28, 28), 10, "made")
 
 @b2s.hookimpl
 def b2s_register_models(register):

@@ -56,7 +56,7 @@ def build(config, model):
         for i in range(0, config.n, size):
             yield x[i:i + size], y[i:i + size]
 
-    return b2s.LoadedData(batches, config.n, True, f"gated:{config.n}")
+    return b2s.sources.LoadedData(batches, config.n, True, f"gated:{config.n}")
 
 @b2s.hookimpl
 def b2s_register_compressors(register):

@@ -12,8 +12,9 @@ import torch
 from helpers import run_cli
 from torch import nn
 
-from b2s_bench import Compressed, Context, Evaluation, NotApplicable, StoredTensorCode, build_config
+from b2s_bench import Compressed, Context, StoredTensorCode, build_config
 from b2s_bench.fitting import limits as rd
+from b2s_bench.metrics import Evaluation, NotApplicable
 from b2s_bench.plugins import Plugins
 from b2s_bench.sources import LoadedModel
 
@@ -366,7 +367,7 @@ def test_the_structure_cache_on_disk_serves_another_process(monkeypatch: pytest.
 def test_a_later_stage_keeps_the_first_stages_caveats_at_the_top_too() -> None:
     from b2s_bench_plugins.compressors import lowrank, quantize
 
-    from b2s_bench.execution.pipeline import apply_stage
+    from b2s_bench.execution.cell import apply_stage
 
     model = Two()
     first = lowrank.SPEC.compress(model, build_config(lowrank.SPEC.config, {"rank": 2}), Context())

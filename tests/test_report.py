@@ -21,9 +21,8 @@ import pytest
 from helpers import run_cli
 
 from b2s_bench.errors import UserError
-from b2s_bench.metricmeta import MetricMeta
 from b2s_bench.reporting.summary import summary_text
-from b2s_bench.reporting.tables import BELOW_LIMIT, header, leaderboards, load_frame, primary_metric
+from b2s_bench.reporting.tables import BELOW_LIMIT, MetricMeta, header, leaderboards, load_frame, primary_metric
 from b2s_bench.store import samples
 from b2s_bench.store.records import SCHEMA, fingerprint_id, record_problems, write_record
 
@@ -399,7 +398,7 @@ def test_summary_never_cuts_two_settings_to_the_same_row_name(tmp_path: Path) ->
 
 
 def test_short_labels_are_unique_and_fit() -> None:
-    from b2s_bench import short_labels
+    from b2s_bench.reporting import short_labels
 
     labels = [f"quantize(bits={b}, granularity=group, group_size={g})" for b in (3, 4) for g in (32, 128)]
     labels += ["prune(sparsity=0.5)", "x" * 30 + "1" + "y" * 30, "x" * 30 + "2" + "y" * 30]

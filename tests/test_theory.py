@@ -13,8 +13,8 @@ from b2s_bench_plugins.compressors.quantize import QuantizeConfig, quantize_tens
 from torch.nn.utils import prune as torch_prune
 
 from b2s_bench import Compressed, Context
-from b2s_bench.compression.targets import weight_layers
-from b2s_bench.execution.pipeline import NestedCode, apply_stage
+from b2s_bench.compression.compressor import weight_layers
+from b2s_bench.execution.cell import NestedCode, apply_stage
 from b2s_bench.fitting.solve import fit_network, relative_error
 from b2s_bench.plugins import load_plugins
 from b2s_bench.testing import tiny_model
@@ -160,7 +160,7 @@ def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
-    from b2s_bench.metricmeta import MetricMeta
+    from b2s_bench.reporting.tables import MetricMeta
     from b2s_bench.reporting.theory import fails, failure_level
 
     top1 = MetricMeta("top1", "%", True, "quality")

@@ -1,4 +1,4 @@
-"""The shared optimizer loop, b2s.train_loop: the order of a step, logging, schedules, divergence."""
+"""The shared optimizer loop, b2s.fitting.train_loop: the order of a step, logging, schedules, divergence."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_same_weights_as_the_hand_written_loop() -> None:
 
     model, x, y = _problem()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    result = b2s.train_loop(opt, lambda b: nn.functional.mse_loss(model(b[0]), b[1]),
+    result = b2s.fitting.train_loop(opt, lambda b: nn.functional.mse_loss(model(b[0]), b[1]),
                             _batches(x, y, 3, torch.Generator().manual_seed(1)), scheduler=cosine_schedule(12))
     assert result.steps == 12
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected, strict=True))
@@ -60,11 +60,11 @@ def test_losses_are_logged_every_n_steps_and_at_the_last() -> None:
         seen.append(float(value.detach()))
         return value
 
-    result = b2s.train_loop(opt, loss, 10, log_every=4)
+    result = b2s.fitting.train_loop(opt, loss, 10, log_every=4)
     assert result == TrainResult(10, (seen[0], seen[4], seen[8], seen[9]))
     assert result.losses[-1] < result.losses[0]  # it trains
-    assert b2s.train_loop(opt, loss, 9, log_every=4).losses[-1] == seen[-1]  # last step 8 is logged once
-    assert len(b2s.train_loop(opt, loss, 9, log_every=4).losses) == 3
+    assert b2s.fitting.train_loop(opt, loss, 9, log_every=4).losses[-1] == seen[-1]  # last step 8 is logged once
+    assert len(b2s.fitting.train_loop(opt, loss, 9, log_every=4).losses) == 3
 
 
 def test_batches_from_an_iterable_capped_by_islice() -> None:
@@ -77,14 +77,14 @@ def test_batches_from_an_iterable_capped_by_islice() -> None:
             drawn.append(i)
             yield x[i % 4 :: 4], y[i % 4 :: 4]
 
-    result = b2s.train_loop(opt, lambda b: nn.functional.mse_loss(model(b[0]), b[1]), itertools.islice(batches(), 5))
+    result = b2s.fitting.train_loop(opt, lambda b: nn.functional.mse_loss(model(b[0]), b[1]), itertools.islice(batches(), 5))
     assert result.steps == 5 and drawn == [0, 1, 2, 3, 4]  # no batch drawn past the cap
 
 
 def test_no_steps() -> None:
     model, _, _ = _problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    assert b2s.train_loop(opt, lambda b: torch.zeros(()), 0) == TrainResult(0, ())
+    assert b2s.fitting.train_loop(opt, lambda b: torch.zeros(()), 0) == TrainResult(0, ())
 
 
 class _Bar:
@@ -110,7 +110,7 @@ def test_scheduler_hook_and_progress() -> None:
         steps.append(step)
         lrs.append(opt.param_groups[0]["lr"])
 
-    b2s.train_loop(opt, lambda _: nn.functional.mse_loss(model(x), y) * 1e-3, 6, scheduler=cosine_schedule(6, warmup=2),
+    b2s.fitting.train_loop(opt, lambda _: nn.functional.mse_loss(model(x), y) * 1e-3, 6, scheduler=cosine_schedule(6, warmup=2),
                    after_step=after, progress=bar, log_every=2, postfix=lambda loss: f"loss {loss:.3g}")
     factor = cosine_schedule(6, warmup=2)
     assert steps == list(range(6)) and lrs == [factor(i) for i in range(1, 7)]  # stepped after each step
@@ -121,7 +121,7 @@ def test_an_explicit_scheduler_is_stepped_as_it_is() -> None:
     model, x, y = _problem()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    b2s.train_loop(opt, lambda _: nn.functional.mse_loss(model(x), y) * 1e-3, 4, scheduler=sched)
+    b2s.fitting.train_loop(opt, lambda _: nn.functional.mse_loss(model(x), y) * 1e-3, 4, scheduler=sched)
     assert opt.param_groups[0]["lr"] == 0.25
 
 
@@ -139,14 +139,14 @@ def test_a_diverged_loss_stops_training() -> None:
     model, x, _ = _problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="at step 0"):
-        b2s.train_loop(opt, lambda _: model(x).sum() * float("nan"), 3)
+        b2s.fitting.train_loop(opt, lambda _: model(x).sum() * float("nan"), 3)
     model, x, _ = _problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="at step 2"):  # found at the last step, though not a logged one
-        b2s.train_loop(opt, lambda s: model(x).sum() * (float("inf") if s == 2 else 0.0), 3)
+        b2s.fitting.train_loop(opt, lambda s: model(x).sum() * (float("inf") if s == 2 else 0.0), 3)
 
 
 def test_log_every_must_be_positive() -> None:
     model, _, _ = _problem()
     with pytest.raises(ValueError, match="log_every"):
-        b2s.train_loop(torch.optim.SGD(model.parameters(), lr=0.1), lambda _: torch.zeros(()), 1, log_every=0)
+        b2s.fitting.train_loop(torch.optim.SGD(model.parameters(), lr=0.1), lambda _: torch.zeros(()), 1, log_every=0)

@@ -94,16 +94,16 @@ def liar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.mark.parametrize("lie", ["byte", "bit", "quarter", "header"])
 def test_check_compressor_catches_a_compressor_that_under_counts(liar: Any, lie: str) -> None:
-    b2s.check_compressor(liar)  # the honest setting passes
+    b2s.testing.check_compressor(liar)  # the honest setting passes
     with pytest.raises(AssertionError, match="size accounting"):
-        b2s.check_compressor(liar, {"lie": lie})
+        b2s.testing.check_compressor(liar, {"lie": lie})
 
 
 def test_a_header_that_counts_less_than_its_meta_holds_fails(liar: Any) -> None:
     # metadata=0 while meta() holds a 4-d shape and "header" (2 words): the tensors fit, only the header rule
     # catches it
     with pytest.raises(AssertionError, match=r"counts 0 metadata bits but its meta\(\) header holds 192"):
-        b2s.check_compressor(liar, {"lie": "header"})
+        b2s.testing.check_compressor(liar, {"lie": "header"})
 
 
 def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: Callable[..., Path],
@@ -311,7 +311,7 @@ def b2s_register_compressors(register):
 
 
 def test_module_does_not_stack_activation_quantizers() -> None:
-    model = b2s.tiny_model(0)
+    model = b2s.testing.tiny_model(0)
     comp = b2s.Compressed(
         {}, {k: v for k, v in b2s.inference_state(model).items()}, model,
         {k: tuple(v.shape) for k, v in b2s.inference_state(model).items()},
@@ -381,7 +381,7 @@ def test_zoo_weights_trained_elsewhere_get_other_cell_ids(write_suite: Callable[
     source.prepare(model.request)  # run does, first
     here = [c.id for c in expand(suite, plugins, "cpu")]
     assert here == [c.id for c in expand(suite, plugins, "cpu")]  # stable on this machine
-    cached = next((b2s.cache_dir() / "zoo").glob("*.safetensors"))
+    cached = next((b2s.sources.cache_dir() / "zoo").glob("*.safetensors"))
     state = load_file(str(cached))
     first = next(iter(state))
     state[first] = state[first] + 1e-6  # the same recipe trained on another machine: other numerics

@@ -15,9 +15,9 @@ from b2s_bench_plugins.data import datasets
 from b2s_bench_plugins.sources import zoo
 from helpers import run_cli
 
-from b2s_bench import ModelRequest
 from b2s_bench.errors import MissingPrerequisite
 from b2s_bench.plugins import load_plugins
+from b2s_bench.sources import ModelRequest
 from b2s_bench.suites.load import load_suite
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from tabulate import tabulate
 from ..errors import UserError
 from ..plugins import Plugins
 from ..registry import matches
-from ..suites.files import shipped_suites
+from ..suites.source import shipped_suites
 from .show import catalog_rows, compressor_track, settings_table
 
 KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")

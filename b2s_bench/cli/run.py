@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..paths import cache_dir
 from ..plugins import Plugins
+from ..sources import cache_dir
 
 if TYPE_CHECKING:  # torch loads only when a suite is run: `b2s-bench --help` stays fast
     from ..execution.prepare import PreparedRun

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from .interface import Code
-from .nested import NestedCode
+from .codes import Code, NestedCode
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
 __all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count",

@@ -5,7 +5,7 @@ A cell whose codes leave every weight as it was would otherwise rank first (rati
 The core checks every cell right after compress (:mod:`b2s_bench.execution.cell`):
 
 - **Coverage**: the share of the model's weights that the result changes. The tensors that count
-  are the ``weight`` of every conv and linear layer (:data:`b2s_bench.compression.targets.LAYER_TYPES`, the
+  are the ``weight`` of every conv and linear layer (:data:`b2s_bench.compression.compressor.LAYER_TYPES`, the
   tensors compressors target); biases, norms and embeddings do not. A weight is covered when the
   result replaces it (``Compressed.replaced``) with something other than an exact copy: a code that
   decodes to other values, is stored in fewer bits than fp32, or has another shape (structured
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .compressor import weight_layers
 from .sizes import FP32
-from .targets import weight_layers
 
 if TYPE_CHECKING:
     from .compressed import Compressed

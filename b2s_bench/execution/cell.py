@@ -22,6 +22,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import resource
@@ -35,11 +36,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
+from ..compression.compressor import CompressorSpec, Context
 from ..compression.contract import check_storage
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
-from ..compression.interface import Context
 from ..errors import CannotWrite
+from ..fitting.fidelity import tensor_report
 from ..metrics import Evaluation, NotApplicable, run_model
 from ..plugins import Plugins
 from ..sources import LoadedData, LoadedModel, ModelRequest
@@ -47,9 +50,8 @@ from ..store.folder import OwnedLock, RunStore
 from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
 from ..suites.cells import Cell
 from ..suites.load import Suite
-from .pipeline import apply_stage
 
-__all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS"]
+__all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS", "apply_stage", "stages"]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
 #: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
@@ -384,3 +386,47 @@ def _check_finite(what: str, tensors: dict[str, torch.Tensor]) -> None:
 
 def _no_data() -> tuple[torch.Tensor, torch.Tensor | None]:
     raise NotApplicable("no dataset is set for this model")
+
+
+def stages(compressed: Compressed) -> list[dict[str, Any]]:
+    """The per-stage facts of ``compressed``: its ``info["stages"]``, or its info as the one stage."""
+    staged = compressed.info.get("stages")
+    return [dict(s) for s in staged] if isinstance(staged, list) else [dict(compressed.info)]
+
+
+def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: Context) -> Compressed:
+    """Compress every payload tensor of every code of ``compressed`` with a per-tensor compressor.
+
+    The result's info is ``{"stages": [...earlier stages, this stage]}``; this stage's entry has
+    ``compressor``, ``tensors`` (how many codes it nested), ``bits`` (of those codes after it) and
+    ``against_previous``: per tensor, and as means, the rel-MAE, cosine and PSNR of the weights
+    after this stage against the weights before it (what this stage alone changed).
+    """
+    if spec.compress_tensor is None:
+        raise ValueError(f"compressor {spec.name!r} cannot be a later pipeline stage: it has no compress_tensor")
+    codes: dict[str, Code] = {}
+    nested = []
+    for key, code in compressed.codes.items():
+        payload = code.payload()
+        if not payload:
+            codes[key] = code
+            continue
+        inner = {n: spec.compress_tensor(f"{key}/{n}", t, config, ctx) for n, t in payload.items()}
+        codes[key] = NestedCode(code, inner)
+        nested.append(key)
+    out = compressed.with_codes(codes)
+    before, after = compressed.state_dict(), out.state_dict()  # decoded once each: Compressed caches them
+    per = {k: tensor_report(before[k], after[k]) for k in sorted(nested)}
+    facts: dict[str, Any] = {"compressor": spec.name, "tensors": len(nested),
+                             "bits": sum(codes[k].bits().total for k in nested), "against_previous": {"tensors": per}}
+    for stat in ("rel_mae", "cosine", "psnr"):  # the mean over the tensors this stage changed (finite values)
+        values = [r[stat] for r in per.values() if math.isfinite(r[stat])]
+        facts["against_previous"][stat] = sum(values) / len(values) if values else None
+    staged = [*stages(compressed), facts]
+    out.info = {"stages": staged}
+    # caveats (an unconverged or failed fit) concern the final model too: kept at the top as well,
+    # where reports and claims look for them
+    caveats = [c for stage in staged for c in stage.get("caveats") or []]
+    if caveats:
+        out.info["caveats"] = caveats
+    return out

@@ -2,7 +2,7 @@
 device, make the models' weights exist (when asked), expand the grid and select the cells.
 
 ``b2s-bench run`` and ``validate``, every worker process (:func:`b2s_bench.execution.worker.setup`) and a batch
-job's cooperating run (:func:`b2s_bench.execution.cooperate.run_cells`) all go through :func:`prepare_run`, so
+job's cooperating run (:func:`b2s_bench.execution.runner.run_cells`) all go through :func:`prepare_run`, so
 they agree on the cells (and so on the cell ids). The :class:`~b2s_bench.execution.runner.Runner` takes the
 result and only runs it.
 """

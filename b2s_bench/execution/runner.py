@@ -34,10 +34,10 @@ from ..suites.cells import Cell
 from . import worker
 from .cell import CellRunner, seed_everything, utc_now
 from .executors import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
-from .prepare import PreparedRun, resolve_device
+from .prepare import PreparedRun, prepare_run, resolve_device
 
-__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT",
-           "longest_first", "expected_seconds"]
+__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT", "longest_first",
+           "expected_seconds", "run_cells", "suite_finished"]
 
 #: A cell that runs longer than this is stopped and recorded "timed out" (``runtime.cell_timeout``,
 #: ``--cell-timeout``). Six hours fits a paper-scale INR fit on one GPU; raise it for longer cells.
@@ -383,3 +383,30 @@ class _Dispatch:
     def release_all(self) -> None:
         for cid in list(self.in_flight):
             self.store.release(cid)
+
+
+def suite_finished(out_dir: Path) -> bool:
+    """Every cell of the suite has a record, and no run holds a claim."""
+    from ..store.folder import RunStore
+
+    store = RunStore(out_dir)
+    manifest = store.manifest() or {}
+    cells = manifest.get("cells", [])
+    return bool(cells) and not store.active_claims() and all((out_dir / "cells" / f"{c}.json").is_file() for c in cells)
+
+
+def run_cells(plan: RunPlan, cell_ids: list[str], executor: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """Run ``cell_ids`` of ``plan`` here; returns counts for the job's log."""
+    from ..reporting.files import write_report
+
+    run = prepare_run(plan.suite_file, plugin_files=plan.plugin_files, plugin_disable=plan.plugin_disable,
+                      plugin_options=plan.plugin_options, device=plan.device, only=cell_ids, models=True)
+    options = RunOptions(out_dir=Path(plan.out_dir), progress=False, executor=executor, workers=workers,
+                         cell_timeout=plan.cell_timeout)
+    summary = Runner(run, options).run()
+    reported = False
+    if suite_finished(Path(plan.out_dir)):
+        write_report(plan.out_dir, run.plugins)
+        reported = True
+    return {"computed": summary.computed, "failed": len(summary.failed), "by_others": summary.by_others,
+            "reported": reported}

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from ..belowlimit import GAP_BITS, SOURCE_BITS, below_limit, gap_applies
+from .belowlimit import GAP_BITS, SOURCE_BITS, below_limit, gap_applies
 
 __all__ = ["ECSQ_HIGH_RATE_GAP_DB", "ECSQ_MIN_NUMEL", "ECSQ_SAMPLES_PER_CELL", "GAP_BITS", "STRUCTURE_CACHE", "LOW_FREQ_FRACTION",
            "SOURCE_BITS", "below_limit", "gap_applies", "ecsq_applies", "structure_of", "tensor_digest", "gaussian_bound",
@@ -255,7 +255,7 @@ def ecsq_applies(numel: int, rate: float) -> bool:
 class TensorLimits:
     """One coded tensor against the limits (the keys of :meth:`as_dict` are a report contract).
 
-    ``gap_db`` is None at :data:`~b2s_bench.belowlimit.GAP_BITS` bits per weight or more;
+    ``gap_db`` is None at :data:`~b2s_bench.fitting.belowlimit.GAP_BITS` bits per weight or more;
     ``ecsq_mse`` and ``gap_ecsq_db`` are None where :func:`ecsq_applies` says no.
     """
 
@@ -298,7 +298,7 @@ def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimit
     """The coded tensors together: rate, mse and energy per weight, Σ n_t σ_t² / Σ ‖W_t‖², the
     water-filling Gaussian bound and shared-step ECSQ at the total bits, the gap and :func:`below_limit`.
 
-    The gap is None at :data:`~b2s_bench.belowlimit.GAP_BITS` bits per weight or more; the shared
+    The gap is None at :data:`~b2s_bench.fitting.belowlimit.GAP_BITS` bits per weight or more; the shared
     ECSQ is None unless every tensor meets :func:`ecsq_applies` at the model's rate (one small
     tensor's saturated entropy would bias the shared step).
     """

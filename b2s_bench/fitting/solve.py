@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from ..compression.interface import DecoderNetwork
+from ..compression.codes import DecoderNetwork
 
 __all__ = ["SolveResult", "fit_network", "relative_error"]
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..compression.interface import Progress
+from ..compression.compressor import Progress
 
 __all__ = ["TrainResult", "train_loop", "cosine_schedule"]
 

@@ -1,6 +1,6 @@
 """Writing a run folder's reports from its records (every reporter, or some), and telling whether
 the reports on disk are current. The ``report`` and ``run`` commands and a batch job's cooperating
-run (:mod:`b2s_bench.execution.cooperate`) write reports through here.
+run (:mod:`b2s_bench.execution.runner`) write reports through here.
 """
 
 from __future__ import annotations

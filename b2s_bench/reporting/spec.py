@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..metricmeta import MetricMeta
-
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MetricMeta", "ReportContext", "ReporterSpec"]
+    from .tables import MetricMeta
+
+__all__ = ["ReportContext", "ReporterSpec"]
 
 
 @dataclasses.dataclass

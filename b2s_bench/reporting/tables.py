@@ -12,6 +12,7 @@ marked :data:`CAVEAT_MARK`. Reporter plugins write these in their formats. Nothi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -23,10 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..belowlimit import gap_applies
 from ..compression.tracks import TRACKS
 from ..errors import UserError
-from ..metricmeta import MetricMeta
+from ..fitting.belowlimit import gap_applies
 from ..store import samples
 from ..store.folder import RunStore
 from ..store.records import SKIPPED_STATUSES, Record, iter_records
@@ -38,6 +38,21 @@ __all__ = [
     "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
     "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays", "short_labels",
 ]
+
+@dataclasses.dataclass(frozen=True)
+class MetricMeta:
+    """A metric as its records describe it (``MetricSpec.record_entry``)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    kind: str  # "quality", "size", "weights", "time"
+    roles: tuple[str, ...] = ()  # see b2s_bench.metrics.ROLES
+    rank: int = 100
+    identity_target: float | None = None
+    description: str = ""
+
+
 
 BITS_PER_MB = 8 * 1_000_000
 #: the note a result whose weight error is below the Gaussian rate-distortion limit carries
@@ -202,7 +217,7 @@ def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
     limit = bound / energy if bound is not None else ratio * 2.0 ** (-2.0 * rate)
     below = model.get("below_limit")
     below = below if isinstance(below, bool) else mse / energy < limit * (1 - 1e-9)
-    # never at GAP_BITS or more (b2s_bench.belowlimit), whatever the record says: records made
+    # never at GAP_BITS or more (b2s_bench.fitting.belowlimit), whatever the record says: records made
     # before that rule flagged exact fp32 copies (identity cells) as below the limit
     below = bool(below) and gap_applies(rate)
     return {"rd_rate": rate, "rd_rel_mse": mse / energy, "rd_limit": limit, "rd_below": below,

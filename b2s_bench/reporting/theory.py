@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..belowlimit import gap_applies
+from ..fitting.belowlimit import gap_applies
 from . import stats
 from .tables import BELOW_LIMIT, BITS_PER_MB, MetricMeta, methods, primary_metric, sample_scale
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..paths import cache_dir
+from ..sources import cache_dir
 from .records import (
     WRITE_ERRNOS,
     Record,

@@ -21,7 +21,6 @@ from ..errors import ConfigError, SuiteError, UnknownNameError, suggest
 from ..metrics import default_metrics
 from ..plugins import Plugins
 from ..sources import ModelRequest, split_model_name
-from .files import EMBEDDED, resolve_suite_path, shipped_suites
 from .schema import (
     MAX_CELLS,
     CompressorEntry,
@@ -34,7 +33,7 @@ from .schema import (
     check_grid_size,
     count_cells,
 )
-from .source import Located, PathKey, key_path, load_located
+from .source import EMBEDDED, Located, PathKey, key_path, load_located, resolve_suite_path, shipped_suites
 
 __all__ = [
     "Suite",

@@ -29,7 +29,8 @@ import torch
 from numpy.typing import DTypeLike
 
 import b2s_bench as b2s
-from b2s_bench import DatasetSpec, LoadedData, LoadedModel, UserError, check
+from b2s_bench import DatasetSpec, UserError, check
+from b2s_bench.sources import LoadedData, LoadedModel
 
 FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -115,7 +116,7 @@ def fmnist_root(root: str | None) -> Path | None:
 
 def _download_fmnist(root: str | None) -> Path | None:
     """Download Fashion-MNIST with torchvision into ``root`` or the project cache; a failure is a UserError."""
-    target = Path(root) if root else b2s.cache_dir() / "fashion-mnist"
+    target = Path(root) if root else b2s.sources.cache_dir() / "fashion-mnist"
     try:
         import torchvision
 

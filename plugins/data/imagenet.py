@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 import b2s_bench as b2s
-from b2s_bench import DatasetSpec, LoadedData, LoadedModel, UserError, check
+from b2s_bench import DatasetSpec, UserError, check
+from b2s_bench.sources import LoadedData, LoadedModel
 
 OVERRIDE_ENV = "B2S_IMAGENET_OVERRIDE"  # set by --data (see b2s_register_cli_options below)
 WNID = re.compile(r"^n\d{8}$")

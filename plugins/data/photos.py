@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 import b2s_bench as b2s
-from b2s_bench import DatasetSpec, LoadedData, LoadedModel, UserError, check
+from b2s_bench import DatasetSpec, UserError, check
+from b2s_bench.sources import LoadedData, LoadedModel
 
 from .datasets import tensor_batches
 

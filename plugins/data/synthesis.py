@@ -294,7 +294,7 @@ def _synthesize_batch(batch: _Batch, bar: Progress) -> tuple[torch.Tensor, float
         batch.record(step)
         bar.set_postfix_str(f"bn {batch.bn[-1]:.3g}")
 
-    b2s.train_loop(opt, batch.loss, iterations, after_step=after_step, progress=bar, log_every=max(iterations, 1),
+    b2s.fitting.train_loop(opt, batch.loss, iterations, after_step=after_step, progress=bar, log_every=max(iterations, 1),
                    scheduler=lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iterations, 1))))
     batch.x = batch.x.detach()
     if not batch.bn:  # no iterations: report the loss of the noise

@@ -9,7 +9,7 @@ has three possible causes: the method exploited structure that an i.i.d. model i
 ``details["weight_structure"]``: neighbour autocorrelation, low-frequency share, effective rank),
 the weights are not Gaussian (a Laplacian source may sit up to 0.63 dB below), or the size is
 miscounted. Not applicable (an empty value) at 16 bits per coded weight or more, where the bound
-is far below any real storage and a gap has no meaning (``b2s_bench.belowlimit.GAP_BITS``).
+is far below any real storage and a gap has no meaning (``b2s_bench.fitting.belowlimit.GAP_BITS``).
 
 ``weight_ecsq_gap_db``: 10·log10(mse / ecsq), the same against what an entropy-coded uniform scalar
 quantizer (one step for all coded tensors) reaches on these very weights at the same total bits;
@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import b2s_bench as b2s
-from b2s_bench import Evaluation, MetricSpec, NotApplicable
+from b2s_bench import MetricSpec
 from b2s_bench.fitting import limits as rd
+from b2s_bench.metrics import Evaluation, NotApplicable
 
 __all__ = ["METRICS"]
 

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 import b2s_bench as b2s
-from b2s_bench import Evaluation, MetricSpec, NotApplicable, fit_network, relative_error
+from b2s_bench import MetricSpec
+from b2s_bench.fitting import fit_network, relative_error
+from b2s_bench.metrics import Evaluation, NotApplicable
 
 
 def _topk(ev: Evaluation, k: int) -> float:

@@ -16,30 +16,30 @@ class InlineExecutor:
 
     capacity = 1
 
-    def __init__(self, options: b2s.ExecutorOptions):
+    def __init__(self, options: b2s.execution.ExecutorOptions):
         self.options = options
-        self._queue: list[b2s.CellTask] = []
-        self._running: b2s.ActiveCell | None = None
+        self._queue: list[b2s.execution.CellTask] = []
+        self._running: b2s.execution.ActiveCell | None = None
 
     def describe(self) -> str:
         return "this process (inline executor), one at a time"
 
-    def submit(self, task: b2s.CellTask) -> None:
+    def submit(self, task: b2s.execution.CellTask) -> None:
         self._queue.append(task)
 
-    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+    def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
         if not self._queue:
             return []
         task = self._queue.pop(0)
         start = time.time()
-        self._running = b2s.ActiveCell(task.cell_id, task.name, socket.gethostname(), start)
+        self._running = b2s.execution.ActiveCell(task.cell_id, task.name, socket.gethostname(), start)
         try:
-            record = b2s.execute_cell(task.plan, task.cell_id)
+            record = b2s.execution.execute_cell(task.plan, task.cell_id)
         finally:
             self._running = None
-        return [b2s.CellOutcome(task.cell_id, record, None, socket.gethostname(), time.time() - start)]
+        return [b2s.execution.CellOutcome(task.cell_id, record, None, socket.gethostname(), time.time() - start)]
 
-    def active(self) -> list[b2s.ActiveCell]:
+    def active(self) -> list[b2s.execution.ActiveCell]:
         return [self._running] if self._running else []
 
     def cancel(self, cell_id: str) -> None:
@@ -49,7 +49,7 @@ class InlineExecutor:
         self._queue.clear()
 
 
-def _process(options: b2s.ExecutorOptions) -> Any:
+def _process(options: b2s.execution.ExecutorOptions) -> Any:
     from .pool import ProcessExecutor
 
     return ProcessExecutor(options)

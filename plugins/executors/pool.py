@@ -34,16 +34,16 @@ def _worker_main(conn: Connection, env: dict[str, str], parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import b2s_bench as b2s  # after the environment is set (CUDA, threads)
-    from b2s_bench.execution import worker
+    from b2s_bench.execution import die_with_parent, set_log
 
-    worker.die_with_parent(parent)
+    die_with_parent(parent)
     sending = threading.Lock()  # a plugin may log from its own threads
 
     def send(*message: Any) -> None:
         with sending:
             conn.send(message)
 
-    worker.set_log(lambda text: send("log", None, text))  # the driver prints a cell's messages
+    set_log(lambda text: send("log", None, text))  # the driver prints a cell's messages
     while True:
         try:
             message = conn.recv()
@@ -52,7 +52,7 @@ def _worker_main(conn: Connection, env: dict[str, str], parent: int) -> None:
         if message is None:
             return
         plan, cell_id = message
-        send("done", cell_id, b2s.execute_cell(plan, cell_id))
+        send("done", cell_id, b2s.execution.execute_cell(plan, cell_id))
 
 
 def describe_exit(code: int | None) -> str:
@@ -78,7 +78,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.slot = slot
-        self.task: b2s.CellTask | None = None
+        self.task: b2s.execution.CellTask | None = None
         self.started = 0.0
 
     def stop(self, kill: bool = False) -> None:
@@ -99,14 +99,14 @@ class _Worker:
 class ProcessExecutor:
     """Long-lived worker processes, a cell at a time each, with a per-cell timeout."""
 
-    def __init__(self, options: b2s.ExecutorOptions):
+    def __init__(self, options: b2s.execution.ExecutorOptions):
         self.options = options
         self.envs = worker_envs(options)
         self.capacity = len(self.envs)
         self._ctx = mp.get_context("spawn")
         self._workers: dict[int, _Worker] = {}
-        self._queue: list[b2s.CellTask] = []
-        self._done: list[b2s.CellOutcome] = []
+        self._queue: list[b2s.execution.CellTask] = []
+        self._done: list[b2s.execution.CellOutcome] = []
 
     def describe(self) -> str:
         """How the cells run, for the run's header: workers, and threads or GPU each."""
@@ -116,7 +116,7 @@ class ProcessExecutor:
                  if "CUDA_VISIBLE_DEVICES" in each else f"{each.get('OMP_NUM_THREADS', 'all')} CPU thread(s) each")
         return f"{n} worker process{'es' if n != 1 else ''}, {where}"
 
-    def submit(self, task: b2s.CellTask) -> None:
+    def submit(self, task: b2s.execution.CellTask) -> None:
         self._queue.append(task)
 
     def _assign(self) -> None:
@@ -132,7 +132,7 @@ class ProcessExecutor:
             worker.task, worker.started = task, time.time()
             worker.conn.send((task.plan, task.cell_id))
 
-    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+    def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
         self._assign()
         busy = [w for w in self._workers.values() if w.task is not None]
         if busy and not self._done:
@@ -161,7 +161,7 @@ class ProcessExecutor:
                     self.options.log(payload)
                     continue
                 worker.task = None
-                self._done.append(b2s.CellOutcome(cell_id, payload, None, HOST, seconds))
+                self._done.append(b2s.execution.CellOutcome(cell_id, payload, None, HOST, seconds))
                 return
             if worker.process.is_alive():
                 return  # only messages: the cell is still computing
@@ -172,7 +172,7 @@ class ProcessExecutor:
         worker.task = None
         worker.conn.close()
         del self._workers[worker.slot]
-        self._done.append(b2s.CellOutcome(task.cell_id, None, f"the worker process died: {cause}", HOST, seconds))
+        self._done.append(b2s.execution.CellOutcome(task.cell_id, None, f"the worker process died: {cause}", HOST, seconds))
 
     def _check_timeout(self, worker: _Worker) -> None:
         task = worker.task
@@ -181,11 +181,11 @@ class ProcessExecutor:
         worker.stop(kill=True)
         del self._workers[worker.slot]
         worker.task = None
-        self._done.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", HOST,
+        self._done.append(b2s.execution.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", HOST,
                                           time.time() - worker.started))
 
-    def active(self) -> list[b2s.ActiveCell]:
-        return [b2s.ActiveCell(w.task.cell_id, w.task.name, HOST, w.started)
+    def active(self) -> list[b2s.execution.ActiveCell]:
+        return [b2s.execution.ActiveCell(w.task.cell_id, w.task.name, HOST, w.started)
                 for w in self._workers.values() if w.task is not None]
 
     def cancel(self, cell_id: str) -> None:
@@ -209,7 +209,7 @@ def cpu_workers(cores: int) -> int:
     return cores if cores <= 4 else max(4, cores // 4)
 
 
-def worker_envs(options: b2s.ExecutorOptions) -> list[dict[str, str]]:
+def worker_envs(options: b2s.execution.ExecutorOptions) -> list[dict[str, str]]:
     """One environment per worker: which GPU it sees, how many CPU threads it may use (the cores
     split between the workers unless ``runtime.threads`` says)."""
     threads = options.threads

@@ -34,18 +34,18 @@ def _apply_address(value: str | None) -> None:
     _ADDRESS[0] = value
 
 
-def address_of(options: b2s.ExecutorOptions) -> str | None:
+def address_of(options: b2s.execution.ExecutorOptions) -> str | None:
     settings = options.settings
     suite = settings.address if isinstance(settings, RaySettings) else dict(settings).get("address")
     return _ADDRESS[0] or suite
 
 
-def _execute(plan: b2s.RunPlan, cell_id: str) -> tuple[dict[str, Any], str]:
-    return b2s.execute_cell(plan, cell_id), socket.gethostname()
+def _execute(plan: b2s.execution.RunPlan, cell_id: str) -> tuple[dict[str, Any], str]:
+    return b2s.execution.execute_cell(plan, cell_id), socket.gethostname()
 
 
 class RayExecutor:
-    def __init__(self, options: b2s.ExecutorOptions):
+    def __init__(self, options: b2s.execution.ExecutorOptions):
         import ray
 
         self.ray = ray
@@ -53,7 +53,7 @@ class RayExecutor:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                    "runtime_env": {"env_vars": b2s.b2s_environment()}}
+                                    "runtime_env": {"env_vars": b2s.execution.b2s_environment()}}
             address = address_of(options)
             if address:
                 init["address"] = address
@@ -65,14 +65,14 @@ class RayExecutor:
         per_task = options.threads or 1
         self.capacity = options.workers or max(1, gpus if options.device == "cuda" and gpus else cpus // per_task)
         self._remote = ray.remote(_execute)
-        self._tasks: dict[Any, tuple[b2s.CellTask, float]] = {}
+        self._tasks: dict[Any, tuple[b2s.execution.CellTask, float]] = {}
 
-    def submit(self, task: b2s.CellTask) -> None:
+    def submit(self, task: b2s.execution.CellTask) -> None:
         ref = self._remote.options(num_cpus=self.options.threads or 1, num_gpus=1 if task.wants_cuda else 0,
                                    max_retries=0).remote(task.plan, task.cell_id)
         self._tasks[ref] = (task, time.time())
 
-    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+    def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
         if not self._tasks:
             return []
         ready, _ = self.ray.wait(list(self._tasks), num_returns=len(self._tasks), timeout=max(timeout, 0.0))
@@ -82,23 +82,23 @@ class RayExecutor:
             if task.cell_timeout and now - started > task.cell_timeout:
                 self.ray.cancel(ref, force=True)
                 del self._tasks[ref]
-                outcomes.append(b2s.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", "",
+                outcomes.append(b2s.execution.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", "",
                                                 now - started))
         return outcomes
 
-    def _outcome(self, ref: Any) -> b2s.CellOutcome:
+    def _outcome(self, ref: Any) -> b2s.execution.CellOutcome:
         task, started = self._tasks.pop(ref)
         seconds = time.time() - started
         try:
             record, host = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:  # the worker died (a signal, sys.exit, out of memory)
             cause = " ".join(str(e).split())[:400]
-            return b2s.CellOutcome(task.cell_id, None, f"the Ray worker failed: {type(e).__name__}: {cause}", "",
+            return b2s.execution.CellOutcome(task.cell_id, None, f"the Ray worker failed: {type(e).__name__}: {cause}", "",
                                    seconds)
-        return b2s.CellOutcome(task.cell_id, record, None, host, seconds)
+        return b2s.execution.CellOutcome(task.cell_id, record, None, host, seconds)
 
-    def active(self) -> list[b2s.ActiveCell]:
-        return [b2s.ActiveCell(t.cell_id, t.name, "ray", s) for t, s in self._tasks.values()]
+    def active(self) -> list[b2s.execution.ActiveCell]:
+        return [b2s.execution.ActiveCell(t.cell_id, t.name, "ray", s) for t, s in self._tasks.values()]
 
     def cancel(self, cell_id: str) -> None:
         for ref, (task, _) in list(self._tasks.items()):
@@ -114,7 +114,7 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def _create(options: b2s.ExecutorOptions) -> RayExecutor:
+def _create(options: b2s.execution.ExecutorOptions) -> RayExecutor:
     return RayExecutor(options)
 
 

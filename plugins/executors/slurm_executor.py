@@ -70,7 +70,7 @@ def _apply_flags(values: tuple[str, ...] | None) -> None:
         _FLAGS[key.strip()] = yaml.safe_load(value) if value else ""
 
 
-def settings_of(options: b2s.ExecutorOptions) -> SlurmSettings:
+def settings_of(options: b2s.execution.ExecutorOptions) -> SlurmSettings:
     """The suite's settings with the ``--slurm`` flags over them (a flag that names no setting of ours
     is a submitit parameter)."""
     ours = {f.name for f in dataclasses.fields(SlurmSettings)} - {"submitit"}
@@ -85,31 +85,31 @@ def settings_of(options: b2s.ExecutorOptions) -> SlurmSettings:
         raise b2s.UserError(f"--slurm: {e}") from None
 
 
-def cooperate(plan: b2s.RunPlan, cell_ids: list[str], environment: dict[str, str]) -> dict[str, Any]:
+def cooperate(plan: b2s.execution.RunPlan, cell_ids: list[str], environment: dict[str, str]) -> dict[str, Any]:
     """One array task: run the given cells of the plan with claims, in a worker process, and rebuild the
     reports when the whole suite is done."""
     import os
 
     os.environ.update(environment)
-    return b2s.run_cells(plan, cell_ids, executor="process", workers=1)  # a crash or a timeout fails only its cell
+    return b2s.execution.run_cells(plan, cell_ids, executor="process", workers=1)  # a crash or a timeout fails only its cell
 
 
 class SlurmExecutor:
     claims_cells = True  # the array tasks claim cells and write records in the shared folder
 
-    def __init__(self, options: b2s.ExecutorOptions):
+    def __init__(self, options: b2s.execution.ExecutorOptions):
         import submitit
 
         self.options = options
         self.settings = settings_of(options)
         self.capacity = 10**9  # everything is handed to the array at once
         self._submitit = submitit
-        self._tasks: dict[str, b2s.CellTask] = {}
+        self._tasks: dict[str, b2s.execution.CellTask] = {}
         self._jobs: list[Any] = []
         self._submitted = False
         self._started = time.time()
 
-    def submit(self, task: b2s.CellTask) -> None:
+    def submit(self, task: b2s.execution.CellTask) -> None:
         self._tasks[task.cell_id] = task
 
     def _submit_array(self) -> None:
@@ -125,13 +125,13 @@ class SlurmExecutor:
         params.update(self.settings.submitit)
         executor.update_parameters(**params)
         ids = [t.cell_id for t in tasks]
-        env = b2s.b2s_environment()
+        env = b2s.execution.b2s_environment()
         self._jobs = executor.map_array(cooperate, [plan] * jobs, [ids] * jobs, [env] * jobs)
         self.options.log(f"submitted {len(self._jobs)} array tasks ({', '.join(j.job_id for j in self._jobs[:3])}"
                          f"{' ...' if len(self._jobs) > 3 else ''}); logs in {folder}")
         self._submitted = True
 
-    def poll(self, timeout: float) -> list[b2s.CellOutcome]:
+    def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
         if not self._tasks:
             return []
         if not self._submitted:
@@ -144,17 +144,17 @@ class SlurmExecutor:
             time.sleep(min(max(timeout, 0.0), 2.0))
         return outcomes
 
-    def _recorded(self) -> list[b2s.CellOutcome]:
+    def _recorded(self) -> list[b2s.execution.CellOutcome]:
         found = []
         for cell_id, task in list(self._tasks.items()):
-            record = b2s.read_record(b2s.cell_path(task.plan.out_dir, cell_id), cell_id)
+            record = b2s.execution.read_record(b2s.execution.cell_path(task.plan.out_dir, cell_id), cell_id)
             if record is not None and record.get("finished_at", "") >= _iso(self._started):
                 del self._tasks[cell_id]
-                found.append(b2s.CellOutcome(cell_id, record, None, record["environment"].get("host", ""),
+                found.append(b2s.execution.CellOutcome(cell_id, record, None, record["environment"].get("host", ""),
                                              record["timings"].get("total", 0.0), stored=True))
         return found
 
-    def _lost(self) -> list[b2s.CellOutcome]:
+    def _lost(self) -> list[b2s.execution.CellOutcome]:
         """Every task ended and these cells have no record: say why the jobs ended."""
         reasons = []
         for job in self._jobs:
@@ -163,11 +163,11 @@ class SlurmExecutor:
             except Exception as e:
                 reasons.append(f"job {job.job_id}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
         why = "; ".join(reasons[:3]) or "the array ended without computing it"
-        lost = [b2s.CellOutcome(cid, None, f"Slurm array task failed: {why}", "", 0.0) for cid in self._tasks]
+        lost = [b2s.execution.CellOutcome(cid, None, f"Slurm array task failed: {why}", "", 0.0) for cid in self._tasks]
         self._tasks.clear()
         return lost
 
-    def active(self) -> list[b2s.ActiveCell]:
+    def active(self) -> list[b2s.execution.ActiveCell]:
         return []
 
     def cancel(self, cell_id: str) -> None:
@@ -191,7 +191,7 @@ def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds - 1, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _create(options: b2s.ExecutorOptions) -> SlurmExecutor:
+def _create(options: b2s.execution.ExecutorOptions) -> SlurmExecutor:
     return SlurmExecutor(options)
 
 

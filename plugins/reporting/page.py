@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, write_atomic
+from b2s_bench import write_atomic
+from b2s_bench.reporting import NOT_APPLICABLE_TITLE, ReportContext
 
 from .plots import figures
 from .writers import column_decimals, fmt, intro

@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from b2s_bench import BITS_PER_MB, ReportContext, pareto_front, short_labels, write_atomic
+from b2s_bench import write_atomic
+from b2s_bench.reporting import BITS_PER_MB, ReportContext, pareto_front, short_labels
 
 __all__ = ["FAMILY_STYLES", "family_style", "pareto_png", "weights_png", "figures", "write_pareto"]
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import b2s_bench as b2s
-from b2s_bench import ReportContext, ReporterSpec
+from b2s_bench import ReporterSpec
+from b2s_bench.reporting import ReportContext
 
 
 def _lazy(module: str, function: str) -> Callable[[ReportContext], list[Path]]:

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from b2s_bench import NOT_APPLICABLE_TITLE, ReportContext, header, write_atomic
+from b2s_bench import write_atomic
+from b2s_bench.reporting import NOT_APPLICABLE_TITLE, ReportContext, header
 
 __all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend", "interval_decimals",
            "column_decimals"]

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import LoadedModel, ModelRequest, SuiteMistake, TinyCNN, TinyMLP, UnknownNameError, UserError, tiny_model
+from b2s_bench import SuiteMistake, UnknownNameError, UserError
+from b2s_bench.sources import LoadedModel, ModelRequest
+from b2s_bench.testing import TinyCNN, TinyMLP, tiny_model
 
 from . import package_weights
 from .catalog import OFFLINE, timm_catalog, torchvision_catalog
@@ -192,7 +194,7 @@ def _weights_fingerprint(request: ModelRequest) -> str:
         return _file_fingerprint(request.weights) if os.path.isfile(request.weights) else f"missing:{request.weights}"
     if request.pretrained:  # the cached file itself: hub weights can change under the same name
         found = _hub_file(request)
-        return f"hub-pretrained:sha256:{b2s.file_digest(found)}" if found else "hub-pretrained:not cached"
+        return f"hub-pretrained:sha256:{b2s.sources.file_digest(found)}" if found else "hub-pretrained:not cached"
     return "random-init"
 
 
@@ -357,7 +359,7 @@ def timm_names() -> list[str]:
     import json
 
     version = md.version("timm")
-    path = b2s.cache_dir() / "timm-names" / f"{version}.json"
+    path = b2s.sources.cache_dir() / "timm-names" / f"{version}.json"
     try:
         names = json.loads(path.read_text())
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):

@@ -116,7 +116,7 @@ def fingerprint(spec: str) -> str:
     except md.PackageNotFoundError:
         return f"package:{dist} (not installed)"
     try:  # the weights themselves, not only the package's version
-        return f"package:{dist}=={version}:sha256:{b2s.file_digest(checkpoint_file(spec))}"
+        return f"package:{dist}=={version}:sha256:{b2s.sources.file_digest(checkpoint_file(spec))}"
     except UserError:
         return f"package:{dist}=={version}"
 

@@ -31,16 +31,8 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import (
-    ConfigError,
-    LoadedModel,
-    MissingPrerequisite,
-    ModelRequest,
-    UnknownNameError,
-    UserError,
-    build_config,
-    check,
-)
+from b2s_bench import ConfigError, MissingPrerequisite, UnknownNameError, UserError, build_config, check
+from b2s_bench.sources import LoadedModel, ModelRequest
 
 from .catalog import OFFLINE
 
@@ -170,7 +162,7 @@ def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tenso
     bar = tqdm(total=steps, desc=f"training zoo model ({recipe.key()})", disable=not show, leave=False)
     model.train()
     try:
-        b2s.train_loop(opt, lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
+        b2s.fitting.train_loop(opt, lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
                        _batches(x, y, recipe), scheduler=sched, progress=bar, log_every=steps)
     finally:
         bar.close()
@@ -230,7 +222,7 @@ def _verified(path: Path, recipe: Recipe) -> Path:
            "the recipe here instead")
     if not path.is_file():
         raise MissingPrerequisite(f"the shipped weights of zoo recipe {recipe.key()} are missing: no file {path}; {fix}")
-    got = b2s.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
+    got = b2s.sources.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
     if got != expected:
         raise MissingPrerequisite(f"the shipped weights file {path} has SHA-256 {got}, but the manifest (zoo.SHIPPED"
                                   f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}")
@@ -269,11 +261,11 @@ def _fingerprint(request: ModelRequest) -> str:
     shipped = shipped_file(recipe)
     path = shipped if shipped is not None else _weights_path(recipe)
     missing = "missing" if shipped is not None else "untrained"
-    return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.file_digest(path)}" if path.is_file() else missing)
+    return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.sources.file_digest(path)}" if path.is_file() else missing)
 
 
 def _weights_path(recipe: Recipe) -> Path:
-    return b2s.cache_dir() / "zoo" / f"{recipe.key()}.safetensors"
+    return b2s.sources.cache_dir() / "zoo" / f"{recipe.key()}.safetensors"
 
 
 def _prepare(request: ModelRequest) -> None:

@@ -10,7 +10,7 @@ import b2s_bench as b2s
 
 def test_contract() -> None:
     """What every compressor must meet: settings, exact bits against the artifact, save/load, R(φ)."""
-    b2s.check_compressor(SPEC)
+    b2s.testing.check_compressor(SPEC)
 
 
 def test_bits_and_values() -> None:
@@ -18,7 +18,7 @@ def test_bits_and_values() -> None:
     code = ternarize(w, 0.7)
     bits = code.bits()
     assert bits.payload == 2 * 8 and bits.scales == 32 * 2
-    assert bits.metadata == b2s.HEADER_BITS_PER_DIM * 2  # the shape, 32 bits a dimension
+    assert bits.metadata == b2s.header_bits({"shape": [2, 4]}) == 32 * 2  # the shape, 32 bits a dimension
     assert torch.equal(code.decode(), torch.tensor([[1.0, -1.0, 0.0, 0.0], [2.5, 0.0, 0.0, -2.5]]))
 
 
@@ -29,7 +29,7 @@ def test_the_solver_reaches_the_closed_form() -> None:
     net = code.as_network("random", torch.Generator().manual_seed(1))
     assert isinstance(net, ScaleNetwork) and net.solution == "closed form"
     assert not torch.allclose(net(), code.decode())
-    result = b2s.fit_network(net, w, steps=800)
-    closed = b2s.relative_error(code.decode(), w)
+    result = b2s.fitting.fit_network(net, w, steps=800)
+    closed = b2s.fitting.relative_error(code.decode(), w)
     assert abs(result.rel_error - closed) < 1e-4 * closed
     assert torch.allclose(net.alpha.detach(), code.alpha, rtol=1e-3)

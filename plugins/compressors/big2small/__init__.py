@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import b2s_bench as b2s
-from b2s_bench import CompressorSpec, ReportContext, ReporterSpec
+from b2s_bench import CompressorSpec, ReporterSpec
+from b2s_bench.reporting import ReportContext
 
 from ..quantize import UniformCode
 from .codes import INRCode

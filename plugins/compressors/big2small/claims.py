@@ -44,10 +44,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from b2s_bench import ReportContext, clusters_of, per_example_arrays, pooled_paired, sample_scale, write_atomic
+from b2s_bench import write_atomic
+from b2s_bench.reporting import ReportContext, clusters_of, per_example_arrays, pooled_paired, sample_scale
 
 if TYPE_CHECKING:
-    from b2s_bench import Record
+    from b2s_bench.reporting import Record
 
 __all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS",
            "t_interval"]

@@ -16,7 +16,7 @@ Bits: the student's whole inference state, stored raw (its parameters and BN buf
 dtype), against the teacher's fp32 baseline: the ratio is fixed by the architecture pair.
 
 The package: :mod:`.config`, :mod:`.student` (the student and the KD loss), :mod:`.compressor`
-(training, on :func:`b2s_bench.train_loop`), and here its registration.
+(training, on :func:`b2s_bench.fitting.train_loop`), and here its registration.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def _train(student: nn.Module, teacher: nn.Module, config: DistillConfig, ctx: C
     student.train()
     try:
         with torch.enable_grad():
-            result = b2s.train_loop(opt, step_loss, batches, scheduler=cosine, progress=bar, log_every=1,
+            result = b2s.fitting.train_loop(opt, step_loss, batches, scheduler=cosine, progress=bar, log_every=1,
                                     postfix=lambda loss: f"loss {loss:.3g}")
     finally:
         bar.close()

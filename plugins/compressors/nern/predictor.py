@@ -183,7 +183,7 @@ def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx:
     opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     progress = ctx.progress(config.steps, "nern")
     try:
-        result = b2s.train_loop(opt, step_loss, config.steps, progress=progress, log_every=max(config.steps // 50, 1),
+        result = b2s.fitting.train_loop(opt, step_loss, config.steps, progress=progress, log_every=max(config.steps // 50, 1),
                                 scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
                                 postfix=lambda loss: f"rmse {loss * scale:.3g}")
     finally:

@@ -72,7 +72,7 @@ class Reconstruction:
 def _learn(v: nn.Parameter, weight: Callable[[torch.Tensor], torch.Tensor], problem: Reconstruction,
            iterations: int, lr: float, lam: float, generator: torch.Generator, warmup: float,
            beta: tuple[float, float]) -> None:
-    """Adam on V. Not :func:`b2s_bench.train_loop`: a diverged V must fall back to round-to-nearest
+    """Adam on V. Not :func:`b2s_bench.fitting.train_loop`: a diverged V must fall back to round-to-nearest
     (its error is then not better), not stop the compression."""
     opt = torch.optim.Adam([v], lr=lr)
     start = int(warmup * iterations)
