@@ -34,7 +34,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """No test reads or writes the user's cache, or picks up plugins from the environment.
 
     Cells run in the test's own process (the inline executor): a worker process costs seconds of
-    imports, and tests/test_execution.py tests the process executor (the default) on its own.
+    imports, and tests/core/execution/test_execution.py tests the process executor (the default) on its own.
     """
     monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("B2S_BENCH_EXECUTOR", "inline")

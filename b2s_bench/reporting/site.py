@@ -7,7 +7,7 @@ smaller than fp32), the cell counts (ok, failed, without a record yet), the date
 finished and the code (git commit) that made it. Everything comes from ``run.json`` and the
 records, so ``b2s-bench publish`` can rebuild the index after every publish. The table keeps fixed
 column shares at desktop widths and turns into one card per run below 900 pixels, so no column is
-ever squeezed to a letter a line (tests/test_html.py looks at both widths in Chromium).
+ever squeezed to a letter a line (tests/plugins/reporting/test_html.py looks at both widths in Chromium).
 """
 
 from __future__ import annotations

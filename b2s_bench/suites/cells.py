@@ -26,7 +26,7 @@ TRACK_ORDER = TRACKS  # from least to most data
 #: The version of the core code that decides sizes and evaluation (b2s_bench/compression/sizes.py, contract.py,
 #: compressed.py's size, build and artifact, codes.py, metrics.py's run_model). It is part of every cell id:
 #: bump it when a change there changes results, and every record made before is recomputed.
-#: tests/test_architecture.py fails when that code changes, until this is bumped or the change is
+#: tests/core/test_architecture.py fails when that code changes, until this is bumped or the change is
 #: declared neutral there.
 CORE_VERSION = "2"
 

@@ -5,7 +5,7 @@ last); headers stay in view (sticky) while a table scrolls; a text box filters t
 leaderboard; a "Columns" menu hides and shows columns. The page fits a 1,400-pixel window without
 a horizontal page scroll: long method names wrap, and a table wider than the window scrolls inside
 its own box. A result below the Gaussian rate-distortion limit is flagged in red with a note.
-tests/test_html.py checks all of that in headless Chromium.
+tests/plugins/reporting/test_html.py checks all of that in headless Chromium.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class Shipped:
 WEIGHTS_DIR = Path(__file__).parent / "zoo_weights"
 
 #: The manifest: recipe key -> the shipped file. A recipe change makes a new key, which has no entry
-#: and trains; tests/test_zoo_weights.py fails until the files are re-made for the changed recipe.
+#: and trains; tests/plugins/sources/test_zoo_weights.py fails until the files are re-made for the changed recipe.
 #: Only seed 0 ships: one training took 959 s on the shared 2-core machine that made it (over the
 #: 4 minutes a file may cost), so the other seeds train on first use (``options: {seed: N}``).
 SHIPPED: dict[str, Shipped] = {

@@ -13,7 +13,7 @@ from helpers import run_cli
 import b2s_bench as b2s
 from b2s_bench import hookspecs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOOKS_MD = ROOT / "docs" / "hooks.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.S | re.M)
 HOOKS = sorted(n for n in vars(hookspecs) if n.startswith("b2s_") and callable(getattr(hookspecs, n)))

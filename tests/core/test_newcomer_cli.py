@@ -23,7 +23,7 @@ from b2s_bench.suites.cells import expand, select
 from b2s_bench.suites.load import count_cells, load_suite, resolve_suite_path, shipped_suites
 
 Write = Callable[..., Path]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TWO_MODELS = """
 suite: s

@@ -182,5 +182,5 @@ def test_embedded_and_shipped_suites_validate(plugins: Plugins) -> None:
     suite = load_suite(None, plugins)
     assert suite.name == "embedded"
     assert expand(suite, plugins, "cpu")
-    for path in sorted(Path(__file__).parent.parent.glob("suites/*.yaml")):
+    for path in sorted(Path(__file__).resolve().parents[3].glob("suites/*.yaml")):
         expand(load_suite(path, plugins), plugins, "cpu")

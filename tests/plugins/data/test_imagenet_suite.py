@@ -14,7 +14,7 @@ from test_data import fake_imagenet
 
 from b2s_bench.plugins import load_plugins
 
-SUITE = Path(__file__).resolve().parent.parent / "suites" / "imagenet.yaml"
+SUITE = Path(__file__).resolve().parents[3] / "suites" / "imagenet.yaml"
 
 
 def offline_variant(tmp_path: Path) -> Path:

@@ -12,7 +12,7 @@ import tomllib
 
 import b2s_bench as b2s
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "b2s_bench"
 PLUGINS = ROOT / "plugins"
 
@@ -247,4 +247,4 @@ def test_the_core_version_moves_with_the_code_that_decides_sizes() -> None:
     current = _ast_hash([CORE / name for name in SIZE_CODE])
     assert (CORE_VERSION, current) == ("2", SIZE_CODE_HASH), (
         f"the size-accounting code changed (hash {current}); bump CORE_VERSION if results can change, then set "
-        f"SIZE_CODE_HASH = {current!r} in tests/test_architecture.py")
+        f"SIZE_CODE_HASH = {current!r} in tests/core/test_architecture.py")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "README.md",
         ROOT / "benchmarks" / "README.md"]
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.S | re.M)
@@ -66,7 +66,7 @@ def _commands(md: Path) -> list[list[str]]:
 
 def test_the_checked_files_exist_and_show_commands() -> None:
     missing = [_rel(p) for p in DOCS if not p.is_file()]
-    assert not missing, f"documentation files are gone: {missing}; update DOCS in tests/test_docs.py"
+    assert not missing, f"documentation files are gone: {missing}; update DOCS in tests/core/test_docs.py"
     # the parse test below must have something to check (a regex that finds nothing proves nothing)
     assert sum(len(_commands(p)) for p in DOCS) >= 20
 

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.py's ``--quick`` CPU mode, so the one script a GPU owner runs does not rot.
 
-Slow (minutes on 2 busy cores): ``pytest -m slow tests/test_gpu_check.py``.
+Slow (minutes on 2 busy cores): ``pytest -m slow tests/benchmarks/test_gpu_check.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
 def test_the_quick_mode_prints_every_row_of_the_table() -> None:

@@ -44,7 +44,7 @@ def test_report_intervals_resample_the_photos_a_record_names(tmp_path: Path) -> 
     ], metrics=("agreement", "bits", "ratio"))
     frame, metas, _ = load_frame(run)
     by_method = frame.set_index("method")
-    # by hand (tests/test_stats.py): 4 of 8 photos right, resampled: [12.5, 87.5]
+    # by hand (tests/core/reporting/test_stats.py): 4 of 8 photos right, resampled: [12.5, 87.5]
     assert (by_method.loc["quantize(bits=6)", "ci_lo:agreement"], by_method.loc["quantize(bits=6)", "ci_hi:agreement"]) \
         == (12.5, 87.5)
     lo, hi = by_method.loc["quantize(bits=5)", "ci_lo:agreement"], by_method.loc["quantize(bits=5)", "ci_hi:agreement"]

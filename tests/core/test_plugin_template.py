@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "plugin-template"
+TEMPLATE = Path(__file__).resolve().parents[2] / "examples" / "plugin-template"
 
 
 @pytest.fixture(scope="module")

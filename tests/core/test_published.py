@@ -10,7 +10,7 @@ from helpers import run_cli
 
 from b2s_bench.store.records import load_json, record_problems
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 PUBLISHED = sorted(p for p in RESULTS.iterdir() if (p / "run.json").is_file()) if RESULTS.is_dir() else []
 

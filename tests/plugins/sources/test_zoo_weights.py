@@ -20,7 +20,7 @@ from b2s_bench.plugins import load_plugins
 from b2s_bench.sources import ModelRequest
 from b2s_bench.suites.load import load_suite
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CNN = ModelRequest("zoo:fmnist-cnn")
 TOLERANCE = 0.5  # points of top-1: a retrain elsewhere may round differently (90.99 to 91.11 % seen on three machines)
 

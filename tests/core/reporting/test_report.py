@@ -1,7 +1,7 @@
 """Reports are rebuilt from stored records alone, in every format, deterministically; with
 intervals, seeds pooled, units by kind, validated settings, flags against the Gaussian limit and a
 terminal summary. ``make_record``/``write_run`` build synthetic run folders (also for
-tests/test_compare.py and tests/test_html.py)."""
+tests/core/reporting/test_compare.py and tests/plugins/reporting/test_html.py)."""
 
 from __future__ import annotations
 
