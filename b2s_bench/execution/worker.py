@@ -117,4 +117,4 @@ def _setup_failure(cell_id: str, error: BaseException) -> dict[str, Any]:
             "error": {"type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}}
 
 
-execute_cell = execute  # the public name (b2s_bench.execute_cell)
+execute_cell = execute  # the public name (b2s_bench.execution.execute_cell)
