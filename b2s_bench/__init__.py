@@ -40,25 +40,51 @@ __version__ = "0.3.0"
 #: name -> the core module that defines it
 _EXPORTS: dict[str, str] = {
     # registering
-    "hookimpl": "hookmarkers", "CliOption": "hookmarkers", "CompressorSpec": "compression.compressor",
-    "ModelSource": "sources", "DatasetSpec": "sources", "MetricSpec": "metrics", "ReporterSpec": "reporting.spec",
+    "hookimpl": "hookmarkers",
+    "CliOption": "hookmarkers",
+    "CompressorSpec": "compression.compressor",
+    "ModelSource": "sources",
+    "DatasetSpec": "sources",
+    "MetricSpec": "metrics",
+    "ReporterSpec": "reporting.spec",
     "ExecutorSpec": "execution.executors",
     # the interface
-    "Code": "compression.codes", "StoredTensorCode": "compression.codes", "DecoderNetwork": "compression.codes",
-    "Compressed": "compression.compressed", "skeleton_of": "compression.compressed",
-    "Context": "compression.compressor", "Progress": "compression.compressor", "weight_layers": "compression.compressor",
+    "Code": "compression.codes",
+    "StoredTensorCode": "compression.codes",
+    "DecoderNetwork": "compression.codes",
+    "Compressed": "compression.compressed",
+    "skeleton_of": "compression.compressed",
+    "Context": "compression.compressor",
+    "Progress": "compression.compressor",
+    "weight_layers": "compression.compressor",
     "TRACKS": "compression.compressor",
     # coverage and targets
-    "NotApplicableError": "compression.coverage", "Target": "compression.coverage", "add_caveat": "compression.coverage",
-    "INEFFECTIVE": "compression.coverage", "MIN_COVERAGE": "compression.coverage",
+    "NotApplicableError": "compression.coverage",
+    "Target": "compression.coverage",
+    "add_caveat": "compression.coverage",
+    "INEFFECTIVE": "compression.coverage",
+    "MIN_COVERAGE": "compression.coverage",
     # sizes and packing
-    "SizeBreakdown": "compression.sizes", "header_bits": "compression.sizes", "padded_groups": "compression.sizes",
-    "ceil_log2": "compression.sizes", "sparse_index_bits": "compression.sizes", "inference_state": "compression.sizes",
-    "pack_bits": "compression.packing", "unpack_bits": "compression.packing", "pack_mask": "compression.packing",
+    "SizeBreakdown": "compression.sizes",
+    "header_bits": "compression.sizes",
+    "padded_groups": "compression.sizes",
+    "ceil_log2": "compression.sizes",
+    "sparse_index_bits": "compression.sizes",
+    "inference_state": "compression.sizes",
+    "pack_bits": "compression.packing",
+    "unpack_bits": "compression.packing",
+    "pack_mask": "compression.packing",
     "unpack_mask": "compression.packing",
     # configs and errors
-    "check": "config", "one_of": "config", "build_config": "config", "ADDED_SETTING": "config", "ConfigError": "config",
-    "UserError": "errors", "UnknownNameError": "errors", "SuiteMistake": "errors", "MissingPrerequisite": "errors",
+    "check": "config",
+    "one_of": "config",
+    "build_config": "config",
+    "ADDED_SETTING": "config",
+    "ConfigError": "config",
+    "UserError": "errors",
+    "UnknownNameError": "errors",
+    "SuiteMistake": "errors",
+    "MissingPrerequisite": "errors",
     "write_atomic": "store.records",
 }
 #: the public faces: sub-modules with their own __all__
@@ -66,31 +92,72 @@ _FACES = ("sources", "metrics", "fitting", "testing", "reporting", "execution")
 
 #: public names of 0.2 that moved in 0.3 -> their new home
 _MOVED: dict[str, str] = {
-    **{name: f"b2s_bench.sources.{name}" for name in ("ModelRequest", "LoadedModel", "LoadedData", "cache_dir",
-                                                       "file_digest")},
+    **{name: f"b2s_bench.sources.{name}" for name in ("ModelRequest", "LoadedModel", "LoadedData", "cache_dir", "file_digest")},
     **{name: f"b2s_bench.metrics.{name}" for name in ("Evaluation", "NotApplicable")},
-    **{name: f"b2s_bench.fitting.{name}" for name in ("fit_network", "relative_error", "train_loop", "cosine_schedule",
-                                                       "TrainResult", "fidelity")},
-    **{name: f"b2s_bench.testing.{name}" for name in ("check_compressor", "ContractReport", "tiny_model",
-                                                       "tiny_context", "TinyCNN", "TinyMLP")},
-    **{name: f"b2s_bench.reporting.{name}" for name in (
-        "ReportContext", "MetricMeta", "Record", "leaderboards", "failures", "primary_metric", "header", "short_labels",
-        "BITS_PER_MB", "per_example_arrays", "sample_scale", "not_applicable", "caveat_notes", "NOT_APPLICABLE_TITLE",
-        "CAVEAT_MARK", "paired_bootstrap", "Paired", "pooled_paired", "clusters_of", "theory_sections", "pareto_front")},
-    **{name: f"b2s_bench.execution.{name}" for name in (
-        "Executor", "ExecutorOptions", "CellTask", "CellOutcome", "ActiveCell", "RunPlan", "b2s_environment",
-        "execute_cell", "run_cells", "read_record", "cell_path", "load_plugins")},
+    **{
+        name: f"b2s_bench.fitting.{name}"
+        for name in ("fit_network", "relative_error", "train_loop", "cosine_schedule", "TrainResult", "fidelity")
+    },
+    **{
+        name: f"b2s_bench.testing.{name}"
+        for name in ("check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP")
+    },
+    **{
+        name: f"b2s_bench.reporting.{name}"
+        for name in (
+            "ReportContext",
+            "MetricMeta",
+            "Record",
+            "leaderboards",
+            "failures",
+            "primary_metric",
+            "header",
+            "short_labels",
+            "BITS_PER_MB",
+            "per_example_arrays",
+            "sample_scale",
+            "not_applicable",
+            "caveat_notes",
+            "NOT_APPLICABLE_TITLE",
+            "CAVEAT_MARK",
+            "paired_bootstrap",
+            "Paired",
+            "pooled_paired",
+            "clusters_of",
+            "theory_sections",
+            "pareto_front",
+        )
+    },
+    **{
+        name: f"b2s_bench.execution.{name}"
+        for name in (
+            "Executor",
+            "ExecutorOptions",
+            "CellTask",
+            "CellOutcome",
+            "ActiveCell",
+            "RunPlan",
+            "b2s_environment",
+            "execute_cell",
+            "run_cells",
+            "read_record",
+            "cell_path",
+            "load_plugins",
+        )
+    },
     # internal now: no plugin used them
     "conform_shapes": "b2s_bench.compression.compressed.conform_shapes",
-    "FAMILIES": "b2s_bench.compression.tracks.FAMILIES", "config_to_dict": "b2s_bench.config.config_to_dict",
-    **{name: f"b2s_bench.compression.sizes.{name}" for name in ("FP32", "dtype_bits", "fp32_bits", "HEADER_BITS_PER_DIM",
-                                                                 "ARTIFACT_ALLOWANCE_BYTES", "SizeReport")},
+    "FAMILIES": "b2s_bench.compression.tracks.FAMILIES",
+    "config_to_dict": "b2s_bench.config.config_to_dict",
+    **{
+        name: f"b2s_bench.compression.sizes.{name}"
+        for name in ("FP32", "dtype_bits", "fp32_bits", "HEADER_BITS_PER_DIM", "ARTIFACT_ALLOWANCE_BYTES", "SizeReport")
+    },
 }
 
 __all__ = ["__version__", *_EXPORTS, *_FACES]
 
-__getattr__, __dir__ = lazy_face(__name__, globals(), {**_EXPORTS, **{face: f"module:{face}" for face in _FACES}},
-                                 _MOVED)
+__getattr__, __dir__ = lazy_face(__name__, globals(), {**_EXPORTS, **{face: f"module:{face}" for face in _FACES}}, _MOVED)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from . import execution, fitting, metrics, reporting, sources, testing

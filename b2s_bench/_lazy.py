@@ -12,8 +12,9 @@ from typing import Any
 __all__ = ["lazy_face"]
 
 
-def lazy_face(package: str, namespace: dict[str, Any], exports: Mapping[str, str],
-              moved: Mapping[str, str] | None = None) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_face(
+    package: str, namespace: dict[str, Any], exports: Mapping[str, str], moved: Mapping[str, str] | None = None
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``.
 
     ``exports`` maps a public name to the module that defines it, relative to ``package`` (``"stats"``,
@@ -36,8 +37,11 @@ def lazy_face(package: str, namespace: dict[str, Any], exports: Mapping[str, str
         if name in moved:
             home = moved[name]
             module, _, attr = home.rpartition(".")
-            warnings.warn(f"{package}.{name} has moved: use {home} (the old name goes in the next release)",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                f"{package}.{name} has moved: use {home} (the old name goes in the next release)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             return getattr(importlib.import_module(module), attr)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 

@@ -17,8 +17,20 @@ from typing import Any, Literal, TypeVar, Union
 
 from .errors import ConfigError, suggest
 
-__all__ = ["build_config", "config_to_dict", "config_identity", "ADDED_SETTING", "check", "one_of", "ConfigError",
-           "EmptyConfig", "SettingDoc", "setting_docs", "HELP", "RANGE"]
+__all__ = [
+    "build_config",
+    "config_to_dict",
+    "config_identity",
+    "ADDED_SETTING",
+    "check",
+    "one_of",
+    "ConfigError",
+    "EmptyConfig",
+    "SettingDoc",
+    "setting_docs",
+    "HELP",
+    "RANGE",
+]
 
 C = TypeVar("C")
 

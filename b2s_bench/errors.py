@@ -7,8 +7,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "SuiteError", "UnknownNameError", "ConfigError", "MissingPrerequisite", "SuiteMistake",
-           "CannotWrite", "suggest"]
+__all__ = [
+    "UserError",
+    "SuiteError",
+    "UnknownNameError",
+    "ConfigError",
+    "MissingPrerequisite",
+    "SuiteMistake",
+    "CannotWrite",
+    "suggest",
+]
 
 
 class UserError(Exception):

@@ -76,9 +76,16 @@ class MetricSpec:
 
     def record_entry(self, value: float | None) -> dict[str, Any]:
         """How a value of this metric is stored in a record (with what reports need to know of it)."""
-        return {"value": value, "unit": self.unit, "higher_is_better": self.higher_is_better, "kind": self.kind,
-                "roles": sorted(self.roles), "rank": self.rank, "identity_target": self.identity_target,
-                "description": self.description}
+        return {
+            "value": value,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "kind": self.kind,
+            "roles": sorted(self.roles),
+            "rank": self.rank,
+            "identity_target": self.identity_target,
+            "description": self.description,
+        }
 
 
 def default_metrics(registry: Any) -> list[str]:
@@ -218,8 +225,10 @@ class Evaluation:
             if key not in original:
                 continue  # a code of something the dense model does not hold: nothing to compare it to
             if key not in decoded or tuple(decoded[key].shape) != tuple(original[key].shape):
-                self.weight_pairs_missing = (f"the compressed model has no tensor {key!r} of the dense model's shape "
-                                             "(e.g. structured pruning or another architecture)")
+                self.weight_pairs_missing = (
+                    f"the compressed model has no tensor {key!r} of the dense model's shape "
+                    "(e.g. structured pruning or another architecture)"
+                )
                 return []
             pairs.append((key, original[key].detach().float().cpu(), decoded[key].float().cpu()))
         return pairs

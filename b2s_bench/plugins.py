@@ -118,8 +118,7 @@ class Plugins:
 
     def fail(self, name: str, error: str, tb: str = "") -> None:
         info = self.info(name)
-        self.failures.append(PluginFailure(name, info.distribution if info else "?", info.version if info else "?",
-                                           error, tb))
+        self.failures.append(PluginFailure(name, info.distribution if info else "?", info.version if info else "?", error, tb))
 
 
 def _load_file(path: str) -> ModuleType:
@@ -144,8 +143,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _entry_points(pm: pluggy.PluginManager, disabled: set[str], infos: list[PluginInfo],
-                  failures: list[PluginFailure]) -> None:
+def _entry_points(pm: pluggy.PluginManager, disabled: set[str], infos: list[PluginInfo], failures: list[PluginFailure]) -> None:
     """Load the entry-point group. A name two distributions both use loads neither (whichever came
     first on sys.path would otherwise win silently)."""
     by_name: dict[str, list[md.EntryPoint]] = {}
@@ -160,16 +158,24 @@ def _entry_points(pm: pluggy.PluginManager, disabled: set[str], infos: list[Plug
         if len(eps) > 1:
             who = " and ".join(f"{_dist(e)} {_version(e)} ({e.value})" for e in eps)
             for ep in eps:
-                failures.append(PluginFailure(name, _dist(ep), _version(ep),
-                                              f"entry-point name {name!r} is claimed by {who}; neither is loaded. "
-                                              "One of them must rename its entry point (or --disable one)", ""))
+                failures.append(
+                    PluginFailure(
+                        name,
+                        _dist(ep),
+                        _version(ep),
+                        f"entry-point name {name!r} is claimed by {who}; neither is loaded. "
+                        "One of them must rename its entry point (or --disable one)",
+                        "",
+                    )
+                )
             continue
         ep = eps[0]
         try:
             plugin = ep.load()
         except Exception as e:  # a broken plugin is reported, not fatal to the others
-            failures.append(PluginFailure(name, _dist(ep), _version(ep), f"failed to load: {_one_line(e)}",
-                                          traceback.format_exc()))
+            failures.append(
+                PluginFailure(name, _dist(ep), _version(ep), f"failed to load: {_one_line(e)}", traceback.format_exc())
+            )
             continue
         pm.register(plugin, name=name)
         infos.append(PluginInfo(name, _dist(ep), _version(ep), f"entry point {ep.value}"))
@@ -183,23 +189,32 @@ def _version(ep: md.EntryPoint) -> str:
     return ep.dist.version if ep.dist else "?"
 
 
-def _files(pm: pluggy.PluginManager, paths: Sequence[str], disabled: set[str], infos: list[PluginInfo],
-           failures: list[PluginFailure]) -> None:
+def _files(
+    pm: pluggy.PluginManager, paths: Sequence[str], disabled: set[str], infos: list[PluginInfo], failures: list[PluginFailure]
+) -> None:
     for path in paths:
         name = Path(path).stem
         if name in disabled:
             continue
         if pm.get_plugin(name) is not None:
-            failures.append(PluginFailure(name, "local file", "-", f"plugin name {name!r} from {path!r} is already "
-                                          "taken by another plugin; rename the file", ""))
+            failures.append(
+                PluginFailure(
+                    name,
+                    "local file",
+                    "-",
+                    f"plugin name {name!r} from {path!r} is already taken by another plugin; rename the file",
+                    "",
+                )
+            )
             continue
         try:
             module = _load_file(path)
         except BaseException as e:  # SystemExit in a plugin file included: report it like any failure
             if isinstance(e, KeyboardInterrupt):
                 raise
-            failures.append(PluginFailure(name, "local file", "-", f"{path} failed to load: {_one_line(e)}",
-                                          traceback.format_exc()))
+            failures.append(
+                PluginFailure(name, "local file", "-", f"{path} failed to load: {_one_line(e)}", traceback.format_exc())
+            )
             continue
         pm.register(module, name=name)
         infos.append(PluginInfo(name, "local file", "-", str(path)))
@@ -228,6 +243,7 @@ def _fill(plugins: Plugins) -> None:
     for hook_name, attr in REGISTER_HOOKS.items():
         registry = getattr(plugins, attr)
         for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():  # one call per plugin: specs know it
+
             def register(spec: Any, _plugin: str = impl.plugin_name, _registry: Any = registry) -> None:
                 _registry.register(spec, _plugin)
 
@@ -255,13 +271,16 @@ def _code_kinds(plugins: Plugins) -> None:
             plugins._code_types[kind] = found[0][1]
             continue
         names = sorted({n for n, _ in found})
-        who = " and ".join(f"{c.__module__}.{c.__qualname__} (compressor {n!r}, plugin "
-                           f"{plugins.compressors.origin(n)!r})" for n, c in found)
+        who = " and ".join(
+            f"{c.__module__}.{c.__qualname__} (compressor {n!r}, plugin {plugins.compressors.origin(n)!r})" for n, c in found
+        )
         origins = [plugins.compressors.origin(n) for n in names]
         for name in names:
             plugins.compressors.block(name, origins)
-        plugins.fail(origins[0], f"code kind {kind!r} is declared by {who}; kinds must be unique, so neither "
-                                 "compressor is used. Rename one kind")
+        plugins.fail(
+            origins[0],
+            f"code kind {kind!r} is declared by {who}; kinds must be unique, so neither compressor is used. Rename one kind",
+        )
 
 
 def load_plugins(
@@ -294,8 +313,17 @@ def load_plugins(
         infos.append(PluginInfo(name, "in process", "-", repr(obj)))
 
     plugins = Plugins(
-        pm, Registry("compressor"), Registry("model source"), Registry("dataset"), Registry("metric"),
-        Registry("reporter"), Registry("executor"), _Options(), infos, failures, sorted(disabled),
+        pm,
+        Registry("compressor"),
+        Registry("model source"),
+        Registry("dataset"),
+        Registry("metric"),
+        Registry("reporter"),
+        Registry("executor"),
+        _Options(),
+        infos,
+        failures,
+        sorted(disabled),
         PluginSelection(tuple(files), tuple(disable)),
     )
     _undeclared_hooks(pm, plugins)

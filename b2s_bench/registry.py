@@ -68,9 +68,11 @@ class Registry(Generic[T]):
 
     def clash_message(self, name: str) -> str:
         first, *others = self._clashes[name]
-        return (f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
-                f"{' and '.join(repr(o) for o in others)}; neither is used. Disable one of them "
-                "(--disable NAME or B2S_BENCH_DISABLE) or rename it")
+        return (
+            f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
+            f"{' and '.join(repr(o) for o in others)}; neither is used. Disable one of them "
+            "(--disable NAME or B2S_BENCH_DISABLE) or rename it"
+        )
 
     def clashes(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._clashes.items()}

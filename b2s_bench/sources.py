@@ -16,8 +16,16 @@ if TYPE_CHECKING:  # annotations only
     import torch
     from torch import nn
 
-__all__ = ["ModelRequest", "LoadedModel", "ModelSource", "LoadedData", "DatasetSpec", "split_model_name", "cache_dir",
-           "file_digest"]
+__all__ = [
+    "ModelRequest",
+    "LoadedModel",
+    "ModelSource",
+    "LoadedData",
+    "DatasetSpec",
+    "split_model_name",
+    "cache_dir",
+    "file_digest",
+]
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -119,9 +127,11 @@ class LoadedData:
             return
         ids = np.asarray(self.clusters)
         if ids.ndim != 1 or ids.size != self.num_examples or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"LoadedData.clusters of dataset {self.fingerprint!r}: need one integer cluster id per "
-                             f"example ({self.num_examples}), got {ids.dtype} of shape {ids.shape}; "
-                             "or None when the examples are independent")
+            raise ValueError(
+                f"LoadedData.clusters of dataset {self.fingerprint!r}: need one integer cluster id per "
+                f"example ({self.num_examples}), got {ids.dtype} of shape {ids.shape}; "
+                "or None when the examples are independent"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,7 +82,7 @@ def tiny_context(seed: int = 0, with_data: bool = True) -> Context:
         input_shape=(1, 28, 28),
         num_classes=10,
         calibration=(lambda n: xs[:n]) if with_data else None,
-        training=(lambda: [(xs[i:i + 16], ys[i:i + 16]) for i in range(0, 64, 16)]) if with_data else None,
+        training=(lambda: [(xs[i : i + 16], ys[i : i + 16]) for i in range(0, 64, 16)]) if with_data else None,
         build_model=lambda name: TinyCNN(width=8),
     )
 
@@ -143,8 +143,9 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     return _check(spec, settings, seed, x, dense_out)
 
 
-def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, x: torch.Tensor,
-           dense_out: torch.Tensor) -> ContractReport:
+def _check(
+    spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, x: torch.Tensor, dense_out: torch.Tensor
+) -> ContractReport:
     model = tiny_model(seed)
     identity_error = None
     config: Any
@@ -167,11 +168,13 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
     if spec.target is not None:
         target = spec.target(config, comp, model)
         assert target is None or isinstance(target, Target), (
-            f"{spec.name}: target() must return a b2s_bench.Target or None, got {type(target).__name__}")
+            f"{spec.name}: target() must return a b2s_bench.Target or None, got {type(target).__name__}"
+        )
     problems = storage_problems(comp.codes)
     assert not problems, f"{spec.name}: size accounting: " + "; ".join(problems[:3])
     assert size.total_bits > 0 and size.baseline_bits == 32 * sum(
-        v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+        v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
     for key, code in comp.codes.items():
         r = code.regularizer()
         assert isinstance(r, torch.Tensor) and r.numel() == 1 and math.isfinite(float(r)), f"{spec.name}: bad R(φ) for {key}"
@@ -187,12 +190,13 @@ def _check(spec: CompressorSpec, settings: Mapping[str, Any] | None, seed: int, 
         packed = packed_count(comp.raw) + sum(packed_count(c.tensors()) for c in comp.codes.values())
         assert data <= allowed_bytes(size.total_bits, packed), (
             f"{spec.name}: the artifact stores {data} bytes of tensors but the model counts {size.total_bits} bits "
-            f"({math.ceil(size.total_bits / 8)} bytes); every stored bit must be counted")
+            f"({math.ceil(size.total_bits / 8)} bytes); every stored bit must be counted"
+        )
         assert data * 8 >= size.total_bits * 0.99 - 8 * 64 * (len(comp.codes) + 1), (
-            f"{spec.name}: artifact has far fewer bytes ({data}) than the counted bits ({size.total_bits / 8:.0f} B)")
+            f"{spec.name}: artifact has far fewer bytes ({data}) than the counted bits ({size.total_bits / 8:.0f} B)"
+        )
         loaded = Compressed.load(f"{tmp}/artifact", comp.skeleton, {c.kind: c for c in spec.codes})
         err = _states_equal(comp.state_dict(), loaded.state_dict())
         assert err == 0.0, f"{spec.name}: save/load changes the decoded weights by {err}"
         assert loaded.size().total_bits == size.total_bits
     return ContractReport(spec.name, identity_error, size.total_bits, disk, share)
-

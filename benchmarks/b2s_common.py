@@ -105,22 +105,36 @@ def numbers(model: nn.Module, compressed: Any) -> dict[str, float]:
     state = model.state_dict()
     keys = list(compressed.codes)
     if not keys:
-        return {"psnr": math.nan, "rel_error": math.nan, "rate": math.nan, "gap_db": math.nan,
-                "gap_ecsq_db": math.nan, "passes": math.nan, "fit_seconds": math.nan}
+        return {
+            "psnr": math.nan,
+            "rel_error": math.nan,
+            "rate": math.nan,
+            "gap_db": math.nan,
+            "gap_ecsq_db": math.nan,
+            "passes": math.nan,
+            "fit_seconds": math.nan,
+        }
     decoded = compressed.state_dict()
     limits = [rd.tensor_limits(state[k], decoded[k], compressed.codes[k].bits().total) for k in keys]
     model_lim = rd.model_limits([state[k] for k in keys], limits)
     num = sum(float(((decoded[k] - state[k]) ** 2).sum()) for k in keys)
     den = sum(float((state[k] ** 2).sum()) for k in keys)
     psnrs = [fidelity.psnr(state[k], decoded[k]) for k in keys]
-    return {"psnr": sum(psnrs) / len(psnrs), "rel_error": math.sqrt(num / den), "rate": model_lim["rate"],
-            # None (n/a: 16 bits per weight or more, or tensors too small for ECSQ) prints as nan
-            "gap_db": math.nan if model_lim["gap_db"] is None else model_lim["gap_db"],
-            "gap_ecsq_db": math.nan if model_lim["ecsq_mse"] is None else rd.gap_db(model_lim["mse"], model_lim["ecsq_mse"]),
-            "passes": compressed.info.get("passes") or math.nan, "fit_seconds": compressed.info["fit_seconds"]}
+    return {
+        "psnr": sum(psnrs) / len(psnrs),
+        "rel_error": math.sqrt(num / den),
+        "rate": model_lim["rate"],
+        # None (n/a: 16 bits per weight or more, or tensors too small for ECSQ) prints as nan
+        "gap_db": math.nan if model_lim["gap_db"] is None else model_lim["gap_db"],
+        "gap_ecsq_db": math.nan if model_lim["ecsq_mse"] is None else rd.gap_db(model_lim["mse"], model_lim["ecsq_mse"]),
+        "passes": compressed.info.get("passes") or math.nan,
+        "fit_seconds": compressed.info["fit_seconds"],
+    }
 
 
 def row(label: str, values: dict[str, float]) -> str:
-    return (f"{label:34s} psnr {values['psnr']:6.2f} dB  rel.err {values['rel_error']:.4f}  "
-            f"rate {values['rate']:5.2f} b/w  gap {values['gap_db']:+6.2f} dB (ECSQ {values['gap_ecsq_db']:+6.2f})  "
-            f"passes {values['passes']:7.1f}  fit {values['fit_seconds']:6.1f} s")
+    return (
+        f"{label:34s} psnr {values['psnr']:6.2f} dB  rel.err {values['rel_error']:.4f}  "
+        f"rate {values['rate']:5.2f} b/w  gap {values['gap_db']:+6.2f} dB (ECSQ {values['gap_ecsq_db']:+6.2f})  "
+        f"passes {values['passes']:7.1f}  fit {values['fit_seconds']:6.1f} s"
+    )

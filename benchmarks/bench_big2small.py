@@ -42,9 +42,11 @@ def run(model: nn.Module, settings: dict, device: str, seed: int) -> tuple[dict,
 
 
 def report(name: str, info: dict, err: dict, wall: float) -> None:
-    print(f"{name:8s} {info['fit_seconds']:8.2f} s fit, {info['steps_per_second']:8.3f} steps/s "
-          f"({info['layer_steps_per_second']:.1f} layer-steps/s); rel. error {err['rel_error']:.4f}, "
-          f"PSNR {err['psnr']:.2f} dB; compress() {wall:.1f} s")
+    print(
+        f"{name:8s} {info['fit_seconds']:8.2f} s fit, {info['steps_per_second']:8.3f} steps/s "
+        f"({info['layer_steps_per_second']:.1f} layer-steps/s); rel. error {err['rel_error']:.4f}, "
+        f"PSNR {err['psnr']:.2f} dB; compress() {wall:.1f} s"
+    )
 
 
 @torch.inference_mode()
@@ -78,9 +80,11 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     model = common.fmnist()
     settings = {"steps": 20, "block": args.block, "target_ratio": args.target_ratio}
     comp, _ = common.fit(model, settings, args.device, args.seed)
-    forms = {"dense": comp.module().to(args.device),
-             "on the fly (features kept)": comp.module(deployed=True).to(args.device),
-             "on the fly, previous (chunks)": _chunked(comp.module(deployed=True)).to(args.device)}
+    forms = {
+        "dense": comp.module().to(args.device),
+        "on the fly (features kept)": comp.module(deployed=True).to(args.device),
+        "on the fly, previous (chunks)": _chunked(comp.module(deployed=True)).to(args.device),
+    }
     cached = comp.module(deployed=True)
     for m in cached.modules():
         if type(m).__name__ == "INRLayer":
@@ -99,26 +103,37 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
 
 def fitting(args: argparse.Namespace) -> int:
     model = common.lite0()
-    settings = {"steps": args.steps, "patch_rows": args.patch, "patch_cols": args.patch,
-                "patches": args.patches, "block": args.block, "target_ratio": args.target_ratio}
+    settings = {
+        "steps": args.steps,
+        "patch_rows": args.patch,
+        "patch_cols": args.patch,
+        "patches": args.patches,
+        "block": args.block,
+        "target_ratio": args.target_ratio,
+    }
     print(f"EfficientNet-Lite0 on {args.device} ({torch.get_num_threads()} torch threads); settings {settings}")
     if args.steps < PAPER_STEPS:
-        print(f"NOTE: a reduced step count ({args.steps}, the paper: {PAPER_STEPS}) keeps the run short; the"
-              " speed ratio does not depend on it, the reconstruction error does.")
+        print(
+            f"NOTE: a reduced step count ({args.steps}, the paper: {PAPER_STEPS}) keeps the run short; the"
+            " speed ratio does not depend on it, the reconstruction error does."
+        )
     rss0 = common.peak_rss_mb()
     info_b, err_b, wall_b = run(model, {**settings, "batched": True}, args.device, args.seed)
     rss_b = common.peak_rss_mb()
-    print(f"\ncompressed layers: {info_b['compressed_layers']} in {info_b['fit_groups']} stacked groups "
-          f"({info_b['architectures']} INR architectures); layers left raw: {len(info_b['raw_layers'])}")
+    print(
+        f"\ncompressed layers: {info_b['compressed_layers']} in {info_b['fit_groups']} stacked groups "
+        f"({info_b['architectures']} INR architectures); layers left raw: {len(info_b['raw_layers'])}"
+    )
     report("batched", info_b, err_b, wall_b)
-    print(f"peak RSS after fitting the whole model (batched): {rss_b:.0f} MB (before: {rss0:.0f} MB; "
-          "target < 4096 MB)")
+    print(f"peak RSS after fitting the whole model (batched): {rss_b:.0f} MB (before: {rss0:.0f} MB; target < 4096 MB)")
     if args.mixed:
         info_m, err_m, wall_m = run(model, {**settings, "batched": True, "precision": "bf16"}, args.device, args.seed)
         report("bf16", info_m, err_m, wall_m)
         gap = (err_m["rel_error"] - err_b["rel_error"]) / err_b["rel_error"]
-        print(f"mixed precision (bf16 autocast) / fp32: {info_m['steps_per_second'] / info_b['steps_per_second']:.2f}x "
-              f"the steps/s; relative error {100 * gap:+.2f} % against fp32")
+        print(
+            f"mixed precision (bf16 autocast) / fp32: {info_m['steps_per_second'] / info_b['steps_per_second']:.2f}x "
+            f"the steps/s; relative error {100 * gap:+.2f} % against fp32"
+        )
     if args.skip_naive:
         return 0
     info_n, err_n, wall_n = run(model, {**settings, "batched": False}, args.device, args.seed)
@@ -126,8 +141,10 @@ def fitting(args: argparse.Namespace) -> int:
     speedup = info_b["steps_per_second"] / info_n["steps_per_second"]
     gap = abs(err_b["rel_error"] - err_n["rel_error"]) / err_n["rel_error"]
     print(f"\nspeed-up, batched / naive: {speedup:.2f}x (target >= 3x)")
-    print(f"final relative error, batched vs naive: {err_b['rel_error']:.4f} vs {err_n['rel_error']:.4f}: "
-          f"{100 * gap:.2f} % apart (target within 5 %)")
+    print(
+        f"final relative error, batched vs naive: {err_b['rel_error']:.4f} vs {err_n['rel_error']:.4f}: "
+        f"{100 * gap:.2f} % apart (target within 5 %)"
+    )
     print(f"peak RSS of the process: {common.peak_rss_mb():.0f} MB")
     return 0
 
@@ -139,14 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=16, help="crop side in weights (0: whole tensors)")
     parser.add_argument("--patches", type=int, default=2, help="crops per layer per step")
     parser.add_argument("--block", type=int, default=8, help="weights per INR evaluation (1: one per weight)")
-    parser.add_argument("--target-ratio", type=float, default=4.0,
-                        help="fp32 INR budget: N / ratio parameters")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared, busy machine, more are slower)")
+    parser.add_argument("--target-ratio", type=float, default=4.0, help="fp32 INR budget: N / ratio parameters")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared, busy machine, more are slower)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-naive", action="store_true", help="only the batched fit")
-    parser.add_argument("--mixed", action="store_true",
-                        help="also fit batched with precision: bf16 (autocast) and compare it with fp32")
+    parser.add_argument(
+        "--mixed", action="store_true", help="also fit batched with precision: bf16 (autocast) and compare it with fp32"
+    )
     parser.add_argument("--latency", action="store_true", help="time the deployed forms against dense instead")
     parser.add_argument("--repeats", type=int, default=20, help="--latency: timed forwards per form")
     args = parser.parse_args(argv)

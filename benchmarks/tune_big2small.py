@@ -28,8 +28,15 @@ import b2s_common as common
 import torch
 
 #: the CPU recipe the studies start from (the suites' previous CPU settings, the version-1 defaults)
-BASE: dict[str, Any] = {"block": 8, "patch_rows": 32, "patch_cols": 32, "patches": 2, "sampling": "random",
-                        "lr": 1e-3, "target_ratio": 4.0}
+BASE: dict[str, Any] = {
+    "block": 8,
+    "patch_rows": 32,
+    "patch_cols": 32,
+    "patches": 2,
+    "sampling": "random",
+    "lr": 1e-3,
+    "target_ratio": 4.0,
+}
 
 
 def study_lr(model: torch.nn.Module, base: dict[str, Any], args: argparse.Namespace) -> None:
@@ -85,11 +92,9 @@ def study_permute(model: torch.nn.Module, base: dict[str, Any], args: argparse.N
         print(f"\n-- {bits}-bit INR, {args.steps} steps")
         for mode in ("none", "pca", "greedy"):
             t0 = time.perf_counter()
-            comp, wall = common.fit(model, {**base, "steps": args.steps, "permute": mode, "inr_bits": bits,
-                                            "qat": "auto"})
+            comp, wall = common.fit(model, {**base, "steps": args.steps, "permute": mode, "inr_bits": bits, "qat": "auto"})
             extra = wall - comp.info["fit_seconds"] - comp.info["finetune_seconds"]
-            print(common.row(f"permute {mode}", common.numbers(model, comp)) + f"  (+{extra:.1f} s outside the fit)",
-                  flush=True)
+            print(common.row(f"permute {mode}", common.numbers(model, comp)) + f"  (+{extra:.1f} s outside the fit)", flush=True)
             del t0
 
 
@@ -117,15 +122,22 @@ def study_grid(model: torch.nn.Module, base: dict[str, Any], args: argparse.Name
         print(common.row(label, common.numbers(model, comp)), flush=True)
 
 
-STUDIES = {"grid": study_grid, "lr": study_lr, "batch": study_batch, "quant": study_quant, "permute": study_permute,
-           "curve": study_curve}
+STUDIES = {
+    "grid": study_grid,
+    "lr": study_lr,
+    "batch": study_batch,
+    "quant": study_quant,
+    "permute": study_permute,
+    "curve": study_curve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", choices=sorted(STUDIES))
-    parser.add_argument("--model", default="fmnist",
-                        help="fmnist, lite0-large (its 3 largest weights), lite0 or smooth (synthetic)")
+    parser.add_argument(
+        "--model", default="fmnist", help="fmnist, lite0-large (its 3 largest weights), lite0 or smooth (synthetic)"
+    )
     parser.add_argument("--set", default="{}", help="JSON settings added to the base recipe, e.g. '{\"lr\": 0.01}'")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--budgets", default="250,1000,4000", help="lr study: step budgets")
@@ -133,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--omegas", default="3,5,10", help="quant study: omega0 values")
     parser.add_argument("--seconds", type=float, default=60.0, help="batch study: fit seconds per setting")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: a shared, busy machine)")
-    parser.add_argument("--grid", default="{}", help='grid study: JSON lists, e.g. \'{"lr": [0.001, 0.003]}\'')
+    parser.add_argument("--grid", default="{}", help="grid study: JSON lists, e.g. '{\"lr\": [0.001, 0.003]}'")
     parser.add_argument("--json", action="store_true", help="curve study: also print the curve as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -34,8 +34,11 @@ def main() -> None:
         path = zoo.WEIGHTS_DIR / f"{recipe.key()}.safetensors"
         zoo.save_weights(state, recipe, path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        print(f'    "{recipe.key()}": Shipped("{args.model}", {seed}, "{digest}", {zoo.top1(recipe, state):.2f}, '
-              f"{seconds:.0f}),  # {path.stat().st_size} bytes, {torch.get_num_threads()} threads", flush=True)
+        print(
+            f'    "{recipe.key()}": Shipped("{args.model}", {seed}, "{digest}", {zoo.top1(recipe, state):.2f}, '
+            f"{seconds:.0f}),  # {path.stat().st_size} bytes, {torch.get_num_threads()} threads",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -91,9 +91,8 @@ def fake_fmnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         # class-dependent blobs so a CNN can learn something in a few steps
         images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
         for i, lab in enumerate(labels):
-            images[i, 2 * lab: 2 * lab + 8, 4:24] = 250
+            images[i, 2 * lab : 2 * lab + 8, 4:24] = 250
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("B2S_FASHION_MNIST", str(root))
     return root
-

@@ -16,20 +16,29 @@ from .show import catalog_rows, compressor_track, settings_table
 
 KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")
 DESCRIPTION = 100  # characters of a suite's description shown without -v
-MODELS_NOTE = ("offline: works without the internet (a package may need installing first); needs the hub: "
-               "`pretrained: true` downloads the weights on first use, unless the local cache holds them "
-               "(`b2s-bench validate` tells)")
+MODELS_NOTE = (
+    "offline: works without the internet (a package may need installing first); needs the hub: "
+    "`pretrained: true` downloads the weights on first use, unless the local cache holds them "
+    "(`b2s-bench validate` tells)"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("ls", help="list compressors, models, datasets, metrics, reporters, executors, plugins or shipped suites",
-                       description="List what the installed plugins provide, or the suites shipped with b2s-bench. "
-                                   "PATTERN is a substring or a glob. `b2s-bench show NAME` shows one in full.")
+    p = sub.add_parser(
+        "ls",
+        help="list compressors, models, datasets, metrics, reporters, executors, plugins or shipped suites",
+        description="List what the installed plugins provide, or the suites shipped with b2s-bench. "
+        "PATTERN is a substring or a glob. `b2s-bench show NAME` shows one in full.",
+    )
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", default=None)
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also each setting's type, default, allowed values and help (compressors, datasets), "
-                        "metrics' roles and inputs, suites' whole descriptions")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also each setting's type, default, allowed values and help (compressors, datasets), "
+        "metrics' roles and inputs, suites' whole descriptions",
+    )
     return p
 
 
@@ -89,8 +98,10 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     kind, pattern, verbose = args.kind, args.pattern, getattr(args, "verbose", False)
     notes: list[str] = []
     if kind == "compressors":
-        rows = [[s.name, s.family, compressor_track(s), s.version, plugins.compressors.origin(s.name), s.description]
-                for s in plugins.compressors.match(pattern)]
+        rows = [
+            [s.name, s.family, compressor_track(s), s.version, plugins.compressors.origin(s.name), s.description]
+            for s in plugins.compressors.match(pattern)
+        ]
         headers = ["name", "family", "data track", "version", "plugin", "description"]
     elif kind == "models":
         rows, headers = _models(plugins, pattern)
@@ -99,13 +110,22 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         rows = []
         for s in plugins.datasets.match(pattern):
             problems = s.problems(s.config()) if s.problems else []
-            rows.append([s.name, "yes" if s.labeled else "no", s.label_space or "-",
-                         "yes" if not problems else "no: " + problems[0], s.description])
+            rows.append(
+                [
+                    s.name,
+                    "yes" if s.labeled else "no",
+                    s.label_space or "-",
+                    "yes" if not problems else "no: " + problems[0],
+                    s.description,
+                ]
+            )
         headers = ["name", "labeled", "labels", "available here", "description"]
     elif kind == "metrics":
-        rows = [[m.name, m.unit or "-", "↑" if m.higher_is_better else "↓", m.kind, m.description]
-                + ([", ".join(sorted(m.roles)) or "-", ", ".join(sorted(m.needs)) or "-", m.version] if verbose else [])
-                for m in plugins.metrics.match(pattern)]
+        rows = [
+            [m.name, m.unit or "-", "↑" if m.higher_is_better else "↓", m.kind, m.description]
+            + ([", ".join(sorted(m.roles)) or "-", ", ".join(sorted(m.needs)) or "-", m.version] if verbose else [])
+            for m in plugins.metrics.match(pattern)
+        ]
         headers = ["name", "unit", "better", "kind", "description"] + (["roles", "reads", "version"] if verbose else [])
     elif kind == "reporters":
         rows = [[r.name, r.description] for r in plugins.reporters.match(pattern)]
@@ -113,8 +133,15 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     elif kind == "executors":
         ranked = sorted(plugins.executors.match(pattern), key=lambda e: (e.rank, e.name))
         default = min(plugins.executors, key=lambda e: (e.rank, e.name)).name if len(plugins.executors) else None
-        rows = [[e.name + (" (default)" if e.name == default else ""), "yes" if e.detaches else "no",
-                 plugins.executors.origin(e.name), e.description] for e in ranked]
+        rows = [
+            [
+                e.name + (" (default)" if e.name == default else ""),
+                "yes" if e.detaches else "no",
+                plugins.executors.origin(e.name),
+                e.description,
+            ]
+            for e in ranked
+        ]
         headers = ["name", "--detach", "plugin", "description"]
         notes = ["`b2s-bench run SUITE --executor NAME` (or $B2S_BENCH_EXECUTOR) picks one"]
     elif kind == "suites":
@@ -122,8 +149,9 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         notes = ["`b2s-bench run NAME` runs one; `b2s-bench validate NAME` lists its cells"]
     else:
         rows = [[i.name, i.distribution, i.version, "ok", i.origin] for i in plugins.infos if matches(i.name, pattern)]
-        rows += [[f.name, f.distribution, f.version, "FAILED: " + f.error, ""] for f in plugins.failures
-                 if matches(f.name, pattern)]
+        rows += [
+            [f.name, f.distribution, f.version, "FAILED: " + f.error, ""] for f in plugins.failures if matches(f.name, pattern)
+        ]
         rows += [[d, "", "", "disabled", ""] for d in plugins.disabled if matches(d, pattern)]
         rows.sort(key=lambda r: r[0])
         headers = ["plugin", "distribution", "version", "status", "origin"]

@@ -30,23 +30,43 @@ from ..plugins import Plugins, load_plugins  # noqa: E402
 from ..store.records import cannot_write  # noqa: E402
 from . import compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
 
-COMMANDS = {"run": run, "validate": validate, "status": status, "ls": ls, "show": show, "report": report,
-            "publish": publish, "results": results, "compare": compare}
+COMMANDS = {
+    "run": run,
+    "validate": validate,
+    "status": status,
+    "ls": ls,
+    "show": show,
+    "report": report,
+    "publish": publish,
+    "results": results,
+    "compare": compare,
+}
 
 
 def _global_parser(add_help: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="b2s-bench", add_help=add_help,
+        prog="b2s-bench",
+        add_help=add_help,
         description="Benchmark neural-network compressors on the same models, data and size rules.",
         epilog="Exit codes: 0 all ok, 1 some cell failed, 2 usage or suite error, 3 missing prerequisite "
-               "(data, weights, a package), 4 could not write (a full or read-only folder), 130 interrupted, "
-               "143 terminated (SIGTERM).",
+        "(data, weights, a package), 4 could not write (a full or read-only folder), 130 interrupted, "
+        "143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"b2s-bench {__version__}")
-    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                        help="load a local plugin file (repeatable; also $B2S_BENCH_PLUGINS)")
-    parser.add_argument("--disable", action="append", default=[], metavar="NAME",
-                        help="do not load the plugin NAME (repeatable; also $B2S_BENCH_DISABLE)")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="load a local plugin file (repeatable; also $B2S_BENCH_PLUGINS)",
+    )
+    parser.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load the plugin NAME (repeatable; also $B2S_BENCH_DISABLE)",
+    )
     return parser
 
 

@@ -38,19 +38,25 @@ PUBLISHED = ".b2s-published.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("publish", help="copy a run's records and rebuilt tables into results/",
-                       description="Copy a run's records (not its artifacts) to DIR, rebuild every table "
-                                   "there from them, and write a README saying what made them.")
+    p = sub.add_parser(
+        "publish",
+        help="copy a run's records and rebuilt tables into results/",
+        description="Copy a run's records (not its artifacts) to DIR, rebuild every table "
+        "there from them, and write a README saying what made them.",
+    )
     p.add_argument("run_dir", type=Path, help="a run folder (runs/<suite> or --out of `run`)")
     p.add_argument("--to", type=Path, default=None, help="destination (default: results/<suite>)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--merge", action="store_true", help="the destination has records: add these, keep the others")
-    how.add_argument("--replace", action="store_true",
-                     help="the destination has records: move it aside (DIR.replaced-TIME) and publish anew")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="publish although some cells of the suite have no record yet")
-    p.add_argument("--allow-dirty", action="store_true",
-                   help="publish records made by uncommitted code or by several commits (the README says so)")
+    how.add_argument(
+        "--replace", action="store_true", help="the destination has records: move it aside (DIR.replaced-TIME) and publish anew"
+    )
+    p.add_argument("--allow-incomplete", action="store_true", help="publish although some cells of the suite have no record yet")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="publish records made by uncommitted code or by several commits (the README says so)",
+    )
     return p
 
 
@@ -75,8 +81,9 @@ def readme(manifest: dict[str, Any], records: Sequence[Mapping[str, Any]], missi
         "",
         manifest.get("description") or "",
         "",
-        f"- Made by: `{manifest['command']}`" if manifest.get("command") else "- Made by: `b2s-bench run` "
-        f"on `{manifest.get('file')}` (the exact command line was not recorded)",
+        f"- Made by: `{manifest['command']}`"
+        if manifest.get("command")
+        else f"- Made by: `b2s-bench run` on `{manifest.get('file')}` (the exact command line was not recorded)",
         f"- Suite file: `{manifest.get('file')}`",
         f"- Cells: {len(records)} recorded ({status.get('ok', 0)} ok, {status.get('error', 0)} failed)"
         + (f", {missing} without a record yet" if missing else ""),
@@ -99,8 +106,9 @@ def _commit_problems(records: Sequence[Mapping[str, Any]]) -> list[str]:
     problems = []
     dirty = [c for c in commits if c.endswith("-dirty") or c == "None"]
     if dirty:
-        problems.append(f"{sum(commits[c] for c in dirty)} records come from uncommitted code or outside git "
-                        f"({', '.join(sorted(dirty))})")
+        problems.append(
+            f"{sum(commits[c] for c in dirty)} records come from uncommitted code or outside git ({', '.join(sorted(dirty))})"
+        )
     if len(commits) > 1:
         problems.append(f"the records come from {len(commits)} commits ({', '.join(sorted(commits))})")
     return problems
@@ -124,8 +132,7 @@ def _prepare_destination(dest: Path, run_dir: Path, args: argparse.Namespace) ->
     if dest.resolve() == run_dir.resolve():
         raise UserError(f"{dest} is the run folder itself; publish to another folder (--to)")
     if os.path.lexists(dest) and not dest.is_dir():
-        raise UserError(f"--to {dest} is a file, not a folder; nothing was changed. Give a new folder or a "
-                        "published one")
+        raise UserError(f"--to {dest} is a file, not a folder; nothing was changed. Give a new folder or a published one")
     if not dest.exists() or not any(dest.iterdir()):
         return
     if args.merge:
@@ -136,8 +143,10 @@ def _prepare_destination(dest: Path, run_dir: Path, args: argparse.Namespace) ->
         print(f"moved the previous {dest} to {aside}")
         return
     held = len(list((dest / "cells").glob("*.json"))) if (dest / "cells").is_dir() else 0
-    raise UserError(f"{dest} already holds a published run ({held} records); nothing was changed. Pass --merge to add "
-                    "these records and keep the others, or --replace to move it aside and publish anew")
+    raise UserError(
+        f"{dest} already holds a published run ({held} records); nothing was changed. Pass --merge to add "
+        "these records and keep the others, or --replace to move it aside and publish anew"
+    )
 
 
 def _sha256(data: bytes) -> str:
@@ -175,20 +184,29 @@ class _Placer:
             if current is None or files.get(rel) != current:
                 aside = _free_name(target.with_name(f"{target.name}.replaced-{self.stamp}"))
                 os.rename(target, aside)
-                print(f"moved {target} aside to {aside} (publish did not write it, or it was edited since)",
-                      file=sys.stderr)
+                print(f"moved {target} aside to {aside} (publish did not write it, or it was edited since)", file=sys.stderr)
         write_atomic(target, data)
         files[rel] = digest
         return target
 
     def finish(self) -> None:
         for folder, files in self.manifests.items():
-            write_atomic(folder / PUBLISHED, json.dumps({"schema": "b2s-bench/published/1", "files": dict(sorted(
-                files.items()))}, indent=1))
+            write_atomic(
+                folder / PUBLISHED,
+                json.dumps({"schema": "b2s-bench/published/1", "files": dict(sorted(files.items()))}, indent=1),
+            )
 
 
-def _stage(stage: Path, dest: Path, run_dir: Path, ids: list[str], records: Mapping[str, Any],
-           manifest: dict[str, Any], merge: bool, plugins: Plugins) -> list[Path]:
+def _stage(
+    stage: Path,
+    dest: Path,
+    run_dir: Path,
+    ids: list[str],
+    records: Mapping[str, Any],
+    manifest: dict[str, Any],
+    merge: bool,
+    plugins: Plugins,
+) -> list[Path]:
     """Build the published folder in ``stage``: records, run.json, tables, README. Returns the tables."""
     (stage / "cells").mkdir()
     if merge and (dest / "cells").is_dir():  # the tables show the records already there too
@@ -216,19 +234,25 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     found = [r for r in records.values() if r is not None]
     missing = [cid for cid, rec in records.items() if rec is None]
     if missing and not args.allow_incomplete:
-        raise UserError(f"{len(missing)} of {len(ids)} cells of {run_dir} have no record yet (e.g. {missing[0]}); "
-                        f"finish the run (`b2s-bench run` on the same suite resumes) or pass --allow-incomplete")
+        raise UserError(
+            f"{len(missing)} of {len(ids)} cells of {run_dir} have no record yet (e.g. {missing[0]}); "
+            f"finish the run (`b2s-bench run` on the same suite resumes) or pass --allow-incomplete"
+        )
     problems = _commit_problems(found)
     if problems and not args.allow_dirty:
-        raise UserError("published figures must come from one clean commit, but " + "; ".join(problems) +
-                        ". Commit, rerun with --force, and publish again (or pass --allow-dirty)")
+        raise UserError(
+            "published figures must come from one clean commit, but "
+            + "; ".join(problems)
+            + ". Commit, rerun with --force, and publish again (or pass --allow-dirty)"
+        )
     dest: Path = args.to or Path("results") / manifest["suite"]
     _prepare_destination(dest, run_dir, args)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(f"cannot make {dest}: a file is in the way on its path; nothing was changed. Choose "
-                        "another --to") from None
+        raise UserError(
+            f"cannot make {dest}: a file is in the way on its path; nothing was changed. Choose another --to"
+        ) from None
     except OSError as e:
         if e.errno in WRITE_ERRNOS:
             raise cannot_write(dest / "cells", e) from e

@@ -26,15 +26,30 @@ _ROOT_README = Path("<ROOT>/README.md")  # a sentinel: --write/--check given wit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("results", help="the table of published runs under results/ (for results/README.md)",
-                       description="Print the table of published runs, built from their run.json and records.")
+    p = sub.add_parser(
+        "results",
+        help="the table of published runs under results/ (for results/README.md)",
+        description="Print the table of published runs, built from their run.json and records.",
+    )
     p.add_argument("root", nargs="?", type=Path, default=Path("results"), help="the published runs (default: results)")
     what = p.add_mutually_exclusive_group()
     # With no file named, the target is ROOT/README.md (resolved in main, once ROOT is known).
-    what.add_argument("--write", type=Path, nargs="?", const=_ROOT_README, metavar="README",
-                      help="replace the table between the markers in README (default: ROOT/README.md)")
-    what.add_argument("--check", type=Path, nargs="?", const=_ROOT_README, metavar="README",
-                      help="exit 1 when README's table is not this one (default: ROOT/README.md)")
+    what.add_argument(
+        "--write",
+        type=Path,
+        nargs="?",
+        const=_ROOT_README,
+        metavar="README",
+        help="replace the table between the markers in README (default: ROOT/README.md)",
+    )
+    what.add_argument(
+        "--check",
+        type=Path,
+        nargs="?",
+        const=_ROOT_README,
+        metavar="README",
+        help="exit 1 when README's table is not this one (default: ROOT/README.md)",
+    )
     return p
 
 
@@ -57,20 +72,33 @@ def _row(folder: Path, root: Path, base: Path) -> list[str] | None:
     rss = manifest.get("peak_rss_mb")
     # Relative to the page the table goes into (base), so the link works where that page is read.
     link = f"[`{folder.name}`]({Path(os.path.relpath(root / folder.name / 'leaderboard.md', base)).as_posix()})"
-    return [link, f"`{manifest.get('command') or 'b2s-bench run'}`",
-            f"{status.get('ok', 0)} ok" + (f", {status['error']} failed" if status.get("error") else "")
-            + (f", {skipped} not applicable or short of target"
-               if (skipped := sum(status.get(s, 0) for s in SKIPPED_STATUSES)) else ""),
-            _minutes(manifest.get("wall_seconds")), f"{rss:,.0f} MB" if rss else "–", ", ".join(devices),
-            ", ".join(commits), (manifest.get("description") or "").strip()]
+    return [
+        link,
+        f"`{manifest.get('command') or 'b2s-bench run'}`",
+        f"{status.get('ok', 0)} ok"
+        + (f", {status['error']} failed" if status.get("error") else "")
+        + (
+            f", {skipped} not applicable or short of target"
+            if (skipped := sum(status.get(s, 0) for s in SKIPPED_STATUSES))
+            else ""
+        ),
+        _minutes(manifest.get("wall_seconds")),
+        f"{rss:,.0f} MB" if rss else "–",
+        ", ".join(devices),
+        ", ".join(commits),
+        (manifest.get("description") or "").strip(),
+    ]
 
 
 def table(root: Path, base: Path = Path(".")) -> str:
     """The table of the runs under root, its links relative to the folder base."""
     if not root.is_dir():
         raise UserError(f"{root} does not exist; publish a run first (`b2s-bench publish RUN_DIR`)")
-    rows = [r for r in (_row(f, root, base) for f in sorted(root.iterdir()) if f.is_dir() and not is_moved_aside(f.name))
-            if r is not None]
+    rows = [
+        r
+        for r in (_row(f, root, base) for f in sorted(root.iterdir()) if f.is_dir() and not is_moved_aside(f.name))
+        if r is not None
+    ]
     head = ["folder", "command", "cells", "wall time", "peak RSS", "device", "commit", "what it is"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]

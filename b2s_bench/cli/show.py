@@ -30,9 +30,12 @@ SHOWN = 20  # models of a source shown by `show SOURCE` (`ls models` lists them 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("show", help="show a compressor, metric, dataset or model source with every setting",
-                       description="Show one compressor, metric, dataset, reporter or model source (or SOURCE:MODEL) "
-                                   "in full: each setting with its type, default, allowed values and help.")
+    p = sub.add_parser(
+        "show",
+        help="show a compressor, metric, dataset or model source with every setting",
+        description="Show one compressor, metric, dataset, reporter or model source (or SOURCE:MODEL) "
+        "in full: each setting with its type, default, allowed values and help.",
+    )
     p.add_argument("name", help="a name from `b2s-bench ls` (compressors, metrics, datasets, reporters, models)")
     return p
 
@@ -58,8 +61,11 @@ def settings_table(cls: type) -> str:
 def _setting_block(d: SettingDoc) -> str:
     allowed = f"  [{d.allowed}]" if d.allowed else ""
     head = f"  {d.name}: {d.type} = {d.default}{allowed}"
-    body = textwrap.fill(d.help, WIDTH, initial_indent="      ", subsequent_indent="      ") if d.help else \
-        "      (no help; the plugin's config docstring does not describe it)"
+    body = (
+        textwrap.fill(d.help, WIDTH, initial_indent="      ", subsequent_indent="      ")
+        if d.help
+        else "      (no help; the plugin's config docstring does not describe it)"
+    )
     return f"{head}\n{body}"
 
 
@@ -67,8 +73,7 @@ def _settings(cls: type) -> list[str]:
     docs = setting_docs(cls)
     if not docs:
         return ["settings: none"]
-    return [f"settings ({cls.__name__}; set them in a suite entry, or as `grid:` axes):",
-            *(_setting_block(d) for d in docs)]
+    return [f"settings ({cls.__name__}; set them in a suite entry, or as `grid:` axes):", *(_setting_block(d) for d in docs)]
 
 
 def catalog_rows(source: ModelSource) -> list[tuple[str, str, str]]:
@@ -82,22 +87,25 @@ def catalog_rows(source: ModelSource) -> list[tuple[str, str, str]]:
 def _compressor(spec: Any, plugins: Plugins) -> list[str]:
     follows = "yes (it has a per-tensor form)" if spec.compress_tensor is not None else "no: put it first"
     identity = ", ".join(f"{k}={v}" for k, v in spec.identity.items()) if spec.identity else "none"
-    return [f"compressor {spec.name}: {spec.description}",
-            f"family: {spec.family}; data track: {compressor_track(spec)}; version: {spec.version}; "
-            f"plugin: {plugins.compressors.origin(spec.name)}",
-            f"can follow another stage in a pipeline: {follows}; identity settings: {identity}"
-            + ("; benefits from a GPU" if spec.uses_gpu else ""),
-            *_settings(spec.config)]
+    return [
+        f"compressor {spec.name}: {spec.description}",
+        f"family: {spec.family}; data track: {compressor_track(spec)}; version: {spec.version}; "
+        f"plugin: {plugins.compressors.origin(spec.name)}",
+        f"can follow another stage in a pipeline: {follows}; identity settings: {identity}"
+        + ("; benefits from a GPU" if spec.uses_gpu else ""),
+        *_settings(spec.config),
+    ]
 
 
 def _metric(spec: Any, plugins: Plugins) -> list[str]:
     better = "higher is better (↑)" if spec.higher_is_better else "lower is better (↓)"
     target = f"; identity settings must reach {spec.identity_target}" if spec.identity_target is not None else ""
-    return [f"metric {spec.name}: {spec.description}",
-            f"unit: {spec.unit or '-'}; {better}; kind: {spec.kind}; version: {spec.version}; "
-            f"plugin: {plugins.metrics.origin(spec.name)}",
-            f"roles: {', '.join(sorted(spec.roles)) or 'none'}; reads: {', '.join(sorted(spec.needs)) or 'the sizes only'}"
-            f"{target}"]
+    return [
+        f"metric {spec.name}: {spec.description}",
+        f"unit: {spec.unit or '-'}; {better}; kind: {spec.kind}; version: {spec.version}; "
+        f"plugin: {plugins.metrics.origin(spec.name)}",
+        f"roles: {', '.join(sorted(spec.roles)) or 'none'}; reads: {', '.join(sorted(spec.needs)) or 'the sizes only'}{target}",
+    ]
 
 
 def _dataset(spec: Any, plugins: Plugins) -> list[str]:
@@ -106,11 +114,13 @@ def _dataset(spec: Any, plugins: Plugins) -> list[str]:
     except Exception as e:  # a check that fails is shown, not raised
         problems = [f"its check failed: {type(e).__name__}: {e}"]
     here = "yes" if not problems else "no: " + "; ".join(problems)
-    return [f"dataset {spec.name}: {spec.description}",
-            f"labeled: {'yes' if spec.labeled else 'no'}; labels: {spec.label_space or '-'}; "
-            f"plugin: {plugins.datasets.origin(spec.name)}",
-            f"available here with the defaults: {here}",
-            *_settings(spec.config)]
+    return [
+        f"dataset {spec.name}: {spec.description}",
+        f"labeled: {'yes' if spec.labeled else 'no'}; labels: {spec.label_space or '-'}; "
+        f"plugin: {plugins.datasets.origin(spec.name)}",
+        f"available here with the defaults: {here}",
+        *_settings(spec.config),
+    ]
 
 
 def _source(source: ModelSource, plugins: Plugins, model: str | None = None) -> list[str]:
@@ -124,11 +134,19 @@ def _source(source: ModelSource, plugins: Plugins, model: str | None = None) -> 
     shown = rows
     if model is None and len(rows) > SHOWN:  # a big source: its models with offline weights matter most
         shown = [r for r in rows if r[2].startswith("offline") and not r[1].startswith("none")][:SHOWN]
-        lines.append(f"with offline weights{' (the first ' + str(SHOWN) + ')' if len(shown) == SHOWN else ''}:"
-                     if shown else "with offline weights: none (`pretrained: true` downloads them from the hub)")
+        lines.append(
+            f"with offline weights{' (the first ' + str(SHOWN) + ')' if len(shown) == SHOWN else ''}:"
+            if shown
+            else "with offline weights: none (`pretrained: true` downloads them from the hub)"
+        )
     if shown:
-        lines.append(tabulate([[f"{source.name}:{n}", w or "-", a or "-"] for n, w, a in shown],
-                              headers=["model", "weights", "availability"], tablefmt="github"))
+        lines.append(
+            tabulate(
+                [[f"{source.name}:{n}", w or "-", a or "-"] for n, w, a in shown],
+                headers=["model", "weights", "availability"],
+                tablefmt="github",
+            )
+        )
     if model is None:
         lines.append(f"{len(rows)} models; `b2s-bench ls models '{source.name}:*'` lists them all")
     return lines
@@ -154,9 +172,15 @@ def describe(name: str, plugins: Plugins) -> list[str]:
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
     found = describe(args.name, plugins)
     if not found:
-        names = [*plugins.compressors.names(), *plugins.metrics.names(), *plugins.datasets.names(),
-                 *plugins.reporters.names(), *plugins.models.names()]
-        raise UnknownNameError("name", args.name, set(names),
-                               "`b2s-bench ls compressors` (or metrics, datasets, reporters, models) lists them")
+        names = [
+            *plugins.compressors.names(),
+            *plugins.metrics.names(),
+            *plugins.datasets.names(),
+            *plugins.reporters.names(),
+            *plugins.models.names(),
+        ]
+        raise UnknownNameError(
+            "name", args.name, set(names), "`b2s-bench ls compressors` (or metrics, datasets, reporters, models) lists them"
+        )
     print("\n\n".join(found))
     return 0

@@ -15,8 +15,11 @@ from ..store.records import DONE_STATUSES, load_json, record_problems
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("status", help="show a run folder's cells: done, running, failed, pending",
-                       description="Show the state of every cell of a run folder (any executor, any machine).")
+    p = sub.add_parser(
+        "status",
+        help="show a run folder's cells: done, running, failed, pending",
+        description="Show the state of every cell of a run folder (any executor, any machine).",
+    )
     p.add_argument("run_dir", type=Path, help="a run folder (runs/<suite> or --out of `run`)")
     p.add_argument("--all", action="store_true", help="list done and pending cells too, not only running and failed")
     return p
@@ -61,8 +64,10 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     states, rows = cell_states(args.run_dir)
     counts = {s: sum(1 for v in states.values() if v == s) for s in ("done", "running", "failed", "pending")}
     manifest = RunStore(args.run_dir).manifest() or {}
-    print(f"{manifest.get('suite', args.run_dir.name)} ({args.run_dir}): {len(states)} cells: "
-          + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(
+        f"{manifest.get('suite', args.run_dir.name)} ({args.run_dir}): {len(states)} cells: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+    )
     shown = rows if args.all else [r for r in rows if r[1] in ("running", "failed")]
     if shown:
         print(tabulate(shown, headers=["cell", "state", "model / method", "detail"], tablefmt="github"))

@@ -17,12 +17,16 @@ from . import exits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("validate", help="check a suite and list its cells without running",
-                       description="Parse and check a suite, expand its grid, and print each cell with what it needs. "
-                                   "Exit 2: the suite is broken (a name, a value, a file of the wrong kind); "
-                                   "exit 3: something a cell needs is missing here.")
-    p.add_argument("suite", nargs="?", default=None,
-                   help="a suite file, or the name of a shipped suite (default: the embedded suite)")
+    p = sub.add_parser(
+        "validate",
+        help="check a suite and list its cells without running",
+        description="Parse and check a suite, expand its grid, and print each cell with what it needs. "
+        "Exit 2: the suite is broken (a name, a value, a file of the wrong kind); "
+        "exit 3: something a cell needs is missing here.",
+    )
+    p.add_argument(
+        "suite", nargs="?", default=None, help="a suite file, or the name of a shipped suite (default: the embedded suite)"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("-k", dest="pattern", default=None, metavar="PATTERN")
     return p
@@ -32,8 +36,13 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     from ..execution.prepare import prepare_run  # torch loads only when a suite is read
     from ..execution.prerequisites import check_cells
 
-    run = prepare_run(args.suite, plugins=plugins, plugin_options=getattr(args, "plugin_options", None) or {},
-                      device=args.device, pattern=args.pattern)
+    run = prepare_run(
+        args.suite,
+        plugins=plugins,
+        plugin_options=getattr(args, "plugin_options", None) or {},
+        device=args.device,
+        pattern=args.pattern,
+    )
     suite, device, cells = run.suite, run.device, list(run.cells)
     found = check_cells(suite, plugins, cells)
     if found.mistakes:  # the suite is broken, like a load_suite error: no table of cells that cannot be right

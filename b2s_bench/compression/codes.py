@@ -209,8 +209,11 @@ class NestedCode(Code):
 
     def meta(self) -> dict[str, Any]:
         return {
-            "outer": {"kind": self.outer.kind, "meta": self.outer.meta(),
-                      "tensors": sorted(k for k in self.outer.tensors() if k not in self.inner)},
+            "outer": {
+                "kind": self.outer.kind,
+                "meta": self.outer.meta(),
+                "tensors": sorted(k for k in self.outer.tensors() if k not in self.inner),
+            },
             "inner": {n: {"kind": c.kind, "meta": c.meta(), "tensors": sorted(c.tensors())} for n, c in self.inner.items()},
         }
 

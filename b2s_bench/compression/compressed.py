@@ -24,8 +24,17 @@ from ..store.records import WRITE_ERRNOS, cannot_write, temp_tag, umask
 from .codes import Code, NestedCode
 from .sizes import FP32, SizeBreakdown, SizeReport, dtype_bits, inference_state
 
-__all__ = ["Compressed", "conform_shapes", "skeleton_of", "save_compressed", "read_artifact", "FORMAT", "restore_code",
-           "code_entry", "artifact_bytes"]
+__all__ = [
+    "Compressed",
+    "conform_shapes",
+    "skeleton_of",
+    "save_compressed",
+    "read_artifact",
+    "FORMAT",
+    "restore_code",
+    "code_entry",
+    "artifact_bytes",
+]
 
 
 def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
@@ -125,9 +134,7 @@ class Compressed:
             raise ValueError("activation ranges need activation_bits")
 
     @classmethod
-    def from_codes(
-        cls, model: nn.Module, codes: Mapping[str, Code], info: Mapping[str, Any] | None = None
-    ) -> Compressed:
+    def from_codes(cls, model: nn.Module, codes: Mapping[str, Code], info: Mapping[str, Any] | None = None) -> Compressed:
         """The common case: some tensors of ``model`` are coded, the rest are stored raw as they are.
 
         ``model`` itself becomes the skeleton (not copied: the runner hands every cell its own copy),
@@ -142,8 +149,17 @@ class Compressed:
         return cls(codes, raw, model, shapes, info=info)
 
     def with_codes(self, codes: Mapping[str, Code]) -> Compressed:
-        return Compressed(codes, self.raw, self.skeleton, self.original_shapes, self.replaced, self.architecture,
-                          self.info, self.activations, self.activation_bits)
+        return Compressed(
+            codes,
+            self.raw,
+            self.skeleton,
+            self.original_shapes,
+            self.replaced,
+            self.architecture,
+            self.info,
+            self.activations,
+            self.activation_bits,
+        )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The decoded inference state (codes decoded, raw tensors as float where they were float).
@@ -191,8 +207,7 @@ class Compressed:
         if missing or unexpected:
             raise RuntimeError(f"compressed state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for layer_name, (lo, hi) in self.activations.items():
-            model.get_submodule(layer_name).register_forward_pre_hook(
-                _ActivationQuantizer(lo, hi, self.activation_bits or 8))
+            model.get_submodule(layer_name).register_forward_pre_hook(_ActivationQuantizer(lo, hi, self.activation_bits or 8))
         if deployed:
             for key, code in self.codes.items():
                 layer_name = key.rpartition(".")[0]
@@ -209,14 +224,20 @@ class Compressed:
         raw_bits = {k: v.numel() * dtype_bits(v.dtype) for k, v in self.raw.items()}
         # a raw tensor stored at a new shape of the original architecture (structured pruning) needs its
         # dimensions, 32 bits each; another architecture (a distilled student) defines its own shapes
-        shape_bits = {k: 32 * v.dim() for k, v in self.raw.items() if self.architecture is None
-                      and k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]}
-        total = code_bits + SizeBreakdown(raw=sum(raw_bits.values()),
-                                          metadata=64 * len(self.activations) + sum(shape_bits.values()))
+        shape_bits = {
+            k: 32 * v.dim()
+            for k, v in self.raw.items()
+            if self.architecture is None and k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]
+        }
+        total = code_bits + SizeBreakdown(
+            raw=sum(raw_bits.values()), metadata=64 * len(self.activations) + sum(shape_bits.values())
+        )
         baseline = FP32 * sum(_numel(s) for s in self.original_shapes.values())
         layers_baseline = FP32 * sum(_numel(self.original_shapes[k]) for k in self.replaced if k in self.original_shapes)
-        layers = code_bits.total + sum(shape_bits.values()) + sum(
-            b for k, b in raw_bits.items() if k in self.replaced or k not in self.original_shapes
+        layers = (
+            code_bits.total
+            + sum(shape_bits.values())
+            + sum(b for k, b in raw_bits.items() if k in self.replaced or k not in self.original_shapes)
         )
         return SizeReport(total, baseline, layers_baseline, layers)
 
@@ -307,8 +328,10 @@ def restore_code(
         outer = restore_code({**outer_entry, "tensors": names}, f"{prefix}/outer", outer_tensors, code_types)
         return NestedCode(outer, inner)
     if kind not in code_types:
-        raise KeyError(f"artifact uses code kind {kind!r}, which no installed compressor provides "
-                       f"(known: {sorted(code_types)}); install the plugin that wrote it")
+        raise KeyError(
+            f"artifact uses code kind {kind!r}, which no installed compressor provides "
+            f"(known: {sorted(code_types)}); install the plugin that wrote it"
+        )
     own = {name: tensors[f"{prefix}/{name}"] for name in entry["tensors"]}
     return code_types[kind].restore(entry["meta"], own)
 

@@ -41,8 +41,11 @@ def weight_layers(
         skip_first / skip_last: leave the first / last such layer alone (a common convention).
     """
     types = tuple(types)
-    layers = [(name, m) for name, m in model.named_modules()
-              if isinstance(m, types) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+    layers = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, types) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    ]
     if skip_first and layers:
         layers = layers[1:]
     if skip_last and layers:

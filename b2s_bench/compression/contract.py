@@ -18,8 +18,7 @@ import torch
 from .codes import Code, NestedCode
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
-__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count",
-           "header_problems"]
+__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count", "header_problems"]
 
 
 class SizeAccountingError(Exception):
@@ -56,9 +55,11 @@ def header_problems(key: str, code: Code) -> list[str]:
         return [f"{key} ({type(code).__name__}): {e}"]
     if counted == due:
         return []
-    return [f"{key} ({type(code).__name__}, kind {code.kind!r}) counts {counted} metadata bits but its meta() header "
-            f"holds {due} (b2s.header_bits(meta()): 32 bits a shape dimension and a field): count "
-            f"metadata=b2s.header_bits(self.meta()) in bits()"]
+    return [
+        f"{key} ({type(code).__name__}, kind {code.kind!r}) counts {counted} metadata bits but its meta() header "
+        f"holds {due} (b2s.header_bits(meta()): 32 bits a shape dimension and a field): count "
+        f"metadata=b2s.header_bits(self.meta()) in bits()"
+    ]
 
 
 def storage_problems(codes: Mapping[str, Code]) -> list[str]:
@@ -73,13 +74,17 @@ def storage_problems(codes: Mapping[str, Code]) -> list[str]:
         stored = serialized_bytes(tensors)
         limit = allowed_bytes(bits, packed_count(tensors))
         if stored > limit:
-            problems.append(f"{key} ({type(code).__name__}, kind {code.kind!r}) stores {stored} bytes of tensors but "
-                            f"counts {bits} bits for them ({math.ceil(bits / 8)} bytes, allowed {limit}; the "
-                            f"{breakdown.metadata} metadata bits are its meta() header)")
+            problems.append(
+                f"{key} ({type(code).__name__}, kind {code.kind!r}) stores {stored} bytes of tensors but "
+                f"counts {bits} bits for them ({math.ceil(bits / 8)} bytes, allowed {limit}; the "
+                f"{breakdown.metadata} metadata bits are its meta() header)"
+            )
         meta = _meta_bytes(code.meta())
         if meta > META_ALLOWANCE_BYTES:
-            problems.append(f"{key} ({type(code).__name__}) has a {meta}-byte header (meta()); headers are limited "
-                            f"to {META_ALLOWANCE_BYTES} bytes: store data in tensors() and count it in bits()")
+            problems.append(
+                f"{key} ({type(code).__name__}) has a {meta}-byte header (meta()); headers are limited "
+                f"to {META_ALLOWANCE_BYTES} bytes: store data in tensors() and count it in bits()"
+            )
     return problems
 
 

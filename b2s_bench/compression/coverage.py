@@ -42,9 +42,17 @@ from .sizes import FP32
 if TYPE_CHECKING:
     from .compressed import Compressed
 
-__all__ = ["NotApplicableError", "Target", "add_caveat", "coverage", "MIN_COVERAGE", "CAVEAT_KINDS",
-           "INEFFECTIVE", "label_with_caveats",
-           "coverage_reason"]
+__all__ = [
+    "NotApplicableError",
+    "Target",
+    "add_caveat",
+    "coverage",
+    "MIN_COVERAGE",
+    "CAVEAT_KINDS",
+    "INEFFECTIVE",
+    "label_with_caveats",
+    "coverage_reason",
+]
 
 #: below this share of the conv/linear weights a cell is ``not-applicable``: 1 % leaves the model
 #: as it was for any comparison (NeRN on EfficientNet-Lite0 codes 0.02 %, its stem alone)
@@ -100,12 +108,20 @@ class Target:
         return f"{100 * value:.3g} %" if self.unit == "%" else f"{value:.4g}{self.unit}"
 
     def reason(self) -> str:
-        return (f"{self.name}: asked {self._show(self.asked)}, achieved {self._show(self.achieved)} "
-                f"(tolerance {100 * self.tolerance:.0f} %)")
+        return (
+            f"{self.name}: asked {self._show(self.asked)}, achieved {self._show(self.achieved)} "
+            f"(tolerance {100 * self.tolerance:.0f} %)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "asked": float(self.asked), "achieved": float(self.achieved),
-                "tolerance": float(self.tolerance), "unit": self.unit, "met": self.met}
+        return {
+            "name": self.name,
+            "asked": float(self.asked),
+            "achieved": float(self.achieved),
+            "tolerance": float(self.tolerance),
+            "unit": self.unit,
+            "met": self.met,
+        }
 
 
 def add_caveat(details: MutableMapping[str, Any], kind: str, message: str) -> None:
@@ -160,8 +176,13 @@ def coverage(compressed: Compressed, model: nn.Module) -> dict[str, Any]:
         if _covered(key, state[key], compressed, decoded):
             covered += n
             layers += 1
-    return {"weights": total, "covered": covered, "share": covered / total if total else None,
-            "layers": len(keys), "covered_layers": layers}
+    return {
+        "weights": total,
+        "covered": covered,
+        "share": covered / total if total else None,
+        "layers": len(keys),
+        "covered_layers": layers,
+    }
 
 
 def coverage_reason(cov: Mapping[str, Any]) -> str | None:
@@ -171,5 +192,7 @@ def coverage_reason(cov: Mapping[str, Any]) -> str | None:
         return None
     if not cov.get("covered"):
         return f"its result leaves all {cov['layers']} conv/linear weights of this model as they were"
-    return (f"its result changes only {cov['covered_layers']} of {cov['layers']} conv/linear weights "
-            f"({100 * share:.2g} % of the weights, under the {100 * MIN_COVERAGE:g} % minimum)")
+    return (
+        f"its result changes only {cov['covered_layers']} of {cov['layers']} conv/linear weights "
+        f"({100 * share:.2g} % of the weights, under the {100 * MIN_COVERAGE:g} % minimum)"
+    )

@@ -184,8 +184,10 @@ def header_bits(meta: object) -> int:
         return _float_bits(meta)
     if meta is None or isinstance(meta, (bool, int)):
         return HEADER_BITS_PER_FIELD
-    raise TypeError(f"a header (meta()) holds only JSON values: str, int, float, bool, None, lists and dicts; "
-                    f"got {type(meta).__name__}: convert it (e.g. int(x)), or store it in tensors() and count it")
+    raise TypeError(
+        f"a header (meta()) holds only JSON values: str, int, float, bool, None, lists and dicts; "
+        f"got {type(meta).__name__}: convert it (e.g. int(x)), or store it in tensors() and count it"
+    )
 
 
 def padded_groups(numel: int, group: int) -> tuple[int, int]:
@@ -199,6 +201,7 @@ def padded_groups(numel: int, group: int) -> tuple[int, int]:
         raise ValueError(f"padded_groups needs group >= 1 and numel >= 0, got group={group}, numel={numel}")
     groups = math.ceil(numel / group)
     return groups, groups * group - numel
+
 
 #: The exact-bits contract, stated once. A code's ``bits()`` has two kinds of parts:
 #:

@@ -18,12 +18,26 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_face
 
 _EXPORTS = {
-    "ExecutorSpec": "executors", "Executor": "executors", "ExecutorOptions": "executors", "RunPlan": "executors",
-    "CellTask": "executors", "CellOutcome": "executors", "ActiveCell": "executors", "b2s_environment": "executors",
-    "execute_cell": "worker", "die_with_parent": "worker", "set_log": "worker",
-    "run_cells": "runner", "Runner": "runner", "RunOptions": "runner", "RunSummary": "runner",
-    "read_record": "..store.records", "cell_path": "..store.records",
-    "load_plugins": "..plugins", "prepare_run": "prepare", "PreparedRun": "prepare",
+    "ExecutorSpec": "executors",
+    "Executor": "executors",
+    "ExecutorOptions": "executors",
+    "RunPlan": "executors",
+    "CellTask": "executors",
+    "CellOutcome": "executors",
+    "ActiveCell": "executors",
+    "b2s_environment": "executors",
+    "execute_cell": "worker",
+    "die_with_parent": "worker",
+    "set_log": "worker",
+    "run_cells": "runner",
+    "Runner": "runner",
+    "RunOptions": "runner",
+    "RunSummary": "runner",
+    "read_record": "..store.records",
+    "cell_path": "..store.records",
+    "load_plugins": "..plugins",
+    "prepare_run": "prepare",
+    "PreparedRun": "prepare",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)

@@ -89,8 +89,15 @@ def _peak_rss_mb() -> float:
 class CellRunner:
     """Computes cells of one suite in this process, caching models and data between cells."""
 
-    def __init__(self, suite: Suite, plugins: Plugins, device: torch.device, store: RunStore,
-                 show_progress: bool = False, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        suite: Suite,
+        plugins: Plugins,
+        device: torch.device,
+        store: RunStore,
+        show_progress: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         self.suite, self.plugins, self.device, self.store = suite, plugins, device, store
         self.show_progress = show_progress
         self.log = log or (lambda msg: None)
@@ -132,9 +139,18 @@ class CellRunner:
         cell and run on this machine (``--force`` recomputes cells, not these)."""
         # shared across runs (the user's cache): the torch version is in the key, since its kernels
         # decide the last bits of the outputs
-        key = hashlib.sha256(self._key([cell.fingerprint["model"], cell.fingerprint["dataset"], data.fingerprint,
-                                        self.suite.runtime.batch_size, self.device.type,
-                                        torch.__version__]).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            self._key(
+                [
+                    cell.fingerprint["model"],
+                    cell.fingerprint["dataset"],
+                    data.fingerprint,
+                    self.suite.runtime.batch_size,
+                    self.device.type,
+                    torch.__version__,
+                ]
+            ).encode()
+        ).hexdigest()[:24]
         path = self.store.reference_cache / f"{key}.pt"
         # the lock names its holder: a worker killed while computing them (its pid dead on this host,
         # or its heartbeat stale) is taken over at once; a live holder is waited for, however long
@@ -152,8 +168,10 @@ class CellRunner:
             if not taken:
                 dead = lock.break_if_dead()
                 if dead is not None:
-                    self._cell_log(f"taking over the dense outputs of {cell.model.label} from pid {dead.get('pid')} "
-                                   f"on {dead.get('host', '?')}, which died computing them")
+                    self._cell_log(
+                        f"taking over the dense outputs of {cell.model.label} from pid {dead.get('pid')} "
+                        f"on {dead.get('host', '?')}, which died computing them"
+                    )
                 else:
                     time.sleep(0.2)
                 continue
@@ -218,17 +236,38 @@ class CellRunner:
 
     def base_record(self, cell: Cell) -> Record:
         return Record(
-            schema=SCHEMA, cell_id=cell.id, suite=cell.suite, status="error", label=cell.label, track=cell.track,
-            family=cell.family, seed=cell.seed,
-            model={"name": cell.model.request.name, "label": cell.model.label,
-                   "pretrained": cell.model.request.pretrained, "weights": cell.model.request.weights},
+            schema=SCHEMA,
+            cell_id=cell.id,
+            suite=cell.suite,
+            status="error",
+            label=cell.label,
+            track=cell.track,
+            family=cell.family,
+            seed=cell.seed,
+            model={
+                "name": cell.model.request.name,
+                "label": cell.model.label,
+                "pretrained": cell.model.request.pretrained,
+                "weights": cell.model.request.weights,
+            },
             dataset=cell.fingerprint["dataset"],
-            compressor={"pipeline": [
-                {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
-                for s in cell.stages
-            ], "identity": self.is_identity(cell)},
-            metrics={}, size={}, timings={}, details={}, environment=self.environment(), error=None,
-            started_at=utc_now(), finished_at="", fingerprint=cell.fingerprint, per_example={},
+            compressor={
+                "pipeline": [
+                    {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
+                    for s in cell.stages
+                ],
+                "identity": self.is_identity(cell),
+            },
+            metrics={},
+            size={},
+            timings={},
+            details={},
+            environment=self.environment(),
+            error=None,
+            started_at=utc_now(),
+            finished_at="",
+            fingerprint=cell.fingerprint,
+            per_example={},
         )
 
     def is_identity(self, cell: Cell) -> bool:
@@ -250,8 +289,9 @@ class CellRunner:
             messages.append(str(message))
             self.log(f"[{cell.name}] {message}")
 
-        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: Any = None, line: str | None = None) -> None:
+        def show(
+            message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+        ) -> None:
             text = f"{category.__name__}: {message} ({filename}:{lineno})"
             if text not in caught:  # a warning raised in a loop is kept and shown once
                 caught.append(text)
@@ -283,15 +323,20 @@ class CellRunner:
             record["details"] = {**record["details"], "log": messages}
         if caught:
             record["details"] = {**record["details"], "warnings": caught}
-        record["environment"] = {**record["environment"], "host": host_name(), "pid": os.getpid(),
-                                 "peak_rss_mb": round(_peak_rss_mb(), 1)}
+        record["environment"] = {
+            **record["environment"],
+            "host": host_name(),
+            "pid": os.getpid(),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+        }
         record["finished_at"] = utc_now()
         return record
 
     def _compute(self, cell: Cell, record: Record, t0: float) -> None:
         model = self.model(cell.model.request)
-        record["model"].update(checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()),
-                               num_classes=model.num_classes)
+        record["model"].update(
+            checkpoint=model.checkpoint, params=sum(p.numel() for p in model.module.parameters()), num_classes=model.num_classes
+        )
         data = self.dataset(cell, model)
         if data is not None:
             info = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
@@ -318,8 +363,17 @@ class CellRunner:
             record["size"]["disk_bytes"] = compressed.save(str(self.store.artifacts / cell.id))
         evaluated = compressed.module(fresh=False).to(self.device).eval()
         reference = (lambda: self.reference_outputs(cell, model, data)) if data is not None else _no_data
-        ev = Evaluation(evaluated, model, compressed, data, self.device, self.suite.runtime.batch_size, reference,
-                        {"compress": t2 - t1}, latency_repeats=self.suite.runtime.latency_repeats)
+        ev = Evaluation(
+            evaluated,
+            model,
+            compressed,
+            data,
+            self.device,
+            self.suite.runtime.batch_size,
+            reference,
+            {"compress": t2 - t1},
+            latency_repeats=self.suite.runtime.latency_repeats,
+        )
         self._metrics(cell, ev, record)
         if self.suite.runtime.weight_limits and ev.coded_pairs:
             ev.limits()  # details.rate_distortion and weight_structure in every record that replaces weights
@@ -417,8 +471,12 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
     out = compressed.with_codes(codes)
     before, after = compressed.state_dict(), out.state_dict()  # decoded once each: Compressed caches them
     per = {k: tensor_report(before[k], after[k]) for k in sorted(nested)}
-    facts: dict[str, Any] = {"compressor": spec.name, "tensors": len(nested),
-                             "bits": sum(codes[k].bits().total for k in nested), "against_previous": {"tensors": per}}
+    facts: dict[str, Any] = {
+        "compressor": spec.name,
+        "tensors": len(nested),
+        "bits": sum(codes[k].bits().total for k in nested),
+        "against_previous": {"tensors": per},
+    }
     for stat in ("rel_mae", "cosine", "psnr"):  # the mean over the tensors this stage changed (finite values)
         values = [r[stat] for r in per.values() if math.isfinite(r[stat])]
         facts["against_previous"][stat] = sum(values) / len(values) if values else None

@@ -57,8 +57,7 @@ class PreparedRun:
     plugin_options: tuple[tuple[str, Any], ...] = ()
 
 
-def prepare_models(suite: Suite, plugins: Plugins, skip: Iterable[str] = (),
-                   log: Callable[[str], None] | None = None) -> None:
+def prepare_models(suite: Suite, plugins: Plugins, skip: Iterable[str] = (), log: Callable[[str], None] | None = None) -> None:
     """Make every model's weights exist here (a zoo-like source trains a model once, in this process),
     so that the cell ids, expanded afterwards, hash the weights that will be loaded. A model that cannot
     be prepared is only warned about: its cells fail with the full message when they build it."""
@@ -75,11 +74,20 @@ def prepare_models(suite: Suite, plugins: Plugins, skip: Iterable[str] = (),
                 say(f"warning: could not prepare {model.label}: {type(e).__name__}: {e}")
 
 
-def prepare_run(suite: Suite | str | os.PathLike[str] | None, *, plugins: Plugins | None = None,
-                plugin_files: Iterable[str] = (), plugin_disable: Iterable[str] = (),
-                plugin_options: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), device: str = "auto",
-                pattern: str | None = None, only: Iterable[str] | None = None, skip_models: Iterable[str] = (),
-                models: bool = False, log: Callable[[str], None] | None = None) -> PreparedRun:
+def prepare_run(
+    suite: Suite | str | os.PathLike[str] | None,
+    *,
+    plugins: Plugins | None = None,
+    plugin_files: Iterable[str] = (),
+    plugin_disable: Iterable[str] = (),
+    plugin_options: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+    device: str = "auto",
+    pattern: str | None = None,
+    only: Iterable[str] | None = None,
+    skip_models: Iterable[str] = (),
+    models: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PreparedRun:
     """Set a run up (see the module's docstring).
 
     Args:
@@ -113,5 +121,6 @@ def prepare_run(suite: Suite | str | os.PathLike[str] | None, *, plugins: Plugin
         wanted = set(only)
         cells = [c for c in cells if c.id in wanted]
     cells = [c for c in cells if c.model.label not in skipped]
-    return PreparedRun(plugins=plugins, suite=loaded, device=resolved, all_cells=all_cells, cells=tuple(cells),
-                       plugin_options=options)
+    return PreparedRun(
+        plugins=plugins, suite=loaded, device=resolved, all_cells=all_cells, cells=tuple(cells), plugin_options=options
+    )

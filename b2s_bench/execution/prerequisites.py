@@ -114,15 +114,18 @@ def _of_model(suite: Suite, plugins: Plugins, model: ModelEntry) -> list[Problem
     found = []
     source = plugins.models.get(model.request.source)
     if source.problems:
-        found += [_problem(suite, model.label, m, model.path, "name")
-                  for m in _ask(source.problems, model.request, f"model source {model.request.source!r}")]
+        found += [
+            _problem(suite, model.label, m, model.path, "name")
+            for m in _ask(source.problems, model.request, f"model source {model.request.source!r}")
+        ]
     dataset = model.dataset or suite.dataset
     if dataset is not None:
         spec = plugins.datasets.get(dataset.name)
         if spec.problems:
             entry = (*model.path, "dataset") if model.dataset else ("dataset",)
-            found += [_problem(suite, model.label, m, entry)
-                      for m in _ask(spec.problems, dataset.config, f"dataset {dataset.name!r}")]
+            found += [
+                _problem(suite, model.label, m, entry) for m in _ask(spec.problems, dataset.config, f"dataset {dataset.name!r}")
+            ]
     return found
 
 
@@ -140,8 +143,7 @@ def check_cells(suite: Suite, plugins: Plugins, cells: Iterable[Cell]) -> Prereq
     models = list({id(c.model): c.model for c in cells}.values())
     problems = model_problems(suite, plugins, models)
     bad = {p.model for p in problems}
-    return Prerequisites([c for c in cells if c.model.label not in bad], [c for c in cells if c.model.label in bad],
-                         problems)
+    return Prerequisites([c for c in cells if c.model.label not in bad], [c for c in cells if c.model.label in bad], problems)
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "the run folder", fix: str = "choose another --out") -> None:
@@ -168,5 +170,7 @@ def check_writable(path: str | os.PathLike[str], what: str = "the run folder", f
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UserError(f"cannot write {what} {wanted}: {target} is not writable ({e.strerror or e}); {fix}, "
-                        f"or make it writable (`ls -ld {target}` shows its owner and mode)") from None
+        raise UserError(
+            f"cannot write {what} {wanted}: {target} is not writable ({e.strerror or e}); {fix}, "
+            f"or make it writable (`ls -ld {target}` shows its owner and mode)"
+        ) from None

@@ -36,8 +36,18 @@ from .cell import CellRunner, seed_everything, utc_now
 from .executors import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .prepare import PreparedRun, prepare_run, resolve_device
 
-__all__ = ["RunOptions", "RunSummary", "Runner", "resolve_device", "seed_everything", "DEFAULT_CELL_TIMEOUT", "longest_first",
-           "expected_seconds", "run_cells", "suite_finished"]
+__all__ = [
+    "RunOptions",
+    "RunSummary",
+    "Runner",
+    "resolve_device",
+    "seed_everything",
+    "DEFAULT_CELL_TIMEOUT",
+    "longest_first",
+    "expected_seconds",
+    "run_cells",
+    "suite_finished",
+]
 
 #: A cell that runs longer than this is stopped and recorded "timed out" (``runtime.cell_timeout``,
 #: ``--cell-timeout``). Six hours fits a paper-scale INR fit on one GPU; raise it for longer cells.
@@ -96,8 +106,9 @@ class Runner:
     # -- settings -----------------------------------------------------------------------------------
     @property
     def cell_timeout(self) -> float | None:
-        value = next((v for v in (self.options.cell_timeout, self.suite.runtime.cell_timeout) if v is not None),
-                     DEFAULT_CELL_TIMEOUT)
+        value = next(
+            (v for v in (self.options.cell_timeout, self.suite.runtime.cell_timeout) if v is not None), DEFAULT_CELL_TIMEOUT
+        )
         return None if value <= 0 else float(value)
 
     @property
@@ -106,9 +117,16 @@ class Runner:
 
     def plan(self) -> RunPlan:
         sel = self.plugins.selection
-        return RunPlan(str(Path(self.suite.file).resolve()), str(self.options.out_dir.resolve()), self.device.type,
-                       tuple(str(Path(f).resolve()) for f in sel.files), tuple(sel.disable),
-                       self.prepared.plugin_options, self.suite.runtime.threads, self.cell_timeout)
+        return RunPlan(
+            str(Path(self.suite.file).resolve()),
+            str(self.options.out_dir.resolve()),
+            self.device.type,
+            tuple(str(Path(f).resolve()) for f in sel.files),
+            tuple(sel.disable),
+            self.prepared.plugin_options,
+            self.suite.runtime.threads,
+            self.cell_timeout,
+        )
 
     def executor(self) -> Executor:
         registry = self.plugins.executors
@@ -121,8 +139,14 @@ class Runner:
         spec = registry.get(name)
         section = self.suite.runtime.executor.get(spec.name, {})  # the plugin's own: passed through untouched
         settings = build_config(spec.settings, dict(section), owner=f"executor {spec.name}") if spec.settings else section
-        opts = ExecutorOptions(workers=self.options.workers, device=self.device.type, threads=self.suite.runtime.threads,
-                               settings=settings, detach=self.options.detach, log=self.log)
+        opts = ExecutorOptions(
+            workers=self.options.workers,
+            device=self.device.type,
+            threads=self.suite.runtime.threads,
+            settings=settings,
+            detach=self.options.detach,
+            log=self.log,
+        )
         if self.options.detach and not spec.detaches:
             raise UserError(f"executor {name!r} cannot detach; --detach needs one that can (e.g. a cluster executor)")
         try:
@@ -190,11 +214,27 @@ class Runner:
             dispatch.release_all()
         seconds = time.perf_counter() - start
         if dispatch.computed and not self.options.detach:
-            self.write_manifest(True, {"wall_seconds": round(seconds, 1), "peak_rss_mb": _peak_rss_mb(),
-                                       "computed": dispatch.computed, "finished_at": utc_now(),
-                                       "host": socket.gethostname(), "executor": type(executor).__name__})
-        return RunSummary(self.options.out_dir, len(self.cells), dispatch.computed, len(done), dispatch.failed, seconds,
-                          dispatch.by_others, self.options.detach)
+            self.write_manifest(
+                True,
+                {
+                    "wall_seconds": round(seconds, 1),
+                    "peak_rss_mb": _peak_rss_mb(),
+                    "computed": dispatch.computed,
+                    "finished_at": utc_now(),
+                    "host": socket.gethostname(),
+                    "executor": type(executor).__name__,
+                },
+            )
+        return RunSummary(
+            self.options.out_dir,
+            len(self.cells),
+            dispatch.computed,
+            len(done),
+            dispatch.failed,
+            seconds,
+            dispatch.by_others,
+            self.options.detach,
+        )
 
     # -- outcomes ------------------------------------------------------------------------------------
     def finish(self, cell: Cell, outcome: CellOutcome) -> Record:
@@ -300,8 +340,9 @@ class _Dispatch:
         self.plan = runner.plan()
         self.last_beat = 0.0
         self.claims = not getattr(executor, "claims_cells", False)  # batch jobs claim for themselves
-        self.bar = tqdm(total=len(todo), desc=runner.suite.name, unit="cell", disable=not runner.show_progress,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=len(todo), desc=runner.suite.name, unit="cell", disable=not runner.show_progress, dynamic_ncols=True
+        )
 
     def loop(self) -> None:
         try:
@@ -329,8 +370,9 @@ class _Dispatch:
             if self.claims and not self.store.claim(cell.id, self.runner.claim_timeout):
                 self.waiting[cell.id] = cell
                 continue
-            task = CellTask(self.plan, cell.id, cell.name, wants_cuda=self.runner.device.type == "cuda",
-                            cell_timeout=self.runner.cell_timeout)
+            task = CellTask(
+                self.plan, cell.id, cell.name, wants_cuda=self.runner.device.type == "cuda", cell_timeout=self.runner.cell_timeout
+            )
             self.executor.submit(task)
             self.in_flight[cell.id] = cell
 
@@ -399,14 +441,21 @@ def run_cells(plan: RunPlan, cell_ids: list[str], executor: str | None = None, w
     """Run ``cell_ids`` of ``plan`` here; returns counts for the job's log."""
     from ..reporting.files import write_report
 
-    run = prepare_run(plan.suite_file, plugin_files=plan.plugin_files, plugin_disable=plan.plugin_disable,
-                      plugin_options=plan.plugin_options, device=plan.device, only=cell_ids, models=True)
-    options = RunOptions(out_dir=Path(plan.out_dir), progress=False, executor=executor, workers=workers,
-                         cell_timeout=plan.cell_timeout)
+    run = prepare_run(
+        plan.suite_file,
+        plugin_files=plan.plugin_files,
+        plugin_disable=plan.plugin_disable,
+        plugin_options=plan.plugin_options,
+        device=plan.device,
+        only=cell_ids,
+        models=True,
+    )
+    options = RunOptions(
+        out_dir=Path(plan.out_dir), progress=False, executor=executor, workers=workers, cell_timeout=plan.cell_timeout
+    )
     summary = Runner(run, options).run()
     reported = False
     if suite_finished(Path(plan.out_dir)):
         write_report(plan.out_dir, run.plugins)
         reported = True
-    return {"computed": summary.computed, "failed": len(summary.failed), "by_others": summary.by_others,
-            "reported": reported}
+    return {"computed": summary.computed, "failed": len(summary.failed), "by_others": summary.by_others, "reported": reported}

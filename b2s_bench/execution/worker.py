@@ -78,8 +78,13 @@ def setup(plan: RunPlan) -> Any:
         if plan.threads:
             torch.set_num_threads(plan.threads)
         # the driver prepared the models' weights; a worker reads them (models=False)
-        run = prepare_run(plan.suite_file, plugin_files=plan.plugin_files, plugin_disable=plan.plugin_disable,
-                          plugin_options=plan.plugin_options, device=plan.device)
+        run = prepare_run(
+            plan.suite_file,
+            plugin_files=plan.plugin_files,
+            plugin_disable=plan.plugin_disable,
+            plugin_options=plan.plugin_options,
+            device=plan.device,
+        )
         runner = CellRunner(run.suite, run.plugins, run.device, RunStore(plan.out_dir), log=_log)
         cells = {c.id: c for c in run.all_cells}
         _STATE.clear()  # one plan per process at a time: a new run's state replaces the old one
@@ -103,9 +108,13 @@ def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
         return _setup_failure(cell_id, e)
     cell = cells.get(cell_id)
     if cell is None:
-        return _setup_failure(cell_id, LookupError(
-            f"cell {cell_id} is not in the suite as worker pid {os.getpid()} reads it: the suite file, its "
-            "plugins or its model weights changed during the run; run it again"))
+        return _setup_failure(
+            cell_id,
+            LookupError(
+                f"cell {cell_id} is not in the suite as worker pid {os.getpid()} reads it: the suite file, its "
+                "plugins or its model weights changed during the run; run it again"
+            ),
+        )
     try:
         return dict(runner.run(cell))
     except CannotWrite as e:  # told to the driver, which stops the run: never the cell's error record
@@ -113,8 +122,12 @@ def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
 
 
 def _setup_failure(cell_id: str, error: BaseException) -> dict[str, Any]:
-    return {"cell_id": cell_id, "status": "error", "setup_failed": True,
-            "error": {"type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}}
+    return {
+        "cell_id": cell_id,
+        "status": "error",
+        "setup_failed": True,
+        "error": {"type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()},
+    }
 
 
 execute_cell = execute  # the public name (b2s_bench.execution.execute_cell)

@@ -13,9 +13,14 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_face
 
 _EXPORTS = {
-    "fit_network": "solve", "relative_error": "solve", "SolveResult": "solve",
-    "train_loop": "training", "cosine_schedule": "training", "TrainResult": "training",
-    "fidelity": "module:fidelity", "limits": "module:limits",
+    "fit_network": "solve",
+    "relative_error": "solve",
+    "SolveResult": "solve",
+    "train_loop": "training",
+    "cosine_schedule": "training",
+    "TrainResult": "training",
+    "fidelity": "module:fidelity",
+    "limits": "module:limits",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)

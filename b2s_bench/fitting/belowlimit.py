@@ -21,9 +21,11 @@ SOURCE_BITS = 32
 #: from this many bits per weight on, the distance to the Gaussian limit is not reported (None)
 GAP_BITS = 16
 #: the three reasons a code can sit below the Gaussian limit (the ⚠ note of every report names them)
-BELOW_LIMIT_CAUSES = ("the method exploits structure of the weights (correlated or low rank)",
-                      "the weights are not Gaussian (an i.i.d. Laplacian source may sit up to 0.63 dB below)",
-                      "the size is miscounted")
+BELOW_LIMIT_CAUSES = (
+    "the method exploits structure of the weights (correlated or low rank)",
+    "the weights are not Gaussian (an i.i.d. Laplacian source may sit up to 0.63 dB below)",
+    "the size is miscounted",
+)
 
 
 def gap_applies(rate: float) -> bool:

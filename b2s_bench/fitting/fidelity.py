@@ -48,12 +48,29 @@ def error_sums(w: torch.Tensor, wh: torch.Tensor) -> dict[str, float]:
     n = float(w.numel())
     sq_norm, abs_norm = float(w.pow(2).sum()), float(w.abs().sum())
     if torch.equal(w, wh):  # no pass over the difference: most tensors of most cells are raw copies
-        return {"numel": n, "sq_err": 0.0, "sq_norm": sq_norm, "abs_err": 0.0, "abs_norm": abs_norm,
-                "cosine": 1.0, "psnr": math.inf, "nmse": 0.0, "exact": 1.0}
+        return {
+            "numel": n,
+            "sq_err": 0.0,
+            "sq_norm": sq_norm,
+            "abs_err": 0.0,
+            "abs_norm": abs_norm,
+            "cosine": 1.0,
+            "psnr": math.inf,
+            "nmse": 0.0,
+            "exact": 1.0,
+        }
     diff = wh - w
     sq_err = float(diff.pow(2).sum())
     peak = float(w.max() - w.min()) if n else 0.0
     mse = sq_err / n if n else 0.0
-    return {"numel": n, "sq_err": sq_err, "sq_norm": sq_norm, "abs_err": float(diff.abs().sum()),
-            "abs_norm": abs_norm, "cosine": cosine(w, wh), "psnr": psnr(w, wh),
-            "nmse": mse / peak**2 if peak > 0 else math.nan, "exact": 0.0}
+    return {
+        "numel": n,
+        "sq_err": sq_err,
+        "sq_norm": sq_norm,
+        "abs_err": float(diff.abs().sum()),
+        "abs_norm": abs_norm,
+        "cosine": cosine(w, wh),
+        "psnr": psnr(w, wh),
+        "nmse": mse / peak**2 if peak > 0 else math.nan,
+        "exact": 0.0,
+    }

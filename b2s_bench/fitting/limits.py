@@ -50,11 +50,35 @@ import torch
 
 from .belowlimit import GAP_BITS, SOURCE_BITS, below_limit, gap_applies
 
-__all__ = ["ECSQ_HIGH_RATE_GAP_DB", "ECSQ_MIN_NUMEL", "ECSQ_SAMPLES_PER_CELL", "GAP_BITS", "STRUCTURE_CACHE", "LOW_FREQ_FRACTION",
-           "SOURCE_BITS", "below_limit", "gap_applies", "ecsq_applies", "structure_of", "tensor_digest", "gaussian_bound",
-           "waterfill_bound", "gap_db", "ecsq", "ecsq_shared", "empirical_entropy", "index_entropy", "TensorLimits",
-           "tensor_limits", "model_limits", "weight_structure", "neighbour_autocorr", "low_frequency_energy",
-           "effective_rank", "as_matrix"]
+__all__ = [
+    "ECSQ_HIGH_RATE_GAP_DB",
+    "ECSQ_MIN_NUMEL",
+    "ECSQ_SAMPLES_PER_CELL",
+    "GAP_BITS",
+    "STRUCTURE_CACHE",
+    "LOW_FREQ_FRACTION",
+    "SOURCE_BITS",
+    "below_limit",
+    "gap_applies",
+    "ecsq_applies",
+    "structure_of",
+    "tensor_digest",
+    "gaussian_bound",
+    "waterfill_bound",
+    "gap_db",
+    "ecsq",
+    "ecsq_shared",
+    "empirical_entropy",
+    "index_entropy",
+    "TensorLimits",
+    "tensor_limits",
+    "model_limits",
+    "weight_structure",
+    "neighbour_autocorr",
+    "low_frequency_energy",
+    "effective_rank",
+    "as_matrix",
+]
 
 #: dB by which an entropy-coded uniform quantizer sits above D(R) at high rate: 10·log10(πe/6)
 ECSQ_HIGH_RATE_GAP_DB = 10 * math.log10(math.pi * math.e / 6)
@@ -150,8 +174,9 @@ def index_entropy(x: torch.Tensor, step: float, bounds: tuple[float, float] | No
     return float(-(p * torch.log2(p)).sum())
 
 
-def _ecsq_step(xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float,
-               guess: float | None = None) -> tuple[float, float | None]:
+def _ecsq_step(
+    xs: Sequence[torch.Tensor], weights: Sequence[float], rate: float, guess: float | None = None
+) -> tuple[float, float | None]:
     """The step whose weighted mean index entropy is ``rate`` (the finest step tried if none reaches it),
     and the entropy reached there when the search measured it (else None).
 
@@ -288,10 +313,19 @@ def tensor_limits(original: torch.Tensor, decoded: torch.Tensor, bits: int) -> T
     bound = gaussian_bound(variance, rate)
     q = ecsq(w, rate) if ecsq_applies(n, rate) else None
     e = q.mse if q is not None else None
-    return TensorLimits(n, int(bits), rate, variance, mse, bound, e,
-                        gap_db(mse, bound) if gap_applies(rate) else None,
-                        gap_db(mse, e) if e is not None else None, float(w.pow(2).mean()) if n else math.nan,
-                        q.step if q is not None else None)
+    return TensorLimits(
+        n,
+        int(bits),
+        rate,
+        variance,
+        mse,
+        bound,
+        e,
+        gap_db(mse, bound) if gap_applies(rate) else None,
+        gap_db(mse, e) if e is not None else None,
+        float(w.pow(2).mean()) if n else math.nan,
+        q.step if q is not None else None,
+    )
 
 
 def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimits]) -> dict[str, float | bool | None]:
@@ -304,8 +338,16 @@ def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimit
     """
     n = sum(t.numel for t in limits)
     if n == 0:
-        return {"rate": math.nan, "mse": math.nan, "energy": math.nan, "variance_ratio": math.nan,
-                "bound_mse": math.nan, "ecsq_mse": None, "gap_db": None, "below_limit": False}
+        return {
+            "rate": math.nan,
+            "mse": math.nan,
+            "energy": math.nan,
+            "variance_ratio": math.nan,
+            "bound_mse": math.nan,
+            "ecsq_mse": None,
+            "gap_db": None,
+            "below_limit": False,
+        }
     bits = sum(t.bits for t in limits)
     rate = bits / n
     mse = sum(t.mse * t.numel for t in limits) / n
@@ -320,9 +362,16 @@ def model_limits(originals: Sequence[torch.Tensor], limits: Sequence[TensorLimit
         steps = [(t.ecsq_step, t.numel) for t in limits if t.ecsq_step is not None and math.isfinite(t.ecsq_step)]
         guess = math.exp(sum(math.log(s) * c for s, c in steps) / sum(c for _, c in steps)) if steps else None
         shared = ecsq_shared(originals, bits, guess)
-    return {"rate": rate, "mse": mse, "energy": sq / n,
-            "variance_ratio": sum(t.variance * t.numel for t in limits) / sq if sq > 0 else math.nan,
-            "bound_mse": bound, "ecsq_mse": shared, "gap_db": gap, "below_limit": below_limit(gap, rate)}
+    return {
+        "rate": rate,
+        "mse": mse,
+        "energy": sq / n,
+        "variance_ratio": sum(t.variance * t.numel for t in limits) / sq if sq > 0 else math.nan,
+        "bound_mse": bound,
+        "ecsq_mse": shared,
+        "gap_db": gap,
+        "below_limit": below_limit(gap, rate),
+    }
 
 
 # -- structure ----------------------------------------------------------------------------------------
@@ -386,8 +435,12 @@ def weight_structure(w: torch.Tensor) -> dict[str, float | int]:
     """What a code could exploit beyond an i.i.d. model (a report contract: keep the keys)."""
     m = as_matrix(w)
     rows, cols = neighbour_autocorr(m)
-    return {"autocorr_rows": rows, "autocorr_cols": cols, "low_freq_energy": low_frequency_energy(m),
-            "effective_rank_90": effective_rank(m, 0.9)}
+    return {
+        "autocorr_rows": rows,
+        "autocorr_cols": cols,
+        "low_freq_energy": low_frequency_energy(m),
+        "effective_rank_90": effective_rank(m, 0.9),
+    }
 
 
 #: weight_structure by tensor digest: it describes an ORIGINAL tensor, the same in every cell of a
@@ -409,8 +462,9 @@ def tensor_digest(w: torch.Tensor) -> str:
 STRUCTURE_CACHE = "weight-structure-v1"
 
 
-def structure_of(w: torch.Tensor, digest: str | None = None, folder: str | os.PathLike[str] | None = None
-                 ) -> dict[str, float | int]:
+def structure_of(
+    w: torch.Tensor, digest: str | None = None, folder: str | os.PathLike[str] | None = None
+) -> dict[str, float | int]:
     """:func:`weight_structure` of ``w``, computed once per distinct tensor in this process and, with
     ``folder`` (a cache folder), once across processes: a worker that runs one cell (Slurm) reads
     what an earlier one computed. The file is ``folder/<digest>.json``; a file that cannot be read

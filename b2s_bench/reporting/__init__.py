@@ -19,14 +19,29 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_face
 
 _EXPORTS = {
-    "ReporterSpec": "spec", "ReportContext": "spec", "MetricMeta": "tables", "Record": "..store.records",
+    "ReporterSpec": "spec",
+    "ReportContext": "spec",
+    "MetricMeta": "tables",
+    "Record": "..store.records",
     "write_report": "files",
-    "leaderboards": "tables", "failures": "tables", "not_applicable": "tables", "caveat_notes": "tables",
-    "primary_metric": "tables", "header": "tables", "short_labels": "tables", "BITS_PER_MB": "tables",
-    "NOT_APPLICABLE_TITLE": "tables", "CAVEAT_MARK": "tables",
-    "per_example_arrays": "tables", "sample_scale": "tables", "clusters_of": "..store.samples",
-    "paired_bootstrap": "stats", "pooled_paired": "stats", "Paired": "stats",
-    "theory_sections": "theory", "pareto_front": "theory",
+    "leaderboards": "tables",
+    "failures": "tables",
+    "not_applicable": "tables",
+    "caveat_notes": "tables",
+    "primary_metric": "tables",
+    "header": "tables",
+    "short_labels": "tables",
+    "BITS_PER_MB": "tables",
+    "NOT_APPLICABLE_TITLE": "tables",
+    "CAVEAT_MARK": "tables",
+    "per_example_arrays": "tables",
+    "sample_scale": "tables",
+    "clusters_of": "..store.samples",
+    "paired_bootstrap": "stats",
+    "pooled_paired": "stats",
+    "Paired": "stats",
+    "theory_sections": "theory",
+    "pareto_front": "theory",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)

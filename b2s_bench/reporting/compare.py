@@ -44,8 +44,18 @@ from . import stats
 from .tables import MetricMeta, load_frame, methods, sample_scale, stats_note
 from .theory import shared_clusters
 
-__all__ = ["Rule", "Change", "Comparison", "parse_rule", "compare_runs", "to_markdown", "to_json", "write_comparison",
-           "terminal_text", "ModelChange"]
+__all__ = [
+    "Rule",
+    "Change",
+    "Comparison",
+    "parse_rule",
+    "compare_runs",
+    "to_markdown",
+    "to_json",
+    "write_comparison",
+    "terminal_text",
+    "ModelChange",
+]
 
 _RULE = re.compile(r"^\s*([A-Za-z0-9_.:\-]+)\s*([<>])\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _KEY = ("model", "dataset", "method")
@@ -81,8 +91,10 @@ def parse_rule(text: str) -> Rule:
     """
     m = _RULE.match(text)
     if not m:
-        raise UserError(f"--fail-on {text!r}: write METRIC<DELTA or METRIC>DELTA in the metric's unit, e.g. "
-                        "'ratio<-0.5' (fail when the ratio drops significantly by more than 0.5x)")
+        raise UserError(
+            f"--fail-on {text!r}: write METRIC<DELTA or METRIC>DELTA in the metric's unit, e.g. "
+            "'ratio<-0.5' (fail when the ratio drops significantly by more than 0.5x)"
+        )
     return Rule(m.group(1), m.group(2), float(m.group(3)))
 
 
@@ -124,8 +136,11 @@ class ModelChange:
 
     def text(self, gated: bool) -> str:
         rows = f"its {self.rows} row{'s' if self.rows != 1 else ''}"
-        how = (f"{rows} are gated (--gate-model-changes)" if gated else
-               f"{rows} are kept out of the gate; pass --gate-model-changes to include them")
+        how = (
+            f"{rows} are gated (--gate-model-changes)"
+            if gated
+            else f"{rows} are kept out of the gate; pass --gate-model-changes to include them"
+        )
         return f"{self.model}: weights differ ({_weights_text(self.base)} vs {_weights_text(self.new)}); {how}"
 
 
@@ -172,8 +187,9 @@ def _interval(meta: MetricMeta, b: pd.Series, n: pd.Series, diff: float) -> tupl
     same, clusters = shared_clusters(b, n, meta.name)
     if not (same and b.get("data_fingerprint") == n.get("data_fingerprint")):
         cb, cn = b.get("clusters"), n.get("clusters")
-        r = stats.pooled_independent(xb, xn, cb if isinstance(cb, np.ndarray) else None,
-                                     cn if isinstance(cn, np.ndarray) else None, scale)
+        r = stats.pooled_independent(
+            xb, xn, cb if isinstance(cb, np.ndarray) else None, cn if isinstance(cn, np.ndarray) else None, scale
+        )
         return r.lo, r.hi, "independent", r.p
     r = stats.pooled_paired(xb, xn, clusters, scale)
     if xb.shape[0] == 1 and xn.shape[0] == 1 and clusters is None and xb.dtype == bool and xn.dtype == bool:
@@ -193,12 +209,19 @@ def _weights_by_model(frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     """Each model (label) of a run's records: the distinct identities of its weights (None when unknown)."""
     if frame.empty or "weights" not in frame:
         return {}
-    return {str(model): tuple(sorted({str(w) for w in group["weights"] if isinstance(w, str)}))
-            for model, group in frame.groupby("model", sort=True)}
+    return {
+        str(model): tuple(sorted({str(w) for w in group["weights"] if isinstance(w, str)}))
+        for model, group in frame.groupby("model", sort=True)
+    }
 
 
-def compare_runs(base_dir: str | os.PathLike[str], new_dir: str | os.PathLike[str], rules: Sequence[Rule] = (),
-                 all_records: bool = False, gate_model_changes: bool = False) -> Comparison:
+def compare_runs(
+    base_dir: str | os.PathLike[str],
+    new_dir: str | os.PathLike[str],
+    rules: Sequence[Rule] = (),
+    all_records: bool = False,
+    gate_model_changes: bool = False,
+) -> Comparison:
     """Compare every method both runs have, metric by metric.
 
     A model both runs have whose weights differ (see :func:`b2s_bench.reporting.tables.load_frame`'s ``weights``)
@@ -230,11 +253,21 @@ def compare_runs(base_dir: str | os.PathLike[str], new_dir: str | os.PathLike[st
             lo, hi, test, p = _interval(meta, b, n, diff) if not math.isnan(diff) else (math.nan, math.nan, "–", math.nan)
             changes.append(Change(*key, meta.name, meta.unit, meta.higher_is_better, vb, vn, diff, lo, hi, test, p))
     wb, wn = _weights_by_model(fb), _weights_by_model(fn)
-    model_changes = [ModelChange(m, wb[m], wn[m], sum(c.model == m for c in changes))
-                     for m in sorted(set(wb) & set(wn)) if wb[m] and wn[m] and wb[m] != wn[m]]  # unknown: no claim
-    return Comparison(Path(base_dir), Path(new_dir), list(rules), changes,
-                      sorted(set(base) - set(new), key=str), sorted(set(new) - set(base), key=str),
-                      model_changes, gate_model_changes)
+    model_changes = [
+        ModelChange(m, wb[m], wn[m], sum(c.model == m for c in changes))
+        for m in sorted(set(wb) & set(wn))
+        if wb[m] and wn[m] and wb[m] != wn[m]
+    ]  # unknown: no claim
+    return Comparison(
+        Path(base_dir),
+        Path(new_dir),
+        list(rules),
+        changes,
+        sorted(set(base) - set(new), key=str),
+        sorted(set(new) - set(base), key=str),
+        model_changes,
+        gate_model_changes,
+    )
 
 
 def _num(v: float) -> str:
@@ -270,26 +303,43 @@ def _verdict(c: Change, cmp: Comparison) -> str:
 
 def to_markdown(cmp: Comparison) -> str:
     """The comparison as markdown: one table per model, the rules and what failed."""
-    lines = [f"# Comparison: {cmp.new_dir} against {cmp.base_dir}", "",
-             "Changes are new − base, in each metric's recorded unit. " + stats_note(), ""]
+    lines = [
+        f"# Comparison: {cmp.new_dir} against {cmp.base_dir}",
+        "",
+        "Changes are new − base, in each metric's recorded unit. " + stats_note(),
+        "",
+    ]
     if cmp.rules:
         failed = cmp.failed
-        lines += [f"Rules: {', '.join(f'`{r}`' for r in cmp.rules)}: "
-                  + (f"**{len(failed)} failed**" if failed else "all passed"), ""]
+        lines += [
+            f"Rules: {', '.join(f'`{r}`' for r in cmp.rules)}: " + (f"**{len(failed)} failed**" if failed else "all passed"),
+            "",
+        ]
     if cmp.model_changes:
-        lines += ["## Models whose weights differ", "",
-                  "Their changes may come from the model, not the method.", "",
-                  *[f"- {m.text(cmp.gate_model_changes)}" for m in cmp.model_changes], ""]
+        lines += [
+            "## Models whose weights differ",
+            "",
+            "Their changes may come from the model, not the method.",
+            "",
+            *[f"- {m.text(cmp.gate_model_changes)}" for m in cmp.model_changes],
+            "",
+        ]
     by_model: dict[str, list[Change]] = {}
     for c in cmp.changes:
         by_model.setdefault(f"{c.model} on {c.dataset}" if c.dataset else c.model, []).append(c)
     for title, changes in by_model.items():
-        lines += [f"## {title}", "", "| method | metric | base | new | Δ | 95% CI of Δ | test | p | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| method | metric | base | new | Δ | 95% CI of Δ | test | p | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for c in changes:
             unit = f" [{c.unit}]" if c.unit else ""
-            lines.append(f"| {c.method} | {c.metric}{unit} | {_num(c.base)} | {_num(c.new)} | {_signed(c.diff)} | "
-                         f"{_ci(c)} | {c.test} | {_num(c.p)} | {_verdict(c, cmp)} |")
+            lines.append(
+                f"| {c.method} | {c.metric}{unit} | {_num(c.base)} | {_num(c.new)} | {_signed(c.diff)} | "
+                f"{_ci(c)} | {c.test} | {_num(c.p)} | {_verdict(c, cmp)} |"
+            )
         lines.append("")
     for what, keys in (("Only in the base run", cmp.only_base), ("Only in the new run", cmp.only_new)):
         if keys:
@@ -303,17 +353,28 @@ def _finite(v: float) -> float | None:
 
 def to_json(cmp: Comparison) -> dict[str, Any]:
     """The comparison as JSON-safe data (non-finite numbers as null)."""
+
     def change(c: Change) -> dict[str, Any]:
         d = {k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(c).items()}
-        return {**d, "significant": c.significant, "gated": cmp.gated(c),
-                "failed_rules": [str(r) for r in cmp.rules if r.fails(c) and cmp.gated(c)]}
+        return {
+            **d,
+            "significant": c.significant,
+            "gated": cmp.gated(c),
+            "failed_rules": [str(r) for r in cmp.rules if r.fails(c) and cmp.gated(c)],
+        }
 
-    return {"base": str(cmp.base_dir), "new": str(cmp.new_dir), "rules": [str(r) for r in cmp.rules],
-            "passed": not cmp.failed, "changes": [change(c) for c in cmp.changes],
-            "model_changes": [dataclasses.asdict(m) for m in cmp.model_changes],
-            "gate_model_changes": cmp.gate_model_changes,
-            "only_base": [list(k) for k in cmp.only_base], "only_new": [list(k) for k in cmp.only_new],
-            "statistics": {"resamples": stats.RESAMPLES, "seed": stats.SEED, "level": stats.LEVEL}}
+    return {
+        "base": str(cmp.base_dir),
+        "new": str(cmp.new_dir),
+        "rules": [str(r) for r in cmp.rules],
+        "passed": not cmp.failed,
+        "changes": [change(c) for c in cmp.changes],
+        "model_changes": [dataclasses.asdict(m) for m in cmp.model_changes],
+        "gate_model_changes": cmp.gate_model_changes,
+        "only_base": [list(k) for k in cmp.only_base],
+        "only_new": [list(k) for k in cmp.only_new],
+        "statistics": {"resamples": stats.RESAMPLES, "seed": stats.SEED, "level": stats.LEVEL},
+    }
 
 
 def write_comparison(cmp: Comparison, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -342,9 +403,12 @@ def terminal_text(cmp: Comparison, width: int = 100) -> str:
         lines.append((head if len(head) <= room else head[: max(room - 1, 0)] + "…") + tail)
     n = len({(c.model, c.dataset, c.method) for c in cmp.changes})
     ungated = sum(c.significant and not cmp.gated(c) for c in cmp.changes)
-    lines.append(f"{n} methods compared; {sum(c.significant for c in cmp.changes)} significant changes"
-                 + (f" ({ungated} on changed models)" if ungated else "") + "; "
-                 f"{len(cmp.only_base)} only in base, {len(cmp.only_new)} only in new")
+    lines.append(
+        f"{n} methods compared; {sum(c.significant for c in cmp.changes)} significant changes"
+        + (f" ({ungated} on changed models)" if ungated else "")
+        + "; "
+        f"{len(cmp.only_base)} only in base, {len(cmp.only_new)} only in new"
+    )
     if cmp.rules:
         failed = cmp.failed
         lines.append(f"rules {', '.join(map(str, cmp.rules))}: " + (f"{len(failed)} FAILED" if failed else "passed"))

@@ -20,8 +20,9 @@ ALIASES = {"md": "markdown"}
 REPORTS = ".reports.json"  # the files the last full report wrote
 
 
-def write_report(out_dir: str | os.PathLike[str], plugins: Plugins, formats: list[str] | None = None,
-                 all_records: bool = False) -> list[Path]:
+def write_report(
+    out_dir: str | os.PathLike[str], plugins: Plugins, formats: list[str] | None = None, all_records: bool = False
+) -> list[Path]:
     from .spec import ReportContext
     from .tables import load_frame  # pandas loads only when a report is written
 

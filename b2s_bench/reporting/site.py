@@ -22,8 +22,7 @@ from typing import Any
 from ..errors import UserError
 from ..store.records import SKIPPED_STATUSES, iter_records, write_atomic
 
-__all__ = ["find_runs", "run_summary", "write_site_index", "site_index_page", "headline", "one_line",
-           "HEADLINE_RATIO"]
+__all__ = ["find_runs", "run_summary", "write_site_index", "site_index_page", "headline", "one_line", "HEADLINE_RATIO"]
 
 #: the headline of a run: per model, the best method at least this many times smaller than fp32
 HEADLINE_RATIO = 4.0
@@ -35,22 +34,24 @@ _SKIP = {"cells", "artifacts", ".git", "__pycache__"}
 # Column shares that hold at 1,400 px; names and commits never break inside a word (a long
 # description used to take the width and wrap the suite names letter by letter). Below 900 px each
 # run is a card whose cells are labelled lines.
-STYLE = ("*{box-sizing:border-box}"
-         "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222;"
-         "line-height:1.35}"
-         "table{border-collapse:collapse;width:100%;table-layout:fixed;font-size:14px}"
-         "th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}"
-         "th{background:#f3f3f3;cursor:pointer;position:sticky;top:0}td.n{white-space:nowrap}"
-         "col.suite{width:16%}col.models{width:13%}col.desc{width:22.5%}col.head{width:23%}col.cells{width:9%}"
-         "col.date{width:7.5%}col.commit{width:9%}"
-         "td.suite a{font-weight:600}"
-         "ul.best{margin:0;padding-left:1.1em}small{color:#666}"
-         "code{font-size:90%}.bad{color:#b00020;font-weight:600}"
-         "@media (max-width:900px){table,tbody,tr,td{display:block;width:100%}thead,colgroup{display:none}"
-         "tr{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;padding:.3em 0}"
-         "td{border:none;padding:2px 10px 2px 9em;position:relative}"
-         "td::before{content:attr(data-label);position:absolute;left:10px;width:8em;color:#666;font-size:12px}"
-         "td.n{white-space:normal}}")
+STYLE = (
+    "*{box-sizing:border-box}"
+    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222;"
+    "line-height:1.35}"
+    "table{border-collapse:collapse;width:100%;table-layout:fixed;font-size:14px}"
+    "th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}"
+    "th{background:#f3f3f3;cursor:pointer;position:sticky;top:0}td.n{white-space:nowrap}"
+    "col.suite{width:16%}col.models{width:13%}col.desc{width:22.5%}col.head{width:23%}col.cells{width:9%}"
+    "col.date{width:7.5%}col.commit{width:9%}"
+    "td.suite a{font-weight:600}"
+    "ul.best{margin:0;padding-left:1.1em}small{color:#666}"
+    "code{font-size:90%}.bad{color:#b00020;font-weight:600}"
+    "@media (max-width:900px){table,tbody,tr,td{display:block;width:100%}thead,colgroup{display:none}"
+    "tr{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;padding:.3em 0}"
+    "td{border:none;padding:2px 10px 2px 9em;position:relative}"
+    "td::before{content:attr(data-label);position:absolute;left:10px;width:8em;color:#666;font-size:12px}"
+    "td.n{white-space:normal}}"
+)
 SORT_JS = """
 document.querySelectorAll('th').forEach(function (th, idx) {
   th.addEventListener('click', function () {
@@ -124,8 +125,7 @@ def headline(folder: str | os.PathLike[str], ratio: float = HEADLINE_RATIO) -> l
         best = group.sort_values(col, ascending=not metric.higher_is_better, kind="mergesort").iloc[0]
         value = float(best[col])
         unit = f" {metric.unit}" if metric.unit else ""
-        lines.append(f"{model}: {names[str(best['method'])]} {metric.name} {value:.3g}{unit} "
-                     f"({float(best['ratio_model']):.3g}×)")
+        lines.append(f"{model}: {names[str(best['method'])]} {metric.name} {value:.3g}{unit} ({float(best['ratio_model']):.3g}×)")
     return lines
 
 
@@ -154,8 +154,7 @@ def run_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "missing": len(set(wanted) - {r["cell_id"] for r in records}) if wanted else 0,
         "finished": max((r.get("finished_at") or "" for r in records), default="")[:10],
         "commits": [c for c, _ in commits.most_common()],
-        "models": sorted({(r.get("model") or {}).get("label") or (r.get("model") or {}).get("name", "?")
-                          for r in records}),
+        "models": sorted({(r.get("model") or {}).get("label") or (r.get("model") or {}).get("name", "?") for r in records}),
     }
 
 
@@ -184,13 +183,15 @@ def _row(root: Path, folder: Path) -> str:
     head = ("<ul class='best'>" + "".join(f"<li>{html.escape(b)}</li>" for b in best) + "</ul>") if best else "–"
     full = html.escape(s["description"], quote=True)
     command = html.escape(s["command"] or "", quote=True)
-    return (f"<tr><td class='suite' data-label='suite' title='{command}'>{suite}<br><small>{html.escape(rel)}</small></td>"
-            f"<td data-label='models'>{html.escape(', '.join(s['models']))}</td>"
-            f"<td data-label='about' title='{full}'>{html.escape(one_line(s['description'])) or '–'}</td>"
-            f"<td data-label='best at ≥ {HEADLINE_RATIO:g}×'>{head}</td>"
-            f"<td class='n' data-label='cells' data-v='{s['ok']:06d}'>{cells}</td>"
-            f"<td class='n' data-label='finished'>{html.escape(s['finished'] or '–')}</td>"
-            f"<td class='commit' data-label='commit'>{commits}</td></tr>")
+    return (
+        f"<tr><td class='suite' data-label='suite' title='{command}'>{suite}<br><small>{html.escape(rel)}</small></td>"
+        f"<td data-label='models'>{html.escape(', '.join(s['models']))}</td>"
+        f"<td data-label='about' title='{full}'>{html.escape(one_line(s['description'])) or '–'}</td>"
+        f"<td data-label='best at ≥ {HEADLINE_RATIO:g}×'>{head}</td>"
+        f"<td class='n' data-label='cells' data-v='{s['ok']:06d}'>{cells}</td>"
+        f"<td class='n' data-label='finished'>{html.escape(s['finished'] or '–')}</td>"
+        f"<td class='commit' data-label='commit'>{commits}</td></tr>"
+    )
 
 
 def write_site_index(root: str | os.PathLike[str]) -> Path:
@@ -205,15 +206,17 @@ def site_index_page(root: str | os.PathLike[str]) -> str:
     root = Path(root)
     runs = [f for f in find_runs(root) if f != root]
     rows = "".join(_row(root, f) for f in runs) or "<tr><td colspan='7'>no run folders yet</td></tr>"
-    page = ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>b2s-bench results</title><style>{STYLE}</style></head><body>"
-            "<h1>b2s-bench results</h1><p>Every run folder here, each rebuilt from its records "
-            f"(<code>b2s-bench report FOLDER</code>). The headline: per model, the best method by the run's "
-            f"primary metric among those at least {HEADLINE_RATIO:g}× smaller than fp32. Click a header to sort.</p>"
-            "<table><colgroup><col class='suite'><col class='models'><col class='desc'><col class='head'>"
-            "<col class='cells'><col class='date'><col class='commit'></colgroup>"
-            "<thead><tr><th>suite</th><th>models</th><th>about</th>"
-            f"<th>best at ≥ {HEADLINE_RATIO:g}×</th><th>cells</th><th>finished</th><th>commit</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-            f"<script>{SORT_JS}</script></body></html>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>b2s-bench results</title><style>{STYLE}</style></head><body>"
+        "<h1>b2s-bench results</h1><p>Every run folder here, each rebuilt from its records "
+        f"(<code>b2s-bench report FOLDER</code>). The headline: per model, the best method by the run's "
+        f"primary metric among those at least {HEADLINE_RATIO:g}× smaller than fp32. Click a header to sort.</p>"
+        "<table><colgroup><col class='suite'><col class='models'><col class='desc'><col class='head'>"
+        "<col class='cells'><col class='date'><col class='commit'></colgroup>"
+        "<thead><tr><th>suite</th><th>models</th><th>about</th>"
+        f"<th>best at ≥ {HEADLINE_RATIO:g}×</th><th>cells</th><th>finished</th><th>commit</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        f"<script>{SORT_JS}</script></body></html>"
+    )
     return page

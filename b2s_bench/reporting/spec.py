@@ -54,15 +54,15 @@ class ReportContext:
         """(title, display table) per model and dataset: ``b2s_bench.reporting.tables.leaderboards``."""
         from .tables import leaderboards
 
-        return self.cached("leaderboards", lambda: leaderboards(self.frame, self.metrics, self.settings,
-                                                                 table=self.methods()))
+        return self.cached("leaderboards", lambda: leaderboards(self.frame, self.metrics, self.settings, table=self.methods()))
 
     def theory(self) -> list[tuple[str, pd.DataFrame]]:
         """(title, table) per theory section: ``b2s_bench.reporting.theory.theory_sections``."""
         from .theory import theory_sections
 
-        return self.cached("theory", lambda: theory_sections(self.frame, self.metrics, self.settings.get("primary"),
-                                                              table=self.methods()))
+        return self.cached(
+            "theory", lambda: theory_sections(self.frame, self.metrics, self.settings.get("primary"), table=self.methods())
+        )
 
     def failures(self) -> pd.DataFrame:
         from .tables import failures
@@ -94,8 +94,7 @@ class ReportContext:
         """The terminal summary (``b2s_bench.reporting.summary.summary_text``) of these records."""
         from .summary import summary_lines
 
-        return "\n".join(summary_lines(self.frame, self.metrics, self.settings, self.out_dir, top, width,
-                                       table=self.methods()))
+        return "\n".join(summary_lines(self.frame, self.metrics, self.settings, self.out_dir, top, width, table=self.methods()))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,10 +44,35 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["RESAMPLES", "SEED", "LEVEL", "ALPHA", "Interval", "Paired", "McNemar", "bootstrap_means",
-           "bootstrap_ci", "paired_bootstrap", "independent_bootstrap", "mcnemar_exact", "mean_std", "excludes",
-           "pooled_means", "pooled_ci", "pooled_paired", "pooled_independent", "verdict", "enough_seeds",
-           "SUPPORTED", "REFUTED", "NOT_SIGNIFICANT", "INCONCLUSIVE", "NOT_TESTABLE", "VERDICTS", "MIN_SEEDS"]
+__all__ = [
+    "RESAMPLES",
+    "SEED",
+    "LEVEL",
+    "ALPHA",
+    "Interval",
+    "Paired",
+    "McNemar",
+    "bootstrap_means",
+    "bootstrap_ci",
+    "paired_bootstrap",
+    "independent_bootstrap",
+    "mcnemar_exact",
+    "mean_std",
+    "excludes",
+    "pooled_means",
+    "pooled_ci",
+    "pooled_paired",
+    "pooled_independent",
+    "verdict",
+    "enough_seeds",
+    "SUPPORTED",
+    "REFUTED",
+    "NOT_SIGNIFICANT",
+    "INCONCLUSIVE",
+    "NOT_TESTABLE",
+    "VERDICTS",
+    "MIN_SEEDS",
+]
 
 RESAMPLES = 2000
 SEED = 0
@@ -59,7 +84,12 @@ _FEW_LEVELS = 256
 _CHUNK = 2_000_000
 #: the verdict words (:func:`verdict`)
 SUPPORTED, REFUTED, NOT_SIGNIFICANT, INCONCLUSIVE, NOT_TESTABLE = (
-    "supported", "refuted", "not significant", "inconclusive", "not testable here")
+    "supported",
+    "refuted",
+    "not significant",
+    "inconclusive",
+    "not testable here",
+)
 VERDICTS = (SUPPORTED, REFUTED, NOT_SIGNIFICANT, INCONCLUSIVE, NOT_TESTABLE)
 #: fewest fit seeds of a stochastic method for a verdict (:func:`enough_seeds`): one seed says
 #: nothing about how much another fit would differ, and a bootstrap over two seeds has three
@@ -99,8 +129,9 @@ def _flat(x: Sequence[float] | np.ndarray) -> np.ndarray:
     return arr
 
 
-def bootstrap_means(x: Sequence[float] | np.ndarray, resamples: int = RESAMPLES,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+def bootstrap_means(
+    x: Sequence[float] | np.ndarray, resamples: int = RESAMPLES, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Means of ``resamples`` bootstrap resamples (with replacement, same size) of ``x``."""
     arr = _flat(x)
     rng = rng if rng is not None else np.random.default_rng(SEED)
@@ -115,7 +146,7 @@ def bootstrap_means(x: Sequence[float] | np.ndarray, resamples: int = RESAMPLES,
     step = max(1, _CHUNK // n)
     for start in range(0, resamples, step):
         m = min(step, resamples - start)
-        out[start:start + m] = arr[rng.integers(0, n, size=(m, n))].mean(axis=1)
+        out[start : start + m] = arr[rng.integers(0, n, size=(m, n))].mean(axis=1)
     return out
 
 
@@ -127,9 +158,14 @@ def _quantiles(means: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_ci(x: Sequence[float] | np.ndarray, scale: float = 1.0, resamples: int = RESAMPLES,
-                 seed: int = SEED, level: float = LEVEL, clusters: Sequence[int] | np.ndarray | None = None
-                 ) -> Interval:
+def bootstrap_ci(
+    x: Sequence[float] | np.ndarray,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    clusters: Sequence[int] | np.ndarray | None = None,
+) -> Interval:
     """The mean of ``x`` times ``scale`` and its percentile bootstrap interval (resampling the
     clusters of ``clusters``, one id per example, when given: :func:`pooled_ci`)."""
     if clusters is not None:
@@ -148,9 +184,15 @@ def _bootstrap_p(means: np.ndarray) -> float:
     return min(1.0, 2.0 * (tail + 1) / (means.size + 1))
 
 
-def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, scale: float = 1.0,
-                     resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL,
-                     clusters: Sequence[int] | np.ndarray | None = None) -> Paired:
+def paired_bootstrap(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    clusters: Sequence[int] | np.ndarray | None = None,
+) -> Paired:
     """Mean of ``b − a`` over the same examples, its interval, and a two-sided bootstrap p-value
     (resampling the clusters of ``clusters``, one id per example, when given: :func:`pooled_paired`).
 
@@ -172,10 +214,16 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     return Paired(float(d.mean()) * scale, lo * scale, hi * scale, _bootstrap_p(means))
 
 
-def independent_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, scale: float = 1.0,
-                          resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL,
-                          clusters_a: Sequence[int] | np.ndarray | None = None,
-                          clusters_b: Sequence[int] | np.ndarray | None = None) -> Paired:
+def independent_bootstrap(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    clusters_a: Sequence[int] | np.ndarray | None = None,
+    clusters_b: Sequence[int] | np.ndarray | None = None,
+) -> Paired:
     """Mean of ``b`` minus mean of ``a`` over different examples, each resampled on its own (by
     clusters where ``clusters_a`` / ``clusters_b`` give them: :func:`pooled_independent`)."""
     if clusters_a is not None or clusters_b is not None:
@@ -243,8 +291,9 @@ def _runs(x: Runs, what: str = "runs") -> np.ndarray:
         raise ValueError(f"{what}: every seed must have the same examples ({e})") from None
     arr = arr[None, :] if arr.ndim == 1 else arr
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{what}: need one value per example for each seed (seeds x examples), "
-                         f"got an array of shape {np.shape(x)}")
+        raise ValueError(
+            f"{what}: need one value per example for each seed (seeds x examples), got an array of shape {np.shape(x)}"
+        )
     return arr
 
 
@@ -258,8 +307,10 @@ def _cluster_index(clusters: Clusters, n: int) -> np.ndarray:
         return np.arange(n)
     ids = np.asarray(clusters).reshape(-1)
     if ids.size != n:
-        raise ValueError(f"clusters: {ids.size} cluster ids for {n} examples; give one id per example "
-                         "(or None when the examples are independent)")
+        raise ValueError(
+            f"clusters: {ids.size} cluster ids for {n} examples; give one id per example "
+            "(or None when the examples are independent)"
+        )
     return np.unique(ids, return_inverse=True)[1].reshape(-1)
 
 
@@ -268,8 +319,7 @@ def _sums(runs: np.ndarray, index: np.ndarray, n_clusters: int) -> np.ndarray:
     return np.stack([np.bincount(index, weights=row, minlength=n_clusters) for row in runs])
 
 
-def _two_level(methods: Sequence[np.ndarray], counts: np.ndarray, resamples: int,
-               rng: np.random.Generator) -> list[np.ndarray]:
+def _two_level(methods: Sequence[np.ndarray], counts: np.ndarray, resamples: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Resampled means of each method (seeds x clusters sums): one draw of clusters per resample,
     shared by all methods (they are scored on the same examples), and per method its own draw of
     seeds. A resample's mean is the sum over the drawn clusters of the seed-averaged sums, divided
@@ -289,11 +339,11 @@ def _two_level(methods: Sequence[np.ndarray], counts: np.ndarray, resamples: int
             m = min(step, resamples - start)
             drawn = rng.integers(0, n_clusters, size=(m, n_clusters)) + (np.arange(m) * n_clusters)[:, None]
             times = np.bincount(drawn.reshape(-1), minlength=m * n_clusters).reshape(m, n_clusters)
-            totals[start:start + m] = times.astype(np.float64) @ units  # times drawn x each cluster's sums
+            totals[start : start + m] = times.astype(np.float64) @ units  # times drawn x each cluster's sums
     outs, col = [], 1
     for sums in methods:
         seeds = sums.shape[0]
-        block = totals[:, col:col + seeds]
+        block = totals[:, col : col + seeds]
         col += seeds
         if seeds == 1:
             total = block[:, 0]
@@ -304,8 +354,9 @@ def _two_level(methods: Sequence[np.ndarray], counts: np.ndarray, resamples: int
     return outs
 
 
-def pooled_means(runs: Runs, clusters: Clusters = None, resamples: int = RESAMPLES,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+def pooled_means(
+    runs: Runs, clusters: Clusters = None, resamples: int = RESAMPLES, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Means of ``resamples`` two-level bootstrap resamples of one method's outcomes (seeds x
     examples, or one run): seeds and clusters drawn with replacement (see the module docstring).
     One seed without clusters is :func:`bootstrap_means` (every example its own cluster)."""
@@ -321,8 +372,9 @@ def pooled_means(runs: Runs, clusters: Clusters = None, resamples: int = RESAMPL
     return _two_level([_sums(arr, index, n_clusters)], counts, resamples, rng)[0]
 
 
-def pooled_ci(runs: Runs, clusters: Clusters = None, scale: float = 1.0, resamples: int = RESAMPLES,
-              seed: int = SEED, level: float = LEVEL) -> Interval:
+def pooled_ci(
+    runs: Runs, clusters: Clusters = None, scale: float = 1.0, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> Interval:
     """One method's mean over all its seeds and examples (times ``scale``) with the two-level
     percentile interval of :func:`pooled_means`.
 
@@ -339,8 +391,15 @@ def pooled_ci(runs: Runs, clusters: Clusters = None, scale: float = 1.0, resampl
     return Interval(float(arr.mean()) * scale, lo * scale, hi * scale)
 
 
-def pooled_paired(a: Runs, b: Runs, clusters: Clusters = None, scale: float = 1.0, resamples: int = RESAMPLES,
-                  seed: int = SEED, level: float = LEVEL) -> Paired:
+def pooled_paired(
+    a: Runs,
+    b: Runs,
+    clusters: Clusters = None,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> Paired:
     """The difference ``b − a`` of two methods scored on the same examples, pooled over each one's
     seeds: the mean over b's seeds and examples minus a's, its two-level interval (the same
     clusters drawn for both, each method's seeds drawn on their own) and a two-sided bootstrap
@@ -362,16 +421,24 @@ def pooled_paired(a: Runs, b: Runs, clusters: Clusters = None, scale: float = 1.
     index = _cluster_index(clusters, xa.shape[1])
     n_clusters = int(index.max()) + 1
     counts = np.bincount(index, minlength=n_clusters).astype(np.float64)
-    ma, mb = _two_level([_sums(xa, index, n_clusters), _sums(xb, index, n_clusters)], counts, resamples,
-                        np.random.default_rng(seed))
+    ma, mb = _two_level(
+        [_sums(xa, index, n_clusters), _sums(xb, index, n_clusters)], counts, resamples, np.random.default_rng(seed)
+    )
     means = mb - ma
     lo, hi = _quantiles(means, level)
     return Paired(estimate * scale, lo * scale, hi * scale, _bootstrap_p(means))
 
 
-def pooled_independent(a: Runs, b: Runs, clusters_a: Clusters = None, clusters_b: Clusters = None,
-                       scale: float = 1.0, resamples: int = RESAMPLES, seed: int = SEED,
-                       level: float = LEVEL) -> Paired:
+def pooled_independent(
+    a: Runs,
+    b: Runs,
+    clusters_a: Clusters = None,
+    clusters_b: Clusters = None,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> Paired:
     """The difference of two methods' pooled means over *different* examples: each one's seeds and
     clusters resampled on their own (:func:`pooled_means`)."""
     xa, xb = _runs(a, "a"), _runs(b, "b")
@@ -387,8 +454,7 @@ def enough_seeds(seeds: int, stochastic: bool = True) -> bool:
     return not stochastic or seeds >= MIN_SEEDS
 
 
-def verdict(result: Paired | Interval | None, higher_is_better: bool = True, margin: float = 0.0,
-            reliable: bool = True) -> str:
+def verdict(result: Paired | Interval | None, higher_is_better: bool = True, margin: float = 0.0, reliable: bool = True) -> str:
     """The verdict on "``b`` is better than ``a`` by more than ``margin``" from the interval of
     ``b − a`` (a :class:`Paired` or an :class:`Interval`, in the metric's units), by one rule:
 

@@ -64,8 +64,9 @@ def _ranked(group: pd.DataFrame, metric: MetricMeta | None) -> pd.DataFrame:
         return rest.sort_values(["ratio_model", "method"], ascending=[False, True], kind="mergesort")
     sign = -1.0 if metric.higher_is_better else 1.0
     rest["_key"] = sign * rest[f"metric:{metric.name}"]
-    return rest.sort_values(["_key", "ratio_model", "method"], ascending=[True, False, True], na_position="last",
-                            kind="mergesort")
+    return rest.sort_values(
+        ["_key", "ratio_model", "method"], ascending=[True, False, True], na_position="last", kind="mergesort"
+    )
 
 
 def _model_lines(title: str, group: pd.DataFrame, metric: MetricMeta | None, top: int, width: int) -> list[str]:
@@ -87,8 +88,7 @@ def _model_lines(title: str, group: pd.DataFrame, metric: MetricMeta | None, top
         cols += f" {metric.name:>{value_w}} {'95% CI':>{ci_w}}"
     lines.append(cols.rstrip())
     shown = ranked.head(top)
-    flags = [(" ⚠" if r.get("rd_below") else "") + (f" {CAVEAT_MARK}" if r.get("caveats") else "")
-             for _, r in shown.iterrows()]
+    flags = [(" ⚠" if r.get("rd_below") else "") + (f" {CAVEAT_MARK}" if r.get("caveats") else "") for _, r in shown.iterrows()]
     # two settings must never print the same row name: a cut keeps the part where they differ
     names = short_labels([str(m) for m in shown["method"]], method_w - max((len(f) for f in flags), default=0))
     for i, ((_, r), flag) in enumerate(zip(shown.iterrows(), flags, strict=True), 1):
@@ -102,8 +102,15 @@ def _model_lines(title: str, group: pd.DataFrame, metric: MetricMeta | None, top
     return lines
 
 
-def summary_lines(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any], out_dir: Path,
-                  top: int = 5, width: int = 100, table: pd.DataFrame | None = None) -> list[str]:
+def summary_lines(
+    frame: pd.DataFrame,
+    metas: Sequence[MetricMeta],
+    settings: dict[str, Any],
+    out_dir: Path,
+    top: int = 5,
+    width: int = 100,
+    table: pd.DataFrame | None = None,
+) -> list[str]:
     """The lines of :func:`summary_text` from a loaded frame (``table``: its ``methods``, if at hand)."""
     if frame.empty:
         return [f"{out_dir}: no records yet"]
@@ -126,8 +133,7 @@ def summary_lines(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: di
     if "rd_below" in table and table["rd_below"].any():
         lines.append(_fit(BELOW_LIMIT_LINE, width))
     if "caveats" in table and table["caveats"].map(bool).any():
-        lines.append(_fit(f"{CAVEAT_MARK} caveats (a setting without effect, an unconverged fit): see the leaderboard",
-                          width))
+        lines.append(_fit(f"{CAVEAT_MARK} caveats (a setting without effect, an unconverged fit): see the leaderboard", width))
     lines += ["full tables (leaderboard.md, leaderboard.html) in", f"  {out_dir}"]  # a path is never cut
     return lines
 

@@ -33,11 +33,29 @@ from ..store.records import SKIPPED_STATUSES, Record, iter_records
 from . import stats
 
 __all__ = [
-    "MetricMeta", "BITS_PER_MB", "load_frame", "methods", "leaderboards",
-    "failures", "not_applicable", "caveat_notes", "CAVEAT_MARK", "NOT_APPLICABLE_TITLE",
-    "metric_meta", "header", "shows_megabytes", "primary_metric", "check_settings", "sample_scale",
-    "stats_note", "ci_column", "BELOW_LIMIT", "per_example_arrays", "short_labels",
+    "MetricMeta",
+    "BITS_PER_MB",
+    "load_frame",
+    "methods",
+    "leaderboards",
+    "failures",
+    "not_applicable",
+    "caveat_notes",
+    "CAVEAT_MARK",
+    "NOT_APPLICABLE_TITLE",
+    "metric_meta",
+    "header",
+    "shows_megabytes",
+    "primary_metric",
+    "check_settings",
+    "sample_scale",
+    "stats_note",
+    "ci_column",
+    "BELOW_LIMIT",
+    "per_example_arrays",
+    "short_labels",
 ]
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricMeta:
@@ -51,7 +69,6 @@ class MetricMeta:
     rank: int = 100
     identity_target: float | None = None
     description: str = ""
-
 
 
 BITS_PER_MB = 8 * 1_000_000
@@ -81,7 +98,7 @@ def _elide(label: str, width: int, start: int) -> str:
     if len(tail) + 2 <= width:  # the head, an ellipsis, the whole distinguishing tail
         return label[: width - 1 - len(tail)] + "…" + tail
     head = max(1, (width - 2) // 3)
-    return label[:head] + "…" + label[start: start + width - head - 2] + "…"
+    return label[:head] + "…" + label[start : start + width - head - 2] + "…"
 
 
 def _settings(label: str) -> tuple[str, list[str]]:
@@ -133,7 +150,8 @@ def short_labels(labels: Sequence[str], width: int) -> dict[str, str]:
                 if len(x) > width:
                     members = sorted(together[x])
                     out[x] = _settings_that_differ(x, members, width) or _elide(
-                        x, width, max(_common_prefix(x, y) for y in members if y != x))
+                        x, width, max(_common_prefix(x, y) for y in members if y != x)
+                    )
     taken = {out[x] for x in distinct if len(x) <= width}
     for x in distinct:  # the last resort, for labels that differ only mid-way: a numbered ending
         if len(x) <= width:
@@ -196,8 +214,10 @@ def _clusters(rec: Record, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
         raise UserError(str(e)) from None
     bad = sorted(name for name, arr in arrays.items() if ids is not None and arr.size != ids.size)
     if bad:
-        raise UserError(f"record {rec.get('cell_id')}: dataset.clusters holds {ids.size if ids is not None else 0} "
-                        f"ids, but {', '.join(bad)} has a different number of examples; rerun the cell")
+        raise UserError(
+            f"record {rec.get('cell_id')}: dataset.clusters holds {ids.size if ids is not None else 0} "
+            f"ids, but {', '.join(bad)} has a different number of examples; rerun the cell"
+        )
     return ids
 
 
@@ -220,8 +240,13 @@ def _rate_distortion(details: dict[str, Any]) -> dict[str, Any]:
     # never at GAP_BITS or more (b2s_bench.fitting.belowlimit), whatever the record says: records made
     # before that rule flagged exact fp32 copies (identity cells) as below the limit
     below = bool(below) and gap_applies(rate)
-    return {"rd_rate": rate, "rd_rel_mse": mse / energy, "rd_limit": limit, "rd_below": below,
-            "rd_variance_ratio": ratio if ratio is not None else limit * 2.0 ** (2.0 * rate)}
+    return {
+        "rd_rate": rate,
+        "rd_rel_mse": mse / energy,
+        "rd_limit": limit,
+        "rd_below": below,
+        "rd_variance_ratio": ratio if ratio is not None else limit * 2.0 ** (2.0 * rate),
+    }
 
 
 def _weights(rec: Record) -> str | None:
@@ -238,28 +263,41 @@ def _row(rec: Record) -> dict[str, Any]:
     pipeline = rec.get("compressor", {}).get("pipeline", [])
     error = ((rec.get("error") or {}).get("message") or "").splitlines()
     row: dict[str, Any] = {
-        "cell_id": rec["cell_id"], "suite": rec.get("suite"), "status": rec["status"],
-        "model": rec["model"].get("label", rec["model"]["name"]), "model_name": rec["model"]["name"],
-        "checkpoint": rec["model"].get("checkpoint"), "num_classes": rec["model"].get("num_classes"),
+        "cell_id": rec["cell_id"],
+        "suite": rec.get("suite"),
+        "status": rec["status"],
+        "model": rec["model"].get("label", rec["model"]["name"]),
+        "model_name": rec["model"]["name"],
+        "checkpoint": rec["model"].get("checkpoint"),
+        "num_classes": rec["model"].get("num_classes"),
         "weights": _weights(rec),
-        "dataset": dataset.get("name"), "data_fingerprint": dataset.get("data_fingerprint"),
-        "examples": dataset.get("examples"), "method": rec["label"], "seed": rec.get("seed"),
+        "dataset": dataset.get("name"),
+        "data_fingerprint": dataset.get("data_fingerprint"),
+        "examples": dataset.get("examples"),
+        "method": rec["label"],
+        "seed": rec.get("seed"),
         "compressors": " > ".join(s["name"] for s in pipeline) or "dense",
-        "family": rec.get("family"), "track": rec.get("track"),
+        "family": rec.get("family"),
+        "track": rec.get("track"),
         "identity": rec.get("compressor", {}).get("identity", False),
-        "total_bits": size.get("total_bits"), "baseline_bits": size.get("baseline_bits"),
-        "ratio_model": size.get("ratio_model"), "ratio_layers": size.get("ratio_layers"),
-        "disk_bytes": size.get("disk_bytes"), "seconds": (rec.get("timings") or {}).get("total"),
+        "total_bits": size.get("total_bits"),
+        "baseline_bits": size.get("baseline_bits"),
+        "ratio_model": size.get("ratio_model"),
+        "ratio_layers": size.get("ratio_layers"),
+        "disk_bytes": size.get("disk_bytes"),
+        "seconds": (rec.get("timings") or {}).get("total"),
         "device": (rec.get("environment") or {}).get("device"),
         "git_commit": (rec.get("environment") or {}).get("git_commit"),
         "finished_at": rec.get("finished_at"),
-        "error_type": (rec.get("error") or {}).get("type"), "error": error[0] if error else "",
+        "error_type": (rec.get("error") or {}).get("type"),
+        "error": error[0] if error else "",
         "per_example": rec.get("per_example") or {},
     }
     details = rec.get("details") or {}
     # a fit's convergence curve (step, psnr, ...): a pipeline keeps it under the stage that fitted
-    curve = details.get("curve") or next((s.get("curve") for s in details.get("stages") or []
-                                          if isinstance(s, dict) and s.get("curve")), None)
+    curve = details.get("curve") or next(
+        (s.get("curve") for s in details.get("stages") or [] if isinstance(s, dict) and s.get("curve")), None
+    )
     row["curve"] = curve if isinstance(curve, dict) else {}
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
@@ -273,8 +311,7 @@ def _row(rec: Record) -> dict[str, Any]:
     row["status_reason"] = str(details.get("status_reason") or "")
     share = (details.get("coverage") or {}).get("share") if isinstance(details.get("coverage"), dict) else None
     row["coverage"] = float(share) if isinstance(share, (int, float)) else math.nan
-    row["caveats"] = [str(c.get("message")) for c in details.get("caveats") or [] if isinstance(c, dict)
-                      and c.get("message")]
+    row["caveats"] = [str(c.get("message")) for c in details.get("caveats") or [] if isinstance(c, dict) and c.get("message")]
     row.update(_rate_distortion(details))
     return row
 
@@ -315,10 +352,16 @@ def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -
         for name, m in (rec.get("metrics") or {}).items():
             if name not in found:
                 entry: dict[str, Any] = dict(m)
-                found[name] = MetricMeta(name, str(entry.get("unit", "")), bool(entry.get("higher_is_better", True)),
-                                         str(entry.get("kind", "quality")), tuple(entry.get("roles", ())),
-                                         int(entry.get("rank", 100)), entry.get("identity_target"),
-                                         str(entry.get("description", "")))
+                found[name] = MetricMeta(
+                    name,
+                    str(entry.get("unit", "")),
+                    bool(entry.get("higher_is_better", True)),
+                    str(entry.get("kind", "quality")),
+                    tuple(entry.get("roles", ())),
+                    int(entry.get("rank", 100)),
+                    entry.get("identity_target"),
+                    str(entry.get("description", "")),
+                )
     names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
     return [found[n] for n in names]
 
@@ -333,8 +376,10 @@ def check_settings(metas: Sequence[MetricMeta], settings: dict[str, Any]) -> Non
     for key in ("primary", "sort_by"):
         value = settings.get(key)
         if value and value not in names:
-            raise UserError(f"report.{key}: {value!r} is not one of this run's metrics {names}; "
-                            f"add it to the suite's metrics or pick one of those")
+            raise UserError(
+                f"report.{key}: {value!r} is not one of this run's metrics {names}; "
+                f"add it to the suite's metrics or pick one of those"
+            )
 
 
 def shows_megabytes(meta: MetricMeta) -> bool:
@@ -406,13 +451,20 @@ def _mean(values: pd.Series) -> float:
 def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, Any]:
     first = group.iloc[0]
     fps = set(group["data_fingerprint"].dropna())
-    row: dict[str, Any] = {k: first.get(k) for k in ("model", "dataset", "method", "family", "track", "compressors",
-                                                      "identity", "num_classes", "examples")}
-    row.update(dense=first["compressors"] == "dense", seeds=len(group), cells=list(group["cell_id"]),
-               data_fingerprint=fps.pop() if len(fps) == 1 else None,
-               total_bits=_mean(group["total_bits"]), ratio_model=_mean(group["ratio_model"]),
-               ratio_layers=_mean(group["ratio_layers"]),
-               caveats=sorted({c for cs in group.get("caveats", pd.Series(dtype=object)) for c in cs or []}))
+    row: dict[str, Any] = {
+        k: first.get(k)
+        for k in ("model", "dataset", "method", "family", "track", "compressors", "identity", "num_classes", "examples")
+    }
+    row.update(
+        dense=first["compressors"] == "dense",
+        seeds=len(group),
+        cells=list(group["cell_id"]),
+        data_fingerprint=fps.pop() if len(fps) == 1 else None,
+        total_bits=_mean(group["total_bits"]),
+        ratio_model=_mean(group["ratio_model"]),
+        ratio_layers=_mean(group["ratio_layers"]),
+        caveats=sorted({c for cs in group.get("caveats", pd.Series(dtype=object)) for c in cs or []}),
+    )
     agree, clusters = _group_clusters(group)
     row["clusters"] = clusters
     for meta in metas:
@@ -477,8 +529,9 @@ def _interval(lo: float, hi: float) -> tuple[float, float] | None:
     return None if math.isnan(lo) else (float(lo), float(hi))
 
 
-def _display_row(r: pd.Series, metas: Sequence[MetricMeta], shown: dict[str, tuple[bool, bool]],
-                 base: pd.Series | None, with_seeds: bool) -> dict[str, Any]:
+def _display_row(
+    r: pd.Series, metas: Sequence[MetricMeta], shown: dict[str, tuple[bool, bool]], base: pd.Series | None, with_seeds: bool
+) -> dict[str, Any]:
     mark = f" {CAVEAT_MARK}" if r.get("caveats") else ""
     row: dict[str, Any] = {"method": f"{r['method']}{mark}", "family": r["family"], "track": r["track"]}
     if with_seeds:
@@ -501,8 +554,12 @@ def _display_row(r: pd.Series, metas: Sequence[MetricMeta], shown: dict[str, tup
 
 def _sort_keys(table: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any]) -> pd.DataFrame:
     keys, asc = ["_dense"], [False]
-    table = table.assign(_dense=table["dense"], _track=[TRACKS.index(t) if t in TRACKS else 99 for t in table["track"]],
-                         _family=table["family"].fillna(""), _sort=0.0)
+    table = table.assign(
+        _dense=table["dense"],
+        _track=[TRACKS.index(t) if t in TRACKS else 99 for t in table["track"]],
+        _family=table["family"].fillna(""),
+        _sort=0.0,
+    )
     sort_by = settings.get("sort_by")
     meta = next((m for m in metas if m.name == sort_by), None)
     if meta is not None:
@@ -512,12 +569,12 @@ def _sort_keys(table: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[
     if group_by in ("track", "family"):
         keys.append(f"_{group_by}")
         asc.append(True)
-    return table.sort_values([*keys, "_sort", "method"], ascending=[*asc, True, True], na_position="last",
-                             kind="mergesort")
+    return table.sort_values([*keys, "_sort", "method"], ascending=[*asc, True, True], na_position="last", kind="mergesort")
 
 
-def leaderboards(frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any],
-                 table: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
+def leaderboards(
+    frame: pd.DataFrame, metas: Sequence[MetricMeta], settings: dict[str, Any], table: pd.DataFrame | None = None
+) -> list[tuple[str, pd.DataFrame]]:
     """One display table per (model, dataset): one row per method (seeds pooled), dense first.
 
     Sorting: by data track (when grouped by track), then ``sort_by`` in its better direction,
@@ -551,12 +608,14 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "status" not in frame:
         return pd.DataFrame(columns=["model", "method", "error", "cell"])
     bad = frame[frame["status"] == "error"]
-    table = pd.DataFrame({
-        "model": bad["model"],
-        "method": bad["method"],
-        "error": bad["error_type"].fillna("") + ": " + bad["error"].fillna(""),
-        "cell": bad["cell_id"],
-    })
+    table = pd.DataFrame(
+        {
+            "model": bad["model"],
+            "method": bad["method"],
+            "error": bad["error_type"].fillna("") + ": " + bad["error"].fillna(""),
+            "cell": bad["cell_id"],
+        }
+    )
     return table.sort_values(["model", "method", "cell"], kind="mergesort").reset_index(drop=True)
 
 
@@ -566,13 +625,18 @@ def not_applicable(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "status" not in frame:
         return pd.DataFrame(columns=columns)
     rows = frame[frame["status"].isin(SKIPPED_STATUSES)]
-    table = pd.DataFrame({
-        "model": rows["model"], "method": rows["method"], "status": rows["status"],
-        "reason": rows.get("status_reason", pd.Series("", index=rows.index)).fillna(""),
-        "coverage [%]": 100 * pd.to_numeric(rows.get("coverage", pd.Series(math.nan, index=rows.index)),
-                                           errors="coerce"),
-        "ratio": pd.to_numeric(rows["ratio_model"], errors="coerce"), "cell": rows["cell_id"],
-    }, columns=columns)
+    table = pd.DataFrame(
+        {
+            "model": rows["model"],
+            "method": rows["method"],
+            "status": rows["status"],
+            "reason": rows.get("status_reason", pd.Series("", index=rows.index)).fillna(""),
+            "coverage [%]": 100 * pd.to_numeric(rows.get("coverage", pd.Series(math.nan, index=rows.index)), errors="coerce"),
+            "ratio": pd.to_numeric(rows["ratio_model"], errors="coerce"),
+            "cell": rows["cell_id"],
+        },
+        columns=columns,
+    )
     return table.sort_values(["model", "method", "cell"], kind="mergesort").reset_index(drop=True)
 
 
@@ -581,19 +645,24 @@ def caveat_notes(frame: pd.DataFrame) -> list[str]:
     :data:`CAVEAT_MARK` in the leaderboards."""
     if frame.empty or "caveats" not in frame:
         return []
-    notes = {f"{CAVEAT_MARK} {r['model']} · {r['method']}: {msg}"
-             for _, r in frame[frame["status"] == "ok"].iterrows() for msg in r["caveats"] or []}
+    notes = {
+        f"{CAVEAT_MARK} {r['model']} · {r['method']}: {msg}"
+        for _, r in frame[frame["status"] == "ok"].iterrows()
+        for msg in r["caveats"] or []
+    }
     return sorted(notes)
 
 
 def stats_note() -> str:
     """How the intervals and verdicts of every report are computed (printed with the tables)."""
-    return (f"95 % CI: percentile bootstrap ({stats.RESAMPLES} resamples, numpy seed {stats.SEED}) that "
-            "resamples clusters of examples where the records name them (the views of one photo), else "
-            "examples; with several seeds, also the seeds (a two-level bootstrap), and ± is the standard "
-            "deviation across seeds. – : the records store no per-example outcomes. Verdicts follow one "
-            "rule: the paired 95 % CI of the difference on the same examples decides (better only when it "
-            "excludes 0, \"not significant\" exactly when it covers 0; McNemar's exact p is a secondary "
-            "figure for one seed of independent examples); \"inconclusive\" when a method had failed cells "
-            f"or several seeds but fewer than {stats.MIN_SEEDS}; \"both fail\" when each method's CI reaches down to "
-            "chance (100 / classes where recorded) or to 10 % of the dense model's value.")
+    return (
+        f"95 % CI: percentile bootstrap ({stats.RESAMPLES} resamples, numpy seed {stats.SEED}) that "
+        "resamples clusters of examples where the records name them (the views of one photo), else "
+        "examples; with several seeds, also the seeds (a two-level bootstrap), and ± is the standard "
+        "deviation across seeds. – : the records store no per-example outcomes. Verdicts follow one "
+        "rule: the paired 95 % CI of the difference on the same examples decides (better only when it "
+        'excludes 0, "not significant" exactly when it covers 0; McNemar\'s exact p is a secondary '
+        'figure for one seed of independent examples); "inconclusive" when a method had failed cells '
+        f'or several seeds but fewer than {stats.MIN_SEEDS}; "both fail" when each method\'s CI reaches down to '
+        "chance (100 / classes where recorded) or to 10 % of the dense model's value."
+    )

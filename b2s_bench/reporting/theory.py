@@ -25,28 +25,41 @@ from ..fitting.belowlimit import gap_applies
 from . import stats
 from .tables import BELOW_LIMIT, BITS_PER_MB, MetricMeta, methods, primary_metric, sample_scale
 
-__all__ = ["identity_checks", "check_sections", "pareto_front", "equal_bits", "theory_sections", "failure_level",
-           "fails", "compare_pair", "shared_clusters", "reliable", "rate_distortion_table", "SECTION_NOTES",
-           "EQUAL_BITS", "RATE_DISTORTION"]
+__all__ = [
+    "identity_checks",
+    "check_sections",
+    "pareto_front",
+    "equal_bits",
+    "theory_sections",
+    "failure_level",
+    "fails",
+    "compare_pair",
+    "shared_clusters",
+    "reliable",
+    "rate_distortion_table",
+    "SECTION_NOTES",
+    "EQUAL_BITS",
+    "RATE_DISTORTION",
+]
 
 EQUAL_BITS = "Comparisons at equal bits (within 5 %)"
 RATE_DISTORTION = "Weight error against the Gaussian rate–distortion limit"
 #: a note the writers print under a section's title
 SECTION_NOTES = {
     EQUAL_BITS: "Every pair of different methods (of any families) whose stored sizes are within 5 %. "
-                "One rule: the paired 95 % CI of Δ on the same examples (resampling clusters of examples "
-                "and each method's seeds) decides: \"better\" only where it excludes 0, \"not significant\" "
-                "where it covers 0; McNemar's exact p is a secondary figure (one seed each, independent "
-                "examples); \"inconclusive\" where a method had failed cells or several seeds but fewer "
-                f"than {stats.MIN_SEEDS}; \"both fail\" where both are at chance level.",
+    "One rule: the paired 95 % CI of Δ on the same examples (resampling clusters of examples "
+    'and each method\'s seeds) decides: "better" only where it excludes 0, "not significant" '
+    "where it covers 0; McNemar's exact p is a secondary figure (one seed each, independent "
+    'examples); "inconclusive" where a method had failed cells or several seeds but fewer '
+    f'than {stats.MIN_SEEDS}; "both fail" where both are at chance level.',
     RATE_DISTORTION: f"{BELOW_LIMIT}: the weight error is below D(R) = σ²/E · 2^(−2R), the least error an "
-                     "i.i.d. Gaussian source of the same variance can have at R stored bits per coded weight (the "
-                     "coded tensors' bits over their scalars, not the whole model's bits per weight). A result "
-                     "below it has one of three causes: the weights are structured (correlated or low rank) and "
-                     "the method exploits that structure; the weights are not Gaussian (an i.i.d. Laplacian "
-                     "source may sit up to 0.63 dB below; heavier tails further); or the size is miscounted. "
-                     "Check which. The gap is n/a at 16 bits per coded weight or more, where the bound is far "
-                     "below any real storage.",
+    "i.i.d. Gaussian source of the same variance can have at R stored bits per coded weight (the "
+    "coded tensors' bits over their scalars, not the whole model's bits per weight). A result "
+    "below it has one of three causes: the weights are structured (correlated or low rank) and "
+    "the method exploits that structure; the weights are not Gaussian (an i.i.d. Laplacian "
+    "source may sit up to 0.63 dB below; heavier tails further); or the size is miscounted. "
+    "Check which. The gap is n/a at 16 bits per coded weight or more, where the bound is far "
+    "below any real storage.",
 }
 
 
@@ -102,8 +115,7 @@ def pareto_front(points: pd.DataFrame, y: str, higher_is_better: bool = True) ->
     return pd.Series(mask, index=points.index)
 
 
-def failure_level(row: pd.Series | dict[str, Any], dense: pd.Series | dict[str, Any] | None,
-                  metric: MetricMeta) -> float:
+def failure_level(row: pd.Series | dict[str, Any], dense: pd.Series | dict[str, Any] | None, metric: MetricMeta) -> float:
     """The value at or below which a method of this metric "fails": the higher of chance
     (100 / classes, for a % metric whose record gives the number of classes) and 10 % of the
     dense model's value; NaN for lower-is-better metrics, which have no chance level here."""
@@ -141,8 +153,7 @@ def _runs(row: pd.Series | dict[str, Any], name: str) -> np.ndarray | None:
     return None if runs is None else np.atleast_2d(np.asarray(runs))
 
 
-def shared_clusters(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], name: str
-                    ) -> tuple[bool, np.ndarray | None]:
+def shared_clusters(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], name: str) -> tuple[bool, np.ndarray | None]:
     """(whether two methods' outcomes are on the same examples, their cluster ids or None).
 
     The same examples: the same number and data fingerprint (a record without one: same table,
@@ -161,8 +172,9 @@ def shared_clusters(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any]
     return (clusters is None or clusters.size == xa.shape[1]), clusters
 
 
-def compare_pair(a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], metric: MetricMeta
-                 ) -> tuple[str, stats.Paired | None, float]:
+def compare_pair(
+    a: pd.Series | dict[str, Any], b: pd.Series | dict[str, Any], metric: MetricMeta
+) -> tuple[str, stats.Paired | None, float]:
     """The paired difference ``b − a`` on the same examples: (how its interval was drawn, the
     result in the metric's units, McNemar's exact p), or ("–", None, NaN) where they have no
     per-example outcomes on the same examples.
@@ -192,8 +204,9 @@ def reliable(row: pd.Series | dict[str, Any]) -> bool:
     return int(row.get("failed", 0) or 0) == 0 and stats.enough_seeds(seeds, stochastic=seeds > 1)
 
 
-def _verdict(a: dict[str, Any], b: dict[str, Any], metric: MetricMeta, dense: pd.Series | None,
-             result: stats.Paired | None) -> str:
+def _verdict(
+    a: dict[str, Any], b: dict[str, Any], metric: MetricMeta, dense: pd.Series | None, result: stats.Paired | None
+) -> str:
     if fails(a, failure_level(a, dense, metric), metric) and fails(b, failure_level(b, dense, metric), metric):
         return "both fail"
     word = stats.verdict(result, metric.higher_is_better, reliable=reliable(a) and reliable(b))
@@ -204,8 +217,9 @@ def _verdict(a: dict[str, Any], b: dict[str, Any], metric: MetricMeta, dense: pd
     return word
 
 
-def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05,
-               table: pd.DataFrame | None = None) -> pd.DataFrame:
+def equal_bits(
+    frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05, table: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Pairs of different methods (any families; seeds pooled) whose stored bits differ by at most
     ``tolerance``, each with the paired interval of the difference, McNemar's p where it applies
     and a verdict by :func:`b2s_bench.reporting.stats.verdict` (``table``: ``methods(frame, ...)`` with this
@@ -221,17 +235,26 @@ def equal_bits(frame: pd.DataFrame, metric: MetricMeta, tolerance: float = 0.05,
         cand = group[~group["dense"] & (group["identity"] != True)].dropna(subset=[col, "total_bits"])  # noqa: E712
         recs = cand.sort_values(["total_bits", "method"], kind="mergesort").to_dict("records")
         for i, a in enumerate(recs):
-            for b in recs[i + 1:]:
+            for b in recs[i + 1 :]:
                 if abs(a["total_bits"] - b["total_bits"]) > tolerance * max(a["total_bits"], b["total_bits"]):
                     continue
                 test, result, mcnemar = compare_pair(a, b, metric)
-                rows.append({"model": model, "A": a["method"], "B": b["method"],
-                             "size A [MB]": a["total_bits"] / BITS_PER_MB, "size B [MB]": b["total_bits"] / BITS_PER_MB,
-                             f"{metric.name} A": a[col], f"{metric.name} B": b[col],
-                             f"Δ {metric.name} (B − A)": b[col] - a[col],
-                             "95% CI of Δ": None if result is None else (result.lo, result.hi),
-                             "test": test, "McNemar p": mcnemar,
-                             "verdict": _verdict(a, b, metric, base, result)})
+                rows.append(
+                    {
+                        "model": model,
+                        "A": a["method"],
+                        "B": b["method"],
+                        "size A [MB]": a["total_bits"] / BITS_PER_MB,
+                        "size B [MB]": b["total_bits"] / BITS_PER_MB,
+                        f"{metric.name} A": a[col],
+                        f"{metric.name} B": b[col],
+                        f"Δ {metric.name} (B − A)": b[col] - a[col],
+                        "95% CI of Δ": None if result is None else (result.lo, result.hi),
+                        "test": test,
+                        "McNemar p": mcnemar,
+                        "verdict": _verdict(a, b, metric, base, result),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -248,9 +271,18 @@ def rate_distortion_table(frame: pd.DataFrame, table: pd.DataFrame | None = None
         limit = 10 * math.log10(r["rd_limit"]) if r["rd_limit"] > 0 else -math.inf
         # no gap at GAP_BITS or more (an fp32 INR was "117 dB" from a −130 dB bound: no meaning)
         gap = err - limit if gap_applies(r["rd_rate"]) else None
-        rows.append({"model": r["model"], "method": r["method"], "family": r["family"],
-                     "bits/coded weight": r["rd_rate"], "weight error [dB]": err, "limit [dB]": limit,
-                     "gap [dB]": gap, "flag": BELOW_LIMIT if r["rd_below"] else ""})
+        rows.append(
+            {
+                "model": r["model"],
+                "method": r["method"],
+                "family": r["family"],
+                "bits/coded weight": r["rd_rate"],
+                "weight error [dB]": err,
+                "limit [dB]": limit,
+                "gap [dB]": gap,
+                "flag": BELOW_LIMIT if r["rd_below"] else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -260,13 +292,23 @@ def _pareto_section(table: pd.DataFrame, metric: MetricMeta) -> pd.DataFrame:
     for model, group in table.groupby("model", sort=True):
         mask = pareto_front(group, f"metric:{metric.name}", metric.higher_is_better)
         for _, r in group[mask].sort_values("total_bits", kind="mergesort").iterrows():
-            fronts.append({"model": model, "method": r["method"], "family": r["family"], "track": r["track"],
-                           "size [MB]": r["total_bits"] / BITS_PER_MB, metric.name: r[f"metric:{metric.name}"]})
+            fronts.append(
+                {
+                    "model": model,
+                    "method": r["method"],
+                    "family": r["family"],
+                    "track": r["track"],
+                    "size [MB]": r["total_bits"] / BITS_PER_MB,
+                    metric.name: r[f"metric:{metric.name}"],
+                }
+            )
     return pd.DataFrame(fronts)
 
 
 def theory_sections(
-    frame: pd.DataFrame, metas: Sequence[MetricMeta], preferred: str | None = None,
+    frame: pd.DataFrame,
+    metas: Sequence[MetricMeta],
+    preferred: str | None = None,
     table: pd.DataFrame | None = None,
 ) -> list[tuple[str, pd.DataFrame]]:
     """Every theory section as (title, table); :data:`SECTION_NOTES` has a note for some titles.

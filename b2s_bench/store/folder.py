@@ -42,8 +42,15 @@ from .records import (
     write_record,
 )
 
-__all__ = ["RunStore", "Claim", "OwnedLock", "DEFAULT_CLAIM_TIMEOUT", "HEARTBEAT_SECONDS", "MIN_CLAIM_TIMEOUT",
-           "LOCK_STALE_SECONDS"]
+__all__ = [
+    "RunStore",
+    "Claim",
+    "OwnedLock",
+    "DEFAULT_CLAIM_TIMEOUT",
+    "HEARTBEAT_SECONDS",
+    "MIN_CLAIM_TIMEOUT",
+    "LOCK_STALE_SECONDS",
+]
 
 HEARTBEAT_SECONDS = 10.0
 #: a claim from another host whose heartbeat is older than this is taken over (its owner is presumed dead)
@@ -84,7 +91,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rfind(")") + 2:].split()  # the command name, in parentheses, may hold spaces
+    fields = text[text.rfind(")") + 2 :].split()  # the command name, in parentheses, may hold spaces
     try:
         return fields[0], int(fields[19])
     except (IndexError, ValueError):
@@ -111,8 +118,7 @@ def _owner_alive(pid: int, started: Any) -> bool:
 class RunStore:
     """One run folder. ``run_id`` tells this process's claims from other runs' claims."""
 
-    def __init__(self, out_dir: str | os.PathLike[str], run_id: str | None = None,
-                 warn: Callable[[str], None] | None = None):
+    def __init__(self, out_dir: str | os.PathLike[str], run_id: str | None = None, warn: Callable[[str], None] | None = None):
         self.root = Path(out_dir)
         self.run_id = run_id or f"{_host()}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self.warn = warn or (lambda msg: None)
@@ -172,8 +178,7 @@ class RunStore:
         except FileNotFoundError:  # another run set it aside first
             return None
         except OSError as e:  # a read-only folder (a mounted published run): it is still not used
-            self.warn(f"warning: {path} is not valid ({why}) and is not used; it could not be moved aside "
-                      f"({e.strerror or e})")
+            self.warn(f"warning: {path} is not valid ({why}) and is not used; it could not be moved aside ({e.strerror or e})")
             return None
         self.warn(f"warning: set aside {path} ({why}); moved to {target}; {then}")
         return target
@@ -194,8 +199,9 @@ class RunStore:
         if why is None and isinstance(data, dict):
             return data
         self.manifest_problem = why or f"not a JSON object but {type(data).__name__}"
-        self.set_aside(path, self.manifest_problem, "`b2s-bench run` on its suite with the same --out rebuilds it "
-                       "(finished cells are kept)")
+        self.set_aside(
+            path, self.manifest_problem, "`b2s-bench run` on its suite with the same --out rebuilds it (finished cells are kept)"
+        )
         return None
 
     def require_manifest(self) -> dict[str, Any]:
@@ -204,9 +210,11 @@ class RunStore:
         if manifest is not None:
             return manifest
         if self.manifest_problem is not None:
-            raise UserError(f"{self.root / 'run.json'} could not be read ({self.manifest_problem}); it is set aside "
-                            f"in {self.aside}; run its suite again with --out {self.root} to rebuild it (finished "
-                            "cells are kept)")
+            raise UserError(
+                f"{self.root / 'run.json'} could not be read ({self.manifest_problem}); it is set aside "
+                f"in {self.aside}; run its suite again with --out {self.root} to rebuild it (finished "
+                "cells are kept)"
+            )
         raise UserError(f"{self.root} is not a run folder (no run.json inside); run a suite first")
 
     # -- claims -----------------------------------------------------------------------------------
@@ -243,8 +251,9 @@ class RunStore:
             return False
         grave.unlink(missing_ok=True)
         why = "its process is gone" if alive is False else f"no heartbeat for {info['age']:.0f} s"
-        owner = (f"an unreadable claim ({info['unreadable']})" if "unreadable" in info
-                 else f"{info.get('host')} pid {info.get('pid')}")
+        owner = (
+            f"an unreadable claim ({info['unreadable']})" if "unreadable" in info else f"{info.get('host')} pid {info.get('pid')}"
+        )
         self.warn(f"warning: taking over cell {cell_id} from {owner} ({why})")
         return self._create_claim(path)
 
@@ -258,8 +267,9 @@ class RunStore:
         return _owner_alive(pid, info.get("pid_start"))
 
     def _create_claim(self, path: Path) -> bool:
-        text = json.dumps({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-                           "run": self.run_id, "started": _utc()})
+        text = json.dumps(
+            {"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()), "run": self.run_id, "started": _utc()}
+        )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides, as for records
@@ -326,8 +336,12 @@ class RunStore:
         is dead (:meth:`OwnedLock.dead`).
         """
         removed = []
-        candidates = [*self.root.glob(".*.tmp"), *self.cells.glob(".*.tmp"), *self.claims.glob("*.stale"),
-                      *self.reference_cache.glob(".*.tmp")]
+        candidates = [
+            *self.root.glob(".*.tmp"),
+            *self.cells.glob(".*.tmp"),
+            *self.claims.glob("*.stale"),
+            *self.reference_cache.glob(".*.tmp"),
+        ]
         if self.artifacts.is_dir():
             candidates += [p for p in self.artifacts.iterdir() if p.name.startswith(".")]
         for path in self.reference_cache.glob("*.lock"):
@@ -376,8 +390,7 @@ class OwnedLock:
             return False
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-                           "started": _utc()}, f)
+                json.dump({"host": _host(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()), "started": _utc()}, f)
         except BaseException:  # a full disk: no empty lock left behind for others to wait on
             self.path.unlink(missing_ok=True)
             raise

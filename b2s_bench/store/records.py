@@ -47,9 +47,24 @@ from typing import Any, TypedDict
 
 from ..errors import CannotWrite
 
-__all__ = ["SCHEMA", "STATUSES", "SKIPPED_STATUSES", "DONE_STATUSES", "Record", "write_record", "read_record",
-           "iter_records", "environment", "cell_path", "record_problems", "fingerprint_id", "write_atomic", "load_json",
-           "cannot_write", "WRITE_ERRNOS"]
+__all__ = [
+    "SCHEMA",
+    "STATUSES",
+    "SKIPPED_STATUSES",
+    "DONE_STATUSES",
+    "Record",
+    "write_record",
+    "read_record",
+    "iter_records",
+    "environment",
+    "cell_path",
+    "record_problems",
+    "fingerprint_id",
+    "write_atomic",
+    "load_json",
+    "cannot_write",
+    "WRITE_ERRNOS",
+]
 
 SCHEMA = "b2s-bench/record/2"
 CELLS = "cells"
@@ -87,10 +102,26 @@ class Record(TypedDict, total=False):
 
 #: key -> the types a valid record's value may have
 REQUIRED: dict[str, tuple[type, ...]] = {
-    "schema": (str,), "cell_id": (str,), "suite": (str,), "status": (str,), "label": (str,), "track": (str,),
-    "family": (str,), "seed": (int,), "model": (dict,), "dataset": (dict, type(None)), "compressor": (dict,),
-    "metrics": (dict,), "size": (dict,), "timings": (dict,), "details": (dict,), "environment": (dict,),
-    "error": (dict, type(None)), "started_at": (str,), "finished_at": (str,), "fingerprint": (dict,),
+    "schema": (str,),
+    "cell_id": (str,),
+    "suite": (str,),
+    "status": (str,),
+    "label": (str,),
+    "track": (str,),
+    "family": (str,),
+    "seed": (int,),
+    "model": (dict,),
+    "dataset": (dict, type(None)),
+    "compressor": (dict,),
+    "metrics": (dict,),
+    "size": (dict,),
+    "timings": (dict,),
+    "details": (dict,),
+    "environment": (dict,),
+    "error": (dict, type(None)),
+    "started_at": (str,),
+    "finished_at": (str,),
+    "fingerprint": (dict,),
 }
 #: not ``ok``, yet computed and no failure: "done" for resume, exit code 0, kept out of rankings
 SKIPPED_STATUSES = ("not-applicable", "short-of-target")
@@ -116,9 +147,11 @@ def record_problems(data: Any, file_id: str | None = None, expected_id: str | No
         return [f"not a JSON object but {type(data).__name__}"]
     if data.get("schema") != SCHEMA:
         return [f"schema is {data.get('schema')!r}, not {SCHEMA!r}"]
-    problems = [f"{key!r} is missing" if key not in data else f"{key!r} is a {type(data[key]).__name__}"
-                for key, types in REQUIRED.items() if key not in data or not isinstance(data[key], types)
-                or (bool in types) != isinstance(data[key], bool)]
+    problems = [
+        f"{key!r} is missing" if key not in data else f"{key!r} is a {type(data[key]).__name__}"
+        for key, types in REQUIRED.items()
+        if key not in data or not isinstance(data[key], types) or (bool in types) != isinstance(data[key], bool)
+    ]
     if problems:
         return problems
     if data["status"] not in STATUSES:
@@ -198,8 +231,10 @@ def cannot_write(path: str | os.PathLike[str], error: OSError, needed: int | Non
         what = f"{folder} is on a read-only file system; remount it writable"
     else:
         what = f"{folder} is not writable by this user ({reason}; `ls -ld {folder}` shows its owner and mode); make it writable"
-    return CannotWrite(f"could not write {path}: {what} or write elsewhere (--out, --to), then run the same command "
-                       "again (finished cells are kept)")
+    return CannotWrite(
+        f"could not write {path}: {what} or write elsewhere (--out, --to), then run the same command "
+        "again (finished cells are kept)"
+    )
 
 
 def umask() -> int:
@@ -297,8 +332,9 @@ def _git_commit() -> str | None:
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                           capture_output=True, text=True, timeout=5).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 

@@ -127,6 +127,5 @@ def clusters_of(record: Mapping[str, Any]) -> np.ndarray | None:
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"record {record.get('cell_id')}: dataset.clusters is broken ({e}); rerun the cell") from None
     if ids.dtype != np.int32:
-        raise ValueError(f"record {record.get('cell_id')}: dataset.clusters holds {ids.dtype}, not integer ids; "
-                         "rerun the cell")
+        raise ValueError(f"record {record.get('cell_id')}: dataset.clusters holds {ids.dtype}, not integer ids; rerun the cell")
     return ids

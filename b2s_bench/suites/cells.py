@@ -157,15 +157,31 @@ def _model_fp(model: ModelEntry, plugins: Plugins) -> dict[str, Any]:
         weights_fp = source.fingerprint(model.request) if source.fingerprint else "-"
     except Exception as e:  # the model will fail in its cells with a full message
         weights_fp = f"unavailable: {type(e).__name__}"
-    return {"name": model.request.name, "pretrained": model.request.pretrained, "weights": model.request.weights,
-            "options": dict(model.request.options), "fingerprint": weights_fp}
+    return {
+        "name": model.request.name,
+        "pretrained": model.request.pretrained,
+        "weights": model.request.weights,
+        "options": dict(model.request.options),
+        "fingerprint": weights_fp,
+    }
 
 
-def _model_cells(suite: Suite, plugins: Plugins, model: ModelEntry, device: str,
-                 pipelines: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]], metrics: list[str]) -> list[Cell]:
+def _model_cells(
+    suite: Suite,
+    plugins: Plugins,
+    model: ModelEntry,
+    device: str,
+    pipelines: list[tuple[CompressorEntry, list[tuple[Stage, ...]]]],
+    metrics: list[str],
+) -> list[Cell]:
     dataset = model.dataset or suite.dataset
-    base = {"model": _model_fp(model, plugins), "dataset": _dataset_fp(dataset, plugins), "metrics": metrics,
-            "device": device, "core": CORE_VERSION}
+    base = {
+        "model": _model_fp(model, plugins),
+        "dataset": _dataset_fp(dataset, plugins),
+        "metrics": metrics,
+        "device": device,
+        "core": CORE_VERSION,
+    }
     combos: list[tuple[CompressorEntry | None, tuple[Stage, ...]]] = [(None, ())] if suite.baseline else []
     combos += [(entry, p) for entry, ps in pipelines if entry.applies_to(model) for p in ps]
     cells = []
@@ -175,10 +191,26 @@ def _model_cells(suite: Suite, plugins: Plugins, model: ModelEntry, device: str,
             label = f"{entry.label} {label}"
         seeds = 1 if entry is None else (entry.seeds or suite.seeds)  # the dense model is deterministic
         for seed in range(suite.seed, suite.seed + seeds):
-            fingerprint = {**base, "seed": seed, "stages": [
-                {"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages]}
-            cells.append(Cell(cell_id(fingerprint), suite.name, model, dataset, stages, label, seed, device,
-                              suite.metrics, fingerprint, seeds))
+            fingerprint = {
+                **base,
+                "seed": seed,
+                "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
+            }
+            cells.append(
+                Cell(
+                    cell_id(fingerprint),
+                    suite.name,
+                    model,
+                    dataset,
+                    stages,
+                    label,
+                    seed,
+                    device,
+                    suite.metrics,
+                    fingerprint,
+                    seeds,
+                )
+            )
     return cells
 
 

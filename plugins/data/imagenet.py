@@ -26,10 +26,12 @@ from b2s_bench.sources import LoadedData, LoadedModel
 OVERRIDE_ENV = "B2S_IMAGENET_OVERRIDE"  # set by --data (see b2s_register_cli_options below)
 WNID = re.compile(r"^n\d{8}$")
 EXTENSIONS = {".jpeg", ".jpg", ".png"}
-HOWTO = ("download the ILSVRC2012 validation images (https://image-net.org, login required) and arrange them as "
-         "ROOT/val/<wnid>/*.JPEG (1000 folders of 50 images; e.g. with the widely used valprep.sh), or unpack "
-         "Imagenette (imagenette2-320, https://github.com/fastai/imagenette) as ROOT/val/<wnid>/; then set `root:` "
-         "in the suite, pass --data ROOT, or export B2S_IMAGENET=ROOT")
+HOWTO = (
+    "download the ILSVRC2012 validation images (https://image-net.org, login required) and arrange them as "
+    "ROOT/val/<wnid>/*.JPEG (1000 folders of 50 images; e.g. with the widely used valprep.sh), or unpack "
+    "Imagenette (imagenette2-320, https://github.com/fastai/imagenette) as ROOT/val/<wnid>/; then set `root:` "
+    "in the suite, pass --data ROOT, or export B2S_IMAGENET=ROOT"
+)
 
 
 def imagenet_wnids() -> list[str]:
@@ -131,24 +133,37 @@ def _build(config: ImageNetConfig, model: LoadedModel) -> LoadedData:
     dataset = _Images(items, transform)
 
     def batches(batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             num_workers=config.workers, pin_memory=torch.cuda.is_available(),
-                                             persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=config.workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
         yield from loader
 
     def calibration(n: int) -> torch.Tensor:
         cal = split_folder(root, config.calibration_split) if root else None
         if cal is None or cal == folder:
-            raise UserError(f"calibration needs training images at {root}/{config.calibration_split}/<wnid>/; "
-                            "the validation set must not be used to calibrate")
+            raise UserError(
+                f"calibration needs training images at {root}/{config.calibration_split}/<wnid>/; "
+                "the validation set must not be used to calibrate"
+            )
         pool = scan(cal, None, None)
         gen = torch.Generator().manual_seed(0)
         picks = [pool[int(i)] for i in torch.randperm(len(pool), generator=gen)[:n]]
         return torch.stack([_Images(picks, transform)[i][0] for i in range(len(picks))])
 
     digest = hashlib.sha256("\n".join(p for p, _ in items).encode()).hexdigest()[:16]
-    return LoadedData(batches, len(items), True, f"imagenet:{config.split}:{len(items)}:{digest}", calibration,
-                      description=f"ImageNet {config.split} at {folder} ({len(items)} images)")
+    return LoadedData(
+        batches,
+        len(items),
+        True,
+        f"imagenet:{config.split}:{len(items)}:{digest}",
+        calibration,
+        description=f"ImageNet {config.split} at {folder} ({len(items)} images)",
+    )
 
 
 def _problems(config: ImageNetConfig) -> list[str]:
@@ -158,14 +173,21 @@ def _problems(config: ImageNetConfig) -> list[str]:
     return []
 
 
-SPEC = DatasetSpec("imagenet", ImageNetConfig, _build, True, "imagenet-1k", _problems,
-                   "ImageNet-1k validation (or Imagenette / any wnid subset) from ROOT/val/<wnid>/*.JPEG", origin)
+SPEC = DatasetSpec(
+    "imagenet",
+    ImageNetConfig,
+    _build,
+    True,
+    "imagenet-1k",
+    _problems,
+    "ImageNet-1k validation (or Imagenette / any wnid subset) from ROOT/val/<wnid>/*.JPEG",
+    origin,
+)
 
 
 @b2s.hookimpl
 def b2s_register_datasets(register: Callable[[b2s.DatasetSpec], None]) -> None:
     register(SPEC)
-
 
 
 def _apply_data(value: str | None) -> None:
@@ -176,5 +198,8 @@ def _apply_data(value: str | None) -> None:
 
 @b2s.hookimpl
 def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
-    register(b2s.CliOption("--data", ("run", "validate"), _apply_data,
-                           "ImageNet root (overrides the suite's root: and $B2S_IMAGENET)", "DIR"))
+    register(
+        b2s.CliOption(
+            "--data", ("run", "validate"), _apply_data, "ImageNet root (overrides the suite's root: and $B2S_IMAGENET)", "DIR"
+        )
+    )

@@ -91,7 +91,7 @@ def center_view(img: torch.Tensor, size: int, crop_pct: float, interpolation: st
     scale = short / min(h, w)
     img = _resize(img, (max(size, round(h * scale)), max(size, round(w * scale))), interpolation)
     top, left = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
-    return img[:, top:top + size, left:left + size]
+    return img[:, top : top + size, left : left + size]
 
 
 def random_view(img: torch.Tensor, size: int, interpolation: str, gen: torch.Generator, min_scale: float) -> torch.Tensor:
@@ -104,7 +104,7 @@ def random_view(img: torch.Tensor, size: int, interpolation: str, gen: torch.Gen
     cw = min(w, round(math.sqrt(area * ratio)))
     top = int(torch.randint(0, h - ch + 1, (), generator=gen))
     left = int(torch.randint(0, w - cw + 1, (), generator=gen))
-    view = _resize(img[:, top:top + ch, left:left + cw], (size, size), interpolation)
+    view = _resize(img[:, top : top + ch, left : left + cw], (size, size), interpolation)
     if torch.rand((), generator=gen).item() < 0.5:
         view = view.flip(-1)
     return view
@@ -148,9 +148,14 @@ def _build(config: PhotosConfig, model: LoadedModel) -> LoadedData:
     y = torch.tensor(labels)
     digest = hashlib.sha256(x[:, :, ::16, ::16].contiguous().numpy().tobytes()).hexdigest()[:16]
     # the views of one photo are not independent examples: intervals resample photos (clusters)
-    return LoadedData(tensor_batches(x, y), x.shape[0], True, f"photos:{digest}",
-                      description=f"{len(photos)} photos x {config.crops + 1} views",
-                      clusters=np.array(clusters, dtype=np.int64))
+    return LoadedData(
+        tensor_batches(x, y),
+        x.shape[0],
+        True,
+        f"photos:{digest}",
+        description=f"{len(photos)} photos x {config.crops + 1} views",
+        clusters=np.array(clusters, dtype=np.int64),
+    )
 
 
 def _problems(config: PhotosConfig) -> list[str]:
@@ -158,8 +163,15 @@ def _problems(config: PhotosConfig) -> list[str]:
     return [f"{INSTALL} (missing: {', '.join(missing)})"] if missing else []
 
 
-SPEC = DatasetSpec("photos", PhotosConfig, _build, True, "imagenet-1k", _problems,
-                   "8 real photos with ImageNet labels in seeded crops (fidelity: agreement, KL)")
+SPEC = DatasetSpec(
+    "photos",
+    PhotosConfig,
+    _build,
+    True,
+    "imagenet-1k",
+    _problems,
+    "8 real photos with ImageNet labels in seeded crops (fidelity: agreement, KL)",
+)
 
 
 @b2s.hookimpl

@@ -75,8 +75,11 @@ class SynthesisConfig:
     bn_form: str = "deepinversion"
 
     def __post_init__(self) -> None:
-        check(self.bn_form in ("zeroq", "deepinversion"),
-              f"bn_form must be 'zeroq' or 'deepinversion', got {self.bn_form!r}", "bn_form")
+        check(
+            self.bn_form in ("zeroq", "deepinversion"),
+            f"bn_form must be 'zeroq' or 'deepinversion', got {self.bn_form!r}",
+            "bn_form",
+        )
         check(self.samples >= 1, f"samples must be >= 1, got {self.samples}", "samples")
         check(
             self.batch_size >= 2,
@@ -130,9 +133,7 @@ def bn_layers(model: nn.Module) -> list[nn.Module]:
     return [
         m
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and m.running_mean is not None
-        and m.running_var is not None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None
     ]
 
 
@@ -161,9 +162,7 @@ class _BNTerms:
         self.terms: list[torch.Tensor] = []
         self.handles = [m.register_forward_pre_hook(self._hook) for m in bn_layers(model)]
         if not self.handles:
-            raise ValueError(
-                "the model has no BatchNorm layers with running statistics to synthesize data from"
-            )
+            raise ValueError("the model has no BatchNorm layers with running statistics to synthesize data from")
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         mean, var = _stats(args[0])
@@ -173,15 +172,10 @@ class _BNTerms:
         if self.form == "zeroq":
             self.terms.append(_zeroq_term(mean, var, running_mean, running_var))
         else:
-            self.terms.append(
-                torch.linalg.vector_norm(mean - running_mean)
-                + torch.linalg.vector_norm(var - running_var)
-            )
+            self.terms.append(torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var))
 
     def total(self, first_multiplier: float = 1.0) -> torch.Tensor:
-        return self.terms[0] * first_multiplier + sum(
-            self.terms[1:], torch.zeros((), device=self.terms[0].device)
-        )
+        return self.terms[0] * first_multiplier + sum(self.terms[1:], torch.zeros((), device=self.terms[0].device))
 
     def remove(self) -> None:
         for h in self.handles:
@@ -219,9 +213,7 @@ def bn_loss(model: nn.Module, x: torch.Tensor, form: str = "deepinversion") -> f
 def _tv(x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 4:
         return torch.zeros((), device=x.device)
-    return torch.linalg.vector_norm(x[..., 1:, :] - x[..., :-1, :]) + torch.linalg.vector_norm(
-        x[..., :, 1:] - x[..., :, :-1]
-    )
+    return torch.linalg.vector_norm(x[..., 1:, :] - x[..., :-1, :]) + torch.linalg.vector_norm(x[..., :, 1:] - x[..., :, :-1])
 
 
 def _batch_sizes(config: SynthesisConfig) -> list[int]:
@@ -247,8 +239,9 @@ def _augmented(x: torch.Tensor, config: SynthesisConfig, gen: torch.Generator) -
 class _Batch:
     """One batch of inputs being synthesized: the loss of a step, and the BN loss of each step."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: SynthesisConfig,
-                 terms: _BNTerms, gen: torch.Generator):
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: SynthesisConfig, terms: _BNTerms, gen: torch.Generator
+    ):
         self.model, self.x, self.y, self.config, self.terms, self.gen = model, x, y, config, terms, gen
         self.bn: list[float] = []  # L_BN at each step, without the weights (what the record reports)
 
@@ -294,8 +287,15 @@ def _synthesize_batch(batch: _Batch, bar: Progress) -> tuple[torch.Tensor, float
         batch.record(step)
         bar.set_postfix_str(f"bn {batch.bn[-1]:.3g}")
 
-    b2s.fitting.train_loop(opt, batch.loss, iterations, after_step=after_step, progress=bar, log_every=max(iterations, 1),
-                   scheduler=lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iterations, 1))))
+    b2s.fitting.train_loop(
+        opt,
+        batch.loss,
+        iterations,
+        after_step=after_step,
+        progress=bar,
+        log_every=max(iterations, 1),
+        scheduler=lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iterations, 1))),
+    )
     batch.x = batch.x.detach()
     if not batch.bn:  # no iterations: report the loss of the noise
         batch.bn.append(batch.noise_bn())

@@ -37,26 +37,45 @@ __all__ = ["METRICS"]
 def rd_gap(ev: Evaluation) -> float:
     model = ev.limits()["model"]
     if model["gap_db"] is None:
-        raise NotApplicable(f"{model['rate']:.1f} bits per coded weight: no meaningful Gaussian limit at "
-                            f"{rd.GAP_BITS} bits or more")
+        raise NotApplicable(
+            f"{model['rate']:.1f} bits per coded weight: no meaningful Gaussian limit at {rd.GAP_BITS} bits or more"
+        )
     return float(model["gap_db"])
 
 
 def ecsq_gap(ev: Evaluation) -> float:
     model = ev.limits()["model"]
     if model["ecsq_mse"] is None:
-        raise NotApplicable(f"a coded tensor is too small for an ECSQ reference at {model['rate']:.1f} bits per "
-                            f"weight (needs N ≥ {rd.ECSQ_MIN_NUMEL} and N ≥ {rd.ECSQ_SAMPLES_PER_CELL}·2^R)")
+        raise NotApplicable(
+            f"a coded tensor is too small for an ECSQ reference at {model['rate']:.1f} bits per "
+            f"weight (needs N ≥ {rd.ECSQ_MIN_NUMEL} and N ≥ {rd.ECSQ_SAMPLES_PER_CELL}·2^R)"
+        )
     return rd.gap_db(model["mse"], model["ecsq_mse"])
 
 
 METRICS = [
-    MetricSpec("weight_rd_gap_db", "dB", False, rd_gap, frozenset({"weights"}),
-               "10·log10(MSE / Gaussian D(R)) over the coded tensors, R = their bits per coded weight; n/a at "
-               "R ≥ 16; < 0: structure used, non-Gaussian weights or a miscounted size", kind="weights", version="2"),
-    MetricSpec("weight_ecsq_gap_db", "dB", False, ecsq_gap, frozenset({"weights"}),
-               "10·log10(MSE / entropy-coded uniform quantizer's MSE) at the same bits per coded weight; only "
-               "where every coded tensor has N ≥ 4096 and N ≥ 64·2^R", kind="weights", version="2"),
+    MetricSpec(
+        "weight_rd_gap_db",
+        "dB",
+        False,
+        rd_gap,
+        frozenset({"weights"}),
+        "10·log10(MSE / Gaussian D(R)) over the coded tensors, R = their bits per coded weight; n/a at "
+        "R ≥ 16; < 0: structure used, non-Gaussian weights or a miscounted size",
+        kind="weights",
+        version="2",
+    ),
+    MetricSpec(
+        "weight_ecsq_gap_db",
+        "dB",
+        False,
+        ecsq_gap,
+        frozenset({"weights"}),
+        "10·log10(MSE / entropy-coded uniform quantizer's MSE) at the same bits per coded weight; only "
+        "where every coded tensor has N ≥ 4096 and N ≥ 64·2^R",
+        kind="weights",
+        version="2",
+    ),
 ]
 
 

@@ -56,10 +56,16 @@ def _process(options: b2s.execution.ExecutorOptions) -> Any:
 
 
 EXECUTORS = [
-    b2s.ExecutorSpec("process", _process, "worker processes on this machine (--workers N or auto: one per GPU, "
-                     "or cores / runtime.threads); crashes and timeouts fail only their cell", rank=0),
-    b2s.ExecutorSpec("inline", InlineExecutor, "in this process, one cell at a time; no isolation or timeout "
-                     "(for debugging with pdb)", rank=10),
+    b2s.ExecutorSpec(
+        "process",
+        _process,
+        "worker processes on this machine (--workers N or auto: one per GPU, "
+        "or cores / runtime.threads); crashes and timeouts fail only their cell",
+        rank=0,
+    ),
+    b2s.ExecutorSpec(
+        "inline", InlineExecutor, "in this process, one cell at a time; no isolation or timeout (for debugging with pdb)", rank=10
+    ),
 ]
 
 

@@ -73,8 +73,9 @@ def describe_exit(code: int | None) -> str:
 class _Worker:
     def __init__(self, ctx: Any, env: dict[str, str], slot: int):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, env, os.getpid()), daemon=False,
-                                   name=f"b2s-bench-worker-{slot}")
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, env, os.getpid()), daemon=False, name=f"b2s-bench-worker-{slot}"
+        )
         self.process.start()
         child.close()
         self.slot = slot
@@ -112,8 +113,11 @@ class ProcessExecutor:
         """How the cells run, for the run's header: workers, and threads or GPU each."""
         n = len(self.envs)
         each = self.envs[0] if self.envs else {}
-        where = (f"GPU {', '.join(sorted({e['CUDA_VISIBLE_DEVICES'] for e in self.envs}))}"
-                 if "CUDA_VISIBLE_DEVICES" in each else f"{each.get('OMP_NUM_THREADS', 'all')} CPU thread(s) each")
+        where = (
+            f"GPU {', '.join(sorted({e['CUDA_VISIBLE_DEVICES'] for e in self.envs}))}"
+            if "CUDA_VISIBLE_DEVICES" in each
+            else f"{each.get('OMP_NUM_THREADS', 'all')} CPU thread(s) each"
+        )
         return f"{n} worker process{'es' if n != 1 else ''}, {where}"
 
     def submit(self, task: b2s.execution.CellTask) -> None:
@@ -181,12 +185,18 @@ class ProcessExecutor:
         worker.stop(kill=True)
         del self._workers[worker.slot]
         worker.task = None
-        self._done.append(b2s.execution.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", HOST,
-                                          time.time() - worker.started))
+        self._done.append(
+            b2s.execution.CellOutcome(
+                task.cell_id, None, f"timed out after {task.cell_timeout:g} s", HOST, time.time() - worker.started
+            )
+        )
 
     def active(self) -> list[b2s.execution.ActiveCell]:
-        return [b2s.execution.ActiveCell(w.task.cell_id, w.task.name, HOST, w.started)
-                for w in self._workers.values() if w.task is not None]
+        return [
+            b2s.execution.ActiveCell(w.task.cell_id, w.task.name, HOST, w.started)
+            for w in self._workers.values()
+            if w.task is not None
+        ]
 
     def cancel(self, cell_id: str) -> None:
         self._queue = [t for t in self._queue if t.cell_id != cell_id]

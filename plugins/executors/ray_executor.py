@@ -52,8 +52,11 @@ class RayExecutor:
         self.options = options
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                    "runtime_env": {"env_vars": b2s.execution.b2s_environment()}}
+            init: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "runtime_env": {"env_vars": b2s.execution.b2s_environment()},
+            }
             address = address_of(options)
             if address:
                 init["address"] = address
@@ -68,8 +71,9 @@ class RayExecutor:
         self._tasks: dict[Any, tuple[b2s.execution.CellTask, float]] = {}
 
     def submit(self, task: b2s.execution.CellTask) -> None:
-        ref = self._remote.options(num_cpus=self.options.threads or 1, num_gpus=1 if task.wants_cuda else 0,
-                                   max_retries=0).remote(task.plan, task.cell_id)
+        ref = self._remote.options(
+            num_cpus=self.options.threads or 1, num_gpus=1 if task.wants_cuda else 0, max_retries=0
+        ).remote(task.plan, task.cell_id)
         self._tasks[ref] = (task, time.time())
 
     def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
@@ -82,8 +86,9 @@ class RayExecutor:
             if task.cell_timeout and now - started > task.cell_timeout:
                 self.ray.cancel(ref, force=True)
                 del self._tasks[ref]
-                outcomes.append(b2s.execution.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", "",
-                                                now - started))
+                outcomes.append(
+                    b2s.execution.CellOutcome(task.cell_id, None, f"timed out after {task.cell_timeout:g} s", "", now - started)
+                )
         return outcomes
 
     def _outcome(self, ref: Any) -> b2s.execution.CellOutcome:
@@ -93,8 +98,9 @@ class RayExecutor:
             record, host = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:  # the worker died (a signal, sys.exit, out of memory)
             cause = " ".join(str(e).split())[:400]
-            return b2s.execution.CellOutcome(task.cell_id, None, f"the Ray worker failed: {type(e).__name__}: {cause}", "",
-                                   seconds)
+            return b2s.execution.CellOutcome(
+                task.cell_id, None, f"the Ray worker failed: {type(e).__name__}: {cause}", "", seconds
+            )
         return b2s.execution.CellOutcome(task.cell_id, record, None, host, seconds)
 
     def active(self) -> list[b2s.execution.ActiveCell]:
@@ -120,12 +126,26 @@ def _create(options: b2s.execution.ExecutorOptions) -> RayExecutor:
 
 @b2s.hookimpl
 def b2s_register_executors(register: Callable[[b2s.ExecutorSpec], None]) -> None:
-    register(b2s.ExecutorSpec("ray", _create, "each cell a Ray task, on a local Ray or a cluster (--address); "
-                              "records come back to this process", rank=50,
-                              requires="install it with `pip install 'b2s-bench[ray]'`", settings=RaySettings))
+    register(
+        b2s.ExecutorSpec(
+            "ray",
+            _create,
+            "each cell a Ray task, on a local Ray or a cluster (--address); records come back to this process",
+            rank=50,
+            requires="install it with `pip install 'b2s-bench[ray]'`",
+            settings=RaySettings,
+        )
+    )
 
 
 @b2s.hookimpl
 def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
-    register(b2s.CliOption("--address", ("run",), _apply_address, "a Ray cluster's address (--executor ray), over "
-                           "runtime.executor.ray.address", metavar="ADDRESS"))
+    register(
+        b2s.CliOption(
+            "--address",
+            ("run",),
+            _apply_address,
+            "a Ray cluster's address (--executor ray), over runtime.executor.ray.address",
+            metavar="ADDRESS",
+        )
+    )

@@ -24,8 +24,14 @@ from typing import Any
 import b2s_bench as b2s
 
 #: Our names of submitit's parameters.
-KNOWN = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_node": "gpus_per_node",
-         "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "array_parallelism": "slurm_array_parallelism"}
+KNOWN = {
+    "partition": "slurm_partition",
+    "time": "timeout_min",
+    "gpus_per_node": "gpus_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "mem_gb": "mem_gb",
+    "array_parallelism": "slurm_array_parallelism",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +52,13 @@ class SlurmSettings:
         for key in ("time", "gpus_per_node", "cpus_per_task", "mem_gb", "jobs", "array_parallelism"):
             value = getattr(self, key)
             if value is not None and value < (0 if key == "gpus_per_node" else 1):
-                raise b2s.ConfigError(f"slurm {key} must be {'>= 0' if key == 'gpus_per_node' else '>= 1'}, "
-                                      f"got {value}", key)
+                raise b2s.ConfigError(f"slurm {key} must be {'>= 0' if key == 'gpus_per_node' else '>= 1'}, got {value}", key)
         unknown = set(self.submitit) & {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise b2s.ConfigError(f"slurm submitit: {sorted(unknown)} are settings of their own; write them "
-                                  "next to submitit:, not under it", "submitit")
+            raise b2s.ConfigError(
+                f"slurm submitit: {sorted(unknown)} are settings of their own; write them next to submitit:, not under it",
+                "submitit",
+            )
 
 
 _FLAGS: dict[str, Any] = {}  # `--slurm KEY=VALUE` of this command (see _apply_flags)
@@ -74,11 +81,16 @@ def settings_of(options: b2s.execution.ExecutorOptions) -> SlurmSettings:
     """The suite's settings with the ``--slurm`` flags over them (a flag that names no setting of ours
     is a submitit parameter)."""
     ours = {f.name for f in dataclasses.fields(SlurmSettings)} - {"submitit"}
-    base = options.settings if isinstance(options.settings, SlurmSettings) else b2s.build_config(
-        SlurmSettings, dict(options.settings), owner="slurm")
-    values = {**{k: v for k, v in dataclasses.asdict(base).items() if k != "submitit"},
-              **{k: v for k, v in _FLAGS.items() if k in ours},
-              "submitit": {**base.submitit, **{k: v for k, v in _FLAGS.items() if k not in ours}}}
+    base = (
+        options.settings
+        if isinstance(options.settings, SlurmSettings)
+        else b2s.build_config(SlurmSettings, dict(options.settings), owner="slurm")
+    )
+    values = {
+        **{k: v for k, v in dataclasses.asdict(base).items() if k != "submitit"},
+        **{k: v for k, v in _FLAGS.items() if k in ours},
+        "submitit": {**base.submitit, **{k: v for k, v in _FLAGS.items() if k not in ours}},
+    }
     try:
         return b2s.build_config(SlurmSettings, values, owner="slurm")
     except b2s.ConfigError as e:
@@ -127,8 +139,10 @@ class SlurmExecutor:
         ids = [t.cell_id for t in tasks]
         env = b2s.execution.b2s_environment()
         self._jobs = executor.map_array(cooperate, [plan] * jobs, [ids] * jobs, [env] * jobs)
-        self.options.log(f"submitted {len(self._jobs)} array tasks ({', '.join(j.job_id for j in self._jobs[:3])}"
-                         f"{' ...' if len(self._jobs) > 3 else ''}); logs in {folder}")
+        self.options.log(
+            f"submitted {len(self._jobs)} array tasks ({', '.join(j.job_id for j in self._jobs[:3])}"
+            f"{' ...' if len(self._jobs) > 3 else ''}); logs in {folder}"
+        )
         self._submitted = True
 
     def poll(self, timeout: float) -> list[b2s.execution.CellOutcome]:
@@ -150,8 +164,16 @@ class SlurmExecutor:
             record = b2s.execution.read_record(b2s.execution.cell_path(task.plan.out_dir, cell_id), cell_id)
             if record is not None and record.get("finished_at", "") >= _iso(self._started):
                 del self._tasks[cell_id]
-                found.append(b2s.execution.CellOutcome(cell_id, record, None, record["environment"].get("host", ""),
-                                             record["timings"].get("total", 0.0), stored=True))
+                found.append(
+                    b2s.execution.CellOutcome(
+                        cell_id,
+                        record,
+                        None,
+                        record["environment"].get("host", ""),
+                        record["timings"].get("total", 0.0),
+                        stored=True,
+                    )
+                )
         return found
 
     def _lost(self) -> list[b2s.execution.CellOutcome]:
@@ -197,14 +219,32 @@ def _create(options: b2s.execution.ExecutorOptions) -> SlurmExecutor:
 
 @b2s.hookimpl
 def b2s_register_executors(register: Callable[[b2s.ExecutorSpec], None]) -> None:
-    register(b2s.ExecutorSpec("slurm", _create, "a Slurm job array through submitit (--slurm KEY=VALUE or "
-                              "runtime.executor.slurm: partition, time, gpus_per_node, mem_gb, jobs); tasks share the "
-                              "run folder; --detach to leave", rank=60, detaches=True,
-                              requires="install it with `pip install 'b2s-bench[slurm]'`", settings=SlurmSettings))
+    register(
+        b2s.ExecutorSpec(
+            "slurm",
+            _create,
+            "a Slurm job array through submitit (--slurm KEY=VALUE or "
+            "runtime.executor.slurm: partition, time, gpus_per_node, mem_gb, jobs); tasks share the "
+            "run folder; --detach to leave",
+            rank=60,
+            detaches=True,
+            requires="install it with `pip install 'b2s-bench[slurm]'`",
+            settings=SlurmSettings,
+        )
+    )
 
 
 @b2s.hookimpl
 def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
-    register(b2s.CliOption("--slurm", ("run",), _apply_flags, "a Slurm setting (partition, time, gpus_per_node, "
-                           "mem_gb, jobs, ... or a submitit parameter) over runtime.executor.slurm; repeatable "
-                           "(--executor slurm)", metavar="KEY=VALUE", repeat=True))
+    register(
+        b2s.CliOption(
+            "--slurm",
+            ("run",),
+            _apply_flags,
+            "a Slurm setting (partition, time, gpus_per_node, "
+            "mem_gb, jobs, ... or a submitit parameter) over runtime.executor.slurm; repeatable "
+            "(--executor slurm)",
+            metavar="KEY=VALUE",
+            repeat=True,
+        )
+    )

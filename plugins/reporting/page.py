@@ -131,33 +131,38 @@ def _cell(v: Any, places: int | None = None) -> str:
     cls = "n" if numeric else "t"
     if "⚠" in text:
         cls += " warn"
-    return (f"<td class='{cls}' data-v='{html.escape(_sort_value(v), quote=True)}'>"
-            f"{html.escape(text)}</td>")
+    return f"<td class='{cls}' data-v='{html.escape(_sort_value(v), quote=True)}'>{html.escape(text)}</td>"
 
 
 def _table(table: pd.DataFrame, leaderboard: bool = False, places: dict[str, int] | None = None) -> str:
-    head = "".join(f"<th data-col='{html.escape(str(c), quote=True)}' title='click to sort'>{html.escape(str(c))}</th>"
-                   for c in table.columns)
+    head = "".join(
+        f"<th data-col='{html.escape(str(c), quote=True)}' title='click to sort'>{html.escape(str(c))}</th>"
+        for c in table.columns
+    )
     cols = [(places or {}).get(str(c)) for c in table.columns]
-    body = "".join("<tr>" + "".join(_cell(v, p) for v, p in zip(row, cols, strict=True)) + "</tr>"
-                   for row in table.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(_cell(v, p) for v, p in zip(row, cols, strict=True)) + "</tr>" for row in table.itertuples(index=False)
+    )
     cls = "sortable lb" if leaderboard else "sortable"
     return f"<div class='wrap'><table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _figures(ctx: ReportContext) -> str:
-    captions = {"pareto.png": "Primary metric against stored size (log scale), 95 % CI bars; the front is labelled, "
-                              "the dashed line is the dense model.",
-                "weights.png": "Weight error against stored bits per weight of the compressed layers; the red line "
-                               "is the i.i.d. Gaussian limit σ²/E·2^(−2R); red rings mark results below their own "
-                               "recorded bound (the bits shared out over the tensors, which can sit below the line).",
-                "convergence.png": "Convergence of each fit: weight PSNR on a fixed sample of entries against the "
-                                   "fitting step, as the records keep it (details.curve)."}
+    captions = {
+        "pareto.png": "Primary metric against stored size (log scale), 95 % CI bars; the front is labelled, "
+        "the dashed line is the dense model.",
+        "weights.png": "Weight error against stored bits per weight of the compressed layers; the red line "
+        "is the i.i.d. Gaussian limit σ²/E·2^(−2R); red rings mark results below their own "
+        "recorded bound (the bits shared out over the tensors, which can sit below the line).",
+        "convergence.png": "Convergence of each fit: weight PSNR on a fixed sample of entries against the "
+        "fitting step, as the records keep it (details.curve).",
+    }
     parts = []
     for name, data in figures(ctx).items():
         src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        parts.append(f"<figure><img src='{src}' alt='{name}'><figcaption>{html.escape(captions.get(name, name))}"
-                     "</figcaption></figure>")
+        parts.append(
+            f"<figure><img src='{src}' alt='{name}'><figcaption>{html.escape(captions.get(name, name))}</figcaption></figure>"
+        )
     return f"<section class='figures'>{''.join(parts)}</section>" if parts else ""
 
 
@@ -178,13 +183,14 @@ def render_page(ctx: ReportContext) -> str:
     if about:  # the whole description; the site index shows its first sentence
         parts.append(f"<p class='lead'>{html.escape(about)}</p>")
     parts += [f"<p>{html.escape(p)}</p>" for p in intro(ctx)]
-    parts.append("<div class='controls'><label>Filter rows <input id='filter' type='search' "
-                 "placeholder='method, family, track…'></label><details><summary>Columns</summary>"
-                 "<div id='columns'></div></details><span>Click a header to sort.</span></div>")
+    parts.append(
+        "<div class='controls'><label>Filter rows <input id='filter' type='search' "
+        "placeholder='method, family, track…'></label><details><summary>Columns</summary>"
+        "<div id='columns'></div></details><span>Click a header to sort.</span></div>"
+    )
     parts.append(_figures(ctx))
     for title, table in ctx.leaderboards():
-        parts += [f"<h2>{html.escape(title)}</h2>",
-                  _table(table, leaderboard=True, places=column_decimals(table, ctx.metrics))]
+        parts += [f"<h2>{html.escape(title)}</h2>", _table(table, leaderboard=True, places=column_decimals(table, ctx.metrics))]
         if "note" in table and table["note"].astype(bool).any():
             parts.append(f"<p class='note warn'>{html.escape(notes['below_limit'])}</p>")
     caveats = ctx.caveat_notes()
@@ -192,9 +198,11 @@ def render_page(ctx: ReportContext) -> str:
         parts.append("<ul class='note'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
     skipped = ctx.not_applicable()
     if not skipped.empty:
-        parts += [f"<h2>{html.escape(NOT_APPLICABLE_TITLE)}</h2>",
-                  "<p class='note info'>Kept out of the tables above, rankings, fronts and verdicts.</p>",
-                  _table(skipped)]
+        parts += [
+            f"<h2>{html.escape(NOT_APPLICABLE_TITLE)}</h2>",
+            "<p class='note info'>Kept out of the tables above, rankings, fronts and verdicts.</p>",
+            _table(skipped),
+        ]
     fails = ctx.failures()
     if not fails.empty:
         parts += ["<h2>Failed cells</h2>", _table(fails)]
@@ -207,10 +215,12 @@ def render_page(ctx: ReportContext) -> str:
             warn = "⚠" in notes[title]
             parts.append(f"<p class='note{'' if warn else ' info'}'>{html.escape(notes[title])}</p>")
         parts.append(_table(table))
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(ctx.suite)}</title><style>{STYLE}</style></head><body>{''.join(parts)}"
-            f"<script>{SCRIPT}</script></body></html>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(ctx.suite)}</title><style>{STYLE}</style></head><body>{''.join(parts)}"
+        f"<script>{SCRIPT}</script></body></html>"
+    )
 
 
 def write_html(ctx: ReportContext) -> list[Path]:

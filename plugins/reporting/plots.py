@@ -38,8 +38,22 @@ FAMILY_STYLES: dict[str, tuple[str, str]] = {
     "other": ("#bcbd22", "h"),
 }
 #: for families not in the table: colours and markers none of the fixed families use
-_EXTRA_COLOURS = ("#17becf", "#e377c2", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#dbdb8d", "#9edae5",
-                  "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+_EXTRA_COLOURS = (
+    "#17becf",
+    "#e377c2",
+    "#aec7e8",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#dbdb8d",
+    "#9edae5",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+)
 _EXTRA_MARKERS = ("v", "<", ">", "p", "H", "d", "8", "1", "2", "3", "4")
 
 
@@ -137,8 +151,11 @@ def pareto_png(ctx: ReportContext) -> bytes | None:
         group = ok[ok["model"] == model]
         labels.append(_pareto_panel(ax, group, metric, col))
         ax.set_title(model, fontsize=10)
-    _legend(fig, sorted(ok["family"].fillna("other").unique()),
-            [("Pareto front", {"color": "k", "lw": 0.8}), ("dense model", {"color": "0.4", "ls": "--", "lw": 1})])
+    _legend(
+        fig,
+        sorted(ok["family"].fillna("other").unique()),
+        [("Pareto front", {"color": "k", "lw": 0.8}), ("dense model", {"color": "0.4", "ls": "--", "lw": 1})],
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     for ax, texts in zip(axes, labels):
         _declutter(ax, texts)
@@ -152,14 +169,30 @@ def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> list[A
         colour, marker = family_style(str(fam))
         lo, hi = sub[f"ci_lo:{metric.name}"], sub[f"ci_hi:{metric.name}"]
         err = [(sub[col] - lo).clip(lower=0).fillna(0), (hi - sub[col]).clip(lower=0).fillna(0)]
-        ax.errorbar(sub["total_bits"] / BITS_PER_MB, sub[col], yerr=err, ls="", marker=marker, color=colour,
-                    ms=6, elinewidth=0.8, capsize=2)
+        ax.errorbar(
+            sub["total_bits"] / BITS_PER_MB,
+            sub[col],
+            yerr=err,
+            ls="",
+            marker=marker,
+            color=colour,
+            ms=6,
+            elinewidth=0.8,
+            capsize=2,
+        )
     front = group[pareto_front(group, col, metric.higher_is_better)].sort_values("total_bits")
     ax.step(front["total_bits"] / BITS_PER_MB, front[col], where="post", color="k", lw=0.8, alpha=0.6)
     names = short_labels([str(m) for m in front["method"]], 28)
-    texts = [ax.annotate(names[str(r["method"])], (r["total_bits"] / BITS_PER_MB, r[col]), fontsize=7,
-                         xytext=(4, -10 if metric.higher_is_better else 4), textcoords="offset points")
-             for _, r in front.iterrows()]
+    texts = [
+        ax.annotate(
+            names[str(r["method"])],
+            (r["total_bits"] / BITS_PER_MB, r[col]),
+            fontsize=7,
+            xytext=(4, -10 if metric.higher_is_better else 4),
+            textcoords="offset points",
+        )
+        for _, r in front.iterrows()
+    ]
     dense = group[group["dense"]]
     if len(dense):
         ax.axhline(float(dense[col].iloc[0]), color="0.4", ls="--", lw=1)
@@ -184,10 +217,20 @@ def _weight_points(table: pd.DataFrame) -> pd.DataFrame:
         err, ratio = r.get("metric:weight_rel_error", math.nan), r.get("ratio_layers", math.nan)
         if isinstance(err, float) and err > 0 and isinstance(ratio, float) and ratio > 0:
             rows.append((r, 32.0 / ratio, 20 * math.log10(err)))
-    return pd.DataFrame([{"model": r["model"], "method": r["method"], "family": r["family"] or "other",
-                          "rate": x, "db": y, "below": bool(r.get("rd_below")),
-                          "variance_ratio": r.get("rd_variance_ratio", math.nan)}
-                         for r, x, y in rows])
+    return pd.DataFrame(
+        [
+            {
+                "model": r["model"],
+                "method": r["method"],
+                "family": r["family"] or "other",
+                "rate": x,
+                "db": y,
+                "below": bool(r.get("rd_below")),
+                "variance_ratio": r.get("rd_variance_ratio", math.nan),
+            }
+            for r, x, y in rows
+        ]
+    )
 
 
 def weights_png(ctx: ReportContext) -> bytes | None:
@@ -208,8 +251,14 @@ def weights_png(ctx: ReportContext) -> bytes | None:
         ax.scatter(bad["rate"], bad["db"], s=150, facecolors="none", edgecolors="#d00000", lw=1.6, zorder=4)
         names = short_labels([str(m) for m in bad["method"]], 22)
         for _, r in bad.iterrows():
-            ax.annotate("⚠ " + names[str(r["method"])], (r["rate"], r["db"]), color="#d00000", fontsize=7,
-                        xytext=(5, 5), textcoords="offset points")
+            ax.annotate(
+                "⚠ " + names[str(r["method"])],
+                (r["rate"], r["db"]),
+                color="#d00000",
+                fontsize=7,
+                xytext=(5, 5),
+                textcoords="offset points",
+            )
         ratios = group["variance_ratio"].dropna()
         if len(ratios):
             rmax = max(float(group["rate"].max()) * 1.1, 1.0)
@@ -231,8 +280,11 @@ def _curve_points(curve: Any) -> tuple[list[float], list[float]] | None:
     if not isinstance(curve, dict):
         return None
     steps, psnr = curve.get("step") or [], curve.get("psnr") or []
-    pts = [(float(s), float(p)) for s, p in zip(steps, psnr, strict=False)
-           if isinstance(s, (int, float)) and isinstance(p, (int, float)) and math.isfinite(p)]
+    pts = [
+        (float(s), float(p))
+        for s, p in zip(steps, psnr, strict=False)
+        if isinstance(s, (int, float)) and isinstance(p, (int, float)) and math.isfinite(p)
+    ]
     return ([s for s, _ in pts], [p for _, p in pts]) if len(pts) >= 2 else None
 
 
@@ -242,8 +294,11 @@ def convergence_png(ctx: ReportContext) -> bytes | None:
     frame = ctx.frame
     if frame.empty or "curve" not in frame:
         return None
-    rows = [(r["model"], str(r["method"]), pts) for _, r in frame.iterrows()
-            if r.get("status") == "ok" and (pts := _curve_points(r["curve"])) is not None]
+    rows = [
+        (r["model"], str(r["method"]), pts)
+        for _, r in frame.iterrows()
+        if r.get("status") == "ok" and (pts := _curve_points(r["curve"])) is not None
+    ]
     if not rows:
         return None
     models = sorted({m for m, _, _ in rows})
@@ -269,8 +324,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def figures(ctx: ReportContext) -> dict[str, bytes]:
     """The report's PNGs by file name (drawn once per report: the HTML page embeds the same ones)."""
     out = {}
-    for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png),
-                       ("convergence.png", convergence_png)):
+    for name, make in (("pareto.png", pareto_png), ("weights.png", weights_png), ("convergence.png", convergence_png)):
         data = ctx.cached(name, functools.partial(make, ctx))
         if data is not None:
             out[name] = data

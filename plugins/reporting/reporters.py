@@ -29,17 +29,23 @@ def write_summary(ctx: ReportContext) -> list[Path]:
 
 
 REPORTERS = [
-    ReporterSpec("markdown", _lazy("writers", "write_markdown"),
-                 "leaderboard.md: tables per model, failed cells, theory checks"),
+    ReporterSpec("markdown", _lazy("writers", "write_markdown"), "leaderboard.md: tables per model, failed cells, theory checks"),
     ReporterSpec("csv", _lazy("writers", "write_csv"), "leaderboard.csv, failed.csv and records.csv (every raw field)"),
     ReporterSpec("json", _lazy("writers", "write_json"), "leaderboard.json"),
-    ReporterSpec("html", _lazy("page", "write_html"),
-                 "leaderboard.html: one self-contained page: sortable, filterable tables, plots, checks, verdicts"),
-    ReporterSpec("pareto", _lazy("plots", "write_pareto"),
-                 "pareto.png (primary metric against stored size) and weights.png (weight error against bits "
-                 "per weight, with the Gaussian limit)"),
-    ReporterSpec("summary", write_summary,
-                 "summary.txt: per model the top methods by the primary metric, with ratio and 95 % CI"),
+    ReporterSpec(
+        "html",
+        _lazy("page", "write_html"),
+        "leaderboard.html: one self-contained page: sortable, filterable tables, plots, checks, verdicts",
+    ),
+    ReporterSpec(
+        "pareto",
+        _lazy("plots", "write_pareto"),
+        "pareto.png (primary metric against stored size) and weights.png (weight error against bits "
+        "per weight, with the Gaussian limit)",
+    ),
+    ReporterSpec(
+        "summary", write_summary, "summary.txt: per model the top methods by the primary metric, with ratio and 95 % CI"
+    ),
 ]
 
 

@@ -20,8 +20,7 @@ from tabulate import tabulate
 from b2s_bench import write_atomic
 from b2s_bench.reporting import NOT_APPLICABLE_TITLE, ReportContext, header
 
-__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend", "interval_decimals",
-           "column_decimals"]
+__all__ = ["fmt", "write_markdown", "write_csv", "write_json", "intro", "column_legend", "interval_decimals", "column_decimals"]
 
 
 def interval_decimals(width: float) -> int:
@@ -41,8 +40,11 @@ def column_decimals(table: pd.DataFrame, metrics: Any) -> dict[str, int]:
         ci = f"{meta.name} 95% CI"
         if ci not in table:
             continue
-        widths = [float(v[1]) - float(v[0]) for v in table[ci] if isinstance(v, tuple) and len(v) == 2
-                  and math.isfinite(float(v[1]) - float(v[0])) and float(v[1]) > float(v[0])]
+        widths = [
+            float(v[1]) - float(v[0])
+            for v in table[ci]
+            if isinstance(v, tuple) and len(v) == 2 and math.isfinite(float(v[1]) - float(v[0])) and float(v[1]) > float(v[0])
+        ]
         if not widths:
             continue
         places = interval_decimals(min(widths))
@@ -76,8 +78,10 @@ def fmt(value: Any, places: int | None = None) -> str:
 
 def _md_table(table: pd.DataFrame, places: dict[str, int] | None = None) -> str:
     cols = [(places or {}).get(str(c)) for c in table.columns]
-    rows = [[fmt(v, p) if not isinstance(v, str) else v for v, p in zip(row, cols, strict=True)]
-            for row in table.itertuples(index=False)]
+    rows = [
+        [fmt(v, p) if not isinstance(v, str) else v for v, p in zip(row, cols, strict=True)]
+        for row in table.itertuples(index=False)
+    ]
     return tabulate(rows, headers=list(table.columns), tablefmt="github", disable_numparse=True)
 
 
@@ -102,10 +106,13 @@ def _deltas_signed(table: pd.DataFrame, places: dict[str, int] | None = None) ->
 def intro(ctx: ReportContext) -> list[str]:
     """The paragraphs every leaderboard starts with: what was counted, and how the statistics work."""
     ok = int((ctx.frame["status"] == "ok").sum()) if not ctx.frame.empty else 0
-    return [f"Rebuilt from {len(ctx.frame)} records ({ok} ok). Sizes count every stored bit against an fp32 "
-            "baseline of the whole inference state_dict; ratio = fp32 bits / stored bits. "
-            "Δ columns are differences from the dense model.",
-            f"Statistics: {ctx.notes()['stats']}", *column_legend(ctx)]
+    return [
+        f"Rebuilt from {len(ctx.frame)} records ({ok} ok). Sizes count every stored bit against an fp32 "
+        "baseline of the whole inference state_dict; ratio = fp32 bits / stored bits. "
+        "Δ columns are differences from the dense model.",
+        f"Statistics: {ctx.notes()['stats']}",
+        *column_legend(ctx),
+    ]
 
 
 def column_legend(ctx: ReportContext) -> list[str]:
@@ -131,8 +138,14 @@ def write_markdown(ctx: ReportContext) -> list[Path]:
         parts += ["", *[f"- {c}" for c in caveats]]
     skipped = ctx.not_applicable()
     if not skipped.empty:
-        parts += ["", f"## {NOT_APPLICABLE_TITLE}", "", "Kept out of the tables above, rankings, fronts and verdicts.",
-                  "", _md_table(skipped)]
+        parts += [
+            "",
+            f"## {NOT_APPLICABLE_TITLE}",
+            "",
+            "Kept out of the tables above, rankings, fronts and verdicts.",
+            "",
+            _md_table(skipped),
+        ]
     fails = ctx.failures()
     if not fails.empty:
         parts += ["", "## Failed cells", "", _md_table(fails)]

@@ -65,12 +65,13 @@ def _tiny_build(request: ModelRequest) -> LoadedModel:
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive holding data.pkl
 PICKLE_PROTOCOLS = (2, 3, 4, 5)  # torch.save's legacy format is a pickle stream: 0x80, then the protocol
 SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors format's own limit on its JSON header
-CHECKPOINT_KINDS = ("a PyTorch checkpoint (torch.save: a zip archive holding data.pkl, or a pickle) or a "
-                    "safetensors file named *.safetensors")
+CHECKPOINT_KINDS = (
+    "a PyTorch checkpoint (torch.save: a zip archive holding data.pkl, or a pickle) or a safetensors file named *.safetensors"
+)
 
 
 def _checkpoint_kind(path: Path) -> str | None:
-    """"torch" or "safetensors" from a file's first bytes (a zip's listing, a safetensors JSON header), else
+    """ "torch" or "safetensors" from a file's first bytes (a zip's listing, a safetensors JSON header), else
     None. Nothing is unpickled: this only tells a checkpoint from a file of another kind."""
     import json
     import zipfile
@@ -110,11 +111,15 @@ def checkpoint_problem(path: str) -> str | None:
     if kind == wanted:
         return None
     if kind == "safetensors":
-        return (f"weights file {path!r} holds safetensors data, but only a name ending in .safetensors is read as "
-                f"safetensors; rename it to {p.with_suffix('.safetensors').name}")
+        return (
+            f"weights file {path!r} holds safetensors data, but only a name ending in .safetensors is read as "
+            f"safetensors; rename it to {p.with_suffix('.safetensors').name}"
+        )
     if kind == "torch":
-        return (f"weights file {path!r} is a PyTorch checkpoint (torch.save), not safetensors; rename it to "
-                f"{p.with_suffix('.pth').name}")
+        return (
+            f"weights file {path!r} is a PyTorch checkpoint (torch.save), not safetensors; rename it to "
+            f"{p.with_suffix('.pth').name}"
+        )
     found = "it is empty" if not head else f"it starts with {head!r}"
     return f"weights file {path!r} is not a checkpoint: expected {CHECKPOINT_KINDS}, but {found}; fix `weights:`"
 
@@ -217,8 +222,9 @@ def _pretrained_problems(request: ModelRequest) -> list[str]:
         return _timm_pretrained_problems(request.arch)
     if request.source == "torchvision":
         return _tv_pretrained_problems(request.arch)
-    return [SuiteMistake(f"{request.name} has no pretrained weights; drop `pretrained: true` or give `weights: PATH`",
-                         "pretrained")]
+    return [
+        SuiteMistake(f"{request.name} has no pretrained weights; drop `pretrained: true` or give `weights: PATH`", "pretrained")
+    ]
 
 
 def _hub_cached(request: ModelRequest) -> bool:
@@ -290,22 +296,32 @@ def _timm_pretrained_problems(arch: str) -> list[str]:
         old_cache = bool(getattr(getattr(timm.models, "_builder", None), "_USE_OLD_CACHE", False))
         if hf_cached_file(repo, names, revision or None) or (old_cache and url_cached):
             return []
-        return [f"pretrained weights of timm:{arch} are not in the Hugging Face cache {hf_cache_dir()} "
-                f"(looked for {repo}: {' or '.join(names)}); `pretrained: true` needs the internet to download them. "
-                f"Offline: fill the cache on a machine with internet (`hf download {repo} {names[0]}`, or "
-                f"`python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"`) and copy "
-                f"models--{repo.replace('/', '--')} into {hf_cache_dir()} (or point HF_HUB_CACHE at it), {OFFLINE_FIX}"]
+        return [
+            f"pretrained weights of timm:{arch} are not in the Hugging Face cache {hf_cache_dir()} "
+            f"(looked for {repo}: {' or '.join(names)}); `pretrained: true` needs the internet to download them. "
+            f"Offline: fill the cache on a machine with internet (`hf download {repo} {names[0]}`, or "
+            f"`python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"`) and copy "
+            f"models--{repo.replace('/', '--')} into {hf_cache_dir()} (or point HF_HUB_CACHE at it), {OFFLINE_FIX}"
+        ]
     if url_path is not None:  # set exactly when timm has a url
         if url_cached:
             return []
-        return [f"pretrained weights of timm:{arch} are not in the torch hub cache ({url_path} is missing); "
-                f"`pretrained: true` needs the internet to download them. Offline: download {url} into "
-                f"{url_path.parent}/ (keep the file name), {OFFLINE_FIX}"]
+        return [
+            f"pretrained weights of timm:{arch} are not in the torch hub cache ({url_path} is missing); "
+            f"`pretrained: true` needs the internet to download them. Offline: download {url} into "
+            f"{url_path.parent}/ (keep the file name), {OFFLINE_FIX}"
+        ]
     if hub_id:
-        return [f"timm:{arch}'s pretrained weights come from the Hugging Face hub ({hub_id}) and need "
-                f"huggingface_hub: `pip install huggingface_hub`, then the internet or a filled cache; {OFFLINE_FIX}"]
-    return [SuiteMistake(f"timm has no pretrained weights for {arch}; drop `pretrained: true` (random init) or give "
-                         "`weights: PATH`", "pretrained")]
+        return [
+            f"timm:{arch}'s pretrained weights come from the Hugging Face hub ({hub_id}) and need "
+            f"huggingface_hub: `pip install huggingface_hub`, then the internet or a filled cache; {OFFLINE_FIX}"
+        ]
+    return [
+        SuiteMistake(
+            f"timm has no pretrained weights for {arch}; drop `pretrained: true` (random init) or give `weights: PATH`",
+            "pretrained",
+        )
+    ]
 
 
 def _safe_alternatives(filename: str) -> list[str]:
@@ -322,8 +338,11 @@ def _timm_tags_hint(arch: str) -> str:
 
     base = arch.split(".")[0]
     tags = timm.list_pretrained(f"{base}.*")
-    return f"(pretrained tags: {', '.join(tags[:10])}{' ...' if len(tags) > 10 else ''})" if tags else \
-        f"({base} has no pretrained tags)"
+    return (
+        f"(pretrained tags: {', '.join(tags[:10])}{' ...' if len(tags) > 10 else ''})"
+        if tags
+        else f"({base} has no pretrained tags)"
+    )
 
 
 def _tv_pretrained_problems(arch: str) -> list[str]:
@@ -333,14 +352,19 @@ def _tv_pretrained_problems(arch: str) -> list[str]:
     try:
         weights = torchvision.models.get_model_weights(arch).DEFAULT
     except Exception:
-        return [SuiteMistake(f"torchvision has no pretrained weights for {arch}; drop `pretrained: true` or give "
-                             "`weights: PATH`", "pretrained")]
+        return [
+            SuiteMistake(
+                f"torchvision has no pretrained weights for {arch}; drop `pretrained: true` or give `weights: PATH`", "pretrained"
+            )
+        ]
     path = torch_hub_checkpoints() / _url_file(weights.url)
     if path.is_file():
         return []
-    return [f"pretrained weights of torchvision:{arch} ({weights}) are not in the torch hub cache ({path} is missing); "
-            f"`pretrained: true` needs the internet to download them. Offline: download {weights.url} into "
-            f"{path.parent}/ (keep the file name), {OFFLINE_FIX}"]
+    return [
+        f"pretrained weights of torchvision:{arch} ({weights}) are not in the torch hub cache ({path} is missing); "
+        f"`pretrained: true` needs the internet to download them. Offline: download {weights.url} into "
+        f"{path.parent}/ (keep the file name), {OFFLINE_FIX}"
+    ]
 
 
 # -- names ------------------------------------------------------------------------------------------------
@@ -382,11 +406,15 @@ def _timm_unknown(arch: str) -> UnknownNameError | None:
     if arch.split(".")[0] in set(names):
         return None
     import timm
+
     err = UnknownNameError("timm model", arch.split(".")[0], names)
     near = " or ".join(repr(s) for s in err.suggestions)
     # timm has over a thousand names: point at `ls` rather than printing the first 30 of them
-    err.message = (f"unknown timm model {err.name!r}" + (f"; did you mean {near}?" if near else "")
-                   + f" (timm {timm.__version__} has {len(names)} models: `b2s-bench ls models timm:`)")
+    err.message = (
+        f"unknown timm model {err.name!r}"
+        + (f"; did you mean {near}?" if near else "")
+        + f" (timm {timm.__version__} has {len(names)} models: `b2s-bench ls models timm:`)"
+    )
     return err
 
 
@@ -423,8 +451,9 @@ def _apply_weights(module: nn.Module, request: ModelRequest, arch_for_package: s
     elif request.weights:
         missing, unexpected = module.load_state_dict(load_checkpoint(request.weights), strict=False)
         if missing or unexpected:
-            raise UserError(f"weights {request.weights!r} do not fit {request.name}: missing {missing[:5]}, "
-                            f"unexpected {unexpected[:5]}")
+            raise UserError(
+                f"weights {request.weights!r} do not fit {request.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
     return _weights_fingerprint(request)
 
 
@@ -445,15 +474,18 @@ def _timm_build(request: ModelRequest) -> LoadedModel:
         module = timm.create_model(request.arch, pretrained=request.pretrained, **dict(request.options))
     except Exception as e:
         if request.pretrained:
-            raise UserError(f"could not get pretrained weights for timm:{request.arch} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); pretrained: true needs the internet or a filled "
-                            "Hugging Face cache (HF_HUB_OFFLINE=1). Or download the file and set `weights: PATH`.") from e
+            raise UserError(
+                f"could not get pretrained weights for timm:{request.arch} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); pretrained: true needs the internet or a filled "
+                "Hugging Face cache (HF_HUB_OFFLINE=1). Or download the file and set `weights: PATH`."
+            ) from e
         raise
     checkpoint = _apply_weights(module, request, request.arch)
     cfg = timm.data.resolve_data_config({}, model=module)
     num_classes = getattr(module, "num_classes", 1000)
-    return LoadedModel(module.eval(), tuple(cfg["input_size"]), num_classes, checkpoint,
-                       IMAGENET if num_classes == 1000 else "", dict(cfg))
+    return LoadedModel(
+        module.eval(), tuple(cfg["input_size"]), num_classes, checkpoint, IMAGENET if num_classes == 1000 else "", dict(cfg)
+    )
 
 
 # -- torchvision ------------------------------------------------------------------------------------------
@@ -474,14 +506,21 @@ def _tv_build(request: ModelRequest) -> LoadedModel:
         module = torchvision.models.get_model(request.arch, weights=weights, **dict(request.options))
     except Exception as e:
         if request.pretrained:
-            raise UserError(f"could not download torchvision weights for {request.arch} ({type(e).__name__}); "
-                            f"pretrained: true needs the internet or a filled torch hub cache "
-                            f"({torch_hub_checkpoints()}). Or set `weights: PATH`.") from e
+            raise UserError(
+                f"could not download torchvision weights for {request.arch} ({type(e).__name__}); "
+                f"pretrained: true needs the internet or a filled torch hub cache "
+                f"({torch_hub_checkpoints()}). Or set `weights: PATH`."
+            ) from e
         raise
     checkpoint = _apply_weights(module, request, request.arch)
     size = 299 if "inception" in request.arch else 224
-    cfg: dict[str, Any] = {"input_size": (3, size, size), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-           "crop_pct": 0.875, "interpolation": "bilinear"}
+    cfg: dict[str, Any] = {
+        "input_size": (3, size, size),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+    }
     return LoadedModel(module.eval(), cfg["input_size"], 1000, checkpoint, IMAGENET, cfg)
 
 
@@ -498,13 +537,38 @@ def _tv_arch(name: str) -> nn.Module:
 
 
 SOURCES = [
-    b2s.ModelSource("tiny", _tiny_build, lambda p: _filter(list(TINY), p), _weights_fingerprint, _tiny_problems,
-                 "seeded tiny test models", build_architecture=lambda name: TINY[name][0](),
-                 catalog=lambda: [(name, "none (seeded random init, for tests)", OFFLINE) for name in TINY]),
-    b2s.ModelSource("timm", _timm_build, _timm_list, _weights_fingerprint, _timm_problems, "timm (pip install timm)",
-                 build_architecture=_timm_arch, catalog=timm_catalog, prepare=_prepare),
-    b2s.ModelSource("torchvision", _tv_build, _tv_list, _weights_fingerprint, _tv_problems, "torchvision.models",
-                 build_architecture=_tv_arch, catalog=torchvision_catalog, prepare=_prepare),
+    b2s.ModelSource(
+        "tiny",
+        _tiny_build,
+        lambda p: _filter(list(TINY), p),
+        _weights_fingerprint,
+        _tiny_problems,
+        "seeded tiny test models",
+        build_architecture=lambda name: TINY[name][0](),
+        catalog=lambda: [(name, "none (seeded random init, for tests)", OFFLINE) for name in TINY],
+    ),
+    b2s.ModelSource(
+        "timm",
+        _timm_build,
+        _timm_list,
+        _weights_fingerprint,
+        _timm_problems,
+        "timm (pip install timm)",
+        build_architecture=_timm_arch,
+        catalog=timm_catalog,
+        prepare=_prepare,
+    ),
+    b2s.ModelSource(
+        "torchvision",
+        _tv_build,
+        _tv_list,
+        _weights_fingerprint,
+        _tv_problems,
+        "torchvision.models",
+        build_architecture=_tv_arch,
+        catalog=torchvision_catalog,
+        prepare=_prepare,
+    ),
 ]
 
 

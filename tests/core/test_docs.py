@@ -15,8 +15,12 @@ import pytest
 from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "README.md",
-        ROOT / "benchmarks" / "README.md"]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "results" / "README.md",
+    ROOT / "benchmarks" / "README.md",
+]
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)\)")
 EXTERNAL = ("http://", "https://", "mailto:")
@@ -88,8 +92,10 @@ def test_every_relative_link_resolves(md: Path) -> None:
 
 def test_the_link_checker_sees_links_and_anchors(tmp_path: Path) -> None:
     md = tmp_path / "a.md"
-    md.write_text("# Top\n## Comparing runs: a regression gate\n[x](a.md#comparing-runs-a-regression-gate) "
-                  "[`y`](b/c.md) [z](https://example.org)\n```sh\n[not](a link.md)\n```\n")
+    md.write_text(
+        "# Top\n## Comparing runs: a regression gate\n[x](a.md#comparing-runs-a-regression-gate) "
+        "[`y`](b/c.md) [z](https://example.org)\n```sh\n[not](a link.md)\n```\n"
+    )
     assert _links(md) == ["a.md#comparing-runs-a-regression-gate", "b/c.md", "https://example.org"]
     assert _anchors(md) == {"top", "comparing-runs-a-regression-gate"}
 
@@ -134,19 +140,21 @@ def _check(argv: list[str], parsers: dict[str, argparse.ArgumentParser]) -> str 
 
 
 @pytest.mark.parametrize("md", DOCS, ids=_rel)
-def test_every_shown_command_parses(md: Path, subparsers: dict[str, argparse.ArgumentParser],
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    problems = [f"b2s-bench {shlex.join(argv)}: {why}" for argv in _commands(md)
-                if (why := _check(argv, subparsers)) is not None]
+def test_every_shown_command_parses(
+    md: Path, subparsers: dict[str, argparse.ArgumentParser], capsys: pytest.CaptureFixture[str]
+) -> None:
+    problems = [f"b2s-bench {shlex.join(argv)}: {why}" for argv in _commands(md) if (why := _check(argv, subparsers)) is not None]
     capsys.readouterr()  # argparse's own usage errors; the list below says which command
     assert not problems, f"{_rel(md)} shows commands that do not parse:\n" + "\n".join(problems)
 
 
 def test_the_command_checker_catches_mistakes(tmp_path: Path, subparsers: dict[str, argparse.ArgumentParser]) -> None:
     md = tmp_path / "a.md"
-    md.write_text("```sh\nsource x && .venv/bin/b2s-bench run  # all\n"
-                  "b2s-bench --plugin p.py ls compressors -v\nb2s-bench runn\nb2s-bench run --fast\n"
-                  "b2s-bench run --device gpu\nb2s-bench compare runs/a\n```\n")
+    md.write_text(
+        "```sh\nsource x && .venv/bin/b2s-bench run  # all\n"
+        "b2s-bench --plugin p.py ls compressors -v\nb2s-bench runn\nb2s-bench run --fast\n"
+        "b2s-bench run --device gpu\nb2s-bench compare runs/a\n```\n"
+    )
     commands = _commands(md)
     assert commands[:2] == [["run"], ["--plugin", "p.py", "ls", "compressors", "-v"]]
     whys = [_check(c, subparsers) for c in commands]
@@ -168,16 +176,21 @@ def test_the_readme_suite_is_a_valid_suite(tmp_path: Path) -> None:
     assert suite.grid_size() == 2 * (1 + 2 + 2 + 1)  # per model: dense, 2 bit widths, 2 sparsities, the pipeline
 
 
-def test_the_plugin_example_of_writing_plugins_loads_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = [b for lang, b in FENCE.findall((ROOT / "docs" / "writing-plugins.md").read_text())
-              if lang.strip() == "python" and "b2s_register_metrics" in b]
+def test_the_plugin_example_of_writing_plugins_loads_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = [
+        b
+        for lang, b in FENCE.findall((ROOT / "docs" / "writing-plugins.md").read_text())
+        if lang.strip() == "python" and "b2s_register_metrics" in b
+    ]
     assert len(blocks) == 1
     (tmp_path / "my_plugin.py").write_text(blocks[0])
     (tmp_path / "tiny.yaml").write_text(
         "suite: tinydoc\nmodels: [{name: 'tiny:cnn'}]\ndataset: {name: random, n: 64}\n"
         "compressors: [{name: quantize, bits: 4}]\nmetrics: [top1, top1_error, bits]\n"
-        "report: {formats: [markdown, top1_count]}\n")
+        "report: {formats: [markdown, top1_count]}\n"
+    )
     monkeypatch.chdir(tmp_path)
     assert run_cli("--plugin", "my_plugin.py", "run", "tiny.yaml", "--out", "run", "--no-progress", "--quiet") == 0
     out = capsys.readouterr().out
@@ -186,8 +199,9 @@ def test_the_plugin_example_of_writing_plugins_loads_and_runs(tmp_path: Path, mo
     assert "top1_error [%] ↓" in (tmp_path / "run" / "leaderboard.md").read_text()
 
 
-def test_results_writes_and_checks_root_readme_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_results_writes_and_checks_root_readme_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from b2s_bench.cli.results import END, START
 
     root = tmp_path / "pub"
@@ -214,8 +228,12 @@ def test_every_dotted_name_in_docstrings_and_docs_resolves() -> None:
     import importlib
     import warnings
 
-    files = [*(ROOT / "b2s_bench").rglob("*.py"), *(ROOT / "plugins").rglob("*.py"), *(ROOT / "docs").glob("*.md"),
-             ROOT / "README.md"]
+    files = [
+        *(ROOT / "b2s_bench").rglob("*.py"),
+        *(ROOT / "plugins").rglob("*.py"),
+        *(ROOT / "docs").glob("*.md"),
+        ROOT / "README.md",
+    ]
     stale = []
     for path in files:
         for ref in set(re.findall(r"\bb2s_bench(?:\.[A-Za-z_]\w*)+", path.read_text())):

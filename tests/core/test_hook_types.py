@@ -16,8 +16,10 @@ import b2s_bench
 from b2s_bench import hookspecs
 
 # The names hookspecs.py imports only under TYPE_CHECKING, resolved through the public API.
-SPEC_NAMES = {n: getattr(b2s_bench, n) for n in
-              ("CompressorSpec", "ModelSource", "DatasetSpec", "MetricSpec", "ReporterSpec", "ExecutorSpec", "CliOption")}
+SPEC_NAMES = {
+    n: getattr(b2s_bench, n)
+    for n in ("CompressorSpec", "ModelSource", "DatasetSpec", "MetricSpec", "ReporterSpec", "ExecutorSpec", "CliOption")
+}
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("b2s_"))
 
 
@@ -44,6 +46,7 @@ def test_every_builtin_hookimpl_has_the_spec_types() -> None:
 
 def test_the_comparison_tells_any_from_the_spec_type() -> None:
     """The comparison above resolves the spec to the real Callable, which ``Any`` (what the plugins had) is not."""
+
     def b2s_register_compressors(register: typing.Any) -> None:
         del register
 

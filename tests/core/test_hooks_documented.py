@@ -78,8 +78,9 @@ def test_the_complete_examples_load_and_register(hook: str, tmp_path: Path) -> N
     assert REGISTERS[hook](plugins), f"the example of {hook} did not register what docs/hooks.md says"
 
 
-def test_the_complete_examples_run_a_suite_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_complete_examples_run_a_suite_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The examples are real: a suite on their model, dataset, metric and reporter runs, and the
     --noise-seed option reaches the dataset (its fingerprint, in the records)."""
     monkeypatch.setenv("B2S_NOISE_SEED", "0")  # the option's apply sets it: restored after the test
@@ -91,7 +92,8 @@ def test_the_complete_examples_run_a_suite_together(tmp_path: Path, monkeypatch:
     (tmp_path / "s.yaml").write_text(
         "suite: hooksdoc\nmodels: [{name: 'mynets:small'}]\ndataset: {name: noise, n: 16}\n"
         "compressors: [{name: quantize, bits: 4}]\nmetrics: [top1, top5_error]\n"
-        "report: {formats: [markdown, statuses]}\n")
+        "report: {formats: [markdown, statuses]}\n"
+    )
     assert run_cli(*flags, "run", "s.yaml", "--out", "run", "--no-progress", "--quiet", "--noise-seed", "3") == 0
     assert (tmp_path / "run" / "statuses.txt").read_text() == "ok: 2\n"
     assert "top5_error" in (tmp_path / "run" / "leaderboard.md").read_text()

@@ -24,8 +24,9 @@ def test_b2s_register_reporters_reporter_writes_from_records(tmp_path: Path) -> 
 
     plugins = b2s.execution.load_plugins(entry_points=False, extra=[("count-plugin", Plugin())])
     spec = plugins.reporters.get("count_test")
-    context = b2s.reporting.ReportContext(out_dir=tmp_path, frame=pd.DataFrame({"status": ["ok", "ok"]}), metrics=[],
-                                settings={}, suite="s")
+    context = b2s.reporting.ReportContext(
+        out_dir=tmp_path, frame=pd.DataFrame({"status": ["ok", "ok"]}), metrics=[], settings={}, suite="s"
+    )
     assert spec.write(context) == [tmp_path / "n.txt"]
     assert (tmp_path / "n.txt").read_text() == "2 in s\n"
     assert plugins.reporters.origin("count_test") == "count-plugin"

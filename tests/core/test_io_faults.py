@@ -90,8 +90,10 @@ def leftovers(out: Path) -> list[str]:
 
 # -- 3. a full disk or a read-only folder ----------------------------------------------------------------
 
+
 def test_a_full_disk_while_writing_records_stops_the_run_marks_no_cell_failed_and_leaves_no_claim(
-        small_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    small_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     real = tempfile.mkstemp
     fail_writes(monkeypatch, errno.ENOSPC, under="cells")
@@ -108,7 +110,8 @@ def test_a_full_disk_while_writing_records_stops_the_run_marks_no_cell_failed_an
 
 
 def test_a_full_disk_while_saving_an_artifact_is_not_the_cells_error(
-        small_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    small_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     fail_writes(monkeypatch, errno.ENOSPC, under="artifacts", what="mkdtemp")
     assert run_cli("run", str(small_suite), "--out", str(out), "--quiet", "--no-progress") == exits.CANNOT_WRITE
@@ -135,15 +138,18 @@ def b2s_register_compressors(register):
 
 
 def test_a_full_disk_in_a_plugins_own_file_is_not_the_cells_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     plugin = tmp_path / "spill.py"
     (tmp_path / "scratch").mkdir()
     plugin.write_text(FULL_PLUGIN.replace("SCRATCH", str(tmp_path / "scratch")))
     suite = tmp_path / "spill.yaml"
     suite.write_text(SMALL_SUITE.replace("name: quantize\n    grid: {bits: [8]}", "name: spill"))
     out = tmp_path / "run"
-    assert run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(out), "--quiet",
-                   "--no-progress", "-k", "spill") == exits.CANNOT_WRITE
+    assert (
+        run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(out), "--quiet", "--no-progress", "-k", "spill")
+        == exits.CANNOT_WRITE
+    )
     err = capsys.readouterr().err
     assert f"could not write {tmp_path}/scratch/spill.bin: {tmp_path}/scratch is full" in err and "FAILED" not in err
     assert list((out / "cells").glob("*.json")) == [] and leftovers(out) == []
@@ -181,11 +187,15 @@ def test_an_empty_claim_left_by_a_dead_writer_is_taken_over_after_a_few_beats(tm
 
 
 @pytest.mark.parametrize("command", ["report", "compare", "publish"])
-def test_a_read_only_folder_is_exit_4_naming_it(command: str, run_dir: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_read_only_folder_is_exit_4_naming_it(
+    command: str, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd")
-    args = {"report": [str(run_dir)], "compare": [str(run_dir), str(run_dir), "--out", str(tmp_path / "cmp")],
-            "publish": [str(run_dir), "--to", str(tmp_path / "pub")]}[command]
+    args = {
+        "report": [str(run_dir)],
+        "compare": [str(run_dir), str(run_dir), "--out", str(tmp_path / "cmp")],
+        "publish": [str(run_dir), "--to", str(tmp_path / "pub")],
+    }[command]
     fail_writes(monkeypatch, errno.EROFS)
     if command != "report":  # the destination folder cannot even be made
         monkeypatch.setattr(Path, "mkdir", _read_only_mkdir(Path.mkdir))
@@ -199,6 +209,7 @@ def _read_only_mkdir(real: Any) -> Any:
         if not self.exists():
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
         return real(self, *args, **kwargs)
+
     return mkdir
 
 
@@ -214,14 +225,16 @@ def test_a_chmod_read_only_run_folder_is_exit_4(run_dir: Path, capsys: pytest.Ca
 
 # -- 4. publish never overwrites a file it did not write --------------------------------------------------
 
+
 @pytest.fixture
 def publish_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(records, "_git_commit", lambda: "0123abcd")
 
 
 @pytest.mark.usefixtures("publish_env")
-def test_publish_moves_aside_an_index_and_a_readme_it_did_not_write(run_dir: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_publish_moves_aside_an_index_and_a_readme_it_did_not_write(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("my own page")
@@ -239,8 +252,7 @@ def test_publish_moves_aside_an_index_and_a_readme_it_did_not_write(run_dir: Pat
     assert len(list(site.glob("index.html.replaced-*"))) == 1  # its own index is replaced, not moved again
     published = json.loads((dest / ".b2s-published.json").read_text())["files"]
     assert {"README.md", "leaderboard.md", "run.json"} <= set(published)
-    assert all(hashlib.sha256((dest / rel).read_bytes()).hexdigest() == digest
-               for rel, digest in published.items())
+    assert all(hashlib.sha256((dest / rel).read_bytes()).hexdigest() == digest for rel, digest in published.items())
 
 
 @pytest.mark.usefixtures("publish_env")
@@ -254,8 +266,7 @@ def test_publish_to_a_file_is_a_clean_refusal(run_dir: Path, tmp_path: Path, cap
 
 
 @pytest.mark.usefixtures("publish_env")
-def test_publish_replace_when_the_aside_name_is_taken(run_dir: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_replace_when_the_aside_name_is_taken(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from b2s_bench.cli import publish
 
     monkeypatch.setattr(publish, "_stamp", lambda: "20260101T000000")
@@ -271,8 +282,10 @@ def test_publish_replace_when_the_aside_name_is_taken(run_dir: Path, tmp_path: P
 
 # -- 6. unreadable files in a run folder --------------------------------------------------------------------
 
+
 def test_a_record_nested_200000_deep_is_named_set_aside_and_recomputed(
-        finished_run: tuple[Path, Path], run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    finished_run: tuple[Path, Path], run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cid = json.loads((run_dir / "run.json").read_text())["cells"][0]
     bad = run_dir / "cells" / f"{cid}.json"
     bad.write_text("[" * 200_000 + "]" * 200_000)
@@ -287,8 +300,9 @@ def test_a_record_nested_200000_deep_is_named_set_aside_and_recomputed(
     assert len(list((run_dir / "set-aside").glob(f"{cid}.*.json"))) == 1
 
 
-def test_a_truncated_run_json_is_named_set_aside_and_rebuilt(finished_run: tuple[Path, Path], run_dir: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_truncated_run_json_is_named_set_aside_and_rebuilt(
+    finished_run: tuple[Path, Path], run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest = run_dir / "run.json"
     manifest.write_text(manifest.read_text()[:40])
     assert run_cli("status", str(run_dir)) == exits.USAGE
@@ -308,6 +322,7 @@ def test_a_truncated_run_json_is_named_set_aside_and_rebuilt(finished_run: tuple
 
 
 # -- 8. the umask -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def umask() -> Iterator[Any]:

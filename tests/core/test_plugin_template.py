@@ -22,9 +22,23 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     source = build / "plugin-template"  # built from a copy: the build writes build/ and *.egg-info beside it
     shutil.copytree(TEMPLATE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(site), str(source)],
-        check=True, capture_output=True, text=True, cwd=build,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=build,
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
@@ -56,6 +70,11 @@ def test_installed_plugin_runs_a_suite(installed: dict[str, str], tmp_path: Path
 
 
 def test_template_own_tests_pass(installed: dict[str, str]) -> None:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
-                          str(TEMPLATE / "tests")], env=installed, capture_output=True, text=True, cwd=TEMPLATE)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", str(TEMPLATE / "tests")],
+        env=installed,
+        capture_output=True,
+        text=True,
+        cwd=TEMPLATE,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -87,7 +87,8 @@ def test_broken_entry_point_is_reported_not_dropped(monkeypatch: pytest.MonkeyPa
     plugins = load_plugins()
     assert [f.name for f in plugins.failures if f.name == "broken-plugin"] == ["broken-plugin"]
     assert "No module named 'no_such_module_xyz'" in plugins.warnings()[-1] or any(
-        "no_such_module_xyz" in w for w in plugins.warnings())
+        "no_such_module_xyz" in w for w in plugins.warnings()
+    )
     with pytest.raises(UnknownNameError) as err:
         plugins.compressors.get("nothing")
     assert "broken-plugin" in str(err.value)
@@ -102,13 +103,13 @@ def test_an_entry_point_name_taken_by_another_distribution_is_reported(monkeypat
     assert "quantize" not in plugins.compressors and "prune" in plugins.compressors
 
 
-LOCAL_PLUGIN = '''
+LOCAL_PLUGIN = """
 import b2s_bench as b2s
 
 @b2s.hookimpl
 def b2s_register_metrics(register):
     register(b2s.MetricSpec("answer", "", True, lambda ev: 42.0, description="a local metric"))
-'''
+"""
 
 
 def test_local_plugin_file_by_flag_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

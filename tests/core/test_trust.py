@@ -19,7 +19,7 @@ from b2s_bench.plugins import load_plugins
 from b2s_bench.store.folder import RunStore
 from b2s_bench.store.records import fingerprint_id, record_problems
 
-LYING = '''
+LYING = """
 import dataclasses, math
 import torch
 import b2s_bench as b2s
@@ -81,7 +81,7 @@ SPEC = b2s.CompressorSpec("liar", "quantization", "data-free", Cfg, compress, co
 @b2s.hookimpl
 def b2s_register_compressors(register):
     register(SPEC)
-'''
+"""
 
 
 @pytest.fixture
@@ -106,8 +106,7 @@ def test_a_header_that_counts_less_than_its_meta_holds_fails(liar: Any) -> None:
         b2s.testing.check_compressor(liar, {"lie": "header"})
 
 
-def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: Callable[..., Path],
-                                                       tmp_path: Path) -> None:
+def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: Callable[..., Path], tmp_path: Path) -> None:
     suite = write_suite("""
         suite: liars
         models: [tiny:cnn]
@@ -119,8 +118,11 @@ def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: C
         """)
     out = tmp_path / "run"
     assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
-    recs = {r["compressor"]["pipeline"][0]["config"]["lie"]: r
-            for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json")) if r["compressor"]["pipeline"]}
+    recs = {
+        r["compressor"]["pipeline"][0]["config"]["lie"]: r
+        for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+        if r["compressor"]["pipeline"]
+    }
     assert recs["none"]["status"] == "ok"
     for lie in ("byte", "bit"):
         assert recs[lie]["status"] == "error" and recs[lie]["error"]["message"].startswith("size accounting")
@@ -130,10 +132,9 @@ def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: C
     assert "size accounting" in board  # listed with the failures, never on the board
 
 
-def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
-    plugin.write_text('''
+    plugin.write_text("""
 import dataclasses, torch
 import b2s_bench as b2s
 
@@ -149,7 +150,7 @@ def compress(model, config, ctx):
 @b2s.hookimpl
 def b2s_register_compressors(register):
     register(b2s.CompressorSpec("nanout", "other", "data-free", Cfg, compress))
-''')
+""")
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
     suite = write_suite("""
         suite: nanout
@@ -165,11 +166,12 @@ def b2s_register_compressors(register):
     assert bad["status"] == "error" and "non-finite" in bad["error"]["message"]
 
 
-def test_a_data_free_compressor_receives_no_data(write_suite: Callable[..., Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_data_free_compressor_receives_no_data(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plugin = tmp_path / "spy.py"
     log = tmp_path / "seen.json"
-    plugin.write_text(f'''
+    plugin.write_text(f"""
 import dataclasses, json, pathlib
 import b2s_bench as b2s
 
@@ -187,7 +189,7 @@ def compress(model, config, ctx):
 @b2s.hookimpl
 def b2s_register_compressors(register):
     register(b2s.CompressorSpec("spy", "other", lambda c: c.track, Cfg, compress))
-''')
+""")
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
     suite = write_suite("""
         suite: spy
@@ -209,8 +211,9 @@ def _run_tiny(tiny_suite: Path, out: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
 
 
-def test_invalid_records_are_set_aside_named_and_recomputed(tiny_suite: Path, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_records_are_set_aside_named_and_recomputed(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     recs = _run_tiny(tiny_suite, out)
     a, b, c = sorted(recs)[:3]
@@ -232,10 +235,28 @@ def test_invalid_records_are_set_aside_named_and_recomputed(tiny_suite: Path, tm
 
 def test_record_problems_checks_the_fingerprint_hash() -> None:
     fingerprint = {"x": 1}
-    rec = {"schema": "b2s-bench/record/2", "cell_id": fingerprint_id(fingerprint), "suite": "s", "status": "ok",
-           "label": "m", "track": "data-free", "family": "other", "seed": 0, "model": {}, "dataset": None,
-           "compressor": {}, "metrics": {}, "size": {"total_bits": 1}, "timings": {}, "details": {},
-           "environment": {}, "error": None, "started_at": "", "finished_at": "", "fingerprint": fingerprint}
+    rec = {
+        "schema": "b2s-bench/record/2",
+        "cell_id": fingerprint_id(fingerprint),
+        "suite": "s",
+        "status": "ok",
+        "label": "m",
+        "track": "data-free",
+        "family": "other",
+        "seed": 0,
+        "model": {},
+        "dataset": None,
+        "compressor": {},
+        "metrics": {},
+        "size": {"total_bits": 1},
+        "timings": {},
+        "details": {},
+        "environment": {},
+        "error": None,
+        "started_at": "",
+        "finished_at": "",
+        "fingerprint": fingerprint,
+    }
     assert record_problems(rec, rec["cell_id"]) == []
     assert "not the hash of its fingerprint" in " ".join(record_problems({**rec, "fingerprint": {"x": 2}}))
     assert "'seed' is a bool" in " ".join(record_problems({**rec, "seed": True}))
@@ -277,11 +298,11 @@ def test_a_misspelled_hook_is_reported(tmp_path: Path) -> None:
     assert errors and "not a b2s-bench hook" in errors[0] and "b2s_register_compressors" in errors[0]
 
 
-def test_two_codes_with_one_kind_block_both_and_ls_plugins_still_works(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str],
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_codes_with_one_kind_block_both_and_ls_plugins_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "clash.py"
-    path.write_text('''
+    path.write_text("""
 import dataclasses
 import b2s_bench as b2s
 
@@ -296,7 +317,7 @@ class Mine(b2s.StoredTensorCode):
 def b2s_register_compressors(register):
     register(b2s.CompressorSpec("mine", "other", "data-free", Cfg, lambda m, c, x: None, codes=(Mine,)))
     register(b2s.CompressorSpec("prune", "other", "data-free", Cfg, lambda m, c, x: None))  # a built-in's name
-''')
+""")
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
     plugins = load_plugins()
     errors = " ".join(f.error for f in plugins.failures)
@@ -313,9 +334,13 @@ def b2s_register_compressors(register):
 def test_module_does_not_stack_activation_quantizers() -> None:
     model = b2s.testing.tiny_model(0)
     comp = b2s.Compressed(
-        {}, {k: v for k, v in b2s.inference_state(model).items()}, model,
+        {},
+        {k: v for k, v in b2s.inference_state(model).items()},
+        model,
         {k: tuple(v.shape) for k, v in b2s.inference_state(model).items()},
-        activations={"features.4": (-1.0, 1.0)}, activation_bits=4)
+        activations={"features.4": (-1.0, 1.0)},
+        activation_bits=4,
+    )
     comp.module(fresh=False)  # the runner builds into the skeleton once
 
     def quantizers(m: torch.nn.Module) -> int:
@@ -330,10 +355,11 @@ class _Nothing:
     pass
 
 
-def test_a_compressor_returning_the_wrong_type_fails_its_cell(write_suite: Callable[..., Path], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_compressor_returning_the_wrong_type_fails_its_cell(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "wrong.py"
-    path.write_text('''
+    path.write_text("""
 import dataclasses
 import b2s_bench as b2s
 
@@ -344,7 +370,7 @@ class Cfg:
 @b2s.hookimpl
 def b2s_register_compressors(register):
     register(b2s.CompressorSpec("wrong", "other", "data-free", Cfg, lambda m, c, x: {"not": "compressed"}))
-''')
+""")
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(path))
     suite = write_suite("""
         suite: wrong
@@ -389,8 +415,9 @@ def test_zoo_weights_trained_elsewhere_get_other_cell_ids(write_suite: Callable[
     assert not set(here) & {c.id for c in expand(suite, plugins, "cpu")}
 
 
-def test_report_names_every_record_it_drops_and_rebuilds_missing_files(tiny_suite: Path, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_names_every_record_it_drops_and_rebuilds_missing_files(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     _run_tiny(tiny_suite, out)
     (out / "cells" / "ffffffffffffffff.json").write_text('{"schema": "b2s-bench/record/2"')

@@ -35,8 +35,17 @@ SPEC = CompressorSpec(
     description="Big2Small: a FiLM-SIREN INR per large conv/linear weight; outlier-aware, frequency loss",
     uses_gpu=True,
     version="2",  # 2: lr 3e-4, 8 tiles per step in epochs, QAT for <= 6-bit INRs, header in meta()
-    quick={"min_bytes": 0, "steps": 20, "patch_rows": 8, "patch_cols": 8, "patches": 2, "frequencies": 4,
-           "block": 8, "max_width": 32, "target_ratio": 2.0},
+    quick={
+        "min_bytes": 0,
+        "steps": 20,
+        "patch_rows": 8,
+        "patch_cols": 8,
+        "patches": 2,
+        "frequencies": 4,
+        "block": 8,
+        "max_width": 32,
+        "target_ratio": 2.0,
+    },
     target=target,
 )
 
@@ -47,8 +56,9 @@ def _write_claims(ctx: ReportContext) -> list[Path]:
     return write_claims(ctx)
 
 
-CLAIMS = ReporterSpec("claims", _write_claims,
-                      "claims.md and claims.json: the Big2Small paper's claims with verdicts from the records")
+CLAIMS = ReporterSpec(
+    "claims", _write_claims, "claims.md and claims.json: the Big2Small paper's claims with verdicts from the records"
+)
 
 
 @b2s.hookimpl

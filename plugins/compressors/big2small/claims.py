@@ -50,8 +50,7 @@ from b2s_bench.reporting import ReportContext, clusters_of, per_example_arrays, 
 if TYPE_CHECKING:
     from b2s_bench.reporting import Record
 
-__all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS",
-           "t_interval"]
+__all__ = ["claims_table", "write_claims", "load_records", "EQUAL_BITS", "OVERHEAD_MAX", "MIN_SEEDS", "VERDICTS", "t_interval"]
 
 EQUAL_BITS = 0.05  # relative difference of stored bits within which two cells are at equal bits
 OVERHEAD_MAX = 0.6  # "about 30 %": up to twice the paper's overhead
@@ -86,14 +85,23 @@ def _cells(frame: pd.DataFrame, records: Mapping[str, Mapping[str, Any]]) -> lis
         details = rec.get("details") or {}
         # a pipeline keeps Big2Small's facts (passes, fit_failed) under its stage (details.stages[0])
         details = {**((details.get("stages") or [{}])[0]), **details}
-        cells.append({"id": row["cell_id"], "model": row["model"], "method": row["method"],
-                      "seed": rec.get("seed", row.get("seed", 0)),
-                      "stages": [s["name"] for s in stages], "configs": [s.get("config", {}) for s in stages],
-                      "bits": row.get("total_bits"), "device": (rec.get("environment") or {}).get("device"),
-                      "record": rec, "passes": details.get("passes"),
-                      "caveats": [c.get("kind", "") for c in details.get("caveats") or [] if isinstance(c, dict)],
-                      "failed": bool(details.get("fit_failed")),
-                      "metrics": {c[7:]: row[c] for c in frame.columns if c.startswith("metric:")}})
+        cells.append(
+            {
+                "id": row["cell_id"],
+                "model": row["model"],
+                "method": row["method"],
+                "seed": rec.get("seed", row.get("seed", 0)),
+                "stages": [s["name"] for s in stages],
+                "configs": [s.get("config", {}) for s in stages],
+                "bits": row.get("total_bits"),
+                "device": (rec.get("environment") or {}).get("device"),
+                "record": rec,
+                "passes": details.get("passes"),
+                "caveats": [c.get("kind", "") for c in details.get("caveats") or [] if isinstance(c, dict)],
+                "failed": bool(details.get("fit_failed")),
+                "metrics": {c[7:]: row[c] for c in frame.columns if c.startswith("metric:")},
+            }
+        )
     return cells
 
 
@@ -128,8 +136,7 @@ def t_interval(values: list[float]) -> tuple[float, float, float] | None:
     return mean, mean - half, mean + half
 
 
-def _paired_interval(base: np.ndarray, runs: np.ndarray, scale: float, clusters: np.ndarray | None
-                     ) -> tuple[float, float, float]:
+def _paired_interval(base: np.ndarray, runs: np.ndarray, scale: float, clusters: np.ndarray | None) -> tuple[float, float, float]:
     """Mean of ``runs − base`` over the same examples (``runs``: seeds x examples) and its 95 % interval,
     resampling clusters of examples and the seeds."""
     r = pooled_paired(base, runs, clusters, scale=scale)
@@ -167,8 +174,14 @@ def _setting(cells: list[Cell]) -> str:
     if not cells:
         return ""
     devices = sorted({str(c["device"]) for c in cells})
-    steps = sorted({cfg.get("steps") for c in cells for n, cfg in zip(c["stages"], c["configs"], strict=False)
-                    if n == "big2small" and cfg.get("steps")})
+    steps = sorted(
+        {
+            cfg.get("steps")
+            for c in cells
+            for n, cfg in zip(c["stages"], c["configs"], strict=False)
+            if n == "big2small" and cfg.get("steps")
+        }
+    )
     passes = sorted({round(c["passes"]) for c in cells if _finite(c["passes"])})
     text = ", ".join(devices)
     if steps:
@@ -191,25 +204,58 @@ def _caveat(cells: list[Cell], extra: str = "") -> str:
     return "; ".join([*parts, extra] if extra else parts)
 
 
-def _row(claim: str, model: str, interval: tuple[float, float, float] | None, seeds: int, evidence: list[Cell],
-         numbers: list[str], unit: str, problems: list[str] | None = None, caveat: str = "",
-         fixed: str | None = None) -> dict[str, Any]:
+def _row(
+    claim: str,
+    model: str,
+    interval: tuple[float, float, float] | None,
+    seeds: int,
+    evidence: list[Cell],
+    numbers: list[str],
+    unit: str,
+    problems: list[str] | None = None,
+    caveat: str = "",
+    fixed: str | None = None,
+) -> dict[str, Any]:
     found = fixed or verdict(interval, _problems(evidence, seeds) + (problems or []))
     diff = "–" if interval is None else f"{interval[0]:+.2f} {unit}".strip()
     ci = "–" if interval is None or not math.isfinite(interval[1]) else f"[{interval[1]:+.2f}, {interval[2]:+.2f}]"
-    return {"claim": claim, "model": model, "verdict": found, "seeds": seeds, "difference": diff, "interval": ci,
-            "evidence": ", ".join(sorted({c["id"] for c in evidence})), "numbers": "; ".join(numbers),
-            "setting": _setting(evidence), "caveat": _caveat(evidence, caveat)}
+    return {
+        "claim": claim,
+        "model": model,
+        "verdict": found,
+        "seeds": seeds,
+        "difference": diff,
+        "interval": ci,
+        "evidence": ", ".join(sorted({c["id"] for c in evidence})),
+        "numbers": "; ".join(numbers),
+        "setting": _setting(evidence),
+        "caveat": _caveat(evidence, caveat),
+    }
 
 
 def _untestable(claim: str, why: str = "the run has no cells that compare it") -> dict[str, Any]:
-    return {"claim": claim, "model": "–", "verdict": "not testable here", "seeds": 0, "difference": "–",
-            "interval": "–", "evidence": "", "numbers": why, "setting": "", "caveat": ""}
+    return {
+        "claim": claim,
+        "model": "–",
+        "verdict": "not testable here",
+        "seeds": 0,
+        "difference": "–",
+        "interval": "–",
+        "evidence": "",
+        "numbers": why,
+        "setting": "",
+        "caveat": "",
+    }
 
 
 # -- reconstruction ablations ----------------------------------------------------------------------------------
-def _ablation(cells: list[Cell], claim: str, keys: tuple[str, ...], is_on: Callable[[Mapping[str, Any]], bool],
-              is_off: Callable[[Mapping[str, Any]], bool]) -> list[dict[str, Any]]:
+def _ablation(
+    cells: list[Cell],
+    claim: str,
+    keys: tuple[str, ...],
+    is_on: Callable[[Mapping[str, Any]], bool],
+    is_off: Callable[[Mapping[str, Any]], bool],
+) -> list[dict[str, Any]]:
     """Big2Small cells equal but for ``keys``, paired by seed: the weight-PSNR gain of ``is_on`` over
     ``is_off``; one row per model and shared setting."""
     b2s = [c for c in _b2s(cells) if _finite(c["metrics"].get("weight_psnr"))]
@@ -226,8 +272,10 @@ def _ablation(cells: list[Cell], claim: str, keys: tuple[str, ...], is_on: Calla
         pairs = [(sides["on"][s], sides["off"][s]) for s in seeds]
         diffs = [on["metrics"]["weight_psnr"] - off["metrics"]["weight_psnr"] for on, off in pairs]
         interval = t_interval(diffs) or (diffs[0], math.nan, math.nan)
-        numbers = [f"seed {s}: {on['metrics']['weight_psnr']:.2f} vs {off['metrics']['weight_psnr']:.2f} dB "
-                   f"({d:+.2f})" for s, (on, off), d in zip(seeds, pairs, diffs, strict=True)]
+        numbers = [
+            f"seed {s}: {on['metrics']['weight_psnr']:.2f} vs {off['metrics']['weight_psnr']:.2f} dB ({d:+.2f})"
+            for s, (on, off), d in zip(seeds, pairs, diffs, strict=True)
+        ]
         rows.append(_row(claim, model, interval, len(seeds), [c for p in pairs for c in p], numbers, "dB"))
     return rows or [_untestable(claim)]
 
@@ -250,19 +298,38 @@ def _freq(c: Mapping[str, Any]) -> bool:
 
 def _ablations(cells: list[Cell]) -> list[dict[str, Any]]:
     return [
-        *_ablation(cells, "outlier-aware preprocessing (standardisation and outliers) improves reconstruction",
-                   PREPROCESSING, lambda c: _std_on(c) and _outliers_on(c),
-                   lambda c: not _std_on(c) and not _outliers_on(c)),
-        *_ablation(cells, "standardisation alone improves reconstruction", ("standardize",), _std_on,
-                   lambda c: not _std_on(c)),
-        *_ablation(cells, "outlier handling alone improves reconstruction", OUTLIERS, _outliers_on,
-                   lambda c: not _outliers_on(c)),
-        *_ablation(cells, "the frequency-aware loss (gradient + frequency terms) beats MSE alone", LOSS,
-                   lambda c: _grad(c) and _freq(c), lambda c: not _grad(c) and not _freq(c)),
-        *_ablation(cells, "the gradient term alone beats MSE alone", LOSS, lambda c: _grad(c) and not _freq(c),
-                   lambda c: not _grad(c) and not _freq(c)),
-        *_ablation(cells, "the frequency term alone beats MSE alone", LOSS, lambda c: _freq(c) and not _grad(c),
-                   lambda c: not _grad(c) and not _freq(c)),
+        *_ablation(
+            cells,
+            "outlier-aware preprocessing (standardisation and outliers) improves reconstruction",
+            PREPROCESSING,
+            lambda c: _std_on(c) and _outliers_on(c),
+            lambda c: not _std_on(c) and not _outliers_on(c),
+        ),
+        *_ablation(cells, "standardisation alone improves reconstruction", ("standardize",), _std_on, lambda c: not _std_on(c)),
+        *_ablation(
+            cells, "outlier handling alone improves reconstruction", OUTLIERS, _outliers_on, lambda c: not _outliers_on(c)
+        ),
+        *_ablation(
+            cells,
+            "the frequency-aware loss (gradient + frequency terms) beats MSE alone",
+            LOSS,
+            lambda c: _grad(c) and _freq(c),
+            lambda c: not _grad(c) and not _freq(c),
+        ),
+        *_ablation(
+            cells,
+            "the gradient term alone beats MSE alone",
+            LOSS,
+            lambda c: _grad(c) and not _freq(c),
+            lambda c: not _grad(c) and not _freq(c),
+        ),
+        *_ablation(
+            cells,
+            "the frequency term alone beats MSE alone",
+            LOSS,
+            lambda c: _freq(c) and not _grad(c),
+            lambda c: not _grad(c) and not _freq(c),
+        ),
     ]
 
 
@@ -272,8 +339,7 @@ def _against_quantization(cells: list[Cell], claim: str, chosen: Callable[[Cell]
     metric = _quality(cells)
     if metric is None:
         return [_untestable(claim, "no quality metric (top-1 or agreement) in the run")]
-    quant = [c for c in cells if c["stages"] == ["quantize"] and _finite(c["bits"])
-             and _finite(c["metrics"].get(metric))]
+    quant = [c for c in cells if c["stages"] == ["quantize"] and _finite(c["bits"]) and _finite(c["metrics"].get(metric))]
     settings: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in cells:
         if chosen(c) and _finite(c["bits"]) and _finite(c["metrics"].get(metric)):
@@ -293,9 +359,11 @@ def _against_quantization(cells: list[Cell], claim: str, chosen: Callable[[Cell]
         how = "paired bootstrap over examples and seeds" if interval else "t-interval over seeds"
         interval = interval or t_interval(diffs) or (diffs[0], math.nan, math.nan)
         label = " > ".join(runs[0]["stages"]) if len(runs[0]["stages"]) > 1 else runs[0]["method"]
-        numbers = [f"{label} at {bits / 8e6:.3f} MB vs {q['method']} at {q['bits'] / 8e6:.3f} MB, {metric} %: "
-                   + ", ".join(f"seed {c['seed']} {c['metrics'][metric]:.2f}" for c in runs)
-                   + f" vs {q['metrics'][metric]:.2f} (mean {sum(diffs) / len(diffs):+.2f}; {how})"]
+        numbers = [
+            f"{label} at {bits / 8e6:.3f} MB vs {q['method']} at {q['bits'] / 8e6:.3f} MB, {metric} %: "
+            + ", ".join(f"seed {c['seed']} {c['metrics'][metric]:.2f}" for c in runs)
+            + f" vs {q['metrics'][metric]:.2f} (mean {sum(diffs) / len(diffs):+.2f}; {how})"
+        ]
         rows.append(_row(claim, model, interval, len(runs), [*runs, q], numbers, "points"))
     return rows or [_untestable(claim, "no Big2Small cell has a plain quantization cell within 5 % of its bits")]
 
@@ -327,11 +395,22 @@ def _overhead(cells: list[Cell]) -> list[dict[str, Any]]:
         overhead = deployed / dense - 1
         gpu = str(b["device"]).startswith("cuda")
         found = ("supported" if overhead <= OVERHEAD_MAX else "refuted") if gpu else "not testable here"
-        rows.append(_row(claim, b["model"], None, 1, [b],
-                         [f"{b['method']}: {deployed:.2f} vs {dense:.2f} ms ({100 * overhead:+.0f} %)"], "",
-                         fixed=found, caveat="" if gpu else
-                         "the paper's 30 % is a GPU figure (an RTX PRO 6000); a CPU evaluates the INR at every "
-                         "weight on every forward, serially (benchmarks/gpu_check.sh measures it on a GPU)"))
+        rows.append(
+            _row(
+                claim,
+                b["model"],
+                None,
+                1,
+                [b],
+                [f"{b['method']}: {deployed:.2f} vs {dense:.2f} ms ({100 * overhead:+.0f} %)"],
+                "",
+                fixed=found,
+                caveat=""
+                if gpu
+                else "the paper's 30 % is a GPU figure (an RTX PRO 6000); a CPU evaluates the INR at every "
+                "weight on every forward, serially (benchmarks/gpu_check.sh measures it on a GPU)",
+            )
+        )
     return rows or [_untestable(claim)]
 
 
@@ -341,8 +420,11 @@ def claims_table(frame: pd.DataFrame, records: Mapping[str, Mapping[str, Any]] |
     rows = [
         *_ablations(cells),
         *_against_quantization(cells, "Big2Small beats quantization at equal bits", lambda c: c["stages"] == ["big2small"]),
-        *_against_quantization(cells, "Big2Small then quantization beats plain quantization at the same size",
-                               lambda c: len(c["stages"]) > 1 and c["stages"][0] == "big2small"),
+        *_against_quantization(
+            cells,
+            "Big2Small then quantization beats plain quantization at the same size",
+            lambda c: len(c["stages"]) > 1 and c["stages"][0] == "big2small",
+        ),
         *_overhead(cells),
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -352,10 +434,15 @@ def write_claims(ctx: ReportContext) -> list[Path]:
     """``claims.md`` and ``claims.json`` in the run folder."""
     table = claims_table(ctx.frame, load_records(ctx.out_dir))
     md = Path(ctx.out_dir) / "claims.md"
-    lines = [f"# Big2Small's claims, from the records of {ctx.suite}", "",
-             f"Verdicts: supported / refuted (the 95 % interval lies above / below 0), not significant (it holds "
-             f"0), inconclusive (fewer than {MIN_SEEDS} fit seeds, unconverged or failed fits), not testable here.",
-             "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# Big2Small's claims, from the records of {ctx.suite}",
+        "",
+        f"Verdicts: supported / refuted (the 95 % interval lies above / below 0), not significant (it holds "
+        f"0), inconclusive (fewer than {MIN_SEEDS} fit seeds, unconverged or failed fits), not testable here.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(str(r[c]).replace("|", "/") for c in COLUMNS) + " |")
     write_atomic(md, "\n".join(lines) + "\n")

@@ -50,16 +50,38 @@ from .inr import (
 from .outliers import VALUE_BITS, pack_positions, position_bits, unpack_positions
 from .permute import inverse, order_bits, pack_orders, unpack_orders
 
-__all__ = ["INRCode", "INRDecoder", "INRNetwork", "INRLayer", "header_ints", "code_bits", "DECODE_CHUNK",
-           "DEPLOY_CHUNK", "DEPLOY_CHUNK_CPU"]
+__all__ = [
+    "INRCode",
+    "INRDecoder",
+    "INRNetwork",
+    "INRLayer",
+    "header_ints",
+    "code_bits",
+    "DECODE_CHUNK",
+    "DEPLOY_CHUNK",
+    "DEPLOY_CHUNK_CPU",
+]
 
 DECODE_CHUNK = 1 << 16  # entries per forward when rebuilding a tensor (fixed: decode is deterministic)
 # entries per INR call in the deployed form: on a GPU one call for all but huge layers; on a CPU small
 # chunks are faster (cache locality: ``bench_big2small.py --latency`` measured 4-8k entries 1.6x faster
 # than 64k and 2x faster than one call on the Fashion-MNIST CNN's 401k-weight layer)
 DEPLOY_CHUNK, DEPLOY_CHUNK_CPU = 1 << 22, 1 << 13
-HEADER_FIELDS = ("width", "depth", "mod_width", "frequencies", "coord_dims", "block", "layout", "fourier",
-                 "fourier_seed", "inr_bits", "outliers", "permuted", "deploy_cache")
+HEADER_FIELDS = (
+    "width",
+    "depth",
+    "mod_width",
+    "frequencies",
+    "coord_dims",
+    "block",
+    "layout",
+    "fourier",
+    "fourier_seed",
+    "inr_bits",
+    "outliers",
+    "permuted",
+    "deploy_cache",
+)
 STATS = 3  # fp32 values: mean, std, omega0
 
 
@@ -73,8 +95,7 @@ def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows, math.prod(shape) // max(rows, 1)
 
 
-def code_bits(arch: INRArch, shape: tuple[int, ...], inr_bits: int, n_outliers: int, permuted: bool = False
-              ) -> SizeBreakdown:
+def code_bits(arch: INRArch, shape: tuple[int, ...], inr_bits: int, n_outliers: int, permuted: bool = False) -> SizeBreakdown:
     """Exact stored bits of a code (known before the fit: they depend on the architecture only)."""
     shapes = param_shapes(arch).values()
     n_params = sum(math.prod(s) for s in shapes)
@@ -114,10 +135,21 @@ class INRCode(Code):
 
     # -- building -----------------------------------------------------------------------------------
     @classmethod
-    def build(cls, arch: INRArch, layout: str, fourier_seed: int, shape: tuple[int, ...], mean: float,
-              std: float, params: Mapping[str, torch.Tensor], inr_bits: int, outlier_pos: torch.Tensor,
-              outlier_val: torch.Tensor, orders: tuple[torch.Tensor, torch.Tensor] | None = None,
-              deploy_cache: bool = False) -> INRCode:
+    def build(
+        cls,
+        arch: INRArch,
+        layout: str,
+        fourier_seed: int,
+        shape: tuple[int, ...],
+        mean: float,
+        std: float,
+        params: Mapping[str, torch.Tensor],
+        inr_bits: int,
+        outlier_pos: torch.Tensor,
+        outlier_val: torch.Tensor,
+        orders: tuple[torch.Tensor, torch.Tensor] | None = None,
+        deploy_cache: bool = False,
+    ) -> INRCode:
         """A code from fitted fp32 parameters, stored at ``inr_bits``."""
         fp = {k: v.detach().float().cpu().contiguous() for k, v in params.items()}
         q = scales = None
@@ -131,9 +163,23 @@ class INRCode(Code):
                 scales[k] = s[0, ..., 0].reshape(-1)
             fp = {k: _dequantize(q[k], scales[k]) for k in q}
         rows, cols = orders if orders is not None else (None, None)
-        return cls(arch, layout, int(fourier_seed), tuple(int(s) for s in shape), float(mean), float(std),
-                   inr_bits, fp, outlier_pos.to(torch.int64).cpu(), outlier_val.float().cpu(), q, scales,
-                   rows, cols, deploy_cache)
+        return cls(
+            arch,
+            layout,
+            int(fourier_seed),
+            tuple(int(s) for s in shape),
+            float(mean),
+            float(std),
+            inr_bits,
+            fp,
+            outlier_pos.to(torch.int64).cpu(),
+            outlier_val.float().cpu(),
+            q,
+            scales,
+            rows,
+            cols,
+            deploy_cache,
+        )
 
     # -- the Code interface -----------------------------------------------------------------------------
     @property
@@ -167,9 +213,23 @@ class INRCode(Code):
 
     def header(self) -> list[int]:
         a = self.arch
-        values = [len(self.shape), *self.shape, a.width, a.depth, a.mod_width, a.frequencies, a.coord_dims,
-                  a.block, LAYOUTS.index(self.layout), FOURIERS.index(a.fourier), self.fourier_seed,
-                  self.inr_bits, self.n_outliers, int(self.permuted), int(self.deploy_cache)]
+        values = [
+            len(self.shape),
+            *self.shape,
+            a.width,
+            a.depth,
+            a.mod_width,
+            a.frequencies,
+            a.coord_dims,
+            a.block,
+            LAYOUTS.index(self.layout),
+            FOURIERS.index(a.fourier),
+            self.fourier_seed,
+            self.inr_bits,
+            self.n_outliers,
+            int(self.permuted),
+            int(self.deploy_cache),
+        ]
         return [int(v) for v in values]
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -200,11 +260,19 @@ class INRCode(Code):
     def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> INRCode:
         h = [int(v) for v in meta["header"]]
         ndim = h[0]
-        shape = tuple(h[1:1 + ndim])
-        fields = dict(zip(HEADER_FIELDS, h[1 + ndim:], strict=True))
+        shape = tuple(h[1 : 1 + ndim])
+        fields = dict(zip(HEADER_FIELDS, h[1 + ndim :], strict=True))
         mean, std, omega0 = (float(v) for v in tensors["stats"].float().tolist())
-        arch = INRArch(fields["width"], fields["depth"], fields["mod_width"], omega0, fields["frequencies"],
-                       FOURIERS[fields["fourier"]], fields["coord_dims"], fields["block"])
+        arch = INRArch(
+            fields["width"],
+            fields["depth"],
+            fields["mod_width"],
+            omega0,
+            fields["frequencies"],
+            FOURIERS[fields["fourier"]],
+            fields["coord_dims"],
+            fields["block"],
+        )
         bits = fields["inr_bits"]
         shapes = param_shapes(arch)
         q = scales = None
@@ -226,8 +294,23 @@ class INRCode(Code):
         pos = unpack_positions(dict(tensors), n, numel)
         val = tensors["outlier_values"].float() if n else torch.zeros(0)
         rows, cols = unpack_orders(tensors, *_matrix_shape(shape)) if fields["permuted"] else (None, None)
-        return cls(arch, LAYOUTS[fields["layout"]], fields["fourier_seed"], shape, mean, std, bits, params,
-                      pos, val, q, scales, rows, cols, bool(fields["deploy_cache"]))
+        return cls(
+            arch,
+            LAYOUTS[fields["layout"]],
+            fields["fourier_seed"],
+            shape,
+            mean,
+            std,
+            bits,
+            params,
+            pos,
+            val,
+            q,
+            scales,
+            rows,
+            cols,
+            bool(fields["deploy_cache"]),
+        )
 
     def payload(self) -> dict[str, torch.Tensor]:
         """The fp32 INR parameters (only when stored as fp32), for a later stage such as ``quantize``."""
@@ -242,8 +325,13 @@ class INRCode(Code):
         return INRNetwork(self, init, generator)
 
     def stats(self) -> dict[str, Any]:
-        return {"width": self.arch.width, "inr_params": self.n_params, "outliers": self.n_outliers,
-                "inr_bits": self.inr_bits, "permuted": self.permuted}
+        return {
+            "width": self.arch.width,
+            "inr_params": self.n_params,
+            "outliers": self.n_outliers,
+            "inr_bits": self.inr_bits,
+            "permuted": self.permuted,
+        }
 
     def deployed(self, layer: nn.Module) -> nn.Module:
         return INRLayer(layer, self, self.deploy_cache)
@@ -273,8 +361,13 @@ class INRDecoder(nn.Module):
     col_inv: torch.Tensor
     features: torch.Tensor | None
 
-    def __init__(self, code: INRCode, trainable: bool = False,
-                 params: Mapping[str, torch.Tensor] | None = None, keep_features: bool = False):
+    def __init__(
+        self,
+        code: INRCode,
+        trainable: bool = False,
+        params: Mapping[str, torch.Tensor] | None = None,
+        keep_features: bool = False,
+    ):
         super().__init__()
         self.arch, self.layout, self.shape = code.arch, code.layout, code.shape
         geo = Geometry.of(code.shape, code.arch, code.layout, code.fourier_seed)
@@ -306,9 +399,16 @@ class INRDecoder(nn.Module):
 
     def _features(self, start: int, stop: int) -> torch.Tensor:
         device = self.geo_freqs.device
-        geo = Geometry(torch.tensor([self.n_rows], device=device), torch.tensor([self.n_cols], device=device),
-                       self.geo_sizes, self.geo_strides, self.geo_freqs, self.layout, self.arch.fourier,
-                       self.arch.block)
+        geo = Geometry(
+            torch.tensor([self.n_rows], device=device),
+            torch.tensor([self.n_cols], device=device),
+            self.geo_sizes,
+            self.geo_strides,
+            self.geo_freqs,
+            self.layout,
+            self.arch.fourier,
+            self.arch.block,
+        )
         idx = torch.arange(start, stop, device=device)[None]
         return features(idx // self.n_blocks, idx % self.n_blocks, geo)
 
@@ -325,7 +425,7 @@ class INRDecoder(nn.Module):
             # features is set above whenever keep_features is (the None test is for type checkers)
             feats = self.features[:, start:stop] if self.features is not None else self._features(start, stop)
             chunks.append(inr_apply(phi, feats, self.arch)[0])
-        z = torch.cat(chunks).reshape(self.n_rows, -1)[:, :self.n_cols]
+        z = torch.cat(chunks).reshape(self.n_rows, -1)[:, : self.n_cols]
         if self.permuted:
             z = z[self.row_inv][:, self.col_inv]
         w = z.reshape(-1) * self.std + self.mean

@@ -40,8 +40,9 @@ INIT_OFFSET, CROP_OFFSET, FOURIER_OFFSET, EVAL_OFFSET = 10_000, 20_000, 30_000, 
 
 def make_arch(shape: tuple[int, ...], width: int, config: Big2SmallConfig) -> INRArch:
     coord_dims = 2 if config.layout == "2d" else len(shape)
-    return INRArch(width, config.depth, config.mod_width, fp32(config.omega0), config.frequencies,
-                   config.fourier, coord_dims, config.block)
+    return INRArch(
+        width, config.depth, config.mod_width, fp32(config.omega0), config.frequencies, config.fourier, coord_dims, config.block
+    )
 
 
 def choose_width(shape: tuple[int, ...], config: Big2SmallConfig, n_outliers: int = 0) -> int | None:
@@ -71,15 +72,26 @@ def layer_seed(seed: int, offset: int, index: int) -> int:
     return (seed + offset + index) % (2**31)
 
 
-def fit_settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int | None = None, offset: int = 0
-                 ) -> FitSettings:
-    stop = StopRule(auto_eval_every(steps, config.eval_every), config.target_psnr, config.patience,
-                    config.min_delta_db)
-    return FitSettings(steps=steps, lr=lr, weight_decay=config.weight_decay, patch_rows=config.patch_rows,
-                       patch_cols=config.patch_cols, patches=config.patches, lambda_grad=config.lambda_grad,
-                       lambda_freq=config.lambda_freq, focal_alpha=config.focal_alpha, gdl=config.gdl,
-                       quant_bits=quant_bits, step_offset=offset, precision=config.precision,
-                       warmup=min(config.warmup_steps, steps), chunk=config.chunk, stop=stop)
+def fit_settings(config: Big2SmallConfig, lr: float, steps: int, quant_bits: int | None = None, offset: int = 0) -> FitSettings:
+    stop = StopRule(auto_eval_every(steps, config.eval_every), config.target_psnr, config.patience, config.min_delta_db)
+    return FitSettings(
+        steps=steps,
+        lr=lr,
+        weight_decay=config.weight_decay,
+        patch_rows=config.patch_rows,
+        patch_cols=config.patch_cols,
+        patches=config.patches,
+        lambda_grad=config.lambda_grad,
+        lambda_freq=config.lambda_freq,
+        focal_alpha=config.focal_alpha,
+        gdl=config.gdl,
+        quant_bits=quant_bits,
+        step_offset=offset,
+        precision=config.precision,
+        warmup=min(config.warmup_steps, steps),
+        chunk=config.chunk,
+        stop=stop,
+    )
 
 
 @dataclasses.dataclass
@@ -98,8 +110,11 @@ def _plan_layer(plan: _Plan, index: int, key: str, w: torch.Tensor, config: Big2
     n_out = int(pre.positions.numel())
     width = choose_width(shape, config, n_out)
     if width is None:
-        rule = f"{config.target_bits} bits per weight" if config.target_bits else \
-            f"N / target_ratio = {w.numel() / config.target_ratio:.0f} parameters"
+        rule = (
+            f"{config.target_bits} bits per weight"
+            if config.target_bits
+            else f"N / target_ratio = {w.numel() / config.target_ratio:.0f} parameters"
+        )
         plan.raw_reasons[key] = f"the smallest INR is over the budget of {rule}"
         return
     arch = make_arch(shape, width, config)
@@ -115,12 +130,30 @@ def _plan_layer(plan: _Plan, index: int, key: str, w: torch.Tensor, config: Big2
     if orders is not None:  # the INR fits the reordered matrix
         target, exact = target[orders[0]][:, orders[1]].contiguous(), exact[orders[0]][:, orders[1]].contiguous()
     fseed = layer_seed(ctx.seed, FOURIER_OFFSET, index)
-    starts = crop_starts(rows, cols, config.block, config.patch_rows, config.patch_cols, config.patches,
-                         config.sampling, config.steps + config.finetune_steps, ctx.generator(CROP_OFFSET + index))
+    starts = crop_starts(
+        rows,
+        cols,
+        config.block,
+        config.patch_rows,
+        config.patch_cols,
+        config.patches,
+        config.sampling,
+        config.steps + config.finetune_steps,
+        ctx.generator(CROP_OFFSET + index),
+    )
     sample = eval_coords(rows, cols, config.block, config.eval_points, ctx.generator(EVAL_OFFSET + index))
-    plan.tasks[key] = LayerTask(key, target, arch, Geometry.of(shape, arch, config.layout, fseed),
-                                init_params(arch, ctx.generator(INIT_OFFSET + index)), starts, exact, sample,
-                                pre.std, float(w.max() - w.min()))
+    plan.tasks[key] = LayerTask(
+        key,
+        target,
+        arch,
+        Geometry.of(shape, arch, config.layout, fseed),
+        init_params(arch, ctx.generator(INIT_OFFSET + index)),
+        starts,
+        exact,
+        sample,
+        pre.std,
+        float(w.max() - w.min()),
+    )
     plan.prep[key], plan.orders[key], plan.fourier_seeds[key] = pre, orders, fseed
 
 
@@ -156,18 +189,27 @@ def compress(model: nn.Module, config: Big2SmallConfig, ctx: Context) -> Compres
     failed = [k for k in plan.tasks if k not in results]
     if failed and config.on_failure == "raise":
         tried = ", ".join(f"{lr:g}" for lr in attempts[failed[0]])
-        raise RuntimeError(f"big2small: the INR fit diverged (non-finite loss or parameters) for "
-                           f"{len(failed)} layer(s) {failed[:5]}, at learning rates {tried}")
+        raise RuntimeError(
+            f"big2small: the INR fit diverged (non-finite loss or parameters) for "
+            f"{len(failed)} layer(s) {failed[:5]}, at learning rates {tried}"
+        )
     for key in failed:
         plan.raw_reasons[key] = "the INR fit diverged at every learning rate tried"
     finetune_seconds, finetune_failed = _finetune(plan, results, config, device)
-    run = {"attempts": attempts, "failed": failed, "finetune_failed": finetune_failed, "fit_seconds": fit_seconds,
-           "finetune_seconds": finetune_seconds, "device": device}
+    run = {
+        "attempts": attempts,
+        "failed": failed,
+        "finetune_failed": finetune_failed,
+        "fit_seconds": fit_seconds,
+        "finetune_seconds": finetune_seconds,
+        "device": device,
+    }
     return _build(model, plan, results, config, run)
 
 
-def _finetune(plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig, device: torch.device
-              ) -> tuple[float, list[str]]:
+def _finetune(
+    plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig, device: torch.device
+) -> tuple[float, list[str]]:
     """Quantization-aware fine-tuning of the fitted INRs (``finetune_steps``), their curves continued."""
     if not (config.inr_bits <= 8 and config.finetune_steps and results):
         return 0.0, []
@@ -181,29 +223,43 @@ def _finetune(plan: _Plan, results: dict[str, LayerResult], config: Big2SmallCon
             continue
         before = results[t.key]
         curve = {k: before.curve.get(k, []) + r.curve.get(k, []) for k in r.curve}
-        results[t.key] = LayerResult(r.params, torch.cat([before.losses, r.losses]), True,
-                                     before.seconds + r.seconds, curve, before.steps_run + r.steps_run,
-                                     before.stop_reason)
+        results[t.key] = LayerResult(
+            r.params,
+            torch.cat([before.losses, r.losses]),
+            True,
+            before.seconds + r.seconds,
+            curve,
+            before.steps_run + r.steps_run,
+            before.stop_reason,
+        )
     return _wall(out, config.batched), failed
 
 
-def _layer_info(key: str, original: torch.Tensor, code: INRCode, task: LayerTask, res: LayerResult,
-                lrs: list[float], config: Big2SmallConfig) -> dict[str, Any]:
+def _layer_info(
+    key: str, original: torch.Tensor, code: INRCode, task: LayerTask, res: LayerResult, lrs: list[float], config: Big2SmallConfig
+) -> dict[str, Any]:
     rows, cols = task.target.shape
     p, qb, b = crop_shape(rows, cols, config.block, config.patch_rows, config.patch_cols, config.patches)
     fit_steps = min(res.steps_run, config.steps)
     tail = max(1, fit_steps // 20)
     info = {
         **fidelity.tensor_report(original, code.decode()),  # rel_mae, cosine, psnr of the stored INR
-        "inr_params": code.n_params, "outliers": code.n_outliers, "width": task.arch.width,
-        "permuted": code.permuted, "fit_seconds": res.seconds, "first_loss": float(res.losses[0]),
-        "final_loss": float(res.losses[fit_steps - tail:fit_steps].mean()), "lr": lrs[-1],
-        "retries": len(lrs) - 1, "bits": code.bits().total, "ratio": 32 * code.numel / code.bits().total,
-        "steps_run": res.steps_run, "stop_reason": res.stop_reason,
+        "inr_params": code.n_params,
+        "outliers": code.n_outliers,
+        "width": task.arch.width,
+        "permuted": code.permuted,
+        "fit_seconds": res.seconds,
+        "first_loss": float(res.losses[0]),
+        "final_loss": float(res.losses[fit_steps - tail : fit_steps].mean()),
+        "lr": lrs[-1],
+        "retries": len(lrs) - 1,
+        "bits": code.bits().total,
+        "ratio": 32 * code.numel / code.bits().total,
+        "steps_run": res.steps_run,
+        "stop_reason": res.stop_reason,
         "passes": passes(res.steps_run, rows, cols, config.block, p, qb, b),
         "entries_per_step": min(b * p * qb * config.block, rows * cols),
-        "convergence": _fit_convergence(res, fit_steps, passes(1, rows, cols, config.block, p, qb, b),
-                                        config).as_dict(),
+        "convergence": _fit_convergence(res, fit_steps, passes(1, rows, cols, config.block, p, qb, b), config).as_dict(),
     }
     if config.finetune_steps and config.inr_bits <= 8 and res.steps_run > fit_steps:
         ft_tail = max(1, (res.steps_run - fit_steps) // 20)
@@ -211,14 +267,14 @@ def _layer_info(key: str, original: torch.Tensor, code: INRCode, task: LayerTask
     return info
 
 
-def _fit_convergence(res: LayerResult, fit_steps: int, passes_per_step: float, config: Big2SmallConfig
-                     ) -> _convergence.Convergence:
+def _fit_convergence(
+    res: LayerResult, fit_steps: int, passes_per_step: float, config: Big2SmallConfig
+) -> _convergence.Convergence:
     """How the fit (not the fine-tuning after it) ended: its curve points up to the fit's last step."""
     steps = res.curve.get("step", [])
     keep = sum(1 for s in steps if s <= fit_steps)
     curve = {k: list(v[:keep]) for k, v in res.curve.items()}
-    return _convergence.judge(curve, res.stop_reason, fit_steps, passes_per_step, config.patience,
-                              config.min_delta_db)
+    return _convergence.judge(curve, res.stop_reason, fit_steps, passes_per_step, config.patience, config.min_delta_db)
 
 
 def _caveats(convergence: dict[str, Any], failed: list[str]) -> list[dict[str, str]]:
@@ -228,8 +284,13 @@ def _caveats(convergence: dict[str, Any], failed: list[str]) -> list[dict[str, s
     if unconverged is not None:
         out.append(unconverged)
     if failed:
-        out.append({"kind": "fit_failed", "message": f"{len(failed)} INR fit(s) diverged at every learning rate "
-                                                     f"tried and are stored raw: {', '.join(failed[:5])}"})
+        out.append(
+            {
+                "kind": "fit_failed",
+                "message": f"{len(failed)} INR fit(s) diverged at every learning rate "
+                f"tried and are stored raw: {', '.join(failed[:5])}",
+            }
+        )
     return out
 
 
@@ -247,33 +308,51 @@ def _model_curve(curves: dict[str, dict[str, list[float]]]) -> dict[str, list[fl
     return out
 
 
-def _build(model: nn.Module, plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig,
-           run: dict[str, Any]) -> Compressed:
+def _build(
+    model: nn.Module, plan: _Plan, results: dict[str, LayerResult], config: Big2SmallConfig, run: dict[str, Any]
+) -> Compressed:
     state = model.state_dict()
     codes: dict[str, INRCode] = {}
     layers: dict[str, dict[str, Any]] = {}
     for key, res in results.items():
         task, pre = plan.tasks[key], plan.prep[key]
-        codes[key] = INRCode.build(task.arch, config.layout, plan.fourier_seeds[key], tuple(state[key].shape),
-                                   pre.mean, pre.std, res.params, config.inr_bits, pre.positions, pre.values,
-                                   plan.orders[key], config.deploy_cache)
+        codes[key] = INRCode.build(
+            task.arch,
+            config.layout,
+            plan.fourier_seeds[key],
+            tuple(state[key].shape),
+            pre.mean,
+            pre.std,
+            res.params,
+            config.inr_bits,
+            pre.positions,
+            pre.values,
+            plan.orders[key],
+            config.deploy_cache,
+        )
         layers[key] = _layer_info(key, state[key], codes[key], task, res, run["attempts"][key], config)
     fit_seconds, failed = run["fit_seconds"], run["failed"]
     curves = {k: r.curve for k, r in results.items()}
     info = {
-        "inr_layers": layers, "compressed_layers": len(codes), "raw_layers": plan.raw_reasons,
-        "fit_seconds": fit_seconds, "finetune_seconds": run["finetune_seconds"], "steps": config.steps,
+        "inr_layers": layers,
+        "compressed_layers": len(codes),
+        "raw_layers": plan.raw_reasons,
+        "fit_seconds": fit_seconds,
+        "finetune_seconds": run["finetune_seconds"],
+        "steps": config.steps,
         "steps_per_second": config.steps / fit_seconds if fit_seconds > 0 else None,
         "layer_steps_per_second": config.steps * len(plan.tasks) / fit_seconds if fit_seconds > 0 else None,
-        "batched": config.batched, "fit_device": str(run["device"]),
+        "batched": config.batched,
+        "fit_device": str(run["device"]),
         "architectures": len({t.arch for t in plan.tasks.values()}),
         "fit_groups": count_groups(list(plan.tasks.values()), fit_settings(config, config.lr, config.steps)),
         "nan_retries": {k: v for k, v in run["attempts"].items() if len(v) > 1 or k in failed},
-        "fit_failed": failed, "finetune_failed": run["finetune_failed"],
-        "curves": curves, "curve": _model_curve(curves) if curves else {},
+        "fit_failed": failed,
+        "finetune_failed": run["finetune_failed"],
+        "curves": curves,
+        "curve": _model_curve(curves) if curves else {},
     }
-    info["convergence"] = _convergence.summarize(
-        {k: _convergence.Convergence(**v["convergence"]) for k, v in layers.items()})
+    info["convergence"] = _convergence.summarize({k: _convergence.Convergence(**v["convergence"]) for k, v in layers.items()})
     caveats = _caveats(info["convergence"], failed)
     if caveats:
         info["caveats"] = caveats
@@ -303,8 +382,9 @@ def _wall(results: list[LayerResult], batched: bool) -> float:
     return results[0].seconds if batched else sum(r.seconds for r in results)
 
 
-def _fit_with_retries(tasks: list[LayerTask], config: Big2SmallConfig, device: torch.device, ctx: Context,
-                      quant: int | None) -> tuple[dict[str, LayerResult], dict[str, list[float]], float]:
+def _fit_with_retries(
+    tasks: list[LayerTask], config: Big2SmallConfig, device: torch.device, ctx: Context, quant: int | None
+) -> tuple[dict[str, LayerResult], dict[str, list[float]], float]:
     """Fit; refit the diverged layers from the same start at lr x nan_lr_factor, up to nan_retries times."""
     results: dict[str, LayerResult] = {}
     attempts: dict[str, list[float]] = {t.key: [] for t in tasks}

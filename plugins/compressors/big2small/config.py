@@ -147,22 +147,21 @@ class Big2SmallConfig:
         check(self.min_bytes >= 0, f"min_bytes must be >= 0, got {self.min_bytes}", "min_bytes")
         check(self.target_ratio > 0, f"target_ratio must be > 0, got {self.target_ratio}", "target_ratio")
         check(self.width >= 0, f"width must be >= 0 (0: chosen from target_ratio), got {self.width}", "width")
-        check(self.width_multiple >= 1, f"width_multiple must be >= 1, got {self.width_multiple}",
-              "width_multiple")
-        check(self.max_width >= self.width_multiple,
-              f"max_width must be >= width_multiple ({self.width_multiple}), got {self.max_width}",
-              "max_width")
+        check(self.width_multiple >= 1, f"width_multiple must be >= 1, got {self.width_multiple}", "width_multiple")
+        check(
+            self.max_width >= self.width_multiple,
+            f"max_width must be >= width_multiple ({self.width_multiple}), got {self.max_width}",
+            "max_width",
+        )
         check(self.depth >= 1, f"depth must be >= 1, got {self.depth}", "depth")
         check(self.omega0 > 0, f"omega0 must be > 0, got {self.omega0}", "omega0")
         check(self.frequencies >= 1, f"frequencies must be >= 1, got {self.frequencies}", "frequencies")
-        check(self.fourier in FOURIERS, f"fourier must be one of {list(FOURIERS)}, got {self.fourier!r}",
-              "fourier")
+        check(self.fourier in FOURIERS, f"fourier must be one of {list(FOURIERS)}, got {self.fourier!r}", "fourier")
         check(self.layout in LAYOUTS, f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}", "layout")
         check(self.mod_width >= 0, f"mod_width must be >= 0, got {self.mod_width}", "mod_width")
         check(self.block >= 1, f"block must be >= 1, got {self.block}", "block")
         check(self.kappa > 0, f"kappa must be > 0, got {self.kappa}", "kappa")
-        check(0 < self.top_percent < 100, f"top_percent must be in (0, 100), got {self.top_percent}",
-              "top_percent")
+        check(0 < self.top_percent < 100, f"top_percent must be in (0, 100), got {self.top_percent}", "top_percent")
         for key in ("lambda_grad", "lambda_freq"):
             check(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}", key)
         check(self.gdl in GDL_FORMS, f"gdl must be one of {list(GDL_FORMS)}, got {self.gdl!r}", "gdl")
@@ -173,11 +172,9 @@ class Big2SmallConfig:
         check(self.patch_rows >= 0, f"patch_rows must be >= 0 (0: full), got {self.patch_rows}", "patch_rows")
         check(self.patch_cols >= 0, f"patch_cols must be >= 0 (0: full), got {self.patch_cols}", "patch_cols")
         check(self.patches >= 0, f"patches must be >= 0 (0: every tile), got {self.patches}", "patches")
-        check(self.target_bits >= 0, f"target_bits must be >= 0 (0: target_ratio decides), got {self.target_bits}",
-              "target_bits")
+        check(self.target_bits >= 0, f"target_bits must be >= 0 (0: target_ratio decides), got {self.target_bits}", "target_bits")
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}", "warmup_steps")
-        check(self.sampling in SAMPLINGS, f"sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}",
-              "sampling")
+        check(self.sampling in SAMPLINGS, f"sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}", "sampling")
         for key in ("chunk", "eval_every", "patience"):
             check(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}", key)
         check(self.eval_points >= 1, f"eval_points must be >= 1, got {self.eval_points}", "eval_points")
@@ -185,20 +182,22 @@ class Big2SmallConfig:
         check(self.min_delta_db >= 0, f"min_delta_db must be >= 0, got {self.min_delta_db}", "min_delta_db")
         check(self.qat in ("auto", "on", "off"), f"qat must be auto, on or off, got {self.qat!r}", "qat")
         check(self.permute in PERMUTES, f"permute must be one of {list(PERMUTES)}, got {self.permute!r}", "permute")
-        check(2 <= self.inr_bits <= 8 or self.inr_bits in FLOAT_BITS,
-              f"inr_bits must be in 2..8, 16 or 32, got {self.inr_bits}", "inr_bits")
-        check(self.small_bits == 0 or 2 <= self.small_bits <= 8,
-              f"small_bits must be 0 (fp32) or in 2..8, got {self.small_bits}", "small_bits")
-        check(self.finetune_steps >= 0, f"finetune_steps must be >= 0, got {self.finetune_steps}",
-              "finetune_steps")
+        check(
+            2 <= self.inr_bits <= 8 or self.inr_bits in FLOAT_BITS,
+            f"inr_bits must be in 2..8, 16 or 32, got {self.inr_bits}",
+            "inr_bits",
+        )
+        check(
+            self.small_bits == 0 or 2 <= self.small_bits <= 8,
+            f"small_bits must be 0 (fp32) or in 2..8, got {self.small_bits}",
+            "small_bits",
+        )
+        check(self.finetune_steps >= 0, f"finetune_steps must be >= 0, got {self.finetune_steps}", "finetune_steps")
         check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}", "finetune_lr")
         check(self.nan_retries >= 0, f"nan_retries must be >= 0, got {self.nan_retries}", "nan_retries")
-        check(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}",
-              "precision")
-        check(0 < self.nan_lr_factor <= 1, f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}",
-              "nan_lr_factor")
-        check(self.on_failure in ("raw", "raise"),
-              f"on_failure must be raw or raise, got {self.on_failure!r}", "on_failure")
+        check(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}", "precision")
+        check(0 < self.nan_lr_factor <= 1, f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}", "nan_lr_factor")
+        check(self.on_failure in ("raw", "raise"), f"on_failure must be raw or raise, got {self.on_failure!r}", "on_failure")
 
     @property
     def quant_aware_bits(self) -> int | None:

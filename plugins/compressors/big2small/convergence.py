@@ -45,7 +45,7 @@ class Convergence:
 
 def end_slope(steps: Sequence[float], psnrs: Sequence[float], window: int) -> float | None:
     """dB per step: the least-squares slope of the last ``window`` + 1 points (None below two points)."""
-    xs, ys = list(steps)[-(window + 1):], list(psnrs)[-(window + 1):]
+    xs, ys = list(steps)[-(window + 1) :], list(psnrs)[-(window + 1) :]
     if len(xs) < 2:
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -55,8 +55,9 @@ def end_slope(steps: Sequence[float], psnrs: Sequence[float], window: int) -> fl
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
 
 
-def judge(curve: Mapping[str, Sequence[float]], stop_reason: str, steps: int, passes_per_step: float,
-          patience: int, min_delta_db: float) -> Convergence:
+def judge(
+    curve: Mapping[str, Sequence[float]], stop_reason: str, steps: int, passes_per_step: float, patience: int, min_delta_db: float
+) -> Convergence:
     """The convergence facts of one fit from its curve (``step`` and ``psnr``, the fit's points only)."""
     xs, ps = list(curve.get("step", [])), list(curve.get("psnr", []))
     window = patience if patience > 0 else DEFAULT_WINDOW
@@ -65,18 +66,22 @@ def judge(curve: Mapping[str, Sequence[float]], stop_reason: str, steps: int, pa
     gain = max(ps[-look:]) - max(ps[:-look]) if look >= 1 else None
     unconverged = stop_reason == "budget" and (gain is None or gain >= min_delta_db)
     per_pass = slope / passes_per_step if slope is not None and passes_per_step > 0 else None
-    return Convergence(stop_reason, steps, None if slope is None else 1000 * slope, per_pass, gain, window,
-                       min_delta_db, unconverged)
+    return Convergence(
+        stop_reason, steps, None if slope is None else 1000 * slope, per_pass, gain, window, min_delta_db, unconverged
+    )
 
 
 def summarize(layers: Mapping[str, Convergence]) -> dict[str, Any]:
     """The model-level facts: stop reasons counted, the unconverged layers, the steepest end slope."""
     slopes = [c.slope_db_per_1k_steps for c in layers.values() if c.slope_db_per_1k_steps is not None]
     per_pass = [c.slope_db_per_pass for c in layers.values() if c.slope_db_per_pass is not None]
-    return {"layers": len(layers), "stop_reasons": dict(Counter(c.stop_reason for c in layers.values())),
-            "unconverged": sorted(k for k, c in layers.items() if c.unconverged),
-            "max_slope_db_per_1k_steps": max(slopes) if slopes else None,
-            "max_slope_db_per_pass": max(per_pass) if per_pass else None}
+    return {
+        "layers": len(layers),
+        "stop_reasons": dict(Counter(c.stop_reason for c in layers.values())),
+        "unconverged": sorted(k for k, c in layers.items() if c.unconverged),
+        "max_slope_db_per_1k_steps": max(slopes) if slopes else None,
+        "max_slope_db_per_pass": max(per_pass) if per_pass else None,
+    }
 
 
 def caveat(summary: Mapping[str, Any]) -> dict[str, str] | None:
@@ -86,6 +91,8 @@ def caveat(summary: Mapping[str, Any]) -> dict[str, str] | None:
         return None
     slope = summary["max_slope_db_per_1k_steps"]
     rise = f", still rising up to {slope:+.2f} dB per 1,000 steps" if slope is not None else ""
-    return {"kind": "unconverged",
-            "message": f"{len(bad)} of {summary['layers']} INR fit(s) stopped on the step budget before a plateau"
-                       f"{rise}: the numbers measure the budget, not the method"}
+    return {
+        "kind": "unconverged",
+        "message": f"{len(bad)} of {summary['layers']} INR fit(s) stopped on the step budget before a plateau"
+        f"{rise}: the numbers measure the budget, not the method",
+    }

@@ -112,8 +112,7 @@ class _Group:
         self.settings = settings
         rows0, cols0 = tasks[0].target.shape
         self.block = tasks[0].arch.block
-        self.P, self.Qb, self.B = crop_shape(rows0, cols0, self.block, settings.patch_rows, settings.patch_cols,
-                                             settings.patches)
+        self.P, self.Qb, self.B = crop_shape(rows0, cols0, self.block, settings.patch_rows, settings.patch_cols, settings.patches)
         self.archs: list[INRArch] = []
         self.arch_slices: list[slice] = []
         for i, t in enumerate(tasks):
@@ -122,8 +121,10 @@ class _Group:
             else:
                 self.archs.append(t.arch)
                 self.arch_slices.append(slice(i, i + 1))
-        self.params = [{k: nn.Parameter(torch.stack([t.init[k] for t in tasks[sl]]).to(device))
-                        for k in tasks[sl][0].init} for sl in self.arch_slices]
+        self.params = [
+            {k: nn.Parameter(torch.stack([t.init[k] for t in tasks[sl]]).to(device)) for k in tasks[sl][0].init}
+            for sl in self.arch_slices
+        ]
         self.geo = Geometry.stack([t.geometry for t in tasks]).to(device)
         # zero columns up to whole blocks
         padded = [nn.functional.pad(t.target, (0, (-t.target.shape[1]) % self.block)) for t in tasks]
@@ -144,8 +145,9 @@ class _Group:
         self.eval_feats = features(coords // self.blocks[:, None], coords % self.blocks[:, None], self.geo)
         col = (coords % self.blocks[:, None])[..., None] * self.block + torch.arange(self.block, device=device)
         idx = self.base[:, None, None] + (coords // self.blocks[:, None])[..., None] * self.stride[:, None, None] + col
-        exact = torch.cat([nn.functional.pad(t.exact, (0, int(self.stride[i]) - t.exact.shape[1])).reshape(-1)
-                           for i, t in enumerate(tasks)]).to(device)
+        exact = torch.cat(
+            [nn.functional.pad(t.exact, (0, int(self.stride[i]) - t.exact.shape[1])).reshape(-1) for i, t in enumerate(tasks)]
+        ).to(device)
         inside = col < self.geo.cols[:, None, None]
         self.eval_target = self.flat[idx]
         self.eval_weight = (inside & ~exact[idx]).float()
@@ -159,8 +161,10 @@ class _Group:
     def _apply(self, feats: torch.Tensor) -> torch.Tensor:
         quant, mixed = self.settings.quant_bits, self.settings.precision == "bf16"
         with torch.autocast(self.flat.device.type, dtype=torch.bfloat16, enabled=mixed):
-            preds = [inr_apply(params, feats[sl], arch, quant)
-                     for arch, sl, params in zip(self.archs, self.arch_slices, self.params, strict=True)]
+            preds = [
+                inr_apply(params, feats[sl], arch, quant)
+                for arch, sl, params in zip(self.archs, self.arch_slices, self.params, strict=True)
+            ]
         return (preds[0] if len(preds) == 1 else torch.cat(preds)).float()
 
     def chunks(self) -> list[slice]:
@@ -213,8 +217,7 @@ class _Group:
 def _crop_key(task: LayerTask, settings: FitSettings) -> tuple:
     rows, cols = task.target.shape
     shape = crop_shape(rows, cols, task.arch.block, settings.patch_rows, settings.patch_cols, settings.patches)
-    return (task.arch.coord_dims, task.arch.feature_dim, task.arch.block, task.geometry.layout, *shape,
-            task.starts.shape[0])
+    return (task.arch.coord_dims, task.arch.feature_dim, task.arch.block, task.geometry.layout, *shape, task.starts.shape[0])
 
 
 def count_groups(tasks: list[LayerTask], settings: FitSettings) -> int:
@@ -222,8 +225,7 @@ def count_groups(tasks: list[LayerTask], settings: FitSettings) -> int:
     return len({(_crop_key(t, settings), t.arch) for t in tasks})
 
 
-def _groups(tasks: list[LayerTask], settings: FitSettings, device: torch.device
-            ) -> tuple[list[_Group], list[int]]:
+def _groups(tasks: list[LayerTask], settings: FitSettings, device: torch.device) -> tuple[list[_Group], list[int]]:
     """The groups, and ``order``: the task index of each column (layers of a group are contiguous)."""
     by_key: dict[tuple, list[int]] = defaultdict(list)
     for i, t in enumerate(tasks):
@@ -242,7 +244,7 @@ def _step(groups: list[_Group], step: int, active: torch.Tensor) -> torch.Tensor
     start = 0
     for g in groups:
         n = len(g.rows)
-        weight = active[start:start + n].to(g.flat.device).float()
+        weight = active[start : start + n].to(g.flat.device).float()
         layer = torch.zeros(n, device=g.flat.device)
         for crops in g.chunks():
             crop = g.crop_losses(step, crops)  # (n, b)
@@ -258,8 +260,9 @@ def _no_sync() -> None:
     """The CPU's stand-in for torch.cuda.synchronize: CPU work is done when the call returns."""
 
 
-def _fit_together(tasks: list[LayerTask], settings: FitSettings, device: torch.device,
-                  progress: Progress | None = None) -> list[LayerResult]:
+def _fit_together(
+    tasks: list[LayerTask], settings: FitSettings, device: torch.device, progress: Progress | None = None
+) -> list[LayerResult]:
     groups, order = _groups(tasks, settings, device)
     params = [p for g in groups for p in g.parameters()]
     fused = device.type in ("cpu", "cuda")
@@ -289,7 +292,7 @@ def _fit_together(tasks: list[LayerTask], settings: FitSettings, device: torch.d
     if progress is not None and (step + 1) % PROGRESS_EVERY:
         progress.update((step + 1) % PROGRESS_EVERY)
     sync()
-    return _results(groups, order, tracker, history[:step + 1].cpu(), time.perf_counter() - t0)
+    return _results(groups, order, tracker, history[: step + 1].cpu(), time.perf_counter() - t0)
 
 
 def _param_of(groups: list[_Group], column: int) -> dict[str, torch.Tensor]:
@@ -300,8 +303,9 @@ def _param_of(groups: list[_Group], column: int) -> dict[str, torch.Tensor]:
     raise IndexError(column)
 
 
-def _results(groups: list[_Group], order: list[int], tracker: Tracker, history: torch.Tensor,
-             seconds: float) -> list[LayerResult]:
+def _results(
+    groups: list[_Group], order: list[int], tracker: Tracker, history: torch.Tensor, seconds: float
+) -> list[LayerResult]:
     finite = torch.cat([g.finite() for g in groups]).cpu()
     params = [p for g in groups for p in g.layer_params()]
     results: list[LayerResult | None] = [None] * len(order)
@@ -310,13 +314,15 @@ def _results(groups: list[_Group], order: list[int], tracker: Tracker, history: 
         losses = history[:run, col].clone()
         stopped = col in tracker.snapshots
         ok = bool(torch.isfinite(losses).all()) and (stopped or bool(finite[col]))
-        results[i] = LayerResult(tracker.snapshots.get(col, params[col]), losses, ok, seconds,
-                                 tracker.curves[col], run, tracker.reasons[col])
+        results[i] = LayerResult(
+            tracker.snapshots.get(col, params[col]), losses, ok, seconds, tracker.curves[col], run, tracker.reasons[col]
+        )
     return [r for r in results if r is not None]
 
 
-def fit_layers(tasks: list[LayerTask], settings: FitSettings, device: torch.device, batched: bool = True,
-               progress: Progress | None = None) -> list[LayerResult]:
+def fit_layers(
+    tasks: list[LayerTask], settings: FitSettings, device: torch.device, batched: bool = True, progress: Progress | None = None
+) -> list[LayerResult]:
     """Fit every task's INR; batched (one computation for all) or the naive per-layer loop.
 
     ``progress`` (optional) is advanced by the steps taken (per layer in the naive loop).

@@ -35,8 +35,18 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["INRArch", "Geometry", "param_shapes", "param_count", "init_params", "inr_apply", "features",
-           "fake_quant", "LAYOUTS", "FOURIERS"]
+__all__ = [
+    "INRArch",
+    "Geometry",
+    "param_shapes",
+    "param_count",
+    "init_params",
+    "inr_apply",
+    "features",
+    "fake_quant",
+    "LAYOUTS",
+    "FOURIERS",
+]
 
 LAYOUTS = ("2d", "nd")
 FOURIERS = ("log", "gaussian")
@@ -122,8 +132,17 @@ class Geometry:
         freqs: (G, dc, F) angular frequencies (log) or the Gaussian matrix B (gaussian).
     """
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, sizes: torch.Tensor, strides: torch.Tensor,
-                 freqs: torch.Tensor, layout: str, fourier: str, block: int):
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        sizes: torch.Tensor,
+        strides: torch.Tensor,
+        freqs: torch.Tensor,
+        layout: str,
+        fourier: str,
+        block: int,
+    ):
         self.rows, self.cols, self.sizes, self.strides, self.freqs = rows, cols, sizes, strides, freqs
         self.layout, self.fourier, self.block = layout, fourier, block
         self.blocks = (cols + block - 1) // block
@@ -134,9 +153,8 @@ class Geometry:
         cols = math.prod(shape) // max(rows, 1)
         axes = [rows, -(-cols // arch.block)] if layout == "2d" else list(shape)
         if len(axes) != arch.coord_dims:
-            raise ValueError(f"shape {shape} gives {len(axes)} coordinate axes, the architecture expects "
-                             f"{arch.coord_dims}")
-        strides = [0] + [math.prod(axes[i + 1:]) for i in range(1, len(axes))]
+            raise ValueError(f"shape {shape} gives {len(axes)} coordinate axes, the architecture expects {arch.coord_dims}")
+        strides = [0] + [math.prod(axes[i + 1 :]) for i in range(1, len(axes))]
         nyquist = torch.tensor([math.pi * max(n - 1, 1) / 2 for n in axes], dtype=torch.float64)
         f = arch.frequencies
         if arch.fourier == "log":
@@ -146,8 +164,16 @@ class Geometry:
             gen = torch.Generator().manual_seed(int(seed))
             freqs = torch.randn((len(axes), f), generator=gen, dtype=torch.float64) * (nyquist[:, None] / 3)
         as_long = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
-        return cls(as_long([rows]), as_long([cols]), as_long([axes]), as_long([strides]), freqs.float()[None],
-                   layout, arch.fourier, arch.block)
+        return cls(
+            as_long([rows]),
+            as_long([cols]),
+            as_long([axes]),
+            as_long([strides]),
+            freqs.float()[None],
+            layout,
+            arch.fourier,
+            arch.block,
+        )
 
     @staticmethod
     def stack(items: list[Geometry]) -> Geometry:
@@ -156,12 +182,21 @@ class Geometry:
         def cat(field: str) -> torch.Tensor:
             return torch.cat([getattr(g, field) for g in items])
 
-        return Geometry(cat("rows"), cat("cols"), cat("sizes"), cat("strides"), cat("freqs"), first.layout,
-                        first.fourier, first.block)
+        return Geometry(
+            cat("rows"), cat("cols"), cat("sizes"), cat("strides"), cat("freqs"), first.layout, first.fourier, first.block
+        )
 
     def to(self, device: torch.device) -> Geometry:
-        return Geometry(self.rows.to(device), self.cols.to(device), self.sizes.to(device),
-                        self.strides.to(device), self.freqs.to(device), self.layout, self.fourier, self.block)
+        return Geometry(
+            self.rows.to(device),
+            self.cols.to(device),
+            self.sizes.to(device),
+            self.strides.to(device),
+            self.freqs.to(device),
+            self.layout,
+            self.fourier,
+            self.block,
+        )
 
 
 def features(row: torch.Tensor, blk: torch.Tensor, geo: Geometry) -> torch.Tensor:
@@ -208,8 +243,9 @@ def _ste(w: torch.Tensor, bits: int | None) -> torch.Tensor:
     return w + (fake_quant(w, bits) - w).detach()  # straight-through rounding
 
 
-def inr_apply(params: Mapping[str, torch.Tensor], feats: torch.Tensor, arch: INRArch,
-              quant_bits: int | None = None) -> torch.Tensor:
+def inr_apply(
+    params: Mapping[str, torch.Tensor], feats: torch.Tensor, arch: INRArch, quant_bits: int | None = None
+) -> torch.Tensor:
     """Evaluate G stacked INRs: params (G, ...) and features (G, n, feature_dim) -> values (G, n, block).
 
     ``quant_bits`` evaluates with fake-quantized parameters and straight-through gradients

@@ -56,8 +56,14 @@ def focal_frequency_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float 
     return (weight * dist).flatten(2).mean(dim=2)
 
 
-def crop_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, lambda_freq: float,
-                focal_alpha: float = 1.0, gdl: str = "signed") -> torch.Tensor:
+def crop_losses(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    lambda_grad: float,
+    lambda_freq: float,
+    focal_alpha: float = 1.0,
+    gdl: str = "signed",
+) -> torch.Tensor:
     """The Frequency-Aware Loss of each block: (G, B, P, Q) blocks -> (G, B) losses (a layer's loss is
     their mean over B: blocks are equal in size, so it is also the mean over all their entries)."""
     loss = (pred - target).pow(2).flatten(2).mean(dim=2)
@@ -68,7 +74,13 @@ def crop_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, la
     return loss
 
 
-def layer_losses(pred: torch.Tensor, target: torch.Tensor, lambda_grad: float, lambda_freq: float,
-                 focal_alpha: float = 1.0, gdl: str = "signed") -> torch.Tensor:
+def layer_losses(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    lambda_grad: float,
+    lambda_freq: float,
+    focal_alpha: float = 1.0,
+    gdl: str = "signed",
+) -> torch.Tensor:
     """The Frequency-Aware Loss of each layer: (G, B, P, Q) blocks -> (G,) losses."""
     return crop_losses(pred, target, lambda_grad, lambda_freq, focal_alpha, gdl).mean(dim=1)

@@ -36,8 +36,7 @@ class Preprocessed:
     threshold: float  # |z| of the clip (inf when there are no outliers)
 
 
-def preprocess(w: torch.Tensor, standardize: bool, rule: str, kappa: float, top_percent: float
-               ) -> Preprocessed:
+def preprocess(w: torch.Tensor, standardize: bool, rule: str, kappa: float, top_percent: float) -> Preprocessed:
     """Standardise ``w`` (flattened to (out, rest)) and set its outliers aside."""
     if rule not in RULES:
         raise ValueError(f"outlier rule must be one of {RULES}, got {rule!r}")
@@ -68,8 +67,9 @@ def preprocess(w: torch.Tensor, standardize: bool, rule: str, kappa: float, top_
         target = torch.where(out_mask, clipped if standardize else mean_t + std_t * clipped, target)
     if not standardize:  # the INR fits the raw values; nothing to store for the (identity) standardisation
         mean_t, std_t = torch.tensor(0.0), torch.tensor(1.0)
-    return Preprocessed(float(mean_t), float(std_t), target.reshape(rows, -1).contiguous(), positions,
-                        flat[positions].clone(), threshold)
+    return Preprocessed(
+        float(mean_t), float(std_t), target.reshape(rows, -1).contiguous(), positions, flat[positions].clone(), threshold
+    )
 
 
 def position_bits(n: int, numel: int) -> tuple[int, str]:

@@ -37,8 +37,7 @@ def tile_starts(rows: int, blocks: int, p: int, qb: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, c, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def crop_shape(rows: int, cols: int, block: int, patch_rows: int, patch_cols: int, patches: int
-               ) -> tuple[int, int, int]:
+def crop_shape(rows: int, cols: int, block: int, patch_rows: int, patch_cols: int, patches: int) -> tuple[int, int, int]:
     """(P, Qb, B): crops of P rows x Qb blocks, B of them per step (1 when a crop is the whole matrix)."""
     blocks = -(-cols // block)
     p = min(patch_rows or rows, rows)
@@ -50,8 +49,17 @@ def crop_shape(rows: int, cols: int, block: int, patch_rows: int, patch_cols: in
     return p, qb, patches
 
 
-def crop_starts(rows: int, cols: int, block: int, patch_rows: int, patch_cols: int, patches: int,
-                sampling: str, steps: int, generator: torch.Generator) -> torch.Tensor:
+def crop_starts(
+    rows: int,
+    cols: int,
+    block: int,
+    patch_rows: int,
+    patch_cols: int,
+    patches: int,
+    sampling: str,
+    steps: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """(S, B, 2) int64 (row, block) starts of each step's crops; S = 1 when every step is the same."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")

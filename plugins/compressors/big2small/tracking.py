@@ -43,8 +43,7 @@ class Tracker:
 
     def __init__(self, n: int, steps: int, rule: StopRule, offset: int = 0):
         self.n, self.steps, self.rule, self.offset = n, steps, rule, offset
-        self.curves: list[dict[str, list[float]]] = [
-            {"step": [], "train_loss": [], "psnr": [], "seconds": []} for _ in range(n)]
+        self.curves: list[dict[str, list[float]]] = [{"step": [], "train_loss": [], "psnr": [], "seconds": []} for _ in range(n)]
         self.active = torch.ones(n, dtype=torch.bool)
         self.steps_run = [steps] * n
         self.reasons = ["budget"] * n
@@ -59,8 +58,7 @@ class Tracker:
     def due(self, step: int) -> bool:
         return (step + 1) % self.rule.eval_every == 0 or step + 1 == self.steps
 
-    def record(self, step: int, psnr: torch.Tensor, seconds: float,
-               snapshot: Callable[[int], dict[str, torch.Tensor]]) -> None:
+    def record(self, step: int, psnr: torch.Tensor, seconds: float, snapshot: Callable[[int], dict[str, torch.Tensor]]) -> None:
         """Add a curve point for every active layer, and stop the layers whose rule fires."""
         mean_loss = (self._loss_sum / max(self._loss_count, 1)).tolist()
         self._loss_sum.zero_()
@@ -88,7 +86,7 @@ class Tracker:
             return "target_psnr"
         if r.patience > 0 and len(psnrs) > r.patience:
             before = max(psnrs[: -r.patience])
-            if max(psnrs[-r.patience:]) < before + r.min_delta_db:
+            if max(psnrs[-r.patience :]) < before + r.min_delta_db:
                 return "plateau"
         return None
 

@@ -51,14 +51,13 @@ def _synthetic_batches(images: torch.Tensor, config: DistillConfig, ctx: Context
     return epoch
 
 
-def _data(teacher: nn.Module, config: DistillConfig, ctx: Context,
-          info: dict[str, Any]) -> tuple[Callable[[], Batches], float, int | None]:
+def _data(
+    teacher: nn.Module, config: DistillConfig, ctx: Context, info: dict[str, Any]
+) -> tuple[Callable[[], Batches], float, int | None]:
     """(a function giving one epoch of batches, α, batches per epoch if known) for the data setting."""
     if config.data == "real":
         if ctx.training is None:
-            raise ValueError(
-                "distill with data: real needs the training split (the training track); none was given"
-            )
+            raise ValueError("distill with data: real needs the training split (the training track); none was given")
         return ctx.training, config.alpha, None
     with torch.no_grad():
         classes = ctx.num_classes or int(teacher(ctx.example_input(2)).shape[-1])
@@ -73,8 +72,15 @@ def _epochs(first: Batches, epoch: Callable[[], Batches], epochs: int) -> Iterat
         yield from first if e == 0 else epoch()
 
 
-def _train(student: nn.Module, teacher: nn.Module, config: DistillConfig, ctx: Context,
-           epoch: Callable[[], Batches], alpha: float, per_epoch: int | None) -> list[float]:
+def _train(
+    student: nn.Module,
+    teacher: nn.Module,
+    config: DistillConfig,
+    ctx: Context,
+    epoch: Callable[[], Batches],
+    alpha: float,
+    per_epoch: int | None,
+) -> list[float]:
     """Train the student on the KD loss, one optimizer step per batch; the loss of every step."""
     first = epoch()
     if per_epoch is None and hasattr(first, "__len__"):
@@ -98,16 +104,24 @@ def _train(student: nn.Module, teacher: nn.Module, config: DistillConfig, ctx: C
     student.train()
     try:
         with torch.enable_grad():
-            result = b2s.fitting.train_loop(opt, step_loss, batches, scheduler=cosine, progress=bar, log_every=1,
-                                    postfix=lambda loss: f"loss {loss:.3g}")
+            result = b2s.fitting.train_loop(
+                opt, step_loss, batches, scheduler=cosine, progress=bar, log_every=1, postfix=lambda loss: f"loss {loss:.3g}"
+            )
     finally:
         bar.close()
     student.eval()
     return list(result.losses)
 
 
-def _result(teacher: nn.Module, student: nn.Module, config: DistillConfig, losses: list[float], alpha: float,
-            info: dict[str, Any], t0: float) -> Compressed:
+def _result(
+    teacher: nn.Module,
+    student: nn.Module,
+    config: DistillConfig,
+    losses: list[float],
+    alpha: float,
+    info: dict[str, Any],
+    t0: float,
+) -> Compressed:
     """The student's whole inference state, stored raw, replacing the teacher's; the facts in ``info``."""
     raw = {k: v.detach().cpu().clone() for k, v in inference_state(student).items()}
     teacher_state = inference_state(teacher)

@@ -98,9 +98,7 @@ class DistillConfig:
                 "iterations": "synthetic_iterations",
                 "lr": "synthetic_lr",
             }.get(e.key or "", e.key)
-            raise b2s.ConfigError(
-                str(e).replace(f"{e.key} ", f"{own} ", 1) if e.key else str(e), own
-            ) from None
+            raise b2s.ConfigError(str(e).replace(f"{e.key} ", f"{own} ", 1) if e.key else str(e), own) from None
 
 
 def data_track(config: DistillConfig) -> str:

@@ -42,8 +42,17 @@ from .codes import LatticeCode, RawCode, WindingCode
 from .compressor import compress, compress_tensor, encode_tensor, targets
 from .config import HyperCompressConfig
 
-__all__ = ["SPEC", "HyperCompressConfig", "LatticeCode", "WindingCode", "RawCode", "encode_tensor", "targets",
-           "compress", "compress_tensor"]
+__all__ = [
+    "SPEC",
+    "HyperCompressConfig",
+    "LatticeCode",
+    "WindingCode",
+    "RawCode",
+    "encode_tensor",
+    "targets",
+    "compress",
+    "compress_tensor",
+]
 
 SPEC = CompressorSpec(
     name="hypercompress",
@@ -55,8 +64,10 @@ SPEC = CompressorSpec(
     codes=(LatticeCode, WindingCode, RawCode),
     identity=None,  # none: a finite codebook of orbit points cannot hit every fp32 value exactly
     version="2",  # 2: the header counted is b2s.header_bits(meta())
-    description=("Hyper-Compression (2409.00592): variant=released follows the released code (pairs on a "
-                 "wound-line lattice + outlier rings); variant=canonical the paper's irrational winding"),
+    description=(
+        "Hyper-Compression (2409.00592): variant=released follows the released code (pairs on a "
+        "wound-line lattice + outlier rings); variant=canonical the paper's irrational winding"
+    ),
     quick={"n_c": 1024},
 )
 

@@ -66,8 +66,7 @@ def lattice_points(k: torch.Tensor, n: int, rect_l: float, center: torch.Tensor)
     return torch.where((j < 0)[:, None], center.expand_as(pts), pts)
 
 
-def _row(x: torch.Tensor, y: torch.Tensor, r: torch.Tensor, n: int, m: int
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def _row(x: torch.Tensor, y: torch.Tensor, r: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distance to the nearest point of row r, and its q, in units of the row spacing."""
     t = x - r / m
     q = torch.round(t).clamp(min=0)
@@ -75,8 +74,9 @@ def _row(x: torch.Tensor, y: torch.Tensor, r: torch.Tensor, n: int, m: int
     return (t - q) ** 2 + (y - r) ** 2, q
 
 
-def _rows(x: torch.Tensor, y: torch.Tensor, rows: list[torch.Tensor], n: int, m: int
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _rows(
+    x: torch.Tensor, y: torch.Tensor, rows: list[torch.Tensor], n: int, m: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best (squared distance, q, r) over the given rows (a loop over rows, not over points)."""
     d, q = _row(x, y, rows[0], n, m)
     r = rows[0]
@@ -140,21 +140,22 @@ def far_distance(center: torch.Tensor, farthest: torch.Tensor) -> float:
     return math.hypot(float(farthest[0]) - float(center[0]), float(farthest[1]) - float(center[1]))
 
 
-def lattice_table(n: int, rect_l: float, classes: int, center: torch.Tensor, farthest: torch.Tensor,
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
+def lattice_table(
+    n: int, rect_l: float, classes: int, center: torch.Tensor, farthest: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """Decoded pairs (float64) of indices ``class·(n+1) + codeword``: all of them, or those in ``rows``."""
     c = center.double()
     idx = torch.arange((n + 1) * (classes + 1)) if rows is None else rows
     pts = lattice_points(torch.remainder(idx, n + 1), n, rect_l, c)
     if not classes:
         return pts
-    f = ring_factors(torch.div(idx, n + 1, rounding_mode="floor"), classes, rect_l,
-                     far_distance(c, farthest.double()))
+    f = ring_factors(torch.div(idx, n + 1, rounding_mode="floor"), classes, rect_l, far_distance(c, farthest.double()))
     return c + (pts - c) / f[:, None]
 
 
-def lattice_decode(idx: torch.Tensor, n: int, rect_l: float, classes: int, center: torch.Tensor,
-                   farthest: torch.Tensor) -> torch.Tensor:
+def lattice_decode(
+    idx: torch.Tensor, n: int, rect_l: float, classes: int, center: torch.Tensor, farthest: torch.Tensor
+) -> torch.Tensor:
     """Pairs (M, 2) float64 from stored indices: a lookup in the table of all decodable pairs
     (elementwise the same arithmetic as decoding each index, so both give the same bits)."""
     if (n + 1) * (classes + 1) > idx.numel():  # a table larger than the request: decode directly
@@ -162,8 +163,9 @@ def lattice_decode(idx: torch.Tensor, n: int, rect_l: float, classes: int, cente
     return lattice_table(n, rect_l, classes, center, farthest)[idx]
 
 
-def encode_pairs(flat: torch.Tensor, n: int, rect_l: float, class_max: int, threshold: float
-                 ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor, int, dict[str, float]]:
+def encode_pairs(
+    flat: torch.Tensor, n: int, rect_l: float, class_max: int, threshold: float
+) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor, int, dict[str, float]]:
     """The released ``compress_decom_v3`` for one flattened tensor.
 
     Returns (indices, classes, centroid fp32, farthest pair fp32, pad, facts). The class count is
@@ -230,7 +232,7 @@ def _sq_dist(coords: list[torch.Tensor], pool: torch.Tensor, w: torch.Tensor) ->
     coordinate table per dimension (a sum over K by explicit adds: torch is slow to reduce a tiny dim)."""
     d = (coords[0][pool] - w[:, :1]) ** 2
     for j in range(1, len(coords)):
-        d += (coords[j][pool] - w[:, j:j + 1]) ** 2
+        d += (coords[j][pool] - w[:, j : j + 1]) ** 2
     return d
 
 
@@ -241,8 +243,8 @@ def brute_force_nearest(w: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     every = torch.arange(points.shape[0])
     step = max(1, CHUNK // max(points.shape[0], 1))
     for i in range(0, w.shape[0], step):
-        wc = w[i:i + step].double()
-        out[i:i + step] = torch.argmin(_sq_dist(coords, every.expand(wc.shape[0], -1), wc), dim=1)
+        wc = w[i : i + step].double()
+        out[i : i + step] = torch.argmin(_sq_dist(coords, every.expand(wc.shape[0], -1), wc), dim=1)
     return out
 
 
@@ -278,8 +280,7 @@ class WindingIndex:
         return cell
 
     def _digits(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.div(ids, w, rounding_mode="floor") % self.grid
-                            for w in self.weights.tolist()], dim=1)
+        return torch.stack([torch.div(ids, w, rounding_mode="floor") % self.grid for w in self.weights.tolist()], dim=1)
 
     def _lists(self, ids: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(bound, sorted candidate lists) of cells ``ids`` among the codewords ``pool`` (sentinel n_c)."""
@@ -287,7 +288,7 @@ class WindingIndex:
         dmin: torch.Tensor | None = None
         dmax: torch.Tensor | None = None
         for j, coord in enumerate(self.coords):
-            p, a, b = coord[pool], lo[:, j:j + 1], lo[:, j:j + 1] + 1.0 / self.grid
+            p, a, b = coord[pool], lo[:, j : j + 1], lo[:, j : j + 1] + 1.0 / self.grid
             gap = torch.clamp(torch.maximum(a - p, p - b), min=0) ** 2
             far = torch.maximum((p - a) ** 2, (p - b) ** 2)
             dmin, dmax = (gap, far) if dmin is None or dmax is None else (dmin + gap, dmax + far)
@@ -318,7 +319,7 @@ class WindingIndex:
             step = max(1, CHUNK // (width * k))
             left = []
             for i in range(0, pending.numel(), step):
-                ids = pending[i:i + step]
+                ids = pending[i : i + step]
                 if scan_all:
                     pool = torch.arange(n_c).expand(ids.numel(), n_c)
                 else:
@@ -343,10 +344,10 @@ class WindingIndex:
         out = torch.empty(w.shape[0], dtype=torch.int64)
         step = max(1, CHUNK // self.table.shape[1])
         for i in range(0, w.shape[0], step):
-            wc = w[i:i + step]
+            wc = w[i : i + step]
             cand = self.table[self._cell(wc)]
             best = torch.argmin(_sq_dist(self.coords, cand, wc), dim=1, keepdim=True)
-            out[i:i + step] = cand.gather(1, best).squeeze(1)
+            out[i : i + step] = cand.gather(1, best).squeeze(1)
         return out
 
 

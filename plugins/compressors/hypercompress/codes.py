@@ -63,23 +63,44 @@ class LatticeCode(Code):
         return ((self.idx < 0) | (self.idx >= (self.n + 1) * (self.classes + 1))).sum().float()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"idx": pack_bits(self.idx, self.nbits), "center": self.center.float().contiguous(),
-                "farthest": self.farthest.float().contiguous()}
+        return {
+            "idx": pack_bits(self.idx, self.nbits),
+            "center": self.center.float().contiguous(),
+            "farthest": self.farthest.float().contiguous(),
+        }
 
     def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.orig_shape), "n": self.n, "rect_l": self.rect_l, "classes": self.classes,
-                "pad": self.pad, "pairs": int(self.idx.numel())}
+        return {
+            "shape": list(self.orig_shape),
+            "n": self.n,
+            "rect_l": self.rect_l,
+            "classes": self.classes,
+            "pad": self.pad,
+            "pairs": int(self.idx.numel()),
+        }
 
     @classmethod
     def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> LatticeCode:
         nbits = max(1, ceil_log2((meta["n"] + 1) * (meta["classes"] + 1)))
         idx = unpack_bits(tensors["idx"], nbits, meta["pairs"])
-        return cls(idx, meta["n"], float(meta["rect_l"]), meta["classes"], tensors["center"].float(),
-                   tensors["farthest"].float(), meta["pad"], tuple(meta["shape"]))
+        return cls(
+            idx,
+            meta["n"],
+            float(meta["rect_l"]),
+            meta["classes"],
+            tensors["center"].float(),
+            tensors["farthest"].float(),
+            meta["pad"],
+            tuple(meta["shape"]),
+        )
 
     def stats(self) -> dict[str, Any]:
-        return {"classes": self.classes, "n": self.n, "index_bits": self.nbits,
-                "bits_per_weight": self.bits().total / max(_shape_numel(self.shape), 1)}
+        return {
+            "classes": self.classes,
+            "n": self.n,
+            "index_bits": self.nbits,
+            "bits_per_weight": self.bits().total / max(_shape_numel(self.shape), 1),
+        }
 
 
 @dataclasses.dataclass
@@ -116,23 +137,26 @@ class WindingCode(Code):
         return ((self.idx < 0) | (self.idx >= self.n_c)).sum().float()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"idx": pack_bits(self.idx, self.nbits),
-                "range": torch.tensor([self.lo, self.hi], dtype=torch.float32)}
+        return {"idx": pack_bits(self.idx, self.nbits), "range": torch.tensor([self.lo, self.hi], dtype=torch.float32)}
 
     def meta(self) -> dict[str, Any]:
-        return {"shape": list(self.orig_shape), "k": self.k, "n_c": self.n_c, "delta": self.delta,
-                "pad": self.pad, "groups": int(self.idx.numel())}
+        return {
+            "shape": list(self.orig_shape),
+            "k": self.k,
+            "n_c": self.n_c,
+            "delta": self.delta,
+            "pad": self.pad,
+            "groups": int(self.idx.numel()),
+        }
 
     @classmethod
     def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> WindingCode:
         idx = unpack_bits(tensors["idx"], max(1, ceil_log2(meta["n_c"])), meta["groups"])
         lo, hi = (float(v) for v in tensors["range"].float())
-        return cls(idx, meta["k"], meta["n_c"], float(meta["delta"]), lo, hi, meta["pad"],
-                   tuple(meta["shape"]))
+        return cls(idx, meta["k"], meta["n_c"], float(meta["delta"]), lo, hi, meta["pad"], tuple(meta["shape"]))
 
     def stats(self) -> dict[str, Any]:
-        return {"k": self.k, "n_c": self.n_c,
-                "bits_per_weight": self.bits().total / max(_shape_numel(self.shape), 1)}
+        return {"k": self.k, "n_c": self.n_c, "bits_per_weight": self.bits().total / max(_shape_numel(self.shape), 1)}
 
 
 class RawCode(StoredTensorCode):

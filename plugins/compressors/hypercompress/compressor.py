@@ -25,7 +25,8 @@ def encode_tensor(w: torch.Tensor, config: HyperCompressConfig) -> tuple[Code, d
     shape = tuple(w.shape)
     if config.variant == "released":
         idx, classes, center, farthest, pad, facts = encode_pairs(
-            w.reshape(-1), config.n, config.rect_l, config.class_max, config.loss_threshold)
+            w.reshape(-1), config.n, config.rect_l, config.class_max, config.loss_threshold
+        )
         code: Code = LatticeCode(idx, config.n, config.rect_l, classes, center, farthest, pad, shape)
         facts = {"classes": classes, "outer_pairs": facts["outer_pairs"]}
     else:
@@ -78,8 +79,7 @@ def compress(model: nn.Module, config: HyperCompressConfig, ctx: Context) -> Com
         "raw_fallback": fallback,
         "raw_small": small,
         "mae_mean": sum(f["mae"] for f in coded) / len(coded) if coded else 0.0,
-        "bits_per_weight_coded": (sum(c.bits().total for c in codes.values())
-                                  / max(sum(state[k].numel() for k in codes), 1)),
+        "bits_per_weight_coded": (sum(c.bits().total for c in codes.values()) / max(sum(state[k].numel() for k in codes), 1)),
     }
     if config.variant == "released":
         info["classes"] = {k: layers[k]["classes"] for k in codes}

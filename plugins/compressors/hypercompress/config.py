@@ -45,15 +45,21 @@ class HyperCompressConfig:
     def __post_init__(self) -> None:
         b2s.one_of(self.variant, ("released", "canonical"), "variant")
         check(1 <= self.n <= 1 << 20, f"n must be in 1..{1 << 20}, got {self.n}", "n")
-        check(math.isfinite(self.rect_l) and self.rect_l > 0, f"rect_l must be > 0, got {self.rect_l}",
-              "rect_l")
+        check(math.isfinite(self.rect_l) and self.rect_l > 0, f"rect_l must be > 0, got {self.rect_l}", "rect_l")
         check(1 <= self.class_max <= 255, f"class_max must be in 1..255, got {self.class_max}", "class_max")
-        check(ceil_log2((self.n + 1) * (self.class_max + 1)) <= 32,
-              f"n={self.n} with class_max={self.class_max} needs indices wider than 32 bits", "class_max")
-        check(math.isfinite(self.loss_threshold) and self.loss_threshold >= 0,
-              f"loss_threshold must be >= 0, got {self.loss_threshold}", "loss_threshold")
-        check(math.isfinite(self.loss_limit) and self.loss_limit > 0,
-              f"loss_limit must be > 0, got {self.loss_limit}", "loss_limit")
+        check(
+            ceil_log2((self.n + 1) * (self.class_max + 1)) <= 32,
+            f"n={self.n} with class_max={self.class_max} needs indices wider than 32 bits",
+            "class_max",
+        )
+        check(
+            math.isfinite(self.loss_threshold) and self.loss_threshold >= 0,
+            f"loss_threshold must be >= 0, got {self.loss_threshold}",
+            "loss_threshold",
+        )
+        check(
+            math.isfinite(self.loss_limit) and self.loss_limit > 0, f"loss_limit must be > 0, got {self.loss_limit}", "loss_limit"
+        )
         check(self.min_numel >= 1, f"min_numel must be >= 1, got {self.min_numel}", "min_numel")
         check(1 <= self.k <= 8, f"k must be in 1..8, got {self.k}", "k")
         check(2 <= self.n_c <= 1 << 20, f"n_c must be in 2..{1 << 20}, got {self.n_c}", "n_c")

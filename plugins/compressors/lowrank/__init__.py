@@ -32,9 +32,24 @@ from .compressor import compress, compress_tensor, target
 from .config import DEFAULT_ENERGY, LowRankConfig
 from .decompose import compress_weight, energy_rank, svd_code, thin_svd, tucker_code
 
-__all__ = ["SPEC", "LowRankConfig", "DEFAULT_ENERGY", "SvdCode", "TuckerCode", "DenseCode", "BottleneckNetwork",
-           "TuckerNetwork", "energy_rank", "thin_svd", "svd_code", "tucker_code", "compress_weight", "compress",
-           "compress_tensor", "HEADER_BITS"]
+__all__ = [
+    "SPEC",
+    "LowRankConfig",
+    "DEFAULT_ENERGY",
+    "SvdCode",
+    "TuckerCode",
+    "DenseCode",
+    "BottleneckNetwork",
+    "TuckerNetwork",
+    "energy_rank",
+    "thin_svd",
+    "svd_code",
+    "tucker_code",
+    "compress_weight",
+    "compress",
+    "compress_tensor",
+    "HEADER_BITS",
+]
 
 SPEC = CompressorSpec(
     name="lowrank",

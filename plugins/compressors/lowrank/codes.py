@@ -25,8 +25,13 @@ __all__ = ["HEADER_BITS", "SvdCode", "TuckerCode", "DenseCode", "BottleneckNetwo
 #: decompose.py; a code counts its real header, ``b2s.header_bits(meta())`` (one word a field)
 HEADER_BITS = 32 * 3
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
-               "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
 
 
 # -- codes ---------------------------------------------------------------------------------------------
@@ -111,8 +116,9 @@ class TuckerCode(Code):
         return torch.einsum("ab...,oa,ib->oi...", self.core.float(), self.u_out.float(), self.u_in.float())
 
     def bits(self) -> SizeBreakdown:
-        return SizeBreakdown(payload=32 * (self.core.numel() + self.u_out.numel() + self.u_in.numel()),
-                             metadata=b2s.header_bits(self.meta()))
+        return SizeBreakdown(
+            payload=32 * (self.core.numel() + self.u_out.numel() + self.u_in.numel()), metadata=b2s.header_bits(self.meta())
+        )
 
     def regularizer(self) -> torch.Tensor:
         return _sq(self.core, self.u_out, self.u_in)
@@ -139,8 +145,10 @@ class TuckerCode(Code):
     def deployed(self, layer: nn.Module) -> nn.Module | None:
         if not isinstance(layer, _CONVS) or layer.groups != 1:
             return None
-        return _wrap(layer, [_pointwise(layer, self.u_in.T, None), _spatial_like(layer, self.core),
-                             _pointwise(layer, self.u_out, layer.bias)])
+        return _wrap(
+            layer,
+            [_pointwise(layer, self.u_in.T, None), _spatial_like(layer, self.core), _pointwise(layer, self.u_out, layer.bias)],
+        )
 
 
 class DenseCode(b2s.StoredTensorCode):
@@ -198,8 +206,9 @@ def _spatial_like(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, weight: 
     return new
 
 
-def _pointwise(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, weight: torch.Tensor,
-               bias: torch.Tensor | None) -> nn.Module:
+def _pointwise(
+    layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, weight: torch.Tensor, bias: torch.Tensor | None
+) -> nn.Module:
     """A 1×1 conv (or a linear layer) with ``weight`` (out, in) and the optional bias."""
     out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1])
     if isinstance(layer, nn.Linear):
@@ -234,8 +243,14 @@ class BottleneckNetwork(b2s.DecoderNetwork):
     projection = "never"
     solver_lam = 0.0
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...], init: str = "code",
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        shape: tuple[int, ...],
+        init: str = "code",
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if init == "random":
             # small, balanced factors (a "small initialization"): gradient descent on a linear

@@ -16,8 +16,7 @@ __all__ = ["compress", "compress_tensor", "target"]
 
 def compress(model: nn.Module, config: LowRankConfig, ctx: Context) -> Compressed:
     """Decompose the model's conv and linear weights (grouped and depthwise convs stay raw)."""
-    layers = weight_layers(model, min_numel=config.min_numel, skip_first=config.skip_first,
-                           skip_last=config.skip_last)
+    layers = weight_layers(model, min_numel=config.min_numel, skip_first=config.skip_first, skip_last=config.skip_last)
     layers = {k: m for k, m in layers.items() if getattr(m, "groups", 1) == 1}  # depthwise/grouped stay raw
     state = model.state_dict()
     progress = ctx.progress(len(layers), "lowrank")
@@ -28,8 +27,9 @@ def compress(model: nn.Module, config: LowRankConfig, ctx: Context) -> Compresse
     progress.close()
     ranks = {k: c.stats().get("rank", "dense") for k, c in codes.items()}
     factored = sum(not isinstance(c, DenseCode) for c in codes.values())
-    return Compressed.from_codes(model, codes, info={"ranks": ranks, "factored_layers": factored,
-                                                     "dense_layers": len(codes) - factored})
+    return Compressed.from_codes(
+        model, codes, info={"ranks": ranks, "factored_layers": factored, "dense_layers": len(codes) - factored}
+    )
 
 
 def target(config: LowRankConfig, compressed: Compressed, model: nn.Module) -> Target | None:

@@ -41,15 +41,17 @@ class LowRankConfig:
 
     def __post_init__(self) -> None:
         rules = {k: getattr(self, k) for k in RULES if getattr(self, k) is not None}
-        check(len(rules) <= 1, "set only one of rank, energy, target_ratio, got "
-              + ", ".join(f"{k}={v}" for k, v in rules.items()), sorted(rules)[-1] if rules else None)
+        check(
+            len(rules) <= 1,
+            "set only one of rank, energy, target_ratio, got " + ", ".join(f"{k}={v}" for k, v in rules.items()),
+            sorted(rules)[-1] if rules else None,
+        )
         if self.rank is not None:
             check(self.rank >= 1, f"rank must be >= 1, got {self.rank}", "rank")
         if self.energy is not None:
             check(0.0 < self.energy <= 1.0, f"energy must be in (0, 1], got {self.energy}", "energy")
         if self.target_ratio is not None:
-            check(self.target_ratio >= 1.0, f"target_ratio must be >= 1, got {self.target_ratio}",
-                  "target_ratio")
+            check(self.target_ratio >= 1.0, f"target_ratio must be >= 1, got {self.target_ratio}", "target_ratio")
         check(self.hooi_iters >= 0, f"hooi_iters must be >= 0, got {self.hooi_iters}", "hooi_iters")
         check(self.min_numel >= 0, f"min_numel must be >= 0, got {self.min_numel}", "min_numel")
         if not rules:  # the default rule, written into the config so the record shows it

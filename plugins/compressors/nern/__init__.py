@@ -41,8 +41,19 @@ from .compressor import compress, predicted_layers, target, width_for_ratio
 from .config import DEFAULT_HIDDEN, NernConfig
 from .predictor import predictor_params
 
-__all__ = ["SPEC", "NernConfig", "NernCode", "PredictorNetwork", "compress", "predicted_layers", "width_for_ratio",
-           "predictor_params", "DEFAULT_HIDDEN", "HEADER_BITS", "PREDICTOR_HEADER_BITS"]
+__all__ = [
+    "SPEC",
+    "NernConfig",
+    "NernCode",
+    "PredictorNetwork",
+    "compress",
+    "predicted_layers",
+    "width_for_ratio",
+    "predictor_params",
+    "DEFAULT_HIDDEN",
+    "HEADER_BITS",
+    "PREDICTOR_HEADER_BITS",
+]
 
 SPEC = CompressorSpec(
     name="nern",

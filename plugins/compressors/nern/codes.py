@@ -44,8 +44,10 @@ class NernCode(Code):
         if self.predictor is None:
             found = find_loaded(self.predictor_id)
             if found is None:
-                raise LookupError(f"NeRN predictor {self.predictor_id} is not loaded: restore the code that "
-                                  "owns it (meta 'owner': true) from the same artifact")
+                raise LookupError(
+                    f"NeRN predictor {self.predictor_id} is not loaded: restore the code that "
+                    "owns it (meta 'owner': true) from the same artifact"
+                )
             self.predictor = found
         return self.predictor
 
@@ -78,7 +80,8 @@ class NernCode(Code):
         if self.owner:
             raise NotImplementedError(
                 "NeRN's predictor is shared by all predicted layers; a later pipeline stage cannot "
-                "compress it until the core supports codes shared between tensors")
+                "compress it until the core supports codes shared between tensors"
+            )
         return {}
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -88,8 +91,13 @@ class NernCode(Code):
         return out
 
     def meta(self) -> dict[str, Any]:
-        meta = {"shape": list(self.orig_shape), "layer": self.layer, "permutation": self.permutation,
-                "predictor": self.predictor_id, "owner": self.owner}
+        meta = {
+            "shape": list(self.orig_shape),
+            "layer": self.layer,
+            "permutation": self.permutation,
+            "predictor": self.predictor_id,
+            "owner": self.owner,
+        }
         if self.owner:
             meta["predictor_header"] = self.shared().header()
         return meta
@@ -109,8 +117,7 @@ class NernCode(Code):
             if predictor.id != meta["predictor"]:
                 raise ValueError(f"NeRN predictor tensors do not match their hash {meta['predictor']}")
             register_loaded(predictor)
-        return cls(shape, meta["layer"], meta["permutation"], orders, meta["predictor"], meta["owner"],
-                   predictor)
+        return cls(shape, meta["layer"], meta["permutation"], orders, meta["predictor"], meta["owner"], predictor)
 
     def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> PredictorNetwork:
         return PredictorNetwork(self, init, generator)

@@ -18,8 +18,11 @@ __all__ = ["predicted_layers", "width_for_ratio", "compress", "target"]
 def predicted_layers(model: nn.Module, config: NernConfig) -> dict[str, nn.Module]:
     """The convs NeRN predicts, in model order."""
     k = config.kernel_size
-    return {key: m for key, m in weight_layers(model, types=(nn.Conv2d,)).items()
-            if tuple(m.get_parameter("weight").shape[2:]) == (k, k) and (m.groups == 1 or config.include_grouped)}
+    return {
+        key: m
+        for key, m in weight_layers(model, types=(nn.Conv2d,)).items()
+        if tuple(m.get_parameter("weight").shape[2:]) == (k, k) and (m.groups == 1 or config.include_grouped)
+    }
 
 
 def width_for_ratio(weights: int, table_bits: int, num_codes: int, config: NernConfig) -> int:
@@ -52,8 +55,9 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
     state = model.state_dict()
     share = sum(state[key].numel() for key in layers) / sum(state[key].numel() for key in weight_layers(model))
     if share < MIN_COVERAGE:  # predicting the rest of the model's weights is not what NeRN does
-        raise NotApplicableError(f"NeRN predicts {kind}; this model's ({', '.join(layers)}) hold only "
-                                 f"{100 * share:.2g} % of its conv/linear weights")
+        raise NotApplicableError(
+            f"NeRN predicts {kind}; this model's ({', '.join(layers)}) hold only {100 * share:.2g} % of its conv/linear weights"
+        )
     num_layers = len(layers)
     targets, coords, tables = [], [], {}
     for index, key in enumerate(layers):
@@ -70,19 +74,31 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
     tables_bits = sum(enc.permutation_bits(config.permutation, *state[k].shape[:2]) for k in layers)
     if hidden is None:
         hidden = width_for_ratio(weights, tables_bits, num_layers, config)
-    cost = (tables_bits + num_layers * HEADER_BITS + PREDICTOR_HEADER_BITS
-            + 32 * predictor_params(config.levels, hidden, config.num_blocks, config.kernel_size))
+    cost = (
+        tables_bits
+        + num_layers * HEADER_BITS
+        + PREDICTOR_HEADER_BITS
+        + 32 * predictor_params(config.levels, hidden, config.num_blocks, config.kernel_size)
+    )
     if config.raw_if_larger and cost >= 32 * weights:  # it would cost more than the kernels: nothing to gain
-        raise NotApplicableError(f"a width-{hidden} NeRN predictor ({cost:,} bits) costs at least the {weights:,} "
-                                 f"weights it would predict ({32 * weights:,} bits); nothing would be compressed")
-    shared, losses, final = fit_predictor(torch.cat(targets), torch.cat(coords), config, ctx, num_layers,
-                                          hidden)
+        raise NotApplicableError(
+            f"a width-{hidden} NeRN predictor ({cost:,} bits) costs at least the {weights:,} "
+            f"weights it would predict ({32 * weights:,} bits); nothing would be compressed"
+        )
+    shared, losses, final = fit_predictor(torch.cat(targets), torch.cat(coords), config, ctx, num_layers, hidden)
     codes: dict[str, Code] = {}
     for index, key in enumerate(layers):
-        codes[key] = NernCode(tuple(state[key].shape), index, config.permutation, tables[key], shared.id,
-                              owner=index == 0, predictor=shared)
-    info = {"predicted_layers": list(layers), "owner": next(iter(layers)), "hidden": hidden,
-            "predictor_params": shared.numel, "losses": losses, "final_rmse": final}
+        codes[key] = NernCode(
+            tuple(state[key].shape), index, config.permutation, tables[key], shared.id, owner=index == 0, predictor=shared
+        )
+    info = {
+        "predicted_layers": list(layers),
+        "owner": next(iter(layers)),
+        "hidden": hidden,
+        "predictor_params": shared.numel,
+        "losses": losses,
+        "final_rmse": final,
+    }
     return Compressed.from_codes(model, codes, info=info)
 
 

@@ -53,10 +53,11 @@ class NernConfig:
     raw_if_larger: bool = dataclasses.field(default=True, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
-        check(self.hidden is None or self.target_ratio is None,
-              f"set only one of hidden, target_ratio, got hidden={self.hidden}, "
-              f"target_ratio={self.target_ratio}",
-              "target_ratio")
+        check(
+            self.hidden is None or self.target_ratio is None,
+            f"set only one of hidden, target_ratio, got hidden={self.hidden}, target_ratio={self.target_ratio}",
+            "target_ratio",
+        )
         if self.target_ratio is not None:
             check(self.target_ratio > 0, f"target_ratio must be > 0, got {self.target_ratio}", "target_ratio")
         elif self.hidden is None:  # the default width, written into the config so the record shows it
@@ -67,11 +68,17 @@ class NernConfig:
         check(self.levels >= 1, f"levels must be >= 1, got {self.levels}", "levels")
         check(0.0 < self.base <= 1.0, f"base must be in (0, 1], got {self.base}", "base")
         check(self.kernel_size >= 1, f"kernel_size must be >= 1, got {self.kernel_size}", "kernel_size")
-        check(self.permutation in enc.PERMUTATIONS,
-              f"permutation must be one of {list(enc.PERMUTATIONS)}, got {self.permutation!r}", "permutation")
+        check(
+            self.permutation in enc.PERMUTATIONS,
+            f"permutation must be one of {list(enc.PERMUTATIONS)}, got {self.permutation!r}",
+            "permutation",
+        )
         check(self.steps >= 0, f"steps must be >= 0, got {self.steps}", "steps")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}", "lr")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}", "weight_decay")
-        check(0.0 <= self.magnitude_batching <= 1.0,
-              f"magnitude_batching must be in [0, 1], got {self.magnitude_batching}", "magnitude_batching")
+        check(
+            0.0 <= self.magnitude_batching <= 1.0,
+            f"magnitude_batching must be in [0, 1], got {self.magnitude_batching}",
+            "magnitude_batching",
+        )

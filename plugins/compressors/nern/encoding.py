@@ -26,8 +26,17 @@ import torch
 
 from b2s_bench import ceil_log2, pack_bits, unpack_bits
 
-__all__ = ["GREEDY_LIMIT", "PERMUTATIONS", "encode", "grid_coords", "layer_order", "source_index",
-           "permutation_bits", "pack_orders", "unpack_orders"]
+__all__ = [
+    "GREEDY_LIMIT",
+    "PERMUTATIONS",
+    "encode",
+    "grid_coords",
+    "layer_order",
+    "source_index",
+    "permutation_bits",
+    "pack_orders",
+    "unpack_orders",
+]
 
 GREEDY_LIMIT = 4096
 PERMUTATIONS = ("none", "infilter", "crossfilter")
@@ -126,12 +135,14 @@ def _widths(mode: str, c_out: int, c_in: int) -> dict[str, tuple[int, int]]:
 
 def pack_orders(mode: str, orders: dict[str, torch.Tensor], c_out: int, c_in: int) -> dict[str, torch.Tensor]:
     """The tables packed at their bit widths (a table of one-element permutations is not stored)."""
-    return {f"perm.{name}": pack_bits(orders[name].reshape(-1), nbits)
-            for name, (_, nbits) in _widths(mode, c_out, c_in).items() if nbits}
+    return {
+        f"perm.{name}": pack_bits(orders[name].reshape(-1), nbits)
+        for name, (_, nbits) in _widths(mode, c_out, c_in).items()
+        if nbits
+    }
 
 
-def unpack_orders(mode: str, packed: Mapping[str, torch.Tensor], c_out: int,
-                  c_in: int) -> dict[str, torch.Tensor]:
+def unpack_orders(mode: str, packed: Mapping[str, torch.Tensor], c_out: int, c_in: int) -> dict[str, torch.Tensor]:
     """Inverse of :func:`pack_orders`."""
     out = {}
     for name, (count, nbits) in _widths(mode, c_out, c_in).items():

@@ -19,8 +19,7 @@ from b2s_bench import Context
 
 from . import encoding as enc
 
-__all__ = ["HEADER_FIELDS", "Predictor", "SharedPredictor", "predictor_params", "fit_predictor",
-           "register_loaded", "find_loaded"]
+__all__ = ["HEADER_FIELDS", "Predictor", "SharedPredictor", "predictor_params", "fit_predictor", "register_loaded", "find_loaded"]
 
 HEADER_FIELDS = ("hidden", "num_blocks", "levels", "base", "kernel_size", "num_layers", "scale")
 _EMBEDDING_CACHE = 1 << 25  # precompute the features of all kernels below this many floats
@@ -33,8 +32,7 @@ class Predictor(nn.Module):
         super().__init__()
         sizes = [in_features] + [hidden] * (num_blocks - 1) + [out_features]
         # skip_init: no draw from the global RNG; init_() draws from the caller's generator
-        self.layers = nn.ModuleList(
-            nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     def linears(self) -> list[nn.Linear]:
         """The layers as nn.Linear (all of them are: nn.ModuleList types its items nn.Module)."""
@@ -44,7 +42,7 @@ class Predictor(nn.Module):
     def init_(self, generator: torch.Generator) -> Predictor:
         """PyTorch's default Linear init, U(±1/√fan_in) for weights and biases, from ``generator``."""
         for layer in self.linears():
-            bound = layer.in_features ** -0.5
+            bound = layer.in_features**-0.5
             for p in (layer.weight, layer.bias):
                 p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
         return self
@@ -117,8 +115,9 @@ def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
-def _sampler(n: int, targets: torch.Tensor, config: Any, gen: torch.Generator,
-             device: torch.device) -> Callable[[], torch.Tensor | None]:
+def _sampler(
+    n: int, targets: torch.Tensor, config: Any, gen: torch.Generator, device: torch.device
+) -> Callable[[], torch.Tensor | None]:
     """Draws each step's kernel indices (None: all of them, when they fit in one batch)."""
     norms = targets.norm(dim=1).double().cpu()
     cdf = torch.cumsum(norms, 0) / norms.sum().clamp(min=1e-30)
@@ -145,8 +144,9 @@ def _rmse(net: Predictor, inputs: Callable[[int, int], torch.Tensor], targets: t
     return (sq / max(n * targets.shape[1], 1)) ** 0.5
 
 
-def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx: Context,
-                  num_layers: int, hidden: int) -> tuple[SharedPredictor, list[float], float]:
+def fit_predictor(
+    targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx: Context, num_layers: int, hidden: int
+) -> tuple[SharedPredictor, list[float], float]:
     """Fit the predictor to (N, k²) kernels at (N, 3) coordinates; returns it, losses and the final RMSE.
 
     ``config`` is a NernConfig: the encoding (levels, base), depth, kernel size and the optimization
@@ -164,8 +164,7 @@ def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx:
     features = enc.encode(coords, config.levels, config.base) if cached else None
 
     def inputs(start: int, stop: int) -> torch.Tensor:
-        return features[start:stop] if features is not None else enc.encode(coords[start:stop], config.levels,
-                                                                              config.base)
+        return features[start:stop] if features is not None else enc.encode(coords[start:stop], config.levels, config.base)
 
     batch = _sampler(n, targets, config, gen, device)
 
@@ -183,11 +182,16 @@ def fit_predictor(targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx:
     opt = opt_cls(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     progress = ctx.progress(config.steps, "nern")
     try:
-        result = b2s.fitting.train_loop(opt, step_loss, config.steps, progress=progress, log_every=max(config.steps // 50, 1),
-                                scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
-                                postfix=lambda loss: f"rmse {loss * scale:.3g}")
+        result = b2s.fitting.train_loop(
+            opt,
+            step_loss,
+            config.steps,
+            progress=progress,
+            log_every=max(config.steps // 50, 1),
+            scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
+            postfix=lambda loss: f"rmse {loss * scale:.3g}",
+        )
     finally:
         progress.close()
-    shared = SharedPredictor(net, hidden, config.num_blocks, config.levels, config.base,
-                             config.kernel_size, num_layers, scale)
+    shared = SharedPredictor(net, hidden, config.num_blocks, config.levels, config.base, config.kernel_size, num_layers, scale)
     return shared, [loss * scale for loss in result.losses], scale * _rmse(net, inputs, targets)

@@ -25,8 +25,7 @@ from .codes import MaskNetwork, SparseCode, sparse_code
 from .compressor import compress, compress_tensor, magnitude_masks, target
 from .config import PruneConfig
 
-__all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress",
-           "compress_tensor"]
+__all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress", "compress_tensor"]
 
 SPEC = CompressorSpec(
     name="prune",

@@ -31,7 +31,6 @@ from b2s_bench import (
 __all__ = ["SparseCode", "MaskNetwork", "sparse_code"]
 
 
-
 def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     rows = shape[0] if len(shape) >= 2 else 1
     return rows, math.prod(shape) // max(rows, 1)
@@ -66,8 +65,7 @@ class SparseCode(Code):
     def bits(self) -> SizeBreakdown:
         rows, cols = _matrix_shape(self.shape)
         index_bits, _ = sparse_index_bits(int(self.values.numel()), rows, cols)
-        return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits,
-                             metadata=b2s.header_bits(self.meta()))
+        return SizeBreakdown(payload=32 * self.values.numel(), indices=index_bits, metadata=b2s.header_bits(self.meta()))
 
     @property
     def kept(self) -> int:

@@ -45,7 +45,7 @@ def magnitude_masks(tensors: Mapping[str, torch.Tensor], sparsity: float, scope:
         keep[torch.topk(flat, k, largest=False).indices] = False
     out, start = {}, 0
     for key, w in tensors.items():
-        out[key] = keep[start:start + w.numel()].reshape(w.shape)
+        out[key] = keep[start : start + w.numel()].reshape(w.shape)
         start += w.numel()
     return out
 

@@ -32,9 +32,21 @@ from .compressor import compress, compress_tensor
 from .config import FLOAT_BITS, QuantizeConfig, data_track
 from .rounding import quantize_groups, quantize_tensor
 
-__all__ = ["SPEC", "QuantizeConfig", "data_track", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
-           "AdaRoundNetwork", "quantize_tensor", "quantize_groups", "compress", "compress_tensor",
-           "FLOAT_BITS"]
+__all__ = [
+    "SPEC",
+    "QuantizeConfig",
+    "data_track",
+    "UniformCode",
+    "AdaRoundCode",
+    "FloatCode",
+    "RoundingNetwork",
+    "AdaRoundNetwork",
+    "quantize_tensor",
+    "quantize_groups",
+    "compress",
+    "compress_tensor",
+    "FLOAT_BITS",
+]
 
 SPEC = CompressorSpec(
     name="quantize",
@@ -46,10 +58,9 @@ SPEC = CompressorSpec(
     codes=(UniformCode, FloatCode),
     identity={"bits": 32},
     version="3",  # 3: the header counted is b2s.header_bits(meta())
-    quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16,
-           "synthetic_iterations": 20},
+    quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16, "synthetic_iterations": 20},
     description="uniform quantization of conv/linear weights (tensor/channel/group, sym/affine, RTN or "
-                "AdaRound), DFQ bias correction, activation ranges from synthetic or real data",
+    "AdaRound), DFQ bias correction, activation ranges from synthetic or real data",
 )
 
 

@@ -69,9 +69,17 @@ class Reconstruction:
         return total / n
 
 
-def _learn(v: nn.Parameter, weight: Callable[[torch.Tensor], torch.Tensor], problem: Reconstruction,
-           iterations: int, lr: float, lam: float, generator: torch.Generator, warmup: float,
-           beta: tuple[float, float]) -> None:
+def _learn(
+    v: nn.Parameter,
+    weight: Callable[[torch.Tensor], torch.Tensor],
+    problem: Reconstruction,
+    iterations: int,
+    lr: float,
+    lam: float,
+    generator: torch.Generator,
+    warmup: float,
+    beta: tuple[float, float],
+) -> None:
     """Adam on V. Not :func:`b2s_bench.fitting.train_loop`: a diverged V must fall back to round-to-nearest
     (its error is then not better), not stop the compression."""
     opt = torch.optim.Adam([v], lr=lr)
@@ -128,9 +136,16 @@ def adaround_q(
     return q, {"error_rtn": err_rtn, "error_adaround": err_ada, "flipped": flipped, "kept": float(err_ada <= err_rtn)}
 
 
-def _adaround_layer(model: nn.Module, name: str, code: UniformCode, x_q: torch.Tensor, config: QuantizeConfig,
-                    ctx: Context, batches: list[torch.Tensor],
-                    generator: torch.Generator) -> tuple[UniformCode, dict[str, float]]:
+def _adaround_layer(
+    model: nn.Module,
+    name: str,
+    code: UniformCode,
+    x_q: torch.Tensor,
+    config: QuantizeConfig,
+    ctx: Context,
+    batches: list[torch.Tensor],
+    generator: torch.Generator,
+) -> tuple[UniformCode, dict[str, float]]:
     """AdaRound one layer given its inputs ``x_q`` in the partly rounded model: its new code and facts."""
     layer = model.get_submodule(name)
     fixed = {n: p.detach() for n, p in layer.named_parameters() if n != "weight"}
@@ -146,14 +161,14 @@ def _adaround_layer(model: nn.Module, name: str, code: UniformCode, x_q: torch.T
 
     g, _ = grouped(layer.get_parameter("weight").detach().cpu(), config.granularity, config.group_size)
     problem = Reconstruction(forward, x_q, target, config.adaround_batch)
-    q, facts = adaround_q(g, code, problem, config.adaround_iterations, config.adaround_lr,
-                          config.adaround_lambda, generator)
+    q, facts = adaround_q(g, code, problem, config.adaround_iterations, config.adaround_lr, config.adaround_lambda, generator)
     fields = {f.name: getattr(code, f.name) for f in dataclasses.fields(code)}
     return (AdaRoundCode if facts["kept"] else UniformCode)(**{**fields, "q": q}), facts
 
 
-def adaround_model(model: nn.Module, codes: dict[str, Code], config: QuantizeConfig, ctx: Context,
-                   batches: list[torch.Tensor]) -> dict[str, Any]:
+def adaround_model(
+    model: nn.Module, codes: dict[str, Code], config: QuantizeConfig, ctx: Context, batches: list[torch.Tensor]
+) -> dict[str, Any]:
     """AdaRound each layer in model order, in place in ``codes``; the layer facts for the record."""
     qmodel = copy.deepcopy(model).eval()  # earlier layers rounded: where x̃ comes from
     gen = ctx.generator(31)
@@ -174,6 +189,9 @@ def adaround_model(model: nn.Module, codes: dict[str, Code], config: QuantizeCon
     finally:
         bar.close()
     done = list(facts.values())
-    return {"layers": facts, "iterations": config.adaround_iterations,
-            "error_rtn": sum(f["error_rtn"] for f in done), "error_adaround": sum(
-                f["error_adaround"] if f["kept"] else f["error_rtn"] for f in done)}
+    return {
+        "layers": facts,
+        "iterations": config.adaround_iterations,
+        "error_rtn": sum(f["error_rtn"] for f in done),
+        "error_adaround": sum(f["error_adaround"] if f["kept"] else f["error_rtn"] for f in done),
+    }

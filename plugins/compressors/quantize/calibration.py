@@ -37,9 +37,7 @@ class _Stop(Exception):
 
 
 @torch.no_grad()
-def layer_inputs(
-    model: nn.Module, name: str, batches: Iterable[torch.Tensor], device: torch.device
-) -> torch.Tensor | None:
+def layer_inputs(model: nn.Module, name: str, batches: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor | None:
     """The input of layer ``name`` for each batch, concatenated (the forward stops at the layer)."""
     got: list[torch.Tensor] = []
 
@@ -60,26 +58,63 @@ def layer_inputs(
 
 
 # -- data-free E[x] from the graph -------------------------------------------------------------------------
-_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _TRANSPARENT_MODULES = (*_DROPOUTS, nn.Identity)  # no-ops in eval mode: allowed anywhere on the chain
 _TRANSPARENT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d}
 _MEAN_MODULES = (*_POOLS, nn.Flatten)  # keep each channel's mean: allowed after the activation
-_MEAN_FUNCS = {torch.flatten, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-               F.avg_pool1d, F.avg_pool2d, F.avg_pool3d}
+_MEAN_FUNCS = {
+    torch.flatten,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+}
 _MEAN_METHODS = {"flatten", "view", "reshape", "mean"}
-_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
-                nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.Softplus)
-_ACT_FUNCS = {F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish,
-              F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.mish, F.elu, F.selu}
+_ACT_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Mish,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+)
+_ACT_FUNCS = {
+    F.relu,
+    torch.relu,
+    F.relu_,
+    torch.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    torch.sigmoid,
+    F.sigmoid,
+    torch.tanh,
+    F.tanh,
+    F.mish,
+    F.elu,
+    F.selu,
+}
 _ACT_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
 _FLATTENS = {"flatten", "view", "reshape"}
 
 
-def _gaussian_expectation(
-    f: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, std: torch.Tensor
-) -> torch.Tensor:
+def _gaussian_expectation(f: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """E[f(z)], z ~ N(mean, std²) per channel, by quadrature on ±10 std (4001 points)."""
     t = torch.linspace(-10.0, 10.0, 4001, dtype=torch.float64)
     w = torch.exp(-0.5 * t**2)
@@ -106,9 +141,7 @@ def _attr(gm: fx.GraphModule, arg: Any) -> torch.Tensor | None:
     return None
 
 
-def _bn_affine(
-    node: fx.Node, gm: fx.GraphModule, modules: dict[str, nn.Module]
-) -> tuple[torch.Tensor, torch.Tensor] | str:
+def _bn_affine(node: fx.Node, gm: fx.GraphModule, modules: dict[str, nn.Module]) -> tuple[torch.Tensor, torch.Tensor] | str:
     """(β, γ) of a BN node in eval mode, or why not."""
     if node.op == "call_module":
         m = modules[str(node.target)]
@@ -135,9 +168,7 @@ def _bn_affine(
     return beta.float().cpu(), gamma.float().cpu()
 
 
-def _activation(
-    node: fx.Node, modules: dict[str, nn.Module]
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def _activation(node: fx.Node, modules: dict[str, nn.Module]) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if node.op == "call_module" and isinstance(modules.get(str(node.target)), _ACT_MODULES):
         return modules[str(node.target)]
     extra = [*node.args[1:], *node.kwargs.values()]

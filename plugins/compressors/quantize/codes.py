@@ -19,8 +19,8 @@ from torch import nn
 import b2s_bench as b2s
 from b2s_bench import Code, SizeBreakdown, StoredTensorCode, pack_bits, unpack_bits
 
-__all__ = ["grid_range", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork",
-           "AdaRoundNetwork"]
+__all__ = ["grid_range", "UniformCode", "AdaRoundCode", "FloatCode", "RoundingNetwork", "AdaRoundNetwork"]
+
 
 def grid_range(nbits: int, symmetric: bool) -> tuple[int, int]:
     """The smallest and largest integer code of a b-bit grid (signed when symmetric)."""
@@ -66,15 +66,23 @@ class UniformCode(Code):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         offset = 2 ** (self.nbits - 1) if self.symmetric else 0
-        out = {"q": pack_bits(self.q.to(torch.int64) + offset, self.nbits),
-               "scale": self.scale.to(torch.float16 if self.scale_bits == 16 else torch.float32)}
+        out = {
+            "q": pack_bits(self.q.to(torch.int64) + offset, self.nbits),
+            "scale": self.scale.to(torch.float16 if self.scale_bits == 16 else torch.float32),
+        }
         if not self.symmetric:
             out["zero"] = pack_bits(self.zero.to(torch.int64), self.nbits)
         return out
 
     def meta(self) -> dict[str, Any]:
-        return {"nbits": self.nbits, "symmetric": self.symmetric, "scale_bits": self.scale_bits,
-                "pad": self.pad, "shape": list(self.orig_shape), "q_shape": list(self.q.shape)}
+        return {
+            "nbits": self.nbits,
+            "symmetric": self.symmetric,
+            "scale_bits": self.scale_bits,
+            "pad": self.pad,
+            "shape": list(self.orig_shape),
+            "q_shape": list(self.q.shape),
+        }
 
     @classmethod
     def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> UniformCode:
@@ -83,10 +91,10 @@ class UniformCode(Code):
         offset = 2 ** (meta["nbits"] - 1) if meta["symmetric"] else 0
         q = (unpack_bits(tensors["q"], meta["nbits"], n) - offset).float().reshape(q_shape)
         scale = tensors["scale"].float()
-        zero = (unpack_bits(tensors["zero"], meta["nbits"], scale.numel()).float() if "zero" in tensors
-                else torch.zeros_like(scale))
-        return cls(q, scale, zero, meta["nbits"], meta["symmetric"], meta["scale_bits"], meta["pad"],
-                   tuple(meta["shape"]))
+        zero = (
+            unpack_bits(tensors["zero"], meta["nbits"], scale.numel()).float() if "zero" in tensors else torch.zeros_like(scale)
+        )
+        return cls(q, scale, zero, meta["nbits"], meta["symmetric"], meta["scale_bits"], meta["pad"], tuple(meta["shape"]))
 
     def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> RoundingNetwork:
         return RoundingNetwork(self, init, generator)

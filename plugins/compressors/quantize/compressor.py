@@ -30,8 +30,7 @@ class _Data:
 
     def real(self) -> list[torch.Tensor]:
         if self.ctx.calibration is None:
-            raise ValueError("these quantize settings need real calibration inputs (the calibration track), "
-                             "and none were given")
+            raise ValueError("these quantize settings need real calibration inputs (the calibration track), and none were given")
         x = self.ctx.calibration(self.config.calibration_samples)
         self.info["calibration_samples"] = int(x.shape[0])
         return list(x.split(64))
@@ -39,9 +38,13 @@ class _Data:
     def synthetic(self) -> list[torch.Tensor]:
         if self._synthetic is None:
             c = self.config
-            settings = dataclasses.replace(ZEROQ, samples=c.synthetic_samples, lr=c.synthetic_lr,
-                                           iterations=c.synthetic_iterations,
-                                           batch_size=min(64, c.synthetic_samples))
+            settings = dataclasses.replace(
+                ZEROQ,
+                samples=c.synthetic_samples,
+                lr=c.synthetic_lr,
+                iterations=c.synthetic_iterations,
+                batch_size=min(64, c.synthetic_samples),
+            )
             made = synthesize(self.model, settings, self.ctx)
             self.info["synthesis"] = made.info()
             self._synthetic = list(made.images.split(64))
@@ -51,12 +54,12 @@ class _Data:
         return self.real() if kind == "calibration" else self.synthetic()
 
 
-def _output_shifts(model: nn.Module, codes: dict[str, Code], config: QuantizeConfig,
-                   data: _Data) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _output_shifts(
+    model: nn.Module, codes: dict[str, Code], config: QuantizeConfig, data: _Data
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Each layer's mean output shift (Ŵ − W)·E[x], and why the other layers have none."""
     state = model.state_dict()
-    deltas = {key.rpartition(".")[0]: code.decode().float() - state[key].detach().float().cpu()
-              for key, code in codes.items()}
+    deltas = {key.rpartition(".")[0]: code.decode().float() - state[key].detach().float().cpu() for key, code in codes.items()}
     if config.bias_correction == "bn":
         means, skipped = bn_input_means(model, list(deltas))
         return {n: analytic_shift(model.get_submodule(n), deltas[n], ex) for n, ex in means.items()}, skipped
@@ -64,8 +67,14 @@ def _output_shifts(model: nn.Module, codes: dict[str, Code], config: QuantizeCon
     return shifts, {n: "not reached by the data" for n in deltas if n not in shifts}
 
 
-def _correct_biases(model: nn.Module, codes: dict[str, Code], raw: dict[str, torch.Tensor],
-                    skeleton: nn.Module, config: QuantizeConfig, data: _Data) -> dict[str, Any]:
+def _correct_biases(
+    model: nn.Module,
+    codes: dict[str, Code],
+    raw: dict[str, torch.Tensor],
+    skeleton: nn.Module,
+    config: QuantizeConfig,
+    data: _Data,
+) -> dict[str, Any]:
     """Subtract each layer's output shift (Ŵ − W)·E[x] from its bias, in ``raw`` (the skeleton gets
     any bias it lacked), or add it to the running mean of the BatchNorm right after it."""
     shifts, skipped = _output_shifts(model, codes, config, data)
@@ -85,13 +94,19 @@ def _correct_biases(model: nn.Module, codes: dict[str, Code], raw: dict[str, tor
             raw[bias_key] = -shift
             layer.bias = nn.Parameter(torch.zeros(shift.numel()))
             added.append(bias_key)
-    return {"mode": config.bias_correction, "corrected": sorted(shifts), "skipped": skipped,
-            "added_bias": added, "absorbed_into_bn": absorbed,
-            "mean_abs_shift": {n: float(s.abs().mean()) for n, s in shifts.items()}}
+    return {
+        "mode": config.bias_correction,
+        "corrected": sorted(shifts),
+        "skipped": skipped,
+        "added_bias": added,
+        "absorbed_into_bn": absorbed,
+        "mean_abs_shift": {n: float(s.abs().mean()) for n, s in shifts.items()},
+    }
 
 
-def _compress_with_data(model: nn.Module, codes: dict[str, Code], config: QuantizeConfig, ctx: Context,
-                        info: dict[str, Any]) -> Compressed:
+def _compress_with_data(
+    model: nn.Module, codes: dict[str, Code], config: QuantizeConfig, ctx: Context, info: dict[str, Any]
+) -> Compressed:
     """``quantize`` with AdaRound, bias correction and activation ranges, in that order."""
     data = _Data(model, config, ctx, info)
     codes = dict(codes)
@@ -105,19 +120,29 @@ def _compress_with_data(model: nn.Module, codes: dict[str, Code], config: Quanti
         info["bias_correction"] = done = _correct_biases(model, codes, raw, skeleton, config, data)
         if not done["corrected"]:  # say so: a label that says bias-corrected would otherwise be untrue
             why = sorted(set(done["skipped"].values()))
-            add_caveat(info, INEFFECTIVE, f"bias_correction: {config.bias_correction} corrected none of "
-                           f"the {len(codes)} quantized layers ({'; '.join(why)[:200]}); the result equals "
-                           "bias_correction: none")
+            add_caveat(
+                info,
+                INEFFECTIVE,
+                f"bias_correction: {config.bias_correction} corrected none of "
+                f"the {len(codes)} quantized layers ({'; '.join(why)[:200]}); the result equals "
+                "bias_correction: none",
+            )
     comp = Compressed(codes, raw, skeleton, shapes, info=info)
     if config.activation_bits is None:
         return comp
     names = [key.rpartition(".")[0] for key in codes]
     module = comp.module().to(ctx.device)
-    ranges = activation_ranges(module, names, data.of(config.activation_calibration), ctx.device,
-                               config.activation_bits, config.activation_range, ctx.generator(77))
+    ranges = activation_ranges(
+        module,
+        names,
+        data.of(config.activation_calibration),
+        ctx.device,
+        config.activation_bits,
+        config.activation_range,
+        ctx.generator(77),
+    )
     info["activation_calibration"] = config.activation_calibration
-    return Compressed(codes, raw, skeleton, shapes, info=info, activations=ranges,
-                      activation_bits=config.activation_bits)
+    return Compressed(codes, raw, skeleton, shapes, info=info, activations=ranges, activation_bits=config.activation_bits)
 
 
 def compress(model: nn.Module, config: QuantizeConfig, ctx: Context) -> Compressed:
@@ -125,8 +150,11 @@ def compress(model: nn.Module, config: QuantizeConfig, ctx: Context) -> Compress
     layers = weight_layers(model, skip_first=config.skip_first, skip_last=config.skip_last)
     state = model.state_dict()
     codes = {key: quantize_tensor(state[key], config) for key in layers}
-    info: dict[str, Any] = {"weight_bits": config.bits, "activation_bits": config.activation_bits,
-                            "data_track": data_track(config)}
+    info: dict[str, Any] = {
+        "weight_bits": config.bits,
+        "activation_bits": config.activation_bits,
+        "data_track": data_track(config),
+    }
     if not config.uses_data:
         return Compressed.from_codes(model, codes, info=info)
     return _compress_with_data(model, codes, config, ctx, info)
@@ -135,6 +163,8 @@ def compress(model: nn.Module, config: QuantizeConfig, ctx: Context) -> Compress
 def compress_tensor(name: str, tensor: torch.Tensor, config: QuantizeConfig, ctx: Context) -> Code:
     """Quantize one tensor, as a later pipeline stage (round-to-nearest only)."""
     if config.uses_data:
-        raise ValueError("quantize as a later pipeline stage rounds tensors only: bias_correction, "
-                         "activation_bits and adaround need the whole model, so use them in the first stage")
+        raise ValueError(
+            "quantize as a later pipeline stage rounds tensors only: bias_correction, "
+            "activation_bits and adaround need the whole model, so use them in the first stage"
+        )
     return quantize_tensor(tensor, config)

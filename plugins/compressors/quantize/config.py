@@ -68,21 +68,26 @@ class QuantizeConfig:
     synthetic_lr: float = 0.5
 
     def __post_init__(self) -> None:
-        check(2 <= self.bits <= 8 or self.bits in FLOAT_BITS,
-              f"bits must be in 2..8, 16 or 32, got {self.bits}", "bits")
+        check(2 <= self.bits <= 8 or self.bits in FLOAT_BITS, f"bits must be in 2..8, 16 or 32, got {self.bits}", "bits")
         check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}", "group_size")
-        check(self.scale_bits in (16, 32), f"scale_bits must be 16 or 32, got {self.scale_bits}",
-              "scale_bits")
-        check(self.activation_bits is None or 2 <= self.activation_bits <= 16,
-              f"activation_bits must be in 2..16 or null, got {self.activation_bits}", "activation_bits")
-        minimum = {"adaround_iterations": 0, "synthetic_iterations": 0, "adaround_batch": 1,
-                   "calibration_samples": 1, "synthetic_samples": 2}
+        check(self.scale_bits in (16, 32), f"scale_bits must be 16 or 32, got {self.scale_bits}", "scale_bits")
+        check(
+            self.activation_bits is None or 2 <= self.activation_bits <= 16,
+            f"activation_bits must be in 2..16 or null, got {self.activation_bits}",
+            "activation_bits",
+        )
+        minimum = {
+            "adaround_iterations": 0,
+            "synthetic_iterations": 0,
+            "adaround_batch": 1,
+            "calibration_samples": 1,
+            "synthetic_samples": 2,
+        }
         for key, least in minimum.items():
             check(getattr(self, key) >= least, f"{key} must be >= {least}, got {getattr(self, key)}", key)
         for key in ("adaround_lr", "synthetic_lr"):
             check(getattr(self, key) > 0, f"{key} must be > 0, got {getattr(self, key)}", key)
-        check(self.adaround_lambda >= 0, f"adaround_lambda must be >= 0, got {self.adaround_lambda}",
-              "adaround_lambda")
+        check(self.adaround_lambda >= 0, f"adaround_lambda must be >= 0, got {self.adaround_lambda}", "adaround_lambda")
 
     @property
     def uses_data(self) -> bool:

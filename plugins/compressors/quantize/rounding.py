@@ -30,8 +30,7 @@ def grouped(w: torch.Tensor, granularity: str, group_size: int) -> tuple[torch.T
     return rows.reshape(-1, group_size), pad
 
 
-def _params(lo: torch.Tensor, hi: torch.Tensor, bits: int,
-            symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _params(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if symmetric:
         scale = torch.maximum(hi.abs(), lo.abs()) / (2 ** (bits - 1) - 1)
         zero = torch.zeros_like(scale)
@@ -42,8 +41,7 @@ def _params(lo: torch.Tensor, hi: torch.Tensor, bits: int,
     return scale, zero
 
 
-def _quantize(g: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-              symmetric: bool) -> torch.Tensor:
+def _quantize(g: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     qmin, qmax = grid_range(bits, symmetric)
     return torch.clamp(torch.round(g / scale[:, None]) + zero[:, None], qmin, qmax)
 

@@ -27,7 +27,7 @@ COMPRESSORS = load_plugins().compressors.names()
 
 # a tiny timm ViT (no 3×3 conv at all: the patch embedding is a 7×7 stride-7 conv) and a CNN whose
 # weights sit mostly in a first layer that structured pruning leaves alone
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 import b2s_bench as b2s
@@ -55,7 +55,7 @@ def build(request):
 @b2s.hookimpl
 def b2s_register_models(register):
     register(b2s.ModelSource("cov", build, lambda pattern: ["vit", "stem"]))
-'''
+"""
 
 
 @pytest.fixture
@@ -76,9 +76,9 @@ def _one(recs: list[dict], label: str) -> dict:
     return found[0]
 
 
-def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(write_suite: Callable[..., Path], cov_models: Path,
-                                                                  tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(
+    write_suite: Callable[..., Path], cov_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: vit
         models: [cov:vit]
@@ -120,8 +120,9 @@ def test_nern_on_a_vit_is_not_applicable_and_kept_out_of_rankings(write_suite: C
     assert [r["finished_at"] for r in _records(out)] == [r["finished_at"] for r in recs]
 
 
-def test_structured_pruning_short_of_its_target_is_kept_out(write_suite: Callable[..., Path], cov_models: Path,
-                                                            tmp_path: Path) -> None:
+def test_structured_pruning_short_of_its_target_is_kept_out(
+    write_suite: Callable[..., Path], cov_models: Path, tmp_path: Path
+) -> None:
     suite = write_suite("""
         suite: stem
         models: [cov:stem]
@@ -142,8 +143,9 @@ def test_structured_pruning_short_of_its_target_is_kept_out(write_suite: Callabl
     assert short["status"] == "short-of-target" and ok["status"] == "ok"
     target = short["details"]["target"]
     assert target["asked"] == 0.5 and target["achieved"] < 0.25 and not target["met"]
-    assert short["details"]["status_reason"].startswith("prune: short of its target: sparsity (weights removed): "
-                                                        "asked 50 %, achieved 7.81 % (tolerance 50 %)")
+    assert short["details"]["status_reason"].startswith(
+        "prune: short of its target: sparsity (weights removed): asked 50 %, achieved 7.81 % (tolerance 50 %)"
+    )
     assert short["metrics"]["agreement"]["value"] is not None  # evaluated: its own table shows what it reached
     assert ok["details"]["target"]["met"] and ok["details"]["coverage"]["share"] == 1.0
     frame, metas, _ = load_frame(out)
@@ -151,8 +153,9 @@ def test_structured_pruning_short_of_its_target_is_kept_out(write_suite: Callabl
     assert list(not_applicable(frame)["status"]) == ["short-of-target"]
 
 
-def test_bias_correction_without_batchnorm_is_flagged_in_record_and_label(write_suite: Callable[..., Path],
-                                                                         tmp_path: Path) -> None:
+def test_bias_correction_without_batchnorm_is_flagged_in_record_and_label(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     suite = write_suite("""
         suite: bc
         models: [tiny:mlp]
@@ -241,10 +244,11 @@ def test_target_and_caveat_helpers_check_their_input() -> None:
     b2s.add_caveat(details, b2s.INEFFECTIVE, "no BatchNorm")
     b2s.add_caveat(details, b2s.INEFFECTIVE, "no BatchNorm")  # kept once
     b2s.add_caveat(details, "unconverged", "loss still falling")
-    assert details["caveats"] == [{"kind": "ineffective-setting", "message": "no BatchNorm"},
-                                  {"kind": "unconverged", "message": "loss still falling"}]
+    assert details["caveats"] == [
+        {"kind": "ineffective-setting", "message": "no BatchNorm"},
+        {"kind": "unconverged", "message": "loss still falling"},
+    ]
     assert label_with_caveats("quantize bits=4", details["caveats"]) == "quantize bits=4 [no effect]"
     assert label_with_caveats("x", [{"kind": "unconverged", "message": "m"}]) == "x"
     with pytest.raises(ValueError, match="a kind and a message"):
         b2s.add_caveat(details, "", "m")
-

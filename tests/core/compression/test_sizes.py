@@ -35,10 +35,17 @@ def test_baseline_counts_bn_buffers_but_not_num_batches_tracked() -> None:
 def test_quantize_bits_hand_computed() -> None:
     w = torch.randn(16, 8, 3, 3)
     sym = quantize_tensor(w, QuantizeConfig(bits=4, granularity="channel"))
-    assert sym.bits().as_dict() == {"payload": 1152 * 4, "scales": 16 * 32, "indices": 0, "codebook": 0, "inr": 0,
-                                    "outliers": 0, "metadata": 320, "raw": 0}  # header: 4 fields, 4+2 dims
-    affine = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32, symmetric=False,
-                                               scale_bits=16))
+    assert sym.bits().as_dict() == {
+        "payload": 1152 * 4,
+        "scales": 16 * 32,
+        "indices": 0,
+        "codebook": 0,
+        "inr": 0,
+        "outliers": 0,
+        "metadata": 320,
+        "raw": 0,
+    }  # header: 4 fields, 4+2 dims
+    affine = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32, symmetric=False, scale_bits=16))
     groups = 16 * 3  # 72 weights per row -> 3 groups of 32 (padded)
     assert affine.bits().total == 16 * 96 * 4 + groups * (16 + 4) + 320  # the 24 padding codes a row count
     assert quantize_tensor(w, QuantizeConfig(bits=32)).bits().payload == 32 * 1152

@@ -17,7 +17,7 @@ from helpers import run_cli
 
 from b2s_bench.store.folder import RunStore
 
-MISBEHAVING = '''
+MISBEHAVING = """
 import ctypes, dataclasses, os, sys, time
 import b2s_bench as b2s
 
@@ -44,7 +44,7 @@ def compress(model, config, ctx):
 def b2s_register_compressors(register):
     # "fine" returns the model as it is: an identity (else its cells are not-applicable: they code nothing)
     register(b2s.CompressorSpec("misbehave", "other", "data-free", Cfg, compress, identity={}))
-'''
+"""
 
 
 @pytest.fixture
@@ -57,12 +57,15 @@ def misbehaving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def records(out: Path) -> dict[str, dict]:
-    return {r["compressor"]["pipeline"][0]["config"]["how"] if r["compressor"]["pipeline"] else "dense": r
-            for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    return {
+        r["compressor"]["pipeline"][0]["config"]["how"] if r["compressor"]["pipeline"] else "dense": r
+        for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+    }
 
 
-def test_crashing_hanging_and_exiting_cells_fail_alone(write_suite: Callable[..., Path], misbehaving: Path,
-                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_crashing_hanging_and_exiting_cells_fail_alone(
+    write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: misbehaving
         models: [tiny:cnn]
@@ -77,7 +80,13 @@ def test_crashing_hanging_and_exiting_cells_fail_alone(write_suite: Callable[...
     assert code == 1
     recs = records(out)
     assert {k: r["status"] for k, r in recs.items()} == {
-        "dense": "ok", "fine": "ok", "after": "ok", "segfault": "error", "hang": "error", "exit": "error"}
+        "dense": "ok",
+        "fine": "ok",
+        "after": "ok",
+        "segfault": "error",
+        "hang": "error",
+        "exit": "error",
+    }
     assert "killed by SIGSEGV" in recs["segfault"]["error"]["message"]
     assert "timed out after 20 s" in recs["hang"]["error"]["message"]
     assert "exit 3" in recs["exit"]["error"]["message"]
@@ -86,8 +95,7 @@ def test_crashing_hanging_and_exiting_cells_fail_alone(write_suite: Callable[...
     assert "FAILED tiny:cnn misbehave(how=segfault)" in err
 
 
-def test_inline_executor_runs_in_this_process(write_suite: Callable[..., Path], misbehaving: Path,
-                                              tmp_path: Path) -> None:
+def test_inline_executor_runs_in_this_process(write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path) -> None:
     suite = write_suite("""
         suite: inline
         models: [tiny:cnn]
@@ -120,8 +128,9 @@ def _start(suite: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_runs_share_one_folder_without_duplicates(write_suite: Callable[..., Path], misbehaving: Path,
-                                                      tmp_path: Path) -> None:
+def test_two_runs_share_one_folder_without_duplicates(
+    write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path
+) -> None:
     suite = _suite_of(20, write_suite)
     out = tmp_path / "run"
     runs = [_start(suite, out, "--executor", "inline") for _ in range(2)]
@@ -135,8 +144,7 @@ def test_two_runs_share_one_folder_without_duplicates(write_suite: Callable[...,
     assert not list((out / "claims").glob("*.json"))  # every claim released
 
 
-def test_a_killed_run_s_claimed_cell_is_taken_over(write_suite: Callable[..., Path], misbehaving: Path,
-                                                   tmp_path: Path) -> None:
+def test_a_killed_run_s_claimed_cell_is_taken_over(write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path) -> None:
     suite = _suite_of(6, write_suite, seconds=1.0)
     out = tmp_path / "run"
     victim = _start(suite, out, "--executor", "inline")
@@ -158,8 +166,9 @@ def test_a_killed_run_s_claimed_cell_is_taken_over(write_suite: Callable[..., Pa
     assert all(recs[cid]["environment"]["pid"] == survivor.pid for cid in held)  # the survivor finished them
 
 
-def test_status_shows_done_running_failed_and_pending(write_suite: Callable[..., Path], misbehaving: Path,
-                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_shows_done_running_failed_and_pending(
+    write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: status
         models: [tiny:cnn]
@@ -172,8 +181,9 @@ def test_status_shows_done_running_failed_and_pending(write_suite: Callable[...,
     out = tmp_path / "run"
     assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "process", "-k", "exit") == 1
     store = RunStore(out, run_id="someone-else")
-    fine = next(c for c in json.loads((out / "run.json").read_text())["cells"] if not (out / "cells" / f"{c}.json").exists()
-                and c != "")
+    fine = next(
+        c for c in json.loads((out / "run.json").read_text())["cells"] if not (out / "cells" / f"{c}.json").exists() and c != ""
+    )
     assert store.claim(fine)
     capsys.readouterr()
     assert run_cli("status", str(out)) == 0
@@ -189,10 +199,13 @@ def _metrics(out: Path) -> dict[str, dict[str, float]]:
     return {r["cell_id"]: {k: m["value"] for k, m in r["metrics"].items()} for r in recs if r["status"] == "ok"}
 
 
-@pytest.mark.parametrize("engine", [
-    pytest.param(["--executor", "ray", "--workers", "2"], id="ray"),
-    pytest.param(["--executor", "slurm", "--slurm", "cluster=local", "--slurm", "jobs=2"], id="slurm-local"),
-])
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param(["--executor", "ray", "--workers", "2"], id="ray"),
+        pytest.param(["--executor", "slurm", "--slurm", "cluster=local", "--slurm", "jobs=2"], id="slurm-local"),
+    ],
+)
 def test_cluster_executors_give_the_records_of_inline(tiny_suite: Path, tmp_path: Path, engine: list[str]) -> None:
     pytest.importorskip(engine[1] if engine[1] == "ray" else "submitit", reason="the executor's extra is not installed")
     inline, other = tmp_path / "inline", tmp_path / "other"
@@ -225,14 +238,23 @@ sys.exit(Runner(run, options).run().exit_code)
 """
 
 
-def test_two_runs_never_take_each_other_s_live_claims(write_suite: Callable[..., Path], misbehaving: Path,
-                                                      tmp_path: Path) -> None:
+def test_two_runs_never_take_each_other_s_live_claims(
+    write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path
+) -> None:
     suite = _suite_of(6, write_suite, seconds=1.5)
     out = tmp_path / "run"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    runs = [subprocess.Popen([sys.executable, str(driver), str(suite), str(out)], env=dict(os.environ),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, str(driver), str(suite), str(out)],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in runs]
     assert [p.returncode for p in runs] == [0, 0], results
     assert not any("taking over cell" in err for _, err in results), results
@@ -272,8 +294,11 @@ def test_takeover_rule_live_dead_zombie_recycled_and_remote_owners(tmp_path: Pat
         _foreign_claim(store, "recycled-fresh", 0, host=here, pid=live.pid, pid_start=_process_start(live.pid) - 1)
         _foreign_claim(store, "remote-fresh", 5, host="another-host", pid=live.pid)
         _foreign_claim(store, "remote-old", 30, host="another-host", pid=live.pid)
-        taken = {cid for cid in ("live-old", "live-no-start", "dead-fresh", "zombie-fresh", "recycled-fresh",
-                                 "remote-fresh", "remote-old") if store.claim(cid, stale_after=15)}
+        taken = {
+            cid
+            for cid in ("live-old", "live-no-start", "dead-fresh", "zombie-fresh", "recycled-fresh", "remote-fresh", "remote-old")
+            if store.claim(cid, stale_after=15)
+        }
         assert taken == {"dead-fresh", "zombie-fresh", "recycled-fresh", "remote-old"}
         assert all(store.claim_info(cid)["run"] == "me" for cid in taken)  # type: ignore[index]
         assert store.claim_info("live-old")["run"] == "someone-else"  # type: ignore[index]

@@ -17,7 +17,7 @@ from b2s_bench.plugins import load_plugins
 
 # a model source whose weights exist only once `prepare` made them, and whose fingerprint (part of
 # every cell id) tells made weights from missing ones
-SOURCE = '''
+SOURCE = """
 import os
 from pathlib import Path
 import torch
@@ -42,7 +42,7 @@ def build(request):
 @b2s.hookimpl
 def b2s_register_models(register):
     register(b2s.ModelSource("made", build, lambda pattern: ["a", "b"], fingerprint=fingerprint, prepare=prepare))
-'''
+"""
 
 SUITE = """
 suite: made
@@ -92,11 +92,9 @@ def test_the_runner_s_constructor_does_no_io(made: Path, tmp_path: Path) -> None
     assert sorted(p.stem for p in (out / "cells").glob("*.json")) == sorted(c.id for c in run.cells)
 
 
-def test_cli_run_validate_and_a_worker_agree_on_the_cells(made: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_validate_and_a_worker_agree_on_the_cells(made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert run_cli("run", str(made), "--out", str(out), "--quiet", "--device", "cpu", "--executor", "inline",
-                   "-k", "bits=4") == 0
+    assert run_cli("run", str(made), "--out", str(out), "--quiet", "--device", "cpu", "--executor", "inline", "-k", "bits=4") == 0
     assert sorted(_prepared(tmp_path)) == ["a", "b"]  # `run` prepared each model once
     ran = sorted(p.stem for p in (out / "cells").glob("*.json"))
     capsys.readouterr()

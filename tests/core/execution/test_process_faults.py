@@ -18,7 +18,7 @@ from helpers import run_cli
 from b2s_bench.store.folder import OwnedLock, RunStore
 from b2s_bench.store.records import host_name
 
-PLUGIN = '''
+PLUGIN = """
 import dataclasses, glob, os, time, warnings
 import torch
 import b2s_bench as b2s
@@ -66,7 +66,7 @@ def b2s_register_compressors(register):
 @b2s.hookimpl
 def b2s_register_datasets(register):
     register(b2s.DatasetSpec("gated", GateCfg, build))
-'''
+"""
 
 
 @pytest.fixture
@@ -79,8 +79,22 @@ def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _start(suite: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "b2s_bench", "run", str(suite), "--out", str(out), "--quiet", "--no-progress",
-           "--executor", "process", "--workers", "1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "b2s_bench",
+        "run",
+        str(suite),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-progress",
+        "--executor",
+        "process",
+        "--workers",
+        "1",
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -123,12 +137,15 @@ def _alive(pid: int) -> bool:
 
 def _records(out: Path) -> dict[str, dict]:
     recs = (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
-    return {r["compressor"]["pipeline"][0]["config"].get("how", r["label"]) if r["compressor"]["pipeline"]
-            else "dense": r for r in recs}
+    return {
+        r["compressor"]["pipeline"][0]["config"].get("how", r["label"]) if r["compressor"]["pipeline"] else "dense": r
+        for r in recs
+    }
 
 
 def test_a_worker_killed_holding_the_dense_outputs_lock_is_taken_over(
-        write_suite: Callable[..., Path], faulty: Path, tmp_path: Path, started: list) -> None:
+    write_suite: Callable[..., Path], faulty: Path, tmp_path: Path, started: list
+) -> None:
     suite = write_suite("""
         suite: locked
         models: [tiny:cnn]
@@ -164,8 +181,7 @@ def test_a_worker_killed_holding_the_dense_outputs_lock_is_taken_over(
 
 
 def test_leftover_cleanup_removes_dead_reference_locks_and_temp_files(tmp_path: Path) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead = int(gone.stdout)  # a pid that just ended on this host
     store = RunStore(tmp_path / "run")
     ref = store.reference_cache
@@ -196,8 +212,9 @@ def test_an_owned_lock_keeps_its_heartbeat_while_held(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_workers_die_with_their_run(write_suite: Callable[..., Path], faulty: Path, tmp_path: Path,
-                                    started: list, sig: signal.Signals) -> None:
+def test_workers_die_with_their_run(
+    write_suite: Callable[..., Path], faulty: Path, tmp_path: Path, started: list, sig: signal.Signals
+) -> None:
     suite = write_suite("""
         suite: hanging
         models: [tiny:cnn]
@@ -236,8 +253,8 @@ def test_workers_die_with_their_run(write_suite: Callable[..., Path], faulty: Pa
 @pytest.mark.filterwarnings("default::UserWarning")  # the project's tests turn warnings into errors
 @pytest.mark.parametrize("executor", ["process", "inline"])
 def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
-        write_suite: Callable[..., Path], faulty: Path, tmp_path: Path, executor: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    write_suite: Callable[..., Path], faulty: Path, tmp_path: Path, executor: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: chatty
         models: [tiny:cnn]
@@ -250,8 +267,9 @@ def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
         runtime: {save_artifacts: false}
         """)
     out = tmp_path / "run"
-    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", executor,
-                   "--workers", "1") == 0
+    assert (
+        run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", executor, "--workers", "1") == 0
+    )
     err = capsys.readouterr().err
     assert "[tiny:cnn faulty(how=chatty)] chatty: 3 layers left dense" in err
     assert "[tiny:cnn faulty(how=chatty)] warning: UserWarning: chatty: a layer is too small to quantize (" in err
@@ -266,11 +284,15 @@ def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
 
 def test_the_parent_watchdog_alone_ends_an_orphaned_worker(tmp_path: Path) -> None:
     # without PR_SET_PDEATHSIG (sys.platform faked, as on macOS) the watchdog thread must do it alone
-    grandchild = ("import os, sys, time; sys.platform = 'darwin'; from b2s_bench.execution.worker import die_with_parent; "
-                  "die_with_parent(os.getppid(), every=0.1); print(os.getpid(), flush=True); time.sleep(60)")
-    middle = ("import subprocess, sys, time; "
-              f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, text=True); "
-              "print(p.stdout.readline().strip(), flush=True); time.sleep(60)")
+    grandchild = (
+        "import os, sys, time; sys.platform = 'darwin'; from b2s_bench.execution.worker import die_with_parent; "
+        "die_with_parent(os.getppid(), every=0.1); print(os.getpid(), flush=True); time.sleep(60)"
+    )
+    middle = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, text=True); "
+        "print(p.stdout.readline().strip(), flush=True); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     worker = int(parent.stdout.readline())

@@ -21,7 +21,7 @@ from b2s_bench.plugins import load_plugins
 from b2s_bench.store import records
 from b2s_bench.suites.load import load_suite
 
-TEST_PLUGIN = '''
+TEST_PLUGIN = """
 import dataclasses, time
 import b2s_bench as b2s
 
@@ -41,7 +41,7 @@ def b2s_register_compressors(register):
     register(b2s.CompressorSpec("boom", "other", "data-free", Cfg, boom))
     # returns the model as it is: an identity (else its cells are not-applicable: they code nothing)
     register(b2s.CompressorSpec("sleepy", "other", "data-free", Cfg, sleepy, identity={}))
-'''
+"""
 
 
 @pytest.fixture
@@ -62,12 +62,32 @@ def test_end_to_end_cli_writes_records_and_reports(tiny_suite: Path, tmp_path: P
     recs = cells(out)
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs.values())
     rec = next(r for r in recs.values() if r["label"] == "quantize(bits=4)")
-    for key in ("cell_id", "suite", "label", "track", "family", "seed", "model", "dataset", "compressor", "metrics",
-                "size", "timings", "details", "environment", "started_at", "finished_at"):
+    for key in (
+        "cell_id",
+        "suite",
+        "label",
+        "track",
+        "family",
+        "seed",
+        "model",
+        "dataset",
+        "compressor",
+        "metrics",
+        "size",
+        "timings",
+        "details",
+        "environment",
+        "started_at",
+        "finished_at",
+    ):
         assert key in rec
     top1 = rec["metrics"]["top1"]
     assert {k: top1[k] for k in ("unit", "higher_is_better", "kind", "roles")} == {
-        "unit": "%", "higher_is_better": True, "kind": "quality", "roles": ["default", "primary"]}
+        "unit": "%",
+        "higher_is_better": True,
+        "kind": "quality",
+        "roles": ["default", "primary"],
+    }
     assert rec["compressor"]["pipeline"][0]["config"]["bits"] == 4
     assert rec["compressor"]["pipeline"][0]["version"] == "3"
     assert rec["track"] == "data-free"
@@ -112,12 +132,13 @@ def test_dense_outputs_are_computed_once_across_cells_runs_and_force(tiny_suite:
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == made
 
 
-def test_a_failing_observer_hook_does_not_stop_the_suite(tiny_suite: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_observer_hook_does_not_stop_the_suite(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     observer = tmp_path / "observer.py"
-    observer.write_text("import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_after_cell(record):\n"
-                        "    raise ValueError('observer broke')\n")
+    observer.write_text(
+        "import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_after_cell(record):\n    raise ValueError('observer broke')\n"
+    )
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(observer))
     out = tmp_path / "run"
     assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
@@ -125,8 +146,9 @@ def test_a_failing_observer_hook_does_not_stop_the_suite(tiny_suite: Path, tmp_p
     assert "b2s_after_cell hook failed" in capsys.readouterr().err
 
 
-def test_data_chosen_outside_the_suite_joins_the_cell_ids(write_suite: Callable[..., Path],
-                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_chosen_outside_the_suite_joins_the_cell_ids(
+    write_suite: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from b2s_bench.suites.cells import expand
 
     plugins = load_plugins()
@@ -137,13 +159,16 @@ def test_data_chosen_outside_the_suite_joins_the_cell_ids(write_suite: Callable[
         compressors: [{name: quantize, bits: 8}]
         metrics: [top1]
         """)
-    fixed_suite = write_suite(f"""
+    fixed_suite = write_suite(
+        f"""
         suite: inet
         models: [tiny:cnn]
-        dataset: {{name: imagenet, root: {tmp_path / 'fixed'}}}
+        dataset: {{name: imagenet, root: {tmp_path / "fixed"}}}
         compressors: [{{name: quantize, bits: 8}}]
         metrics: [top1]
-        """, "fixed.yaml")
+        """,
+        "fixed.yaml",
+    )
 
     def ids(path: Path) -> list[str]:
         return [c.id for c in expand(load_suite(path, plugins), plugins, "cpu")]
@@ -157,8 +182,9 @@ def test_data_chosen_outside_the_suite_joins_the_cell_ids(write_suite: Callable[
     assert ids(fixed_suite) != fixed_first
 
 
-def test_a_failing_cell_is_recorded_and_the_rest_go_on(write_suite: Callable[..., Path], test_plugin: Path,
-                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_cell_is_recorded_and_the_rest_go_on(
+    write_suite: Callable[..., Path], test_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: failing
         models: [tiny:cnn]
@@ -216,7 +242,11 @@ def test_a_model_that_fails_to_build_fails_its_cells_only(write_suite: Callable[
     assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
     recs = list(cells(out).values())
     assert sorted((r["model"]["label"], r["status"]) for r in recs) == [
-        ("broken", "error"), ("broken", "error"), ("tiny:cnn", "ok"), ("tiny:cnn", "ok")]
+        ("broken", "error"),
+        ("broken", "error"),
+        ("tiny:cnn", "ok"),
+        ("tiny:cnn", "ok"),
+    ]
 
 
 SLOW_SUITE = """
@@ -231,15 +261,21 @@ metrics: [bits]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_run_resumes_without_redoing_cells(write_suite: Callable[..., Path], test_plugin: Path,
-                                                       tmp_path: Path, sig: signal.Signals) -> None:
+def test_interrupted_run_resumes_without_redoing_cells(
+    write_suite: Callable[..., Path], test_plugin: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     suite = write_suite(SLOW_SUITE)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "b2s_bench", "run", str(suite), "--out", str(out), "--quiet"]
     # the child starts with Ctrl-C at its default: an ignored SIGINT is inherited across exec, and another
     # test in this xdist worker (a cluster engine started in-process) may have left it ignored
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
         time.sleep(0.05)
@@ -259,11 +295,28 @@ def test_interrupted_run_resumes_without_redoing_cells(write_suite: Callable[...
 
 def test_record_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fingerprint = {"cell": "abc"}
-    rec = {"schema": records.SCHEMA, "cell_id": records.fingerprint_id(fingerprint), "status": "ok", "suite": "s",
-           "label": "m", "track": "data-free", "family": "other", "seed": 0, "model": {}, "dataset": None,
-           "compressor": {}, "metrics": {"x": {"value": float("nan")}}, "size": {"total_bits": 8}, "timings": {},
-           "details": {}, "environment": {}, "error": None, "started_at": "", "finished_at": "",
-           "fingerprint": fingerprint}
+    rec = {
+        "schema": records.SCHEMA,
+        "cell_id": records.fingerprint_id(fingerprint),
+        "status": "ok",
+        "suite": "s",
+        "label": "m",
+        "track": "data-free",
+        "family": "other",
+        "seed": 0,
+        "model": {},
+        "dataset": None,
+        "compressor": {},
+        "metrics": {"x": {"value": float("nan")}},
+        "size": {"total_bits": 8},
+        "timings": {},
+        "details": {},
+        "environment": {},
+        "error": None,
+        "started_at": "",
+        "finished_at": "",
+        "fingerprint": fingerprint,
+    }
     path = records.write_record(tmp_path, rec)
     assert records.read_record(path)["metrics"]["x"]["value"] is None  # NaN is stored as null, valid JSON
     original = path.read_bytes()

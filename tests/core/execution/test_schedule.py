@@ -39,13 +39,21 @@ def _fake_record(out: Path, cell: object, seconds: float) -> None:
     """A finished cell's timing as a run leaves it (only the fields the schedule reads are real)."""
     path = cell_path(out, cell.id)  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cell_id": cell.id, "timings": {"total": seconds},  # type: ignore[attr-defined]
-                                "model": {"label": cell.model.label},  # type: ignore[attr-defined]
-                                "compressor": {"pipeline": [{"name": s.name} for s in cell.stages]}}))  # type: ignore[attr-defined]
+    path.write_text(
+        json.dumps(
+            {
+                "cell_id": cell.id,
+                "timings": {"total": seconds},  # type: ignore[attr-defined]
+                "model": {"label": cell.model.label},  # type: ignore[attr-defined]
+                "compressor": {"pipeline": [{"name": s.name} for s in cell.stages]},
+            }
+        )
+    )  # type: ignore[attr-defined]
 
 
-def test_a_fit_starts_before_rounding_when_nothing_was_measured(write_suite: Callable[..., Path], plugins: Plugins,
-                                                                tmp_path: Path) -> None:
+def test_a_fit_starts_before_rounding_when_nothing_was_measured(
+    write_suite: Callable[..., Path], plugins: Plugins, tmp_path: Path
+) -> None:
     cells = _cells(write_suite(SUITE), plugins)
     assert [c.stages[0].name if c.stages else "dense" for c in cells][:3] != ["big2small", "big2small", "big2small"]
     ordered = longest_first(cells, tmp_path / "run", plugins)
@@ -53,8 +61,9 @@ def test_a_fit_starts_before_rounding_when_nothing_was_measured(write_suite: Cal
     assert ordered[1:] == [c for c in cells if c is not ordered[0]]  # ties keep the suite's order
 
 
-def test_the_last_run_timings_decide_and_a_sibling_setting_borrows_them(write_suite: Callable[..., Path],
-                                                                         plugins: Plugins, tmp_path: Path) -> None:
+def test_the_last_run_timings_decide_and_a_sibling_setting_borrows_them(
+    write_suite: Callable[..., Path], plugins: Plugins, tmp_path: Path
+) -> None:
     cells = _cells(write_suite(SUITE), plugins)
     out = tmp_path / "run"
     quant8 = next(c for c in cells if c.label.startswith("quantize") and "8" in c.label)
@@ -70,10 +79,12 @@ def test_the_last_run_timings_decide_and_a_sibling_setting_borrows_them(write_su
     assert ordered.index(quant8) < ordered.index(prune)
 
 
-def test_a_run_hands_cells_to_the_executor_longest_first(write_suite: Callable[..., Path], plugins: Plugins,
-                                                         tmp_path: Path) -> None:
-    runner = Runner(prepare_run(write_suite(SUITE), plugins=plugins, models=True),
-                    RunOptions(out_dir=tmp_path / "run", progress=False))
+def test_a_run_hands_cells_to_the_executor_longest_first(
+    write_suite: Callable[..., Path], plugins: Plugins, tmp_path: Path
+) -> None:
+    runner = Runner(
+        prepare_run(write_suite(SUITE), plugins=plugins, models=True), RunOptions(out_dir=tmp_path / "run", progress=False)
+    )
     seen: list[str] = []
     plugins.manager.register(_Observer(seen), name="order-observer")
     summary = runner.run()

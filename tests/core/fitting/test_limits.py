@@ -46,7 +46,7 @@ def test_water_filling_allocates_bits_to_the_larger_variance():
     assert rd.waterfill_bound([1.0, 0.01], [1000, 1000], 6000) == pytest.approx(theta, rel=1e-6)
     # 0.25 bits per sample: the small group gets none (θ > 0.01) and keeps its variance as distortion
     got = rd.waterfill_bound([1.0, 0.01], [1000, 1000], 500)
-    assert got == pytest.approx((2 ** -1 + 0.01) / 2, rel=1e-6)
+    assert got == pytest.approx((2**-1 + 0.01) / 2, rel=1e-6)
     assert rd.waterfill_bound([1.0, 4.0], [10, 10], 0) == pytest.approx(2.5)
 
 
@@ -117,8 +117,7 @@ def weight_eval(codes: dict) -> Evaluation:
         model.b.weight.copy_(0.1 * torch.randn(64, 128))
     dense = LoadedModel(model, (256,), 64, "hand-made")
     compressed = Compressed.from_codes(Two(), codes(model))
-    return Evaluation(model, dense, compressed, None, torch.device("cpu"), 1, lambda: (torch.empty(0), None),
-                      {"compress": 0.0})
+    return Evaluation(model, dense, compressed, None, torch.device("cpu"), 1, lambda: (torch.empty(0), None), {"compress": 0.0})
 
 
 def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
@@ -134,12 +133,24 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
     detail = ev.details["rate_distortion"]
     assert set(detail) == {"tensors", "model"}
     assert set(detail["tensors"]) == {"a.weight", "b.weight"}
-    assert set(detail["tensors"]["a.weight"]) == {"numel", "bits", "rate", "variance", "mse", "gaussian_bound_mse",
-                                                  "ecsq_mse", "gap_db", "gap_ecsq_db"}
-    assert set(detail["model"]) == {"rate", "mse", "energy", "variance_ratio", "bound_mse", "ecsq_mse", "gap_db",
-                                    "below_limit"}
-    assert set(ev.details["weight_structure"]["a.weight"]) == {"autocorr_rows", "autocorr_cols", "low_freq_energy",
-                                                               "effective_rank_90"}
+    assert set(detail["tensors"]["a.weight"]) == {
+        "numel",
+        "bits",
+        "rate",
+        "variance",
+        "mse",
+        "gaussian_bound_mse",
+        "ecsq_mse",
+        "gap_db",
+        "gap_ecsq_db",
+    }
+    assert set(detail["model"]) == {"rate", "mse", "energy", "variance_ratio", "bound_mse", "ecsq_mse", "gap_db", "below_limit"}
+    assert set(ev.details["weight_structure"]["a.weight"]) == {
+        "autocorr_rows",
+        "autocorr_cols",
+        "low_freq_energy",
+        "effective_rank_90",
+    }
     a = detail["tensors"]["a.weight"]
     assert a["rate"] == pytest.approx(ev.compressed.codes["a.weight"].bits().total / (128 * 256))
     assert 4 < a["rate"] < 4.5  # 4-bit codes and one scale per row
@@ -163,7 +174,8 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
 
 @pytest.mark.parametrize("weight_limits", [True, False])
 def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_metrics(
-        write_suite: Callable[..., Path], tmp_path: Path, weight_limits: bool) -> None:
+    write_suite: Callable[..., Path], tmp_path: Path, weight_limits: bool
+) -> None:
     suite = write_suite(f"""
         suite: limits
         models: [{{name: tiny:cnn}}]
@@ -190,8 +202,9 @@ def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_
         tensors = details["rate_distortion"]["tensors"]
         assert tensors and set(tensors) == set(details["weight_structure"])
         model = details["rate_distortion"]["model"]
-        assert model["rate"] == pytest.approx(sum(t["bits"] for t in tensors.values())
-                                              / sum(t["numel"] for t in tensors.values()))
+        assert model["rate"] == pytest.approx(
+            sum(t["bits"] for t in tensors.values()) / sum(t["numel"] for t in tensors.values())
+        )
         # 4-bit codes have a gap; 50 % pruning stores fp32 values and a mask, over 16 bits: none
         if model["rate"] < rd.GAP_BITS:
             assert math.isfinite(model["gap_db"])
@@ -303,8 +316,7 @@ def test_the_secant_step_search_reaches_the_rate_in_few_passes(monkeypatch: pyte
         assert passes[0] <= 12, (rate, passes[0])
 
 
-def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(
-        write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     suite = write_suite("""
         suite: stages
         models: [{name: tiny:cnn}]
@@ -328,7 +340,8 @@ def test_a_pipeline_record_keeps_each_stages_details_under_the_stage(
 
 
 def test_the_cells_of_a_run_share_each_tensors_structure(
-        write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
     calls = _count(monkeypatch, "weight_structure")
     rd._STRUCTURE.clear()

@@ -44,8 +44,12 @@ def test_same_weights_as_the_hand_written_loop() -> None:
 
     model, x, y = _problem()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    result = b2s.fitting.train_loop(opt, lambda b: nn.functional.mse_loss(model(b[0]), b[1]),
-                            _batches(x, y, 3, torch.Generator().manual_seed(1)), scheduler=cosine_schedule(12))
+    result = b2s.fitting.train_loop(
+        opt,
+        lambda b: nn.functional.mse_loss(model(b[0]), b[1]),
+        _batches(x, y, 3, torch.Generator().manual_seed(1)),
+        scheduler=cosine_schedule(12),
+    )
     assert result.steps == 12
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), expected, strict=True))
 
@@ -110,8 +114,16 @@ def test_scheduler_hook_and_progress() -> None:
         steps.append(step)
         lrs.append(opt.param_groups[0]["lr"])
 
-    b2s.fitting.train_loop(opt, lambda _: nn.functional.mse_loss(model(x), y) * 1e-3, 6, scheduler=cosine_schedule(6, warmup=2),
-                   after_step=after, progress=bar, log_every=2, postfix=lambda loss: f"loss {loss:.3g}")
+    b2s.fitting.train_loop(
+        opt,
+        lambda _: nn.functional.mse_loss(model(x), y) * 1e-3,
+        6,
+        scheduler=cosine_schedule(6, warmup=2),
+        after_step=after,
+        progress=bar,
+        log_every=2,
+        postfix=lambda loss: f"loss {loss:.3g}",
+    )
     factor = cosine_schedule(6, warmup=2)
     assert steps == list(range(6)) and lrs == [factor(i) for i in range(1, 7)]  # stepped after each step
     assert bar.n == 6 and len(bar.texts) == 3 and bar.texts[0].startswith("loss ") and not bar.closed

@@ -38,15 +38,21 @@ def _agreement(metas: list[Any]) -> Any:
 
 def test_report_intervals_resample_the_photos_a_record_names(tmp_path: Path) -> None:
     right = _views([True] * 4 + [False] * 4)
-    run = write_run(tmp_path / "run", [
-        _clustered(make_record("quantize(bits=6)", values={"agreement": right})),
-        make_record("quantize(bits=5)", values={"agreement": right}, data="data-2"),  # no clusters: views independent
-    ], metrics=("agreement", "bits", "ratio"))
+    run = write_run(
+        tmp_path / "run",
+        [
+            _clustered(make_record("quantize(bits=6)", values={"agreement": right})),
+            make_record("quantize(bits=5)", values={"agreement": right}, data="data-2"),  # no clusters: views independent
+        ],
+        metrics=("agreement", "bits", "ratio"),
+    )
     frame, metas, _ = load_frame(run)
     by_method = frame.set_index("method")
     # by hand (tests/core/reporting/test_stats.py): 4 of 8 photos right, resampled: [12.5, 87.5]
-    assert (by_method.loc["quantize(bits=6)", "ci_lo:agreement"], by_method.loc["quantize(bits=6)", "ci_hi:agreement"]) \
-        == (12.5, 87.5)
+    assert (by_method.loc["quantize(bits=6)", "ci_lo:agreement"], by_method.loc["quantize(bits=6)", "ci_hi:agreement"]) == (
+        12.5,
+        87.5,
+    )
     lo, hi = by_method.loc["quantize(bits=5)", "ci_lo:agreement"], by_method.loc["quantize(bits=5)", "ci_hi:agreement"]
     assert hi - lo < 30  # the same outcomes as 72 independent examples: less than half as wide
     table = methods(frame, metas).set_index("method")
@@ -77,9 +83,13 @@ def test_verdict_follows_the_interval_where_mcnemar_disagrees(tmp_path: Path) ->
     # [+1, +18] excludes 0: the pair is "b better", never "not significant" next to that interval
     xa, xb = np.zeros(100, bool), np.zeros(100, bool)
     xa[:5], xb[5:19], xa[50:70], xb[50:70] = True, True, True, True
-    frame, metas, _ = load_frame(write_run(tmp_path / "run", [
-        make_record("a(bits=6)", values={"agreement": xa}), make_record("b(bits=6)", values={"agreement": xb})],
-        metrics=("agreement",)))
+    frame, metas, _ = load_frame(
+        write_run(
+            tmp_path / "run",
+            [make_record("a(bits=6)", values={"agreement": xa}), make_record("b(bits=6)", values={"agreement": xb})],
+            metrics=("agreement",),
+        )
+    )
     (row,) = equal_bits(frame, _agreement(metas)).to_dict("records")
     assert row["95% CI of Δ"] == (1.0, 18.0) and row["verdict"] == "b(bits=6) better"
     assert row["McNemar p"] == pytest.approx(0.0636, abs=1e-4)  # shown, as a secondary figure
@@ -90,7 +100,7 @@ def _seed_records(method: str, rate: float, gains: tuple[int, ...], n: int = 200
     recs = []
     for s, k in enumerate(gains):
         x = outcomes(rate, n, s)
-        x[np.flatnonzero(~x if k > 0 else x)[:abs(k)]] = k > 0
+        x[np.flatnonzero(~x if k > 0 else x)[: abs(k)]] = k > 0
         recs.append(make_record(method, seed=s, values={"top1": x}))
     return recs
 
@@ -98,8 +108,10 @@ def _seed_records(method: str, rate: float, gains: tuple[int, ...], n: int = 200
 def test_three_seeds_whose_differences_disagree_in_sign_are_not_significant(tmp_path: Path) -> None:
     base = _seed_records("a(bits=4)", 0.7, (0, 0, 0))
     # against a's seed s, b's seed s is +10, +10 and -7.5 points: pooled over examples +4.2 points
-    new = [make_record("b(bits=4)", seed=s, values={"top1": np.array(samples.decode(r["per_example"]["top1"]))})
-           for s, r in enumerate(_seed_records("b", 0.7, (200, 200, -150)))]
+    new = [
+        make_record("b(bits=4)", seed=s, values={"top1": np.array(samples.decode(r["per_example"]["top1"]))})
+        for s, r in enumerate(_seed_records("b", 0.7, (200, 200, -150)))
+    ]
     frame, metas, _ = load_frame(write_run(tmp_path / "run", base + new))
     top1 = next(m for m in metas if m.name == "top1")
     table = methods(frame, metas).set_index("method")
@@ -114,14 +126,18 @@ def test_three_seeds_whose_differences_disagree_in_sign_are_not_significant(tmp_
 
 def test_too_few_seeds_or_failed_cells_are_inconclusive(tmp_path: Path) -> None:
     base = _seed_records("a(bits=4)", 0.7, (0, 0))
-    new = [make_record("b(bits=4)", seed=s, values={"top1": np.array(samples.decode(r["per_example"]["top1"]))})
-           for s, r in enumerate(_seed_records("b", 0.7, (300, 300)))]
+    new = [
+        make_record("b(bits=4)", seed=s, values={"top1": np.array(samples.decode(r["per_example"]["top1"]))})
+        for s, r in enumerate(_seed_records("b", 0.7, (300, 300)))
+    ]
     frame, metas, _ = load_frame(write_run(tmp_path / "two", base + new))
     (row,) = equal_bits(frame, next(m for m in metas if m.name == "top1")).to_dict("records")
     assert row["95% CI of Δ"][0] > 0 and row["verdict"] == "inconclusive"  # 2 seeds of a stochastic method
-    one = [make_record("a(bits=4)", values={"top1": outcomes(0.7, 2000, 0)}),
-           make_record("b(bits=4)", values={"top1": outcomes(0.9, 2000, 0)}),
-           make_record("b(bits=4)", seed=1, status="error")]
+    one = [
+        make_record("a(bits=4)", values={"top1": outcomes(0.7, 2000, 0)}),
+        make_record("b(bits=4)", values={"top1": outcomes(0.9, 2000, 0)}),
+        make_record("b(bits=4)", seed=1, status="error"),
+    ]
     frame, metas, _ = load_frame(write_run(tmp_path / "failed", one))
     (row,) = equal_bits(frame, next(m for m in metas if m.name == "top1")).to_dict("records")
     assert row["95% CI of Δ"][0] > 0 and row["verdict"] == "inconclusive"  # one of b's fits failed
@@ -130,16 +146,18 @@ def test_too_few_seeds_or_failed_cells_are_inconclusive(tmp_path: Path) -> None:
 def test_compare_resamples_clusters(tmp_path: Path) -> None:
     right = [True] * 6 + [False] * 2
     worse = _views([False, False] + right[2:])  # 2 photos lost: 18 views
-    base = write_run(tmp_path / "base", [_clustered(make_record("q", values={"agreement": _views(right)}))],
-                     metrics=("agreement",))
-    new = write_run(tmp_path / "new", [_clustered(make_record("q", suite="n", values={"agreement": worse}))],
-                    metrics=("agreement",))
+    base = write_run(
+        tmp_path / "base", [_clustered(make_record("q", values={"agreement": _views(right)}))], metrics=("agreement",)
+    )
+    new = write_run(
+        tmp_path / "new", [_clustered(make_record("q", suite="n", values={"agreement": worse}))], metrics=("agreement",)
+    )
     (change,) = [c for c in compare_runs(base, new).changes if c.metric == "agreement"]
     assert change.test == "paired" and change.diff == pytest.approx(-25.0)
     assert change.hi == 0.0 and not change.significant  # 2 of 8 photos: P(neither drawn) = 10 % > 2.5 %
 
 
-CLUSTER_PLUGIN = '''
+CLUSTER_PLUGIN = """
 import dataclasses
 import numpy as np
 import torch
@@ -163,11 +181,12 @@ def build(config, model):
 @b2s.hookimpl
 def b2s_register_datasets(register):
     register(b2s.DatasetSpec("grouped", Cfg, build, True, ""))
-'''
+"""
 
 
-def test_a_run_stores_the_clusters_its_dataset_declares(tmp_path: Path, write_suite: Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stores_the_clusters_its_dataset_declares(
+    tmp_path: Path, write_suite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plugin = tmp_path / "groupedplugin.py"
     plugin.write_text(CLUSTER_PLUGIN)
     monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))

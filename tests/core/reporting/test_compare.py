@@ -33,17 +33,28 @@ def _worse(a: np.ndarray, flips: int) -> np.ndarray:
     return b
 
 
-def _runs(tmp_path: Path, new_q4: np.ndarray, *, data: str = "data-1", new_bits: int = 1_000_000,
-          extra_new: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+def _runs(
+    tmp_path: Path,
+    new_q4: np.ndarray,
+    *,
+    data: str = "data-1",
+    new_bits: int = 1_000_000,
+    extra_new: list[dict[str, Any]] | None = None,
+) -> tuple[Path, Path]:
     """A base run and a new run that differ only in quantize(bits=4)'s outcomes (and ``new_bits``)."""
     dense = outcomes(0.9, N, 0)
     q4, q8 = outcomes(0.85, N, 1), outcomes(0.89, N, 2)
-    base = [make_record("dense", "dense", bits=8_000_000, values={"top1": dense}),
-            make_record("quantize(bits=4)", values={"top1": q4}),
-            make_record("quantize(bits=8)", bits=2_000_000, values={"top1": q8})]
-    new = [make_record("dense", "dense", bits=8_000_000, values={"top1": dense}, data=data),
-           make_record("quantize(bits=4)", bits=new_bits, values={"top1": new_q4}, data=data, suite="n"),
-           make_record("quantize(bits=8)", bits=2_000_000, values={"top1": q8}, data=data), *(extra_new or [])]
+    base = [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": dense}),
+        make_record("quantize(bits=4)", values={"top1": q4}),
+        make_record("quantize(bits=8)", bits=2_000_000, values={"top1": q8}),
+    ]
+    new = [
+        make_record("dense", "dense", bits=8_000_000, values={"top1": dense}, data=data),
+        make_record("quantize(bits=4)", bits=new_bits, values={"top1": new_q4}, data=data, suite="n"),
+        make_record("quantize(bits=8)", bits=2_000_000, values={"top1": q8}, data=data),
+        *(extra_new or []),
+    ]
     return write_run(tmp_path / "base", base), write_run(tmp_path / "new", new)
 
 
@@ -51,12 +62,15 @@ def _base_q4() -> np.ndarray:
     return outcomes(0.85, N, 1)
 
 
-@pytest.mark.parametrize(("text", "rule"), [
-    ("top1<-0.5", Rule("top1", "<", -0.5)),
-    (" kl > 0.01 ", Rule("kl", ">", 0.01)),
-    ("ratio<-1e-1", Rule("ratio", "<", -0.1)),
-    ("weight_rel_error>+.05", Rule("weight_rel_error", ">", 0.05)),
-])
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("top1<-0.5", Rule("top1", "<", -0.5)),
+        (" kl > 0.01 ", Rule("kl", ">", 0.01)),
+        ("ratio<-1e-1", Rule("ratio", "<", -0.1)),
+        ("weight_rel_error>+.05", Rule("weight_rel_error", ">", 0.05)),
+    ],
+)
 def test_rules_parse(text: str, rule: Rule) -> None:
     assert parse_rule(text) == rule
 
@@ -132,10 +146,11 @@ def test_outputs_and_unmatched_methods(tmp_path: Path) -> None:
 
 
 def test_seeds_are_pooled(tmp_path: Path) -> None:
-    base_records = [make_record("prune(sparsity=0.5)", "pruning", seed=s, values={"top1": outcomes(0.7, N, s)})
-                    for s in (0, 1)]
-    new_records = [make_record("prune(sparsity=0.5)", "pruning", seed=s, suite="n",
-                               values={"top1": _worse(outcomes(0.7, N, s), 60)}) for s in (0, 1)]
+    base_records = [make_record("prune(sparsity=0.5)", "pruning", seed=s, values={"top1": outcomes(0.7, N, s)}) for s in (0, 1)]
+    new_records = [
+        make_record("prune(sparsity=0.5)", "pruning", seed=s, suite="n", values={"top1": _worse(outcomes(0.7, N, s), 60)})
+        for s in (0, 1)
+    ]
     base, new = write_run(tmp_path / "base", base_records), write_run(tmp_path / "new", new_records)
     (change,) = [c for c in compare_runs(base, new).changes if c.metric == "top1"]
     assert change.test == "paired" and change.diff == pytest.approx(-3.0) and change.hi < 0
@@ -184,8 +199,11 @@ def test_two_real_runs_that_differ_by_one_setting(tmp_path: Path, write_suite: A
         assert run_cli("run", str(path), "--out", str(tmp_path / name), "--quiet", "--no-progress") == 0
     base, new = tmp_path / "base", tmp_path / "new"
     assert run_cli("compare", str(base), str(new), "--fail-on", "agreement<-1") == 0  # agreement did not drop
-    changes = {c["metric"]: c for c in json.loads((new / "comparison.json").read_text())["changes"]
-               if c["method"] == "prune(sparsity=0.5)"}
+    changes = {
+        c["metric"]: c
+        for c in json.loads((new / "comparison.json").read_text())["changes"]
+        if c["method"] == "prune(sparsity=0.5)"
+    }
     assert changes["agreement"]["test"] == "McNemar exact" and changes["agreement"]["new"] == 100.0
     assert changes["ratio"]["test"] == "exact" and abs(changes["ratio"]["diff"]) < 0.01  # the same settings
     kl = changes["kl"]
@@ -203,15 +221,18 @@ def _with_weights(rec: dict[str, Any], weights: str) -> dict[str, Any]:
 
 
 def test_a_model_whose_weights_differ_is_named_and_kept_out_of_the_gate(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Both models drop 5 points at 4 bits; only zoo:fmnist-cnn was trained to other weights in the new run."""
     q4 = _base_q4()
     zoo_base, zoo_new = "recipe:a5a30d08153f2be2:sha256:371c8ddea5c583a4", "recipe:a5a30d08153f2be2:sha256:f3dd10dbeb72fffd"
 
     def run(folder: str, zoo: str, top1: np.ndarray) -> Path:
-        records = [_with_weights(make_record(m, model=model, values={"top1": v}, suite=folder), w)
-                   for model, w in (("zoo:fmnist-cnn", zoo), ("tiny:cnn", "random-init"))
-                   for m, v in (("dense", outcomes(0.9, N, 0)), ("quantize(bits=4)", top1))]
+        records = [
+            _with_weights(make_record(m, model=model, values={"top1": v}, suite=folder), w)
+            for model, w in (("zoo:fmnist-cnn", zoo), ("tiny:cnn", "random-init"))
+            for m, v in (("dense", outcomes(0.9, N, 0)), ("quantize(bits=4)", top1))
+        ]
         return write_run(tmp_path / folder, records)
 
     base, new = run("base", zoo_base, q4), run("new", zoo_new, _worse(q4, 100))
@@ -222,8 +243,10 @@ def test_a_model_whose_weights_differ_is_named_and_kept_out_of_the_gate(
     assert [c.model for _, c in cmp.failed] == ["tiny:cnn"]  # the same drop on the changed model is not gated
     assert run_cli("compare", str(base), str(new), "--fail-on", "top1<-0.5") == 1
     out = capsys.readouterr().out
-    assert ("zoo:fmnist-cnn: weights differ (sha256 371c8dde… vs sha256 f3dd10db…);\n"
-            "  its 6 rows are kept out of the gate; pass --gate-model-changes to include them\n") in out  # wrapped at 100
+    assert (
+        "zoo:fmnist-cnn: weights differ (sha256 371c8dde… vs sha256 f3dd10db…);\n"
+        "  its 6 rows are kept out of the gate; pass --gate-model-changes to include them\n"
+    ) in out  # wrapped at 100
     assert "1 FAILED" in out and "would fail top1<-0.5 (weights differ; not gated)" in out
     assert all(len(line) <= 100 for line in out.splitlines() if not line.startswith("/"))
     data = json.loads((new / "comparison.json").read_text())

@@ -45,11 +45,24 @@ def outcomes(rate: float, n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def make_record(method: str = "quantize(bits=4)", family: str = "quantization", *, model: str = "tiny:cnn",
-                track: str = "data-free", seed: int = 0, bits: int = 1_000_000, baseline_bits: int = 8_000_000,
-                values: dict[str, Any] | None = None, details: dict[str, Any] | None = None, status: str = "ok",
-                identity: bool = False, data: str = "data-1", num_classes: int | None = None,
-                suite: str = "s", commit: str = "abc1234567") -> dict[str, Any]:
+def make_record(
+    method: str = "quantize(bits=4)",
+    family: str = "quantization",
+    *,
+    model: str = "tiny:cnn",
+    track: str = "data-free",
+    seed: int = 0,
+    bits: int = 1_000_000,
+    baseline_bits: int = 8_000_000,
+    values: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    status: str = "ok",
+    identity: bool = False,
+    data: str = "data-1",
+    num_classes: int | None = None,
+    suite: str = "s",
+    commit: str = "abc1234567",
+) -> dict[str, Any]:
     """A valid record. ``values``: metric -> a number, or a bool/float array of per-example outcomes
     (stored in ``per_example``; the value is their mean, × 100 for a metric in %)."""
     metrics, per_example = {}, {}
@@ -59,44 +72,90 @@ def make_record(method: str = "quantize(bits=4)", family: str = "quantization", 
         if isinstance(v, np.ndarray):
             per_example[name] = samples.encode(v)
             v = float(v.mean()) * (100.0 if unit == "%" else 1.0)
-        metrics[name] = {"value": v, "unit": unit, "higher_is_better": hib, "kind": kind, "roles": roles,
-                         "rank": rank, "identity_target": target, "description": f"{name} of the cell"}
+        metrics[name] = {
+            "value": v,
+            "unit": unit,
+            "higher_is_better": hib,
+            "kind": kind,
+            "roles": roles,
+            "rank": rank,
+            "identity_target": target,
+            "description": f"{name} of the cell",
+        }
     fingerprint = {"model": model, "method": method, "seed": seed, "suite": suite, "bits": bits, "data": data}
     stage = {"name": method.split("(")[0], "version": "1", "family": family, "track": track, "config": {}}
-    rec = {"schema": SCHEMA, "cell_id": fingerprint_id(fingerprint), "fingerprint": fingerprint, "suite": suite,
-           "status": status, "label": method, "track": track, "family": family, "seed": seed,
-           "model": {"name": model, "label": model, **({"num_classes": num_classes} if num_classes else {})},
-           "dataset": {"name": "random", "options": {}, "examples": 100, "data_fingerprint": data},
-           "compressor": {"pipeline": [] if family == "dense" else [stage], "identity": identity},
-           "metrics": metrics if status == "ok" else {},
-           "size": {"total_bits": int(bits), "baseline_bits": baseline_bits, "ratio_model": baseline_bits / bits,
-                    "ratio_layers": baseline_bits / bits, "layers_bits": int(bits),
-                    "layers_baseline_bits": baseline_bits} if status == "ok" else {},
-           "timings": {"total": 1.0}, "details": details or {},
-           "environment": {"device": "cpu", "git_commit": commit},
-           "error": None if status == "ok" else {"type": "RuntimeError", "message": "boom\nmore", "traceback": ""},
-           "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-02T00:01:00+00:00"}
+    rec = {
+        "schema": SCHEMA,
+        "cell_id": fingerprint_id(fingerprint),
+        "fingerprint": fingerprint,
+        "suite": suite,
+        "status": status,
+        "label": method,
+        "track": track,
+        "family": family,
+        "seed": seed,
+        "model": {"name": model, "label": model, **({"num_classes": num_classes} if num_classes else {})},
+        "dataset": {"name": "random", "options": {}, "examples": 100, "data_fingerprint": data},
+        "compressor": {"pipeline": [] if family == "dense" else [stage], "identity": identity},
+        "metrics": metrics if status == "ok" else {},
+        "size": {
+            "total_bits": int(bits),
+            "baseline_bits": baseline_bits,
+            "ratio_model": baseline_bits / bits,
+            "ratio_layers": baseline_bits / bits,
+            "layers_bits": int(bits),
+            "layers_baseline_bits": baseline_bits,
+        }
+        if status == "ok"
+        else {},
+        "timings": {"total": 1.0},
+        "details": details or {},
+        "environment": {"device": "cpu", "git_commit": commit},
+        "error": None if status == "ok" else {"type": "RuntimeError", "message": "boom\nmore", "traceback": ""},
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-02T00:01:00+00:00",
+    }
     if per_example and status == "ok":
         rec["per_example"] = per_example
     assert record_problems(rec) == []
     return rec
 
 
-def write_run(folder: Path, records: Sequence[dict[str, Any]], suite: str = "s", report: dict[str, Any] | None = None,
-              metrics: Sequence[str] = ("top1", "bits", "ratio"), description: str = "a test run") -> Path:
+def write_run(
+    folder: Path,
+    records: Sequence[dict[str, Any]],
+    suite: str = "s",
+    report: dict[str, Any] | None = None,
+    metrics: Sequence[str] = ("top1", "bits", "ratio"),
+    description: str = "a test run",
+) -> Path:
     """A run folder: the records and a run.json listing them."""
     for rec in records:
         write_record(folder, rec)
-    (folder / "run.json").write_text(json.dumps({
-        "suite": suite, "description": description, "command": f"b2s-bench run {suite}.yaml",
-        "report": report or {}, "metrics": list(metrics), "cells": [r["cell_id"] for r in records]}))
+    (folder / "run.json").write_text(
+        json.dumps(
+            {
+                "suite": suite,
+                "description": description,
+                "command": f"b2s-bench run {suite}.yaml",
+                "report": report or {},
+                "metrics": list(metrics),
+                "cells": [r["cell_id"] for r in records],
+            }
+        )
+    )
     return folder
 
 
 def rd_details(rate: float, rel_mse: float, variance_ratio: float = 1.0, below: bool | None = None) -> dict[str, Any]:
     """``details["rate_distortion"]`` as the limits plugin writes it (energy 2.0)."""
-    model = {"rate": rate, "mse": 2.0 * rel_mse, "energy": 2.0, "variance_ratio": variance_ratio,
-             "bound_mse": 2.0 * variance_ratio * 2 ** (-2 * rate)}
+    model = {
+        "rate": rate,
+        "mse": 2.0 * rel_mse,
+        "energy": 2.0,
+        "variance_ratio": variance_ratio,
+        "bound_mse": 2.0 * variance_ratio * 2 ** (-2 * rate),
+    }
     if below is not None:
         model["below_limit"] = below
     return {"rate_distortion": {"tensors": {}, "model": model}}
@@ -118,8 +177,15 @@ def test_report_rebuilds_everything_from_records(run_dir: Path, tmp_path: Path) 
     shutil.copytree(run_dir / "cells", copy / "cells")
     shutil.copy(run_dir / "run.json", copy / "run.json")
     assert run_cli("report", str(copy)) == 0
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard.json", "pareto.png",
-                 "failed.csv", "records.csv"):
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.html",
+        "leaderboard.json",
+        "pareto.png",
+        "failed.csv",
+        "records.csv",
+    ):
         assert (copy / name).is_file()
     assert (copy / "leaderboard.md").read_text() == (run_dir / "leaderboard.md").read_text()
 
@@ -132,7 +198,7 @@ def test_markdown_has_units_arrows_deltas_and_sorted_rows(run_dir: Path) -> None
     methods = [r.split("|")[1].strip() for r in rows]
     assert methods[0] == "dense"
     frame, metas, settings = load_frame(run_dir)
-    (_, table), = leaderboards(frame, metas, settings)
+    ((_, table),) = leaderboards(frame, metas, settings)
     ratio = table["ratio [x] ↑"].tolist()
     assert table["method"].iloc[0] == "dense" and ratio[1:] == sorted(ratio[1:], reverse=True)
     assert "## Theory checks" in text
@@ -180,11 +246,14 @@ def _table(folder: Path) -> pd.DataFrame:
 
 
 def test_intervals_come_from_per_example_outcomes_and_old_records_show_none(tmp_path: Path) -> None:
-    folder = _run(tmp_path, [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 1)}),
-        make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 1000, 2)}),
-        make_record("old(bits=4)", values={"top1": 80.0}),  # a record from before per-example outcomes
-    ])
+    folder = _run(
+        tmp_path,
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 1)}),
+            make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 1000, 2)}),
+            make_record("old(bits=4)", values={"top1": 80.0}),  # a record from before per-example outcomes
+        ],
+    )
     table = _table(folder).set_index("method")
     lo, hi = table.loc["quantize(bits=4)", "top1 95% CI"]
     half = 1.96 * math.sqrt(0.85 * 0.15 / 1000) * 100  # the normal approximation, for scale
@@ -206,8 +275,10 @@ def test_a_value_that_is_not_the_mean_of_its_outcomes_gets_no_interval(tmp_path:
 
 
 def test_seeds_are_pooled_into_one_row_with_mean_std_and_a_pooled_interval(tmp_path: Path) -> None:
-    seeds = [make_record("prune(sparsity=0.5)", "pruning", seed=s, values={"top1": outcomes(r, 500, s)})
-             for s, r in ((0, 0.80), (1, 0.84), (2, 0.82))]
+    seeds = [
+        make_record("prune(sparsity=0.5)", "pruning", seed=s, values={"top1": outcomes(r, 500, s)})
+        for s, r in ((0, 0.80), (1, 0.84), (2, 0.82))
+    ]
     table = _table(_run(tmp_path, seeds))
     assert len(table) == 1 and table["seeds"].iloc[0] == 3
     assert table["top1 [%] ↑"].iloc[0] == pytest.approx(82.0)
@@ -241,28 +312,39 @@ def test_an_unknown_primary_metric_is_an_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_report_loads_neither_the_runner_nor_torch() -> None:
-    code = ("import sys, b2s_bench.reporting.tables, b2s_bench.reporting.theory, b2s_bench.reporting.summary, b2s_bench.reporting.compare, b2s_bench.reporting.site; "
-            "print(sorted(m for m in ('torch', 'b2s_bench.suites.cells', 'b2s_bench.execution.runner') if m in sys.modules))")
+    code = (
+        "import sys, b2s_bench.reporting.tables, b2s_bench.reporting.theory, b2s_bench.reporting.summary, b2s_bench.reporting.compare, b2s_bench.reporting.site; "
+        "print(sorted(m for m in ('torch', 'b2s_bench.suites.cells', 'b2s_bench.execution.runner') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_below_the_gaussian_limit_is_flagged_with_a_note(tmp_path: Path) -> None:
-    folder = _run(tmp_path, [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
-        # at 4 bits per weight the limit is 2^-8 = 0.0039 relative MSE: 0.001 is below, 0.01 above
-        make_record("lowrank(rank=4)", "lowrank", values={"top1": 80.0}, details=rd_details(4.0, 0.001)),
-        make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
-        # the record's own verdict wins over the recomputed one
-        make_record("svd(energy=0.9)", "lowrank", bits=900_000, values={"top1": 70.0},
-                    details=rd_details(4.0, 0.01, below=True)),
-        # ... except at 32 bits per weight, where a raw fp32 copy is exact: an identity cell, even one
-        # whose record (made before that rule) flags itself
-        make_record("identity quantize(bits=32)", values={"top1": 90.0}, details=rd_details(32.0, 0.0, below=True)),
-    ])
+    folder = _run(
+        tmp_path,
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+            # at 4 bits per weight the limit is 2^-8 = 0.0039 relative MSE: 0.001 is below, 0.01 above
+            make_record("lowrank(rank=4)", "lowrank", values={"top1": 80.0}, details=rd_details(4.0, 0.001)),
+            make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
+            # the record's own verdict wins over the recomputed one
+            make_record(
+                "svd(energy=0.9)", "lowrank", bits=900_000, values={"top1": 70.0}, details=rd_details(4.0, 0.01, below=True)
+            ),
+            # ... except at 32 bits per weight, where a raw fp32 copy is exact: an identity cell, even one
+            # whose record (made before that rule) flags itself
+            make_record("identity quantize(bits=32)", values={"top1": 90.0}, details=rd_details(32.0, 0.0, below=True)),
+        ],
+    )
     table = _table(folder).set_index("method")
-    assert table["note"].to_dict() == {"dense": "", "lowrank(rank=4)": BELOW_LIMIT, "quantize(bits=4)": "",
-                                       "svd(energy=0.9)": BELOW_LIMIT, "identity quantize(bits=32)": ""}
+    assert table["note"].to_dict() == {
+        "dense": "",
+        "lowrank(rank=4)": BELOW_LIMIT,
+        "quantize(bits=4)": "",
+        "svd(energy=0.9)": BELOW_LIMIT,
+        "identity quantize(bits=32)": "",
+    }
     assert run_cli("report", str(folder)) == 0
     text = (folder / "leaderboard.md").read_text()
     assert "structured (correlated or low rank)" in text and "miscounted" in text and "not Gaussian" in text
@@ -274,12 +356,15 @@ def test_below_the_gaussian_limit_is_flagged_with_a_note(tmp_path: Path) -> None
 
 
 def test_no_gap_at_16_bits_per_coded_weight_and_every_column_states_its_definition(tmp_path: Path) -> None:
-    folder = _run(tmp_path, [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
-        # an fp32 INR: 1e-12 relative MSE against a bound of 2^-64 (−193 dB); a gap of 73 dB means nothing
-        make_record("inr(bits=32)", "inr", values={"top1": 89.0}, details=rd_details(32.0, 1e-12)),
-        make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
-    ])
+    folder = _run(
+        tmp_path,
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+            # an fp32 INR: 1e-12 relative MSE against a bound of 2^-64 (−193 dB); a gap of 73 dB means nothing
+            make_record("inr(bits=32)", "inr", values={"top1": 89.0}, details=rd_details(32.0, 1e-12)),
+            make_record("quantize(bits=4)", values={"top1": 85.0}, details=rd_details(4.0, 0.01)),
+        ],
+    )
     from b2s_bench.reporting.theory import rate_distortion_table
 
     frame, _, _ = load_frame(folder)
@@ -299,8 +384,7 @@ def test_summary_lists_the_top_methods_within_100_columns(tmp_path: Path) -> Non
     long = "pipeline(" + "x" * 120 + ")"
     records = [make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 400, 0)})]
     records += [make_record(f"q{i}", bits=1_000_000 + i, values={"top1": outcomes(0.5 + i / 20, 400, i)}) for i in range(7)]
-    records += [make_record(long, "pruning", values={"top1": outcomes(0.99, 400, 9)}),
-                make_record("broken", status="error")]
+    records += [make_record(long, "pruning", values={"top1": outcomes(0.99, 400, 9)}), make_record("broken", status="error")]
     folder = _run(tmp_path, records)
     text = summary_text(folder, top=3)
     lines = text.splitlines()
@@ -319,9 +403,17 @@ def test_the_family_style_is_fixed_and_stable() -> None:
     assert family_style("quantization") == ("#2ca02c", "o") and family_style("pruning") == ("#ff7f0e", "^")
     composite = family_style("pruning+quantization")
     assert composite == family_style("pruning+quantization") and composite not in FAMILY_STYLES.values()
-    out = subprocess.run([sys.executable, "-c", "from b2s_bench_plugins.reporting.plots import family_style; "
-                          "print(family_style('pruning+quantization'))"], capture_output=True, text=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""}, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from b2s_bench_plugins.reporting.plots import family_style; print(family_style('pruning+quantization'))",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        check=True,
+    ).stdout
     assert out.strip() == str(composite)  # not Python's salted hash
 
 
@@ -344,13 +436,20 @@ def test_the_size_axis_is_labelled_in_plain_numbers() -> None:
 
 def test_convergence_curves_kept_by_records_are_drawn_and_embedded(tmp_path: Path) -> None:
     curve = {"step": [100, 200, 300], "psnr": [20.0, 24.5, 25.1], "train_loss": [0.3, 0.2, 0.1]}
-    folder = _run(tmp_path, [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
-        make_record("big2small(steps=300)", "inr", values={"top1": 80.0}, details={"curve": curve}),
-        make_record("big2small(steps=300) > quantize(bits=6)", "inr", values={"top1": 79.0},
-                    details={"stages": [{"curve": curve}, {"weight_bits": 6}]}),  # a pipeline: kept by its stage
-        make_record("quantize(bits=4)", values={"top1": 85.0}),
-    ])
+    folder = _run(
+        tmp_path,
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+            make_record("big2small(steps=300)", "inr", values={"top1": 80.0}, details={"curve": curve}),
+            make_record(
+                "big2small(steps=300) > quantize(bits=6)",
+                "inr",
+                values={"top1": 79.0},
+                details={"stages": [{"curve": curve}, {"weight_bits": 6}]},
+            ),  # a pipeline: kept by its stage
+            make_record("quantize(bits=4)", values={"top1": 85.0}),
+        ],
+    )
     frame, _, _ = load_frame(folder)
     assert frame.set_index("method").loc["big2small(steps=300)", "curve"] == curve
     assert frame.set_index("method").loc["big2small(steps=300) > quantize(bits=6)", "curve"] == curve
@@ -364,16 +463,19 @@ def test_numbers_carry_the_precision_of_their_interval(tmp_path: Path) -> None:
     from b2s_bench_plugins.reporting.writers import interval_decimals
 
     assert (interval_decimals(4.4), interval_decimals(0.044), interval_decimals(12.0)) == (1, 3, 0)
-    folder = write_run(tmp_path / "run", [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.72222, 900, 0)}),
-        make_record("quantize(bits=4)", values={"top1": outcomes(0.125, 900, 1)}),
-        make_record("prune(sparsity=0.5)", "pruning", bits=4_000_000, values={"top1": outcomes(0.5, 900, 2)}),
-    ])
+    folder = write_run(
+        tmp_path / "run",
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.72222, 900, 0)}),
+            make_record("quantize(bits=4)", values={"top1": outcomes(0.125, 900, 1)}),
+            make_record("prune(sparsity=0.5)", "pruning", bits=4_000_000, values={"top1": outcomes(0.5, 900, 2)}),
+        ],
+    )
     assert run_cli("report", str(folder), "--format", "md") == 0
     lines = (folder / "leaderboard.md").read_text().splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("| method"))
     columns = [c.strip() for c in lines[head].strip("|").split("|")]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[head + 2: head + 5]]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[head + 2 : head + 5]]
     values = [row[columns.index("top1 [%] ↑")] for row in rows]
     intervals = [row[columns.index("top1 95% CI")] for row in rows]
     # 900 examples: intervals a few points wide, so one decimal, in every row of the column (72.2, not 72.222)
@@ -385,10 +487,13 @@ def test_summary_never_cuts_two_settings_to_the_same_row_name(tmp_path: Path) ->
     from b2s_bench.reporting.summary import summary_text
 
     methods = [f"quantize(bits=4, granularity=group, scale_bits=16, group_size={g})" for g in (32, 64, 128)]
-    folder = write_run(tmp_path / "run", [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
-        *[make_record(m, bits=1_000_000 + i, values={"top1": 80.0 - i}) for i, m in enumerate(methods)],
-    ])
+    folder = write_run(
+        tmp_path / "run",
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+            *[make_record(m, bits=1_000_000 + i, values={"top1": 80.0 - i}) for i, m in enumerate(methods)],
+        ],
+    )
     lines = summary_text(folder, width=70).splitlines()
     rows = [line for line in lines if re.match(r"\s+\d+ ", line)]
     names = [re.split(r"\s{2,}", row.strip(), maxsplit=1)[0] for row in rows]

@@ -62,12 +62,15 @@ def test_independent_bootstrap_is_wider_than_paired_on_correlated_outcomes() -> 
     assert indep.hi - indep.lo > 3 * (paired.hi - paired.lo)
 
 
-@pytest.mark.parametrize(("a_only", "b_only", "p"), [
-    (0, 0, 1.0),
-    (0, 5, 2 / 32),  # all five discordant pairs one way: 2 · (1/2)^5
-    (1, 9, 2 * (1 + 10) / 1024),  # 2 · P(X ≤ 1), X ~ Binomial(10, 1/2)
-    (5, 5, 1.0),
-])
+@pytest.mark.parametrize(
+    ("a_only", "b_only", "p"),
+    [
+        (0, 0, 1.0),
+        (0, 5, 2 / 32),  # all five discordant pairs one way: 2 · (1/2)^5
+        (1, 9, 2 * (1 + 10) / 1024),  # 2 · P(X ≤ 1), X ~ Binomial(10, 1/2)
+        (5, 5, 1.0),
+    ],
+)
 def test_mcnemar_exact_by_hand(a_only: int, b_only: int, p: float) -> None:
     both = 7  # concordant pairs do not matter
     a = np.array([True] * a_only + [False] * b_only + [True] * both + [False] * 3)
@@ -114,8 +117,9 @@ def test_floats_use_float16_when_it_keeps_their_precision_else_float32() -> None
 
 
 def test_encode_all_takes_tensors_and_integers() -> None:
-    entries = samples.encode_all({"top1": torch.tensor([True, False, True]), "kl": torch.tensor([0.5, 0.25]),
-                                  "rank": torch.tensor([3, 1, 2])})
+    entries = samples.encode_all(
+        {"top1": torch.tensor([True, False, True]), "kl": torch.tensor([0.5, 0.25]), "rank": torch.tensor([3, 1, 2])}
+    )
     assert list(entries) == ["kl", "rank", "top1"]
     assert samples.decode(entries["top1"]).tolist() == [True, False, True]
     assert samples.decode(entries["kl"]).tolist() == [0.5, 0.25]
@@ -185,7 +189,7 @@ def _three_seeds(diffs: tuple[int, int, int], n: int = 2000) -> tuple[np.ndarray
     a = rng.random((3, n)) < 0.7
     b = a.copy()
     for s, k in enumerate(diffs):
-        b[s, np.flatnonzero(~a[s] if k > 0 else a[s])[:abs(k)]] = k > 0
+        b[s, np.flatnonzero(~a[s] if k > 0 else a[s])[: abs(k)]] = k > 0
     return a, b
 
 
@@ -223,17 +227,20 @@ def test_independent_runs_resample_their_own_clusters() -> None:
     assert clustered.hi - clustered.lo > 2 * (plain.hi - plain.lo)
 
 
-@pytest.mark.parametrize(("lo", "hi", "higher", "margin", "word"), [
-    (0.5, 2.0, True, 0.0, stats.SUPPORTED),
-    (-2.0, -0.5, True, 0.0, stats.REFUTED),
-    (0.0, 2.0, True, 0.0, stats.NOT_SIGNIFICANT),  # an end on 0 covers 0
-    (-2.0, 0.0, True, 0.0, stats.NOT_SIGNIFICANT),
-    (-2.0, -0.5, False, 0.0, stats.SUPPORTED),  # lower is better: a drop is an improvement
-    (0.5, 2.0, False, 0.0, stats.REFUTED),
-    (0.5, 2.0, True, 1.0, stats.NOT_SIGNIFICANT),  # better, but not by the margin
-    (-0.8, -0.2, True, -1.0, stats.SUPPORTED),  # "not worse by more than 1"
-    (math.nan, math.nan, True, 0.0, stats.INCONCLUSIVE),
-])
+@pytest.mark.parametrize(
+    ("lo", "hi", "higher", "margin", "word"),
+    [
+        (0.5, 2.0, True, 0.0, stats.SUPPORTED),
+        (-2.0, -0.5, True, 0.0, stats.REFUTED),
+        (0.0, 2.0, True, 0.0, stats.NOT_SIGNIFICANT),  # an end on 0 covers 0
+        (-2.0, 0.0, True, 0.0, stats.NOT_SIGNIFICANT),
+        (-2.0, -0.5, False, 0.0, stats.SUPPORTED),  # lower is better: a drop is an improvement
+        (0.5, 2.0, False, 0.0, stats.REFUTED),
+        (0.5, 2.0, True, 1.0, stats.NOT_SIGNIFICANT),  # better, but not by the margin
+        (-0.8, -0.2, True, -1.0, stats.SUPPORTED),  # "not worse by more than 1"
+        (math.nan, math.nan, True, 0.0, stats.INCONCLUSIVE),
+    ],
+)
 def test_verdict_rule(lo: float, hi: float, higher: bool, margin: float, word: str) -> None:
     assert stats.verdict(stats.Paired((lo + hi) / 2, lo, hi, 0.5), higher, margin) == word
     assert stats.verdict(stats.Interval((lo + hi) / 2, lo, hi), higher, margin) == word

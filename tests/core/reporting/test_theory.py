@@ -45,8 +45,9 @@ def test_projected_mask_reaches_magnitude_pruning(sparsity: float) -> None:
 @pytest.mark.parametrize(("scope", "sparsity"), [("global", 0.6), ("layer", 0.3)])
 def test_pruning_equals_torch_prune_oracle(scope: str, sparsity: float) -> None:
     model = tiny_model()
-    ours = prune_plugin.compress(copy.deepcopy(model), prune_plugin.PruneConfig(sparsity=sparsity, scope=scope),
-                                 Context()).state_dict()
+    ours = prune_plugin.compress(
+        copy.deepcopy(model), prune_plugin.PruneConfig(sparsity=sparsity, scope=scope), Context()
+    ).state_dict()
     oracle = copy.deepcopy(model)
     layers = list(weight_layers(oracle).values())
     if scope == "global":
@@ -114,11 +115,14 @@ def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # ty
 
     from b2s_bench.reporting.theory import equal_bits
 
-    frame, metas = _frame(tmp_path, [
-        make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 2000, 1)}),
-        make_record("kmeans(bits=4)", bits=1_010_000, values={"top1": outcomes(0.80, 2000, 2)}),
-        make_record("prune(sparsity=0.9)", "pruning", bits=2_000_000, values={"top1": outcomes(0.5, 2000, 3)}),
-    ])
+    frame, metas = _frame(
+        tmp_path,
+        [
+            make_record("quantize(bits=4)", values={"top1": outcomes(0.85, 2000, 1)}),
+            make_record("kmeans(bits=4)", bits=1_010_000, values={"top1": outcomes(0.80, 2000, 2)}),
+            make_record("prune(sparsity=0.9)", "pruning", bits=2_000_000, values={"top1": outcomes(0.5, 2000, 3)}),
+        ],
+    )
     table = equal_bits(frame, _top1(metas))
     assert len(table) == 1  # k-means and uniform quantization, both "quantization"; pruning is twice the size
     row = table.iloc[0]
@@ -144,19 +148,24 @@ def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from b2s_bench.reporting.theory import equal_bits
 
     close_a, close_b = _paired(0.8, 0.8, 1000, 3)  # 3 discordant pairs: no evidence
-    frame, metas = _frame(tmp_path, [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 0)}, num_classes=10),
-        make_record("a(bits=4)", values={"top1": close_a}, num_classes=10),
-        make_record("b(bits=4)", values={"top1": close_b}, num_classes=10),
-        make_record("c(rank=2)", "lowrank", bits=3_000_000, values={"top1": outcomes(0.10, 1000, 1)}, num_classes=10),
-        make_record("d(rank=2)", "lowrank", bits=3_050_000, values={"top1": outcomes(0.08, 1000, 2)}, num_classes=10),
-        make_record("e(old)", bits=5_000_000, values={"top1": 70.0}, num_classes=10),
-        make_record("f(old)", bits=5_100_000, values={"top1": 60.0}, num_classes=10),
-    ])
+    frame, metas = _frame(
+        tmp_path,
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": outcomes(0.9, 1000, 0)}, num_classes=10),
+            make_record("a(bits=4)", values={"top1": close_a}, num_classes=10),
+            make_record("b(bits=4)", values={"top1": close_b}, num_classes=10),
+            make_record("c(rank=2)", "lowrank", bits=3_000_000, values={"top1": outcomes(0.10, 1000, 1)}, num_classes=10),
+            make_record("d(rank=2)", "lowrank", bits=3_050_000, values={"top1": outcomes(0.08, 1000, 2)}, num_classes=10),
+            make_record("e(old)", bits=5_000_000, values={"top1": 70.0}, num_classes=10),
+            make_record("f(old)", bits=5_100_000, values={"top1": 60.0}, num_classes=10),
+        ],
+    )
     verdicts = {(r["A"], r["B"]): r["verdict"] for _, r in equal_bits(frame, _top1(metas)).iterrows()}
-    assert verdicts == {("a(bits=4)", "b(bits=4)"): "not significant",
-                        ("c(rank=2)", "d(rank=2)"): "both fail",  # 10 % and 8 % of 10 classes: chance
-                        ("e(old)", "f(old)"): "not testable here"}  # no per-example outcomes
+    assert verdicts == {
+        ("a(bits=4)", "b(bits=4)"): "not significant",
+        ("c(rank=2)", "d(rank=2)"): "both fail",  # 10 % and 8 % of 10 classes: chance
+        ("e(old)", "f(old)"): "not testable here",
+    }  # no per-example outcomes
 
 
 def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
@@ -169,8 +178,11 @@ def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
     assert failure_level({}, None, top1) != failure_level({}, None, top1)  # NaN: nothing to tell
     assert fails({"metric:top1": 12.0, "ci_lo:top1": 9.5}, 10.0, top1)  # its interval reaches chance
     assert not fails({"metric:top1": 12.0, "ci_lo:top1": 10.5}, 10.0, top1)
-    assert not fails({"metric:kl": 9.0}, failure_level({}, {"metric:kl": 0.0}, MetricMeta("kl", "nats", False, "quality")),
-                     MetricMeta("kl", "nats", False, "quality"))
+    assert not fails(
+        {"metric:kl": 9.0},
+        failure_level({}, {"metric:kl": 0.0}, MetricMeta("kl", "nats", False, "quality")),
+        MetricMeta("kl", "nats", False, "quality"),
+    )
 
 
 def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -178,16 +190,24 @@ def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  #
 
     from b2s_bench.reporting.theory import check_sections
 
-    frame, metas = _frame(tmp_path, [
-        make_record("quantize(bits=4)", values={"solver_gap": 0.001},
-                    details={"check_reference": {"solver_gap": "closed form"}}),
-        make_record("kmeans(bits=4)", bits=1_010_000, values={"solver_gap": -0.2},
-                    details={"check_reference": {"solver_gap": "local search"}}),
-    ], metrics=("bits", "solver_gap"))
+    frame, metas = _frame(
+        tmp_path,
+        [
+            make_record(
+                "quantize(bits=4)", values={"solver_gap": 0.001}, details={"check_reference": {"solver_gap": "closed form"}}
+            ),
+            make_record(
+                "kmeans(bits=4)",
+                bits=1_010_000,
+                values={"solver_gap": -0.2},
+                details={"check_reference": {"solver_gap": "local search"}},
+            ),
+        ],
+        metrics=("bits", "solver_gap"),
+    )
     ((title, table),) = check_sections(frame, metas)
     assert title.startswith("solver_gap") and list(table.columns) == ["model", "method", "family", "reference", "solver_gap"]
-    assert dict(zip(table["method"], table["reference"])) == {"quantize(bits=4)": "closed form",
-                                                              "kmeans(bits=4)": "local search"}
+    assert dict(zip(table["method"], table["reference"])) == {"quantize(bits=4)": "closed form", "kmeans(bits=4)": "local search"}
 
 
 def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -196,11 +216,14 @@ def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def
     from b2s_bench.reporting.tables import BELOW_LIMIT
     from b2s_bench.reporting.theory import rate_distortion_table
 
-    frame, _ = _frame(tmp_path, [
-        make_record("quantize(bits=2)", details=rd_details(2.0, 0.1, variance_ratio=0.5)),
-        make_record("svd(rank=1)", "lowrank", details=rd_details(1.0, 0.01, variance_ratio=1.0)),
-        make_record("prune(sparsity=0.5)", "pruning"),  # no rate-distortion data
-    ])
+    frame, _ = _frame(
+        tmp_path,
+        [
+            make_record("quantize(bits=2)", details=rd_details(2.0, 0.1, variance_ratio=0.5)),
+            make_record("svd(rank=1)", "lowrank", details=rd_details(1.0, 0.01, variance_ratio=1.0)),
+            make_record("prune(sparsity=0.5)", "pruning"),  # no rate-distortion data
+        ],
+    )
     table = rate_distortion_table(frame).set_index("method")
     assert list(table.index) == ["quantize(bits=2)", "svd(rank=1)"]
     q = table.loc["quantize(bits=2)"]

@@ -39,7 +39,12 @@ compressors:
         ("suite: s\nmodels: [tiny:cnn]\n", None, "", "missing required key 'compressors'"),
         (BASE.replace("name: quantize", "name: quantise"), 5, "compressors[0].name", "did you mean 'quantize'"),
         (BASE + "    grid: {bits: [8, 99]}\n", 6, "compressors[0].grid.bits", "bits must be in 2..8, 16 or 32, got 99"),
-        (BASE + "    bitz: 4\n", 6, "compressors[0].bitz", "unknown setting 'bitz' of compressor 'quantize'; did you mean 'bits'"),
+        (
+            BASE + "    bitz: 4\n",
+            6,
+            "compressors[0].bitz",
+            "unknown setting 'bitz' of compressor 'quantize'; did you mean 'bits'",
+        ),
         (BASE + "    settings: {bits: four}\n", 6, "compressors[0].settings.bits", "bits must be an integer, got 'four'"),
         (BASE + "    grid: {bits: 4}\n", 6, "compressors[0].grid.bits", "grid values must be a non-empty list"),
         (BASE + "    granularity: chanel\n", 6, "compressors[0].granularity", "did you mean 'channel'"),
@@ -56,29 +61,81 @@ compressors:
         (BASE + "  - pipeline: [quantize]\n", 6, "compressors[1].pipeline", "at least two compressors"),
         ("suite: s\nmodels: [tiny:cnn]\ncompressors:\n  - name: quantize\n   bits: 4\n", 5, "", "invalid YAML"),
         ("- just\n- a list\n", 1, "", "a suite must be a YAML mapping"),
-        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrained: true, weights: w.pt}]"), 2, "models[0].weights",
-         "give either pretrained: true or weights:, not both"),
-        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrainde: true}]"), 2, "models[0].pretrainde",
-         "unknown key in a model entry; did you mean 'pretrained'"),
-        (BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, colour: red}]"), 2, "models[0].colour",
-         "unknown key in a model entry; allowed keys: name, pretrained, weights, dataset, options, label"),
-        (BASE + "    bits: 4\n    grid: {bits: [8, 4]}\n", 7, "compressors[0].grid.bits", "'bits' is both a fixed setting and a grid axis; keep one"),
-        (BASE + "    settings: {bits: 4}\n    grid: {bits: [8, 4]}\n", 7, "compressors[0].grid.bits", "'bits' is both a fixed setting and a grid axis"),
-        (BASE + "  - pipeline: [quantize, distill]\n", 6, "compressors[1].pipeline[1]",
-         "compressor 'distill' cannot follow another in a pipeline (it has no per-tensor form); put it first"),
-        (BASE + "  - pipeline: [prune, nern]\n", 6, "compressors[1].pipeline[1]", "compressor 'nern' cannot follow another in a pipeline"),
+        (
+            BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrained: true, weights: w.pt}]"),
+            2,
+            "models[0].weights",
+            "give either pretrained: true or weights:, not both",
+        ),
+        (
+            BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, pretrainde: true}]"),
+            2,
+            "models[0].pretrainde",
+            "unknown key in a model entry; did you mean 'pretrained'",
+        ),
+        (
+            BASE.replace("models: [tiny:cnn]", "models: [{name: tiny:cnn, colour: red}]"),
+            2,
+            "models[0].colour",
+            "unknown key in a model entry; allowed keys: name, pretrained, weights, dataset, options, label",
+        ),
+        (
+            BASE + "    bits: 4\n    grid: {bits: [8, 4]}\n",
+            7,
+            "compressors[0].grid.bits",
+            "'bits' is both a fixed setting and a grid axis; keep one",
+        ),
+        (
+            BASE + "    settings: {bits: 4}\n    grid: {bits: [8, 4]}\n",
+            7,
+            "compressors[0].grid.bits",
+            "'bits' is both a fixed setting and a grid axis",
+        ),
+        (
+            BASE + "  - pipeline: [quantize, distill]\n",
+            6,
+            "compressors[1].pipeline[1]",
+            "compressor 'distill' cannot follow another in a pipeline (it has no per-tensor form); put it first",
+        ),
+        (
+            BASE + "  - pipeline: [prune, nern]\n",
+            6,
+            "compressors[1].pipeline[1]",
+            "compressor 'nern' cannot follow another in a pipeline",
+        ),
         ("include: nope.yaml\n" + BASE, 1, "include[0]", "included file 'nope.yaml' not found (paths are relative to "),
-        (BASE + "    device_settings: {gpu: {bits: 4}}\n", 6, "compressors[0].device_settings.gpu", "unknown key in device_settings; did you mean 'cpu'"),
-        (BASE + "    device_settings: {cpu: {bits: 99}}\n", 6, "compressors[0].device_settings.cpu.bits", "bits must be in 2..8, 16 or 32, got 99"),
-        (BASE + "    device_settings: {cpu: {bitz: 4}}\n", 6, "compressors[0].device_settings.cpu.bitz", "unknown setting 'bitz' of compressor 'quantize'; did you mean 'bits'"),
-        (BASE + "    device_settings: {cpu: 4}\n", 6, "compressors[0].device_settings.cpu", "expected a mapping of settings, got int 4"),
+        (
+            BASE + "    device_settings: {gpu: {bits: 4}}\n",
+            6,
+            "compressors[0].device_settings.gpu",
+            "unknown key in device_settings; did you mean 'cpu'",
+        ),
+        (
+            BASE + "    device_settings: {cpu: {bits: 99}}\n",
+            6,
+            "compressors[0].device_settings.cpu.bits",
+            "bits must be in 2..8, 16 or 32, got 99",
+        ),
+        (
+            BASE + "    device_settings: {cpu: {bitz: 4}}\n",
+            6,
+            "compressors[0].device_settings.cpu.bitz",
+            "unknown setting 'bitz' of compressor 'quantize'; did you mean 'bits'",
+        ),
+        (
+            BASE + "    device_settings: {cpu: 4}\n",
+            6,
+            "compressors[0].device_settings.cpu",
+            "expected a mapping of settings, got int 4",
+        ),
         (BASE + "report: {group_by: model}\n", 6, "report.group_by", "group_by must be track, family or none, got 'model'"),
         (BASE + "runtime: {threads: 0}\n", 6, "runtime.threads", "threads must be >= 1, got 0"),
         (BASE + "runtime: {threads: two}\n", 6, "runtime.threads", "threads must be an integer, got 'two'"),
     ],
 )
-def test_suite_errors_are_located(write_suite: Write, plugins: Plugins, text: str, line: int | None, key: str,
-                                  fragment: str) -> None:
+def test_suite_errors_are_located(
+    write_suite: Write, plugins: Plugins, text: str, line: int | None, key: str, fragment: str
+) -> None:
     path = write_suite(text)
     err = error_of(path, plugins)
     assert fragment in err.message, err.message
@@ -102,8 +159,7 @@ def test_cli_prints_suite_errors_without_traceback(write_suite: Write, capsys: p
 
 
 def test_include_shares_defaults_and_locates_errors(write_suite: Write, plugins: Plugins) -> None:
-    write_suite("seed: 7\ndataset: {name: random, n: 32}\nreport: {sort_by: ratio}\nmetrics: [ratio, bits]\n",
-                name="base.yaml")
+    write_suite("seed: 7\ndataset: {name: random, n: 32}\nreport: {sort_by: ratio}\nmetrics: [ratio, bits]\n", name="base.yaml")
     path = write_suite("include: base.yaml\nsuite: s\nmodels: [tiny:cnn]\ncompressors: [quantize]\nseed: 3\n")
     suite = load_suite(path, plugins)
     assert suite.seed == 3 and suite.dataset is not None and suite.dataset.config.n == 32
@@ -155,16 +211,19 @@ def test_cuda_device_settings_are_checked_on_every_device(write_suite: Write, pl
 
 
 def test_a_device_setting_that_is_also_a_grid_axis_is_an_error(write_suite: Write, plugins: Plugins) -> None:
-    err = error_of(write_suite(BASE.replace("name: quantize", "name: quantize\n    grid: {bits: [8, 4]}")
-                               + "    device_settings: {cpu: {bits: 2}}\n"), plugins)
+    err = error_of(
+        write_suite(
+            BASE.replace("name: quantize", "name: quantize\n    grid: {bits: [8, 4]}") + "    device_settings: {cpu: {bits: 2}}\n"
+        ),
+        plugins,
+    )
     assert err.key == "compressors[0].device_settings.cpu.bits" and "both a grid axis" in err.message
 
 
 def test_pipeline_cells(write_suite: Write, plugins: Plugins) -> None:
     path = write_suite(BASE + "  - pipeline: [{name: prune, sparsity: 0.5}, {name: quantize, grid: {bits: [8, 4]}}]\n")
     cells = expand(load_suite(path, plugins), plugins, "cpu")
-    assert [c.label for c in cells[2:]] == ["prune(sparsity=0.5) > quantize(bits=8)",
-                                            "prune(sparsity=0.5) > quantize(bits=4)"]
+    assert [c.label for c in cells[2:]] == ["prune(sparsity=0.5) > quantize(bits=8)", "prune(sparsity=0.5) > quantize(bits=4)"]
     assert cells[2].family == "pruning+quantization"
 
 
@@ -173,7 +232,12 @@ def test_compressor_entries_can_target_some_models(write_suite: Write, plugins: 
     path = write_suite(text + "  - {name: prune, models: [mlp]}\n")
     cells = expand(load_suite(path, plugins), plugins, "cpu")
     assert [(c.model.label, c.label) for c in cells] == [
-        ("tiny:cnn", "dense"), ("tiny:cnn", "quantize"), ("mlp", "dense"), ("mlp", "quantize"), ("mlp", "prune")]
+        ("tiny:cnn", "dense"),
+        ("tiny:cnn", "quantize"),
+        ("mlp", "dense"),
+        ("mlp", "quantize"),
+        ("mlp", "prune"),
+    ]
     err = error_of(write_suite(text + "  - {name: prune, models: [mpl]}\n"), plugins)
     assert err.key == "compressors[1].models[0]" and "did you mean 'mlp'" in err.message
 

@@ -93,8 +93,9 @@ def _bomb(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_an_alias_bomb_is_refused_quickly_and_in_little_memory(write_suite: Write, plugins: Plugins,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_alias_bomb_is_refused_quickly_and_in_little_memory(
+    write_suite: Write, plugins: Plugins, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_suite(BASE + _bomb())  # a billion "lol"s once expanded
     tracemalloc.start()
     start = time.perf_counter()
@@ -110,14 +111,15 @@ def test_an_alias_bomb_is_refused_quickly_and_in_little_memory(write_suite: Writ
 
 
 def test_a_few_aliases_are_fine(write_suite: Write, plugins: Plugins) -> None:
-    path = write_suite(BASE + "  - {name: lowrank, grid: &ratios {target_ratio: [2.0, 4.0]}}\n"
-                              "  - {name: hypercompress, variant: released, <<: {}}\n")
+    path = write_suite(
+        BASE + "  - {name: lowrank, grid: &ratios {target_ratio: [2.0, 4.0]}}\n"
+        "  - {name: hypercompress, variant: released, <<: {}}\n"
+    )
     assert count_cells(load_suite(path, plugins)) == 5
 
 
 def test_merge_keys_override_without_being_duplicates(write_suite: Write, plugins: Plugins) -> None:
-    path = write_suite(BASE.replace("  - name: prune\n", "  - &p {name: prune, sparsity: 0.5}\n"
-                                                          "  - <<: *p\n    sparsity: 0.8\n"))
+    path = write_suite(BASE.replace("  - name: prune\n", "  - &p {name: prune, sparsity: 0.5}\n  - <<: *p\n    sparsity: 0.8\n"))
     suite = load_suite(path, plugins)
     assert [c.stages[0].config.sparsity for c in expand(suite, plugins, "cpu")[1:]] == [0.5, 0.8]
 
@@ -128,8 +130,9 @@ def test_a_recursive_alias_is_refused(write_suite: Write, plugins: Plugins) -> N
 
 
 @pytest.mark.parametrize("opener", ["[", "{a: "])
-def test_deep_nesting_is_refused_before_the_stack_runs_out(write_suite: Write, plugins: Plugins, opener: str,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_deep_nesting_is_refused_before_the_stack_runs_out(
+    write_suite: Write, plugins: Plugins, opener: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     closer = "]" if opener == "[" else "}"
     path = write_suite(BASE + "runtime: " + opener * 50_000 + closer * 50_000 + "\n")  # past Python's recursion limit
     err = error_of(path, plugins)
@@ -152,15 +155,18 @@ def test_includes_are_bounded(write_suite: Write, plugins: Plugins) -> None:
 
 
 # -- duplicate keys --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "line", "key", "first"), [
-    (BASE + "compressors:\n  - name: lowrank\n", 6, "compressors", 4),
-    (BASE + "    sparsity: 0.5\n    sparsity: 0.8\n", 7, "compressors[0].sparsity", 6),
-    (BASE + "runtime: {batch_size: 8, batch_size: 16}\n", 6, "runtime.batch_size", 6),
-    (BASE.replace("models: [tiny:cnn]", "models:\n  - name: tiny:cnn\n    name: tiny:mlp"), 4, "models[0].name", 3),
-])
-def test_duplicate_keys_are_refused_at_the_second_one(write_suite: Write, plugins: Plugins,
-                                                      capsys: pytest.CaptureFixture[str], text: str, line: int,
-                                                      key: str, first: int) -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        (BASE + "compressors:\n  - name: lowrank\n", 6, "compressors", 4),
+        (BASE + "    sparsity: 0.5\n    sparsity: 0.8\n", 7, "compressors[0].sparsity", 6),
+        (BASE + "runtime: {batch_size: 8, batch_size: 16}\n", 6, "runtime.batch_size", 6),
+        (BASE.replace("models: [tiny:cnn]", "models:\n  - name: tiny:cnn\n    name: tiny:mlp"), 4, "models[0].name", 3),
+    ],
+)
+def test_duplicate_keys_are_refused_at_the_second_one(
+    write_suite: Write, plugins: Plugins, capsys: pytest.CaptureFixture[str], text: str, line: int, key: str, first: int
+) -> None:
     path = write_suite(text)
     err = error_of(path, plugins)
     assert err.line == line and err.key == key
@@ -169,8 +175,9 @@ def test_duplicate_keys_are_refused_at_the_second_one(write_suite: Write, plugin
 
 
 # -- grids past runtime.max_cells ------------------------------------------------------------------------------
-def test_a_grid_past_max_cells_is_refused_before_configs_are_built(write_suite: Write, plugins: Plugins,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_grid_past_max_cells_is_refused_before_configs_are_built(
+    write_suite: Write, plugins: Plugins, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import b2s_bench.suites.cells
 
     def no_config(*args: object, **kwargs: object) -> None:
@@ -178,15 +185,19 @@ def test_a_grid_past_max_cells_is_refused_before_configs_are_built(write_suite: 
 
     monkeypatch.setattr(b2s_bench.suites.cells, "build_config", no_config)
     values = ", ".join(str(i / 100) for i in range(60))
-    path = write_suite(BASE + f"    grid: {{sparsity: [{values}], scope: [global, layer]}}\n"
-                              f"  - pipeline: [{{name: prune, grid: {{sparsity: [{values}]}}}}, "
-                              f"{{name: lowrank, grid: {{target_ratio: [{values}], energy: [{values}]}}}}]\n")
+    path = write_suite(
+        BASE + f"    grid: {{sparsity: [{values}], scope: [global, layer]}}\n"
+        f"  - pipeline: [{{name: prune, grid: {{sparsity: [{values}]}}}}, "
+        f"{{name: lowrank, grid: {{target_ratio: [{values}], energy: [{values}]}}}}]\n"
+    )
     start = time.perf_counter()
     err = error_of(path, plugins)
     assert time.perf_counter() - start < 5
     assert err.key == "runtime.max_cells" and err.line == 7  # no max_cells in the file: the largest entry's line
-    assert ("the grid makes 216,121 cells, more than runtime.max_cells (100,000); the largest entry, compressors[1] "
-            "(line 7), makes 216,000") in err.message and "`runtime: {max_cells: 216121}`" in err.message
+    assert (
+        "the grid makes 216,121 cells, more than runtime.max_cells (100,000); the largest entry, compressors[1] "
+        "(line 7), makes 216,000"
+    ) in err.message and "`runtime: {max_cells: 216121}`" in err.message
 
 
 def test_max_cells_is_a_runtime_setting(write_suite: Write, plugins: Plugins) -> None:
@@ -201,9 +212,8 @@ def test_max_cells_is_a_runtime_setting(write_suite: Write, plugins: Plugins) ->
 
 def test_the_count_follows_model_filters_seeds_and_the_baseline(write_suite: Write, plugins: Plugins) -> None:
     text = BASE.replace("models: [tiny:cnn]", "models: [tiny:cnn, {name: tiny:mlp, label: mlp}]") + (
-        "    grid: {sparsity: [0.2, 0.4]}\n"
-        "    seeds: 3\n"
-        "  - {name: lowrank, models: [mlp], grid: {target_ratio: [2.0, 4.0]}}\n")
+        "    grid: {sparsity: [0.2, 0.4]}\n    seeds: 3\n  - {name: lowrank, models: [mlp], grid: {target_ratio: [2.0, 4.0]}}\n"
+    )
     suite = load_suite(write_suite(text), plugins)
     assert count_cells(suite) == 2 + 2 * 2 * 3 + 2 == len(expand(suite, plugins, "cpu"))
     no_baseline = load_suite(write_suite(text + "baseline: false\n", name="b.yaml"), plugins)
@@ -211,10 +221,10 @@ def test_the_count_follows_model_filters_seeds_and_the_baseline(write_suite: Wri
 
 
 # -- suite names -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["../escape", "/etc/cron.d/x", "a/b", "a\\\\b", ".hidden", "..", "two words",
-                                  "x" * 101, "''"])
-def test_suite_names_cannot_leave_the_results_folder(write_suite: Write, plugins: Plugins, name: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("name", ["../escape", "/etc/cron.d/x", "a/b", "a\\\\b", ".hidden", "..", "two words", "x" * 101, "''"])
+def test_suite_names_cannot_leave_the_results_folder(
+    write_suite: Write, plugins: Plugins, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_suite(BASE.replace("suite: s", f"suite: {name}"))
     err = error_of(path, plugins)
     assert err.key == "suite" and err.line == 1 and "may hold only letters, digits" in err.message
@@ -260,9 +270,9 @@ def test_check_writable_refuses_a_folder_it_cannot_write(tmp_path: Path, monkeyp
     assert "choose another --out" in str(err.value)
 
 
-def test_run_refuses_a_cache_that_is_a_file_before_it_starts(tiny_suite: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_refuses_a_cache_that_is_a_file_before_it_starts(
+    tiny_suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "cache").write_text("not a folder")
     monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
     assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "run")) == 2
@@ -306,20 +316,19 @@ def test_a_claim_timeout_under_three_heartbeats_is_refused(write_suite: Write, c
 
 
 # -- mistakes that used to pass for missing prerequisites (exit 3) or crash the cells ----------------------------
-def test_an_included_file_that_is_not_a_mapping_names_both_files(write_suite: Write,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_included_file_that_is_not_a_mapping_names_both_files(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
     write_suite("dataset: random\n", name="base.yaml")
     write_suite("- tiny:cnn\n- tiny:mlp\n", name="models.yaml")
-    err = refused(write_suite("suite: s\ninclude:\n  - base.yaml\n  - models.yaml\n" + BASE.replace("suite: s\n", "")),
-                  capsys)
+    err = refused(write_suite("suite: s\ninclude:\n  - base.yaml\n  - models.yaml\n" + BASE.replace("suite: s\n", "")), capsys)
     assert "suite.yaml:4 include[1]: included file " in err and "models.yaml holds a list, not a mapping of suite keys" in err
     assert "or drop it from include:" in err
     err = refused(write_suite("include: models.yaml\n" + BASE, name="short.yaml"), capsys)
     assert "short.yaml:1 include: included file " in err and "models.yaml holds a list" in err
 
 
-def test_an_unknown_model_of_a_known_source_is_a_suite_error(write_suite: Write, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_model_of_a_known_source_is_a_suite_error(
+    write_suite: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_suite(BASE.replace("tiny:cnn", "tiny:cnm"))
     err = refused(path, capsys)
     assert "suite.yaml:2 models[0].name: unknown tiny model 'cnm'; did you mean 'cnn'?" in err
@@ -363,20 +372,32 @@ def _zip_without_pickle(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (lambda d: d / "passwd", "is not a checkpoint: expected a PyTorch checkpoint (torch.save: a zip archive holding "
-                             "data.pkl, or a pickle) or a safetensors file named *.safetensors, but it starts with "
-                             "b'root:x:0:0:root:'; fix `weights:`"),
-    (lambda d: d / "empty.pth", "is not a checkpoint: expected a PyTorch checkpoint"),
-    (lambda d: _zip_without_pickle(d / "other.zip"), "is not a checkpoint: expected a PyTorch checkpoint"),
-    (lambda d: _safetensors(d / "model.pth"), "holds safetensors data, but only a name ending in .safetensors is read as "
-                                              "safetensors; rename it to model.safetensors"),
-    (lambda d: _torch(d / "model.safetensors"), "is a PyTorch checkpoint (torch.save), not safetensors; rename it to "
-                                                "model.pth"),
-], ids=["text", "empty", "zip", "safetensors-as-pth", "torch-as-safetensors"])
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (
+            lambda d: d / "passwd",
+            "is not a checkpoint: expected a PyTorch checkpoint (torch.save: a zip archive holding "
+            "data.pkl, or a pickle) or a safetensors file named *.safetensors, but it starts with "
+            "b'root:x:0:0:root:'; fix `weights:`",
+        ),
+        (lambda d: d / "empty.pth", "is not a checkpoint: expected a PyTorch checkpoint"),
+        (lambda d: _zip_without_pickle(d / "other.zip"), "is not a checkpoint: expected a PyTorch checkpoint"),
+        (
+            lambda d: _safetensors(d / "model.pth"),
+            "holds safetensors data, but only a name ending in .safetensors is read as "
+            "safetensors; rename it to model.safetensors",
+        ),
+        (
+            lambda d: _torch(d / "model.safetensors"),
+            "is a PyTorch checkpoint (torch.save), not safetensors; rename it to model.pth",
+        ),
+    ],
+    ids=["text", "empty", "zip", "safetensors-as-pth", "torch-as-safetensors"],
+)
 def test_a_weights_file_that_is_not_a_checkpoint_is_refused_by_validate(
-        write_suite: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], Path],
-        expected: str) -> None:
+    write_suite: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], Path], expected: str
+) -> None:
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (tmp_path / "empty.pth").write_bytes(b"")
     weights = make(tmp_path)
@@ -393,17 +414,30 @@ def test_etc_passwd_as_weights_is_refused(write_suite: Write, capsys: pytest.Cap
     assert "models[0].weights: weights file '/etc/passwd' is not a checkpoint" in err
 
 
-def test_real_checkpoints_pass_the_format_check_and_load(write_suite: Write, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_checkpoints_pass_the_format_check_and_load(
+    write_suite: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from b2s_bench_plugins.sources.models import checkpoint_problem, load_checkpoint
 
-    files = [_torch(tmp_path / "zip.pth"), _torch(tmp_path / "legacy.pt", legacy=True),
-             _safetensors(tmp_path / "model.safetensors")]
+    files = [
+        _torch(tmp_path / "zip.pth"),
+        _torch(tmp_path / "legacy.pt", legacy=True),
+        _safetensors(tmp_path / "model.safetensors"),
+    ]
     for weights in files:
         assert checkpoint_problem(str(weights)) is None, weights
         assert sorted(load_checkpoint(str(weights))) == sorted(tiny_state())
-        assert run_cli("validate", str(write_suite(BASE.replace("[tiny:cnn]", f"[{{name: tiny:cnn, weights: {weights}}}]"),
-                                                   name=f"{weights.stem}.yaml"))) == 0
+        assert (
+            run_cli(
+                "validate",
+                str(
+                    write_suite(
+                        BASE.replace("[tiny:cnn]", f"[{{name: tiny:cnn, weights: {weights}}}]"), name=f"{weights.stem}.yaml"
+                    )
+                ),
+            )
+            == 0
+        )
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(UserError, match="is not a checkpoint"):  # a file swapped after validate: the cell says why
         load_checkpoint(str(tmp_path / "passwd"))

@@ -62,9 +62,13 @@ def test_exact_bits_of_a_hand_computed_case():
     # modulation 4·10+4 + (2·16·2)·4 + 64 = 364 -> 829 parameters at 8 bits
     assert code.n_params == 829
     # one fp32 scale per matrix row (16 + 16 + 1 + 4 + 64) and per bias vector (5); mean, std, omega0
-    expected = {"inr": 829 * 8, "scales": 106 * 32 + 3 * 32, "outliers": 3 * 32,
-                "indices": 3 * 11,  # 3 positions of ceil(log2 1200) = 11 bits < a 1200-bit mask
-                "metadata": (1 + 2 + 13) * 32}  # the header in meta(): ndim, shape, 13 fields
+    expected = {
+        "inr": 829 * 8,
+        "scales": 106 * 32 + 3 * 32,
+        "outliers": 3 * 32,
+        "indices": 3 * 11,  # 3 positions of ceil(log2 1200) = 11 bits < a 1200-bit mask
+        "metadata": (1 + 2 + 13) * 32,
+    }  # the header in meta(): ndim, shape, 13 fields
     assert header_ints((40, 30)) == 16 and len(code.meta()["header"]) == 16
     got = code.bits().as_dict()
     assert {k: got[k] for k in expected} == expected
@@ -109,15 +113,17 @@ def test_outliers_come_back_exactly():
         pre = preprocess(w, True, rule, settings.get("kappa", 3.0), settings.get("top_percent", 1.0))
         assert pre.positions.numel() > 0 and torch.equal(pre.values, w.view(-1)[pre.positions])
         assert float(pre.target.abs().max()) <= pre.threshold + 1e-6  # the INR sees the clipped remainder
-        comp = SPEC.compress(linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3,
-                                                                   outliers=rule, **settings), Context())
+        comp = SPEC.compress(
+            linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3, outliers=rule, **settings), Context()
+        )
         code = comp.codes["0.weight"]
         assert code.n_outliers == pre.positions.numel()
         for c in (code, roundtrip(comp).codes["0.weight"]):
             decoded = c.decode().view(-1)
             assert torch.equal(decoded[pre.positions], w.view(-1)[pre.positions])
-    none = SPEC.compress(linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3, outliers="none"),
-                         Context())
+    none = SPEC.compress(
+        linear_model(48, 64, w), config(width=16, mod_width=4, frequencies=4, steps=3, outliers="none"), Context()
+    )
     assert none.codes["0.weight"].n_outliers == 0 and none.codes["0.weight"].bits().outliers == 0
 
 
@@ -128,8 +134,11 @@ def test_loss_terms_vanish_at_the_target_and_the_loss_decreases():
     assert torch.allclose(focal_frequency_loss(x, x), torch.zeros(3, 2))
     assert (focal_frequency_loss(x + 0.1 * torch.randn_like(x), x) > 0).all()
     model = linear_model(64, 96, smooth_matrix(64, 96))
-    comp = SPEC.compress(model, config(width=24, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0,
-                                       lr=3e-3, outliers="none"), Context())
+    comp = SPEC.compress(
+        model,
+        config(width=24, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0, lr=3e-3, outliers="none"),
+        Context(),
+    )
     layer = comp.info["inr_layers"]["0.weight"]
     assert layer["final_loss"] < 0.5 * layer["first_loss"]
     assert relative_error(comp.codes["0.weight"].decode(), model[0].weight) < 0.5
@@ -142,8 +151,22 @@ def test_conv_layouts_and_blocks_fit_a_smooth_kernel(layout, block):
     model = nn.Sequential(nn.Conv2d(16, 48, 3, bias=False))
     with torch.no_grad():
         model[0].weight.copy_(w)
-    comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0,
-                                       lr=3e-3, outliers="none", layout=layout, block=block), Context())
+    comp = SPEC.compress(
+        model,
+        config(
+            width=16,
+            mod_width=4,
+            frequencies=4,
+            steps=150,
+            patch_rows=0,
+            patch_cols=0,
+            lr=3e-3,
+            outliers="none",
+            layout=layout,
+            block=block,
+        ),
+        Context(),
+    )
     code = comp.codes["0.weight"]
     assert code.arch.coord_dims == (4 if layout == "nd" else 2) and code.arch.block == block
     assert relative_error(code.decode(), w) < 0.5
@@ -210,11 +233,14 @@ def test_budget_rule():
 
 
 # -- artifacts, network form, deployed form ---------------------------------------------------------------
-@pytest.mark.parametrize("settings", [
-    {"inr_bits": 32},
-    {"inr_bits": 6, "finetune_steps": 3, "layout": "nd", "block": 3},
-    {"inr_bits": 16, "fourier": "gaussian", "block": 4},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"inr_bits": 32},
+        {"inr_bits": 6, "finetune_steps": 3, "layout": "nd", "block": 3},
+        {"inr_bits": 16, "fourier": "gaussian", "block": 4},
+    ],
+)
 def test_save_and_load_reproduce_the_weights(settings):
     model = tiny_model(0)
     comp = SPEC.compress(model, config(steps=3, frequencies=4, target_ratio=2.0, **settings), tiny_context(0))
@@ -261,8 +287,12 @@ def test_network_form_and_deployed_form():
 # -- batched == naive -------------------------------------------------------------------------------------
 def test_batched_fit_matches_the_naive_loop():
     gen = torch.Generator().manual_seed(3)
-    model = nn.Sequential(nn.Linear(64, 96, bias=False), nn.Linear(96, 64, bias=False), nn.Linear(64, 96, bias=False),
-                          nn.Linear(96, 128, bias=False))
+    model = nn.Sequential(
+        nn.Linear(64, 96, bias=False),
+        nn.Linear(96, 64, bias=False),
+        nn.Linear(64, 96, bias=False),
+        nn.Linear(96, 128, bias=False),
+    )
     with torch.no_grad():
         for m in model:
             m.weight.copy_(smooth_matrix(*m.weight.shape) + 0.01 * torch.randn(m.weight.shape, generator=gen))
@@ -304,8 +334,9 @@ def test_info_reports_per_layer_and_aggregate_facts():
     original = tiny_model(0).state_dict()["classifier.1.weight"]
     decoded = comp.codes["classifier.1.weight"].decode()
     assert layer["rel_mae"] == pytest.approx(float((decoded - original).abs().mean() / original.abs().mean()))
-    assert layer["cosine"] == pytest.approx(float(torch.nn.functional.cosine_similarity(
-        decoded.reshape(1, -1), original.reshape(1, -1))), abs=1e-5)
+    assert layer["cosine"] == pytest.approx(
+        float(torch.nn.functional.cosine_similarity(decoded.reshape(1, -1), original.reshape(1, -1))), abs=1e-5
+    )
     mse = float(((decoded - original) ** 2).mean())
     assert layer["psnr"] == pytest.approx(10 * math.log10(float(original.max() - original.min()) ** 2 / mse), rel=1e-4)
     assert comp.info["weight_psnr"] == pytest.approx(layer["psnr"])  # the mean over the one INR layer
@@ -348,8 +379,10 @@ def test_reordering_is_stored_exactly_and_finds_hidden_smoothness():
     gen = torch.Generator().manual_seed(0)
     w = smooth_matrix(48, 96)[torch.randperm(48, generator=gen)][:, torch.randperm(96, generator=gen)]
     small = dict(width=16, mod_width=4, frequencies=4, steps=150, lr=3e-3, patch_rows=0, patch_cols=0, outliers="none")
-    fits = {mode: SPEC.compress(linear_model(48, 96, w), config(**small, permute=mode), Context())
-            for mode in ("none", "pca", "greedy")}
+    fits = {
+        mode: SPEC.compress(linear_model(48, 96, w), config(**small, permute=mode), Context())
+        for mode in ("none", "pca", "greedy")
+    }
     errors = {m: relative_error(c.codes["0.weight"].decode(), w) for m, c in fits.items()}
     assert errors["pca"] < 0.5 * errors["none"] and errors["greedy"] < 0.5 * errors["none"]
     code = fits["greedy"].codes["0.weight"]
@@ -377,13 +410,30 @@ def test_deployed_form_evaluates_once_per_forward_or_caches():
 
 
 # -- the claims table -------------------------------------------------------------------------------------------
-def _record(cell_id: str, stages: list[tuple[str, dict]], metrics: dict, bits: float, label: str, seed: int = 0,
-            caveats: tuple[str, ...] = ()) -> tuple[dict, dict]:
-    row = {"cell_id": cell_id, "status": "ok", "model": "m", "method": label, "total_bits": bits,
-           **{f"metric:{k}": v for k, v in metrics.items()}}
-    rec = {"cell_id": cell_id, "seed": seed, "environment": {"device": "cpu"},
-           "compressor": {"pipeline": [{"name": n, "config": c} for n, c in stages]},
-           "details": {"passes": 120.4, "caveats": [{"kind": k, "message": "..."} for k in caveats]}}
+def _record(
+    cell_id: str,
+    stages: list[tuple[str, dict]],
+    metrics: dict,
+    bits: float,
+    label: str,
+    seed: int = 0,
+    caveats: tuple[str, ...] = (),
+) -> tuple[dict, dict]:
+    row = {
+        "cell_id": cell_id,
+        "status": "ok",
+        "model": "m",
+        "method": label,
+        "total_bits": bits,
+        **{f"metric:{k}": v for k, v in metrics.items()},
+    }
+    rec = {
+        "cell_id": cell_id,
+        "seed": seed,
+        "environment": {"device": "cpu"},
+        "compressor": {"pipeline": [{"name": n, "config": c} for n, c in stages]},
+        "details": {"passes": 120.4, "caveats": [{"kind": k, "message": "..."} for k in caveats]},
+    }
     return row, rec
 
 
@@ -408,19 +458,39 @@ def test_claims_have_evidence_levels_and_never_contradict_their_interval(tmp_pat
     cells = []
     for seed, jitter in enumerate((0.0, 0.1, -0.1)):
         cells += [
-            _record(f"full{seed}", [("big2small", full)], {"weight_psnr": 34.5 + jitter, "top1": 80.0}, 1000, "full",
-                    seed),
-            _record(f"raw{seed}", [("big2small", {**full, "standardize": False, "outliers": "none"})],
-                    {"weight_psnr": 25.5 - jitter}, 1000, "raw", seed),  # preprocessing: about +9 dB
-            _record(f"mse{seed}", [("big2small", {**full, "lambda_grad": 0.0, "lambda_freq": 0.0})],
-                    {"weight_psnr": 36.2 + jitter}, 1000, "mse", seed),  # the full loss: about -1.7 dB
-            _record(f"freq{seed}", [("big2small", {**full, "lambda_grad": 0.0})],
-                    {"weight_psnr": 36.2 + (0.3, -0.3, 0.1)[seed]}, 1000, "freq", seed),  # no effect
+            _record(f"full{seed}", [("big2small", full)], {"weight_psnr": 34.5 + jitter, "top1": 80.0}, 1000, "full", seed),
+            _record(
+                f"raw{seed}",
+                [("big2small", {**full, "standardize": False, "outliers": "none"})],
+                {"weight_psnr": 25.5 - jitter},
+                1000,
+                "raw",
+                seed,
+            ),  # preprocessing: about +9 dB
+            _record(
+                f"mse{seed}",
+                [("big2small", {**full, "lambda_grad": 0.0, "lambda_freq": 0.0})],
+                {"weight_psnr": 36.2 + jitter},
+                1000,
+                "mse",
+                seed,
+            ),  # the full loss: about -1.7 dB
+            _record(
+                f"freq{seed}",
+                [("big2small", {**full, "lambda_grad": 0.0})],
+                {"weight_psnr": 36.2 + (0.3, -0.3, 0.1)[seed]},
+                1000,
+                "freq",
+                seed,
+            ),  # no effect
         ]
     # the standardisation pair has one seed; the outliers pair is unconverged
-    cells += [_record("nostd", [("big2small", {**full, "standardize": False})], {"weight_psnr": 30.0}, 1000, "nostd"),
-              _record("noout", [("big2small", {**full, "outliers": "none"})], {"weight_psnr": 20.0}, 1000, "noout",
-                      caveats=("unconverged",))]
+    cells += [
+        _record("nostd", [("big2small", {**full, "standardize": False})], {"weight_psnr": 30.0}, 1000, "nostd"),
+        _record(
+            "noout", [("big2small", {**full, "outliers": "none"})], {"weight_psnr": 20.0}, 1000, "noout", caveats=("unconverged",)
+        ),
+    ]
     frame = pd.DataFrame([r for r, _ in cells])
     records = {rec["cell_id"]: rec for _, rec in cells}
     table = claims_table(frame, records)
@@ -456,8 +526,7 @@ def test_equal_bits_claims_rest_on_a_paired_interval_over_seeds():
     quant = rng.random(2000) < 0.9
 
     def run(*b2s_right, stages=(("big2small", {"steps": 100}),)):
-        cells = [_record(f"a{s}", list(stages), {"top1": 100 * r.mean()}, 1000, "b2s", s)
-                 for s, r in enumerate(b2s_right)]
+        cells = [_record(f"a{s}", list(stages), {"top1": 100 * r.mean()}, 1000, "b2s", s) for s, r in enumerate(b2s_right)]
         cells.append(_record("d", [("quantize", {"bits": 6})], {"top1": 100 * quant.mean()}, 1010, "q6"))
         for (_, rec), right in zip(cells, (*b2s_right, quant), strict=True):
             rec["metrics"] = {"top1": {"value": 100 * right.mean(), "unit": "%"}}
@@ -530,9 +599,9 @@ def test_a_quantized_inr_does_not_collapse():
     gen = torch.Generator().manual_seed(0)
     w = smooth_matrix(64, 96) + 0.004 * torch.randn(64, 96, generator=gen)
     model = linear_model(64, 96, w)
-    settings = dict(width=32, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0, omega0=5.0, lr=1e-3,
-                    outliers="none")
-    psnr = {bits: SPEC.compress(model, config(inr_bits=bits, **settings), Context()).info["weight_psnr"]
-            for bits in (32, 8, 6)}
+    settings = dict(
+        width=32, mod_width=4, frequencies=4, steps=150, patch_rows=0, patch_cols=0, omega0=5.0, lr=1e-3, outliers="none"
+    )
+    psnr = {bits: SPEC.compress(model, config(inr_bits=bits, **settings), Context()).info["weight_psnr"] for bits in (32, 8, 6)}
     assert psnr[32] > 25, psnr  # the fit itself is good, so a collapse would show
     assert psnr[32] - psnr[8] < 0.5 and psnr[32] - psnr[6] < 2.0, psnr

@@ -34,8 +34,18 @@ def test_tiles_cover_the_matrix_once_per_epoch_and_patches_0_takes_them_all():
 def test_warm_up_then_cosine():
     from b2s_bench_plugins.compressors.big2small.fit import FitSettings, lr_at
 
-    s = FitSettings(steps=110, lr=1.0, weight_decay=0, patch_rows=0, patch_cols=0, patches=1, lambda_grad=0,
-                    lambda_freq=0, focal_alpha=1, warmup=10)
+    s = FitSettings(
+        steps=110,
+        lr=1.0,
+        weight_decay=0,
+        patch_rows=0,
+        patch_cols=0,
+        patches=1,
+        lambda_grad=0,
+        lambda_freq=0,
+        focal_alpha=1,
+        warmup=10,
+    )
     assert [lr_at(i, s) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
     assert lr_at(10, s) == pytest.approx(1.0) and lr_at(60, s) == pytest.approx(0.5)
     assert lr_at(109, s) < 0.001
@@ -43,8 +53,7 @@ def test_warm_up_then_cosine():
 
 def test_chunked_steps_are_the_same_steps():
     model = linear_model(64, 96, smooth_matrix(64, 96))
-    settings = dict(width=16, mod_width=4, frequencies=4, steps=20, patch_rows=16, patch_cols=32, patches=0,
-                    outliers="none")
+    settings = dict(width=16, mod_width=4, frequencies=4, steps=20, patch_rows=16, patch_cols=32, patches=0, outliers="none")
     whole = SPEC.compress(model, config(**settings), Context())
     chunked = SPEC.compress(model, config(**settings, chunk=16 * 32), Context())  # one of the 12 tiles at a time
     assert torch.allclose(whole.codes["0.weight"].decode(), chunked.codes["0.weight"].decode(), atol=1e-5)
@@ -55,9 +64,23 @@ def test_chunked_steps_are_the_same_steps():
 # -- the curve and early stopping ------------------------------------------------------------------------------
 def test_the_curve_is_recorded_and_estimates_the_stored_psnr():
     model = linear_model(48, 64, smooth_matrix(48, 64))
-    comp = SPEC.compress(model, config(width=16, mod_width=4, frequencies=4, steps=60, eval_every=10, lr=3e-3,
-                                       patch_rows=0, patch_cols=0, inr_bits=6, qat="on", eval_points=48 * 64),
-                         Context())
+    comp = SPEC.compress(
+        model,
+        config(
+            width=16,
+            mod_width=4,
+            frequencies=4,
+            steps=60,
+            eval_every=10,
+            lr=3e-3,
+            patch_rows=0,
+            patch_cols=0,
+            inr_bits=6,
+            qat="on",
+            eval_points=48 * 64,
+        ),
+        Context(),
+    )
     curve = comp.info["curves"]["0.weight"]
     assert set(curve) == {"step", "train_loss", "psnr", "seconds"} and curve["step"] == [10, 20, 30, 40, 50, 60]
     assert curve["psnr"][-1] > curve["psnr"][0]
@@ -69,8 +92,7 @@ def test_the_curve_is_recorded_and_estimates_the_stored_psnr():
 
 def test_a_layer_stops_at_its_target_psnr_or_on_a_plateau():
     model = linear_model(48, 64, smooth_matrix(48, 64))
-    small = dict(width=16, mod_width=4, frequencies=4, eval_every=10, lr=3e-3, patch_rows=0, patch_cols=0,
-                 outliers="none")
+    small = dict(width=16, mod_width=4, frequencies=4, eval_every=10, lr=3e-3, patch_rows=0, patch_cols=0, outliers="none")
     first = SPEC.compress(model, config(**small, steps=10), Context()).info["curves"]["0.weight"]["psnr"][0]
     target = SPEC.compress(model, config(**small, steps=400, target_psnr=first + 3), Context())
     layer = target.info["inr_layers"]["0.weight"]
@@ -82,8 +104,7 @@ def test_a_layer_stops_at_its_target_psnr_or_on_a_plateau():
 
 
 # -- convergence as a fact ---------------------------------------------------------------------------------------
-_SMALL = dict(width=16, mod_width=4, frequencies=4, eval_every=5, lr=3e-3, patch_rows=0, patch_cols=0,
-              outliers="none")
+_SMALL = dict(width=16, mod_width=4, frequencies=4, eval_every=5, lr=3e-3, patch_rows=0, patch_cols=0, outliers="none")
 
 
 def test_a_fit_cut_by_its_budget_while_rising_is_unconverged():

@@ -101,7 +101,7 @@ def test_released_error_within_threshold():
     assert mae <= 0.001 and math.isclose(mae, facts["mae"], rel_tol=1e-6)
     # every pair inside the square is within one lattice step of its codeword, per coordinate
     code = comp.codes["0.weight"]
-    inner = (code.idx < code.n + 1)
+    inner = code.idx < code.n + 1
     err = (comp.state_dict()["0.weight"] - w).reshape(-1, 2)[inner].abs()
     assert float(err.max()) <= 0.1 / lattice_side(1600)
 
@@ -178,10 +178,22 @@ def test_save_load_round_trip_is_bit_identical(variant, tmp_path):
     assert tensor_bytes >= packed + raw
 
 
-@pytest.mark.parametrize("key,value", [
-    ("variant", "ergodic"), ("n", 0), ("rect_l", -0.8), ("class_max", 0), ("loss_threshold", -1.0),
-    ("loss_limit", 0.0), ("min_numel", 0), ("k", 0), ("n_c", 1), ("delta", 0.0), ("n", "many"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("variant", "ergodic"),
+        ("n", 0),
+        ("rect_l", -0.8),
+        ("class_max", 0),
+        ("loss_threshold", -1.0),
+        ("loss_limit", 0.0),
+        ("min_numel", 0),
+        ("k", 0),
+        ("n_c", 1),
+        ("delta", 0.0),
+        ("n", "many"),
+    ],
+)
 def test_bad_settings_name_the_key(key, value):
     with pytest.raises(ConfigError) as err:
         _config(**{key: value})
@@ -226,15 +238,19 @@ def test_lattice_decode_table_equals_direct_decode():
     table = lattice_table(code.n, code.rect_l, code.classes, code.center, code.farthest)
     direct = lattice_table(code.n, code.rect_l, code.classes, code.center, code.farthest, code.idx)
     assert torch.equal(table[code.idx], direct)  # either decode path gives the same bits
-    assert torch.equal(lattice_decode(code.idx[:3], code.n, code.rect_l, code.classes, code.center, code.farthest),
-                       direct[:3])
+    assert torch.equal(lattice_decode(code.idx[:3], code.n, code.rect_l, code.classes, code.center, code.farthest), direct[:3])
 
 
 @pytest.mark.parametrize("variant", ["released", "canonical"])
 def test_edge_tensors(variant):
     ctx, config = tiny_context(), _config(variant=variant, min_numel=1)
-    cases = [torch.zeros(12), torch.full((10,), 3.0), torch.tensor([0.3]), torch.randn(3, 3, 3),
-             torch.tensor([-5.0, -5.0, 5.0, 5.0] * 3)]  # the last: every pair outside the square
+    cases = [
+        torch.zeros(12),
+        torch.full((10,), 3.0),
+        torch.tensor([0.3]),
+        torch.randn(3, 3, 3),
+        torch.tensor([-5.0, -5.0, 5.0, 5.0] * 3),
+    ]  # the last: every pair outside the square
     for w in cases:
         code = compress_tensor("w", w, config, ctx)
         out = code.decode()

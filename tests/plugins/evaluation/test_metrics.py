@@ -22,35 +22,39 @@ from b2s_bench.sources import LoadedData, LoadedModel
 # --- outputs: the compressed "model" is the identity, so its logits are the inputs fed to it ---
 
 #: 4 examples, 6 classes; the comments give the rank of the label among the logits
-LOGITS = torch.tensor([
-    [0.1, 5.0, 0.2, 0.3, 0.4, 0.5],  # label 1: rank 1 (top-1 hit)
-    [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],  # label 2: rank 3 (top-5 hit only)
-    [0.0, 0.1, 0.2, 0.3, 0.4, 9.0],  # label 5: rank 1 (top-1 hit)
-    [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6, the smallest (miss even in top 5)
-])
+LOGITS = torch.tensor(
+    [
+        [0.1, 5.0, 0.2, 0.3, 0.4, 0.5],  # label 1: rank 1 (top-1 hit)
+        [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],  # label 2: rank 3 (top-5 hit only)
+        [0.0, 0.1, 0.2, 0.3, 0.4, 9.0],  # label 5: rank 1 (top-1 hit)
+        [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6, the smallest (miss even in top 5)
+    ]
+)
 LABELS = torch.tensor([1, 2, 5, 5])
 #: the dense model's argmax is 1, 0, 5, 2: the compressed model agrees on the first three only
-BASELINE = torch.tensor([
-    [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
-    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-    [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-])
+BASELINE = torch.tensor(
+    [
+        [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+    ]
+)
 
 
-def output_eval(logits: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor | None,
-                batch_size: int = 3) -> Evaluation:
+def output_eval(logits: torch.Tensor, baseline: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 3) -> Evaluation:
     """An Evaluation whose compressed model outputs ``logits`` (in batches) and whose dense model outputs ``baseline``."""
     n, classes = logits.shape
 
     def batches(bs: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        return [(logits[i:i + bs], None if labels is None else labels[i:i + bs]) for i in range(0, n, bs)]
+        return [(logits[i : i + bs], None if labels is None else labels[i : i + bs]) for i in range(0, n, bs)]
 
     data = LoadedData(batches, n, labels is not None, "hand-made")
     dense = LoadedModel(nn.Identity(), (classes,), classes, "hand-made")
     compressed = Compressed.from_codes(nn.Identity(), {})
-    return Evaluation(nn.Identity(), dense, compressed, data, torch.device("cpu"), batch_size,
-                      lambda: (baseline, labels), {"compress": 0.0})
+    return Evaluation(
+        nn.Identity(), dense, compressed, data, torch.device("cpu"), batch_size, lambda: (baseline, labels), {"compress": 0.0}
+    )
 
 
 def metric(plugins: Plugins, name: str, ev: Evaluation) -> float:
@@ -129,8 +133,9 @@ class Three(nn.Module):
 def weight_eval(decoded: dict[str, torch.Tensor]) -> Evaluation:
     dense = LoadedModel(Three(), (2,), 2, "hand-made")
     compressed = Compressed.from_codes(Three(), {k: StoredTensorCode(v) for k, v in decoded.items()})
-    return Evaluation(dense.module, dense, compressed, None, torch.device("cpu"), 1,
-                      lambda: (torch.empty(0), None), {"compress": 0.0})
+    return Evaluation(
+        dense.module, dense, compressed, None, torch.device("cpu"), 1, lambda: (torch.empty(0), None), {"compress": 0.0}
+    )
 
 
 # every weight tensor counts: c (|c| sums to 205, c² to 20025) is stored raw, so exact (error 0)
@@ -176,8 +181,7 @@ def test_weight_psnr_uses_each_tensors_range(plugins: Plugins) -> None:
     # a: peak = 4 − 1 = 3, MSE = 4/4 = 1 -> MSE/peak² = 1/9; b: peak 4, MSE 1 -> 1/16; c: exact, 0
     nmse = (4 / 9 + 2 / 16 + 3 * 0) / 9
     assert metric(plugins, "weight_psnr", ev) == pytest.approx(-10 * math.log10(nmse))
-    assert ev.details["per_layer"]["psnr"] == pytest.approx({"a": 10 * math.log10(9), "b": 10 * math.log10(16),
-                                                             "c": math.inf})
+    assert ev.details["per_layer"]["psnr"] == pytest.approx({"a": 10 * math.log10(9), "b": 10 * math.log10(16), "c": math.inf})
 
 
 def test_lossless_tensors(plugins: Plugins) -> None:
@@ -310,7 +314,7 @@ def test_large_cpu_batches_are_evaluated_in_parts_with_the_same_outputs(monkeypa
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5)).eval()
     xs, ys = torch.randn(10, 3, 8, 8), torch.arange(10) % 5
-    data = LoadedData(lambda bs: [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, 10, bs)], 10, True, "parts")
+    data = LoadedData(lambda bs: [(xs[i : i + bs], ys[i : i + bs]) for i in range(0, 10, bs)], 10, True, "parts")
     model(xs[:1])  # materialize the lazy layer
     whole, labels = metrics.run_model(model, data, torch.device("cpu"), 10)
     seen: list[int] = []

@@ -39,7 +39,8 @@ def _no_flags() -> Iterator[None]:
 
 
 def test_an_executor_section_is_checked_by_its_plugin_with_file_line_and_key(
-        write_suite: Callable[..., Path], plugins: Plugins) -> None:
+    write_suite: Callable[..., Path], plugins: Plugins
+) -> None:
     path = write_suite(BASE + "runtime:\n  executor:\n    slurm: {partition: gpu, jobs: 0}\n")
     with pytest.raises(SuiteError) as info:
         load_suite(path, plugins)
@@ -51,16 +52,18 @@ def test_an_executor_section_is_checked_by_its_plugin_with_file_line_and_key(
     assert info.value.key == "runtime.executor.ray.adress" and "did you mean 'address'?" in str(info.value)
 
 
-def test_an_unknown_executor_section_is_an_error_naming_the_known_ones(write_suite: Callable[..., Path],
-                                                                       plugins: Plugins) -> None:
+def test_an_unknown_executor_section_is_an_error_naming_the_known_ones(
+    write_suite: Callable[..., Path], plugins: Plugins
+) -> None:
     path = write_suite(BASE + "runtime: {executor: {slrum: {jobs: 2}}}\n")
     with pytest.raises(SuiteError) as info:
         load_suite(path, plugins)
     assert info.value.key == "runtime.executor.slrum" and "slurm" in str(info.value)
 
 
-def test_the_section_reaches_the_executor_as_written_frozen_and_hashable(write_suite: Callable[..., Path],
-                                                                         plugins: Plugins) -> None:
+def test_the_section_reaches_the_executor_as_written_frozen_and_hashable(
+    write_suite: Callable[..., Path], plugins: Plugins
+) -> None:
     path = write_suite(BASE + "runtime: {executor: {slurm: {partition: gpu, submitit: {slurm_qos: [a, b]}}}}\n")
     runtime = load_suite(path, plugins).runtime
     section = runtime.executor["slurm"]
@@ -70,16 +73,19 @@ def test_the_section_reaches_the_executor_as_written_frozen_and_hashable(write_s
     assert hash(runtime) == hash(load_suite(path, plugins).runtime)  # no hand-written __hash__ needed
     assert copy.deepcopy(runtime) == runtime and hash(copy.deepcopy(runtime)) == hash(runtime)
     assert runtime.executor.thaw() == {"slurm": {"partition": "gpu", "submitit": {"slurm_qos": ["a", "b"]}}}  # type: ignore[attr-defined]
-    settings = slurm_executor.settings_of(b2s.execution.ExecutorOptions(settings=b2s.build_config(
-        slurm_executor.SlurmSettings, dict(section))))
+    settings = slurm_executor.settings_of(
+        b2s.execution.ExecutorOptions(settings=b2s.build_config(slurm_executor.SlurmSettings, dict(section)))
+    )
     assert settings.partition == "gpu" and dict(settings.submitit) == {"slurm_qos": ("a", "b")}
 
 
-def test_the_old_spelling_still_works_with_a_deprecation_warning(write_suite: Callable[..., Path],
-                                                                 plugins: Plugins) -> None:
+def test_the_old_spelling_still_works_with_a_deprecation_warning(write_suite: Callable[..., Path], plugins: Plugins) -> None:
     old = write_suite(BASE + "runtime:\n  slurm: {partition: gpu, jobs: 4}\n")
-    with pytest.warns(FutureWarning, match=r"suite\.yaml:7: runtime\.slurm is deprecated.*runtime: \{executor: "
-                                           r"\{slurm: \{\.\.\.\}\}\}"):
+    with pytest.warns(
+        FutureWarning,
+        match=r"suite\.yaml:7: runtime\.slurm is deprecated.*runtime: \{executor: "
+        r"\{slurm: \{\.\.\.\}\}\}",
+    ):
         suite = load_suite(old, plugins)
     new = write_suite(BASE + "runtime: {executor: {slurm: {partition: gpu, jobs: 4}}}\n")
     with warnings.catch_warnings():
@@ -88,8 +94,9 @@ def test_the_old_spelling_still_works_with_a_deprecation_warning(write_suite: Ca
 
 
 def test_slurm_flags_repeat_and_win_over_the_suite(plugins: Plugins) -> None:
-    args = build_parser(plugins).parse_args(["run", "--slurm", "partition=gpu", "--slurm", "time=600",
-                                             "--slurm", "slurm_qos=high", "--address", "ray://head:10001"])
+    args = build_parser(plugins).parse_args(
+        ["run", "--slurm", "partition=gpu", "--slurm", "time=600", "--slurm", "slurm_qos=high", "--address", "ray://head:10001"]
+    )
     values = plugin_option_values(args, plugins)
     assert values["--slurm"] == ("partition=gpu", "time=600", "slurm_qos=high")  # a tuple: it travels in run plans
     slurm_executor._apply_flags(values["--slurm"])

@@ -22,9 +22,20 @@ from b2s_bench.reporting.site import find_runs, run_summary, write_site_index
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars=false",
-         "--window-size=1400,1000", "--enable-logging=stderr", "--v=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars=false",
+    "--window-size=1400,1000",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 #: runs first (in <head>): records uncaught errors and console.error calls
 CATCH = """<script>
@@ -84,8 +95,9 @@ window.addEventListener('load', function () {
 
 
 def _chromium(args: list[str], profile: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def probe(page: Path, tmp_path: Path) -> dict[str, Any]:
@@ -96,8 +108,7 @@ def probe(page: Path, tmp_path: Path) -> dict[str, Any]:
     result = _chromium(["--dump-dom", copy.as_uri()], tmp_path / "profile")
     found = re.search(r'data-probe="([^"]*)"', result.stdout)
     assert found, f"no probe result; chromium said: {result.stderr[-2000:]}"
-    data = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-                      .replace("&gt;", ">"))
+    data = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
     # what the page logged to the console, as Chromium reports it (belt and braces with the probe)
     data["console"] = [ln for ln in result.stderr.splitlines() if "CONSOLE" in ln and ("Uncaught" in ln or "rror" in ln)]
     return data
@@ -119,16 +130,27 @@ def wide_run(folder: Path) -> Path:
     for model in ("tiny:cnn", "timm:tf_efficientnet_lite0", "zoo:fmnist-cnn"):
         records += [
             make_record("dense", "dense", model=model, bits=8_000_000, values={"top1": outcomes(0.9, 500, 0), **metrics}),
-            make_record(long, model=model, values={"top1": outcomes(0.8, 500, 1), **metrics},
-                        details=rd_details(4.0, 0.001)),
-            make_record("prune(sparsity=0.9)", "pruning", model=model, bits=1_500_000,
-                        values={"top1": outcomes(0.5, 500, 2), **metrics}, details=rd_details(8.0, 0.01)),
+            make_record(long, model=model, values={"top1": outcomes(0.8, 500, 1), **metrics}, details=rd_details(4.0, 0.001)),
+            make_record(
+                "prune(sparsity=0.9)",
+                "pruning",
+                model=model,
+                bits=1_500_000,
+                values={"top1": outcomes(0.5, 500, 2), **metrics},
+                details=rd_details(8.0, 0.01),
+            ),
             make_record("quantize(bits=2)", model=model, bits=600_000, values={"top1": outcomes(0.3, 500, 3), **metrics}),
         ]
-    records += [make_record(f"lowrank(rank={r})", "lowrank", bits=3_000_000 + r, num_classes=10,
-                            values={"top1": outcomes(0.1 - r / 100, 500, r)}) for r in (1, 2)]  # both at chance
-    records += [make_record("prune(sparsity=0.95)", "pruning", seed=s, bits=1_200_000,
-                            values={"top1": outcomes(0.4 + s / 50, 500, s)}) for s in (0, 1)]
+    records += [
+        make_record(
+            f"lowrank(rank={r})", "lowrank", bits=3_000_000 + r, num_classes=10, values={"top1": outcomes(0.1 - r / 100, 500, r)}
+        )
+        for r in (1, 2)
+    ]  # both at chance
+    records += [
+        make_record("prune(sparsity=0.95)", "pruning", seed=s, bits=1_200_000, values={"top1": outcomes(0.4 + s / 50, 500, s)})
+        for s in (0, 1)
+    ]
     records.append(make_record("broken(" + "y" * 150 + ")", status="error"))
     return write_run(folder, records, metrics=("top1", "bits", "ratio", *metrics))
 
@@ -162,9 +184,12 @@ def test_site_index_in_a_browser(tmp_path: Path) -> None:
     root = tmp_path / "results"
     wide_run(root / "wide")
     assert run_cli("report", str(root / "wide"), "--format", "html") == 0
-    write_run(root / "nested" / "small", [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0},
-                                                      commit="0123456789abcdef-dirty")],
-              suite="small", description="the " + "very " * 60 + "long description")
+    write_run(
+        root / "nested" / "small",
+        [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}, commit="0123456789abcdef-dirty")],
+        suite="small",
+        description="the " + "very " * 60 + "long description",
+    )
     index = write_site_index(root)
     data = probe(index, tmp_path)
     assert data["errors"] == [] and data["console"] == []
@@ -175,8 +200,11 @@ def test_site_index_lists_every_run(tmp_path: Path) -> None:
     root = tmp_path / "results"
     wide_run(root / "wide")
     (root / "wide" / "leaderboard.html").write_text("<html></html>")
-    write_run(root / "nested" / "small", [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0},
-                                                      commit="0123456789abcdef-dirty")], suite="small")
+    write_run(
+        root / "nested" / "small",
+        [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}, commit="0123456789abcdef-dirty")],
+        suite="small",
+    )
     (root / "empty").mkdir()
     assert find_runs(root) == [root / "nested" / "small", root / "wide"]
     wide = run_summary(root / "wide")
@@ -222,8 +250,7 @@ def site_probe(page: Path, tmp_path: Path, width: int) -> dict[str, Any]:
     shot = tmp_path / f"site-{width}.png"
     subprocess.run([*run, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=False)
     assert struct.unpack(">II", shot.read_bytes()[16:24]) == (width, 900)
-    result = subprocess.run([*run, "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run([*run, "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120, check=False)
     found = re.search(r'data-probe="([^"]*)"', result.stdout)
     assert found, f"no probe result; chromium said: {result.stderr[-2000:]}"
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
@@ -233,10 +260,12 @@ def site_probe(page: Path, tmp_path: Path, width: int) -> dict[str, Any]:
 def test_site_index_reads_at_desktop_and_narrow_widths(tmp_path: Path) -> None:
     root = tmp_path / "results"
     wide_run(root / "wide")
-    write_run(root / "nested" / "imagenet-quantize-and-prune-sweep",
-              [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}, commit="0123456789abcdef")],
-              suite="imagenet-quantize-and-prune-sweep",
-              description="Post-training quantization of ImageNet models. " + "A long paragraph goes on. " * 30)
+    write_run(
+        root / "nested" / "imagenet-quantize-and-prune-sweep",
+        [make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}, commit="0123456789abcdef")],
+        suite="imagenet-quantize-and-prune-sweep",
+        description="Post-training quantization of ImageNet models. " + "A long paragraph goes on. " * 30,
+    )
     index = write_site_index(root)
     wide = site_probe(index, tmp_path, 1400)
     assert wide["scrollWidth"] <= wide["clientWidth"]  # no horizontal scroll at 1,400 px
@@ -257,12 +286,15 @@ def test_site_index_reads_at_desktop_and_narrow_widths(tmp_path: Path) -> None:
 def test_headline_is_the_best_method_at_the_stated_ratio(tmp_path: Path) -> None:
     from b2s_bench.reporting.site import headline, one_line
 
-    run = write_run(tmp_path / "run", [
-        make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
-        make_record("quantize(bits=8)", bits=2_000_000, values={"top1": 89.0}),   # 4x: qualifies, best
-        make_record("quantize(bits=4)", bits=1_000_000, values={"top1": 85.0}),   # 8x: qualifies
-        make_record("prune(sparsity=0.1)", "pruning", bits=7_000_000, values={"top1": 89.9}),  # < 4x: not
-    ])
+    run = write_run(
+        tmp_path / "run",
+        [
+            make_record("dense", "dense", bits=8_000_000, values={"top1": 90.0}),
+            make_record("quantize(bits=8)", bits=2_000_000, values={"top1": 89.0}),  # 4x: qualifies, best
+            make_record("quantize(bits=4)", bits=1_000_000, values={"top1": 85.0}),  # 8x: qualifies
+            make_record("prune(sparsity=0.1)", "pruning", bits=7_000_000, values={"top1": 89.9}),  # < 4x: not
+        ],
+    )
     assert headline(run) == ["tiny:cnn: quantize(bits=8) top1 89 % (4×)"]
     assert headline(run, ratio=5.0) == ["tiny:cnn: quantize(bits=4) top1 85 % (8×)"]
     assert one_line("First sentence. Second one.") == "First sentence."

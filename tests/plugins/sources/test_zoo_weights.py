@@ -28,6 +28,7 @@ TOLERANCE = 0.5  # points of top-1: a retrain elsewhere may round differently (9
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training fails the test, and no Fashion-MNIST is on disk: what loads must come from the package."""
+
     def train(recipe: zoo.Recipe, progress: bool | None = None) -> dict[str, torch.Tensor]:
         raise AssertionError(f"trained {recipe}")
 
@@ -52,8 +53,7 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 @pytest.mark.usefixtures("no_training")
-def test_fmnist_cnn_loads_its_shipped_weights_the_same_in_a_fresh_cache(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fmnist_cnn_loads_its_shipped_weights_the_same_in_a_fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = zoo.recipe_for(CNN).key()
     shipped = zoo.SHIPPED[key]
     assert zoo.SOURCE.problems is not None and zoo.SOURCE.problems(CNN) == []  # no data needed: nothing trains
@@ -74,8 +74,9 @@ def test_every_shipped_file_matches_its_manifest_recipe_and_size() -> None:
     assert zoo.SHIPPED, "no shipped weights"
     for key, shipped in zoo.SHIPPED.items():
         recipe = dataclasses.replace(zoo.RECIPES[shipped.name], seed=shipped.seed)
-        assert recipe.key() == key, f"{shipped.name} seed {shipped.seed}: the recipe changed; re-make its weights " \
-                                    "with scripts/ship_zoo_weights.py"
+        assert recipe.key() == key, (
+            f"{shipped.name} seed {shipped.seed}: the recipe changed; re-make its weights with scripts/ship_zoo_weights.py"
+        )
         assert zoo.recipe_for(ModelRequest(f"zoo:{shipped.name}", options={"seed": shipped.seed})).key() == key
         path = zoo.WEIGHTS_DIR / f"{key}.safetensors"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == shipped.sha256
@@ -102,8 +103,7 @@ def test_every_zoo_model_of_the_shipped_suites_has_shipped_weights() -> None:
 
 @pytest.mark.usefixtures("no_training")
 @pytest.mark.parametrize("damage", ["changed", "missing"])
-def test_a_damaged_or_missing_shipped_file_is_a_clear_error(
-        damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_damaged_or_missing_shipped_file_is_a_clear_error(damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "zoo_weights"
     shutil.copytree(zoo.WEIGHTS_DIR, folder)
     path = folder / f"{zoo.recipe_for(CNN).key()}.safetensors"
@@ -149,8 +149,12 @@ def test_retrain_trains_the_shipped_recipe_and_loads_those_weights(monkeypatch: 
 
 @pytest.mark.usefixtures("retrain_off")
 def test_run_retrain_forces_training_a_cached_recipe(
-        fake_fmnist: Path, write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    fake_fmnist: Path,
+    write_suite: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     calls: list[zoo.Recipe] = []
     real = zoo.train
     monkeypatch.setattr(zoo, "train", lambda recipe, progress=None: calls.append(recipe) or real(recipe, False))
@@ -185,7 +189,8 @@ def test_a_model_seed_is_a_recipe_option() -> None:
         assert zoo.SOURCE.problems(other) == []  # type: ignore[misc]
     else:
         assert zoo.SOURCE.problems(other) == [  # type: ignore[misc]
-            f"zoo:fmnist-cnn is trained on first use and needs its data: {datasets.FMNIST_INSTALL}"]
+            f"zoo:fmnist-cnn is trained on first use and needs its data: {datasets.FMNIST_INSTALL}"
+        ]
         assert zoo.SOURCE.fingerprint(other) == f"recipe:{zoo.recipe_for(other).key()}:untrained"  # type: ignore[misc]
 
 

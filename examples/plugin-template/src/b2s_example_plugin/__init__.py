@@ -48,8 +48,9 @@ class TernaryCode(b2s.Code):
 
     def bits(self) -> b2s.SizeBreakdown:
         # exact integers: what tensors() stores, and the header that meta() holds
-        return b2s.SizeBreakdown(payload=2 * self.codes.numel(), scales=32 * self.alpha.numel(),
-                                 metadata=b2s.header_bits(self.meta()))  # {"shape": [...]}: 32 bits a dim
+        return b2s.SizeBreakdown(
+            payload=2 * self.codes.numel(), scales=32 * self.alpha.numel(), metadata=b2s.header_bits(self.meta())
+        )  # {"shape": [...]}: 32 bits a dim
 
     def regularizer(self) -> torch.Tensor:
         return torch.zeros(())  # the grid's indicator: every stored weight is on the ternary grid
