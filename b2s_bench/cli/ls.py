@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..plugins import Plugins
 from ..registry import matches
 from ..suites.source import shipped_suites
+from .answers import LS_KINDS
 from .show import catalog_rows, compressor_track, settings_table
 
 KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")
@@ -96,6 +97,7 @@ def _details(kind: str, plugins: Plugins, pattern: str | None) -> list[str]:
 
 def main(args: argparse.Namespace, plugins: Plugins) -> int:
     kind, pattern, verbose = args.kind, args.pattern, getattr(args, "verbose", False)
+    args.answer_kept = kind in LS_KINDS  # the answer depends on the plugins alone (cli/answers.py)
     notes: list[str] = []
     if kind == "compressors":
         rows = [

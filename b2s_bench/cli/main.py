@@ -28,7 +28,7 @@ from .. import __version__  # noqa: E402
 from ..errors import CannotWrite, MissingPrerequisite, UserError  # noqa: E402
 from ..plugins import Plugins, load_plugins  # noqa: E402
 from ..store.records import cannot_write  # noqa: E402
-from . import compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
+from . import answers, compare, exits, ls, publish, report, results, run, show, status, validate  # noqa: E402
 
 COMMANDS = {
     "run": run,
@@ -125,6 +125,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     early, rest = _global_parser(add_help=False).parse_known_args(argv)  # which plugins to load
     if not rest or rest[0] in ("-h", "--help"):  # the command list needs no plugin, so no torch: fast
         build_parser(None).parse_args(argv)  # prints the help, or that a command is missing, and exits
+    key = answers.answer_key(rest, early.plugin, early.disable) if answers.wanted(rest) else None
+    if key is not None:  # `ls compressors`, `show quantize`: asked before with these plugins, no plugin import
+        kept = answers.read_answer(key)
+        if kept is not None:
+            sys.stdout.write(kept)
+            return 0
     try:
         plugins: Plugins = load_plugins(files=early.plugin, disable=early.disable)
     except UserError as e:
@@ -132,6 +138,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return exits.USAGE
     args = build_parser(plugins).parse_args(argv)
     args.argv = argv  # the command line, for run.json
+    if key is None:
+        return _dispatch(args, plugins)
+    with answers.Recorder(key) as recorder:
+        code = _dispatch(args, plugins)
+    recorder.keep(code, getattr(args, "answer_kept", False))
+    return code
+
+
+def _dispatch(args: argparse.Namespace, plugins: Plugins) -> int:
     try:
         if args.command not in ("ls", "show"):
             for warning in plugins.warnings():

@@ -182,5 +182,8 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         raise UnknownNameError(
             "name", args.name, set(names), "`b2s-bench ls compressors` (or metrics, datasets, reporters, models) lists them"
         )
+    # a compressor's, metric's, reporter's or executor's page depends on the plugins alone (cli/answers.py);
+    # a dataset's or model's says what this machine has
+    args.answer_kept = args.name not in plugins.datasets and args.name.partition(":")[0] not in plugins.models
     print("\n\n".join(found))
     return 0

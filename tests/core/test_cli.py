@@ -129,3 +129,46 @@ def test_the_top_level_help_imports_neither_torch_nor_a_plugin() -> None:
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout and "validate" in done.stdout  # the command list is there
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _cli_in_a_fresh_process(*argv: str) -> tuple[str, list[str]]:
+    """(what the command printed, which of torch and the plugin package it imported)."""
+    code = (
+        "import sys\nimport b2s_bench.cli.main as m\nrc = m.main(sys.argv[1:])\n"
+        "print('LOADED', sorted(n for n in ('torch', 'b2s_bench_plugins') if n in sys.modules))\nsys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out, _, loaded = done.stdout.rpartition("LOADED ")
+    return out, eval(loaded)
+
+
+def test_ls_and_show_answer_again_without_importing_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
+    for argv in (("ls", "compressors"), ("show", "quantize")):
+        first, loaded = _cli_in_a_fresh_process(*argv)
+        assert loaded == ["b2s_bench_plugins", "torch"]
+        again, loaded = _cli_in_a_fresh_process(*argv)
+        assert (again, loaded) == (first, [])
+    # what this machine has is never answered from the cache
+    _cli_in_a_fresh_process("show", "fashion-mnist")
+    assert _cli_in_a_fresh_process("show", "fashion-mnist")[1] == ["b2s_bench_plugins", "torch"]
+
+
+def test_an_edited_plugin_file_or_a_failed_command_is_never_answered_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("B2S_BENCH_CACHE", str(tmp_path / "cache"))
+    plugin = tmp_path / "mine.py"
+    body = (
+        "import b2s_bench as b2s\nfrom b2s_bench_plugins.compressors.quantize import SPEC\nimport dataclasses\n\n"
+        "@b2s.hookimpl\ndef b2s_register_compressors(register):\n"
+        "    register(dataclasses.replace(SPEC, name='{name}', description='{name} here'))\n"
+    )
+    plugin.write_text(body.format(name="first-name"))
+    assert "first-name here" in _cli_in_a_fresh_process("--plugin", str(plugin), "ls", "compressors")[0]
+    plugin.write_text(body.format(name="second-name"))
+    out, loaded = _cli_in_a_fresh_process("--plugin", str(plugin), "ls", "compressors")
+    assert "second-name here" in out and "first-name" not in out and loaded
+    assert run_cli("show", "no-such-thing") == 2
+    assert not any("no-such" in p.read_text() for p in (tmp_path / "cache" / "answers").glob("*.txt"))
