@@ -7,7 +7,8 @@ The top level is the contract a compressor plugin needs (``import b2s_bench as b
   :class:`ReporterSpec`, :class:`ExecutorSpec`.
 - **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ), regularizer
   R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`, :class:`Compressed`,
-  :func:`skeleton_of`, :class:`Context`, :class:`Progress`, :func:`weight_layers`, :data:`TRACKS`.
+  :func:`skeleton_of`, :class:`Context`, :class:`Progress`, :func:`weight_layers`, :data:`TRACKS`,
+  :class:`Symbols` (a code's integer symbol streams, for entropy coding).
 - **Coverage and targets**: :class:`NotApplicableError`, :class:`Target`, :func:`add_caveat`,
   :data:`INEFFECTIVE`, :data:`MIN_COVERAGE`.
 - **Exact sizes**: :class:`SizeBreakdown`, :func:`header_bits` (the header rule), :func:`padded_groups`
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "Code": "compression.codes",
     "StoredTensorCode": "compression.codes",
     "DecoderNetwork": "compression.codes",
+    "Symbols": "compression.codes",
     "Compressed": "compression.compressed",
     "skeleton_of": "compression.compressed",
     "Context": "compression.compressor",
@@ -161,7 +163,7 @@ __getattr__, __dir__ = lazy_face(__name__, globals(), {**_EXPORTS, **{face: f"mo
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from . import execution, fitting, metrics, reporting, sources, testing
-    from .compression.codes import Code, DecoderNetwork, StoredTensorCode
+    from .compression.codes import Code, DecoderNetwork, StoredTensorCode, Symbols
     from .compression.compressed import Compressed, skeleton_of
     from .compression.compressor import TRACKS, CompressorSpec, Context, Progress, weight_layers
     from .compression.coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat

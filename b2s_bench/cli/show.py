@@ -85,7 +85,13 @@ def catalog_rows(source: ModelSource) -> list[tuple[str, str, str]]:
 
 
 def _compressor(spec: Any, plugins: Plugins) -> list[str]:
-    follows = "yes (it has a per-tensor form)" if spec.compress_tensor is not None else "no: put it first"
+    follows = (
+        "yes (it has a per-tensor form)"
+        if spec.compress_tensor is not None
+        else "yes (it recodes the earlier stages' codes)"
+        if spec.recode is not None
+        else "no: put it first"
+    )
     identity = ", ".join(f"{k}={v}" for k, v in spec.identity.items()) if spec.identity else "none"
     return [
         f"compressor {spec.name}: {spec.description}",

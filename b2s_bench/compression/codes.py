@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from .sizes import FP32, SizeBreakdown, dtype_bits
 
-__all__ = ["Code", "StoredTensorCode", "DecoderNetwork", "NestedCode"]
+__all__ = ["Code", "StoredTensorCode", "DecoderNetwork", "NestedCode", "Symbols"]
 
 
 class DecoderNetwork(nn.Module):
@@ -58,17 +58,38 @@ class DecoderNetwork(nn.Module):
         """Project φ onto the constraint set (a no-op for unconstrained decoders)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Symbols:
+    """An integer symbol stream a code stores at a fixed width, which an entropy coder may store in fewer bits.
+
+    The code's ``tensors()[name]`` is exactly ``pack_bits(values, width)``, and its :meth:`Code.bits`
+    counts ``values.numel() * width`` bits for it under the field ``part``. A later stage that codes
+    the stream stores the coded bytes instead, and on restore gives the code back
+    ``pack_bits(decoded values, width)`` under ``name``.
+    """
+
+    values: torch.Tensor  # int64, 1-D, each in [0, 2**width)
+    width: int  # bits per symbol as stored
+    part: str  # the SizeBreakdown field that counts the stream
+
+
 class Code(abc.ABC):
     """One compressed tensor.
 
     Subclasses set a unique ``kind`` (used to restore artifacts), and implement decode, bits,
     regularizer, tensors/meta (what is stored) and restore. Codes whose φ includes fp32 tensors that
     a later pipeline stage may compress list them in :meth:`payload` (each one counted as
-    ``32 * numel`` under the ``payload_part`` field of :meth:`bits`).
+    ``32 * numel`` under the ``payload_part`` field of :meth:`bits`); codes that store integer
+    symbols at a fixed width list them in :meth:`symbols`, for an entropy-coding stage.
+
+    A code that wraps another code of any kind (an entropy-coded stream around a quantized tensor)
+    sets ``wraps_codes = True`` and implements :meth:`restore_wrapped`, which the artifact loader
+    calls with a function that restores any installed code kind.
     """
 
     kind: ClassVar[str] = ""
     payload_part: ClassVar[str] = "payload"
+    wraps_codes: ClassVar[bool] = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -120,6 +141,22 @@ class Code(abc.ABC):
         if dataclasses.is_dataclass(self):
             return dataclasses.replace(self, **tensors)
         raise NotImplementedError(f"{type(self).__name__} does not support replacing its payload")
+
+    def symbols(self) -> dict[str, Symbols]:
+        """Integer symbol streams stored at a fixed width, by the name of the tensor that packs them (see
+        :class:`Symbols`); an entropy-coding stage may store them in fewer bits."""
+        return {}
+
+    @classmethod
+    def restore_wrapped(
+        cls,
+        meta: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        restore: Callable[[str, Mapping[str, Any], Mapping[str, torch.Tensor]], Code],
+    ) -> Code:
+        """For codes with ``wraps_codes``: like :meth:`restore`, given ``restore(kind, meta, tensors)``,
+        which rebuilds a code of any installed kind."""
+        raise NotImplementedError(f"{cls.__name__} sets wraps_codes but does not implement restore_wrapped")
 
     def stats(self) -> dict[str, Any]:
         """Per-tensor facts for the record (rank, sparsity, outliers, ...)."""

@@ -333,7 +333,16 @@ def restore_code(
             f"(known: {sorted(code_types)}); install the plugin that wrote it"
         )
     own = {name: tensors[f"{prefix}/{name}"] for name in entry["tensors"]}
-    return code_types[kind].restore(entry["meta"], own)
+    cls = code_types[kind]
+    if cls.wraps_codes:
+
+        def restore_any(inner_kind: str, meta: Mapping[str, Any], inner: Mapping[str, torch.Tensor]) -> Code:
+            if inner_kind not in code_types:
+                raise KeyError(f"artifact uses code kind {inner_kind!r}, which no installed compressor provides")
+            return code_types[inner_kind].restore(meta, inner)
+
+        return cls.restore_wrapped(entry["meta"], own, restore_any)
+    return cls.restore(entry["meta"], own)
 
 
 def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int:

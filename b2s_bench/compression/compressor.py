@@ -121,6 +121,10 @@ class CompressorSpec:
         version: bump it whenever results change; it is part of every cell id.
         compress_tensor: ``compress_tensor(name, tensor, config, ctx) -> Code``, for compressors
             that can act on a single tensor; needed to be a later stage of a pipeline.
+        recode: ``recode(name, code, config, ctx) -> Code``, for a later pipeline stage that stores an
+            earlier stage's codes differently without changing what they decode to (entropy coding of
+            their :meth:`~b2s_bench.compression.codes.Code.symbols`); it returns ``code`` itself when
+            it has nothing to do. A spec with ``recode`` may be a later stage without ``compress_tensor``.
         codes: the Code classes this compressor produces (to load its artifacts).
         identity: settings that must reproduce the dense model (None if the family has none).
         description: one line for ``b2s-bench ls``.
@@ -142,6 +146,7 @@ class CompressorSpec:
     compress: Callable[[nn.Module, Any, Context], Compressed]
     version: str = "1"
     compress_tensor: Callable[[str, torch.Tensor, Any, Context], Code] | None = None
+    recode: Callable[[str, Code, Any, Context], Code] | None = None
     codes: tuple[type[Code], ...] = ()
     identity: Mapping[str, Any] | None = None
     description: str = ""

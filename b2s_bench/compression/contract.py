@@ -16,9 +16,18 @@ from typing import Any
 import torch
 
 from .codes import Code, NestedCode
+from .packing import pack_bits
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
-__all__ = ["SizeAccountingError", "serialized_bytes", "storage_problems", "check_storage", "packed_count", "header_problems"]
+__all__ = [
+    "SizeAccountingError",
+    "serialized_bytes",
+    "storage_problems",
+    "check_storage",
+    "packed_count",
+    "header_problems",
+    "symbol_problems",
+]
 
 
 class SizeAccountingError(Exception):
@@ -62,12 +71,44 @@ def header_problems(key: str, code: Code) -> list[str]:
     ]
 
 
+def symbol_problems(key: str, code: Code) -> list[str]:
+    """A message per symbol stream a code declares (:meth:`Code.symbols`) that is not what it stores and
+    counts: ``tensors()[name]`` must be ``pack_bits(values, width)``, counted as ``numel * width`` bits
+    under ``part``. An entropy coder trusts these, so a stream that lies would decode to other weights."""
+    if isinstance(code, NestedCode):
+        found = symbol_problems(f"{key} (outer)", code.outer)
+        for name, inner in code.inner.items():
+            found += symbol_problems(f"{key}/{name}", inner)
+        return found
+    found = []
+    streams = code.symbols()
+    if not streams:
+        return found
+    tensors, breakdown = code.tensors(), code.bits().as_dict()
+    for name, sym in streams.items():
+        where = f"{key} ({type(code).__name__}) symbol stream {name!r}"
+        values = sym.values
+        if values.dtype != torch.int64 or values.dim() != 1:
+            found.append(f"{where}: values must be a 1-D int64 tensor, got {values.dtype} of shape {tuple(values.shape)}")
+            continue
+        if not 1 <= sym.width <= 32 or (values.numel() and (int(values.min()) < 0 or int(values.max()) >= 2**sym.width)):
+            found.append(f"{where}: values must lie in [0, 2**{sym.width})")
+            continue
+        if sym.part not in breakdown or breakdown[sym.part] < values.numel() * sym.width:
+            found.append(f"{where}: {values.numel() * sym.width} bits are not counted under {sym.part!r}")
+        stored = tensors.get(name)
+        if stored is None or not torch.equal(stored, pack_bits(values, sym.width)):
+            found.append(f"{where}: tensors()[{name!r}] is not pack_bits(values, {sym.width})")
+    return found
+
+
 def storage_problems(codes: Mapping[str, Code]) -> list[str]:
     """One message per code whose serialized tensors exceed its counted bits, whose counted header
     is not the one its meta() holds, or whose header is too big to be a header, naming the tensor."""
     problems = []
     for key, code in codes.items():
         problems += header_problems(key, code)
+        problems += symbol_problems(key, code)
         breakdown = code.bits()
         bits = breakdown.total - breakdown.metadata  # the header lives in meta(), not in the tensors
         tensors = code.tensors()

@@ -456,18 +456,24 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
     ``against_previous``: per tensor, and as means, the rel-MAE, cosine and PSNR of the weights
     after this stage against the weights before it (what this stage alone changed).
     """
-    if spec.compress_tensor is None:
-        raise ValueError(f"compressor {spec.name!r} cannot be a later pipeline stage: it has no compress_tensor")
     codes: dict[str, Code] = {}
     nested = []
-    for key, code in compressed.codes.items():
-        payload = code.payload()
-        if not payload:
-            codes[key] = code
-            continue
-        inner = {n: spec.compress_tensor(f"{key}/{n}", t, config, ctx) for n, t in payload.items()}
-        codes[key] = NestedCode(code, inner)
-        nested.append(key)
+    if spec.compress_tensor is not None:
+        for key, code in compressed.codes.items():
+            payload = code.payload()
+            if not payload:
+                codes[key] = code
+                continue
+            inner = {n: spec.compress_tensor(f"{key}/{n}", t, config, ctx) for n, t in payload.items()}
+            codes[key] = NestedCode(code, inner)
+            nested.append(key)
+    elif spec.recode is not None:  # the same decoded tensors, stored differently (entropy coding)
+        for key, code in compressed.codes.items():
+            codes[key] = _recoded(spec, key, code, config, ctx)
+            if codes[key] is not code:
+                nested.append(key)
+    else:
+        raise ValueError(f"compressor {spec.name!r} cannot be a later pipeline stage: it has no compress_tensor or recode")
     out = compressed.with_codes(codes)
     before, after = compressed.state_dict(), out.state_dict()  # decoded once each: Compressed caches them
     per = {k: tensor_report(before[k], after[k]) for k in sorted(nested)}
@@ -488,3 +494,17 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
     if caveats:
         out.info["caveats"] = caveats
     return out
+
+
+def _recoded(spec: CompressorSpec, key: str, code: Code, config: Any, ctx: Context) -> Code:
+    """``spec.recode`` applied to a code, or to each inner code of a nested one (its outer code keeps the
+    layout the inner codes refer to)."""
+    assert spec.recode is not None
+    if isinstance(code, NestedCode):
+        inner = {n: _recoded(spec, f"{key}/{n}", c, config, ctx) for n, c in code.inner.items()}
+        recoded_outer = spec.recode(key, code.outer, config, ctx)
+        outer = code.outer if recoded_outer is code.outer else recoded_outer
+        if outer is code.outer and all(inner[n] is c for n, c in code.inner.items()):
+            return code
+        return NestedCode(outer, inner)
+    return spec.recode(key, code, config, ctx)

@@ -188,7 +188,8 @@ class _Parser:
                 if isinstance(s, dict) and "models" in s:
                     raise self.fail((*path, "pipeline", i, "models"), "put `models:` on the pipeline entry, not on a stage")
             for i, st in enumerate(stages[1:], start=1):
-                if self.plugins.compressors.get(st.name).compress_tensor is None:
+                later = self.plugins.compressors.get(st.name)
+                if later.compress_tensor is None and later.recode is None:
                     raise self.fail(
                         (*path, "pipeline", i),
                         f"compressor {st.name!r} cannot follow another in a pipeline (it has no per-tensor form); put it first",

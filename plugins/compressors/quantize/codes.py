@@ -74,6 +74,11 @@ class UniformCode(Code):
             out["zero"] = pack_bits(self.zero.to(torch.int64), self.nbits)
         return out
 
+    def symbols(self) -> dict[str, b2s.Symbols]:
+        """The integer codes, as stored (offset to unsigned): what an entropy-coding stage may code."""
+        offset = 2 ** (self.nbits - 1) if self.symmetric else 0
+        return {"q": b2s.Symbols((self.q.to(torch.int64) + offset).reshape(-1), self.nbits, "payload")}
+
     def meta(self) -> dict[str, Any]:
         return {
             "nbits": self.nbits,

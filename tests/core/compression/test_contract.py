@@ -54,3 +54,40 @@ def test_quantize_documents_every_setting() -> None:
     spec = load_plugins().compressors.get("quantize")
     missing = [d.name for d in setting_docs(spec.config) if not d.help]
     assert missing == [], f"quantize settings without help (b2s-bench show quantize): {missing}"
+
+
+def test_a_symbol_stream_must_be_what_the_code_stores_and_counts() -> None:
+    import dataclasses
+
+    import torch
+    from b2s_bench_plugins.compressors.quantize import UniformCode
+
+    import b2s_bench as b2s
+    from b2s_bench.compression.contract import symbol_problems
+
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    code = load_plugins().compressors.get("quantize").compress_tensor("w", w, _config("quantize", bits=4), _ctx())
+    assert isinstance(code, UniformCode)
+    assert symbol_problems("w", code) == []
+
+    class Lying(UniformCode):
+        kind = "test.lying"
+
+        def symbols(self) -> dict[str, b2s.Symbols]:
+            real = super().symbols()["q"]
+            return {"q": dataclasses.replace(real, values=torch.zeros_like(real.values))}
+
+    liar = Lying(**{f.name: getattr(code, f.name) for f in dataclasses.fields(code)})
+    assert symbol_problems("w", liar) == ["w (Lying) symbol stream 'q': tensors()['q'] is not pack_bits(values, 4)"]
+
+
+def _config(name: str, **settings: object) -> object:
+    from b2s_bench.config import build_config
+
+    return build_config(load_plugins().compressors.get(name).config, settings)
+
+
+def _ctx() -> object:
+    from b2s_bench.testing import tiny_context
+
+    return tiny_context()
