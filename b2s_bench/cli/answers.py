@@ -147,12 +147,13 @@ class Recorder:
     """Records what a command prints, and keeps it as the answer if the command qualifies."""
 
     def __init__(self, key: str) -> None:
-        self.key, self.text = key, []  # type: list[str]
+        self.key = key
+        self.text: list[str] = []
         self.out, self.err = sys.stdout, sys.stderr
 
     def __enter__(self) -> Recorder:
         self._stdout, self._stderr = _Tee(self.out, self.text), _Tee(self.err, None)
-        sys.stdout, sys.stderr = self._stdout, self._stderr  # type: ignore[assignment]
+        sys.stdout, sys.stderr = self._stdout, self._stderr
         return self
 
     def __exit__(self, *exc: Any) -> None:
