@@ -27,7 +27,7 @@ def constriction() -> Any:
     except ImportError as e:
         raise b2s.MissingPrerequisite(
             'entropy coder "ans" needs the constriction package: pip install "b2s-bench[entropy]" '
-            '(or use coder: huffman, which needs nothing)'
+            "(or use coder: huffman, which needs nothing)"
         ) from e
     return module
 

@@ -53,9 +53,13 @@ class EntropyCode(Code):
     def shape(self) -> tuple[int, ...]:
         return self.inner.shape
 
-    @property  # type: ignore[override]
+    @property
     def payload_part(self) -> str:  # the inner code's, so that a nested code counts its payload there
         return self.inner.payload_part
+
+    @payload_part.setter
+    def payload_part(self, value: str) -> None:
+        raise AttributeError("an entropy-coded code's payload part is its inner code's")
 
     def decode(self) -> torch.Tensor:
         return self.inner.decode()
