@@ -7,6 +7,7 @@ from typing import Literal
 
 from b2s_bench import check, one_of
 
+from .ans import constriction
 from .huffman import MAX_LENGTH
 
 __all__ = ["EntropyConfig"]
@@ -41,3 +42,5 @@ class EntropyConfig:
             "max_code_length",
         )
         check(2 <= self.ans_precision <= 16, f"ans_precision must be in 2..16, got {self.ans_precision}", "ans_precision")
+        if self.coder == "ans":
+            constriction()  # missing: a MissingPrerequisite when the suite is read, before anything runs

@@ -179,12 +179,27 @@ def test_as_a_first_stage_it_is_not_applicable_and_says_how_to_write_the_pipelin
         SPEC.compress(tiny_model(0), _config(), tiny_context())
 
 
-def test_ans_without_constriction_is_a_missing_prerequisite(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ans_without_constriction_is_a_missing_prerequisite(
+    monkeypatch: pytest.MonkeyPatch, write_suite: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, config = _quantized().codes["features.4.weight"], _config(coder="ans")
     monkeypatch.setitem(sys.modules, "constriction", None)  # import constriction now raises ImportError
-    code = _quantized().codes["features.4.weight"]
-    with pytest.raises(b2s.MissingPrerequisite, match=r'pip install "b2s-bench\[entropy\]"'):
-        SPEC.recode("features.4.weight", code, _config(coder="ans"), Context())
+    advice = r'pip install "b2s-bench\[entropy\]"'
+    with pytest.raises(b2s.MissingPrerequisite, match=advice):
+        SPEC.recode("features.4.weight", code, config, Context())
+    with pytest.raises(b2s.MissingPrerequisite, match=advice):  # the settings already say so
+        _config(coder="ans")
     assert isinstance(SPEC.recode("features.4.weight", code, _config(coder="huffman"), Context()), EntropyCode)
+    suite = write_suite("""
+        suite: e
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - pipeline: [{name: quantize, bits: 4}, {name: entropy, coder: ans}]
+        metrics: [bits]
+        """)
+    assert run_cli("validate", str(suite)) == 3  # before anything runs: exit 3, a missing prerequisite
+    assert 'pip install "b2s-bench[entropy]"' in capsys.readouterr().err
     assert ans_coder.quantized_counts(np.array([1, 1000, 10**6]), 12).tolist() == [1, 4, 4095]
 
 
