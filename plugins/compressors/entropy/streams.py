@@ -146,8 +146,16 @@ def encode_stream(
 ) -> CodedStream:
     """Code one stream of ``width``-bit symbol values with ``coder`` ("huffman" or "ans")."""
     values = np.asarray(values, dtype=np.int64).reshape(-1)
-    symbols, index, counts = np.unique(values, return_inverse=True, return_counts=True)
-    index = index.reshape(-1)
+    if width <= 16:  # a count per alphabet value: no sort
+        all_counts = np.bincount(values, minlength=2**width)
+        symbols = np.flatnonzero(all_counts)
+        counts = all_counts[symbols]
+        lookup = np.zeros(2**width, dtype=np.int64)
+        lookup[symbols] = np.arange(symbols.size)
+        index = lookup[values]
+    else:
+        symbols, index, counts = np.unique(values, return_inverse=True, return_counts=True)
+        index = index.reshape(-1)
     if coder == "huffman":
         fields = huffman.code_lengths(counts, max_code_length)
         data, _ = huffman.encode(index, fields)

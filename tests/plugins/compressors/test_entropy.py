@@ -56,6 +56,7 @@ def _streams() -> dict[str, tuple[np.ndarray, int]]:
         "one value": (np.array([2]), 2),
         "empty": (np.zeros(0, dtype=np.int64), 4),
         "wide sparse alphabet": (rng.choice([0, 70000, 1 << 19, (1 << 20) - 1], 3000), 20),
+        "long codes": (np.minimum(rng.geometric(0.5, 200000) - 1, 63), 6),  # codes past the decoder's table
     }
 
 
@@ -71,6 +72,8 @@ def test_every_stream_decodes_exactly(coder: str, kind: str) -> None:
         assert stream.data_bits == 0
     if kind == "wide sparse alphabet":
         assert stream.layout == "sparse" and stream.model_bits == 4 * (20 + stream.field_bits)
+    if kind == "long codes" and coder == "huffman":
+        assert int(stream.table()[1].max()) > huffman.TABLE_BITS
     if kind == "skewed":
         assert stream.layout == "dense" and stream.model_bits == 16 * stream.field_bits
 
