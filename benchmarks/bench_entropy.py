@@ -82,16 +82,17 @@ def main() -> None:
     rows = [("pack_bits (4 bits)", t_pack, t_unpack, 8 * sum(b.numel() for b in packed), 0)]
     for coder in ("huffman", "ans"):
         t_enc, coded = best(lambda c=coder: [encode_stream(a, 4, c, 24, 12) for a in arrays], args.repeat)
-        t_dec, decoded = best(lambda: [s.decode() for s in coded], args.repeat)
+        t_dec, decoded = best(lambda streams=coded: [s.decode() for s in streams], args.repeat)
         assert all(np.array_equal(d, a) for d, a in zip(decoded, arrays, strict=True)), coder
         rows.append((coder, t_enc, t_dec, sum(s.data_bits for s in coded), sum(s.model_bits for s in coded)))
 
     print(f"\nCPU seconds, best of {args.repeat}, {args.threads} thread(s); MB/s of 4-bit symbols; ratio = pack time / this time")
-    print(f"{'coder':<20} {'encode MB/s':>12} {'decode MB/s':>12} {'enc ratio':>10} {'dec ratio':>10} {'bits/sym':>9} {'+model':>8}")
+    head = ("encode MB/s", "decode MB/s", "enc ratio", "dec ratio", "bits/sym", "+model")
+    print(f"{'coder':<20} " + " ".join(f"{h:>12}" for h in head))
     for name, t_e, t_d, data_bits, model_bits in rows:
         print(
-            f"{name:<20} {mb / t_e:>12.1f} {mb / t_d:>12.1f} {t_pack / t_e:>10.3f} {t_unpack / t_d:>10.3f} "
-            f"{data_bits / n:>9.4f} {(data_bits + model_bits) / n:>8.4f}"
+            f"{name:<20} {mb / t_e:>12.1f} {mb / t_d:>12.1f} {t_pack / t_e:>12.3f} {t_unpack / t_d:>12.3f} "
+            f"{data_bits / n:>12.4f} {(data_bits + model_bits) / n:>12.4f}"
         )
 
 
