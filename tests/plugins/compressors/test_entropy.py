@@ -298,3 +298,34 @@ def test_pipeline_cells_store_and_reload_the_coded_artifact(write_suite: Callabl
         assert any(isinstance(c, EntropyCode) for c in loaded.codes.values())
         for key, value in reference.items():
             assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+class ScaledSymbols(SymbolCode):
+    """A symbol code whose fp32 scale is a payload a later stage may store (to test an entropy-coded outer code)."""
+
+    kind = "test.scaled_symbols"
+    payload_part = "scales"
+
+    def payload(self) -> dict[str, torch.Tensor]:
+        return {"scale": self.scale}
+
+
+def test_an_entropy_coded_code_can_be_the_outer_code_of_a_nested_one(tmp_path: Path) -> None:
+    model = _bell_model()
+    state = model.state_dict()
+    first = Compressed.from_codes(model, {k: ScaledSymbols.of(state[k]) for k in b2s.weight_layers(model)})
+    halves = apply_stage(first, quantize.SPEC, build_config(quantize.SPEC.config, {"bits": 16}, "quantize"), Context())
+    coded = apply_stage(halves, SPEC, _config(), Context())
+    outers = [c.outer for c in coded.codes.values() if isinstance(c, NestedCode)]
+    assert len(outers) == 4 and all(isinstance(o, EntropyCode) for o in outers)
+    assert all(o.payload_part == "scales" and set(o.payload()) == {"scale"} for o in outers)
+    assert storage_problems(coded.codes) == []
+    assert coded.size().total_bits < halves.size().total_bits
+    coded.save(str(tmp_path / "a"))
+    loaded = Compressed.load(
+        str(tmp_path / "a"), coded.skeleton, {**load_plugins().code_types(), ScaledSymbols.kind: ScaledSymbols}
+    )
+    assert loaded.size().total_bits == coded.size().total_bits
+    assert storage_problems(loaded.codes) == []
+    for key, value in halves.state_dict().items():
+        assert torch.equal(value, coded.state_dict()[key]) and torch.equal(value, loaded.state_dict()[key])
