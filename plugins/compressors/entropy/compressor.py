@@ -2,7 +2,9 @@
 
 ``recode`` codes every stream a code declares (``Code.symbols()``) with the configured coder,
 checks that decoding gives back the same values (cheap next to the coding), and keeps a stream at
-its fixed width when coding would not make it smaller (``keep_if_larger``). As a first stage there
+its fixed width when coding would not make it smaller (``keep_if_larger``: the coded bytes, the model
+and the stream's header fields against ``count * width``; and the whole code too, once the wrapper's
+header, which holds the inner code's kind, is added). As a first stage there
 is nothing to code, which is a not-applicable cell saying how to write the pipeline.
 """
 
@@ -36,7 +38,9 @@ def recode(name: str, code: Code, config: EntropyConfig, ctx: Context) -> Code:
         if values.size == 0:
             continue
         stream = encode_stream(values, sym.width, config.coder, config.max_code_length, config.ans_precision, sym.part)
-        if config.keep_if_larger and stream.data_bits + stream.model_bits >= values.size * sym.width:
+        # what coding costs: the bytes, the model and the stream's header fields
+        cost = stream.data_bits + stream.model_bits + b2s.header_bits(stream.meta())
+        if config.keep_if_larger and cost >= values.size * sym.width:
             continue
         decoded = stream.decode()
         if not np.array_equal(decoded, values):
@@ -44,4 +48,7 @@ def recode(name: str, code: Code, config: EntropyConfig, ctx: Context) -> Code:
         streams[tensor] = stream
     if not streams:
         return code
-    return EntropyCode(code, streams)
+    coded = EntropyCode(code, streams)
+    if config.keep_if_larger and coded.bits().total >= code.bits().total:  # the wrapper's own header did not pay
+        return code
+    return coded

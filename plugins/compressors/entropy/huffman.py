@@ -144,7 +144,7 @@ def _jump_levels(count: int, nbits: int) -> int:
 def _length_table(first: np.ndarray, per_length: np.ndarray, top: int, bits: int) -> np.ndarray:
     """For each ``bits``-bit prefix of a window, the length of the code it starts with, or 0 when that
     code is longer than ``bits`` (then found by a search)."""
-    table = np.zeros(1 << bits, dtype=np.int64)
+    table = np.zeros(1 << bits, dtype=np.uint8)
     for length in range(1, min(top, bits) + 1):
         lo, hi = int(first[length]) << (bits - length), int(first[length] + per_length[length]) << (bits - length)
         table[lo:hi] = length
@@ -181,7 +181,7 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     length_at = _length_table(first, per_length, top, bits)[windows >> np.uint32(top - bits)]
     longer = np.flatnonzero(length_at == 0)
     if longer.size:  # codes longer than the table (and the invalid windows of the padding)
-        length_at[longer] = np.minimum(np.searchsorted(limit, windows[longer], side="right") + 1, top)
+        length_at[longer] = np.minimum(np.searchsorted(limit, windows[longer], side="right") + 1, top).astype(np.uint8)
     dtype = np.int32 if nbits < 2**31 - 64 else np.int64
     nxt = np.empty(nbits + 1, dtype=dtype)
     nxt[:-1] = np.minimum(np.arange(nbits, dtype=dtype) + length_at.astype(dtype), nbits)
@@ -208,5 +208,6 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(f"the Huffman stream does not hold its {count} symbols exactly (a corrupt stream)")
     assert ln is not None
     win = windows[where].astype(np.int64)
+    ln = ln.astype(np.int64)
     rank = offset[ln - 1] + (win >> (top - ln)) - first[ln]
     return by_code[rank].astype(np.int64)

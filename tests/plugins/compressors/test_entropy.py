@@ -210,9 +210,10 @@ def test_ans_without_constriction_is_a_missing_prerequisite(
 def test_coded_codes_count_exact_bits_and_decode_the_same(coder: str) -> None:
     before = _quantized(4)
     codes = {k: SPEC.recode(k, c, _config(coder=coder), Context()) for k, c in before.codes.items()}
-    # the first conv's 9 weights a channel are too few to pay for their model: it stays fixed-width
-    assert {k for k, c in codes.items() if not isinstance(c, EntropyCode)} == {"features.0.weight"}
-    assert codes["features.0.weight"] is before.codes["features.0.weight"]
+    # the two smallest layers (144 and 640 weights) save less than their models and headers cost: they stay
+    small = {"features.0.weight", "classifier.3.weight"}
+    assert {k for k, c in codes.items() if not isinstance(c, EntropyCode)} == small
+    assert all(codes[k] is before.codes[k] for k in small)
     check_storage(codes)  # serialized bytes within the counted bits, header rule, no symbols left
     for key, code in codes.items():
         if not isinstance(code, EntropyCode):
@@ -249,7 +250,7 @@ def test_quantize_then_entropy_has_fewer_bits_and_the_same_weights(coder: str) -
     assert after.size().breakdown.payload < before.size().breakdown.payload
     for key, value in before.state_dict().items():
         assert torch.equal(value, after.state_dict()[key])
-    assert after.info["stages"][-1]["compressor"] == "entropy" and after.info["stages"][-1]["tensors"] == 3
+    assert after.info["stages"][-1]["compressor"] == "entropy" and after.info["stages"][-1]["tensors"] == 2
 
 
 @pytest.mark.parametrize("coder", CODERS)
@@ -317,7 +318,8 @@ def test_an_entropy_coded_code_can_be_the_outer_code_of_a_nested_one(tmp_path: P
     halves = apply_stage(first, quantize.SPEC, build_config(quantize.SPEC.config, {"bits": 16}, "quantize"), Context())
     coded = apply_stage(halves, SPEC, _config(), Context())
     outers = [c.outer for c in coded.codes.values() if isinstance(c, NestedCode)]
-    assert len(outers) == 4 and all(isinstance(o, EntropyCode) for o in outers)
+    big = {k for k, c in coded.codes.items() if isinstance(c, NestedCode) and isinstance(c.outer, EntropyCode)}
+    assert len(outers) == 4 and big == {"features.4.weight", "classifier.1.weight"}  # the two small layers stay
     assert all(o.payload_part == "scales" and set(o.payload()) == {"scale"} for o in outers)
     assert storage_problems(coded.codes) == []
     assert coded.size().total_bits < halves.size().total_bits
