@@ -173,6 +173,12 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
     - the result's coverage (:mod:`b2s_bench.compression.coverage`) is measured, and ``target`` (if set) returns a
       :class:`~b2s_bench.compression.coverage.Target` or None.
+
+    A spec with ``recode`` (a later stage that stores earlier codes differently) is also checked
+    through it: TinyCNN's weights as :class:`SymbolCode` s (a 4-bit quantizer that declares its
+    symbol stream) are recoded, must decode to the same weights, and go through the same checks
+    (the artifact loaded with the spec's code types and ``SymbolCode``). Its ``compress`` may then
+    raise ``NotApplicableError`` (nothing to recode as a first stage).
     """
     try:
         build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
