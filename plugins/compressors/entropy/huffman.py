@@ -210,4 +210,6 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     win = windows[where].astype(np.int64)
     ln = ln.astype(np.int64)
     rank = offset[ln - 1] + (win >> (top - ln)) - first[ln]
+    if rank.size and (int(rank.min()) < 0 or int(rank.max()) >= lengths.size):
+        raise ValueError("the Huffman stream holds a bit pattern that is no code (a corrupt stream)")
     return by_code[rank].astype(np.int64)
