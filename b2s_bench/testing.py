@@ -16,15 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compression.codes import Code, Symbols
 from .compression.compressed import Compressed
-from .compression.compressor import CompressorSpec, Context
+from .compression.compressor import CompressorSpec, Context, weight_layers
 from .compression.contract import packed_count, storage_problems
-from .compression.coverage import Target, coverage
-from .compression.sizes import allowed_bytes
+from .compression.coverage import NotApplicableError, Target, coverage
+from .compression.packing import pack_bits, unpack_bits
+from .compression.sizes import SizeBreakdown, allowed_bytes, header_bits
 from .config import build_config
 from .errors import ConfigError
 
-__all__ = ["check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP"]
+__all__ = ["check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP", "SymbolCode"]
 
 
 class TinyCNN(nn.Module):
@@ -88,6 +90,49 @@ def tiny_context(seed: int = 0, with_data: bool = True) -> Context:
 
 
 @dataclasses.dataclass
+class SymbolCode(Code):
+    """A per-tensor uniform quantizer whose integer codes are a symbol stream (:meth:`Code.symbols`):
+    what :func:`check_compressor` gives a spec with ``recode`` to recode. W = scale · (q − 2**(bits−1))."""
+
+    q: torch.Tensor  # int64, flat, in [0, 2**bits)
+    scale: torch.Tensor  # (1,) fp32
+    nbits: int
+    orig_shape: tuple[int, ...]
+    kind = "testing.symbols"
+
+    @classmethod
+    def of(cls, w: torch.Tensor, nbits: int = 4) -> SymbolCode:
+        half = 2 ** (nbits - 1)
+        scale = (w.abs().max() / (half - 1)).clamp(min=1e-12).reshape(1).float()
+        q = (torch.round(w.detach().float() / scale).clamp(-half, half - 1) + half).to(torch.int64).reshape(-1)
+        return cls(q, scale, nbits, tuple(w.shape))
+
+    def decode(self) -> torch.Tensor:
+        return (self.scale * (self.q.float() - 2 ** (self.nbits - 1))).reshape(self.orig_shape)
+
+    def bits(self) -> SizeBreakdown:
+        return SizeBreakdown(payload=self.q.numel() * self.nbits, scales=32, metadata=header_bits(self.meta()))
+
+    def regularizer(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"q": pack_bits(self.q, self.nbits), "scale": self.scale}
+
+    def symbols(self) -> dict[str, Symbols]:
+        return {"q": Symbols(self.q, self.nbits, "payload")}
+
+    def meta(self) -> dict[str, Any]:
+        return {"nbits": self.nbits, "shape": list(self.orig_shape)}
+
+    @classmethod
+    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> SymbolCode:
+        shape = tuple(meta["shape"])
+        q = unpack_bits(tensors["q"], meta["nbits"], math.prod(shape))
+        return cls(q, tensors["scale"].float(), meta["nbits"], shape)
+
+
+@dataclasses.dataclass
 class ContractReport:
     """What :func:`check_compressor` measured on TinyCNN once the contract held."""
 
@@ -128,6 +173,12 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
     - the result's coverage (:mod:`b2s_bench.compression.coverage`) is measured, and ``target`` (if set) returns a
       :class:`~b2s_bench.compression.coverage.Target` or None.
+
+    A spec with ``recode`` (a later stage that stores earlier codes differently) is also checked
+    through it: TinyCNN's weights as :class:`SymbolCode` s (a 4-bit quantizer that declares its
+    symbol stream) are recoded, must decode to the same weights, and go through the same checks
+    (the artifact loaded with the spec's code types and ``SymbolCode``). Its ``compress`` may then
+    raise ``NotApplicableError`` (nothing to recode as a first stage).
     """
     try:
         build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
@@ -157,7 +208,39 @@ def _check(
         assert identity_error <= 1e-5, f"{spec.name}: identity settings {dict(spec.identity)} change outputs by {identity_error}"
 
     config = build_config(spec.config, {**spec.quick, **(settings or {})}, owner=spec.name)
-    comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
+    report = None
+    try:
+        comp = spec.compress(tiny_model(seed), config, tiny_context(seed))
+    except NotApplicableError:
+        if spec.recode is None:
+            raise
+    else:
+        report = _check_compressed(spec, config, comp, model, x, dense_out, identity_error, {c.kind: c for c in spec.codes}, seed)
+    if spec.recode is not None:  # a later stage: recode the codes of a symbol-declaring quantizer
+        state = tiny_model(seed).state_dict()
+        codes: dict[str, Code] = {k: SymbolCode.of(state[k]) for k in weight_layers(tiny_model(seed))}
+        before = Compressed.from_codes(tiny_model(seed), codes)
+        ctx = tiny_context(seed)
+        comp = before.with_codes({k: spec.recode(k, c, config, ctx) for k, c in codes.items()})
+        err = _states_equal(before.state_dict(), comp.state_dict())
+        assert err == 0.0, f"{spec.name}: recode changes the decoded weights by {err}"
+        kinds: dict[str, type[Code]] = {**{c.kind: c for c in spec.codes}, SymbolCode.kind: SymbolCode}
+        report = _check_compressed(spec, config, comp, model, x, dense_out, identity_error, kinds, seed)
+    assert report is not None
+    return report
+
+
+def _check_compressed(
+    spec: CompressorSpec,
+    config: Any,
+    comp: Compressed,
+    model: nn.Module,
+    x: torch.Tensor,
+    dense_out: torch.Tensor,
+    identity_error: float | None,
+    code_types: Mapping[str, type[Code]],
+    seed: int,
+) -> ContractReport:
     assert isinstance(comp, Compressed), f"{spec.name}: compress must return Compressed"
     with torch.no_grad():
         out = comp.module()(x)
@@ -195,7 +278,7 @@ def _check(
         assert data * 8 >= size.total_bits * 0.99 - 8 * 64 * (len(comp.codes) + 1), (
             f"{spec.name}: artifact has far fewer bytes ({data}) than the counted bits ({size.total_bits / 8:.0f} B)"
         )
-        loaded = Compressed.load(f"{tmp}/artifact", comp.skeleton, {c.kind: c for c in spec.codes})
+        loaded = Compressed.load(f"{tmp}/artifact", comp.skeleton, code_types)
         err = _states_equal(comp.state_dict(), loaded.state_dict())
         assert err == 0.0, f"{spec.name}: save/load changes the decoded weights by {err}"
         assert loaded.size().total_bits == size.total_bits

@@ -20,6 +20,7 @@ def test_suite_runs_on_cuda(tiny_suite: Path, tmp_path: Path) -> None:
 
 
 def test_every_compressor_runs_on_cuda(tmp_path: Path) -> None:
+    from b2s_bench.execution.cell import apply_stage
     from b2s_bench.plugins import load_plugins
     from b2s_bench.testing import tiny_context, tiny_model
 
@@ -29,7 +30,11 @@ def test_every_compressor_runs_on_cuda(tmp_path: Path) -> None:
         ctx = tiny_context()
         ctx.device = torch.device("cuda")
         config = spec.config(**spec.quick)
-        comp = spec.compress(tiny_model().cuda(), config, ctx)
+        if spec.recode is not None:  # a recoding stage has nothing to recode on its own: it follows quantize
+            first = plugins.compressors.get("quantize")
+            comp = apply_stage(first.compress(tiny_model().cuda(), first.config(bits=4), ctx), spec, config, ctx)
+        else:
+            comp = spec.compress(tiny_model().cuda(), config, ctx)
         with torch.no_grad():
             out = comp.module().cuda()(x)
         assert torch.isfinite(out).all(), spec.name
