@@ -41,6 +41,8 @@ CASES = [
     ("hypercompress", {"variant": "released"}, {"idx"}),
     ("hypercompress", {"variant": "canonical"}, {"idx"}),
     ("big2small", {"inr_bits": 4, "outliers": "top", "top_percent": 20.0}, {"q", "outlier_mask"}),
+    ("ecsq", {"rate": 3.0}, {"q"}),
+    ("ecsq", {"rate": 2.0, "rdo": True}, {"q"}),
 ]
 
 
