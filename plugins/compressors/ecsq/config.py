@@ -12,8 +12,10 @@ __all__ = ["ECSQConfig", "DEFAULT_LAMBDA_SCALE", "MAX_RATE"]
 #: λ = c·Δ² with c = ln 2 / 6: the slope −dD/dR of a uniform quantizer at high rate, where
 #: D ≈ Δ²/12 and D falls by a factor 4 a bit (dD/dR = −2·ln 2·D = −(ln 2/6)·Δ²)
 DEFAULT_LAMBDA_SCALE = math.log(2) / 6
-#: the highest rate accepted: 64 bits per weight reaches the finest step the code allows (max|w|·2^−30,
-#: below fp32 resolution), which is the identity check; rates of 32 or more store more than fp32
+#: the highest rate accepted, the identity check: at steps this fine nearly every weight has its own
+#: index, so the rate is about log2 N + width + 16 (the model names every index), and 64 bits buy a
+#: step of max|w|·2^−27 or finer for layers of up to 2^20 weights (2^−20 at 2^27 weights): errors
+#: below the fp32 resolution of the largest weights. Rates of 32 or more store more than fp32.
 MAX_RATE = 64.0
 
 
@@ -24,7 +26,7 @@ class ECSQConfig:
     Attributes:
         rate: bits per weight after entropy coding, per tensor: the step Δ is bisected until the
             empirical entropy of the indices plus the estimated probability model (per weight) is at
-            most ``rate`` (2-4 are typical; 64 reaches the finest step, the identity check).
+            most ``rate`` (2-4 are typical; 64 gives errors below fp32 resolution: the identity check).
         rdo: rate-distortion optimised rounding: each weight takes, among round(w/Δ) and its two
             neighbours, the index minimising (w − Δq)² + λ·(−log2 p(q)), alternated with the
             histogram p (``rdo_iterations`` times); off: round to nearest.

@@ -87,43 +87,27 @@ def stream_entropy(counts: torch.Tensor) -> float:
 
 
 class Histogram:
-    """The counts of the indices used, and the span [min q, max q] they lie in.
+    """The counts of the indices used (``used``), and the span [min q, max q] they lie in.
 
-    A dense count table where the span is small (the usual case), else the sorted distinct indices
-    (a fine step spreads N weights over up to 2^31 indices: a dense table would not fit in memory).
+    Counted in a dense table where the span is small (the usual case), else by sorting (a fine step
+    spreads N weights over up to 2^31 indices: a dense table would not fit in memory).
     """
 
     def __init__(self, q: torch.Tensor):
         flat = q.reshape(-1)
-        self.n = int(flat.numel())
-        self.lo = int(flat.min()) if self.n else 0
-        self.span = int(flat.max()) - self.lo + 1 if self.n else 0
-        self.dense = self.span <= 4 * self.n + 1024
-        self._table = self._values = torch.zeros(0, dtype=torch.int64)
-        if self.dense:
-            table = torch.bincount(flat - self.lo, minlength=self.span) if self.n else torch.zeros(0, dtype=torch.int64)
-            self._table = table.double()
-            self.used = self._table[table > 0]
+        n = int(flat.numel())
+        self.lo = int(flat.min()) if n else 0
+        self.span = int(flat.max()) - self.lo + 1 if n else 0
+        if self.span <= 4 * n + 1024:
+            table = torch.bincount(flat - self.lo, minlength=self.span) if n else torch.zeros(0, dtype=torch.int64)
+            self.used = table[table > 0].double()
         else:
-            self._values, counts = torch.unique(flat, sorted=True, return_counts=True)
-            self.used = counts.double()
+            self.used = torch.unique(flat, return_counts=True)[1].double()
 
     @property
     def entropy(self) -> float:
         """Empirical entropy in bits per symbol."""
         return stream_entropy(self.used)
-
-    def bits(self, values: torch.Tensor) -> torch.Tensor:
-        """−log2 p(v) of each value under the histogram (infinite for an index not used)."""
-        if self.dense:
-            inside = (values >= self.lo) & (values < self.lo + self.span)
-            counts = self._table[(values - self.lo).clamp(0, max(self.span - 1, 0))]
-        else:
-            pos = torch.searchsorted(self._values, values).clamp(max=self._values.numel() - 1)
-            inside = self._values[pos] == values
-            counts = self.used[pos]
-        counts = torch.where(inside, counts, torch.zeros_like(counts))
-        return torch.where(counts > 0, -torch.log2(counts / self.n), torch.full_like(counts, math.inf))
 
 
 def model_bits(used: int, span: int, width: int, count_bits: int) -> int:
