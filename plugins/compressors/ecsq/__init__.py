@@ -65,7 +65,7 @@ SPEC = CompressorSpec(
     # in rounding passes over the model: about 12 steps tried (measured on a 4M-weight Gaussian), and
     # with RDO about 19 more, each a rounding, its thresholds and a sort's share
     cost=lambda config: 60.0 if config.rdo else 12.0,
-    identity={"rate": MAX_RATE},  # a step of max|w|·2^-27 or finer on layers up to 2^20 weights (MAX_RATE)
+    identity={"rate": MAX_RATE},  # the finest step, max|w|·2^-30, on layers up to 2^22 weights (MAX_RATE)
     version="1",
     description="entropy-constrained scalar quantization: a uniform step bisected to an entropy rate "
     "(bits per weight after entropy coding), optional RDO rounding; indices declared for an entropy stage",

@@ -13,9 +13,10 @@ __all__ = ["ECSQConfig", "DEFAULT_LAMBDA_SCALE", "MAX_RATE"]
 #: D ≈ Δ²/12 and D falls by a factor 4 a bit (dD/dR = −2·ln 2·D = −(ln 2/6)·Δ²)
 DEFAULT_LAMBDA_SCALE = math.log(2) / 6
 #: the highest rate accepted, the identity check: at steps this fine nearly every weight has its own
-#: index, so the rate is about log2 N + width + 16 (the model names every index), and 64 bits buy a
-#: step of max|w|·2^−27 or finer for layers of up to 2^20 weights (2^−20 at 2^27 weights): errors
-#: below the fp32 resolution of the largest weights. Rates of 32 or more store more than fp32.
+#: index, so the rate is about log2 N + width + 12 (the model names every index), and 64 bits buy the
+#: finest step the code allows, max|w|·2^−30, for layers of up to 2^22 weights (measured), and
+#: max|w|·2^−21 or finer up to 2^30: errors below the fp32 resolution of the largest weights. Rates
+#: of 32 or more store more than fp32.
 MAX_RATE = 64.0
 
 
@@ -36,9 +37,9 @@ class ECSQConfig:
             when no index changes).
         rate_tolerance: bits per weight: the bisection stops once the rate reached is within this
             below ``rate`` (or the bracket of Δ is below fp32 resolution).
-        model_count_bits: bits of one stored frequency in the estimate of the probability model the
-            entropy coder stores (16: an ANS coder's count precision; a Huffman code-length table
-            needs about 5, so 16 over-estimates it).
+        model_count_bits: bits of one field of the probability model table in the estimate of what the
+            ``entropy`` stage stores with the indices (12: its ANS count precision by default; a
+            Huffman code-length field takes about 4-5 bits, so 12 over-estimates that).
         min_numel: leave weights with fewer elements raw (fp32).
         skip_first / skip_last: leave the first / last conv or linear layer raw.
     """
@@ -48,7 +49,7 @@ class ECSQConfig:
     rdo_lambda_scale: float = DEFAULT_LAMBDA_SCALE
     rdo_iterations: int = 4
     rate_tolerance: float = 1e-3
-    model_count_bits: int = 16
+    model_count_bits: int = 12
     min_numel: int = 0
     skip_first: bool = False
     skip_last: bool = False

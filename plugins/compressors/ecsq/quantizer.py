@@ -10,12 +10,15 @@ probability model the coder stores with the stream (:func:`model_bits`). R falls
 one bit per doubling at high rate), so Δ is bisected (on log Δ, over fp32 values of Δ, which is what
 the code stores) for the finest step whose rate is at most the asked one.
 
-**The probability model estimate** (:func:`model_bits`): a 32-bit field (the table's layout and
-length), then the cheaper of a dense table of one ``count_bits`` frequency per index of the span
-[q_min, q_max] (A entries) and a sparse table naming each of the K used indices (``width`` bits) with
-its frequency (``count_bits``): 32 + min(A·c, K·(width + c)). With c = 16 this is what an ANS coder
-with 16-bit counts stores; a Huffman coder's code-length table (about 5 bits an entry) is smaller, so
-the estimate errs on the side of more bits.
+**The probability model estimate** (:func:`model_bits`), as the ``entropy`` stage stores a coded
+stream: its header (:data:`MODEL_HEADER_BITS`: the stream's six header fields, coder, count, width,
+layout, field bits and used symbols, 256 bits, and the wrapper's kind name, 96 bits), then the
+cheaper of a dense table of one ``count_bits``-bit field for every value of the ``width``-bit
+alphabet (2^width · c bits) and a sparse table naming each of the K used indices (``width`` bits)
+with its field: 352 + min(2^width · c, K·(width + c)). With c = 12 this is what its ANS coder stores
+at its default precision; its Huffman code-length fields take about 4-5 bits, so the estimate errs
+on the side of more bits (and Huffman codes themselves sit up to a fraction of a bit a symbol above
+the entropy: ANS is the coder this rate describes).
 
 **RDO rounding** (:func:`rdo_indices`): entropy-constrained rounding in the manner of Chou, Lookabaugh
 and Gray's ECVQ design and of RDO quantization in video coders: for a fixed Δ, each weight takes the
@@ -58,8 +61,10 @@ __all__ = [
 #: the finest step is max|w| / MAX_INDEX, so |q| <= 2^30: the offset fits a 32-bit header field and
 #: the width is at most 32 bits
 MAX_INDEX = 2**30
-#: the probability model's own header: its layout (dense or sparse) and length
-MODEL_HEADER_BITS = 32
+#: the per-stream overhead of the coded stream besides its table: the entropy stage's stream header
+#: (coder and layout as two 32-bit words each, count, width, field bits, used: 256 bits) and the wrapper's
+#: kind name ("ecsq.uniform": 96 bits)
+MODEL_HEADER_BITS = 352
 _MAX_BISECTIONS = 64  # more than enough: the bracket starts within a factor 2 and stops at fp32 resolution
 
 
@@ -110,17 +115,17 @@ class Histogram:
         return stream_entropy(self.used)
 
 
-def model_bits(used: int, span: int, width: int, count_bits: int) -> int:
-    """Estimated stored bits of the probability model of a stream of ``used`` distinct indices over a
-    span of ``span`` (see the module docstring): 32 + min(A·c, K·(width + c))."""
-    return MODEL_HEADER_BITS + min(span * count_bits, used * (width + count_bits))
+def model_bits(used: int, width: int, count_bits: int) -> int:
+    """Estimated stored bits of the probability model of a stream of ``used`` distinct ``width``-bit
+    indices (see the module docstring): 352 + min(2^width · c, K·(width + c))."""
+    return MODEL_HEADER_BITS + min(2**width * count_bits, used * (width + count_bits))
 
 
 def rate_of(q: torch.Tensor, count_bits: int) -> tuple[float, int]:
     """(entropy in bits per weight, estimated model bits) of the indices ``q``."""
     hist = Histogram(q)
     width = max(1, ceil_log2(hist.span))  # index_range(q)'s, from the histogram's span
-    return hist.entropy, model_bits(int(hist.used.numel()), hist.span, width, count_bits)
+    return hist.entropy, model_bits(int(hist.used.numel()), width, count_bits)
 
 
 @dataclasses.dataclass(frozen=True)

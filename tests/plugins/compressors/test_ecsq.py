@@ -222,6 +222,29 @@ def test_as_a_later_stage_on_pruned_values() -> None:
         assert isinstance(code.inner["values"], ECSQCode)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("rate", [2.0, 3.0, 4.0])
+def test_with_the_entropy_stage_after_it_the_stored_size_is_the_rate(rate: float) -> None:
+    # ecsq then entropy: every bit counted (indices coded, model, step, both headers) per weight
+    entropy = b2s.execution.load_plugins().compressors.get("entropy")
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(gaussian(512 * 512, seed=5).reshape(512, 512))
+    comp = SPEC.compress(model, config(rate=rate), tiny_context(0))
+    n, fixed = 512 * 512, comp.size().total_bits
+    q = comp.codes["0.weight"].q  # type: ignore[attr-defined]
+    p_max = float(torch.bincount((q - q.min()).reshape(-1)).max()) / n
+    for coder in ("ans", "huffman"):
+        coded = apply_stage(comp, entropy, b2s.build_config(entropy.config, {"coder": coder}), tiny_context(0))
+        check_storage(coded.codes)
+        assert torch.equal(coded.state_dict()["0.weight"], comp.state_dict()["0.weight"])
+        per_weight = coded.codes["0.weight"].bits().total / n
+        assert per_weight < fixed / n
+        if coder == "ans":  # within 1 % of the rate the bisection met
+            assert abs(per_weight - rate) <= 0.01 * rate, (coder, per_weight)
+        else:  # Gallager's bound on Huffman's redundancy: at most p_max + 0.086 bits above the entropy
+            assert rate - 0.01 <= per_weight <= comp.info["rate_reached"] + p_max + 0.086, (coder, per_weight)
+
+
 def test_edge_tensors() -> None:
     zeros = search_step(torch.zeros(10, 3), config(rate=2.0))
     assert int(zeros.q.abs().max()) == 0
