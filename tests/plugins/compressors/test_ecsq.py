@@ -1,9 +1,13 @@
 """ecsq: the step bisection meets the rate, beats min-max quantization at equal entropy, sits within
-2 dB of the Gaussian D(R), RDO lowers the Lagrangian, and the code keeps the exact-bits contract."""
+2 dB of the Gaussian D(R), RDO lowers the Lagrangian, the code keeps the exact-bits contract, and with
+the entropy stage after it the stored size is the rate."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ from b2s_bench_plugins.compressors.ecsq import (
     rdo_indices,
     search_step,
 )
+from helpers import run_cli
 
 import b2s_bench as b2s
 from b2s_bench.compression.contract import check_storage, symbol_problems
@@ -243,6 +248,33 @@ def test_with_the_entropy_stage_after_it_the_stored_size_is_the_rate(rate: float
             assert abs(per_weight - rate) <= 0.01 * rate, (coder, per_weight)
         else:  # Gallager's bound on Huffman's redundancy: at most p_max + 0.086 bits above the entropy
             assert rate - 0.01 <= per_weight <= comp.info["rate_reached"] + p_max + 0.086, (coder, per_weight)
+
+
+def test_a_pipeline_cell_with_the_entropy_stage_records_and_reloads(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite = write_suite("""
+        suite: ecsq
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - {name: ecsq, settings: {rate: 3}}
+          - pipeline: [{name: ecsq, rate: 3}, {name: entropy, coder: ans}]
+        metrics: [bits, agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    records = {len(r["compressor"]["pipeline"]): r for r in map(json.loads, map(Path.read_text, (out / "cells").glob("*.json")))}
+    alone, coded = records[1], records[2]
+    assert alone["status"] == coded["status"] == "ok"
+    assert alone["details"]["target"]["met"] and alone["details"]["target"]["asked"] == pytest.approx(32 / 3)
+    assert coded["size"]["total_bits"] < alone["size"]["total_bits"]  # the indices coded near their entropy
+    assert coded["metrics"]["agreement"]["value"] == alone["metrics"]["agreement"]["value"]
+    loaded = b2s.Compressed.load(
+        str(out / "artifacts" / coded["cell_id"]), tiny_model(0), b2s.execution.load_plugins().code_types()
+    )
+    assert loaded.size().total_bits == coded["size"]["total_bits"]
+    reference = SPEC.compress(tiny_model(0), config(rate=3.0), tiny_context(0)).state_dict()
+    for key, value in reference.items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
 
 
 def test_edge_tensors() -> None:
