@@ -20,11 +20,13 @@ at its default precision; its Huffman code-length fields take about 4-5 bits, so
 on the side of more bits (and Huffman codes themselves sit up to a fraction of a bit a symbol above
 the entropy: ANS is the coder this rate describes).
 
-**RDO rounding** (:func:`rdo_indices`): entropy-constrained rounding in the manner of Chou, Lookabaugh
-and Gray's ECVQ design and of RDO quantization in video coders: for a fixed Δ, each weight takes the
+**RDO rounding** (:func:`rdo_indices`): the encoder rule of Chou, Lookabaugh and Gray's ECVQ design
+(and of RDO quantization in video coders), with the levels kept at Δ·q (the code stores only Δ, so
+the centroid update of their Lloyd iteration is left out): for a fixed Δ, each weight takes the
 index minimising the Lagrangian (w − Δq)² + λ·(−log2 p(q)) among round(w/Δ) and its two neighbours
-(a wider window never pays at λ ≈ Δ²/9: moving two levels costs at least 4Δ² of distortion for at
-most a few bits), alternated with p = the histogram of the chosen indices. Each half-step minimises
+(our choice of window: two levels away costs at least 2Δ² more distortion, which λ = c·Δ² repays
+only for a saving of more than 2/c bits, 17 at the default c), alternated with p = the histogram of
+the chosen indices. Each half-step minimises
 J(q, p) = Σ (w − Δq)² + λ·Σ −log2 p(q) over one argument, so J never increases; with p the empirical
 histogram, J = N·(D + λ·H). λ is tied to Δ as λ = c·Δ² (c = ``rdo_lambda_scale``, by default
 ln 2 / 6: at high rate D ≈ Δ²/12 and dD/dR = −2·ln 2·D, so the slope −dD/dR is (ln 2 / 6)·Δ²). The
@@ -165,8 +167,8 @@ def rdo_indices(
     save), so it is never chosen and p stays a histogram of the chosen indices.
     """
     n = q.numel()
-    if lam <= 0 or n == 0:
-        return q  # without a rate term round-to-nearest is the minimiser
+    if lam <= 0 or n == 0 or iterations < 1:
+        return q  # without a rate term (or an alternation) round-to-nearest is the minimiser
     ws = ordered if ordered is not None else torch.sort(w).values
     rs = torch.round(ws / step).to(torch.int64)  # the round-to-nearest indices, sorted with the weights
     levels, sizes = torch.unique_consecutive(rs, return_counts=True)  # the groups r, in order

@@ -170,6 +170,7 @@ def test_rdo_without_a_rate_term_is_round_to_nearest() -> None:
     w = gaussian(1000).double()
     rtn = torch.round(w / 0.3).to(torch.int64)
     assert torch.equal(rdo_indices(w, rtn, 0.3, 0.0, 4), rtn)
+    assert torch.equal(rdo_indices(w, rtn, 0.3, 0.1, 0), rtn)  # no alternation: nothing moves
 
 
 # -- the code and the contract --------------------------------------------------------------------------------
