@@ -252,6 +252,22 @@ class INRCode(Code):
             out.update(pack_orders(self.row_order, self.col_order))
         return out
 
+    def symbols(self) -> dict[str, b2s.Symbols]:
+        """The integer streams stored at a fixed width, for an entropy-coding stage: the quantized INR
+        parameters (``inr_bits`` <= 8, offset to unsigned, counted under ``inr``) and the outliers'
+        bitmask when their positions are stored as one (1 bit an entry, counted under ``indices``).
+        Not declared: outlier positions stored as indices and the row/column orders, whose values are
+        all distinct (an order-0 entropy coder cannot make them shorter)."""
+        out = {}
+        if self.inr_bits <= 8 and self.q is not None:
+            codes = torch.cat([self.q[k].reshape(-1) for k in param_shapes(self.arch)]).to(torch.int64)
+            out["q"] = b2s.Symbols(codes + 2 ** (self.inr_bits - 1), self.inr_bits, "inr")
+        if position_bits(self.n_outliers, self.numel)[1] == "mask":
+            mask = torch.zeros(self.numel, dtype=torch.int64)
+            mask[self.outlier_pos] = 1
+            out["outlier_mask"] = b2s.Symbols(mask, 1, "indices")
+        return out
+
     def meta(self) -> dict[str, Any]:
         """The header: ``header_ints`` 32-bit integers, counted as ``metadata`` (nothing else)."""
         return {"header": self.header()}

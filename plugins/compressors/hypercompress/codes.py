@@ -59,6 +59,10 @@ class LatticeCode(Code):
     def bits(self) -> SizeBreakdown:
         return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=4 * FLOAT_BITS, metadata=b2s.header_bits(self.meta()))
 
+    def symbols(self) -> dict[str, b2s.Symbols]:
+        """The indices at their fixed width (counted under ``indices``), for an entropy-coding stage."""
+        return {"idx": b2s.Symbols(self.idx.to(torch.int64).reshape(-1), self.nbits, "indices")}
+
     def regularizer(self) -> torch.Tensor:
         return ((self.idx < 0) | (self.idx >= (self.n + 1) * (self.classes + 1))).sum().float()
 
@@ -132,6 +136,10 @@ class WindingCode(Code):
 
     def bits(self) -> SizeBreakdown:
         return SizeBreakdown(indices=self.idx.numel() * self.nbits, scales=2 * FLOAT_BITS, metadata=b2s.header_bits(self.meta()))
+
+    def symbols(self) -> dict[str, b2s.Symbols]:
+        """The indices at their fixed width (counted under ``indices``), for an entropy-coding stage."""
+        return {"idx": b2s.Symbols(self.idx.to(torch.int64).reshape(-1), self.nbits, "indices")}
 
     def regularizer(self) -> torch.Tensor:
         return ((self.idx < 0) | (self.idx >= self.n_c)).sum().float()

@@ -91,6 +91,19 @@ class SparseCode(Code):
             out["row_ptr"] = pack_bits(row_ptr, max(ceil_log2(int(self.values.numel()) + 1), 1))
         return out
 
+    def symbols(self) -> dict[str, b2s.Symbols]:
+        """The positions, where they are integers at a fixed width (counted under ``indices``): the
+        bitmask (``pack_mask(m)`` is ``pack_bits(m, 1)``: one bit an entry, row-major) or the CSR column
+        indices. Not declared: the CSR row pointers (a non-decreasing sequence of mostly distinct
+        values, which an order-0 entropy coder cannot shorten) and a dense tensor's values (fp32)."""
+        rows, cols = _matrix_shape(self.shape)
+        if self.encoding == "bitmask":
+            return {"mask": b2s.Symbols(self.mask.reshape(-1).to(torch.int64), 1, "indices")}
+        if self.encoding == "csr" and ceil_log2(cols) >= 1 and self.values.numel():
+            col_idx = self.mask.reshape(rows, cols).nonzero()[:, 1].to(torch.int64)
+            return {"cols": b2s.Symbols(col_idx, ceil_log2(cols), "indices")}
+        return {}
+
     def meta(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "nnz": int(self.values.numel())}
 

@@ -75,9 +75,14 @@ class UniformCode(Code):
         return out
 
     def symbols(self) -> dict[str, b2s.Symbols]:
-        """The integer codes, as stored (offset to unsigned): what an entropy-coding stage may code."""
+        """The integer codes, as stored (offset to unsigned), and, when affine, the zero points (b-bit
+        integers counted under ``scales``): what an entropy-coding stage may code. AdaRound codes are
+        UniformCodes and declare the same streams."""
         offset = 2 ** (self.nbits - 1) if self.symmetric else 0
-        return {"q": b2s.Symbols((self.q.to(torch.int64) + offset).reshape(-1), self.nbits, "payload")}
+        out = {"q": b2s.Symbols((self.q.to(torch.int64) + offset).reshape(-1), self.nbits, "payload")}
+        if not self.symmetric:
+            out["zero"] = b2s.Symbols(self.zero.to(torch.int64).reshape(-1), self.nbits, "scales")
+        return out
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -162,7 +167,11 @@ class AdaRoundNetwork(RoundingNetwork):
 
 
 class FloatCode(StoredTensorCode):
-    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings): its header is empty (meta() is {})."""
+    """A tensor stored as fp16 or fp32 (the 16- and 32-bit settings): its header is empty (meta() is {}).
+
+    It declares no symbol stream: it stores a float tensor, not ``pack_bits`` of integers, so the
+    protocol (``tensors()[name] == pack_bits(values, width)``) does not fit it.
+    """
 
     kind = "quantize.float"
     stored_part = "payload"
