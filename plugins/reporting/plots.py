@@ -125,12 +125,20 @@ def _grid(n: int, width: float = 6.8, height: float = 4.6) -> tuple[Any, list[An
     return fig, flat[:n]
 
 
-def _legend(fig: Any, families: list[str], extra: list[tuple[str, dict[str, Any]]]) -> None:
+def _legend(fig: Any, families: list[str], extra: list[tuple[str, dict[str, Any]]]) -> float:
+    """A legend below the panels, in as many columns as the figure's width holds (long family names such as
+    "pruning+quantization+entropy" would run off a one-panel figure in one row); returns the share of the
+    figure's height it takes, for ``tight_layout(rect=...)``."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker=family_style(f)[1], color=family_style(f)[0], label=f) for f in families]
     handles += [Line2D([], [], label=label, **style) for label, style in extra]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    width_pt = fig.get_figwidth() * 72
+    widest = max((len(str(h.get_label())) for h in handles), default=1) * 8 * 0.6 + 30  # an 8-pt character: ~0.6 em
+    ncol = max(1, min(len(handles), 6, int(width_pt // widest)))
+    rows = math.ceil(len(handles) / ncol)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    return min(0.4, (rows * 14 + 8) / (fig.get_figheight() * 72))
 
 
 def pareto_png(ctx: ReportContext) -> bytes | None:
@@ -151,12 +159,12 @@ def pareto_png(ctx: ReportContext) -> bytes | None:
         group = ok[ok["model"] == model]
         labels.append(_pareto_panel(ax, group, metric, col))
         ax.set_title(model, fontsize=10)
-    _legend(
+    bottom = _legend(
         fig,
         sorted(ok["family"].fillna("other").unique()),
         [("Pareto front", {"color": "k", "lw": 0.8}), ("dense model", {"color": "0.4", "ls": "--", "lw": 1})],
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     for ax, texts in zip(axes, labels):
         _declutter(ax, texts)
     return _png(fig)
@@ -270,8 +278,8 @@ def weights_png(ctx: ReportContext) -> bytes | None:
         ax.set_title(model, fontsize=10)
         ax.grid(True, alpha=0.3)
     extra = [("Gaussian limit σ²/E·2^(−2R)", {"color": "#d00000", "lw": 1})] if points["variance_ratio"].notna().any() else []
-    _legend(fig, sorted(points["family"].unique()), extra)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    bottom = _legend(fig, sorted(points["family"].unique()), extra)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return _png(fig)
 
 
