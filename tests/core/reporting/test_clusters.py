@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_records import make_record, outcomes, write_run
 from helpers import run_cli
-from test_report import make_record, outcomes, write_run
 
 from b2s_bench.reporting import stats
 from b2s_bench.reporting.compare import compare_runs

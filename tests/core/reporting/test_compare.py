@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_records import make_record, outcomes, write_run
 from helpers import run_cli
-from test_report import make_record, outcomes, write_run
 
 from b2s_bench.errors import UserError
 from b2s_bench.reporting.compare import Rule, compare_runs, parse_rule

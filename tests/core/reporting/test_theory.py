@@ -98,7 +98,7 @@ def test_pipeline_bits_replace_the_payload_exactly(tmp_path: torch.types.FileLik
 
 
 def _frame(tmp_path, records, **kw):  # type: ignore[no-untyped-def]
-    from test_report import write_run
+    from fake_records import write_run
 
     from b2s_bench.reporting.tables import load_frame
 
@@ -111,7 +111,7 @@ def _top1(metas):  # type: ignore[no-untyped-def]
 
 
 def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_report import make_record, outcomes
+    from fake_records import make_record, outcomes
 
     from b2s_bench.reporting.theory import equal_bits
 
@@ -134,7 +134,7 @@ def test_equal_bits_compares_methods_of_the_same_family(tmp_path) -> None:  # ty
 
 def _paired(rate_a, rate_b, n, flips):  # type: ignore[no-untyped-def]
     """Two outcome arrays on the same examples: b is a with ``flips`` right answers made wrong."""
-    from test_report import outcomes
+    from fake_records import outcomes
 
     a = outcomes(rate_a, n, 7)
     b = a.copy()
@@ -143,7 +143,7 @@ def _paired(rate_a, rate_b, n, flips):  # type: ignore[no-untyped-def]
 
 
 def test_equal_bits_verdicts(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_report import make_record, outcomes
+    from fake_records import make_record, outcomes
 
     from b2s_bench.reporting.theory import equal_bits
 
@@ -186,7 +186,7 @@ def test_failure_level_is_chance_or_a_tenth_of_the_dense_model() -> None:
 
 
 def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_report import make_record
+    from fake_records import make_record
 
     from b2s_bench.reporting.theory import check_sections
 
@@ -211,7 +211,7 @@ def test_check_tables_say_what_each_check_compared_against(tmp_path) -> None:  #
 
 
 def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_report import make_record, rd_details
+    from fake_records import make_record, rd_details
 
     from b2s_bench.reporting.tables import BELOW_LIMIT
     from b2s_bench.reporting.theory import rate_distortion_table

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_records import make_record, outcomes, rd_details, write_run
 from helpers import run_cli
-from test_report import make_record, outcomes, rd_details, write_run
 
 from b2s_bench.reporting.site import find_runs, run_summary, write_site_index
 
