@@ -83,11 +83,14 @@ class SparseCode(Code):
         rows, cols = _matrix_shape(self.shape)
         if self.encoding == "bitmask":
             out["mask"] = pack_mask(self.mask)
-        elif self.encoding == "csr":
+        elif self.encoding == "csr" and self.values.numel():
+            # what sparse_index_bits counts, and nothing more: no positions at all when nothing is kept (the
+            # count in meta() says so), and no column indices for a one-column matrix (they are all 0)
             m = self.mask.reshape(rows, cols)
             col_idx = m.nonzero()[:, 1]
             row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), m.sum(dim=1).cumsum(0)])
-            out["cols"] = pack_bits(col_idx, max(ceil_log2(cols), 1))
+            if ceil_log2(cols) >= 1:
+                out["cols"] = pack_bits(col_idx, ceil_log2(cols))
             out["row_ptr"] = pack_bits(row_ptr, max(ceil_log2(int(self.values.numel()) + 1), 1))
         return out
 
@@ -115,9 +118,14 @@ class SparseCode(Code):
             mask = unpack_mask(tensors["mask"], shape)
         elif nnz == math.prod(shape):
             mask = torch.ones(shape, dtype=torch.bool)
+        elif nnz == 0:
+            mask = torch.zeros(shape, dtype=torch.bool)
         else:
             rows, cols = _matrix_shape(shape)
-            col_idx = unpack_bits(tensors["cols"], max(ceil_log2(cols), 1), nnz)
+            if "cols" in tensors:  # artifacts written before one-column matrices stored none hold 1-bit zeros
+                col_idx = unpack_bits(tensors["cols"], max(ceil_log2(cols), 1), nnz)
+            else:
+                col_idx = torch.zeros(nnz, dtype=torch.int64)
             row_ptr = unpack_bits(tensors["row_ptr"], max(ceil_log2(nnz + 1), 1), rows + 1)
             row_idx = torch.repeat_interleave(torch.arange(rows), row_ptr[1:] - row_ptr[:-1])
             mask = torch.zeros(rows, cols, dtype=torch.bool)

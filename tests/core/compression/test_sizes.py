@@ -142,3 +142,21 @@ def test_padded_groups_pads_only_the_last_group() -> None:
     code = quantize_tensor(w, QuantizeConfig(bits=4, granularity="group", group_size=32))
     groups, pad = padded_groups(72, 32)
     assert code.pad == pad and code.bits().payload == 2 * groups * 32 * 4
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (7, 1), (1, 9)])
+@pytest.mark.parametrize("kept", [0, 1, 3])
+def test_sparse_positions_store_no_more_than_they_count(shape: tuple[int, int], kept: int) -> None:
+    """Every pruned, or a one-column matrix: CSR counts no column indices and no row pointers for nothing
+    kept; the stored tensors must hold no more (they held rows + 1 bits, or a bit a kept weight)."""
+    from b2s_bench.compression.contract import serialized_bytes
+
+    w = torch.arange(1, shape[0] * shape[1] + 1, dtype=torch.float32).reshape(shape)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask.view(-1)[:kept] = True
+    code = SparseCode(w[mask], mask)
+    bits = code.bits()
+    positions = {k: v for k, v in code.tensors().items() if k != "values"}
+    assert 8 * serialized_bytes(positions) < bits.indices + 8 * max(len(positions), 1)  # at most the last byte's padding
+    back = SparseCode.restore(code.meta(), code.tensors())
+    assert torch.equal(back.mask, mask) and torch.equal(back.decode(), code.decode())
