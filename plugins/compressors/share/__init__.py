@@ -12,11 +12,12 @@ values. k-means is a local search (its network form fits the codebook with the i
 the gradient of a shared value is the sum of its weights' gradients, the paper's trained
 quantization, here fitted to the weights, not to the task loss).
 
-Not implemented: the paper's centroid fine-tuning on the training data (trained quantization
-against the task loss); this compressor is data-free.
+The paper's trained quantization (:mod:`.finetune`): with ``finetune_epochs > 0`` the shared values
+are fine-tuned on the training split's loss with the indices fixed (the training track); the
+default 0 is data-free.
 
 The package: :mod:`.config` (settings), :mod:`.kmeans` (Lloyd in one dimension), :mod:`.codes` (the
-code and its network), :mod:`.compressor` (the compressor), and here its registration.
+code and its network), :mod:`.finetune` (trained quantization), :mod:`.compressor` (the compressor), and here its registration.
 
 Bits: N·bits for the indices (payload), 2**bits shared values at 32 (or 16) bits (codebook), plus
 the header ``b2s.header_bits(meta())`` per tensor.
@@ -31,13 +32,16 @@ from b2s_bench import CompressorSpec
 
 from .codes import CodebookNetwork, ShareCode
 from .compressor import compress, compress_tensor, share_tensor
-from .config import INITS, ShareConfig
+from .config import INITS, ShareConfig, data_track
+from .finetune import finetune_codebooks
 from .kmeans import KMeansResult, assign, initial_centroids, kmeans_1d
 
 __all__ = [
     "SPEC",
     "ShareConfig",
     "INITS",
+    "data_track",
+    "finetune_codebooks",
     "ShareCode",
     "CodebookNetwork",
     "KMeansResult",
@@ -52,7 +56,7 @@ __all__ = [
 SPEC = CompressorSpec(
     name="share",
     family="quantization",
-    track="data-free",
+    track=data_track,
     config=ShareConfig,
     compress=compress,
     compress_tensor=compress_tensor,

@@ -11,7 +11,8 @@ from torch import nn
 from b2s_bench import Code, Compressed, Context, weight_layers
 
 from .codes import ShareCode
-from .config import ShareConfig
+from .config import ShareConfig, data_track
+from .finetune import finetune_codebooks
 from .kmeans import assign, kmeans_1d
 
 __all__ = ["share_tensor", "compress", "compress_tensor"]
@@ -60,11 +61,20 @@ def compress(model: nn.Module, config: ShareConfig, ctx: Context) -> Compressed:
         "init": config.init,
         "kmeans": kmeans,
         "unconverged": sorted(k for k, f in kmeans.items() if not f["converged"]),
-        "data_track": "data-free",
+        "data_track": data_track(config),
     }
+    if config.finetune_epochs > 0:
+        shared = {k: c for k, c in codes.items() if isinstance(c, ShareCode)}
+        info["finetune"] = finetune_codebooks(model, shared, config, ctx)
+        model.cpu()
     return Compressed.from_codes(model, codes, info=info)
 
 
 def compress_tensor(name: str, tensor: torch.Tensor, config: ShareConfig, ctx: Context) -> Code:
     """Share the values of one tensor (a later pipeline stage: ``prune``'s kept values, a factor, ...)."""
+    if config.finetune_epochs > 0:
+        raise ValueError(
+            "share as a later pipeline stage shares single tensors: finetune_epochs needs the whole model, "
+            "so set finetune_epochs: 0 here, or make share the first stage"
+        )
     return share_tensor(name, tensor, config, ctx)[0]

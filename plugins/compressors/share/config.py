@@ -8,7 +8,7 @@ from typing import Literal
 
 from b2s_bench import check, one_of
 
-__all__ = ["ShareConfig", "INITS"]
+__all__ = ["ShareConfig", "INITS", "data_track"]
 
 #: the centroid initialisations of Han et al. (2016), Section 3.2
 INITS = ("linear", "density", "random")
@@ -40,6 +40,13 @@ class ShareConfig:
         min_numel: leave weights with fewer elements raw (a k-entry codebook does not pay off on
             tiny tensors).
         skip_first / skip_last: keep the first / last conv or linear layer in fp32.
+        finetune_epochs: epochs of the paper's trained quantization on the training split (the
+            shared values fine-tuned with the indices fixed; :mod:`.finetune`); 0 (the default) is
+            data-free weight sharing, more puts the method on the training track. Only when
+            ``share`` is the first stage: a later stage sees single tensors, not the model.
+        finetune_lr: the step size of c ← c − lr · Σ ∂L/∂w over the weights sharing c (the
+            paper's update; plain gradient steps).
+        finetune_batches: at most this many training batches per epoch (null: the whole split).
     """
 
     bits: int = 5
@@ -52,6 +59,9 @@ class ShareConfig:
     min_numel: int = 0
     skip_first: bool = False
     skip_last: bool = False
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-4
+    finetune_batches: int | None = None
 
     def __post_init__(self) -> None:
         check(1 <= self.bits <= 8, f"bits must be in 1..8, got {self.bits}", "bits")
@@ -67,6 +77,13 @@ class ShareConfig:
         check(self.tolerance >= 0, f"tolerance must be >= 0, got {self.tolerance}", "tolerance")
         check(self.codebook_bits in (16, 32), f"codebook_bits must be 16 or 32, got {self.codebook_bits}", "codebook_bits")
         check(self.min_numel >= 0, f"min_numel must be >= 0, got {self.min_numel}", "min_numel")
+        check(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}", "finetune_epochs")
+        check(self.finetune_lr > 0, f"finetune_lr must be > 0, got {self.finetune_lr}", "finetune_lr")
+        check(
+            self.finetune_batches is None or self.finetune_batches >= 1,
+            f"finetune_batches must be >= 1 or null, got {self.finetune_batches}",
+            "finetune_batches",
+        )
 
     def bits_for(self, name: str) -> int:
         """The index width for the tensor ``name`` (a later stage's ``key/payload``: matched on ``key``)."""
@@ -75,3 +92,8 @@ class ShareConfig:
             if fnmatch.fnmatchcase(key, pattern):
                 return value
         return self.bits
+
+
+def data_track(config: ShareConfig) -> str:
+    """Weight sharing alone is data-free; fine-tuning the shared values trains on the training split."""
+    return "training" if config.finetune_epochs > 0 else "data-free"

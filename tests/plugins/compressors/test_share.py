@@ -154,6 +154,9 @@ def test_layer_bits_and_min_numel_pick_the_layers() -> None:
         ({"tolerance": -1.0}, "tolerance"),
         ({"codebook_bits": 8}, "codebook_bits"),
         ({"min_numel": -1}, "min_numel"),
+        ({"finetune_epochs": -1}, "finetune_epochs"),
+        ({"finetune_lr": 0.0}, "finetune_lr"),
+        ({"finetune_batches": 0}, "finetune_batches"),
     ],
 )
 def test_bad_settings_name_the_key(settings: dict, key: str) -> None:
@@ -206,3 +209,46 @@ def test_keep_zeros_pins_a_zero_centroid_only_where_zeros_are() -> None:
     assert not facts["zero_pinned"] and not (free.decode()[w == 0] == 0).any()  # zeros moved to a cluster mean
     _, facts = share_tensor("w", _laplace(1000), _config(bits=3), Context())
     assert not facts["zero_pinned"]  # no exact zeros: all k centroids are fitted
+
+
+# -- trained quantization (the training track) ------------------------------------------------------------
+def _training_loss(comp: Compressed, ctx: Context) -> float:
+    assert ctx.training is not None
+    module = comp.module().eval()
+    with torch.no_grad():
+        return sum(float(torch.nn.functional.cross_entropy(module(x), y)) for x, y in ctx.training())
+
+
+def test_finetune_moves_only_the_shared_values_and_lowers_the_training_loss() -> None:
+    ctx = tiny_context(0)
+    plain = SPEC.compress(tiny_model(0), _config(bits=3), ctx)
+    tuned = SPEC.compress(tiny_model(0), _config(bits=3, finetune_epochs=3, finetune_lr=0.01), ctx)
+    assert SPEC.track_for(_config(finetune_epochs=1)) == "training" and SPEC.track_for(_config()) == "data-free"
+    assert tuned.info["data_track"] == "training" and tuned.info["finetune"]["steps"] == 12
+    for key, code in tuned.codes.items():
+        before = plain.codes[key]
+        assert isinstance(code, ShareCode) and isinstance(before, ShareCode)
+        assert torch.equal(code.indices, before.indices)  # the assignment stays k-means'
+        assert not torch.equal(code.codebook, before.codebook)
+        assert code.bits() == before.bits()  # the same bits: only the values moved
+    for key, value in plain.raw.items():
+        assert torch.equal(value, tuned.raw[key])
+    assert _training_loss(tuned, ctx) < _training_loss(plain, ctx)
+
+
+def test_finetune_keeps_the_pinned_zero_and_needs_training_data() -> None:
+    model = tiny_model(0)
+    with torch.no_grad():
+        model.classifier[1].weight[:, ::2] = 0.0
+    tuned = SPEC.compress(model, _config(bits=3, finetune_epochs=1, finetune_lr=0.01), tiny_context(0))
+    code = tuned.codes["classifier.1.weight"]
+    assert isinstance(code, ShareCode) and 0.0 in code.codebook.tolist()
+    assert (code.decode()[:, ::2] == 0).all()
+    with pytest.raises(ValueError, match="training split"):
+        SPEC.compress(tiny_model(0), _config(finetune_epochs=1), tiny_context(0, with_data=False))
+    with pytest.raises(ValueError, match="first stage"):
+        SPEC.compress_tensor("w/values", _laplace(100), _config(finetune_epochs=1), Context())
+
+
+def test_contract_with_finetuning() -> None:
+    assert check_compressor(SPEC, {"bits": 3, "finetune_epochs": 1, "finetune_batches": 2, "codebook_bits": 16}).bits > 0
