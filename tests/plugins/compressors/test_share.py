@@ -16,6 +16,7 @@ from b2s_bench import Compressed, ConfigError, Context, build_config
 from b2s_bench.compression.codes import NestedCode
 from b2s_bench.compression.contract import storage_problems, symbol_problems
 from b2s_bench.execution.cell import apply_stage
+from b2s_bench.fitting.solve import fit_network
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,6 +84,18 @@ def test_the_iteration_budget_is_kept_and_reported() -> None:
     assert facts == {"iterations": 2, "converged": False, "zero_pinned": False}
     comp = SPEC.compress(tiny_model(0), _config(bits=6, iterations=2, tolerance=0.0), Context())
     assert comp.info["unconverged"] == sorted(comp.codes)
+
+
+def test_the_network_form_fitted_from_random_reaches_the_cluster_means() -> None:
+    w = _laplace(2048, seed=2)
+    code, _ = share_tensor("w", w, _config(bits=3, iterations=1000, tolerance=0.0), Context())
+    net = code.as_network("random", torch.Generator().manual_seed(0))
+    assert net.solution == "local search" and not net.closed_form
+    fit_network(net, w, steps=1500, lr=0.05)
+    # least squares with the indices fixed puts every shared value at its cluster's mean: Lloyd's update,
+    # and k-means stopped at a fixed point of it
+    used = torch.unique(code.indices)
+    assert torch.allclose(net.codebook.detach()[used], code.codebook[used], rtol=0, atol=1e-4 * float(w.abs().max()))
 
 
 # -- exact bits and symbols --------------------------------------------------------------------------------
