@@ -1,8 +1,9 @@
 """Lloyd's k-means on the values of one tensor (scalar weights, so one dimension).
 
-In one dimension the nearest centroid is found by sorting the centroids and bucketing each weight
-between the midpoints of neighbours, O(N log k) per iteration without an N × k distance matrix.
-Computed in float64; an empty cluster keeps its centroid where it was (the paper says nothing of
+In one dimension every cluster is a run of the sorted weights, cut at the midpoints between
+neighbouring centroids: the weights are sorted once with prefix sums of x and x², and then each
+Lloyd iteration (the same iterations as the textbook algorithm) costs one binary search per
+centroid, O(k log N), not O(N·k). Computed in float64; an empty cluster keeps its centroid where it was (the paper says nothing of
 empty clusters; with linear initialisation in the tails they are common and harmless: an unused
 codebook entry still costs its bits, which are counted).
 """
@@ -79,24 +80,40 @@ def kmeans_1d(
     if x.numel() == 0:
         return KMeansResult(torch.zeros(k, dtype=torch.float64), torch.zeros(0, dtype=torch.int64), 0, True)
     centroids = initial_centroids(x, k, init, generator)
-    labels = assign(x, centroids)
-    error = _mse(x, centroids, labels)
+    xs = torch.sort(x).values
+    zero = torch.zeros(1, dtype=torch.float64)
+    sums = torch.cat([zero, torch.cumsum(xs, 0)])  # prefix sums: a cluster is a run of the sorted values
+    squares = torch.cat([zero, torch.cumsum(xs * xs, 0)])
+    ends = _ends(xs, centroids)
+    error = _sse(centroids, ends, sums, squares)
     for step in range(1, iterations + 1):
-        counts = torch.bincount(labels, minlength=k).to(torch.float64)
-        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, labels, x)
-        moved = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        starts = torch.cat([torch.zeros(1, dtype=torch.int64), ends[:-1]])
+        counts = (ends - starts).to(torch.float64)
+        total = sums[ends] - sums[starts]
+        moved = torch.where(counts > 0, total / counts.clamp(min=1), centroids)
         # means of clusters of a sorted partition stay sorted, but a kept empty centroid may not be
         centroids = torch.sort(moved).values
-        new_labels = assign(x, centroids)
-        unchanged = torch.equal(new_labels, labels)
-        labels = new_labels
-        new_error = _mse(x, centroids, labels)
+        new_ends = _ends(xs, centroids)
+        unchanged = torch.equal(new_ends, ends)
+        ends = new_ends
+        new_error = _sse(centroids, ends, sums, squares)
         improved = error - new_error
         error = new_error
         if unchanged or improved <= tolerance * max(error + improved, 1e-300):
-            return KMeansResult(centroids, labels, step, True)
-    return KMeansResult(centroids, labels, iterations, False)
+            return KMeansResult(centroids, assign(x, centroids), step, True)
+    return KMeansResult(centroids, assign(x, centroids), iterations, False)
 
 
-def _mse(x: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((centroids[labels] - x).pow(2).mean())
+def _ends(xs: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Where each cluster's run of the sorted values ``xs`` ends (exclusive), as :func:`assign` splits them."""
+    midpoints = (centroids[1:] + centroids[:-1]) / 2
+    inner = torch.searchsorted(xs, midpoints, right=True)  # values <= a midpoint go to the lower centroid
+    return torch.cat([inner, torch.tensor([xs.numel()], dtype=torch.int64)])
+
+
+def _sse(centroids: torch.Tensor, ends: torch.Tensor, sums: torch.Tensor, squares: torch.Tensor) -> float:
+    """The summed squared error of the partition ``ends`` around ``centroids``, from the prefix sums."""
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64), ends[:-1]])
+    n = (ends - starts).to(torch.float64)
+    s1, s2 = sums[ends] - sums[starts], squares[ends] - squares[starts]
+    return float((s2 - 2 * centroids * s1 + centroids * centroids * n).sum())

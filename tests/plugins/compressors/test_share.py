@@ -68,6 +68,21 @@ def test_kmeans_converges_and_beats_uniform_quantization_at_equal_levels(bits: i
     assert _mse(code.decode(), w) < 0.9 * _mse(uniform.decode(), w)
 
 
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_the_sorted_lloyd_takes_the_textbook_steps(steps: int) -> None:
+    x = _laplace(3000, seed=4).double()
+    centroids = initial_centroids(x, 16, "linear")
+    for _ in range(steps):  # assign by an N x k distance matrix, move to the means, keep empty clusters
+        labels = (x[:, None] - centroids[None, :]).abs().argmin(dim=1)
+        counts = torch.bincount(labels, minlength=16)
+        sums = torch.zeros(16, dtype=torch.float64).index_add_(0, labels, x)
+        centroids = torch.sort(torch.where(counts > 0, sums / counts.clamp(min=1), centroids)).values
+    result = kmeans_1d(x, 16, "linear", iterations=steps, tolerance=-1.0)
+    assert result.iterations == steps
+    assert torch.allclose(result.centroids, centroids, rtol=0, atol=1e-12)
+    assert torch.equal(result.assignment, (x[:, None] - centroids[None, :]).abs().argmin(dim=1))
+
+
 @pytest.mark.parametrize("init", ["linear", "density", "random"])
 def test_every_init_reaches_a_local_minimum(init: str) -> None:
     w = _laplace(2048, seed=1)
