@@ -3,6 +3,7 @@ e.g. the kept values of ``prune``, as in Deep Compression)."""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ def share_tensor(name: str, tensor: torch.Tensor, config: ShareConfig, ctx: Cont
     pin_zero = config.keep_zeros and bool(zeros.any()) and not bool(zeros.all())
     fitted = w[~zeros] if pin_zero else w
     # the seed differs per tensor (random init) but not between runs
-    generator = ctx.generator(sum(name.encode()) % 100_003)
+    generator = ctx.generator(zlib.crc32(name.encode()) % 1_000_003)
     result = kmeans_1d(fitted, k - 1 if pin_zero else k, config.init, config.iterations, config.tolerance, generator)
     centroids = result.centroids
     if pin_zero:
