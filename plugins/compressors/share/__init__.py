@@ -20,7 +20,9 @@ The package: :mod:`.config` (settings), :mod:`.kmeans` (Lloyd in one dimension),
 code and its network), :mod:`.finetune` (trained quantization), :mod:`.compressor` (the compressor), and here its registration.
 
 Bits: N·bits for the indices (payload), 2**bits shared values at 32 (or 16) bits (codebook), plus
-the header ``b2s.header_bits(meta())`` per tensor.
+the header ``b2s.header_bits(meta())`` per tensor. A tensor whose code would cost at least its fp32
+values (a small tensor with a large codebook), or under ``min_numel``, stays fp32: raw when
+``share`` is the first stage, a :class:`KeptFloatCode` in a later one.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from collections.abc import Callable
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import CodebookNetwork, ShareCode
-from .compressor import compress, compress_tensor, share_tensor
+from .codes import CodebookNetwork, KeptFloatCode, ShareCode
+from .compressor import compress, compress_tensor, pays_off, share_tensor
 from .config import INITS, ShareConfig, data_track
 from .finetune import finetune_codebooks
 from .kmeans import KMeansResult, assign, initial_centroids, kmeans_1d
@@ -43,7 +45,9 @@ __all__ = [
     "data_track",
     "finetune_codebooks",
     "ShareCode",
+    "KeptFloatCode",
     "CodebookNetwork",
+    "pays_off",
     "KMeansResult",
     "kmeans_1d",
     "initial_centroids",
@@ -60,7 +64,7 @@ SPEC = CompressorSpec(
     config=ShareConfig,
     compress=compress,
     compress_tensor=compress_tensor,
-    codes=(ShareCode,),
+    codes=(ShareCode, KeptFloatCode),
     identity=None,  # k shared values reproduce a tensor only when it has at most k distinct values
     version="1",
     quick={"iterations": 20},

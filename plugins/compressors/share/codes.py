@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench import Code, SizeBreakdown, pack_bits, unpack_bits
+from b2s_bench import Code, SizeBreakdown, StoredTensorCode, pack_bits, unpack_bits
 
-__all__ = ["ShareCode", "CodebookNetwork"]
+__all__ = ["ShareCode", "CodebookNetwork", "KeptFloatCode"]
 
 
 @dataclasses.dataclass
@@ -105,3 +105,12 @@ class CodebookNetwork(b2s.DecoderNetwork):
 
     def forward(self) -> torch.Tensor:
         return self.codebook[self.indices].reshape(self.shape)
+
+
+class KeptFloatCode(StoredTensorCode):
+    """A tensor ``share`` leaves at fp32 as a later pipeline stage: under ``min_numel``, or where its
+    codebook and indices would cost at least the fp32 values (a 256-entry codebook for a few hundred
+    kept weights). Counted as payload; its header is empty (meta() is {})."""
+
+    kind = "share.float"
+    stored_part = "payload"

@@ -11,12 +11,12 @@ from torch import nn
 
 from b2s_bench import Code, Compressed, Context, weight_layers
 
-from .codes import ShareCode
+from .codes import KeptFloatCode, ShareCode
 from .config import ShareConfig, data_track
 from .finetune import finetune_codebooks
 from .kmeans import assign, kmeans_1d
 
-__all__ = ["share_tensor", "compress", "compress_tensor"]
+__all__ = ["share_tensor", "pays_off", "compress", "compress_tensor"]
 
 
 def _stored(centroids: torch.Tensor, codebook_bits: int) -> torch.Tensor:
@@ -49,20 +49,31 @@ def share_tensor(name: str, tensor: torch.Tensor, config: ShareConfig, ctx: Cont
     return code, facts
 
 
+def pays_off(code: ShareCode) -> bool:
+    """Whether the shared code is smaller than the tensor's values at fp32 (else they stay fp32)."""
+    return code.bits().total < 32 * code.indices.numel()
+
+
 def compress(model: nn.Module, config: ShareConfig, ctx: Context) -> Compressed:
     """Share the values of every targeted conv/linear weight of ``model`` (k-means per tensor)."""
     layers = weight_layers(model, min_numel=config.min_numel, skip_first=config.skip_first, skip_last=config.skip_last)
     state = model.state_dict()
     codes: dict[str, Code] = {}
     kmeans: dict[str, Any] = {}
+    kept_fp32 = []
     for key in layers:
-        codes[key], kmeans[key] = share_tensor(key, state[key], config, ctx)
+        code, facts = share_tensor(key, state[key], config, ctx)
+        if pays_off(code):
+            codes[key], kmeans[key] = code, facts
+        else:
+            kept_fp32.append(key)
     info: dict[str, Any] = {
         "weight_bits": {key: code.nbits for key, code in codes.items() if isinstance(code, ShareCode)},
         "init": config.init,
         "kmeans": kmeans,
         "unconverged": sorted(k for k, f in kmeans.items() if not f["converged"]),
         "data_track": data_track(config),
+        "kept_fp32": kept_fp32,  # their codebook and indices would cost at least the fp32 values
     }
     if config.finetune_epochs > 0:
         shared = {k: c for k, c in codes.items() if isinstance(c, ShareCode)}
@@ -78,4 +89,7 @@ def compress_tensor(name: str, tensor: torch.Tensor, config: ShareConfig, ctx: C
             "share as a later pipeline stage shares single tensors: finetune_epochs needs the whole model, "
             "so set finetune_epochs: 0 here, or make share the first stage"
         )
-    return share_tensor(name, tensor, config, ctx)[0]
+    if tensor.numel() < config.min_numel:
+        return KeptFloatCode(tensor.detach().cpu().float().clone())
+    code = share_tensor(name, tensor, config, ctx)[0]
+    return code if pays_off(code) else KeptFloatCode(tensor.detach().cpu().float().clone())

@@ -37,8 +37,8 @@ class ShareConfig:
             a centroid pinned at 0, so they stay exactly zero; the other k − 1 are fitted to the
             non-zero weights. Off: zeros are clustered like any weight.
         codebook_bits: the stored precision of the shared values (32: fp32, 16: fp16).
-        min_numel: leave weights with fewer elements raw (a k-entry codebook does not pay off on
-            tiny tensors).
+        min_numel: leave weights with fewer elements at fp32 (whatever the size, a tensor whose
+            codebook and indices would cost at least its fp32 values stays fp32 too).
         skip_first / skip_last: keep the first / last conv or linear layer in fp32.
         finetune_epochs: epochs of the paper's trained quantization on the training split (the
             shared values fine-tuned with the indices fixed; :mod:`.finetune`); 0 (the default) is

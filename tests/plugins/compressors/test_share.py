@@ -9,7 +9,15 @@ import b2s_bench_plugins.compressors.prune as prune
 import b2s_bench_plugins.compressors.quantize as quantize
 import pytest
 import torch
-from b2s_bench_plugins.compressors.share import SPEC, ShareCode, ShareConfig, initial_centroids, kmeans_1d, share_tensor
+from b2s_bench_plugins.compressors.share import (
+    SPEC,
+    KeptFloatCode,
+    ShareCode,
+    ShareConfig,
+    initial_centroids,
+    kmeans_1d,
+    share_tensor,
+)
 
 import b2s_bench as b2s
 from b2s_bench import Compressed, ConfigError, Context, build_config
@@ -171,6 +179,30 @@ def test_layer_bits_and_min_numel_pick_the_layers() -> None:
     assert _config(layer_bits={"classifier.*": 5}).bits_for("classifier.1.weight/values") == 5  # a later stage's name
 
 
+def test_tensors_where_sharing_does_not_pay_stay_fp32(tmp_path: Path) -> None:
+    # 144 weights: 144 * 8 + 256 * 32 bits of indices and codebook cost more than 144 * 32 at fp32
+    comp = SPEC.compress(tiny_model(0), _config(bits=8), Context())
+    assert "features.0.weight" in comp.raw and comp.info["kept_fp32"] == ["features.0.weight"]
+    assert set(comp.codes) == {"features.4.weight", "classifier.1.weight", "classifier.3.weight"}
+    small = SPEC.compress_tensor("w/values", _laplace(100), _config(bits=8), Context())
+    assert isinstance(small, KeptFloatCode) and torch.equal(small.decode(), _laplace(100))
+    assert small.bits().total == small.bits().payload == 3200
+    under = SPEC.compress_tensor("w/values", _laplace(5000), _config(bits=2, min_numel=8000), Context())
+    assert isinstance(under, KeptFloatCode)
+    shared = SPEC.compress_tensor("w/values", _laplace(5000), _config(bits=2), Context())
+    assert isinstance(shared, ShareCode) and shared.bits().total < 32 * 5000
+    # in a pipeline: prune's kept values of the small conv stay fp32, the rest are shared; the artifact round-trips
+    pruned = prune.SPEC.compress(tiny_model(0), build_config(prune.PruneConfig, {"sparsity": 0.5}), Context())
+    staged = apply_stage(pruned, SPEC, _config(bits=8), Context())
+    kinds = {k: type(c.inner["values"]) for k, c in staged.codes.items() if isinstance(c, NestedCode)}
+    assert kinds["features.0.weight"] is KeptFloatCode and kinds["classifier.1.weight"] is ShareCode
+    assert staged.codes["features.0.weight"].bits() == pruned.codes["features.0.weight"].bits()
+    staged.save(str(tmp_path / "a"))
+    loaded = Compressed.load(str(tmp_path / "a"), staged.skeleton, {c.kind: c for c in (*prune.SPEC.codes, *SPEC.codes)})
+    for key, value in staged.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
 @pytest.mark.parametrize(
     ("settings", "key"),
     [
@@ -280,3 +312,17 @@ def test_finetune_keeps_the_pinned_zero_and_needs_training_data() -> None:
 
 def test_contract_with_finetuning() -> None:
     assert check_compressor(SPEC, {"bits": 3, "finetune_epochs": 1, "finetune_batches": 2, "codebook_bits": 16}).bits > 0
+
+
+def test_the_deep_compression_suite_is_the_papers_order() -> None:
+    import yaml
+
+    suite = yaml.safe_load((Path(__file__).resolve().parents[3] / "suites" / "deep-compression.yaml").read_text())
+    assert [m["name"] for m in suite["models"]] == ["zoo:fmnist-cnn"] and suite["models"][0]["dataset"] == "fashion-mnist"
+    pipelines = {e["label"]: e["pipeline"] for e in suite["compressors"] if "pipeline" in e}
+    full = pipelines["deep compression"]
+    assert [s["name"] for s in full] == ["prune", "share", "entropy"] and full[2]["coder"] == "huffman"
+    assert pipelines["prune + share"] == full[:2]  # the same pipeline without Huffman coding
+    share = full[1]
+    config = _config(**{k: v for k, v in share.items() if k != "name"})  # the paper's 8-bit convs, 5-bit fc layers
+    assert config.bits_for("features.4.weight/values") == 8 and config.bits_for("classifier.1.weight/values") == 5
