@@ -326,3 +326,21 @@ def test_the_deep_compression_suite_is_the_papers_order() -> None:
     share = full[1]
     config = _config(**{k: v for k, v in share.items() if k != "name"})  # the paper's 8-bit convs, 5-bit fc layers
     assert config.bits_for("features.4.weight/values") == 8 and config.bits_for("classifier.1.weight/values") == 5
+
+
+def test_deep_compression_prune_share_huffman_round_trips(tmp_path: Path) -> None:
+    import b2s_bench_plugins.compressors.entropy as entropy
+
+    pruned = prune.SPEC.compress(tiny_model(0), build_config(prune.PruneConfig, {"sparsity": 0.8}), Context())
+    shared = apply_stage(pruned, SPEC, _config(bits=5), Context())
+    coded = apply_stage(shared, entropy.SPEC, build_config(entropy.EntropyConfig, {"coder": "huffman"}), Context())
+    assert [s.get("compressor") for s in coded.info["stages"]][1:] == ["share", "entropy"]
+    before, after = shared.state_dict(), coded.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # Huffman coding is lossless
+    assert coded.size().total_bits < shared.size().total_bits
+    assert storage_problems(coded.codes) == []
+    coded.save(str(tmp_path / "a"))
+    kinds = {c.kind: c for c in (*prune.SPEC.codes, *SPEC.codes, *entropy.SPEC.codes)}
+    loaded = Compressed.load(str(tmp_path / "a"), coded.skeleton, kinds)
+    assert loaded.size().total_bits == coded.size().total_bits
+    assert all(torch.equal(after[k], loaded.state_dict()[k]) for k in after)
