@@ -249,3 +249,18 @@ def test_relative_indices_beat_the_bitmask_and_huffman_shrinks_them() -> None:
     assert coded.bits().indices < relative.bits().indices
     assert coded.bits().total < relative.bits().total
     assert torch.equal(coded.decode(), w * mask)
+
+
+def test_the_deep_compression_suite_stores_positions_as_in_the_paper() -> None:
+    import yaml
+
+    suite = yaml.safe_load((Path(__file__).resolve().parents[3] / "suites" / "deep-compression.yaml").read_text())
+    pipelines = {e["label"]: e["pipeline"] for e in suite["compressors"] if "pipeline" in e}
+    for label in ("deep compression", "deep compression, ANS", "prune + share", "prune + uniform"):
+        stage = pipelines[label][0]
+        config = _config(**{k: v for k, v in stage.items() if k != "name"})
+        assert config.positions == "relative", label
+        assert config.index_bits_for("features.4.weight") == 8 and config.index_bits_for("classifier.1.weight") == 5
+    # one row keeps prune's default positions, for comparison: otherwise the full pipeline
+    default = pipelines["deep compression, bitmask/CSR positions"]
+    assert default[0] == {"name": "prune", "sparsity": 0.9} and default[1:] == pipelines["deep compression"][1:]
