@@ -264,3 +264,27 @@ def test_the_deep_compression_suite_stores_positions_as_in_the_paper() -> None:
     # one row keeps prune's default positions, for comparison: otherwise the full pipeline
     default = pipelines["deep compression, bitmask/CSR positions"]
     assert default[0] == {"name": "prune", "sparsity": 0.9} and default[1:] == pipelines["deep compression"][1:]
+
+
+def test_share_gives_the_fillers_a_zero_centroid_and_huffman_codes_both_streams(tmp_path: Path) -> None:
+    import b2s_bench_plugins.compressors.share as share
+
+    w = torch.randn(64, 400, generator=torch.Generator().manual_seed(2))
+    code = prune.compress_tensor("fc.weight", w, _config(sparsity=0.9, positions="relative", index_bits=4), Context())
+    assert isinstance(code, SparseCode) and code.encoding == "relative" and code.stats()["fillers"] > 0
+    pruned = Compressed.from_codes(torch.nn.Linear(400, 64, bias=False), {"weight": code})
+    shared = apply_stage(pruned, share.SPEC, build_config(share.ShareConfig, {"bits": 4}), Context())
+    nested = shared.codes["weight"]
+    assert isinstance(nested, NestedCode)
+    inner = nested.inner["values"]
+    assert isinstance(inner, share.ShareCode)
+    _, kept = relative_indices(code.mask, 4)
+    filler_values = inner.decode()[~kept]
+    assert (filler_values == 0).all()  # keep_zeros pins a centroid at 0 for the fillers: one index for all of them
+    assert torch.equal(nested.decode() == 0, ~code.mask)  # the kept weights are shared (none lands on 0 here)
+    coded = apply_stage(shared, entropy.SPEC, build_config(entropy.EntropyConfig, {"coder": "huffman"}), Context())
+    wrapped = coded.codes["weight"]
+    assert isinstance(wrapped, NestedCode) and isinstance(wrapped.outer, entropy.EntropyCode)
+    assert set(wrapped.outer.streams) == {"diffs"}  # prune's relative indices, Huffman-coded
+    assert torch.equal(coded.state_dict()["weight"], shared.state_dict()["weight"])
+    check_storage(coded.codes)
