@@ -142,7 +142,7 @@ def _plain(value: Any) -> Any:
 
 #: Field metadata for a setting added to an existing compressor: at its default it stays out of
 #: cell ids, so adding it does not invalidate the records made before it existed. Use as
-#: ``field(default=..., metadata=ADDED_SETTING)``.
+#: ``field(default=..., metadata=ADDED_SETTING)`` (or ``default_factory=dict``).
 ADDED_SETTING = {"b2s_bench.id": "when-set"}
 
 
@@ -151,12 +151,21 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default (a ``default_factory``'s value for dicts and lists), or ``MISSING``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def config_identity(config: Any) -> dict[str, Any]:
     """What of a config joins cell ids: every setting, except added settings left at their default."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if f.metadata.get("b2s_bench.id") == "when-set" and f.default is not dataclasses.MISSING and value == f.default:
+        if f.metadata.get("b2s_bench.id") == "when-set" and value == _default(f):
             continue
         out[f.name] = _plain(value)
     return out

@@ -7,7 +7,9 @@ constraint (keeps the k largest |V|), which reaches that mask (see :class:`MaskN
 Bits: the kept values at 32 bits, plus their positions as the cheaper of a bitmask (N bits) and
 CSR-style indices (nnz·⌈log2 cols⌉ + (rows+1)·⌈log2(nnz+1)⌉), plus a 32-bit header per tensor.
 Where that costs at least the dense tensor (low sparsity), the tensor is stored dense, zeros
-included, and its positions cost nothing: pruning never makes a tensor bigger than fp32.
+included, and its positions cost nothing: pruning never makes a tensor bigger than fp32. With
+``positions: relative``, Deep Compression's relative indices: ``index_bits``-bit gaps with filler
+zeros (:mod:`.codes`), declared as a symbol stream for the entropy stage.
 
 The package: :mod:`.config`, :mod:`.codes` (the sparse code and its gating network),
 :mod:`.compressor` (magnitude masks and the compressor), :mod:`.structured` (channel pruning),

@@ -58,7 +58,7 @@ def compress(model: nn.Module, config: PruneConfig, ctx: Context) -> Compressed:
     state = model.state_dict()
     weights = {k: state[k].detach().cpu() for k in layers}
     masks = magnitude_masks(weights, config.sparsity, config.scope)
-    codes = {k: sparse_code(weights[k], masks[k]) for k in weights}
+    codes = {k: sparse_code(weights[k], masks[k], config.positions, config.index_bits_for(k)) for k in weights}
     return Compressed.from_codes(model, codes)
 
 
@@ -80,4 +80,4 @@ def compress_tensor(name: str, tensor: torch.Tensor, config: PruneConfig, ctx: C
     """Prune one tensor by magnitude (a later pipeline stage: ``scope`` is per tensor here)."""
     w = tensor.detach().cpu()
     mask = magnitude_masks({name: w}, config.sparsity, "layer")[name]
-    return sparse_code(w, mask)
+    return sparse_code(w, mask, config.positions, config.index_bits_for(name))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Literal
 
-from b2s_bench import check
+from b2s_bench import ADDED_SETTING, check, one_of
 
-__all__ = ["PruneConfig"]
+__all__ = ["PruneConfig", "POSITIONS"]
+
+#: how a sparse tensor stores the positions of its kept weights (see :mod:`.codes`)
+POSITIONS = ("auto", "relative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +23,17 @@ class PruneConfig:
         scope: "global" (one threshold across layers) or "layer" (the same sparsity in each).
         method: "magnitude" (unstructured) or "channel" (structured filters via torch-pruning).
         skip_first / skip_last: leave the first / last conv or linear layer dense.
+        positions: how a sparse tensor stores where its kept weights are: "auto" (the cheaper of a
+            bitmask and CSR column indices) or "relative" (Deep Compression's relative indices: the
+            gap to the previous kept weight in ``index_bits`` bits, a filler zero where a gap
+            overflows; the largest code marks a filler, so a filler stays a pruned zero whatever a
+            later stage does to its stored value). Either way a tensor is stored dense where that
+            is no bigger. Only with ``method: magnitude``.
+        index_bits: bits per relative index, 1-16 (the paper: 8 for conv layers, 5 for fully
+            connected ones); with ``positions: relative``.
+        layer_index_bits: index bits by tensor name, overriding ``index_bits``: ``{glob pattern:
+            bits}``, the first pattern (in the order written) matching the weight's key
+            (``features.0.weight``) wins, e.g. ``{"features.*": 8, "classifier.*": 5}``.
     """
 
     sparsity: float = 0.5
@@ -26,9 +41,45 @@ class PruneConfig:
     method: Literal["magnitude", "channel"] = "magnitude"
     skip_first: bool = False
     skip_last: bool = False
+    positions: Literal["auto", "relative"] = dataclasses.field(default="auto", metadata=ADDED_SETTING)
+    index_bits: int = dataclasses.field(default=5, metadata={**ADDED_SETTING, "range": "1..16"})
+    layer_index_bits: dict[str, int] = dataclasses.field(default_factory=dict, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")
+        one_of(self.positions, POSITIONS, "positions")
+        check(
+            isinstance(self.index_bits, int) and not isinstance(self.index_bits, bool) and 1 <= self.index_bits <= 16,
+            f"index_bits must be an int in 1..16, got {self.index_bits!r}",
+            "index_bits",
+        )
+        for pattern, value in self.layer_index_bits.items():
+            check(
+                isinstance(pattern, str) and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16,
+                f"layer_index_bits maps a glob pattern to bits in 1..16, got {pattern!r}: {value!r} "
+                '(write e.g. layer_index_bits: {"features.*": 8, "classifier.*": 5})',
+                "layer_index_bits",
+            )
+        if self.positions == "auto":
+            check(
+                self.index_bits == 5 and not self.layer_index_bits,
+                "index_bits and layer_index_bits apply to relative positions: add positions: relative",
+                "index_bits" if self.index_bits != 5 else "layer_index_bits",
+            )
+        check(
+            self.positions == "auto" or self.method == "magnitude",
+            "positions: relative stores the positions of unstructured pruning; channel pruning stores smaller "
+            "dense tensors: drop positions, or use method: magnitude",
+            "positions",
+        )
+
+    def index_bits_for(self, name: str) -> int:
+        """The relative-index width for the tensor ``name`` (a later stage's ``key/payload``: matched on ``key``)."""
+        key = name.split("/", 1)[0]
+        for pattern, value in self.layer_index_bits.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return value
+        return self.index_bits
 
     @property
     def track(self) -> str:
