@@ -93,10 +93,11 @@ def default_metrics(registry: Any) -> list[str]:
     return [m.name for m in registry if "default" in m.roles]
 
 
-#: On a CPU, an evaluation batch holds at most this many input values (27 images of 3x224x224): a
-#: 256-image batch of EfficientNet-Lite0 took 1.3 GB more memory than a 24-image one, for no speed.
-#: Examples are independent in eval mode, so the outputs are the same.
-CPU_BATCH_VALUES = 1 << 22
+#: On a CPU, an evaluation batch holds at most this many input values (7 images of 3x224x224): on an
+#: idle 2-core machine, EfficientNet-Lite0 on the 72 photo crops took 1.15 s at 2^20 values a batch,
+#: 1.40 s at 2^21 and 1.77 s at 2^22, with peaks of 1,125, 1,300 and 1,575 MB (benchmarks: the cell's
+#: evaluation, best of 2). Examples are independent in eval mode, so the outputs are the same.
+CPU_BATCH_VALUES = 1 << 20
 
 
 def run_model(
