@@ -155,7 +155,7 @@ def _figures(ctx: ReportContext) -> str:
         "is the i.i.d. Gaussian limit σ²/E·2^(−2R); red rings mark results below their own "
         "recorded bound (the bits shared out over the tensors, which can sit below the line).",
         "convergence.png": "Convergence of each fit: weight PSNR on a fixed sample of entries against the "
-        "fitting step, as the records keep it (details.curve).",
+        "fitting step, as the records keep it (details.curve); the fit seeds of one setting share a colour.",
     }
     parts = []
     for name, data in figures(ctx).items():

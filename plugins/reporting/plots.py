@@ -311,16 +311,28 @@ def convergence_png(ctx: ReportContext) -> bytes | None:
         return None
     models = sorted({m for m, _, _ in rows})
     fig, axes = _grid(len(models))
-    names = short_labels([m for _, m, _ in rows], 40)
+    methods = sorted({m for _, m, _ in rows})
+    names = short_labels(methods, 40)
+    palette = _pyplot().get_cmap("tab20")
+    color = {m: palette(i % 20) for i, m in enumerate(methods)}  # a setting's fit seeds share one colour
     for ax, model in zip(axes, models):
         for _, method, (steps, psnr) in sorted(r for r in rows if r[0] == model):
-            ax.plot(steps, psnr, lw=1.2, label=names[method])
+            ax.plot(steps, psnr, lw=1.0, color=color[method])
         ax.set_xlabel("fitting step")
         ax.set_ylabel("weight PSNR [dB] (mean over fitted layers)")
         ax.set_title(model, fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    # one legend entry per setting, below the panels (a legend inside a panel hid the curves of a 36-cell run)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color[m], lw=1.5, label=names[m]) for m in methods]
+    widest = max(len(str(h.get_label())) for h in handles) * 7 * 0.6 + 30
+    ncol = max(1, min(len(handles), int(fig.get_figwidth() * 72 // widest)))
+    rows_needed = math.ceil(len(handles) / ncol)
+    legend_inches = rows_needed * 12 / 72 + 0.2
+    fig.set_figheight(fig.get_figheight() + legend_inches)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
     return _png(fig)
 
 
