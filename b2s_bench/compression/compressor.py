@@ -137,6 +137,9 @@ class CompressorSpec:
         target: ``target(config, compressed, model) -> Target | None``: what the config asked
             (a sparsity, a ratio, ...) against what ``compressed`` achieved on the dense ``model``;
             a cell that misses it beyond its tolerance is ``short-of-target`` (:mod:`b2s_bench.compression.coverage`).
+        defaults_source: where the defaults of ``config`` come from, one line for readers of a comparison
+            ("the paper: SQuant, Guo et al. ICLR 2022, Sec. 5", "the authors' code", "ours"): with it,
+            a record says whether a baseline ran at its authors' operating point.
     """
 
     name: str
@@ -154,6 +157,7 @@ class CompressorSpec:
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     cost: Callable[[Any], float] | None = None
     target: Callable[[Any, Compressed, nn.Module], Target | None] | None = None
+    defaults_source: str = ""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
