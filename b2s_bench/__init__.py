@@ -18,10 +18,11 @@ The top level is the contract a compressor plugin needs (``import b2s_bench as b
   :class:`ConfigError`, :class:`UserError`, :class:`UnknownNameError`, :class:`SuiteMistake` (exit 2),
   :class:`MissingPrerequisite` (exit 3); :func:`write_atomic`.
 
-The rest of the public API is in six faces, each with its own ``__all__`` (``from b2s_bench.reporting
+The rest of the public API is in seven faces, each with its own ``__all__`` (``from b2s_bench.reporting
 import leaderboards``): :mod:`b2s_bench.sources` (models, data, the cache), :mod:`b2s_bench.metrics`
 (the per-cell evaluation), :mod:`b2s_bench.fitting` (solvers, training loops, fidelity and
-rate-distortion limits), :mod:`b2s_bench.testing` (the contract check and tiny models),
+rate-distortion limits), :mod:`b2s_bench.calibration` (BN-statistics synthesis, data-free input
+statistics, activation ranges), :mod:`b2s_bench.testing` (the contract check and tiny models),
 :mod:`b2s_bench.reporting` (tables, statistics, theory checks) and :mod:`b2s_bench.execution`
 (executors, workers, running a suite from code). Everything else is internal.
 
@@ -90,7 +91,7 @@ _EXPORTS: dict[str, str] = {
     "write_atomic": "store.records",
 }
 #: the public faces: sub-modules with their own __all__
-_FACES = ("sources", "metrics", "fitting", "testing", "reporting", "execution")
+_FACES = ("sources", "metrics", "fitting", "calibration", "testing", "reporting", "execution")
 
 #: public names of 0.2 that moved in 0.3 -> their new home
 _MOVED: dict[str, str] = {
@@ -162,7 +163,7 @@ __all__ = ["__version__", *_EXPORTS, *_FACES]
 __getattr__, __dir__ = lazy_face(__name__, globals(), {**_EXPORTS, **{face: f"module:{face}" for face in _FACES}}, _MOVED)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from . import execution, fitting, metrics, reporting, sources, testing
+    from . import calibration, execution, fitting, metrics, reporting, sources, testing
     from .compression.codes import Code, DecoderNetwork, StoredTensorCode, Symbols
     from .compression.compressed import Compressed, skeleton_of
     from .compression.compressor import TRACKS, CompressorSpec, Context, Progress, weight_layers

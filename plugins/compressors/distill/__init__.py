@@ -7,7 +7,7 @@ constraint, dim ψ ≤ budget), fitted to the teacher's function by the KD loss 
 
 ``data: real`` trains on the training split (the training track). ``data: synthetic`` is data-free
 KD (the synthetic track): inputs are synthesized from the teacher's BatchNorm statistics,
-DeepInversion-style (``plugins/data/synthesis.py``), and the student learns the KD term alone on them.
+DeepInversion-style (:mod:`b2s_bench.calibration.synthesis`), and the student learns the KD term alone on them.
 
 The student is built by its model source name (``ctx.build_model``) with no pretrained weights
 (an ImageNet-pretrained student would leak data into a data-free claim), under ``ctx.seed``.

@@ -13,8 +13,8 @@ from torch import nn
 
 import b2s_bench as b2s
 from b2s_bench import Compressed, Context, inference_state, skeleton_of
+from b2s_bench.calibration import synthesize
 
-from ...data.synthesis import synthesize
 from .config import DistillConfig, data_track
 from .student import build_student, kd_loss
 

@@ -7,8 +7,7 @@ from typing import Literal
 
 import b2s_bench as b2s
 from b2s_bench import check
-
-from ...data.synthesis import SynthesisConfig
+from b2s_bench.calibration import SynthesisConfig
 
 __all__ = ["DistillConfig", "data_track"]
 
@@ -29,7 +28,7 @@ class DistillConfig:
         synthetic_samples / synthetic_batch_size / synthetic_iterations / synthetic_lr: how many
             inputs are synthesized, how many together, and the optimisation of each batch.
         bn_weight / first_bn_multiplier / ce_weight / tv_weight / l2_weight / jitter / flip: the
-            weights of the synthesis terms (DeepInversion's defaults); see ``synthesis.py``.
+            weights of the synthesis terms (DeepInversion's defaults); see :mod:`b2s_bench.calibration.synthesis`.
     """
 
     student: str = "timm:mobilenetv3_small_050"

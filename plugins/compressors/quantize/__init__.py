@@ -5,14 +5,14 @@ and round-to-nearest is the closed-form minimizer for a fixed grid. AdaRound (ca
 learns q = ⌊W/s⌋ + h(V) per layer from the layer's outputs on calibration inputs instead.
 
 Beyond the weights: data-free bias correction (DFQ) from the BatchNorm statistics or measured on
-data (:mod:`.calibration`), and ranges for simulated activation quantization (``activation_bits``,
-:mod:`.activations`) from synthesized (ZeroQ-style, ``plugins/data/synthesis.py``) or real inputs.
+data, and ranges for simulated activation quantization (``activation_bits``) from synthesized
+(ZeroQ-style) or real inputs: the shared machinery of :mod:`b2s_bench.calibration`.
 The data track follows the settings (:func:`data_track`); ``info`` records weight and activation
 bits apart.
 
 The package: :mod:`.config` (settings and data track), :mod:`.codes` (the codes and their rounding
-layers), :mod:`.rounding` (the quantizer), :mod:`.calibration`, :mod:`.activations` and
-:mod:`.adaround` (what uses data), :mod:`.compressor` (the compressor), and here its registration.
+layers), :mod:`.rounding` (the quantizer), :mod:`.adaround` (what learns from data), :mod:`.compressor`
+(the compressor), and here its registration.
 
 Bits: N·b for the codes, plus a scale (``scale_bits``) per group and, when affine, a b-bit zero
 point per group, plus a 32-bit header per tensor. 16 and 32 bits store the tensor as fp16/fp32.

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from b2s_bench import Code, Context
+from b2s_bench.calibration import layer_inputs
 
-from .calibration import layer_inputs
 from .codes import AdaRoundCode, UniformCode, grid_range
 from .config import QuantizeConfig
 from .rounding import grouped

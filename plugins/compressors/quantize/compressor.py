@@ -10,11 +10,17 @@ import torch
 from torch import nn
 
 from b2s_bench import INEFFECTIVE, Code, Compressed, Context, add_caveat, inference_state, skeleton_of, weight_layers
+from b2s_bench.calibration import (
+    ZEROQ,
+    activation_ranges,
+    analytic_shift,
+    bn_input_means,
+    bn_successors,
+    measured_shifts,
+    synthesize,
+)
 
-from ...data.synthesis import ZEROQ, synthesize
-from .activations import activation_ranges
 from .adaround import adaround_model
-from .calibration import analytic_shift, bn_input_means, bn_successors, measured_shifts
 from .config import FLOAT_BITS, QuantizeConfig, data_track
 from .rounding import quantize_tensor
 

@@ -8,12 +8,11 @@ import tempfile
 import pytest
 import torch
 from b2s_bench_plugins.compressors.quantize import SPEC, AdaRoundCode, AdaRoundNetwork, RoundingNetwork, UniformCode
-from b2s_bench_plugins.compressors.quantize.activations import activation_ranges, fake_quantize
-from b2s_bench_plugins.compressors.quantize.calibration import bn_input_means, bn_successors
 from torch import nn
 
 import b2s_bench as b2s
 from b2s_bench import build_config
+from b2s_bench.calibration import activation_ranges, bn_input_means, bn_successors, fake_quantize
 from b2s_bench.compression.sizes import SizeBreakdown, dtype_bits
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import b2s_bench as b2s
-from b2s_bench import Context, Progress, check
+from ..compression.compressor import Context, Progress
+from ..config import check
+from ..fitting.training import train_loop
 
 __all__ = ["SynthesisConfig", "Synthesized", "ZEROQ", "DEEPINVERSION", "synthesize", "bn_loss", "bn_layers"]
 
@@ -287,7 +288,7 @@ def _synthesize_batch(batch: _Batch, bar: Progress) -> tuple[torch.Tensor, float
         batch.record(step)
         bar.set_postfix_str(f"bn {batch.bn[-1]:.3g}")
 
-    b2s.fitting.train_loop(
+    train_loop(
         opt,
         batch.loss,
         iterations,

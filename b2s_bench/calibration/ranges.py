@@ -1,8 +1,10 @@
-"""Ranges for simulated activation quantization: each quantized layer's input range on data.
+"""Ranges for simulated activation quantization: each quantized layer's input range.
 
-The range is the min/max over the data, or the shrink of it with the least fake-quantization MSE
-(``activation_range: mse``). The core applies the fake quantization (:func:`fake_quantize` is the
-same function); the ranges are metadata and do not change the storage.
+On data (:func:`activation_ranges`, synthetic or real inputs) or data-free from the BatchNorm before the
+layer (:func:`bn_activation_ranges`: draws from the Gaussian model of its input, f(z), z ~ N(β, γ²)).
+The range is the min/max of the values seen, or the shrink of it with the least fake-quantization MSE
+(``mse``). The core applies the fake quantization (:func:`fake_quantize` is the same function); the
+ranges are metadata and do not change the weights' storage.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import run_hooked
+from .graph import bn_input_models, run_hooked
 
-__all__ = ["fake_quantize", "activation_ranges"]
+__all__ = ["fake_quantize", "activation_ranges", "bn_activation_ranges", "RANGE_RULES"]
+
+#: how a range is chosen from the values seen
+RANGE_RULES = ("minmax", "mse")
 
 
 def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:
@@ -79,3 +84,33 @@ def activation_ranges(
             lo, hi = _mse_range(s, lo, hi, bits, grid)
         out[name] = (lo, hi if hi > lo else lo + 1e-8)
     return out
+
+
+@torch.no_grad()
+def bn_activation_ranges(
+    model: nn.Module,
+    names: Sequence[str],
+    bits: int,
+    method: str,
+    generator: torch.Generator,
+    keep: int = 1 << 16,
+    grid: int = 50,
+) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+    """Data-free (low, high) of each layer's input from the BatchNorm statistics before it: ``keep``
+    draws from its Gaussian model (spread evenly over the channels), then min/max or the MSE shrink.
+
+    Returns (ranges, skipped): ``skipped`` says for each other layer why it has no BN model (its input
+    is not BN (+ activation), e.g. the model's input or a residual sum).
+    """
+    found, skipped = bn_input_models(model, names)
+    out = {}
+    for name in names:
+        if name not in found:
+            continue
+        m = found[name]
+        draws = m.sample(max(1, keep // max(1, m.beta.numel())), generator).reshape(-1)
+        lo, hi = float(draws.min()), float(draws.max())
+        if method == "mse":
+            lo, hi = _mse_range(draws, lo, hi, bits, grid)
+        out[name] = (lo, hi if hi > lo else lo + 1e-8)
+    return out, skipped

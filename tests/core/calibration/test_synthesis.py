@@ -1,4 +1,4 @@
-"""BN-statistics data synthesis (plugins/synthesis.py)."""
+"""BN-statistics data synthesis (b2s_bench/calibration/synthesis.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from b2s_bench_plugins.data.synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, bn_layers, bn_loss, synthesize
 from torch import nn
 
 from b2s_bench import ConfigError, build_config
+from b2s_bench.calibration import DEEPINVERSION, ZEROQ, SynthesisConfig, bn_layers, bn_loss, synthesize
 from b2s_bench.testing import TinyCNN, TinyMLP, tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

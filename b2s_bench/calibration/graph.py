@@ -1,4 +1,8 @@
-"""Bias correction for ``quantize``, and capturing a layer's inputs (shared with AdaRound).
+"""What the BatchNorm statistics say about a layer's input, data-free, and capturing a layer's inputs.
+
+**The Gaussian model of a layer's input**: a layer fed by BatchNorm (+ one elementwise activation,
+through mean-preserving ops) sees per channel f(z), z ~ N(β, γ²) (:func:`bn_input_models`); from it come
+data-free E[x] (:func:`bn_input_means`) and activation ranges (:func:`~b2s_bench.calibration.ranges.bn_activation_ranges`).
 
 **Bias correction** (DFQ, Nagel et al. 2019): quantizing W shifts a layer's mean output by
 (Ŵ − W)·E[x]; the bias absorbs −(Ŵ − W)·E[x]. Data-free, E[x] comes from the BatchNorm right before
@@ -7,12 +11,13 @@ between them (computed by quadrature; any elementwise activation), carried throu
 ops (average pooling, flatten, dropout). The graph comes from ``torch.fx``; layers whose input is
 not such a chain are skipped and recorded. With data (synthetic or real), the shift is measured.
 
-Activation ranges are in :mod:`.activations`, AdaRound in :mod:`.adaround`. Our own
+Activation ranges are in :mod:`.ranges`; quantize's AdaRound uses :func:`layer_inputs`. Our own
 implementation, after the papers' equations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,6 +29,8 @@ __all__ = [
     "layer_inputs",
     "run_hooked",
     "bn_input_means",
+    "bn_input_models",
+    "BNInput",
     "bn_successors",
     "analytic_shift",
     "measured_shifts",
@@ -265,26 +272,51 @@ def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node,
     return "its input is not a traced tensor"
 
 
-def _fit_features(layer: nn.Module, ex: torch.Tensor, flattened: bool) -> torch.Tensor | str:
-    """E[x] per BN channel as the layer's input features (repeated over flattened positions), or why not."""
+def _repeat(layer: nn.Module, channels: int, flattened: bool) -> int | str:
+    """How many input features of ``layer`` each BN channel feeds (1, or its positions when flattened), or why
+    the two do not fit."""
     need = layer.in_channels if isinstance(layer, nn.modules.conv._ConvNd) else getattr(layer, "in_features", None)
-    if need == ex.numel():
-        return ex
-    if flattened and need and need % ex.numel() == 0:
-        return ex.repeat_interleave(need // ex.numel())
-    return f"its input has {need} features, the BatchNorm {ex.numel()} channels"
+    if need == channels:
+        return 1
+    if flattened and need and need % channels == 0:
+        return need // channels
+    return f"its input has {need} features, the BatchNorm {channels} channels"
 
 
-def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Data-free E[x] of each layer's input (one value per input channel or feature), from the BN before it.
+@dataclasses.dataclass(frozen=True)
+class BNInput:
+    """The Gaussian model of a layer's input: per BN channel f(z), z ~ N(beta, gamma²), with ``act`` the
+    activation f (None: identity); ``repeat`` > 1 when the channels were flattened with their positions
+    (each channel then feeds ``repeat`` consecutive input features)."""
 
-    Returns (means, skipped): ``skipped`` says for each other layer why its input has no such estimate.
+    beta: torch.Tensor
+    gamma: torch.Tensor
+    act: Callable[[torch.Tensor], torch.Tensor] | None
+    repeat: int = 1
+
+    def mean(self) -> torch.Tensor:
+        """E[x] per input channel or feature."""
+        ex = _gaussian_expectation(self.act, self.beta, self.gamma) if self.act is not None else self.beta
+        return ex.repeat_interleave(self.repeat) if self.repeat > 1 else ex
+
+    @torch.no_grad()
+    def sample(self, per_channel: int, generator: torch.Generator) -> torch.Tensor:
+        """(channels, per_channel) draws of f(z), seeded by ``generator``."""
+        z = torch.randn(self.beta.numel(), per_channel, generator=generator)
+        z = self.beta[:, None] + self.gamma.abs()[:, None] * z
+        return self.act(z.clone()) if self.act is not None else z
+
+
+def bn_input_models(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, BNInput], dict[str, str]]:
+    """The Gaussian model of each layer's input, from the BatchNorm (+ activation) before it.
+
+    Returns (models, skipped): ``skipped`` says for each other layer why its input has no such model.
     """
     gm, why = _trace(model)
     if gm is None:
         return {}, {n: why for n in names}
     modules = dict(gm.named_modules())
-    means: dict[str, torch.Tensor] = {}
+    found: dict[str, BNInput] = {}
     skipped: dict[str, str] = {}
     for name, nodes in _layer_nodes(gm, names).items():
         if len(nodes) != 1:
@@ -299,13 +331,21 @@ def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, to
             skipped[name] = affine
             continue
         (beta, gamma), act, flattened = affine, chain[1], chain[2]
-        ex = _gaussian_expectation(act, beta, gamma) if act is not None else beta
-        fitted = _fit_features(model.get_submodule(name), ex, flattened)
-        if isinstance(fitted, str):
-            skipped[name] = fitted
+        repeat = _repeat(model.get_submodule(name), beta.numel(), flattened)
+        if isinstance(repeat, str):
+            skipped[name] = repeat
         else:
-            means[name] = fitted
-    return means, skipped
+            found[name] = BNInput(beta, gamma, act, repeat)
+    return found, skipped
+
+
+def bn_input_means(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Data-free E[x] of each layer's input (one value per input channel or feature), from the BN before it.
+
+    Returns (means, skipped): ``skipped`` says for each other layer why its input has no such estimate.
+    """
+    found, skipped = bn_input_models(model, names)
+    return {name: m.mean() for name, m in found.items()}, skipped
 
 
 def bn_successors(model: nn.Module, names: Sequence[str]) -> dict[str, str]:

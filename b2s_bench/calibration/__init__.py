@@ -1,0 +1,58 @@
+"""Calibration without (or with) data: inputs synthesized from BatchNorm statistics, what the BatchNorm
+statistics say about a layer's input, and activation ranges (public face).
+
+- :mod:`~b2s_bench.calibration.synthesis`: :func:`synthesize` (ZeroQ's distilled data, DeepInversion-style
+  priors, DSG's slack and diversity terms) with :class:`SynthesisConfig`, :data:`ZEROQ`,
+  :data:`DEEPINVERSION`, :func:`bn_loss`, :func:`bn_layers`;
+- :mod:`~b2s_bench.calibration.graph`: the Gaussian model of a BN-fed layer's input
+  (:func:`bn_input_models`, :func:`bn_input_means`), :func:`bn_successors`, the bias-correction shifts
+  (:func:`analytic_shift`, :func:`measured_shifts`), and capturing inputs (:func:`layer_inputs`,
+  :func:`run_hooked`);
+- :mod:`~b2s_bench.calibration.ranges`: activation ranges on data or from BN statistics, and
+  :func:`fake_quantize` (the core's activation quantizer).
+
+Plugins share these rather than copy them; the ``activations`` stage of a suite uses them too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_face
+
+_EXPORTS = {
+    **{
+        name: "synthesis"
+        for name in ("synthesize", "SynthesisConfig", "Synthesized", "ZEROQ", "DEEPINVERSION", "bn_loss", "bn_layers")
+    },
+    **{
+        name: "graph"
+        for name in (
+            "bn_input_models",
+            "BNInput",
+            "bn_input_means",
+            "bn_successors",
+            "analytic_shift",
+            "measured_shifts",
+            "layer_inputs",
+            "run_hooked",
+        )
+    },
+    **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize", "RANGE_RULES")},
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)
+
+if TYPE_CHECKING:
+    from .graph import (
+        BNInput,
+        analytic_shift,
+        bn_input_means,
+        bn_input_models,
+        bn_successors,
+        layer_inputs,
+        measured_shifts,
+        run_hooked,
+    )
+    from .ranges import RANGE_RULES, activation_ranges, bn_activation_ranges, fake_quantize
+    from .synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, Synthesized, bn_layers, bn_loss, synthesize
