@@ -140,6 +140,10 @@ class CompressorSpec:
         defaults_source: where the defaults of ``config`` come from, one line for readers of a comparison
             ("the paper: SQuant, Guo et al. ICLR 2022, Sec. 5", "the authors' code", "ours"): with it,
             a record says whether a baseline ran at its authors' operating point.
+        calibration_inputs: ``calibration_inputs(model, config, ctx) -> Tensor``, the inputs this method
+            calibrates activation ranges on, made from the dense ``model`` (DSG's diverse synthetic
+            samples): a suite's ``activations`` stage with ``ranges: synthetic`` uses them for a pipeline
+            whose first stage offers them, and synthesizes ZeroQ's distilled data otherwise.
     """
 
     name: str
@@ -158,6 +162,7 @@ class CompressorSpec:
     cost: Callable[[Any], float] | None = None
     target: Callable[[Any, Compressed, nn.Module], Target | None] | None = None
     defaults_source: str = ""
+    calibration_inputs: Callable[[nn.Module, Any, Context], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
