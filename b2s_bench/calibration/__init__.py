@@ -9,7 +9,9 @@ statistics say about a layer's input, and activation ranges (public face).
   (:func:`analytic_shift`, :func:`measured_shifts`), and capturing inputs (:func:`layer_inputs`,
   :func:`run_hooked`);
 - :mod:`~b2s_bench.calibration.ranges`: activation ranges on data or from BN statistics, and
-  :func:`fake_quantize` (the core's activation quantizer).
+  :func:`fake_quantize` (the core's activation quantizer);
+- :mod:`~b2s_bench.calibration.stage`: the activations stage of a suite (:func:`apply_activations`,
+  :class:`ActivationSettings`): W/A quantization for any weight compressor.
 
 Plugins share these rather than copy them; the ``activations`` stage of a suite uses them too.
 """
@@ -38,7 +40,9 @@ _EXPORTS = {
             "run_hooked",
         )
     },
-    **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize", "RANGE_RULES")},
+    **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize")},
+    **{name: "settings" for name in ("ActivationSettings", "RANGE_SOURCES", "RANGE_RULES")},
+    "apply_activations": "stage",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)
@@ -54,5 +58,7 @@ if TYPE_CHECKING:
         measured_shifts,
         run_hooked,
     )
-    from .ranges import RANGE_RULES, activation_ranges, bn_activation_ranges, fake_quantize
+    from .ranges import activation_ranges, bn_activation_ranges, fake_quantize
+    from .settings import RANGE_RULES, RANGE_SOURCES, ActivationSettings
+    from .stage import apply_activations
     from .synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, Synthesized, bn_layers, bn_loss, synthesize

@@ -18,10 +18,7 @@ from torch import nn
 
 from .graph import bn_input_models, run_hooked
 
-__all__ = ["fake_quantize", "activation_ranges", "bn_activation_ranges", "RANGE_RULES"]
-
-#: how a range is chosen from the values seen
-RANGE_RULES = ("minmax", "mse")
+__all__ = ["fake_quantize", "activation_ranges", "bn_activation_ranges"]
 
 
 def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:

@@ -103,6 +103,8 @@ class Compressed:
         activations: simulated activation quantization: layer name -> (low, high) range of its
             input, fake-quantized to ``activation_bits`` at evaluation. Activation bits do not
             change the weight storage; each range is counted as 2 x 32 bits of metadata.
+        activation_layer_bits: layers whose input has other bits than ``activation_bits`` (the last
+            layer's 8 bits under SQuant's rule); each counted as 8 bits of metadata.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Compressed:
         info: Mapping[str, Any] | None = None,
         activations: Mapping[str, tuple[float, float]] | None = None,
         activation_bits: int | None = None,
+        activation_layer_bits: Mapping[str, int] | None = None,
     ):
         overlap = set(codes) & set(raw)
         if overlap:
@@ -129,6 +132,10 @@ class Compressed:
         self.info = dict(info or {})
         self.activations = {k: (float(lo), float(hi)) for k, (lo, hi) in (activations or {}).items()}
         self.activation_bits = activation_bits
+        self.activation_layer_bits = {k: int(b) for k, b in (activation_layer_bits or {}).items()}
+        unknown = set(self.activation_layer_bits) - set(self.activations)
+        if unknown:
+            raise ValueError(f"activation bits for layers without a range: {sorted(unknown)[:5]}")
         self._decoded: dict[str, torch.Tensor] | None = None
         if self.activations and not activation_bits:
             raise ValueError("activation ranges need activation_bits")
@@ -159,7 +166,28 @@ class Compressed:
             self.info,
             self.activations,
             self.activation_bits,
+            self.activation_layer_bits,
         )
+
+    def with_activations(
+        self, ranges: Mapping[str, tuple[float, float]], bits: int, layer_bits: Mapping[str, int] | None = None
+    ) -> Compressed:
+        """The same codes with these activation ranges (``layer_bits``: layers at other bits than ``bits``)."""
+        out = Compressed(
+            self.codes,
+            self.raw,
+            self.skeleton,
+            self.original_shapes,
+            self.replaced,
+            self.architecture,
+            self.info,
+            ranges,
+            bits,
+            layer_bits,
+        )
+        if self._decoded is not None:
+            out._decoded = self._decoded  # the same codes: no second decode
+        return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The decoded inference state (codes decoded, raw tensors as float where they were float).
@@ -207,7 +235,8 @@ class Compressed:
         if missing or unexpected:
             raise RuntimeError(f"compressed state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for layer_name, (lo, hi) in self.activations.items():
-            model.get_submodule(layer_name).register_forward_pre_hook(_ActivationQuantizer(lo, hi, self.activation_bits or 8))
+            bits = self.activation_layer_bits.get(layer_name, self.activation_bits or 8)
+            model.get_submodule(layer_name).register_forward_pre_hook(_ActivationQuantizer(lo, hi, bits))
         if deployed:
             for key, code in self.codes.items():
                 layer_name = key.rpartition(".")[0]
@@ -230,7 +259,8 @@ class Compressed:
             if self.architecture is None and k in self.original_shapes and tuple(v.shape) != self.original_shapes[k]
         }
         total = code_bits + SizeBreakdown(
-            raw=sum(raw_bits.values()), metadata=64 * len(self.activations) + sum(shape_bits.values())
+            raw=sum(raw_bits.values()),
+            metadata=64 * len(self.activations) + 8 * len(self.activation_layer_bits) + sum(shape_bits.values()),
         )
         baseline = FP32 * sum(_numel(s) for s in self.original_shapes.values())
         layers_baseline = FP32 * sum(_numel(self.original_shapes[k]) for k in self.replaced if k in self.original_shapes)
@@ -258,6 +288,7 @@ class Compressed:
             architecture=manifest.get("architecture"),
             activations={k: tuple(v) for k, v in manifest.get("activations", {}).items()},
             activation_bits=manifest.get("activation_bits"),
+            activation_layer_bits=manifest.get("activation_layer_bits", {}),
         )
 
 
@@ -353,7 +384,7 @@ def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int
     for key, t in compressed.raw.items():
         tensors[f"raw/{key}"] = t.detach().cpu().contiguous()
     size = compressed.size()
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "codes": codes,
         "raw": sorted(compressed.raw),
@@ -364,6 +395,8 @@ def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int
         "activation_bits": compressed.activation_bits,
         "size": size.as_dict(),
     }
+    if compressed.activation_layer_bits:  # absent when empty: artifacts without it read the same
+        manifest["activation_layer_bits"] = compressed.activation_layer_bits
     # bytes first, written by Python: a full disk is then an OSError with its errno (save_file's is not)
     blob, text = save(tensors), json.dumps(manifest, indent=1, sort_keys=True)
     tmp: Path | None = None

@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..calibration.stage import apply_activations
 from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
 from ..compression.contract import check_storage
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
+from ..config import config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
 from ..metrics import Evaluation, NotApplicable, run_model
@@ -225,6 +227,15 @@ class CellRunner:
             compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
         if len(cell.stages) > 1:  # the first stage's facts are under details.stages[0]: name it there
             compressed.info["stages"][0].setdefault("compressor", first.name)
+        if cell.activations is not None:
+            own = self.plugins.compressors.get(first.name).calibration_inputs
+            dense = copy.deepcopy(model.module).to(self.device).eval()  # the shared model is never touched
+
+            def own_inputs() -> torch.Tensor:
+                assert own is not None
+                return own(dense, first.config, ctx).detach().cpu()
+
+            compressed = apply_activations(compressed, dense, cell.activations, ctx, own_inputs if own is not None else None)
         return compressed
 
     def _build_other_model(self, name: str) -> torch.nn.Module:
@@ -257,6 +268,7 @@ class CellRunner:
                     for s in cell.stages
                 ],
                 "identity": self.is_identity(cell),
+                **({"activations": config_to_dict(cell.activations)} if cell.activations is not None else {}),
             },
             metrics={},
             size={},
@@ -271,7 +283,7 @@ class CellRunner:
         )
 
     def is_identity(self, cell: Cell) -> bool:
-        if cell.is_baseline:
+        if cell.is_baseline or cell.activations is not None:  # quantized activations change the outputs
             return False
         for stage in cell.stages:
             ident = self.plugins.compressors.get(stage.name).identity

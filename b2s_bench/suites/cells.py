@@ -71,6 +71,7 @@ class Cell:
     metrics: tuple[str, ...]
     fingerprint: dict[str, Any] = dataclasses.field(compare=False, repr=False)
     seeds: int = 1  # how many seeds this cell's method runs (the others differ only in ``seed``)
+    activations: Any = None  # ActivationSettings: the suite's W/A stage after the pipeline, or None
 
     @property
     def is_baseline(self) -> bool:
@@ -78,10 +79,11 @@ class Cell:
 
     @property
     def track(self) -> str:
-        """The most data any stage uses."""
+        """The most data any stage uses (the activations stage included)."""
         if not self.stages:
             return "data-free"
-        return max((s.track for s in self.stages), key=TRACK_ORDER.index)
+        tracks = [s.track for s in self.stages] + ([self.activations.track] if self.activations is not None else [])
+        return max(tracks, key=TRACK_ORDER.index)
 
     @property
     def family(self) -> str:
@@ -90,6 +92,21 @@ class Cell:
     @property
     def name(self) -> str:
         return f"{self.model.label} {self.label}" + (f" seed={self.seed}" if self.seeds > 1 else "")
+
+
+#: config fields that name a compressor's weight bits, in the order they are looked for
+WEIGHT_BITS_FIELDS = ("bits", "inr_bits", "weight_bits")
+
+
+def _wa(stages: tuple[Stage, ...], activation_bits: int) -> str:
+    """The paper's W/A tag: "W6A6" when the last stage that has a weight-bits setting (``bits``,
+    ``inr_bits`` or ``weight_bits``, an integer up to 16) says 6; "A6" alone when none says."""
+    for stage in reversed(stages):
+        for name in WEIGHT_BITS_FIELDS:
+            value = getattr(stage.config, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16:
+                return f"W{value}A{activation_bits}"
+    return f"A{activation_bits}"
 
 
 def _stage_points(stage: StageEntry, device: str) -> list[dict[str, Any]]:
@@ -189,6 +206,9 @@ def _model_cells(
         label = " > ".join(s.label for s in stages) if stages else "dense"
         if entry is not None and entry.label:
             label = f"{entry.label} {label}"
+        activations = entry.activations if entry is not None else None
+        if activations is not None:
+            label = f"{label} {_wa(stages, activations.bits)}"
         seeds = 1 if entry is None else (entry.seeds or suite.seeds)  # the dense model is deterministic
         for seed in range(suite.seed, suite.seed + seeds):
             fingerprint = {
@@ -196,6 +216,8 @@ def _model_cells(
                 "seed": seed,
                 "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
             }
+            if activations is not None:  # absent otherwise: cells without the stage keep their ids
+                fingerprint["activations"] = config_identity(activations)
             cells.append(
                 Cell(
                     cell_id(fingerprint),
@@ -209,6 +231,7 @@ def _model_cells(
                     suite.metrics,
                     fingerprint,
                     seeds,
+                    activations,
                 )
             )
     return cells

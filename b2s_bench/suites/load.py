@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import build_config
+from ..calibration.settings import ActivationSettings
+from ..config import build_config, config_to_dict
 from ..errors import ConfigError, SuiteError, UnknownNameError, suggest
 from ..metrics import default_metrics
 from ..plugins import Plugins
@@ -66,9 +67,10 @@ TOP_KEYS = {
     "baseline": "whether to add the dense model as a cell of its own (default true)",
     "report": "leaderboard settings",
     "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make, executor settings",
+    "activations": "W/A quantization of every compressor's model: bits, ranges (bn, synthetic, calibration), ...",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
-STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds")
+STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds", "activations")
 DEVICES = ("auto", "cpu", "cuda")
 #: A suite's name names its results folder: no path separators, no "..", nothing hidden.
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -157,8 +159,9 @@ class _Parser:
         settings = dict(self.expect(raw.get("settings", {}), dict, (*path, "settings"), "a mapping of settings"))
         # shorthand: any other key is a setting (checked by the compressor's config class)
         settings.update({k: v for k, v in raw.items() if k not in STAGE_KEYS})
-        if "seeds" in raw and len(path) > 2 and path[-2] == "pipeline":
-            raise self.fail((*path, "seeds"), "put `seeds:` on the pipeline entry, not on a stage")
+        for key in ("seeds", "activations"):
+            if key in raw and len(path) > 2 and path[-2] == "pipeline":
+                raise self.fail((*path, key), f"put `{key}:` on the pipeline entry, not on a stage")
         grid = self.expect(raw.get("grid", {}), dict, (*path, "grid"), "a mapping of setting -> list of values")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
@@ -179,7 +182,7 @@ class _Parser:
 
     def compressor(self, raw: Any, path: PathKey) -> CompressorEntry:
         if isinstance(raw, dict) and "pipeline" in raw:
-            self.check_keys(raw, ("pipeline", "label", "models", "seeds"), path, "a pipeline entry")
+            self.check_keys(raw, ("pipeline", "label", "models", "seeds", "activations"), path, "a pipeline entry")
             stages_raw = self.expect(raw["pipeline"], list, (*path, "pipeline"), "a list of compressors")
             if len(stages_raw) < 2:
                 raise self.fail((*path, "pipeline"), "a pipeline needs at least two compressors")
@@ -218,7 +221,18 @@ class _Parser:
         seeds = None
         if isinstance(raw, dict) and "seeds" in raw:
             seeds = self.count(raw["seeds"], (*path, "seeds"))
-        return CompressorEntry(stages, label, models, seeds, path)
+        activations = self._activations
+        if isinstance(raw, dict) and "activations" in raw:
+            activations = self.entry_activations(raw["activations"], (*path, "activations"))
+        return CompressorEntry(stages, label, models, seeds, path, activations)
+
+    def entry_activations(self, raw: Any, path: PathKey) -> ActivationSettings | None:
+        """An entry's ``activations:``: null for none, or fields that override the suite's."""
+        if raw is None:
+            return None
+        self.expect(raw, dict, path, "a mapping of activation settings (bits, ranges, ...) or null")
+        base = config_to_dict(self._activations) if self._activations is not None else {}
+        return self.settings(ActivationSettings, {**base, **raw}, path)
 
     def blame_misnamed_model(self, pattern: str, path: PathKey) -> None:
         """When ``pattern`` (a ``models:`` filter that matches nothing) is a name its source knows and a
@@ -317,6 +331,9 @@ class _Parser:
         models = tuple(self.model(m, ("models", i)) for i, m in enumerate(models_raw))
         self._models = models
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
+        self._activations: ActivationSettings | None = None
+        if data.get("activations") is not None:
+            self._activations = self.settings(ActivationSettings, data["activations"], ("activations",))
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))
         metrics = self.names(
@@ -349,6 +366,7 @@ class _Parser:
             runtime,
             seeds,
             self.loc,
+            activations=self._activations,
         )
         check_grid_size(suite)  # before cells.expand builds a config per point
         return suite

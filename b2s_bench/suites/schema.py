@@ -64,6 +64,7 @@ class CompressorEntry:
     models: tuple[str, ...] = ()  # only models whose label or name matches one of these globs (all when empty)
     seeds: int | None = None  # seeds of this entry (default: the suite's ``seeds``)
     path: PathKey = dataclasses.field(compare=False, repr=False, default=())
+    activations: Any = None  # its ActivationSettings (the suite's, with its own fields), or None
 
     def applies_to(self, model: ModelEntry) -> bool:
         """Whether this entry compresses ``model``: its ``models:`` globs match the label or the name."""
@@ -220,6 +221,7 @@ class Suite:
     runtime: RuntimeSettings
     seeds: int = 1
     source: Located = dataclasses.field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    activations: Any = None  # the suite's ActivationSettings (every entry's default), or None
 
     def grid_size(self) -> int:
         """How many cells the grid makes (:func:`count_cells`)."""

@@ -1,0 +1,194 @@
+"""The activations stage: W/A quantization for any weight compressor, set once for a whole suite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_cli
+from torch import nn
+
+import b2s_bench as b2s
+from b2s_bench.calibration import (
+    ActivationSettings,
+    apply_activations,
+    bn_activation_ranges,
+    bn_input_models,
+)
+from b2s_bench.errors import SuiteError
+from b2s_bench.plugins import Plugins
+from b2s_bench.suites.cells import expand
+from b2s_bench.suites.load import load_suite
+from b2s_bench.testing import tiny_context, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_settings_validate_and_follow_squants_rule_for_the_first_and_last_input() -> None:
+    with pytest.raises(b2s.ConfigError, match="bits must be an integer in 2..16"):
+        ActivationSettings(bits=1)
+    with pytest.raises(b2s.ConfigError, match="ranges must be one of bn, synthetic, calibration"):
+        ActivationSettings(ranges="data")  # type: ignore[arg-type]
+    s = ActivationSettings(bits=6)
+    assert s.layer_bits(["a", "b", "c"]) == {"a": None, "b": 6, "c": 8}
+    assert ActivationSettings(bits=4, first_input_bits=8, last_input_bits=None).layer_bits(["a", "b"]) == {"a": 8, "b": None}
+    assert ActivationSettings(ranges="bn", fallback="skip").track == "data-free"
+    assert ActivationSettings(ranges="bn").track == "synthetic"  # layers without a BN before them use synthetic ranges
+    assert ActivationSettings(ranges="calibration").track == "calibration"
+
+
+class _BNModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+
+def test_bn_ranges_come_from_the_gaussian_model_of_the_input_through_its_activation() -> None:
+    model = _BNModel().eval()
+    with torch.no_grad():
+        model.bn.bias.copy_(torch.tensor([0.0, 1.0, -5.0, 2.0]))
+        model.bn.weight.copy_(torch.tensor([1.0, 0.5, 0.1, 2.0]))
+    models, skipped = bn_input_models(model, ["conv1", "conv2"])
+    assert set(models) == {"conv2"} and "the model input" in skipped["conv1"]
+    draws = models["conv2"].sample(20000, torch.Generator().manual_seed(0))
+    assert (draws >= 0).all()  # through the ReLU
+    assert draws[1].mean().item() == pytest.approx(1.0, abs=0.02)  # N(1, 0.5²) is almost all positive
+    ranges, _ = bn_activation_ranges(model, ["conv2"], 8, "minmax", torch.Generator().manual_seed(0), keep=1 << 16)
+    lo, hi = ranges["conv2"]
+    assert lo == 0.0
+    assert 2.0 + 3.5 * 2.0 < hi < 2.0 + 6.0 * 2.0  # the widest channel, N(2, 2²), sets the top: 16,384 draws of it
+
+
+def test_the_stage_quantizes_every_input_but_the_first_and_counts_its_metadata() -> None:
+    model = tiny_model()
+    ctx = tiny_context()
+    compressed = b2s.Compressed.from_codes(model, {})
+    names = [k.rpartition(".")[0] for k in b2s.weight_layers(model)]
+    out = apply_activations(compressed, model, ActivationSettings(bits=6, ranges="bn", fallback="skip"), ctx)
+    facts = out.info["activations"]
+    assert names[0] in facts["full_precision"] and names[0] not in out.activations
+    assert out.activation_bits == 6
+    if names[-1] in out.activations:
+        assert out.activation_layer_bits == {names[-1]: 8}
+    assert out.size().breakdown.metadata - compressed.size().breakdown.metadata == 64 * len(out.activations) + 8 * len(
+        out.activation_layer_bits
+    )
+    x = ctx.example_input(4)
+    dense, quantized = model(x), out.module()(x)
+    assert not torch.equal(dense, quantized) and torch.allclose(dense, quantized, atol=0.5 * dense.abs().max().item())
+    # with synthetic fallback, every quantized layer gets a range
+    full = apply_activations(compressed, model, ActivationSettings(bits=6, samples=8, synthetic_iterations=2), ctx)
+    assert set(full.activations) == set(names[1:])
+
+
+def test_the_stage_uses_the_methods_own_inputs_and_refuses_a_second_set_of_ranges() -> None:
+    model = tiny_model()
+    ctx = tiny_context()
+    compressed = b2s.Compressed.from_codes(model, {})
+    calls: list[int] = []
+
+    def own() -> torch.Tensor:
+        calls.append(1)
+        return torch.randn(8, *ctx.input_shape, generator=torch.Generator().manual_seed(1))
+
+    out = apply_activations(compressed, model, ActivationSettings(bits=8, ranges="synthetic"), ctx, own)
+    assert calls == [1] and out.info["activations"]["inputs"]["kind"] == "the method's own synthetic inputs"
+    with pytest.raises(ValueError, match="already quantizes activations"):
+        apply_activations(out, model, ActivationSettings(bits=8), ctx)
+
+
+def test_the_artifact_keeps_each_layers_bits(tmp_path: Path) -> None:
+    model = tiny_model()
+    ctx = tiny_context()
+    out = apply_activations(
+        b2s.Compressed.from_codes(model, {}), model, ActivationSettings(bits=4, samples=8, synthetic_iterations=2), ctx
+    )
+    out.save(str(tmp_path / "a"))
+    back = b2s.Compressed.load(str(tmp_path / "a"), tiny_model(), {})
+    assert back.activations == out.activations and back.activation_layer_bits == out.activation_layer_bits
+    x = ctx.example_input(2)
+    assert torch.equal(back.module()(x), out.module()(x))
+
+
+SUITE = """
+suite: wa
+models: [{name: tiny:cnn}]
+dataset: {name: random, n: 32}
+activations: {bits: 6, samples: 8, synthetic_iterations: 2}
+compressors:
+  - name: quantize
+    bits: 6
+  - name: quantize
+    bits: 4
+    activations: {ranges: calibration, bits: 4}
+  - name: prune
+    sparsity: 0.5
+    activations: null
+  - pipeline: [{name: prune, sparsity: 0.5}, {name: quantize, bits: 8}]
+metrics: [top1, agreement, bits]
+"""
+
+
+def test_a_suites_activations_reach_every_entry_its_label_its_track_and_its_id(
+    write_suite: Callable[..., Path], plugins: Plugins
+) -> None:
+    suite = load_suite(write_suite(SUITE), plugins)
+    cells = {c.label: c for c in expand(suite, plugins, "cpu")}
+    assert set(cells) == {
+        "dense",
+        "quantize(bits=6) W6A6",
+        "quantize(bits=4) W4A4",
+        "prune(sparsity=0.5)",
+        "prune(sparsity=0.5) > quantize(bits=8) W8A6",
+    }
+    assert cells["quantize(bits=4) W4A4"].activations.ranges == "calibration"
+    assert cells["quantize(bits=4) W4A4"].activations.samples == 8  # the suite's other fields stay
+    assert cells["quantize(bits=4) W4A4"].track == "calibration"
+    assert cells["prune(sparsity=0.5)"].activations is None and "activations" not in cells["prune(sparsity=0.5)"].fingerprint
+    no_stage = load_suite(
+        write_suite(SUITE.replace("activations: {bits: 6, samples: 8, synthetic_iterations: 2}\n", ""), "b.yaml"), plugins
+    )
+    plain = {c.label: c.id for c in expand(no_stage, plugins, "cpu")}
+    assert plain["prune(sparsity=0.5)"] == cells["prune(sparsity=0.5)"].id  # without the stage, ids do not change
+    assert plain["quantize(bits=6)"] != cells["quantize(bits=6) W6A6"].id
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("activations: {bits: 40}\n", "activations.bits"),
+        ("activations: {ranges: data}\n", "activations.ranges"),
+    ],
+)
+def test_bad_activation_settings_name_their_key(
+    write_suite: Callable[..., Path], plugins: Plugins, text: str, where: str
+) -> None:
+    body = SUITE.replace("activations: {bits: 6, samples: 8, synthetic_iterations: 2}\n", text)
+    with pytest.raises(SuiteError, match=where.replace(".", r"\.")):
+        load_suite(write_suite(body), plugins)
+
+
+def test_activations_on_a_pipeline_stage_is_refused_with_the_fix(write_suite: Callable[..., Path], plugins: Plugins) -> None:
+    body = SUITE.replace("{name: quantize, bits: 8}]", "{name: quantize, bits: 8, activations: {bits: 4}}]")
+    with pytest.raises(SuiteError, match="put `activations:` on the pipeline entry"):
+        load_suite(write_suite(body), plugins)
+
+
+def test_a_run_records_the_stage_and_its_facts(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    path = write_suite(SUITE)
+    out = tmp_path / "run"
+    assert run_cli("run", str(path), "--out", str(out), "-k", "W6A6") == 0
+    recs = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    rec = next(r for r in recs if r["label"] == "quantize(bits=6) W6A6")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["compressor"]["activations"]["bits"] == 6
+    facts = rec["details"]["activations"]
+    assert facts["bits"] == 6 and facts["quantized_inputs"] >= 1 and facts["full_precision"]
