@@ -38,9 +38,10 @@ from torch import nn
 
 from ..compression.compressed import Compressed
 from ..compression.compressor import Context, weight_layers
+from ..compression.coverage import INEFFECTIVE, NotApplicableError, add_caveat
 from .ranges import activation_ranges, bn_activation_ranges
 from .settings import ActivationSettings
-from .synthesis import ZEROQ, synthesize
+from .synthesis import ZEROQ, bn_layers, synthesize
 
 __all__ = ["apply_activations"]
 
@@ -102,6 +103,13 @@ def apply_activations(
                     batch_size=min(settings.samples, ZEROQ.batch_size),
                     iterations=settings.synthetic_iterations,
                 )
+                if not bn_layers(dense):
+                    raise NotApplicableError(
+                        f"activations with ranges: {source} need BatchNorm statistics"
+                        f"{' (for the layers without a BatchNorm before them)' if source == 'bn' else ''}, and this "
+                        "model has none (LayerNorm); use `ranges: calibration`, or `fallback: skip` to leave those "
+                        "inputs at full precision"
+                    )
                 made = synthesize(dense, config, ctx, offset=913)
                 inputs = made.images
                 facts["inputs"] = {"kind": "ZeroQ's synthetic inputs", **made.info()}
@@ -132,4 +140,6 @@ def apply_activations(
         facts["fallback"] = {"to": settings.fallback, "layers": dict(sorted(fallback.items()))}
     out = compressed.with_activations(ranges, settings.bits, layer_bits)
     out.info["activations"] = facts
+    if not ranges:
+        add_caveat(out.info, INEFFECTIVE, "activations: no layer input was quantized (every one kept at full precision)")
     return out

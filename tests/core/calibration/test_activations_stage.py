@@ -192,3 +192,16 @@ def test_a_run_records_the_stage_and_its_facts(write_suite: Callable[..., Path],
     assert rec["compressor"]["activations"]["bits"] == 6
     facts = rec["details"]["activations"]
     assert facts["bits"] == 6 and facts["quantized_inputs"] >= 1 and facts["full_precision"]
+
+
+def test_ranges_from_batchnorm_on_a_model_without_it_are_not_applicable_with_the_fix() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3)).eval()
+    ctx = b2s.Context(input_shape=(3, 2, 2), num_classes=3)
+    compressed = b2s.Compressed.from_codes(model, {})
+    for ranges in ("bn", "synthetic"):
+        with pytest.raises(b2s.NotApplicableError, match="use `ranges: calibration`"):
+            apply_activations(compressed, model, ActivationSettings(bits=8, ranges=ranges), ctx)
+    out = apply_activations(compressed, model, ActivationSettings(bits=8, fallback="skip"), ctx)
+    assert out.activations == {} and out.info["activations"]["full_precision"] == ["1", "3", "4"]
+    assert set(out.info["activations"]["fallback"]["layers"]) == {"3", "4"}
+    assert [c["kind"] for c in out.info["caveats"]] == [b2s.INEFFECTIVE]  # the row is marked [no effect]
