@@ -30,10 +30,11 @@ equal the paper's at its printed precision (half a unit of its last printed digi
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ __all__ = [
     "match_problem",
     "paper_rows",
     "write_paper",
+    "paper_report",
+    "PaperReport",
+    "html_section",
     "COLUMNS",
     "NOT_RUN_COLUMNS",
 ]
@@ -97,6 +101,9 @@ COLUMNS = [
     "note",
 ]
 NOT_RUN_COLUMNS = ["table", "model", "method", "metrics", "paper", "missing", "source"]
+TITLE = "Published numbers beside ours"
+NOT_RUN_TITLE = "Not run"
+NOT_RUN_TEXT = "Published values no ok cell of this run stands for, with what is missing."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,15 +410,19 @@ def _same(column: pd.Series, value: Any) -> pd.Series:
     return column == value
 
 
-def _stages(ctx: ReportContext, cell_id: str, cache: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _stages(ctx: ReportContext, cell_id: str, cache: dict[str, list[dict[str, Any]] | None]) -> list[dict[str, Any]] | None:
+    """A cell's pipeline stages (``[{name, config, ...}]``) from its record; None when the record
+    cannot be read any more (it then matches nothing, rather than passing for the dense model)."""
     if cell_id not in cache:
         rec = read_record(cell_path(ctx.out_dir, cell_id))
-        cache[cell_id] = list(((rec or {}).get("compressor") or {}).get("pipeline") or [])
+        cache[cell_id] = None if rec is None else list((rec.get("compressor") or {}).get("pipeline") or [])
     return cache[cell_id]
 
 
-def _paper_places(entry: PaperValue) -> int:
-    return max([_decimals(v) for _, v in entry.reported] + [_decimals(v) for _, v in entry.fp32])
+def _problem(ctx: ReportContext, entry: PaperValue, cell_id: str, cache: dict[str, list[dict[str, Any]] | None]) -> str | None:
+    """:func:`match_problem` for a cell of the run."""
+    stages = _stages(ctx, cell_id, cache)
+    return "its record cannot be read" if stages is None else match_problem(entry, stages)
 
 
 def _row(
@@ -483,7 +494,7 @@ def _row(
     return out
 
 
-def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, list[dict[str, Any]]]) -> str:
+def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, list[dict[str, Any]] | None]) -> str:
     """What keeps an entry from a row: no such model, no cell with its stages, other settings, failed cells."""
     frame = ctx.frame
     if frame.empty or "model" not in frame:
@@ -498,12 +509,13 @@ def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, list[dict[s
     reasons: dict[str, int] = {}
     failed = []
     for _, c in cells.iterrows():
-        problem = match_problem(entry, _stages(ctx, str(c["cell_id"]), cache))
+        stages = _stages(ctx, str(c["cell_id"]), cache)
+        problem = _problem(ctx, entry, str(c["cell_id"]), cache)
         if problem is None:
             keys = ("error_type", "error") if c["status"] == "error" else ("status_reason",)
             error = ": ".join(str(c.get(k)) for k in keys if isinstance(c.get(k), str) and c.get(k))
             failed.append(f"{c['method']} ({c['status']}{': ' + error if error else ''})")
-        elif tuple(s.get("name") for s in _stages(ctx, str(c["cell_id"]), cache)) == entry.compressors:
+        elif stages is not None and tuple(s.get("name") for s in stages) == entry.compressors:
             reasons[problem] = reasons.get(problem, 0) + 1
     if failed:
         return "the matching cells did not succeed: " + "; ".join(sorted(set(failed)))
@@ -520,7 +532,7 @@ def paper_rows(ctx: ReportContext, entries: Sequence[PaperValue]) -> tuple[pd.Da
     the notes on checkpoints that differ)."""
     methods = ctx.methods()
     metas = {m.name: m for m in ctx.metrics}
-    cache: dict[str, list[dict[str, Any]]] = {}
+    cache: dict[str, list[dict[str, Any]] | None] = {}
     rows, not_run = [], []
     checkpoint_notes: dict[tuple[str, str], str] = {}
     for entry in entries:
@@ -529,7 +541,7 @@ def paper_rows(ctx: ReportContext, entries: Sequence[PaperValue]) -> tuple[pd.Da
             for _, r in methods.iterrows():
                 if r["model"] != entry.model or (entry.dataset is not None and r["dataset"] != entry.dataset):
                     continue
-                if match_problem(entry, _stages(ctx, str(r["cells"][0]), cache)) is None:
+                if _problem(ctx, entry, str(r["cells"][0]), cache) is None:
                     found.append(r)
         if not found:
             not_run.append(
@@ -597,10 +609,10 @@ def _cell(row: pd.Series, col: str) -> str:
     return str(value).replace("|", "/")
 
 
-def _md(table: pd.DataFrame, columns: Sequence[str], cell: Any) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(cell(r, c) for c in columns) + " |")
+def _md(table: pd.DataFrame) -> list[str]:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in row) + " |")
     return lines
 
 
@@ -612,36 +624,87 @@ def _json(value: Any) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class PaperReport:
+    """What the ``paper`` format shows, computed once per report (``paper.md``, ``paper.json`` and the
+    HTML page's section share it).
+
+    Attributes:
+        intro: the paragraph that says where the values come from and how they are compared.
+        notes: one line per model whose checkpoint differs from a source's.
+        tables: (published table, its rows as display text) in the values file's order.
+        not_run: the entries no ok cell stands for, with what is missing.
+        rows: every row with its raw numbers (``paper.json``).
+    """
+
+    intro: str
+    notes: list[str]
+    tables: list[tuple[str, pd.DataFrame]]
+    not_run: pd.DataFrame
+    rows: pd.DataFrame
+    files: list[str]
+
+
+def paper_report(ctx: ReportContext) -> PaperReport:
+    """The ``paper`` format's content for a run, computed once per report (``ctx.cached``)."""
+
+    def make() -> PaperReport:
+        entries, files = values_for(ctx.out_dir)
+        table, not_run, notes = paper_rows(ctx, entries)
+        shown = [c for c in COLUMNS if c not in ("table", "cells")]
+        tables = [
+            (str(title), pd.DataFrame([[_cell(r, c) for c in shown] for _, r in group.iterrows()], columns=shown))
+            for title, group in table.groupby("table", sort=False)
+        ]
+        intro = (
+            f"Values from {', '.join(files)}. A value stands for the cells of the model with that label whose "
+            'stages and settings it names (docs/paper-tables.md); sizes in MiB (the paper\'s "MB"), ratio of the '
+            "whole model. Published numbers come without intervals and are taken as exact; ours carry the "
+            "leaderboard's 95 % interval, and a drop is ours against the run's dense cell of the same model "
+            "(paired bootstrap), the source's against its own fp32 baseline. Sizes are counts: equal at the "
+            "paper's printed precision, or not."
+        )
+        return PaperReport(intro, notes, tables, not_run, table, files)
+
+    result: PaperReport = ctx.cached("paper", make)
+    return result
+
+
 def write_paper(ctx: ReportContext) -> list[Path]:
     """``paper.md`` and ``paper.json`` in the run folder."""
-    entries, files = values_for(ctx.out_dir)
-    table, not_run, notes = paper_rows(ctx, entries)
-    shown = [c for c in COLUMNS if c not in ("table", "cells")]
-    lines = [
-        f"# Published numbers beside ours: {ctx.suite}",
-        "",
-        f"Values from {', '.join(files)}. A value stands for the cells of the model with that label whose stages "
-        'and settings it names (docs/paper-tables.md); sizes in MiB (the paper\'s "MB"), ratio of the whole model. '
-        "Published numbers come without intervals and are taken as exact; ours carry the leaderboard's 95 % "
-        "interval, and a drop is ours against the run's dense cell of the same model (paired bootstrap), the "
-        "source's against its own fp32 baseline. Sizes are counts: equal at the paper's printed precision, or not.",
-    ]
-    if notes:
-        lines += ["", *[f"**{n}**" for n in notes]]
-    for title, group in table.groupby("table", sort=False):
-        lines += ["", f"## {title}", "", *_md(group, shown, _cell)]
-    if not not_run.empty:
-        lines += ["", "## Not run", "", "Published values no ok cell of this run stands for, with what is missing.", ""]
-        lines += _md(not_run, NOT_RUN_COLUMNS, lambda r, c: str(r[c]).replace("|", "/"))
+    report = paper_report(ctx)
+    lines = [f"# {TITLE}: {ctx.suite}", "", report.intro]
+    if report.notes:
+        lines += ["", *[f"**{n}**" for n in report.notes]]
+    for title, shown in report.tables:
+        lines += ["", f"## {title}", "", *_md(shown)]
+    if not report.not_run.empty:
+        lines += ["", f"## {NOT_RUN_TITLE}", "", NOT_RUN_TEXT, "", *_md(report.not_run)]
     md = Path(ctx.out_dir) / "paper.md"
     write_atomic(md, "\n".join(lines) + "\n")
     data = {
         "suite": ctx.suite,
-        "values_from": files,
-        "checkpoints": notes,
-        "rows": [{k: _json(v) for k, v in r.items() if not k.startswith("_")} for r in table.to_dict("records")],
-        "not_run": not_run.to_dict("records"),
+        "values_from": report.files,
+        "checkpoints": report.notes,
+        "rows": [{k: _json(v) for k, v in r.items() if not k.startswith("_")} for r in report.rows.to_dict("records")],
+        "not_run": report.not_run.to_dict("records"),
     }
     js = Path(ctx.out_dir) / "paper.json"
     write_atomic(js, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return [md, js]
+
+
+def html_section(ctx: ReportContext, table_html: Callable[[pd.DataFrame], str]) -> str:
+    """The HTML page's section of published numbers (``table_html`` draws a table as the page does);
+    only for a suite whose ``report.formats`` select ``paper``."""
+    if "paper" not in (ctx.settings.get("formats") or ()):
+        return ""
+    report = paper_report(ctx)
+    parts = [f"<h2>{html.escape(TITLE)}</h2>", f"<p class='note info'>{html.escape(report.intro)}</p>"]
+    parts += [f"<p class='note warn'>{html.escape(n)}</p>" for n in report.notes]
+    for title, shown in report.tables:
+        parts += [f"<h3>{html.escape(title)}</h3>", table_html(shown)]
+    if not report.not_run.empty:
+        parts += [f"<h3>{html.escape(NOT_RUN_TITLE)}</h3>", f"<p class='note info'>{html.escape(NOT_RUN_TEXT)}</p>"]
+        parts.append(table_html(report.not_run))
+    return "".join(parts)

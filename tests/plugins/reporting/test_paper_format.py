@@ -279,3 +279,16 @@ def test_shipped_values_validate_and_every_entry_names_its_source() -> None:
             known = [compressors[s] for s in e.compressors if s in compressors and (not stage or s == stage)]
             fields = {f.name for spec in known for f in dataclasses.fields(spec.config)}
             assert not known or name in fields, (e.method, key)
+
+
+def test_the_html_page_shows_the_section_when_the_suite_selects_the_format(tmp_path: Path) -> None:
+    records = [_record("dense", [], 0.70), _record("squant(bits=6)", [("squant", {"bits": 6, "activation_bits": 6})], 0.68)]
+    plugins = load_plugins()
+    for formats, shown in ((["html", "paper"], True), (["html"], False)):
+        folder = write_run(tmp_path / "-".join(formats), records, report={"formats": formats})
+        _values(folder, [_entry(fp32={"top1": 70.0}), _entry(method="absent", model="resnet18")])
+        write_report(folder, plugins, ["html"])
+        page = (folder / "leaderboard.html").read_text()
+        assert ("<h2>Published numbers beside ours</h2>" in page) is shown
+        assert ("<td class='t' data-v='SQuant W6A6'>SQuant W6A6</td>" in page) is shown
+        assert ("no model labelled &#x27;resnet18&#x27; in the run" in page) is shown
