@@ -130,6 +130,8 @@ class PaperValue:
         note: anything a reader must know ("" when nothing).
         dataset: the dataset name the cells must have (None: any).
         origin: the file it was read from.
+        printed / printed_fp32: metric -> the decimals the source prints (by default those of the
+            value's shortest form; a value written as text, "1.000", keeps its own).
     """
 
     table: str
@@ -144,6 +146,8 @@ class PaperValue:
     note: str = ""
     dataset: str | None = None
     origin: str = ""
+    printed: tuple[tuple[str, int], ...] = ()
+    printed_fp32: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("table", "model", "method", "source"):
@@ -154,6 +158,12 @@ class PaperValue:
         missing = sorted(set(dict(self.fp32)) - set(dict(self.reported)))
         if missing:
             raise ValueError(f"fp32: {missing} are not among the reported metrics {sorted(dict(self.reported))}")
+
+    def decimals(self, metric: str, fp32: bool = False) -> int:
+        """The decimals the source prints a reported (or its fp32) value of ``metric`` with."""
+        values, printed = (self.fp32, self.printed_fp32) if fp32 else (self.reported, self.printed)
+        found = dict(printed)
+        return found[metric] if metric in found else _decimals(dict(values)[metric])
 
     def wanted(self) -> str:
         """The match as text: ``[squant] bits=6, activation_bits=6``."""
@@ -188,15 +198,31 @@ def _setting_value(origin: str, where: str, value: Any) -> Any:
     raise _fail(origin, where, f"{value!r} is a {type(value).__name__}", "write a number, text, true/false, null or a list")
 
 
-def _metrics(origin: str, where: str, raw: Any) -> tuple[tuple[str, float], ...]:
+_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?")
+
+
+def _metrics(origin: str, where: str, raw: Any) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, int], ...]]:
+    """(metric, value) pairs and (metric, decimals printed) pairs: a value written as text ("1.000")
+    keeps the decimals YAML would drop from a number (1.0)."""
     if not isinstance(raw, Mapping) or not raw:
         raise _fail(origin, where, f"{raw!r} is not a mapping of metric names to numbers", "write e.g. {top1: 71.24}")
-    out = []
+    values, printed = [], []
     for name, value in raw.items():
+        text = value.strip() if isinstance(value, str) else None
+        if text is not None and _NUMBER.fullmatch(text):
+            values.append((str(name), float(text)))
+            printed.append((str(name), len(text.partition(".")[2])))
+            continue
         if not isinstance(name, str) or not _number(value) or not math.isfinite(float(value)):
-            raise _fail(origin, f"{where}.{name}", f"{value!r} is not a finite number", "write the published number")
-        out.append((name, float(value)))
-    return tuple(out)
+            raise _fail(
+                origin,
+                f"{where}.{name}",
+                f"{value!r} is not a finite number",
+                'write the published number (as text, "1.000", to keep its zeros)',
+            )
+        values.append((name, float(value)))
+        printed.append((name, _decimals(float(value))))
+    return tuple(values), tuple(printed)
 
 
 def _entry(origin: str, i: int, raw: Any) -> PaperValue:
@@ -229,8 +255,8 @@ def _entry(origin: str, i: int, raw: Any) -> PaperValue:
                 origin, f"{where}.match.{key}", f"no stage {key.split('.')[0]!r} in {stages}", "name a stage of compressors"
             )
         settings.append((key, _setting_value(origin, f"{where}.match.{key}", value)))
-    reported = _metrics(origin, f"{where}.reported", raw["reported"])
-    fp32 = _metrics(origin, f"{where}.fp32", raw["fp32"]) if "fp32" in raw else ()
+    reported, printed = _metrics(origin, f"{where}.reported", raw["reported"])
+    fp32, printed_fp32 = _metrics(origin, f"{where}.fp32", raw["fp32"]) if "fp32" in raw else ((), ())
     try:
         return PaperValue(
             table=raw["table"],
@@ -241,6 +267,8 @@ def _entry(origin: str, i: int, raw: Any) -> PaperValue:
             reported=reported,
             source=raw["source"],
             fp32=fp32,
+            printed=printed,
+            printed_fp32=printed_fp32,
             checkpoint=raw.get("checkpoint", ""),
             note=raw.get("note", ""),
             dataset=raw.get("dataset"),
@@ -430,7 +458,7 @@ def _row(
 ) -> dict[str, Any]:
     meta = metas.get(metric)
     got = _measured(row, metric)
-    paper_places = _decimals(paper)
+    paper_places = entry.decimals(metric)
     places = max(2, paper_places)
     out: dict[str, Any] = {
         "table": entry.table,
@@ -576,13 +604,13 @@ def _checkpoint_note(entry: PaperValue, metric: str, fp32: float, ref: pd.Series
     base = _measured(ref, metric)
     if base is None:
         return ""
-    places = max(2, _decimals(fp32))
+    places = max(2, entry.decimals(metric, fp32=True))
     if math.isfinite(base.lo) and math.isfinite(base.hi):
         if base.lo <= fp32 <= base.hi:
             return ""
         ours = f"{base.value:.{places}f} {_interval(base.lo, base.hi, places)}"
     else:
-        if abs(base.value - fp32) <= 0.5 * 10.0 ** -_decimals(fp32) + 1e-12:
+        if abs(base.value - fp32) <= 0.5 * 10.0 ** -entry.decimals(metric, fp32=True) + 1e-12:
             return ""
         ours = f"{base.value:.{places}f}"
     theirs = f" ({entry.checkpoint})" if entry.checkpoint else ""

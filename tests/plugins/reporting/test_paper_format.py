@@ -292,3 +292,16 @@ def test_the_html_page_shows_the_section_when_the_suite_selects_the_format(tmp_p
         assert ("<h2>Published numbers beside ours</h2>" in page) is shown
         assert ("<td class='t' data-v='SQuant W6A6'>SQuant W6A6</td>" in page) is shown
         assert ("no model labelled &#x27;resnet18&#x27; in the run" in page) is shown
+
+
+def test_printed_precision_decides_equal_sizes(tmp_path: Path) -> None:
+    """A size is a count: equal when within half a unit of the paper's last printed digit. A value
+    written as text keeps the zeros YAML drops from a number ("5.30" is printed to 2 decimals)."""
+    folder = _run(tmp_path)
+    _values(folder, [_entry(reported={"ratio": 5.3}), _entry(method="zeros kept", reported={"ratio": "5.30"})])
+    entries = load_values(folder / "paper_values.yaml")[0]
+    assert [e.decimals("ratio") for e in entries] == [1, 2]
+    table, _, _ = paper_rows(_context(folder), entries)
+    verdicts = dict(zip(table["method"], table["verdict"], strict=True))  # measured 8 / 1.5 = 5.333
+    assert verdicts["SQuant W6A6"] == "equal to the paper's value at its printed precision"
+    assert verdicts["zeros kept"] == "above the paper's value by 0.03 (exact counts)"
