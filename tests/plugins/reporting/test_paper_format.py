@@ -305,3 +305,18 @@ def test_printed_precision_decides_equal_sizes(tmp_path: Path) -> None:
     verdicts = dict(zip(table["method"], table["verdict"], strict=True))  # measured 8 / 1.5 = 5.333
     assert verdicts["SQuant W6A6"] == "equal to the paper's value at its printed precision"
     assert verdicts["zeros kept"] == "above the paper's value by 0.03 (exact counts)"
+
+
+def test_each_matching_method_is_a_row_and_an_identity_cell_stands_in_for_the_dense_one(tmp_path: Path) -> None:
+    identity = _record("quantize(bits=32)", [("quantize", {"bits": 32})], 0.70, identity=True)
+    grid = [
+        _record(f"squant(bits=6, group={g})", [("squant", {"bits": 6, "activation_bits": 6, "group": g})], r)
+        for g, r in ((64, 0.69), (128, 0.66))
+    ]
+    folder = write_run(tmp_path / "run", [identity, *grid])
+    _values(folder, [_entry(fp32={"top1": 70.0})])
+    table, not_run, _ = paper_rows(_context(folder), load_values(folder / "paper_values.yaml")[0])
+    assert not_run.empty
+    assert list(table["ours"]) == ["squant(bits=6, group=128)", "squant(bits=6, group=64)"]
+    assert list(table["measured fp32"]) == pytest.approx([70.0, 70.0])  # no dense cell: the identity cell's
+    assert list(table["measured drop"]) == pytest.approx([-4.0, -1.0])
