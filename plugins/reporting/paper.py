@@ -1,4 +1,5 @@
-"""Published numbers beside ours: the ``paper`` report format (``paper.md`` and ``paper.json``).
+"""Published numbers beside ours: the ``paper`` report format (``paper.md`` and ``paper.json``, and a
+section of the HTML page when the suite's ``report.formats`` select ``paper``: :func:`html_section`).
 
 The values come from ``paper_values.yaml`` shipped next to this module (the Big2Small paper's tables
 as a second-hand summary gives them, and the published results of its data-free baselines, each
