@@ -13,7 +13,9 @@ Matching (explicit, our rule): an entry stands for the cells whose model label e
 
 * ``key: value``: every stage whose config has ``key`` has that value, and at least one stage has it;
 * ``stage.key: value``: the same, over the stages named ``stage`` only;
-* ``key: {not: value}``: as above, with any value but that one.
+* ``key: {not: value}``: as above, with any value but that one;
+* ``activations.key: value``: the suite's activations stage (the record's ``compressor.activations``)
+  holds it (``activations.bits: 6`` is the "A6" of W6A6); ``activations: null``: the cell has none.
 
 Numbers compare as numbers (6 equals 6.0; a bool is not a number), lists item by item. Every method
 (cells pooled over seeds) an entry matches gives its own row; an entry that matches none is listed
@@ -103,6 +105,8 @@ COLUMNS = [
 ]
 NOT_RUN_COLUMNS = ["table", "model", "method", "metrics", "paper", "missing", "source"]
 TITLE = "Published numbers beside ours"
+#: the match prefix of the suite's activations stage (``activations.bits: 6``; ``activations: null``: none)
+ACTIVATIONS = "activations"
 NOT_RUN_TITLE = "Not run"
 NOT_RUN_TEXT = "Published values no ok cell of this run stands for, with what is missing."
 
@@ -249,9 +253,19 @@ def _entry(origin: str, i: int, raw: Any) -> PaperValue:
     for key, value in match.items():
         if key == "compressors":
             continue
+        if key == ACTIVATIONS:
+            if match[key] is not None:
+                raise _fail(
+                    origin,
+                    f"{where}.match.{key}",
+                    f"{match[key]!r} is not null",
+                    "write `activations: null` (no activations stage) or `activations.KEY: VALUE`",
+                )
+            settings.append((key, None))
+            continue
         if not isinstance(key, str) or not _SETTING.fullmatch(key):
             raise _fail(origin, f"{where}.match.{key}", "not a setting name", "write KEY or STAGE.KEY")
-        if "." in key and key.split(".")[0] not in stages:
+        if "." in key and key.split(".")[0] not in (*stages, ACTIVATIONS):
             raise _fail(
                 origin, f"{where}.match.{key}", f"no stage {key.split('.')[0]!r} in {stages}", "name a stage of compressors"
             )
@@ -340,15 +354,26 @@ def _equal(have: Any, want: Any) -> bool:
     return type(have) is type(want) and have == want
 
 
-def match_problem(entry: PaperValue, stages: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why a cell with these pipeline stages (``[{name, config}]``) does not stand for ``entry``
-    (None: it does)."""
+def match_problem(
+    entry: PaperValue, stages: Sequence[Mapping[str, Any]], activations: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why a cell with these pipeline stages (``[{name, config}]``) and this activations stage (the
+    record's ``compressor.activations``, None without one) does not stand for ``entry`` (None: it does)."""
     names = [str(s.get("name")) for s in stages]
     if tuple(names) != entry.compressors:
         return f"its stages are [{', '.join(names)}]" if names else "it is the dense model"
     for key, want in entry.settings:
         stage, _, name = key.rpartition(".")
-        configs = [s.get("config") or {} for s in stages if not stage or s.get("name") == stage]
+        if key == ACTIVATIONS:  # `activations: null`: weights only
+            if activations is not None:
+                return f"it quantizes activations ({ACTIVATIONS}.bits={_text(activations.get('bits'))}; wanted none)"
+            continue
+        if stage == ACTIVATIONS:
+            if activations is None:
+                return "it has no activations stage (weights only)"
+            configs: list[Mapping[str, Any]] = [activations]
+        else:
+            configs = [s.get("config") or {} for s in stages if not stage or s.get("name") == stage]
         having = [c[name] for c in configs if name in c]
         if not having:
             return f"no stage has the setting {key!r}"
@@ -439,19 +464,25 @@ def _same(column: pd.Series, value: Any) -> pd.Series:
     return column == value
 
 
-def _stages(ctx: ReportContext, cell_id: str, cache: dict[str, list[dict[str, Any]] | None]) -> list[dict[str, Any]] | None:
-    """A cell's pipeline stages (``[{name, config, ...}]``) from its record; None when the record
-    cannot be read any more (it then matches nothing, rather than passing for the dense model)."""
+def _compressor(ctx: ReportContext, cell_id: str, cache: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """A cell's ``compressor`` entry (pipeline stages, activations stage) from its record; None when
+    the record cannot be read any more (it then matches nothing, rather than passing for the dense model)."""
     if cell_id not in cache:
         rec = read_record(cell_path(ctx.out_dir, cell_id))
-        cache[cell_id] = None if rec is None else list((rec.get("compressor") or {}).get("pipeline") or [])
+        cache[cell_id] = None if rec is None else dict(rec.get("compressor") or {})
     return cache[cell_id]
 
 
-def _problem(ctx: ReportContext, entry: PaperValue, cell_id: str, cache: dict[str, list[dict[str, Any]] | None]) -> str | None:
+def _stage_names(compressor: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(s.get("name")) for s in compressor.get("pipeline") or [])
+
+
+def _problem(ctx: ReportContext, entry: PaperValue, cell_id: str, cache: dict[str, dict[str, Any] | None]) -> str | None:
     """:func:`match_problem` for a cell of the run."""
-    stages = _stages(ctx, cell_id, cache)
-    return "its record cannot be read" if stages is None else match_problem(entry, stages)
+    found = _compressor(ctx, cell_id, cache)
+    if found is None:
+        return "its record cannot be read"
+    return match_problem(entry, list(found.get("pipeline") or []), found.get(ACTIVATIONS))
 
 
 def _row(
@@ -523,7 +554,7 @@ def _row(
     return out
 
 
-def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, list[dict[str, Any]] | None]) -> str:
+def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, dict[str, Any] | None]) -> str:
     """What keeps an entry from a row: no such model, no cell with its stages, other settings, failed cells."""
     frame = ctx.frame
     if frame.empty or "model" not in frame:
@@ -538,21 +569,19 @@ def _missing(ctx: ReportContext, entry: PaperValue, cache: dict[str, list[dict[s
     reasons: dict[str, int] = {}
     failed = []
     for _, c in cells.iterrows():
-        stages = _stages(ctx, str(c["cell_id"]), cache)
+        compressor = _compressor(ctx, str(c["cell_id"]), cache)
         problem = _problem(ctx, entry, str(c["cell_id"]), cache)
         if problem is None:
             keys = ("error_type", "error") if c["status"] == "error" else ("status_reason",)
             error = ": ".join(str(c.get(k)) for k in keys if isinstance(c.get(k), str) and c.get(k))
             failed.append(f"{c['method']} ({c['status']}{': ' + error if error else ''})")
-        elif stages is not None and tuple(s.get("name") for s in stages) == entry.compressors:
+        elif compressor is not None and _stage_names(compressor) == entry.compressors:
             reasons[problem] = reasons.get(problem, 0) + 1
     if failed:
         return "the matching cells did not succeed: " + "; ".join(sorted(set(failed)))
     if reasons:
-        found = "; ".join(sorted(reasons)[:3])
-        return (
-            f"no cell of {entry.model} with {entry.wanted()}: its {'[' + ', '.join(entry.compressors) + ']'} cells have {found}"
-        )
+        have = "; ".join(sorted(reasons)[:3])
+        return f"no cell of {entry.model} with {entry.wanted()}: its [{', '.join(entry.compressors)}] cells have {have}"
     return f"no cell of {entry.model} runs {entry.wanted()}"
 
 
@@ -561,7 +590,7 @@ def paper_rows(ctx: ReportContext, entries: Sequence[PaperValue]) -> tuple[pd.Da
     the notes on checkpoints that differ)."""
     methods = ctx.methods()
     metas = {m.name: m for m in ctx.metrics}
-    cache: dict[str, list[dict[str, Any]] | None] = {}
+    cache: dict[str, dict[str, Any] | None] = {}
     rows, not_run = [], []
     checkpoint_notes: dict[tuple[str, str], str] = {}
     for entry in entries:

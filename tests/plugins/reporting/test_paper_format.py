@@ -18,6 +18,7 @@ import yaml
 from b2s_bench_plugins.reporting.paper import SHIPPED, Not, load_values, match_problem, paper_rows
 from fake_records import make_record, outcomes, write_run
 
+from b2s_bench.calibration import ActivationSettings
 from b2s_bench.errors import UserError
 from b2s_bench.plugins import load_plugins
 from b2s_bench.reporting import ReportContext, write_report
@@ -40,7 +41,9 @@ def _record(
 
 
 def _values(folder: Path, entries: list[dict[str, Any]], shipped: bool = False) -> None:
-    (folder / "paper_values.yaml").write_text(yaml.safe_dump({"version": 1, "shipped": shipped, "values": entries}))
+    (folder / "paper_values.yaml").write_text(
+        yaml.safe_dump({"version": 1, "shipped": shipped, "values": entries}, sort_keys=False)
+    )
 
 
 def _entry(**kw: Any) -> dict[str, Any]:
@@ -106,6 +109,33 @@ def test_matching_rule() -> None:
     assert match_problem(_value(settings=(("skip", 1),)), [_stage("squant", skip=True)]) == "skip=true (wanted 1)"
     assert match_problem(_value(settings=(("ks", (3, 5)),)), [_stage("squant", ks=[3, 5])]) is None
     assert match_problem(_value(settings=(("ks", (3, 5)),)), [_stage("squant", ks=[3])]) is not None
+    # the suite's activations stage (the record's compressor.activations): activations.KEY, or null for none
+    w6a6 = _value(settings=(("bits", 6), ("activations.bits", 6)))
+    assert match_problem(w6a6, [_stage("squant", bits=6)], {"bits": 6, "ranges": "bn"}) is None
+    assert match_problem(w6a6, [_stage("squant", bits=6)], {"bits": 8}) == "activations.bits=8 (wanted 6)"
+    assert match_problem(w6a6, [_stage("squant", bits=6)], None) == "it has no activations stage (weights only)"
+    weights_only = _value(settings=(("activations", None),))
+    assert match_problem(weights_only, [_stage("squant")], None) is None
+    assert (
+        match_problem(weights_only, [_stage("squant")], {"bits": 6})
+        == "it quantizes activations (activations.bits=6; wanted none)"
+    )
+
+
+def test_the_activations_stage_is_read_from_the_records(tmp_path: Path) -> None:
+    a6 = _record("squant(bits=6) W6A6", [("squant", {"bits": 6})], 0.68)
+    a6["compressor"]["activations"] = {"bits": 6, "ranges": "bn"}
+    folder = write_run(
+        tmp_path / "run", [_record("dense", [], 0.70), a6, _record("squant(bits=6)", [("squant", {"bits": 6})], 0.69)]
+    )
+    w6a6 = {"compressors": ["squant"], "bits": 6, "activations.bits": 6}
+    _values(folder, [_entry(match=w6a6), _entry(method="W6A8", match={**w6a6, "activations.bits": 8})])
+    table, not_run, _ = paper_rows(_context(folder), load_values(folder / "paper_values.yaml")[0])
+    assert list(table["ours"]) == ["squant(bits=6) W6A6"]
+    assert list(not_run["missing"]) == [
+        "no cell of tiny:cnn with [squant] bits=6, activations.bits=8: its [squant] cells have activations.bits=6 "
+        "(wanted 8); it has no activations stage (weights only)"
+    ]
 
 
 def _run(tmp_path: Path, extra: list[dict[str, Any]] | None = None) -> Path:
@@ -232,6 +262,7 @@ def test_format_is_registered_and_writes_markdown_and_json(tmp_path: Path) -> No
         ({"match": {"compressors": ["squant"], "bits": {"gt": 4}}}, "values[0].match.bits: a mapping {'gt': 4} is no setting"),
         ({"fp32": {"top5": 90.0}}, "fp32: ['top5'] are not among the reported metrics ['top1']"),
         ({"colour": "red"}, "values[0].colour: unknown key"),
+        ({"match": {"compressors": ["squant"], "activations": 6}}, "values[0].match.activations: 6 is not null"),
     ],
 )
 def test_bad_entries_name_the_key_and_the_fix(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -273,9 +304,13 @@ def test_shipped_values_validate_and_every_entry_names_its_source() -> None:
     )
     # a setting a registered compressor is matched on is one of its config's fields
     compressors = {spec.name: spec for spec in load_plugins().compressors}
+    activations = {f.name for f in dataclasses.fields(ActivationSettings)}
     for e in entries:
         for key, _ in e.settings:
             stage, _, name = key.rpartition(".")
+            if stage == "activations":  # the suite's activations stage
+                assert name in activations, (e.method, key)
+                continue
             known = [compressors[s] for s in e.compressors if s in compressors and (not stage or s == stage)]
             fields = {f.name for spec in known for f in dataclasses.fields(spec.config)}
             assert not known or name in fields, (e.method, key)
