@@ -22,6 +22,7 @@ import pandas as pd
 from b2s_bench import write_atomic
 from b2s_bench.reporting import NOT_APPLICABLE_TITLE, ReportContext
 
+from .paper import html_section
 from .plots import figures
 from .writers import column_decimals, fmt, intro
 
@@ -203,6 +204,7 @@ def render_page(ctx: ReportContext) -> str:
             "<p class='note info'>Kept out of the tables above, rankings, fronts and verdicts.</p>",
             _table(skipped),
         ]
+    parts.append(html_section(ctx, _table))  # the published numbers, where the suite selects the paper format
     fails = ctx.failures()
     if not fails.empty:
         parts += ["<h2>Failed cells</h2>", _table(fails)]

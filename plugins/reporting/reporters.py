@@ -1,6 +1,6 @@
 """Leaderboard reporters: markdown, CSV, JSON (:mod:`.writers`), the HTML page (:mod:`.page`), the
-plots (:mod:`.plots`) and the terminal summary. The heavy modules load only when a report is
-written, so listing and resuming stay fast.
+plots (:mod:`.plots`), published numbers beside ours (:mod:`.paper`) and the terminal summary. The
+heavy modules load only when a report is written, so listing and resuming stay fast.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ REPORTERS = [
         _lazy("plots", "write_pareto"),
         "pareto.png (primary metric against stored size) and weights.png (weight error against bits "
         "per weight, with the Gaussian limit)",
+    ),
+    ReporterSpec(
+        "paper",
+        _lazy("paper", "write_paper"),
+        "paper.md and paper.json: published numbers (the Big2Small paper's tables, its baselines' papers) beside "
+        "the matching cells, with intervals, drops from each side's fp32 and verdicts; the rest as not run",
     ),
     ReporterSpec(
         "summary", write_summary, "summary.txt: per model the top methods by the primary metric, with ratio and 95 % CI"
