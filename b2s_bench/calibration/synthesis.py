@@ -26,9 +26,10 @@ batch statistics of the layer's input match the layer's running statistics. Two 
       L_BN(x) = Σ_ℓ (1/B) Σ_i w_iℓ Σ_c [max(|μ_iℓc − μ_ℓc^BN| − δ_ℓc, 0)² + max(|σ_iℓc − σ_ℓc^BN| − γ_ℓc, 0)²]
                 + (1/B) Σ_i Σ_c (μ_i0c² + (σ_i0c − 1)²)      (the input against N(0, 1), no slack).
 
-  The margins: the paper sets δ, γ per layer as a percentile of how far statistics deviate from the
-  BN ones, and the authors' code loads those per-layer values from files it does not ship; a
-  data-free row cannot measure real data, so ``slack_rule`` chooses ours: ``relative``
+  The margins: the authors' code uses one δ and one γ per layer, loaded from files it does not ship
+  (``m_n_perc/{m,n}.npy``, percentiles by their name; htqin/DSG issue 2 asks for them, unanswered),
+  so how they were measured cannot be checked, and a data-free row cannot measure real data;
+  ``slack_rule`` chooses ours: ``relative``
   (δ_ℓc = γ_ℓc = slack·σ_ℓc^BN, the margin in units of the channel's own spread) or ``absolute``
   (δ = γ = slack). A layer whose input has no spatial dims (BatchNorm1d on features) has no
   per-sample statistics: it gets the batch's, the same term for every sample.
