@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from b2s_bench_plugins.compressors.dsg import SPEC, DSGConfig, calibration_inputs, compress
 from b2s_bench_plugins.compressors.quantize import QuantizeConfig, UniformCode, quantize_tensor
+from helpers import run_cli
 
 import b2s_bench as b2s
 from b2s_bench import ConfigError, build_config
@@ -96,3 +100,30 @@ def test_dsg_contract_and_bad_settings() -> None:
         with pytest.raises(ConfigError) as err:
             build_config(DSGConfig, bad, owner="dsg")
         assert err.value.key == key, (bad, err.value)
+
+
+SUITE = """
+suite: dsg-wa
+models: [{name: tiny:cnn}]
+dataset: {name: random, n: 16}
+activations: {bits: 6, ranges: synthetic, samples: 8, synthetic_iterations: 2}
+compressors:
+  - name: dsg
+    bits: 6
+    samples: 6
+    batch_size: 6
+    iterations: 2
+metrics: [top1, bits]
+"""
+
+
+def test_a_suites_activations_stage_calibrates_a_dsg_row_on_dsg_samples(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli("run", str(write_suite(SUITE)), "--out", str(out), "-k", "dsg") == 0
+    recs = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    rec = next(r for r in recs if r["label"].startswith("dsg"))
+    assert rec["status"] == "ok", rec.get("error")
+    facts = rec["details"]["activations"]
+    # DSG's own 6 samples (calibration_inputs), not the stage's 8 ZeroQ inputs
+    assert facts["inputs"] == {"kind": "the method's own synthetic inputs", "samples": 6}
+    assert facts["bits"] == 6 and facts["quantized_inputs"] >= 1
