@@ -20,8 +20,8 @@ batch statistics of the layer's input match the layer's running statistics. Two 
   that pull in two ways. Slack Distribution Alignment (SDA): a deviation within a margin costs
   nothing, ``max(|μ_iℓ − μ_ℓ^BN| − δ_ℓ, 0)²`` (and the same for σ with γ_ℓ). Layerwise Sample
   Enhancement (LSE): sample i weights the term of BN layer ℓ by ``1 + emphasis·[ℓ = i mod L]``
-  (the paper's weight matrix I + 1 for emphasis 1, batch size = L layers; with more samples than
-  layers we cycle, a choice of ours, where the authors' code emphasises none past the L-th):
+  (the authors' code doubles sample i's term of layer i: weights I + 1, emphasis 1; with more samples than
+  layers we cycle, a choice of ours, where that code emphasises none past the L-th):
 
       L_BN(x) = Σ_ℓ (1/B) Σ_i w_iℓ Σ_c [max(|μ_iℓc − μ_ℓc^BN| − δ_ℓc, 0)² + max(|σ_iℓc − σ_ℓc^BN| − γ_ℓc, 0)²]
                 + (1/B) Σ_i Σ_c (μ_i0c² + (σ_i0c − 1)²)      (the input against N(0, 1), no slack).
@@ -105,7 +105,7 @@ class SynthesisConfig:
         slack_rule: "relative" (margin = slack × the channel's BN standard deviation) or "absolute"
             (margin = slack), for the means and the standard deviations alike.
         emphasis: DSG's LSE: the extra weight sample i puts on BN layer (i mod L) (bn_form "dsg";
-            the paper's I + 1 is emphasis 1; 0: none).
+            the authors' doubling, I + 1, is emphasis 1; 0: none).
         diversity_weight: weight of the inter-sample correlation penalty (0: none).
     """
 

@@ -41,9 +41,10 @@ SPEC = CompressorSpec(
     quick={"samples": 4, "batch_size": 4, "iterations": 3, "adaround_iterations": 5},
     description="DSG: per-channel affine weight quantization (RTN or AdaRound) calibrated on diverse "
     "BN-statistics samples (slack alignment, layer emphasis, inter-sample diversity)",
-    defaults_source="the paper (CVPR 2021, Sec. 4: slack, layer emphasis I+1) and the authors' code "
-    "(htqin/DSG, distill_data.py / uniform_test.py: batch 64, 500 steps, per-channel min/max weights); "
-    "ours: the slack of 0.1 BN std, the diversity weight, Adam's cosine schedule at ZeroQ's lr 0.5",
+    defaults_source="the authors' code (htqin/DSG, post_training_quantization/distill_data.py and uniform_test.py: "
+    "per-sample statistics, layer emphasis doubling sample i's term of layer i, batch 64 as its README, 500 steps, "
+    "per-channel min/max weights); ours: the slack of 0.1 BN std (its per-layer margin files are not shipped), "
+    "the diversity term's form and weight, Adam's cosine schedule at ZeroQ's lr 0.5",
     calibration_inputs=calibration_inputs,
 )
 

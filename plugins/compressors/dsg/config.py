@@ -30,7 +30,7 @@ class DSGConfig:
         lr: Adam's learning rate on the images (cosine decay; the authors' code: 0.9 with plateau decay).
         slack: SDA margin of the BN statistics match (0: every deviation costs, as ZeroQ).
         slack_rule: "relative" (margin = slack × the channel's BN standard deviation) or "absolute".
-        emphasis: LSE: the extra weight sample i puts on BN layer (i mod L) (paper: 1; 0: none).
+        emphasis: LSE: the extra weight sample i puts on BN layer (i mod L) (the authors' code: 1; 0: none).
         diversity_weight: weight of the inter-sample correlation penalty (journal version; 0: none).
         adaround_iterations / adaround_lr / adaround_lambda / adaround_batch: AdaRound's optimisation
             (rounding "adaround" only).

@@ -28,7 +28,7 @@ def test_dsg_is_registered_with_its_calibration_inputs_and_sources() -> None:
     spec = load_plugins().compressors.get("dsg")
     assert spec.family == "quantization" and spec.track_for(DSGConfig()) == "synthetic"
     assert spec.calibration_inputs is calibration_inputs
-    assert "paper" in spec.defaults_source and "ours" in spec.defaults_source
+    assert "authors' code" in spec.defaults_source and "ours" in spec.defaults_source
 
 
 def test_calibration_inputs_are_dsg_samples_of_the_input_shape() -> None:
