@@ -3,7 +3,8 @@ statistics say about a layer's input, and activation ranges (public face).
 
 - :mod:`~b2s_bench.calibration.synthesis`: :func:`synthesize` (ZeroQ's distilled data, DeepInversion-style
   priors, DSG's slack and diversity terms) with :class:`SynthesisConfig`, :data:`ZEROQ`,
-  :data:`DEEPINVERSION`, :func:`bn_loss`, :func:`bn_layers`;
+  :data:`DEEPINVERSION`, :data:`DSG`, :func:`bn_loss`, :func:`bn_layers`, :func:`slack_term`,
+  :func:`sample_similarity`;
 - :mod:`~b2s_bench.calibration.graph`: the Gaussian model of a BN-fed layer's input
   (:func:`bn_input_models`, :func:`bn_input_means`), :func:`bn_successors`, the bias-correction shifts
   (:func:`analytic_shift`, :func:`measured_shifts`), and capturing inputs (:func:`layer_inputs`,
@@ -25,7 +26,18 @@ from .._lazy import lazy_face
 _EXPORTS = {
     **{
         name: "synthesis"
-        for name in ("synthesize", "SynthesisConfig", "Synthesized", "ZEROQ", "DEEPINVERSION", "bn_loss", "bn_layers")
+        for name in (
+            "synthesize",
+            "SynthesisConfig",
+            "Synthesized",
+            "ZEROQ",
+            "DEEPINVERSION",
+            "DSG",
+            "bn_loss",
+            "bn_layers",
+            "slack_term",
+            "sample_similarity",
+        )
     },
     **{
         name: "graph"
@@ -61,4 +73,15 @@ if TYPE_CHECKING:
     from .ranges import activation_ranges, bn_activation_ranges, fake_quantize
     from .settings import RANGE_RULES, RANGE_SOURCES, ActivationSettings
     from .stage import apply_activations
-    from .synthesis import DEEPINVERSION, ZEROQ, SynthesisConfig, Synthesized, bn_layers, bn_loss, synthesize
+    from .synthesis import (
+        DEEPINVERSION,
+        DSG,
+        ZEROQ,
+        SynthesisConfig,
+        Synthesized,
+        bn_layers,
+        bn_loss,
+        sample_similarity,
+        slack_term,
+        synthesize,
+    )
