@@ -35,7 +35,7 @@ from b2s_bench import CompressorSpec
 from .codes import SQuantCode, SQuantNetwork
 from .compressor import compress, compress_tensor
 from .config import SQuantConfig
-from .rounding import case_stats, channel_flips, flip_sums, kernel_view, squant_codes, squant_round, squant_tensor
+from .rounding import case_stats, kernel_view, squant_codes, squant_round, squant_tensor
 
 __all__ = [
     "SPEC",
@@ -43,8 +43,6 @@ __all__ = [
     "SQuantCode",
     "SQuantNetwork",
     "kernel_view",
-    "flip_sums",
-    "channel_flips",
     "squant_round",
     "squant_codes",
     "squant_tensor",

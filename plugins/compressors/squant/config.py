@@ -29,7 +29,7 @@ class SQuantConfig:
         symmetric: symmetric grid (no zero point, signed codes) instead of the paper's affine one
             (min/max range, a b-bit zero point per channel).
         scale_bits: stored precision of the per-channel scales (16 or 32); the flips are decided on
-            the stored scale, so the codes are optimal for what decodes.
+            the stored scale, so the bounds hold for the weights that decode.
         skip_first / skip_last: keep the first / last conv or linear layer in fp32 (the paper
             quantizes every layer's weights).
     """

@@ -17,7 +17,8 @@ error grows to 1 − |e|, and the sum it belongs to moves by one step.
   Without SQuant-K, SQuant-C flips single codes of the whole channel instead (the paper's E&C ablation).
 
 Flips never leave the grid: a code at the grid's end is no candidate to move past it. Everything
-is vectorised over kernels and channels (sorts along one dimension and scatters; no Python loop).
+is vectorised over kernels and channels: no Python loop over them (a ``topk`` along one dimension
+and scatters, :func:`_top`).
 
 Layout (:func:`kernel_view`): a tensor of dimension ≥ 3 (conv) is (out, in, k·k…); a linear weight
 (out, in) is one kernel per row, (out, 1, in) — the authors' code treats it the same way (a row with
@@ -38,8 +39,6 @@ from .config import SQuantConfig
 
 __all__ = [
     "kernel_view",
-    "flip_sums",
-    "channel_flips",
     "squant_round",
     "grid_of",
     "squant_codes",
@@ -63,57 +62,58 @@ def kernel_view(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return dims[0], dims[1], per_kernel
 
 
-def _ranks(priority: torch.Tensor) -> torch.Tensor:
-    """Each entry's place along the last dimension when sorted by priority, highest first (ties keep
-    their order, so the result is deterministic)."""
-    order = torch.sort(priority, dim=-1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    positions = torch.arange(priority.shape[-1], device=priority.device).expand_as(order)
-    return ranks.scatter_(-1, order, positions)
+def _top(priority: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Mark, along the last dimension, the ``count`` entries of highest priority (``count``: one per
+    row, with a trailing 1). One ``topk`` of the largest count, not a full sort: counts are small (a
+    sum of rounding errors grows like the square root of the number of weights summed). Ties, which
+    real weights do not produce, go in ``topk``'s order."""
+    most = min(int(count.max()), priority.shape[-1]) if count.numel() else 0
+    chosen = torch.zeros(priority.shape, dtype=torch.bool, device=priority.device)
+    if most <= 0:
+        return chosen
+    index = priority.topk(most, dim=-1).indices
+    first = torch.arange(most, device=priority.device) < count
+    return chosen.scatter_(-1, index, first.expand(index.shape))
 
 
-def _movable(q: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """Whether each code may move by ``step`` (−1, 0 or +1) and stay on the grid."""
-    moved = q + step
-    return (moved >= qmin) & (moved <= qmax)
+def _in_grid(q: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    return (q >= qmin) & (q <= qmax)
 
 
-def flip_sums(x: torch.Tensor, q: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+def _flip_sums(x: torch.Tensor, q: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     """Flip codes of each row (the last dimension) until the row's summed error is within 0.5.
 
     A row whose errors sum to E flips the round(|E|) codes with the largest error of E's sign (the
-    ones that grow least); rows flip independently. Returns the new codes.
+    ones that grow least) that stay on the grid; rows flip independently. Returns the new codes.
     """
     e = q - x
     total = e.sum(dim=-1, keepdim=True)
     sign = torch.sign(total)
     step = -sign  # a flip moves the code against the sum's sign
-    candidate = (e * sign > 0) & _movable(q, step.expand_as(q), qmin, qmax)
-    priority = torch.where(candidate, e.abs(), torch.full_like(e, -1.0))
-    flip = candidate & (_ranks(priority) < torch.round(total.abs()))
+    candidate = (e * sign > 0) & _in_grid(q + step, qmin, qmax)
+    priority = torch.where(candidate, e.abs(), -1.0)
+    flip = candidate & _top(priority, torch.round(total.abs()))
     return q + flip.to(q.dtype) * step
 
 
-def channel_flips(x: torch.Tensor, q: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """SQuant-C after SQuant-K: ``x`` and ``q`` are (channels, kernels, weights per kernel).
+def _channel_flips(x: torch.Tensor, q: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """SQuant-C after SQuant-K; ``x`` and ``q`` are (channels, kernels, weights per kernel).
 
     Each kernel offers one flip against the sign of its sum r, on its code whose error most has r's
     sign (and only if that error has it: the code's |e| stays within 1); each channel whose kernel
     sums add up to R takes round(|R|) offers against R's sign, largest |e| first.
     """
     e = q - x
-    r = e.sum(dim=-1)  # (channels, kernels)
+    r = e.sum(dim=-1, keepdim=True)  # (channels, kernels, 1)
     sign = torch.sign(r)
     step = -sign
-    leaning = e * sign[..., None]  # > 0: the error has the kernel sum's sign
-    leaning = torch.where(_movable(q, step[..., None].expand_as(q), qmin, qmax), leaning, torch.full_like(leaning, -1.0))
-    best, where = leaning.max(dim=-1)  # each kernel's offer and its code
-    total = r.sum(dim=-1, keepdim=True)  # (channels, 1)
-    offered = (best > 0) & (sign == torch.sign(total))
-    priority = torch.where(offered, best, torch.full_like(best, -1.0))
-    take = offered & (_ranks(priority) < torch.round(total.abs()))
-    delta = torch.zeros_like(q).scatter_(-1, where[..., None], (take.to(q.dtype) * step)[..., None])
-    return q + delta
+    leaning = torch.where(_in_grid(q + step, qmin, qmax), e * sign, -1.0)  # > 0: the error has r's sign
+    best, where = leaning.max(dim=-1, keepdim=True)  # each kernel's offer and its code
+    total = r.sum(dim=1)  # (channels, 1)
+    offered = (best > 0) & (sign == torch.sign(total)[:, None])
+    priority = torch.where(offered, best, -1.0).squeeze(-1)  # (channels, kernels)
+    take = offered & _top(priority, torch.round(total.abs())).unsqueeze(-1)
+    return q.scatter_add(-1, where, take.to(q.dtype) * step)
 
 
 def squant_round(x: torch.Tensor, qmin: int, qmax: int, kernel_level: bool = True, channel_level: bool = True) -> torch.Tensor:
@@ -126,12 +126,13 @@ def squant_round(x: torch.Tensor, qmin: int, qmax: int, kernel_level: bool = Tru
         raise ValueError(f"squant_round takes (channels, kernels, weights per kernel), got shape {tuple(x.shape)}")
     q = torch.clamp(torch.round(x), qmin, qmax)
     if kernel_level:
-        q = flip_sums(x, q, qmin, qmax)
-        if channel_level:
-            q = channel_flips(x, q, qmin, qmax)
-    elif channel_level:
+        if x.shape[-1] > 1:  # a one-weight kernel's sum is its error, within 0.5 already (or clipped: no flip back)
+            q = _flip_sums(x, q, qmin, qmax)
+        if channel_level and x.shape[1] > 1:  # one kernel a channel (linear, depthwise): done by SQuant-K
+            q = _channel_flips(x, q, qmin, qmax)
+    elif channel_level:  # SQuant-E&C: the whole channel is the unit
         channels = x.shape[0]
-        q = flip_sums(x.reshape(channels, -1), q.reshape(channels, -1), qmin, qmax).reshape(x.shape)
+        q = _flip_sums(x.reshape(channels, -1), q.reshape(channels, -1), qmin, qmax).reshape(x.shape)
     return q
 
 

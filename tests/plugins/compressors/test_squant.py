@@ -15,8 +15,6 @@ from b2s_bench_plugins.compressors.squant import (
     SPEC,
     SQuantCode,
     SQuantConfig,
-    channel_flips,
-    flip_sums,
     kernel_view,
     squant_codes,
     squant_round,
@@ -104,24 +102,25 @@ def test_element_level_alone_is_round_to_nearest_on_quantizes_grid(bits: int, sy
     assert squant_tensor(w, config).bits() == theirs.bits()  # same grid, same storage, same bits
 
 
+def kernel_only(x: torch.Tensor, qmax: int = 15) -> list:
+    """SQuant-E&K's codes of one kernel ``x`` (in grid units, on the grid 0..qmax)."""
+    return squant_round(x.reshape(1, 1, -1), 0, qmax, channel_level=False).reshape(-1).tolist()
+
+
 def test_a_kernel_flips_its_largest_errors_toward_the_other_grid_point() -> None:
     # errors q - x: [-0.4, -0.3, -0.35, -0.2], sum -1.25: one flip up, of the largest |e| (the first code)
-    x = torch.tensor([[0.4, 1.3, 2.35, 3.2]])
-    q = flip_sums(x, torch.round(x), 0, 15)
-    assert q.tolist() == [[1.0, 1.0, 2.0, 3.0]]
+    assert kernel_only(torch.tensor([0.4, 1.3, 2.35, 3.2])) == [1.0, 1.0, 2.0, 3.0]
     # errors [0.4, 0.45, 0.3, 0.42, 0.35], sum +1.92: round(1.92) = 2 flips down, of the two largest
-    x = torch.tensor([[0.6, 1.55, 2.7, 3.58, 4.65]])
-    assert flip_sums(x, torch.round(x), 0, 15).tolist() == [[1.0, 1.0, 3.0, 3.0, 5.0]]
+    assert kernel_only(torch.tensor([0.6, 1.55, 2.7, 3.58, 4.65])) == [1.0, 1.0, 3.0, 3.0, 5.0]
+    # sum -0.45: within 0.5 already, no flip
+    assert kernel_only(torch.tensor([0.3, 1.15, 2.0])) == [0.0, 1.0, 2.0]
 
 
 def test_flips_never_leave_the_grid() -> None:
     # 2-bit grid 0..3: the first two codes sit at 3 with negative errors (x clipped); only the third may go up
-    x = torch.tensor([[3.4, 3.45, 0.3]])
-    q = flip_sums(x, torch.clamp(torch.round(x), 0, 3), 0, 3)
-    assert q.tolist() == [[3.0, 3.0, 1.0]]
+    assert kernel_only(torch.tensor([3.4, 3.45, 0.3]), qmax=3) == [3.0, 3.0, 1.0]
     # at the lower end: no code below 0
-    x = torch.tensor([[-0.45, -0.4, 2.7]])
-    assert flip_sums(x, torch.clamp(torch.round(x), 0, 3), 0, 3).tolist() == [[0.0, 0.0, 2.0]]
+    assert kernel_only(torch.tensor([-0.45, -0.4, 2.7]), qmax=3) == [0.0, 0.0, 2.0]
 
 
 def test_a_channel_flips_the_kernels_whose_candidate_has_the_largest_error() -> None:
@@ -133,10 +132,10 @@ def test_a_channel_flips_the_kernels_whose_candidate_has_the_largest_error() -> 
     assert abs(float((q - x).sum())) <= 0.5
     # a kernel that overshot in SQuant-K offers to undo its flip: sums +0.6 (one flip: -0.4) and -0.45
     x = torch.tensor([[[0.65, 0.75, 2.0], [0.35, 1.1, 2.0]]])  # errors [0.35, 0.25, 0] and [-0.35, -0.1, 0]
-    k = flip_sums(x, torch.round(x), 0, 15)
+    k = squant_round(x, 0, 15, channel_level=False)
     assert k.tolist() == [[[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]]  # kernel 0: 0.65 -> 0 (error -0.65)
     # channel sum -0.4 - 0.45 = -0.85: one up flip; kernel 0 undoes its flip (|e| 0.65 beats 0.35)
-    assert channel_flips(x, k, 0, 15).tolist() == [[[1.0, 1.0, 2.0], [0.0, 1.0, 2.0]]]
+    assert squant_round(x, 0, 15).tolist() == [[[1.0, 1.0, 2.0], [0.0, 1.0, 2.0]]]
 
 
 def test_kernel_layout() -> None:
