@@ -5,6 +5,8 @@ are exact, and the code works as a later pipeline stage and under the entropy st
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from b2s_bench_plugins.compressors.squant import (
     squant_round,
     squant_tensor,
 )
+from helpers import run_cli
 
 import b2s_bench as b2s
 from b2s_bench.compression.codes import NestedCode
@@ -206,3 +209,32 @@ def test_bad_settings_name_the_key(settings: dict, key: str) -> None:
     with pytest.raises(b2s.ConfigError) as err:
         b2s.build_config(SQuantConfig, settings, owner="squant")
     assert key in str(err.value)
+
+
+def test_a_suite_runs_squant_alone_in_ablation_and_after_prune(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite = write_suite("""
+        suite: squant
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - {name: squant}
+          - {name: squant, settings: {kernel_level: false, channel_level: false}}
+          - pipeline: [{name: prune, sparsity: 0.5}, {name: squant, bits: 6}]
+        metrics: [bits, agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)  # the dense reference too
+    stages = {tuple((s["name"], s["config"].get("kernel_level")) for s in r["compressor"]["pipeline"]): r for r in records}
+    full, rtn = stages[(("squant", True),)], stages[(("squant", False),)]
+    assert full["details"]["case"]["squant"]["max_channel_ase"] <= 0.5 + EPS
+    assert rtn["details"]["case"]["squant"] == rtn["details"]["case"]["round_to_nearest"]  # SQuant-E: no flip
+    # half the weights kept, at 6 bits, and their bitmask: about (0.5·6 + 1)/32 of the dense layers' bits
+    assert stages[(("prune", None), ("squant", True))]["size"]["total_bits"] < stages[()]["size"]["total_bits"] / 4
+    loaded = b2s.Compressed.load(
+        str(out / "artifacts" / full["cell_id"]), tiny_model(0), b2s.execution.load_plugins().code_types()
+    )
+    assert loaded.size().total_bits == full["size"]["total_bits"]
+    reference = SPEC.compress(tiny_model(0), SQuantConfig(), tiny_context(0)).state_dict()
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in reference.items())
