@@ -154,6 +154,10 @@ def squant_codes(w: torch.Tensor, config: SQuantConfig) -> tuple[torch.Tensor, t
     weights per kernel), and the per-channel grid."""
     if w.numel() == 0:
         raise ValueError(f"squant cannot quantize an empty tensor (shape {tuple(w.shape)})")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(
+            f"squant cannot quantize a tensor with NaN or infinite values (shape {tuple(w.shape)}); fix the weights first"
+        )
     x, scale, zero = grid_of(w, config)
     qmin, qmax = grid_range(config.bits, config.symmetric)
     return x, squant_round(x, qmin, qmax, config.kernel_level, config.channel_level), scale, zero

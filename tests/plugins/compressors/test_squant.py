@@ -141,6 +141,15 @@ def test_a_channel_flips_the_kernels_whose_candidate_has_the_largest_error() -> 
     assert squant_round(x, 0, 15).tolist() == [[[1.0, 1.0, 2.0], [0.0, 1.0, 2.0]]]
 
 
+def test_empty_and_non_finite_tensors_are_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        squant_tensor(torch.zeros(0, 3), SQuantConfig())
+    with pytest.raises(ValueError, match="NaN"):
+        squant_tensor(torch.tensor([[1.0, float("nan")]]), SQuantConfig())
+    zeros = squant_tensor(torch.zeros(4, 2, 3, 3), SQuantConfig())  # an all-zero channel decodes to zeros
+    assert float(zeros.decode().abs().max()) == 0.0
+
+
 def test_kernel_layout() -> None:
     assert kernel_view((64, 32, 3, 3)) == (64, 32, 9)
     assert kernel_view((64, 1, 5, 5)) == (64, 1, 25)  # depthwise: the kernel is the channel
