@@ -13,9 +13,12 @@ row is one kernel (a tensor below 2-D one kernel); the affine range always inclu
 zero point is a b-bit code (the authors' raw min/max differs only for a channel of one sign); flips
 are decided on the stored scale (``scale_bits``).
 
-Activations are not this compressor's job: the suite-level ``activations:`` stage quantizes them for
-every compressor, with SQuant's rules by default (per tensor, a BN-based range, the first layer's
-input unquantized, the last layer's input at 8 bits).
+Activations are not this compressor's job: a suite's ``activations:`` stage
+(:mod:`b2s_bench.calibration`) quantizes the layer inputs of every compressor, by default with
+SQuant's rules (per tensor, data-free ranges from the BatchNorm statistics, the first layer's input
+at full precision, the last layer's at 8 bits; the range within the BN model is the stage's
+``rule``, not SQuant's multiple of the BN's σ). SQuant at W4A4 is ``{name: squant, bits: 4}`` with
+``activations: {bits: 4}``.
 
 Bits: N·b for the codes, a scale (``scale_bits``) per output channel and, when affine, a b-bit zero
 point per channel, plus the header ``b2s.header_bits(meta())``: quantize's per-channel UniformCode,

@@ -220,7 +220,7 @@ def test_bad_settings_name_the_key(settings: dict, key: str) -> None:
     assert key in str(err.value)
 
 
-def test_a_suite_runs_squant_alone_in_ablation_and_after_prune(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_suite_runs_squant_alone_in_ablation_after_prune_and_at_w4a4(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     suite = write_suite("""
         suite: squant
         models: [tiny:cnn]
@@ -229,18 +229,22 @@ def test_a_suite_runs_squant_alone_in_ablation_and_after_prune(write_suite: Call
           - {name: squant}
           - {name: squant, settings: {kernel_level: false, channel_level: false}}
           - pipeline: [{name: prune, sparsity: 0.5}, {name: squant, bits: 6}]
+          - {name: squant, bits: 4, activations: {bits: 4, samples: 8, synthetic_iterations: 2}}
         metrics: [bits, agreement]
         """)
     out = tmp_path / "run"
     assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
-    records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
-    assert len(records) == 4 and all(r["status"] == "ok" for r in records)  # the dense reference too
-    stages = {tuple((s["name"], s["config"].get("kernel_level")) for s in r["compressor"]["pipeline"]): r for r in records}
-    full, rtn = stages[(("squant", True),)], stages[(("squant", False),)]
+    records = {r["label"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert all(r["status"] == "ok" for r in records.values()), {k: r["error"] for k, r in records.items()}
+    assert len(records) == 5, sorted(records)  # the dense reference too
+    full = records["squant"]
+    rtn = records["squant(kernel_level=False, channel_level=False)"]
     assert full["details"]["case"]["squant"]["max_channel_ase"] <= 0.5 + EPS
     assert rtn["details"]["case"]["squant"] == rtn["details"]["case"]["round_to_nearest"]  # SQuant-E: no flip
     # half the weights kept, at 6 bits, and their bitmask: about (0.5·6 + 1)/32 of the dense layers' bits
-    assert stages[(("prune", None), ("squant", True))]["size"]["total_bits"] < stages[()]["size"]["total_bits"] / 4
+    assert records["prune(sparsity=0.5) > squant(bits=6)"]["size"]["total_bits"] < records["dense"]["size"]["total_bits"] / 4
+    w4a4 = records["squant(bits=4) W4A4"]
+    assert w4a4["details"]["activations"]["bits"] == 4  # the suite's activations stage ran on SQuant's weights
     loaded = b2s.Compressed.load(
         str(out / "artifacts" / full["cell_id"]), tiny_model(0), b2s.execution.load_plugins().code_types()
     )
