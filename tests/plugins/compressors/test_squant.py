@@ -141,6 +141,61 @@ def test_a_channel_flips_the_kernels_whose_candidate_has_the_largest_error() -> 
     assert squant_round(x, 0, 15).tolist() == [[[1.0, 1.0, 2.0], [0.0, 1.0, 2.0]]]
 
 
+def _flip_unit(x: list[float], q: list[float], qmin: int, qmax: int) -> None:
+    """The flip rule on one unit, element by element: round(|E|) codes, largest |e| of E's sign first."""
+    e = [qi - xi for qi, xi in zip(q, x)]
+    total = sum(e)
+    step = -1.0 if total > 0 else 1.0
+    candidates = [i for i in range(len(e)) if e[i] * total > 0 and qmin <= q[i] + step <= qmax]
+    for i in sorted(candidates, key=lambda i: -abs(e[i]))[: round(abs(total))]:
+        q[i] += step
+
+
+def reference(x: torch.Tensor, qmin: int, qmax: int, kernel_level: bool, channel_level: bool) -> torch.Tensor:
+    """SQuant written as loops over channels and kernels (python floats), to check the vectorised one."""
+    channels, kernels, _ = x.shape
+    xs = x.double().tolist()
+    q = [[[min(max(float(round(v)), qmin), qmax) for v in kernel] for kernel in channel] for channel in xs]
+    for c in range(channels):
+        if kernel_level:
+            for k in range(kernels):
+                _flip_unit(xs[c][k], q[c][k], qmin, qmax)
+            if channel_level:
+                sums = [sum(qi - xi for qi, xi in zip(q[c][k], xs[c][k])) for k in range(kernels)]
+                total = sum(sums)
+                step = -1.0 if total > 0 else 1.0
+                offers = []
+                for k in range(kernels):
+                    if sums[k] * total <= 0:
+                        continue
+                    sign = 1.0 if sums[k] > 0 else -1.0
+                    leaning = [
+                        ((q[c][k][i] - xs[c][k][i]) * sign, i) for i in range(len(xs[c][k])) if qmin <= q[c][k][i] + step <= qmax
+                    ]
+                    best = max(leaning, default=(0.0, 0))
+                    if best[0] > 0:
+                        offers.append((best[0], k, best[1]))
+                for _, k, i in sorted(offers, reverse=True)[: round(abs(total))]:
+                    q[c][k][i] += step
+        elif channel_level:
+            flat_x = [v for kernel in xs[c] for v in kernel]
+            flat_q = [v for kernel in q[c] for v in kernel]
+            _flip_unit(flat_x, flat_q, qmin, qmax)
+            q[c] = [flat_q[k * len(xs[c][0]) : (k + 1) * len(xs[c][0])] for k in range(kernels)]
+    return torch.tensor(q, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 3, 3), (4, 7, 2, 2), (5, 12), (3, 4, 1, 1)], ids=str)
+@pytest.mark.parametrize("levels", [(True, True), (True, False), (False, True), (False, False)], ids=str)
+@pytest.mark.parametrize(("bits", "symmetric"), GRIDS)
+def test_the_vectorised_flips_equal_the_rule_written_as_loops(shape: tuple, levels: tuple, bits: int, symmetric: bool) -> None:
+    w = weights(shape, seed=5)
+    config = SQuantConfig(bits=bits, symmetric=symmetric, kernel_level=levels[0], channel_level=levels[1])
+    x, q, _, _ = squant_codes(w, config)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    assert torch.equal(q, reference(x, lo, hi, *levels))
+
+
 def test_empty_and_non_finite_tensors_are_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         squant_tensor(torch.zeros(0, 3), SQuantConfig())
