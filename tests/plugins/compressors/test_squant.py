@@ -1,7 +1,8 @@
 """squant: the flips bound the summed rounding errors as SQuant's levels promise (kernels within 0.5
 with SQuant-K, channels within 0.5 with SQuant-C, kernels then within 1), SQuant-K never leaves a
-kernel's summed error above round-to-nearest's, flips follow the rule and stay on the grid, the bits
-are exact, and the code works as a later pipeline stage and under the entropy stage."""
+kernel's summed error above round-to-nearest's, flips follow the rule (by hand, and against the rule
+written as loops) and stay on the grid, the bits are exact, and the code works as a later pipeline
+stage, under the entropy stage, in a suite and with the suite's activations stage."""
 
 from __future__ import annotations
 
