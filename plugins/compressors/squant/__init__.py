@@ -8,7 +8,8 @@ kernel, output channel: SQuant-E, -K, -C; :mod:`.rounding`), with no data and no
 
 Faithful: the grid, the flip rule (round(|sum|) flips, the largest errors first) and its progressive
 composition, SQuant-C's one flip per kernel ordered by the flipped code's error, the ablation
-switches. Our choices (documented where they are made, settings where they can be): a linear layer's
+switches; the codes equal the authors' code's on random conv and linear weights (see
+:mod:`.rounding`). Our choices (documented where they are made, settings where they can be): a linear layer's
 row is one kernel (a tensor below 2-D one kernel); the affine range always includes 0, so that its
 zero point is a b-bit code (the authors' raw min/max differs only for a channel of one sign); flips
 are decided on the stored scale (``scale_bits``).

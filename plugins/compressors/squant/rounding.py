@@ -21,9 +21,14 @@ is vectorised over kernels and channels: no Python loop over them (a ``topk`` al
 and scatters, :func:`_top`).
 
 Layout (:func:`kernel_view`): a tensor of dimension ≥ 3 (conv) is (out, in, k·k…); a linear weight
-(out, in) is one kernel per row, (out, 1, in) — the authors' code treats it the same way (a row with
-no kernel dimension is flipped as one unit at the channel level); a 0-D or 1-D tensor is one channel
-of one kernel.
+(out, in) is one kernel per row, (out, 1, in) (our choice: the authors' code sees no kernel dimension
+there and flips the row at the channel level, the same codes with both levels on, but it leaves a
+linear layer at round-to-nearest under SQuant-K alone); a 0-D or 1-D tensor is one channel of one
+kernel.
+
+Checked against the authors' code (clevercool/SQuant at 9cc77fc, its PyTorch path, run apart from
+this project) on random conv (3×3, 5×5, 1×1, depthwise) and linear weights at 3, 4 and 6 bits, each
+channel spanning 0: the same codes for E, E&K, E&C and E&K&C, except E&K on linear layers as above.
 """
 
 from __future__ import annotations
