@@ -1,16 +1,17 @@
 """SQuant (Guo et al., ICLR 2022, arXiv 2202.07471): data-free weight quantization that rounds by
-flipping, approximating the diagonal Hessian with the CASE objective.
+flipping, minimising CASE (Constrained Absolute Sum of Error), the paper's data-free stand-in for the
+Hessian-weighted error, decomposed into element, kernel and output-channel terms.
 
-Per output channel, a uniform grid over the weights' min/max range (affine, as the paper and the
-authors' README; symmetric by setting). Instead of rounding each weight to nearest, SQuant flips
+Per output channel, a uniform grid over the weights' min/max range (affine, as the authors' README
+and code; symmetric by setting). Instead of rounding each weight to nearest, SQuant flips
 codes to the other grid point so that summed rounding errors are small at three levels (element,
 kernel, output channel: SQuant-E, -K, -C; :mod:`.rounding`), with no data and no gradient.
 
 Faithful: the grid, the flip rule (round(|sum|) flips, the largest errors first) and its progressive
 composition, SQuant-C's one flip per kernel ordered by the flipped code's error, the ablation
 switches; the codes equal the authors' code's on random conv and linear weights (see
-:mod:`.rounding`). Our choices (documented where they are made, settings where they can be): a linear layer's
-row is one kernel (a tensor below 2-D one kernel); the affine range always includes 0, so that its
+:mod:`.rounding`). Our choices (documented where they are made, settings where they can be): a linear
+layer's row is one kernel (a tensor below 2-D one kernel); the affine range always includes 0, so that its
 zero point is a b-bit code (the authors' raw min/max differs only for a channel of one sign); flips
 are decided on the stored scale (``scale_bits``).
 
