@@ -13,9 +13,9 @@ __all__ = ["SQuantConfig"]
 class SQuantConfig:
     """Settings of ``squant`` (weights only: activations are the suite's ``activations:`` stage).
 
-    The defaults are the paper's headline setting (Guo et al., ICLR 2022: 4-bit weights, the abstract's
-    and Table 1's first rows; SQuant-E, -K and -C together) and the authors' README and code for the
-    grid (per output channel, affine, the min/max range only), fp32 scales and every conv and linear
+    The defaults are the paper's headline setting (Guo et al., ICLR 2022: 4-bit weights, the setting its
+    abstract reports; SQuant-E, -K and -C together; it also reports 6 and 8 bits) and the authors'
+    README and code for the grid (per output channel, affine, the min/max range only), fp32 scales and every conv and linear
     layer quantized.
 
     Attributes:
