@@ -1,101 +1,87 @@
-"""Paper baselines on ImageNet-sized models: compress time (and, for the synthetic-data methods, the
-synthesis time) next to ``quantize`` in the same process.
+"""Compress time of the paper baselines against ``quantize`` at the same bits, in the same process.
 
-    python benchmarks/bench_paper_baselines.py [--device cpu|cuda] [--samples 4] [--iterations 3]
+    python benchmarks/bench_paper_baselines.py [--repeats 3] [--threads 1] [--only NAME ...]
 
-Models: random-init EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) and torchvision ResNet-18
-(times do not depend on the weights; a random-init BN has running mean 0 and variance 1). Sample
-and step counts are small on a CPU and printed with every row; the papers' are 64 samples and 500
-steps, so a full synthesis costs about (64/samples)·(500/iterations) times the printed one.
+One row per (baseline, model): the baseline's compress seconds (best of ``--repeats``) and its ratio
+to ``quantize``'s on the same model, at the same bits and on the same grid where the baseline has one
+(SQuant: per output channel, affine, min/max; the ratio is then what the flips cost over
+round-to-nearest). Models, random init, nothing downloaded: EfficientNet-Lite0
+(``timm.create_model("tf_efficientnet_lite0")``) and ResNet-18 (``torchvision.models.resnet18()``).
+To add a baseline, add a row to ``RUNS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from b2s_bench import Context, build_config
-from b2s_bench.calibration import ZEROQ, synthesize
+from b2s_bench import Context
+from b2s_bench.config import build_config
 from b2s_bench.plugins import load_plugins
 
+#: (baseline, its settings, quantize's settings at the same bits)
+RUNS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("squant", {"bits": 4}, {"bits": 4, "granularity": "channel", "symmetric": False}),
+    ("squant", {"bits": 8}, {"bits": 8, "granularity": "channel", "symmetric": False}),
+    # DSG's weights are quantize's grid: its cost is the synthesis (benchmarks/bench_synthesis.py)
+    ("dsg", {"bits": 4}, {"bits": 4, "granularity": "channel", "symmetric": False}),
+]
 
-def models() -> dict[str, Callable[[], nn.Module]]:
-    """The benchmark models, random-init, by name (built on demand)."""
+
+def lite0() -> nn.Module:
     import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def resnet18() -> nn.Module:
     import torchvision
 
-    return {
-        "EfficientNet-Lite0": lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False),
-        "ResNet-18": lambda: torchvision.models.resnet18(weights=None),
-    }
+    return torchvision.models.resnet18()
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+MODELS: dict[str, Callable[[], nn.Module]] = {"EfficientNet-Lite0": lite0, "ResNet-18": resnet18}
 
 
-def _dsg_row(name: str, model: nn.Module, device: torch.device, samples: int, iterations: int, bits: int) -> dict[str, Any]:
-    plugins = load_plugins()
-    dsg, quantize = plugins.compressors.get("dsg"), plugins.compressors.get("quantize")
-    assert dsg.calibration_inputs is not None
-    ctx = Context(device=device, input_shape=(3, 224, 224), num_classes=1000)
-    qcfg = build_config(quantize.config, {"bits": bits, "granularity": "channel", "symmetric": False}, owner="quantize")
-    synthesis = {"samples": samples, "batch_size": samples, "iterations": iterations}
-    dcfg = build_config(dsg.config, {"bits": bits, **synthesis}, owner="dsg")
-    quantize.compress(model, qcfg, ctx)  # warm-up: the first call pays for allocations
-    q, q_s = _timed(partial(quantize.compress, model, qcfg, ctx))
-    d, d_s = _timed(partial(dsg.compress, model, dcfg, ctx))
-    images, dsg_syn = _timed(partial(dsg.calibration_inputs, model, dcfg, ctx))
-    zero, zq_syn = _timed(partial(synthesize, model, dataclasses.replace(ZEROQ, **synthesis), ctx))
-    return {
-        "model": name,
-        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "quantize_s": q_s,
-        "dsg_s": d_s,
-        "dsg_synthesis_s": dsg_syn,
-        "zeroq_synthesis_s": zq_syn,
-        "samples": int(images.shape[0]),
-        "iterations": iterations,
-        "same_weights_as_quantize": all(torch.equal(d.codes[k].decode(), q.codes[k].decode()) for k in q.codes),
-        "bits_ratio": d.size().total_bits / q.size().total_bits,
-        "zeroq_bn_loss": (zero.bn_loss_start, zero.bn_loss_end),
-    }
-
-
-def dsg_rows(device: torch.device, samples: int = 4, iterations: int = 3, bits: int = 4) -> list[dict[str, Any]]:
-    """DSG against quantize (the same per-channel affine min/max grid) on each model: compress seconds,
-    and the seconds to synthesize ``samples`` images in ``iterations`` steps with DSG's terms
-    (``calibration_inputs``) and with ZeroQ's (what an activations stage synthesizes otherwise)."""
-    return [_dsg_row(name, build().to(device).eval(), device, samples, iterations, bits) for name, build in models().items()]
+def seconds(name: str, settings: dict[str, Any], model: nn.Module, ctx: Context, repeats: int) -> float:
+    """The best of ``repeats`` compress times (each on a fresh copy of the model)."""
+    spec = load_plugins().compressors.get(name)
+    config = build_config(spec.config, settings, owner=name)
+    best = float("inf")
+    for _ in range(repeats):
+        work = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        spec.compress(work, config, ctx)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, help="baseline names to run")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    print(f"on {device}, {torch.get_num_threads()} threads; W4 per-channel affine min/max")
-    print(f"synthesis (DSG and ZeroQ alike): {args.samples} samples x {args.iterations} steps at 224 x 224")
-    print(
-        f"{'model':20s} {'params M':>8s} {'quantize s':>10s} {'dsg s':>7s} {'DSG synth s':>11s} {'ZeroQ synth s':>13s} "
-        f"{'same W':>6s} {'bits dsg/q':>10s}"
-    )
-    for r in dsg_rows(device, args.samples, args.iterations):
-        print(
-            f"{r['model']:20s} {r['params_M']:8.2f} {r['quantize_s']:10.3f} {r['dsg_s']:7.3f} {r['dsg_synthesis_s']:11.2f} "
-            f"{r['zeroq_synthesis_s']:13.2f} {str(r['same_weights_as_quantize']):>6s} {r['bits_ratio']:10.4f}"
-        )
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ctx = Context(device=torch.device("cpu"), input_shape=(3, 224, 224), num_classes=1000)
+    print(f"CPU, {torch.get_num_threads()} thread(s), best of {args.repeats}; ratio = baseline s / quantize s")
+    print(f"{'compressor':30s} {'model':20s} {'compress s':>10s} {'quantize s':>10s} {'ratio':>6s}")
+    for model_name, build in MODELS.items():
+        model = build().eval()
+        for name, settings, reference in RUNS:
+            if args.only and name not in args.only:
+                continue
+            ours = seconds(name, settings, model, ctx, args.repeats)
+            theirs = seconds("quantize", reference, model, ctx, args.repeats)
+            label = f"{name} {settings}"
+            print(f"{label:30s} {model_name:20s} {ours:10.3f} {theirs:10.3f} {ours / theirs:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
