@@ -63,6 +63,10 @@ SPEC = CompressorSpec(
     identity={"bits": 32},
     version="4",  # 4: range (default "full", torchao's symmetric grid; 3 was "restricted"); 3: header_bits(meta())
     quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16, "synthetic_iterations": 20},
+    defaults_source=(
+        "ours: 8-bit per-channel symmetric round-to-nearest, data-free; the grid is torchao's weight-only "
+        "convention (range: full, zero point 0, round half to even)"
+    ),
     description="uniform quantization of conv/linear weights (tensor/channel/group, sym/affine, RTN or "
     "AdaRound), DFQ bias correction, activation ranges from synthetic or real data",
 )
