@@ -99,6 +99,7 @@ def _compressor(spec: Any, plugins: Plugins) -> list[str]:
         f"plugin: {plugins.compressors.origin(spec.name)}",
         f"can follow another stage in a pipeline: {follows}; identity settings: {identity}"
         + ("; benefits from a GPU" if spec.uses_gpu else ""),
+        *([f"defaults from: {spec.defaults_source}"] if spec.defaults_source else []),
         *_settings(spec.config),
     ]
 

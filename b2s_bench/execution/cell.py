@@ -42,7 +42,7 @@ from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
 from ..compression.contract import check_storage
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
-from ..config import config_to_dict
+from ..config import _default, _plain, config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
 from ..metrics import Evaluation, NotApplicable, run_model
@@ -50,10 +50,19 @@ from ..plugins import Plugins
 from ..sources import LoadedData, LoadedModel, ModelRequest
 from ..store.folder import OwnedLock, RunStore
 from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
-from ..suites.cells import Cell
+from ..suites.cells import Cell, Stage
 from ..suites.load import Suite
 
-__all__ = ["CellRunner", "NonFiniteError", "seed_everything", "utc_now", "DATA_TRACKS", "apply_stage", "stages"]
+__all__ = [
+    "CellRunner",
+    "NonFiniteError",
+    "seed_everything",
+    "utc_now",
+    "DATA_TRACKS",
+    "apply_stage",
+    "stages",
+    "operating_point",
+]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
 #: errors only writing can meet (EACCES can be a read's too, a cell's own fault): never a cell's error
@@ -86,6 +95,31 @@ def utc_now() -> str:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def operating_point(spec: CompressorSpec, stage: Stage) -> dict[str, Any]:
+    """Where a stage ran against its compressor's defaults, for its record's pipeline entry.
+
+    ``defaults_source`` (the spec's: the paper, the authors' code, ours), ``changed`` (the settings the
+    suite gave whose value differs from the config's default, sorted), ``budget`` (those among them
+    that only set a time budget: the spec's ``quick`` keys and the suite's ``device_settings``) and
+    ``at_defaults`` (nothing changed). A setting another one derives (lowrank's energy when a rank is
+    given) is not listed: only what the suite wrote counts. Record fields only, never in the cell id.
+    """
+    try:
+        defaults = config_to_dict(spec.config())
+    except Exception:  # a config whose defaults do not build alone: compare with the field defaults
+        defaults = {f.name: _plain(_default(f)) for f in dataclasses.fields(spec.config)}
+    values = stage.settings
+    differ = sorted({k for k, _ in stage.explicit if k in values and values[k] != defaults.get(k)})
+    timing = set(spec.quick) | set(stage.budget)
+    changed = [k for k in differ if k not in timing]
+    return {
+        "defaults_source": spec.defaults_source,
+        "at_defaults": not changed,
+        "changed": changed,
+        "budget": [k for k in differ if k in timing],
+    }
 
 
 class CellRunner:
@@ -264,7 +298,14 @@ class CellRunner:
             dataset=cell.fingerprint["dataset"],
             compressor={
                 "pipeline": [
-                    {"name": s.name, "version": s.version, "family": s.family, "track": s.track, "config": s.settings}
+                    {
+                        "name": s.name,
+                        "version": s.version,
+                        "family": s.family,
+                        "track": s.track,
+                        "config": s.settings,
+                        **operating_point(self.plugins.compressors.get(s.name), s),
+                    }
                     for s in cell.stages
                 ],
                 "identity": self.is_identity(cell),

@@ -81,6 +81,13 @@ class ReportContext:
 
         return self.cached("caveat_notes", lambda: caveat_notes(self.frame))
 
+    def operating_point_note(self) -> list[str]:
+        """The note under the leaderboards: what the "operating point" column means, then one line per
+        compressor with where its defaults come from (``b2s_bench.reporting.tables.operating_point_note``)."""
+        from .tables import operating_point_note
+
+        return self.cached("operating_point_note", lambda: operating_point_note(self.frame))
+
     def notes(self) -> dict[str, str]:
         """Text to print with the tables: "stats" (how intervals and verdicts are computed),
         "below_limit" (what a result below the Gaussian rate-distortion limit means) and a note for

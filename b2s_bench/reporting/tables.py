@@ -33,6 +33,9 @@ from ..store.records import SKIPPED_STATUSES, Record, iter_records
 from . import stats
 
 __all__ = [
+    "OPERATING_POINT",
+    "operating_point_text",
+    "operating_point_note",
     "MetricMeta",
     "BITS_PER_MB",
     "load_frame",
@@ -257,6 +260,30 @@ def _weights(rec: Record) -> str | None:
     return found if isinstance(found, str) else rec["model"].get("checkpoint")
 
 
+OPERATING_POINT = "operating point"
+UNKNOWN_POINT = "–"
+
+
+def operating_point_text(pipeline: Sequence[dict[str, Any]]) -> str | None:
+    """The leaderboard's "operating point" cell of one record: "defaults" (every stage at its
+    compressor's defaults), "changed: bits, sparsity" (the settings the suite changed; in a pipeline
+    each stage's keys after its name), "· budget: steps" appended where settings only set a time
+    budget; "" for the dense model and None where a record predates the fields."""
+    if not pipeline:
+        return ""
+    if any("changed" not in s for s in pipeline):
+        return None
+    changed = [(s.get("name", "?"), list(s.get("changed") or [])) for s in pipeline]
+    budget = sorted({k for s in pipeline for k in s.get("budget") or []})
+    if not any(keys for _, keys in changed):
+        text = "defaults"
+    elif len(changed) == 1:
+        text = "changed: " + ", ".join(changed[0][1])
+    else:
+        text = "changed: " + "; ".join(f"{name} {', '.join(keys)}" for name, keys in changed if keys)
+    return text + (f" · budget: {', '.join(budget)}" if budget else "")
+
+
 def _row(rec: Record) -> dict[str, Any]:
     size = rec.get("size") or {}
     dataset = rec.get("dataset") or {}
@@ -277,6 +304,8 @@ def _row(rec: Record) -> dict[str, Any]:
         "method": rec["label"],
         "seed": rec.get("seed"),
         "compressors": " > ".join(s["name"] for s in pipeline) or "dense",
+        "operating_point": operating_point_text(pipeline),
+        "defaults_sources": {s["name"]: s["defaults_source"] for s in pipeline if s.get("defaults_source")},
         "family": rec.get("family"),
         "track": rec.get("track"),
         "identity": rec.get("compressor", {}).get("identity", False),
@@ -455,6 +484,9 @@ def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, A
         k: first.get(k)
         for k in ("model", "dataset", "method", "family", "track", "compressors", "identity", "num_classes", "examples")
     }
+    points = {p for p in group.get("operating_point", pd.Series(dtype=object)) if isinstance(p, str)}
+    # the seeds of one method share their settings; records without the fields leave it unknown
+    row["operating_point"] = points.pop() if len(points) == 1 else (None if not points else " / ".join(sorted(points)))
     row.update(
         dense=first["compressors"] == "dense",
         seeds=len(group),
@@ -534,6 +566,8 @@ def _display_row(
 ) -> dict[str, Any]:
     mark = f" {CAVEAT_MARK}" if r.get("caveats") else ""
     row: dict[str, Any] = {"method": f"{r['method']}{mark}", "family": r["family"], "track": r["track"]}
+    point = r.get("operating_point")
+    row[OPERATING_POINT] = "" if r["dense"] else (point if isinstance(point, str) else UNKNOWN_POINT)
     if with_seeds:
         row["seeds"] = int(r["seeds"])
     for meta in metas:
@@ -651,6 +685,24 @@ def caveat_notes(frame: pd.DataFrame) -> list[str]:
         for msg in r["caveats"] or []
     }
     return sorted(notes)
+
+
+def operating_point_note(frame: pd.DataFrame) -> list[str]:
+    """What the leaderboards' "operating point" column means, then one line per compressor in the ok
+    records with where its defaults come from (``CompressorSpec.defaults_source``); [] without any."""
+    if frame.empty or "defaults_sources" not in frame:
+        return []
+    sources: dict[str, str] = {}
+    for found in frame.loc[frame["status"] == "ok", "defaults_sources"]:
+        sources.update(found if isinstance(found, dict) else {})
+    if not sources:
+        return []
+    lead = (
+        'Operating point: "defaults" when a method ran at its compressor\'s defaults, else the settings the '
+        'suite changed; "budget" lists settings that only set a time budget (step counts for a device); '
+        f"{UNKNOWN_POINT} where the records predate these fields. Where the defaults come from:"
+    )
+    return [lead, *(f"{name}: {sources[name]}" for name in sorted(sources))]
 
 
 def stats_note() -> str:

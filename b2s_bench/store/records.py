@@ -10,7 +10,9 @@ Schema ``b2s-bench/record/2`` (see docs/records-and-sizes.md):
   and ``details.status_reason``), ``label``, ``track``, ``family``, ``seed``
 - ``model``: name, label, pretrained, weights, checkpoint, params
 - ``dataset``: name and options (or null)
-- ``compressor``: pipeline: [{name, version, family, track, config}], identity (bool)
+- ``compressor``: pipeline: [{name, version, family, track, config, defaults_source, changed, budget,
+  at_defaults}] (the last four: the stage's operating point, :func:`b2s_bench.execution.cell.operating_point`;
+  absent from older records), identity (bool)
 - ``metrics``: name -> {value, unit, higher_is_better}
 - ``size``: breakdown (bits by part), total_bits, baseline_bits, layers_*, ratio_model, ratio_layers,
   bits_per_weight, disk_bytes

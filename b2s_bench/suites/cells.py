@@ -39,6 +39,9 @@ class Stage:
     track: str
     config: Any
     explicit: tuple[tuple[str, Any], ...]  # the settings the suite gave (for labels)
+    # the settings the suite gave for this device (``device_settings``): a time budget, not a choice
+    # of operating point (records list them apart from the changed settings); not in the cell id
+    budget: tuple[str, ...] = ()
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -163,7 +166,8 @@ def _entry_pipelines(suite: Suite, plugins: Plugins, entry: CompressorEntry, dev
                 track = spec.track_for(config)
             except ConfigError as e:
                 raise suite.source.error(_setting_path(suite, st, e.key, device), str(e)) from None
-            built.append(Stage(st.name, spec.version, spec.family, track, config, tuple(point.items())))
+            budget = tuple(sorted(st.device_settings.get(device, {})))
+            built.append(Stage(st.name, spec.version, spec.family, track, config, tuple(point.items()), budget))
         per_stage.append(built)
     return [tuple(p) for p in itertools.product(*per_stage)]
 

@@ -53,6 +53,8 @@ td:first-child{min-width:18em}
 .warn{color:#b00020;font-weight:600}
 p.note{background:#fff5f5;border-left:3px solid #b00020;padding:.3em .6em}
 p.note.info{background:#f6f8fa;border-left-color:#8a99ad}
+div.note.info{background:#f6f8fa;border-left:3px solid #8a99ad;padding:.3em .6em;max-width:75em}
+div.note p,div.note ul{margin:.3em 0}
 """
 
 SCRIPT = """
@@ -197,6 +199,10 @@ def render_page(ctx: ReportContext) -> str:
     caveats = ctx.caveat_notes()
     if caveats:
         parts.append("<ul class='note'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
+    point = ctx.operating_point_note()
+    if point:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in point[1:])
+        parts.append(f"<div class='note info'><p>{html.escape(point[0])}</p><ul>{items}</ul></div>")
     skipped = ctx.not_applicable()
     if not skipped.empty:
         parts += [

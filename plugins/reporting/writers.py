@@ -136,6 +136,9 @@ def write_markdown(ctx: ReportContext) -> list[Path]:
     caveats = ctx.caveat_notes()
     if caveats:
         parts += ["", *[f"- {c}" for c in caveats]]
+    point = ctx.operating_point_note()
+    if point:
+        parts += ["", point[0], "", *[f"- {line}" for line in point[1:]]]
     skipped = ctx.not_applicable()
     if not skipped.empty:
         parts += [

@@ -169,6 +169,7 @@ def test_show_a_compressor_prints_every_setting(capsys: pytest.CaptureFixture[st
     assert show_cli("prune") == 0
     out = capsys.readouterr().out
     assert out.startswith("compressor prune: ") and "family: pruning" in out
+    assert f"\ndefaults from: {plugins.compressors.get('prune').defaults_source}\n" in out
     assert "  scope: choice = global  [global, layer]\n" in out and "  skip_first: bool = false  [true, false]\n" in out
     docs = setting_docs(plugins.compressors.get("prune").config)
     assert {d.name for d in docs} >= {"sparsity", "scope", "method", "skip_first", "skip_last"}

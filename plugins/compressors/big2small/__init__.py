@@ -32,6 +32,11 @@ SPEC = CompressorSpec(
     compress=compress,
     codes=(INRCode, UniformCode),  # UniformCode: the small layers with small_bits
     identity=None,  # none: an INR approximates a tensor; a setting that codes nothing would be no test
+    defaults_source=(
+        "the paper's settings as docs/big2small.md reads them ([S]: tensors over 100 KB, SIREN + FiLM, the "
+        "three-term loss, AdamW + cosine) and ours where it says [D] (lr 3e-4, ω0 10, 32-bit INRs, a CPU step"
+        " budget of 300, not 10,000)"
+    ),
     description="Big2Small: a FiLM-SIREN INR per large conv/linear weight; outlier-aware, frequency loss",
     uses_gpu=True,
     version="2",  # 2: lr 3e-4, 8 tiles per step in epochs, QAT for <= 6-bit INRs, header in meta()

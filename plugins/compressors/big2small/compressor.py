@@ -372,7 +372,9 @@ def _small_codes(model: nn.Module, coded: set[str], config: Big2SmallConfig) -> 
     if not config.small_bits:
         return {}
     state = model.state_dict()
-    grid = QuantizeConfig(bits=config.small_bits, granularity="channel", symmetric=True)
+    # the restricted range this setting has always used (quantize's default became "full" in its
+    # version 4): big2small's results do not change with quantize's default
+    grid = QuantizeConfig(bits=config.small_bits, granularity="channel", symmetric=True, range="restricted")
     return {k: quantize_tensor(state[k].detach().float(), grid) for k in weight_layers(model) if k not in coded}
 
 

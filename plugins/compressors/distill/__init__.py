@@ -41,6 +41,10 @@ SPEC = CompressorSpec(
     codes=(),
     identity=None,  # none: the student is another network, trained, never the teacher itself
     version="1",
+    defaults_source=(
+        "Hinton et al. 2015 KD with τ 4, α 0.9 (common practice: the paper fixes no value); synthesis weights"
+        " from DeepInversion's code (Yin et al. CVPR 2020); ours: the student and the optimizer"
+    ),
     description="knowledge distillation into a smaller student: Hinton KD on real data, or data-free "
     "(DeepInversion-style inputs from the teacher's BN statistics)",
     uses_gpu=True,

@@ -67,6 +67,9 @@ SPEC = CompressorSpec(
     cost=lambda config: 60.0 if config.rdo else 12.0,
     identity={"rate": MAX_RATE},  # the finest step, max|w|·2^-30, on layers up to 2^22 weights (MAX_RATE)
     version="1",
+    defaults_source=(
+        "ours: 4 bits a weight after entropy coding, no RDO; RDO's λ = (ln 2/6)·Δ², the high-rate slope of a uniform quantizer"
+    ),
     description="entropy-constrained scalar quantization: a uniform step bisected to an entropy rate "
     "(bits per weight after entropy coding), optional RDO rounding; indices declared for an entropy stage",
     target=target,

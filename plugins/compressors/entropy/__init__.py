@@ -35,6 +35,10 @@ SPEC = CompressorSpec(
     recode=recode,
     codes=(EntropyCode,),
     version="1",
+    defaults_source=(
+        "Deep Compression (Han et al. ICLR 2016, Sec. 4): Huffman coding of the stored integers; ours: the "
+        "24-bit code-length limit and fixed-width fallback"
+    ),
     description="entropy coding of earlier stages' integer symbols (canonical length-limited Huffman, or "
     "ANS via constriction) as a later pipeline stage; lossless, model and coded bytes counted",
 )

@@ -61,6 +61,7 @@ SPEC = CompressorSpec(
     codes=(SvdCode, TuckerCode, DenseCode),
     identity={"energy": 1.0},
     version="2",  # 2: the header counted is b2s.header_bits(meta())
+    defaults_source="ours: truncated SVD keeping 95 % of each layer's spectral energy (no paper's operating point)",
     description="truncated SVD (a conv as C_out x C_in*k*k) or Tucker-2 (HOSVD/HOOI) by rank/energy/ratio",
     target=target,
 )

@@ -64,6 +64,10 @@ SPEC = CompressorSpec(
     codes=(NernCode,),
     identity=None,  # none: the predictor approximates the kernels; no setting makes it exact
     version="3",  # 3: the header counted is b2s.header_bits(meta())
+    defaults_source=(
+        "the NeRN paper (Ashkenazi et al., ICLR 2023) for 5 layers and magnitude batching 0.2; ours: the encoding "
+        "(40 levels, base 0.76), in-filter permutation, width 128, lr 5e-3, 2,000 steps (the paper: 160,000)"
+    ),
     description="NeRN, reconstruction loss only: one MLP predicts each k x k conv kernel from its coordinate",
     uses_gpu=True,
     quick={"hidden": 16, "steps": 60, "levels": 8},

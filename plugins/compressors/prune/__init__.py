@@ -39,6 +39,10 @@ SPEC = CompressorSpec(
     codes=(SparseCode,),
     identity={"sparsity": 0.0, "method": "magnitude"},
     version="3",  # 3: the header counted is b2s.header_bits(meta())
+    defaults_source=(
+        "ours: 50 % global unstructured magnitude pruning (Han et al. 2015 give no sparsity for a new model);"
+        " relative indices at Deep Compression's fc width, 5 bits (Han et al. ICLR 2016, Sec. 2)"
+    ),
     description="magnitude pruning: unstructured global/per-layer, or structured channels (torch-pruning)",
     target=target,
 )

@@ -1,5 +1,9 @@
 """Uniform quantization: per tensor, per channel or per group; symmetric or affine; RTN or AdaRound.
 
+Symmetric grids use the full range by default (s = max|W| / ((2^b − 1)/2), torchao's convention,
+codes −2^(b−1) .. 2^(b−1) − 1); ``range: restricted`` keeps the older s = max|W| / (2^(b−1) − 1)
+(:mod:`.rounding`).
+
 Theory form: W = s·(q − z), a "rounding layer" q = round(V/s); R(φ) is the indicator of the grid,
 and round-to-nearest is the closed-form minimizer for a fixed grid. AdaRound (calibration track)
 learns q = ⌊W/s⌋ + h(V) per layer from the layer's outputs on calibration inputs instead.
@@ -57,8 +61,12 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(UniformCode, FloatCode),
     identity={"bits": 32},
-    version="3",  # 3: the header counted is b2s.header_bits(meta())
+    version="4",  # 4: range (default "full", torchao's symmetric grid; 3 was "restricted"); 3: header_bits(meta())
     quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16, "synthetic_iterations": 20},
+    defaults_source=(
+        "ours: 8-bit per-channel symmetric round-to-nearest, data-free; the grid is torchao's weight-only "
+        "convention (range: full, zero point 0, round half to even)"
+    ),
     description="uniform quantization of conv/linear weights (tensor/channel/group, sym/affine, RTN or "
     "AdaRound), DFQ bias correction, activation ranges from synthetic or real data",
 )

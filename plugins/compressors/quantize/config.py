@@ -24,7 +24,15 @@ class QuantizeConfig:
         group_size: weights per group (granularity "group" only); the last group of a channel is
             padded with zeros, and the padding codes are stored and counted.
         symmetric: symmetric (no zero point) or affine (a b-bit zero point per group).
-        clipping: "minmax" (round-to-nearest over the full range) or "mse" (MSE-optimal clipping).
+        range: the symmetric grid's scale. "full" (torchao's ``MappingType.SYMMETRIC``, the default):
+            s = max|W| / ((2^b − 1) / 2), q = clamp(round(W · (1/s)), −2^(b−1), 2^(b−1) − 1), zero
+            point 0, round half to even: ±max|W| fall on ties, −max|W| on −2^(b−1) (or one above where
+            float32 puts W · (1/s) a hair inside), +max|W| clipped half a step to 2^(b−1) − 1. "restricted" (this
+            plugin before version 4): s = max|W| / (2^(b−1) − 1), q = round(W / s); round-to-nearest
+            then never uses −2^(b−1) (MSE clipping can: the code is stored either way, b bits).
+            Affine grids always span all 2^b codes: "restricted" needs ``symmetric: true``.
+        clipping: "minmax" (round-to-nearest over the min/max of each group) or "mse" (MSE-optimal
+            clipping: a shrink of that range per group).
         scale_bits: stored precision of the scales (16 or 32).
         skip_first / skip_last: keep the first / last conv or linear layer in fp32.
         bias_correction: correct each layer's bias by −(Ŵ − W)·E[x] (DFQ): "bn" estimates E[x]
@@ -48,6 +56,7 @@ class QuantizeConfig:
     granularity: Literal["tensor", "channel", "group"] = "channel"
     group_size: int = 128
     symmetric: bool = True
+    range: Literal["full", "restricted"] = "full"
     clipping: Literal["minmax", "mse"] = "minmax"
     scale_bits: int = 32
     skip_first: bool = False
@@ -69,6 +78,13 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         check(2 <= self.bits <= 8 or self.bits in FLOAT_BITS, f"bits must be in 2..8, 16 or 32, got {self.bits}", "bits")
+        check(self.range in ("full", "restricted"), f"range must be 'full' or 'restricted', got {self.range!r}", "range")
+        check(
+            self.symmetric or self.range == "full",
+            "range 'restricted' applies to symmetric grids only (an affine grid spans all 2^bits codes): "
+            "drop range or set symmetric: true",
+            "range",
+        )
         check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}", "group_size")
         check(self.scale_bits in (16, 32), f"scale_bits must be 16 or 32, got {self.scale_bits}", "scale_bits")
         check(

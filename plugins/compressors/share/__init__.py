@@ -68,6 +68,10 @@ SPEC = CompressorSpec(
     identity=None,  # k shared values reproduce a tensor only when it has at most k distinct values
     version="1",
     quick={"iterations": 20},
+    defaults_source=(
+        "Deep Compression (Han et al. ICLR 2016, Sec. 3): linear centroid initialisation, 5-bit indices (the "
+        "paper's fc width; 8 for convs via layer_bits); ours: the stopping rule"
+    ),
     description="k-means weight sharing (Deep Compression): a 2**bits-value codebook per tensor, bits-bit indices",
 )
 

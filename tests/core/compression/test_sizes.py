@@ -53,7 +53,7 @@ def test_quantize_bits_hand_computed() -> None:
 
 def test_quantize_values_are_round_to_nearest() -> None:
     w = torch.tensor([[0.0, 0.3, -1.0, 0.74]])
-    code = quantize_tensor(w, QuantizeConfig(bits=3, granularity="tensor"))  # s = 1/3, grid -4..3
+    code = quantize_tensor(w, QuantizeConfig(bits=3, granularity="tensor", range="restricted"))  # s = 1/3, grid -4..3
     assert torch.allclose(code.decode(), torch.tensor([[0.0, 1 / 3, -1.0, 2 / 3]]))
     affine = quantize_tensor(w, QuantizeConfig(bits=2, granularity="tensor", symmetric=False))
     assert affine.decode().unique().numel() <= 4

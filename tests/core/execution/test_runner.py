@@ -89,7 +89,13 @@ def test_end_to_end_cli_writes_records_and_reports(tiny_suite: Path, tmp_path: P
         "roles": ["default", "primary"],
     }
     assert rec["compressor"]["pipeline"][0]["config"]["bits"] == 4
-    assert rec["compressor"]["pipeline"][0]["version"] == "3"
+    assert rec["compressor"]["pipeline"][0]["version"] == "4"
+    # where the defaults come from, and which of them the cell changed (bits 4, not quantize's 8)
+    stage = rec["compressor"]["pipeline"][0]
+    assert stage["defaults_source"].startswith("ours: 8-bit per-channel")
+    assert (stage["at_defaults"], stage["changed"], stage["budget"]) == (False, ["bits"], [])
+    at_8 = next(r for r in recs.values() if r["label"] == "quantize(bits=8)")["compressor"]["pipeline"][0]
+    assert (at_8["at_defaults"], at_8["changed"]) == (True, [])  # 8 bits is the default: written, not changed
     assert rec["track"] == "data-free"
     env = rec["environment"]
     assert env["device"] == "cpu" and env["torch"] and env["python"] and env["b2s_bench"] and "git_commit" in env

@@ -376,3 +376,41 @@ def test_short_labels_are_unique_and_fit() -> None:
         assert len(set(short.values())) == len(labels) and all(len(v) <= width for v in short.values())
         assert short["prune(sparsity=0.5)"] == ("prune(sparsity=0.5)" if width >= 19 else "prune(spars…")
     assert short_labels(labels, 20)[labels[0]] == "quantize(bits=3,…32)"  # the head and the differing end
+
+
+def test_leaderboards_show_each_methods_operating_point_and_where_defaults_come_from(run_dir: Path) -> None:
+    """quantize(bits=4) changed quantize's default 8 bits; bits=8 and prune(sparsity=0.5) are the defaults;
+    a note under the tables says where each compressor's defaults come from (its records' defaults_source)."""
+    text = (run_dir / "leaderboard.md").read_text()
+    rows = {r.split("|")[1].strip(): r for r in text.splitlines() if r.startswith("| ") and "|" in r[2:]}
+    header_row = next(r for r in text.splitlines() if r.startswith("| method"))
+    column = [c.strip() for c in header_row.split("|")].index("operating point")
+    cell = {m: [c.strip() for c in r.split("|")][column] for m, r in rows.items()}
+    assert cell["quantize(bits=4)"] == "changed: bits"
+    assert cell["quantize(bits=8)"] == "defaults" and cell["prune(sparsity=0.5)"] == "defaults"
+    assert cell["dense"] == ""
+    assert any(ln.startswith("Operating point:") for ln in text.splitlines())
+    lines = text.splitlines()
+    assert any(ln.startswith("- quantize: ours: 8-bit per-channel") for ln in lines)
+    assert any(ln.startswith("- prune: ours: 50 % global") for ln in lines)
+    html = (run_dir / "leaderboard.html").read_text()
+    assert "operating point" in html and "changed: bits" in html and "Operating point: " in html
+
+
+def test_operating_point_texts_for_pipelines_budgets_and_old_records(tmp_path: Path) -> None:
+    from b2s_bench.reporting.tables import OPERATING_POINT, operating_point_text
+
+    prune = {"name": "prune", "changed": ["sparsity"], "budget": [], "at_defaults": False, "defaults_source": "ours"}
+    quantize = {"name": "quantize", "changed": [], "budget": [], "at_defaults": True, "defaults_source": "ours"}
+    big = {"name": "big2small", "changed": [], "budget": ["steps"], "at_defaults": True, "defaults_source": "the paper"}
+    assert operating_point_text([prune, quantize]) == "changed: prune sparsity"
+    assert operating_point_text([{**prune, "changed": []}, quantize]) == "defaults"
+    assert operating_point_text([big]) == "defaults · budget: steps"
+    assert operating_point_text([]) == "" and operating_point_text([{"name": "prune"}]) is None
+    # records written before the fields: the column says "–" and no note is made up
+    old = write_run(tmp_path / "old", [make_record("dense", "dense"), make_record()])
+    assert run_cli("report", str(old)) == 0
+    frame, metas, settings = load_frame(old)
+    ((_, table),) = leaderboards(frame, metas, settings)
+    assert table.set_index("method")[OPERATING_POINT].to_dict() == {"dense": "", "quantize(bits=4)": "–"}
+    assert "Operating point:" not in (old / "leaderboard.md").read_text()
