@@ -146,7 +146,9 @@ def grid_of(w: torch.Tensor, config: SQuantConfig) -> tuple[torch.Tensor, torch.
     per-channel grid (min/max range, which the affine grid widens to include 0 so that its zero point is
     a b-bit code; the scale already at its stored precision)."""
     rows, _ = grouped(w.detach().cpu(), "channel", 1)
-    _, scale, zero = quantize_groups(rows, config.bits, config.symmetric, "minmax")
+    # the symmetric grid is the restricted one, max|W| / (2^(b-1) - 1), as SQuant's code scales it (quantize's
+    # default became torchao's full range; SQuant's results were made on this one)
+    _, scale, zero = quantize_groups(rows, config.bits, config.symmetric, "minmax", value_range="restricted")
     if config.scale_bits == 16:
         scale = scale.half().float()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an fp16 underflow decodes to zeros too

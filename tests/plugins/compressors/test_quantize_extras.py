@@ -265,12 +265,19 @@ def test_adaround_lowers_the_layer_output_error() -> None:
     x = ctx.calibration(64)
     model = tiny_model(0)
     # the first layer stays fp32, so the second layer's input is the dense one in both models
-    rtn = SPEC.compress(model, config(bits=3, skip_first=True), ctx)
+    # the restricted grid (AdaRound's paper's): on torchao's full grid, round-to-nearest already has
+    # a third less error on this layer at 3 bits, and 60 iterations no longer gain 20 % there (the
+    # summed error of all layers still drops: checked below for the full grid)
+    rtn = SPEC.compress(model, config(bits=3, skip_first=True, range="restricted"), ctx)
     ada = SPEC.compress(
         model,
-        config(bits=3, skip_first=True, adaround=True, adaround_iterations=60, calibration_samples=64),
+        config(bits=3, skip_first=True, range="restricted", adaround=True, adaround_iterations=60, calibration_samples=64),
         ctx,
     )
+    full = SPEC.compress(
+        model, config(bits=3, skip_first=True, adaround=True, adaround_iterations=60, calibration_samples=64), ctx
+    )
+    assert full.info["adaround"]["error_adaround"] < full.info["adaround"]["error_rtn"]
     assert isinstance(ada.codes["features.4.weight"], UniformCode)
     assert layer_error(ada, model, "features.4", x) < 0.8 * layer_error(rtn, model, "features.4", x)
     facts = ada.info["adaround"]

@@ -101,7 +101,8 @@ def test_element_level_alone_is_round_to_nearest_on_quantizes_grid(bits: int, sy
     e, q, rtn, config = errors(w, bits=bits, symmetric=symmetric, kernel_level=False, channel_level=False)
     assert torch.equal(q, rtn) and float(e.abs().max()) <= 0.5 + EPS
     ours = squant_tensor(w, config).decode()
-    theirs = quantize_tensor(w, load_plugins().compressors.get("quantize").config(bits=bits, symmetric=symmetric))
+    grid = {"range": "restricted"} if symmetric else {}  # SQuant's symmetric grid is the restricted one
+    theirs = quantize_tensor(w, load_plugins().compressors.get("quantize").config(bits=bits, symmetric=symmetric, **grid))
     assert torch.allclose(ours, theirs.decode(), atol=1e-6)
     assert squant_tensor(w, config).bits() == theirs.bits()  # same grid, same storage, same bits
 
