@@ -230,9 +230,19 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{node.op} {getattr(node.target, '__name__', node.target)}"
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every conv, linear and BatchNorm module a leaf, subclasses included:
+    the analysis reads them as modules, and a subclass's forward may branch on shapes (timm's
+    Conv2dSame pads "same" by the input's size; its BatchNormAct2d holds its activation)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        leaf = isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm))
+        return leaf or super().is_leaf_module(m, module_qualified_name)
+
+
 def _trace(model: nn.Module) -> tuple[fx.GraphModule | None, str]:
     try:
-        return fx.symbolic_trace(model), ""
+        return fx.GraphModule(model, _Tracer().trace(model)), ""
     except Exception as e:  # any tracing failure: the caller records it per layer
         first = (str(e).splitlines() or [""])[0][:200]
         return None, f"not traceable by torch.fx ({type(e).__name__}: {first})"
@@ -249,6 +259,13 @@ def _layer_nodes(gm: fx.GraphModule, names: Sequence[str]) -> dict[str, list[fx.
 _Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _inner_activation(node: fx.Node, modules: dict[str, nn.Module]) -> _Activation | None:
+    """The activation a BatchNorm module applies itself (timm's BatchNormAct2d: ``act``), or None."""
+    m = modules.get(str(node.target)) if node.op == "call_module" else None
+    act = getattr(m, "act", None)
+    return act if isinstance(act, nn.Module) and not isinstance(act, nn.Identity) else None
+
+
 def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, _Activation | None, bool] | str:
     """Walk up from a layer's input to the BatchNorm that feeds it, through at most one activation
     and mean-preserving ops: (the BN node, the activation, whether channels were flattened), or why not."""
@@ -257,7 +274,10 @@ def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node,
     flattened = False
     while isinstance(cur, fx.Node):
         if _is_bn(cur, modules):
-            return cur, act, flattened
+            inner = _inner_activation(cur, modules)
+            if inner is not None and act is not None:
+                return f"two activations follow {_describe(cur, modules)}"
+            return cur, act or inner, flattened
         f = _activation(cur, modules) if act is None else None
         keeps, flat = _mean_preserving(cur, modules) if act is None else (False, False)
         if _transparent(cur, modules):
