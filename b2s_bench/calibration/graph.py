@@ -292,6 +292,18 @@ def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node,
     return "its input is not a traced tensor"
 
 
+def _exclusive(layer: fx.Node, bn: fx.Node) -> bool:
+    """Whether every node from ``bn`` down to ``layer`` has exactly one reader (shape reads aside)."""
+    below, cur = layer, (layer.args[0] if layer.args else None)
+    while isinstance(cur, fx.Node):
+        if [u for u in cur.users if not _shape_only(u)] != [below]:
+            return False
+        if cur is bn:
+            return True
+        below, cur = cur, (cur.args[0] if cur.args else None)
+    return False
+
+
 def _repeat(layer: nn.Module, channels: int, flattened: bool) -> int | str:
     """How many input features of ``layer`` each BN channel feeds (1, or its positions when flattened), or why
     the two do not fit."""
@@ -313,6 +325,11 @@ class BNInput:
     gamma: torch.Tensor
     act: Callable[[torch.Tensor], torch.Tensor] | None
     repeat: int = 1
+    #: the BatchNorm module's name ("" for a functional batch_norm)
+    bn: str = ""
+    #: whether the layer is the only reader of the BatchNorm's output (every op between them has one
+    #: reader): no residual add or other branch sees the channels
+    exclusive: bool = False
 
     def mean(self) -> torch.Tensor:
         """E[x] per input channel or feature."""
@@ -355,7 +372,8 @@ def bn_input_models(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, B
         if isinstance(repeat, str):
             skipped[name] = repeat
         else:
-            found[name] = BNInput(beta, gamma, act, repeat)
+            bn = str(chain[0].target) if chain[0].op == "call_module" else ""
+            found[name] = BNInput(beta, gamma, act, repeat, bn, _exclusive(nodes[0], chain[0]))
     return found, skipped
 
 

@@ -1,6 +1,6 @@
 """``udfc`` on a model: prune channels, quantize, and let each next layer absorb the loss.
 
-Layers are taken in the traced graph's order. Each conv/linear layer l, its input columns already
+Layers are taken in the model's order. Each conv/linear layer l, its input columns already
 compensated by the layer before it, is pruned (if it heads a chain, :mod:`.chains`: its
 smallest-norm filters, with the BatchNorm's rows) and quantized; then the next layer's columns take
 the closed-form compensation (:mod:`.compensation`) and lose the pruned channels' columns, before
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from b2s_bench import Compressed, Context, Target, inference_state, skeleton_of, weight_layers
+from b2s_bench.calibration import analytic_shift, bn_input_means, bn_successors
 
-from ..quantize.calibration import analytic_shift, bn_input_means, bn_successors
 from ..quantize.codes import UniformCode
 from ..quantize.config import QuantizeConfig
 from ..quantize.rounding import quantize_tensor
@@ -234,7 +234,7 @@ def compress(model: nn.Module, config: UDFCConfig, ctx: Context) -> Compressed:
     skeleton = skeleton_of(model)
     if config.sparsity == 0 and not quantized:
         return Compressed({}, run.state, skeleton, shapes, replaced=(), info=run.info)
-    chains, skipped, order = find_chains(model, names)
+    chains, skipped = find_chains(model, names)
     prunable = {n: ch for n, ch in chains.items() if _prunable(model.get_submodule(n)) and n not in protected}
     plan = prune_plan({n: run.state[f"{n}.weight"] for n in prunable}, config)
     run.info["prunable_channels"] = sum(ch.channels for ch in prunable.values())
@@ -243,7 +243,7 @@ def compress(model: nn.Module, config: UDFCConfig, ctx: Context) -> Compressed:
     if config.bias_compensation:
         run.successors = bn_successors(model, sorted({ch.next for ch in chains.values()}))
     means = run.input_means([n for n in chains if f"{n}.weight" in quantized])
-    for name in order:
+    for name in names:
         key = f"{name}.weight"
         w = run.state[key].float().clone()
         chain = chains.get(name)
