@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from b2s_bench import Compressed, Context, Target, inference_state, skeleton_of, weight_layers
-from b2s_bench.calibration import analytic_shift, bn_input_means, bn_successors
+from b2s_bench.calibration import analytic_shift, bn_input_models, bn_successors
 
 from ..quantize.codes import UniformCode
 from ..quantize.config import QuantizeConfig
 from ..quantize.rounding import quantize_tensor
 from .chains import Chain, find_chains
 from .codes import UDFCCode
-from .compensation import Gaussians, cosine, norm_ratio, pair_channels, scales
+from .compensation import Gaussians, cosine, moments, norm_ratio, pair_channels, scales
 from .config import UDFCConfig
 
 __all__ = ["compress", "target", "prune_plan", "PAIRING_POINTS"]
@@ -109,12 +109,17 @@ class _Run:
                 self.changed.add(key)
 
     def input_means(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """E[x] of each layer's input from the BatchNorm (+ activation) before it (the core's Gaussian
+        model, its expectation on this plugin's quadrature grid)."""
         if self.config.mean_shift != "bn" or not names:
             return {}
-        means, skipped = bn_input_means(self.model, names)
+        found, skipped = bn_input_models(self.model, names)
         for name, why in skipped.items():
             self.info["mean_shift"][name] = f"none: {why}"
-        for name in means:
+        means = {}
+        for name, m in found.items():
+            ex, _ = moments(m.act, Gaussians(m.beta.double(), m.gamma.double()), self.config.quadrature_points)
+            means[name] = ex.float().repeat_interleave(m.repeat)
             self.info["mean_shift"][name] = "bn"
         return means
 
