@@ -19,8 +19,10 @@ CRITERIA = ("l2", "l1")
 class UDFCConfig:
     """Settings of ``udfc`` (re-implemented from the paper: Bai et al., ICCV 2023, arXiv 2308.07209).
 
-    Pruning and quantization are both on by default; ``sparsity: 0`` quantizes only, ``bits: 32``
-    prunes only (weights stay fp32), and both together reproduce the dense model.
+    By default it quantizes only (W6, the setting Big2Small's table compares UDFC at); ``sparsity``
+    above 0 prunes too, ``bits: 32`` prunes only (weights stay fp32), and ``sparsity: 0`` with
+    ``bits: 32`` reproduces the dense model. Activation bits come from the suite's
+    ``activations:`` stage.
 
     Attributes:
         sparsity: fraction of the output channels removed from each prunable layer (a conv or

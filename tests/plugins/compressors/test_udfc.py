@@ -210,7 +210,8 @@ def test_contract_and_identity() -> None:
     report = check_compressor(SPEC)
     assert report.identity_max_error == 0.0
     check_compressor(SPEC, {"sparsity": 0.5, "bits": 4, "symmetric": False})
-    check_compressor(SPEC, {"sparsity": 0.3, "bits": 32})
+    check_compressor(SPEC, {"sparsity": 0.3, "bits": 32, "pairing": "cosine", "bias_compensation": False})
+    check_compressor(SPEC, {"bits": 8, "granularity": "tensor", "scale_bits": 16, "mean_shift": "none", "skip_last": True})
 
 
 @pytest.mark.parametrize(
