@@ -31,6 +31,10 @@ RUNS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("squant", {"bits": 8}, {"bits": 8, "granularity": "channel", "symmetric": False}),
     # DSG's weights are quantize's grid: its cost is the synthesis (benchmarks/bench_synthesis.py)
     ("dsg", {"bits": 4}, {"bits": 4, "granularity": "channel", "symmetric": False}),
+    # UDFC (re-implemented from the paper) at W6, Big2Small's operating point for it, and with 30 % of the
+    # prunable channels removed (the paper's ResNet-34 headline); quantize at W6 per channel, symmetric
+    ("udfc", {"bits": 6}, {"bits": 6}),
+    ("udfc", {"bits": 6, "sparsity": 0.3}, {"bits": 6}),
 ]
 
 

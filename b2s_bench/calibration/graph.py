@@ -230,9 +230,19 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{node.op} {getattr(node.target, '__name__', node.target)}"
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every conv, linear and BatchNorm module a leaf, subclasses included:
+    the analysis reads them as modules, and a subclass's forward may branch on shapes (timm's
+    Conv2dSame pads "same" by the input's size; its BatchNormAct2d holds its activation)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        leaf = isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm))
+        return leaf or super().is_leaf_module(m, module_qualified_name)
+
+
 def _trace(model: nn.Module) -> tuple[fx.GraphModule | None, str]:
     try:
-        return fx.symbolic_trace(model), ""
+        return fx.GraphModule(model, _Tracer().trace(model)), ""
     except Exception as e:  # any tracing failure: the caller records it per layer
         first = (str(e).splitlines() or [""])[0][:200]
         return None, f"not traceable by torch.fx ({type(e).__name__}: {first})"
@@ -249,6 +259,13 @@ def _layer_nodes(gm: fx.GraphModule, names: Sequence[str]) -> dict[str, list[fx.
 _Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _inner_activation(node: fx.Node, modules: dict[str, nn.Module]) -> _Activation | None:
+    """The activation a BatchNorm module applies itself (timm's BatchNormAct2d: ``act``), or None."""
+    m = modules.get(str(node.target)) if node.op == "call_module" else None
+    act = getattr(m, "act", None)
+    return act if isinstance(act, nn.Module) and not isinstance(act, nn.Identity) else None
+
+
 def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, _Activation | None, bool] | str:
     """Walk up from a layer's input to the BatchNorm that feeds it, through at most one activation
     and mean-preserving ops: (the BN node, the activation, whether channels were flattened), or why not."""
@@ -257,7 +274,10 @@ def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node,
     flattened = False
     while isinstance(cur, fx.Node):
         if _is_bn(cur, modules):
-            return cur, act, flattened
+            inner = _inner_activation(cur, modules)
+            if inner is not None and act is not None:
+                return f"two activations follow {_describe(cur, modules)}"
+            return cur, act or inner, flattened
         f = _activation(cur, modules) if act is None else None
         keeps, flat = _mean_preserving(cur, modules) if act is None else (False, False)
         if _transparent(cur, modules):
@@ -270,6 +290,18 @@ def _chain_to_bn(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node,
             return f"its input comes from {_describe(cur, modules)}, not a BatchNorm (+ activation)"
         cur = cur.args[0] if cur.args else None
     return "its input is not a traced tensor"
+
+
+def _exclusive(layer: fx.Node, bn: fx.Node) -> bool:
+    """Whether every node from ``bn`` down to ``layer`` has exactly one reader (shape reads aside)."""
+    below, cur = layer, (layer.args[0] if layer.args else None)
+    while isinstance(cur, fx.Node):
+        if [u for u in cur.users if not _shape_only(u)] != [below]:
+            return False
+        if cur is bn:
+            return True
+        below, cur = cur, (cur.args[0] if cur.args else None)
+    return False
 
 
 def _repeat(layer: nn.Module, channels: int, flattened: bool) -> int | str:
@@ -293,6 +325,11 @@ class BNInput:
     gamma: torch.Tensor
     act: Callable[[torch.Tensor], torch.Tensor] | None
     repeat: int = 1
+    #: the BatchNorm module's name ("" for a functional batch_norm)
+    bn: str = ""
+    #: whether the layer is the only reader of the BatchNorm's output (every op between them has one
+    #: reader): no residual add or other branch sees the channels
+    exclusive: bool = False
 
     def mean(self) -> torch.Tensor:
         """E[x] per input channel or feature."""
@@ -335,7 +372,8 @@ def bn_input_models(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, B
         if isinstance(repeat, str):
             skipped[name] = repeat
         else:
-            found[name] = BNInput(beta, gamma, act, repeat)
+            bn = str(chain[0].target) if chain[0].op == "call_module" else ""
+            found[name] = BNInput(beta, gamma, act, repeat, bn, _exclusive(nodes[0], chain[0]))
     return found, skipped
 
 
