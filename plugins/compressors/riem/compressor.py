@@ -136,9 +136,9 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
     result = b2s.fitting.fit_network(net, target, steps=config.steps, lr=config.lr, log_every=log_every)
     # relative to the weights themselves: ||W' − T||/||T|| on the centred weights, times ||W − μ|| / ||W||
     centred = (weights_.double() - mean[:, None, None]).pow(2).sum(dim=(1, 2)).sqrt()
-    fit_err = (
-        _per_layer_rel_error(net, target) * (centred / weights_.double().pow(2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)).float()
-    )
+    # one layer: fit_network's own final error is this layer's (saves a pass over the R × C × h × M block)
+    std_err = torch.tensor([result.rel_error]) if b == 1 else _per_layer_rel_error(net, target)
+    fit_err = std_err * (centred / weights_.double().pow(2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)).float()
     losses = list(result.losses)
     drop = _end_drop(losses)
     unconverged = config.steps == 0 or drop is None or drop >= config.plateau_tol

@@ -77,6 +77,9 @@ def test_fp32_states_cost_exactly_32_bits_a_parameter_plus_the_header(tmp_path: 
     assert code.bits().metadata == b2s.header_bits({"shape": [12, 20], "dim": 3, "hidden": 14, "heads": 6, "bits": 32}) == 6 * 32
     stored = sum(t.numel() * t.element_size() for t in code.tensors().values())
     assert 8 * stored == 32 * params  # every stored parameter, nothing else, is fp32
+    # fp32 states: the code rebuilds what the fit reached (its mean and spread folded into v and c)
+    facts = comp.info["layers"]["0.weight"]
+    assert facts["rel_error"] == pytest.approx(facts["fit_rel_error"], rel=1e-3)
     loaded = roundtrip(comp, tmp_path).codes["0.weight"]
     assert torch.equal(loaded.decode(), code.decode())
 
