@@ -119,7 +119,7 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
     log_every = max(config.steps // 20, 1)
 
     def start() -> dict[str, torch.Tensor]:
-        return init_params(b, r, c, dim, config.hidden, config.heads, generator)
+        return init_params(b, r, c, dim, config.hidden, config.heads, generator, config.init)
 
     params = start()
     if config.restarts > 1:  # the authors' pick of the best random start, per layer

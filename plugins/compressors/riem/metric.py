@@ -104,23 +104,36 @@ def dequantize_states(codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor)
     return lo.unsqueeze(-2) + codes.float() * step.unsqueeze(-2)
 
 
+INITS = ("centred", "authors")
+
+
 def init_params(
-    batch: int, rows: int, cols: int, dim: int, hidden: int, heads: int, generator: torch.Generator
+    batch: int, rows: int, cols: int, dim: int, hidden: int, heads: int, generator: torch.Generator, init: str = "authors"
 ) -> dict[str, torch.Tensor]:
-    """A random start as the authors': states U[0, 1); the metric's linear maps PyTorch's default
-    U(±1/√fan_in) for weights and biases, all drawn from ``generator``."""
+    """A random start, all drawn from ``generator``: the metric's linear maps PyTorch's default
+    U(±1/√fan_in) for weights and biases; the states U[0, 1) as the authors' ("authors") or U[−1, 1)
+    with c set so that the start's weights have mean 0 ("centred", ours: all-positive states make the
+    branches' inputs share a large common part, and the fit far slower — on a 64 × 96 Gaussian
+    matrix, d = 16, 1,000 steps: relative error 0.23 against 0.87)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
 
     def uniform(shape: tuple[int, ...], bound: float) -> torch.Tensor:
         return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
-    return {
-        "rows": torch.rand((batch, rows, dim), generator=generator),
-        "cols": torch.rand((batch, cols, dim), generator=generator),
+    low = -1.0 if init == "centred" else 0.0
+    params = {
+        "rows": low + torch.rand((batch, rows, dim), generator=generator) * (1.0 - low),
+        "cols": low + torch.rand((batch, cols, dim), generator=generator) * (1.0 - low),
         "mix": uniform((batch, heads, dim, hidden), dim**-0.5),
         "mix_bias": uniform((batch, heads, hidden), dim**-0.5),
         "out": uniform((batch, hidden), hidden**-0.5),
         "out_bias": uniform((batch,), hidden**-0.5),
     }
+    if init == "centred":
+        with torch.no_grad():
+            params["out_bias"] -= weights(**params).mean(dim=(1, 2))
+    return params
 
 
 PARAM_NAMES = ("rows", "cols", "mix", "mix_bias", "out", "out_bias")
