@@ -24,7 +24,7 @@ from b2s_bench import Code, Compressed, Context, NotApplicableError, Target, wei
 
 from .codes import RiemCode, code_bits
 from .config import RiemConfig
-from .metric import RiemNetwork, dequantize_states, init_params, quantize_states
+from .metric import RiemNetwork, centre_, dequantize_states, init_params, quantize_states
 
 __all__ = ["riem_layers", "matrix_shape", "choose_dim", "plan", "fit_group", "GroupFit", "compress", "target", "cost"]
 
@@ -101,6 +101,11 @@ def _per_layer_rel_error(net: RiemNetwork, target: torch.Tensor) -> torch.Tensor
         return (diff / target.pow(2).sum(dim=(1, 2)).clamp(min=1e-30)).sqrt().cpu()
 
 
+def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B,) mask shaped to broadcast over a batched parameter (B, ...)."""
+    return mask.reshape(-1, *([1] * (like.dim() - 1)))
+
+
 def _end_drop(losses: list[float]) -> float | None:
     if len(losses) < 2:
         return None
@@ -118,21 +123,27 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
     target = ((weights_.double() - mean[:, None, None]).float() / scale[:, None, None]).to(device)
     log_every = max(config.steps // 20, 1)
 
-    def start() -> dict[str, torch.Tensor]:
-        return init_params(b, r, c, dim, config.hidden, config.heads, generator, config.init)
+    def start() -> RiemNetwork:
+        net = RiemNetwork(init_params(b, r, c, dim, config.hidden, config.heads, generator, config.init)).to(device)
+        if config.init == "centred":
+            centre_(net)
+        return net
 
-    params = start()
     if config.restarts > 1:  # the authors' pick of the best random start, per layer
+        best: dict[str, torch.Tensor] = {}
         best_err = torch.full((b,), math.inf)
         for _ in range(config.restarts):
-            net = RiemNetwork(start()).to(device)
+            net = start()
             b2s.fitting.fit_network(net, target, steps=config.restart_steps, lr=config.lr, log_every=max(config.restart_steps, 1))
             err = _per_layer_rel_error(net, target)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             for name, value in net.tensors().items():
-                params[name][better] = value.detach().cpu()[better]
-    net = RiemNetwork(params).to(device)
+                value = value.detach().cpu()
+                best[name] = value.clone() if name not in best else torch.where(_expand(better, value), value, best[name])
+        net = RiemNetwork(best).to(device)
+    else:
+        net = start()
     result = b2s.fitting.fit_network(net, target, steps=config.steps, lr=config.lr, log_every=log_every)
     # relative to the weights themselves: ||W' − T||/||T|| on the centred weights, times ||W − μ|| / ||W||
     centred = (weights_.double() - mean[:, None, None]).pow(2).sum(dim=(1, 2)).sqrt()

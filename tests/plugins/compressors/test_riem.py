@@ -173,6 +173,26 @@ def test_the_centred_start_fits_faster_and_the_refit_recovers_part_of_the_quanti
     assert refit["rel_error"] < centred["rel_error"] - 0.05  # to the 2-bit states: 0.80 -> 0.67
 
 
+def test_restarts_keep_each_layers_best_random_start() -> None:
+    w = torch.randn(2, 12, 18, generator=torch.Generator().manual_seed(5))
+    cfg = config(dim=3, bits=32, steps=0, restarts=3, restart_steps=15)
+    fit = fit_group(w, 3, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    # the same three starts by hand: each layer keeps the start it fitted best
+    gen = torch.Generator().manual_seed(0)
+    target = (w - w.mean(dim=(1, 2), keepdim=True)) / w.std(dim=(1, 2), correction=0, keepdim=True)
+    errors = []
+    for _ in range(3):
+        net = metric.RiemNetwork(metric.init_params(2, 12, 18, 3, 14, 6, gen, "centred"))
+        metric.centre_(net)
+        b2s.fitting.fit_network(net, target, steps=15, lr=cfg.lr, log_every=15)
+        with torch.no_grad():
+            errors.append(((net() - target).norm(dim=(1, 2)) / target.norm(dim=(1, 2))).tolist())
+    centred = (w - w.mean(dim=(1, 2), keepdim=True)).norm(dim=(1, 2)) / w.norm(dim=(1, 2))  # fit_rel_error is against W
+    best = torch.tensor(errors).min(dim=0).values * centred
+    assert fit.fit_rel_error == pytest.approx(best.tolist(), rel=1e-4)
+    assert len({tuple(e) for e in errors}) == 3  # three different starts
+
+
 @pytest.mark.parametrize(
     ("settings", "key"),
     [
