@@ -257,4 +257,5 @@ def target(config: RiemConfig, compressed: Compressed, model: nn.Module) -> Targ
 
 def cost(config: RiemConfig) -> float:
     """A cell's expected time in rounding passes: about one per 20 full-batch steps (a rough guide)."""
-    return 1.0 + (config.steps + config.restarts * config.restart_steps + config.refit_steps) / 20
+    restarts = config.restarts * config.restart_steps if config.restarts > 1 else 0  # one start: no restart fits
+    return 1.0 + (config.steps + restarts + config.refit_steps) / 20

@@ -41,7 +41,7 @@ class RiemConfig:
             weights have mean 0; far faster fits) or "authors" (the notebook's U[0, 1) states).
         restarts: random initialisations each fitted ``restart_steps`` steps, keeping per layer the
             best, before the main fit (the authors pick the best of 100 after 5,000 steps; ours: 1).
-        restart_steps: steps of each restart's short fit.
+        restart_steps: steps of each restart's short fit (with ``restarts`` > 1; one start is not refitted).
         refit_steps: after the states are quantized, steps refitting the metric network alone with the
             quantized states fixed (ours, not in the authors' code; 0 turns it off).
         layers: which weights: "all" conv and linear layers, only "conv", only "linear".
