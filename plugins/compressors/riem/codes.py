@@ -22,7 +22,7 @@ import torch
 import b2s_bench as b2s
 from b2s_bench import Code, SizeBreakdown, Symbols
 
-from .metric import RiemNetwork, dequantize_states, init_params, metric_params, weights
+from .metric import RiemNetwork, centre_, dequantize_states, init_params, metric_params, weights
 
 __all__ = ["RiemCode", "code_meta", "code_bits"]
 
@@ -157,10 +157,11 @@ class RiemCode(Code):
     def as_network(self, init: str = "code", generator: torch.Generator | None = None) -> RiemNetwork:
         if init == "random":
             r, c = self.rows.shape[0], self.cols.shape[0]
-            params = init_params(1, r, c, self.dim, self.hidden, self.heads, generator or torch.Generator().manual_seed(0))
-        else:
-            params = self.params()
-        return RiemNetwork(params, shape=self.orig_shape)
+            gen = generator or torch.Generator().manual_seed(0)
+            net = RiemNetwork(init_params(1, r, c, self.dim, self.hidden, self.heads, gen, "centred"), shape=self.orig_shape)
+            centre_(net)  # the compressor's default start
+            return net
+        return RiemNetwork(self.params(), shape=self.orig_shape)
 
     def stats(self) -> dict[str, Any]:
         return {"dim": self.dim, "hidden": self.hidden, "heads": self.heads, "bits": self.nbits}

@@ -110,6 +110,19 @@ def test_quantized_states_are_stored_at_n_bits_on_a_min_max_grid(tmp_path: Path)
     assert torch.equal(loaded.decode(), code.decode())
 
 
+def test_the_network_form_is_the_code_and_the_generic_solver_fits_it() -> None:
+    comp = SPEC.compress(linear(12, 20), config(dim=3, raw_if_larger=False), Context())
+    code = comp.codes["0.weight"]
+    with torch.no_grad():
+        assert torch.allclose(code.as_network()(), code.decode(), atol=1e-6)
+    net = code.as_network("random", torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert abs(float(net().mean())) < 1e-5  # the centred start
+    before = b2s.fitting.relative_error(net(), code.decode())
+    after = b2s.fitting.fit_network(net, code.decode(), steps=100, lr=0.03).rel_error
+    assert after < 0.5 * before
+
+
 def test_the_target_ratio_picks_the_largest_state_dimension_within_budget() -> None:
     shape = (64, 32, 3, 3)
     cfg = config(target_ratio=6.0)
