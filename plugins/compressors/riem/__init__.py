@@ -8,7 +8,8 @@ metric are fitted to the weight alone (a reconstruction loss, no data), then the
 to ``bits`` bits (the paper's "W4": ResNet-50 W4A4, Swin-T W4A8 — we read the 4 as the bits of the
 stored neuron states, the only tensors the notebook quantizes; the A bits are activations, a suite's
 concern). The metric network stays fp32 and is counted so; the notebook counts it at the states' bits
-without quantizing it. Layers of one matrix shape and d are fitted together in one batched network.
+without quantizing it. On a GPU, layers of one matrix shape and d are fitted together in one batched
+network (on a CPU one after another: faster there, ``batch_layers``).
 
 What is the paper's / the authors' code's and what is ours:
 

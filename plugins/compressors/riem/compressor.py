@@ -2,8 +2,8 @@
 
 Steps: pick the layers (``layers``, ``skip_first`` / ``skip_last``) and choose each one's state
 dimension d (``dim``, or the largest d within fp32 bits / ``target_ratio``), keeping raw what would
-not be smaller (``plan``); fit every group of layers with the same matrix shape and d together, in
-one batched network, with :func:`b2s.fitting.fit_network` (the MSE to the weights in units of their
+not be smaller (``plan``); fit each layer (on a GPU, every group of layers with the same matrix shape
+and d together, in one batched network) with :func:`b2s.fitting.fit_network` (the MSE to the weights in units of their
 RMS, Adam, cosine schedule; after ``restarts`` short random starts), quantize the states, optionally
 refit the metric network to the quantized states (``fit_group``); build the codes and the record's
 facts, with a caveat when a fit was still improving as its steps ran out.
@@ -171,8 +171,11 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
     return GroupFit(fitted, grids, [float(e) for e in fit_err], losses, unconverged, drop)
 
 
-def _groups(dims: dict[str, int], state: dict[str, torch.Tensor], config: RiemConfig) -> list[list[str]]:
-    """Layers of one matrix shape and d, in model order, split so each batch stays below max_batch_floats."""
+def _groups(dims: dict[str, int], state: dict[str, torch.Tensor], config: RiemConfig, device: torch.device) -> list[list[str]]:
+    """Layers of one matrix shape and d, in model order, split so each batch stays below max_batch_floats
+    (one layer a batch unless ``batch_layers`` says to batch: by default on a GPU only)."""
+    if config.batch_layers == "no" or (config.batch_layers == "auto" and device.type != "cuda"):
+        return [[key] for key in dims]
     by_kind: dict[tuple[int, int, int], list[str]] = defaultdict(list)
     for key, d in dims.items():
         by_kind[(*matrix_shape(tuple(state[key].shape)), d)].append(key)
@@ -199,7 +202,7 @@ def compress(model: nn.Module, config: RiemConfig, ctx: Context) -> Compressed:
     facts: dict[str, dict[str, Any]] = {}
     unconverged: list[str] = []
     drops: list[float] = []
-    groups = _groups(dims, state, config)
+    groups = _groups(dims, state, config, device)
     progress = ctx.progress(len(groups), "riem")
     try:
         for index, keys in enumerate(groups):

@@ -157,10 +157,12 @@ def test_a_fit_that_ran_out_of_steps_says_so() -> None:
 
 def test_layer_selection_and_batched_groups() -> None:
     model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4))
-    comp = SPEC.compress(model, config(dim=2, skip_first=True, raw_if_larger=False), Context())
+    comp = SPEC.compress(model, config(dim=2, skip_first=True, raw_if_larger=False, batch_layers="yes"), Context())
     assert sorted(comp.codes) == ["1.weight", "2.weight", "3.weight"]
     assert comp.info["layers"]["1.weight"]["batch"] == 2  # the two 16 × 16 layers in one fit
     assert comp.info["layers"]["3.weight"]["batch"] == 1
+    one_by_one = SPEC.compress(model, config(dim=2, skip_first=True, raw_if_larger=False), Context())  # "auto" on a CPU
+    assert {f["batch"] for f in one_by_one.info["layers"].values()} == {1}
     convs = SPEC.compress(tiny_model(0), config(layers="conv", raw_if_larger=False, dim=2), Context())
     assert sorted(convs.codes) == ["features.0.weight", "features.4.weight"]
 
