@@ -51,7 +51,7 @@ class RiemConfig:
         plateau_tol: a fit is reported unconverged (a caveat on the record) when its loss still fell
             by at least this fraction over the last quarter of its steps.
         batch_layers: fit the layers of one matrix shape and d together in one batched network:
-            "auto" on a GPU only (on a CPU, 8 layers of 64 × 288 batched took 2.2-3.2 s against 1.0 s
+            "auto" on a GPU only (on a CPU, 8 layers of 64 × 288 batched took 2.2-3.2 s against 1.0-1.2 s
             one after another: the larger block leaves the caches), "yes" or "no".
         max_batch_floats: a batch is split so that batch × rows × cols × hidden × heads stays below
             this (memory bound).
