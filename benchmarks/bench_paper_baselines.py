@@ -38,6 +38,18 @@ RUNS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
+def riem_rows(steps: int = 1) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """RieM at its defaults (4-bit states, 6 branches of width 14, d per layer from target ratio 8) but
+    ``steps`` fitting steps (its default is 2,000, the authors' 10^6): a timing, not a fit. Its time is
+    about ``steps`` forward and backward passes and three no-grad passes (the start's centring, the
+    final error, each code's decode) over every layer's R × C × 14 × 6 sigmoid block; quantize at 4
+    bits per channel (about the same size) is the reference. Minutes on a CPU: ``--only riem --repeats 1``."""
+    return [("riem", {"steps": steps}, {"bits": 4, "granularity": "channel"})]
+
+
+RUNS += riem_rows()
+
+
 def lite0() -> nn.Module:
     import timm
 
