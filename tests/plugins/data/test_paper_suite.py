@@ -23,6 +23,7 @@ def offline_variant(tmp_path: Path, models: list[str]) -> Path:
     data["models"] = [m for m in data["models"] if m["label"] in models]
     for model in data["models"]:
         model.pop("pretrained", None)
+    data["compressors"] = [e for e in data["compressors"] if set(e.get("models", models)) & set(models)]
     wnids = imagenet_wnids()[:3]
     root = fake_imagenet(tmp_path / "inet", wnids, per_class=2)
     train = fake_imagenet(tmp_path / "inet-train", wnids, per_class=2)
@@ -47,7 +48,15 @@ def offline_variant(tmp_path: Path, models: list[str]) -> Path:
 def test_shipped_suite_lists_every_table_and_names_the_missing_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("validate", str(SUITE)) == 3
     out = capsys.readouterr()
-    for label in ("W6A6", "dsg(bits=6)", "squant(bits=6)", "udfc(bits=6)", "riem(bits=4) W4A4", "riem(bits=4) W4A8", "+ SVD + 60 % pruning + 6-bit"):
+    for label in (
+        "W6A6",
+        "dsg(bits=6)",
+        "squant(bits=6)",
+        "udfc(bits=6)",
+        "riem(bits=4) W4A4",
+        "riem(bits=4) W4A8",
+        "+ SVD + 60 % pruning + 6-bit",
+    ):
         assert label in out.out, label
     assert "ImageNet val not found" in out.err
 
@@ -58,7 +67,8 @@ def test_fake_imagenet_run_of_the_resnet18_tables(tmp_path: Path) -> None:
     assert run_cli("run", str(path), "--out", str(out), "--quiet", "--device", "cpu", "-k", "W6A6") == 0
     records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
     labels = {r["label"] for r in records}
-    assert {"dsg(bits=6) W6A6", "squant(bits=6) W6A6", "udfc(bits=6) W6A6", "rtn quantize(bits=6) W6A6"} <= labels
+    for method in ("dsg(", "squant(", "udfc(", "rtn quantize(", "big2small("):  # quick settings join the labels
+        assert any(label.startswith(method) and label.endswith(" W6A6") for label in labels), (method, labels)
     assert all(r["status"] == "ok" for r in records), [(r["label"], r.get("error")) for r in records if r["status"] != "ok"]
     dsg = next(r for r in records if r["label"].startswith("dsg"))
     assert dsg["details"]["activations"]["inputs"]["kind"] == "the method's own synthetic inputs"
