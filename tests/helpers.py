@@ -25,15 +25,18 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
-def small_vit(seed: int = 0) -> torch.nn.Module:
-    """timm's ViT-Tiny architecture at test size: 32x32 inputs, 8x8 patches, 2 blocks, 10 classes (random init)."""
+def small_vit(seed: int = 0, depth: int = 2, embed_dim: int = 96) -> torch.nn.Module:
+    """timm's ViT-Tiny architecture at test size: 32x32 inputs, 8x8 patches, 2 blocks of width 96 (ViT-Tiny:
+    12 of 192) with ViT-Tiny's 3 heads, 10 classes (random init)."""
     import timm
 
     torch.manual_seed(seed)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=10).eval()
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=depth, embed_dim=embed_dim, num_classes=10
+    ).eval()
 
 
-def small_swin(seed: int = 0) -> torch.nn.Module:
+def small_swin(seed: int = 0, embed_dim: int = 48) -> torch.nn.Module:
     """timm's Swin-T architecture at test size: 32x32 inputs, 2x2 patches, 4x4 windows, two stages of one
     block (a patch merging between them), 48 channels, 10 classes (random init)."""
     import timm
@@ -47,14 +50,14 @@ def small_swin(seed: int = 0) -> torch.nn.Module:
         window_size=4,
         depths=(1, 1),
         num_heads=(3, 6),
-        embed_dim=48,
+        embed_dim=embed_dim,
         num_classes=10,
     ).eval()
 
 
 def image_context(build: Callable[[], torch.nn.Module], size: int = 32, classes: int = 10) -> Context:
     """A Context for a 3-channel image model: seeded calibration and training images, and
-    ``build_model`` answering with ``build()`` (a distillation student of the same architecture)."""
+    ``build_model`` answering with ``build()`` whatever the name (a distillation student)."""
     gen = torch.Generator().manual_seed(0)
     xs = torch.randn(32, 3, size, size, generator=gen)
     ys = torch.randint(0, classes, (32,), generator=gen)
