@@ -80,17 +80,17 @@ def outcome(name: str, settings: dict[str, Any], model: Callable[[], nn.Module],
     return "compressed"
 
 
+def _case_id(value: Any) -> str:
+    return value if isinstance(value, str) else ",".join(f"{k}={x}" for k, x in value.items()) or "quick"
+
+
 def _cases() -> list[tuple[str, dict[str, Any]]]:
     cases: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in COMPRESSORS]
     return cases + [(name, v) for name, variants in VARIANTS.items() if name in COMPRESSORS for v in variants]
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
-@pytest.mark.parametrize(
-    ("name", "settings"),
-    _cases(),
-    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()) or "quick",
-)
+@pytest.mark.parametrize(("name", "settings"), _cases(), ids=_case_id)
 def test_every_compressor_compresses_a_transformer_or_says_why_not(family: str, name: str, settings: dict[str, Any]) -> None:
     model, student = SMALL[family]
     result = outcome(name, settings, model, _context(model, student, 32, 10))
@@ -125,8 +125,8 @@ FULL = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FULL))
-@pytest.mark.parametrize("name", COMPRESSORS)
-def test_full_size_vit_tiny_and_swin_t(family: str, name: str) -> None:
+@pytest.mark.parametrize(("name", "settings"), _cases(), ids=_case_id)
+def test_full_size_vit_tiny_and_swin_t(family: str, name: str, settings: dict[str, Any]) -> None:
     """The paper-size architectures (224x224 inputs, 1000 classes, random init, no download)."""
     import timm
 
@@ -141,5 +141,5 @@ def test_full_size_vit_tiny_and_swin_t(family: str, name: str) -> None:
         return timm.create_model(arch, pretrained=False, **student_size).eval()
 
     ctx = _context(model, student, 224, 1000)
-    result = outcome(name, {}, model, ctx)
+    result = outcome(name, settings, model, ctx)
     assert result == "compressed" or result.startswith("not applicable: ")
