@@ -6,8 +6,8 @@ its dense layout at smaller widths, so there are no masks or indices to store: e
 shrunk model is stored raw at fp32 and counted, and each shrunk tensor's new shape at 32 bits a
 dimension. ``sparsity`` is the share of the conv/linear weights to remove: torch-pruning's
 ``pruning_ratio`` (the share of channels) starts at ``sparsity`` and, with ``reach_sparsity``, is
-raised until the weights removed reach it. Per layer or, with ``scope: global``, across layers. The
-classifier's outputs are never pruned.
+raised until the weights removed reach it (the try that removed the most is kept when none does).
+Per layer or, with ``scope: global``, across layers. The classifier's outputs are never pruned.
 
 Transformers (a module with a ``qkv`` linear layer and an integer ``num_heads``, as timm's ViT,
 DeiT and Swin attention): the qkv layers and their head counts go to torch-pruning
@@ -65,17 +65,19 @@ def compress_channels(model: nn.Module, config: PruneConfig, ctx: Context) -> Co
     skeleton = copy.deepcopy(model).cpu()  # the unpruned architecture: the artifact rebuilds from it
     original = {k: tuple(v.shape) for k, v in inference_state(model).items()}
     before = sum(m.get_parameter("weight").numel() for m in weight_layers(model).values())
-    ratio, tries = config.sparsity, 0
-    pruned = model
+    pruned, ratio, best = model, config.sparsity, -1.0
+    tries, trying = 0, config.sparsity
     while config.sparsity > 0:
-        pruned = copy.deepcopy(model)  # each try starts from the unpruned model
+        attempt = copy.deepcopy(model)  # each try starts from the unpruned model
         with _quiet_unwrapped():
-            _prune(pruned, config, ctx, ratio)
-        removed = 1.0 - sum(m.get_parameter("weight").numel() for m in weight_layers(pruned).values()) / max(before, 1)
+            _prune(attempt, config, ctx, trying)
+        removed = 1.0 - sum(m.get_parameter("weight").numel() for m in weight_layers(attempt).values()) / max(before, 1)
         tries += 1
-        if not config.reach_sparsity or removed >= config.sparsity or tries > RAISE_TRIES or ratio >= MAX_RATIO:
+        if removed > best:  # a higher ratio can remove less (torch-pruning keeps a group it would empty)
+            pruned, ratio, best = attempt, trying, removed
+        if not config.reach_sparsity or removed >= config.sparsity or tries > RAISE_TRIES or trying >= MAX_RATIO:
             break
-        ratio = min(MAX_RATIO, ratio * config.sparsity / max(removed, 0.01 * config.sparsity))
+        trying = min(MAX_RATIO, trying * config.sparsity / max(removed, 0.01 * config.sparsity))
     state = {k: v.detach().cpu() for k, v in inference_state(pruned).items()}
     if set(state) != set(original):
         raise RuntimeError("torch-pruning changed the set of tensors; this model is not supported")
