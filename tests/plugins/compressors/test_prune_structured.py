@@ -92,3 +92,23 @@ def test_reach_sparsity_false_keeps_the_channel_ratio_as_given() -> None:
     assert (
         SPEC.target is not None and SPEC.target(PruneConfig(sparsity=0.25, method="channel"), comp, small_swin()).achieved < 0.25
     )
+
+
+@pytest.mark.parametrize("residual", ["auto", "prune"])
+def test_a_distilled_deit_prunes_too(residual: str) -> None:
+    """DeiT's distillation token is one more top-level parameter on the residual stream."""
+    import timm
+    from helpers import image_context
+
+    def deit() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model(
+            "deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=96, num_classes=10
+        ).eval()
+
+    config = PruneConfig(sparsity=0.25, method="channel", scope="layer", residual=residual)
+    comp = compress(deit(), config, image_context(deit))
+    assert SPEC.target is not None and SPEC.target(config, comp, deit()).achieved >= 0.25
+    assert (comp.raw["dist_token"].shape[-1] < 96) == (residual == "prune")
+    with torch.no_grad():
+        assert torch.isfinite(comp.module()(torch.randn(2, 3, 32, 32))).all()
