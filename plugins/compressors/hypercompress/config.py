@@ -13,8 +13,9 @@ from b2s_bench import ceil_log2, check
 
 __all__ = ["HyperCompressConfig", "RECT_SCALE", "MIN_RECT_L"]
 
-#: ``rect_l: auto``: the square's side in standard deviations of the tensor (chosen by output error:
-#: see docs/compressors.md and tests/plugins/compressors/test_hypercompress.py)
+#: ``rect_l: auto``: the square's side in standard deviations of the tensor, chosen by output: with the
+#: stop threshold, EfficientNet-Lite0's agreement on the photo set is 94.3 % at 4 (92.8 / 92.4 / 92.0 %
+#: at 2 / 3 / 6; docs/compressors.md), and test-size transformers' output error is near rect_l 0.1's
 RECT_SCALE = 4.0
 #: the smallest side ``rect_l: auto`` gives (a constant tensor has no spread)
 MIN_RECT_L = 1e-8
