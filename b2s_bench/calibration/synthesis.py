@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compression.compressor import Context, Progress
+from ..compression.coverage import NotApplicableError
 from ..config import check
 from ..fitting.training import train_loop
 
@@ -285,7 +286,12 @@ class _BNTerms:
         self.per_sample: list[torch.Tensor] = []  # DSG form: (B,) per layer, unweighted
         self.handles = [m.register_forward_pre_hook(self._hook) for m in bn_layers(model)]
         if not self.handles:
-            raise ValueError("the model has no BatchNorm layers with running statistics to synthesize data from")
+            norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))})
+            uses = f" (it normalises with {' and '.join(norms)})" if norms else ""
+            raise NotApplicableError(
+                "synthesized inputs match BatchNorm running statistics, and the model has no BatchNorm layers "
+                f"with running statistics to synthesize data from{uses}; use real inputs (the calibration track)"
+            )
 
     def clear(self) -> None:
         self.terms.clear()

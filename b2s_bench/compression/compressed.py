@@ -41,7 +41,9 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Resize parameters and buffers of ``model`` to the shapes in ``state`` (structured pruning).
 
     Layer attributes (channels, features, groups) follow, so a physically shrunk model can be
-    rebuilt from the original architecture and a state dict alone.
+    rebuilt from the original architecture and a state dict alone; so do a multi-head attention
+    module's ``head_dim`` and ``attn_dim`` (a module with a ``qkv`` linear layer and an integer
+    ``num_heads``, as timm's), its head count kept.
     """
     own: dict[str, torch.Tensor] = dict(model.named_parameters())
     own.update(dict(model.named_buffers()))
@@ -59,11 +61,11 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     for mod_name in changed:
         mod = model.get_submodule(mod_name)
         for pname, p in list(mod.named_parameters(recurse=False)):
-            key = f"{mod_name}.{pname}"
+            key = f"{mod_name}.{pname}" if mod_name else pname  # "" is the model (ViT's cls_token)
             if key in state:
                 setattr(mod, pname, nn.Parameter(torch.empty_like(state[key]), requires_grad=p.requires_grad))
         for bname, b in list(mod.named_buffers(recurse=False)):
-            key = f"{mod_name}.{bname}"
+            key = f"{mod_name}.{bname}" if mod_name else bname
             if key in state and b is not None:
                 mod.register_buffer(bname, torch.empty_like(state[key]))
         w = getattr(mod, "weight", None)
@@ -84,6 +86,15 @@ def conform_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
                 mod.num_features = ref.shape[0]
         elif isinstance(mod, nn.LayerNorm) and w is not None:
             mod.normalized_shape = tuple(w.shape)
+    for mod in model.modules():  # multi-head attention (timm's convention): its widths follow its qkv layer
+        qkv, heads = getattr(mod, "qkv", None), getattr(mod, "num_heads", None)
+        if isinstance(qkv, nn.Linear) and isinstance(heads, int) and heads > 0:
+            width = qkv.out_features // 3  # pruning removes head dimensions, never heads
+            attention: Any = mod  # plain int attributes of a third-party module
+            if isinstance(getattr(attention, "head_dim", None), int):
+                attention.head_dim = width // heads
+            if isinstance(getattr(attention, "attn_dim", None), int):
+                attention.attn_dim = width
 
 
 class Compressed:

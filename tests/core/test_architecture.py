@@ -283,7 +283,7 @@ SIZE_CODE = (
     "compression/codes.py",
     "compression/packing.py",
 )
-SIZE_CODE_HASH = "3e5a684b7499f7e5"  # per-layer activation bits (8 bits of metadata each, only where the activations stage sets them): no record's numbers change
+SIZE_CODE_HASH = "60796292535953d0"  # conform_shapes: top-level parameters and attention widths; per-layer activation bits (8 bits of metadata each, only where the activations stage sets them): no record's numbers change
 
 
 def _ast_hash(paths: list[Path]) -> str:

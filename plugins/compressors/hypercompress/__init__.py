@@ -10,8 +10,12 @@ Two labelled variants (setting ``variant``):
   Pairs outside the square are sorted by radius into 1..``class_max`` rings, pulled into the square
   by their ring's factor, snapped and pushed back out; the index stored is ``class·(n+1) + codeword``.
   The class count of a layer is the first whose mean absolute error is at most ``loss_threshold``,
-  else the best one. With ``set_loss_limit``, a layer whose MAE exceeds ``loss_limit`` (0.006) stays
-  fp32. Weights are not normalised: ``rect_l`` is in weight units, as in the released code.
+  else the best one. With ``set_loss_limit`` (the authors' stop threshold; on by default, as in their
+  Sheared-LLaMA script), a layer whose MAE exceeds ``loss_limit`` (0.006) stays fp32. Weights are not
+  normalised: ``rect_l`` is in weight units, as in the released code, which sets it per model (0.8
+  for MobileNetV3, 0.1 for UNet and Sheared-LLaMA); ``rect_l: auto`` (the default) sets it per tensor
+  to ``rect_scale`` (4) standard deviations of its weights, so a transformer's weights (std 0.02)
+  are not snapped on a grid of a 0.8 square.
 * ``canonical`` is the paper's theoretical form (methods.md §6.2): weights normalised to [0,1] per
   tensor (min and max kept in fp32), groups of ``k`` weights, and for each group the integer
   n < ``n_c`` whose point x(n) = frac(n·δ·a), a_k = 1/(π+k), δ = ``delta``, is nearest (exact search).
@@ -63,10 +67,11 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(LatticeCode, WindingCode, RawCode),
     identity=None,  # none: a finite codebook of orbit points cannot hit every fp32 value exactly
-    version="2",  # 2: the header counted is b2s.header_bits(meta())
+    version="3",  # 3: defaults rect_l: auto (4 standard deviations a tensor) and the stop threshold on
     defaults_source=(
-        "the authors' released code (Hyper-Compression, arXiv 2409.00592): its MobileNetV3 settings (n 1600, "
-        "rect_l 0.8, class_max 4, MAE threshold 0.001, min_numel 10)"
+        "the authors' released code (Hyper-Compression, arXiv 2409.00592): its MobileNetV3 settings (n 1600, class_max 4, "
+        "MAE threshold 0.001, min_numel 10) with its Sheared-LLaMA stop threshold (a layer over MAE 0.006 stays fp32); "
+        "rect_l: auto (4 standard deviations a tensor) is ours, where they set it per model (0.8 MobileNetV3, 0.1 UNet, LLaMA)"
     ),
     description=(
         "Hyper-Compression (2409.00592): variant=released follows the released code (pairs on a "

@@ -24,11 +24,11 @@ def encode_tensor(w: torch.Tensor, config: HyperCompressConfig) -> tuple[Code, d
         raise ValueError("hypercompress cannot encode a tensor with non-finite values")
     shape = tuple(w.shape)
     if config.variant == "released":
-        idx, classes, center, farthest, pad, facts = encode_pairs(
-            w.reshape(-1), config.n, config.rect_l, config.class_max, config.loss_threshold
-        )
-        code: Code = LatticeCode(idx, config.n, config.rect_l, classes, center, farthest, pad, shape)
-        facts = {"classes": classes, "outer_pairs": facts["outer_pairs"]}
+        side = config.side(w)
+        flat = w.reshape(-1)
+        idx, classes, center, farthest, pad, facts = encode_pairs(flat, config.n, side, config.class_max, config.loss_threshold)
+        code: Code = LatticeCode(idx, config.n, side, classes, center, farthest, pad, shape)
+        facts = {"classes": classes, "outer_pairs": facts["outer_pairs"], "rect_l": side}
     else:
         flat = w.reshape(-1).double()
         lo32, hi32 = flat.min().float(), flat.max().float()

@@ -63,7 +63,7 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
     for index, key in enumerate(layers):
         w = state[key].detach().float().cpu()
         c_out, c_in = int(w.shape[0]), int(w.shape[1])
-        orders = enc.layer_order(w, config.permutation)
+        orders = enc.layer_order(w, config.permutation, config.similarity)
         kernels = w.reshape(c_out * c_in, -1)
         src = enc.source_index(orders, c_out, c_in)
         targets.append(kernels if src is None else kernels[src])  # grid position t holds kernel src[t]

@@ -27,6 +27,8 @@ class NernConfig:
         kernel_size: predict convs with this square kernel (and groups == 1).
         include_grouped: also predict grouped and depthwise convs of that kernel size (not NeRN).
         permutation: "none", "infilter" or "crossfilter" kernel reordering (tables stored, counted).
+        similarity: what makes kernels neighbours in those orders: "euclidean" (their distance) or
+            "cosine" (NeRN's cosine similarity: the distance between the kernels scaled to unit norm).
         steps / batch_size / lr: Adam(W) steps with a cosine schedule, kernels per step (all when
             fewer), learning rate.
         optimizer / weight_decay: "adam" or "adamw", and AdamW's decoupled weight decay.
@@ -44,6 +46,7 @@ class NernConfig:
     kernel_size: int = 3
     include_grouped: bool = False
     permutation: Literal["none", "infilter", "crossfilter"] = "infilter"
+    similarity: Literal["euclidean", "cosine"] = dataclasses.field(default="euclidean", metadata=ADDED_SETTING)
     steps: int = 2000
     batch_size: int = 4096
     lr: float = 5e-3
@@ -72,6 +75,16 @@ class NernConfig:
             self.permutation in enc.PERMUTATIONS,
             f"permutation must be one of {list(enc.PERMUTATIONS)}, got {self.permutation!r}",
             "permutation",
+        )
+        check(
+            self.similarity in enc.SIMILARITIES,
+            f"similarity must be one of {list(enc.SIMILARITIES)}, got {self.similarity!r}",
+            "similarity",
+        )
+        check(
+            self.similarity == "euclidean" or self.permutation != "none",
+            "similarity orders the kernels of a permutation; with permutation: none drop it",
+            "similarity",
         )
         check(self.steps >= 0, f"steps must be >= 0, got {self.steps}", "steps")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "batch_size")

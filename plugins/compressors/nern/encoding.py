@@ -8,8 +8,11 @@ Permutations reorder which kernel sits at which grid coordinate, so that neighbo
 hold similar kernels (a smoother function for the predictor). Grid position t holds kernel
 ``src[t]`` (kernels flattened filter-major); decoding scatters the predictions back. NeRN finds
 the orders with a max-similarity TSP heuristic that takes hours on ResNet-18; ours is cheap:
-a greedy nearest-neighbour chain (Euclidean) for up to ``GREEDY_LIMIT`` kernels, else a sort on the
-projection onto the first principal component.
+a greedy nearest-neighbour chain for up to ``GREEDY_LIMIT`` kernels, else a sort on the
+projection onto the first principal component. ``similarity`` says which kernels are near:
+"euclidean" (the distance between kernels) or "cosine" (NeRN's: the cosine similarity, i.e. the
+distance between the kernels scaled to unit norm, so kernels of one shape and different
+magnitudes are neighbours; the chain still starts at the largest-norm kernel).
 
 - crossfilter: one order of all C_out·C_in kernels of the layer; stored as C_out·C_in entries of
   ⌈log2(C_out·C_in)⌉ bits.
@@ -29,6 +32,8 @@ from b2s_bench import ceil_log2, pack_bits, unpack_bits
 __all__ = [
     "GREEDY_LIMIT",
     "PERMUTATIONS",
+    "SIMILARITIES",
+    "order_rows",
     "encode",
     "grid_coords",
     "layer_order",
@@ -40,6 +45,8 @@ __all__ = [
 
 GREEDY_LIMIT = 4096
 PERMUTATIONS = ("none", "infilter", "crossfilter")
+#: how kernel orders measure similarity (``NernConfig.similarity``)
+SIMILARITIES = ("euclidean", "cosine")
 
 
 def encode(coords: torch.Tensor, levels: int, base: float) -> torch.Tensor:
@@ -56,13 +63,14 @@ def grid_coords(layer: int, num_layers: int, c_out: int, c_in: int) -> torch.Ten
     return torch.stack([torch.full_like(f, layer / num_layers), f, c], dim=1)
 
 
-def _greedy_chain(x: torch.Tensor) -> torch.Tensor:
-    """(B, n, d) -> (B, n): for each batch, a nearest-neighbour chain from the largest-norm row."""
+def _greedy_chain(x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n, d) -> (B, n): for each batch, a nearest-neighbour chain from row ``start`` (default:
+    the largest-norm row)."""
     b, n, _ = x.shape
     order = torch.empty(b, n, dtype=torch.long)
     visited = torch.zeros(b, n, dtype=torch.bool)
     rows = torch.arange(b)
-    current = x.norm(dim=2).argmax(dim=1)
+    current = x.norm(dim=2).argmax(dim=1) if start is None else start
     for t in range(n):
         order[:, t] = current
         visited[rows, current] = True
@@ -83,25 +91,31 @@ def _principal_sort(x: torch.Tensor) -> torch.Tensor:
     return torch.argsort(proj, dim=1, stable=True)
 
 
-def order_rows(x: torch.Tensor, greedy_limit: int | None = None) -> torch.Tensor:
-    """An order of the rows of each batch (B, n, d) in which consecutive rows are similar."""
+def order_rows(x: torch.Tensor, greedy_limit: int | None = None, similarity: str = "euclidean") -> torch.Tensor:
+    """An order of the rows of each batch (B, n, d) in which consecutive rows are similar
+    (``similarity``: "euclidean" distance, or "cosine": the distance between rows scaled to unit norm)."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {similarity!r}")
     x = x.detach().float().cpu()
     if x.shape[1] <= 1:
         return torch.zeros(x.shape[0], x.shape[1], dtype=torch.long)
     limit = GREEDY_LIMIT if greedy_limit is None else greedy_limit
-    return _greedy_chain(x) if x.shape[1] <= limit else _principal_sort(x)
+    start = x.norm(dim=2).argmax(dim=1)
+    if similarity == "cosine":  # nearest by cosine similarity = nearest among unit vectors
+        x = x / x.norm(dim=2, keepdim=True).clamp(min=1e-12)
+    return _greedy_chain(x, start) if x.shape[1] <= limit else _principal_sort(x)
 
 
-def layer_order(weight: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
+def layer_order(weight: torch.Tensor, mode: str, similarity: str = "euclidean") -> dict[str, torch.Tensor]:
     """The permutation tables of a layer (C_out, C_in, k, k) for ``mode`` (empty for "none")."""
     c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
     kernels = weight.detach().reshape(c_out, c_in, -1)
     if mode == "crossfilter":
-        return {"order": order_rows(kernels.reshape(1, c_out * c_in, -1))[0]}
+        return {"order": order_rows(kernels.reshape(1, c_out * c_in, -1), similarity=similarity)[0]}
     if mode == "infilter":
-        channels = order_rows(kernels)  # (C_out, C_in): filter f's kernels in chain order
+        channels = order_rows(kernels, similarity=similarity)  # (C_out, C_in): filter f's kernels in chain order
         permuted = torch.gather(kernels, 1, channels[:, :, None].expand_as(kernels))
-        filters = order_rows(permuted.reshape(1, c_out, -1))[0]
+        filters = order_rows(permuted.reshape(1, c_out, -1), similarity=similarity)[0]
         return {"filters": filters, "channels": channels}
     return {}
 

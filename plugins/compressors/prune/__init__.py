@@ -38,7 +38,8 @@ SPEC = CompressorSpec(
     compress_tensor=compress_tensor,
     codes=(SparseCode,),
     identity={"sparsity": 0.0, "method": "magnitude"},
-    version="3",  # 3: the header counted is b2s.header_bits(meta())
+    version="4",  # 4: channel pruning reaches `sparsity` in weights removed; transformers prune head dims
+    # (3: the header counted is b2s.header_bits(meta()))
     defaults_source=(
         "ours: 50 % global unstructured magnitude pruning (Han et al. 2015 give no sparsity for a new model);"
         " relative indices at Deep Compression's fc width, 5 bits (Han et al. ICLR 2016, Sec. 2)"

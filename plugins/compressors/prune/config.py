@@ -12,6 +12,8 @@ __all__ = ["PruneConfig", "POSITIONS"]
 
 #: how a sparse tensor stores the positions of its kept weights (see :mod:`.codes`)
 POSITIONS = ("auto", "relative")
+#: what channel pruning does with a transformer's residual stream (see ``PruneConfig.residual``)
+RESIDUAL = ("auto", "keep", "prune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,8 @@ class PruneConfig:
     Attributes:
         sparsity: fraction of the targeted weights removed, in [0, 1).
         scope: "global" (one threshold across layers) or "layer" (the same sparsity in each).
-        method: "magnitude" (unstructured) or "channel" (structured filters via torch-pruning).
+        method: "magnitude" (unstructured) or "channel" (structured filters via torch-pruning; on
+            transformers the attention heads' dimensions and the MLPs' hidden units).
         skip_first / skip_last: leave the first / last conv or linear layer dense.
         positions: how a sparse tensor stores where its kept weights are: "auto" (the cheaper of a
             bitmask and CSR column indices) or "relative" (Deep Compression's relative indices: the
@@ -34,6 +37,13 @@ class PruneConfig:
         layer_index_bits: index bits by tensor name, overriding ``index_bits``: ``{glob pattern:
             bits}``, the first pattern (in the order written) matching the weight's key
             (``features.0.weight``) wins, e.g. ``{"features.*": 8, "classifier.*": 5}``.
+        residual: with ``method: channel``: "auto" keeps the width of a transformer's residual stream
+            (the channels coupled to a LayerNorm, on models with ``qkv``/``num_heads`` attention)
+            and prunes it elsewhere; "keep" always keeps it; "prune" prunes it too (ViT runs; Swin's
+            patch merging does not, and is refused).
+        reach_sparsity: with ``method: channel``: raise torch-pruning's channel ratio (up to 6 more
+            tries, by asked / achieved) until the conv/linear weights removed reach ``sparsity``;
+            false: ``sparsity`` is the channel ratio as given (torch-pruning's meaning).
     """
 
     sparsity: float = 0.5
@@ -44,10 +54,18 @@ class PruneConfig:
     positions: Literal["auto", "relative"] = dataclasses.field(default="auto", metadata=ADDED_SETTING)
     index_bits: int = dataclasses.field(default=5, metadata={**ADDED_SETTING, "range": "1..16"})
     layer_index_bits: dict[str, int] = dataclasses.field(default_factory=dict, metadata=ADDED_SETTING)
+    residual: Literal["auto", "keep", "prune"] = dataclasses.field(default="auto", metadata=ADDED_SETTING)
+    reach_sparsity: bool = dataclasses.field(default=True, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")
         one_of(self.positions, POSITIONS, "positions")
+        one_of(self.residual, RESIDUAL, "residual")
+        check(
+            isinstance(self.reach_sparsity, bool),
+            f"reach_sparsity must be true or false, got {self.reach_sparsity!r}",
+            "reach_sparsity",
+        )
         check(
             isinstance(self.index_bits, int) and not isinstance(self.index_bits, bool) and 1 <= self.index_bits <= 16,
             f"index_bits must be an int in 1..16, got {self.index_bits!r}",

@@ -67,6 +67,14 @@ def _output_shifts(
     state = model.state_dict()
     deltas = {key.rpartition(".")[0]: code.decode().float() - state[key].detach().float().cpu() for key, code in codes.items()}
     if config.bias_correction == "bn":
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):  # e.g. a LayerNorm transformer
+            norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))})
+            uses = f" (it normalises with {' and '.join(norms)})" if norms else ""
+            why = (
+                f"this model has no BatchNorm{uses}, whose statistics bn needs; "
+                "bias_correction: synthetic or calibration measures the shifts instead"
+            )
+            return {}, dict.fromkeys(deltas, why)
         means, skipped = bn_input_means(model, list(deltas))
         return {n: analytic_shift(model.get_submodule(n), deltas[n], ex) for n, ex in means.items()}, skipped
     shifts = measured_shifts(model, deltas, data.of(config.bias_correction), data.ctx.device)

@@ -37,7 +37,9 @@ class QuantizeConfig:
         skip_first / skip_last: keep the first / last conv or linear layer in fp32.
         bias_correction: correct each layer's bias by −(Ŵ − W)·E[x] (DFQ): "bn" estimates E[x]
             data-free from the BatchNorm (+ activation) before the layer (other layers are skipped
-            and recorded); "synthetic" / "calibration" measure the shift on synthesized / real inputs.
+            and recorded; on a model without BatchNorm, e.g. a LayerNorm transformer, none is corrected and
+            the record's caveat says why);
+            "synthetic" / "calibration" measure the shift on synthesized / real inputs.
         absorb_bias: a corrected layer without a bias whose only consumer is a BatchNorm shifts that
             BN's running mean instead (exact, no extra bits); otherwise a bias is added (fp32, counted).
         activation_bits: simulated quantization of each quantized layer's input (None: weights only);

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from b2s_bench import ConfigError, build_config
+from b2s_bench import ConfigError, NotApplicableError, build_config
 from b2s_bench.calibration import (
     DEEPINVERSION,
     DSG,
@@ -86,7 +86,7 @@ def test_synthesis_reports_progress_and_runs_under_no_grad() -> None:
 
 
 def test_synthesis_needs_batchnorm_and_an_input_shape() -> None:
-    with pytest.raises(ValueError, match="no BatchNorm"):
+    with pytest.raises(NotApplicableError, match="no BatchNorm"):
         synthesize(
             TinyMLP(),
             SynthesisConfig(samples=4, batch_size=4, iterations=1),

@@ -29,8 +29,13 @@ from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 CODE_TYPES = {c.kind: c for c in SPEC.codes}
 
 
+#: the released code's MobileNetV3 operating point, which the hand-computed sizes below assume
+#: (the defaults are rect_l: auto and the stop threshold on)
+MOBILENET = {"rect_l": 0.8, "set_loss_limit": False}
+
+
 def _config(**values):
-    return build_config(SPEC.config, values, owner="hypercompress")
+    return build_config(SPEC.config, {**MOBILENET, **values}, owner="hypercompress")
 
 
 def _compress(model, **values):
@@ -269,3 +274,54 @@ def test_record_facts():
         assert facts["classes"] == code.classes == comp.info["classes"][key]
         assert facts["mae"] == pytest.approx(float((code.decode() - tiny_model().state_dict()[key]).abs().mean()))
     assert comp.info["variant"] == "released" and comp.info["raw_fallback"] == []
+
+
+def test_rect_l_auto_is_rect_scale_standard_deviations_per_tensor():
+    from b2s_bench_plugins.compressors.hypercompress.config import RECT_SCALE
+
+    w = torch.randn(40, 40, generator=torch.Generator().manual_seed(0)) * 0.02
+    auto = build_config(SPEC.config, {}, owner="hypercompress")  # the default
+    assert auto.rect_l == "auto" and auto.set_loss_limit
+    code = compress_tensor("w", w, auto, tiny_context())
+    assert isinstance(code, LatticeCode) and code.rect_l == pytest.approx(RECT_SCALE * float(w.double().std(correction=0)))
+    unlimited = build_config(SPEC.config, {"set_loss_limit": False}, owner="hypercompress")  # 0.006 is absolute
+    big = compress_tensor("w", 100 * w, unlimited, tiny_context())  # the square follows the spread: same relative error
+    rel = [float((c.decode() - x).norm() / x.norm()) for c, x in ((code, w), (big, 100 * w))]
+    assert rel[0] == pytest.approx(rel[1], rel=0.15)  # not exactly: loss_threshold (the class count) is absolute
+    fixed = compress_tensor("w", w, _config(), tiny_context())  # 0.8: a square 10 times the weights' spread
+    assert rel[0] < 0.5 * float((fixed.decode() - w).norm() / w.norm())
+    assert isinstance(compress_tensor("w", torch.full((12,), 0.5), auto, tiny_context()), LatticeCode)  # no spread
+    for values, key in (({"rect_l": "wide"}, "rect_l"), ({"rect_l": 0.1, "rect_scale": 3.0}, "rect_scale")):
+        with pytest.raises(ConfigError) as err:
+            build_config(SPEC.config, values, owner="hypercompress")
+        assert err.value.key == key
+
+
+def _transformer_mlp() -> nn.Module:
+    """Linear layers initialised as timm's ViT (truncated normal, std 0.02) around LayerNorms."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 32), nn.LayerNorm(32), nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 10)
+    )
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+    return model.eval()
+
+
+def test_the_defaults_beat_the_mobilenet_operating_point_on_transformer_weights_by_output():
+    """Judged by output, not weight error: on std-0.02 weights (a transformer's) rect_l 0.8 puts every pair
+    in a square 10 times too wide; rect_l: auto with the stop threshold keeps the output close."""
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        dense = _transformer_mlp()(x)
+
+    def output_error(**settings):
+        config = build_config(SPEC.config, settings, owner="hypercompress")
+        with torch.no_grad():
+            out = SPEC.compress(_transformer_mlp(), config, tiny_context()).module()(x)
+        return float((out - dense).norm() / dense.norm())
+
+    default, mobilenet = output_error(), output_error(**MOBILENET)
+    assert default < 0.5 * mobilenet, (default, mobilenet)
