@@ -167,6 +167,97 @@ def test_a_corrupt_huffman_stream_is_an_error() -> None:
     assert np.array_equal(huffman.decode(stream.data.numpy(), lengths, values.size), index)
 
 
+def _chain(nxt: np.ndarray) -> np.ndarray:
+    """Reference: the chain 0 -> nxt[0] -> ... before the end, one step at a time."""
+    out, p = [], 0
+    while p < nxt.size - 1:
+        out.append(p)
+        p = int(nxt[p])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["variable", "fixed", "two lengths"])
+def test_the_lane_decoder_follows_the_true_chain_through_restarts_and_its_fallback(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    nbits = 20000
+    steps = {
+        "variable": rng.integers(1, 9, nbits),  # random jumps: lanes fall onto the true chain soon
+        "fixed": np.full(nbits, 5),  # a fixed-length code: a lane started off a multiple of 5 never does
+        "two lengths": rng.choice([4, 8], nbits, p=[0.9, 0.1]),
+    }[kind]
+    nxt = np.r_[np.minimum(np.arange(nbits) + steps, nbits), nbits].astype(np.int32)
+    expected = _chain(nxt)
+    fallbacks: list[int] = []
+    doubling = huffman._doubling_starts
+    monkeypatch.setattr(huffman, "_doubling_starts", lambda n, c: fallbacks.append(c) or doubling(n, c))
+    top = int(steps.max())
+    for segment in (None, 64, 257, 1000):
+        for rounds in (0, 2, 1000):
+            got = huffman._lane_starts(nxt, expected.size, 1, top, segment, rounds)
+            assert np.array_equal(got, expected), (segment, rounds)
+    if kind == "fixed":
+        # 257-bit segments start lanes off the codes: each round fixes at least the first disagreement;
+        # no rounds: the pointer-doubling fallback (also exact)
+        fallbacks.clear()
+        huffman._lane_starts(nxt, expected.size, 1, top, 257, 1000)
+        assert fallbacks == []
+        huffman._lane_starts(nxt, expected.size, 1, top, 257, 0)
+        assert fallbacks == [expected.size]
+        # with the gcd of the lengths as the step, every lane starts on a code: no restart, no fallback
+        fallbacks.clear()
+        assert np.array_equal(huffman._lane_starts(nxt, expected.size, 5, top, 257, 0), expected)
+        assert fallbacks == []
+    assert np.array_equal(huffman._doubling_starts(nxt, expected.size), expected)
+    with pytest.raises(ValueError, match="corrupt"):
+        huffman._lane_starts(nxt, expected.size + 1, 1, top)
+
+
+def test_a_large_skewed_stream_round_trips_and_its_bytes_are_the_canonical_codes() -> None:
+    rng = np.random.default_rng(11)
+    values = np.minimum(rng.zipf(1.3, 2_000_000), 1000) - 1  # a long tail: the 14-bit limit binds
+    stream = encode_stream(values, 10, "huffman", 14, 12)
+    assert np.array_equal(stream.decode(), values)
+    symbols, lengths = stream.table()
+    assert int(lengths.max()) == 14 > huffman.TABLE_BITS and huffman.code_lengths(np.bincount(values)[symbols], 24).max() > 14
+    index = np.searchsorted(symbols, values)
+    assert stream.data_bits == 8 * -(-int(lengths[index].sum()) // 8)
+    # the bytes, bit by bit: each symbol's canonical code, MSB first (the first 20,000 symbols)
+    codes = huffman.canonical_codes(lengths)
+    expected = "".join(format(int(codes[i]), f"0{int(lengths[i])}b") for i in index[:20000])
+    assert "".join(map(str, np.unpackbits(stream.data.numpy())[: len(expected)])) == expected
+
+
+def test_huffman_edge_cases_round_trip() -> None:
+    rng = np.random.default_rng(12)
+    assert huffman.decode(np.zeros(0, dtype=np.uint8), np.array([1, 2, 2]), 0).size == 0  # empty stream
+    assert huffman.encode(np.zeros(0, dtype=np.int64), np.array([1, 2, 2]))[1] == 0
+    one = huffman.encode(np.zeros(1000, dtype=np.int64), np.array([1]))  # one symbol: no bits
+    assert one[1] == 0 and np.array_equal(huffman.decode(one[0], np.array([1]), 1000), np.zeros(1000))
+    fib = [1, 1]
+    while len(fib) < 25:
+        fib.append(fib[-1] + fib[-2])
+    cases = {
+        "max-length codes": np.array(fib),  # Huffman depth 24: codes of MAX_LENGTH bits
+        "fixed length 5": np.full(32, 50),
+        "limit binding: all 4 bits": np.arange(1, 17) ** 3,
+        "three symbols, shorter than a lane's margin": np.array([1, 1, 1]),
+    }
+    for name, counts in cases.items():
+        limit = 4 if name.startswith("limit") else huffman.MAX_LENGTH
+        lengths = huffman.code_lengths(counts, limit)
+        index = rng.permutation(np.repeat(np.arange(counts.size), counts))
+        data, total = huffman.encode(index, lengths)
+        assert data.size == -(-total // 8) and total == int((lengths * counts).sum()), name
+        assert np.array_equal(huffman.decode(data, lengths, index.size), index), name
+    assert huffman.code_lengths(np.array(fib), 24).max() == huffman.MAX_LENGTH
+    assert set(huffman.code_lengths(np.full(32, 50), 24).tolist()) == {5}
+    # an incomplete code (0, 10): the pattern 11 is no code
+    with pytest.raises(ValueError, match="no code"):
+        huffman.decode(np.array([0xFF], dtype=np.uint8), np.array([1, 2]), 1)
+
+
 def test_settings_errors_name_the_key() -> None:
     for settings, key in (
         ({"coder": "zstd"}, "coder"),
