@@ -191,15 +191,14 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     length_at = length_table.take(prefix)
     lens = np.arange(1, top + 1)
     limit = (first[1:] + per_length[1:]) << (top - lens)  # a `top`-bit window below limit[l - 1]: a code of length <= l
-    longer = np.flatnonzero(length_at == 0)
-    if longer.size:  # codes longer than the table (and the windows that start no code)
+    if int(length_table.min()) == 0:  # codes longer than the table, or prefixes that start no code
+        longer = np.flatnonzero(length_at == 0)
         windows = _windows(byte_windows, longer, top)
         length_at[longer] = np.minimum(np.searchsorted(limit, windows, side="right") + 1, top)
     dtype = np.int32 if nbits < 2**31 - 64 else np.int64
-    nxt = np.empty(nbits + 1, dtype=dtype)
-    np.add(np.arange(nbits, dtype=dtype), length_at, out=nxt[:-1], dtype=dtype)
-    np.minimum(nxt[:-1], nbits, out=nxt[:-1])
-    nxt[-1] = nbits
+    # next[p] for p < nbits; a code that would end past the data ends there after one more step
+    nxt = np.full(nbits + top + 1, nbits, dtype=dtype)
+    np.add(np.arange(nbits, dtype=dtype), length_at, out=nxt[:nbits], dtype=dtype)
     step = math.gcd(*set(lengths.tolist()))
     where = _lane_starts(nxt, count, step, top)
     end = int(where[-1]) + int(length_at[where[-1]])
@@ -256,7 +255,7 @@ def _lane_starts(
     Raises:
         ValueError: the chain ends before ``count`` positions (a corrupt stream).
     """
-    nbits = nxt.size - 1
+    nbits = int(nxt[-1])  # the end: every chain reaches it and stays
     margin = 4 * top + 32
     if segment is None:  # least time: lockstep steps (~4 us each) against the margin's extra gathers
         segment = max(4 * margin, math.isqrt(nbits * margin // 1000))
@@ -308,7 +307,7 @@ def _doubling_starts(nxt: np.ndarray, count: int) -> np.ndarray:
     """The first ``count`` positions of the chain 0 → nxt[0] → … by pointer doubling (the fallback of
     :func:`_lane_starts` for codes that do not resynchronise): jump tables of 2^J codes, so that the
     Python loop runs once per 2^J codes only; positions past the chain's end are the end."""
-    nbits = nxt.size - 1
+    nbits = int(nxt[-1])
     levels = _jump_levels(count, nbits)
     jump = nxt
     for _ in range(levels):
