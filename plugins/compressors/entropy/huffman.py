@@ -153,10 +153,10 @@ def _lookup_tables(first: np.ndarray, per_length: np.ndarray, by_code: np.ndarra
     return length_table, symbol_table
 
 
-def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``table[index]`` for 32-bit indices below 2**31: torch's ``index_select`` takes them as they are
-    (numpy's ``take`` first copies them to 64 bits: twice the time on the per-bit-position arrays)."""
-    return torch.index_select(torch.from_numpy(table), 0, torch.from_numpy(index.view(np.int32))).numpy()
+def _gather(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = table[index]`` for 32-bit indices below 2**31: torch's ``index_select`` takes them as
+    they are (numpy's ``take`` first copies them to 64 bits: twice the time on per-bit-position arrays)."""
+    torch.index_select(torch.from_numpy(table), 0, torch.from_numpy(index.view(np.int32)), out=torch.from_numpy(out))
 
 
 def _windows(byte_windows: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray:
@@ -195,19 +195,17 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     shifts = np.arange(8, dtype=np.uint32)
     prefix = ((byte_windows[:, None] << shifts[None, :]) >> np.uint32(32 - bits)).reshape(-1)
     length_table, symbol_table = _lookup_tables(first, per_length, by_code, bits)
-    length_at = _gather(length_table, prefix)
+    # length_at[p]: the length of the code at bit p; zeros past the end (a chain that gets there stays)
+    length_at = np.zeros(nbits + top, dtype=np.uint8)
+    _gather(length_table, prefix, length_at[:nbits])
     lens = np.arange(1, top + 1)
     limit = (first[1:] + per_length[1:]) << (top - lens)  # a `top`-bit window below limit[l - 1]: a code of length <= l
     if int(length_table.min()) == 0:  # codes longer than the table, or prefixes that start no code
-        longer = np.flatnonzero(length_at == 0)
+        longer = np.flatnonzero(length_at[:nbits] == 0)
         windows = _windows(byte_windows, longer, top)
         length_at[longer] = np.minimum(np.searchsorted(limit, windows, side="right") + 1, top)
-    dtype = np.int32 if nbits < 2**31 - 64 else np.int64
-    # next[p] for p < nbits; a code that would end past the data ends there after one more step
-    nxt = np.full(nbits + top + 1, nbits, dtype=dtype)
-    np.add(np.arange(nbits, dtype=dtype), length_at, out=nxt[:nbits], dtype=dtype)
     step = math.gcd(*set(lengths.tolist()))
-    where = _lane_starts(nxt, count, step, top)
+    where = _lane_starts(length_at, nbits, count, step, top)
     end = int(where[-1]) + int(length_at[where[-1]])
     if not nbits - 8 < end <= nbits:
         raise ValueError(f"the Huffman stream does not hold its {count} symbols exactly (a corrupt stream)")
@@ -224,56 +222,63 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     return symbol
 
 
-def _run_lanes(nxt: np.ndarray, starts: np.ndarray, bound: np.ndarray, rows: int) -> np.ndarray:
-    """Follow ``nxt`` from each start in lockstep until every lane is at or past its bound.
+def _run_lanes(length_at: np.ndarray, starts: np.ndarray, bound: np.ndarray, rows: int) -> np.ndarray:
+    """Follow p → p + length_at[p] from each start in lockstep until every lane is at or past its bound.
 
     Returns (steps, lanes): row t holds each lane's position after t codes (a lane runs on past its
-    bound while others finish; ``nxt`` ends at the last position, which repeats)."""
-    out = np.empty((max(rows, 9), starts.size), dtype=nxt.dtype)
+    bound while others finish; past the end a lane stays where it is)."""
+    out = np.empty((max(rows, 9), starts.size), dtype=starts.dtype)
     out[0] = starts
     t = 0
     while True:
         for _ in range(8):
             if t + 1 == out.shape[0]:
                 out = np.concatenate([out, np.empty_like(out)])
-            nxt.take(out[t], out=out[t + 1])
+            np.add(out[t], length_at.take(out[t]), out=out[t + 1])
             t += 1
         if bool((out[t] >= bound).all()):
             return out[: t + 1]
 
 
 def _lane_starts(
-    nxt: np.ndarray, count: int, step: int, top: int, segment: int | None = None, rounds: int = LANE_ROUNDS
+    length_at: np.ndarray,
+    nbits: int,
+    count: int,
+    step: int,
+    top: int,
+    segment: int | None = None,
+    rounds: int = LANE_ROUNDS,
 ) -> np.ndarray:
-    """The first ``count`` positions of the chain 0 → nxt[0] → … (the true code starts), vectorised.
+    """The first ``count`` positions of the chain 0 → 0 + length_at[0] → … (the true code starts).
 
-    The stream is cut into segments of ``segment`` bits (a multiple of ``step``, the gcd of the code
-    lengths, so a fixed-length code's lanes start on true code starts); lane k follows ``nxt`` from its
-    segment's first bit, speculatively, in lockstep with the others (one gather a step for all lanes),
-    until ``margin`` bits past the next segment's start: Z_k. Huffman codes resynchronise: a lane
-    started off a code boundary soon falls onto the true chain, and then follows it. Lane 0 is true;
-    if lane k is true from Z_{k-1} on and lanes k and k + 1 reach the same first position at or past
-    Z_k, lane k + 1 is true from there, so the true starts are lane k's positions in [Z_{k-1}, Z_k)
-    for every k (exact, by induction). Where two neighbours disagree (no resynchronisation within the
-    margin), lane k + 1 is run again from lane k's position, which is true once lane k is: each round
-    makes at least the first disagreement agree; after ``rounds`` rounds this falls back to
-    :func:`_doubling_starts`.
+    ``length_at`` holds the length of the code at each of the ``nbits`` bit positions and then
+    ``top`` zeros (a chain past the end stays there). The stream is cut into segments of ``segment``
+    bits (a multiple of ``step``, the gcd of the code lengths, so a fixed-length code's lanes start on
+    true code starts); lane k follows the chain from its segment's first bit, speculatively, in
+    lockstep with the others (one gather and one add a step for all lanes), until ``margin`` bits past
+    the next segment's start: Z_k. Huffman codes resynchronise: a lane started off a code boundary
+    soon falls onto the true chain, and then follows it. Lane 0 is true; if lane k is true from
+    Z_{k-1} on and lanes k and k + 1 reach the same first position at or past Z_k, lane k + 1 is true
+    from there, so the true starts are lane k's positions in [Z_{k-1}, Z_k) for every k (exact, by
+    induction). Where two neighbours disagree (no resynchronisation within the margin), lane k + 1 is
+    run again from lane k's position, which is true once lane k is: each round makes at least the
+    first disagreement agree; after ``rounds`` rounds this falls back to :func:`_doubling_starts`.
 
     Raises:
         ValueError: the chain ends before ``count`` positions (a corrupt stream).
     """
-    nbits = int(nxt[-1])  # the end: every chain reaches it and stays
+    dtype = np.int32 if nbits < 2**31 - 64 else np.int64
     margin = 4 * top + 32
-    if segment is None:  # least time: lockstep steps (~4 us each) against the margin's extra gathers
-        segment = max(4 * margin, math.isqrt(nbits * margin // 1000))
+    if segment is None:  # least time: lockstep steps (a few us each) against the margin's extra gathers
+        segment = max(2 * top, math.isqrt(nbits * margin // 1000))
     segment = -(-segment // step) * step
     lanes = max(1, (nbits - margin - 1) // segment + 1)  # every bound but the last lies inside the stream
-    starts = np.arange(lanes, dtype=nxt.dtype) * segment
-    bound = np.empty(lanes, dtype=nxt.dtype)
+    starts = np.arange(lanes, dtype=dtype) * segment
+    bound = np.empty(lanes, dtype=dtype)
     bound[:-1] = starts[1:] + margin
     bound[-1] = nbits
     rows = int((segment + margin) * count / max(nbits, 1) * 1.25) + 16
-    out = _run_lanes(nxt, starts, bound, rows)
+    out = _run_lanes(length_at, starts, bound, rows)
     previous, following = np.arange(lanes - 1), np.arange(1, lanes)
     low = np.zeros(lanes, dtype=np.int64)
     for attempt in range(rounds + 1):
@@ -284,12 +289,12 @@ def _lane_starts(
         if disagree.size == 0:
             break
         if attempt == rounds:
-            where = _doubling_starts(nxt, count)
+            where = _doubling_starts(length_at, nbits, count)
             if int(where[-1]) >= nbits:
                 raise ValueError(f"the Huffman stream does not hold its {count} symbols exactly (a corrupt stream)")
             return where
         again = disagree + 1
-        redo = _run_lanes(nxt, reached[disagree], bound[again], out.shape[0])
+        redo = _run_lanes(length_at, reached[disagree], bound[again], out.shape[0])
         if redo.shape[0] > out.shape[0]:
             out = np.concatenate([out, np.repeat(out[-1:], redo.shape[0] - out.shape[0], axis=0)])
         out[: redo.shape[0], again] = redo
@@ -310,23 +315,24 @@ def _jump_levels(count: int, nbits: int) -> int:
     return max(0, min(8, round(math.log2(50 / per_symbol)), int(math.log2(max(count, 1)))))
 
 
-def _doubling_starts(nxt: np.ndarray, count: int) -> np.ndarray:
-    """The first ``count`` positions of the chain 0 → nxt[0] → … by pointer doubling (the fallback of
-    :func:`_lane_starts` for codes that do not resynchronise): jump tables of 2^J codes, so that the
-    Python loop runs once per 2^J codes only; positions past the chain's end are the end."""
-    nbits = int(nxt[-1])
+def _doubling_starts(length_at: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """The first ``count`` positions of the chain (as :func:`_lane_starts`) by pointer doubling, the
+    fallback for codes that do not resynchronise: jump tables of 2^J codes over every bit position, so
+    that the Python loop runs once per 2^J codes only; past the end, positions are at or after it."""
+    dtype = np.int32 if nbits < 2**31 - 64 else np.int64
+    nxt = np.arange(length_at.size, dtype=dtype) + length_at  # within the array: top zeros end it
     levels = _jump_levels(count, nbits)
     jump = nxt
     for _ in range(levels):
         jump = jump[jump]
     step = 1 << levels
     chunks = -(-count // step)
-    starts = np.empty(chunks, dtype=nxt.dtype)
+    starts = np.empty(chunks, dtype=dtype)
     p = 0
     for i in range(chunks):
         starts[i] = p
         p = int(jump[p])
-    positions = np.empty((step, chunks), dtype=nxt.dtype)
+    positions = np.empty((step, chunks), dtype=dtype)
     positions[0] = starts
     for j in range(1, step):
         positions[j] = nxt[positions[j - 1]]

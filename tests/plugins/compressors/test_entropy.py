@@ -167,12 +167,12 @@ def test_a_corrupt_huffman_stream_is_an_error() -> None:
     assert np.array_equal(huffman.decode(stream.data.numpy(), lengths, values.size), index)
 
 
-def _chain(nxt: np.ndarray) -> np.ndarray:
-    """Reference: the chain 0 -> nxt[0] -> ... before the end, one step at a time."""
+def _chain(length_at: np.ndarray, nbits: int) -> np.ndarray:
+    """Reference: the chain 0 -> 0 + length_at[0] -> ... before the end, one step at a time."""
     out, p = [], 0
-    while p < nxt.size - 1:
+    while p < nbits:
         out.append(p)
-        p = int(nxt[p])
+        p += int(length_at[p])
     return np.array(out)
 
 
@@ -187,31 +187,31 @@ def test_the_lane_decoder_follows_the_true_chain_through_restarts_and_its_fallba
         "fixed": np.full(nbits, 5),  # a fixed-length code: a lane started off a multiple of 5 never does
         "two lengths": rng.choice([4, 8], nbits, p=[0.9, 0.1]),
     }[kind]
-    nxt = np.r_[np.minimum(np.arange(nbits) + steps, nbits), nbits].astype(np.int32)
-    expected = _chain(nxt)
+    top = int(steps.max())
+    length_at = np.r_[steps, np.zeros(top)].astype(np.uint8)
+    expected = _chain(length_at, nbits)
     fallbacks: list[int] = []
     doubling = huffman._doubling_starts
-    monkeypatch.setattr(huffman, "_doubling_starts", lambda n, c: fallbacks.append(c) or doubling(n, c))
-    top = int(steps.max())
+    monkeypatch.setattr(huffman, "_doubling_starts", lambda a, n, c: fallbacks.append(c) or doubling(a, n, c))
     for segment in (None, 64, 257, 1000):
         for rounds in (0, 2, 1000):
-            got = huffman._lane_starts(nxt, expected.size, 1, top, segment, rounds)
+            got = huffman._lane_starts(length_at, nbits, expected.size, 1, top, segment, rounds)
             assert np.array_equal(got, expected), (segment, rounds)
     if kind == "fixed":
         # 257-bit segments start lanes off the codes: each round fixes at least the first disagreement;
         # no rounds: the pointer-doubling fallback (also exact)
         fallbacks.clear()
-        huffman._lane_starts(nxt, expected.size, 1, top, 257, 1000)
+        huffman._lane_starts(length_at, nbits, expected.size, 1, top, 257, 1000)
         assert fallbacks == []
-        huffman._lane_starts(nxt, expected.size, 1, top, 257, 0)
+        huffman._lane_starts(length_at, nbits, expected.size, 1, top, 257, 0)
         assert fallbacks == [expected.size]
         # with the gcd of the lengths as the step, every lane starts on a code: no restart, no fallback
         fallbacks.clear()
-        assert np.array_equal(huffman._lane_starts(nxt, expected.size, 5, top, 257, 0), expected)
+        assert np.array_equal(huffman._lane_starts(length_at, nbits, expected.size, 5, top, 257, 0), expected)
         assert fallbacks == []
-    assert np.array_equal(huffman._doubling_starts(nxt, expected.size), expected)
+    assert np.array_equal(huffman._doubling_starts(length_at, nbits, expected.size), expected)
     with pytest.raises(ValueError, match="corrupt"):
-        huffman._lane_starts(nxt, expected.size + 1, 1, top)
+        huffman._lane_starts(length_at, nbits, expected.size + 1, 1, top)
 
 
 def test_a_large_skewed_stream_round_trips_and_its_bytes_are_the_canonical_codes() -> None:
