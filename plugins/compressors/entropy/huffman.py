@@ -166,26 +166,30 @@ def _windows(byte_windows: np.ndarray, positions: np.ndarray, width: int) -> np.
     return ((word << (positions & 7)) & 0xFFFFFFFF) >> (32 - width)
 
 
-def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` symbol indices (int64) that :func:`encode` wrote into ``data`` with these lengths.
+def decode(data: np.ndarray, lengths: np.ndarray, count: int, values: np.ndarray | None = None) -> np.ndarray:
+    """The ``count`` symbol indices (int64) that :func:`encode` wrote into ``data`` with these lengths;
+    with ``values`` (one per symbol), the symbols' values instead (``values[indices]``, looked up once).
 
     At every bit position the next ``TABLE_BITS`` bits give the length of the code that would start
-    there (one table lookup; longer codes by a search in the canonical limits), hence ``next[p]``,
-    the position after that code. The true code starts are the chain 0 → next[0] → …, found by
-    :func:`_lane_starts`; their symbols come from a second table on the same prefixes.
+    there (one table lookup; longer codes by a search in the canonical limits). The true code starts
+    are the chain 0 → 0 + length[0] → …, found by :func:`_lane_starts`; their symbols come from a
+    second table on the same prefixes.
 
     Raises:
         ValueError: the data end before ``count`` symbols are read, or hold a bit pattern that is no
             code (a corrupt stream).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
+    values = np.arange(lengths.size, dtype=np.int64) if values is None else np.asarray(values, dtype=np.int64)
+    if values.shape != lengths.shape or (values.size and int(values.min()) < 0):
+        raise ValueError("values must hold one non-negative value per code length")
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     if lengths.size == 1:
-        return np.zeros(count, dtype=np.int64)
+        return np.full(count, values[0], dtype=np.int64)
     top = int(lengths.max())
     first, per_length = _tables(lengths)
-    by_code = np.lexsort((np.arange(lengths.size), lengths))  # the symbols in canonical order
+    by_code = values[np.lexsort((np.arange(lengths.size), lengths))]  # the symbols in canonical order
     data = np.asarray(data, dtype=np.uint8)
     nbits = data.size * 8
     padded = np.concatenate([data, np.zeros(3, dtype=np.uint8)]).astype(np.uint32)
@@ -200,7 +204,8 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     _gather(length_table, prefix, length_at[:nbits])
     lens = np.arange(1, top + 1)
     limit = (first[1:] + per_length[1:]) << (top - lens)  # a `top`-bit window below limit[l - 1]: a code of length <= l
-    if int(length_table.min()) == 0:  # codes longer than the table, or prefixes that start no code
+    partial = int(length_table.min()) == 0  # codes longer than the table, or prefixes that start no code
+    if partial:
         longer = np.flatnonzero(length_at[:nbits] == 0)
         windows = _windows(byte_windows, longer, top)
         length_at[longer] = np.minimum(np.searchsorted(limit, windows, side="right") + 1, top)
@@ -210,7 +215,7 @@ def decode(data: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
     if not nbits - 8 < end <= nbits:
         raise ValueError(f"the Huffman stream does not hold its {count} symbols exactly (a corrupt stream)")
     symbol = symbol_table.take(prefix.take(where))
-    long_codes = np.flatnonzero(symbol < 0)
+    long_codes = np.flatnonzero(symbol < 0) if partial else np.zeros(0, dtype=np.int64)
     if long_codes.size:
         at = where[long_codes]
         ln = length_at[at].astype(np.int64)

@@ -251,8 +251,12 @@ def test_huffman_edge_cases_round_trip() -> None:
         data, total = huffman.encode(index, lengths)
         assert data.size == -(-total // 8) and total == int((lengths * counts).sum()), name
         assert np.array_equal(huffman.decode(data, lengths, index.size), index), name
+        values = rng.permutation(10 * counts.size)[: counts.size]  # the symbols' values, looked up in the tables
+        assert np.array_equal(huffman.decode(data, lengths, index.size, values), values[index]), name
     assert huffman.code_lengths(np.array(fib), 24).max() == huffman.MAX_LENGTH
     assert set(huffman.code_lengths(np.full(32, 50), 24).tolist()) == {5}
+    with pytest.raises(ValueError, match="non-negative value per code length"):
+        huffman.decode(np.zeros(1, dtype=np.uint8), np.array([1, 1]), 1, np.array([0, -1]))
     # an incomplete code (0, 10): the pattern 11 is no code
     with pytest.raises(ValueError, match="no code"):
         huffman.decode(np.array([0xFF], dtype=np.uint8), np.array([1, 2]), 1)
