@@ -112,9 +112,9 @@ def encode(index: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, int]:
     table_lengths = np.asarray(lengths, dtype=np.uint64)
     aligned_codes = canonical_codes(lengths) << (np.uint64(64) - table_lengths)  # each code at a word's top
     length = table_lengths.take(index)
-    pos = np.empty(index.size, dtype=np.uint64)  # each code's first bit
+    pos = np.empty(index.size, dtype=np.uint64)  # each code's first bit (torch's cumsum: 3x numpy's)
     pos[0] = 0
-    np.cumsum(length[:-1], out=pos[1:])
+    torch.cumsum(torch.from_numpy(length[:-1].view(np.int64)), 0, out=torch.from_numpy(pos[1:].view(np.int64)))
     total = int(pos[-1] + length[-1])
     offset = pos & np.uint64(63)
     high = aligned_codes.take(index) >> offset  # the code's bits that fall in its word (all, unless it spills)
@@ -123,7 +123,11 @@ def encode(index: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, int]:
     starting = int(pos[-1]) // 64 + 1
     first_in_word = np.searchsorted(pos, np.arange(starting, dtype=np.uint64) << np.uint64(6))
     words[:starting] = np.add.reduceat(high, first_in_word)  # disjoint bits: a sum is an OR
-    spill = np.flatnonzero(offset + length > 64)
+    # a code spills into the next word iff it is the last to start in its word and ends past it
+    boundary = np.arange(1, starting + 1, dtype=np.uint64) << np.uint64(6)
+    last_in_word = np.r_[first_in_word[1:], index.size] - 1
+    ends = pos[last_in_word] + length[last_in_word]
+    spill = last_in_word[ends > boundary]
     spilled = aligned_codes.take(index[spill]) << (np.uint64(64) - offset[spill])  # the bits past its word
     words[(pos[spill] >> np.uint64(6)).astype(np.int64) + 1] |= spilled
     out = words.astype(">u8").view(np.uint8)[: math.ceil(total / 8)]
