@@ -229,6 +229,23 @@ def test_a_large_skewed_stream_round_trips_and_its_bytes_are_the_canonical_codes
     assert "".join(map(str, np.unpackbits(stream.data.numpy())[: len(expected)])) == expected
 
 
+def test_huffman_bytes_are_the_canonical_codes_msb_first_on_random_streams() -> None:
+    rng = np.random.default_rng(13)
+    for _ in range(60):  # every word boundary, spill and last byte of short streams, bit by bit
+        k = int(rng.integers(2, 200))
+        counts = rng.integers(1, 50, k) ** int(rng.integers(1, 4))
+        limit = int(rng.integers(max(1, (k - 1).bit_length()), 25))
+        lengths = huffman.code_lengths(counts, limit)
+        index = rng.integers(0, k, int(rng.integers(1, 3000)))
+        data, total = huffman.encode(index, lengths)
+        codes = huffman.canonical_codes(lengths)
+        expected = "".join(format(int(codes[i]), f"0{int(lengths[i])}b") for i in index)
+        bits = np.unpackbits(data)
+        assert total == len(expected) and data.size == -(-total // 8) and not bits[total:].any()
+        assert "".join(map(str, bits[:total])) == expected
+        assert np.array_equal(huffman.decode(data, lengths, index.size), index)
+
+
 def test_huffman_edge_cases_round_trip() -> None:
     rng = np.random.default_rng(12)
     assert huffman.decode(np.zeros(0, dtype=np.uint8), np.array([1, 2, 2]), 0).size == 0  # empty stream
