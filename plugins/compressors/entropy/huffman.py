@@ -12,11 +12,15 @@
 - **Encoding** is vectorised: each code, stored at the top of a 64-bit word, is shifted right to its
   bit offset in its word, a word's codes are summed with ``np.add.reduceat`` (disjoint bits), the part
   that crosses into the next word is added apart; then written MSB first.
-- **Decoding** is exact and vectorised: at every bit position, the next ``L`` bits (L the longest
-  code) give the code's length by a search in the canonical limits table and its symbol by the
-  per-length offset table; the true symbol starts are then the chain 0 → 0 + len(0) → …, followed
-  with jump tables of 2^j symbols (pointer doubling) so that the Python loop runs once per 2^J
-  symbols only.
+- **Decoding** is exact and vectorised: at every bit position a table on the next ``TABLE_BITS``
+  bits gives the length of the code that would start there (longer codes: a search in the canonical
+  limits). The true code starts are the chain 0 → 0 + len(0) → …, followed by lanes (see
+  :func:`_lane_starts`): the stream is cut into segments of a few hundred bits, one lane a segment
+  follows the chain from the segment's first bit, all lanes in lockstep (one gather a step), and
+  since Huffman codes resynchronise, neighbouring lanes that reach the same position past the
+  segment's end are on the true chain from there; lanes that disagree are run again from the true
+  position, and codes that never resynchronise fall back to pointer doubling. The symbols at the
+  starts come from a second table on the same bits. Nothing is added to the stream.
 
 One used symbol needs no bits at all: its decoder repeats it (its length is stored as 1).
 """
