@@ -275,7 +275,8 @@ def _lane_starts(
     from there, so the true starts are lane k's positions in [Z_{k-1}, Z_k) for every k (exact, by
     induction). Where two neighbours disagree (no resynchronisation within the margin), lane k + 1 is
     run again from lane k's position, which is true once lane k is: each round makes at least the
-    first disagreement agree; after ``rounds`` rounds this falls back to :func:`_doubling_starts`.
+    first disagreement agree. After ``rounds`` rounds, or at once when most neighbours disagree (a code
+    that hardly resynchronises), this falls back to :func:`_doubling_starts`.
 
     Raises:
         ValueError: the chain ends before ``count`` positions (a corrupt stream).
@@ -301,7 +302,8 @@ def _lane_starts(
         disagree = np.flatnonzero(reached != out[low[1:], following])
         if disagree.size == 0:
             break
-        if attempt == rounds:
+        # a code that hardly resynchronises (most neighbours disagree) goes to the fallback at once
+        if attempt == rounds or 2 * disagree.size > lanes:
             where = _doubling_starts(length_at, nbits, count)
             if int(where[-1]) >= nbits:
                 raise ValueError(f"the Huffman stream does not hold its {count} symbols exactly (a corrupt stream)")

@@ -176,7 +176,7 @@ def _chain(length_at: np.ndarray, nbits: int) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize("kind", ["variable", "fixed", "two lengths"])
+@pytest.mark.parametrize("kind", ["variable", "fixed", "three lengths", "two lengths"])
 def test_the_lane_decoder_follows_the_true_chain_through_restarts_and_its_fallback(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,30 +185,36 @@ def test_the_lane_decoder_follows_the_true_chain_through_restarts_and_its_fallba
     steps = {
         "variable": rng.integers(1, 9, nbits),  # random jumps: lanes fall onto the true chain soon
         "fixed": np.full(nbits, 5),  # a fixed-length code: a lane started off a multiple of 5 never does
-        "two lengths": rng.choice([4, 8], nbits, p=[0.9, 0.1]),
+        "three lengths": rng.choice([3, 4, 5], nbits, p=[0.1, 0.8, 0.1]),  # slowly: several restart rounds
+        "two lengths": rng.choice([4, 8], nbits, p=[0.9, 0.1]),  # never, off a multiple of 4
     }[kind]
     top = int(steps.max())
     length_at = np.r_[steps, np.zeros(top)].astype(np.uint8)
     expected = _chain(length_at, nbits)
+    runs: list[int] = []  # lanes of each lockstep run: the first run, then one a restart round
     fallbacks: list[int] = []
-    doubling = huffman._doubling_starts
+    run_lanes, doubling = huffman._run_lanes, huffman._doubling_starts
+    monkeypatch.setattr(huffman, "_run_lanes", lambda a, s, b, r: runs.append(s.size) or run_lanes(a, s, b, r))
     monkeypatch.setattr(huffman, "_doubling_starts", lambda a, n, c: fallbacks.append(c) or doubling(a, n, c))
+
+    def starts(step: int, segment: int | None, rounds: int) -> np.ndarray:
+        runs.clear()
+        fallbacks.clear()
+        return huffman._lane_starts(length_at, nbits, expected.size, step, top, segment, rounds)
+
     for segment in (None, 64, 257, 1000):
         for rounds in (0, 2, 1000):
-            got = huffman._lane_starts(length_at, nbits, expected.size, 1, top, segment, rounds)
-            assert np.array_equal(got, expected), (segment, rounds)
+            assert np.array_equal(starts(1, segment, rounds), expected), (segment, rounds)
+    if kind == "three lengths":
+        starts(1, None, 1000)
+        assert len(runs) > 3 and fallbacks == []  # restarted lanes resynchronise, round after round
+        starts(1, None, 2)
+        assert len(runs) == 3 and fallbacks == [expected.size]  # out of rounds: the fallback (also exact)
     if kind == "fixed":
-        # 257-bit segments start lanes off the codes: each round fixes at least the first disagreement;
-        # no rounds: the pointer-doubling fallback (also exact)
-        fallbacks.clear()
-        huffman._lane_starts(length_at, nbits, expected.size, 1, top, 257, 1000)
-        assert fallbacks == []
-        huffman._lane_starts(length_at, nbits, expected.size, 1, top, 257, 0)
-        assert fallbacks == [expected.size]
-        # with the gcd of the lengths as the step, every lane starts on a code: no restart, no fallback
-        fallbacks.clear()
-        assert np.array_equal(huffman._lane_starts(length_at, nbits, expected.size, 5, top, 257, 0), expected)
-        assert fallbacks == []
+        starts(1, 257, 1000)  # lanes off the codes at 4 of 5 boundaries: most disagree, the fallback at once
+        assert len(runs) == 1 and fallbacks == [expected.size]
+        starts(5, 257, 0)  # with the gcd of the lengths as the step every lane starts on a code
+        assert len(runs) == 1 and fallbacks == []
     assert np.array_equal(huffman._doubling_starts(length_at, nbits, expected.size), expected)
     with pytest.raises(ValueError, match="corrupt"):
         huffman._lane_starts(length_at, nbits, expected.size + 1, 1, top)
