@@ -122,9 +122,8 @@ class CodedStream:
         symbols, fields = self.table()
         data = self.data.numpy()
         if self.coder == "huffman":
-            index = huffman.decode(data, fields, self.count)
-        else:
-            index = ans.decode(data, fields, self.count)
+            return huffman.decode(data, fields, self.count, symbols)
+        index = ans.decode(data, fields, self.count)
         return symbols[index] if self.count else np.zeros(0, dtype=np.int64)
 
 

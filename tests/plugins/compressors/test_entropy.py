@@ -167,6 +167,124 @@ def test_a_corrupt_huffman_stream_is_an_error() -> None:
     assert np.array_equal(huffman.decode(stream.data.numpy(), lengths, values.size), index)
 
 
+def _chain(length_at: np.ndarray, nbits: int) -> np.ndarray:
+    """Reference: the chain 0 -> 0 + length_at[0] -> ... before the end, one step at a time."""
+    out, p = [], 0
+    while p < nbits:
+        out.append(p)
+        p += int(length_at[p])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["variable", "fixed", "three lengths", "two lengths"])
+def test_the_lane_decoder_follows_the_true_chain_through_restarts_and_its_fallback(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    nbits = 20000
+    steps = {
+        "variable": rng.integers(1, 9, nbits),  # random jumps: lanes fall onto the true chain soon
+        "fixed": np.full(nbits, 5),  # a fixed-length code: a lane started off a multiple of 5 never does
+        "three lengths": rng.choice([3, 4, 5], nbits, p=[0.1, 0.8, 0.1]),  # slowly: several restart rounds
+        "two lengths": rng.choice([4, 8], nbits, p=[0.9, 0.1]),  # never, off a multiple of 4
+    }[kind]
+    top = int(steps.max())
+    length_at = np.r_[steps, np.zeros(top)].astype(np.uint8)
+    expected = _chain(length_at, nbits)
+    runs: list[int] = []  # lanes of each lockstep run: the first run, then one a restart round
+    fallbacks: list[int] = []
+    run_lanes, doubling = huffman._run_lanes, huffman._doubling_starts
+    monkeypatch.setattr(huffman, "_run_lanes", lambda a, s, b, r: runs.append(s.size) or run_lanes(a, s, b, r))
+    monkeypatch.setattr(huffman, "_doubling_starts", lambda a, n, c: fallbacks.append(c) or doubling(a, n, c))
+
+    def starts(step: int, segment: int | None, rounds: int) -> np.ndarray:
+        runs.clear()
+        fallbacks.clear()
+        return huffman._lane_starts(length_at, nbits, expected.size, step, top, segment, rounds)
+
+    for segment in (None, 64, 257, 1000):
+        for rounds in (0, 2, 1000):
+            assert np.array_equal(starts(1, segment, rounds), expected), (segment, rounds)
+    if kind == "three lengths":
+        starts(1, None, 1000)
+        assert len(runs) > 3 and fallbacks == []  # restarted lanes resynchronise, round after round
+        starts(1, None, 2)
+        assert len(runs) == 3 and fallbacks == [expected.size]  # out of rounds: the fallback (also exact)
+    if kind == "fixed":
+        starts(1, 257, 1000)  # lanes off the codes at 4 of 5 boundaries: most disagree, the fallback at once
+        assert len(runs) == 1 and fallbacks == [expected.size]
+        starts(5, 257, 0)  # with the gcd of the lengths as the step every lane starts on a code
+        assert len(runs) == 1 and fallbacks == []
+    assert np.array_equal(huffman._doubling_starts(length_at, nbits, expected.size), expected)
+    with pytest.raises(ValueError, match="corrupt"):
+        huffman._lane_starts(length_at, nbits, expected.size + 1, 1, top)
+
+
+def test_a_large_skewed_stream_round_trips_and_its_bytes_are_the_canonical_codes() -> None:
+    rng = np.random.default_rng(11)
+    values = np.minimum(rng.zipf(1.3, 2_000_000), 1000) - 1  # a long tail: the 14-bit limit binds
+    stream = encode_stream(values, 10, "huffman", 14, 12)
+    assert np.array_equal(stream.decode(), values)
+    symbols, lengths = stream.table()
+    assert int(lengths.max()) == 14 > huffman.TABLE_BITS and huffman.code_lengths(np.bincount(values)[symbols], 24).max() > 14
+    index = np.searchsorted(symbols, values)
+    assert stream.data_bits == 8 * -(-int(lengths[index].sum()) // 8)
+    # the bytes, bit by bit: each symbol's canonical code, MSB first (the first 20,000 symbols)
+    codes = huffman.canonical_codes(lengths)
+    expected = "".join(format(int(codes[i]), f"0{int(lengths[i])}b") for i in index[:20000])
+    assert "".join(map(str, np.unpackbits(stream.data.numpy())[: len(expected)])) == expected
+
+
+def test_huffman_bytes_are_the_canonical_codes_msb_first_on_random_streams() -> None:
+    rng = np.random.default_rng(13)
+    for _ in range(60):  # every word boundary, spill and last byte of short streams, bit by bit
+        k = int(rng.integers(2, 200))
+        counts = rng.integers(1, 50, k) ** int(rng.integers(1, 4))
+        limit = int(rng.integers(max(1, (k - 1).bit_length()), 25))
+        lengths = huffman.code_lengths(counts, limit)
+        index = rng.integers(0, k, int(rng.integers(1, 3000)))
+        data, total = huffman.encode(index, lengths)
+        codes = huffman.canonical_codes(lengths)
+        expected = "".join(format(int(codes[i]), f"0{int(lengths[i])}b") for i in index)
+        bits = np.unpackbits(data)
+        assert total == len(expected) and data.size == -(-total // 8) and not bits[total:].any()
+        assert "".join(map(str, bits[:total])) == expected
+        assert np.array_equal(huffman.decode(data, lengths, index.size), index)
+
+
+def test_huffman_edge_cases_round_trip() -> None:
+    rng = np.random.default_rng(12)
+    assert huffman.decode(np.zeros(0, dtype=np.uint8), np.array([1, 2, 2]), 0).size == 0  # empty stream
+    assert huffman.encode(np.zeros(0, dtype=np.int64), np.array([1, 2, 2]))[1] == 0
+    one = huffman.encode(np.zeros(1000, dtype=np.int64), np.array([1]))  # one symbol: no bits
+    assert one[1] == 0 and np.array_equal(huffman.decode(one[0], np.array([1]), 1000), np.zeros(1000))
+    fib = [1, 1]
+    while len(fib) < 25:
+        fib.append(fib[-1] + fib[-2])
+    cases = {
+        "max-length codes": np.array(fib),  # Huffman depth 24: codes of MAX_LENGTH bits
+        "fixed length 5": np.full(32, 50),
+        "limit binding: all 4 bits": np.arange(1, 17) ** 3,
+        "three symbols, shorter than a lane's margin": np.array([1, 1, 1]),
+    }
+    for name, counts in cases.items():
+        limit = 4 if name.startswith("limit") else huffman.MAX_LENGTH
+        lengths = huffman.code_lengths(counts, limit)
+        index = rng.permutation(np.repeat(np.arange(counts.size), counts))
+        data, total = huffman.encode(index, lengths)
+        assert data.size == -(-total // 8) and total == int((lengths * counts).sum()), name
+        assert np.array_equal(huffman.decode(data, lengths, index.size), index), name
+        values = rng.permutation(10 * counts.size)[: counts.size]  # the symbols' values, looked up in the tables
+        assert np.array_equal(huffman.decode(data, lengths, index.size, values), values[index]), name
+    assert huffman.code_lengths(np.array(fib), 24).max() == huffman.MAX_LENGTH
+    assert set(huffman.code_lengths(np.full(32, 50), 24).tolist()) == {5}
+    with pytest.raises(ValueError, match="non-negative value per code length"):
+        huffman.decode(np.zeros(1, dtype=np.uint8), np.array([1, 1]), 1, np.array([0, -1]))
+    # an incomplete code (0, 10): the pattern 11 is no code
+    with pytest.raises(ValueError, match="no code"):
+        huffman.decode(np.array([0xFF], dtype=np.uint8), np.array([1, 2]), 1)
+
+
 def test_settings_errors_name_the_key() -> None:
     for settings, key in (
         ({"coder": "zstd"}, "coder"),
