@@ -25,16 +25,21 @@ leaderboard's columns.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
-from b2s_bench.fitting import limits as rd
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    pass
 from b2s_bench.metrics import Evaluation, NotApplicable
 
 __all__ = ["METRICS"]
 
 
 def rd_gap(ev: Evaluation) -> float:
+    from b2s_bench.fitting import limits as rd
+
     model = ev.limits()["model"]
     if model["gap_db"] is None:
         raise NotApplicable(
@@ -44,6 +49,8 @@ def rd_gap(ev: Evaluation) -> float:
 
 
 def ecsq_gap(ev: Evaluation) -> float:
+    from b2s_bench.fitting import limits as rd
+
     model = ev.limits()["model"]
     if model["ecsq_mse"] is None:
         raise NotApplicable(
