@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
 from numpy.typing import DTypeLike
 
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FMNIST_FILES = {

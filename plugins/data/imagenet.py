@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
-
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 OVERRIDE_ENV = "B2S_IMAGENET_OVERRIDE"  # set by --data (see b2s_register_cli_options below)
 WNID = re.compile(r"^n\d{8}$")

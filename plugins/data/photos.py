@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
-
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
 
 from .datasets import tensor_batches
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 #: (package, how to load, ImageNet class index, what it shows)
 PHOTOS: list[tuple[str, str, int, str]] = [

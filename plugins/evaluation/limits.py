@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
+from b2s_bench.metrics import Evaluation, NotApplicable
 
 if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
     pass
-from b2s_bench.metrics import Evaluation, NotApplicable
 
 __all__ = ["METRICS"]
 

@@ -20,13 +20,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
-
-
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
 from b2s_bench.metrics import Evaluation, NotApplicable
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 
 def _topk(ev: Evaluation, k: int) -> float:

@@ -25,16 +25,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
-    from torch import nn
-
 import b2s_bench as b2s
 from b2s_bench import SuiteMistake, UnknownNameError, UserError
 from b2s_bench.sources import LoadedModel, ModelRequest
 
 from . import package_weights
 from .catalog import OFFLINE, timm_catalog, torchvision_catalog
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
+    from torch import nn
 
 IMAGENET = "imagenet-1k"
 

@@ -22,12 +22,12 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import b2s_bench as b2s
+from b2s_bench import UnknownNameError, UserError
+
 if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
     import torch
     from torch import nn
-
-import b2s_bench as b2s
-from b2s_bench import UnknownNameError, UserError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,17 +28,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    import torch
-    from torch import nn
-
-    from .zoo_net import FashionCNN
-
 import b2s_bench as b2s
 from b2s_bench import ConfigError, MissingPrerequisite, UnknownNameError, UserError, build_config, check
 from b2s_bench.sources import LoadedModel, ModelRequest
 
 from .catalog import OFFLINE
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
+    from torch import nn
+
+    from .zoo_net import FashionCNN
 
 ZOO_VERSION = "1"  # bump when the training code changes results
 
