@@ -23,8 +23,6 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._lazy import lazy_face
-
 __all__ = ["Lazy", "lazy", "lazy_exports", "resolved"]
 
 
@@ -108,15 +106,27 @@ def resolved(value: Any) -> Any:
 def lazy_exports(
     package: str, namespace: dict[str, Any], exports: Mapping[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a package that re-exports names of its modules lazily (PEP 562).
+    """``__getattr__`` and ``__dir__`` for a module that re-exports names of other modules lazily (PEP 562).
 
-    ``exports`` maps each name to the module, relative to ``package``, that defines it
-    (``{"compress": ".compressor"}``): ``from mypkg import compress`` imports ``mypkg.compressor`` only then.
-    Use it in a plugin's ``__init__`` as ``__getattr__, __dir__ = b2s.lazy_exports(__name__, globals(), {...})``.
+    ``exports`` maps each name to the module that defines it, relative to ``package`` as in a ``from
+    .module import name`` written there (``{"compress": ".compressor"}``): ``from mypkg import compress``
+    imports ``mypkg.compressor`` only then. Use it as ``__getattr__, __dir__ = b2s.lazy_exports(__name__,
+    globals(), {...})`` in a package's ``__init__`` or in a module (relative to its package then).
     """
-    getattr_, _ = lazy_face(package, namespace, exports)
+    anchor = package if "__path__" in namespace else str(namespace.get("__package__") or package.rpartition(".")[0])
+    where = {
+        name: importlib.util.resolve_name(module, anchor) if module.startswith(".") else module
+        for name, module in exports.items()
+    }
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(where[name]), name)
+        namespace[name] = value  # later lookups skip this function
+        return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+        return sorted(set(namespace) | set(where))
 
-    return getattr_, __dir__
+    return __getattr__, __dir__

@@ -36,6 +36,23 @@ def test_a_lazy_reference_imports_its_module_on_the_first_call_only(tmp_path: Pa
     assert ref == b2s.lazy("lazy_pkg.heavy:double") and repr(ref) == "lazy('lazy_pkg.heavy:double')"
 
 
+def test_lazy_exports_import_a_re_exported_name_when_first_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "exports_pkg"
+    pkg.mkdir()
+    line = "import b2s_bench as b2s\n__getattr__, __dir__ = b2s.lazy_exports(__name__, globals(), {{'double': '{}'}})\n"
+    (pkg / "__init__.py").write_text(line.format(".heavy"))  # a package: relative to itself
+    (pkg / "facade.py").write_text(line.format(".heavy"))  # a module: relative to its package
+    (pkg / "heavy.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import exports_pkg  # type: ignore[import-not-found]
+    import exports_pkg.facade  # type: ignore[import-not-found]
+
+    assert "exports_pkg.heavy" not in sys.modules and "double" in dir(exports_pkg)
+    assert exports_pkg.facade.double(2) == exports_pkg.double(2) == 4 and "exports_pkg.heavy" in sys.modules
+    with pytest.raises(AttributeError, match="has no attribute 'triple'"):
+        exports_pkg.triple  # noqa: B018
+
+
 def test_a_bad_lazy_reference_says_what_to_write() -> None:
     with pytest.raises(ValueError, match="'package.module:name'"):
         b2s.lazy("json.dumps")
