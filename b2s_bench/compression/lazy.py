@@ -10,8 +10,8 @@ too, which compute nothing. A compressor's ``compress`` and its codes live in mo
         codes=(b2s.lazy(".codes:MyCode", __name__, kind="mine.code"),),
     )
 
-A :class:`Lazy` is callable like what it names; its module is imported on the first call (or
-:meth:`Lazy.resolve`). A code's ``kind`` is given beside its reference, so that the registry can check
+A :class:`Lazy` is callable like what it names and answers its public attributes; its module is
+imported on the first such use (or :meth:`Lazy.resolve`). A code's ``kind`` is given beside its reference, so that the registry can check
 kinds are unique without importing the class; the class must then declare the same kind.
 :func:`lazy_exports` keeps a package's re-exported names working without importing them up front.
 """
@@ -64,6 +64,13 @@ class Lazy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.resolve()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        """Other attributes are those of what the reference names (a Code class's ``restore``, ...), so a
+        reference stands in for it (``{c.kind: c for c in spec.codes}`` loads artifacts)."""
+        if name.startswith("_"):  # never for private or special names (copying, pickling)
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
 
     @property
     def loaded(self) -> bool:

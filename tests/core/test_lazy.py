@@ -86,6 +86,9 @@ def test_every_built_in_code_kind_declared_lazily_is_its_class_kind() -> None:
     for spec in plugins.compressors:
         assert tuple(c.kind for c in spec.code_classes()) == spec.code_kinds(), spec.name
     assert plugins.code_types()["quantize.uniform"].__name__ == "UniformCode"  # classes, not references
+    quantize = plugins.compressors.get("quantize")
+    uniform = {c.kind: c for c in quantize.codes}["quantize.uniform"]  # a reference answers for its class
+    assert uniform.restore == quantize.code_classes()[0].restore and uniform.wraps_codes is False
 
 
 def test_loading_every_plugin_imports_no_torch_nor_pandas() -> None:
