@@ -11,8 +11,9 @@ too, which compute nothing. A compressor's ``compress`` and its codes live in mo
     )
 
 A :class:`Lazy` is callable like what it names and answers its public attributes; its module is
-imported on the first such use (or :meth:`Lazy.resolve`). A code's ``kind`` is given beside its reference, so that the registry can check
-kinds are unique without importing the class; the class must then declare the same kind.
+imported on the first such use (or :meth:`Lazy.resolve`). A code's ``kind`` is given beside its
+reference, so that the registry can check kinds are unique without importing the class; the class
+must then declare the same kind.
 :func:`lazy_exports` keeps a package's re-exported names working without importing them up front.
 """
 
