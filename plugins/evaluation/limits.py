@@ -25,20 +25,16 @@ leaderboard's columns.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
 from b2s_bench.metrics import Evaluation, NotApplicable
 
-if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
-    pass
-
 __all__ = ["METRICS"]
 
 
 def rd_gap(ev: Evaluation) -> float:
-    from b2s_bench.fitting import limits as rd
+    from b2s_bench.fitting import limits as rd  # torch: registering the metrics imports none
 
     model = ev.limits()["model"]
     if model["gap_db"] is None:
