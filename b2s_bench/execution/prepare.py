@@ -10,10 +10,10 @@ result and only runs it.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedRun", "prepare_run", "prepare_models", "resolve_device", "resolve_device_type"]
 
-#: the device files a GPU that torch.cuda could use needs on Linux (NVIDIA, AMD ROCm, WSL2's GPU)
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+#: the device files (glob patterns) a GPU that torch.cuda could use needs on Linux: NVIDIA's (nvidiactl,
+#: nvidia0, ...), AMD ROCm's, WSL2's GPU. Any of them present means "ask torch".
+GPU_DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dxg")
 
 
 def _no_gpu_here() -> bool:
@@ -38,7 +39,7 @@ def _no_gpu_here() -> bool:
         return True
     if sys.platform == "darwin":
         return True
-    return sys.platform.startswith("linux") and not any(Path(f).exists() for f in GPU_DEVICE_FILES)
+    return sys.platform.startswith("linux") and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES)
 
 
 def _cuda_available() -> bool:

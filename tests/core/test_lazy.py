@@ -137,7 +137,7 @@ def test_validate_and_a_resumed_finished_run_import_neither_torch_nor_pandas(
 def test_auto_resolves_to_cpu_without_torch_where_no_gpu_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not (sys.platform.startswith("linux") or sys.platform == "darwin"):
         pytest.skip("the GPU device files are known on Linux; macOS has no CUDA")
-    monkeypatch.setattr(prepare, "GPU_DEVICE_FILES", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(prepare, "GPU_DEVICE_FILES", (str(tmp_path / "nvidia*"),))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` would raise
     assert prepare.resolve_device_type("auto") == "cpu" and prepare.resolve_device_type("cpu") == "cpu"
@@ -145,3 +145,7 @@ def test_auto_resolves_to_cpu_without_torch_where_no_gpu_can_be(tmp_path: Path, 
         prepare.resolve_device_type("cuda")
     with pytest.raises(b2s.UserError, match="must be auto, cpu or cuda"):
         prepare.resolve_device_type("gpu")
+    if sys.platform.startswith("linux"):  # a GPU's device file here: torch is asked (and, blocked, raises)
+        (tmp_path / "nvidia0").touch()
+        with pytest.raises(ImportError):
+            prepare.resolve_device_type("auto")
