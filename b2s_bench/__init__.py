@@ -4,7 +4,8 @@ The top level is the contract a compressor plugin needs (``import b2s_bench as b
 
 - **Registering**: :data:`hookimpl`, :class:`CliOption`, and the spec of every plugin kind:
   :class:`CompressorSpec`, :class:`ModelSource`, :class:`DatasetSpec`, :class:`MetricSpec`,
-  :class:`ReporterSpec`, :class:`ExecutorSpec`.
+  :class:`ReporterSpec`, :class:`ExecutorSpec`; :func:`lazy` (a callable or Code class named
+  ``"module:name"``, imported on first use, so registering imports no torch) and :func:`lazy_exports`.
 - **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ), regularizer
   R(φ), exact bits), :class:`StoredTensorCode`, :class:`DecoderNetwork`, :class:`Compressed`,
   :func:`skeleton_of`, :class:`Context`, :class:`Progress`, :func:`weight_layers`, :data:`TRACKS`,
@@ -44,7 +45,9 @@ _EXPORTS: dict[str, str] = {
     # registering
     "hookimpl": "hookmarkers",
     "CliOption": "hookmarkers",
-    "CompressorSpec": "compression.compressor",
+    "CompressorSpec": "compression.spec",
+    "lazy": "compression.lazy",
+    "lazy_exports": "compression.lazy",
     "ModelSource": "sources",
     "DatasetSpec": "sources",
     "MetricSpec": "metrics",
@@ -166,8 +169,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from . import calibration, execution, fitting, metrics, reporting, sources, testing
     from .compression.codes import Code, DecoderNetwork, StoredTensorCode, Symbols
     from .compression.compressed import Compressed, skeleton_of
-    from .compression.compressor import TRACKS, CompressorSpec, Context, Progress, weight_layers
+    from .compression.compressor import TRACKS, Context, Progress, weight_layers
     from .compression.coverage import INEFFECTIVE, MIN_COVERAGE, NotApplicableError, Target, add_caveat
+    from .compression.lazy import lazy, lazy_exports
     from .compression.packing import pack_bits, pack_mask, unpack_bits, unpack_mask
     from .compression.sizes import (
         SizeBreakdown,
@@ -177,6 +181,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         padded_groups,
         sparse_index_bits,
     )
+    from .compression.spec import CompressorSpec
     from .config import ADDED_SETTING, ConfigError, build_config, check, one_of
     from .errors import MissingPrerequisite, SuiteMistake, UnknownNameError, UserError
     from .execution.executors import ExecutorSpec

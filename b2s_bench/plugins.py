@@ -26,6 +26,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .compression.lazy import Lazy, resolved
 from .hookmarkers import GROUP, CliOption, hookimpl
 from .registry import Registry
 
@@ -104,11 +105,12 @@ class Plugins:
     failures: list[PluginFailure]
     disabled: list[str]
     selection: PluginSelection = PluginSelection()
-    _code_types: dict[str, type] = dataclasses.field(default_factory=dict)
+    _code_types: dict[str, Any] = dataclasses.field(default_factory=dict)  # a class, or a lazy reference to one
 
     def code_types(self) -> dict[str, type]:
-        """Every Code class the registered compressors declare, by kind (to load artifacts)."""
-        return dict(self._code_types)
+        """Every Code class the registered compressors declare, by kind (to load artifacts); lazily named
+        classes are imported here."""
+        return {kind: resolved(code) for kind, code in self._code_types.items()}
 
     def warnings(self) -> list[str]:
         return [f"plugin {f.name!r} ({f.distribution} {f.version}): {f.error}" for f in self.failures]
@@ -260,20 +262,18 @@ def _fill(plugins: Plugins) -> None:
 
 def _code_kinds(plugins: Plugins) -> None:
     """Two compressors whose codes share a ``Code.kind`` could load each other's artifacts: both are
-    blocked, with an error naming both."""
-    owners: dict[str, list[tuple[str, type]]] = {}
+    blocked, with an error naming both. Kinds are read without importing lazily named classes."""
+    owners: dict[str, list[tuple[str, Any]]] = {}
     for spec in plugins.compressors:
-        for code in spec.codes:
-            owners.setdefault(code.kind, []).append((spec.name, code))
+        for kind, code in zip(spec.code_kinds(), spec.codes, strict=True):
+            owners.setdefault(kind, []).append((spec.name, code))
     for kind, found in sorted(owners.items()):
-        classes = {c for _, c in found}
+        classes = {_code_name(c) for _, c in found}  # one class, whether named lazily or not
         if len(classes) == 1:
-            plugins._code_types[kind] = found[0][1]
+            plugins._code_types[kind] = next((c for _, c in found if not isinstance(c, Lazy)), found[0][1])
             continue
         names = sorted({n for n, _ in found})
-        who = " and ".join(
-            f"{c.__module__}.{c.__qualname__} (compressor {n!r}, plugin {plugins.compressors.origin(n)!r})" for n, c in found
-        )
+        who = " and ".join(f"{_code_name(c)} (compressor {n!r}, plugin {plugins.compressors.origin(n)!r})" for n, c in found)
         origins = [plugins.compressors.origin(n) for n in names]
         for name in names:
             plugins.compressors.block(name, origins)
@@ -281,6 +281,11 @@ def _code_kinds(plugins: Plugins) -> None:
             origins[0],
             f"code kind {kind!r} is declared by {who}; kinds must be unique, so neither compressor is used. Rename one kind",
         )
+
+
+def _code_name(code: Any) -> str:
+    """``module.Class`` of a Code class or of a lazy reference to one (not imported)."""
+    return code.ref.replace(":", ".") if isinstance(code, Lazy) else f"{code.__module__}.{code.__qualname__}"
 
 
 def load_plugins(

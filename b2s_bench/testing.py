@@ -215,7 +215,9 @@ def _check(
         if spec.recode is None:
             raise
     else:
-        report = _check_compressed(spec, config, comp, model, x, dense_out, identity_error, {c.kind: c for c in spec.codes}, seed)
+        report = _check_compressed(
+            spec, config, comp, model, x, dense_out, identity_error, {c.kind: c for c in spec.code_classes()}, seed
+        )
     if spec.recode is not None:  # a later stage: recode the codes of a symbol-declaring quantizer
         state = tiny_model(seed).state_dict()
         codes: dict[str, Code] = {k: SymbolCode.of(state[k]) for k in weight_layers(tiny_model(seed))}
@@ -224,7 +226,7 @@ def _check(
         comp = before.with_codes({k: spec.recode(k, c, config, ctx) for k, c in codes.items()})
         err = _states_equal(before.state_dict(), comp.state_dict())
         assert err == 0.0, f"{spec.name}: recode changes the decoded weights by {err}"
-        kinds: dict[str, type[Code]] = {**{c.kind: c for c in spec.codes}, SymbolCode.kind: SymbolCode}
+        kinds: dict[str, type[Code]] = {**{c.kind: c for c in spec.code_classes()}, SymbolCode.kind: SymbolCode}
         report = _check_compressed(spec, config, comp, model, x, dense_out, identity_error, kinds, seed)
     assert report is not None
     return report

@@ -1,12 +1,14 @@
 """What a newcomer waits for: the README's first command, fresh and warm, and the CLI's start-up.
 
     python benchmarks/bench_first_command.py [--suite embedded] [--workers N|auto] [--repeats 3] [--skip-runs]
+                                             [--resume RUN_DIR]
 
 - **fresh**: ``b2s-bench run`` with an empty cache (``$B2S_BENCH_CACHE``) into a new folder: zoo
   weights loaded (or trained, where a recipe has no shipped file), dense outputs computed.
 - **warm**: the same command into another new folder with that cache kept: every cell computed
   again, nothing trained.
-- **resume**: the warm command again: every cell done, nothing computed.
+- **resume**: the warm command again: every cell done, nothing computed. ``--skip-runs --resume RUN_DIR``
+  times it on a finished run folder made earlier (``b2s-bench run [SUITE] --out RUN_DIR``) in seconds.
 - **CLI start-up**: ``--help``, ``ls``, ``show quantize``, ``validate`` and the resumed run, each the
   best of ``--repeats`` subprocess runs (``ls`` and ``show`` also their first answer, before the
   answers cache holds it), next to ``python -c pass`` and ``python -c "import torch"``
@@ -59,6 +61,17 @@ def _limits_share(out: Path) -> tuple[float, float, int]:
     return limits, total, n
 
 
+def _resume_env(run_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the cache the finished run used (its weights decide the cell ids): the caller's own
+    ``$B2S_BENCH_CACHE``, or the default cache when it is unset."""
+    if not (run_dir / "run.json").is_file():
+        raise SystemExit(f"--resume {run_dir}: not a run folder (no run.json); make one with `b2s-bench run --out {run_dir}`")
+    resumed = {k: v for k, v in env.items() if k != "B2S_BENCH_CACHE"}
+    if "B2S_BENCH_CACHE" in os.environ:
+        resumed["B2S_BENCH_CACHE"] = os.environ["B2S_BENCH_CACHE"]
+    return resumed
+
+
 def _row(name: str, seconds: float, goal: str, ref: float | None = None) -> str:
     ratio = f"{seconds / ref:6.2f}x" if ref else "       "
     return f"| {name:<38} | {seconds:9.2f} s | {ratio} | {goal:<10} |"
@@ -70,6 +83,13 @@ def main() -> int:
     ap.add_argument("--workers", default=None, help="passed to run (default: run's own default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-runs", action="store_true", help="only the CLI start-up (seconds, not minutes)")
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="with --skip-runs: also time resuming this finished run folder of the suite (a run made earlier)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="b2s-first-"))
@@ -88,6 +108,11 @@ def main() -> int:
             rows.append(_row(f"{name}, first", _timed(CLI + cmd, env), "", py_torch))
             rows.append(_row(f"{name}, again", _best(CLI + cmd, env, args.repeats), "< 1 s", py_torch))
         rows.append(_row("b2s-bench validate", _best(CLI + ["validate", *suite], env, args.repeats), "< 1 s", py_torch))
+        if args.skip_runs and args.resume is not None:
+            resumed = CLI + ["run", *suite, "--out", str(args.resume), *workers]
+            rows.append(
+                _row("run, resumed (all done)", _best(resumed, _resume_env(args.resume, env), args.repeats), "< 1 s", py_torch)
+            )
         if not args.skip_runs:
             fresh_out, warm_out = tmp / "fresh", tmp / "warm"
             fresh = _timed(CLI + ["run", *suite, "--out", str(fresh_out), *workers], env, check=False)

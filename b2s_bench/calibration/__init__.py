@@ -28,11 +28,7 @@ _EXPORTS = {
         name: "synthesis"
         for name in (
             "synthesize",
-            "SynthesisConfig",
             "Synthesized",
-            "ZEROQ",
-            "DEEPINVERSION",
-            "DSG",
             "bn_loss",
             "bn_layers",
             "slack_term",
@@ -52,6 +48,7 @@ _EXPORTS = {
             "run_hooked",
         )
     },
+    **{name: "synthesis_settings" for name in ("SynthesisConfig", "ZEROQ", "DEEPINVERSION", "DSG")},
     **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize")},
     **{name: "settings" for name in ("ActivationSettings", "RANGE_SOURCES", "RANGE_RULES")},
     "apply_activations": "stage",

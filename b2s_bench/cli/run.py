@@ -172,7 +172,8 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     runner = Runner(prepared, options_from(args, out))
     todo, done = runner.pending()
     print(
-        f"suite {suite.name}: {len(runner.cells)} cells on {runner.device.type} ({len(done)} done, {len(todo)} to run) -> {out}",
+        f"suite {suite.name}: {len(runner.cells)} cells on {prepared.device_type} "
+        f"({len(done)} done, {len(todo)} to run) -> {out}",
         file=sys.stderr,
     )
     if done:
@@ -182,15 +183,21 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
 
 
 def finish(args: argparse.Namespace, plugins: Plugins, out: Path, summary: RunSummary) -> int:
-    from ..reporting.files import reports_current, write_report
-    from ..reporting.summary import summary_text
+    from ..reporting.files import keep_summary, kept_summary, reports_current, write_report
 
     if summary.detached:
         print(f"submitted; follow the run with `b2s-bench status {out}`", file=sys.stderr)
         return 0
-    files = [] if summary.computed == 0 and reports_current(out) else write_report(out, plugins)
+    unchanged = summary.computed == 0 and reports_current(out)  # nothing to rebuild: pandas never loads
+    files = [] if unchanged else write_report(out, plugins)
     if not args.quiet:  # a short summary for the terminal; the full tables are in the files
-        print(summary_text(out))
+        text = kept_summary(out) if unchanged else None
+        if text is None:
+            from ..reporting.summary import summary_text
+
+            text = summary_text(out)
+            keep_summary(out, text)
+        print(text)
     wrote = f"wrote {len(files)} report files into {out}" if files else f"reports in {out} are up to date"
     others = f", {summary.by_others} computed by another run" if summary.by_others else ""
     print(

@@ -43,7 +43,7 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         device=args.device,
         pattern=args.pattern,
     )
-    suite, device, cells = run.suite, run.device, list(run.cells)
+    suite, device, cells = run.suite, run.device_type, list(run.cells)
     found = check_cells(suite, plugins, cells)
     if found.mistakes:  # the suite is broken, like a load_suite error: no table of cells that cannot be right
         raise found.error()
@@ -60,10 +60,10 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         elif c.model.request.pretrained:
             needs.append("weights:hub (internet or cache)")
         if any(plugins.compressors.get(s.name).uses_gpu for s in c.stages):
-            needs.append("GPU" + (" (recommended; will run on CPU)" if device.type == "cpu" else ""))
+            needs.append("GPU" + (" (recommended; will run on CPU)" if device == "cpu" else ""))
         status = "MISSING" if c.model.label in missing else "ready"
         rows.append([c.id, c.model.label, c.label, c.track, ", ".join(needs), status])
-    print(f"suite {suite.name} ({suite.file}): {len(cells)} cells on {device.type}")
+    print(f"suite {suite.name} ({suite.file}): {len(cells)} cells on {device}")
     print(tabulate(rows, headers=["cell", "model", "method", "track", "needs", "status"], tablefmt="github"))
     if not found.ok:
         print(f"\nmissing here ({len(found.blocked)} of {len(cells)} cells cannot run):", file=sys.stderr)

@@ -10,29 +10,63 @@ result and only runs it.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..plugins import Plugins, load_plugins
 from ..suites.cells import Cell, expand, select
 from ..suites.load import Suite, load_suite
 
-__all__ = ["PreparedRun", "prepare_run", "prepare_models", "resolve_device"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PreparedRun", "prepare_run", "prepare_models", "resolve_device", "resolve_device_type"]
+
+#: the device files (glob patterns) a GPU that torch.cuda could use needs on Linux: NVIDIA's (nvidiactl,
+#: nvidia0, ...), AMD ROCm's, WSL2's GPU. Any of them present means "ask torch".
+GPU_DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dxg")
+
+
+def _no_gpu_here() -> bool:
+    """True when no GPU can be here, known without importing torch (1.3 s): on Linux, none of the device
+    files a CUDA or ROCm GPU needs; on macOS, always (torch.cuda is never available there). False means
+    "ask torch", never "there is one"."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    if sys.platform == "darwin":
+        return True
+    return sys.platform.startswith("linux") and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES)
+
+
+def _cuda_available() -> bool:
+    if _no_gpu_here():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device_type(requested: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for ``requested`` (auto, cpu or cuda); torch is imported only where a GPU
+    might be present (a machine without GPU device files resolves auto to cpu without it)."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    available = _cuda_available()
+    if requested == "cuda" and not available:
+        raise UserError("device cuda was asked for, but CUDA is not available here; use --device cpu or auto")
+    return "cuda" if available else "cpu"
 
 
 def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for, but CUDA is not available here; use --device cpu or auto")
-    if requested not in ("cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda, got {requested!r}")
-    return torch.device(requested)
+    import torch
+
+    return torch.device(resolve_device_type(requested))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -42,7 +76,7 @@ class PreparedRun:
     Attributes:
         plugins: the loaded plugins (their options applied).
         suite: the loaded suite.
-        device: the resolved device.
+        device_type: the resolved device's type, "cpu" or "cuda" (:attr:`device`: the torch.device).
         all_cells: every cell of the suite, in suite order (run.json lists them all, also under ``-k``).
         cells: the cells selected to run (``-k``, ``only``, less the skipped models' cells).
         plugin_options: ``(flag, value)`` of the plugin-owned command-line options, which travel to
@@ -51,10 +85,17 @@ class PreparedRun:
 
     plugins: Plugins
     suite: Suite
-    device: torch.device
+    device_type: str
     all_cells: tuple[Cell, ...]
     cells: tuple[Cell, ...]
     plugin_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def device(self) -> torch.device:
+        """The resolved device (imports torch; :attr:`device_type` does not)."""
+        import torch
+
+        return torch.device(self.device_type)
 
 
 def prepare_models(suite: Suite, plugins: Plugins, skip: Iterable[str] = (), log: Callable[[str], None] | None = None) -> None:
@@ -111,16 +152,16 @@ def prepare_run(
         for flag, value in options:  # the plugin keeps each value where its own code reads it
             plugins.cli_options.registry.get(flag).option.apply(value)
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, plugins)
-    resolved = resolve_device(device if device != "auto" else loaded.device)
+    resolved = resolve_device_type(device if device != "auto" else loaded.device)
     skipped = set(skip_models)
     if models:
         prepare_models(loaded, plugins, skipped, log)
-    all_cells = tuple(expand(loaded, plugins, resolved.type))
+    all_cells = tuple(expand(loaded, plugins, resolved))
     cells = select(list(all_cells), pattern)
     if only is not None:
         wanted = set(only)
         cells = [c for c in cells if c.id in wanted]
     cells = [c for c in cells if c.model.label not in skipped]
     return PreparedRun(
-        plugins=plugins, suite=loaded, device=resolved, all_cells=all_cells, cells=tuple(cells), plugin_options=options
+        plugins=plugins, suite=loaded, device_type=resolved, all_cells=all_cells, cells=tuple(cells), plugin_options=options
     )

@@ -11,6 +11,7 @@ processes, on Ray or on Slurm; this file is the same for all of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -20,19 +21,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._lazy import lazy_face
 from ..config import build_config
 from ..errors import CannotWrite, UserError
 from ..plugins import Plugins
 from ..store.folder import DEFAULT_CLAIM_TIMEOUT, HEARTBEAT_SECONDS, RunStore
 from ..store.records import CELLS, DONE_STATUSES, SKIPPED_STATUSES, Record, load_json
 from ..suites.cells import Cell
-from . import worker
-from .cell import CellRunner, seed_everything, utc_now
 from .executors import CellOutcome, CellTask, Executor, ExecutorOptions, RunPlan
 from .prepare import PreparedRun, prepare_run, resolve_device
 
@@ -48,6 +48,14 @@ __all__ = [
     "run_cells",
     "suite_finished",
 ]
+
+if TYPE_CHECKING:
+    import torch
+
+    from .cell import CellRunner, seed_everything
+
+# the cell machinery (torch) loads only when a cell runs: a resumed run whose cells are all done needs none
+__getattr__, __dir__ = lazy_face(__name__, globals(), {"seed_everything": ".cell"})
 
 #: A cell that runs longer than this is stopped and recorded "timed out" (``runtime.cell_timeout``,
 #: ``--cell-timeout``). Six hours fits a paper-scale INR fit on one GPU; raise it for longer cells.
@@ -94,14 +102,23 @@ class Runner:
         self.prepared = prepared
         self.suite = prepared.suite
         self.plugins = prepared.plugins
-        self.device = prepared.device
         self.all_cells = list(prepared.all_cells)
         self.cells = list(prepared.cells)
         self.options = options
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.store = RunStore(options.out_dir, warn=self.log)
         self.show_progress = sys.stderr.isatty() if options.progress is None else options.progress
-        self.cell_runner = CellRunner(self.suite, self.plugins, self.device, self.store, self.show_progress, self.log)
+
+    @property
+    def device(self) -> torch.device:
+        return self.prepared.device
+
+    @functools.cached_property
+    def cell_runner(self) -> CellRunner:
+        """What computes a cell here (built on first use: it loads torch)."""
+        from .cell import CellRunner
+
+        return CellRunner(self.suite, self.plugins, self.device, self.store, self.show_progress, self.log)
 
     # -- settings -----------------------------------------------------------------------------------
     @property
@@ -120,7 +137,7 @@ class Runner:
         return RunPlan(
             str(Path(self.suite.file).resolve()),
             str(self.options.out_dir.resolve()),
-            self.device.type,
+            self.prepared.device_type,
             tuple(str(Path(f).resolve()) for f in sel.files),
             tuple(sel.disable),
             self.prepared.plugin_options,
@@ -141,7 +158,7 @@ class Runner:
         settings = build_config(spec.settings, dict(section), owner=f"executor {spec.name}") if spec.settings else section
         opts = ExecutorOptions(
             workers=self.options.workers,
-            device=self.device.type,
+            device=self.prepared.device_type,
             threads=self.suite.runtime.threads,
             settings=settings,
             detach=self.options.detach,
@@ -205,6 +222,8 @@ class Runner:
         describe = getattr(executor, "describe", None)
         if callable(describe):
             self.log(f"running {len(todo)} cells longest first on {describe()}")
+        from . import worker
+
         dispatch = _Dispatch(self, executor, todo)
         worker.adopt(dispatch.plan, self.cell_runner, {c.id: c for c in self.all_cells})
         try:
@@ -213,6 +232,8 @@ class Runner:
             executor.close()
             dispatch.release_all()
         seconds = time.perf_counter() - start
+        from .cell import utc_now
+
         if dispatch.computed and not self.options.detach:
             self.write_manifest(
                 True,
@@ -247,6 +268,8 @@ class Runner:
         if record is None or "schema" not in record:
             cause = outcome.failure or "the worker returned no record"
             error = (record or {}).get("error") or {"type": "WorkerFailure", "message": cause, "traceback": ""}
+            from .cell import utc_now
+
             record = self.cell_runner.base_record(cell)
             record["error"] = dict(error)
             record["timings"] = {"total": outcome.seconds}
@@ -371,7 +394,11 @@ class _Dispatch:
                 self.waiting[cell.id] = cell
                 continue
             task = CellTask(
-                self.plan, cell.id, cell.name, wants_cuda=self.runner.device.type == "cuda", cell_timeout=self.runner.cell_timeout
+                self.plan,
+                cell.id,
+                cell.name,
+                wants_cuda=self.runner.prepared.device_type == "cuda",
+                cell_timeout=self.runner.cell_timeout,
             )
             self.executor.submit(task)
             self.in_flight[cell.id] = cell

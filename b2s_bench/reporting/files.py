@@ -14,10 +14,11 @@ from ..errors import UserError
 from ..plugins import Plugins
 from ..store.records import write_atomic
 
-__all__ = ["write_report", "reports_current", "REPORTS", "ALIASES"]
+__all__ = ["write_report", "reports_current", "kept_summary", "keep_summary", "REPORTS", "SUMMARY", "ALIASES"]
 
 ALIASES = {"md": "markdown"}
 REPORTS = ".reports.json"  # the files the last full report wrote
+SUMMARY = ".summary.txt"  # the terminal summary `run` printed last, kept for a run that changes nothing
 
 
 def write_report(
@@ -57,5 +58,26 @@ def reports_current(out_dir: Path) -> bool:
     files = [out_dir / n for n in names]
     if not files or not all(f.is_file() for f in files):
         return False
-    newest = max([p.stat().st_mtime for p in (out_dir / "cells").glob("*.json")] + [(out_dir / "run.json").stat().st_mtime])
-    return min(f.stat().st_mtime for f in files) >= newest
+    return min(f.stat().st_mtime for f in files) >= _newest_input(out_dir)
+
+
+def _newest_input(out_dir: Path) -> float:
+    """The modification time of the newest record or of the run manifest."""
+    return max([p.stat().st_mtime for p in (out_dir / "cells").glob("*.json")] + [(out_dir / "run.json").stat().st_mtime])
+
+
+def keep_summary(out_dir: Path, text: str) -> None:
+    """Keep the terminal summary of the run folder's records, for :func:`kept_summary`."""
+    write_atomic(out_dir / SUMMARY, text)
+
+
+def kept_summary(out_dir: Path) -> str | None:
+    """The kept terminal summary when it is newer than every record and the run manifest (so it says what
+    :func:`~b2s_bench.reporting.summary.summary_text` would, without loading pandas), else None."""
+    path = out_dir / SUMMARY
+    try:
+        if path.stat().st_mtime < _newest_input(out_dir):
+            return None
+        return path.read_text()
+    except (OSError, ValueError):
+        return None

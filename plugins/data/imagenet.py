@@ -15,13 +15,14 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any, cast
 
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 OVERRIDE_ENV = "B2S_IMAGENET_OVERRIDE"  # set by --data (see b2s_register_cli_options below)
 WNID = re.compile(r"^n\d{8}$")
@@ -97,7 +98,10 @@ def scan(folder: Path, limit: int | None, per_class: int | None) -> list[tuple[s
     return items
 
 
-class _Images(torch.utils.data.Dataset):
+class _Images:
+    """A map-style dataset (what torch's DataLoader reads: ``len`` and ``[i]``); no torch base class, so
+    that registering this plugin imports no torch."""
+
     def __init__(self, items: list[tuple[str, int]], transform: Callable[[Any], torch.Tensor]):
         self.items, self.transform = items, transform
 
@@ -120,6 +124,8 @@ def _transform(model: LoadedModel) -> Callable[[Any], torch.Tensor]:
 
 
 def _build(config: ImageNetConfig, model: LoadedModel) -> LoadedData:
+    import torch
+
     if model.num_classes != 1000:
         raise UserError(f"ImageNet labels index 1000 classes; the model has {model.num_classes} outputs")
     root = resolve_root(config)
@@ -134,7 +140,7 @@ def _build(config: ImageNetConfig, model: LoadedModel) -> LoadedData:
 
     def batches(batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
-            dataset,
+            cast("torch.utils.data.Dataset[tuple[torch.Tensor, int]]", dataset),
             batch_size=batch_size,
             shuffle=False,
             num_workers=config.workers,

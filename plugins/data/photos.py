@@ -16,15 +16,18 @@ import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 import b2s_bench as b2s
 from b2s_bench import DatasetSpec, UserError, check
 from b2s_bench.sources import LoadedData, LoadedModel
 
 from .datasets import tensor_batches
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 #: (package, how to load, ImageNet class index, what it shows)
 PHOTOS: list[tuple[str, str, int, str]] = [
@@ -66,6 +69,8 @@ def _load(package: str, name: str) -> np.ndarray:
 
 def load_photos() -> list[tuple[torch.Tensor, int, str]]:
     """[(3xHxW float image in [0, 1], ImageNet class, description)]."""
+    import torch
+
     missing = [p for p in ("skimage", "sklearn", "matplotlib") if importlib.util.find_spec(p) is None]
     if missing:
         raise UserError(f"{INSTALL} (missing: {', '.join(missing)})")
@@ -96,6 +101,8 @@ def center_view(img: torch.Tensor, size: int, crop_pct: float, interpolation: st
 
 def random_view(img: torch.Tensor, size: int, interpolation: str, gen: torch.Generator, min_scale: float) -> torch.Tensor:
     """A seeded random-resized crop (area in [min_scale, 1], aspect in [3/4, 4/3]) and a coin-flip mirror."""
+    import torch
+
     h, w = img.shape[1:]
     area = h * w * (min_scale + (1 - min_scale) * torch.rand((), generator=gen).item())
     log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand((), generator=gen).item()
@@ -124,6 +131,8 @@ class PhotosConfig:
 
 
 def _build(config: PhotosConfig, model: LoadedModel) -> LoadedData:
+    import torch
+
     if model.num_classes != 1000:
         raise UserError(f"the photo set is labeled with ImageNet-1k classes; the model has {model.num_classes} outputs")
     cfg = dict(model.data_config)

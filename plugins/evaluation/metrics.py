@@ -18,15 +18,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
-from b2s_bench.fitting import fit_network, relative_error
 from b2s_bench.metrics import Evaluation, NotApplicable
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
 
 
 def _topk(ev: Evaluation, k: int) -> float:
@@ -46,6 +45,8 @@ def agreement(ev: Evaluation) -> float:
 
 def kl(ev: Evaluation) -> float:
     """Mean KL(dense || compressed) of the softmax outputs, in nats; per example in ``ev.per_example["kl"]``."""
+    import torch.nn.functional as F
+
     p_log = F.log_softmax(ev.baseline_logits.double(), dim=1)
     q_log = F.log_softmax(ev.logits.double(), dim=1)
     per = (p_log.exp() * (p_log - q_log)).sum(dim=1)
@@ -123,21 +124,23 @@ def _no_sync() -> None:
     """The CPU's stand-in for torch.cuda.synchronize: CPU work is done when the call returns."""
 
 
-@torch.inference_mode()
 def _latency(ev: Evaluation, model: torch.nn.Module) -> float:
+    import torch
+
     shape = tuple(ev.baseline.input_shape)
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)).to(ev.device)
     model = model.eval()
     sync: Callable[[], None] = torch.cuda.synchronize if ev.device.type == "cuda" else _no_sync
-    for _ in range(3):
-        model(x)
-    sync()
     times = []
-    for _ in range(ev.latency_repeats):
-        t0 = time.perf_counter()
-        model(x)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
         sync()
-        times.append(time.perf_counter() - t0)
+        for _ in range(ev.latency_repeats):
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
 
 
@@ -169,6 +172,10 @@ def solver_gap(ev: Evaluation, max_tensors: int = 3, steps: int = 1500) -> float
     and the reference go to ``details["solver_gap"]``; the references also to
     ``details["check_reference"]["solver_gap"]`` for the report's check table.
     """
+    import torch
+
+    from b2s_bench.fitting import fit_network, relative_error
+
     codes = []
     for key, code in ev.compressed.codes.items():
         net = code.as_network("code")

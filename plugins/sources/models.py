@@ -23,18 +23,18 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import b2s_bench as b2s
 from b2s_bench import SuiteMistake, UnknownNameError, UserError
 from b2s_bench.sources import LoadedModel, ModelRequest
-from b2s_bench.testing import TinyCNN, TinyMLP, tiny_model
 
 from . import package_weights
 from .catalog import OFFLINE, timm_catalog, torchvision_catalog
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
+    from torch import nn
 
 IMAGENET = "imagenet-1k"
 
@@ -45,9 +45,9 @@ def _filter(names: list[str], pattern: str | None) -> list[str]:
 
 # -- tiny: seeded random test models -------------------------------------------------------------------
 TINY = {
-    "cnn": (lambda: tiny_model(0), (1, 28, 28)),
-    "cnn-rgb": (lambda: TinyCNN(in_channels=3), (3, 32, 32)),
-    "mlp": (lambda: TinyMLP(), (1, 8, 8)),
+    "cnn": (lambda: b2s.testing.tiny_model(0), (1, 28, 28)),
+    "cnn-rgb": (lambda: b2s.testing.TinyCNN(in_channels=3), (3, 32, 32)),
+    "mlp": (lambda: b2s.testing.TinyMLP(), (1, 8, 8)),
 }
 
 
@@ -126,6 +126,8 @@ def checkpoint_problem(path: str) -> str | None:
 
 def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     """A state_dict from a .pth/.pt (``weights_only=True``) or a .safetensors file."""
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights file {path!r} does not exist; check the `weights:` path in the suite")
@@ -259,6 +261,8 @@ def hf_cached_file(repo: str, filenames: list[str], revision: str | None = None)
 
 def torch_hub_checkpoints() -> Path:
     """Where ``torch.hub.load_state_dict_from_url`` keeps downloads ($TORCH_HOME/hub/checkpoints)."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 

@@ -20,12 +20,14 @@ import dataclasses
 import importlib.metadata as md
 import importlib.util
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import UnknownNameError, UserError
+
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
+    from torch import nn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,8 @@ def catalog() -> list[tuple[str, str, str]]:
 
 
 def load_state(spec: str) -> dict[str, torch.Tensor]:
+    import torch
+
     path = checkpoint_file(spec)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

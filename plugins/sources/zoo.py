@@ -26,9 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import ConfigError, MissingPrerequisite, UnknownNameError, UserError, build_config, check
@@ -36,33 +34,16 @@ from b2s_bench.sources import LoadedModel, ModelRequest
 
 from .catalog import OFFLINE
 
+if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
+    import torch
+    from torch import nn
+
+    from .zoo_net import FashionCNN
+
 ZOO_VERSION = "1"  # bump when the training code changes results
 
-
-class FashionCNN(nn.Module):
-    """Conv(1→c)-BN-ReLU-pool, Conv(c→2c)-BN-ReLU-pool, Linear(2c·49→128), Linear(128→10).
-
-    With c = 32 this is the 422 k-parameter CNN of offline-data.md (about 91 % on Fashion-MNIST).
-    """
-
-    def __init__(self, width: int = 32, hidden: int = 128, num_classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 49, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+#: the network lives in :mod:`.zoo_net` (torch), imported on first use: registering the zoo imports no torch
+__getattr__, __dir__ = b2s.lazy_exports(__name__, globals(), {"FashionCNN": ".zoo_net"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +121,15 @@ def recipe_for(request: ModelRequest) -> Recipe:
 
 
 def architecture(recipe: Recipe) -> FashionCNN:
+    from .zoo_net import FashionCNN
+
     return FashionCNN(recipe.width, recipe.hidden)
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``recipe.epochs`` passes over (x, y) in batches, each in a fixed, seeded order."""
+    import torch
+
     gen = torch.Generator().manual_seed(recipe.seed)
     for _ in range(recipe.epochs):
         order = torch.randperm(x.shape[0], generator=gen)
@@ -155,6 +140,8 @@ def _batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> Iterator[tuple
 
 def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tensor]:
     """Train a recipe deterministically and return its state_dict."""
+    import torch
+    from torch import nn
     from tqdm.auto import tqdm
 
     from ..data.datasets import load_fmnist
@@ -186,6 +173,8 @@ def train(recipe: Recipe, progress: bool | None = None) -> dict[str, torch.Tenso
 
 def top1(recipe: Recipe, state: dict[str, torch.Tensor]) -> float:
     """Top-1 accuracy (%) of a recipe's weights on the 10,000 Fashion-MNIST test images."""
+    import torch
+
     from ..data.datasets import load_fmnist
 
     model = architecture(recipe)

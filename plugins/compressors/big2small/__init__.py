@@ -12,25 +12,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec, ReporterSpec
 from b2s_bench.reporting import ReportContext
 
-from ..quantize import UniformCode
-from .codes import INRCode
-from .compressor import compress, target
 from .config import Big2SmallConfig
 
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import INRCode
+    from .compressor import compress
+
 __all__ = ["SPEC", "CLAIMS", "Big2SmallConfig", "INRCode", "compress"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "UniformCode": "..quantize.codes",
+        "INRCode": ".codes",
+        "compress": ".compressor",
+        "target": ".compressor",
+    },
+)
 
 SPEC = CompressorSpec(
     name="big2small",
     family="inr",
     track="data-free",
     config=Big2SmallConfig,
-    compress=compress,
-    codes=(INRCode, UniformCode),  # UniformCode: the small layers with small_bits
+    compress=b2s.lazy(".compressor:compress", __name__),
+    codes=(
+        b2s.lazy(".codes:INRCode", __name__, kind="big2small.inr"),
+        b2s.lazy("..quantize.codes:UniformCode", __name__, kind="quantize.uniform"),
+    ),  # UniformCode: the small layers with small_bits
     identity=None,  # none: an INR approximates a tensor; a setting that codes nothing would be no test
     defaults_source=(
         "the paper's settings as docs/big2small.md reads them ([S]: tensors over 100 KB, SIREN + FiLM, the "
@@ -51,7 +67,7 @@ SPEC = CompressorSpec(
         "max_width": 32,
         "target_ratio": 2.0,
     },
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
 )
 
 

@@ -7,10 +7,12 @@ from typing import Literal
 
 from b2s_bench import ADDED_SETTING, check
 
-from .inr import FOURIERS, LAYOUTS
-from .loss import GDL_FORMS
-from .permute import PERMUTES
-from .sampling import SAMPLINGS
+#: the settings' choices, here so that the config imports no torch (the modules that use them import them from here)
+LAYOUTS = ("2d", "nd")
+FOURIERS = ("log", "gaussian")
+GDL_FORMS = ("signed", "mathieu")
+PERMUTES = ("none", "pca", "greedy")
+SAMPLINGS = ("random", "tiles")
 
 __all__ = ["Big2SmallConfig", "FLOAT_BITS", "QAT_AUTO_BITS"]
 

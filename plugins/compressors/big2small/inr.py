@@ -35,6 +35,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .config import FOURIERS, LAYOUTS
+
 __all__ = [
     "INRArch",
     "Geometry",
@@ -47,9 +49,6 @@ __all__ = [
     "LAYOUTS",
     "FOURIERS",
 ]
-
-LAYOUTS = ("2d", "nd")
-FOURIERS = ("log", "gaussian")
 
 
 def fp32(x: float) -> float:

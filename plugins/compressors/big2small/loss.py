@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["crop_losses", "layer_losses", "focal_frequency_loss", "gradient_difference_loss", "GDL_FORMS"]
+from .config import GDL_FORMS
 
-GDL_FORMS = ("signed", "mathieu")
+__all__ = ["crop_losses", "layer_losses", "focal_frequency_loss", "gradient_difference_loss", "GDL_FORMS"]
 
 
 def gradient_difference_loss(pred: torch.Tensor, target: torch.Tensor, form: str = "signed") -> torch.Tensor:

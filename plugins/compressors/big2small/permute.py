@@ -23,9 +23,10 @@ import torch
 
 from b2s_bench import ceil_log2, pack_bits, unpack_bits
 
+from .config import PERMUTES
+
 __all__ = ["PERMUTES", "GREEDY_LIMIT", "orders", "order_bits", "pack_orders", "unpack_orders", "inverse"]
 
-PERMUTES = ("none", "pca", "greedy")
 GREEDY_LIMIT = 4096
 
 

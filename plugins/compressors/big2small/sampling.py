@@ -21,9 +21,9 @@ import math
 
 import torch
 
-__all__ = ["SAMPLINGS", "crop_shape", "crop_starts", "tile_starts", "eval_coords", "passes"]
+from .config import SAMPLINGS
 
-SAMPLINGS = ("random", "tiles")
+__all__ = ["SAMPLINGS", "crop_shape", "crop_starts", "tile_starts", "eval_coords", "passes"]
 
 
 def _tile_axis(n: int, size: int) -> torch.Tensor:

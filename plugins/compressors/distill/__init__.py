@@ -22,22 +22,35 @@ The package: :mod:`.config`, :mod:`.student` (the student and the KD loss), :mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .compressor import compress
 from .config import DistillConfig, data_track
-from .student import build_student, kd_loss
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .compressor import compress
+    from .student import build_student, kd_loss
 
 __all__ = ["DistillConfig", "SPEC", "kd_loss", "build_student", "compress", "data_track"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "compress": ".compressor",
+        "build_student": ".student",
+        "kd_loss": ".student",
+    },
+)
 
 SPEC = CompressorSpec(
     name="distill",
     family="distillation",
     track=data_track,
     config=DistillConfig,
-    compress=compress,
+    compress=b2s.lazy(".compressor:compress", __name__),
     codes=(),
     identity=None,  # none: the student is another network, trained, never the teacher itself
     version="1",

@@ -19,23 +19,36 @@ the header); the samples are not stored.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from ..quantize import UniformCode
-from .compressor import calibration_inputs, compress, weight_config
 from .config import DSGConfig
 
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .compressor import calibration_inputs, compress, weight_config
+
 __all__ = ["SPEC", "DSGConfig", "compress", "calibration_inputs", "weight_config"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "UniformCode": "..quantize.codes",
+        "calibration_inputs": ".compressor",
+        "compress": ".compressor",
+        "weight_config": ".compressor",
+    },
+)
 
 SPEC = CompressorSpec(
     name="dsg",
     family="quantization",
     track="synthetic",
     config=DSGConfig,
-    compress=compress,
-    codes=(UniformCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    codes=(b2s.lazy("..quantize.codes:UniformCode", __name__, kind="quantize.uniform"),),
     identity=None,  # 2-8 bits only: DSG quantizes
     version="1",
     quick={"samples": 4, "batch_size": 4, "iterations": 3, "adaround_iterations": 5},
@@ -45,7 +58,7 @@ SPEC = CompressorSpec(
     "per-sample statistics, layer emphasis doubling sample i's term of layer i, batch 64 as its README, 500 steps, "
     "per-channel min/max weights); ours: the slack of 0.1 BN std (its per-layer margin files are not shipped), "
     "the diversity term's form and weight, Adam's cosine schedule at ZeroQ's lr 0.5",
-    calibration_inputs=calibration_inputs,
+    calibration_inputs=b2s.lazy(".compressor:calibration_inputs", __name__),
 )
 
 

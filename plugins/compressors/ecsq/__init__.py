@@ -24,14 +24,17 @@ The package: :mod:`.config`, :mod:`.quantizer` (the step search and RDO rounding
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import ECSQCode
-from .compressor import TARGET_TOLERANCE, compress, compress_tensor, rate_reached, target
 from .config import DEFAULT_LAMBDA_SCALE, MAX_RATE, ECSQConfig
-from .quantizer import Quantized, lagrangian, model_bits, quantize_at, rate_of, rdo_indices, search_step, stream_entropy
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import ECSQCode
+    from .compressor import TARGET_TOLERANCE, compress, compress_tensor, rate_reached, target
+    from .quantizer import Quantized, lagrangian, model_bits, quantize_at, rate_of, rdo_indices, search_step, stream_entropy
 
 __all__ = [
     "SPEC",
@@ -54,14 +57,35 @@ __all__ = [
     "stream_entropy",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "ECSQCode": ".codes",
+        "TARGET_TOLERANCE": ".compressor",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "rate_reached": ".compressor",
+        "target": ".compressor",
+        "Quantized": ".quantizer",
+        "lagrangian": ".quantizer",
+        "model_bits": ".quantizer",
+        "quantize_at": ".quantizer",
+        "rate_of": ".quantizer",
+        "rdo_indices": ".quantizer",
+        "search_step": ".quantizer",
+        "stream_entropy": ".quantizer",
+    },
+)
+
 SPEC = CompressorSpec(
     name="ecsq",
     family="quantization",
     track="data-free",
     config=ECSQConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(ECSQCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(b2s.lazy(".codes:ECSQCode", __name__, kind="ecsq.uniform"),),
     # in rounding passes over the model: about 12 steps tried (measured on a 4M-weight Gaussian), and
     # with RDO about 19 more, each a rounding, its thresholds and a sort's share
     cost=lambda config: 60.0 if config.rdo else 12.0,
@@ -72,7 +96,7 @@ SPEC = CompressorSpec(
     ),
     description="entropy-constrained scalar quantization: a uniform step bisected to an entropy rate "
     "(bits per weight after entropy coding), optional RDO rounding; indices declared for an entropy stage",
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
 )
 
 

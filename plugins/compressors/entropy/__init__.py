@@ -15,25 +15,41 @@ its registration (family ``entropy``, data-free).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import EntropyCode
-from .compressor import compress, recode
 from .config import EntropyConfig
-from .streams import CodedStream, encode_stream, entropy_bits
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import EntropyCode
+    from .compressor import compress, recode
+    from .streams import CodedStream, encode_stream, entropy_bits
 
 __all__ = ["SPEC", "EntropyConfig", "EntropyCode", "CodedStream", "encode_stream", "entropy_bits", "compress", "recode"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "EntropyCode": ".codes",
+        "compress": ".compressor",
+        "recode": ".compressor",
+        "CodedStream": ".streams",
+        "encode_stream": ".streams",
+        "entropy_bits": ".streams",
+    },
+)
 
 SPEC = CompressorSpec(
     name="entropy",
     family="entropy",
     track="data-free",
     config=EntropyConfig,
-    compress=compress,
-    recode=recode,
-    codes=(EntropyCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    recode=b2s.lazy(".compressor:recode", __name__),
+    codes=(b2s.lazy(".codes:EntropyCode", __name__, kind="entropy.coded"),),
     version="1",
     defaults_source=(
         "Deep Compression (Han et al. ICLR 2016, Sec. 4): Huffman coding of the stored integers; ours: the "

@@ -38,13 +38,16 @@ and here its registration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import LatticeCode, RawCode, WindingCode
-from .compressor import compress, compress_tensor, encode_tensor, targets
 from .config import HyperCompressConfig
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import LatticeCode, RawCode, WindingCode
+    from .compressor import compress, compress_tensor, encode_tensor, targets
 
 __all__ = [
     "SPEC",
@@ -58,14 +61,32 @@ __all__ = [
     "compress_tensor",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "LatticeCode": ".codes",
+        "RawCode": ".codes",
+        "WindingCode": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "encode_tensor": ".compressor",
+        "targets": ".compressor",
+    },
+)
+
 SPEC = CompressorSpec(
     name="hypercompress",
     family="ergodic",
     track="data-free",
     config=HyperCompressConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(LatticeCode, WindingCode, RawCode),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(
+        b2s.lazy(".codes:LatticeCode", __name__, kind="hypercompress.lattice"),
+        b2s.lazy(".codes:WindingCode", __name__, kind="hypercompress.winding"),
+        b2s.lazy(".codes:RawCode", __name__, kind="hypercompress.raw"),
+    ),
     identity=None,  # none: a finite codebook of orbit points cannot hit every fp32 value exactly
     version="3",  # 3: defaults rect_l: auto (4 standard deviations a tensor) and the stop threshold on
     defaults_source=(

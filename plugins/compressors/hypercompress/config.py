@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 import b2s_bench as b2s
-from b2s_bench import ceil_log2, check
+from b2s_bench import check
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["HyperCompressConfig", "RECT_SCALE", "MIN_RECT_L"]
 
@@ -81,7 +82,7 @@ class HyperCompressConfig:
         )
         check(1 <= self.class_max <= 255, f"class_max must be in 1..255, got {self.class_max}", "class_max")
         check(
-            ceil_log2((self.n + 1) * (self.class_max + 1)) <= 32,
+            (self.n + 1) * (self.class_max + 1) <= 2**32,  # indices of at most 32 bits
             f"n={self.n} with class_max={self.class_max} needs indices wider than 32 bits",
             "class_max",
         )

@@ -23,14 +23,17 @@ registration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import HEADER_BITS, BottleneckNetwork, DenseCode, SvdCode, TuckerCode, TuckerNetwork
-from .compressor import compress, compress_tensor, target
 from .config import DEFAULT_ENERGY, LowRankConfig
-from .decompose import compress_weight, energy_rank, svd_code, thin_svd, tucker_code
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import HEADER_BITS, BottleneckNetwork, DenseCode, SvdCode, TuckerCode, TuckerNetwork
+    from .compressor import compress, compress_tensor
+    from .decompose import compress_weight, energy_rank, svd_code, thin_svd, tucker_code
 
 __all__ = [
     "SPEC",
@@ -51,19 +54,44 @@ __all__ = [
     "HEADER_BITS",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "HEADER_BITS": ".codes",
+        "BottleneckNetwork": ".codes",
+        "DenseCode": ".codes",
+        "SvdCode": ".codes",
+        "TuckerCode": ".codes",
+        "TuckerNetwork": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "target": ".compressor",
+        "compress_weight": ".decompose",
+        "energy_rank": ".decompose",
+        "svd_code": ".decompose",
+        "thin_svd": ".decompose",
+        "tucker_code": ".decompose",
+    },
+)
+
 SPEC = CompressorSpec(
     name="lowrank",
     family="lowrank",
     track="data-free",
     config=LowRankConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(SvdCode, TuckerCode, DenseCode),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(
+        b2s.lazy(".codes:SvdCode", __name__, kind="lowrank.svd"),
+        b2s.lazy(".codes:TuckerCode", __name__, kind="lowrank.tucker2"),
+        b2s.lazy(".codes:DenseCode", __name__, kind="lowrank.dense"),
+    ),
     identity={"energy": 1.0},
     version="2",  # 2: the header counted is b2s.header_bits(meta())
     defaults_source="ours: truncated SVD keeping 95 % of each layer's spectral energy (no paper's operating point)",
     description="truncated SVD (a conv as C_out x C_in*k*k) or Tucker-2 (HOSVD/HOOI) by rank/energy/ratio",
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
 )
 
 

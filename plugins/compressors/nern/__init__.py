@@ -32,14 +32,17 @@ The package: :mod:`.config`, :mod:`.codes`, :mod:`.encoding` (coordinates and pe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import HEADER_BITS, PREDICTOR_HEADER_BITS, NernCode, PredictorNetwork
-from .compressor import compress, predicted_layers, target, width_for_ratio
 from .config import DEFAULT_HIDDEN, NernConfig
-from .predictor import predictor_params
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import HEADER_BITS, PREDICTOR_HEADER_BITS, NernCode, PredictorNetwork
+    from .compressor import compress, predicted_layers, width_for_ratio
+    from .predictor import predictor_params
 
 __all__ = [
     "SPEC",
@@ -55,13 +58,29 @@ __all__ = [
     "PREDICTOR_HEADER_BITS",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "HEADER_BITS": ".codes",
+        "PREDICTOR_HEADER_BITS": ".codes",
+        "NernCode": ".codes",
+        "PredictorNetwork": ".codes",
+        "compress": ".compressor",
+        "predicted_layers": ".compressor",
+        "target": ".compressor",
+        "width_for_ratio": ".compressor",
+        "predictor_params": ".predictor",
+    },
+)
+
 SPEC = CompressorSpec(
     name="nern",
     family="inr",
     track="data-free",
     config=NernConfig,
-    compress=compress,
-    codes=(NernCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    codes=(b2s.lazy(".codes:NernCode", __name__, kind="nern.kernel"),),
     identity=None,  # none: the predictor approximates the kernels; no setting makes it exact
     version="3",  # 3: the header counted is b2s.header_bits(meta())
     defaults_source=(
@@ -71,7 +90,7 @@ SPEC = CompressorSpec(
     description="NeRN, reconstruction loss only: one MLP predicts each k x k conv kernel from its coordinate",
     uses_gpu=True,
     quick={"hidden": 16, "steps": 60, "levels": 8},
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
 )
 
 

@@ -7,7 +7,9 @@ from typing import Literal
 
 from b2s_bench import ADDED_SETTING, check
 
-from . import encoding as enc
+#: the encoding's orderings and similarity measures (:mod:`.encoding`); here so that the config imports no torch
+PERMUTATIONS = ("none", "infilter", "crossfilter")
+SIMILARITIES = ("euclidean", "cosine")
 
 __all__ = ["NernConfig", "DEFAULT_HIDDEN"]
 
@@ -72,13 +74,13 @@ class NernConfig:
         check(0.0 < self.base <= 1.0, f"base must be in (0, 1], got {self.base}", "base")
         check(self.kernel_size >= 1, f"kernel_size must be >= 1, got {self.kernel_size}", "kernel_size")
         check(
-            self.permutation in enc.PERMUTATIONS,
-            f"permutation must be one of {list(enc.PERMUTATIONS)}, got {self.permutation!r}",
+            self.permutation in PERMUTATIONS,
+            f"permutation must be one of {list(PERMUTATIONS)}, got {self.permutation!r}",
             "permutation",
         )
         check(
-            self.similarity in enc.SIMILARITIES,
-            f"similarity must be one of {list(enc.SIMILARITIES)}, got {self.similarity!r}",
+            self.similarity in SIMILARITIES,
+            f"similarity must be one of {list(SIMILARITIES)}, got {self.similarity!r}",
             "similarity",
         )
         check(

@@ -29,6 +29,8 @@ import torch
 
 from b2s_bench import ceil_log2, pack_bits, unpack_bits
 
+from .config import PERMUTATIONS, SIMILARITIES
+
 __all__ = [
     "GREEDY_LIMIT",
     "PERMUTATIONS",
@@ -44,9 +46,7 @@ __all__ = [
 ]
 
 GREEDY_LIMIT = 4096
-PERMUTATIONS = ("none", "infilter", "crossfilter")
 #: how kernel orders measure similarity (``NernConfig.similarity``)
-SIMILARITIES = ("euclidean", "cosine")
 
 
 def encode(coords: torch.Tensor, levels: int, base: float) -> torch.Tensor:

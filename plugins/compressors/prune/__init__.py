@@ -19,24 +19,41 @@ and here its registration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import MaskNetwork, SparseCode, sparse_code
-from .compressor import compress, compress_tensor, magnitude_masks, target
 from .config import PruneConfig
 
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import MaskNetwork, SparseCode, sparse_code
+    from .compressor import compress, compress_tensor, magnitude_masks
+
 __all__ = ["SPEC", "PruneConfig", "SparseCode", "MaskNetwork", "sparse_code", "magnitude_masks", "compress", "compress_tensor"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "MaskNetwork": ".codes",
+        "SparseCode": ".codes",
+        "sparse_code": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "magnitude_masks": ".compressor",
+        "target": ".compressor",
+    },
+)
 
 SPEC = CompressorSpec(
     name="prune",
     family="pruning",
     track="data-free",
     config=PruneConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(SparseCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(b2s.lazy(".codes:SparseCode", __name__, kind="prune.sparse"),),
     identity={"sparsity": 0.0, "method": "magnitude"},
     version="4",  # 4: channel pruning reaches `sparsity` in weights removed; transformers prune head dims
     # (3: the header counted is b2s.header_bits(meta()))
@@ -45,7 +62,7 @@ SPEC = CompressorSpec(
         " relative indices at Deep Compression's fc width, 5 bits (Han et al. ICLR 2016, Sec. 2)"
     ),
     description="magnitude pruning: unstructured global/per-layer, or structured channels (torch-pruning)",
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
 )
 
 

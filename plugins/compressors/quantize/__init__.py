@@ -27,14 +27,17 @@ A bias added by bias correction is stored raw (fp32); activation bits do not cha
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import AdaRoundCode, AdaRoundNetwork, FloatCode, RoundingNetwork, UniformCode
-from .compressor import compress, compress_tensor
 from .config import FLOAT_BITS, QuantizeConfig, data_track
-from .rounding import quantize_groups, quantize_tensor
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import AdaRoundCode, AdaRoundNetwork, FloatCode, RoundingNetwork, UniformCode
+    from .compressor import compress, compress_tensor
+    from .rounding import quantize_groups, quantize_tensor
 
 __all__ = [
     "SPEC",
@@ -52,14 +55,33 @@ __all__ = [
     "FLOAT_BITS",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "AdaRoundCode": ".codes",
+        "AdaRoundNetwork": ".codes",
+        "FloatCode": ".codes",
+        "RoundingNetwork": ".codes",
+        "UniformCode": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "quantize_groups": ".rounding",
+        "quantize_tensor": ".rounding",
+    },
+)
+
 SPEC = CompressorSpec(
     name="quantize",
     family="quantization",
     track=data_track,
     config=QuantizeConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(UniformCode, FloatCode),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(
+        b2s.lazy(".codes:UniformCode", __name__, kind="quantize.uniform"),
+        b2s.lazy(".codes:FloatCode", __name__, kind="quantize.float"),
+    ),
     identity={"bits": 32},
     version="4",  # 4: range (default "full", torchao's symmetric grid; 3 was "restricted"); 3: header_bits(meta())
     quick={"adaround_iterations": 20, "calibration_samples": 32, "synthetic_samples": 16, "synthetic_iterations": 20},

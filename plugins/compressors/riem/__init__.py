@@ -36,14 +36,17 @@ The package: :mod:`.config`, :mod:`.metric` (the form, the network, the state gr
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import RiemCode, code_bits, code_meta
-from .compressor import choose_dim, compress, cost, fit_group, matrix_shape, riem_layers, target
 from .config import DEFAULT_TARGET_RATIO, RiemConfig
-from .metric import RiemNetwork, dequantize_states, metric_params, quantize_states, weights
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import RiemCode, code_bits, code_meta
+    from .compressor import choose_dim, compress, fit_group, matrix_shape, riem_layers
+    from .metric import RiemNetwork, dequantize_states, metric_params, quantize_states, weights
 
 __all__ = [
     "SPEC",
@@ -64,20 +67,42 @@ __all__ = [
     "DEFAULT_TARGET_RATIO",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "RiemCode": ".codes",
+        "code_bits": ".codes",
+        "code_meta": ".codes",
+        "choose_dim": ".compressor",
+        "compress": ".compressor",
+        "cost": ".compressor",
+        "fit_group": ".compressor",
+        "matrix_shape": ".compressor",
+        "riem_layers": ".compressor",
+        "target": ".compressor",
+        "RiemNetwork": ".metric",
+        "dequantize_states": ".metric",
+        "metric_params": ".metric",
+        "quantize_states": ".metric",
+        "weights": ".metric",
+    },
+)
+
 SPEC = CompressorSpec(
     name="riem",
     family="inr",
     track="data-free",
     config=RiemConfig,
-    compress=compress,
-    codes=(RiemCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    codes=(b2s.lazy(".codes:RiemCode", __name__, kind="riem.metric"),),
     identity=None,  # none: the states and metric approximate the weights; no setting makes them exact
     version="1",
     description="RieM: each weight as quantized neuron states and a learned metric network, fitted data-free",
     uses_gpu=True,
     quick={"steps": 40},
-    cost=cost,
-    target=target,
+    cost=b2s.lazy(".compressor:cost", __name__),
+    target=b2s.lazy(".compressor:target", __name__),
     defaults_source=(
         "the paper (Pei et al., ICML 2024: 4-bit states as in W4A4/W4A8; ratio about 8, as quoted by Big2Small's "
         "comparison) and the authors' code (pzqpzq/flat-learning, RieM/ResNet50_to_RieM-8bits.ipynb: the form, "

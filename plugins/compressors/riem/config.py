@@ -7,7 +7,8 @@ from typing import Literal
 
 from b2s_bench import check
 
-from .metric import INITS
+#: how the neuron states start (:func:`.metric.initial_states`); here so that the config imports no torch
+INITS = ("centred", "authors")
 
 __all__ = ["RiemConfig", "DEFAULT_TARGET_RATIO", "LAYER_KINDS"]
 

@@ -27,6 +27,8 @@ import torch
 
 import b2s_bench as b2s
 
+from .config import INITS
+
 __all__ = [
     "INITS",
     "centre_",
@@ -112,9 +114,6 @@ def quantize_states(states: torch.Tensor, bits: int) -> tuple[torch.Tensor, torc
 def dequantize_states(codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """Inverse grid: lo + q·step, fp32."""
     return lo.unsqueeze(-2) + codes.float() * step.unsqueeze(-2)
-
-
-INITS = ("centred", "authors")
 
 
 def init_params(

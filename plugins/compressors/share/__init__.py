@@ -28,15 +28,18 @@ values (a small tensor with a large codebook), or under ``min_numel``, stays fp3
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import CodebookNetwork, KeptFloatCode, ShareCode
-from .compressor import compress, compress_tensor, pays_off, share_tensor
 from .config import INITS, ShareConfig, data_track
-from .finetune import finetune_codebooks
-from .kmeans import KMeansResult, assign, initial_centroids, kmeans_1d
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import CodebookNetwork, KeptFloatCode, ShareCode
+    from .compressor import compress, compress_tensor, pays_off, share_tensor
+    from .finetune import finetune_codebooks
+    from .kmeans import KMeansResult, assign, initial_centroids, kmeans_1d
 
 __all__ = [
     "SPEC",
@@ -57,14 +60,36 @@ __all__ = [
     "compress_tensor",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "CodebookNetwork": ".codes",
+        "KeptFloatCode": ".codes",
+        "ShareCode": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "pays_off": ".compressor",
+        "share_tensor": ".compressor",
+        "finetune_codebooks": ".finetune",
+        "KMeansResult": ".kmeans",
+        "assign": ".kmeans",
+        "initial_centroids": ".kmeans",
+        "kmeans_1d": ".kmeans",
+    },
+)
+
 SPEC = CompressorSpec(
     name="share",
     family="quantization",
     track=data_track,
     config=ShareConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(ShareCode, KeptFloatCode),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(
+        b2s.lazy(".codes:ShareCode", __name__, kind="share.codebook"),
+        b2s.lazy(".codes:KeptFloatCode", __name__, kind="share.float"),
+    ),
     identity=None,  # k shared values reproduce a tensor only when it has at most k distinct values
     version="1",
     quick={"iterations": 20},

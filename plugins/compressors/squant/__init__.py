@@ -33,14 +33,17 @@ here its registration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import SQuantCode, SQuantNetwork
-from .compressor import compress, compress_tensor
 from .config import SQuantConfig
-from .rounding import case_stats, kernel_view, squant_codes, squant_round, squant_tensor
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import SQuantCode, SQuantNetwork
+    from .compressor import compress, compress_tensor
+    from .rounding import case_stats, kernel_view, squant_codes, squant_round, squant_tensor
 
 __all__ = [
     "SPEC",
@@ -56,14 +59,30 @@ __all__ = [
     "compress_tensor",
 ]
 
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "SQuantCode": ".codes",
+        "SQuantNetwork": ".codes",
+        "compress": ".compressor",
+        "compress_tensor": ".compressor",
+        "case_stats": ".rounding",
+        "kernel_view": ".rounding",
+        "squant_codes": ".rounding",
+        "squant_round": ".rounding",
+        "squant_tensor": ".rounding",
+    },
+)
+
 SPEC = CompressorSpec(
     name="squant",
     family="quantization",
     track="data-free",
     config=SQuantConfig,
-    compress=compress,
-    compress_tensor=compress_tensor,
-    codes=(SQuantCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    codes=(b2s.lazy(".codes:SQuantCode", __name__, kind="squant.uniform"),),
     identity=None,  # none: its codes are 2-8 bits (quantize's bits 32 is the identity of this grid)
     version="1",
     description="SQuant (ICLR 2022): per-channel uniform weights, rounding by flips that bound the summed "

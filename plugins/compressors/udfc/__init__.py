@@ -31,28 +31,42 @@ applies), :mod:`.codes`, :mod:`.compressor`, and here its registration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import b2s_bench as b2s
 from b2s_bench import CompressorSpec
 
-from .codes import UDFCCode
-from .compressor import compress, prune_plan, target
 from .config import UDFCConfig
 
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
+    from .codes import UDFCCode
+    from .compressor import compress, prune_plan, target
+
 __all__ = ["SPEC", "UDFCConfig", "UDFCCode", "compress", "prune_plan", "target"]
+
+__getattr__, __dir__ = b2s.lazy_exports(
+    __name__,
+    globals(),
+    {
+        "UDFCCode": ".codes",
+        "compress": ".compressor",
+        "prune_plan": ".compressor",
+        "target": ".compressor",
+    },
+)
 
 SPEC = CompressorSpec(
     name="udfc",
     family="quantization",
     track="data-free",
     config=UDFCConfig,
-    compress=compress,
-    codes=(UDFCCode,),
+    compress=b2s.lazy(".compressor:compress", __name__),
+    codes=(b2s.lazy(".codes:UDFCCode", __name__, kind="udfc.uniform"),),
     identity={"sparsity": 0.0, "bits": 32},
     version="1",
     description="UDFC (re-implemented from the paper, arXiv 2308.07209): data-free channel pruning and "
     "quantization, the next layer absorbing the loss in closed form from the BatchNorm statistics",
-    target=target,
+    target=b2s.lazy(".compressor:target", __name__),
     defaults_source="re-implemented from the paper (no public code): UDFC, Bai et al. ICCV 2023, arXiv "
     "2308.07209; W6 as Big2Small's table runs UDFC on ResNet-18 (W6A6), no pruning by default; "
     "the joint-Gaussian model, pairing by least error and bias compensation are ours",
