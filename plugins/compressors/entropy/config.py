@@ -8,7 +8,9 @@ from typing import Literal
 from b2s_bench import check, one_of
 
 from .ans import constriction
-from .huffman import MAX_LENGTH
+
+#: the longest Huffman code the decoder's 32-bit windows can read (a window starts up to 7 bits into a byte)
+MAX_LENGTH = 24
 
 __all__ = ["EntropyConfig"]
 

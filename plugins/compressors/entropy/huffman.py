@@ -32,10 +32,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "MAX_LENGTH"]
+from .config import MAX_LENGTH  # defined with the settings, which load without torch
 
-#: the longest code the decoder's 32-bit windows can read (a window starts up to 7 bits into a byte)
-MAX_LENGTH = 24
+__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "MAX_LENGTH"]
 
 
 def code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
