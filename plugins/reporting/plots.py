@@ -87,25 +87,46 @@ def _plain_log_axis(ax: Any) -> None:
 
 
 def _declutter(ax: Any, texts: list[Any], pad: float = 1.0) -> None:
-    """Move labels that would overprint one another: each, in order, takes the first slot of its
-    own height at or below where it was drawn (0, 1, 2, ... heights down: into the plot, not off
-    its top edge) that is free of the labels already placed. Run after the layout (tight_layout),
-    since the boxes depend on it; the offsets are in points, so each label stays next to its point."""
+    """Move labels that would overprint one another: each, in order, takes the nearest slot of its own
+    height, below or above where it was drawn (0, 1 down, 1 up, 2 down, ...; never out of the plot's
+    box) that is free of the labels already placed; a label that had to move gets a thin leader line
+    to its point, so it is never read as another point's. Run after the layout (tight_layout), since
+    the boxes depend on it; the offsets are in points."""
     if not texts:
         return
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     to_points = 72.0 / fig.dpi
+    frame = ax.get_window_extent(renderer)
     placed: list[Any] = []
     for text in texts:
         x, y = text.get_position()  # the offset from the labelled point, in points
-        step = (text.get_window_extent(renderer).height + pad) * to_points
-        for k in range(2 * len(placed) + 2):  # each placed label blocks at most two slots
-            text.set_position((x, y - k * step))
-            box = text.get_window_extent(renderer)
-            if not any(box.overlaps(p) for p in placed):
+        step = (_text_extent(text, renderer).height + pad) * to_points
+        slots = [0] + [k * sign for k in range(1, 2 * len(placed) + 2) for sign in (-1, 1)]
+        chosen = 0
+        for k in slots:  # each placed label blocks at most two slots
+            text.set_position((x, y + k * step))
+            box = _text_extent(text, renderer)
+            inside = frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(p) for p in placed):
+                chosen = k
                 break
-        placed.append(text.get_window_extent(renderer))
+        else:
+            text.set_position((x, y))  # nowhere free: back where it was drawn
+        placed.append(_text_extent(text, renderer))
+        if chosen and text.arrow_patch is not None:
+            text.arrow_patch.set_visible(True)  # a leader line to its point
+
+
+#: the leader line of a label that had to move (drawn only then)
+LEADER = {"arrowstyle": "-", "color": "0.55", "lw": 0.5, "shrinkA": 0, "shrinkB": 3}
+
+
+def _text_extent(text: Any, renderer: Any) -> Any:
+    """The box of an annotation's text alone (not its leader line)."""
+    from matplotlib.text import Text
+
+    return Text.get_window_extent(text, renderer)
 
 
 def _png(fig: Any) -> bytes:
@@ -198,9 +219,12 @@ def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> list[A
             fontsize=7,
             xytext=(4, -10 if metric.higher_is_better else 4),
             textcoords="offset points",
+            arrowprops=LEADER,
         )
         for _, r in front.iterrows()
     ]
+    for text in texts:
+        text.arrow_patch.set_visible(False)  # shown by _declutter for a label it moves
     dense = group[group["dense"]]
     if len(dense):
         ax.axhline(float(dense[col].iloc[0]), color="0.4", ls="--", lw=1)

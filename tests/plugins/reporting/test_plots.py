@@ -40,8 +40,11 @@ def _front(n: int) -> pd.DataFrame:
 
 
 def _boxes(texts: list[Any]) -> list[Any]:
+    """The labels' text boxes (their leader lines aside)."""
+    from matplotlib.text import Text
+
     renderer = texts[0].figure.canvas.get_renderer()
-    return [t.get_window_extent(renderer) for t in texts]
+    return [Text.get_window_extent(t, renderer) for t in texts]
 
 
 def _overlaps(boxes: list[Any]) -> int:
@@ -56,8 +59,14 @@ def test_pareto_labels_do_not_overprint() -> None:
     fig.tight_layout()
     assert len(texts) == 10
     assert _overlaps(_boxes(texts)) > 0  # as drawn, the labels of neighbouring points collide
+    drawn = [t.get_position() for t in texts]
     _declutter(ax, texts)
     assert _overlaps(_boxes(texts)) == 0
+    # a label that moved points back at its point with a leader line; the others have none
+    moved = [t.get_position() != p for t, p in zip(texts, drawn, strict=True)]
+    assert any(moved) and [t.arrow_patch.get_visible() for t in texts] == moved
+    frame = ax.get_window_extent(fig.canvas.get_renderer())
+    assert all(frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in _boxes(texts))  # none pushed out of the plot
     # the labels stay unique: the settings that differ (group_size) are kept when a label is cut
     labels = [t.get_text() for t in texts]
     assert len(set(labels)) == 10 and all(len(label) <= 28 for label in labels)
