@@ -631,6 +631,8 @@ def leaderboards(
         with_seeds = bool((group["seeds"] > 1).any())
         rows = [_display_row(r, metas, shown, base, with_seeds) for _, r in group.iterrows()]
         table = pd.DataFrame(rows)
+        if all(p in ("", UNKNOWN_POINT) for p in table[OPERATING_POINT]):  # records older than the field: no column
+            table = table.drop(columns=[OPERATING_POINT])
         if group["rd_below"].any():
             table["note"] = [BELOW_LIMIT if b else "" for b in group["rd_below"]]
         title = f"{model} on {dataset}" if isinstance(dataset, str) else str(model)

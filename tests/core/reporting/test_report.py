@@ -407,10 +407,18 @@ def test_operating_point_texts_for_pipelines_budgets_and_old_records(tmp_path: P
     assert operating_point_text([{**prune, "changed": []}, quantize]) == "defaults"
     assert operating_point_text([big]) == "defaults · budget: steps"
     assert operating_point_text([]) == "" and operating_point_text([{"name": "prune"}]) is None
-    # records written before the fields: the column says "–" and no note is made up
+    # records written before the fields: no column (nothing in it would be known) and no note is made up
     old = write_run(tmp_path / "old", [make_record("dense", "dense"), make_record()])
     assert run_cli("report", str(old)) == 0
     frame, metas, settings = load_frame(old)
     ((_, table),) = leaderboards(frame, metas, settings)
-    assert table.set_index("method")[OPERATING_POINT].to_dict() == {"dense": "", "quantize(bits=4)": "–"}
+    assert OPERATING_POINT not in table.columns
     assert "Operating point:" not in (old / "leaderboard.md").read_text()
+    # beside a newer record, an old one says "–"
+    new = make_record("quantize(bits=6)")
+    new["compressor"]["pipeline"] = [{**quantize, "config": {"bits": 6}, "changed": ["bits"]}]
+    mixed = write_run(tmp_path / "mixed", [make_record("dense", "dense"), make_record(), new])
+    frame, metas, settings = load_frame(mixed)
+    ((_, table),) = leaderboards(frame, metas, settings)
+    points = set(table[OPERATING_POINT])
+    assert "–" in points and "changed: bits" in points
