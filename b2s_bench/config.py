@@ -21,6 +21,7 @@ __all__ = [
     "build_config",
     "config_to_dict",
     "config_identity",
+    "config_defaults",
     "ADDED_SETTING",
     "check",
     "one_of",
@@ -158,6 +159,15 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return dataclasses.MISSING
+
+
+def config_defaults(cls: type) -> dict[str, Any]:
+    """A config class's defaults as plain values: its instance built with no settings, or, where its
+    defaults do not validate alone (a rule needs a setting), each field's own default."""
+    try:
+        return config_to_dict(cls())
+    except Exception:  # any check of __post_init__: fall back to the fields
+        return {f.name: _plain(_default(f)) for f in dataclasses.fields(cls)}
 
 
 def config_identity(config: Any) -> dict[str, Any]:

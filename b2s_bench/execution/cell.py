@@ -42,7 +42,7 @@ from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
 from ..compression.contract import check_storage
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
-from ..config import _default, _plain, config_to_dict
+from ..config import config_defaults, config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
 from ..metrics import Evaluation, NotApplicable, run_model
@@ -106,10 +106,7 @@ def operating_point(spec: CompressorSpec, stage: Stage) -> dict[str, Any]:
     ``at_defaults`` (nothing changed). A setting another one derives (lowrank's energy when a rank is
     given) is not listed: only what the suite wrote counts. Record fields only, never in the cell id.
     """
-    try:
-        defaults = config_to_dict(spec.config())
-    except Exception:  # a config whose defaults do not build alone: compare with the field defaults
-        defaults = {f.name: _plain(_default(f)) for f in dataclasses.fields(spec.config)}
+    defaults = config_defaults(spec.config)
     values = stage.settings
     differ = sorted({k for k, _ in stage.explicit if k in values and values[k] != defaults.get(k)})
     timing = set(spec.quick) | set(stage.budget)
