@@ -11,6 +11,10 @@ statistics say about a layer's input, and activation ranges (public face).
   :func:`run_hooked`);
 - :mod:`~b2s_bench.calibration.ranges`: activation ranges on data or from BN statistics, and
   :func:`fake_quantize` (the core's activation quantizer);
+- :mod:`~b2s_bench.calibration.layerwise`: block-by-block calibration (:func:`find_blocks`,
+  :func:`calibrate_blocks`, :class:`LayerStats`: Hessians 2·XᵀX/n with convolutions through im2col,
+  per-channel mean/max |x|, column norms) and :func:`plan_peak_memory`: what GPTQ, SparseGPT, Wanda,
+  AWQ and SmoothQuant run on;
 - :mod:`~b2s_bench.calibration.stage`: the activations stage of a suite (:func:`apply_activations`,
   :class:`ActivationSettings`): W/A quantization for any weight compressor.
 
@@ -52,6 +56,23 @@ _EXPORTS = {
     **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize")},
     **{name: "settings" for name in ("ActivationSettings", "RANGE_SOURCES", "RANGE_RULES")},
     "apply_activations": "stage",
+    **{
+        name: "layerwise"
+        for name in (
+            "Block",
+            "BlockStep",
+            "LayerStats",
+            "LayerwiseReport",
+            "MemoryPlan",
+            "STATISTICS",
+            "find_blocks",
+            "capture_inputs",
+            "calibrate_blocks",
+            "im2col_rows",
+            "plan_peak_memory",
+            "stats_reason",
+        )
+    },
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)
@@ -66,6 +87,20 @@ if TYPE_CHECKING:
         layer_inputs,
         measured_shifts,
         run_hooked,
+    )
+    from .layerwise import (
+        STATISTICS,
+        Block,
+        BlockStep,
+        LayerStats,
+        LayerwiseReport,
+        MemoryPlan,
+        calibrate_blocks,
+        capture_inputs,
+        find_blocks,
+        im2col_rows,
+        plan_peak_memory,
+        stats_reason,
     )
     from .ranges import activation_ranges, bn_activation_ranges, fake_quantize
     from .settings import RANGE_RULES, RANGE_SOURCES, ActivationSettings
