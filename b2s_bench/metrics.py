@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports it where it runs
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports
     from .compression.sizes import SizeReport
     from .sources import LoadedData, LoadedModel
 
-from .tasks import TaskSpec
+from .tasks import AGGREGATES, TaskSpec
 
 __all__ = ["MetricSpec", "TaskSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "AGGREGATES", "default_metrics"]
 
@@ -31,12 +31,6 @@ __all__ = ["MetricSpec", "TaskSpec", "Evaluation", "NotApplicable", "run_model",
 #: candidate for the quality axis of Pareto plots and equal-bits verdicts ("primary", ordered by
 #: ``rank``), or a theory check shown with the checks, not as a leaderboard column ("check").
 ROLES = ("default", "primary", "check")
-
-#: How a metric's per-example outcomes (``Evaluation.per_example[name]``) give its value: "mean" (their
-#: mean, × 100 for a metric in %) or "exp_mean" (exp of their mean: perplexity from per-window mean
-#: NLL). Reports resample the mean and transform each resampled mean the same way
-#: (:func:`b2s_bench.reporting.stats.aggregated`).
-AGGREGATES = ("mean", "exp_mean")
 
 
 NO_WEIGHT_PAIRS = "no tensor was replaced with its shape kept (e.g. distillation or structured pruning)"
@@ -118,10 +112,11 @@ class MetricSpec:
         }
 
 
-def default_metrics(registry: Any, tasks: Any = None) -> list[str]:
+def default_metrics(registry: Any, tasks: Iterable[str] = ()) -> list[str]:
     """The metrics a suite gets when it lists none: those registered with the "default" role (and,
     given the suite's dataset tasks, only those that serve every one of them)."""
-    return [m.name for m in registry if "default" in m.roles and all(m.serves(t) for t in tasks or ())]
+    needed = set(tasks)
+    return [m.name for m in registry if "default" in m.roles and all(m.serves(t) for t in needed)]
 
 
 #: On a CPU, an evaluation batch holds at most this many input values (7 images of 3x224x224): on an

@@ -22,12 +22,17 @@ if TYPE_CHECKING:  # annotations only
 
     from .sources import LoadedData
 
-__all__ = ["TaskSpec", "DEFAULT_TASK", "TASK_NAME"]
+__all__ = ["TaskSpec", "DEFAULT_TASK", "TASK_NAME", "AGGREGATES"]
 
 #: the task of a dataset that declares none (every dataset before tasks existed classified images)
 DEFAULT_TASK = "classification"
 #: a task's name: lower-case words joined by "-" (it is written in records and error messages)
 TASK_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+#: How a metric's per-example outcomes (``Evaluation.per_example[name]``) give its value
+#: (``MetricSpec.aggregate``): "mean" (their mean, × 100 for a metric in %) or "exp_mean" (exp of
+#: their mean: perplexity from per-window mean NLL). Reports resample the mean and transform each
+#: resampled mean the same way (:func:`b2s_bench.reporting.stats.aggregated`).
+AGGREGATES = ("mean", "exp_mean")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,6 +49,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..tasks import AGGREGATES
+
 __all__ = [
     "RESAMPLES",
     "SEED",
@@ -102,8 +104,6 @@ VERDICTS = (SUPPORTED, REFUTED, NOT_SIGNIFICANT, INCONCLUSIVE, NOT_TESTABLE)
 #: nothing about how much another fit would differ, and a bootstrap over two seeds has three
 #: distinct seed draws, too few to put an interval on the spread between fits
 MIN_SEEDS = 3
-#: how a metric's value follows from the mean of its per-example outcomes (``MetricSpec.aggregate``)
-AGGREGATES = ("mean", "exp_mean")
 
 
 class Interval(NamedTuple):
