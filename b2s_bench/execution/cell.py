@@ -402,7 +402,12 @@ class CellRunner:
         )
         data = self.dataset(cell, model)
         if data is not None:
-            info = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            info = {
+                **(record["dataset"] or {}),
+                "examples": data.num_examples,
+                "data_fingerprint": data.fingerprint,
+                "task": data.task,  # what the metrics scored (reports need no plugin to know it)
+            }
             if data.clusters is not None:  # reports resample these clusters, not single examples
                 from ..store import samples
 

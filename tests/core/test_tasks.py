@@ -154,6 +154,7 @@ def test_a_plugin_task_runs_a_suite_end_to_end_with_one_dense_reference(plugin: 
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "cells").glob("*.json"))]
     assert [r["status"] for r in records] == ["ok"] * 3
     for r in records:
+        assert r["dataset"]["task"] == "pixels"
         m = r["metrics"]
         assert m["pixel_accuracy"]["tasks"] == ["pixels"] and m["bits"]["tasks"] is None
         assert m["pixel_perplexity"]["aggregate"] == "exp_mean" and m["pixel_accuracy"]["aggregate"] == "mean"
@@ -273,3 +274,33 @@ def test_a_record_without_tasks_or_aggregate_reads_as_mean() -> None:
     (meta,) = metric_meta([old])
     assert meta.aggregate == "mean"
     assert list(per_example_arrays(old)) == ["top1"]
+
+
+def test_classification_references_keep_the_cache_key_they_had_before_tasks(tiny_suite: Path, tmp_path: Path) -> None:
+    """Dense outputs cached before tasks existed (same file name, same {logits, labels} content) are reused."""
+    import hashlib
+    import os
+
+    import torch
+
+    from b2s_bench.suites.cells import expand
+    from b2s_bench.suites.load import load_suite
+
+    assert run_cli("run", str(tiny_suite), "--out", str(tmp_path / "run"), "--quiet", "--executor", "inline") == 0
+    plugins = b2s.execution.load_plugins()
+    suite = load_suite(tiny_suite, plugins)
+    cell = expand(suite, plugins, "cpu")[0]
+    record = json.loads((tmp_path / "run" / "cells" / f"{cell.id}.json").read_text())
+    assert record["dataset"]["task"] == "classification"
+    parts = [
+        cell.fingerprint["model"],
+        cell.fingerprint["dataset"],
+        record["dataset"]["data_fingerprint"],
+        suite.runtime.batch_size,
+        "cpu",
+        torch.__version__,
+    ]  # the key's parts as they were before tasks
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cached = Path(os.environ["B2S_BENCH_CACHE"]) / "reference" / f"{key}.pt"
+    assert [p.name for p in cached.parent.glob("*.pt")] == [cached.name]
+    assert set(torch.load(cached, weights_only=True)) == {"logits", "labels"}
