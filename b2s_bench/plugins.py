@@ -266,11 +266,19 @@ def _fill(plugins: Plugins) -> None:
 
 def _unknown_tasks(plugins: Plugins) -> None:
     """A dataset whose task no plugin registers is reported (naming its plugin); a suite that uses it
-    is refused at validation with the same words (:func:`unknown_task`)."""
+    is refused at validation with the same words (:func:`unknown_task`). So is a metric that serves
+    only tasks no plugin registers."""
     for spec in plugins.datasets:
         problem = unknown_task(plugins, spec)
         if problem is not None:
             plugins.fail(plugins.datasets.origin(spec.name), problem)
+    for metric in plugins.metrics:  # one that serves no registered task is unusable (a misspelt name?)
+        if metric.tasks is not None and not any(t in plugins.tasks for t in metric.tasks):
+            plugins.fail(
+                plugins.metrics.origin(metric.name),
+                f"metric {metric.name!r} serves {', '.join(sorted(metric.tasks))}, which no plugin registers "
+                f"(tasks: {', '.join(plugins.tasks.names()) or 'none'}); no suite can use it until one does",
+            )
 
 
 def unknown_task(plugins: Plugins, dataset: Any) -> str | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .tasks import DEFAULT_TASK
+from .tasks import DEFAULT_TASK, TASK_NAME
 
 if TYPE_CHECKING:  # annotations only
     import torch
@@ -165,6 +165,13 @@ class DatasetSpec:
     description: str = ""
     origin: Callable[[Any], str | None] | None = None
     task: str = DEFAULT_TASK
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not TASK_NAME.fullmatch(self.task):
+            raise ValueError(
+                f"dataset {self.name!r}: task {self.task!r} is no task name; use a registered task's name "
+                "(`b2s-bench ls tasks`), e.g. task='classification'"
+            )
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

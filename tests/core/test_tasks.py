@@ -218,10 +218,14 @@ def test_a_dataset_of_an_unregistered_task_is_reported_and_refused(tmp_path: Pat
     path.write_text(
         "import dataclasses\nimport b2s_bench as b2s\n\n@dataclasses.dataclass(frozen=True)\nclass C:\n    n: int = 1\n\n"
         "@b2s.hookimpl\ndef b2s_register_datasets(register):\n"
-        "    register(b2s.DatasetSpec('orphans', C, lambda c, m: None, task='depth'))\n"
+        "    register(b2s.DatasetSpec('orphans', C, lambda c, m: None, task='depth'))\n\n"
+        "@b2s.hookimpl\ndef b2s_register_metrics(register):\n"
+        "    register(b2s.MetricSpec('depth_error', 'm', False, lambda ev: 0.0, tasks=frozenset({'depth'})))\n"
     )
     plugins = b2s.execution.load_plugins(files=[str(path)])
-    assert any("declares task 'depth', which no plugin registers" in f.error and f.name == "orphan" for f in plugins.failures)
+    errors = [f.error for f in plugins.failures if f.name == "orphan"]
+    assert any("dataset 'orphans' (plugin 'orphan') declares task 'depth', which no plugin registers" in e for e in errors)
+    assert any("metric 'depth_error' serves depth, which no plugin registers" in e for e in errors)
     from b2s_bench.errors import SuiteError
     from b2s_bench.suites.load import load_suite
 
@@ -231,6 +235,8 @@ def test_a_dataset_of_an_unregistered_task_is_reported_and_refused(tmp_path: Pat
 
 
 def test_specs_check_their_task_fields() -> None:
+    with pytest.raises(ValueError, match="dataset 'd': task 'Depth Maps' is no task name"):
+        b2s.DatasetSpec("d", object, lambda c, m: None, task="Depth Maps")
     with pytest.raises(ValueError, match="task name 'Pixel Labels'"):
         b2s.TaskSpec("Pixel Labels", lambda *a: {})
     with pytest.raises(ValueError, match="aggregate 'median'"):
