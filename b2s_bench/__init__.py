@@ -3,7 +3,7 @@
 The top level is the contract a compressor plugin needs (``import b2s_bench as b2s``):
 
 - **Registering**: :data:`hookimpl`, :class:`CliOption`, and the spec of every plugin kind:
-  :class:`CompressorSpec`, :class:`ModelSource`, :class:`DatasetSpec`, :class:`MetricSpec`,
+  :class:`CompressorSpec`, :class:`ModelSource`, :class:`DatasetSpec`, :class:`TaskSpec`, :class:`MetricSpec`,
   :class:`ReporterSpec`, :class:`ExecutorSpec`; :func:`lazy` (a callable or Code class named
   ``"module:name"``, imported on first use, so registering imports no torch) and :func:`lazy_exports`.
 - **The interface from the theory**: :class:`Code` (one compressed tensor: decoder g(φ), regularizer
@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "lazy_exports": "compression.lazy",
     "ModelSource": "sources",
     "DatasetSpec": "sources",
+    "TaskSpec": "tasks",
     "MetricSpec": "metrics",
     "ReporterSpec": "reporting.spec",
     "ExecutorSpec": "execution.executors",
@@ -190,3 +191,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .reporting.spec import ReporterSpec
     from .sources import DatasetSpec, ModelSource
     from .store.records import write_atomic
+    from .tasks import TaskSpec

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .metrics import MetricSpec
     from .reporting.spec import ReporterSpec
     from .sources import DatasetSpec, ModelSource
+    from .tasks import TaskSpec
 
 
 @hookspec
@@ -35,6 +36,12 @@ def b2s_register_models(register: Callable[[ModelSource], None]) -> None:
 @hookspec
 def b2s_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     """Register datasets: call ``register(DatasetSpec(...))`` for each."""
+
+
+@hookspec
+def b2s_register_tasks(register: Callable[[TaskSpec], None]) -> None:
+    """Register tasks (what a dataset asks of a model, and the outputs its metrics read): call
+    ``register(TaskSpec(...))`` for each."""
 
 
 @hookspec

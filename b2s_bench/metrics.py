@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports it where it runs
@@ -23,7 +23,9 @@ if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports
     from .compression.sizes import SizeReport
     from .sources import LoadedData, LoadedModel
 
-__all__ = ["MetricSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "default_metrics"]
+from .tasks import AGGREGATES, TaskSpec
+
+__all__ = ["MetricSpec", "TaskSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "AGGREGATES", "default_metrics"]
 
 #: What a metric may declare itself: in a suite's metrics when it lists none ("default"), a
 #: candidate for the quality axis of Pareto plots and equal-bits verdicts ("primary", ordered by
@@ -55,6 +57,11 @@ class MetricSpec:
         rank: among "primary" metrics, lower is preferred (a suite's ``report.primary`` wins).
         identity_target: the value an identity setting (32-bit, 0 % pruning, full rank) must
             reach, in the metric's better direction, to count as reproducing the dense model.
+        tasks: the tasks (``TaskSpec.name``) whose outputs it reads, e.g. ``{"classification"}``; None
+            serves every task (sizes, times, weights). A suite that asks for it on a dataset of
+            another task is refused at validation.
+        aggregate: how its per-example outcomes give the value, one of :data:`AGGREGATES`
+            ("mean", or "exp_mean" for a perplexity); reports read it from the record.
     """
 
     name: str
@@ -68,11 +75,26 @@ class MetricSpec:
     roles: frozenset[str] = frozenset()
     rank: int = 100
     identity_target: float | None = None
+    tasks: frozenset[str] | None = None
+    aggregate: str = "mean"
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"metric {self.name!r}: unknown roles {sorted(unknown)}; roles are {ROLES}")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"metric {self.name!r}: aggregate {self.aggregate!r} is not one of {AGGREGATES}")
+        if self.tasks is not None:
+            if isinstance(self.tasks, str) or not all(isinstance(t, str) and t for t in self.tasks) or not self.tasks:
+                raise ValueError(
+                    f"metric {self.name!r}: tasks must be a non-empty frozenset of task names "
+                    f"(e.g. frozenset({{'classification'}})) or None for every task, got {self.tasks!r}"
+                )
+            object.__setattr__(self, "tasks", frozenset(self.tasks))
+
+    def serves(self, task: str) -> bool:
+        """Whether this metric can score a dataset of ``task``."""
+        return self.tasks is None or task in self.tasks
 
     def record_entry(self, value: float | None) -> dict[str, Any]:
         """How a value of this metric is stored in a record (with what reports need to know of it)."""
@@ -85,12 +107,16 @@ class MetricSpec:
             "rank": self.rank,
             "identity_target": self.identity_target,
             "description": self.description,
+            "tasks": None if self.tasks is None else sorted(self.tasks),
+            "aggregate": self.aggregate,
         }
 
 
-def default_metrics(registry: Any) -> list[str]:
-    """The metrics a suite gets when it lists none: those registered with the "default" role."""
-    return [m.name for m in registry if "default" in m.roles]
+def default_metrics(registry: Any, tasks: Iterable[str] = ()) -> list[str]:
+    """The metrics a suite gets when it lists none: those registered with the "default" role (and,
+    given the suite's dataset tasks, only those that serve every one of them)."""
+    needed = set(tasks)
+    return [m.name for m in registry if "default" in m.roles and all(m.serves(t) for t in needed)]
 
 
 #: On a CPU, an evaluation batch holds at most this many input values (7 images of 3x224x224): on an
@@ -103,7 +129,9 @@ CPU_BATCH_VALUES = 1 << 20
 def run_model(
     model: nn.Module, data: LoadedData, device: torch.device, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits for the whole eval set (on the CPU, fp32) and the labels (or None)."""
+    """The model's outputs for the whole eval set (on the CPU, fp32, concatenated along the first
+    dimension) and the dataset's targets (labels, masks; or None): the plain forward pass that a
+    task's ``run`` wraps (CPU batches bounded by :data:`CPU_BATCH_VALUES`)."""
     import torch
 
     with torch.inference_mode():
@@ -132,7 +160,13 @@ def _run_model(
 
 
 class Evaluation:
-    """Everything a metric may read about one cell; each piece is computed at most once."""
+    """Everything a metric may read about one cell; each piece is computed at most once.
+
+    ``outputs`` and ``baseline_outputs`` are the task's dicts (:attr:`TaskSpec.run`) for the
+    compressed and the dense model; ``logits``, ``labels`` and ``baseline_logits`` read the entries of
+    those names (a classification task's outputs). Without a ``task`` (tests, old callers) the
+    outputs are :func:`run_model`'s, as ``{"logits": outputs, "labels": targets}``.
+    """
 
     def __init__(
         self,
@@ -142,10 +176,11 @@ class Evaluation:
         data: LoadedData | None,
         device: torch.device,
         batch_size: int,
-        baseline_outputs: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
+        baseline_outputs: Callable[[], Any],
         timings: Mapping[str, float],
         artifact_dir: str | None = None,
         latency_repeats: int = 20,
+        task: TaskSpec | None = None,
     ):
         self.model = model
         self.baseline = baseline
@@ -157,11 +192,13 @@ class Evaluation:
         self.timings = dict(timings)
         self.artifact_dir = artifact_dir
         self.latency_repeats = latency_repeats
+        self.task = task
         self.details: dict[str, Any] = {}  # metrics may leave per-layer facts here for the record
         #: one value per evaluation example, by metric name (a bool hit, a float loss), in eval-set
         #: order; stored in the record (b2s_bench.store.samples) so reports can draw confidence intervals
-        #: and paired tests over the same examples. The metric's value must be their mean (× 100
-        #: for a metric in %), or reports leave it without an interval.
+        #: and paired tests over the same examples (resampling the dataset's clusters). The metric's
+        #: value must follow from them by its ``aggregate``: their mean (× 100 for a metric in %), or
+        #: exp of their mean ("exp_mean"), or reports leave it without an interval.
         self.per_example: dict[str, torch.Tensor] = {}
 
     def require_data(self) -> LoadedData:
@@ -170,23 +207,40 @@ class Evaluation:
         return self.data
 
     @functools.cached_property
-    def outputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return run_model(self.model, self.require_data(), self.device, self.batch_size)
+    def outputs(self) -> dict[str, torch.Tensor]:
+        """The compressed model's outputs on the eval set, as the task's ``run`` gives them."""
+        data = self.require_data()
+        if self.task is not None:
+            return _as_outputs(self.task.run(self.model, data, self.device, self.batch_size))
+        return _as_outputs(run_model(self.model, data, self.device, self.batch_size))
+
+    @functools.cached_property
+    def baseline_outputs(self) -> dict[str, torch.Tensor]:
+        """The dense model's outputs (the runner's cached reference; reduced by ``TaskSpec.reference``)."""
+        return _as_outputs(self._baseline_outputs())
+
+    def output(self, name: str, dense: bool = False) -> torch.Tensor:
+        """One entry of :attr:`outputs` (or of :attr:`baseline_outputs`), or NotApplicable naming the task."""
+        found = (self.baseline_outputs if dense else self.outputs).get(name)
+        if found is None:
+            task = self.task.name if self.task is not None else (self.data.task if self.data is not None else "?")
+            raise NotApplicable(f"the {task!r} task's outputs have no {name!r}; use a metric that serves this task")
+        return found
 
     @property
     def logits(self) -> torch.Tensor:
-        return self.outputs[0]
+        return self.output("logits")
 
     @property
     def labels(self) -> torch.Tensor:
-        labels = self.outputs[1]
+        labels = self.outputs.get("labels")
         if labels is None:
             raise NotApplicable("this dataset has no labels; use a metric that compares with the dense model")
         return labels
 
-    @functools.cached_property
+    @property
     def baseline_logits(self) -> torch.Tensor:
-        return self._baseline_outputs()[0]
+        return self.output("logits", dense=True)
 
     @functools.cached_property
     def size(self) -> SizeReport:
@@ -285,3 +339,12 @@ class Evaluation:
     def mean(values: Mapping[str, float]) -> float:
         vals = [v for v in values.values() if not math.isnan(v)]
         return sum(vals) / len(vals) if vals else math.nan
+
+
+def _as_outputs(found: Any) -> dict[str, torch.Tensor]:
+    """A task's outputs dict without None entries; a pair (outputs, targets or None), as before tasks,
+    as logits and labels."""
+    if isinstance(found, tuple):
+        outputs, targets = found
+        found = {"logits": outputs, "labels": targets}
+    return {k: v for k, v in found.items() if v is not None}

@@ -34,10 +34,13 @@ __all__ = ["GROUP", "PluginInfo", "PluginFailure", "Plugins", "load_plugins", "h
 
 PLUGINS_ENV = "B2S_BENCH_PLUGINS"  # os.pathsep-separated plugin files
 DISABLE_ENV = "B2S_BENCH_DISABLE"  # comma-separated plugin names
+#: the registries of specs, as attributes of :class:`Plugins`
+KINDS = ("compressors", "models", "datasets", "tasks", "metrics", "reporters", "executors")
 REGISTER_HOOKS = {
     "b2s_register_compressors": "compressors",
     "b2s_register_models": "models",
     "b2s_register_datasets": "datasets",
+    "b2s_register_tasks": "tasks",
     "b2s_register_metrics": "metrics",
     "b2s_register_reporters": "reporters",
     "b2s_register_executors": "executors",
@@ -105,6 +108,7 @@ class Plugins:
     failures: list[PluginFailure]
     disabled: list[str]
     selection: PluginSelection = PluginSelection()
+    tasks: Registry[Any] = dataclasses.field(default_factory=lambda: Registry("task"))
     _code_types: dict[str, Any] = dataclasses.field(default_factory=dict)  # a class, or a lazy reference to one
 
     def code_types(self) -> dict[str, type]:
@@ -253,11 +257,40 @@ def _fill(plugins: Plugins) -> None:
                 impl.function(register=register)
             except Exception as e:  # a plugin whose registration breaks is reported like an import failure
                 plugins.fail(impl.plugin_name, f"{hook_name} raised {_one_line(e)}", traceback.format_exc())
-    for attr in ("compressors", "models", "datasets", "metrics", "reporters", "executors"):
+    for attr in KINDS:
         registry = getattr(plugins, attr)
         for name in sorted(registry.clashes()):
             first = registry.clashes()[name][0]
             plugins.fail(first, registry.clash_message(name))
+
+
+def _unknown_tasks(plugins: Plugins) -> None:
+    """A dataset whose task no plugin registers is reported (naming its plugin); a suite that uses it
+    is refused at validation with the same words (:func:`unknown_task`). So is a metric that serves
+    only tasks no plugin registers."""
+    for spec in plugins.datasets:
+        problem = unknown_task(plugins, spec)
+        if problem is not None:
+            plugins.fail(plugins.datasets.origin(spec.name), problem)
+    for metric in plugins.metrics:  # one that serves no registered task is unusable (a misspelt name?)
+        if metric.tasks is not None and not any(t in plugins.tasks for t in metric.tasks):
+            plugins.fail(
+                plugins.metrics.origin(metric.name),
+                f"metric {metric.name!r} serves {', '.join(sorted(metric.tasks))}, which no plugin registers "
+                f"(tasks: {', '.join(plugins.tasks.names()) or 'none'}); no suite can use it until one does",
+            )
+
+
+def unknown_task(plugins: Plugins, dataset: Any) -> str | None:
+    """Why ``dataset`` (a DatasetSpec) cannot run here: its task is registered by no plugin; else None."""
+    if dataset.task in plugins.tasks:
+        return None
+    known = ", ".join(plugins.tasks.names()) or "none"
+    return (
+        f"dataset {dataset.name!r} (plugin {plugins.datasets.origin(dataset.name)!r}) declares task "
+        f"{dataset.task!r}, which no plugin registers (tasks: {known}); install or enable the plugin "
+        "that registers it, or fix DatasetSpec.task"
+    )
 
 
 def _code_kinds(plugins: Plugins) -> None:
@@ -334,8 +367,9 @@ def load_plugins(
     _undeclared_hooks(pm, plugins)
     _fill(plugins)
     _code_kinds(plugins)
+    _unknown_tasks(plugins)
     hint = "Plugins that failed to load: " + "; ".join(plugins.warnings()) if plugins.failures else ""
-    for attr in ("compressors", "models", "datasets", "metrics", "reporters", "executors"):
+    for attr in KINDS:
         registry = getattr(plugins, attr)
         registry.unavailable_hint = hint
         registry.freeze()

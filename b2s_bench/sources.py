@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .tasks import DEFAULT_TASK, TASK_NAME
+
 if TYPE_CHECKING:  # annotations only
     import torch
     from torch import nn
@@ -111,6 +113,8 @@ class LoadedData:
             of examples it is not independent of (the photo a view was cropped from, the image of a
             pixel, the document of a token); intervals resample whole clusters. None when every
             example is independent (ImageNet, Fashion-MNIST).
+        task: the task of its examples: the runner sets it to its ``DatasetSpec.task`` after ``build``
+            (the spec decides, as validation read it there).
     """
 
     eval_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor | None]]]
@@ -121,6 +125,7 @@ class LoadedData:
     training: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
     description: str = ""
     clusters: np.ndarray | None = None
+    task: str = DEFAULT_TASK
 
     def __post_init__(self) -> None:
         if self.clusters is None:
@@ -146,6 +151,9 @@ class DatasetSpec:
         origin: ``origin(config) -> str | None``: where the data is read from when the options do not
             fix it (an environment variable, ``--data``); part of cell ids, so other data never
             reuses a record. None when the options decide it.
+        task: what the examples ask of a model (a registered ``TaskSpec.name``: "classification",
+            "segmentation", ...): it decides the outputs the runner computes and the metrics a suite
+            may ask for on this dataset.
     """
 
     name: str
@@ -156,6 +164,14 @@ class DatasetSpec:
     problems: Callable[[Any], list[str]] | None = None
     description: str = ""
     origin: Callable[[Any], str | None] | None = None
+    task: str = DEFAULT_TASK
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not TASK_NAME.fullmatch(self.task):
+            raise ValueError(
+                f"dataset {self.name!r}: task {self.task!r} is no task name; use a registered task's name "
+                "(`b2s-bench ls tasks`), e.g. task='classification'"
+            )
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -13,7 +13,7 @@ the cache (``$B2S_BENCH_CACHE/answers/``) under a key of everything it can depen
 - the modification time of every folder on ``sys.path`` (installing or removing any package, such as a
   plugin's optional dependency, changes it).
 
-Only answers that depend on nothing else are kept: ``ls compressors|metrics|reporters|executors|plugins``
+Only answers that depend on nothing else are kept: ``ls compressors|tasks|metrics|reporters|executors|plugins``
 and ``show`` of a compressor, metric, reporter or executor; not ``ls models|datasets|suites`` or ``show``
 of a model or dataset, which say what this machine has (data found, weights cached). An answer is kept
 only when the command succeeded and printed nothing on stderr. ``B2S_BENCH_ANSWERS=0`` turns this off.
@@ -39,7 +39,7 @@ from ..sources import cache_dir
 __all__ = ["LS_KINDS", "wanted", "answer_key", "read_answer", "Recorder", "SWITCH_ENV"]
 
 #: the ``ls`` kinds whose answer depends on the installed plugins only
-LS_KINDS = ("compressors", "metrics", "reporters", "executors", "plugins")
+LS_KINDS = ("compressors", "tasks", "metrics", "reporters", "executors", "plugins")
 SWITCH_ENV = "B2S_BENCH_ANSWERS"
 
 

@@ -1,4 +1,4 @@
-"""``b2s-bench ls {compressors,models,datasets,metrics,reporters,plugins,suites} [PATTERN] [-v]``."""
+"""``b2s-bench ls {compressors,models,datasets,tasks,metrics,reporters,executors,plugins,suites} [PATTERN] [-v]``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..suites.source import shipped_suites
 from .answers import LS_KINDS
 from .show import catalog_rows, compressor_track, settings_table
 
-KINDS = ("compressors", "models", "datasets", "metrics", "reporters", "executors", "plugins", "suites")
+KINDS = ("compressors", "models", "datasets", "tasks", "metrics", "reporters", "executors", "plugins", "suites")
 DESCRIPTION = 100  # characters of a suite's description shown without -v
 MODELS_NOTE = (
     "offline: works without the internet (a package may need installing first); needs the hub: "
@@ -27,7 +27,7 @@ MODELS_NOTE = (
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ls",
-        help="list compressors, models, datasets, metrics, reporters, executors, plugins or shipped suites",
+        help="list compressors, models, datasets, tasks, metrics, reporters, executors, plugins or shipped suites",
         description="List what the installed plugins provide, or the suites shipped with b2s-bench. "
         "PATTERN is a substring or a glob. `b2s-bench show NAME` shows one in full.",
     )
@@ -115,20 +115,38 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
             rows.append(
                 [
                     s.name,
+                    s.task,
                     "yes" if s.labeled else "no",
                     s.label_space or "-",
                     "yes" if not problems else "no: " + problems[0],
                     s.description,
                 ]
             )
-        headers = ["name", "labeled", "labels", "available here", "description"]
+        headers = ["name", "task", "labeled", "labels", "available here", "description"]
+    elif kind == "tasks":
+        rows = []
+        for t in plugins.tasks.match(pattern):
+            datasets = [d.name for d in plugins.datasets if d.task == t.name]
+            metrics = [m.name for m in plugins.metrics if m.tasks is not None and t.name in m.tasks]
+            rows.append(
+                [t.name, ", ".join(datasets) or "-", ", ".join(metrics) or "-", plugins.tasks.origin(t.name), t.description]
+            )
+        headers = ["name", "datasets", "its own metrics", "plugin", "description"]
+        notes = ["size, weight and time metrics serve every task; a suite's metrics must serve its datasets' tasks"]
     elif kind == "metrics":
         rows = [
-            [m.name, m.unit or "-", "↑" if m.higher_is_better else "↓", m.kind, m.description]
+            [
+                m.name,
+                m.unit or "-",
+                "↑" if m.higher_is_better else "↓",
+                m.kind,
+                ", ".join(sorted(m.tasks or ())) or "any",
+                m.description,
+            ]
             + ([", ".join(sorted(m.roles)) or "-", ", ".join(sorted(m.needs)) or "-", m.version] if verbose else [])
             for m in plugins.metrics.match(pattern)
         ]
-        headers = ["name", "unit", "better", "kind", "description"] + (["roles", "reads", "version"] if verbose else [])
+        headers = ["name", "unit", "better", "kind", "tasks", "description"] + (["roles", "reads", "version"] if verbose else [])
     elif kind == "reporters":
         rows = [[r.name, r.description] for r in plugins.reporters.match(pattern)]
         headers = ["name", "description"]

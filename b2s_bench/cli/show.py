@@ -112,6 +112,7 @@ def _metric(spec: Any, plugins: Plugins) -> list[str]:
         f"unit: {spec.unit or '-'}; {better}; kind: {spec.kind}; version: {spec.version}; "
         f"plugin: {plugins.metrics.origin(spec.name)}",
         f"roles: {', '.join(sorted(spec.roles)) or 'none'}; reads: {', '.join(sorted(spec.needs)) or 'the sizes only'}{target}",
+        f"tasks: {', '.join(sorted(spec.tasks)) if spec.tasks is not None else 'any'}; aggregate: {spec.aggregate}",
     ]
 
 
@@ -123,7 +124,7 @@ def _dataset(spec: Any, plugins: Plugins) -> list[str]:
     here = "yes" if not problems else "no: " + "; ".join(problems)
     return [
         f"dataset {spec.name}: {spec.description}",
-        f"labeled: {'yes' if spec.labeled else 'no'}; labels: {spec.label_space or '-'}; "
+        f"task: {spec.task}; labeled: {'yes' if spec.labeled else 'no'}; labels: {spec.label_space or '-'}; "
         f"plugin: {plugins.datasets.origin(spec.name)}",
         f"available here with the defaults: {here}",
         *_settings(spec.config),
@@ -168,6 +169,9 @@ def describe(name: str, plugins: Plugins) -> list[str]:
         found.append(_metric(plugins.metrics.get(name), plugins))
     if name in plugins.datasets:
         found.append(_dataset(plugins.datasets.get(name), plugins))
+    if name in plugins.tasks:
+        task = plugins.tasks.get(name)
+        found.append([f"task {name}: {task.description}", f"version: {task.version}; plugin: {plugins.tasks.origin(name)}"])
     if name in plugins.reporters:
         found.append([f"reporter {name}: {plugins.reporters.get(name).description}"])
     source, _, model = name.partition(":")
@@ -183,6 +187,7 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
             *plugins.compressors.names(),
             *plugins.metrics.names(),
             *plugins.datasets.names(),
+            *plugins.tasks.names(),
             *plugins.reporters.names(),
             *plugins.models.names(),
         ]

@@ -45,13 +45,14 @@ from ..compression.coverage import NotApplicableError, coverage, coverage_reason
 from ..config import config_defaults, config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
-from ..metrics import Evaluation, NotApplicable, run_model
+from ..metrics import Evaluation, NotApplicable
 from ..plugins import Plugins
 from ..sources import LoadedData, LoadedModel, ModelRequest
 from ..store.folder import OwnedLock, RunStore
 from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
 from ..suites.cells import Cell, Stage
 from ..suites.load import Suite
+from ..tasks import TaskSpec
 
 __all__ = [
     "CellRunner",
@@ -164,34 +165,42 @@ class CellRunner:
             return None
         key = self._key([cell.fingerprint["model"], cell.fingerprint["dataset"]])
         if key not in self._data:
-            self._data[key] = self.plugins.datasets.get(cell.dataset.name).build(cell.dataset.config, model)
+            spec = self.plugins.datasets.get(cell.dataset.name)
+            data = spec.build(cell.dataset.config, model)
+            data.task = spec.task  # the spec decides (validation checked the suite's metrics against it)
+            self._data[key] = data
         return self._data[key]
 
-    def reference_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The dense model's outputs on the eval set: computed once per model and data, on disk, for every
-        cell and run on this machine (``--force`` recomputes cells, not these)."""
+    def task(self, data: LoadedData) -> TaskSpec:
+        """The registered task of ``data`` (validation refuses a dataset whose task none registers)."""
+        return self.plugins.tasks.get(data.task)
+
+    def reference_outputs(self, cell: Cell, model: LoadedModel, data: LoadedData) -> dict[str, torch.Tensor]:
+        """The dense model's outputs on the eval set (the task's ``run``, reduced by its ``reference``):
+        computed once per model and data, on disk, for every cell and run on this machine (``--force``
+        recomputes cells, not these)."""
+        task = self.task(data)
         # shared across runs (the user's cache): the torch version is in the key, since its kernels
-        # decide the last bits of the outputs
-        key = hashlib.sha256(
-            self._key(
-                [
-                    cell.fingerprint["model"],
-                    cell.fingerprint["dataset"],
-                    data.fingerprint,
-                    self.suite.runtime.batch_size,
-                    self.device.type,
-                    torch.__version__,
-                ]
-            ).encode()
-        ).hexdigest()[:24]
+        # decide the last bits of the outputs. The dataset fixes the task; a task's version from "2" on
+        # is in the key too (version "1" adds nothing, so references cached before tasks stay valid)
+        parts: list[Any] = [
+            cell.fingerprint["model"],
+            cell.fingerprint["dataset"],
+            data.fingerprint,
+            self.suite.runtime.batch_size,
+            self.device.type,
+            torch.__version__,
+        ]
+        if task.version != "1":
+            parts.append(f"task {task.name} v{task.version}")
+        key = hashlib.sha256(self._key(parts).encode()).hexdigest()[:24]
         path = self.store.reference_cache / f"{key}.pt"
         # the lock names its holder: a worker killed while computing them (its pid dead on this host,
         # or its heartbeat stale) is taken over at once; a live holder is waited for, however long
         lock = OwnedLock(path.with_suffix(".lock"))
         while True:
             if path.is_file():
-                saved = torch.load(path, weights_only=True)
-                return saved["logits"], saved.get("labels")
+                return dict(torch.load(path, weights_only=True))
             try:
                 taken = lock.acquire()
             except OSError as e:
@@ -210,14 +219,18 @@ class CellRunner:
                 continue
             try:
                 dense = copy.deepcopy(model.module).to(self.device)
-                logits, labels = run_model(dense, data, self.device, self.suite.runtime.batch_size)
+                outputs = dict(task.run(dense, data, self.device, self.suite.runtime.batch_size))
+                if task.reference is not None:
+                    outputs = dict(task.reference(outputs))
+                # a None entry (an unlabeled set's labels) is left out: the cache holds tensors only
+                outputs = {k: v.detach().cpu() for k, v in outputs.items() if v is not None}
                 buf = io.BytesIO()
-                torch.save({"logits": logits, "labels": labels} if labels is not None else {"logits": logits}, buf)
+                torch.save(outputs, buf)
                 try:
                     write_atomic(path, buf.getvalue())
                 except CannotWrite as e:  # only a cache: the cell goes on (its record is what must be written)
                     self.log(f"warning: dense outputs not cached: {e}")
-                return logits, labels
+                return outputs
             finally:
                 lock.release()
 
@@ -389,7 +402,12 @@ class CellRunner:
         )
         data = self.dataset(cell, model)
         if data is not None:
-            info = {**(record["dataset"] or {}), "examples": data.num_examples, "data_fingerprint": data.fingerprint}
+            info = {
+                **(record["dataset"] or {}),
+                "examples": data.num_examples,
+                "data_fingerprint": data.fingerprint,
+                "task": data.task,  # what the metrics scored (reports need no plugin to know it)
+            }
             if data.clusters is not None:  # reports resample these clusters, not single examples
                 from ..store import samples
 
@@ -423,12 +441,13 @@ class CellRunner:
             reference,
             {"compress": t2 - t1},
             latency_repeats=self.suite.runtime.latency_repeats,
+            task=self.task(data) if data is not None else None,
         )
         self._metrics(cell, ev, record)
         if self.suite.runtime.weight_limits and ev.coded_pairs:
             ev.limits()  # details.rate_distortion and weight_structure in every record that replaces weights
         if "outputs" in ev.__dict__:  # computed by a metric: a model that outputs NaN fails, never scores 0 %
-            _check_finite("model output", {"logits": ev.outputs[0]})
+            _check_finite("model output", ev.outputs)
         t3 = time.perf_counter()
         record["details"] = {**compressed.info, **ev.details, **record["details"]}
         stats = {k: c.stats() for k, c in compressed.codes.items()}
@@ -488,7 +507,7 @@ def _check_finite(what: str, tensors: dict[str, torch.Tensor]) -> None:
             raise NonFiniteError(f"{what} {key} has {bad} non-finite values (NaN or Inf) of {t.numel()}")
 
 
-def _no_data() -> tuple[torch.Tensor, torch.Tensor | None]:
+def _no_data() -> dict[str, torch.Tensor]:
     raise NotApplicable("no dataset is set for this model")
 
 

@@ -188,10 +188,15 @@ def _interval(meta: MetricMeta, b: pd.Series, n: pd.Series, diff: float) -> tupl
     if not (same and b.get("data_fingerprint") == n.get("data_fingerprint")):
         cb, cn = b.get("clusters"), n.get("clusters")
         r = stats.pooled_independent(
-            xb, xn, cb if isinstance(cb, np.ndarray) else None, cn if isinstance(cn, np.ndarray) else None, scale
+            xb,
+            xn,
+            cb if isinstance(cb, np.ndarray) else None,
+            cn if isinstance(cn, np.ndarray) else None,
+            scale,
+            aggregate=meta.aggregate,
         )
         return r.lo, r.hi, "independent", r.p
-    r = stats.pooled_paired(xb, xn, clusters, scale)
+    r = stats.pooled_paired(xb, xn, clusters, scale, aggregate=meta.aggregate)
     if xb.shape[0] == 1 and xn.shape[0] == 1 and clusters is None and xb.dtype == bool and xn.dtype == bool:
         return r.lo, r.hi, "McNemar exact", stats.mcnemar_exact(xb[0], xn[0]).p
     return r.lo, r.hi, "paired", r.p

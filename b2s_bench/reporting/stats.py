@@ -14,6 +14,11 @@ same records prints the same numbers whatever order it computes them in.
 - :func:`mcnemar_exact`: McNemar's exact test for paired right/wrong outcomes (a two-sided binomial
   test on the discordant pairs).
 - :func:`mean_std`: mean and sample standard deviation across seeds.
+- :func:`aggregated`: a metric's value from a mean of its per-example outcomes ("mean": the mean
+  itself; "exp_mean": its exp, a perplexity from per-window NLL). Every interval and difference
+  above takes ``aggregate=``: with "exp_mean" each *resampled mean* is transformed before the
+  quantiles are read, and a paired difference is exp(mean b) − exp(mean a) per resample (the same
+  clusters drawn for both), never exp of a difference of means.
 
 Clusters and seeds (:func:`pooled_ci`, :func:`pooled_paired`, :func:`pooled_independent`; the
 ``clusters=`` argument of the functions above): examples that are not independent (the 9 views of
@@ -40,9 +45,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..tasks import AGGREGATES
 
 __all__ = [
     "RESAMPLES",
@@ -58,6 +65,8 @@ __all__ = [
     "independent_bootstrap",
     "mcnemar_exact",
     "mean_std",
+    "AGGREGATES",
+    "aggregated",
     "excludes",
     "pooled_means",
     "pooled_ci",
@@ -122,6 +131,24 @@ class McNemar(NamedTuple):
     p: float
 
 
+def aggregated(means: float | np.ndarray, aggregate: str = "mean", scale: float = 1.0) -> Any:
+    """A metric's value from the mean of its per-example outcomes, elementwise over an array of
+    resampled means: ``scale · m`` for "mean", ``scale · exp(m)`` for "exp_mean" (perplexity from
+    the mean NLL per window). A float in, a float out.
+
+    Raises:
+        ValueError: an aggregate other than :data:`AGGREGATES`.
+    """
+    if aggregate == "mean":
+        out = np.asarray(means, dtype=np.float64) * scale
+    elif aggregate == "exp_mean":
+        with np.errstate(over="ignore"):  # a huge mean NLL is an infinite perplexity, not an error
+            out = np.exp(np.asarray(means, dtype=np.float64)) * scale
+    else:
+        raise ValueError(f"aggregate {aggregate!r} is not one of {AGGREGATES}")
+    return float(out) if out.ndim == 0 else out
+
+
 def _flat(x: Sequence[float] | np.ndarray) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64).reshape(-1)
     if arr.size == 0:
@@ -165,11 +192,13 @@ def bootstrap_ci(
     seed: int = SEED,
     level: float = LEVEL,
     clusters: Sequence[int] | np.ndarray | None = None,
+    aggregate: str = "mean",
 ) -> Interval:
-    """The mean of ``x`` times ``scale`` and its percentile bootstrap interval (resampling the
-    clusters of ``clusters``, one id per example, when given: :func:`pooled_ci`)."""
-    if clusters is not None:
-        return pooled_ci(_flat(x), clusters, scale, resamples, seed, level)
+    """The mean of ``x`` times ``scale`` (or its :func:`aggregated` value) and its percentile
+    bootstrap interval (resampling the clusters of ``clusters``, one id per example, when given:
+    :func:`pooled_ci`)."""
+    if clusters is not None or aggregate != "mean":
+        return pooled_ci(_flat(x), clusters, scale, resamples, seed, level, aggregate)
     arr = _flat(x)
     lo, hi = _quantiles(bootstrap_means(arr, resamples, np.random.default_rng(seed)), level)
     return Interval(float(arr.mean()) * scale, lo * scale, hi * scale)
@@ -373,7 +402,13 @@ def pooled_means(
 
 
 def pooled_ci(
-    runs: Runs, clusters: Clusters = None, scale: float = 1.0, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+    runs: Runs,
+    clusters: Clusters = None,
+    scale: float = 1.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    aggregate: str = "mean",
 ) -> Interval:
     """One method's mean over all its seeds and examples (times ``scale``) with the two-level
     percentile interval of :func:`pooled_means`.
@@ -382,12 +417,18 @@ def pooled_ci(
         runs: seeds x examples (or one seed's examples), the same examples in every seed.
         clusters: one cluster id per example (the photo a view came from), or None when the
             examples are independent.
+        aggregate: "exp_mean" gives exp of the mean and the quantiles of the exp of each resampled
+            mean (:func:`aggregated`).
 
     Raises:
         ValueError: no examples, seeds of different lengths, or not one cluster id per example.
     """
     arr = _runs(runs)
-    lo, hi = _quantiles(pooled_means(arr, clusters, resamples, np.random.default_rng(seed)), level)
+    means = pooled_means(arr, clusters, resamples, np.random.default_rng(seed))
+    if aggregate != "mean":
+        lo, hi = _quantiles(aggregated(means, aggregate, scale), level)
+        return Interval(aggregated(float(arr.mean()), aggregate, scale), lo, hi)
+    lo, hi = _quantiles(means, level)
     return Interval(float(arr.mean()) * scale, lo * scale, hi * scale)
 
 
@@ -399,13 +440,16 @@ def pooled_paired(
     resamples: int = RESAMPLES,
     seed: int = SEED,
     level: float = LEVEL,
+    aggregate: str = "mean",
 ) -> Paired:
     """The difference ``b − a`` of two methods scored on the same examples, pooled over each one's
     seeds: the mean over b's seeds and examples minus a's, its two-level interval (the same
     clusters drawn for both, each method's seeds drawn on their own) and a two-sided bootstrap
     p-value (informational: :func:`verdict` goes by the interval).
 
-    With one seed each and no clusters it is :func:`paired_bootstrap` (the same numbers).
+    With one seed each and no clusters it is :func:`paired_bootstrap` (the same numbers). With
+    ``aggregate="exp_mean"`` the difference is exp(mean b) − exp(mean a), and each resample's
+    difference is that of the exp of its two resampled means (:func:`aggregated`).
 
     Raises:
         ValueError: the methods' runs have different examples, or not one cluster id per example.
@@ -413,20 +457,27 @@ def pooled_paired(
     xa, xb = _runs(a, "a"), _runs(b, "b")
     if xa.shape[1] != xb.shape[1]:
         raise ValueError(f"paired samples must have the same examples, got {xa.shape[1]} and {xb.shape[1]}")
-    if xa.shape[0] == 1 and xb.shape[0] == 1 and clusters is None:
+    if xa.shape[0] == 1 and xb.shape[0] == 1 and clusters is None and aggregate == "mean":
         return paired_bootstrap(xa[0], xb[0], scale, resamples, seed, level)
-    estimate = float(xb.mean() - xa.mean())
+    if aggregate != "mean":
+        estimate = aggregated(float(xb.mean()), aggregate, scale) - aggregated(float(xa.mean()), aggregate, scale)
+    else:
+        estimate = float(xb.mean() - xa.mean()) * scale
     if not (np.isfinite(xa).all() and np.isfinite(xb).all()):
-        return Paired(estimate * scale, math.nan, math.nan, math.nan)
+        return Paired(estimate, math.nan, math.nan, math.nan)
     index = _cluster_index(clusters, xa.shape[1])
     n_clusters = int(index.max()) + 1
     counts = np.bincount(index, minlength=n_clusters).astype(np.float64)
     ma, mb = _two_level(
         [_sums(xa, index, n_clusters), _sums(xb, index, n_clusters)], counts, resamples, np.random.default_rng(seed)
     )
+    if aggregate != "mean":
+        means = aggregated(mb, aggregate, scale) - aggregated(ma, aggregate, scale)
+        lo, hi = _quantiles(means, level)
+        return Paired(estimate, lo, hi, _bootstrap_p(means))
     means = mb - ma
     lo, hi = _quantiles(means, level)
-    return Paired(estimate * scale, lo * scale, hi * scale, _bootstrap_p(means))
+    return Paired(estimate, lo * scale, hi * scale, _bootstrap_p(means))
 
 
 def pooled_independent(
@@ -438,12 +489,20 @@ def pooled_independent(
     resamples: int = RESAMPLES,
     seed: int = SEED,
     level: float = LEVEL,
+    aggregate: str = "mean",
 ) -> Paired:
     """The difference of two methods' pooled means over *different* examples: each one's seeds and
-    clusters resampled on their own (:func:`pooled_means`)."""
+    clusters resampled on their own (:func:`pooled_means`); each resampled mean transformed first
+    for an ``aggregate`` other than "mean" (:func:`aggregated`)."""
     xa, xb = _runs(a, "a"), _runs(b, "b")
     rng_a, rng_b = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    means = pooled_means(xb, clusters_b, resamples, rng_b) - pooled_means(xa, clusters_a, resamples, rng_a)
+    mb, ma = pooled_means(xb, clusters_b, resamples, rng_b), pooled_means(xa, clusters_a, resamples, rng_a)
+    if aggregate != "mean":
+        means = aggregated(mb, aggregate, scale) - aggregated(ma, aggregate, scale)
+        lo, hi = _quantiles(means, level)
+        diff = aggregated(float(xb.mean()), aggregate, scale) - aggregated(float(xa.mean()), aggregate, scale)
+        return Paired(diff, lo, hi, _bootstrap_p(means))
+    means = mb - ma
     lo, hi = _quantiles(means, level)
     return Paired(float(xb.mean() - xa.mean()) * scale, lo * scale, hi * scale, _bootstrap_p(means))
 

@@ -56,6 +56,7 @@ __all__ = [
     "ci_column",
     "BELOW_LIMIT",
     "per_example_arrays",
+    "aggregate_of",
     "short_labels",
 ]
 
@@ -72,6 +73,9 @@ class MetricMeta:
     rank: int = 100
     identity_target: float | None = None
     description: str = ""
+    #: how per-example outcomes give the value ("mean" or "exp_mean", b2s_bench.reporting.stats.aggregated);
+    #: a record without the field (older than tasks) reads as "mean"
+    aggregate: str = "mean"
 
 
 BITS_PER_MB = 8 * 1_000_000
@@ -184,9 +188,16 @@ def sample_scale(unit: str) -> float:
     return 100.0 if unit == "%" else 1.0
 
 
+def aggregate_of(entry: Any) -> str:
+    """A record's metric entry's ``aggregate`` ("mean" when it has none: records older than tasks)."""
+    found = entry.get("aggregate") if isinstance(entry, dict) else None
+    return found if found in stats.AGGREGATES else "mean"
+
+
 def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
-    """The record's per-example arrays whose mean is the metric's value (others are ignored:
-    a metric whose value is not the mean of its per-example values gets no interval)."""
+    """The record's per-example arrays from which the metric's value follows by its aggregate (their
+    mean, or exp of it: :func:`b2s_bench.reporting.stats.aggregated`); others are ignored: a metric
+    whose value does not follow from its per-example values gets no interval."""
     out = {}
     for name, entry in (rec.get("per_example") or {}).items():
         m = (rec.get("metrics") or {}).get(name)
@@ -199,7 +210,7 @@ def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
         value = _value(m)
         if arr.size == 0 or not math.isfinite(value):
             continue
-        mean = float(np.mean(arr, dtype=np.float64)) * sample_scale(m.get("unit", ""))
+        mean = stats.aggregated(float(np.mean(arr, dtype=np.float64)), aggregate_of(m), sample_scale(m.get("unit", "")))
         if math.isclose(mean, value, rel_tol=2e-3, abs_tol=1e-9):  # float16 storage is within 5e-4
             out[name] = arr
     return out
@@ -333,7 +344,8 @@ def _row(rec: Record) -> dict[str, Any]:
     arrays = per_example_arrays(rec)
     row["clusters"] = _clusters(rec, arrays)
     for name, arr in arrays.items():
-        ci = stats.bootstrap_ci(arr, sample_scale(rec["metrics"][name].get("unit", "")), clusters=row["clusters"])
+        entry = rec["metrics"][name]
+        ci = stats.bootstrap_ci(arr, sample_scale(entry.get("unit", "")), clusters=row["clusters"], aggregate=aggregate_of(entry))
         row[f"ci_lo:{name}"], row[f"ci_hi:{name}"] = ci.lo, ci.hi
     for name, label in (details.get("check_reference") or {}).items():
         row[f"reference:{name}"] = label
@@ -390,6 +402,7 @@ def metric_meta(records: Sequence[Record], order: Sequence[str] | None = None) -
                     int(entry.get("rank", 100)),
                     entry.get("identity_target"),
                     str(entry.get("description", "")),
+                    aggregate_of(entry),
                 )
     names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
     return [found[n] for n in names]
@@ -511,7 +524,7 @@ def _method_row(group: pd.DataFrame, metas: Sequence[MetricMeta]) -> dict[str, A
             row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = first[f"ci_lo:{meta.name}"], first[f"ci_hi:{meta.name}"]
         elif runs is not None:
             # several seeds: seeds and clusters resampled (two levels), not only examples
-            ci = stats.pooled_ci(runs, clusters, sample_scale(meta.unit))
+            ci = stats.pooled_ci(runs, clusters, sample_scale(meta.unit), aggregate=meta.aggregate)
             row[f"ci_lo:{meta.name}"], row[f"ci_hi:{meta.name}"] = ci.lo, ci.hi
         else:
             row[f"ci_lo:{meta.name}"] = row[f"ci_hi:{meta.name}"] = math.nan

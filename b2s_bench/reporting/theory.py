@@ -188,7 +188,7 @@ def compare_pair(
         return "–", None, math.nan
     xa, xb = _runs(a, metric.name), _runs(b, metric.name)
     assert xa is not None and xb is not None  # shared_clusters checked them
-    result = stats.pooled_paired(xa, xb, clusters, sample_scale(metric.unit))
+    result = stats.pooled_paired(xa, xb, clusters, sample_scale(metric.unit), aggregate=metric.aggregate)
     several = xa.shape[0] > 1 or xb.shape[0] > 1
     how = "paired bootstrap" + (" over clusters" if clusters is not None else "") + (" and seeds" if several else "")
     mcnemar = math.nan

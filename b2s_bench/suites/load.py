@@ -20,7 +20,7 @@ from ..calibration.settings import ActivationSettings
 from ..config import build_config, config_to_dict
 from ..errors import ConfigError, SuiteError, UnknownNameError, suggest
 from ..metrics import default_metrics
-from ..plugins import Plugins
+from ..plugins import Plugins, unknown_task
 from ..sources import ModelRequest, split_model_name
 from .schema import (
     MAX_CELLS,
@@ -113,6 +113,9 @@ class _Parser:
             raise self.fail(path, "a dataset needs a name, `dataset: {name: NAME}` (`b2s-bench ls datasets` lists them)")
         name = self.expect(raw["name"], str, (*path, "name"), "a dataset name")
         spec = self.lookup(self.plugins.datasets, name, (*path, "name"))
+        problem = unknown_task(self.plugins, spec)
+        if problem is not None:
+            raise self.fail((*path, "name"), problem)
         options = {k: v for k, v in raw.items() if k != "name"}
         try:
             config = build_config(spec.config, options, owner=f"dataset {name!r}")
@@ -259,6 +262,34 @@ class _Parser:
                     f"{source_name}:` lists the models)",
                 )
 
+    def task_uses(self, models: tuple[ModelEntry, ...], dataset: DatasetEntry | None) -> list[tuple[str, str, PathKey]]:
+        """(task, model label, where its dataset is named) for each model that has a dataset."""
+        uses = []
+        for model in models:
+            if model.dataset is not None:
+                uses.append((self.plugins.datasets.get(model.dataset.name).task, model.label, (*model.path, "dataset")))
+            elif dataset is not None:
+                uses.append((self.plugins.datasets.get(dataset.name).task, model.label, ("dataset",)))
+        return uses
+
+    def check_tasks(self, metrics: tuple[str, ...], uses: list[tuple[str, str, PathKey]]) -> None:
+        """Refuse a metric that does not serve the task of some model's dataset, at the metric's line."""
+        for i, name in enumerate(metrics):
+            spec = self.plugins.metrics.get(name)
+            for task, label, where in uses:
+                if spec.serves(task):
+                    continue
+                own = [m.name for m in self.plugins.metrics if m.tasks is not None and task in m.tasks]
+                line = self.loc.where(where)[1]
+                served = ", ".join(sorted(spec.tasks or ()))
+                raise self.fail(
+                    ("metrics", i),
+                    f"metric {name!r} serves {served} only, but model {label!r} is evaluated on a {task} dataset "
+                    f"({key_path(where)}{f' on line {line}' if line else ''}); metrics that serve {task}: "
+                    f"{', '.join(own) or 'none of its own'}, and the size, weight and time metrics of every task "
+                    f"(`b2s-bench ls metrics`). Remove {name!r} or give that model a dataset of a task it serves",
+                )
+
     def count(self, raw: Any, path: PathKey) -> int:
         value = self.expect(raw, int, path, "a number of seeds (an integer >= 1)")
         if value < 1:
@@ -336,9 +367,15 @@ class _Parser:
             self._activations = self.settings(ActivationSettings, data["activations"], ("activations",))
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))
+        uses = self.task_uses(models, dataset)
         metrics = self.names(
-            data.get("metrics", default_metrics(self.plugins.metrics)), self.plugins.metrics, ("metrics",), "metric"
+            data.get("metrics", default_metrics(self.plugins.metrics, {task for task, _, _ in uses})),
+            self.plugins.metrics,
+            ("metrics",),
+            "metric",
         )
+        if "metrics" in data:
+            self.check_tasks(metrics, uses)
         report = self.settings(ReportSettings, data.get("report", {}), ("report",))
         for key in ("formats", "plots"):
             for i, r in enumerate(getattr(report, key)):

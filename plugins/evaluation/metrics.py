@@ -27,6 +27,10 @@ from b2s_bench.metrics import Evaluation, NotApplicable
 if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
     import torch
 
+#: the tasks the output metrics serve: they read ``logits`` and ``labels`` (the classification task's
+#: outputs, ``Evaluation.outputs``); size, weight and time metrics serve every task (tasks=None)
+CLASSIFICATION = frozenset({"classification"})
+
 
 def _topk(ev: Evaluation, k: int) -> float:
     """Top-k accuracy in %; each example's hit is kept in ``ev.per_example["topK"]``."""
@@ -215,9 +219,18 @@ METRICS = [
         "top-1 accuracy",
         roles=frozenset({"default", "primary"}),
         rank=10,
+        tasks=CLASSIFICATION,
     ),
     MetricSpec(
-        "top5", "%", True, lambda ev: _topk(ev, 5), frozenset({"labels"}), "top-5 accuracy", roles=frozenset({"primary"}), rank=30
+        "top5",
+        "%",
+        True,
+        lambda ev: _topk(ev, 5),
+        frozenset({"labels"}),
+        "top-5 accuracy",
+        roles=frozenset({"primary"}),
+        rank=30,
+        tasks=CLASSIFICATION,
     ),
     MetricSpec(
         "agreement",
@@ -229,8 +242,9 @@ METRICS = [
         roles=frozenset({"default", "primary"}),
         rank=20,
         identity_target=99.999,
+        tasks=CLASSIFICATION,
     ),
-    MetricSpec("kl", "nats", False, kl, frozenset({"data"}), "mean KL(dense || compressed) of the outputs"),
+    MetricSpec("kl", "nats", False, kl, frozenset({"data"}), "mean KL(dense || compressed) of the outputs", tasks=CLASSIFICATION),
     MetricSpec(
         "bits",
         "bits",

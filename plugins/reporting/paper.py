@@ -534,7 +534,11 @@ def _row(
         if got.runs.shape[1] == base.runs.shape[1] and row.get("data_fingerprint") == ref.get("data_fingerprint"):
             clusters = row.get("clusters")
             paired = pooled_paired(
-                base.runs, got.runs, clusters if isinstance(clusters, np.ndarray) else None, scale=sample_scale(meta.unit)
+                base.runs,
+                got.runs,
+                clusters if isinstance(clusters, np.ndarray) else None,
+                scale=sample_scale(meta.unit),
+                aggregate=meta.aggregate,
             )
             drop, lo, hi = paired.diff, paired.lo, paired.hi
     gap = drop - out["paper drop"]

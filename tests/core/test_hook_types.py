@@ -18,7 +18,16 @@ from b2s_bench import hookspecs
 # The names hookspecs.py imports only under TYPE_CHECKING, resolved through the public API.
 SPEC_NAMES = {
     n: getattr(b2s_bench, n)
-    for n in ("CompressorSpec", "ModelSource", "DatasetSpec", "MetricSpec", "ReporterSpec", "ExecutorSpec", "CliOption")
+    for n in (
+        "CompressorSpec",
+        "ModelSource",
+        "DatasetSpec",
+        "TaskSpec",
+        "MetricSpec",
+        "ReporterSpec",
+        "ExecutorSpec",
+        "CliOption",
+    )
 }
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("b2s_"))
 

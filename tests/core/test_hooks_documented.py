@@ -49,6 +49,7 @@ def test_every_hook_is_exercised_by_a_test(hook: str) -> None:
 REGISTERS = {
     "b2s_register_models": lambda p: "mynets" in p.models,
     "b2s_register_datasets": lambda p: "noise" in p.datasets,
+    "b2s_register_tasks": lambda p: "multilabel" in p.tasks,
     "b2s_register_metrics": lambda p: "top5_error" in p.metrics,
     "b2s_register_reporters": lambda p: "statuses" in p.reporters,
     "b2s_register_cli_options": lambda p: "--noise-seed" in [o.flag for o in p.cli_options.for_command("run")],
