@@ -17,7 +17,23 @@ from .fold import divide_rows, find_folds, input_channels, prev_keys, scale_inpu
 from .search import rtn, search_clip, search_scale
 from .stats import LayerInputs, capture_inputs
 
-__all__ = ["compress", "calibration_batches"]
+__all__ = ["compress", "calibration_batches", "working_state", "compressed_from"]
+
+
+def working_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's inference state on the CPU, floats as fp32: what scales are folded into."""
+    state = {k: v.detach().cpu() for k, v in inference_state(model).items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def compressed_from(
+    model: nn.Module, codes: dict[str, Code], state: dict[str, torch.Tensor], info: dict[str, Any], **activations: Any
+) -> Compressed:
+    """``codes``, and the rest of ``state`` stored raw at the model's own dtypes (a folded norm included)."""
+    dtypes = {k: v.dtype for k, v in inference_state(model).items()}
+    raw = {k: v.to(dtypes[k]) for k, v in state.items() if k not in codes}
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return Compressed(codes, raw, skeleton_of(model), shapes, info=info, **activations)
 
 
 def calibration_batches(ctx: Context, samples: int, batch_size: int, who: str) -> list[torch.Tensor]:
@@ -44,9 +60,7 @@ def compress(model: nn.Module, config: AWQConfig, ctx: Context) -> Compressed:
     batches = calibration_batches(ctx, config.calibration_samples, config.batch_size, "awq")
     stats = capture_inputs(model, names, batches, ctx.device, config.search_tokens, ctx.generator(31))
     folds, why = find_folds(model, names, batches[0][:4].to(ctx.device), ctx.generator(37), config.fold)
-    state = {
-        k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in inference_state(model).items()
-    }
+    state = working_state(model)
     scales: dict[str, torch.Tensor] = {}
     stored: set[str] = set()
     groups: list[dict[str, Any]] = []
@@ -82,9 +96,6 @@ def compress(model: nn.Module, config: AWQConfig, ctx: Context) -> Compressed:
             fields = {f.name: getattr(code, f.name) for f in dataclasses.fields(code)}
             code = AWQCode(**fields, channel_scale=channel.clone())
         codes[key] = code
-    dtypes = {k: v.dtype for k, v in inference_state(model).items()}
-    raw = {k: v.to(dtypes[k]) for k, v in state.items() if k not in codes}
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
     info: dict[str, Any] = {
         "weight_bits": config.bits,
         "group_size": config.group_size,
@@ -96,7 +107,7 @@ def compress(model: nn.Module, config: AWQConfig, ctx: Context) -> Compressed:
         "clipped_layers": len(clipped),
         "unscaled": sorted(set(names) - set(scales)),  # α = 0, grouped convolutions, layers the data never reached
     }
-    return Compressed(codes, raw, skeleton_of(model), shapes, info=info)
+    return compressed_from(model, codes, state, info)
 
 
 def _skips_clip(name: str, config: AWQConfig) -> bool:

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, inference_state, skeleton_of, weight_layers
+from b2s_bench import Code, Compressed, Context, weight_layers
 
-from ..awq.compressor import calibration_batches
+from ..awq.compressor import calibration_batches, compressed_from, working_state
 from ..awq.fold import divide_rows, find_folds, prev_keys, scale_inputs, weight_of
 from ..awq.stats import capture_inputs
 from ..quantize.config import QuantizeConfig
@@ -41,8 +41,7 @@ class Smoothed:
 def smooth(model: nn.Module, names: list[str], batches: list[torch.Tensor], config: SmoothQuantConfig, ctx: Context) -> Smoothed:
     """Measure the layers' input maxima on ``batches`` and fold s into the norm-fed groups (if ``smooth``)."""
     stats = capture_inputs(model, names, batches, ctx.device, 1, ctx.generator(41))
-    state = {k: v.detach().cpu() for k, v in inference_state(model).items()}
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = working_state(model)
     peaks = {n: stats[n].max_abs.clone() for n in names if n in stats}
     groups: list[dict[str, Any]] = []
     if not config.smooth:
@@ -83,10 +82,6 @@ def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compr
         bits=config.weight_bits, granularity=config.weight_granularity, symmetric=True, scale_bits=config.scale_bits
     )
     codes: dict[str, Code] = {key: quantize_tensor(done.state[key], grid) for key in keys}
-    dtypes = {k: v.dtype for k, v in inference_state(model).items()}
-    raw = {k: v.to(dtypes[k]) for k, v in done.state.items() if k not in codes}
-    shapes = {k: tuple(v.shape) for k, v in done.state.items()}
-    skeleton = skeleton_of(model)
     info: dict[str, Any] = {
         "weight_bits": config.weight_bits,
         "activation_bits": config.activation_bits,
@@ -97,8 +92,9 @@ def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compr
     }
     reached = [n for n in names if n in done.peaks]
     if config.activations == "dynamic":
-        add_token_quantizers(skeleton, reached, config.activation_bits)
         info["per_token_inputs"] = len(reached)
-        return Compressed(codes, raw, skeleton, shapes, info=info)
+        comp = compressed_from(model, codes, done.state, info)
+        add_token_quantizers(comp.skeleton, reached, config.activation_bits)
+        return comp
     ranges = {n: static_range(float(done.peaks[n].max()), config.activation_bits) for n in reached}
-    return Compressed(codes, raw, skeleton, shapes, info=info, activations=ranges, activation_bits=config.activation_bits)
+    return compressed_from(model, codes, done.state, info, activations=ranges, activation_bits=config.activation_bits)
