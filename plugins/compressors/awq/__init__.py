@@ -12,8 +12,11 @@ per-channel vector (:class:`.codes.AWQCode`, counted in bits) and undone at deco
 ``auto_clip`` (on by default) and round-to-nearest on an INT4 g128 affine grid (quantize's UniformCode,
 so the bits are exact and entropy stages compose). α = 0 is round-to-nearest exactly.
 
-Ours (documented where made): the statistics come from the dense model in one pass (:mod:`.stats`),
-not block by block; the group's loss is the summed output error of its layers (the authors' code
+The pass runs block by block (the core's :func:`b2s_bench.calibration.calibrate_blocks`: mean |x| per
+channel from it, a bounded sample of each layer's input for the searches from :mod:`.stats`); later
+blocks see the earlier ones scaled and clipped in fp, as in the authors' code.
+
+Ours (documented where made): the group's loss is the summed output error of its layers (the authors' code
 measures the whole attention or MLP block's output); convolutions are scaled like linear layers (input
 channels) but not clipped; grouped convolutions are rounded to nearest.
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:  # for type checkers; at run time the names below load on firs
     from .compressor import compress
     from .fold import Fold, find_folds
     from .search import activation_scale, rtn, search_clip, search_scale
-    from .stats import LayerInputs, capture_inputs
+    from .stats import keep_samples
 
 __all__ = [
     "SPEC",
@@ -45,8 +48,7 @@ __all__ = [
     "AWQCode",
     "Fold",
     "find_folds",
-    "LayerInputs",
-    "capture_inputs",
+    "keep_samples",
     "activation_scale",
     "rtn",
     "search_scale",
@@ -66,8 +68,7 @@ __getattr__, __dir__ = b2s.lazy_exports(
         "rtn": ".search",
         "search_clip": ".search",
         "search_scale": ".search",
-        "LayerInputs": ".stats",
-        "capture_inputs": ".stats",
+        "keep_samples": ".stats",
     },
 )
 

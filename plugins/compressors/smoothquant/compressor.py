@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from b2s_bench import Code, Compressed, Context, weight_layers
+from b2s_bench.calibration import BlockStep, calibrate_blocks
 
 from ..awq.compressor import calibration_batches, compressed_from, working_state
 from ..awq.fold import divide_rows, find_folds, prev_keys, scale_inputs, weight_of
-from ..awq.stats import capture_inputs
 from ..quantize.config import QuantizeConfig
 from ..quantize.rounding import quantize_tensor
 from .config import SmoothQuantConfig
@@ -40,9 +40,14 @@ class Smoothed:
 @torch.no_grad()
 def smooth(model: nn.Module, names: list[str], batches: list[torch.Tensor], config: SmoothQuantConfig, ctx: Context) -> Smoothed:
     """Measure the layers' input maxima on ``batches`` and fold s into the norm-fed groups (if ``smooth``)."""
-    stats = capture_inputs(model, names, batches, ctx.device, 1, ctx.generator(41))
+    stats: dict[str, torch.Tensor] = {}
+
+    def collect(step: BlockStep) -> None:  # smoothing is exact in fp: the dense model's maxima are the ones
+        stats.update({n: s.max_abs.float().cpu() for n, s in step.stats.items() if s.max_abs is not None})
+
+    calibrate_blocks(model, batches, collect, statistics=("max_abs",), device=ctx.device)
     state = working_state(model)
-    peaks = {n: stats[n].max_abs.clone() for n in names if n in stats}
+    peaks = {n: stats[n].clone() for n in names if n in stats}
     groups: list[dict[str, Any]] = []
     if not config.smooth:
         return Smoothed(state, peaks, groups)
@@ -51,7 +56,7 @@ def smooth(model: nn.Module, names: list[str], batches: list[torch.Tensor], conf
         if fold.kind != "norm" or fold.members[0] not in stats:
             continue
         assert fold.prev is not None
-        act_max = stats[fold.members[0]].max_abs
+        act_max = stats[fold.members[0]]
         s = smoothing_scale(act_max, weight_maxima([weight_of(model.get_submodule(m)) for m in fold.members]), config.alpha)
         for m in fold.members:
             state[f"{m}.weight"] = scale_inputs(state[f"{m}.weight"], s)

@@ -1,7 +1,7 @@
 """awq: the contract; AWQ's defining property (on a layer whose inputs have a few salient channels, its
 output error is below round-to-nearest's at the same bits and group, for every seed, and α = 0 is
 round-to-nearest exactly); the folds it finds in a LLaMA-style block (RMSNorm → q, k, v; RMSNorm → gate,
-up; v → o; up → down) and in timm's ViT (LayerNorm → qkv, LayerNorm → fc1), checked to leave the model
+up; v → o; up → down), run block by block, and in timm's ViT (LayerNorm → qkv, LayerNorm → fc1), checked to leave the model
 unchanged; a stored scale undone at decode and counted; bad settings and missing data named."""
 
 from __future__ import annotations
@@ -161,7 +161,10 @@ def test_folded_model_keeps_the_dense_function_and_beats_round_to_nearest() -> N
     gen = torch.Generator().manual_seed(5)
     model = TinyLlama().eval()
     calibration, test = salient(64, (8, 64), gen), salient(16, (8, 64), gen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     wide = awq(model, calibration, bits=8, auto_clip=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the caller's model is restored
+    assert wide.info["layerwise"]["chained_blocks"] == 2  # the two LLaMA blocks, one after the other
     kinds = {type(c).__name__ for c in wide.codes.values()}
     assert kinds <= {"UniformCode", "AWQCode"}
     folded = {g["folded_into"] for g in wide.info["groups"] if g["folded_into"]}
