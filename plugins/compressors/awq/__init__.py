@@ -84,7 +84,7 @@ SPEC = CompressorSpec(
     ),
     identity=None,  # none: its codes are 2-8 bits
     version="1",
-    quick={"calibration_samples": 16, "grid": 4, "clip_grid": 4, "search_tokens": 256, "clip_tokens": 64},
+    quick={"calibration_samples": 16, "alpha_grid": 4, "clip_grid": 4, "search_tokens": 256, "clip_tokens": 64},
     description="AWQ (MLSys 2024): activation-aware per-channel scales (mean|x|^α, α searched), folded into "
     "the norm or previous layer or stored, auto-clip, INT4 g128 round-to-nearest",
     defaults_source="the paper: AWQ, Lin et al. MLSys 2024, Sec. 3.2-3.3 (INT4 g128, α grid of 20, 128 "

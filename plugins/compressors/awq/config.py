@@ -23,7 +23,8 @@ class AWQConfig:
             b-bit zero point per group.
         scale_bits: stored precision of the grid scales and of a stored per-channel AWQ scale (16: fp16,
             as the authors' kernels; or 32).
-        grid: α is searched on grid points i / grid, i = 0 .. grid − 1 (the paper: 20 points in [0, 1)).
+        alpha_grid: α is searched on the points i / alpha_grid, i = 0 .. alpha_grid − 1 (the paper: 20 points
+            in [0, 1)).
         alpha: a fixed α instead of the search (null: search). α = 0 gives scales of 1: round-to-nearest.
         fold: fold each scale into the operation before the layer where the model allows it (a norm's
             weight and bias, or the previous linear layer's output rows; every fold is checked on a
@@ -46,7 +47,7 @@ class AWQConfig:
     group_size: int = 128
     symmetric: bool = False
     scale_bits: int = 16
-    grid: int = 20
+    alpha_grid: int = 20
     alpha: float | None = None
     fold: bool = True
     auto_clip: bool = True
@@ -62,7 +63,7 @@ class AWQConfig:
         check(isinstance(self.bits, int) and 2 <= self.bits <= 8, f"bits must be an integer in 2..8, got {self.bits!r}", "bits")
         check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}", "group_size")
         check(self.scale_bits in (16, 32), f"scale_bits must be 16 or 32, got {self.scale_bits}", "scale_bits")
-        check(self.grid >= 1, f"grid must be >= 1 (points of the α search), got {self.grid}", "grid")
+        check(self.alpha_grid >= 1, f"alpha_grid must be >= 1 (points of the α search), got {self.alpha_grid}", "alpha_grid")
         check(
             self.alpha is None or 0.0 <= self.alpha <= 1.0,
             f"alpha must be in [0, 1] or null (search it), got {self.alpha}",

@@ -2,7 +2,7 @@
 (the authors' ``auto_clip``).
 
 Scale search: s = mean|x|^α per input channel (clamped at 1e-4 and divided by √(max s · min s), as the
-authors' code, which leaves the product unchanged), α on the grid i / grid, i = 0 .. grid − 1; for each α
+authors' code, which leaves the product unchanged), α on the points i / alpha_grid, i = 0 .. alpha_grid − 1; for each α
 every layer of the group is quantized as Q(W·diag(s))·diag(s)⁻¹ and the α with the least summed mean
 squared output error of the group's layers on the kept calibration inputs wins (ties: the smaller α,
 so α = 0, round-to-nearest, wins unless another α is strictly better).
@@ -64,7 +64,7 @@ def search_scale(
 ) -> tuple[float, torch.Tensor, dict[float, float]]:
     """(α, s, loss of each α tried) for a group of layers that read the input ``x``."""
     dense = {n: _output(m, weight_of(m).detach().float(), x) for n, m in layers.items()}
-    alphas = [config.alpha] if config.alpha is not None else [i / config.grid for i in range(config.grid)]
+    alphas = [config.alpha] if config.alpha is not None else [i / config.alpha_grid for i in range(config.alpha_grid)]
     losses: dict[float, float] = {}
     best: tuple[float, float, torch.Tensor] | None = None
     for alpha in alphas:

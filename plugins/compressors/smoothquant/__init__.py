@@ -11,9 +11,10 @@ inputs after smoothing; applied at evaluation by the core's activation quantizer
 range) or dynamic per token (O1 in the authors' code; forward pre-hooks on the model, nothing stored).
 
 Ours (documented where made): the matmuls inside attention (BMM inputs, quantized in the paper's O1-O3)
-stay at full precision, as do the inputs the suite's ``activations:`` stage would leave there; do not
-add that stage on top (static mode refuses it; dynamic mode would quantize twice). Dynamic quantizers
-live on the in-memory model: an artifact loaded onto a fresh architecture evaluates without them.
+stay at full precision; every conv/linear layer's input is quantized, the first and last included (the
+suite's ``activations:`` stage keeps SQuant's exceptions; do not add it on top: with static ranges the
+core refuses, with dynamic ones the inputs would be quantized twice). Dynamic quantizers live on the
+in-memory model: an artifact loaded onto a fresh architecture evaluates without them.
 
 The package: :mod:`.config`, :mod:`.smoothing`, :mod:`.compressor`, and here its registration.
 """

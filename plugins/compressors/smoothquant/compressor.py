@@ -93,10 +93,10 @@ def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compr
         "alpha": config.alpha,
         "calibration_samples": sum(int(b.shape[0]) for b in batches),
         "smoothed": done.groups,
-        "activation_quantization": config.activations,
+        "activation_mode": config.activation_mode,
     }
     reached = [n for n in names if n in done.peaks]
-    if config.activations == "dynamic":
+    if config.activation_mode == "dynamic":
         info["per_token_inputs"] = len(reached)
         comp = compressed_from(model, codes, done.state, info)
         add_token_quantizers(comp.skeleton, reached, config.activation_bits)

@@ -24,7 +24,7 @@ class SmoothQuantConfig:
         weight_granularity: "channel" (the authors' fake-quant code's default) or "tensor" (the paper's
             O1-O3 levels).
         activation_bits: bits of every quantized layer input (symmetric).
-        activations: "static" (O3: one scale per layer input, max|X| / (2^(b−1) − 1) measured on the
+        activation_mode: "static" (O3: one scale per layer input, max|X| / (2^(b−1) − 1) measured on the
             calibration inputs, applied by the core's activation quantizer and counted as its ranges) or
             "dynamic" (O1 as in the authors' code: per token, from each token's max|x| at run time; forward
             pre-hooks on the model, recorded in the record's info, nothing stored).
@@ -38,7 +38,7 @@ class SmoothQuantConfig:
     weight_bits: int = 8
     weight_granularity: Literal["channel", "tensor"] = "channel"
     activation_bits: int = 8
-    activations: Literal["static", "dynamic"] = "static"
+    activation_mode: Literal["static", "dynamic"] = "static"
     scale_bits: int = 16
     calibration_samples: int = 512
     batch_size: int = 16
@@ -54,9 +54,9 @@ class SmoothQuantConfig:
             "weight_granularity",
         )
         check(
-            self.activations in ("static", "dynamic"),
-            f"activations must be 'static' (per tensor) or 'dynamic' (per token), got {self.activations!r}",
-            "activations",
+            self.activation_mode in ("static", "dynamic"),
+            f"activation_mode must be 'static' (per tensor) or 'dynamic' (per token), got {self.activation_mode!r}",
+            "activation_mode",
         )
         check(self.scale_bits in (16, 32), f"scale_bits must be 16 or 32, got {self.scale_bits}", "scale_bits")
         for key in ("calibration_samples", "batch_size"):

@@ -204,7 +204,7 @@ def test_a_stored_scale_is_undone_at_decode_and_counted() -> None:
 
 
 def test_bad_settings_and_missing_data_are_named() -> None:
-    for key, value in {"bits": 1, "alpha": 1.5, "clip_max_shrink": 1.0, "grid": 0, "scale_bits": 8}.items():
+    for key, value in {"bits": 1, "alpha": 1.5, "clip_max_shrink": 1.0, "alpha_grid": 0, "scale_bits": 8}.items():
         with pytest.raises(b2s.ConfigError, match=key):
             b2s.build_config(AWQConfig, {key: value}, owner="awq")
     with pytest.raises(ValueError, match="calibration"):

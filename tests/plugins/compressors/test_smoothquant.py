@@ -54,7 +54,7 @@ def run(model: nn.Module, inputs: torch.Tensor, **settings: Any) -> b2s.Compress
     return SPEC.compress(model, config, ctx(inputs))
 
 
-@pytest.mark.parametrize("settings", [{}, {"activations": "dynamic"}, {"weight_granularity": "tensor", "smooth": False}])
+@pytest.mark.parametrize("settings", [{}, {"activation_mode": "dynamic"}, {"weight_granularity": "tensor", "smooth": False}])
 def test_contract(settings: dict[str, Any]) -> None:
     assert check_compressor(SPEC, settings).bits > 0
 
@@ -91,7 +91,9 @@ def test_w8a8_error_is_below_naive_w8a8_on_outlier_inputs(activations: str) -> N
         with torch.no_grad():
             dense = model(test)
             errors = {
-                flag: float((run(model, calibration, smooth=flag, activations=activations).module()(test) - dense).pow(2).mean())
+                flag: float(
+                    (run(model, calibration, smooth=flag, activation_mode=activations).module()(test) - dense).pow(2).mean()
+                )
                 for flag in (True, False)
             }
         assert errors[True] < errors[False], (seed, errors)
@@ -121,7 +123,7 @@ def test_dynamic_per_token_quantizers_are_on_the_evaluated_model() -> None:
     step = x.abs().amax(-1, keepdim=True) / 127
     assert torch.allclose(out, torch.round(x / step) * step)
     torch.manual_seed(0)
-    comp = run(OutlierBlock().eval(), data(0), activations="dynamic")
+    comp = run(OutlierBlock().eval(), data(0), activation_mode="dynamic")
     assert comp.activations == {} and comp.info["per_token_inputs"] == 3
     module = comp.module()
     hooks = [h for h in module.fc1._forward_pre_hooks.values() if isinstance(h, TokenQuantizer)]
@@ -140,8 +142,41 @@ def test_vits_layernorm_groups_are_smoothed() -> None:
 
 
 def test_bad_settings_and_missing_data_are_named() -> None:
-    for key, value in {"alpha": 1.5, "weight_bits": 9, "activations": "per_channel", "weight_granularity": "group"}.items():
+    for key, value in {"alpha": 1.5, "weight_bits": 9, "activation_mode": "per_channel", "weight_granularity": "group"}.items():
         with pytest.raises(b2s.ConfigError, match=key):
             b2s.build_config(SmoothQuantConfig, {key: value}, owner="smoothquant")
     with pytest.raises(ValueError, match="calibration"):
         SPEC.compress(nn.Sequential(nn.Linear(8, 8)), SmoothQuantConfig(), b2s.Context())
+
+
+def test_a_suite_runs_the_three_methods_and_awq_under_the_entropy_stage(write_suite: Any, tmp_path: Any) -> None:
+    import json
+
+    from helpers import run_cli
+
+    suite = write_suite("""
+        suite: llm-methods
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - {name: awq, calibration_samples: 16, alpha_grid: 4, search_tokens: 256}
+          - pipeline: [{name: awq, calibration_samples: 16, alpha_grid: 4, search_tokens: 256}, {name: entropy}]
+          - {name: smoothquant, calibration_samples: 16}
+          - {name: smoothquant, calibration_samples: 16, activation_mode: dynamic}
+          - {name: hqq}
+        metrics: [bits, agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert all(r["status"] == "ok" for r in records), {r["label"]: r["error"] for r in records}
+    by_label = {r["label"]: r for r in records}
+    assert len(records) == 6, sorted(by_label)  # the dense reference too
+    awq, coded = by_label["awq(calibration_samples=16, alpha_grid=4, search_tokens=256)"], None
+    coded = next(r for label, r in by_label.items() if "entropy" in label)
+    assert coded["size"]["total_bits"] < awq["size"]["total_bits"]  # the entropy stage codes awq's symbols
+    static = by_label["smoothquant(calibration_samples=16)"]
+    assert (
+        static["size"]["total_bits"]
+        > by_label["smoothquant(calibration_samples=16, activation_mode=dynamic)"]["size"]["total_bits"]
+    )
