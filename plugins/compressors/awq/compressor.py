@@ -21,14 +21,19 @@ from .fold import Fold, divide_rows, find_folds, input_channels, prev_keys, scal
 from .search import rtn, search_clip, search_scale
 from .stats import keep_samples
 
-__all__ = ["compress", "calibration_batches", "working_state", "compressed_from"]
+__all__ = ["compress", "calibration_setup", "working_state", "compressed_from"]
 
 
-def calibration_batches(ctx: Context, samples: int, batch_size: int, who: str) -> list[torch.Tensor]:
-    """The calibration inputs, in batches; a clear error without them."""
+def calibration_setup(
+    model: nn.Module, ctx: Context, samples: int, batch_size: int, who: str
+) -> tuple[list[str], list[str], list[torch.Tensor]]:
+    """The weight keys, their layers' names and the calibration inputs in batches (a clear error without
+    them); the model is put in eval mode."""
     if ctx.calibration is None:
         raise ValueError(f"{who} needs calibration inputs (the calibration track), and none were given")
-    return list(ctx.calibration(samples).split(batch_size))
+    model.eval()
+    keys = list(weight_layers(model))
+    return keys, [k.rpartition(".")[0] for k in keys], list(ctx.calibration(samples).split(batch_size))
 
 
 def working_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -139,10 +144,7 @@ class _Pass:
 @torch.no_grad()
 def compress(model: nn.Module, config: AWQConfig, ctx: Context) -> Compressed:
     """AWQ: activation-aware scales per input channel, searched on calibration inputs, then INT-b groups."""
-    model = model.eval()
-    keys = list(weight_layers(model))
-    names = [k.rpartition(".")[0] for k in keys]
-    batches = calibration_batches(ctx, config.calibration_samples, config.batch_size, "awq")
+    keys, names, batches = calibration_setup(model, ctx, config.calibration_samples, config.batch_size, "awq")
     folds, why = find_folds(model, names, batches[0][:4].to(ctx.device), ctx.generator(37), config.fold)
     run = _Pass(model, config, ctx, folds)
     try:

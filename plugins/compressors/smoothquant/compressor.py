@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from b2s_bench import Code, Compressed, Context, weight_layers
+from b2s_bench import Code, Compressed, Context
 from b2s_bench.calibration import BlockStep, calibrate_blocks
 
-from ..awq.compressor import calibration_batches, compressed_from, working_state
+from ..awq.compressor import calibration_setup, compressed_from, working_state
 from ..awq.fold import divide_rows, find_folds, prev_keys, scale_inputs, weight_of
 from ..quantize.config import QuantizeConfig
 from ..quantize.rounding import quantize_tensor
@@ -78,10 +78,7 @@ def smooth(model: nn.Module, names: list[str], batches: list[torch.Tensor], conf
 @torch.no_grad()
 def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compressed:
     """SmoothQuant W8A8: smoothing folded into the norms, per-channel weights, per-tensor (or per-token) inputs."""
-    model = model.eval()
-    keys = list(weight_layers(model))
-    names = [k.rpartition(".")[0] for k in keys]
-    batches = calibration_batches(ctx, config.calibration_samples, config.batch_size, "smoothquant")
+    keys, names, batches = calibration_setup(model, ctx, config.calibration_samples, config.batch_size, "smoothquant")
     done = smooth(model, names, batches, config, ctx)
     grid = QuantizeConfig(
         bits=config.weight_bits, granularity=config.weight_granularity, symmetric=True, scale_bits=config.scale_bits
