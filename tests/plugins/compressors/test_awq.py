@@ -209,3 +209,34 @@ def test_bad_settings_and_missing_data_are_named() -> None:
             b2s.build_config(AWQConfig, {key: value}, owner="awq")
     with pytest.raises(ValueError, match="calibration"):
         SPEC.compress(nn.Sequential(nn.Linear(8, 8)), AWQConfig(), b2s.Context())
+
+
+def test_a_chained_block_stores_a_scale_whose_fold_lies_in_an_earlier_block() -> None:
+    # each Linear → ReLU block could take the next block's 1/s (ReLU is positively homogeneous), but a chained
+    # block's inputs are fixed when it runs: the scale is stored in the code instead, and the model stays right
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ModuleList(nn.Sequential(nn.Linear(64, 64), nn.ReLU()) for _ in range(3))).eval()
+
+    class Chain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = model[0]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    chain = Chain().eval()
+    gen = torch.Generator().manual_seed(0)
+    calibration, test = salient(64, (8, 64), gen), salient(8, (8, 64), gen)
+    names = [k.rpartition(".")[0] for k in b2s.weight_layers(chain)]
+    folds, _ = find_folds(chain, names, calibration[:2], torch.Generator().manual_seed(0))
+    assert {f.members: f.prev for f in folds}[("blocks.1.0",)] == "blocks.0.0"  # the fold itself is valid
+    comp = awq(chain, calibration, bits=8, auto_clip=False, alpha=0.5)
+    assert comp.info["layerwise"]["chained_blocks"] == 3
+    assert all(g["folded_into"] is None for g in comp.info["groups"])
+    assert comp.info["stored_scales"] == names and all(isinstance(c, AWQCode) for c in comp.codes.values())
+    with torch.no_grad():
+        dense = chain(test)
+        assert float((comp.module()(test) - dense).abs().max()) < 0.02 * float(dense.abs().max())
