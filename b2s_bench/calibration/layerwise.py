@@ -66,6 +66,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..compression.codes import Code
+
 __all__ = [
     "Block",
     "BlockStep",
@@ -76,6 +78,7 @@ __all__ = [
     "find_blocks",
     "capture_inputs",
     "calibrate_blocks",
+    "compress_layerwise",
     "im2col_rows",
     "plan_peak_memory",
     "stats_reason",
@@ -479,6 +482,61 @@ def calibrate_blocks(
     finally:
         model.train(was_training)
     return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped)
+
+
+@torch.no_grad()
+def compress_layerwise(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    compress_layer: Callable[[str, nn.Module, LayerStats | None], Code],
+    targets: Collection[str],
+    *,
+    statistics: Collection[str] = ("hessian",),
+    blocks: str | Sequence[str] = "auto",
+    device: torch.device | None = None,
+) -> tuple[dict[str, Code], LayerwiseReport]:
+    """A code for each weight in ``targets`` (``"name.weight"`` keys), made block by block.
+
+    ``compress_layer(name, layer, stats)`` returns the layer's weight code; the layer's weight is
+    replaced by what the code decodes to for the rest of the pass (later blocks see the compressed
+    model's outputs) and restored at the end, so ``model`` comes back unchanged. A target that got no
+    statistics (skipped or not reached: :attr:`LayerwiseReport.skipped` says why) is compressed after
+    the pass with ``stats=None``: the method's data-free fallback.
+    """
+    wanted = {key.rpartition(".")[0] for key in targets}
+    codes: dict[str, Code] = {}
+    originals: dict[str, torch.Tensor] = {}
+
+    def place(name: str, layer: nn.Module, stats: LayerStats | None) -> None:
+        code = compress_layer(name, layer, stats)
+        weight = layer.weight
+        assert isinstance(weight, torch.Tensor)
+        originals[name] = weight.detach().to("cpu", copy=True)
+        weight.copy_(code.decode().reshape(weight.shape).to(weight.device, weight.dtype))
+        codes[f"{name}.weight"] = code
+
+    def step(s: BlockStep) -> None:
+        for name, layer in s.layers.items():
+            place(name, layer, s.stats.get(name))
+
+    try:
+        report = calibrate_blocks(
+            model,
+            batches,
+            step,
+            blocks=blocks,
+            layers=lambda name, m: name in wanted,
+            statistics=statistics,
+            device=device,
+        )
+        for name in sorted(wanted - {key.rpartition(".")[0] for key in codes}):
+            place(name, model.get_submodule(name), None)
+    finally:
+        for name, w in originals.items():
+            weight = model.get_submodule(name).weight
+            assert isinstance(weight, torch.Tensor)
+            weight.copy_(w.to(weight.device))
+    return {key: codes[key] for key in targets}, report
 
 
 # -- planned peak memory --------------------------------------------------------------------------------
