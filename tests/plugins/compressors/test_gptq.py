@@ -7,6 +7,7 @@ cross-checks torchao's GPTQ (CUDA only)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 
 import b2s_bench as b2s
 from b2s_bench.compression.contract import symbol_problems
+from b2s_bench.execution.cell import apply_stage
+from b2s_bench.plugins import load_plugins
 from b2s_bench.testing import tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -205,3 +208,66 @@ def test_cross_check_torchao_gptq_int8_per_row_on_cuda() -> None:
     ratio = output_error(w.cpu(), ours.weights.cpu(), x.cpu()) / output_error(w.cpu(), theirs.dequantize().float().cpu(), x.cpu())
     print(f"torchao GPTQ int8 per-row: codes equal {agree:.4%}, output error ratio ours/torchao {ratio:.6f}")
     assert agree > 0.999 and abs(ratio - 1) < 0.01
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block (single-head attention, GELU MLP) returning a tuple, as HF layers do."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor]:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, float("-inf"))
+        x = x + self.proj(scores.softmax(-1) @ v)
+        return (x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x)))),)
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = 64, dim: int = 32, depth: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(Block(dim) for _ in range(depth))
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        mask = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool).triu(1)
+        for block in self.blocks:
+            x = block(x, mask=mask)[0]
+        return self.head(x)
+
+
+def test_on_a_small_language_model_gptq_beats_round_to_nearest_block_by_block() -> None:
+    torch.manual_seed(0)
+    model = TinyLM().eval()
+    ids = torch.randint(0, 64, (48, 16), generator=torch.Generator().manual_seed(1))
+    config = GPTQConfig(bits=3, group_size=32, calibration_samples=32)
+    comp = SPEC.compress(model, config, b2s.Context(calibration=lambda n: ids[:n]))
+    assert comp.info["layerwise"]["chained_blocks"] == 3 and comp.info["round_to_nearest"] == {}
+    rtn_comp = b2s.Compressed.from_codes(
+        model, {k: quantize_weight(model.get_submodule(k[:-7]).weight, None, config) for k in comp.codes}
+    )
+    held_out = ids[32:]
+    with torch.no_grad():
+        dense = model(held_out)
+        ours = float((comp.module()(held_out) - dense).pow(2).mean())
+        theirs = float((rtn_comp.module()(held_out) - dense).pow(2).mean())
+    assert ours < theirs, (ours, theirs)
+
+
+def test_gptq_codes_compose_with_the_entropy_stage(tmp_path: Path) -> None:
+    plugins = load_plugins()
+    entropy = plugins.compressors.get("entropy")
+    comp = SPEC.compress(tiny_model(0), GPTQConfig(calibration_samples=16), tiny_context(0))
+    coded = apply_stage(comp, entropy, b2s.build_config(entropy.config, {}), tiny_context(0))
+    before, after = comp.state_dict(), coded.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert coded.size().total_bits < comp.size().total_bits  # 4-bit codes of a trained-like tensor: not uniform
+    coded.save(str(tmp_path / "art"))
+    types = {t.kind: t for s in plugins.compressors for t in s.codes}
+    loaded = b2s.Compressed.load(str(tmp_path / "art"), b2s.skeleton_of(tiny_model(0)), types)
+    assert all(torch.equal(loaded.state_dict()[k], after[k]) for k in after)

@@ -5,6 +5,7 @@ below magnitude pruning's and Wanda's on correlated inputs (every seed of 5), an
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from torch import nn
 
 import b2s_bench as b2s
 from b2s_bench.compression.contract import symbol_problems
+from b2s_bench.execution.cell import apply_stage
+from b2s_bench.plugins import load_plugins
 from b2s_bench.testing import check_compressor, tiny_context, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,3 +139,17 @@ def test_a_grouped_conv_is_pruned_by_magnitude_and_named() -> None:
 def test_bad_settings_name_their_key(settings: dict[str, object], key: str) -> None:
     with pytest.raises(b2s.ConfigError, match=key):
         b2s.build_config(SparseGPTConfig, settings, owner="sparsegpt")
+
+
+def test_n_m_codes_compose_with_the_entropy_stage(tmp_path: Path) -> None:
+    plugins = load_plugins()
+    entropy = plugins.compressors.get("entropy")
+    comp = SPEC.compress(tiny_model(0), SparseGPTConfig(structure="2:4", calibration_samples=16), tiny_context(0))
+    coded = apply_stage(comp, entropy, b2s.build_config(entropy.config, {}), tiny_context(0))
+    before, after = comp.state_dict(), coded.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert coded.size().total_bits <= comp.size().total_bits
+    coded.save(str(tmp_path / "art"))
+    types = {t.kind: t for s in plugins.compressors for t in s.codes}
+    loaded = b2s.Compressed.load(str(tmp_path / "art"), b2s.skeleton_of(tiny_model(0)), types)
+    assert all(torch.equal(loaded.state_dict()[k], after[k]) for k in after)
