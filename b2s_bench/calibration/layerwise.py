@@ -17,7 +17,10 @@ outputs and statistics are live (a 7B model at fp16 fits one 80 GB GPU: :func:`p
 - ``"layers"``: every conv/linear layer is a block of its own (nothing is chained).
 - a list of module names: those modules, unchained, plus (as above) every conv/linear layer outside them.
 
-An unchained block's inputs are captured by running the whole (partly compressed) model on each batch
+Chaining is checked on the first batch (:func:`chain_problem`: each block runs once and its first input is
+exactly the previous block's output); where it fails (a U-Net's pooling between blocks), the blocks are
+processed unchained and the report says why. An unchained block's inputs are captured by running the
+whole (partly compressed) model on each batch
 until the block is reached (a forward pre-hook stops it), which is right for any ``forward``; a chained
 block's inputs are the previous block's outputs, which costs one block forward instead of a model's.
 Blocks run in model order (the order of ``named_modules``, i.e. of definition; chained blocks at
@@ -77,6 +80,7 @@ __all__ = [
     "STATISTICS",
     "find_blocks",
     "capture_inputs",
+    "chain_problem",
     "calibrate_blocks",
     "compress_layerwise",
     "im2col_rows",
@@ -316,15 +320,21 @@ class LayerwiseReport:
         layers: the target layers that got statistics.
         skipped: ``{layer name: why it got no (im2col) statistics}``, for layers skipped or not
             reached by the calibration inputs.
+        unchained: why the repeated blocks were not chained after all (the check on the first batch
+            failed: see :func:`chain_problem`), or None.
     """
 
     blocks: list[str]
     chained: int
     layers: list[str]
     skipped: dict[str, str]
+    unchained: str | None = None
 
     def info(self) -> dict[str, Any]:
-        return {"blocks": len(self.blocks), "chained_blocks": self.chained, "layers": len(self.layers), "skipped": self.skipped}
+        out = {"blocks": len(self.blocks), "chained_blocks": self.chained, "layers": len(self.layers), "skipped": self.skipped}
+        if self.unchained:
+            out["unchained"] = self.unchained
+        return out
 
 
 class _Stop(Exception):
@@ -376,6 +386,45 @@ def capture_inputs(
 
 def _first(out: Any) -> Any:
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def chain_problem(model: nn.Module, chain: Sequence[Block], batch: Batch, device: torch.device | None = None) -> str | None:
+    """Why ``chain`` cannot be chained on this model, or None: on one batch of the model's own forward,
+    each block must run once and receive, as its first positional input, exactly the previous block's
+    output (its first element when a tuple). A list whose blocks have something between them (a
+    U-Net's pooling, a scaling) or that is not applied in order fails, and the pass captures each
+    block's inputs from the whole model instead (right for any forward, slower)."""
+    calls = [0] * len(chain)
+    problems: list[str] = []
+    last: dict[str, Any] = {}
+    handles = []
+    for i, block in enumerate(chain):
+
+        def pre(mod: nn.Module, args: tuple[Any, ...], i: int = i) -> None:
+            calls[i] += 1
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor):
+                problems.append(f"{chain[i].name} takes no positional tensor first")
+            elif i > 0:
+                prev = last.pop("out", None)
+                if not isinstance(prev, torch.Tensor) or prev.shape != x.shape or not torch.equal(prev, x):
+                    problems.append(f"the input of {chain[i].name} is not the output of {chain[i - 1].name}")
+
+        def post(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            last["out"] = _first(out)
+
+        handles += [block.module.register_forward_pre_hook(pre), block.module.register_forward_hook(post)]
+    try:
+        _call(model, batch, device)
+    finally:
+        for h in handles:
+            h.remove()
+    if problems:
+        return problems[0]
+    if any(c != 1 for c in calls):
+        return "a block runs more than once, or not at all, in one forward"
+    return None
 
 
 def _target_layers(block: Block, layers: Callable[[str, nn.Module], bool] | None) -> dict[str, nn.Module]:
@@ -459,7 +508,13 @@ def calibrate_blocks(
     with_stats: list[str] = []
     chain: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
     units = find_blocks(model, blocks)
+    unchained = None
     try:
+        chained = [b for b in units if b.chained]
+        if chained and batches:
+            unchained = chain_problem(model, chained, batches[0], device)
+            if unchained is not None:
+                units = [dataclasses.replace(b, chained=False) for b in units]
         for index, block in enumerate(units):
             if block.chained and chain is not None:
                 inputs = chain
@@ -481,7 +536,7 @@ def calibrate_blocks(
             done.append(block.name)
     finally:
         model.train(was_training)
-    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped)
+    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped, unchained)
 
 
 @torch.no_grad()
