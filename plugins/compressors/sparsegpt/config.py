@@ -35,12 +35,12 @@ class SparseGPTConfig:
     Attributes:
         sparsity: with ``structure: unstructured``, the fraction of each layer's weights removed
             (the paper: 50 %); an N:M pattern fixes it at 1 − N/M (leave it at 0.5 there).
-        structure: "unstructured" (the mask of each block of ``block_size`` columns chosen when the
-            block is reached: exactly round(sparsity · rows · columns) weights of lowest OBS saliency
-            w²/[H⁻¹]²_jj) or "N:M" (N of every M consecutive weights of a row kept, chosen per
-            M-column group when it is reached; the last group of a row shorter than M keeps
-            round(N · length / M)). 2:4 masks are stored as one index of the C(4, 2) = 6 patterns per
-            group, 3 bits for 4 weights.
+        structure: "unstructured" (the mask of each block of ``block_size`` columns chosen when the block is
+            reached: exactly round(sparsity · rows · block_size) weights of lowest OBS saliency w²/U_jj², U
+            the Cholesky factor of the damped H⁻¹) or "N:M" (N of every M consecutive weights of a row kept,
+            chosen per M-column group when it is reached; the last group of a row shorter than M keeps round(N
+            · length / M)). 2:4 masks are stored as one index of the C(4, 2) = 6 patterns per group, 3 bits
+            for 4 weights.
         block_size: columns per block (the paper: 128): the mask selection ("adaptive mask
             selection") and the lazy batch updates work per block; a multiple of M with N:M.
         percdamp: the damping λ added to the Hessian's diagonal, as a fraction of its mean (the paper: 1 %).

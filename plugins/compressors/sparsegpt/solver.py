@@ -1,16 +1,17 @@
 """SparseGPT on one weight matrix (Frantar & Alistarh, ICML 2023, "SparseGPT: Massive Language Models
 Can Be Accurately Pruned in One-Shot", Algorithm 1).
 
-Columns are processed left to right in blocks of ``block_size`` (B). When a block is reached, its
-mask is chosen (adaptive mask selection, Sec. 3.3): the weights of lowest OBS saliency
-w²/[H⁻¹]²_jj, computed on the weights as updated by every earlier column, are pruned: exactly
-round(sparsity · rows · B) of the block (the authors' code prunes those at or below the threshold,
-one or a few more on ties), or, with N:M, the M − N of lowest saliency in each group of M columns of
-each row, chosen when the group is reached. Column by column the pruned weights are set to 0 and
-the error (w − ŵ)/[U]_jj, U the upper Cholesky factor of the damped H⁻¹ (as in GPTQ), is spread over
-the later columns of the block at once and over the columns after the block once per block
-(lazy batch updates). H is damped by ``percdamp`` · mean(diag H); a column no input reaches gets
-H_jj = 1 and weight 0. Joint quantization (the paper's Sec. 3.5) is not done here.
+Columns are processed left to right in blocks of ``block_size`` (B). When a block is reached, its mask
+is chosen (adaptive mask selection, Sec. 3.3): the weights of lowest OBS saliency w²/U_jj² (U_jj² =
+[H_F⁻¹]_jj, the inverse Hessian of the columns not yet done: the paper's w²/[H⁻¹]_jj), computed on the
+weights as updated by every earlier column, are pruned: exactly round(sparsity · rows · B) of the block
+(the authors' code, and llmcompressor's, prune those at or below the int(sparsity · rows · B)-th
+smallest: one more, and any ties), or, with N:M, the M − N of lowest saliency in each group of M columns
+of each row, chosen when the group is reached. Column by column the pruned weights are set to 0 and the
+error (w − ŵ)/[U]_jj, U the upper Cholesky factor of the damped H⁻¹ (as in GPTQ), is spread over the
+later columns of the block at once and over the columns after the block once per block (lazy batch
+updates). H is damped by ``percdamp`` · mean(diag H); a column no input reaches gets H_jj = 1 and weight
+0. Joint quantization (the paper's Sec. 3.5) is not done here.
 """
 
 from __future__ import annotations
