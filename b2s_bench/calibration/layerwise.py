@@ -666,7 +666,9 @@ class MemoryPlan:
         statistics: the accumulated statistics of the peak block's target layers, live together
             (XᵀX: d²·4 bytes per layer; 4 bytes per entry of each per-column/channel vector).
         transient: the peak of the tensors created by one batch's forward of the peak block with the
-            statistics hooks running (their float32 im2col/row copies included), measured on the meta device.
+            statistics hooks running (their float32 im2col/row copies included), measured on the meta
+            device. Not counted: capturing an unchained block's inputs runs the model before it, one
+            batch at a time, while the inputs captured so far are held (for a transformer, the head).
         block: the name of the peak block.
     """
 
@@ -727,7 +729,7 @@ def plan_peak_memory(
     units = find_blocks(model, blocks)
     for i, block in enumerate(units):
         if block.chained and i > 0 and units[i - 1].chained:
-            continue  # a chain's blocks are alike in shape; the first one stands for all (checked below)
+            continue  # the first block of a chain stands for its inputs and forward; statistics: the chain's largest
         captured = capture_inputs(model, block.module, [example])
         if not captured:
             continue
