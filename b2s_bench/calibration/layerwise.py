@@ -667,8 +667,10 @@ class MemoryPlan:
             (XᵀX: d²·4 bytes per layer; 4 bytes per entry of each per-column/channel vector).
         transient: the peak of the tensors created by one batch's forward of the peak block with the
             statistics hooks running (their float32 im2col/row copies included), measured on the meta
-            device. Not counted: capturing an unchained block's inputs runs the model before it, one
-            batch at a time, while the inputs captured so far are held (for a transformer, the head).
+            device.
+        capture: the peak of the tensors created while one batch's inputs of the block are captured
+            (the model's forward up to the block, the captured input included), measured the same way:
+            before the block's statistics exist, next to the inputs already captured.
         block: the name of the peak block.
     """
 
@@ -677,17 +679,18 @@ class MemoryPlan:
     statistics: int
     transient: int
     block: str
+    capture: int = 0
 
     @property
     def peak(self) -> int:
-        return self.weights + self.block_io + self.statistics + self.transient
+        return self.weights + self.block_io + max(self.capture, self.statistics + self.transient)
 
     def describe(self) -> str:
         gib = 2.0**30
         return (
             f"planned peak {self.peak / gib:.2f} GiB = weights {self.weights / gib:.2f} + block inputs/outputs "
-            f"{self.block_io / gib:.2f} + statistics {self.statistics / gib:.2f} + transient {self.transient / gib:.2f} "
-            f"(block {self.block})"
+            f"{self.block_io / gib:.2f} + the larger of statistics {self.statistics / gib:.2f} + transient "
+            f"{self.transient / gib:.2f} and capture {self.capture / gib:.2f} (block {self.block})"
         )
 
 
@@ -722,7 +725,8 @@ def plan_peak_memory(
 
     Works on a model built on ``torch.device("meta")`` with a meta ``example``: nothing is allocated
     (the forward runs on meta tensors; the transient is measured by tracking the tensors it creates).
-    The peak is taken over blocks: weights + the block's inputs/outputs + its statistics + the transient.
+    The peak is taken over blocks: weights + the block's inputs/outputs + the larger of (its statistics +
+    its forward's transient) and (the transient of capturing its inputs).
     """
     weights = sum(_nbytes(t) for t in [*model.parameters(), *model.buffers()])
     best: MemoryPlan | None = None
@@ -730,7 +734,9 @@ def plan_peak_memory(
     for i, block in enumerate(units):
         if block.chained and i > 0 and units[i - 1].chained:
             continue  # the first block of a chain stands for its inputs and forward; statistics: the chain's largest
-        captured = capture_inputs(model, block.module, [example])
+        capturing = _LiveBytes()
+        with capturing:
+            captured = capture_inputs(model, block.module, [example])
         if not captured:
             continue
         args, kwargs = captured[0]
@@ -764,7 +770,7 @@ def plan_peak_memory(
         chain_blocks = [b for b in units if b.chained] if block.chained else [block]
         stats_bytes = max(_stats_bytes(_target_layers(b, layers), statistics) for b in chain_blocks)
         io = batches * (_distinct_bytes((args, kwargs)) + out_bytes)
-        plan = MemoryPlan(weights, io, stats_bytes, transient, block.name)
+        plan = MemoryPlan(weights, io, stats_bytes, transient, block.name, capturing.peak)
         if best is None or plan.peak > best.peak:
             best = plan
     if best is None:
