@@ -17,7 +17,10 @@ outputs and statistics are live (a 7B model at fp16 fits one 80 GB GPU: :func:`p
 - ``"layers"``: every conv/linear layer is a block of its own (nothing is chained).
 - a list of module names: those modules, unchained, plus (as above) every conv/linear layer outside them.
 
-An unchained block's inputs are captured by running the whole (partly compressed) model on each batch
+Chaining is checked on the first batch (:func:`chain_problem`: each block runs once and its first input is
+exactly the previous block's output); where it fails (a U-Net's pooling between blocks), the blocks are
+processed unchained and the report says why. An unchained block's inputs are captured by running the
+whole (partly compressed) model on each batch
 until the block is reached (a forward pre-hook stops it), which is right for any ``forward``; a chained
 block's inputs are the previous block's outputs, which costs one block forward instead of a model's.
 Blocks run in model order (the order of ``named_modules``, i.e. of definition; chained blocks at
@@ -66,6 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..compression.codes import Code
+
 __all__ = [
     "Block",
     "BlockStep",
@@ -75,7 +80,9 @@ __all__ = [
     "STATISTICS",
     "find_blocks",
     "capture_inputs",
+    "chain_problem",
     "calibrate_blocks",
+    "compress_layerwise",
     "im2col_rows",
     "plan_peak_memory",
     "stats_reason",
@@ -313,15 +320,21 @@ class LayerwiseReport:
         layers: the target layers that got statistics.
         skipped: ``{layer name: why it got no (im2col) statistics}``, for layers skipped or not
             reached by the calibration inputs.
+        unchained: why the repeated blocks were not chained after all (the check on the first batch
+            failed: see :func:`chain_problem`), or None.
     """
 
     blocks: list[str]
     chained: int
     layers: list[str]
     skipped: dict[str, str]
+    unchained: str | None = None
 
     def info(self) -> dict[str, Any]:
-        return {"blocks": len(self.blocks), "chained_blocks": self.chained, "layers": len(self.layers), "skipped": self.skipped}
+        out = {"blocks": len(self.blocks), "chained_blocks": self.chained, "layers": len(self.layers), "skipped": self.skipped}
+        if self.unchained:
+            out["unchained"] = self.unchained
+        return out
 
 
 class _Stop(Exception):
@@ -373,6 +386,45 @@ def capture_inputs(
 
 def _first(out: Any) -> Any:
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def chain_problem(model: nn.Module, chain: Sequence[Block], batch: Batch, device: torch.device | None = None) -> str | None:
+    """Why ``chain`` cannot be chained on this model, or None: on one batch of the model's own forward,
+    each block must run once and receive, as its first positional input, exactly the previous block's
+    output (its first element when a tuple). A list whose blocks have something between them (a
+    U-Net's pooling, a scaling) or that is not applied in order fails, and the pass captures each
+    block's inputs from the whole model instead (right for any forward, slower)."""
+    calls = [0] * len(chain)
+    problems: list[str] = []
+    last: dict[str, Any] = {}
+    handles = []
+    for i, block in enumerate(chain):
+
+        def pre(mod: nn.Module, args: tuple[Any, ...], i: int = i) -> None:
+            calls[i] += 1
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor):
+                problems.append(f"{chain[i].name} takes no positional tensor first")
+            elif i > 0:
+                prev = last.pop("out", None)
+                if not isinstance(prev, torch.Tensor) or prev.shape != x.shape or not torch.equal(prev, x):
+                    problems.append(f"the input of {chain[i].name} is not the output of {chain[i - 1].name}")
+
+        def post(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            last["out"] = _first(out)
+
+        handles += [block.module.register_forward_pre_hook(pre), block.module.register_forward_hook(post)]
+    try:
+        _call(model, batch, device)
+    finally:
+        for h in handles:
+            h.remove()
+    if problems:
+        return problems[0]
+    if any(c != 1 for c in calls):
+        return "a block runs more than once, or not at all, in one forward"
+    return None
 
 
 def _target_layers(block: Block, layers: Callable[[str, nn.Module], bool] | None) -> dict[str, nn.Module]:
@@ -456,7 +508,13 @@ def calibrate_blocks(
     with_stats: list[str] = []
     chain: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
     units = find_blocks(model, blocks)
+    unchained = None
     try:
+        chained = [b for b in units if b.chained]
+        if chained and batches:
+            unchained = chain_problem(model, chained, batches[0], device)
+            if unchained is not None:
+                units = [dataclasses.replace(b, chained=False) for b in units]
         for index, block in enumerate(units):
             if block.chained and chain is not None:
                 inputs = chain
@@ -478,7 +536,62 @@ def calibrate_blocks(
             done.append(block.name)
     finally:
         model.train(was_training)
-    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped)
+    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped, unchained)
+
+
+@torch.no_grad()
+def compress_layerwise(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    compress_layer: Callable[[str, nn.Module, LayerStats | None], Code],
+    targets: Collection[str],
+    *,
+    statistics: Collection[str] = ("hessian",),
+    blocks: str | Sequence[str] = "auto",
+    device: torch.device | None = None,
+) -> tuple[dict[str, Code], LayerwiseReport]:
+    """A code for each weight in ``targets`` (``"name.weight"`` keys), made block by block.
+
+    ``compress_layer(name, layer, stats)`` returns the layer's weight code; the layer's weight is
+    replaced by what the code decodes to for the rest of the pass (later blocks see the compressed
+    model's outputs) and restored at the end, so ``model`` comes back unchanged. A target that got no
+    statistics (skipped or not reached: :attr:`LayerwiseReport.skipped` says why) is compressed after
+    the pass with ``stats=None``: the method's data-free fallback.
+    """
+    wanted = {key.rpartition(".")[0] for key in targets}
+    codes: dict[str, Code] = {}
+    originals: dict[str, torch.Tensor] = {}
+
+    def place(name: str, layer: nn.Module, stats: LayerStats | None) -> None:
+        code = compress_layer(name, layer, stats)
+        weight = layer.weight
+        assert isinstance(weight, torch.Tensor)
+        originals[name] = weight.detach().to("cpu", copy=True)
+        weight.copy_(code.decode().reshape(weight.shape).to(weight.device, weight.dtype))
+        codes[f"{name}.weight"] = code
+
+    def step(s: BlockStep) -> None:
+        for name, layer in s.layers.items():
+            place(name, layer, s.stats.get(name))
+
+    try:
+        report = calibrate_blocks(
+            model,
+            batches,
+            step,
+            blocks=blocks,
+            layers=lambda name, m: name in wanted,
+            statistics=statistics,
+            device=device,
+        )
+        for name in sorted(wanted - {key.rpartition(".")[0] for key in codes}):
+            place(name, model.get_submodule(name), None)
+    finally:
+        for name, w in originals.items():
+            weight = model.get_submodule(name).weight
+            assert isinstance(weight, torch.Tensor)
+            weight.copy_(w.to(weight.device))
+    return {key: codes[key] for key in targets}, report
 
 
 # -- planned peak memory --------------------------------------------------------------------------------
@@ -553,7 +666,11 @@ class MemoryPlan:
         statistics: the accumulated statistics of the peak block's target layers, live together
             (XᵀX: d²·4 bytes per layer; 4 bytes per entry of each per-column/channel vector).
         transient: the peak of the tensors created by one batch's forward of the peak block with the
-            statistics hooks running (their float32 im2col/row copies included), measured on the meta device.
+            statistics hooks running (their float32 im2col/row copies included), measured on the meta
+            device.
+        capture: the peak of the tensors created while one batch's inputs of the block are captured
+            (the model's forward up to the block, the captured input included), measured the same way:
+            before the block's statistics exist, next to the inputs already captured.
         block: the name of the peak block.
     """
 
@@ -562,17 +679,18 @@ class MemoryPlan:
     statistics: int
     transient: int
     block: str
+    capture: int = 0
 
     @property
     def peak(self) -> int:
-        return self.weights + self.block_io + self.statistics + self.transient
+        return self.weights + self.block_io + max(self.capture, self.statistics + self.transient)
 
     def describe(self) -> str:
         gib = 2.0**30
         return (
             f"planned peak {self.peak / gib:.2f} GiB = weights {self.weights / gib:.2f} + block inputs/outputs "
-            f"{self.block_io / gib:.2f} + statistics {self.statistics / gib:.2f} + transient {self.transient / gib:.2f} "
-            f"(block {self.block})"
+            f"{self.block_io / gib:.2f} + the larger of statistics {self.statistics / gib:.2f} + transient "
+            f"{self.transient / gib:.2f} and capture {self.capture / gib:.2f} (block {self.block})"
         )
 
 
@@ -607,15 +725,18 @@ def plan_peak_memory(
 
     Works on a model built on ``torch.device("meta")`` with a meta ``example``: nothing is allocated
     (the forward runs on meta tensors; the transient is measured by tracking the tensors it creates).
-    The peak is taken over blocks: weights + the block's inputs/outputs + its statistics + the transient.
+    The peak is taken over blocks: weights + the block's inputs/outputs + the larger of (its statistics +
+    its forward's transient) and (the transient of capturing its inputs).
     """
     weights = sum(_nbytes(t) for t in [*model.parameters(), *model.buffers()])
     best: MemoryPlan | None = None
     units = find_blocks(model, blocks)
     for i, block in enumerate(units):
         if block.chained and i > 0 and units[i - 1].chained:
-            continue  # a chain's blocks are alike in shape; the first one stands for all (checked below)
-        captured = capture_inputs(model, block.module, [example])
+            continue  # the first block of a chain stands for its inputs and forward; statistics: the chain's largest
+        capturing = _LiveBytes()
+        with capturing:
+            captured = capture_inputs(model, block.module, [example])
         if not captured:
             continue
         args, kwargs = captured[0]
@@ -649,7 +770,7 @@ def plan_peak_memory(
         chain_blocks = [b for b in units if b.chained] if block.chained else [block]
         stats_bytes = max(_stats_bytes(_target_layers(b, layers), statistics) for b in chain_blocks)
         io = batches * (_distinct_bytes((args, kwargs)) + out_bytes)
-        plan = MemoryPlan(weights, io, stats_bytes, transient, block.name)
+        plan = MemoryPlan(weights, io, stats_bytes, transient, block.name, capturing.peak)
         if best is None or plan.peak > best.peak:
             best = plan
     if best is None:
