@@ -50,7 +50,8 @@ def finetune_codebooks(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Fine-tune the codebooks of ``codes`` on ``ctx.training``: the trained codebooks (by the names of
     ``codes``, rounded to ``codebook_bits``; the codes are not changed) and the facts for the record
-    (mean loss per epoch, steps).
+    (``first_loss``: the first batch's loss before any step; ``epoch_loss``: the mean loss per epoch
+    while training; steps).
 
     ``assemble`` turns the codes' shared values (``codebook[indices]`` in each code's shape) into the
     model's weights by state_dict key; None: the codes are the weights themselves (keyed alike).
@@ -69,7 +70,8 @@ def finetune_codebooks(
         k: (c.codebook == 0 if pinned[k] else torch.zeros_like(c.codebook, dtype=torch.bool)).to(device) for k, c in codes.items()
     }
     optimizer = torch.optim.SGD(list(books.values()), lr=config.finetune_lr)
-    losses, steps = [], 0
+    losses: list[float] = []
+    steps, first = 0, None  # first: None when no batch came
     for _ in range(config.finetune_epochs):
         total, batches = 0.0, 0
         for batch, (x, y) in enumerate(ctx.training()):
@@ -86,13 +88,22 @@ def finetune_codebooks(
                     raise RuntimeError(f"share: the loss does not depend on the codebook of {k}: its weights are not the model's")
                 book.grad[fixed[k]] = 0.0
             optimizer.step()
+            if steps == 0:
+                first = float(loss.detach())  # before any step: the k-means codebooks' loss on that batch
             total, batches, steps = total + float(loss.detach()), batches + 1, steps + 1
         losses.append(total / max(batches, 1))
     for name, p in model.named_parameters():
         p.requires_grad_(trainable[name])
     stored = torch.float16 if config.codebook_bits == 16 else torch.float32
     trained = {k: book.detach().cpu().to(stored).float() for k, book in books.items()}
-    return trained, {"epochs": config.finetune_epochs, "steps": steps, "lr": config.finetune_lr, "epoch_loss": losses}
+    facts: dict[str, Any] = {
+        "epochs": config.finetune_epochs,
+        "steps": steps,
+        "lr": config.finetune_lr,
+        "first_loss": first,
+        "epoch_loss": losses,
+    }
+    return trained, facts
 
 
 def _nested_parts(code: Code) -> tuple[Code, dict[str, Code]] | None:

@@ -111,7 +111,8 @@ def test_finetuning_after_prune_keeps_positions_and_indices_moves_the_codebook_a
     assert moved > 0
     stage = tuned.info["stages"][-1]
     assert stage["compressor"] == "share" and stage["refine"]["data_track"] == "training"
-    assert stage["refine"]["finetune"]["steps"] == 16 and stage["refine"]["finetune"]["tensors"] == 2
+    facts = stage["refine"]["finetune"]
+    assert facts["steps"] == 16 and facts["tensors"] == 2 and facts["first_loss"] > facts["epoch_loss"][-1]
     assert "refine" not in plain.info["stages"][-1]  # finetune_epochs: 0 asks for nothing
     assert tuned.size().total_bits == plain.size().total_bits  # the same storage, other values
     assert _loss(tuned, trained.batches) < 0.9 * _loss(plain, trained.batches)
