@@ -26,7 +26,7 @@ from .compression.sizes import SizeBreakdown, allowed_bytes, header_bits
 from .config import build_config
 from .errors import ConfigError
 
-__all__ = ["check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP", "SymbolCode"]
+__all__ = ["check_compressor", "ContractReport", "tiny_model", "tiny_context", "TinyCNN", "TinyMLP", "SymbolCode", "HalfCode"]
 
 
 class TinyCNN(nn.Module):
@@ -133,6 +133,45 @@ class SymbolCode(Code):
 
 
 @dataclasses.dataclass
+class HalfCode(Code):
+    """Every other weight kept (the even flat positions), the others zero, the kept values an fp32 payload:
+    what :func:`check_compressor` gives a spec with ``refine`` as the earlier stage of a pipeline (a stand-in
+    for pruning: a refinement must leave the odd positions at 0)."""
+
+    values: torch.Tensor  # fp32, the even flat positions' weights
+    orig_shape: tuple[int, ...]
+    kind = "testing.half"
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> HalfCode:
+        return cls(w.detach().float().reshape(-1)[0::2].clone(), tuple(w.shape))
+
+    def decode(self) -> torch.Tensor:
+        out = torch.zeros(math.prod(self.orig_shape), dtype=torch.float32)
+        out[0::2] = self.values.float()
+        return out.reshape(self.orig_shape)
+
+    def bits(self) -> SizeBreakdown:
+        return SizeBreakdown(payload=32 * self.values.numel(), metadata=header_bits(self.meta()))
+
+    def regularizer(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def payload(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values.float().contiguous()}
+
+    def meta(self) -> dict[str, Any]:
+        return {"shape": list(self.orig_shape)}
+
+    @classmethod
+    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> HalfCode:
+        return cls(tensors["values"].float(), tuple(meta["shape"]))
+
+
+@dataclasses.dataclass
 class ContractReport:
     """What :func:`check_compressor` measured on TinyCNN once the contract held."""
 
@@ -178,7 +217,10 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
     through it: TinyCNN's weights as :class:`SymbolCode` s (a 4-bit quantizer that declares its
     symbol stream) are recoded, must decode to the same weights, and go through the same checks
     (the artifact loaded with the spec's code types and ``SymbolCode``). Its ``compress`` may then
-    raise ``NotApplicableError`` (nothing to recode as a first stage).
+    raise ``NotApplicableError`` (nothing to recode as a first stage). A spec with ``refine`` and
+    ``compress_tensor`` is also run as the later stage of a pipeline after :class:`HalfCode` s (every
+    other weight dropped), refinement included: its layout is kept (the pipeline checks it), the
+    dropped weights stay 0, and the result goes through the same checks.
     """
     try:
         build_config(spec.config, {"no_such_setting_xyz": 1}, owner=spec.name)
@@ -228,8 +270,38 @@ def _check(
         assert err == 0.0, f"{spec.name}: recode changes the decoded weights by {err}"
         kinds: dict[str, type[Code]] = {**{c.kind: c for c in spec.code_classes()}, SymbolCode.kind: SymbolCode}
         report = _check_compressed(spec, config, comp, model, x, dense_out, identity_error, kinds, seed)
+    if spec.refine is not None and spec.compress_tensor is not None:  # a later stage that refines the whole model
+        report = _check_refine(spec, config, model, x, dense_out, identity_error, seed)
     assert report is not None
     return report
+
+
+def _check_refine(
+    spec: CompressorSpec,
+    config: Any,
+    model: nn.Module,
+    x: torch.Tensor,
+    dense_out: torch.Tensor,
+    identity_error: float | None,
+    seed: int,
+) -> ContractReport:
+    """The spec as the later stage of a pipeline after :class:`HalfCode` s (through the pipeline's own
+    ``apply_stage``, which calls ``refine`` and refuses a changed layout): the result goes through the
+    same checks, and the positions the earlier stage dropped stay exactly 0."""
+    from .execution.cell import apply_stage  # the pipeline itself (imported here: execution builds on this room)
+
+    state = tiny_model(seed).state_dict()
+    codes: dict[str, Code] = {k: HalfCode.of(state[k]) for k in weight_layers(tiny_model(seed))}
+    before = Compressed.from_codes(tiny_model(seed), codes)
+    comp = apply_stage(before, spec, config, tiny_context(seed), tiny_model(seed))
+    decoded = comp.state_dict()
+    for key in codes:
+        dropped = decoded[key].reshape(-1)[1::2]
+        assert bool((dropped == 0).all()), (
+            f"{spec.name}: a refined pipeline stage wrote weights the earlier stage dropped in {key}"
+        )
+    kinds: dict[str, type[Code]] = {**{c.kind: c for c in spec.code_classes()}, HalfCode.kind: HalfCode}
+    return _check_compressed(spec, config, comp, model, x, dense_out, identity_error, kinds, seed)
 
 
 def _check_compressed(

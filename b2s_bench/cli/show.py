@@ -92,6 +92,8 @@ def _compressor(spec: Any, plugins: Plugins) -> list[str]:
         if spec.recode is not None
         else "no: put it first"
     )
+    if spec.refine is not None and (spec.compress_tensor is not None or spec.recode is not None):
+        follows += ", then it refines the whole model"
     identity = ", ".join(f"{k}={v}" for k, v in spec.identity.items()) if spec.identity else "none"
     return [
         f"compressor {spec.name}: {spec.description}",

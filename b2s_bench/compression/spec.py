@@ -60,6 +60,18 @@ class CompressorSpec:
             calibrates activation ranges on, made from the dense ``model`` (DSG's diverse synthetic
             samples): a suite's ``activations`` stage with ``ranges: synthetic`` uses them for a pipeline
             whose first stage offers them, and synthesizes ZeroQ's distilled data otherwise.
+        refine: ``refine(compressed, model, config, ctx) -> Compressed``, for a later pipeline stage that
+            also works on the whole model (Deep Compression's trained quantization: shared values
+            fine-tuned on the training split's loss). The pipeline calls it after the stage's per-tensor
+            step (``compress_tensor`` or ``recode``) with ``compressed``, the model after that step (its
+            ``info`` empty), ``model``, the dense model the pipeline started from (a copy the refine may
+            change, or None where the caller of :func:`~b2s_bench.execution.cell.apply_stage` gave
+            none), the stage's config and the pipeline's Context (``ctx.training`` is set only when the
+            pipeline's track, the most data any stage uses, is "training"). It returns ``compressed``
+            itself when the config asks for nothing, else a Compressed with the same layout (the same
+            coded and raw keys, each code of the same kinds storing tensors of the same dtypes and
+            shapes: a refinement changes stored values, never what is stored), whose ``info`` holds
+            its facts (the stage's ``refine`` entry in the record).
 
     Every callable above may be a ``b2s.lazy(".module:function", __name__)`` reference, so that a plugin
     registers without importing torch (:mod:`b2s_bench.compression.lazy`); ``config`` may not: suites are
@@ -83,6 +95,7 @@ class CompressorSpec:
     target: Callable[[Any, Compressed, nn.Module], Target | None] | None = None
     defaults_source: str = ""
     calibration_inputs: Callable[[nn.Module, Any, Context], Tensor] | None = None
+    refine: Callable[[Compressed, nn.Module | None, Any, Context], Compressed] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

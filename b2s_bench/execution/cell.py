@@ -63,6 +63,7 @@ __all__ = [
     "apply_stage",
     "stages",
     "operating_point",
+    "refine_problems",
 ]
 
 DATA_TRACKS = {"calibration", "training"}  # tracks that may read real inputs
@@ -268,7 +269,10 @@ class CellRunner:
         if not isinstance(compressed, Compressed):
             raise TypeError(f"compressor {first.name!r} returned {type(compressed).__name__}, not b2s_bench.Compressed")
         for stage in cell.stages[1:]:
-            compressed = apply_stage(compressed, self.plugins.compressors.get(stage.name), stage.config, ctx)
+            spec = self.plugins.compressors.get(stage.name)
+            # a stage that refines the whole model gets its own copy of the dense model (never the shared one)
+            dense = copy.deepcopy(model.module).to(self.device).eval() if spec.refine is not None else None
+            compressed = apply_stage(compressed, spec, stage.config, ctx, dense)
         if len(cell.stages) > 1:  # the first stage's facts are under details.stages[0]: name it there
             compressed.info["stages"][0].setdefault("compressor", first.name)
         if cell.activations is not None:
@@ -517,16 +521,24 @@ def stages(compressed: Compressed) -> list[dict[str, Any]]:
     return [dict(s) for s in staged] if isinstance(staged, list) else [dict(compressed.info)]
 
 
-def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: Context) -> Compressed:
-    """Compress every payload tensor of every code of ``compressed`` with a per-tensor compressor.
+def apply_stage(
+    compressed: Compressed, spec: CompressorSpec, config: Any, ctx: Context, model: torch.nn.Module | None = None
+) -> Compressed:
+    """Compress every payload tensor of every code of ``compressed`` with a per-tensor compressor,
+    then, for a spec with ``refine``, let it refine the whole model.
+
+    ``model`` is the dense model the pipeline started from, handed to ``spec.refine`` (a copy it may
+    change; None where there is none to give). A refinement must keep the stored layout (the same
+    coded and raw keys, codes of the same kinds storing tensors of the same dtypes and shapes, the same
+    counted bits): anything else is an error naming what moved.
 
     The result's info is ``{"stages": [...earlier stages, this stage]}``; this stage's entry has
-    ``compressor``, ``tensors`` (how many codes it nested), ``bits`` (of those codes after it) and
-    ``against_previous``: per tensor, and as means, the rel-MAE, cosine and PSNR of the weights
-    after this stage against the weights before it (what this stage alone changed).
+    ``compressor``, ``tensors`` (how many codes it changed), ``bits`` (of those codes after it),
+    ``refine`` (the refinement's facts, when it did something) and ``against_previous``: per tensor,
+    and as means, the rel-MAE, cosine and PSNR of the weights after this stage against the weights
+    before it (what this stage alone changed).
     """
     codes: dict[str, Code] = {}
-    nested = []
     if spec.compress_tensor is not None:
         for key, code in compressed.codes.items():
             payload = code.payload()
@@ -535,21 +547,35 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
                 continue
             inner = {n: spec.compress_tensor(f"{key}/{n}", t, config, ctx) for n, t in payload.items()}
             codes[key] = NestedCode(code, inner)
-            nested.append(key)
     elif spec.recode is not None:  # the same decoded tensors, stored differently (entropy coding)
         for key, code in compressed.codes.items():
             codes[key] = _recoded(spec, key, code, config, ctx)
-            if codes[key] is not code:
-                nested.append(key)
     else:
         raise ValueError(f"compressor {spec.name!r} cannot be a later pipeline stage: it has no compress_tensor or recode")
     out = compressed.with_codes(codes)
+    refined_facts: dict[str, Any] | None = None
+    if spec.refine is not None:
+        out.info = {}
+        refined = spec.refine(out, model, config, ctx)
+        if not isinstance(refined, Compressed):
+            raise TypeError(f"compressor {spec.name!r}: refine returned {type(refined).__name__}, not b2s_bench.Compressed")
+        if refined is not out:
+            problems = refine_problems(out, refined)
+            if problems:
+                raise ValueError(
+                    f"compressor {spec.name!r}: refine must keep the stored layout (it may change stored values "
+                    f"only): {'; '.join(problems[:5])}"
+                )
+            refined_facts = dict(refined.info)
+            out = refined
+    changed = sorted(k for k, c in out.codes.items() if c is not compressed.codes.get(k))
     before, after = compressed.state_dict(), out.state_dict()  # decoded once each: Compressed caches them
-    per = {k: tensor_report(before[k], after[k]) for k in sorted(nested)}
+    per = {k: tensor_report(before[k], after[k]) for k in changed}
     facts: dict[str, Any] = {
         "compressor": spec.name,
-        "tensors": len(nested),
-        "bits": sum(codes[k].bits().total for k in nested),
+        "tensors": len(changed),
+        "bits": sum(out.codes[k].bits().total for k in changed),
+        **({"refine": refined_facts} if refined_facts is not None else {}),
         "against_previous": {"tensors": per},
     }
     for stat in ("rel_mae", "cosine", "psnr"):  # the mean over the tensors this stage changed (finite values)
@@ -563,6 +589,34 @@ def apply_stage(compressed: Compressed, spec: CompressorSpec, config: Any, ctx: 
     if caveats:
         out.info["caveats"] = caveats
     return out
+
+
+def _layout(code: Code) -> Any:
+    """What a code stores, without the values: its kind, each tensor's dtype and shape, its counted bits
+    (a nested code: its outer code's and each inner code's)."""
+    if isinstance(code, NestedCode):
+        return ("nested", _layout(code.outer), {n: _layout(c) for n, c in sorted(code.inner.items())})
+    tensors = {n: (str(t.dtype), tuple(t.shape)) for n, t in sorted(code.tensors().items())}
+    return (code.kind, tensors, code.bits().total)
+
+
+def refine_problems(before: Compressed, after: Compressed) -> list[str]:
+    """One message per way ``after`` (a ``refine``'s result) stores something else than ``before``: a
+    coded or raw key added or dropped, a code of another layout (:func:`_layout`), a raw tensor of
+    another dtype or shape. Values may differ: that is what a refinement is for."""
+    problems = []
+    if set(after.codes) != set(before.codes):
+        problems.append(f"coded tensors {sorted(set(before.codes) ^ set(after.codes))[:5]} added or dropped")
+    if set(after.raw) != set(before.raw):
+        problems.append(f"raw tensors {sorted(set(before.raw) ^ set(after.raw))[:5]} added or dropped")
+    for key in sorted(set(before.codes) & set(after.codes)):
+        if _layout(before.codes[key]) != _layout(after.codes[key]):
+            problems.append(f"{key}: {_layout(before.codes[key])} became {_layout(after.codes[key])}")
+    for key in sorted(set(before.raw) & set(after.raw)):
+        a, b = before.raw[key], after.raw[key]
+        if a.dtype != b.dtype or a.shape != b.shape:
+            problems.append(f"raw {key}: {a.dtype} {tuple(a.shape)} became {b.dtype} {tuple(b.shape)}")
+    return problems
 
 
 def _recoded(spec: CompressorSpec, key: str, code: Code, config: Any, ctx: Context) -> Code:

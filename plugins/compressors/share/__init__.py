@@ -14,7 +14,9 @@ quantization, here fitted to the weights, not to the task loss).
 
 The paper's trained quantization (:mod:`.finetune`): with ``finetune_epochs > 0`` the shared values
 are fine-tuned on the training split's loss with the indices fixed (the training track); the
-default 0 is data-free.
+default 0 is data-free. As the first stage on the model's weights; as a later stage (after
+``prune``) through the spec's ``refine``, on the whole pruned model: the indices and prune's
+positions stay, so pruned weights stay exactly 0.
 
 The package: :mod:`.config` (settings), :mod:`.kmeans` (Lloyd in one dimension), :mod:`.codes` (the
 code and its network), :mod:`.finetune` (trained quantization), :mod:`.compressor` (the compressor), and here its registration.
@@ -38,7 +40,7 @@ from .config import INITS, ShareConfig, data_track
 if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
     from .codes import CodebookNetwork, KeptFloatCode, ShareCode
     from .compressor import compress, compress_tensor, pays_off, share_tensor
-    from .finetune import finetune_codebooks
+    from .finetune import finetune_codebooks, refine
     from .kmeans import KMeansResult, assign, initial_centroids, kmeans_1d
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "INITS",
     "data_track",
     "finetune_codebooks",
+    "refine",
     "ShareCode",
     "KeptFloatCode",
     "CodebookNetwork",
@@ -72,6 +75,7 @@ __getattr__, __dir__ = b2s.lazy_exports(
         "pays_off": ".compressor",
         "share_tensor": ".compressor",
         "finetune_codebooks": ".finetune",
+        "refine": ".finetune",
         "KMeansResult": ".kmeans",
         "assign": ".kmeans",
         "initial_centroids": ".kmeans",
@@ -86,6 +90,7 @@ SPEC = CompressorSpec(
     config=ShareConfig,
     compress=b2s.lazy(".compressor:compress", __name__),
     compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
+    refine=b2s.lazy(".finetune:refine", __name__),  # trained quantization as a later stage (finetune_epochs > 0)
     codes=(
         b2s.lazy(".codes:ShareCode", __name__, kind="share.codebook"),
         b2s.lazy(".codes:KeptFloatCode", __name__, kind="share.float"),

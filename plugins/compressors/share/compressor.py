@@ -1,5 +1,6 @@
 """``share`` on a model (every targeted conv/linear weight) or on one tensor (a later pipeline stage,
-e.g. the kept values of ``prune``, as in Deep Compression)."""
+e.g. the kept values of ``prune``, as in Deep Compression, whose shared values :func:`.finetune.refine`
+then fine-tunes on the whole model)."""
 
 from __future__ import annotations
 
@@ -77,18 +78,18 @@ def compress(model: nn.Module, config: ShareConfig, ctx: Context) -> Compressed:
     }
     if config.finetune_epochs > 0:
         shared = {k: c for k, c in codes.items() if isinstance(c, ShareCode)}
-        info["finetune"] = finetune_codebooks(model, shared, config, ctx)
+        trained, info["finetune"] = finetune_codebooks(model, shared, config, ctx)
+        for k, code in shared.items():
+            code.codebook = trained[k]
         model.cpu()
     return Compressed.from_codes(model, codes, info=info)
 
 
 def compress_tensor(name: str, tensor: torch.Tensor, config: ShareConfig, ctx: Context) -> Code:
-    """Share the values of one tensor (a later pipeline stage: ``prune``'s kept values, a factor, ...)."""
-    if config.finetune_epochs > 0:
-        raise ValueError(
-            "share as a later pipeline stage shares single tensors: finetune_epochs needs the whole model, "
-            "so set finetune_epochs: 0 here, or make share the first stage"
-        )
+    """Share the values of one tensor (a later pipeline stage: ``prune``'s kept values, a factor, ...).
+
+    k-means only: with ``finetune_epochs > 0`` the pipeline then fine-tunes the shared values of the whole
+    model (:func:`.finetune.refine`, the spec's ``refine``)."""
     if tensor.numel() < config.min_numel:
         return KeptFloatCode(tensor.detach().cpu().float().clone())
     code = share_tensor(name, tensor, config, ctx)[0]

@@ -42,8 +42,10 @@ class ShareConfig:
         skip_first / skip_last: keep the first / last conv or linear layer in fp32.
         finetune_epochs: epochs of the paper's trained quantization on the training split (the
             shared values fine-tuned with the indices fixed; :mod:`.finetune`); 0 (the default) is
-            data-free weight sharing, more puts the method on the training track. Only when
-            ``share`` is the first stage: a later stage sees single tensors, not the model.
+            data-free weight sharing, more puts the method on the training track (and a pipeline
+            holding it with it). As the first stage the model's codebooks train; as a later stage
+            (after ``prune``) those of the earlier codes' shared payload, on the whole pruned model,
+            the indices and the earlier stage's positions kept (pruned weights stay 0).
         finetune_lr: the step size of c ← c − lr · Σ ∂L/∂w over the weights sharing c (the
             paper's update; plain gradient steps).
         finetune_batches: at most this many training batches per epoch (null: the whole split).

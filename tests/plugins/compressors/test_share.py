@@ -306,8 +306,11 @@ def test_finetune_keeps_the_pinned_zero_and_needs_training_data() -> None:
     assert (code.decode()[:, ::2] == 0).all()
     with pytest.raises(ValueError, match="training split"):
         SPEC.compress(tiny_model(0), _config(finetune_epochs=1), tiny_context(0, with_data=False))
-    with pytest.raises(ValueError, match="first stage"):
-        SPEC.compress_tensor("w/values", _laplace(100), _config(finetune_epochs=1), Context())
+    # as a later stage, compress_tensor only shares (k-means): the pipeline's refine fine-tunes the whole model
+    later = SPEC.compress_tensor("w/values", _laplace(100), _config(finetune_epochs=1), Context())
+    plain = SPEC.compress_tensor("w/values", _laplace(100), _config(), Context())
+    assert isinstance(later, ShareCode) and isinstance(plain, ShareCode)
+    assert torch.equal(later.indices, plain.indices) and torch.equal(later.codebook, plain.codebook)
 
 
 def test_contract_with_finetuning() -> None:
