@@ -190,6 +190,7 @@ def _build(request: ModelRequest) -> LoadedModel:
         f"{request.name}:{_fingerprint(request)}",
         "",
         {"tokenize": _Tokenize(str(folder)), "dtype": options.dtype},
+        input_vocab=int(config.vocab_size),
     )
 
 

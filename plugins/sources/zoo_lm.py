@@ -284,7 +284,9 @@ def _build(request: ModelRequest) -> LoadedModel:
     recipe = recipe_for(request)
     model = architecture(recipe)
     model.load_state_dict(load_file(str(weights_file(recipe))))
-    return LoadedModel(model.eval(), (recipe.context,), VOCAB, f"zoo-lm:{request.arch}@{recipe.key()}", _bytes_space())
+    return LoadedModel(
+        model.eval(), (recipe.context,), VOCAB, f"zoo-lm:{request.arch}@{recipe.key()}", _bytes_space(), input_vocab=VOCAB
+    )
 
 
 def _bytes_space() -> str:
