@@ -259,8 +259,8 @@ def pydoc_windows(config: PyDocConfig, split: str, tokenize: Callable[[str], lis
 
 
 def _pydoc_build(config: PyDocConfig, model: LoadedModel) -> LoadedData:
-    check_length(config.length, model)
     tokenize = tokenizer_of(model)
+    check_length(config.length, model)
     key = model.label_space or model.checkpoint
     test = pydoc_windows(config, config.split, tokenize, key)
     root = pydoc_root(config.root)

@@ -116,12 +116,12 @@ def split_windows(
 
 
 def _build(config: WikiTextConfig, model: LoadedModel) -> LoadedData:
+    tokenize = text.tokenizer_of(model)
     text.check_length(config.length, model)
     root = resolve_root(config)
     folder = folder_of(root) if root else None
     if folder is None:
         raise UserError(f"WikiText-2 not found{f' under {root}' if root else ''}: {HOWTO}")
-    tokenize = text.tokenizer_of(model)
     key = model.label_space or model.checkpoint
     test = split_windows(folder, config.split, tokenize, key, config.length, config.limit)
     return text.text_data(
