@@ -299,6 +299,7 @@ SPEC = DatasetSpec(
     _pydoc_problems,
     "the Python 3 documentation pages of Debian's python3-doc (PSF licence) as token windows, split by page",
     _pydoc_origin,
+    task="language-modeling",
 )
 
 

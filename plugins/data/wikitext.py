@@ -157,6 +157,7 @@ SPEC = DatasetSpec(
     _problems,
     "WikiText-2 raw (wiki.test.raw) from disk as token windows per article, for the model's tokenizer",
     _origin,
+    task="language-modeling",
 )
 
 
