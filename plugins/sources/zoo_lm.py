@@ -92,7 +92,11 @@ class LMRecipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-RECIPES = {"tiny-llama": LMRecipe()}
+RECIPES = {
+    "tiny-llama": LMRecipe(),
+    # a distillation student (half the width, two blocks): built untrained, nothing shipped
+    "tiny-llama-small": LMRecipe(dim=128, layers=2, hidden=344),
+}
 
 
 @dataclasses.dataclass(frozen=True)
