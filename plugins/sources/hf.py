@@ -136,9 +136,11 @@ def _needs_weights(request: ModelRequest) -> str:
 
 
 def _not_cached(request: ModelRequest) -> str:
+    from huggingface_hub import constants
+
     return (
         f"{request.name} (revision {options_of(request).revision}) is not in the local hub cache "
-        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}/hub): run with --download to fetch its safetensors "
+        f"({constants.HF_HUB_CACHE}): run with --download to fetch its safetensors "
         "weights, config and tokenizer, or download them elsewhere and give `weights: FOLDER`"
     )
 

@@ -3,6 +3,7 @@ tokenizer, returns the transformers model's logits, refuses pickles and says wha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def test_pickled_weights_are_refused_with_the_fix(tmp_path: Path) -> None:
 
 def test_what_is_missing_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hf.SOURCE.problems is not None
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read when a lookup runs
     # neither a folder nor the hub: a mistake in the suite, naming both ways
     (mistake,) = hf.SOURCE.problems(ModelRequest("hf:org/model"))
     assert "weights: FOLDER" in mistake and "pretrained: true" in mistake
@@ -97,3 +99,69 @@ def test_what_is_missing_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "no folder" in folder
     (option,) = hf.SOURCE.problems(ModelRequest("hf:x", weights=str(tmp_path), options={"dtype": "int3"}))
     assert "dtype" in option and "bfloat16" in option
+
+
+SUITE = """
+suite: hf-test
+seed: 0
+device: cpu
+models:
+  - name: hf:tiny-llama
+    weights: {folder}
+    dataset: {{name: wikitext-2, root: {data}, length: 8}}
+compressors:
+  - {{name: quantize, bits: 4}}
+  - {{name: gptq, bits: 4, group_size: 16, calibration_samples: 4}}
+metrics: [perplexity, token_agreement, token_kl, bits]
+runtime: {{weight_limits: false}}
+"""
+
+
+def test_a_suite_runs_an_hf_model_on_wikitext_with_its_tokenizer(tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    save_tiny_llama(tmp_path / "model")
+    wiki = tmp_path / "data" / "wikitext-2-raw-v1"
+    wiki.mkdir(parents=True)
+    article = " = {title} = \n\n " + " ".join(WORDS * 3) + " \n"
+    for split in ("test", "train"):
+        (wiki / f"wiki.{split}.raw").write_text("".join(article.format(title=f"{split} {i}") for i in range(4)))
+    suite = tmp_path / "hf.yaml"
+    suite.write_text(SUITE.format(folder=tmp_path / "model", data=tmp_path / "data"))
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--no-progress", "--quiet", "--workers", "1") == 0
+    records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    assert len(records) == 3 and all(r["status"] == "ok" for r in records)
+    for r in records:
+        assert r["dataset"]["task"] == "language-modeling" and r["model"]["num_classes"] == len(set(WORDS)) + 1
+        assert r["metrics"]["perplexity"]["value"] > 1
+
+
+def test_pretrained_loads_from_the_hub_cache_and_names_blobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub cache's layout (refs/main -> snapshots/COMMIT/ files linking into blobs/SHA256): found
+    offline, and the fingerprint is the blobs' names (their SHA-256), read without hashing 13 GB."""
+    import hashlib
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    save_tiny_llama(tmp_path / "saved")
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in (tmp_path / "saved").iterdir():
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        (repo / "blobs" / digest).write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(Path("../../blobs") / digest)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read when a lookup runs
+    request = ModelRequest("hf:org/tiny", pretrained=True)
+    assert hf.SOURCE.problems is not None and hf.SOURCE.problems(request) == []
+    assert hf.SOURCE.fingerprint is not None
+    weights = hashlib.sha256((tmp_path / "saved" / "model.safetensors").read_bytes()).hexdigest()
+    assert f"model.safetensors:{weights[:16]}" in hf.SOURCE.fingerprint(request)
+    loaded = hf.SOURCE.build(request)
+    assert loaded.num_classes == len(set(WORDS)) + 1
+    assert "org/tiny" in hf.SOURCE.list_models(None)
