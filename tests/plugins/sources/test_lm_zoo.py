@@ -103,3 +103,15 @@ def test_another_recipe_trains_on_first_use_and_is_cached(tmp_path: Path, monkey
     assert all(torch.equal(first[k], again[k]) for k in again)  # seeded: the same weights on this machine
     with pytest.raises(Exception, match="heads"):
         zoo_lm.recipe_for(ModelRequest("zoo-lm:tiny-llama", options={"heads": 3}))
+
+
+@pytest.mark.slow
+def test_a_retrain_here_lands_near_the_shipped_perplexity() -> None:
+    """Trains the full recipe (17 min on one thread of a busy 2-core machine): another machine's
+    training rounds differently, and must land within 3 % of the shipped file's test perplexity."""
+    if text.pydoc_root(None) is None:
+        pytest.skip(f"needs the python-docs corpus: {text.PYDOC_WHERE}")
+    recipe = zoo_lm.RECIPES["tiny-llama"]
+    shipped = zoo_lm.SHIPPED[recipe.key()]
+    ppl = zoo_lm.perplexity(recipe, zoo_lm.train(recipe, progress=False))
+    assert ppl == pytest.approx(shipped.perplexity, rel=0.03), (ppl, shipped.perplexity)
