@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from test_transformers import outcome
+from torch import nn
 
 from b2s_bench import Context
 from b2s_bench.execution import load_plugins
@@ -77,3 +78,33 @@ def test_token_inputs_and_what_cannot_apply_to_a_language_model() -> None:
     assert synthetic.startswith("not applicable: ") and "token ids" in synthetic
     assert outcome("quantize", {"bits": 4}, tiny_lm, ctx) == "compressed"
     assert outcome("lowrank", {"target_ratio": 2.0}, tiny_lm, ctx) == "compressed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "settings"), _cases(), ids=lambda v: v if isinstance(v, str) else str(v or "quick"))
+def test_every_compressor_on_the_shipped_zoo_lm(name: str, settings: dict[str, Any]) -> None:
+    """The shipped zoo-lm:tiny-llama itself (2.5M parameters, trained weights, context 128, bytes)."""
+    from b2s_bench.sources import ModelRequest
+
+    from b2s_bench_plugins.sources import zoo_lm  # isort: skip
+
+    request = ModelRequest("zoo-lm:tiny-llama")
+    weights = zoo_lm.SOURCE.build(request).module.state_dict()
+
+    def model() -> nn.Module:
+        built = zoo_lm.architecture(zoo_lm.recipe_for(request))
+        built.load_state_dict(weights)
+        return built.eval()
+
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 256, (32, 129), generator=gen)
+    ctx = Context(
+        input_shape=(128,),
+        num_classes=256,
+        input_vocab=256,
+        calibration=lambda n: tokens[:n, :-1],
+        training=lambda: [(tokens[i : i + 8, :-1], tokens[i : i + 8, 1:]) for i in range(0, 32, 8)],
+        build_model=lambda name: zoo_lm.SOURCE.build_architecture("tiny-llama-small"),  # type: ignore[misc]
+    )
+    result = outcome(name, settings, model, ctx)
+    assert result == "compressed" or result.startswith("not applicable: ")
