@@ -41,6 +41,22 @@ from b2s_bench.sources import LoadedData, LoadedModel
 if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
     import torch
 
+
+__all__ = [
+    "BYTES",
+    "Document",
+    "PyDocConfig",
+    "Windows",
+    "byte_tokens",
+    "corpus_text",
+    "is_test",
+    "pydoc_root",
+    "spread",
+    "text_data",
+    "tokenizer_of",
+    "windows",
+]
+
 #: where Debian's python3.X-doc packages put the page sources (newest version first when several)
 PYDOC_GLOB = "/usr/share/doc/python3.*/html/_sources"
 PYDOC_WHERE = (
@@ -314,19 +330,3 @@ def corpus_text(split: str, root: str | None = None) -> list[Document]:
     if found is None:
         raise UserError(f"the Python documentation corpus was not found: {PYDOC_WHERE}")
     return split_documents(pydoc_documents(found), split)
-
-
-__all__ = [
-    "BYTES",
-    "Document",
-    "PyDocConfig",
-    "Windows",
-    "byte_tokens",
-    "corpus_text",
-    "is_test",
-    "pydoc_root",
-    "spread",
-    "text_data",
-    "tokenizer_of",
-    "windows",
-]
