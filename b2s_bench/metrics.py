@@ -306,9 +306,10 @@ class Evaluation:
         variance_ratio, bound_mse, ecsq_mse, gap_db, below_limit}}``, over the coded tensors; gaps are
         None at 16 bits per weight or more, ECSQ values None on tensors too small for them, see
         :func:`~b2s_bench.fitting.limits.ecsq_applies`) and ``details["weight_structure"]``
-        (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90}}`` of the original
-        tensors, computed once per distinct tensor: every cell of a model shares them, in a process
-        and through the cache folder ``$B2S_BENCH_CACHE/weight-structure-v1``),
+        (``{key: {autocorr_rows, autocorr_cols, low_freq_energy, effective_rank_90, outlier_ratio_cols,
+        outlier_ratio_rows, outlier_share}}`` of the original tensors, computed once per distinct tensor:
+        every cell of a model shares them, in a process and through the cache folder
+        ``$B2S_BENCH_CACHE/weight-structure-v2``),
         and returns the former; reports read both keys (a contract: keep them).
 
         Raises:

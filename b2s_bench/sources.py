@@ -65,8 +65,12 @@ class LoadedModel:
     num_classes: int
     checkpoint: str  # which weights: "random-init", a package and version, a file hash, a recipe hash
     label_space: str = ""  # "imagenet-1k", "fashion-mnist", ... (datasets check they match)
-    #: timm-style preprocessing: input_size, mean, std, crop_pct, interpolation
+    #: timm-style preprocessing: input_size, mean, std, crop_pct, interpolation (a language model: its
+    #: ``tokenize``, str -> list[int])
     data_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: a model that reads token ids (N×T int64, T up to ``input_shape[0]``): the vocabulary size; None
+    #: for float inputs (images)
+    input_vocab: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

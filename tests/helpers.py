@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import random
+import string
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,3 +70,13 @@ def image_context(build: Callable[[], torch.nn.Module], size: int = 32, classes:
         training=lambda: [(xs[i : i + 8], ys[i : i + 8]) for i in range(0, 32, 8)],
         build_model=lambda name: build(),
     )
+
+
+def fake_pydoc(root: Path, pages: int = 40) -> Path:
+    """A ``_sources`` folder of ``pages`` pages in two sub-folders, each 100 to 260 seeded random letters."""
+    for i in range(pages):
+        page = root / ("library" if i % 2 else "howto") / f"page{i}.rst.txt"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        words = random.Random(i).choices(string.ascii_lowercase + " ", k=100 + 40 * (i % 5))  # no two pages share text
+        page.write_text(f"Page {i}\n=======\n\n" + "".join(words))
+    return root

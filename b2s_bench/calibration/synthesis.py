@@ -378,6 +378,11 @@ def synthesize(
     """
     if ctx.input_shape is None:
         raise ValueError("data synthesis needs the model's input shape (ctx.input_shape)")
+    if ctx.input_vocab is not None:
+        raise NotApplicableError(
+            "data-free synthesis optimizes continuous inputs (images) against BatchNorm statistics; this model "
+            "reads discrete token ids (a language model), which gradient steps cannot synthesize"
+        )
     shape = tuple(ctx.input_shape)
     gen = ctx.generator(1000 + offset)
     sizes = _batch_sizes(config)

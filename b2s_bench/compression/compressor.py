@@ -85,6 +85,9 @@ class Context:
     track: str = "data-free"
     input_shape: tuple[int, ...] | None = None  # one example, e.g. (3, 224, 224)
     num_classes: int | None = None
+    #: the vocabulary of a model that reads token ids (a language model): its inputs are int64 ids in
+    #: [0, input_vocab), so :meth:`example_input` draws those, and image-like synthesis does not apply
+    input_vocab: int | None = None
     #: returns up to n unlabeled inputs (calibration track and up)
     calibration: Callable[[int], torch.Tensor] | None = None
     #: returns an iterable of (inputs, labels) batches from the training split (training track)
@@ -98,6 +101,10 @@ class Context:
         return torch.Generator().manual_seed(self.seed + offset)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
+        """``batch`` seeded inputs: Gaussian floats, or int64 token ids of a model with ``input_vocab``."""
         if self.input_shape is None:
             raise ValueError("this model has no known input shape")
+        if self.input_vocab is not None:
+            shape = (batch, *self.input_shape)
+            return torch.randint(0, self.input_vocab, shape, generator=self.generator(7)).to(self.device)
         return torch.randn(batch, *self.input_shape, generator=self.generator(7)).to(self.device)

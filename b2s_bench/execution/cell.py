@@ -252,6 +252,7 @@ class CellRunner:
             track=track,
             input_shape=tuple(model.input_shape),
             num_classes=model.num_classes,
+            input_vocab=model.input_vocab,
             calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
             training=data.training if data is not None and track == "training" else None,
             build_model=self._build_other_model,

@@ -431,8 +431,32 @@ def effective_rank(m: torch.Tensor, energy: float = 0.9) -> int:
     return int((torch.cumsum(s2, 0) < energy * total * (1 - 1e-12)).sum()) + 1
 
 
+#: a channel is an outlier when its L2 norm exceeds this many times the median channel norm of its tensor
+OUTLIER_FACTOR = 6.0
+
+
+def channel_outliers(m: torch.Tensor, factor: float = OUTLIER_FACTOR) -> dict[str, float]:
+    """Outlier channels of a 2-D weight (out × in): large language models' weights have a few input
+    channels (columns) and output channels (rows) with far larger norms than the rest, which a per-row
+    or per-tensor quantization scale pays for everywhere (the case for AWQ, SmoothQuant, GPTQ's groups).
+
+    Returns ``outlier_ratio_cols`` / ``outlier_ratio_rows``: the largest column / row L2 norm over the
+    median one (about 1.3 to 2 for an i.i.d. Gaussian matrix of a few hundred channels); and
+    ``outlier_share``: the share of all channels, rows and columns together, whose norm exceeds
+    ``factor`` × the median of its kind (0 for i.i.d. weights). A ratio is NaN when the median norm is 0."""
+    out: dict[str, float] = {}
+    counts = 0
+    for name, norms in (("cols", m.norm(dim=0)), ("rows", m.norm(dim=1))):
+        median = float(norms.median())
+        out[f"outlier_ratio_{name}"] = float(norms.max()) / median if median > 0 else math.nan
+        counts += int((norms > factor * median).sum()) if median > 0 else 0
+    out["outlier_share"] = counts / (m.shape[0] + m.shape[1])
+    return out
+
+
 def weight_structure(w: torch.Tensor) -> dict[str, float | int]:
-    """What a code could exploit beyond an i.i.d. model (a report contract: keep the keys)."""
+    """What a code could exploit beyond an i.i.d. model, and outlier channels that a fixed grid pays
+    for (a report contract: keep the keys)."""
     m = as_matrix(w)
     rows, cols = neighbour_autocorr(m)
     return {
@@ -440,6 +464,7 @@ def weight_structure(w: torch.Tensor) -> dict[str, float | int]:
         "autocorr_cols": cols,
         "low_freq_energy": low_frequency_energy(m),
         "effective_rank_90": effective_rank(m, 0.9),
+        **channel_outliers(m),
     }
 
 
@@ -459,7 +484,7 @@ def tensor_digest(w: torch.Tensor) -> str:
 
 
 #: the on-disk cache's folder name: bump it when :func:`weight_structure` changes what it computes
-STRUCTURE_CACHE = "weight-structure-v1"
+STRUCTURE_CACHE = "weight-structure-v2"
 
 
 def structure_of(
@@ -488,7 +513,15 @@ def _read_structure(path: Path) -> dict[str, float | int] | None:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    keys = {"autocorr_rows", "autocorr_cols", "low_freq_energy", "effective_rank_90"}
+    keys = {
+        "autocorr_rows",
+        "autocorr_cols",
+        "low_freq_energy",
+        "effective_rank_90",
+        "outlier_ratio_cols",
+        "outlier_ratio_rows",
+        "outlier_share",
+    }
     if not isinstance(value, dict) or set(value) != keys or not all(isinstance(v, (int, float)) for v in value.values()):
         return None
     return value

@@ -354,6 +354,8 @@ def _row(rec: Record) -> dict[str, Any]:
     row["coverage"] = float(share) if isinstance(share, (int, float)) else math.nan
     row["caveats"] = [str(c.get("message")) for c in details.get("caveats") or [] if isinstance(c, dict) and c.get("message")]
     row.update(_rate_distortion(details))
+    structure = details.get("weight_structure")
+    row["weight_structure"] = structure if isinstance(structure, dict) else {}
     return row
 
 

@@ -206,6 +206,10 @@ def _apply_data(value: str | None) -> None:
 def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
     register(
         b2s.CliOption(
-            "--data", ("run", "validate"), _apply_data, "ImageNet root (overrides the suite's root: and $B2S_IMAGENET)", "DIR"
+            "--data",
+            ("run", "validate"),
+            _apply_data,
+            "the data root: ImageNet's ROOT/val/, WikiText-2's ROOT/wikitext-2-raw-v1/ (overrides the suites' root:)",
+            "DIR",
         )
     )

@@ -20,8 +20,15 @@ def kd_loss(
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    """(1 − α)·CE(y, σ(z_s)) + α·τ²·KL(σ(z_t/τ) ‖ σ(z_s/τ)); the KD term alone without labels."""
+    """(1 − α)·CE(y, σ(z_s)) + α·τ²·KL(σ(z_t/τ) ‖ σ(z_s/τ)); the KD term alone without labels.
+
+    Sequence outputs (a language model's N×T×V logits, N×T next tokens) count every position as an
+    example: both terms are means over the N·T positions."""
     t = temperature
+    if student_logits.dim() > 2:
+        student_logits = student_logits.reshape(-1, student_logits.shape[-1])
+        teacher_logits = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        labels = None if labels is None else labels.reshape(-1)
     kl = (
         F.kl_div(
             F.log_softmax(student_logits / t, dim=-1),

@@ -69,6 +69,21 @@ def test_iid_weights_show_no_structure():
     assert abs(s["autocorr_rows"]) < 0.02 and abs(s["autocorr_cols"]) < 0.02
     assert s["low_freq_energy"] == pytest.approx(1 / 64, abs=0.005)  # (1/8)² of white noise's energy
     assert s["effective_rank_90"] > 0.6 * 128
+    assert s["outlier_share"] == 0 and 1 < s["outlier_ratio_cols"] < 1.5 and 1 < s["outlier_ratio_rows"] < 1.5
+
+
+def test_outlier_channels_are_measured_per_tensor():
+    """An LLM-like weight: 4 of 512 input channels (columns) 20x larger; then one output row 10x larger."""
+    w = gaussian(128, 512)
+    w[:, [3, 100, 200, 400]] *= 20
+    s = rd.weight_structure(w)
+    assert 15 < s["outlier_ratio_cols"] < 25 and s["outlier_ratio_rows"] < 3  # every row shares the columns
+    assert s["outlier_share"] == pytest.approx(4 / (128 + 512))  # 4 columns above 6x the median column
+    w = gaussian(128, 512)
+    w[7] *= 10
+    s = rd.weight_structure(w)
+    assert 8 < s["outlier_ratio_rows"] < 12 and s["outlier_share"] == pytest.approx(1 / (128 + 512))
+    assert rd.channel_outliers(rd.as_matrix(torch.zeros(4, 4)))["outlier_share"] == 0  # no median: no outlier
 
 
 def test_smooth_weights_are_structured_and_a_low_frequency_code_goes_below_the_limit():
@@ -150,6 +165,9 @@ def test_the_limits_metric_fills_the_report_contract(plugins: Plugins):
         "autocorr_cols",
         "low_freq_energy",
         "effective_rank_90",
+        "outlier_ratio_cols",
+        "outlier_ratio_rows",
+        "outlier_share",
     }
     a = detail["tensors"]["a.weight"]
     assert a["rate"] == pytest.approx(ev.compressed.codes["a.weight"].bits().total / (128 * 256))

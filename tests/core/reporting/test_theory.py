@@ -236,3 +236,29 @@ def test_rate_distortion_table(tmp_path) -> None:  # type: ignore[no-untyped-def
     assert q["limit [dB]"] == pytest.approx(10 * np.log10(0.5 / 16)) and q["weight error [dB]"] == pytest.approx(-10)
     assert q["gap [dB]"] > 0 and q["flag"] == ""
     assert table.loc["svd(rank=1)", "flag"] == BELOW_LIMIT  # 0.01 < 2^-2: below the limit at 1 bit
+
+
+def test_weight_structure_table_shows_outlier_channels_per_tensor(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fake_records import make_record
+
+    from b2s_bench.reporting.theory import WEIGHT_STRUCTURE, theory_sections, weight_structure_table
+
+    keys = {"autocorr_rows": 0.01, "autocorr_cols": 0.02, "low_freq_energy": 0.02, "effective_rank_90": 90}
+    outliers = {"outlier_ratio_cols": 21.5, "outlier_ratio_rows": 1.4, "outlier_share": 4 / 640}
+    frame, metas = _frame(
+        tmp_path,
+        [
+            make_record("quantize(bits=4)", details={"weight_structure": {"a.weight": {**keys, **outliers}}}),
+            make_record("prune(sparsity=0.5)", "pruning", details={"weight_structure": {"a.weight": keys}}),
+        ],
+    )
+    table = weight_structure_table(frame)
+    assert table["tensor"].tolist() == ["a.weight"]
+    row = table.iloc[0]
+    assert row["max/median col norm"] == 21.5 and row["outlier channels [%]"] == pytest.approx(0.625)
+    assert WEIGHT_STRUCTURE in [title for title, _ in theory_sections(frame, metas)]
+    # records made before outliers were measured give no table
+    old, _ = _frame(
+        tmp_path / "old", [make_record("prune(sparsity=0.5)", "pruning", details={"weight_structure": {"a.weight": keys}})]
+    )
+    assert weight_structure_table(old).empty
