@@ -25,7 +25,17 @@ if TYPE_CHECKING:  # importing this module loads no torch: what needs it imports
 
 from .tasks import AGGREGATES, TaskSpec
 
-__all__ = ["MetricSpec", "TaskSpec", "Evaluation", "NotApplicable", "run_model", "ROLES", "AGGREGATES", "default_metrics"]
+__all__ = [
+    "MetricSpec",
+    "TaskSpec",
+    "Evaluation",
+    "NotApplicable",
+    "run_model",
+    "ROLES",
+    "AGGREGATES",
+    "REPARAMETRIZED",
+    "default_metrics",
+]
 
 #: What a metric may declare itself: in a suite's metrics when it lists none ("default"), a
 #: candidate for the quality axis of Pareto plots and equal-bits verdicts ("primary", ordered by
@@ -34,6 +44,12 @@ ROLES = ("default", "primary", "check")
 
 
 NO_WEIGHT_PAIRS = "no tensor was replaced with its shape kept (e.g. distillation or structured pruning)"
+
+#: The key of a compressor's ``info`` (or of a pipeline stage's entry) saying why its decoded weights are
+#: an equivalent reparametrization of the dense ones (per-channel scales folded from one layer into
+#: another, as AWQ and SmoothQuant do), so that no weight-by-weight comparison with the dense tensors
+#: measures it: the weight metrics and the rate–distortion limits are then not applicable, with this reason.
+REPARAMETRIZED = "reparametrized"
 
 
 class NotApplicable(Exception):
@@ -247,8 +263,26 @@ class Evaluation:
         return self.compressed.size()
 
     @functools.cached_property
+    def reparametrized(self) -> str | None:
+        """Why the decoded weights cannot be compared one by one with the dense ones (the
+        :data:`REPARAMETRIZED` entry of the compressor's info or of any pipeline stage's), or None."""
+        info = self.compressed.info
+        stages = info.get("stages")
+        for entry in [info, *(stages if isinstance(stages, list) else [])]:
+            why = entry.get(REPARAMETRIZED) if isinstance(entry, Mapping) else None
+            if why:
+                return (
+                    f"the weights were reparametrized: {why}; "
+                    "a weight-by-weight error against the dense model does not measure the method"
+                )
+        return None
+
+    @functools.cached_property
     def coded_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(key, original, decoded) for every tensor the compressor replaced and kept the shape of."""
+        """(key, original, decoded) for every tensor the compressor replaced and kept the shape of; empty
+        when the weights were :attr:`reparametrized`."""
+        if self.reparametrized:
+            return []
         original = self.baseline.module.state_dict()
         decoded = self.compressed.state_dict()
         pairs = []
@@ -269,7 +303,7 @@ class Evaluation:
         shape (distillation, structured pruning): such models have no weight-by-weight comparison.
         """
         if not self.coded_pairs:
-            self.weight_pairs_missing = NO_WEIGHT_PAIRS
+            self.weight_pairs_missing = self.reparametrized or NO_WEIGHT_PAIRS
             return []
         module = self.baseline.module
         original = module.state_dict()
@@ -313,13 +347,14 @@ class Evaluation:
         and returns the former; reports read both keys (a contract: keep them).
 
         Raises:
-            NotApplicable: no tensor was replaced with its shape kept (distillation, structured pruning).
+            NotApplicable: no tensor was replaced with its shape kept (distillation, structured pruning),
+                or the weights were :attr:`reparametrized`.
         """
         if "rate_distortion" in self.details:
             return self.details["rate_distortion"]
         pairs = self.coded_pairs
         if not pairs:
-            raise NotApplicable(NO_WEIGHT_PAIRS)
+            raise NotApplicable(self.reparametrized or NO_WEIGHT_PAIRS)
         from .fitting import limits as rd
 
         start = time.perf_counter()

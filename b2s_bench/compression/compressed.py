@@ -110,7 +110,10 @@ class Compressed:
         replaced: original keys that count as compressed layers (default: the keys of ``codes``).
         architecture: model source name to rebuild ``skeleton`` when loading, if it differs
             from the original model (a distillation student).
-        info: compressor facts for the record (per-layer ranks, chosen budgets, ...).
+        info: compressor facts for the record (per-layer ranks, chosen budgets, ...). A compressor whose
+            decoded weights are an equivalent reparametrization of the dense ones (scales folded from
+            one layer into another) says why under ``info["reparametrized"]``
+            (:data:`b2s_bench.metrics.REPARAMETRIZED`): weight metrics and limits are then not applicable.
         activations: simulated activation quantization: layer name -> (low, high) range of its
             input, fake-quantized to ``activation_bits`` at evaluation. Activation bits do not
             change the weight storage; each range is counted as 2 x 32 bits of metadata.

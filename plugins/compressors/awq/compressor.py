@@ -14,6 +14,7 @@ from torch import nn
 
 from b2s_bench import Code, Compressed, Context, inference_state, skeleton_of, weight_layers
 from b2s_bench.calibration import BlockStep, calibrate_blocks
+from b2s_bench.metrics import REPARAMETRIZED
 
 from .codes import AWQCode
 from .config import AWQConfig
@@ -162,6 +163,8 @@ def compress(model: nn.Module, config: AWQConfig, ctx: Context) -> Compressed:
             "clipped_layers": len(run.clipped),
             "unscaled": sorted(set(names) - set(run.scales)),  # α = 0, grouped convolutions, layers not reached
         }
+        if info["folded_layers"]:
+            info[REPARAMETRIZED] = f"AWQ folded per-channel scales into {info['folded_layers']} layer(s)' predecessors"
         return compressed_from(model, dict(codes), working_state(model), info)
     finally:
         run.restore()

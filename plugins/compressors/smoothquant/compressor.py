@@ -11,6 +11,7 @@ from torch import nn
 
 from b2s_bench import Code, Compressed, Context
 from b2s_bench.calibration import BlockStep, calibrate_blocks
+from b2s_bench.metrics import REPARAMETRIZED
 
 from ..awq.compressor import calibration_setup, compressed_from, working_state
 from ..awq.fold import divide_rows, find_folds, prev_keys, scale_inputs, weight_of
@@ -92,6 +93,8 @@ def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compr
         "smoothed": done.groups,
         "activation_mode": config.activation_mode,
     }
+    if done.groups:
+        info[REPARAMETRIZED] = f"SmoothQuant migrated activation scales into the weights of {len(done.groups)} group(s)"
     reached = [n for n in names if n in done.peaks]
     if config.activation_mode == "dynamic":
         info["per_token_inputs"] = len(reached)

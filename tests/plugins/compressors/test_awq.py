@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 import b2s_bench as b2s
 from b2s_bench.compression.contract import check_storage
+from b2s_bench.metrics import REPARAMETRIZED
 from b2s_bench.testing import check_compressor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,6 +117,7 @@ def test_alpha_zero_is_round_to_nearest_exactly() -> None:
         assert type(code).__name__ == "UniformCode" and torch.equal(code.decode(), rtn.decode()), key
     for key, tensor in comp.raw.items():
         assert torch.equal(tensor, state[key]), key  # no norm was touched
+    assert REPARAMETRIZED not in comp.info  # nothing folded: the weights compare one by one
 
 
 def llama_folds() -> dict[tuple[str, ...], str | None]:
@@ -153,6 +155,7 @@ def test_folds_in_timms_vit() -> None:
     images = torch.randn(32, 3, 32, 32, generator=gen)
     comp = awq(model, images, group_size=32)
     assert comp.info["folded_layers"] >= 1
+    assert "folded" in comp.info[REPARAMETRIZED]  # the weight metrics and limits say not applicable
     with torch.no_grad():
         assert torch.isfinite(comp.module()(images[:4])).all()
 

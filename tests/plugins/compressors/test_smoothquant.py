@@ -180,3 +180,29 @@ def test_a_suite_runs_the_three_methods_and_awq_under_the_entropy_stage(write_su
         static["size"]["total_bits"]
         > by_label["smoothquant(calibration_samples=16, activation_mode=dynamic)"]["size"]["total_bits"]
     )
+
+
+def test_smoothed_weights_are_not_compared_weight_by_weight() -> None:
+    """Smoothing rewrites W as sW (and the norm as γ/s): the decoded weights are an equivalent
+    reparametrization, so the weight metrics and the limits say not applicable with the reason instead
+    of reporting the rescaling as error (the lm suite's first run showed 99 % relative weight error);
+    without smoothing the weights are compared as usual."""
+    from b2s_bench.metrics import REPARAMETRIZED, Evaluation, NotApplicable
+    from b2s_bench.sources import LoadedModel
+
+    torch.manual_seed(0)
+    model = OutlierBlock().eval()
+    dense = LoadedModel(copy.deepcopy(model), (8, 64), 10, "hand-made")
+
+    def evaluation(comp: b2s.Compressed) -> Evaluation:
+        return Evaluation(comp.module(), dense, comp, None, torch.device("cpu"), 1, lambda: {}, {"compress": 0.0})
+
+    smoothed = evaluation(run(copy.deepcopy(model), data(0)))
+    assert smoothed.compressed.info[REPARAMETRIZED]
+    assert smoothed.coded_pairs == [] and smoothed.weight_pairs == []
+    assert "reparametrized" in smoothed.weight_pairs_missing
+    with pytest.raises(NotApplicable, match="reparametrized"):
+        smoothed.limits()
+    plain = evaluation(run(copy.deepcopy(model), data(0), smooth=False))
+    assert REPARAMETRIZED not in plain.compressed.info
+    assert len(plain.coded_pairs) == 3 and plain.limits()["model"]["rate"] > 0
