@@ -153,7 +153,8 @@ def _table(table: pd.DataFrame, leaderboard: bool = False, places: dict[str, int
 def _figures(ctx: ReportContext) -> str:
     captions = {
         "pareto.png": "Primary metric against stored size (log scale), 95 % CI bars; the front is labelled, "
-        "the dashed line is the dense model.",
+        "the dashed line is the dense model. Hollow markers are rows marked † (a fit stopped on its budget): "
+        "never on the front; one beyond the axis is an arrow at the edge with its value.",
         "weights.png": "Weight error against stored bits per weight of the compressed layers; the red line "
         "is the i.i.d. Gaussian limit σ²/E·2^(−2R); red rings mark results below their own "
         "recorded bound (the bits shared out over the tensors, which can sit below the line).",

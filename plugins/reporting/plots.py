@@ -191,24 +191,37 @@ def pareto_png(ctx: ReportContext) -> bytes | None:
     return _png(fig)
 
 
+def _flagged(group: pd.DataFrame) -> pd.Series:
+    """Rows whose records carry caveats (a fit stopped on its budget, a failed fit: marked † in the
+    tables): not the method's result, so drawn hollow, never on the front and never stretching the axis."""
+    if "caveats" not in group:
+        return pd.Series(False, index=group.index)
+    return group["caveats"].apply(lambda c: bool(c) if isinstance(c, list | tuple) else False)
+
+
 def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> list[Any]:
     """Draw one model's panel; returns the front's labels (for :func:`_declutter` after the layout)."""
     mb = group["total_bits"] / BITS_PER_MB
+    flagged = _flagged(group)
     for fam, sub in group.groupby(group["family"].fillna("other"), sort=True):
         colour, marker = family_style(str(fam))
-        lo, hi = sub[f"ci_lo:{metric.name}"], sub[f"ci_hi:{metric.name}"]
-        err = [(sub[col] - lo).clip(lower=0).fillna(0), (hi - sub[col]).clip(lower=0).fillna(0)]
-        ax.errorbar(
-            sub["total_bits"] / BITS_PER_MB,
-            sub[col],
-            yerr=err,
-            ls="",
-            marker=marker,
-            color=colour,
-            ms=6,
-            elinewidth=0.8,
-            capsize=2,
-        )
+        for hollow, part in sub.groupby(flagged.loc[sub.index], sort=True):
+            lo, hi = part[f"ci_lo:{metric.name}"], part[f"ci_hi:{metric.name}"]
+            err = [(part[col] - lo).clip(lower=0).fillna(0), (hi - part[col]).clip(lower=0).fillna(0)]
+            ax.errorbar(
+                part["total_bits"] / BITS_PER_MB,
+                part[col],
+                yerr=err,
+                ls="",
+                marker=marker,
+                color=colour,
+                mfc="none" if hollow else colour,
+                ms=6,
+                elinewidth=0.8,
+                capsize=2,
+            )
+    _clip_flagged(ax, group, flagged, metric, col)
+    group = group[~flagged]
     front = group[pareto_front(group, col, metric.higher_is_better)].sort_values("total_bits")
     ax.step(front["total_bits"] / BITS_PER_MB, front[col], where="post", color="k", lw=0.8, alpha=0.6)
     names = short_labels([str(m) for m in front["method"]], 28)
@@ -236,6 +249,38 @@ def _pareto_panel(ax: Any, group: pd.DataFrame, metric: Any, col: str) -> list[A
     ax.set_ylabel(f"{metric.name} [{metric.unit}]" if metric.unit else metric.name)
     ax.grid(True, which="major", alpha=0.3)
     return texts
+
+
+def _clip_flagged(ax: Any, group: pd.DataFrame, flagged: pd.Series, metric: Any, col: str) -> None:
+    """Fit the y-axis to the rows without caveats (and their intervals); a flagged row beyond it is shown
+    at the edge by an arrow and its value, so one budget-limited fit cannot flatten every other point."""
+    if not flagged.any() or flagged.all():
+        return
+    kept = group[~flagged]
+    lows = pd.concat([kept[col], kept.get(f"ci_lo:{metric.name}", kept[col])]).dropna()
+    highs = pd.concat([kept[col], kept.get(f"ci_hi:{metric.name}", kept[col])]).dropna()
+    if lows.empty:
+        return
+    lo, hi = float(lows.min()), float(highs.max())
+    pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+    lo, hi = lo - pad, hi + pad
+    outside = group[flagged & ((group[col] > hi) | (group[col] < lo))]
+    if outside.empty:
+        return
+    ax.set_ylim(lo, hi)
+    for _, r in outside.iterrows():
+        above = float(r[col]) > hi
+        ax.annotate(
+            f"{float(r[col]):.3g} †",
+            xy=(float(r["total_bits"]) / BITS_PER_MB, hi if above else lo),
+            xytext=(0, -14 if above else 14),
+            textcoords="offset points",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color=family_style(str(r["family"] or "other"))[0],
+            arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 0.8},
+        )
 
 
 def _weight_points(table: pd.DataFrame) -> pd.DataFrame:

@@ -83,7 +83,7 @@ SPEC = CompressorSpec(
         b2s.lazy(".codes:AWQCode", __name__, kind="awq.scaled"),
     ),
     identity=None,  # none: its codes are 2-8 bits
-    version="1",
+    version="2",  # 2: info["reparametrized"] when scales were folded (weight metrics not applicable)
     quick={"calibration_samples": 16, "alpha_grid": 4, "clip_grid": 4, "search_tokens": 256, "clip_tokens": 64},
     description="AWQ (MLSys 2024): activation-aware per-channel scales (mean|x|^α, α searched), folded into "
     "the norm or previous layer or stored, auto-clip, INT4 g128 round-to-nearest",

@@ -67,7 +67,7 @@ SPEC = CompressorSpec(
     compress=b2s.lazy(".compressor:compress", __name__),
     codes=(b2s.lazy("..quantize.codes:UniformCode", __name__, kind="quantize.uniform"),),
     identity=None,  # none: its codes are 2-8 bits and its inputs quantized
-    version="1",
+    version="2",  # 2: info["reparametrized"] (weight metrics not applicable)
     quick={"calibration_samples": 16},
     description="SmoothQuant (ICML 2023): activation outliers migrated into the weights (alpha 0.5, folded into "
     "the norms), W8 per channel, A8 per tensor static (or per token dynamic)",

@@ -71,3 +71,53 @@ def test_pareto_labels_do_not_overprint() -> None:
     labels = [t.get_text() for t in texts]
     assert len(set(labels)) == 10 and all(len(label) <= 28 for label in labels)
     plt.close(fig)
+
+
+def test_a_budget_limited_row_is_hollow_off_the_front_and_does_not_stretch_the_axis() -> None:
+    """A row with caveats (a fit stopped on its step budget, marked † in the tables) is not the method's
+    result: the lm suite's Big2Small at perplexity 42.7 flattened every other method into one line near 4.
+    It is drawn hollow, never labelled as the front, and the axis fits the other rows (it shows as an
+    arrow at the edge with its value)."""
+    metric = MetricMeta("perplexity", "", False, "quality")
+    rows = [
+        {"method": "dense", "family": "dense", "total_bits": 8e7, "metric:perplexity": 4.04, "dense": True, "caveats": []},
+        {
+            "method": "quantize(bits=4)",
+            "family": "quantization",
+            "total_bits": 1.2e7,
+            "metric:perplexity": 4.07,
+            "dense": False,
+            "caveats": [],
+        },
+        {
+            "method": "quantize(bits=3)",
+            "family": "quantization",
+            "total_bits": 0.9e7,
+            "metric:perplexity": 4.20,
+            "dense": False,
+            "caveats": [],
+        },
+        {
+            "method": "big2small(steps=1000)",
+            "family": "inr",
+            "total_bits": 0.6e7,
+            "metric:perplexity": 42.7,
+            "dense": False,
+            "caveats": ["2 of 2 INR fit(s) stopped on the step budget"],
+        },
+    ]
+    table = pd.DataFrame(rows)
+    for name in ("ci_lo:perplexity", "ci_hi:perplexity"):
+        table[name] = table["metric:perplexity"] + (-0.1 if "lo" in name else 0.1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    texts = _pareto_panel(ax, table, metric, "metric:perplexity")
+    labels = [t.get_text() for t in texts]
+    assert not any("big2small" in label for label in labels) and any("bits=3" in label for label in labels)
+    lo, hi = ax.get_ylim()
+    assert 3.8 < lo < 4.04 and 4.2 < hi < 5.0  # fitted to the rows without caveats
+    arrows = [t for t in ax.texts if t.get_text().endswith("†")]
+    assert [a.get_text() for a in arrows] == ["42.7 †"]
+    hollow = [line for line in ax.lines if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_ydata()) == [42.7]
+    plt.close(fig)
