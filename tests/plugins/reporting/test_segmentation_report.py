@@ -69,6 +69,7 @@ def seg_run(folder: Path) -> Path:
             method,
             family,
             model="zoo:seg-unet",
+            num_classes=1,  # one output channel: binary; 100 / 1 is no chance level for mIoU
             bits=bits,
             values={"miou": per_image(m, i), "dice": per_image(m + 0.03, i + 10)},
             details=preview(mask, truth, image),
