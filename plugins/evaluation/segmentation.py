@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import b2s_bench as b2s
 from b2s_bench import MetricSpec
 
-__all__ = ["TASK", "BOUNDARY_TOLERANCE", "boundary_metric", "METRICS"]
+__all__ = ["TASK", "SEGMENTATION", "BOUNDARY_TOLERANCE", "boundary_metric", "METRICS"]
 
 #: the task's name, as datasets declare it
 TASK = "segmentation"
@@ -57,7 +58,7 @@ BOUNDARY_TOLERANCE = 2
 _TASKS = frozenset({TASK})
 
 
-def _ref(name: str) -> Callable[..., float]:
+def _ref(name: str) -> Callable[..., Any]:
     return b2s.lazy(f".segmentation_eval:{name}", __package__)  # torch loads when a metric is computed
 
 
@@ -80,6 +81,7 @@ def boundary_metric(tolerance: int = BOUNDARY_TOLERANCE, name: str = "boundary_f
         version=f"1-tol{tolerance}",
         roles=frozenset({"primary"}),
         rank=50,
+        tasks=_TASKS,
     )
 
 
@@ -93,6 +95,7 @@ METRICS = [
         "mean IoU over present classes, per image then averaged (segmentation)",
         roles=frozenset({"default", "primary"}),
         rank=10,
+        tasks=_TASKS,
     ),
     MetricSpec(
         "macc",
@@ -103,6 +106,7 @@ METRICS = [
         "mean per-class pixel accuracy over the truth's classes, per image then averaged (segmentation)",
         roles=frozenset({"default", "primary"}),
         rank=40,
+        tasks=_TASKS,
     ),
     MetricSpec(
         "dice",
@@ -113,6 +117,7 @@ METRICS = [
         "Dice (foreground for binary masks), per image then averaged (segmentation)",
         roles=frozenset({"default", "primary"}),
         rank=15,
+        tasks=_TASKS,
     ),
     boundary_metric(),
     MetricSpec(
@@ -125,8 +130,22 @@ METRICS = [
         roles=frozenset({"default", "primary"}),
         rank=20,
         identity_target=99.999,
+        tasks=_TASKS,
     ),
 ]
+
+
+SEGMENTATION = b2s.TaskSpec(
+    TASK,
+    _ref("run"),
+    "one class per pixel: images N×3×H×W, masks N×H×W int64 (255 = ignore), logits N×C×H×W (C = 1: binary, "
+    "logit > 0); outputs uint8 class maps; miou, macc, dice, boundary_f and mask_agreement read them",
+)
+
+
+@b2s.hookimpl
+def b2s_register_tasks(register: Callable[[b2s.TaskSpec], None]) -> None:
+    register(SEGMENTATION)
 
 
 @b2s.hookimpl
