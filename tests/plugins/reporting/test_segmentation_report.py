@@ -4,11 +4,15 @@ plot and equal-bits verdicts; the mask grid drawn from the records' previews and
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from b2s_bench_plugins.evaluation import segmentation_preview as pv
 from b2s_bench_plugins.reporting.masks import DIFFERS, colour_mask, mask_grids
 from b2s_bench_plugins.reporting.page import render_page
@@ -137,3 +141,35 @@ def test_colours_mark_what_differs_from_the_dense_mask() -> None:
     assert out[0, 1].tolist() == list(DIFFERS) and out[1, 1].tolist() == [128, 128, 128]
     multi = colour_mask(np.array([[0, 1, 2]], np.uint8), 3)
     assert len({tuple(c) for c in multi[0].tolist()}) == 3  # three classes, three colours
+
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+#: after load: the natural size of each mask grid, as the browser decoded it
+PROBE = """<script>window.addEventListener('load', function () {
+  var sizes = Array.prototype.filter.call(document.images, function (i) { return i.alt.indexOf('masks:') === 0; })
+    .map(function (i) { return [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().right]; });
+  document.body.setAttribute('data-masks', JSON.stringify(sizes));
+});</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_mask_grid_shows_in_a_browser(tmp_path: Path) -> None:
+    folder = seg_run(tmp_path / "run")
+    assert run_cli("report", str(folder), "--format", "html") == 0
+    page = folder / "leaderboard.html"
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>", 1))
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'p'}"]
+        + ["--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    found = re.search(r'data-masks="([^"]*)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    ((width, height, right),) = json.loads(found.group(1).replace("&quot;", '"'))
+    assert width > 600 and height > 150 and right <= 1400  # decoded, and inside the window
