@@ -5,7 +5,8 @@ segmentation record keeps its predicted mask of one eval example, the example's 
 (``details.preview``, :mod:`b2s_bench_plugins.evaluation.segmentation_preview`), so the picture is drawn
 from the records alone. Per model and dataset: the input, the ground truth, the dense model's mask, then
 each method's (its first seed), labelled with the method and its stored size, the largest first; in a
-method's mask, pixels that differ from the dense model's mask are red. Binary masks are white on black;
+method's mask, pixels that differ from the dense model's mask are red (binary: foreground lost; blue:
+foreground added). Binary masks are white on black;
 more classes take matplotlib's "tab20" colours; pixels the truth ignores are grey.
 
 The HTML page embeds the grids (:mod:`.page`); the ``masks`` reporter writes them as ``masks-MODEL.png``.
@@ -27,18 +28,22 @@ from b2s_bench.reporting import BITS_PER_MB, ReportContext, short_labels
 from ..evaluation.segmentation_preview import decode_image, decode_mask
 from .plots import _png, _pyplot
 
-__all__ = ["COLUMNS", "DIFFERS", "mask_grids", "write_masks", "colour_mask"]
+__all__ = ["COLUMNS", "DIFFERS", "ADDED", "mask_grids", "write_masks", "colour_mask"]
 
 #: panels in one row of a grid
 COLUMNS = 6
-#: the colour of a pixel where a method's mask differs from the dense model's
+#: the colour of a pixel where a method's mask differs from the dense model's: foreground the dense
+#: model has and the method lost (or, with more than 2 classes, any other class)
 DIFFERS = (220, 30, 30)
+#: binary masks: foreground the method adds where the dense model has background
+ADDED = (40, 120, 255)
 _IGNORED = (128, 128, 128)
 
 
 def colour_mask(labels: np.ndarray, classes: int, reference: np.ndarray | None = None) -> np.ndarray:
     """An H×W class map as H×W×3 uint8: binary white on black, else "tab20"; ignored (255) grey; pixels
-    that differ from ``reference`` (the dense model's mask) in :data:`DIFFERS`."""
+    that differ from ``reference`` (the dense model's mask) in :data:`DIFFERS`, except binary foreground
+    the method adds, in :data:`ADDED`."""
     labels = np.asarray(labels)
     if classes <= 2:
         palette = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
@@ -51,6 +56,8 @@ def colour_mask(labels: np.ndarray, classes: int, reference: np.ndarray | None =
     out = table[labels]
     if reference is not None and reference.shape == labels.shape:
         out[labels != reference] = DIFFERS
+        if classes <= 2:
+            out[(labels == 1) & (reference == 0)] = ADDED
     return out
 
 

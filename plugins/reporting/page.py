@@ -174,7 +174,7 @@ def _figures(ctx: ReportContext) -> str:
 #: under each mask grid, after its title
 MASKS_CAPTION = (
     "The input, its ground truth, the dense model's mask and each method's (first seed), largest stored size "
-    "first; red: pixels where a method's mask differs from the dense model's."
+    "first; red: where a method's mask differs from the dense model's (binary masks: foreground lost; blue: foreground added)."
 )
 
 

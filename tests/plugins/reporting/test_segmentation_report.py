@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from b2s_bench_plugins.evaluation import segmentation_preview as pv
-from b2s_bench_plugins.reporting.masks import DIFFERS, colour_mask, mask_grids
+from b2s_bench_plugins.reporting.masks import ADDED, DIFFERS, colour_mask, mask_grids
 from b2s_bench_plugins.reporting.page import render_page
 from b2s_bench_plugins.reporting.plots import pareto_png
 from fake_records import make_record, write_run
@@ -134,11 +134,12 @@ def test_a_classification_run_has_no_mask_section(tmp_path: Path) -> None:
 
 
 def test_colours_mark_what_differs_from_the_dense_mask() -> None:
-    dense = np.array([[0, 1], [1, 255]], np.uint8)
-    method = np.array([[0, 0], [1, 255]], np.uint8)
+    dense = np.array([[0, 1, 0], [1, 255, 0]], np.uint8)
+    method = np.array([[0, 0, 1], [1, 255, 0]], np.uint8)
     out = colour_mask(method, 2, dense)
     assert out[0, 0].tolist() == [0, 0, 0] and out[1, 0].tolist() == [255, 255, 255]
-    assert out[0, 1].tolist() == list(DIFFERS) and out[1, 1].tolist() == [128, 128, 128]
+    assert out[0, 1].tolist() == list(DIFFERS) and out[0, 2].tolist() == list(ADDED)  # foreground lost, added
+    assert out[1, 1].tolist() == [128, 128, 128]  # ignored
     multi = colour_mask(np.array([[0, 1, 2]], np.uint8), 3)
     assert len({tuple(c) for c in multi[0].tolist()}) == 3  # three classes, three colours
 
