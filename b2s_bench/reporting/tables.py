@@ -339,6 +339,8 @@ def _row(rec: Record) -> dict[str, Any]:
         (s.get("curve") for s in details.get("stages") or [] if isinstance(s, dict) and s.get("curve")), None
     )
     row["curve"] = curve if isinstance(curve, dict) else {}
+    # what a task keeps for a picture of one example (a segmentation mask: details.preview), for reporters
+    row["preview"] = details.get("preview") if isinstance(details.get("preview"), dict) else {}
     for name, m in (rec.get("metrics") or {}).items():
         row[f"metric:{name}"] = _value(m)
     arrays = per_example_arrays(rec)

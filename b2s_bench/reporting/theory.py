@@ -126,12 +126,19 @@ def pareto_front(points: pd.DataFrame, y: str, higher_is_better: bool = True) ->
 def failure_level(row: pd.Series | dict[str, Any], dense: pd.Series | dict[str, Any] | None, metric: MetricMeta) -> float:
     """The value at or below which a method of this metric "fails": the higher of chance
     (100 / classes, for a % metric whose record gives the number of classes) and 10 % of the
-    dense model's value; NaN for lower-is-better metrics, which have no chance level here."""
+    dense model's value; NaN for lower-is-better metrics, which have no chance level here.
+
+    Chance is the hit rate of guessing one of the classes, so it applies to right/wrong outcomes per
+    example (top-1, agreement) or to a metric whose records keep no outcomes; a score per example (the
+    mIoU or Dice of each image, whose model may have 1 output channel) has only the dense model's level.
+    """
     if not metric.higher_is_better:
         return math.nan
     levels = []
     classes = row.get("num_classes")
-    if metric.unit == "%" and isinstance(classes, (int, float)) and classes and classes > 0:
+    runs = row.get(f"runs:{metric.name}")
+    scores = isinstance(runs, np.ndarray) and runs.dtype != np.bool_
+    if metric.unit == "%" and isinstance(classes, (int, float)) and classes and classes > 0 and not scores:
         levels.append(100.0 / float(classes))
     base = math.nan if dense is None else float(dense.get(f"metric:{metric.name}", math.nan))
     if math.isfinite(base):

@@ -22,6 +22,7 @@ import pandas as pd
 from b2s_bench import write_atomic
 from b2s_bench.reporting import NOT_APPLICABLE_TITLE, ReportContext
 
+from .masks import mask_grids
 from .paper import html_section
 from .plots import figures
 from .writers import column_decimals, fmt, intro
@@ -170,6 +171,25 @@ def _figures(ctx: ReportContext) -> str:
     return f"<section class='figures'>{''.join(parts)}</section>" if parts else ""
 
 
+#: under each mask grid, after its title
+MASKS_CAPTION = (
+    "The input, its ground truth, the dense model's mask and each method's (first seed), largest stored size "
+    "first; red: where a method's mask differs from the dense model's (binary masks: foreground lost; blue: foreground added)."
+)
+
+
+def _masks(ctx: ReportContext) -> str:
+    """The segmentation mask grids (:mod:`.masks`), one figure per model; "" when no record keeps a preview."""
+    parts = []
+    for title, data in mask_grids(ctx):
+        src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        parts.append(
+            f"<figure><img src='{src}' alt='masks: {html.escape(title, quote=True)}'>"
+            f"<figcaption>{html.escape(title)}. {html.escape(MASKS_CAPTION)}</figcaption></figure>"
+        )
+    return f"<h2>Masks</h2><section class='figures masks'>{''.join(parts)}</section>" if parts else ""
+
+
 def _description(folder: Path) -> str:
     """The suite's description as the run's ``run.json`` keeps it ("" when there is none)."""
     try:
@@ -193,6 +213,7 @@ def render_page(ctx: ReportContext) -> str:
         "<div id='columns'></div></details><span>Click a header to sort.</span></div>"
     )
     parts.append(_figures(ctx))
+    parts.append(_masks(ctx))
     for title, table in ctx.leaderboards():
         parts += [f"<h2>{html.escape(title)}</h2>", _table(table, leaderboard=True, places=column_decimals(table, ctx.metrics))]
         if "note" in table and table["note"].astype(bool).any():

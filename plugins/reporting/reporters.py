@@ -44,6 +44,12 @@ REPORTERS = [
         "per weight, with the Gaussian limit)",
     ),
     ReporterSpec(
+        "masks",
+        _lazy("masks", "write_masks"),
+        "masks-MODEL.png: per segmentation model, one image, its truth, the dense mask and each method's "
+        "(the HTML page embeds them)",
+    ),
+    ReporterSpec(
         "paper",
         _lazy("paper", "write_paper"),
         "paper.md and paper.json: published numbers (the Big2Small paper's tables, its baselines' papers) beside "

@@ -179,8 +179,8 @@ def _split_intervals(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flat(ctx: ReportContext) -> pd.DataFrame:
-    """Every raw field of every record (per-example outcomes left out: they are in the records)."""
-    frame = ctx.frame.drop(columns=["per_example", "clusters"], errors="ignore")
+    """Every raw field of every record (per-example outcomes and preview pictures left out: they are in the records)."""
+    frame = ctx.frame.drop(columns=["per_example", "clusters", "preview"], errors="ignore")
     if frame.empty:
         return frame
     return frame.sort_values(["model", "status", "track", "method", "cell_id"], kind="mergesort")
