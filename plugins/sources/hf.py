@@ -237,10 +237,10 @@ def _cached_models(pattern: str | None) -> list[str]:
     """Models in the local hub cache (what `pretrained: true` loads offline)."""
     if importlib.util.find_spec("huggingface_hub") is None:
         return []
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
-    try:
-        repos = scan_cache_dir().repos
+    try:  # the folder named at call time: some huggingface_hub releases bind the default at import
+        repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
     except Exception:  # no cache folder yet
         return []
     names = sorted(r.repo_id for r in repos if r.repo_type == "model")
