@@ -133,7 +133,7 @@ class SyntheticCarsConfig:
     height: int = 64
     width: int = 96
     seed: int = 0
-    train_cars: int = 48
+    train_cars: int = 40
     split: Literal["test", "train"] = "test"
 
     def __post_init__(self) -> None:
@@ -288,9 +288,9 @@ class _Pairs:
         image_path, mask_path = self.pairs[i]
         h, w = self.size
         with Image.open(image_path) as img:
-            rgb = np.asarray(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
+            rgb = np.array(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
         with Image.open(mask_path) as msk:
-            mask = np.asarray(msk.convert("L").resize((w, h), Image.Resampling.NEAREST)) > 0
+            mask = np.array(msk.convert("L").resize((w, h), Image.Resampling.NEAREST)) > 0
         return _normalise(rgb[None], self.model)[0], torch.from_numpy(mask.astype(np.int64))
 
 
