@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from .imagenet import OVERRIDE_ENV
 if TYPE_CHECKING:  # torch loads only when a function here needs it (registering imports none)
     import torch
 
-#: the task these datasets serve (``DatasetSpec.task``/``LoadedData.task`` once the core has the field)
+#: the task these datasets serve (the segmentation task plugin's name)
 TASK = "segmentation"
 IGNORE = 255  # the mask value no metric counts
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -58,11 +58,6 @@ HOWTO = (
     "unzip both into one folder ROOT so that ROOT/train/<car>_<NN>.jpg and ROOT/train_masks/<car>_<NN>_mask.gif "
     f"exist; then pass --data ROOT, set `root:` in the suite, or export {ENV}=ROOT"
 )
-
-
-def _task_fields(cls: type) -> dict[str, Any]:
-    """``{"task": TASK}`` where the core's class has a ``task`` field (the task-generic core), else {}."""
-    return {"task": TASK} if any(f.name == "task" for f in dataclasses.fields(cls)) else {}
 
 
 def _normalise(images: np.ndarray | torch.Tensor, model: LoadedModel) -> torch.Tensor:
@@ -185,7 +180,7 @@ def _synth_build(config: SyntheticCarsConfig, model: LoadedModel) -> LoadedData:
         lambda: _batches(*train(), 16, config.seed)(),
         f"procedural cars, {config.split} split ({cars} cars x {config.views} views, {height}x{width})",
         ids,
-        **_task_fields(LoadedData),
+        task=TASK,
     )
 
 
@@ -341,7 +336,7 @@ def _carvana_build(config: CarvanaConfig, model: LoadedModel) -> LoadedData:
         training,
         f"Carvana {config.split} cars at {root} ({len(chosen)} cars, {len(pairs)} images, {size[0]}x{size[1]})",
         ids,
-        **_task_fields(LoadedData),
+        task=TASK,
     )
 
 
@@ -354,41 +349,29 @@ def _carvana_problems(config: CarvanaConfig) -> list[str]:
     return [f"Carvana not found{where}: {HOWTO}"]
 
 
-def _spec(
-    name: str, config: type, build: Any, label_space: str, problems: Any, description: str, origin: Any = None
-) -> DatasetSpec:
-    fields: dict[str, Any] = {
-        "name": name,
-        "config": config,
-        "build": build,
-        "labeled": True,
-        "label_space": label_space,
-        "problems": problems,
-        "description": description,
-        "origin": origin,
-    }
-    return DatasetSpec(**fields, **_task_fields(DatasetSpec))
-
-
 DATASETS = [
-    _spec(
+    DatasetSpec(
         "carvana-synth",
         SyntheticCarsConfig,
         _synth_build,
+        True,
         "car-mask",
         None,
         "procedural Carvana stand-in: seeded cars with antennas and mirrors on textured backgrounds, "
         "16 views each, binary masks, 64x96 (offline)",
+        task=TASK,
     ),
-    _spec(
+    DatasetSpec(
         "carvana",
         CarvanaConfig,
         _carvana_build,
+        True,
         "car-mask",
         _carvana_problems,
         "Carvana (Kaggle carvana-image-masking-challenge train set) from ROOT/train and ROOT/train_masks, "
         "held-out cars by a hash of the car id",
         origin,
+        task=TASK,
     ),
 ]
 

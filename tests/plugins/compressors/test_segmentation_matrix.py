@@ -99,3 +99,25 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def test_every_compressor_compresses_the_zoo_unet_or_says_why_not(name: str) -> None:
     result = outcome(name, SETTINGS.get(name, {}))
     assert result == "compressed" or result.startswith("not applicable: "), result
+
+
+def test_distillation_of_per_pixel_logits_is_pixelwise() -> None:
+    """distill's KD loss on N x C x H x W: KL per pixel (over classes, or Bernoulli for C = 1), averaged
+    over pixels; the labels term skips ignored (255) pixels."""
+    from b2s_bench_plugins.compressors.distill import kd_loss
+
+    gen = torch.Generator().manual_seed(0)
+    z_s, z_t = torch.randn(2, 1, 4, 5, generator=gen), torch.randn(2, 1, 4, 5, generator=gen)
+    assert float(kd_loss(z_t, z_t, None, 2.0, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    p, q = torch.sigmoid(z_s / 2), torch.sigmoid(z_t / 2)
+    bernoulli = (q * (q / p).log() + (1 - q) * ((1 - q) / (1 - p)).log()).mean() * 4
+    assert float(kd_loss(z_s, z_t, None, 2.0, 1.0)) == pytest.approx(float(bernoulli), rel=1e-5)
+    masks = (torch.rand(2, 4, 5, generator=gen) > 0.5).long()
+    ignored = masks.clone()
+    ignored[0] = 255  # a whole image ignored: only the second image's pixels count in the labels term
+    second = nn.functional.binary_cross_entropy_with_logits(z_s[1:], masks[1:].unsqueeze(1).float())
+    assert float(kd_loss(z_s, z_t, ignored, 2.0, 0.0)) == pytest.approx(float(second), rel=1e-5)
+    multi_s, multi_t = torch.randn(2, 3, 4, 5, generator=gen), torch.randn(2, 3, 4, 5, generator=gen)
+    log_s, log_t = multi_s.log_softmax(1), multi_t.log_softmax(1)
+    per_pixel = (log_t.exp() * (log_t - log_s)).sum(1).mean()
+    assert float(kd_loss(multi_s, multi_t, None, 1.0, 1.0)) == pytest.approx(float(per_pixel), rel=1e-5)

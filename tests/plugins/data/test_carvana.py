@@ -43,7 +43,7 @@ def test_synthetic_cars_follow_the_segmentation_contract_and_group_views_by_car(
     assert 0.05 < float(y.float().mean()) < 0.5  # a car, not the whole picture
     assert data.num_examples == 12 and data.labeled
     assert data.clusters is not None and data.clusters.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert getattr(data, "task", carvana.TASK) == "segmentation"
+    assert data.task == "segmentation"
     cal = data.calibration(6)  # type: ignore[misc]
     assert cal.shape == (6, 3, 64, 96)
     xb, yb = next(iter(data.training()))  # type: ignore[misc]
