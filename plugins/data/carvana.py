@@ -115,12 +115,13 @@ class SyntheticCarsConfig:
     """The procedural Carvana stand-in (plugins/data/carvana_synth.py): seeded cars, each seen in
     ``views`` turntable poses, on textured backgrounds, with binary masks.
 
-    cars: cars evaluated (the held-out ``test`` split; ``views`` images each).
-    views: poses per car (Carvana photographs 16); views of one car form one cluster.
-    height, width: the image size; must match the model's input (the zoo UNet's recipe is 64 x 96).
-    seed: seeds every car; the test, train and calibration cars are separate random streams of it.
-    train_cars: cars of the train split, the only source of calibration and fine-tuning data.
-    split: which split is evaluated (``test``; ``train`` to measure fitting).
+    Attributes:
+        cars: cars evaluated (the held-out ``test`` split; ``views`` images each).
+        views: poses per car (Carvana photographs 16); views of one car form one cluster.
+        height, width: the image size; must match the model's input (the zoo UNet's recipe is 64 x 96).
+        seed: seeds every car; the test, train and calibration cars are separate random streams of it.
+        train_cars: cars of the train split, the only source of calibration and fine-tuning data.
+        split: which split is evaluated (``test``; ``train`` to measure fitting).
     """
 
     cars: int = 16
@@ -189,12 +190,13 @@ def _synth_build(config: SyntheticCarsConfig, model: LoadedModel) -> LoadedData:
 class CarvanaConfig:
     """Carvana's train images and masks from disk, split by car into a held-out test part.
 
-    root: the folder holding train/ and train_masks/ (or --data ROOT, or $B2S_CARVANA).
-    size: [height, width] the images and masks are resized to; None = the model's input size.
-    test_fraction: the share of cars held out (by a hash of the car id: see the module docstring).
-    split: which part is evaluated (``test``, the held-out cars; ``train`` only to measure fitting).
-    cars: evaluate only the first N cars of the split (sorted ids; all 16 views of each).
-    workers: image-decoding processes.
+    Attributes:
+        root: the folder holding train/ and train_masks/ (or --data ROOT, or $B2S_CARVANA).
+        size: [height, width] the images and masks are resized to; None = the model's input size.
+        test_fraction: the share of cars held out (by a hash of the car id: see the module docstring).
+        split: which part is evaluated (``test``, the held-out cars; ``train`` only to measure fitting).
+        cars: evaluate only the first N cars of the split (sorted ids; all 16 views of each).
+        workers: image-decoding processes.
     """
 
     root: str | None = None

@@ -43,13 +43,14 @@ def check_input_size(size: tuple[int, ...], multiple: int) -> None:
 class SegNetConfig:
     """Settings of a ``seg:`` network (the model's ``options:``).
 
-    width: channels of the first level, doubling per level (R2U-Net's paper: 16).
-    depth: poolings (the paper: 4).
-    t: R2U-Net's recurrent steps per recurrent convolutional layer (the paper: 2); r2unet only.
-    recurrent: R2U-Net's recurrent kernel: ``separate`` (the paper's Eq. 1) or ``shared`` (the public
-        implementation's one kernel on x + h); r2unet only.
-    classes: output channels (1: binary).
-    input_size: [height, width] of the inputs (datasets that resize, such as carvana, follow it).
+    Attributes:
+        width: channels of the first level, doubling per level (R2U-Net's paper: 16).
+        depth: poolings (the paper: 4).
+        t: R2U-Net's recurrent steps per recurrent convolutional layer (the paper: 2); r2unet only.
+        recurrent: R2U-Net's recurrent kernel: ``separate`` (the paper's Eq. 1) or ``shared`` (the public
+            implementation's one kernel on x + h); r2unet only.
+        classes: output channels (1: binary).
+        input_size: [height, width] of the inputs (datasets that resize, such as carvana, follow it).
     """
 
     width: int = 16

@@ -41,10 +41,11 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class SmpConfig:
     """Settings of an ``smp:`` model (the model's ``options:``).
 
-    encoder: smp's encoder name (``resnet34``, ``efficientnet-b0``, ``tu-<timm name>``, ...).
-    encoder_depth: encoder stages (3 to 5; input sizes must be multiples of 2**encoder_depth).
-    classes: output channels (1: binary, foreground where the logit is > 0).
-    input_size: [height, width] of the inputs (datasets that resize, such as carvana, follow it).
+    Attributes:
+        encoder: smp's encoder name (``resnet34``, ``efficientnet-b0``, ``tu-<timm name>``, ...).
+        encoder_depth: encoder stages (3 to 5; input sizes must be multiples of 2**encoder_depth).
+        classes: output channels (1: binary, foreground where the logit is > 0).
+        input_size: [height, width] of the inputs (datasets that resize, such as carvana, follow it).
     """
 
     encoder: str = "resnet34"

@@ -28,11 +28,15 @@ SEG_ZOO_VERSION = "1"  # bump when the training code changes results
 class UNetRecipe:
     """How the zoo's cars UNet is made. Every field is part of the cache key.
 
-    width: channels of the first level (doubling per level); depth: poolings.
-    image_height, image_width: the procedural images' size (the model's input size).
-    train_cars, views, data_seed: the ``carvana-synth`` train split it learns from.
-    epochs, batch_size, lr (OneCycle peak), weight_decay, seed: the optimisation.
-    dice_weight: the soft-Dice term's weight beside binary cross-entropy.
+    Attributes:
+        width: channels of the first level (doubling per level).
+        depth: poolings.
+        image_height, image_width: the procedural images' size (the model's input size).
+        dataset: the data it learns from (carvana-synth).
+        train_cars, views, data_seed: the ``carvana-synth`` train split it learns from.
+        epochs, batch_size, weight_decay, seed: the optimisation (AdamW, seeded batches and flips).
+        lr: the OneCycle schedule's peak learning rate.
+        dice_weight: the soft-Dice term's weight beside binary cross-entropy.
     """
 
     width: int = 8
