@@ -172,7 +172,7 @@ def _synth_build(config: SyntheticCarsConfig, model: LoadedModel) -> LoadedData:
         tx, _ = train()
         return tx[torch.randperm(tx.shape[0], generator=torch.Generator().manual_seed(config.seed))[:n]]
 
-    return LoadedData(
+    data = LoadedData(
         lambda batch_size: ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)),
         x.shape[0],
         True,
@@ -183,6 +183,21 @@ def _synth_build(config: SyntheticCarsConfig, model: LoadedModel) -> LoadedData:
         ids,
         task=TASK,
     )
+    setattr(data, "preview", preview_index(masks))  # noqa: B010 - the segmentation task reads it if present
+    return data
+
+
+def thin_pixels(masks: np.ndarray) -> np.ndarray:
+    """Per mask (N x H x W), its foreground pixels whose left and right neighbours are background:
+    the 1-pixel antennas and mirror stalks."""
+    m = masks.astype(bool)
+    return (m[:, :, 1:-1] & ~m[:, :, :-2] & ~m[:, :, 2:]).reshape(m.shape[0], -1).sum(1)
+
+
+def preview_index(masks: np.ndarray) -> int:
+    """The example the report's mask picture shows: the first with the most thin structure (an antenna
+    seen from the side), where compression errors show first."""
+    return int(np.argmax(thin_pixels(masks)))
 
 
 # -- carvana: the competition's images from disk ------------------------------------------------------------
