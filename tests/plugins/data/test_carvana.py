@@ -168,3 +168,32 @@ def test_the_carvana_suite_lists_its_cells_and_exits_3_without_data(
     assert "Carvana not found" in out.err
     assert run_cli("run", suite, "--out", str(tmp_path / "run"), "--quiet") == 3
     assert "Carvana not found" in capsys.readouterr().err
+
+
+def test_the_carvana_models_train_into_the_suites_weights_paths_and_then_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scripts/train_carvana.py on a fake Carvana folder and a tiny suite: it writes the checkpoint the
+    suite names, which then loads (validate: nothing missing) and scores the held-out cars."""
+    import importlib.util
+
+    root = fake_carvana(tmp_path / "carvana", cars=6, views=2, size=(32, 48))
+    suite = tmp_path / "tiny-carvana.yaml"
+    suite.write_text(
+        "suite: tiny-carvana\n"
+        "models:\n"
+        "  - {name: 'seg:r2unet', options: {width: 2, depth: 2, input_size: [16, 24]}, weights: w/r2unet.pth, label: r2unet}\n"
+        "dataset: {name: carvana, test_fraction: 0.4, workers: 0}\n"
+        "compressors:\n"
+        "  - {name: quantize, bits: 8}\n"
+        "metrics: [dice, bits]\n"
+    )
+    assert run_cli("validate", str(suite), "--data", str(root)) == 3  # the checkpoint is not there yet
+    assert "r2unet.pth" in capsys.readouterr().err
+    spec = importlib.util.spec_from_file_location("train_carvana", REPO / "scripts" / "train_carvana.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ((label, path, dice),) = script.train_models(suite, str(root), None, 2, 1e-2, "cpu", False)
+    assert label == "r2unet" and path == tmp_path / "w" / "r2unet.pth" and path.is_file() and 0.0 <= dice <= 100.0
+    assert run_cli("validate", str(suite), "--data", str(root)) == 0
