@@ -209,7 +209,8 @@ def b2s_register_cli_options(register: Callable[[b2s.CliOption], None]) -> None:
             "--data",
             ("run", "validate"),
             _apply_data,
-            "the data root: ImageNet's ROOT/val/, WikiText-2's ROOT/wikitext-2-raw-v1/ (overrides the suites' root:)",
+            "the data root: ImageNet's ROOT/val/, WikiText-2's ROOT/wikitext-2-raw-v1/, Carvana's ROOT/train/ and "
+            "ROOT/train_masks/ (overrides the suites' root:)",
             "DIR",
         )
     )

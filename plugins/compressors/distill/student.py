@@ -23,8 +23,15 @@ def kd_loss(
     """(1 − α)·CE(y, σ(z_s)) + α·τ²·KL(σ(z_t/τ) ‖ σ(z_s/τ)); the KD term alone without labels.
 
     Sequence outputs (a language model's N×T×V logits, N×T next tokens) count every position as an
-    example: both terms are means over the N·T positions."""
+    example: both terms are means over the N·T positions. Per-pixel logits (N x C x H x W,
+    segmentation) are distilled pixel by pixel, the KL averaged over pixels (the pixel-wise KD of
+    dense prediction): over the C classes for C > 1, and between the Bernoulli distributions σ(z/τ)
+    for C = 1 (binary masks, whose labels term is binary cross-entropy). Mask pixels labelled 255
+    (ignore) count in no labels term.
+    """
     t = temperature
+    if student_logits.dim() == 4:
+        return _dense_kd_loss(student_logits, teacher_logits, labels, t, alpha)
     if student_logits.dim() > 2:
         student_logits = student_logits.reshape(-1, student_logits.shape[-1])
         teacher_logits = teacher_logits.reshape(-1, teacher_logits.shape[-1])
@@ -42,6 +49,32 @@ def kd_loss(
     if labels is None:
         return kl
     return (1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * kl
+
+
+IGNORE = 255  # the mask value of pixels no loss counts
+
+
+def _dense_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None, t: float, alpha: float
+) -> torch.Tensor:
+    """:func:`kd_loss` for N x C x H x W logits, pixel by pixel."""
+    if student_logits.shape[1] == 1:  # binary: KL(Bernoulli(σ(z_t/τ)) ‖ Bernoulli(σ(z_s/τ))) per pixel
+        s, q = student_logits / t, torch.sigmoid(teacher_logits / t)
+        # KL = q log q + (1-q) log(1-q) - [q log σ(s) + (1-q) log σ(-s)]; the BCE of s against q minus q's entropy
+        entropy = F.binary_cross_entropy(q, q, reduction="none")
+        kl = (F.binary_cross_entropy_with_logits(s, q, reduction="none") - entropy).mean() * t * t
+        if labels is None:
+            return kl
+        keep = (labels != IGNORE).unsqueeze(1)
+        target = torch.where(keep, labels.unsqueeze(1), torch.zeros_like(labels.unsqueeze(1))).to(student_logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
+        return (1 - alpha) * (bce * keep).sum() / keep.sum().clamp_min(1) + alpha * kl
+    log_s = F.log_softmax(student_logits / t, dim=1)
+    log_t = F.log_softmax(teacher_logits / t, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1).mean() * t * t
+    if labels is None:
+        return kl
+    return (1 - alpha) * F.cross_entropy(student_logits, labels, ignore_index=IGNORE) + alpha * kl
 
 
 def build_student(config: DistillConfig, teacher: nn.Module, ctx: Context) -> nn.Module:

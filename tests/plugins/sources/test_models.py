@@ -77,7 +77,7 @@ def test_zoo_bad_option_is_a_problem(plugins: Plugins) -> None:
     [found] = problems(plugins, "zoo:fmnist-cnn", options={"epoch": 1})
     assert "unknown setting 'epoch'" in found
     assert zoo.SOURCE.problems(ModelRequest("zoo:nothing")) == [
-        "unknown zoo model 'nothing' (available: fmnist-cnn, fmnist-cnn-small)"
+        "unknown zoo model 'nothing' (available: cars-unet, cars-unet-small, fmnist-cnn, fmnist-cnn-small)"
     ]
 
 

@@ -96,7 +96,7 @@ def test_every_zoo_model_of_the_shipped_suites_has_shipped_weights() -> None:
             if model.request.source == "zoo":
                 assert zoo.recipe_for(model.request).key() in zoo.SHIPPED, f"{path.name}: {model.request}"
                 seen.add(model.request.name)
-    assert seen == {"zoo:fmnist-cnn"}
+    assert seen == {"zoo:fmnist-cnn", "zoo:cars-unet"}
     student = zoo.SOURCE.build_architecture("fmnist-cnn-small")  # type: ignore[misc]
     assert isinstance(student, zoo.FashionCNN)
 
