@@ -10,7 +10,7 @@ from b2s_bench import Context
 
 from .config import DistillConfig
 
-__all__ = ["kd_loss", "build_student"]
+__all__ = ["kd_loss", "labels_loss", "build_student"]
 
 
 def kd_loss(
@@ -48,10 +48,27 @@ def kd_loss(
     )
     if labels is None:
         return kl
-    return (1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * kl
+    return (1 - alpha) * labels_loss(student_logits, labels) + alpha * kl
 
 
 IGNORE = 255  # the mask value of pixels no loss counts
+
+
+def labels_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The supervised loss of a model's outputs against the labels, for any task's layout: cross-entropy
+    over classes for N x C logits; over the N·T positions for N x T x V (a language model's next tokens);
+    pixel by pixel for N x C x H x W masks (binary cross-entropy of the foreground for C = 1); mask
+    pixels labelled 255 (ignore) count nowhere."""
+    if logits.dim() == 4:
+        if logits.shape[1] == 1:
+            keep = (labels != IGNORE).unsqueeze(1)
+            target = torch.where(keep, labels.unsqueeze(1), torch.zeros_like(labels.unsqueeze(1))).to(logits.dtype)
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            return (bce * keep).sum() / keep.sum().clamp_min(1)
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    if logits.dim() > 2:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    return F.cross_entropy(logits, labels)
 
 
 def _dense_kd_loss(
@@ -63,18 +80,11 @@ def _dense_kd_loss(
         # KL = q log q + (1-q) log(1-q) - [q log σ(s) + (1-q) log σ(-s)]; the BCE of s against q minus q's entropy
         entropy = F.binary_cross_entropy(q, q, reduction="none")
         kl = (F.binary_cross_entropy_with_logits(s, q, reduction="none") - entropy).mean() * t * t
-        if labels is None:
-            return kl
-        keep = (labels != IGNORE).unsqueeze(1)
-        target = torch.where(keep, labels.unsqueeze(1), torch.zeros_like(labels.unsqueeze(1))).to(student_logits.dtype)
-        bce = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
-        return (1 - alpha) * (bce * keep).sum() / keep.sum().clamp_min(1) + alpha * kl
+        return kl if labels is None else (1 - alpha) * labels_loss(student_logits, labels) + alpha * kl
     log_s = F.log_softmax(student_logits / t, dim=1)
     log_t = F.log_softmax(teacher_logits / t, dim=1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1).mean() * t * t
-    if labels is None:
-        return kl
-    return (1 - alpha) * F.cross_entropy(student_logits, labels, ignore_index=IGNORE) + alpha * kl
+    return kl if labels is None else (1 - alpha) * labels_loss(student_logits, labels) + alpha * kl
 
 
 def build_student(config: DistillConfig, teacher: nn.Module, ctx: Context) -> nn.Module:

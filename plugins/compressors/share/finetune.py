@@ -4,8 +4,9 @@ The indices stay as k-means left them; each shared value moves by the sum of the
 of every weight that shares it (the gather ``codebook[indices]`` back-propagates exactly that sum),
 with plain gradient steps ``c ← c − lr · Σ ∂L/∂w`` as the paper writes them. Our choices (the paper
 does not fix them): only the shared values train (biases, BatchNorm and raw tensors stay), the
-model runs in eval mode (BatchNorm statistics fixed), the loss is cross-entropy on the training
-split's labels, and a pinned zero centroid (``keep_zeros``) stays at 0.
+model runs in eval mode (BatchNorm statistics fixed), the loss is the supervised loss of the
+output's layout on the training split's labels (distill's ``labels_loss``: cross-entropy, per pixel
+for masks, per position for tokens), and a pinned zero centroid (``keep_zeros``) stays at 0.
 
 Two ways in: as the first stage, :func:`~.compressor.compress` fine-tunes the codebooks of the
 model's weights; as a later stage (after ``prune``, as in Deep Compression), :func:`refine` fine-tunes
@@ -25,6 +26,7 @@ from torch.func import functional_call
 
 from b2s_bench import Code, Compressed, Context
 
+from ..distill.student import labels_loss
 from .codes import ShareCode
 from .config import ShareConfig
 
@@ -80,7 +82,7 @@ def finetune_codebooks(
             shared = {k: books[k][indices[k]].reshape(codes[k].orig_shape) for k in codes}
             weights = shared if assemble is None else {k: w.to(device) for k, w in assemble(shared).items()}
             out = functional_call(model, weights, (x.to(device),), strict=False)
-            loss = nn.functional.cross_entropy(out, y.to(device))
+            loss = labels_loss(out, y.to(device))
             optimizer.zero_grad()
             loss.backward()
             for k, book in books.items():  # the pinned zero keeps pruned weights exactly zero

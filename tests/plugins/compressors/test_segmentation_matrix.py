@@ -121,3 +121,15 @@ def test_distillation_of_per_pixel_logits_is_pixelwise() -> None:
     log_s, log_t = multi_s.log_softmax(1), multi_t.log_softmax(1)
     per_pixel = (log_t.exp() * (log_t - log_s)).sum(1).mean()
     assert float(kd_loss(multi_s, multi_t, None, 1.0, 1.0)) == pytest.approx(float(per_pixel), rel=1e-5)
+
+
+def test_share_fine_tunes_its_centroids_on_masks() -> None:
+    """Trained quantization on a segmentation model: the supervised loss follows the output's layout
+    (binary cross-entropy per pixel for 1-channel logits, 255 ignored), not classification's
+    cross-entropy over one channel (which failed: "Target 1 is out of bounds")."""
+    plugins = load_plugins()
+    spec = plugins.compressors.get("share")
+    config = build_config(spec.config, {"bits": 2, "finetune_epochs": 1, "finetune_lr": 0.001}, owner="share")
+    comp = spec.compress(unet(), config, context())
+    facts = comp.info["finetune"]
+    assert facts["steps"] >= 1 and facts["epoch_loss"][-1] < facts["first_loss"]
