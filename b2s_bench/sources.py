@@ -119,6 +119,8 @@ class LoadedData:
             example is independent (ImageNet, Fashion-MNIST).
         task: the task of its examples: the runner sets it to its ``DatasetSpec.task`` after ``build``
             (the spec decides, as validation read it there).
+        preview: the index of the evaluation example a report pictures (segmentation's mask grid: an
+            image with thin structures shows what compression loses); 0 by default.
     """
 
     eval_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor | None]]]
@@ -130,6 +132,7 @@ class LoadedData:
     description: str = ""
     clusters: np.ndarray | None = None
     task: str = DEFAULT_TASK
+    preview: int = 0
 
     def __post_init__(self) -> None:
         if self.clusters is None:

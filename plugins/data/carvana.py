@@ -182,8 +182,8 @@ def _synth_build(config: SyntheticCarsConfig, model: LoadedModel) -> LoadedData:
         f"procedural cars, {config.split} split ({cars} cars x {config.views} views, {height}x{width})",
         ids,
         task=TASK,
+        preview=preview_index(masks),
     )
-    setattr(data, "preview", preview_index(masks))  # noqa: B010 - the segmentation task reads it if present
     return data
 
 

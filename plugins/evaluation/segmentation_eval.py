@@ -31,8 +31,8 @@ CPU_BATCH_PIXELS = 1 << 18
 
 
 def _preview_index(data: LoadedData) -> int:
-    """The eval example the report pictures: the dataset's ``preview`` (an attribute of its LoadedData), else 0."""
-    index = getattr(data, "preview", 0)
+    """The eval example the report pictures: the dataset's ``LoadedData.preview``."""
+    index = data.preview
     if not isinstance(index, int) or not 0 <= index < max(1, data.num_examples):
         raise ValueError(
             f"dataset {data.fingerprint!r}: preview = {index!r} is not an eval example index "

@@ -42,10 +42,7 @@ def toy_data(labeled: bool = True, preview: int | None = None) -> LoadedData:
     def batches(bs: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         return [(images[i : i + bs], masks[i : i + bs] if labeled else None) for i in range(0, N, bs)]
 
-    data = LoadedData(batches, N, labeled, "toy-seg", task="segmentation")
-    if preview is not None:
-        data.preview = preview  # type: ignore[attr-defined]  # a dataset may name the pictured example
-    return data
+    return LoadedData(batches, N, labeled, "toy-seg", task="segmentation", preview=preview or 0)
 
 
 def evaluation(plugins: Plugins, shift: float, data: LoadedData, batch_size: int = 2) -> Evaluation:
