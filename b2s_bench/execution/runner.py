@@ -188,7 +188,7 @@ class Runner:
             "file": self.suite.file,
             "command": self.options.command,
             "report": dataclasses.asdict(self.suite.report),
-            "metrics": list(self.suite.metrics),
+            "metrics": list(dict.fromkeys([*self.suite.metrics, *(m for e in self.suite.models for m in e.metrics or ())])),
             "cells": [c.id for c in self.all_cells],  # the whole suite, also under -k: reports show every cell
             "names": {c.id: c.name for c in self.all_cells},  # model and method, for `status`
             **(extra or {}),

@@ -232,7 +232,7 @@ def _model_cells(
                     label,
                     seed,
                     device,
-                    suite.metrics,
+                    suite.metrics if model.metrics is None else model.metrics,
                     fingerprint,
                     seeds,
                     activations,
@@ -248,9 +248,10 @@ def expand(suite: Suite, plugins: Plugins, device: str) -> list[Cell]:
         SuiteError: a grid value that a compressor's config rejects, located at its key.
     """
     pipelines = [(entry, _entry_pipelines(suite, plugins, entry, device)) for entry in suite.compressors]
-    metrics = [f"{m}@{plugins.metrics.get(m).version}" for m in suite.metrics]
     unique: dict[str, Cell] = {}
     for model in suite.models:
+        names = suite.metrics if model.metrics is None else model.metrics
+        metrics = [f"{m}@{plugins.metrics.get(m).version}" for m in names]
         for c in _model_cells(suite, plugins, model, device, pipelines, metrics):
             unique.setdefault(c.id, c)  # the same point listed twice runs once
     return list(unique.values())

@@ -69,7 +69,7 @@ TOP_KEYS = {
     "runtime": "batch size, latency repeats, artifacts, threads, the most cells a grid may make, executor settings",
     "activations": "W/A quantization of every compressor's model: bits, ranges (bn, synthetic, calibration), ...",
 }
-MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label")
+MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label", "metrics")
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds", "activations")
 DEVICES = ("auto", "cpu", "cuda")
 #: A suite's name names its results folder: no path separators, no "..", nothing hidden.
@@ -147,8 +147,9 @@ class _Parser:
         options = self.expect(raw.get("options", {}), dict, (*path, "options"), "a mapping of model options")
         dataset = self.dataset(raw["dataset"], (*path, "dataset")) if "dataset" in raw else None
         label = self.expect(raw.get("label", name), str, (*path, "label"), "a string")
+        metrics = self.names(raw["metrics"], self.plugins.metrics, (*path, "metrics"), "metric") if "metrics" in raw else None
         request = ModelRequest(name, pretrained, weights, dict(options))
-        return ModelEntry(request, dataset, label, path)
+        return ModelEntry(request, dataset, label, path, metrics)
 
     def stage(self, raw: Any, path: PathKey) -> StageEntry:
         if isinstance(raw, str):
@@ -272,7 +273,7 @@ class _Parser:
                 uses.append((self.plugins.datasets.get(dataset.name).task, model.label, ("dataset",)))
         return uses
 
-    def check_tasks(self, metrics: tuple[str, ...], uses: list[tuple[str, str, PathKey]]) -> None:
+    def check_tasks(self, metrics: tuple[str, ...], uses: list[tuple[str, str, PathKey]], at: PathKey = ("metrics",)) -> None:
         """Refuse a metric that does not serve the task of some model's dataset, at the metric's line."""
         for i, name in enumerate(metrics):
             spec = self.plugins.metrics.get(name)
@@ -283,11 +284,12 @@ class _Parser:
                 line = self.loc.where(where)[1]
                 served = ", ".join(sorted(spec.tasks or ()))
                 raise self.fail(
-                    ("metrics", i),
+                    (*at, i),
                     f"metric {name!r} serves {served} only, but model {label!r} is evaluated on a {task} dataset "
                     f"({key_path(where)}{f' on line {line}' if line else ''}); metrics that serve {task}: "
                     f"{', '.join(own) or 'none of its own'}, and the size, weight and time metrics of every task "
-                    f"(`b2s-bench ls metrics`). Remove {name!r} or give that model a dataset of a task it serves",
+                    f"(`b2s-bench ls metrics`). Remove {name!r}, give that model a dataset of a task it serves, "
+                    "or give the model entry its own `metrics:` (a suite that mixes tasks)",
                 )
 
     def count(self, raw: Any, path: PathKey) -> int:
@@ -367,7 +369,7 @@ class _Parser:
             self._activations = self.settings(ActivationSettings, data["activations"], ("activations",))
         comps_raw = self.expect(data["compressors"], list, ("compressors",), "a list of compressors")
         compressors = tuple(self.compressor(c, ("compressors", i)) for i, c in enumerate(comps_raw))
-        uses = self.task_uses(models, dataset)
+        uses = self.task_uses(tuple(m for m in models if m.metrics is None), dataset)
         metrics = self.names(
             data.get("metrics", default_metrics(self.plugins.metrics, {task for task, _, _ in uses})),
             self.plugins.metrics,
@@ -376,14 +378,18 @@ class _Parser:
         )
         if "metrics" in data:
             self.check_tasks(metrics, uses)
+        for model in models:
+            if model.metrics is not None:
+                self.check_tasks(model.metrics, self.task_uses((model,), dataset), (*model.path, "metrics"))
+        every = tuple(dict.fromkeys([*metrics, *(m for model in models for m in model.metrics or ())]))
         report = self.settings(ReportSettings, data.get("report", {}), ("report",))
         for key in ("formats", "plots"):
             for i, r in enumerate(getattr(report, key)):
                 self.lookup(self.plugins.reporters, r, ("report", key, i))
-        if report.sort_by is not None and report.sort_by not in metrics:
-            raise self.fail(("report", "sort_by"), f"sort_by must be one of the suite's metrics {list(metrics)}")
-        if report.primary is not None and report.primary not in metrics:
-            raise self.fail(("report", "primary"), f"primary must be one of the suite's metrics {list(metrics)}")
+        if report.sort_by is not None and report.sort_by not in every:
+            raise self.fail(("report", "sort_by"), f"sort_by must be one of the suite's metrics {list(every)}")
+        if report.primary is not None and report.primary not in every:
+            raise self.fail(("report", "primary"), f"primary must be one of the suite's metrics {list(every)}")
         runtime = self.runtime(data.get("runtime", {}))
         baseline = self.expect(data.get("baseline", True), bool, ("baseline",), "true or false")
         description = self.expect(data.get("description", ""), str, ("description",), "a string")

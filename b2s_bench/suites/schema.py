@@ -46,6 +46,9 @@ class ModelEntry:
     dataset: DatasetEntry | None
     label: str
     path: PathKey = dataclasses.field(compare=False, repr=False, default=())
+    #: the model's own metrics (a suite that mixes tasks: top-1 for a classifier, mIoU for a segmenter),
+    #: in place of the suite's ``metrics:``; None: the suite's
+    metrics: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -213,6 +213,38 @@ def test_a_model_entrys_own_dataset_is_checked_and_default_metrics_follow_the_ta
     assert "pixel_accuracy" in metrics and "bits" in metrics and "top1" not in metrics and "agreement" not in metrics
 
 
+def test_a_suite_that_mixes_tasks_gives_a_model_its_own_metrics(plugin: Path, tmp_path: Path) -> None:
+    """A classifier and a pixel model in one suite (the paper's tables: ImageNet and Carvana): the
+    model entry's own `metrics:` replaces the suite's for its cells; its metrics are checked against its
+    own task, at their own line; the run header lists every metric, and cells of the other models keep
+    the suite's (and their ids)."""
+    plugins = b2s.execution.load_plugins(files=[str(plugin)])
+    from b2s_bench.errors import SuiteError
+    from b2s_bench.suites.cells import expand
+    from b2s_bench.suites.load import load_suite
+
+    text = (
+        "suite: mixed\nmodels:\n  - name: zoo:fmnist-cnn\n  - name: pixnets:tiny\n    dataset: scenes\n"
+        "    metrics: [pixel_accuracy, bits]\ndataset: fashion-mnist\n"
+        "compressors: [{name: quantize, bits: 8}]\nmetrics: [top1, bits]\nreport: {primary: pixel_accuracy}\n"
+    )
+    (tmp_path / "mixed.yaml").write_text(text)
+    suite = load_suite(tmp_path / "mixed.yaml", plugins)
+    assert suite.metrics == ("top1", "bits") and suite.models[1].metrics == ("pixel_accuracy", "bits")
+    by_model = {c.model.label: c.metrics for c in expand(suite, plugins, "cpu")}
+    assert by_model == {"zoo:fmnist-cnn": ("top1", "bits"), "pixnets:tiny": ("pixel_accuracy", "bits")}
+    alone = tmp_path / "alone.yaml"  # the classifier's cells are the same as in a suite of its own
+    alone.write_text(
+        text.replace("  - name: pixnets:tiny\n    dataset: scenes\n    metrics: [pixel_accuracy, bits]\n", "").replace(
+            "report: {primary: pixel_accuracy}\n", ""
+        )
+    )
+    assert {c.id for c in expand(load_suite(alone, plugins), plugins, "cpu")} < {c.id for c in expand(suite, plugins, "cpu")}
+    (tmp_path / "bad.yaml").write_text(text.replace("metrics: [pixel_accuracy, bits]", "metrics: [bits, top1]"))
+    with pytest.raises(SuiteError, match=r"bad.yaml:6 models\[1\]\.metrics\[1\]: metric 'top1' serves classification only"):
+        load_suite(tmp_path / "bad.yaml", plugins)
+
+
 def test_a_dataset_of_an_unregistered_task_is_reported_and_refused(tmp_path: Path) -> None:
     path = tmp_path / "orphan.py"
     path.write_text(
