@@ -38,7 +38,8 @@ class GPTQConfig:
         batch_size: calibration inputs per forward (memory only: the statistics are the same).
         blocks: the block rule of the block-by-block pass: "auto" (a transformer's layers, chained;
             every other conv/linear layer on its own) or "layers" (every layer on its own).
-        skip_first / skip_last: leave the first / last conv or linear layer in fp32.
+        skip_first / skip_last: leave the first / last conv or linear layer in fp32
+            (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
     """
 
     bits: int = 4
@@ -52,7 +53,7 @@ class GPTQConfig:
     batch_size: int = 8
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
-    skip_last: bool = False
+    skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
 
     def __post_init__(self) -> None:
         check(isinstance(self.bits, int) and 2 <= self.bits <= 8, f"bits must be an int in 2..8, got {self.bits!r}", "bits")

@@ -37,7 +37,8 @@ class HQQConfig:
             (129 shifts within ±5 % of the mean scale, least mean |W − Ŵ|: hqq's ``scale_gridsearch``,
             off in hqq's defaults).
         scale_bits: stored precision of scales and zero points (16: hqq's fp16 compute dtype, or 32).
-        skip_first / skip_last: keep the first / last conv or linear layer in fp32.
+        skip_first / skip_last: keep the first / last conv or linear layer in fp32
+            (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
     """
 
     bits: int = 4
@@ -52,7 +53,7 @@ class HQQConfig:
     optimize_scale: bool = False
     scale_bits: int = 16
     skip_first: bool = False
-    skip_last: bool = False
+    skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
 
     def __post_init__(self) -> None:
         check(isinstance(self.bits, int) and 1 <= self.bits <= 8, f"bits must be an integer in 1..8, got {self.bits!r}", "bits")

@@ -47,7 +47,8 @@ class SparseGPTConfig:
         calibration_samples: calibration inputs used (the paper: 128 segments of 2048 tokens of C4).
         batch_size: calibration inputs per forward (memory only).
         blocks: the block rule of the block-by-block pass ("auto" or "layers", as gptq's).
-        skip_first / skip_last: leave the first / last conv or linear layer dense.
+        skip_first / skip_last: leave the first / last conv or linear layer dense
+            (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
 
     The paper's joint 50 % + 4-bit quantization is out of scope: stack ``quantize`` or ``gptq`` as
     a separate stage.
@@ -61,7 +62,7 @@ class SparseGPTConfig:
     batch_size: int = 8
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
-    skip_last: bool = False
+    skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")

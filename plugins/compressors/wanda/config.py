@@ -31,7 +31,8 @@ class WandaConfig:
         batch_size: calibration inputs per forward (memory only).
         blocks: the block rule of the block-by-block pass ("auto" or "layers", as gptq's); later
             blocks see the pruned earlier ones' outputs, as in the authors' code.
-        skip_first / skip_last: leave the first / last conv or linear layer dense.
+        skip_first / skip_last: leave the first / last conv or linear layer dense
+            (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
     """
 
     sparsity: float = 0.5
@@ -41,7 +42,7 @@ class WandaConfig:
     batch_size: int = 8
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
-    skip_last: bool = False
+    skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")

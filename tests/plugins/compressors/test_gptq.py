@@ -140,7 +140,7 @@ def test_a_conv_goes_through_im2col_and_beats_round_to_nearest_on_its_outputs() 
     conv = nn.Conv2d(8, 12, 3, padding=1, bias=False)
     smooth = torch.nn.functional.avg_pool2d(torch.randn(64, 8, 12, 12), 3, 1, 1)  # neighbouring pixels correlate
     model = nn.Sequential(conv)
-    config = GPTQConfig(bits=3, group_size=-1, scale_bits=32, calibration_samples=64)
+    config = GPTQConfig(bits=3, group_size=-1, scale_bits=32, calibration_samples=64, skip_last=False)  # its only layer
     ctx = b2s.Context(calibration=lambda n: smooth[:n])
     comp = SPEC.compress(model, config, ctx)
     code = comp.codes["0.weight"]
@@ -155,9 +155,13 @@ def test_a_conv_goes_through_im2col_and_beats_round_to_nearest_on_its_outputs() 
 def test_compress_leaves_the_model_alone_counts_exact_bits_and_needs_calibration() -> None:
     model = tiny_model(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    comp = SPEC.compress(model, GPTQConfig(calibration_samples=32), tiny_context(0))
+    comp = SPEC.compress(model, GPTQConfig(calibration_samples=32, skip_last=False), tiny_context(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert comp.info["layerwise"]["layers"] == 4 and comp.info["round_to_nearest"] == {}
+    default = SPEC.compress(model, GPTQConfig(calibration_samples=32), tiny_context(0))  # the authors': no head
+    assert default.info["layerwise"]["layers"] == 3 and sorted(comp.codes.keys() - default.codes.keys()) == [
+        "classifier.3.weight"
+    ]
     code = comp.codes["classifier.1.weight"]  # Linear(512, 64): 4 groups of 128 per row
     assert isinstance(code, UniformCode)
     assert code.bits().payload == 64 * 512 * 4 and code.bits().scales == 64 * 4 * (16 + 4)
