@@ -90,7 +90,7 @@ SPEC = CompressorSpec(
     # with RDO about 19 more, each a rounding, its thresholds and a sort's share
     cost=lambda config: 60.0 if config.rdo else 12.0,
     identity={"rate": MAX_RATE},  # the finest step, max|w|·2^-30, on layers up to 2^22 weights (MAX_RATE)
-    version="1",
+    version="2",  # 2: a tensor no step can code at the rate stays fp32 (was zeroed at the coarsest step)
     defaults_source=(
         "ours: 4 bits a weight after entropy coding, no RDO; RDO's λ = (ln 2/6)·Δ², the high-rate slope of a uniform quantizer"
     ),

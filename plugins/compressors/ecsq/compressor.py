@@ -52,9 +52,17 @@ def compress(model: nn.Module, config: ECSQConfig, ctx: Context) -> Compressed:
     state = model.state_dict()
     progress = ctx.progress(len(layers), "ecsq")
     codes: dict[str, Code] = {}
+    infeasible: list[str] = []
     for key in layers:
-        codes[key] = compress_tensor(key, state[key], config, ctx)
+        code = compress_tensor(key, state[key], config, ctx)
         progress.update()
+        entropy, model_bits = rate_of(code.q, config.model_count_bits)
+        if entropy + model_bits / max(code.q.numel(), 1) > config.rate / (1 - TARGET_TOLERANCE):
+            # no step meets the rate: the probability model alone costs more (a tensor of a few weights,
+            # such as a 1x1 head); its coarsest step would zero it, so it stays as it is (fp32)
+            infeasible.append(key)
+            continue
+        codes[key] = code
     progress.close()
     reached = rate_reached(codes.values(), config.model_count_bits)
     info: dict[str, Any] = {
@@ -64,6 +72,7 @@ def compress(model: nn.Module, config: ECSQConfig, ctx: Context) -> Compressed:
         "model_bits": reached["model_bits"],
         "fixed_width_bits_per_weight": reached["fixed_width_bits"],
         "rdo": config.rdo,
+        "left_raw": infeasible,  # tensors too small to meet the rate with their probability model
     }
     return Compressed.from_codes(model, codes, info=info)
 
