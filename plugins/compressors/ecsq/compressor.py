@@ -77,7 +77,7 @@ def compress(model: nn.Module, config: ECSQConfig, ctx: Context) -> Compressed:
     return Compressed.from_codes(model, codes, info=info)
 
 
-def compress_tensor(name: str, tensor: torch.Tensor, config: ECSQConfig, ctx: Context) -> Code:
+def compress_tensor(name: str, tensor: torch.Tensor, config: ECSQConfig, ctx: Context) -> ECSQCode:
     """One tensor at the asked rate (also as a later pipeline stage, e.g. on pruned values)."""
     found = search_step(tensor, config)
     return ECSQCode(found.q, found.step, tuple(tensor.shape))
