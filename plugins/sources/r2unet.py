@@ -34,6 +34,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .zoo_net import UNet
+
 __all__ = ["R2UNet", "RecurrentConv", "RRCU"]
 
 
@@ -78,9 +80,9 @@ class RRCU(nn.Module):
         return x + self.body(x)
 
 
-class R2UNet(nn.Module):
-    """R2U-Net: U-Net with RRCUs in place of its double convolutions. Inputs need H and W divisible
-    by 2^depth."""
+class R2UNet(UNet):
+    """R2U-Net: U-Net with RRCUs in place of its double convolutions (:class:`~.zoo_net.UNet` with
+    ``block`` an RRCU). Inputs need H and W divisible by 2^depth."""
 
     def __init__(
         self,
@@ -91,22 +93,4 @@ class R2UNet(nn.Module):
         in_channels: int = 3,
         classes: int = 1,
     ):
-        super().__init__()
-        widths = [width * 2**level for level in range(depth + 1)]
-        self.down = nn.ModuleList([RRCU(cin, cout, t, recurrent) for cin, cout in zip([in_channels, *widths[:-2]], widths[:-1])])
-        self.pool = nn.MaxPool2d(2)
-        self.bottom = RRCU(widths[-2], widths[-1], t, recurrent)
-        self.up = nn.ModuleList([nn.ConvTranspose2d(c, c // 2, 2, stride=2) for c in reversed(widths[1:])])
-        self.merge = nn.ModuleList([RRCU(c, c // 2, t, recurrent) for c in reversed(widths[1:])])
-        self.head = nn.Conv2d(width, classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottom(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
-            x = merge(torch.cat([skip, up(x)], dim=1))
-        return self.head(x)
+        super().__init__(width, depth, in_channels, classes, block=lambda cin, cout: RRCU(cin, cout, t, recurrent))

@@ -3,6 +3,8 @@ registering the zoo imports no torch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -58,14 +60,22 @@ class UNet(nn.Module):
     parameters) on 64 x 96 images.
     """
 
-    def __init__(self, width: int = 8, depth: int = 3, in_channels: int = 3, classes: int = 1):
+    def __init__(
+        self,
+        width: int = 8,
+        depth: int = 3,
+        in_channels: int = 3,
+        classes: int = 1,
+        block: Callable[[int, int], nn.Module] = _DoubleConv,
+    ):
+        """``block(cin, cout)``: the unit of every level (a double convolution; R2U-Net passes its RRCU)."""
         super().__init__()
         widths = [width * 2**level for level in range(depth + 1)]
-        self.down = nn.ModuleList([_DoubleConv(cin, cout) for cin, cout in zip([in_channels, *widths[:-2]], widths[:-1])])
+        self.down = nn.ModuleList([block(cin, cout) for cin, cout in zip([in_channels, *widths[:-2]], widths[:-1])])
         self.pool = nn.MaxPool2d(2)
-        self.bottom = _DoubleConv(widths[-2], widths[-1])
+        self.bottom = block(widths[-2], widths[-1])
         self.up = nn.ModuleList([nn.ConvTranspose2d(c, c // 2, 2, stride=2) for c in reversed(widths[1:])])
-        self.merge = nn.ModuleList([_DoubleConv(c, c // 2) for c in reversed(widths[1:])])
+        self.merge = nn.ModuleList([block(c, c // 2) for c in reversed(widths[1:])])
         self.head = nn.Conv2d(width, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
