@@ -24,9 +24,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import b2s_bench as b2s
 from b2s_bench import ConfigError, MissingPrerequisite, UnknownNameError, UserError, build_config, check
@@ -205,7 +205,7 @@ def top1(recipe: Recipe, state: dict[str, torch.Tensor]) -> float:
     return 100.0 * correct / x.shape[0]
 
 
-def save_weights(state: dict[str, torch.Tensor], recipe: Recipe | UNetRecipe, path: Path) -> None:
+def save_weights(state: dict[str, torch.Tensor], recipe: Any, path: Path) -> None:
     """Write a recipe's weights atomically. The metadata is the recipe alone (no timings, no host), so
     the same weights always make the same bytes, and so the same digest in cell ids."""
     from safetensors.torch import save_file
@@ -220,49 +220,97 @@ def save_weights(state: dict[str, torch.Tensor], recipe: Recipe | UNetRecipe, pa
         Path(tmp).unlink(missing_ok=True)
 
 
-def _train_into(recipe: Recipe | UNetRecipe, path: Path) -> None:
-    start = time.perf_counter()
-    save_weights(train(recipe), recipe, path)
-    print(f"trained zoo recipe {recipe.key()} in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr)
+@dataclasses.dataclass(frozen=True)
+class WeightFiles:
+    """Where a family of recipes keeps its weights, shipped or trained: the zoo's rule, shared by every
+    zoo source (``zoo``, ``zoo-lm``).
+
+    A recipe loads its shipped file (``WEIGHTS_DIR/<key>.safetensors``, verified against ``shipped``)
+    unless none ships or ``--retrain`` is given; else the cache's (``$B2S_BENCH_CACHE/<folder>/``),
+    trained and saved there on a miss.
+    """
+
+    prefix: str  # the source's name, in messages
+    shipped: Mapping[str, Any]  # recipe key -> its manifest entry (with ``sha256``)
+    folder: str  # under the cache
+    train: Callable[[Any], dict[str, torch.Tensor]]  # called on a miss (late-bound: tests may patch it)
+
+    def shipped_file(self, recipe: Any) -> Path | None:
+        """The package's weights file for this recipe; None when none is shipped (a changed recipe) or
+        under ``--retrain``."""
+        if _retrain or recipe.key() not in self.shipped:
+            return None
+        return WEIGHTS_DIR / f"{recipe.key()}.safetensors"
+
+    def verified(self, path: Path, recipe: Any) -> Path:
+        """``path`` once its SHA-256 matches the manifest: other bytes would give other results under the
+        same cell ids' recipe, so they are an error, never a silent fallback to training."""
+        expected = self.shipped[recipe.key()].sha256
+        fix = (
+            "reinstall b2s-bench (`pip install --force-reinstall --no-deps b2s-bench`, or `git checkout -- "
+            f"{path.name}` in plugins/sources/zoo_weights/ of a clone), or pass --retrain to `b2s-bench run` to "
+            "train the recipe here instead"
+        )
+        if not path.is_file():
+            raise MissingPrerequisite(
+                f"the shipped weights of {self.prefix} recipe {recipe.key()} are missing: no file {path}; {fix}"
+            )
+        got = b2s.sources.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
+        if got != expected:
+            raise MissingPrerequisite(
+                f"the shipped weights file {path} has SHA-256 {got}, but the manifest ({self.prefix} SHIPPED"
+                f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}"
+            )
+        return path
+
+    def cache_path(self, recipe: Any) -> Path:
+        return b2s.sources.cache_dir() / self.folder / f"{recipe.key()}.safetensors"
+
+    def train_into(self, recipe: Any, path: Path) -> None:
+        start = time.perf_counter()
+        save_weights(self.train(recipe), recipe, path)
+        print(f"trained {self.prefix} recipe {recipe.key()} in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr)
+
+    def file(self, recipe: Any) -> Path:
+        """The file a recipe loads: its shipped file (verified), else the cache's, trained on a miss."""
+        shipped = self.shipped_file(recipe)
+        if shipped is not None:
+            return self.verified(shipped, recipe)
+        path = self.cache_path(recipe)
+        if not path.is_file():
+            self.train_into(recipe, path)
+        return path
+
+    def fingerprint(self, recipe: Any) -> str:
+        """The recipe and the weights themselves: a model trained on another machine (other numerics,
+        other library versions) can differ under the same recipe, and must not reuse this machine's records."""
+        shipped = self.shipped_file(recipe)
+        path = shipped if shipped is not None else self.cache_path(recipe)
+        missing = "missing" if shipped is not None else "untrained"
+        return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.sources.file_digest(path)}" if path.is_file() else missing)
+
+    def prepare(self, recipe: Any) -> None:
+        """Make the weights a recipe loads exist here, so cell ids hash them: the shipped file is checked;
+        any other recipe is trained (once) and cached. Under --retrain the recipe is trained again (once
+        per process: the driver prepares before any worker runs, and workers then load the cache's file)."""
+        if _retrain and recipe.key() not in _retrained:
+            self.train_into(recipe, self.cache_path(recipe))
+            _retrained.add(recipe.key())
+            return
+        self.file(recipe)
+
+
+FILES = WeightFiles("zoo", SHIPPED, "zoo", lambda recipe: train(recipe))
 
 
 def shipped_file(recipe: Recipe | UNetRecipe) -> Path | None:
-    """The package's weights file for this recipe; None when none is shipped (a changed recipe) or under
-    ``--retrain``."""
-    if _retrain or recipe.key() not in SHIPPED:
-        return None
-    return WEIGHTS_DIR / f"{recipe.key()}.safetensors"
-
-
-def _verified(path: Path, recipe: Recipe | UNetRecipe) -> Path:
-    """``path`` once its SHA-256 matches the manifest: other bytes would give other results under the
-    same cell ids' recipe, so they are an error, never a silent fallback to training."""
-    expected = SHIPPED[recipe.key()].sha256
-    fix = (
-        "reinstall b2s-bench (`pip install --force-reinstall --no-deps b2s-bench`, or `git checkout -- "
-        f"{path.name}` in plugins/sources/zoo_weights/ of a clone), or pass --retrain to `b2s-bench run` to train "
-        "the recipe here instead"
-    )
-    if not path.is_file():
-        raise MissingPrerequisite(f"the shipped weights of zoo recipe {recipe.key()} are missing: no file {path}; {fix}")
-    got = b2s.sources.file_digest(path, 64)  # the whole SHA-256 (kept per process by path, size and mtime)
-    if got != expected:
-        raise MissingPrerequisite(
-            f"the shipped weights file {path} has SHA-256 {got}, but the manifest (zoo.SHIPPED"
-            f"[{recipe.key()!r}]) expects {expected}: the file is damaged or was replaced; {fix}"
-        )
-    return path
+    """The package's weights file for this recipe (:meth:`WeightFiles.shipped_file`)."""
+    return FILES.shipped_file(recipe)
 
 
 def weights_file(recipe: Recipe | UNetRecipe) -> Path:
-    """The file a recipe loads: its shipped file (verified), else the cache's, trained on a miss."""
-    shipped = shipped_file(recipe)
-    if shipped is not None:
-        return _verified(shipped, recipe)
-    path = _weights_path(recipe)
-    if not path.is_file():
-        _train_into(recipe, path)
-    return path
+    """The file a recipe loads (:meth:`WeightFiles.file`)."""
+    return FILES.file(recipe)
 
 
 def cached_weights(recipe: Recipe | UNetRecipe) -> dict[str, torch.Tensor]:
@@ -283,33 +331,15 @@ def _build(request: ModelRequest) -> LoadedModel:
 
 
 def _fingerprint(request: ModelRequest) -> str:
-    """The recipe and the weights themselves: a model trained on another machine (other numerics, other
-    library versions) can differ under the same recipe, and must not reuse this machine's records."""
-    recipe = recipe_for(request)
-    shipped = shipped_file(recipe)
-    path = shipped if shipped is not None else _weights_path(recipe)
-    missing = "missing" if shipped is not None else "untrained"
-    return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.sources.file_digest(path)}" if path.is_file() else missing)
-
-
-def _weights_path(recipe: Recipe | UNetRecipe) -> Path:
-    return b2s.sources.cache_dir() / "zoo" / f"{recipe.key()}.safetensors"
+    return FILES.fingerprint(recipe_for(request))
 
 
 def _prepare(request: ModelRequest) -> None:
-    """Make the weights a request loads exist here, so cell ids hash them: the shipped file is checked;
-    any other recipe is trained (once) and cached. Under --retrain the recipe is trained again (once
-    per process: the driver prepares before any worker runs, and workers then load the cache's file)."""
-    recipe = recipe_for(request)
-    if _retrain and recipe.key() not in _retrained:
-        _train_into(recipe, _weights_path(recipe))
-        _retrained.add(recipe.key())
-        return
-    weights_file(recipe)
+    FILES.prepare(recipe_for(request))
 
 
 def _cached(recipe: Recipe | UNetRecipe) -> bool:
-    return _weights_path(recipe).is_file()
+    return FILES.cache_path(recipe).is_file()
 
 
 def _problems(request: ModelRequest) -> list[str]:
@@ -320,7 +350,7 @@ def _problems(request: ModelRequest) -> list[str]:
     shipped = shipped_file(recipe)
     if shipped is not None:
         try:
-            _verified(shipped, recipe)
+            FILES.verified(shipped, recipe)
         except MissingPrerequisite as e:
             return [str(e)]
         return []

@@ -25,10 +25,7 @@ import fnmatch
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -228,65 +225,14 @@ def perplexity(recipe: LMRecipe, state: dict[str, torch.Tensor], limit: int | No
     return math.exp(total / test.targets.numel())
 
 
-def save_weights(state: dict[str, torch.Tensor], recipe: LMRecipe, path: Path) -> None:
-    """Write a recipe's weights atomically; the metadata is the recipe alone, so the same weights make the same bytes."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"recipe": json.dumps(dataclasses.asdict(recipe), sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _train_into(recipe: LMRecipe, path: Path) -> None:
-    start = time.perf_counter()
-    save_weights(train(recipe), recipe, path)
-    print(f"trained zoo-lm recipe {recipe.key()} in {time.perf_counter() - start:.0f} s -> {path}", file=sys.stderr)
-
-
-def shipped_file(recipe: LMRecipe) -> Path | None:
-    """The package's weights file for this recipe; None when none ships or under ``--retrain``."""
-    if zoo._retrain or recipe.key() not in SHIPPED:
-        return None
-    return zoo.WEIGHTS_DIR / f"{recipe.key()}.safetensors"
-
-
-def _verified(path: Path, recipe: LMRecipe) -> Path:
-    """``path`` once its SHA-256 matches :data:`SHIPPED` (other bytes are an error, never a silent retrain)."""
-    expected = SHIPPED[recipe.key()].sha256
-    fix = (
-        "reinstall b2s-bench (`pip install --force-reinstall --no-deps b2s-bench`, or `git checkout -- "
-        f"{path.name}` in plugins/sources/zoo_weights/ of a clone), or pass --retrain to `b2s-bench run` to train "
-        "the recipe here instead"
-    )
-    if not path.is_file():
-        raise MissingPrerequisite(f"the shipped weights of zoo-lm recipe {recipe.key()} are missing: no file {path}; {fix}")
-    got = b2s.sources.file_digest(path, 64)
-    if got != expected:
-        raise MissingPrerequisite(
-            f"the shipped weights file {path} has SHA-256 {got}, but zoo_lm.SHIPPED[{recipe.key()!r}] expects "
-            f"{expected}: the file is damaged or was replaced; {fix}"
-        )
-    return path
-
-
-def _weights_path(recipe: LMRecipe) -> Path:
-    return b2s.sources.cache_dir() / "zoo-lm" / f"{recipe.key()}.safetensors"
+#: the zoo's weight-file rule (shipped and verified, else cached and trained on a miss) for these recipes
+FILES = zoo.WeightFiles("zoo-lm", SHIPPED, "zoo-lm", lambda recipe: train(recipe))
+save_weights = zoo.save_weights
 
 
 def weights_file(recipe: LMRecipe) -> Path:
-    """The file a recipe loads: its shipped file (verified), else the cache's, trained on a miss."""
-    shipped = shipped_file(recipe)
-    if shipped is not None:
-        return _verified(shipped, recipe)
-    path = _weights_path(recipe)
-    if not path.is_file():
-        _train_into(recipe, path)
-    return path
+    """The file a recipe loads (:meth:`zoo.WeightFiles.file`)."""
+    return FILES.file(recipe)
 
 
 def _build(request: ModelRequest) -> LoadedModel:
@@ -307,22 +253,11 @@ def _bytes_space() -> str:
 
 
 def _fingerprint(request: ModelRequest) -> str:
-    """The recipe and the weights' bytes (a model trained elsewhere may differ under the same recipe)."""
-    recipe = recipe_for(request)
-    shipped = shipped_file(recipe)
-    path = shipped if shipped is not None else _weights_path(recipe)
-    missing = "missing" if shipped is not None else "untrained"
-    return f"recipe:{recipe.key()}:" + (f"sha256:{b2s.sources.file_digest(path)}" if path.is_file() else missing)
+    return FILES.fingerprint(recipe_for(request))
 
 
 def _prepare(request: ModelRequest) -> None:
-    """Make the weights exist here before cell ids hash them (train once per process under --retrain)."""
-    recipe = recipe_for(request)
-    if zoo._retrain and recipe.key() not in zoo._retrained:
-        _train_into(recipe, _weights_path(recipe))
-        zoo._retrained.add(recipe.key())
-        return
-    weights_file(recipe)
+    FILES.prepare(recipe_for(request))
 
 
 def _problems(request: ModelRequest) -> list[str]:
@@ -330,14 +265,14 @@ def _problems(request: ModelRequest) -> list[str]:
         recipe = recipe_for(request)
     except UserError as e:
         return [b2s.SuiteMistake(str(e), "" if isinstance(e, UnknownNameError) else "options")]
-    shipped = shipped_file(recipe)
+    shipped = FILES.shipped_file(recipe)
     if shipped is not None:
         try:
-            _verified(shipped, recipe)
+            FILES.verified(shipped, recipe)
         except MissingPrerequisite as e:
             return [str(e)]
         return []
-    if _weights_path(recipe).is_file() and not zoo._retrain:
+    if FILES.cache_path(recipe).is_file() and not zoo._retrain:
         return []
     from ..data.text import PYDOC_WHERE, pydoc_root
 
@@ -352,7 +287,7 @@ def _catalog() -> list[tuple[str, str, str]]:
         seeds = sorted(s.seed for s in SHIPPED.values() if s.name == name)
         if seeds:
             rows.append((name, f"shipped, seed {', '.join(map(str, seeds))} (other seeds train on first use)", OFFLINE))
-        elif _weights_path(recipe).is_file():
+        elif FILES.cache_path(recipe).is_file():
             rows.append((name, "trained here (cached)", OFFLINE))
         else:
             rows.append((name, "trained here on first use (needs python3-doc)", OFFLINE))
