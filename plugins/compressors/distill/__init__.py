@@ -61,6 +61,7 @@ SPEC = CompressorSpec(
     description="knowledge distillation into a smaller student: Hinton KD on real data, or data-free "
     "(DeepInversion-style inputs from the teacher's BN statistics)",
     uses_gpu=True,
+    cost=b2s.lazy(".config:cost", __name__),
     quick={
         "student": "tiny:cnn",
         "epochs": 1,

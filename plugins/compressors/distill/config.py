@@ -102,3 +102,20 @@ class DistillConfig:
 
 def data_track(config: DistillConfig) -> str:
     return "training" if config.data == "real" else "synthetic"
+
+
+def cost(config: DistillConfig) -> float:
+    """A cell's expected time in rounding passes (only the order a run starts its cells depends on it).
+
+    An epoch trains on a training split, several times the evaluation split and with a backward pass,
+    so one epoch is put above an INR fit's default (the ``inr`` family's 100): measured on the
+    embedded suite's CNN, 1 epoch took 23 s against Big2Small's 15 s and NeRN's 4.5 s. Synthesis adds
+    one pass per iteration and synthesized batch, counted at 1/20 (a small batch)."""
+    epochs = 120.0 * max(config.epochs, 1)
+    if config.steps:
+        epochs = min(epochs, config.steps / 4)  # a capped fit: a few hundred steps are seconds
+    synthesis = 0.0
+    if config.data == "synthetic":
+        batches = -(-config.synthetic_samples // config.synthetic_batch_size)
+        synthesis = config.synthetic_iterations * batches / 20
+    return 1.0 + epochs + synthesis

@@ -100,3 +100,13 @@ class _Observer:
     @b2s.hookimpl
     def b2s_after_cell(self, record: dict) -> None:
         self.seen.append(record["cell_id"])
+
+
+def test_the_embedded_suite_starts_its_three_fits_first_longest_first(plugins: Plugins, tmp_path: Path) -> None:
+    """With no timings yet (a fresh run), distillation's epoch, then the INR fits, then the rest: the
+    order their times take on the embedded suite's CNN (23 s, 15 s and 4.5 s; rounding cells 2–4 s)."""
+    from b2s_bench.suites.source import resolve_suite_path
+
+    ordered = longest_first(_cells(Path(resolve_suite_path(None)), plugins), tmp_path / "run", plugins)
+    first = [c.stages[0].name for c in ordered[:3]]
+    assert first[0] == "distill" and sorted(first[1:]) == ["big2small", "nern"], first
