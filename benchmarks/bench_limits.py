@@ -13,13 +13,21 @@ this process (``time.process_time``) on one thread, so that other work on a shar
 move the ratios; on an idle machine wall and CPU time agree.
 
     .venv/bin/python benchmarks/bench_limits.py [--images 64] [--threads 1]
+    .venv/bin/python benchmarks/bench_limits.py --records RUN_DIR [RUN_DIR ...]
+
+``--records``: the share measured by real cells instead, per model, from finished run folders (each
+record's ``timings.limits`` against its ``timings.total``): the goal's own terms, on the shipped models
+(``b2s-bench run`` for EfficientNet-Lite0 and the CNN, ``run segmentation`` for the UNet, ``run lm``
+for the language model).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -99,11 +107,44 @@ def bench(name: str, build: Callable[[], nn.Module], images: int) -> None:
         )
 
 
+def from_records(runs: list[Path]) -> None:
+    """The limits' share of real cells, per model, from run folders' records (``timings.limits`` over
+    ``timings.total``, both measured by the cell): all cells together and the worst cell; goal < 5 %."""
+    print("| run | model | cells | limits / cell time | worst cell | goal |")
+    print("|---|---|---|---|---|---|")
+    for run in runs:
+        per: dict[str, list[tuple[float, float, str]]] = {}
+        for path in sorted((run / "cells").glob("*.json")):
+            rec = json.loads(path.read_text())
+            timings = rec.get("timings") or {}
+            if "limits" in timings and timings.get("total"):
+                model = (rec.get("model") or {}).get("name", "?")
+                per.setdefault(model, []).append((float(timings["limits"]), float(timings["total"]), rec.get("label", "")))
+        for model, cells in per.items():
+            limits, total = sum(c[0] for c in cells), sum(c[1] for c in cells)
+            worst = max(cells, key=lambda c: c[0] / c[1])
+            print(
+                f"| {run.name} | {model} | {len(cells)} | {100 * limits / total:.1f} % of {total:.1f} s | "
+                f"{100 * worst[0] / worst[1]:.1f} % ({worst[2][:40]}, {worst[0]:.3f} of {worst[1]:.2f} s) | < 5 % |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="images of the evaluation pass")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="instead: the share in finished run folders' records, per model (e.g. a run of each suite of a shipped model)",
+    )
     args = parser.parse_args()
+    if args.records:
+        from_records(args.records)
+        return
     torch.set_num_threads(args.threads)
     bench("EfficientNet-Lite0", lite0, args.images)
     bench("ResNet-50", resnet50, args.images)
