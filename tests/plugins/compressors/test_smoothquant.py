@@ -240,3 +240,48 @@ def test_a_reloaded_artifact_is_the_model_that_was_evaluated(mode: str, tmp_path
     tolerance = 1e-6 * float(want.abs().max())
     assert float((got - want).abs().max()) <= tolerance
     assert float((unquantized - want).abs().max()) > 100 * tolerance  # the A8 quantizers matter here
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [
+        [("smoothquant", {"activation_mode": "dynamic"})],
+        [("smoothquant", {"activation_mode": "dynamic"}), ("entropy", {})],
+        [("smoothquant", {})],
+        [("awq", {"alpha_grid": 4, "search_tokens": 256, "clip_tokens": 64})],
+    ],
+    ids=["dynamic", "dynamic+entropy", "static", "awq"],
+)
+def test_a_llama_style_decoders_reloaded_artifact_is_the_evaluated_model(stages: list[Any], tmp_path: Any) -> None:
+    """The zoo's LLaMA-style decoder (RMSNorm the scales fold into, SwiGLU, RoPE): smoothquant in both modes,
+    as the first stage of a pipeline too (the entropy stage keeps the quantizers), and awq (folds, stored
+    scales): the artifact loaded onto a freshly built decoder computes the logits that were evaluated."""
+    from b2s_bench_plugins.sources.zoo_lm_net import TinyLlama
+
+    from b2s_bench.execution import load_plugins
+    from b2s_bench.execution.cell import apply_stage
+
+    plugins = load_plugins()
+
+    def decoder() -> nn.Module:
+        torch.manual_seed(0)
+        return TinyLlama(vocab=64, dim=32, layers=2, heads=2, hidden=64, context=16).eval()
+
+    tokens = torch.randint(0, 64, (32, 16), generator=torch.Generator().manual_seed(1))
+    context = b2s.Context(seed=0, track="calibration", input_shape=(16,), calibration=lambda n: tokens[:n])
+    (first, settings), *later = stages
+    spec = plugins.compressors.get(first)
+    comp = spec.compress(decoder(), b2s.build_config(spec.config, {"calibration_samples": 32, **settings}, owner=first), context)
+    for name, later_settings in later:
+        stage = plugins.compressors.get(name)
+        comp = apply_stage(comp, stage, b2s.build_config(stage.config, later_settings, owner=name), context)
+    assert comp.info.get("stages", [comp.info])[0].get("reparametrized")  # scales were folded into the norms
+    comp.save(str(tmp_path / "artifact"))
+    loaded = b2s.Compressed.load(str(tmp_path / "artifact"), decoder(), plugins.code_types())
+    test = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = comp.module(fresh=False)(test), loaded.module()(test)
+    assert loaded.size().total_bits == comp.size().total_bits
+    assert loaded.token_activations == comp.token_activations
+    assert len(comp.token_activations) == (15 if settings.get("activation_mode") == "dynamic" else 0)  # 7 a block, the head
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
