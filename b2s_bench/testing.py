@@ -6,6 +6,7 @@ call it from your plugin's tests too.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tempfile
@@ -208,7 +209,11 @@ def check_compressor(spec: CompressorSpec, settings: Mapping[str, Any] | None = 
       :data:`b2s_bench.compression.sizes.ARTIFACT_ALLOWANCE_BYTES` is byte padding only), and the artifact's
       tensor bytes, read back from the file, fit in the model's total;
     - each code's counted ``metadata`` is ``b2s.header_bits(meta())`` (the header rule);
-    - save and load round-trips the decoded state exactly;
+    - save and load round-trips the decoded state exactly, and the artifact loaded onto a freshly built
+      TinyCNN (not the compressed model's skeleton, which may carry hooks the compressor installed)
+      computes the compressed model's outputs: whatever changes how a layer runs (activation
+      quantizers) must be in the artifact (skipped for another architecture, a distilled student, which
+      its model source rebuilds);
     - each code's regularizer is a finite scalar and its network form (if any) decodes to its shape;
     - the result's coverage (:mod:`b2s_bench.compression.coverage`) is measured, and ``target`` (if set) returns a
       :class:`~b2s_bench.compression.coverage.Target` or None.
@@ -356,4 +361,14 @@ def _check_compressed(
         err = _states_equal(comp.state_dict(), loaded.state_dict())
         assert err == 0.0, f"{spec.name}: save/load changes the decoded weights by {err}"
         assert loaded.size().total_bits == size.total_bits
+        if comp.architecture is None:
+            fresh = Compressed.load(f"{tmp}/artifact", copy.deepcopy(model), code_types)
+            with torch.no_grad():
+                rebuilt = fresh.module()(x)
+            gap = float((rebuilt - out).abs().max())
+            assert gap <= 1e-5 * max(float(out.abs().max()), 1e-6), (
+                f"{spec.name}: the artifact loaded onto a freshly built model computes other outputs (by {gap}) than "
+                "the compressed model: store whatever changes how a layer runs (activation quantizers: "
+                "Compressed(activations=...) or token_activations=...) in the Compressed, not as hooks on its skeleton"
+            )
     return ContractReport(spec.name, identity_error, size.total_bits, disk, share)

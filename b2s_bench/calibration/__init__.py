@@ -10,7 +10,8 @@ statistics say about a layer's input, and activation ranges (public face).
   (:func:`analytic_shift`, :func:`measured_shifts`), and capturing inputs (:func:`layer_inputs`,
   :func:`run_hooked`);
 - :mod:`~b2s_bench.calibration.ranges`: activation ranges on data or from BN statistics, and
-  :func:`fake_quantize` (the core's activation quantizer);
+  :func:`fake_quantize` (the core's activation quantizer), :func:`fake_quantize_per_token` (its dynamic
+  per-token one);
 - :mod:`~b2s_bench.calibration.layerwise`: block-by-block calibration (:func:`find_blocks`,
   :func:`calibrate_blocks`, :class:`LayerStats`: Hessians 2·XᵀX/n with convolutions through im2col,
   per-channel mean/max |x|, column norms) and :func:`plan_peak_memory`: what GPTQ, SparseGPT, Wanda,
@@ -53,7 +54,7 @@ _EXPORTS = {
         )
     },
     **{name: "synthesis_settings" for name in ("SynthesisConfig", "ZEROQ", "DEEPINVERSION", "DSG")},
-    **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize")},
+    **{name: "ranges" for name in ("activation_ranges", "bn_activation_ranges", "fake_quantize", "fake_quantize_per_token")},
     **{name: "settings" for name in ("ActivationSettings", "RANGE_SOURCES", "RANGE_RULES")},
     "apply_activations": "stage",
     **{
@@ -106,7 +107,7 @@ if TYPE_CHECKING:
         plan_peak_memory,
         stats_reason,
     )
-    from .ranges import activation_ranges, bn_activation_ranges, fake_quantize
+    from .ranges import activation_ranges, bn_activation_ranges, fake_quantize, fake_quantize_per_token
     from .settings import RANGE_RULES, RANGE_SOURCES, ActivationSettings
     from .stage import apply_activations
     from .synthesis import (

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..compression.compressed import fake_quantize_per_token
 from .graph import bn_input_models, run_hooked
 
-__all__ = ["fake_quantize", "activation_ranges", "bn_activation_ranges"]
+__all__ = ["fake_quantize", "fake_quantize_per_token", "activation_ranges", "bn_activation_ranges"]
 
 
 def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:

@@ -63,7 +63,7 @@ def apply_activations(
         ValueError: when ``compressed`` already quantizes activations (a compressor's own setting):
             one of the two must go.
     """
-    if compressed.activations:
+    if compressed.activations or compressed.token_activations:
         raise ValueError(
             "this compressor already quantizes activations (its own activation setting); with the suite's "
             "`activations:` stage, leave the compressor's activation setting unset"

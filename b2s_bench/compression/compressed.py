@@ -22,7 +22,7 @@ from torch import nn
 
 from ..store.records import WRITE_ERRNOS, cannot_write, temp_tag, umask
 from .codes import Code, NestedCode
-from .sizes import FP32, SizeBreakdown, SizeReport, dtype_bits, inference_state
+from .sizes import FP32, SizeBreakdown, SizeReport, dtype_bits, header_bits, inference_state
 
 __all__ = [
     "Compressed",
@@ -34,6 +34,7 @@ __all__ = [
     "restore_code",
     "code_entry",
     "artifact_bytes",
+    "fake_quantize_per_token",
 ]
 
 
@@ -119,6 +120,14 @@ class Compressed:
             change the weight storage; each range is counted as 2 x 32 bits of metadata.
         activation_layer_bits: layers whose input has other bits than ``activation_bits`` (the last
             layer's 8 bits under SQuant's rule); each counted as 8 bits of metadata.
+        token_activations: dynamic activation quantization: layer name -> bits of a per-token
+            quantizer on its input (symmetric, each token's step max|x_token| / (2^(b-1) - 1) computed at
+            run time: :func:`fake_quantize_per_token`; a token is the channel vector of one position: the
+            last dimension of a linear layer's input, dimension 1 of a convolution's). Nothing is
+            calibrated, so no range is stored; which layers and their bits are: counted as a header,
+            ``header_bits(token_activations)`` (one 32-bit field a layer). A layer's input is quantized
+            by a static range or per token, never both. Saved in the artifact and rebuilt by
+            :meth:`module` like the static ranges, so a reloaded model is the evaluated one.
     """
 
     def __init__(
@@ -133,6 +142,7 @@ class Compressed:
         activations: Mapping[str, tuple[float, float]] | None = None,
         activation_bits: int | None = None,
         activation_layer_bits: Mapping[str, int] | None = None,
+        token_activations: Mapping[str, int] | None = None,
     ):
         overlap = set(codes) & set(raw)
         if overlap:
@@ -150,6 +160,16 @@ class Compressed:
         unknown = set(self.activation_layer_bits) - set(self.activations)
         if unknown:
             raise ValueError(f"activation bits for layers without a range: {sorted(unknown)[:5]}")
+        self.token_activations = {k: int(b) for k, b in (token_activations or {}).items()}
+        bad = {k: b for k, b in self.token_activations.items() if not 2 <= b <= 16}
+        if bad:
+            raise ValueError(f"token_activations: bits must be integers in 2..16, got {dict(sorted(bad.items())[:5])}")
+        twice = set(self.token_activations) & set(self.activations)
+        if twice:
+            raise ValueError(
+                f"layers with both a static activation range and a per-token quantizer (their input would be "
+                f"quantized twice): {sorted(twice)[:5]}; keep one of the two"
+            )
         self._decoded: dict[str, torch.Tensor] | None = None
         if self.activations and not activation_bits:
             raise ValueError("activation ranges need activation_bits")
@@ -181,6 +201,7 @@ class Compressed:
             self.activations,
             self.activation_bits,
             self.activation_layer_bits,
+            self.token_activations,
         )
 
     def with_activations(
@@ -198,6 +219,7 @@ class Compressed:
             ranges,
             bits,
             layer_bits,
+            self.token_activations,
         )
         if self._decoded is not None:
             out._decoded = self._decoded  # the same codes: no second decode
@@ -239,6 +261,9 @@ class Compressed:
             fresh: build on a copy of the skeleton. False builds into the skeleton itself (the
                 runner does, once per cell, to save a copy); later calls still work, and every
                 model built carries exactly one set of activation quantizers.
+
+        The activation quantizers (static ranges, per-token ones) are forward pre-hooks on the named
+        layers, installed after any deployed replacement (which takes the layer's input as it is).
         """
         model = copy.deepcopy(self.skeleton) if fresh or deployed else self.skeleton
         _remove_activation_quantizers(model)  # a skeleton built into before carries the earlier set
@@ -248,9 +273,6 @@ class Compressed:
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise RuntimeError(f"compressed state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        for layer_name, (lo, hi) in self.activations.items():
-            bits = self.activation_layer_bits.get(layer_name, self.activation_bits or 8)
-            model.get_submodule(layer_name).register_forward_pre_hook(_ActivationQuantizer(lo, hi, bits))
         if deployed:
             for key, code in self.codes.items():
                 layer_name = key.rpartition(".")[0]
@@ -259,6 +281,13 @@ class Compressed:
                 if new is not None:
                     parent_name, _, child = layer_name.rpartition(".")
                     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        for layer_name, (lo, hi) in self.activations.items():
+            bits = self.activation_layer_bits.get(layer_name, self.activation_bits or 8)
+            model.get_submodule(layer_name).register_forward_pre_hook(_ActivationQuantizer(lo, hi, bits))
+        for layer_name, bits in self.token_activations.items():
+            layer = self.skeleton.get_submodule(layer_name)  # the original layer type sets the channel dimension
+            dim = 1 if isinstance(layer, nn.modules.conv._ConvNd) else -1
+            model.get_submodule(layer_name).register_forward_pre_hook(_TokenQuantizer(bits, dim))
         return model.eval()
 
     def size(self) -> SizeReport:
@@ -274,7 +303,10 @@ class Compressed:
         }
         total = code_bits + SizeBreakdown(
             raw=sum(raw_bits.values()),
-            metadata=64 * len(self.activations) + 8 * len(self.activation_layer_bits) + sum(shape_bits.values()),
+            metadata=64 * len(self.activations)
+            + 8 * len(self.activation_layer_bits)
+            + (header_bits(self.token_activations) if self.token_activations else 0)
+            + sum(shape_bits.values()),
         )
         baseline = FP32 * sum(_numel(s) for s in self.original_shapes.values())
         layers_baseline = FP32 * sum(_numel(self.original_shapes[k]) for k in self.replaced if k in self.original_shapes)
@@ -303,6 +335,7 @@ class Compressed:
             activations={k: tuple(v) for k, v in manifest.get("activations", {}).items()},
             activation_bits=manifest.get("activation_bits"),
             activation_layer_bits=manifest.get("activation_layer_bits", {}),
+            token_activations=manifest.get("token_activations", {}),
         )
 
 
@@ -319,10 +352,29 @@ class _ActivationQuantizer:
         return (q * self.scale + self.low, *args[1:])
 
 
+def fake_quantize_per_token(x: torch.Tensor, bits: int, dim: int = -1) -> torch.Tensor:
+    """Symmetric dynamic quantization of each token of ``x`` (its slice along ``dim``, the channels) to
+    ``bits``: step max|x_token| / (2^(b-1) - 1), at least 1e-5 (as SmoothQuant's per-token quantizer),
+    values clamped to [-2^(b-1), 2^(b-1) - 1] steps. The core's per-token activation quantizer."""
+    top = 2 ** (bits - 1) - 1
+    step = (x.abs().amax(dim=dim, keepdim=True) / top).clamp(min=1e-5)
+    return torch.clamp(torch.round(x / step), -top - 1, top) * step
+
+
+class _TokenQuantizer:
+    """Forward pre-hook: :func:`fake_quantize_per_token` on a layer's input."""
+
+    def __init__(self, bits: int, dim: int):
+        self.bits, self.dim = bits, dim
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (fake_quantize_per_token(args[0], self.bits, self.dim), *args[1:])
+
+
 def _remove_activation_quantizers(model: nn.Module) -> None:
     for module in model.modules():
         for handle_id, hook in list(module._forward_pre_hooks.items()):
-            if isinstance(hook, _ActivationQuantizer):
+            if isinstance(hook, (_ActivationQuantizer, _TokenQuantizer)):
                 del module._forward_pre_hooks[handle_id]
 
 
@@ -411,6 +463,8 @@ def save_compressed(compressed: Compressed, path: str | os.PathLike[str]) -> int
     }
     if compressed.activation_layer_bits:  # absent when empty: artifacts without it read the same
         manifest["activation_layer_bits"] = compressed.activation_layer_bits
+    if compressed.token_activations:  # likewise
+        manifest["token_activations"] = compressed.token_activations
     # bytes first, written by Python: a full disk is then an OSError with its errno (save_file's is not)
     blob, text = save(tensors), json.dumps(manifest, indent=1, sort_keys=True)
     tmp: Path | None = None

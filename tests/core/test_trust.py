@@ -26,7 +26,7 @@ import b2s_bench as b2s
 
 @dataclasses.dataclass(frozen=True)
 class Cfg:
-    lie: str = "none"     # none | byte | bit | quarter | nan
+    lie: str = "none"     # none | byte | bit | quarter | nan | header | hook
 
 @dataclasses.dataclass
 class Int4Code(b2s.Code):
@@ -74,6 +74,8 @@ def compress_tensor(w, lie):
 def compress(model, config, ctx):
     state = model.state_dict()
     codes = {k: compress_tensor(state[k].detach().cpu(), config.lie) for k in b2s.weight_layers(model)}
+    if config.lie == "hook":  # changes how a layer runs on the in-memory model only: not in the artifact
+        model.classifier[-1].register_forward_pre_hook(lambda module, args: (args[0] * 0.5,))
     return b2s.Compressed.from_codes(model, codes)
 
 SPEC = b2s.CompressorSpec("liar", "quantization", "data-free", Cfg, compress, codes=(Int4Code,))
@@ -97,6 +99,13 @@ def test_check_compressor_catches_a_compressor_that_under_counts(liar: Any, lie:
     b2s.testing.check_compressor(liar)  # the honest setting passes
     with pytest.raises(AssertionError, match="size accounting"):
         b2s.testing.check_compressor(liar, {"lie": lie})
+
+
+def test_a_compressor_whose_evaluated_model_is_not_its_artifact_fails(liar: Any) -> None:
+    """A hook on the compressed model's skeleton (SmoothQuant's per-token quantizers once were) runs at
+    evaluation but is not stored: the artifact loaded onto a freshly built model computes something else."""
+    with pytest.raises(AssertionError, match="loaded onto a freshly built model computes other outputs"):
+        b2s.testing.check_compressor(liar, {"lie": "hook"})
 
 
 def test_a_header_that_counts_less_than_its_meta_holds_fails(liar: Any) -> None:

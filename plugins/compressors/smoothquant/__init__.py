@@ -8,13 +8,14 @@ into the norm's weight and bias: free) and W multiplied by s, an exact rewrite b
 per output channel (quantize's UniformCode; per tensor by setting, the paper's O1-O3) and A8 on every
 quantized layer's input: static per tensor (O3, the default; symmetric, max|X| from the calibration
 inputs after smoothing; applied at evaluation by the core's activation quantizer and counted, 64 bits a
-range) or dynamic per token (O1 in the authors' code; forward pre-hooks on the model, nothing stored).
+range) or dynamic per token (O1 in the authors' code; the core's per-token quantizer,
+``Compressed(token_activations=...)``: no scales stored, which layers and their bits are, 32 bits a layer).
 
 Ours (documented where made): the matmuls inside attention (BMM inputs, quantized in the paper's O1-O3)
 stay at full precision; every conv/linear layer's input is quantized, the first and last included (the
 suite's ``activations:`` stage keeps SQuant's exceptions; do not add it on top: with static ranges the
-core refuses, with dynamic ones the inputs would be quantized twice). Dynamic quantizers live on the
-in-memory model: an artifact loaded onto a fresh architecture evaluates without them.
+core refuses either way). Both kinds of activation quantizer are part of the artifact: one loaded onto a
+freshly built architecture computes what was evaluated.
 
 The package: :mod:`.config`, :mod:`.smoothing`, :mod:`.compressor`, and here its registration.
 """
@@ -31,12 +32,11 @@ from .config import SmoothQuantConfig
 
 if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use (torch)
     from .compressor import Smoothed, compress, smooth
-    from .smoothing import TokenQuantizer, smoothing_scale, static_range, weight_maxima
+    from .smoothing import smoothing_scale, static_range, weight_maxima
 
 __all__ = [
     "SPEC",
     "SmoothQuantConfig",
-    "TokenQuantizer",
     "smoothing_scale",
     "static_range",
     "weight_maxima",
@@ -52,7 +52,6 @@ __getattr__, __dir__ = b2s.lazy_exports(
         "compress": ".compressor",
         "smooth": ".compressor",
         "Smoothed": ".compressor",
-        "TokenQuantizer": ".smoothing",
         "smoothing_scale": ".smoothing",
         "static_range": ".smoothing",
         "weight_maxima": ".smoothing",
@@ -67,7 +66,7 @@ SPEC = CompressorSpec(
     compress=b2s.lazy(".compressor:compress", __name__),
     codes=(b2s.lazy("..quantize.codes:UniformCode", __name__, kind="quantize.uniform"),),
     identity=None,  # none: its codes are 2-8 bits and its inputs quantized
-    version="2",  # 2: info["reparametrized"] (weight metrics not applicable)
+    version="3",  # 2: info["reparametrized"] (weight metrics not applicable); 3: per-token quantizers stored and counted
     quick={"calibration_samples": 16},
     description="SmoothQuant (ICML 2023): activation outliers migrated into the weights (alpha 0.5, folded into "
     "the norms), W8 per channel, A8 per tensor static (or per token dynamic)",

@@ -1,5 +1,6 @@
 """``smoothquant`` on a model: measure each layer's input maxima, smooth the norm-fed groups, quantize the
-weights to W8 and the layer inputs to A8 (static ranges or per-token quantizers)."""
+weights to W8 and the layer inputs to A8 (static ranges or per-token quantizers, both the core's: in the
+artifact, rebuilt on load)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..awq.fold import divide_rows, find_folds, prev_keys, scale_inputs, weight_
 from ..quantize.config import QuantizeConfig
 from ..quantize.rounding import quantize_tensor
 from .config import SmoothQuantConfig
-from .smoothing import add_token_quantizers, smoothing_scale, static_range, weight_maxima
+from .smoothing import smoothing_scale, static_range, weight_maxima
 
 __all__ = ["compress", "smooth", "Smoothed"]
 
@@ -96,10 +97,8 @@ def compress(model: nn.Module, config: SmoothQuantConfig, ctx: Context) -> Compr
     if done.groups:
         info[REPARAMETRIZED] = f"SmoothQuant migrated activation scales into the weights of {len(done.groups)} group(s)"
     reached = [n for n in names if n in done.peaks]
-    if config.activation_mode == "dynamic":
+    if config.activation_mode == "dynamic":  # the core's per-token quantizers: stored in the artifact, rebuilt on load
         info["per_token_inputs"] = len(reached)
-        comp = compressed_from(model, codes, done.state, info)
-        add_token_quantizers(comp.skeleton, reached, config.activation_bits)
-        return comp
+        return compressed_from(model, codes, done.state, info, token_activations=dict.fromkeys(reached, config.activation_bits))
     ranges = {n: static_range(float(done.peaks[n].max()), config.activation_bits) for n in reached}
     return compressed_from(model, codes, done.state, info, activations=ranges, activation_bits=config.activation_bits)

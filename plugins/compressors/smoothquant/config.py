@@ -26,8 +26,9 @@ class SmoothQuantConfig:
         activation_bits: bits of every quantized layer input (symmetric).
         activation_mode: "static" (O3: one scale per layer input, max|X| / (2^(b−1) − 1) measured on the
             calibration inputs, applied by the core's activation quantizer and counted as its ranges) or
-            "dynamic" (O1 as in the authors' code: per token, from each token's max|x| at run time; forward
-            pre-hooks on the model, recorded in the record's info, nothing stored).
+            "dynamic" (O1 as in the authors' code: per token, from each token's max|x| at run time; the core's
+            per-token quantizer: no scales stored, the quantized layers and their bits are, counted as a
+            header of 32 bits a layer, so a reloaded artifact quantizes its inputs as evaluated).
         scale_bits: stored precision of the weight scales (16: the paper's fp16 models, or 32).
         calibration_samples: calibration inputs the activation maxima are measured on (the paper: 512).
         batch_size: calibration inputs per forward pass.

@@ -9,19 +9,16 @@ awq's (:mod:`..awq.fold`), each checked to leave the model unchanged.
 
 Activations, symmetric as the paper: static per tensor, X ≈ d·clamp(round(X/d), −2^(b−1), 2^(b−1) − 1)
 with d = max|X| / (2^(b−1) − 1), which is the core's affine quantizer over [−2^(b−1)·d, (2^(b−1) − 1)·d];
-or dynamic per token, d from each token's max|x| (:class:`TokenQuantizer`).
+or dynamic per token, d from each token's max|x|: the core's per-token quantizer
+(:func:`b2s_bench.calibration.fake_quantize_per_token`, installed by ``Compressed(token_activations=...)``,
+so it is stored in the artifact and rebuilt on load).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
-from ..awq.stats import channel_dim
-
-__all__ = ["smoothing_scale", "static_range", "TokenQuantizer", "add_token_quantizers", "weight_maxima"]
+__all__ = ["smoothing_scale", "static_range", "weight_maxima"]
 
 
 def weight_maxima(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -39,24 +36,3 @@ def static_range(peak: float, bits: int) -> tuple[float, float]:
     """The core's affine range that is the symmetric b-bit grid of step max|X| / (2^(b−1) − 1)."""
     step = max(peak, 1e-8) / (2 ** (bits - 1) - 1)
     return -(2 ** (bits - 1)) * step, (2 ** (bits - 1) - 1) * step
-
-
-class TokenQuantizer:
-    """Forward pre-hook: quantize each token of a layer's input (its channels) symmetrically to ``bits``,
-    with the step max|x_token| / (2^(b−1) − 1) (at least 1e-5, as the authors' per-token quantizer)."""
-
-    def __init__(self, bits: int, dim: int):
-        self.bits, self.dim = bits, dim
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        top = 2 ** (self.bits - 1) - 1
-        step = (x.abs().amax(dim=self.dim, keepdim=True) / top).clamp(min=1e-5)
-        return (torch.clamp(torch.round(x / step), -top - 1, top) * step, *args[1:])
-
-
-def add_token_quantizers(model: nn.Module, names: list[str], bits: int) -> None:
-    """Per-token quantizers before the named layers of ``model`` (kept by copies of it)."""
-    for name in names:
-        layer = model.get_submodule(name)
-        layer.register_forward_pre_hook(TokenQuantizer(bits, channel_dim(layer)))

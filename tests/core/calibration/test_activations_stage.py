@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -205,3 +206,81 @@ def test_ranges_from_batchnorm_on_a_model_without_it_are_not_applicable_with_the
     assert out.activations == {} and out.info["activations"]["full_precision"] == ["1", "3", "4"]
     assert set(out.info["activations"]["fallback"]["layers"]) == {"3", "4"}
     assert [c["kind"] for c in out.info["caveats"]] == [b2s.INEFFECTIVE]  # the row is marked [no effect]
+
+
+def test_per_token_quantizers_are_counted_saved_rebuilt_and_never_doubled(tmp_path: Path) -> None:
+    """``Compressed(token_activations=...)``: the core's dynamic per-token activation quantizer. No range is
+    stored; which layers and their bits are (a 32-bit header field a layer); the artifact keeps them and a
+    freshly built model loaded from it computes what the in-memory one did; a convolution's token is a
+    pixel's channel vector; one quantizer a layer however often the model is built; a layer gets a static
+    range or a per-token quantizer, never both, and the activations stage refuses to add ranges on top."""
+    ctx = tiny_context()
+    names = [k.rpartition(".")[0] for k in b2s.weight_layers(tiny_model())]
+    conv, head = names[1], names[-1]
+    plain = b2s.Compressed.from_codes(tiny_model(), {})
+    comp = b2s.Compressed(plain.codes, plain.raw, tiny_model(), plain.original_shapes, token_activations={conv: 4, head: 8})
+    assert comp.size().total_bits == plain.size().total_bits + 2 * 32
+    comp.save(str(tmp_path / "a"))
+    evaluated = comp.module(fresh=False)
+    back = b2s.Compressed.load(str(tmp_path / "a"), tiny_model(1), {})  # other weights: only the architecture counts
+    assert back.token_activations == {conv: 4, head: 8} and back.size().total_bits == comp.size().total_bits
+    x = ctx.example_input(4)
+    rebuilt = back.module()
+    seen: dict[str, torch.Tensor] = {}
+    rebuilt.get_submodule(conv).register_forward_hook(lambda m, a, o: seen.__setitem__("x", a[0]))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), evaluated(x)) and not torch.equal(evaluated(x), plain.module()(x))
+    steps = seen["x"].abs().amax(1, keepdim=True) / 7  # 4 bits, per pixel over its channels
+    levels = seen["x"] / steps.clamp(min=1e-5)
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and float(levels.abs().max()) <= 8
+    comp.module(fresh=False)  # built into the skeleton twice: still one quantizer a layer
+    hooks = [type(h).__name__ for m in comp.skeleton.modules() for h in m._forward_pre_hooks.values()]
+    assert sorted(hooks) == ["_TokenQuantizer", "_TokenQuantizer"]
+    with pytest.raises(ValueError, match="quantized twice"):
+        b2s.Compressed(
+            plain.codes, plain.raw, tiny_model(), plain.original_shapes, {}, None, None, {head: (-1.0, 1.0)}, 8, None, {head: 8}
+        )
+    with pytest.raises(ValueError, match="token_activations"):
+        b2s.Compressed(plain.codes, plain.raw, tiny_model(), plain.original_shapes, token_activations={head: 1})
+    with pytest.raises(ValueError, match="already quantizes activations"):
+        apply_activations(comp, tiny_model(), ActivationSettings(bits=8), ctx)
+
+
+class _Reweighted(nn.Module):
+    """A deployed form that runs the layer's computation without calling the layer (as Big2Small's
+    INRLayer does): hooks left on the replaced layer would never run."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.layer.weight, self.layer.bias)
+
+
+@dataclasses.dataclass
+class _DeployedCode(b2s.StoredTensorCode):
+    kind = "test.deployed"
+
+    def deployed(self, layer: nn.Module) -> nn.Module | None:
+        assert isinstance(layer, nn.Linear)
+        return _Reweighted(layer)
+
+
+def test_a_deployed_model_keeps_its_activation_quantizers() -> None:
+    """The activation quantizers go on a code's deployed module (its input is the layer's input), so the
+    deployed model (what latency is timed on) quantizes like the evaluated one."""
+    model = tiny_model()
+    head = [k for k in b2s.weight_layers(model)][-1]
+    comp = b2s.Compressed.from_codes(model, {head: _DeployedCode(model.get_submodule(head.rpartition(".")[0]).weight)})
+    name = head.rpartition(".")[0]
+    x = tiny_context().example_input(4)
+    for quantized in (
+        comp.with_activations({name: (-0.5, 0.5)}, 2),
+        b2s.Compressed(comp.codes, comp.raw, comp.skeleton, comp.original_shapes, token_activations={name: 2}),
+    ):
+        with torch.no_grad():
+            evaluated, deployed, unquantized = quantized.module()(x), quantized.module(deployed=True)(x), comp.module()(x)
+        assert isinstance(quantized.module(deployed=True).get_submodule(name), _Reweighted)
+        assert float((deployed - evaluated).abs().max()) < 1e-5 * float(evaluated.abs().max())
+        assert float((unquantized - evaluated).abs().max()) > 1e-2 * float(evaluated.abs().max())

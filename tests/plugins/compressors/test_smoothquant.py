@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import torch
-from b2s_bench_plugins.compressors.smoothquant import SPEC, SmoothQuantConfig, TokenQuantizer, smooth, static_range
+from b2s_bench_plugins.compressors.smoothquant import SPEC, SmoothQuantConfig, smooth, static_range
 from torch import nn
 
 import b2s_bench as b2s
-from b2s_bench.calibration import fake_quantize
+from b2s_bench.calibration import fake_quantize, fake_quantize_per_token
 from b2s_bench.testing import check_compressor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,18 +116,28 @@ def test_static_ranges_are_the_symmetric_int8_grid_applied_and_counted() -> None
         assert not torch.equal(comp.module()(data(2, 4)), weights_only.module()(data(2, 4)))  # A8 is applied
 
 
-def test_dynamic_per_token_quantizers_are_on_the_evaluated_model() -> None:
+def test_dynamic_per_token_quantizers_are_on_the_evaluated_model_and_counted() -> None:
     x = torch.randn(3, 5, 16)
-    hook = TokenQuantizer(8, -1)
-    (out,) = hook(nn.Identity(), (x,))
+    out = fake_quantize_per_token(x, 8, -1)
     step = x.abs().amax(-1, keepdim=True) / 127
     assert torch.allclose(out, torch.round(x / step) * step)
     torch.manual_seed(0)
     comp = run(OutlierBlock().eval(), data(0), activation_mode="dynamic")
     assert comp.activations == {} and comp.info["per_token_inputs"] == 3
+    assert comp.token_activations == {"fc1": 8, "fc2": 8, "head": 8}
+    weights_only = b2s.Compressed(comp.codes, comp.raw, comp.skeleton, comp.original_shapes)
+    assert comp.size().total_bits == weights_only.size().total_bits + 3 * 32  # which layers, at what bits: a header
     module = comp.module()
-    hooks = [h for h in module.fc1._forward_pre_hooks.values() if isinstance(h, TokenQuantizer)]
-    assert len(hooks) == 1
+    hooks = [type(h).__name__ for h in module.fc1._forward_pre_hooks.values()]
+    assert hooks == ["_TokenQuantizer"]
+    test = data(2, 4)
+    with torch.no_grad():
+        seen = {}
+        module.fc1.register_forward_hook(lambda m, a, o: seen.__setitem__("x", a[0]))
+        module(test)
+    x1 = seen["x"]  # fc1's input as fc1 sees it: each token on its own 255-level grid
+    step = x1.abs().amax(-1, keepdim=True) / 127
+    assert torch.allclose(x1 / step, torch.round(x1 / step), atol=1e-3)
 
 
 def test_vits_layernorm_groups_are_smoothed() -> None:
@@ -206,3 +216,72 @@ def test_smoothed_weights_are_not_compared_weight_by_weight() -> None:
     plain = evaluation(run(copy.deepcopy(model), data(0), smooth=False))
     assert REPARAMETRIZED not in plain.compressed.info
     assert len(plain.coded_pairs) == 3 and plain.limits()["model"]["rate"] > 0
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_a_reloaded_artifact_is_the_model_that_was_evaluated(mode: str, tmp_path: Any) -> None:
+    """The runner saves the artifact and evaluates ``module(fresh=False)``; a user loads the artifact onto a
+    freshly built dense model. Both must compute the same function: the A8 quantizers (static ranges or
+    per-token ones) are part of what is stored, not of the in-memory skeleton."""
+    from b2s_bench.execution import load_plugins
+
+    torch.manual_seed(0)
+    dense = OutlierBlock().eval()
+    fresh = copy.deepcopy(dense)  # the architecture as a user builds it: no hooks, the dense weights
+    comp = run(copy.deepcopy(dense), data(0), activation_mode=mode)
+    comp.save(str(tmp_path / "artifact"))
+    evaluated = comp.module(fresh=False)
+    loaded = b2s.Compressed.load(str(tmp_path / "artifact"), fresh, load_plugins().code_types())
+    test = data(5, 16)
+    weights_only = b2s.Compressed(loaded.codes, loaded.raw, copy.deepcopy(dense), loaded.original_shapes)
+    with torch.no_grad():
+        want, got, unquantized = evaluated(test), loaded.module()(test), weights_only.module()(test)
+    assert loaded.size().total_bits == comp.size().total_bits
+    tolerance = 1e-6 * float(want.abs().max())
+    assert float((got - want).abs().max()) <= tolerance
+    assert float((unquantized - want).abs().max()) > 100 * tolerance  # the A8 quantizers matter here
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [
+        [("smoothquant", {"activation_mode": "dynamic"})],
+        [("smoothquant", {"activation_mode": "dynamic"}), ("entropy", {})],
+        [("smoothquant", {})],
+        [("awq", {"alpha_grid": 4, "search_tokens": 256, "clip_tokens": 64})],
+    ],
+    ids=["dynamic", "dynamic+entropy", "static", "awq"],
+)
+def test_a_llama_style_decoders_reloaded_artifact_is_the_evaluated_model(stages: list[Any], tmp_path: Any) -> None:
+    """The zoo's LLaMA-style decoder (RMSNorm the scales fold into, SwiGLU, RoPE): smoothquant in both modes,
+    as the first stage of a pipeline too (the entropy stage keeps the quantizers), and awq (folds, stored
+    scales): the artifact loaded onto a freshly built decoder computes the logits that were evaluated."""
+    from b2s_bench_plugins.sources.zoo_lm_net import TinyLlama
+
+    from b2s_bench.execution import load_plugins
+    from b2s_bench.execution.cell import apply_stage
+
+    plugins = load_plugins()
+
+    def decoder() -> nn.Module:
+        torch.manual_seed(0)
+        return TinyLlama(vocab=64, dim=32, layers=2, heads=2, hidden=64, context=16).eval()
+
+    tokens = torch.randint(0, 64, (32, 16), generator=torch.Generator().manual_seed(1))
+    context = b2s.Context(seed=0, track="calibration", input_shape=(16,), calibration=lambda n: tokens[:n])
+    (first, settings), *later = stages
+    spec = plugins.compressors.get(first)
+    comp = spec.compress(decoder(), b2s.build_config(spec.config, {"calibration_samples": 32, **settings}, owner=first), context)
+    for name, later_settings in later:
+        stage = plugins.compressors.get(name)
+        comp = apply_stage(comp, stage, b2s.build_config(stage.config, later_settings, owner=name), context)
+    assert comp.info.get("stages", [comp.info])[0].get("reparametrized")  # scales were folded into the norms
+    comp.save(str(tmp_path / "artifact"))
+    loaded = b2s.Compressed.load(str(tmp_path / "artifact"), decoder(), plugins.code_types())
+    test = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = comp.module(fresh=False)(test), loaded.module()(test)
+    assert loaded.size().total_bits == comp.size().total_bits
+    assert loaded.token_activations == comp.token_activations
+    assert len(comp.token_activations) == (15 if settings.get("activation_mode") == "dynamic" else 0)  # 7 a block, the head
+    assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
