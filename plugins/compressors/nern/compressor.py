@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import b2s_bench as b2s
 from b2s_bench import MIN_COVERAGE, Code, Compressed, Context, NotApplicableError, Target, weight_layers
 
 from . import encoding as enc
 from .codes import HEADER_BITS, PREDICTOR_HEADER_BITS, NernCode
 from .config import NernConfig
-from .predictor import fit_predictor, predictor_params
+from .predictor import fit_predictor, logged_steps, predictor_params
 
 __all__ = ["predicted_layers", "width_for_ratio", "compress", "target"]
 
@@ -91,6 +92,9 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
         codes[key] = NernCode(
             tuple(state[key].shape), index, config.permutation, tables[key], shared.id, owner=index == 0, predictor=shared
         )
+    # the one budget rule (b2s.fitting.end_drop): the logged RMSE still falling by plateau_tol over the
+    # last quarter of the steps, or no curve at all (0 steps), is a fit that ran out of budget
+    convergence = b2s.fitting.end_drop(losses, steps=logged_steps(config.steps), tolerance=config.plateau_tol)
     info = {
         "predicted_layers": list(layers),
         "owner": next(iter(layers)),
@@ -98,7 +102,20 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
         "predictor_params": shared.numel,
         "losses": losses,
         "final_rmse": final,
+        "convergence": convergence.as_dict(),
     }
+    if convergence.unconverged:
+        why = (
+            f", the loss still falling by {100 * convergence.drop:.1f} % over the last quarter of the steps"
+            if convergence.drop is not None
+            else f" ({convergence.reason})"
+        )
+        b2s.add_caveat(
+            info,
+            "unconverged",
+            f"1 of 1 NeRN fit(s) ran out of steps ({config.steps}) before a plateau{why}: "
+            "the numbers measure the step budget, not the method",
+        )
     return Compressed.from_codes(model, codes, info=info)
 
 

@@ -19,10 +19,21 @@ from b2s_bench import Context
 
 from . import encoding as enc
 
-__all__ = ["HEADER_FIELDS", "Predictor", "SharedPredictor", "predictor_params", "fit_predictor", "register_loaded", "find_loaded"]
+__all__ = [
+    "HEADER_FIELDS",
+    "LOG_POINTS",
+    "Predictor",
+    "SharedPredictor",
+    "predictor_params",
+    "logged_steps",
+    "fit_predictor",
+    "register_loaded",
+    "find_loaded",
+]
 
 HEADER_FIELDS = ("hidden", "num_blocks", "levels", "base", "kernel_size", "num_layers", "scale")
 _EMBEDDING_CACHE = 1 << 25  # precompute the features of all kernels below this many floats
+LOG_POINTS = 50  # the fit logs its loss every steps // LOG_POINTS steps (and at its last step)
 
 
 class Predictor(nn.Module):
@@ -115,6 +126,14 @@ def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
+def logged_steps(steps: int) -> list[int]:
+    """The steps at which :func:`fit_predictor` logs its loss (``train_loop``'s: every
+    max(steps // LOG_POINTS, 1) steps and the last one)."""
+    every = max(steps // LOG_POINTS, 1)
+    logged = list(range(0, steps, every))
+    return logged + [steps - 1] if steps and logged[-1] != steps - 1 else logged
+
+
 def _sampler(
     n: int, targets: torch.Tensor, config: Any, gen: torch.Generator, device: torch.device
 ) -> Callable[[], torch.Tensor | None]:
@@ -187,7 +206,7 @@ def fit_predictor(
             step_loss,
             config.steps,
             progress=progress,
-            log_every=max(config.steps // 50, 1),
+            log_every=max(config.steps // LOG_POINTS, 1),
             scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
             postfix=lambda loss: f"rmse {loss * scale:.3g}",
         )

@@ -161,6 +161,71 @@ def test_training_reduces_the_loss_and_is_seeded() -> None:
     assert not torch.equal(other.codes[key].decode(), comp.codes[key].decode())
 
 
+def test_logged_steps_are_the_training_loops() -> None:
+    assert nern.predictor.logged_steps(0) == [] and nern.predictor.logged_steps(5) == [0, 1, 2, 3, 4]
+    assert nern.predictor.logged_steps(1000)[-3:] == [960, 980, 999] and len(nern.predictor.logged_steps(1000)) == 51
+    for steps in (0, 7, 60):
+        assert len(_compress(steps=steps).info["losses"]) == len(nern.predictor.logged_steps(steps))
+
+
+def constant_model() -> nn.Module:
+    """tiny_model with every conv kernel 0.1: a target the predictor learns fast, so few steps still move it."""
+    model = tiny_model(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(0.1)
+    return model
+
+
+def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
+    short = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02)
+    facts = short.info["convergence"]
+    assert facts["unconverged"] and facts["drop"] >= 0.01 and facts["window"] == [3, 4]
+    (caveat,) = short.info["caveats"]
+    assert caveat["kind"] == "unconverged"
+    assert caveat["message"].startswith("1 of 1 NeRN fit(s) ran out of steps (5) before a plateau, the loss still falling by")
+    assert caveat["message"].endswith("the numbers measure the step budget, not the method")
+    # 0 steps: no curve, unconverged with the reason
+    none = _compress(steps=0)
+    assert none.info["convergence"]["unconverged"] and "(too short: no loss was logged" in none.info["caveats"][0]["message"]
+    # enough steps on a tiny target: the fit has flattened (the drop is a fact of the record)
+    done = _compress(tiny_model(0), steps=300, hidden=8, levels=4)
+    assert not done.info["convergence"]["unconverged"] and done.info["convergence"]["drop"] < 0.01
+    assert "caveats" not in done.info and done.info["convergence"]["window"] == [222, 299]
+    # the tolerance is the setting: the same short fit judged with a loose one is not flagged
+    loose = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02, plateau_tol=0.5)
+    assert not loose.info["convergence"]["unconverged"] and "caveats" not in loose.info
+
+
+def test_an_unconverged_fit_reaches_the_record_through_the_runner(tmp_path) -> None:
+    import json
+
+    from helpers import run_cli
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""
+suite: tiny-nern
+seed: 0
+models: [{name: tiny:cnn}]
+dataset: {name: random, n: 16}
+compressors:
+  - name: nern
+    settings: {hidden: 8, levels: 4, raw_if_larger: false}
+    grid: {steps: [0, 300]}
+metrics: [agreement, bits]
+report: {formats: [json]}
+""")
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--workers", "1") == 0
+    records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    fits = {r["compressor"]["pipeline"][0]["config"]["steps"]: r for r in records if r["compressor"]["pipeline"]}
+    assert sorted(fits) == [0, 300]
+    assert [c["kind"] for c in fits[0]["details"]["caveats"]] == ["unconverged"]
+    assert fits[0]["details"]["convergence"]["unconverged"] is True
+    assert "caveats" not in fits[300]["details"] and fits[300]["details"]["convergence"]["unconverged"] is False
+
+
 def test_decoded_final_rmse_matches_the_report() -> None:
     comp = _compress(steps=100, permutation="infilter")
     state = tiny_model(0).state_dict()
@@ -235,6 +300,7 @@ def test_a_target_ratio_a_width_1_predictor_cannot_reach_is_short() -> None:
         ({"permutation": "crosfilter"}, "did you mean 'crossfilter'"),
         ({"optimizer": "sgd"}, "optimizer must be one of"),
         ({"hiden": 8}, "did you mean 'hidden'"),
+        ({"plateau_tol": 1.0}, "plateau_tol must be in [0, 1), got 1.0"),
     ],
 )
 def test_bad_settings(settings: dict, message: str) -> None:
