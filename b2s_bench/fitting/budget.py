@@ -24,6 +24,14 @@ does not tell the two apart and flags both, the conservative choice (a converged
 tenth, where the rate is < 2.5 % of its peak) would see every cosine curve flat and judge nothing;
 an earlier one would judge the schedule's middle, not its end. ``fraction`` and ``tolerance`` are
 the callers' settings (RieM's and NeRN's ``plateau_tol``).
+
+What the rule cannot see: a fit whose loss falls in proportion to the rate it is given (far from a
+plateau, but slowly) flattens at a cosine's end as a converged one does, and a fit whose every step
+barely moves its loss shows a small end drop whatever its budget. The facts therefore also give
+``fall_share``, the window's share of the curve's whole fall: against the window's share of the
+schedule's rate (≈ 2.5-2.8 % for the last quarter of a cosine) it tells a fit still descending at its
+average speed per unit of rate (a share near that) from one that stopped (a share near 0). It is a
+fact for the reader, not part of the judgement (which needs no schedule).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class EndDrop:
         points: the logged losses.
         window: the first and last point of the window, as logged steps (or indices without steps).
         start_loss / end_loss: the losses at those points.
+        fall_share: the window's share of the curve's whole fall, (start_loss − end_loss) /
+            (first loss − end_loss); None when the loss did not fall overall or the curve is too short.
     """
 
     drop: float | None
@@ -66,6 +76,7 @@ class EndDrop:
     window: tuple[int, int] | None
     start_loss: float | None
     end_loss: float | None
+    fall_share: float | None
 
     def as_dict(self) -> dict[str, Any]:
         """The facts as JSON-ready values (the window as a list)."""
@@ -116,17 +127,20 @@ def end_drop(
         raise ValueError(f"losses must be >= 0 (an error or a distance), got a minimum of {min(values)}")
     if n < 2:
         what = "no loss was logged (0 steps)" if n == 0 else "one logged loss"
-        return EndDrop(None, True, f"too short: {what}, no curve to show a plateau", fraction, tolerance, n, None, None, None)
+        reason = f"too short: {what}, no curve to show a plateau"
+        return EndDrop(None, True, reason, fraction, tolerance, n, None, None, None, None)
     first = _window_start(n, steps, fraction)
     window = (steps[first], steps[-1]) if steps is not None else (first, n - 1)
     start, end = values[first], values[-1]
     if not (math.isfinite(start) and math.isfinite(end)):
-        return EndDrop(None, True, f"the loss is not finite ({start} -> {end})", fraction, tolerance, n, window, start, end)
+        return EndDrop(None, True, f"the loss is not finite ({start} -> {end})", fraction, tolerance, n, window, start, end, None)
     drop = (start - end) / start if start > 0 else 0.0
-    share = f"over the last {100 * fraction:.0f} % of the curve"
+    span = f"over the last {100 * fraction:.0f} % of the curve"
     unconverged = drop >= tolerance
     if unconverged:
-        reason = f"still falling: {100 * drop:.2f} % {share}, at least the tolerance {100 * tolerance:g} %"
+        reason = f"still falling: {100 * drop:.2f} % {span}, at least the tolerance {100 * tolerance:g} %"
     else:
-        reason = f"flat: {100 * drop:.2f} % {share}, below the tolerance {100 * tolerance:g} %"
-    return EndDrop(drop, unconverged, reason, fraction, tolerance, n, window, start, end)
+        reason = f"flat: {100 * drop:.2f} % {span}, below the tolerance {100 * tolerance:g} %"
+    fall = values[0] - end
+    share = (start - end) / fall if fall > 0 else None
+    return EndDrop(drop, unconverged, reason, fraction, tolerance, n, window, start, end, share)

@@ -54,6 +54,8 @@ def test_under_a_cosine_schedule_a_fit_far_from_its_floor_is_still_flagged() -> 
     steps, losses = _cosine_descent(lr=0.002, floor=0.1)
     far = end_drop(losses, steps=steps)
     assert losses[-1] > 0.2 and far.unconverged and far.drop is not None and far.drop > 0.03
+    # its window made a share of the whole fall close to its share of the schedule's rate (~3 %)
+    assert far.fall_share is not None and 0.01 < far.fall_share < 0.06
     # the same schedule with a rate that reached the floor: flat
     steps, losses = _cosine_descent(lr=0.02, floor=0.1)
     done = end_drop(losses, steps=steps)
@@ -107,4 +109,6 @@ def test_the_facts_are_a_frozen_json_ready_dict_on_the_public_face() -> None:
         facts.drop = 0.0  # type: ignore[misc]
     d = json.loads(json.dumps(facts.as_dict()))
     assert d["window"] == [10, 19] and d["drop"] == pytest.approx(0.5) and d["unconverged"] is True
-    assert set(d) == {"drop", "unconverged", "reason", "fraction", "tolerance", "points", "window", "start_loss", "end_loss"}
+    assert d["fall_share"] == pytest.approx(1 / 3)  # (0.5 - 0.25) / (1.0 - 0.25): the window's share of the whole fall
+    keys = {"drop", "unconverged", "reason", "fraction", "tolerance", "points", "window", "start_loss", "end_loss", "fall_share"}
+    assert set(d) == keys
