@@ -31,17 +31,21 @@ barely moves its loss shows a small end drop whatever its budget. The facts ther
 ``fall_share``, the window's share of the curve's whole fall: against the window's share of the
 schedule's rate (≈ 2.5-2.8 % for the last quarter of a cosine) it tells a fit still descending at its
 average speed per unit of rate (a share near that) from one that stopped (a share near 0). It is a
-fact for the reader, not part of the judgement (which needs no schedule).
+fact for the reader, not part of the judgement (which needs no schedule). Given the schedule
+(``rates``, the learning-rate factor of the update at each step, e.g. :func:`cosine_schedule`), the
+facts add ``rate_share`` (the window's share of the rate) and ``speed`` = fall_share / rate_share:
+the window's fall per unit of rate against the whole fit's average (≈ 1: still descending as fast as
+on average, the curve flattened by the schedule alone; ≈ 0: a plateau).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["EndDrop", "end_drop", "DEFAULT_FRACTION", "DEFAULT_TOLERANCE"]
+__all__ = ["EndDrop", "end_drop", "logged_steps", "DEFAULT_FRACTION", "DEFAULT_TOLERANCE"]
 
 #: the part of the curve the rule looks back over: its last quarter
 DEFAULT_FRACTION = 0.25
@@ -65,6 +69,9 @@ class EndDrop:
         start_loss / end_loss: the losses at those points.
         fall_share: the window's share of the curve's whole fall, (start_loss − end_loss) /
             (first loss − end_loss); None when the loss did not fall overall or the curve is too short.
+        rate_share: with ``rates``, the window's share of the learning rate the updates between the
+            first and the last logged loss were given.
+        speed: with ``rates``, fall_share / rate_share (see the module docstring).
     """
 
     drop: float | None
@@ -77,12 +84,23 @@ class EndDrop:
     start_loss: float | None
     end_loss: float | None
     fall_share: float | None
+    rate_share: float | None = None
+    speed: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The facts as JSON-ready values (the window as a list)."""
         facts = dataclasses.asdict(self)
         facts["window"] = list(self.window) if self.window is not None else None
         return facts
+
+
+def logged_steps(steps: int, log_every: int) -> list[int]:
+    """The steps at which a loop of ``steps`` steps logs its loss every ``log_every`` steps and at its
+    last step (:func:`train_loop`'s and :func:`fit_network`'s logging)."""
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    logged = list(range(0, steps, log_every))
+    return logged + [steps - 1] if logged and logged[-1] != steps - 1 else logged
 
 
 def _window_start(n: int, steps: Sequence[int] | None, fraction: float) -> int:
@@ -98,6 +116,7 @@ def end_drop(
     steps: Sequence[int] | None = None,
     fraction: float = DEFAULT_FRACTION,
     tolerance: float = DEFAULT_TOLERANCE,
+    rates: Callable[[int], float] | None = None,
 ) -> EndDrop:
     """Judge a fit by the relative fall of its loss over the last ``fraction`` of its curve.
 
@@ -106,6 +125,8 @@ def end_drop(
         steps: the steps they were logged at (increasing, as many as ``losses``); None: evenly spaced.
         fraction: the part of the curve to look back over, in (0, 1].
         tolerance: the end drop at which the fit counts as still falling, in [0, 1).
+        rates: the learning-rate factor of the update at each step (needs ``steps``; the loss logged
+            at step s precedes the update of step s): adds the facts ``rate_share`` and ``speed``.
 
     Raises:
         ValueError: a setting out of range, ``steps`` not matching ``losses``, or a negative loss (a
@@ -123,6 +144,8 @@ def end_drop(
             raise ValueError(f"steps must give one step per logged loss: {len(steps)} steps for {n} losses")
         if any(b <= a for a, b in zip(steps[:-1], steps[1:], strict=False)):
             raise ValueError(f"steps must increase, got {steps}")
+    if rates is not None and steps is None:
+        raise ValueError("rates need the logged steps: pass steps= with rates=")
     if any(v < 0 for v in values):
         raise ValueError(f"losses must be >= 0 (an error or a distance), got a minimum of {min(values)}")
     if n < 2:
@@ -143,4 +166,10 @@ def end_drop(
         reason = f"flat: {100 * drop:.2f} % {span}, below the tolerance {100 * tolerance:g} %"
     fall = values[0] - end
     share = (start - end) / fall if fall > 0 else None
-    return EndDrop(drop, unconverged, reason, fraction, tolerance, n, window, start, end, share)
+    rate_share = speed = None
+    if rates is not None and steps is not None:
+        mass = [float(rates(s)) for s in range(steps[0], steps[-1])]
+        total = sum(mass)
+        rate_share = sum(mass[steps[first] - steps[0] :]) / total if total > 0 else None
+        speed = share / rate_share if share is not None and rate_share else None
+    return EndDrop(drop, unconverged, reason, fraction, tolerance, n, window, start, end, share, rate_share, speed)

@@ -93,8 +93,11 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
             tuple(state[key].shape), index, config.permutation, tables[key], shared.id, owner=index == 0, predictor=shared
         )
     # the one budget rule (b2s.fitting.end_drop): the logged RMSE still falling by plateau_tol over the
-    # last quarter of the steps, or no curve at all (0 steps), is a fit that ran out of budget
-    convergence = b2s.fitting.end_drop(losses, steps=logged_steps(config.steps), tolerance=config.plateau_tol)
+    # last quarter of the steps, or no curve at all (0 steps), is a fit that ran out of budget; the
+    # cosine schedule (torch's CosineAnnealingLR over the steps) adds the facts rate_share and speed
+    convergence = b2s.fitting.end_drop(
+        losses, steps=logged_steps(config.steps), tolerance=config.plateau_tol, rates=b2s.fitting.cosine_schedule(config.steps)
+    )
     info = {
         "predicted_layers": list(layers),
         "owner": next(iter(layers)),

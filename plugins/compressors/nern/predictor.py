@@ -129,9 +129,7 @@ def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int
 def logged_steps(steps: int) -> list[int]:
     """The steps at which :func:`fit_predictor` logs its loss (``train_loop``'s: every
     max(steps // LOG_POINTS, 1) steps and the last one)."""
-    every = max(steps // LOG_POINTS, 1)
-    logged = list(range(0, steps, every))
-    return logged + [steps - 1] if steps and logged[-1] != steps - 1 else logged
+    return b2s.fitting.logged_steps(steps, max(steps // LOG_POINTS, 1))
 
 
 def _sampler(
