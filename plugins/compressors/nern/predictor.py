@@ -25,7 +25,7 @@ __all__ = [
     "Predictor",
     "SharedPredictor",
     "predictor_params",
-    "logged_steps",
+    "checkpoints",
     "fit_predictor",
     "register_loaded",
     "find_loaded",
@@ -126,10 +126,11 @@ def predictor_params(levels: int, hidden: int, num_blocks: int, kernel_size: int
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
-def logged_steps(steps: int) -> list[int]:
-    """The steps at which :func:`fit_predictor` logs its loss (``train_loop``'s: every
-    max(steps // LOG_POINTS, 1) steps and the last one)."""
-    return b2s.fitting.logged_steps(steps, max(steps // LOG_POINTS, 1))
+def checkpoints(steps: int) -> list[int]:
+    """The steps at which the fit's RMSE over all kernels is measured for :func:`b2s.fitting.end_drop`:
+    0, ⌊0.75·steps⌋ (where its last-quarter window starts) and ``steps`` (after the last update);
+    none for 0 steps (no fit: the rule calls it unconverged)."""
+    return sorted({0, int(0.75 * steps), steps}) if steps else []
 
 
 def _sampler(
@@ -163,11 +164,17 @@ def _rmse(net: Predictor, inputs: Callable[[int, int], torch.Tensor], targets: t
 
 def fit_predictor(
     targets: torch.Tensor, coords: torch.Tensor, config: Any, ctx: Context, num_layers: int, hidden: int
-) -> tuple[SharedPredictor, list[float], float]:
-    """Fit the predictor to (N, k²) kernels at (N, 3) coordinates; returns it, losses and the final RMSE.
+) -> tuple[SharedPredictor, list[float], float, dict[int, float]]:
+    """Fit the predictor to (N, k²) kernels at (N, 3) coordinates.
 
     ``config`` is a NernConfig: the encoding (levels, base), depth, kernel size and the optimization
     settings (steps, batch_size, lr, optimizer, weight_decay, magnitude_batching).
+
+    Returns the predictor, the logged losses (each the RMSE of that step's batch: with more kernels
+    than ``batch_size`` one batch's, noisy, and 20 % of them magnitude-drawn), the final RMSE over all
+    kernels, and the RMSE over all kernels at the steps the convergence rule needs
+    (:func:`checkpoints`: before the first update, before update ⌊0.75·steps⌋, after the last),
+    exact whatever the batching, for two passes more over the kernels.
     """
     device = torch.device(ctx.device)
     gen = ctx.generator()
@@ -184,6 +191,12 @@ def fit_predictor(
         return features[start:stop] if features is not None else enc.encode(coords[start:stop], config.levels, config.base)
 
     batch = _sampler(n, targets, config, gen, device)
+    probes = checkpoints(config.steps)
+    exact = {0: scale * _rmse(net, inputs, targets)} if config.steps else {}
+
+    def probe(step: int) -> None:  # after update ``step``: the RMSE before update step + 1
+        if step + 1 in probes and step + 1 < config.steps:
+            exact[step + 1] = scale * _rmse(net, inputs, targets)
 
     def step_loss(step: int) -> torch.Tensor:
         idx = batch()
@@ -207,8 +220,12 @@ def fit_predictor(
             log_every=max(config.steps // LOG_POINTS, 1),
             scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.steps, 1)),
             postfix=lambda loss: f"rmse {loss * scale:.3g}",
+            after_step=probe,
         )
     finally:
         progress.close()
     shared = SharedPredictor(net, hidden, config.num_blocks, config.levels, config.base, config.kernel_size, num_layers, scale)
-    return shared, [loss * scale for loss in result.losses], scale * _rmse(net, inputs, targets)
+    final = scale * _rmse(net, inputs, targets)
+    if config.steps:
+        exact[config.steps] = final
+    return shared, [loss * scale for loss in result.losses], final, exact

@@ -161,11 +161,17 @@ def test_training_reduces_the_loss_and_is_seeded() -> None:
     assert not torch.equal(other.codes[key].decode(), comp.codes[key].decode())
 
 
-def test_logged_steps_are_the_training_loops() -> None:
-    assert nern.predictor.logged_steps(0) == [] and nern.predictor.logged_steps(5) == [0, 1, 2, 3, 4]
-    assert nern.predictor.logged_steps(1000)[-3:] == [960, 980, 999] and len(nern.predictor.logged_steps(1000)) == 51
-    for steps in (0, 7, 60):
-        assert len(_compress(steps=steps).info["losses"]) == len(nern.predictor.logged_steps(steps))
+def test_convergence_is_judged_on_the_exact_rmse_at_its_checkpoints() -> None:
+    assert nern.predictor.checkpoints(0) == [] and nern.predictor.checkpoints(1) == [0, 1]
+    assert nern.predictor.checkpoints(5) == [0, 3, 5] and nern.predictor.checkpoints(1000) == [0, 750, 1000]
+    # with minibatches (batch_size below the 16 + 512 kernels of tiny_model) the logged losses are
+    # one batch's; the rule's points are the RMSE over all kernels: the last one is the reported final RMSE
+    comp = _compress(steps=40, batch_size=64)
+    facts = comp.info["convergence"]
+    assert facts["points"] == 3 and facts["window"] == [30, 40] and facts["end_loss"] == comp.info["final_rmse"]
+    assert len(comp.info["losses"]) == 40  # the logged curve stays in the record, every step at 40 steps
+    # the same fit run twice gives the same facts (the extra passes draw nothing at random)
+    assert _compress(steps=40, batch_size=64).info["convergence"] == facts
 
 
 def constant_model() -> nn.Module:
@@ -181,7 +187,7 @@ def constant_model() -> nn.Module:
 def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
     short = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02)
     facts = short.info["convergence"]
-    assert facts["unconverged"] and facts["drop"] >= 0.01 and facts["window"] == [3, 4]
+    assert facts["unconverged"] and facts["drop"] >= 0.01 and facts["window"] == [3, 5]
     (caveat,) = short.info["caveats"]
     assert caveat["kind"] == "unconverged"
     assert caveat["message"].startswith("1 of 1 NeRN fit(s) ran out of steps (5) before a plateau, the loss still falling by")
@@ -192,7 +198,7 @@ def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
     # enough steps on a tiny target: the fit has flattened (the drop is a fact of the record)
     done = _compress(tiny_model(0), steps=300, hidden=8, levels=4)
     assert not done.info["convergence"]["unconverged"] and done.info["convergence"]["drop"] < 0.01
-    assert "caveats" not in done.info and done.info["convergence"]["window"] == [222, 299]
+    assert "caveats" not in done.info and done.info["convergence"]["window"] == [225, 300]
     # the cosine schedule's facts: the last quarter of 300 steps gets 2.5-3 % of the rate
     assert 0.025 < done.info["convergence"]["rate_share"] < 0.03 and done.info["convergence"]["speed"] is not None
     # the tolerance is the setting: the same short fit judged with a loose one is not flagged
