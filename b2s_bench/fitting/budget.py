@@ -45,7 +45,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["EndDrop", "end_drop", "logged_steps", "DEFAULT_FRACTION", "DEFAULT_TOLERANCE"]
+__all__ = ["EndDrop", "end_drop", "DEFAULT_FRACTION", "DEFAULT_TOLERANCE"]
 
 #: the part of the curve the rule looks back over: its last quarter
 DEFAULT_FRACTION = 0.25
@@ -92,15 +92,6 @@ class EndDrop:
         facts = dataclasses.asdict(self)
         facts["window"] = list(self.window) if self.window is not None else None
         return facts
-
-
-def logged_steps(steps: int, log_every: int) -> list[int]:
-    """The steps at which a loop of ``steps`` steps logs its loss every ``log_every`` steps and at its
-    last step (:func:`train_loop`'s and :func:`fit_network`'s logging)."""
-    if log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {log_every}")
-    logged = list(range(0, steps, log_every))
-    return logged + [steps - 1] if logged and logged[-1] != steps - 1 else logged
 
 
 def _window_start(n: int, steps: Sequence[int] | None, fraction: float) -> int:

@@ -39,9 +39,9 @@ class NernConfig:
         raw_if_larger: store the layers raw when the predictor, tables and headers would cost at
             least as many bits as the kernels they predict (a small net under a default width).
         plateau_tol: the fit is reported unconverged (``info["convergence"]`` and an ``unconverged``
-            caveat on the record) when its logged loss still fell by at least this fraction over the
-            last quarter of its steps, or when it ran 0 steps (``b2s.fitting.end_drop``, the rule RieM
-            shares; the default 0.01 is RieM's).
+            caveat on the record) when its RMSE over all kernels still fell by at least this fraction
+            over the last quarter of its steps, or when it ran 0 steps (``b2s.fitting.end_drop``, the
+            rule RieM shares; the default 0.01 is RieM's).
     """
 
     hidden: int | None = None

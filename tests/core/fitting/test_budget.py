@@ -8,7 +8,7 @@ import math
 import pytest
 
 import b2s_bench as b2s
-from b2s_bench.fitting import EndDrop, cosine_schedule, end_drop, logged_steps
+from b2s_bench.fitting import EndDrop, cosine_schedule, end_drop
 
 
 def test_a_curve_still_falling_ten_percent_over_its_last_quarter_is_unconverged() -> None:
@@ -66,13 +66,13 @@ def test_the_schedule_tells_a_curve_flattened_by_its_rate_from_a_plateau() -> No
     # a loss that falls in proportion to the rate it is given (never slowing per unit of rate): under a
     # cosine its end is as flat as a plateau's, and the end drop alone does not flag it (the documented
     # blind spot); rate_share and speed show it
-    steps = logged_steps(1000, 20)
+    grid = [*range(0, 1000, 20), 999]  # logged every 20 steps and at the last
     rate = cosine_schedule(1000)
     mass = [0.0]
     for s in range(999):
         mass.append(mass[-1] + rate(s))
-    linear = [1.0 - 0.2 * mass[s] / mass[-1] for s in steps]  # a fall of 20 %, 2.8 % of it in the window
-    facts = end_drop(linear, steps=steps, rates=rate)
+    linear = [1.0 - 0.2 * mass[s] / mass[-1] for s in grid]  # a fall of 20 %, 2.8 % of it in the window
+    facts = end_drop(linear, steps=grid, rates=rate)
     assert facts.window == (740, 999) and not facts.unconverged and facts.drop is not None and facts.drop < 0.01
     assert facts.rate_share == pytest.approx(0.028, abs=0.001) and facts.speed == pytest.approx(1.0)
     # a cosine-annealed descent that reached its floor long before the end: speed 0
@@ -80,16 +80,9 @@ def test_the_schedule_tells_a_curve_flattened_by_its_rate_from_a_plateau() -> No
     done = end_drop(losses, steps=steps, rates=cosine_schedule(1000))
     assert done.speed is not None and done.speed < 1e-3
     # without the schedule the facts stay unset; rates without the steps they refer to are refused
-    assert end_drop(linear, steps=logged_steps(1000, 20)).speed is None
+    assert end_drop(linear, steps=grid).speed is None
     with pytest.raises(ValueError, match="rates need the logged steps"):
         end_drop(linear, rates=rate)
-
-
-def test_logged_steps_are_the_loops_logging() -> None:
-    assert logged_steps(0, 1) == [] and logged_steps(5, 1) == [0, 1, 2, 3, 4] and logged_steps(10, 4) == [0, 4, 8, 9]
-    assert logged_steps(2000, 100)[-2:] == [1900, 1999] and len(logged_steps(2000, 100)) == 21
-    with pytest.raises(ValueError, match="log_every must be >= 1"):
-        logged_steps(10, 0)
 
 
 def test_a_loss_that_rose_or_sits_at_zero_is_flat_and_a_nonfinite_one_is_unconverged() -> None:
