@@ -2,6 +2,8 @@
 
 :func:`fit_network` and :func:`relative_error` (a decoder network fitted to a tensor),
 :func:`train_loop`, :func:`cosine_schedule` and :class:`TrainResult` (one seeded optimizer loop),
+:func:`end_drop` and :class:`EndDrop` (whether a fit ran out of its step budget, from its loss curve:
+the one rule for every fit's ``unconverged`` caveat, :mod:`~b2s_bench.fitting.budget`),
 :mod:`~b2s_bench.fitting.fidelity` (per-tensor rel-MAE, cosine, PSNR) and
 :mod:`~b2s_bench.fitting.limits` (the rate-distortion limits of a tensor and a code's gap to them).
 """
@@ -19,6 +21,8 @@ _EXPORTS = {
     "train_loop": "training",
     "cosine_schedule": "training",
     "TrainResult": "training",
+    "end_drop": "budget",
+    "EndDrop": "budget",
     "fidelity": "module:fidelity",
     "limits": "module:limits",
 }
@@ -27,5 +31,6 @@ __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from . import fidelity, limits
+    from .budget import EndDrop, end_drop
     from .solve import SolveResult, fit_network, relative_error
     from .training import TrainResult, cosine_schedule, train_loop

@@ -38,6 +38,10 @@ class NernConfig:
             (NeRN: 0.2); the others draw uniformly.
         raw_if_larger: store the layers raw when the predictor, tables and headers would cost at
             least as many bits as the kernels they predict (a small net under a default width).
+        plateau_tol: the fit is reported unconverged (``info["convergence"]`` and an ``unconverged``
+            caveat on the record) when its RMSE over all kernels still fell by at least this fraction
+            over the last quarter of its steps, or when it ran 0 steps (``b2s.fitting.end_drop``, the
+            rule RieM shares; the default 0.01 is RieM's).
     """
 
     hidden: int | None = None
@@ -56,6 +60,7 @@ class NernConfig:
     weight_decay: float = 0.0
     magnitude_batching: float = 0.2
     raw_if_larger: bool = dataclasses.field(default=True, metadata=ADDED_SETTING)
+    plateau_tol: float = dataclasses.field(default=0.01, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(
@@ -97,3 +102,4 @@ class NernConfig:
             f"magnitude_batching must be in [0, 1], got {self.magnitude_batching}",
             "magnitude_batching",
         )
+        check(0.0 <= self.plateau_tol < 1.0, f"plateau_tol must be in [0, 1), got {self.plateau_tol}", "plateau_tol")

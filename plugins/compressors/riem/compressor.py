@@ -91,8 +91,16 @@ class GroupFit:
     grids: torch.Tensor | None  # (B, 4, d) when quantized
     fit_rel_error: list[float]  # per layer, the full-precision fit's ||W' − W|| / ||W|| (before quantization)
     losses: list[float]  # the group's MSE (in units of the weights' RMS) as fit_network logged it
-    unconverged: bool
-    end_drop: float | None  # relative fall of the loss over the last quarter of the steps
+    convergence: b2s.fitting.EndDrop  # the end drop of ``losses`` over their last quarter, by plateau_tol
+
+    @property
+    def unconverged(self) -> bool:
+        return self.convergence.unconverged
+
+    @property
+    def end_drop(self) -> float | None:
+        """The relative fall of the loss over the last quarter of the steps (None: too few steps)."""
+        return self.convergence.drop
 
 
 def _per_layer_rel_error(net: RiemNetwork, target: torch.Tensor) -> torch.Tensor:
@@ -104,13 +112,6 @@ def _per_layer_rel_error(net: RiemNetwork, target: torch.Tensor) -> torch.Tensor
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A (B,) mask shaped to broadcast over a batched parameter (B, ...)."""
     return mask.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _end_drop(losses: list[float]) -> float | None:
-    if len(losses) < 2:
-        return None
-    at = losses[int(0.75 * (len(losses) - 1))]
-    return (at - losses[-1]) / at if at > 0 else 0.0
 
 
 def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: torch.Generator, device: torch.device) -> GroupFit:
@@ -151,8 +152,9 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
     std_err = torch.tensor([result.rel_error]) if b == 1 else _per_layer_rel_error(net, target)
     fit_err = std_err * (centred / weights_.double().pow(2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)).float()
     losses = list(result.losses)
-    drop = _end_drop(losses)
-    unconverged = config.steps == 0 or drop is None or drop >= config.plateau_tol
+    # the one budget rule (b2s.fitting.end_drop): still falling by plateau_tol over the last quarter
+    # of the logged points (evenly spaced every steps // 20), or no curve at all (0 steps)
+    convergence = b2s.fitting.end_drop(losses, tolerance=config.plateau_tol)
     fitted = {name: value.detach().cpu().clone() for name, value in net.tensors().items()}
 
     grids = None
@@ -168,7 +170,7 @@ def fit_group(weights_: torch.Tensor, dim: int, config: RiemConfig, generator: t
         fitted["rows"], fitted["cols"] = rq, cq
     fitted["out"] = fitted["out"] * scale[:, None]  # W = μ + s·W': folded into v and c
     fitted["out_bias"] = fitted["out_bias"] * scale + mean.float()
-    return GroupFit(fitted, grids, [float(e) for e in fit_err], losses, unconverged, drop)
+    return GroupFit(fitted, grids, [float(e) for e in fit_err], losses, convergence)
 
 
 def _groups(dims: dict[str, int], state: dict[str, torch.Tensor], config: RiemConfig, device: torch.device) -> list[list[str]]:
@@ -235,6 +237,7 @@ def compress(model: nn.Module, config: RiemConfig, ctx: Context) -> Compressed:
                     "rel_error": b2s.fitting.relative_error(code.decode(), state[key]),
                     "final_loss": fit.losses[-1] if fit.losses else None,
                     "unconverged": fit.unconverged,
+                    "end_drop": fit.end_drop,
                 }
             progress.update(1)
     finally:

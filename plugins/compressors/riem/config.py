@@ -50,7 +50,8 @@ class RiemConfig:
         raw_if_larger: store a layer raw when its code would cost at least its fp32 bits (with ``dim``
             set; under ``target_ratio`` a layer whose smallest code is over the budget stays raw anyway).
         plateau_tol: a fit is reported unconverged (a caveat on the record) when its loss still fell
-            by at least this fraction over the last quarter of its steps.
+            by at least this fraction over the last quarter of its steps (``b2s.fitting.end_drop``, the
+            rule NeRN shares; 0 steps count as unconverged).
         batch_layers: fit the layers of one matrix shape and d together in one batched network:
             "auto" on a GPU only (on a CPU, 8 layers of 64 × 288 batched took 2.2-3.2 s against 1.0-1.2 s
             one after another: the larger block leaves the caches), "yes" or "no".

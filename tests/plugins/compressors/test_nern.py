@@ -161,6 +161,79 @@ def test_training_reduces_the_loss_and_is_seeded() -> None:
     assert not torch.equal(other.codes[key].decode(), comp.codes[key].decode())
 
 
+def test_convergence_is_judged_on_the_exact_rmse_at_its_checkpoints() -> None:
+    assert nern.predictor.checkpoints(0) == [] and nern.predictor.checkpoints(1) == [0, 1]
+    assert nern.predictor.checkpoints(5) == [0, 3, 5] and nern.predictor.checkpoints(1000) == [0, 750, 1000]
+    # with minibatches (batch_size below the 16 + 512 kernels of tiny_model) the logged losses are
+    # one batch's; the rule's points are the RMSE over all kernels: the last one is the reported final RMSE
+    comp = _compress(steps=40, batch_size=64)
+    facts = comp.info["convergence"]
+    assert facts["points"] == 3 and facts["window"] == [30, 40] and facts["end_loss"] == comp.info["final_rmse"]
+    assert len(comp.info["losses"]) == 40  # the logged curve stays in the record, every step at 40 steps
+    # the same fit run twice gives the same facts (the extra passes draw nothing at random)
+    assert _compress(steps=40, batch_size=64).info["convergence"] == facts
+
+
+def constant_model() -> nn.Module:
+    """tiny_model with every conv kernel 0.1: a target the predictor learns fast, so few steps still move it."""
+    model = tiny_model(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(0.1)
+    return model
+
+
+def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
+    short = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02)
+    facts = short.info["convergence"]
+    assert facts["unconverged"] and facts["drop"] >= 0.01 and facts["window"] == [3, 5]
+    (caveat,) = short.info["caveats"]
+    assert caveat["kind"] == "unconverged"
+    assert caveat["message"].startswith("1 of 1 NeRN fit(s) ran out of steps (5) before a plateau, the loss still falling by")
+    assert caveat["message"].endswith("the numbers measure the step budget, not the method")
+    # 0 steps: no curve, unconverged with the reason
+    none = _compress(steps=0)
+    assert none.info["convergence"]["unconverged"] and "(too short: no loss was logged" in none.info["caveats"][0]["message"]
+    # enough steps on a tiny target: the fit has flattened (the drop is a fact of the record)
+    done = _compress(tiny_model(0), steps=300, hidden=8, levels=4)
+    assert not done.info["convergence"]["unconverged"] and done.info["convergence"]["drop"] < 0.01
+    assert "caveats" not in done.info and done.info["convergence"]["window"] == [225, 300]
+    # the cosine schedule's facts: the last quarter of 300 steps gets 2.5-3 % of the rate
+    assert 0.025 < done.info["convergence"]["rate_share"] < 0.03 and done.info["convergence"]["speed"] is not None
+    # the tolerance is the setting: the same short fit judged with a loose one is not flagged
+    loose = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02, plateau_tol=0.5)
+    assert not loose.info["convergence"]["unconverged"] and "caveats" not in loose.info
+
+
+def test_an_unconverged_fit_reaches_the_record_through_the_runner(tmp_path) -> None:
+    import json
+
+    from helpers import run_cli
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""
+suite: tiny-nern
+seed: 0
+models: [{name: tiny:cnn}]
+dataset: {name: random, n: 16}
+compressors:
+  - name: nern
+    settings: {hidden: 8, levels: 4, raw_if_larger: false}
+    grid: {steps: [0, 300]}
+metrics: [agreement, bits]
+report: {formats: [json]}
+""")
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--workers", "1") == 0
+    records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    fits = {r["compressor"]["pipeline"][0]["config"]["steps"]: r for r in records if r["compressor"]["pipeline"]}
+    assert sorted(fits) == [0, 300]
+    assert [c["kind"] for c in fits[0]["details"]["caveats"]] == ["unconverged"]
+    assert fits[0]["details"]["convergence"]["unconverged"] is True
+    assert "caveats" not in fits[300]["details"] and fits[300]["details"]["convergence"]["unconverged"] is False
+
+
 def test_decoded_final_rmse_matches_the_report() -> None:
     comp = _compress(steps=100, permutation="infilter")
     state = tiny_model(0).state_dict()
@@ -235,6 +308,7 @@ def test_a_target_ratio_a_width_1_predictor_cannot_reach_is_short() -> None:
         ({"permutation": "crosfilter"}, "did you mean 'crossfilter'"),
         ({"optimizer": "sgd"}, "optimizer must be one of"),
         ({"hiden": 8}, "did you mean 'hidden'"),
+        ({"plateau_tol": 1.0}, "plateau_tol must be in [0, 1), got 1.0"),
     ],
 )
 def test_bad_settings(settings: dict, message: str) -> None:
