@@ -13,8 +13,9 @@ statistics say about a layer's input, and activation ranges (public face).
   :func:`fake_quantize` (the core's activation quantizer), :func:`fake_quantize_per_token` (its dynamic
   per-token one);
 - :mod:`~b2s_bench.calibration.layerwise`: block-by-block calibration (:func:`find_blocks`,
-  :func:`calibrate_blocks`, :class:`LayerStats`: Hessians 2·XᵀX/n with convolutions through im2col,
-  per-channel mean/max |x|, column norms) and :func:`plan_peak_memory`: what GPTQ, SparseGPT, Wanda,
+  :func:`calibrate_blocks`, optionally in GPTQ's true-sequential order by :func:`input_groups`,
+  :class:`LayerStats`: Hessians 2·XᵀX/n with convolutions through im2col, per-channel mean/max |x|,
+  column norms) and :func:`plan_peak_memory`: what GPTQ, SparseGPT, Wanda,
   AWQ and SmoothQuant run on;
 - :mod:`~b2s_bench.calibration.stage`: the activations stage of a suite (:func:`apply_activations`,
   :class:`ActivationSettings`): W/A quantization for any weight compressor.
@@ -67,6 +68,7 @@ _EXPORTS = {
             "MemoryPlan",
             "STATISTICS",
             "find_blocks",
+            "input_groups",
             "capture_inputs",
             "chain_problem",
             "calibrate_blocks",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
         compress_layerwise,
         find_blocks,
         im2col_rows,
+        input_groups,
         plan_peak_memory,
         stats_reason,
     )

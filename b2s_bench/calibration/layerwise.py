@@ -31,9 +31,20 @@ the place of the first one).
 that compresses the block's layers in place (it may run the block again on its inputs:
 :meth:`BlockStep.forward`), (4) for a chained block, a forward of the *compressed* block gives the next
 block's inputs (as in GPTQ's reference code: later layers see the errors of earlier ones).
-All layers of a block get their statistics from the same pass over the block's inputs (GPTQ's code
-calls the finer order, each sub-layer after the earlier ones are quantized, "true sequential"; not
-done here).
+
+**Order within a block** (``sequential=``): by default all layers of a block get their statistics
+from the same pass over the block's inputs (the dense block's). With ``sequential=True`` (GPTQ's
+"true sequential" order, ``--true-sequential`` in the authors' LLaMA scripts) the block's target
+layers are split into **input groups** (:func:`input_groups`): layers that receive the same input
+tensor object in one forward form one group (a transformer's q/k/v, a SwiGLU's gate/up; found by
+hooks on the block's first calibration batch, never by names), ordered by their first execution
+(a LLaMA block: [q, k, v], [o], [gate, up], [down]). Each group in turn gets its statistics from a
+forward of the block over all its inputs *after the earlier groups were compressed* (the callback
+runs once per group), so o_proj's Hessian is over the attention output of the quantized q/k/v.
+Cost: one block forward over all calibration inputs per group (4 instead of 1 for a LLaMA block),
+plus one batch's forward to find the groups; only one group's statistics are live at a time. A
+layer the grouping forward does not reach joins a last group; a layer called more than once per
+forward belongs to the group of its first call (its statistics cover all calls).
 
 **Statistics** (:class:`LayerStats`), for ``nn.Linear`` and ``nn.Conv2d``, over the rows of X:
 a Linear's input flattened to (tokens, in_features); a Conv2d's input through im2col
@@ -79,6 +90,7 @@ __all__ = [
     "MemoryPlan",
     "STATISTICS",
     "find_blocks",
+    "input_groups",
     "capture_inputs",
     "chain_problem",
     "calibrate_blocks",
@@ -296,6 +308,9 @@ class BlockStep:
         layers: ``{name in the model: layer}`` for the block's target layers.
         stats: ``{name in the model: LayerStats}`` for the target layers the inputs reached.
         inputs: the block's captured inputs, one ``(args, kwargs)`` per calibration batch.
+        group: with ``sequential=True``, the position of ``layers`` among the block's input groups
+            (the callback runs once per group, the earlier groups already compressed); else 0.
+        groups: how many callbacks this block gets (its input groups; 1 without ``sequential``).
     """
 
     index: int
@@ -303,6 +318,8 @@ class BlockStep:
     layers: dict[str, nn.Module]
     stats: dict[str, LayerStats]
     inputs: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    group: int = 0
+    groups: int = 1
 
     @torch.no_grad()
     def forward(self) -> list[Any]:
@@ -322,6 +339,8 @@ class LayerwiseReport:
             reached by the calibration inputs.
         unchained: why the repeated blocks were not chained after all (the check on the first batch
             failed: see :func:`chain_problem`), or None.
+        groups: with ``sequential=True``, ``{block name: its input groups}`` (layer names, in the order
+            compressed; :func:`input_groups`); empty otherwise.
     """
 
     blocks: list[str]
@@ -329,11 +348,14 @@ class LayerwiseReport:
     layers: list[str]
     skipped: dict[str, str]
     unchained: str | None = None
+    groups: dict[str, list[list[str]]] = dataclasses.field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         out = {"blocks": len(self.blocks), "chained_blocks": self.chained, "layers": len(self.layers), "skipped": self.skipped}
         if self.unchained:
             out["unchained"] = self.unchained
+        if self.groups:  # the true-sequential order: how many groups (block forwards) each block took
+            out["sequential_groups"] = {name: len(g) for name, g in self.groups.items()}
         return out
 
 
@@ -438,6 +460,49 @@ def _target_layers(block: Block, layers: Callable[[str, nn.Module], bool] | None
 
 
 @torch.no_grad()
+def input_groups(layers: dict[str, nn.Module], run: Callable[[], Any]) -> list[list[str]]:
+    """``layers`` (``{name: module}``) grouped by the input they consume, from one call of ``run``
+    (a forward that reaches them; its result is dropped).
+
+    Layers whose first call receives the same tensor *object* as first positional input form one group
+    (q/k/v of an attention, gate/up of a SwiGLU MLP, a residual block's conv and its downsampling conv);
+    equal values in different tensors do not join. Groups come in the order of their first execution,
+    their members in the order of their calls. A layer called again later keeps its first call's group;
+    a layer ``run`` does not reach (or that gets no tensor first) is a group of its own, the unreached
+    ones together, last. The identity is kept through weak references, so no input is held alive and a
+    freed tensor's address reused by a later one cannot join two groups.
+    """
+    groups: list[tuple[weakref.ref[torch.Tensor] | None, list[str]]] = []
+    seen: set[str] = set()
+    handles = []
+    for name, layer in layers.items():
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor):
+                for ref, members in groups:
+                    if ref is not None and ref() is x:
+                        members.append(name)
+                        return
+                groups.append((weakref.ref(x), [name]))
+            else:
+                groups.append((None, [name]))
+
+        handles.append(layer.register_forward_pre_hook(hook))
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    found = [members for _, members in groups]
+    unreached = [name for name in layers if name not in seen]
+    return found + [unreached] if unreached else found
+
+
+@torch.no_grad()
 def _accumulate(
     step_layers: dict[str, nn.Module],
     run: Callable[[], Any],
@@ -484,9 +549,12 @@ def calibrate_blocks(
     layers: Callable[[str, nn.Module], bool] | None = None,
     statistics: Collection[str] = ("hessian",),
     device: torch.device | None = None,
+    sequential: bool = False,
 ) -> LayerwiseReport:
     """Run the calibration ``batches`` through ``model`` block by block, calling ``callback`` once per
-    block with its layers' input statistics, so that it compresses them in place (module docstring).
+    block with its layers' input statistics, so that it compresses them in place (module docstring);
+    with ``sequential``, once per input group of the block, each group's statistics taken after the
+    earlier groups were compressed (GPTQ's "true sequential" order: one block forward per group).
 
     Args:
         batches: the calibration inputs, each one call of the model (tensor, tuple of args, or dict of
@@ -497,6 +565,8 @@ def calibrate_blocks(
             None: all of them.
         statistics: which of :data:`STATISTICS` to accumulate.
         device: where batches are moved before the model runs (None: as given).
+        sequential: split each block's target layers into input groups (:func:`input_groups`) and
+            collect and hand over one group at a time (see the module docstring).
     """
     unknown = sorted(set(statistics) - set(STATISTICS))
     if unknown:
@@ -504,6 +574,7 @@ def calibrate_blocks(
     was_training = model.training
     model.eval()
     skipped: dict[str, str] = {}
+    grouped: dict[str, list[list[str]]] = {}
     done: list[str] = []
     with_stats: list[str] = []
     chain: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
@@ -525,9 +596,17 @@ def calibrate_blocks(
             if not inputs:
                 skipped.update(dict.fromkeys(step_layers, "not reached by the calibration inputs"))
             elif step_layers:
-                step.stats = _accumulate(step_layers, step.forward, statistics, skipped)
-                with_stats.extend(step.stats)
-                callback(step)
+                if sequential:
+                    groups = input_groups(step_layers, dataclasses.replace(step, inputs=inputs[:1]).forward)  # the first batch
+                    grouped[block.name] = groups
+                else:
+                    groups = [list(step_layers)]
+                for g, names in enumerate(groups):  # one pass per group: its statistics after the earlier groups' callbacks
+                    part = dataclasses.replace(step, layers={n: step_layers[n] for n in names}, group=g, groups=len(groups))
+                    part.stats = _accumulate(part.layers, part.forward, statistics, skipped)
+                    with_stats.extend(part.stats)
+                    callback(part)
+                    del part
             if block.chained:
                 nxt = index + 1 < len(units) and units[index + 1].chained
                 outs = step.forward() if nxt and inputs else []
@@ -536,7 +615,7 @@ def calibrate_blocks(
             done.append(block.name)
     finally:
         model.train(was_training)
-    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped, unchained)
+    return LayerwiseReport(done, sum(b.chained for b in units), with_stats, skipped, unchained, grouped)
 
 
 @torch.no_grad()
@@ -549,6 +628,7 @@ def compress_layerwise(
     statistics: Collection[str] = ("hessian",),
     blocks: str | Sequence[str] = "auto",
     device: torch.device | None = None,
+    sequential: bool = False,
 ) -> tuple[dict[str, Code], LayerwiseReport]:
     """A code for each weight in ``targets`` (``"name.weight"`` keys), made block by block.
 
@@ -556,7 +636,9 @@ def compress_layerwise(
     replaced by what the code decodes to for the rest of the pass (later blocks see the compressed
     model's outputs) and restored at the end, so ``model`` comes back unchanged. A target that got no
     statistics (skipped or not reached: :attr:`LayerwiseReport.skipped` says why) is compressed after
-    the pass with ``stats=None``: the method's data-free fallback.
+    the pass with ``stats=None``: the method's data-free fallback. ``sequential``: the "true sequential"
+    order of :func:`calibrate_blocks` (each input group's statistics from the block with the earlier
+    groups' weights already replaced by their codes).
     """
     wanted = {key.rpartition(".")[0] for key in targets}
     codes: dict[str, Code] = {}
@@ -583,6 +665,7 @@ def compress_layerwise(
             layers=lambda name, m: name in wanted,
             statistics=statistics,
             device=device,
+            sequential=sequential,
         )
         for name in sorted(wanted - {key.rpartition(".")[0] for key in codes}):
             place(name, model.get_submodule(name), None)
@@ -664,7 +747,8 @@ class MemoryPlan:
         block_io: the inputs of the peak block for all calibration batches (every distinct tensor of its
             captured arguments), plus its outputs when it is chained (the next block's inputs).
         statistics: the accumulated statistics of the peak block's target layers, live together
-            (XᵀX: d²·4 bytes per layer; 4 bytes per entry of each per-column/channel vector).
+            (XᵀX: d²·4 bytes per layer; 4 bytes per entry of each per-column/channel vector); with
+            ``sequential``, those of its largest input group (one group's are live at a time).
         transient: the peak of the tensors created by one batch's forward of the peak block with the
             statistics hooks running (their float32 im2col/row copies included), measured on the meta
             device.
@@ -709,6 +793,16 @@ def _stats_bytes(layers: dict[str, nn.Module], statistics: Collection[str]) -> i
     return total
 
 
+def _split(found: dict[str, nn.Module], block: str, relative: dict[str, int], count: int) -> list[dict[str, nn.Module]]:
+    """``found`` (a block's target layers) split into the groups ``relative`` gives by name relative to
+    the block; a layer it does not name joins one more group, as unreached layers do."""
+    parts: list[dict[str, nn.Module]] = [{} for _ in range(count + 1)]
+    for name, layer in found.items():
+        rel = name[len(block) + 1 :] if block else name
+        parts[relative.get(rel, count)][name] = layer
+    return parts
+
+
 @torch.no_grad()
 def plan_peak_memory(
     model: nn.Module,
@@ -718,6 +812,7 @@ def plan_peak_memory(
     statistics: Collection[str] = ("hessian",),
     blocks: str | Sequence[str] = "auto",
     layers: Callable[[str, nn.Module], bool] | None = None,
+    sequential: bool = False,
 ) -> MemoryPlan:
     """The planned peak bytes of :func:`calibrate_blocks` over ``batches`` calibration batches shaped
     like ``example`` (e.g. 128 batches of one 2048-token sequence: the pass keeps every batch's block
@@ -726,7 +821,11 @@ def plan_peak_memory(
     Works on a model built on ``torch.device("meta")`` with a meta ``example``: nothing is allocated
     (the forward runs on meta tensors; the transient is measured by tracking the tensors it creates).
     The peak is taken over blocks: weights + the block's inputs/outputs + the larger of (its statistics +
-    its forward's transient) and (the transient of capturing its inputs).
+    its forward's transient) and (the transient of capturing its inputs). With ``sequential`` (the
+    true-sequential pass of :func:`calibrate_blocks`), the statistics are those of the block's largest
+    input group (the groups found on the example; a chain's other blocks grouped by the same names
+    relative to their block); the transient stays the forward's with every layer hooked, an upper bound
+    on each group's forward.
     """
     weights = sum(_nbytes(t) for t in [*model.parameters(), *model.buffers()])
     best: MemoryPlan | None = None
@@ -746,6 +845,8 @@ def plan_peak_memory(
         def run(b: Block = block, a: tuple[Any, ...] = args, k: dict[str, Any] = kwargs) -> Any:
             return b.module(*a, **k)
 
+        groups = input_groups(step_layers, run) if sequential and step_layers else [list(step_layers)]
+        relative = {name[len(block.name) + 1 :] if block.name else name: g for g, names in enumerate(groups) for name in names}
         holder = {name: LayerStats(name) for name in run_stats}
         handles = []
         for name, layer in run_stats.items():
@@ -768,7 +869,12 @@ def plan_peak_memory(
         del holder
         transient = tracker.peak
         chain_blocks = [b for b in units if b.chained] if block.chained else [block]
-        stats_bytes = max(_stats_bytes(_target_layers(b, layers), statistics) for b in chain_blocks)
+        parts = [
+            _split(found, b.name, relative, len(groups)) if sequential else [found]
+            for b in chain_blocks
+            for found in [_target_layers(b, layers)]
+        ]
+        stats_bytes = max(_stats_bytes(part, statistics) for block_parts in parts for part in block_parts)
         io = batches * (_distinct_bytes((args, kwargs)) + out_bytes)
         plan = MemoryPlan(weights, io, stats_bytes, transient, block.name, capturing.peak)
         if best is None or plan.peak > best.peak:

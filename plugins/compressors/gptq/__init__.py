@@ -3,7 +3,8 @@ compensated on the columns not yet quantized through the inverse Hessian of the 
 
 Calibration track: the model runs block by block on the calibration inputs
 (:mod:`b2s_bench.calibration.layerwise`), each layer's H = 2·XᵀX/n (a convolution through im2col);
-later blocks see the outputs of the quantized earlier ones.
+later blocks see the outputs of the quantized earlier ones. ``true_sequential``: within a block too,
+group by group of layers fed the same input (the authors' ``--true-sequential``).
 
 Bits (quantize's UniformCode): N·b for the codes, a ``scale_bits`` scale and (asymmetric, the
 default) a b-bit zero point per group of ``group_size`` input columns per output channel (the last
@@ -49,7 +50,8 @@ SPEC = CompressorSpec(
         "the paper: GPTQ, Frantar et al. ICLR 2023, Sec. 3-5 (4-bit asymmetric min/max grid, groups of 128 "
         "in the LLM setting, lazy batches of 128 columns, λ = 1 % of the mean Hessian diagonal, 128 "
         "calibration samples: C4 segments there, the calibration track's inputs here; act_order off as in "
-        "the paper, on in the authors' later code); fp16 scales as the authors' packed format"
+        "the paper, on in the authors' later code; true_sequential likewise: off as in the paper, on in "
+        "their LLaMA command); fp16 scales as the authors' packed format"
     ),
     description="GPTQ (ICLR 2023): column-by-column quantization with inverse-Hessian error compensation, "
     "block by block on calibration inputs (convs through im2col)",

@@ -61,7 +61,14 @@ def compress(model: nn.Module, config: GPTQConfig, ctx: Context) -> Compressed:
         return quantize_weight(weight, stats.hessian, config)
 
     codes, report = compress_layerwise(
-        model, batches, one, targets, statistics=("hessian",), blocks=config.blocks, device=ctx.device
+        model,
+        batches,
+        one,
+        targets,
+        statistics=("hessian",),
+        blocks=config.blocks,
+        device=ctx.device,
+        sequential=config.true_sequential,
     )
     info: dict[str, Any] = {
         "weight_bits": config.bits,

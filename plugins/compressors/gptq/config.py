@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from b2s_bench import check, one_of
+from b2s_bench import ADDED_SETTING, check, one_of
 
 __all__ = ["GPTQConfig", "BLOCK_RULES"]
 
@@ -40,6 +40,13 @@ class GPTQConfig:
             every other conv/linear layer on its own) or "layers" (every layer on its own).
         skip_first / skip_last: leave the first / last conv or linear layer in fp32
             (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
+        true_sequential: within a block, quantize its layers group by group (layers fed the same
+            input: q/k/v, then o, then gate/up, then down in a LLaMA block), each group's Hessian taken
+            after the earlier groups are quantized, so it sees their error (the authors' LLaMA script,
+            ``--true-sequential``; costs one block forward per group). Default false: the paper's
+            order (all layers of a block from the dense block's inputs) and the authors' flag's
+            default; their README's LLaMA results use it together with ``--act-order``, which is off
+            here too. Records made before this setting existed are the false ones.
     """
 
     bits: int = 4
@@ -54,6 +61,7 @@ class GPTQConfig:
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
     skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
+    true_sequential: bool = dataclasses.field(default=False, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(isinstance(self.bits, int) and 2 <= self.bits <= 8, f"bits must be an int in 2..8, got {self.bits!r}", "bits")
@@ -68,3 +76,8 @@ class GPTQConfig:
         for key in ("calibration_samples", "batch_size"):
             check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}", key)
         one_of(self.blocks, BLOCK_RULES, "blocks")
+        check(
+            isinstance(self.true_sequential, bool),
+            f"true_sequential must be true or false, got {self.true_sequential!r}",
+            "true_sequential",
+        )

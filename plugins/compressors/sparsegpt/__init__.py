@@ -2,7 +2,8 @@
 columns' mask chosen by OBS saliency and the pruned weights' error compensated on the later columns
 through the inverse Hessian of the layer's inputs (GPTQ's machinery with a mask instead of a grid).
 
-Calibration track, block by block (:mod:`b2s_bench.calibration.layerwise`). Joint quantization (the
+Calibration track, block by block (:mod:`b2s_bench.calibration.layerwise`; ``true_sequential``:
+within a block too, group by group, as the authors' ``llama.py --true-sequential``). Joint quantization (the
 paper's 50 % + 4-bit) is not done: stack a quantizer as a separate stage.
 
 Bits: unstructured, prune's SparseCode (kept values at fp32 and the cheaper of a bitmask and CSR

@@ -44,7 +44,14 @@ def compress(model: nn.Module, config: SparseGPTConfig, ctx: Context) -> Compres
         return prune_weight(weight, None if stats is None else stats.hessian, config)
 
     codes, report = compress_layerwise(
-        model, batches, one, targets, statistics=("hessian",), blocks=config.blocks, device=ctx.device
+        model,
+        batches,
+        one,
+        targets,
+        statistics=("hessian",),
+        blocks=config.blocks,
+        device=ctx.device,
+        sequential=config.true_sequential,
     )
     info: dict[str, Any] = {
         "structure": config.structure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from b2s_bench import ConfigError, check, one_of
+from b2s_bench import ADDED_SETTING, ConfigError, check, one_of
 
 __all__ = ["SparseGPTConfig", "parse_structure", "STRUCTURE_HELP"]
 
@@ -49,6 +49,11 @@ class SparseGPTConfig:
         blocks: the block rule of the block-by-block pass ("auto" or "layers", as gptq's).
         skip_first / skip_last: leave the first / last conv or linear layer dense
             (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
+        true_sequential: within a block, prune its layers group by group (layers fed the same input:
+            q/k/v, then o, then gate/up, then down in a LLaMA block), each group's Hessian taken after
+            the earlier groups are pruned (the authors' ``llama.py --true-sequential``, as gptq's; one
+            block forward per group). Default false: the paper's order and the flag's default (their
+            README's commands do not set it). Records made before this setting existed are the false ones.
 
     The paper's joint 50 % + 4-bit quantization is out of scope: stack ``quantize`` or ``gptq`` as
     a separate stage.
@@ -63,6 +68,7 @@ class SparseGPTConfig:
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
     skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
+    true_sequential: bool = dataclasses.field(default=False, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")
@@ -82,6 +88,11 @@ class SparseGPTConfig:
         for key in ("calibration_samples", "batch_size"):
             check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}", key)
         one_of(self.blocks, ("auto", "layers"), "blocks")
+        check(
+            isinstance(self.true_sequential, bool),
+            f"true_sequential must be true or false, got {self.true_sequential!r}",
+            "true_sequential",
+        )
 
     @property
     def pattern(self) -> tuple[int, int] | None:

@@ -3,8 +3,9 @@ the norm of its input feature over the calibration inputs), compared within each
 unstructured or N:M, with no weight update.
 
 Calibration track, block by block (:mod:`b2s_bench.calibration.layerwise`: the column norms, a
-conv's through im2col). Bits as sparsegpt's: prune's SparseCode (unstructured) or the N:M pattern
-code (3 bits per 4 weights at 2:4), kept values at fp32, plus the header.
+conv's through im2col; ``true_sequential``: within a block too, group by group). Bits as
+sparsegpt's: prune's SparseCode (unstructured) or the N:M pattern code (3 bits per 4 weights at
+2:4), kept values at fp32, plus the header.
 
 The package: :mod:`.config`, :mod:`.codes`, :mod:`.compressor`, and here its registration.
 """

@@ -71,7 +71,14 @@ def compress(model: nn.Module, config: WandaConfig, ctx: Context) -> Compressed:
         return prune_weight(weight, norm, config)
 
     codes, report = compress_layerwise(
-        model, batches, one, targets, statistics=("col_norm",), blocks=config.blocks, device=ctx.device
+        model,
+        batches,
+        one,
+        targets,
+        statistics=("col_norm",),
+        blocks=config.blocks,
+        device=ctx.device,
+        sequential=config.true_sequential,
     )
     info: dict[str, Any] = {
         "structure": config.structure,

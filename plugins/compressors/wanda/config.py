@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from b2s_bench import check, one_of
+from b2s_bench import ADDED_SETTING, check, one_of
 
 from ..sparsegpt.config import parse_structure
 
@@ -33,6 +33,12 @@ class WandaConfig:
             blocks see the pruned earlier ones' outputs, as in the authors' code.
         skip_first / skip_last: leave the first / last conv or linear layer dense
             (default: the last only, as the authors' code: a transformer's blocks, not its lm_head).
+        true_sequential: within a block, prune its layers group by group (layers fed the same input:
+            q/k/v, then o, then gate/up, then down in a LLaMA block), each group's input norms taken
+            after the earlier groups are pruned (as gptq's; one block forward per group). It matters
+            without a weight update too: o_proj's input norms are those of the pruned q/k/v's attention
+            output. Default false, as the authors' code (``prune_wanda``: every layer of a block scored
+            from one forward of the block, blocks in sequence on the pruned earlier blocks' outputs).
     """
 
     sparsity: float = 0.5
@@ -43,6 +49,7 @@ class WandaConfig:
     blocks: Literal["auto", "layers"] = "auto"
     skip_first: bool = False
     skip_last: bool = True  # the authors run the transformer blocks only: the head (lm_head, classifier) stays dense
+    true_sequential: bool = dataclasses.field(default=False, metadata=ADDED_SETTING)
 
     def __post_init__(self) -> None:
         check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}", "sparsity")
@@ -61,6 +68,11 @@ class WandaConfig:
         for key in ("calibration_samples", "batch_size"):
             check(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}", key)
         one_of(self.blocks, ("auto", "layers"), "blocks")
+        check(
+            isinstance(self.true_sequential, bool),
+            f"true_sequential must be true or false, got {self.true_sequential!r}",
+            "true_sequential",
+        )
 
     @property
     def pattern(self) -> tuple[int, int] | None:

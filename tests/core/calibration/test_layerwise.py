@@ -1,5 +1,6 @@
 """Block-by-block calibration: the blocks found, the statistics (Hessians through im2col, per-channel
-|x|, column norms), the chained pass with extra arguments, and the planned peak memory of LLaMA-7B."""
+|x|, column norms), the chained pass with extra arguments, the true-sequential order (input groups,
+each group's statistics over the compressed earlier groups), and the planned peak memory of LLaMA-7B."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from b2s_bench.calibration import (
     capture_inputs,
     find_blocks,
     im2col_rows,
+    input_groups,
     plan_peak_memory,
 )
 from b2s_bench.testing import tiny_model
@@ -241,6 +243,109 @@ def test_later_blocks_see_the_outputs_of_the_compressed_earlier_ones() -> None:
     assert torch.allclose(hessians["lm_head"].double(), 2 * head.t() @ head / head.shape[0], rtol=1e-4, atol=1e-6)
 
 
+# -- the true-sequential order ----------------------------------------------------------------------------
+
+
+def test_input_groups_of_a_llama_block_are_qkv_o_gate_up_down_from_hooks() -> None:
+    model = small_llama()
+    block = model.layers[1]
+    layers = {f"layers.1.{n}": m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+    (args, kwargs), *_ = capture_inputs(model, block, token_batches(1))
+    groups = input_groups(layers, lambda: block(*args, **kwargs))
+    p = "layers.1."
+    assert groups == [
+        [f"{p}self_attn.q_proj", f"{p}self_attn.k_proj", f"{p}self_attn.v_proj"],
+        [f"{p}self_attn.o_proj"],
+        [f"{p}gate_proj", f"{p}up_proj"],
+        [f"{p}down_proj"],
+    ]
+    # the rule is the tensor object, not names or values: copies of one input are apart; an unreached layer comes last
+    a, b, c, unused = (nn.Linear(4, 4) for _ in range(4))
+    x = torch.randn(2, 4)
+    assert input_groups({"a": a, "b": b, "c": c, "unused": unused}, lambda: (b(x.clone()), a(x.clone()), c(x))) == [
+        ["b"],
+        ["a"],
+        ["c"],
+        ["unused"],
+    ]
+
+
+def coarse(step: BlockStep, hessians: dict[str, torch.Tensor], order: list[tuple[str, int, int]]) -> None:
+    """A callback: record each layer's Hessian and (block, group, groups), then round its weight coarsely in place."""
+    order.append((step.block.name, step.group, step.groups))
+    for name, layer in step.layers.items():
+        stats = step.stats[name]
+        assert stats.hessian is not None
+        hessians[name] = stats.hessian
+        with torch.no_grad():
+            layer.weight.copy_(torch.round(layer.weight * 4) / 4)
+
+
+def hand_hessian(model: nn.Module, name: str, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """A layer's Hessian from the whole model's forward, accumulated batch by batch as the pass does."""
+    layer = model.get_submodule(name)
+    stats = LayerStats(name)
+    for args, _ in capture_inputs(model, layer, batches):
+        stats.add(layer, args[0], ("hessian",), True)
+    assert stats.finish().hessian is not None
+    return stats.hessian
+
+
+def test_sequential_statistics_of_a_group_are_over_the_compressed_earlier_groups() -> None:
+    batches = token_batches()
+    model = small_llama()
+    hessians: dict[str, torch.Tensor] = {}
+    order: list[tuple[str, int, int]] = []
+    report = calibrate_blocks(model, batches, lambda s: coarse(s, hessians, order), sequential=True)
+    assert order == [(f"layers.{i}", g, 4) for i in range(3) for g in range(4)] + [("lm_head", 0, 1)]
+    assert report.info()["sequential_groups"] == {"layers.0": 4, "layers.1": 4, "layers.2": 4, "lm_head": 1}
+
+    def rounded(names: list[str]) -> nn.Module:  # by hand: the dense model with exactly these layers rounded
+        hand = small_llama()
+        for n in names:
+            w = hand.get_submodule(n).weight
+            with torch.no_grad():
+                w.copy_(torch.round(w * 4) / 4)
+        return hand
+
+    qkv = [f"layers.1.self_attn.{p}_proj" for p in "qkv"]
+    earlier = [n for n, m in small_llama().named_modules() if isinstance(m, nn.Linear) and n.startswith("layers.0.")]
+    # o_proj's Hessian: over the attention output of the rounded q, k, v (and of the rounded block before)
+    assert torch.equal(
+        hessians["layers.1.self_attn.o_proj"], hand_hessian(rounded([*earlier, *qkv]), "layers.1.self_attn.o_proj", batches)
+    )
+    attn = [*qkv, "layers.1.self_attn.o_proj", "layers.1.gate_proj", "layers.1.up_proj"]
+    assert torch.equal(hessians["layers.1.down_proj"], hand_hessian(rounded([*earlier, *attn]), "layers.1.down_proj", batches))
+    assert torch.equal(
+        hessians["layers.1.self_attn.q_proj"], hand_hessian(rounded(earlier), "layers.1.self_attn.q_proj", batches)
+    )
+
+    # the one-pass order (the default): o_proj's Hessian is the dense block's, unlike the sequential one
+    one_pass: dict[str, torch.Tensor] = {}
+    calibrate_blocks(small_llama(), batches, lambda s: coarse(s, one_pass, []))
+    assert torch.equal(
+        one_pass["layers.1.self_attn.o_proj"], hand_hessian(rounded(earlier), "layers.1.self_attn.o_proj", batches)
+    )
+    assert not torch.allclose(one_pass["layers.1.self_attn.o_proj"], hessians["layers.1.self_attn.o_proj"], rtol=1e-3)
+
+
+def test_the_sequential_pass_holds_one_groups_statistics_within_the_plan() -> None:
+    batches = token_batches()
+    model = small_llama()
+    live: list[int] = []
+
+    def measure(step: BlockStep) -> None:
+        live.append(sum(4 * s.hessian.numel() for s in step.stats.values() if s.hessian is not None))
+
+    calibrate_blocks(model, batches, measure, sequential=True)
+    plan = plan_peak_memory(model, batches[0], len(batches), sequential=True)
+    one_pass = plan_peak_memory(model, batches[0], len(batches))
+    dim, hidden = 16, 24
+    assert max(live) == plan.statistics == 4 * 3 * dim * dim  # q, k, v: the largest group here
+    assert one_pass.statistics == 4 * (6 * dim * dim + hidden * hidden) > plan.statistics
+    assert plan.peak < one_pass.peak and plan.transient == one_pass.transient and plan.block_io == one_pass.block_io
+
+
 class Down(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -301,3 +406,7 @@ def test_llama_7b_block_by_block_fits_80_gb_as_planned_on_the_meta_device() -> N
     assert plan.capture == hidden_state + position_ids  # capturing block 0's inputs: the embedding and the positions
     assert plan.peak == plan.weights + plan.block_io + plan.statistics + plan.transient < 80 * 10**9
     assert "planned peak" in plan.describe()
+    # true sequential: one input group's statistics live at a time, the largest down_proj's XᵀX alone
+    sequential = plan_peak_memory(model, example, samples, statistics=("hessian",), sequential=True)
+    assert sequential.statistics == 4 * hidden * hidden < plan.statistics
+    assert sequential.peak == plan.peak - plan.statistics + sequential.statistics < 80 * 10**9
