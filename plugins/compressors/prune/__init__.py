@@ -55,7 +55,8 @@ SPEC = CompressorSpec(
     compress_tensor=b2s.lazy(".compressor:compress_tensor", __name__),
     codes=(b2s.lazy(".codes:SparseCode", __name__, kind="prune.sparse"),),
     identity={"sparsity": 0.0, "method": "magnitude"},
-    version="4",  # 4: channel pruning reaches `sparsity` in weights removed; transformers prune head dims
+    version="5",  # 5: channel pruning also lowers the channel ratio where it removed over 1.1 x `sparsity`
+    # (4: channel pruning reaches `sparsity` in weights removed; transformers prune head dims)
     # (3: the header counted is b2s.header_bits(meta()))
     defaults_source=(
         "ours: 50 % global unstructured magnitude pruning (Han et al. 2015 give no sparsity for a new model);"

@@ -41,9 +41,12 @@ class PruneConfig:
             (the channels coupled to a LayerNorm, on models with ``qkv``/``num_heads`` attention)
             and prunes it elsewhere; "keep" always keeps it; "prune" prunes it too (ViT runs; Swin's
             patch merging does not, and is refused).
-        reach_sparsity: with ``method: channel``: raise torch-pruning's channel ratio (up to 6 more
-            tries, by asked / achieved) until the conv/linear weights removed reach ``sparsity``;
-            false: ``sparsity`` is the channel ratio as given (torch-pruning's meaning).
+        reach_sparsity: with ``method: channel``: change torch-pruning's channel ratio (up to 6 more
+            tries, by asked / achieved, bisecting once bracketed) until the conv/linear weights removed
+            reach ``sparsity`` without overshooting it by more than 10 % (relative): raised where
+            layers must stay, lowered on a plain CNN, where a channel ratio r removes about
+            1 − (1 − r)² of the weights; false: ``sparsity`` is the channel ratio as given
+            (torch-pruning's meaning).
     """
 
     sparsity: float = 0.5
