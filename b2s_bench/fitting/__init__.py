@@ -23,6 +23,7 @@ _EXPORTS = {
     "TrainResult": "training",
     "end_drop": "budget",
     "EndDrop": "budget",
+    "DEFAULT_SPEED_TOLERANCE": "budget",
     "fidelity": "module:fidelity",
     "limits": "module:limits",
 }
@@ -31,6 +32,6 @@ __getattr__, __dir__ = lazy_face(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from . import fidelity, limits
-    from .budget import EndDrop, end_drop
+    from .budget import DEFAULT_SPEED_TOLERANCE, EndDrop, end_drop
     from .solve import SolveResult, fit_network, relative_error
     from .training import TrainResult, cosine_schedule, train_loop

@@ -41,7 +41,9 @@ class NernConfig:
         plateau_tol: the fit is reported unconverged (``info["convergence"]`` and an ``unconverged``
             caveat on the record) when its RMSE over all kernels still fell by at least this fraction
             over the last quarter of its steps, or when it ran 0 steps (``b2s.fitting.end_drop``, the
-            rule RieM shares; the default 0.01 is RieM's).
+            rule RieM shares; the default 0.01 is RieM's); also when that quarter's fall per unit of
+            the cosine learning rate was at least the fit's average (speed ≥ 1: the schedule, not a
+            plateau, flattened the curve).
     """
 
     hidden: int | None = None

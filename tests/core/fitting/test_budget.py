@@ -85,6 +85,32 @@ def test_the_schedule_tells_a_curve_flattened_by_its_rate_from_a_plateau() -> No
         end_drop(linear, rates=rate)
 
 
+def test_with_a_speed_tolerance_a_curve_flattened_only_by_its_rate_is_unconverged() -> None:
+    """NeRN's judgement: a fit whose last quarter fell faster per unit of rate than its average (the
+    return of more rate has not diminished) ran out of budget, though the cosine made its end drop small."""
+    from b2s_bench.fitting import DEFAULT_SPEED_TOLERANCE
+
+    grid = [0, 750, 1000]  # NeRN's measuring points
+    rate = cosine_schedule(1000)
+    mass = [0.0]
+    for s in range(1000):
+        mass.append(mass[-1] + rate(s))
+    share = (mass[1000] - mass[750]) / mass[1000]  # the last quarter's share of the rate, about 2.5 %
+    # the UNet's case: 0.21 % over the window while the whole fit fell 6 %: speed about 1.4
+    accelerating = [1.0, 1.0 - 0.06 + 0.0021, 1.0 - 0.06]
+    facts = end_drop(accelerating, steps=grid, rates=rate, speed_tolerance=DEFAULT_SPEED_TOLERANCE)
+    assert facts.drop is not None and facts.drop < 0.01 and facts.speed is not None
+    assert facts.speed == pytest.approx((0.0021 / 0.06) / share, rel=1e-6) and facts.speed > 1
+    assert facts.unconverged and "still descending" in facts.reason and "no plateau yet" in facts.reason
+    assert not end_drop(accelerating, steps=grid, rates=rate).unconverged  # the end drop alone: flat
+    # the CNN's case: the window holds 1.4 % of the fall, speed 0.57: converged
+    slowing = [1.0, 0.9 + 0.1 * 0.0143, 0.9]
+    facts = end_drop(slowing, steps=grid, rates=rate, speed_tolerance=DEFAULT_SPEED_TOLERANCE)
+    assert facts.speed is not None and facts.speed < 1 and not facts.unconverged
+    # a loss that rose over the window is flat whatever its speed
+    assert not end_drop([1.0, 0.8, 0.81], steps=grid, rates=rate, speed_tolerance=DEFAULT_SPEED_TOLERANCE).unconverged
+
+
 def test_a_loss_that_rose_or_sits_at_zero_is_flat_and_a_nonfinite_one_is_unconverged() -> None:
     rose = end_drop([1.0, 0.5, 0.4, 0.41, 0.42])
     assert rose.drop is not None and rose.drop < 0 and not rose.unconverged

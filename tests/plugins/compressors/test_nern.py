@@ -195,12 +195,16 @@ def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
     # 0 steps: no curve, unconverged with the reason
     none = _compress(steps=0)
     assert none.info["convergence"]["unconverged"] and "(too short: no loss was logged" in none.info["caveats"][0]["message"]
-    # enough steps on a tiny target: the fit has flattened (the drop is a fact of the record)
-    done = _compress(tiny_model(0), steps=300, hidden=8, levels=4)
+    # 300 steps on random kernels: the end drop is small (0.4 %) only because the cosine annealed; the last
+    # quarter still fell 2.1x as fast per unit of rate as the fit's average, so the speed rule flags it
+    early = _compress(tiny_model(0), steps=300, hidden=8, levels=4).info["convergence"]
+    assert early["drop"] < 0.01 and early["speed"] > 1 and early["unconverged"] and "still descending" in early["reason"]
+    # enough steps: the fit has flattened (the drop and the speed are facts of the record)
+    done = _compress(tiny_model(0), steps=1000, hidden=8, levels=4)
     assert not done.info["convergence"]["unconverged"] and done.info["convergence"]["drop"] < 0.01
-    assert "caveats" not in done.info and done.info["convergence"]["window"] == [225, 300]
-    # the cosine schedule's facts: the last quarter of 300 steps gets 2.5-3 % of the rate
-    assert 0.025 < done.info["convergence"]["rate_share"] < 0.03 and done.info["convergence"]["speed"] is not None
+    assert "caveats" not in done.info and done.info["convergence"]["window"] == [750, 1000]
+    # the cosine schedule's facts: the last quarter of the steps gets 2.5-3 % of the rate
+    assert 0.02 < done.info["convergence"]["rate_share"] < 0.03 and done.info["convergence"]["speed"] < 1
     # the tolerance is the setting: the same short fit judged with a loose one is not flagged
     loose = _compress(constant_model(), steps=5, hidden=8, levels=4, lr=0.02, plateau_tol=0.5)
     assert not loose.info["convergence"]["unconverged"] and "caveats" not in loose.info
@@ -220,7 +224,7 @@ dataset: {name: random, n: 16}
 compressors:
   - name: nern
     settings: {hidden: 8, levels: 4, raw_if_larger: false}
-    grid: {steps: [0, 300]}
+    grid: {steps: [0, 1000]}
 metrics: [agreement, bits]
 report: {formats: [json]}
 """)
@@ -228,10 +232,10 @@ report: {formats: [json]}
     assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--workers", "1") == 0
     records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     fits = {r["compressor"]["pipeline"][0]["config"]["steps"]: r for r in records if r["compressor"]["pipeline"]}
-    assert sorted(fits) == [0, 300]
+    assert sorted(fits) == [0, 1000]
     assert [c["kind"] for c in fits[0]["details"]["caveats"]] == ["unconverged"]
     assert fits[0]["details"]["convergence"]["unconverged"] is True
-    assert "caveats" not in fits[300]["details"] and fits[300]["details"]["convergence"]["unconverged"] is False
+    assert "caveats" not in fits[1000]["details"] and fits[1000]["details"]["convergence"]["unconverged"] is False
 
 
 def test_decoded_final_rmse_matches_the_report() -> None:
