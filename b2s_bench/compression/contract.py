@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .codes import Code, NestedCode
+from .compressed import code_entry, restore_code
 from .packing import pack_bits
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
@@ -27,7 +28,13 @@ __all__ = [
     "packed_count",
     "header_problems",
     "symbol_problems",
+    "stored_decode_problems",
+    "check_stored_decode",
 ]
+
+#: decoding the rebuilt code on the same device may differ from the first decode only in the last bits
+#: (a GPU kernel's order of summation): the largest difference allowed, relative to the largest weight
+DECODE_TOLERANCE = 1e-6
 
 
 class SizeAccountingError(Exception):
@@ -135,3 +142,54 @@ def check_storage(codes: Mapping[str, Code]) -> None:
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise SizeAccountingError(f"size accounting: {shown}")
+
+
+def stored_decode_problems(
+    codes: Mapping[str, Code], decoded: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
+) -> list[str]:
+    """One message per code whose artifact would decode to other weights than ``decoded`` (what is evaluated).
+
+    Each code is rebuilt from what it stores, its ``meta()`` and ``tensors()`` (as the artifact holds
+    them, through the code classes of ``code_types``), on the device of its decoded weights, and decoded
+    again. Counting bits proves nothing about a code whose ``decode()`` reads a field it never stores
+    (the dense weight kept in memory), or a compressor that hands the runner other tensors through
+    ``keep_decoded``: this does. Differences up to :data:`DECODE_TOLERANCE` of the largest weight are a
+    kernel's rounding, not information.
+    """
+    problems = []
+    for key, code in codes.items():
+        want = decoded[key]
+        where = f"{key} ({type(code).__name__}, kind {code.kind!r})"
+        tensors: dict[str, torch.Tensor] = {}
+        try:
+            entry = code_entry(code, "code", tensors)
+            rebuilt = restore_code(entry, "code", {k: v.to(want.device) for k, v in tensors.items()}, code_types)
+            again = rebuilt.decode().detach()
+        except Exception as e:  # a code that cannot be rebuilt from its artifact is the finding
+            problems.append(f"{where} cannot be rebuilt from its meta() and tensors(): {type(e).__name__}: {e}")
+            continue
+        if tuple(again.shape) != tuple(want.shape):
+            problems.append(
+                f"{where} decodes to shape {tuple(again.shape)} from its stored tensors, {tuple(want.shape)} as evaluated"
+            )
+            continue
+        if torch.equal(again.to(want.dtype), want):
+            continue
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        diff = float((again.to(want.device, torch.float64) - want.double()).abs().max())
+        if not diff <= DECODE_TOLERANCE * max(scale, 1e-30):
+            problems.append(
+                f"{where}: its meta() and tensors() decode to weights up to {diff:.3g} away from the ones evaluated "
+                f"(largest |w| {scale:.3g}); decode() must use only what tensors() and meta() store"
+            )
+    return problems
+
+
+def check_stored_decode(
+    codes: Mapping[str, Code], decoded: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
+) -> None:
+    """Raise :class:`SizeAccountingError` when the stored codes decode to other weights than the evaluated ones."""
+    problems = stored_decode_problems(codes, decoded, code_types)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise SizeAccountingError(f"decoded weights are not what is stored: {shown}")

@@ -8,6 +8,8 @@ model's weights and the data, so several workers compute them once.
 Before a cell is ``ok`` its result is checked, whatever the compressor claims:
 
 - exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
+- the evaluated weights are what the artifact holds: each code rebuilt from its ``meta()`` and
+  ``tensors()`` decodes to them (``decoded weights are not what is stored``);
 - decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
 - a data-free compressor receives no calibration or training data (the track decides);
 - the result changes enough of the model's weights and meets its config's target, else the cell is
@@ -40,7 +42,7 @@ from ..calibration.stage import apply_activations
 from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
-from ..compression.contract import check_storage
+from ..compression.contract import check_storage, check_stored_decode
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
 from ..config import config_defaults, config_to_dict
 from ..errors import CannotWrite
@@ -140,6 +142,7 @@ class CellRunner:
         self._models: dict[str, LoadedModel | BaseException] = {}
         self._data: dict[str, LoadedData] = {}
         self._env: dict[str, Any] | None = None
+        self._code_types: dict[str, type[Code]] | None = None
 
     @staticmethod
     def _key(obj: Any) -> str:
@@ -287,6 +290,12 @@ class CellRunner:
             compressed = apply_activations(compressed, dense, cell.activations, ctx, own_inputs if own is not None else None)
         return compressed
 
+    def code_types(self) -> dict[str, type[Code]]:
+        """Every registered code class by kind (imported once per process), to rebuild codes as an artifact would."""
+        if self._code_types is None:
+            self._code_types = self.plugins.code_types()
+        return self._code_types
+
     def _build_other_model(self, name: str) -> torch.nn.Module:
         request = ModelRequest(name)
         source = self.plugins.models.get(request.source)
@@ -429,6 +438,8 @@ class CellRunner:
         record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
         check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
         _check_finite("decoded weight", compressed.state_dict())
+        # what is evaluated must be what the artifact holds: each code rebuilt from its stored tensors decodes the same
+        check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types())
         size = compressed.size()
         record["size"] = size.as_dict()
         short = self._check_coverage(cell, model, compressed, record)

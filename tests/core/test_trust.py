@@ -141,6 +141,88 @@ def test_a_cell_that_under_counts_or_decodes_nan_fails(liar: Any, write_suite: C
     assert "size accounting" in board  # listed with the failures, never on the board
 
 
+HIDDEN = """
+import dataclasses
+import torch
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    how: str = "honest"   # honest | secret (decode reads a field it never stores) | handed (keep_decoded lies)
+
+@dataclasses.dataclass
+class SignCode(b2s.Code):
+    sign: torch.Tensor                   # int8 in {-1, 0, 1}: all that tensors() stores
+    secret: torch.Tensor | None = None   # the dense weight, kept in memory only
+    kind = "hidden.sign"
+
+    def decode(self):
+        return self.sign.float() if self.secret is None else self.secret
+
+    def bits(self):
+        return b2s.SizeBreakdown(payload=8 * self.sign.numel(), metadata=b2s.header_bits(self.meta()))
+
+    def regularizer(self):
+        return torch.zeros(())
+
+    def tensors(self):
+        return {"sign": self.sign}
+
+    def meta(self):
+        return {}
+
+    @classmethod
+    def restore(cls, meta, tensors):
+        return cls(tensors["sign"])
+
+def compress(model, config, ctx):
+    state = model.state_dict()
+    dense = {k: state[k].detach().clone() for k in b2s.weight_layers(model)}
+    codes = {k: SignCode(torch.sign(w).to(torch.int8), w if config.how == "secret" else None) for k, w in dense.items()}
+    out = b2s.Compressed.from_codes(model, codes)
+    if config.how == "handed":
+        out.keep_decoded(dense)
+    return out
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("hidden", "quantization", "data-free", Cfg, compress, codes=(SignCode,)))
+"""
+
+
+def test_a_cell_whose_weights_are_not_what_its_artifact_decodes_to_fails(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code that stores 8 bits a weight (and counts them) but decodes, or hands the runner, the dense weights
+    kept in memory would score the dense model's accuracy at 4x: the runner rebuilds every code from its own
+    meta() and tensors() and fails the cell when that decodes to other weights than the ones evaluated."""
+    plugin = tmp_path / "hidden.py"
+    plugin.write_text(HIDDEN)
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: hidden
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - name: hidden
+            grid: {how: [honest, secret, handed]}
+        metrics: [agreement, bits, ratio]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
+    recs = {
+        r["compressor"]["pipeline"][0]["config"]["how"]: r
+        for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+        if r["compressor"]["pipeline"]
+    }
+    assert recs["honest"]["status"] == "ok"
+    for how in ("secret", "handed"):
+        message = recs[how]["error"]["message"]
+        assert recs[how]["status"] == "error" and message.startswith("decoded weights are not what is stored"), message
+        assert "features.0.weight" in message and "hidden.sign" in message
+    assert "decoded weights are not what is stored" in (out / "leaderboard.md").read_text()
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
