@@ -57,7 +57,7 @@ TOP_KEYS = {
     "suite": "the suite's name (used for the results folder)",
     "description": "one line about the suite",
     "include": "suite files whose keys this one extends",
-    "seed": "the random seed of every cell",
+    "seed": "the random seed of every cell (0..2**31 - 1)",
     "seeds": "how many seeds stochastic compressors run (seed, seed+1, ...); reports give mean ± std",
     "device": "auto, cpu or cuda",
     "models": "the models to compress",
@@ -70,6 +70,9 @@ TOP_KEYS = {
     "activations": "W/A quantization of every compressor's model: bits, ranges (bn, synthetic, calibration), ...",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label", "metrics")
+#: the largest suite seed: 2**31 - 1, so seed + seeds - 1 stays within every generator's range (numpy's legacy
+#: seed takes 0..2**32 - 1, default_rng no negative seed, torch.manual_seed nothing past 2**64 - 1)
+MAX_SEED = 2**31 - 1
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds", "activations")
 DEVICES = ("auto", "cpu", "cuda")
 #: A suite's name names its results folder: no path separators, no "..", nothing hidden.
@@ -355,6 +358,8 @@ class _Parser:
                 f"got {name!r}; did you mean {fixed!r}?",
             )
         seed = self.expect(data.get("seed", 0), int, ("seed",), "an integer seed")
+        if not 0 <= seed <= MAX_SEED:  # what torch, numpy and random all take, with room for seed+1, ... (seeds:)
+            raise self.fail(("seed",), f"seed must be an integer in 0..{MAX_SEED}, got {seed}")
         device = self.expect(data.get("device", "auto"), str, ("device",), "auto, cpu or cuda")
         if device not in DEVICES:
             raise self.fail(("device",), f"device must be one of {', '.join(DEVICES)}, got {device!r}")

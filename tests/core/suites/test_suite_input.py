@@ -441,3 +441,14 @@ def test_real_checkpoints_pass_the_format_check_and_load(
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(UserError, match="is not a checkpoint"):  # a file swapped after validate: the cell says why
         load_checkpoint(str(tmp_path / "passwd"))
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999", "2147483648"])
+def test_a_seed_no_generator_takes_is_refused_before_the_run(
+    write_suite: Write, capsys: pytest.CaptureFixture[str], seed: str
+) -> None:
+    """torch.manual_seed overflows past 2**64 and numpy's default_rng refuses negative seeds: such a seed passed
+    validation and then failed every cell of the run; now it is exit 2 at its line."""
+    err = refused(write_suite(f"seed: {seed}\n" + BASE), capsys)
+    assert "suite.yaml:1 seed: seed must be an integer in 0..2147483647" in err and f"got {seed}" in err
+    assert run_cli("validate", str(write_suite("seed: 2147483647\n" + BASE, name="ok.yaml"))) == 0
