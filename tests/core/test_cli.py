@@ -172,3 +172,36 @@ def test_an_edited_plugin_file_or_a_failed_command_is_never_answered_from_the_ca
     assert "second-name here" in out and "first-name" not in out and loaded
     assert run_cli("show", "no-such-thing") == 2
     assert not any("no-such" in p.read_text() for p in (tmp_path / "cache" / "answers").glob("*.txt"))
+
+
+def test_status_does_not_call_a_killed_runs_cells_running(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed with SIGKILL leaves its claims behind: status showed them "running" with the dead pid for as
+    long as nobody resumed. A claim whose process is gone on this host, or whose heartbeat (another host's) stopped
+    past the claim timeout, is pending, said interrupted; a live one stays running."""
+    import os
+    import time
+
+    from b2s_bench.store.folder import RunStore, _host
+
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    dead, away, live = sorted(p.stem for p in (out / "cells").glob("*.json"))[:3]
+    for cid in (dead, away, live):
+        (out / "cells" / f"{cid}.json").unlink()
+    claims = out / "claims"
+    claims.mkdir(exist_ok=True)
+    (claims / f"{dead}.json").write_text(json.dumps({"host": _host(), "pid": 2**22 + 12345, "run": "x", "started": "t"}))
+    (claims / f"{away}.json").write_text(json.dumps({"host": "elsewhere", "pid": 7, "run": "y", "started": "t"}))
+    old = time.time() - 3600
+    os.utime(claims / f"{away}.json", (old, old))
+    assert RunStore(out)._create_claim(claims / f"{live}.json")  # this process: alive
+    capsys.readouterr()
+    assert run_cli("status", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "4 cells: 1 done, 1 running, 0 failed, 2 pending" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| running " in rows[live]
+    assert "| pending " in rows[dead] and f"interrupted: {_host()} pid {2**22 + 12345} is gone" in rows[dead]
+    assert "| pending " in rows[away] and "interrupted: elsewhere pid 7, no heartbeat for 1h00m" in rows[away]
