@@ -353,6 +353,32 @@ def test_record_problems_checks_the_fingerprint_hash() -> None:
     assert "'seed' is a bool" in " ".join(record_problems({**rec, "seed": True}))
 
 
+def test_a_hand_edited_size_is_an_invalid_record_set_aside_and_recomputed(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record whose size block does not add up (total_bits cut by hand, its breakdown and ratio left) was read as
+    valid: report, compare and publish showed the edited size. Its parts must sum to the total and its ratio must be
+    baseline / total; a record that breaks either is named, set aside and recomputed like any invalid one."""
+    out = tmp_path / "run"
+    recs = _run_tiny(tiny_suite, out)
+    cid = next(c for c, r in sorted(recs.items()) if r["compressor"]["pipeline"])
+    good = recs[cid]
+    assert record_problems(good, cid) == []
+    edited = json.loads(json.dumps(good))
+    edited["size"]["total_bits"] //= 100
+    assert "size.total_bits" in " ".join(record_problems(edited, cid))
+    ratio = json.loads(json.dumps(good))
+    ratio["size"]["ratio_model"] *= 100
+    assert "size.ratio_model" in " ".join(record_problems(ratio, cid))
+    (out / "cells" / f"{cid}.json").write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert run_cli("report", str(out)) == 0
+    assert f"{cid}.json" in capsys.readouterr().err
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    assert "1 computed" in capsys.readouterr().err
+    assert json.loads((out / "cells" / f"{cid}.json").read_text())["size"] == good["size"]
+
+
 def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     _run_tiny(tiny_suite, out)
