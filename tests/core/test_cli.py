@@ -109,6 +109,26 @@ def test_publish_refuses_records_of_uncommitted_code(
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
 
 
+def test_publish_refuses_records_made_with_a_local_plugin_file(
+    tiny_suite: Path, tmp_path: Path, clean_commit: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run made with `--plugin FILE.py` ran code that no commit holds (its records say "local file"), yet publish
+    took them as one clean commit's. Now they are refused like uncommitted code, and with --allow-dirty the README
+    names the file."""
+    plugin = tmp_path / "extra.py"
+    plugin.write_text("import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_register_compressors(register):\n    pass\n")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    run_dir = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2
+    err = capsys.readouterr().err
+    assert "one clean commit" in err and "4 records were made with local plugin files outside git (extra)" in err
+    assert not (tmp_path / "p").exists()
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
+    assert "- Local plugin files (outside git): extra" in (tmp_path / "p" / "README.md").read_text()
+
+
 def test_publish_refuses_an_unfinished_run(
     tiny_suite: Path, tmp_path: Path, clean_commit: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
