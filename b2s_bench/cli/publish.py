@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..plugins import Plugins
 from ..reporting.site import site_index_page
 from ..store.folder import RunStore
-from ..store.records import WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
+from ..store.records import SKIPPED_STATUSES, WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
 from .report import write_report
 
 #: what publish wrote in a folder (relative path -> sha256): only those files may it replace
@@ -85,7 +85,9 @@ def readme(manifest: dict[str, Any], records: Sequence[Mapping[str, Any]], missi
         if manifest.get("command")
         else f"- Made by: `b2s-bench run` on `{manifest.get('file')}` (the exact command line was not recorded)",
         f"- Suite file: `{manifest.get('file')}`",
-        f"- Cells: {len(records)} recorded ({status.get('ok', 0)} ok, {status.get('error', 0)} failed)"
+        f"- Cells: {len(records)} recorded ({status.get('ok', 0)} ok, "
+        + "".join(f"{status[s]} {s}, " for s in SKIPPED_STATUSES if status.get(s))
+        + f"{status.get('error', 0)} failed)"
         + (f", {missing} without a record yet" if missing else ""),
         f"- Computed between {started} and {finished} (UTC); {seconds:,.0f} s of cell time in all"
         + (f"; the last run took {wall:,.0f} s wall, peak RSS {manifest.get('peak_rss_mb')} MB" if wall else ""),

@@ -129,6 +129,22 @@ def test_publish_refuses_records_made_with_a_local_plugin_file(
     assert "- Local plugin files (outside git): extra" in (tmp_path / "p" / "README.md").read_text()
 
 
+def test_the_published_readme_counts_every_status() -> None:
+    """results/embedded's README said "18 recorded (17 ok, 0 failed)": the not-applicable cell was in no count."""
+    from b2s_bench.cli.publish import readme
+
+    records = [
+        {"status": "ok"},
+        {"status": "ok"},
+        {"status": "not-applicable"},
+        {"status": "short-of-target"},
+        {"status": "error"},
+    ]
+    text = readme({"suite": "s", "file": "s.yaml"}, records, 0)
+    assert "- Cells: 5 recorded (2 ok, 1 not-applicable, 1 short-of-target, 1 failed)" in text
+    assert "- Cells: 2 recorded (2 ok, 0 failed)" in readme({"suite": "s", "file": "s.yaml"}, records[:2], 0)
+
+
 def test_publish_refuses_an_unfinished_run(
     tiny_suite: Path, tmp_path: Path, clean_commit: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
