@@ -30,6 +30,7 @@ __all__ = [
     "symbol_problems",
     "stored_decode_problems",
     "check_stored_decode",
+    "check_baseline",
 ]
 
 #: decoding the rebuilt code on the same device may differ from the first decode only in the last bits
@@ -193,3 +194,25 @@ def check_stored_decode(
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise SizeAccountingError(f"decoded weights are not what is stored: {shown}")
+
+
+def check_baseline(claimed: Mapping[str, tuple[int, ...]], dense: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`SizeAccountingError` unless a compressed model's ``original_shapes`` (its fp32 baseline, the
+    numerator of every ratio) are the dense model's inference state, key for key and shape for shape: a
+    compressor does not get to say how large the model it compressed was."""
+    want = {k: tuple(v.shape) for k, v in dense.items()}
+    got = {k: tuple(s) for k, s in claimed.items()}
+    if got == want:
+        return
+    wrong = [f"{k} {got[k]} (the model's: {want[k]})" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
+    extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+    parts = [
+        *([f"shapes {', '.join(wrong[:3])}"] if wrong else []),
+        *([f"tensors the model does not have: {', '.join(extra[:3])}"] if extra else []),
+        *([f"none for {', '.join(missing[:3])}"] if missing else []),
+    ]
+    raise SizeAccountingError(
+        "size accounting: the fp32 baseline (Compressed.original_shapes) is not the dense model's inference state: "
+        + "; ".join(parts)
+        + ". Build the result with Compressed.from_codes(model, ...) or pass inference_state(model)'s shapes"
+    )

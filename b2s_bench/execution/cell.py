@@ -7,7 +7,8 @@ model's weights and the data, so several workers compute them once.
 
 Before a cell is ``ok`` its result is checked, whatever the compressor claims:
 
-- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
+- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``), and the
+  fp32 baseline is the dense model's inference state, not one the compressor gives;
 - the evaluated weights are what the artifact holds: each code rebuilt from its ``meta()`` and
   ``tensors()`` decodes to them (``decoded weights are not what is stored``);
 - decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
@@ -42,8 +43,9 @@ from ..calibration.stage import apply_activations
 from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
-from ..compression.contract import check_storage, check_stored_decode
+from ..compression.contract import check_baseline, check_storage, check_stored_decode
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
+from ..compression.sizes import inference_state
 from ..config import config_defaults, config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
@@ -437,6 +439,7 @@ class CellRunner:
         t2 = time.perf_counter()
         record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
         check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
+        check_baseline(compressed.original_shapes, inference_state(model.module))  # and the ratio's numerator is the model's
         _check_finite("decoded weight", compressed.state_dict())
         # what is evaluated must be what the artifact holds: each code rebuilt from its stored tensors decodes the same
         check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types())

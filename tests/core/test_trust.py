@@ -223,6 +223,83 @@ def test_a_cell_whose_weights_are_not_what_its_artifact_decodes_to_fails(
     assert "decoded weights are not what is stored" in (out / "leaderboard.md").read_text()
 
 
+INFLATED = """
+import dataclasses
+import torch
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    inflate: bool = False   # claim an fp32 baseline 4x the model's
+
+@dataclasses.dataclass
+class F16(b2s.Code):
+    w: torch.Tensor
+    kind = "inflated.f16"
+
+    def decode(self):
+        return self.w.float()
+
+    def bits(self):
+        return b2s.SizeBreakdown(payload=16 * self.w.numel(), metadata=b2s.header_bits(self.meta()))
+
+    def regularizer(self):
+        return torch.zeros(())
+
+    def tensors(self):
+        return {"w": self.w}
+
+    def meta(self):
+        return {}
+
+    @classmethod
+    def restore(cls, meta, tensors):
+        return cls(tensors["w"])
+
+def compress(model, config, ctx):
+    state = model.state_dict()
+    out = b2s.Compressed.from_codes(model, {k: F16(state[k].detach().half()) for k in b2s.weight_layers(model)})
+    if config.inflate:
+        out.original_shapes = {k: ((s[0] * 4,) + tuple(s[1:]) if s else s) for k, s in out.original_shapes.items()}
+    return out
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("inflated", "quantization", "data-free", Cfg, compress, codes=(F16,)))
+"""
+
+
+def test_a_compressor_cannot_set_its_own_fp32_baseline(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ratio is the fp32 baseline over the stored bits, and the baseline came from the compressor's own
+    ``original_shapes``: fp16 weights claimed 7.9x by saying the model was 4x larger. The baseline must be the
+    dense model's inference state, shape for shape."""
+    plugin = tmp_path / "inflated.py"
+    plugin.write_text(INFLATED)
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: inflated
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors:
+          - name: inflated
+            grid: {inflate: [false, true]}
+        metrics: [agreement, bits, ratio]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
+    recs = {
+        r["compressor"]["pipeline"][0]["config"]["inflate"]: r
+        for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))
+        if r["compressor"]["pipeline"]
+    }
+    assert recs[False]["status"] == "ok" and 1.9 < recs[False]["size"]["ratio_model"] < 2.0
+    message = recs[True]["error"]["message"]
+    assert recs[True]["status"] == "error" and message.startswith("size accounting: the fp32 baseline"), message
+    assert "classifier.1.weight (256, 512) (the model's: (64, 512))" in message
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
