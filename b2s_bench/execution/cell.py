@@ -391,7 +391,7 @@ class CellRunner:
                 record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
             except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
                 raise
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # sys.exit() in a plugin is its cell's error, not the end of the run
                 if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
                     raise cannot_write(e.filename or self.store.root / "cells", e) from e
                 record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}

@@ -101,7 +101,7 @@ def adopt(plan: RunPlan, runner: Any, cells: dict[str, Any]) -> None:
 
 def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
     """The record of one cell. Errors inside the cell become an ``error`` record; only a dying
-    process (a signal, ``sys.exit``) escapes, and the executor records that."""
+    process (a signal, ``os._exit``) escapes (``sys.exit`` in a cell is its error), and the executor records that."""
     try:
         runner, cells = setup(plan)
     except Exception as e:  # the suite or plugins cannot be set up here: the cell fails with the reason

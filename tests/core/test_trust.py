@@ -300,6 +300,44 @@ def test_a_compressor_cannot_set_its_own_fp32_baseline(
     assert "classifier.1.weight (256, 512) (the model's: (64, 512))" in message
 
 
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_compressor_calling_sys_exit_fails_its_cell_and_not_the_run(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    """sys.exit(0) inside a compressor ended an inline run at once with exit 0, its other cells pending and no
+    report: a CI job read success. It is the cell's error, like any exception, and the others still run."""
+    plugin = tmp_path / "quitter.py"
+    plugin.write_text("""
+import dataclasses, sys
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def compress(model, config, ctx):
+    sys.exit(0)
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("quitter", "other", "data-free", Cfg, compress))
+""")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: quitter
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors: [quitter, {name: quantize, bits: 4}]
+        metrics: [agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", executor, "--workers", "1") == 1
+    recs = {r["label"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert recs["quantize(bits=4)"]["status"] == "ok" and recs["dense"]["status"] == "ok"
+    assert recs["quitter"]["status"] == "error"
+    assert (out / "leaderboard.md").is_file()
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
