@@ -241,3 +241,15 @@ def test_status_does_not_call_a_killed_runs_cells_running(
     assert "| running " in rows[live]
     assert "| pending " in rows[dead] and f"interrupted: {_host()} pid {2**22 + 12345} is gone" in rows[dead]
     assert "| pending " in rows[away] and "interrupted: elsewhere pid 7, no heartbeat for 1h00m" in rows[away]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_cell_timeout_the_suite_would_refuse_is_refused_on_the_command_line(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """runtime.cell_timeout: -1 is exit 2, but --cell-timeout -1 silently ran without a limit (and nan the same)."""
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "--cell-timeout", value) == 2
+    err = capsys.readouterr().err
+    assert f"--cell-timeout must be a number of seconds >= 0 (0: no limit), got {value!r}" in err
+    assert not (out / "cells").exists()
