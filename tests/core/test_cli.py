@@ -253,3 +253,15 @@ def test_a_cell_timeout_the_suite_would_refuse_is_refused_on_the_command_line(
     err = capsys.readouterr().err
     assert f"--cell-timeout must be a number of seconds >= 0 (0: no limit), got {value!r}" in err
     assert not (out / "cells").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "publish"])
+def test_a_file_given_as_a_run_folder_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`status some_file.py` said its run.json "is set aside in some_file.py/set-aside" (nothing was, nothing could
+    be) and to rerun the suite into it: the file is simply not a run folder."""
+    path = tmp_path / "plugin.py"
+    path.write_text("x = 1\n")
+    assert run_cli(command, str(path)) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not a run folder (a file, not a folder)" in err and "set aside" not in err
+    assert path.read_text() == "x = 1\n"
