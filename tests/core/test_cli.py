@@ -265,3 +265,11 @@ def test_a_file_given_as_a_run_folder_is_named_as_such(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert f"{path} is not a run folder (a file, not a folder)" in err and "set aside" not in err
     assert path.read_text() == "x = 1\n"
+
+
+def test_validate_k_that_matches_nothing_is_the_error_run_gives(tiny_suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run -k zzz` is exit 2 (matches none of the cells), but `validate -k zzz` printed an empty table and exit 0:
+    the command meant to check a selection before a run said it was fine."""
+    assert run_cli("validate", str(tiny_suite), "-k", "zzz") == 2
+    assert "-k 'zzz' matches none of the cells of suite tiny" in capsys.readouterr().err
+    assert run_cli("validate", str(tiny_suite), "-k", "bits=4") == 0
