@@ -12,7 +12,7 @@ import fnmatch
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,21 @@ class _Parser:
         metrics = self.names(raw["metrics"], self.plugins.metrics, (*path, "metrics"), "metric") if "metrics" in raw else None
         request = ModelRequest(name, pretrained, weights, dict(options))
         return ModelEntry(request, dataset, label, path, metrics)
+
+    def _check_labels(self, models: Sequence[ModelEntry], raw: Sequence[Any]) -> None:
+        """Reports key a method by its model's label: two entries of one label must be the same model (the same
+        name, weights, options), else their cells would be pooled as seeds of one method."""
+        first: dict[str, ModelEntry] = {}
+        for i, entry in enumerate(models):
+            seen = first.setdefault(entry.label, entry)
+            if seen is entry or seen.request == entry.request:
+                continue
+            path: PathKey = ("models", i, "label") if isinstance(raw[i], dict) and "label" in raw[i] else ("models", i)
+            raise self.fail(
+                path,
+                f"label {entry.label!r} is already {key_path(seen.path)}'s ({seen.request.name}), another model; reports "
+                "would pool the two as one: give each its own `label:`",
+            )
 
     def stage(self, raw: Any, path: PathKey) -> StageEntry:
         if isinstance(raw, str):
@@ -367,6 +382,7 @@ class _Parser:
         if not models_raw:
             raise self.fail(("models",), "list at least one model")
         models = tuple(self.model(m, ("models", i)) for i, m in enumerate(models_raw))
+        self._check_labels(models, models_raw)
         self._models = models
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
         self._activations: ActivationSettings | None = None

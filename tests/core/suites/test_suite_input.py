@@ -452,3 +452,20 @@ def test_a_seed_no_generator_takes_is_refused_before_the_run(
     err = refused(write_suite(f"seed: {seed}\n" + BASE), capsys)
     assert "suite.yaml:1 seed: seed must be an integer in 0..2147483647" in err and f"got {seed}" in err
     assert run_cli("validate", str(write_suite("seed: 2147483647\n" + BASE, name="ok.yaml"))) == 0
+
+
+def test_two_different_models_under_one_label_are_refused(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reports key methods by the model's label: tiny:cnn and tiny:mlp both labelled x were pooled as two seeds of
+    one method (sizes averaged across the models). Two entries of one label must be the same model."""
+    err = refused(
+        write_suite("""
+suite: s
+models: [{name: tiny:cnn, label: x}, {name: tiny:mlp, label: x}]
+dataset: random
+compressors: [prune]
+"""),
+        capsys,
+    )
+    assert "suite.yaml:2 models[1].label: label 'x' is already models[0]'s (tiny:cnn)" in err and "give each its own" in err
+    same = write_suite("suite: s\nmodels: [tiny:cnn, tiny:cnn]\ndataset: random\ncompressors: [prune]\n", name="same.yaml")
+    assert run_cli("validate", str(same)) == 0  # the same model twice is one model
