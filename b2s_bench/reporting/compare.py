@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,10 @@ def compare_runs(
     for folder in (Path(base_dir), Path(new_dir)):
         if not (folder / "cells").is_dir():
             raise UserError(f"{folder} is not a run folder (no cells/ inside)")
-        loaded.append(load_frame(folder, only_current=not all_records))
+        dropped: list[tuple[Path, str]] = []
+        loaded.append(load_frame(folder, only_current=not all_records, dropped=dropped))
+        for path, why in dropped:  # never silently, as in a report
+            print(f"warning: {path} is not a valid record and is left out of the comparison: {why}", file=sys.stderr)
     (fb, mb, _), (fn, mn, _) = loaded
     metas = {m.name: m for m in [*mb, *mn]}
     for rule in rules:

@@ -494,6 +494,32 @@ def test_a_hand_edited_size_is_an_invalid_record_set_aside_and_recomputed(
     assert json.loads((out / "cells" / f"{cid}.json").read_text())["size"] == good["size"]
 
 
+def test_a_metric_edited_by_hand_against_its_outcomes_is_named_and_left_out(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record whose agreement was edited from its computed value to 99 % kept its per-example outcomes: the
+    leaderboard showed 99 (only its interval vanished) and compare took it. A value its own outcomes contradict is
+    now left out of report and compare, named, with the command that recomputes it."""
+    import shutil
+
+    out = tmp_path / "run"
+    recs = _run_tiny(tiny_suite, out)
+    cid = next(c for c, r in sorted(recs.items()) if "prune" in r["label"])
+    base = tmp_path / "base"
+    shutil.copytree(out, base)
+    edited = json.loads(json.dumps(recs[cid]))
+    assert edited["metrics"]["agreement"]["value"] < 99
+    edited["metrics"]["agreement"]["value"] = 99.0
+    (out / "cells" / f"{cid}.json").write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert run_cli("report", str(out)) == 0
+    err = capsys.readouterr().err
+    assert f"{cid}.json" in err and "metrics.agreement.value 99 does not follow from its per-example outcomes" in err
+    assert "--force -k" in err and cid not in (out / "leaderboard.md").read_text().split("## Failed")[0]
+    assert run_cli("compare", str(base), str(out)) == 0
+    assert "metrics.agreement.value 99 does not follow" in capsys.readouterr().err
+
+
 def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     _run_tiny(tiny_suite, out)
