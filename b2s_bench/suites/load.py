@@ -156,7 +156,7 @@ class _Parser:
 
     def _check_labels(self, models: Sequence[ModelEntry], raw: Sequence[Any]) -> None:
         """Reports key a method by its model's label: two entries of one label must be the same model (the same
-        name, weights, options), else their cells would be pooled as seeds of one method."""
+        name, weights, options), else their cells would be merged as seeds of one method."""
         first: dict[str, ModelEntry] = {}
         for i, entry in enumerate(models):
             seen = first.setdefault(entry.label, entry)
@@ -166,7 +166,7 @@ class _Parser:
             raise self.fail(
                 path,
                 f"label {entry.label!r} is already {key_path(seen.path)}'s ({seen.request.name}), another model; reports "
-                "would pool the two as one: give each its own `label:`",
+                "would merge the two into one method: give each its own `label:`",
             )
 
     def stage(self, raw: Any, path: PathKey) -> StageEntry:
