@@ -338,6 +338,36 @@ def b2s_register_compressors(register):
     assert (out / "leaderboard.md").is_file()
 
 
+def test_editing_a_local_plugin_file_recomputes_its_cells_only(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A researcher iterating on `--plugin my.py` edited the file and ran again: "0 computed, 2 skipped", the old
+    code's results reused, since a cell id knew only the spec's version. A local file's contents are now part of
+    the ids of its compressor's cells; installed plugins' cells keep theirs."""
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(INFLATED)
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: mine
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors: [inflated, {name: quantize, bits: 4}]
+        metrics: [agreement, bits]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    before = {p.stem for p in (out / "cells").glob("*.json")}
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    assert "0 computed, 3 skipped" in capsys.readouterr().err  # unchanged: all reused
+    plugin.write_text(INFLATED.replace("16 * self.w.numel()", "17 * self.w.numel()"))  # a fix, no version bump
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    assert "1 computed, 2 skipped" in capsys.readouterr().err
+    after = {p.stem for p in (out / "cells").glob("*.json")}
+    assert len(after - before) == 1
+    new = json.loads((out / "cells" / f"{(after - before).pop()}.json").read_text())
+    assert new["label"] == "inflated" and new["fingerprint"]["stages"][0]["source"].startswith("sha256:")
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
