@@ -167,6 +167,15 @@ class Comparison:
     #: (model, dataset, method, why) of each method ok in the base run whose cells in the new run all ended
     #: otherwise (an error, not-applicable, short-of-target): a regression no metric shows, so it fails the gate
     lost: list[tuple[str, str | None, str, str]] = dataclasses.field(default_factory=list)
+    suites: tuple[str, str] = ("", "")  # (base, new): the suite each run is of
+
+    @property
+    def suites_note(self) -> str | None:
+        """A line saying the runs are of different suites (methods are still matched by model, dataset, label)."""
+        base, new = self.suites
+        if base == new:
+            return None
+        return f"the runs are of different suites (base {base}, new {new}): methods are matched by model, dataset and label"
 
     def gated(self, change: Change) -> bool:
         """Whether the rules apply to this change: not to a model whose weights differ, unless asked."""
@@ -254,7 +263,7 @@ def compare_runs(
         loaded.append(load_frame(folder, only_current=not all_records, dropped=dropped))
         for path, why in dropped:  # never silently, as in a report
             print(f"warning: {path} is not a valid record and is left out of the comparison: {why}", file=sys.stderr)
-    (fb, mb, _), (fn, mn, _) = loaded
+    (fb, mb, sb), (fn, mn, sn) = loaded
     metas = {m.name: m for m in [*mb, *mn]}
     for rule in rules:
         if rule.metric not in metas:
@@ -288,6 +297,7 @@ def compare_runs(
         model_changes,
         gate_model_changes,
         lost,
+        (str(sb.get("suite", "")), str(sn.get("suite", ""))),
     )
 
 
@@ -346,6 +356,7 @@ def to_markdown(cmp: Comparison) -> str:
         "",
         "Changes are new − base, in each metric's recorded unit. " + stats_note(),
         "",
+        *([f"Note: {cmp.suites_note}.", ""] if cmp.suites_note else []),
     ]
     if cmp.rules:
         failed = cmp.failed
@@ -437,7 +448,7 @@ def write_comparison(cmp: Comparison, out_dir: str | os.PathLike[str]) -> list[P
 def terminal_text(cmp: Comparison, width: int = 100) -> str:
     """What the CLI prints: each model whose weights differ, then every significant change of a quality
     or size metric and every rule failure, one line each, within ``width`` columns."""
-    lines = []
+    lines = [cmp.suites_note] if cmp.suites_note else []
     for m in cmp.model_changes:
         head, sep, tail = m.text(cmp.gate_model_changes).partition("; ")
         lines += [head + sep.rstrip(), "  " + tail] if len(head) + len(sep) + len(tail) > width else [head + sep + tail]

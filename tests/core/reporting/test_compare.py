@@ -286,3 +286,16 @@ def test_a_method_that_fails_in_the_new_run_fails_the_gate(tmp_path: Path, capsy
     assert "## Ok in the base run, not in the new run" in text and "quantize(bits=4): error: RuntimeError: boom" in text
     assert json.loads((new / "comparison.json").read_text())["passed"] is False
     assert run_cli("compare", str(base), str(new)) == 0  # no rules: a report, not a gate
+
+
+def test_runs_of_different_suites_are_said_to_be(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Comparing a run of one suite with a run of another matched what it could and said nothing of it."""
+    q4 = outcomes(0.85, N, 1)
+    base = write_run(tmp_path / "base", [make_record(values={"top1": q4})], suite="families")
+    new = write_run(tmp_path / "new", [make_record(values={"top1": q4}, suite="t")], suite="entropy")
+    assert run_cli("compare", str(base), str(new)) == 0
+    note = "the runs are of different suites (base families, new entropy)"
+    assert note in capsys.readouterr().out and note in (new / "comparison.md").read_text()
+    same = write_run(tmp_path / "same", [make_record(values={"top1": q4}, suite="t")], suite="families")
+    assert run_cli("compare", str(base), str(same)) == 0
+    assert "different suites" not in capsys.readouterr().out
