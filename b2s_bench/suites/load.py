@@ -187,7 +187,8 @@ class _Parser:
         grid = self.expect(raw.get("grid", {}), dict, (*path, "grid"), "a mapping of setting -> list of values")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
-                raise self.fail((*path, "grid", key), f"grid values must be a non-empty list, e.g. `{key}: [{values!r}]`")
+                example = "VALUE, ..." if isinstance(values, list) else repr(values)  # an empty list: no value to show
+                raise self.fail((*path, "grid", key), f"grid values must be a non-empty list, e.g. `{key}: [{example}]`")
             if key in settings:
                 raise self.fail((*path, "grid", key), f"{key!r} is both a fixed setting and a grid axis; keep one")
         dev = self.expect(raw.get("device_settings", {}), dict, (*path, "device_settings"), "a mapping cpu:/cuda: -> settings")

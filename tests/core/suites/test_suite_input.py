@@ -469,3 +469,11 @@ compressors: [prune]
     assert "suite.yaml:2 models[1].label: label 'x' is already models[0]'s (tiny:cnn)" in err and "give each its own" in err
     same = write_suite("suite: s\nmodels: [tiny:cnn, tiny:cnn]\ndataset: random\ncompressors: [prune]\n", name="same.yaml")
     assert run_cli("validate", str(same)) == 0  # the same model twice is one model
+
+
+def test_an_empty_grid_axis_gets_a_fix_that_is_valid_yaml(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    """`grid: {bits: []}` was told "e.g. `bits: [[]]`", a list holding an empty list: no fix at all."""
+    err = refused(write_suite(BASE + "    grid: {sparsity: []}\n"), capsys)
+    assert "grid values must be a non-empty list, e.g. `sparsity: [VALUE, ...]`" in err and "[[]]" not in err
+    err = refused(write_suite(BASE + "    grid: {sparsity: 0.5}\n", name="scalar.yaml"), capsys)
+    assert "e.g. `sparsity: [0.5]`" in err
