@@ -189,7 +189,9 @@ def _size_problems(size: dict[str, Any]) -> list[str]:
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and inf are not JSON; store them as null (and strings for inf) rather than invalid JSON."""
+    """NaN and inf are not JSON; store them as null (and strings for inf) rather than invalid JSON. A set is
+    stored as a sorted list, and any other value JSON has no type for (bytes, an object a plugin put in its
+    info) as its text: a record is always written, never a crash of the run."""
     if isinstance(value, float):
         if math.isnan(value):
             return None
@@ -202,7 +204,11 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if hasattr(value, "tolist"):  # a tensor or a numpy array or scalar (no torch import: reports stay light)
         return _json_safe(value.tolist())
-    return value
+    if isinstance(value, (set, frozenset)):
+        return sorted((_json_safe(v) for v in value), key=repr)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return repr(value)
 
 
 def cell_path(out_dir: str | os.PathLike[str], cell_id: str) -> Path:

@@ -368,6 +368,45 @@ def test_editing_a_local_plugin_file_recomputes_its_cells_only(
     assert new["label"] == "inflated" and new["fingerprint"]["stages"][0]["source"].startswith("sha256:")
 
 
+def test_a_compressor_info_that_is_not_json_does_not_crash_the_run(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressor whose info held bytes (or a set, or any object) crashed the whole run with a traceback when its
+    record was written, the other cells left pending. Such values are stored as their text; the run goes on."""
+    plugin = tmp_path / "oddinfo.py"
+    plugin.write_text("""
+import dataclasses
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def compress(model, config, ctx):
+    info = {"raw": b"\\xff", "kinds": {"b", "a"}, "thing": object(), (1, 2): "a tuple key"}
+    return b2s.Compressed.from_codes(model, {}, info=info)
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("oddinfo", "other", "data-free", Cfg, compress, identity={}))
+""")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: oddinfo
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors: [oddinfo, {name: quantize, bits: 4}]
+        metrics: [agreement]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    recs = {r["label"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
+    assert len(recs) == 3 and recs["quantize(bits=4)"]["status"] == "ok"
+    details = recs["oddinfo"]["details"]
+    assert details["raw"] == "b'\\xff'" and details["kinds"] == ["a", "b"] and details["thing"].startswith("<object")
+    assert details["(1, 2)"] == "a tuple key"
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
