@@ -211,6 +211,9 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
+json_safe = _json_safe  # the public name: a record as it will be written (a worker sends it so)
+
+
 def cell_path(out_dir: str | os.PathLike[str], cell_id: str) -> Path:
     return Path(out_dir) / CELLS / f"{cell_id}.json"
 

@@ -368,8 +368,9 @@ def test_editing_a_local_plugin_file_recomputes_its_cells_only(
     assert new["label"] == "inflated" and new["fingerprint"]["stages"][0]["source"].startswith("sha256:")
 
 
+@pytest.mark.parametrize("executor", ["inline", "process"])
 def test_a_compressor_info_that_is_not_json_does_not_crash_the_run(
-    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
 ) -> None:
     """A compressor whose info held bytes (or a set, or any object) crashed the whole run with a traceback when its
     record was written, the other cells left pending. Such values are stored as their text; the run goes on."""
@@ -383,7 +384,7 @@ class Cfg:
     pass
 
 def compress(model, config, ctx):
-    info = {"raw": b"\\xff", "kinds": {"b", "a"}, "thing": object(), (1, 2): "a tuple key"}
+    info = {"raw": b"\\xff", "kinds": {"b", "a"}, "thing": object(), (1, 2): "a tuple key", "fn": lambda: 1}
     return b2s.Compressed.from_codes(model, {}, info=info)
 
 @b2s.hookimpl
@@ -399,10 +400,12 @@ def b2s_register_compressors(register):
         metrics: [agreement]
         """)
     out = tmp_path / "run"
-    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 0
+    # in a worker process too: a lambda cannot be pickled back to the driver (the worker died of it)
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", executor, "--workers", "1") == 0
     recs = {r["label"]: r for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))}
     assert len(recs) == 3 and recs["quantize(bits=4)"]["status"] == "ok"
     details = recs["oddinfo"]["details"]
+    assert recs["oddinfo"]["status"] == "ok" and details["fn"].startswith("<function")
     assert details["raw"] == "b'\\xff'" and details["kinds"] == ["a", "b"] and details["thing"].startswith("<object")
     assert details["(1, 2)"] == "a tuple key"
 
