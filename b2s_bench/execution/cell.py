@@ -87,6 +87,27 @@ class _NotOk(Exception):
         self.status, self.reason = status, reason
 
 
+def _own(value: Any) -> Any:
+    """``value`` with every tensor that is a view of other memory (a dataset's cached inputs) copied: what a
+    compressor does to its data in place must not reach the next cell of the process."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value._base is not None else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_own(v) for v in value) if not hasattr(value, "_fields") else type(value)(*(_own(v) for v in value))
+    return value
+
+
+def _owned(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """A dataset's calibration or training function whose results the compressor owns (see :func:`_own`)."""
+    if fn is None:
+        return None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _own(fn(*args, **kwargs))
+
+    return call
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -258,8 +279,8 @@ class CellRunner:
             input_shape=tuple(model.input_shape),
             num_classes=model.num_classes,
             input_vocab=model.input_vocab,
-            calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
-            training=data.training if data is not None and track == "training" else None,
+            calibration=_owned(data.calibration) if data is not None and track in DATA_TRACKS else None,
+            training=_owned(data.training) if data is not None and track == "training" else None,
             build_model=self._build_other_model,
             progress=self.progress,
             log=self._cell_log,

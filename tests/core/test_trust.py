@@ -410,6 +410,46 @@ def b2s_register_compressors(register):
     assert details["(1, 2)"] == "a tuple key"
 
 
+def test_a_compressor_that_scribbles_on_its_calibration_batch_does_not_change_the_next_cells(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random dataset's calibration batch was a view of the process's cached inputs: a compressor that normalised
+    it in place (x.sub_(x.mean())) changed what every later cell of the worker calibrated on, so results depended
+    on the order cells ran. Each call now hands the compressor a tensor of its own."""
+    plugin = tmp_path / "scribbler.py"
+    seen = tmp_path / "seen.txt"
+    plugin.write_text(f"""
+import dataclasses
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    track: str = "calibration"
+
+def compress(model, config, ctx):
+    x = ctx.calibration(8)
+    with open({str(seen)!r}, "a") as f:
+        f.write(f"{{float(x.abs().sum()):.6f}}\\n")
+    x.zero_()  # careless: in place
+    return b2s.Compressed.from_codes(model, {{}})
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("scribbler", "other", lambda c: c.track, Cfg, compress, identity={{}}))
+""")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: scribbler
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        compressors: [{name: scribbler, seeds: 2}]
+        metrics: [agreement]
+        """)
+    assert run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet", "--executor", "inline") == 0
+    sums = seen.read_text().split()
+    assert len(sums) == 2 and sums[0] == sums[1] and float(sums[0]) > 0  # the second seed saw the same inputs
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
