@@ -32,7 +32,7 @@ import resource
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,17 @@ def _owned(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return _own(fn(*args, **kwargs))
+
+    return call
+
+
+def _owned_batches(batches: Callable[[int], Iterable[Any]]) -> Callable[[int], Iterator[Any]]:
+    """A dataset's ``eval_batches`` whose batches the evaluated model owns (see :func:`_own`): the inputs are
+    cached for every cell of the process, and one model's in-place write must not reach the next cell."""
+
+    def call(batch_size: int) -> Iterator[Any]:
+        for batch in batches(batch_size):
+            yield _own(batch)
 
     return call
 
@@ -195,6 +206,7 @@ class CellRunner:
             spec = self.plugins.datasets.get(cell.dataset.name)
             data = spec.build(cell.dataset.config, model)
             data.task = spec.task  # the spec decides (validation checked the suite's metrics against it)
+            data.eval_batches = _owned_batches(data.eval_batches)  # a model writing on its inputs keeps it to itself
             self._data[key] = data
         return self._data[key]
 

@@ -450,6 +450,46 @@ def b2s_register_compressors(register):
     assert len(sums) == 2 and sums[0] == sums[1] and float(sums[0]) > 0  # the second seed saw the same inputs
 
 
+def test_a_model_that_writes_on_its_inputs_does_not_change_the_next_cells_evaluation(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation batches were views of the process's cached inputs: a compressed model with a hook that flips its
+    input in place (careless, or sabotage) made every later cell of the worker score on flipped inputs against
+    the dense outputs of the real ones. Each batch is now the evaluated model's own."""
+    plugin = tmp_path / "flipper.py"
+    plugin.write_text("""
+import dataclasses, torch
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def flip(module, args, out):
+    args[0].mul_(-1.0)
+
+def compress(model, config, ctx):
+    next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(flip)
+    return b2s.Compressed.from_codes(model, {})
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("flipper", "other", "data-free", Cfg, compress, identity={}))
+""")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: flipper
+        models: [tiny:cnn]
+        dataset: {name: random, n: 64}
+        compressors: [{name: flipper, seeds: 2}]
+        metrics: [kl]
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "inline") == 0
+    kls = [r["metrics"]["kl"]["value"] for r in (json.loads(p.read_text()) for p in (out / "cells").glob("*.json"))]
+    assert len(kls) == 3 and kls.count(0.0) == 3, kls  # the dense model and both seeds: each on the real inputs
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
