@@ -12,7 +12,8 @@ Before a cell is ``ok`` its result is checked, whatever the compressor claims:
 - the evaluated weights are what the artifact holds: each code rebuilt from its ``meta()`` and
   ``tensors()`` decodes to them (``decoded weights are not what is stored``);
 - decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
-- a data-free compressor receives no calibration or training data (the track decides);
+- a data-free compressor receives no calibration or training data (the track decides), and what it or
+  an evaluated model writes on its data in place never reaches the next cell (views are copied);
 - the result changes enough of the model's weights and meets its config's target, else the cell is
   ``not-applicable`` or ``short-of-target`` with the reason (:mod:`b2s_bench.compression.coverage`).
 """
