@@ -157,21 +157,35 @@ def stored_decode_problems(
     ``keep_decoded``: this does. Differences up to :data:`DECODE_TOLERANCE` of the largest weight are a
     kernel's rounding, not information.
     """
-    problems = []
+    problems: list[str] = []
+    where = {key: f"{key} ({type(code).__name__}, kind {code.kind!r})" for key, code in codes.items()}
+    # as the artifact is read back: every code's entry through JSON and its tensors, all of them restored (in
+    # the manifest's sorted order) before any is decoded, since codes may share a part that one of them stores
+    tensors: dict[str, torch.Tensor] = {}
+    entries: dict[str, Any] = {}
     for key, code in codes.items():
-        want = decoded[key]
-        where = f"{key} ({type(code).__name__}, kind {code.kind!r})"
-        tensors: dict[str, torch.Tensor] = {}
         try:
-            entry = code_entry(code, "code", tensors)
-            rebuilt = restore_code(entry, "code", {k: v.to(want.device) for k, v in tensors.items()}, code_types)
-            again = rebuilt.decode().detach()
-        except Exception as e:  # a code that cannot be rebuilt from its artifact is the finding
-            problems.append(f"{where} cannot be rebuilt from its meta() and tensors(): {type(e).__name__}: {e}")
+            entries[key] = json.loads(json.dumps(code_entry(code, f"code/{key}", tensors)))
+        except Exception as e:  # a code that cannot be written as an artifact is the finding
+            problems.append(f"{where[key]} cannot be written as an artifact: {type(e).__name__}: {e}")
+    rebuilt: dict[str, Code] = {}
+    for key in sorted(entries):
+        device = decoded[key].device
+        try:
+            own = {k: v.to(device) for k, v in tensors.items() if k.startswith(f"code/{key}/")}
+            rebuilt[key] = restore_code(entries[key], f"code/{key}", own, code_types)
+        except Exception as e:
+            problems.append(f"{where[key]} cannot be rebuilt from its meta() and tensors(): {type(e).__name__}: {e}")
+    for key in sorted(rebuilt):
+        want = decoded[key]
+        try:
+            again = rebuilt[key].decode().detach()
+        except Exception as e:
+            problems.append(f"{where[key]} cannot be decoded from its meta() and tensors(): {type(e).__name__}: {e}")
             continue
         if tuple(again.shape) != tuple(want.shape):
             problems.append(
-                f"{where} decodes to shape {tuple(again.shape)} from its stored tensors, {tuple(want.shape)} as evaluated"
+                f"{where[key]} decodes to shape {tuple(again.shape)} from its stored tensors, {tuple(want.shape)} as evaluated"
             )
             continue
         if torch.equal(again.to(want.dtype), want):
@@ -180,7 +194,7 @@ def stored_decode_problems(
         diff = float((again.to(want.device, torch.float64) - want.double()).abs().max())
         if not diff <= DECODE_TOLERANCE * max(scale, 1e-30):
             problems.append(
-                f"{where}: its meta() and tensors() decode to weights up to {diff:.3g} away from the ones evaluated "
+                f"{where[key]}: its meta() and tensors() decode to weights up to {diff:.3g} away from the ones evaluated "
                 f"(largest |w| {scale:.3g}); decode() must use only what tensors() and meta() store"
             )
     return problems
