@@ -54,7 +54,7 @@ from ..metrics import Evaluation, NotApplicable
 from ..plugins import Plugins
 from ..sources import LoadedData, LoadedModel, ModelRequest
 from ..store.folder import OwnedLock, RunStore
-from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
+from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, temp_tag, write_atomic
 from ..suites.cells import Cell, Stage
 from ..suites.load import Suite
 from ..tasks import TaskSpec
@@ -240,7 +240,19 @@ class CellRunner:
         lock = OwnedLock(path.with_suffix(".lock"))
         while True:
             if path.is_file():
-                return dict(torch.load(path, weights_only=True))
+                try:
+                    return dict(torch.load(path, weights_only=True))
+                except Exception as e:  # a damaged cache file (a disk error, a copy cut short): kept aside, computed again
+                    aside = path.with_name(f"{path.name}.corrupt-{temp_tag()}")
+                    try:
+                        os.replace(path, aside)
+                    except FileNotFoundError:  # another worker set it aside first
+                        continue
+                    self._cell_log(
+                        f"warning: the cached dense outputs {path} could not be read ({type(e).__name__}); "
+                        f"moved to {aside.name} and computed again"
+                    )
+                    continue
             try:
                 taken = lock.acquire()
             except OSError as e:

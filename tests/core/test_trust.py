@@ -672,6 +672,28 @@ def test_a_metric_edited_by_hand_against_its_outcomes_is_named_and_left_out(
     assert "metrics.agreement.value 99 does not follow" in capsys.readouterr().err
 
 
+def test_a_corrupt_dense_outputs_cache_is_set_aside_and_recomputed(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dense outputs are cached for every run on the machine; one damaged file (a disk error, a copy cut short)
+    failed every cell of every run with "PytorchStreamReader failed reading zip archive", and --force did not help.
+    It is now set aside, named, and computed again."""
+    from b2s_bench.sources import cache_dir
+
+    out = tmp_path / "run"
+    _run_tiny(tiny_suite, out)
+    cached = sorted((cache_dir() / "reference").glob("*.pt"))
+    assert cached
+    for path in cached:
+        path.write_bytes(path.read_bytes()[:100])
+    capsys.readouterr()
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--force") == 0
+    err = capsys.readouterr().err
+    assert "dense outputs" in err and "could not be read" in err and "computed again" in err
+    assert all(p.stat().st_size > 100 for p in cached)  # rewritten whole
+    assert list((cache_dir() / "reference").glob("*.corrupt-*"))  # the damaged file kept aside
+
+
 def test_leftovers_of_a_killed_run_are_cleaned(tiny_suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     _run_tiny(tiny_suite, out)
