@@ -412,7 +412,7 @@ def load_frame(
     frame = pd.DataFrame([_row(r) for r in records])
     metas = metric_meta(records, run.get("metrics"))
     settings = {"suite": run.get("suite", out_dir.name), **(run.get("report") or {})}
-    if records:
+    if metas:  # records without any metric (every cell failed) cannot contradict the settings: the report lists them
         check_settings(metas, settings)
     return frame, metas, settings
 
@@ -481,6 +481,8 @@ def primary_metric(metas: Sequence[MetricMeta], preferred: str | None = None) ->
         UserError: ``preferred`` is not one of ``metas``.
     """
     by_name = {m.name: m for m in metas}
+    if not metas:  # no record has a metric (every cell failed): nothing to rank by, nothing to contradict
+        return None
     if preferred:
         if preferred not in by_name:
             raise UserError(f"report.primary: {preferred!r} is not one of this run's metrics {sorted(by_name)}")

@@ -490,6 +490,43 @@ def b2s_register_compressors(register):
     assert len(kls) == 3 and kls.count(0.0) == 3, kls  # the dense model and both seeds: each on the real inputs
 
 
+def test_a_run_whose_every_cell_failed_is_exit_1_with_its_report(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With every cell failed no record has metrics, and the report refused the suite's own `sort_by: ratio` as "not
+    one of this run's metrics []": exit 2, a usage error, for a suite that is fine, and no report of the failures."""
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("""
+import dataclasses
+import b2s_bench as b2s
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    pass
+
+def compress(model, config, ctx):
+    raise RuntimeError("boom")
+
+@b2s.hookimpl
+def b2s_register_compressors(register):
+    register(b2s.CompressorSpec("broken", "other", "data-free", Cfg, compress))
+""")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    suite = write_suite("""
+        suite: broken
+        models: [tiny:cnn]
+        dataset: {name: random, n: 16}
+        baseline: false
+        compressors: [broken]
+        metrics: [agreement, ratio]
+        report: {sort_by: ratio, primary: agreement}
+        """)
+    out = tmp_path / "run"
+    assert run_cli("run", str(suite), "--out", str(out), "--quiet") == 1
+    assert "not one of this run's metrics" not in capsys.readouterr().err
+    assert "RuntimeError: boom" in (out / "leaderboard.md").read_text()
+
+
 def test_nan_outputs_fail_the_cell(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = tmp_path / "nanout.py"
     plugin.write_text("""
