@@ -273,3 +273,17 @@ def test_validate_k_that_matches_nothing_is_the_error_run_gives(tiny_suite: Path
     assert run_cli("validate", str(tiny_suite), "-k", "zzz") == 2
     assert "-k 'zzz' matches none of the cells of suite tiny" in capsys.readouterr().err
     assert run_cli("validate", str(tiny_suite), "-k", "bits=4") == 0
+
+
+@pytest.mark.parametrize("command", [["ls", "compressors"], ["show", "quantize"]])
+def test_a_plugin_file_that_fails_to_load_is_said_by_ls_and_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`b2s-bench --plugin mine.py ls compressors` with a typo in the path, or a syntax error in the file, listed the
+    built-ins and exit 0 without a word: the user's own compressor was silently missing."""
+    bad = tmp_path / "mine.py"
+    bad.write_text("def broken(:\n")
+    assert run_cli("--plugin", str(bad), *command) == 0
+    assert f"warning: plugin 'mine' (local file -): {bad} failed to load: SyntaxError" in capsys.readouterr().err
+    assert run_cli("--plugin", str(tmp_path / "typo.py"), *command) == 0
+    assert "typo.py' does not exist" in capsys.readouterr().err
