@@ -116,8 +116,13 @@ class Plugins:
         classes are imported here."""
         return {kind: resolved(code) for kind, code in self._code_types.items()}
 
-    def warnings(self) -> list[str]:
-        return [f"plugin {f.name!r} ({f.distribution} {f.version}): {f.error}" for f in self.failures]
+    def warnings(self, local_only: bool = False) -> list[str]:
+        """One line per plugin that failed to load (``local_only``: only local files, ``--plugin FILE.py``)."""
+        return [
+            f"plugin {f.name!r} ({f.distribution} {f.version}): {f.error}"
+            for f in self.failures
+            if not local_only or f.distribution == "local file"
+        ]
 
     def info(self, name: str) -> PluginInfo | None:
         return next((i for i in self.infos if i.name == name), None)

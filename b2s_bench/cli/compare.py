@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "95 % interval is below it), METRIC>DELTA when significantly above. DELTA is in the metric's "
         "recorded unit (points for a metric in %, x for the ratio): 'ratio<-0.1' fails a significant drop "
         "of the ratio by more than 0.1x. "
+        "With rules, a method ok in the base run whose cells in the new run failed (error, not-applicable, "
+        "short-of-target) fails the gate too. "
         "Exit codes: 0 no rule failed, 1 a rule failed, 2 usage errors.",
     )
     p.add_argument("base_dir", type=Path, help="the reference run folder")
@@ -58,4 +60,5 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
     print(terminal_text(cmp))
     for f in files:
         print(f)
-    return 1 if cmp.failed else exits.OK  # 1: a rule failed (the same code as a failed cell in `run`)
+    # 1: a rule failed, or a method ok in the base run is not in the new one (the same code as a failed cell in `run`)
+    return 1 if not cmp.passed else exits.OK

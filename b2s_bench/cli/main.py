@@ -148,9 +148,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, plugins: Plugins) -> int:
     try:
-        if args.command not in ("ls", "show"):
-            for warning in plugins.warnings():
-                print(f"warning: {warning}", file=sys.stderr)
+        # ls and show list failures themselves (`ls plugins`), but a local file the user named is said by every command
+        for warning in plugins.warnings(local_only=args.command in ("ls", "show")):
+            print(f"warning: {warning}", file=sys.stderr)
         args.plugin_options = plugin_option_values(args, plugins)
         apply_plugin_options(plugins, args.plugin_options)
         return int(COMMANDS[args.command].main(args, plugins) or 0)

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..plugins import Plugins
 from ..reporting.site import site_index_page
 from ..store.folder import RunStore
-from ..store.records import WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
+from ..store.records import SKIPPED_STATUSES, WRITE_ERRNOS, cannot_write, cell_path, load_json, temp_tag, write_atomic
 from .report import write_report
 
 #: what publish wrote in a folder (relative path -> sha256): only those files may it replace
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-dirty",
         action="store_true",
-        help="publish records made by uncommitted code or by several commits (the README says so)",
+        help="publish records made by uncommitted code, local plugin files or several commits (the README says so)",
     )
     return p
 
@@ -85,13 +85,20 @@ def readme(manifest: dict[str, Any], records: Sequence[Mapping[str, Any]], missi
         if manifest.get("command")
         else f"- Made by: `b2s-bench run` on `{manifest.get('file')}` (the exact command line was not recorded)",
         f"- Suite file: `{manifest.get('file')}`",
-        f"- Cells: {len(records)} recorded ({status.get('ok', 0)} ok, {status.get('error', 0)} failed)"
+        f"- Cells: {len(records)} recorded ({status.get('ok', 0)} ok, "
+        + "".join(f"{status[s]} {s}, " for s in SKIPPED_STATUSES if status.get(s))
+        + f"{status.get('error', 0)} failed)"
         + (f", {missing} without a record yet" if missing else ""),
         f"- Computed between {started} and {finished} (UTC); {seconds:,.0f} s of cell time in all"
         + (f"; the last run took {wall:,.0f} s wall, peak RSS {manifest.get('peak_rss_mb')} MB" if wall else ""),
         f"- Devices: {_values(records, 'environment', 'device_name')}",
         f"- torch {_values(records, 'environment', 'torch')}; b2s-bench {_values(records, 'environment', 'b2s_bench')}",
         f"- Code (git commit): {_values(records, 'environment', 'git_commit')}",
+        *(
+            [f"- Local plugin files (outside git): {', '.join(sorted(_local_plugins(records)))}"]
+            if _local_plugins(records)
+            else []
+        ),
         "",
         "`leaderboard.md` is the table to read (also `.csv`, `.html`, `.json`, and the plots); "
         "`records.csv` has every raw field and `failed.csv` the failures. All of them are rebuilt from "
@@ -111,7 +118,23 @@ def _commit_problems(records: Sequence[Mapping[str, Any]]) -> list[str]:
         )
     if len(commits) > 1:
         problems.append(f"the records come from {len(commits)} commits ({', '.join(sorted(commits))})")
+    local = _local_plugins(records)
+    if local:
+        problems.append(
+            f"{sum(local.values())} records were made with local plugin files outside git ({', '.join(sorted(local))}); "
+            "package the plugin or commit it as an installed one"
+        )
     return problems
+
+
+def _local_plugins(records: Sequence[Mapping[str, Any]]) -> Counter[str]:
+    """How many records loaded each local plugin file (``--plugin FILE.py``): code no commit holds."""
+    found: Counter[str] = Counter()
+    for rec in records:
+        loaded = (rec.get("environment") or {}).get("plugins")
+        if isinstance(loaded, dict):
+            found.update(name for name, where in loaded.items() if str(where).startswith("local file"))
+    return found
 
 
 def _free_name(path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -75,7 +76,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--cell-timeout",
-        type=float,
         default=None,
         metavar="SECONDS",
         help="stop a cell after this long and record it 'timed out' (default: runtime.cell_timeout, 6 h)",
@@ -98,6 +98,19 @@ def _workers(value: str | None) -> int | None:
     return count
 
 
+def _cell_timeout(value: str | None) -> float | None:
+    """--cell-timeout as the suite's ``runtime.cell_timeout`` takes it: finite seconds >= 0, 0 for no limit."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(f"--cell-timeout must be a number of seconds >= 0 (0: no limit), got {value!r}")
+    return seconds
+
+
 def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
     from ..execution.runner import RunOptions
 
@@ -109,7 +122,7 @@ def options_from(args: argparse.Namespace, out: Path) -> RunOptions:
         command=command,
         executor=args.executor,
         workers=_workers(args.workers),
-        cell_timeout=args.cell_timeout,
+        cell_timeout=_cell_timeout(args.cell_timeout),
         detach=args.detach,
     )
 

@@ -1,5 +1,9 @@
 """``b2s-bench status DIR``: a run's cells, done, running (with host and age), failed (with why) and
-pending, whatever executor runs them: it reads the folder's records and claims only."""
+pending, whatever executor runs them: it reads the folder's records and claims only.
+
+A claim is "running" only while its owner may be: a claim whose process is gone (this host) or whose
+heartbeat stopped past the default claim timeout (another host) is what a killed run left, and its cell
+is pending, said "interrupted" (the same run command takes it over)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..plugins import Plugins
-from ..store.folder import RunStore
+from ..store.folder import DEFAULT_CLAIM_TIMEOUT, RunStore
 from ..store.records import DONE_STATUSES, load_json, record_problems
 
 
@@ -30,6 +34,17 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _interrupted(info: dict[str, Any]) -> str | None:
+    """Why a claim's owner is no longer computing its cell (a killed run), or None while it may be."""
+    owner = f"{info.get('host')} pid {info.get('pid')}"
+    alive = RunStore.owner_alive(info)
+    if alive is False:
+        return f"{owner} is gone; the same run command resumes it"
+    if alive is None and info["age"] > DEFAULT_CLAIM_TIMEOUT:
+        return f"{owner}, no heartbeat for {_age(info['age'])}; the same run command resumes it"
+    return None
+
+
 def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
     """(cell id -> state, one row per cell: id, state, model and method, detail)."""
     store = RunStore(out)
@@ -44,10 +59,12 @@ def cell_states(out: Path) -> tuple[dict[str, str], list[list[str]]]:
         if valid and data["status"] in DONE_STATUSES:  # not-applicable / short-of-target: done, with why
             state, name = "done", f"{data['model'].get('label')} {data['label']}"
             detail = "" if data["status"] == "ok" else f"{data['status']}: {data['details'].get('status_reason', '')}"
-        elif cid in claims:
+        elif cid in claims and _interrupted(claims[cid]) is None:
             info = claims[cid]
             state, name = "running", str(names.get(cid, ""))
             detail = f"{info.get('host')} pid {info.get('pid')}, started {info.get('started')}, heartbeat {_age(info['age'])} ago"
+        elif cid in claims and not valid:
+            state, name, detail = "pending", str(names.get(cid, "")), f"interrupted: {_interrupted(claims[cid])}"
         elif valid:
             error = data.get("error") or {}
             state, name = "failed", f"{data['model'].get('label')} {data['label']}"
@@ -68,7 +85,7 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         f"{manifest.get('suite', args.run_dir.name)} ({args.run_dir}): {len(states)} cells: "
         + ", ".join(f"{n} {s}" for s, n in counts.items())
     )
-    shown = rows if args.all else [r for r in rows if r[1] in ("running", "failed")]
+    shown = rows if args.all else [r for r in rows if r[1] in ("running", "failed") or r[3].startswith("interrupted")]
     if shown:
         print(tabulate(shown, headers=["cell", "state", "model / method", "detail"], tablefmt="github"))
     return 0

@@ -12,6 +12,7 @@ import sys
 
 from tabulate import tabulate
 
+from ..errors import UserError
 from ..plugins import Plugins
 from . import exits
 
@@ -44,6 +45,10 @@ def main(args: argparse.Namespace, plugins: Plugins) -> int:
         pattern=args.pattern,
     )
     suite, device, cells = run.suite, run.device_type, list(run.cells)
+    if args.pattern and not cells:  # as `run -k` says: an empty selection is a mistake, not a suite that is fine
+        raise UserError(
+            f"-k {args.pattern!r} matches none of the cells of suite {suite.name}; `b2s-bench validate` without -k lists them"
+        )
     found = check_cells(suite, plugins, cells)
     if found.mistakes:  # the suite is broken, like a load_suite error: no table of cells that cannot be right
         raise found.error()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .codes import Code, NestedCode
+from .compressed import code_entry, restore_code
 from .packing import pack_bits
 from .sizes import META_ALLOWANCE_BYTES, allowed_bytes, header_bits
 
@@ -27,7 +28,14 @@ __all__ = [
     "packed_count",
     "header_problems",
     "symbol_problems",
+    "stored_decode_problems",
+    "check_stored_decode",
+    "check_baseline",
 ]
+
+#: decoding the rebuilt code on the same device may differ from the first decode only in the last bits
+#: (a GPU kernel's order of summation): the largest difference allowed, relative to the largest weight
+DECODE_TOLERANCE = 1e-6
 
 
 class SizeAccountingError(Exception):
@@ -135,3 +143,90 @@ def check_storage(codes: Mapping[str, Code]) -> None:
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise SizeAccountingError(f"size accounting: {shown}")
+
+
+def stored_decode_problems(
+    codes: Mapping[str, Code], decoded: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
+) -> list[str]:
+    """One message per code whose artifact would decode to other weights than ``decoded`` (what is evaluated).
+
+    Each code is rebuilt from what it stores, its ``meta()`` and ``tensors()`` (as the artifact holds
+    them, through the code classes of ``code_types``), on the device of its decoded weights, and decoded
+    again. Counting bits proves nothing about a code whose ``decode()`` reads a field it never stores
+    (the dense weight kept in memory), or a compressor that hands the runner other tensors through
+    ``keep_decoded``: this does. Differences up to :data:`DECODE_TOLERANCE` of the largest weight are a
+    kernel's rounding, not information.
+    """
+    problems: list[str] = []
+    where = {key: f"{key} ({type(code).__name__}, kind {code.kind!r})" for key, code in codes.items()}
+    # as the artifact is read back: every code's entry through JSON and its tensors, all of them restored (in
+    # the manifest's sorted order) before any is decoded, since codes may share a part that one of them stores
+    tensors: dict[str, torch.Tensor] = {}
+    entries: dict[str, Any] = {}
+    for key, code in codes.items():
+        try:
+            entries[key] = json.loads(json.dumps(code_entry(code, f"code/{key}", tensors)))
+        except Exception as e:  # a code that cannot be written as an artifact is the finding
+            problems.append(f"{where[key]} cannot be written as an artifact: {type(e).__name__}: {e}")
+    rebuilt: dict[str, Code] = {}
+    for key in sorted(entries):
+        device = decoded[key].device
+        try:
+            own = {k: v.to(device) for k, v in tensors.items() if k.startswith(f"code/{key}/")}
+            rebuilt[key] = restore_code(entries[key], f"code/{key}", own, code_types)
+        except Exception as e:
+            problems.append(f"{where[key]} cannot be rebuilt from its meta() and tensors(): {type(e).__name__}: {e}")
+    for key in sorted(rebuilt):
+        want = decoded[key]
+        try:
+            again = rebuilt[key].decode().detach()
+        except Exception as e:
+            problems.append(f"{where[key]} cannot be decoded from its meta() and tensors(): {type(e).__name__}: {e}")
+            continue
+        if tuple(again.shape) != tuple(want.shape):
+            problems.append(
+                f"{where[key]} decodes to shape {tuple(again.shape)} from its stored tensors, {tuple(want.shape)} as evaluated"
+            )
+            continue
+        if torch.equal(again.to(want.dtype), want):
+            continue
+        scale = float(want.abs().max()) if want.numel() else 0.0
+        diff = float((again.to(want.device, torch.float64) - want.double()).abs().max())
+        if not diff <= DECODE_TOLERANCE * max(scale, 1e-30):
+            problems.append(
+                f"{where[key]}: its meta() and tensors() decode to weights up to {diff:.3g} away from the ones evaluated "
+                f"(largest |w| {scale:.3g}); decode() must use only what tensors() and meta() store"
+            )
+    return problems
+
+
+def check_stored_decode(
+    codes: Mapping[str, Code], decoded: Mapping[str, torch.Tensor], code_types: Mapping[str, type[Code]]
+) -> None:
+    """Raise :class:`SizeAccountingError` when the stored codes decode to other weights than the evaluated ones."""
+    problems = stored_decode_problems(codes, decoded, code_types)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise SizeAccountingError(f"decoded weights are not what is stored: {shown}")
+
+
+def check_baseline(claimed: Mapping[str, tuple[int, ...]], dense: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`SizeAccountingError` unless a compressed model's ``original_shapes`` (its fp32 baseline, the
+    numerator of every ratio) are the dense model's inference state, key for key and shape for shape: a
+    compressor does not get to say how large the model it compressed was."""
+    want = {k: tuple(v.shape) for k, v in dense.items()}
+    got = {k: tuple(s) for k, s in claimed.items()}
+    if got == want:
+        return
+    wrong = [f"{k} {got[k]} (the model's: {want[k]})" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
+    extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+    parts = [
+        *([f"shapes {', '.join(wrong[:3])}"] if wrong else []),
+        *([f"tensors the model does not have: {', '.join(extra[:3])}"] if extra else []),
+        *([f"none for {', '.join(missing[:3])}"] if missing else []),
+    ]
+    raise SizeAccountingError(
+        "size accounting: the fp32 baseline (Compressed.original_shapes) is not the dense model's inference state: "
+        + "; ".join(parts)
+        + ". Build the result with Compressed.from_codes(model, ...) or pass inference_state(model)'s shapes"
+    )

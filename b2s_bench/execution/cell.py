@@ -7,9 +7,13 @@ model's weights and the data, so several workers compute them once.
 
 Before a cell is ``ok`` its result is checked, whatever the compressor claims:
 
-- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``);
+- exact bits: every code's serialized tensors fit in the bits it counts (``size accounting``), and the
+  fp32 baseline is the dense model's inference state, not one the compressor gives;
+- the evaluated weights are what the artifact holds: each code rebuilt from its ``meta()`` and
+  ``tensors()`` decodes to them (``decoded weights are not what is stored``);
 - decoded weights and model outputs are finite (NaN or Inf fails the cell, never ``ok`` at 0 %);
-- a data-free compressor receives no calibration or training data (the track decides);
+- a data-free compressor receives no calibration or training data (the track decides), and what it or
+  an evaluated model writes on its data in place never reaches the next cell (views are copied);
 - the result changes enough of the model's weights and meets its config's target, else the cell is
   ``not-applicable`` or ``short-of-target`` with the reason (:mod:`b2s_bench.compression.coverage`).
 """
@@ -29,7 +33,7 @@ import resource
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,8 +44,9 @@ from ..calibration.stage import apply_activations
 from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
-from ..compression.contract import check_storage
+from ..compression.contract import check_baseline, check_storage, check_stored_decode
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
+from ..compression.sizes import inference_state
 from ..config import config_defaults, config_to_dict
 from ..errors import CannotWrite
 from ..fitting.fidelity import tensor_report
@@ -49,7 +54,7 @@ from ..metrics import Evaluation, NotApplicable
 from ..plugins import Plugins
 from ..sources import LoadedData, LoadedModel, ModelRequest
 from ..store.folder import OwnedLock, RunStore
-from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, write_atomic
+from ..store.records import SCHEMA, WRITE_ERRNOS, Record, cannot_write, environment, host_name, temp_tag, write_atomic
 from ..suites.cells import Cell, Stage
 from ..suites.load import Suite
 from ..tasks import TaskSpec
@@ -81,6 +86,38 @@ class _NotOk(Exception):
     def __init__(self, status: str, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+def _own(value: Any) -> Any:
+    """``value`` with every tensor that is a view of other memory (a dataset's cached inputs) copied: what a
+    compressor does to its data in place must not reach the next cell of the process."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value._base is not None else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_own(v) for v in value) if not hasattr(value, "_fields") else type(value)(*(_own(v) for v in value))
+    return value
+
+
+def _owned(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """A dataset's calibration or training function whose results the compressor owns (see :func:`_own`)."""
+    if fn is None:
+        return None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _own(fn(*args, **kwargs))
+
+    return call
+
+
+def _owned_batches(batches: Callable[[int], Iterable[Any]]) -> Callable[[int], Iterator[Any]]:
+    """A dataset's ``eval_batches`` whose batches the evaluated model owns (see :func:`_own`): the inputs are
+    cached for every cell of the process, and one model's in-place write must not reach the next cell."""
+
+    def call(batch_size: int) -> Iterator[Any]:
+        for batch in batches(batch_size):
+            yield _own(batch)
+
+    return call
 
 
 def seed_everything(seed: int) -> None:
@@ -140,6 +177,7 @@ class CellRunner:
         self._models: dict[str, LoadedModel | BaseException] = {}
         self._data: dict[str, LoadedData] = {}
         self._env: dict[str, Any] | None = None
+        self._code_types: dict[str, type[Code]] | None = None
 
     @staticmethod
     def _key(obj: Any) -> str:
@@ -169,6 +207,7 @@ class CellRunner:
             spec = self.plugins.datasets.get(cell.dataset.name)
             data = spec.build(cell.dataset.config, model)
             data.task = spec.task  # the spec decides (validation checked the suite's metrics against it)
+            data.eval_batches = _owned_batches(data.eval_batches)  # a model writing on its inputs keeps it to itself
             self._data[key] = data
         return self._data[key]
 
@@ -201,7 +240,19 @@ class CellRunner:
         lock = OwnedLock(path.with_suffix(".lock"))
         while True:
             if path.is_file():
-                return dict(torch.load(path, weights_only=True))
+                try:
+                    return dict(torch.load(path, weights_only=True))
+                except Exception as e:  # a damaged cache file (a disk error, a copy cut short): kept aside, computed again
+                    aside = path.with_name(f"{path.name}.corrupt-{temp_tag()}")
+                    try:
+                        os.replace(path, aside)
+                    except FileNotFoundError:  # another worker set it aside first
+                        continue
+                    self._cell_log(
+                        f"warning: the cached dense outputs {path} could not be read ({type(e).__name__}); "
+                        f"moved to {aside.name} and computed again"
+                    )
+                    continue
             try:
                 taken = lock.acquire()
             except OSError as e:
@@ -253,8 +304,8 @@ class CellRunner:
             input_shape=tuple(model.input_shape),
             num_classes=model.num_classes,
             input_vocab=model.input_vocab,
-            calibration=data.calibration if data is not None and track in DATA_TRACKS else None,
-            training=data.training if data is not None and track == "training" else None,
+            calibration=_owned(data.calibration) if data is not None and track in DATA_TRACKS else None,
+            training=_owned(data.training) if data is not None and track == "training" else None,
             build_model=self._build_other_model,
             progress=self.progress,
             log=self._cell_log,
@@ -286,6 +337,12 @@ class CellRunner:
 
             compressed = apply_activations(compressed, dense, cell.activations, ctx, own_inputs if own is not None else None)
         return compressed
+
+    def code_types(self) -> dict[str, type[Code]]:
+        """Every registered code class by kind (imported once per process), to rebuild codes as an artifact would."""
+        if self._code_types is None:
+            self._code_types = self.plugins.code_types()
+        return self._code_types
 
     def _build_other_model(self, name: str) -> torch.nn.Module:
         request = ModelRequest(name)
@@ -380,7 +437,7 @@ class CellRunner:
                 record["timings"] = {**record["timings"], "total": time.perf_counter() - t0}
             except CannotWrite:  # a full or read-only folder is not the cell's fault: the run stops, the cell stays pending
                 raise
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # sys.exit() in a plugin is its cell's error, not the end of the run
                 if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # also a plugin's own file on a full disk
                     raise cannot_write(e.filename or self.store.root / "cells", e) from e
                 record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
@@ -428,7 +485,10 @@ class CellRunner:
         t2 = time.perf_counter()
         record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
         check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
+        check_baseline(compressed.original_shapes, inference_state(model.module))  # and the ratio's numerator is the model's
         _check_finite("decoded weight", compressed.state_dict())
+        # what is evaluated must be what the artifact holds: each code rebuilt from its stored tensors decodes the same
+        check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types())
         size = compressed.size()
         record["size"] = size.as_dict()
         short = self._check_coverage(cell, model, compressed, record)

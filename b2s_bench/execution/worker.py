@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import CannotWrite
+from ..store.records import json_safe
 from .executors import RunPlan
 
 __all__ = ["execute", "execute_cell", "setup", "adopt", "set_log", "die_with_parent"]
@@ -101,7 +102,7 @@ def adopt(plan: RunPlan, runner: Any, cells: dict[str, Any]) -> None:
 
 def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
     """The record of one cell. Errors inside the cell become an ``error`` record; only a dying
-    process (a signal, ``sys.exit``) escapes, and the executor records that."""
+    process (a signal, ``os._exit``) escapes (``sys.exit`` in a cell is its error), and the executor records that."""
     try:
         runner, cells = setup(plan)
     except Exception as e:  # the suite or plugins cannot be set up here: the cell fails with the reason
@@ -116,7 +117,8 @@ def execute(plan: RunPlan, cell_id: str) -> dict[str, Any]:
             ),
         )
     try:
-        return dict(runner.run(cell))
+        # as it will be written: a plugin's info may hold what cannot be pickled back to the driver (a lambda)
+        return dict(json_safe(dict(runner.run(cell))))
     except CannotWrite as e:  # told to the driver, which stops the run: never the cell's error record
         return {"cell_id": cell_id, "cannot_write": str(e)}
 

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,18 @@ class Comparison:
     only_new: list[tuple[str, str | None, str]]
     model_changes: list[ModelChange] = dataclasses.field(default_factory=list)
     gate_model_changes: bool = False  # whether rows of models whose weights differ count in the gate
+    #: (model, dataset, method, why) of each method ok in the base run whose cells in the new run all ended
+    #: otherwise (an error, not-applicable, short-of-target): a regression no metric shows, so it fails the gate
+    lost: list[tuple[str, str | None, str, str]] = dataclasses.field(default_factory=list)
+    suites: tuple[str, str] = ("", "")  # (base, new): the suite each run is of
+
+    @property
+    def suites_note(self) -> str | None:
+        """A line saying the runs are of different suites (methods are still matched by model, dataset, label)."""
+        base, new = self.suites
+        if base == new:
+            return None
+        return f"the runs are of different suites (base {base}, new {new}): methods are matched by model, dataset and label"
 
     def gated(self, change: Change) -> bool:
         """Whether the rules apply to this change: not to a model whose weights differ, unless asked."""
@@ -171,6 +184,13 @@ class Comparison:
     @property
     def failed(self) -> list[tuple[Rule, Change]]:
         return [(rule, c) for rule in self.rules for c in self.changes if self.gated(c) and rule.fails(c)]
+
+    @property
+    def passed(self) -> bool:
+        """No rule failed and, where there are rules, no method ok in the base run was lost in the new run
+        (a model whose weights differ counts only with ``gate_model_changes``)."""
+        changed = set() if self.gate_model_changes else {m.model for m in self.model_changes}
+        return not self.failed and not (self.rules and any(k[0] not in changed for k in self.lost))
 
 
 def _interval(meta: MetricMeta, b: pd.Series, n: pd.Series, diff: float) -> tuple[float, float, str, float]:
@@ -239,8 +259,11 @@ def compare_runs(
     for folder in (Path(base_dir), Path(new_dir)):
         if not (folder / "cells").is_dir():
             raise UserError(f"{folder} is not a run folder (no cells/ inside)")
-        loaded.append(load_frame(folder, only_current=not all_records))
-    (fb, mb, _), (fn, mn, _) = loaded
+        dropped: list[tuple[Path, str]] = []
+        loaded.append(load_frame(folder, only_current=not all_records, dropped=dropped))
+        for path, why in dropped:  # never silently, as in a report
+            print(f"warning: {path} is not a valid record and is left out of the comparison: {why}", file=sys.stderr)
+    (fb, mb, sb), (fn, mn, sn) = loaded
     metas = {m.name: m for m in [*mb, *mn]}
     for rule in rules:
         if rule.metric not in metas:
@@ -257,6 +280,7 @@ def compare_runs(
             diff = vn - vb
             lo, hi, test, p = _interval(meta, b, n, diff) if not math.isnan(diff) else (math.nan, math.nan, "–", math.nan)
             changes.append(Change(*key, meta.name, meta.unit, meta.higher_is_better, vb, vn, diff, lo, hi, test, p))
+    lost = _lost(fn, set(base) - set(new))
     wb, wn = _weights_by_model(fb), _weights_by_model(fn)
     model_changes = [
         ModelChange(m, wb[m], wn[m], sum(c.model == m for c in changes))
@@ -268,11 +292,30 @@ def compare_runs(
         Path(new_dir),
         list(rules),
         changes,
-        sorted(set(base) - set(new), key=str),
+        sorted(set(base) - set(new) - {k[:3] for k in lost}, key=str),
         sorted(set(new) - set(base), key=str),
         model_changes,
         gate_model_changes,
+        lost,
+        (str(sb.get("suite", "")), str(sn.get("suite", ""))),
     )
+
+
+def _lost(frame: pd.DataFrame, keys: set[tuple[str, str | None, str]]) -> list[tuple[str, str | None, str, str]]:
+    """Of ``keys`` (methods ok in the base run, with no ok cell in the new run ``frame``), those the new run has
+    records of, each with the first of those records' status and why."""
+    if frame.empty or "status" not in frame:
+        return []
+    found: dict[tuple[str, str | None, str], str] = {}
+    for _, r in frame[frame["status"] != "ok"].iterrows():
+        key = (r["model"], r["dataset"] if isinstance(r["dataset"], str) else None, r["method"])
+        if key in keys and key not in found:
+            if r["status"] == "error":
+                why = f"{r.get('error_type') or 'error'}: {r.get('error') or ''}".rstrip(": ")
+            else:
+                why = str(r.get("status_reason") or "")
+            found[key] = f"{r['status']}: {why}" if why else str(r["status"])
+    return [(*k, found[k]) for k in sorted(found, key=str)]
 
 
 def _num(v: float) -> str:
@@ -313,11 +356,14 @@ def to_markdown(cmp: Comparison) -> str:
         "",
         "Changes are new − base, in each metric's recorded unit. " + stats_note(),
         "",
+        *([f"Note: {cmp.suites_note}.", ""] if cmp.suites_note else []),
     ]
     if cmp.rules:
         failed = cmp.failed
         lines += [
-            f"Rules: {', '.join(f'`{r}`' for r in cmp.rules)}: " + (f"**{len(failed)} failed**" if failed else "all passed"),
+            f"Rules: {', '.join(f'`{r}`' for r in cmp.rules)}: "
+            + (f"**{len(failed)} failed**" if failed else "all passed")
+            + (f"; **{len(cmp.lost)} methods ok in the base run are not in the new run: the gate fails**" if cmp.lost else ""),
             "",
         ]
     if cmp.model_changes:
@@ -346,6 +392,13 @@ def to_markdown(cmp: Comparison) -> str:
                 f"{_ci(c)} | {c.test} | {_num(c.p)} | {_verdict(c, cmp)} |"
             )
         lines.append("")
+    if cmp.lost:
+        lines += [
+            "## Ok in the base run, not in the new run",
+            "",
+            *[f"- {m} on {d}: {meth}: {why}" for m, d, meth, why in cmp.lost],
+            "",
+        ]
     for what, keys in (("Only in the base run", cmp.only_base), ("Only in the new run", cmp.only_new)):
         if keys:
             lines += [f"## {what}", "", *[f"- {m} on {d}: {meth}" for m, d, meth in keys], ""]
@@ -372,12 +425,13 @@ def to_json(cmp: Comparison) -> dict[str, Any]:
         "base": str(cmp.base_dir),
         "new": str(cmp.new_dir),
         "rules": [str(r) for r in cmp.rules],
-        "passed": not cmp.failed,
+        "passed": cmp.passed,
         "changes": [change(c) for c in cmp.changes],
         "model_changes": [dataclasses.asdict(m) for m in cmp.model_changes],
         "gate_model_changes": cmp.gate_model_changes,
         "only_base": [list(k) for k in cmp.only_base],
         "only_new": [list(k) for k in cmp.only_new],
+        "lost": [list(k) for k in cmp.lost],
         "statistics": {"resamples": stats.RESAMPLES, "seed": stats.SEED, "level": stats.LEVEL},
     }
 
@@ -394,7 +448,7 @@ def write_comparison(cmp: Comparison, out_dir: str | os.PathLike[str]) -> list[P
 def terminal_text(cmp: Comparison, width: int = 100) -> str:
     """What the CLI prints: each model whose weights differ, then every significant change of a quality
     or size metric and every rule failure, one line each, within ``width`` columns."""
-    lines = []
+    lines = [cmp.suites_note] if cmp.suites_note else []
     for m in cmp.model_changes:
         head, sep, tail = m.text(cmp.gate_model_changes).partition("; ")
         lines += [head + sep.rstrip(), "  " + tail] if len(head) + len(sep) + len(tail) > width else [head + sep + tail]
@@ -413,8 +467,15 @@ def terminal_text(cmp: Comparison, width: int = 100) -> str:
         + (f" ({ungated} on changed models)" if ungated else "")
         + "; "
         f"{len(cmp.only_base)} only in base, {len(cmp.only_new)} only in new"
+        + (f", {len(cmp.lost)} ok in base but not in new" if cmp.lost else "")
     )
+    for model, _, method, why in cmp.lost:
+        line = f"{model} {method} ok in base, now {why}"
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
     if cmp.rules:
         failed = cmp.failed
-        lines.append(f"rules {', '.join(map(str, cmp.rules))}: " + (f"{len(failed)} FAILED" if failed else "passed"))
+        verdict = f"{len(failed)} FAILED" if failed else "passed"
+        if cmp.lost and not cmp.passed:
+            verdict += f", but the gate FAILED: {len(cmp.lost)} method(s) ok in base not ok in new"
+        lines.append(f"rules {', '.join(map(str, cmp.rules))}: " + verdict)
     return "\n".join(lines)

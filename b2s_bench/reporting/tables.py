@@ -199,6 +199,16 @@ def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
     mean, or exp of it: :func:`b2s_bench.reporting.stats.aggregated`); others are ignored: a metric
     whose value does not follow from its per-example values gets no interval."""
     out = {}
+    for name, (arr, _) in _outcomes(rec).items():
+        if arr is not None:
+            out[name] = arr
+    return out
+
+
+def _outcomes(rec: Record) -> dict[str, tuple[np.ndarray | None, str | None]]:
+    """Per metric with per-example values: (the array, when the stored value follows from it by the metric's
+    aggregate; else None) and (why not, when the stored value contradicts it; else None)."""
+    out: dict[str, tuple[np.ndarray | None, str | None]] = {}
     for name, entry in (rec.get("per_example") or {}).items():
         m = (rec.get("metrics") or {}).get(name)
         if not isinstance(m, dict):
@@ -212,8 +222,16 @@ def per_example_arrays(rec: Record) -> dict[str, np.ndarray]:
             continue
         mean = stats.aggregated(float(np.mean(arr, dtype=np.float64)), aggregate_of(m), sample_scale(m.get("unit", "")))
         if math.isclose(mean, value, rel_tol=2e-3, abs_tol=1e-9):  # float16 storage is within 5e-4
-            out[name] = arr
+            out[name] = (arr, None)
+        else:
+            out[name] = (None, f"metrics.{name}.value {value:g} does not follow from its per-example outcomes ({mean:g})")
     return out
+
+
+def outcome_problems(rec: Record) -> list[str]:
+    """Why a record's metric values contradict its own per-example outcomes (a value edited by hand, or a
+    record put together from two cells): every record the runner writes has its values follow from them."""
+    return [why for _, why in _outcomes(rec).values() if why is not None]
 
 
 def _clusters(rec: Record, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -369,7 +387,8 @@ def load_frame(
     Args:
         only_current: keep only the cells of the suite as it was last run (``run.json``), so cells
             of an older version of the suite do not linger in the tables.
-        dropped: receives (file, why) for every file in ``cells/`` that is not a valid record.
+        dropped: receives (file, why) for every file in ``cells/`` that is not a valid record, or whose metric
+            values contradict its own per-example outcomes (:func:`outcome_problems`: those are left out too).
 
     Raises:
         UserError: report settings that name a metric the records do not have (see
@@ -378,14 +397,22 @@ def load_frame(
     out_dir = Path(out_dir)
     # an unreadable run.json is set aside (and named); the report is then made of every record
     run: dict[str, Any] = RunStore(out_dir, warn=lambda msg: print(msg, file=sys.stderr)).manifest() or {}
-    records = list(iter_records(out_dir, dropped))
+    records = []
+    for rec in iter_records(out_dir, dropped):
+        problems = outcome_problems(rec)
+        if not problems:
+            records.append(rec)
+        elif dropped is not None:  # its figures cannot be trusted: named, left out, with the command that redoes it
+            cid = rec["cell_id"]
+            fix = f"`b2s-bench run {run.get('file') or 'SUITE'} --out {out_dir} --force -k {cid}` recomputes it"
+            dropped.append((out_dir / "cells" / f"{cid}.json", "; ".join(problems) + f"; {fix}"))
     if only_current and run.get("cells"):
         order = {cid: i for i, cid in enumerate(run["cells"])}
         records = sorted((r for r in records if r["cell_id"] in order), key=lambda r: order[r["cell_id"]])
     frame = pd.DataFrame([_row(r) for r in records])
     metas = metric_meta(records, run.get("metrics"))
     settings = {"suite": run.get("suite", out_dir.name), **(run.get("report") or {})}
-    if records:
+    if metas:  # records without any metric (every cell failed) cannot contradict the settings: the report lists them
         check_settings(metas, settings)
     return frame, metas, settings
 
@@ -454,6 +481,8 @@ def primary_metric(metas: Sequence[MetricMeta], preferred: str | None = None) ->
         UserError: ``preferred`` is not one of ``metas``.
     """
     by_name = {m.name: m for m in metas}
+    if not metas:  # no record has a metric (every cell failed): nothing to rank by, nothing to contradict
+        return None
     if preferred:
         if preferred not in by_name:
             raise UserError(f"report.primary: {preferred!r} is not one of this run's metrics {sorted(by_name)}")

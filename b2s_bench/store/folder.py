@@ -193,6 +193,8 @@ class RunStore:
         """run.json, or None. One that cannot be read (truncated, nested too deep, not an object) is set
         aside like an invalid record and ``manifest_problem`` says why; the next ``run`` rebuilds it."""
         path = self.root / "run.json"
+        if self.root.exists() and not self.root.is_dir():  # a file given as a run folder: nothing to read or set aside
+            return None
         data, why = load_json(path)
         if why == "no such file":
             return None
@@ -215,6 +217,8 @@ class RunStore:
                 f"in {self.aside}; run its suite again with --out {self.root} to rebuild it (finished "
                 "cells are kept)"
             )
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root} is not a run folder (a file, not a folder); give the folder a run wrote")
         raise UserError(f"{self.root} is not a run folder (no run.json inside); run a suite first")
 
     # -- claims -----------------------------------------------------------------------------------

@@ -160,6 +160,7 @@ def record_problems(data: Any, file_id: str | None = None, expected_id: str | No
         problems.append(f"status {data['status']!r} is not one of {STATUSES}")
     if data["status"] == "ok" and not isinstance(data["size"].get("total_bits"), int):
         problems.append("an ok record without size.total_bits")
+    problems += _size_problems(data["size"])
     cid = data["cell_id"]
     if file_id is not None and cid != file_id:
         problems.append(f"its cell_id {cid!r} is not its file name {file_id!r}")
@@ -170,8 +171,27 @@ def record_problems(data: Any, file_id: str | None = None, expected_id: str | No
     return problems
 
 
+def _size_problems(size: dict[str, Any]) -> list[str]:
+    """Why a record's size block does not add up (a hand edit): the parts of ``breakdown`` must sum to
+    ``total_bits``, and ``ratio_model`` must be ``baseline_bits / total_bits``. Empty for a block without them."""
+    total, baseline, parts = size.get("total_bits"), size.get("baseline_bits"), size.get("breakdown")
+    if not isinstance(total, int) or isinstance(total, bool):
+        return []
+    found = []
+    if isinstance(parts, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in parts.values()):
+        if sum(parts.values()) != total:
+            found.append(f"size.total_bits {total} is not the sum of size.breakdown ({sum(parts.values())})")
+    ratio = size.get("ratio_model")
+    if isinstance(baseline, int) and isinstance(ratio, (int, float)) and total > 0:
+        if not math.isclose(float(ratio), baseline / total, rel_tol=1e-9):
+            found.append(f"size.ratio_model {ratio} is not size.baseline_bits / size.total_bits ({baseline / total})")
+    return found
+
+
 def _json_safe(value: Any) -> Any:
-    """NaN and inf are not JSON; store them as null (and strings for inf) rather than invalid JSON."""
+    """NaN and inf are not JSON; store them as null (and strings for inf) rather than invalid JSON. A set is
+    stored as a sorted list, and any other value JSON has no type for (bytes, an object a plugin put in its
+    info) as its text: a record is always written, never a crash of the run."""
     if isinstance(value, float):
         if math.isnan(value):
             return None
@@ -184,7 +204,14 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if hasattr(value, "tolist"):  # a tensor or a numpy array or scalar (no torch import: reports stay light)
         return _json_safe(value.tolist())
-    return value
+    if isinstance(value, (set, frozenset)):
+        return sorted((_json_safe(v) for v in value), key=repr)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return repr(value)
+
+
+json_safe = _json_safe  # the public name: a record as it will be written (a worker sends it so)
 
 
 def cell_path(out_dir: str | os.PathLike[str], cell_id: str) -> Path:

@@ -8,7 +8,9 @@ included), the seed, the metrics and their versions, and the device type.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+from pathlib import Path
 from typing import Any
 
 from ..compression.tracks import TRACKS
@@ -42,6 +44,9 @@ class Stage:
     # the settings the suite gave for this device (``device_settings``): a time budget, not a choice
     # of operating point (records list them apart from the changed settings); not in the cell id
     budget: tuple[str, ...] = ()
+    # the sha256 of the local plugin file (``--plugin FILE.py``) that registered the compressor, None for an
+    # installed plugin: a file being edited has no version to bump, so its contents join the cell id
+    source: str | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -148,6 +153,17 @@ def cell_id(fingerprint: dict[str, Any]) -> str:
     return fingerprint_id(fingerprint)
 
 
+def _local_source(plugins: Plugins, compressor: str) -> str | None:
+    """``sha256:...`` of the local plugin file that registered ``compressor``; None for an installed plugin."""
+    info = plugins.info(plugins.compressors.origin(compressor))
+    if info is None or info.distribution != "local file":
+        return None
+    try:
+        return "sha256:" + hashlib.sha256(Path(info.origin).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _entry_pipelines(suite: Suite, plugins: Plugins, entry: CompressorEntry, device: str) -> list[tuple[Stage, ...]]:
     """Every pipeline (one Stage per compressor) of a suite entry's grid, configs built and checked."""
     per_stage: list[list[Stage]] = []
@@ -167,7 +183,18 @@ def _entry_pipelines(suite: Suite, plugins: Plugins, entry: CompressorEntry, dev
             except ConfigError as e:
                 raise suite.source.error(_setting_path(suite, st, e.key, device), str(e)) from None
             budget = tuple(sorted(st.device_settings.get(device, {})))
-            built.append(Stage(st.name, spec.version, spec.family, track, config, tuple(point.items()), budget))
+            built.append(
+                Stage(
+                    st.name,
+                    spec.version,
+                    spec.family,
+                    track,
+                    config,
+                    tuple(point.items()),
+                    budget,
+                    _local_source(plugins, st.name),
+                )
+            )
         per_stage.append(built)
     return [tuple(p) for p in itertools.product(*per_stage)]
 
@@ -218,7 +245,15 @@ def _model_cells(
             fingerprint = {
                 **base,
                 "seed": seed,
-                "stages": [{"name": s.name, "version": s.version, "config": config_identity(s.config)} for s in stages],
+                "stages": [
+                    {
+                        "name": s.name,
+                        "version": s.version,
+                        "config": config_identity(s.config),
+                        **({"source": s.source} if s.source is not None else {}),  # installed plugins keep their ids
+                    }
+                    for s in stages
+                ],
             }
             if activations is not None:  # absent otherwise: cells without the stage keep their ids
                 fingerprint["activations"] = config_identity(activations)

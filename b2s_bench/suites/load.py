@@ -12,7 +12,7 @@ import fnmatch
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ TOP_KEYS = {
     "suite": "the suite's name (used for the results folder)",
     "description": "one line about the suite",
     "include": "suite files whose keys this one extends",
-    "seed": "the random seed of every cell",
+    "seed": "the random seed of every cell (0..2**31 - 1)",
     "seeds": "how many seeds stochastic compressors run (seed, seed+1, ...); reports give mean ± std",
     "device": "auto, cpu or cuda",
     "models": "the models to compress",
@@ -70,6 +70,9 @@ TOP_KEYS = {
     "activations": "W/A quantization of every compressor's model: bits, ranges (bn, synthetic, calibration), ...",
 }
 MODEL_KEYS = ("name", "pretrained", "weights", "dataset", "options", "label", "metrics")
+#: the largest suite seed: 2**31 - 1, so seed + seeds - 1 stays within every generator's range (numpy's legacy
+#: seed takes 0..2**32 - 1, default_rng no negative seed, torch.manual_seed nothing past 2**64 - 1)
+MAX_SEED = 2**31 - 1
 STAGE_KEYS = ("name", "settings", "grid", "device_settings", "label", "models", "seeds", "activations")
 DEVICES = ("auto", "cpu", "cuda")
 #: A suite's name names its results folder: no path separators, no "..", nothing hidden.
@@ -151,6 +154,21 @@ class _Parser:
         request = ModelRequest(name, pretrained, weights, dict(options))
         return ModelEntry(request, dataset, label, path, metrics)
 
+    def _check_labels(self, models: Sequence[ModelEntry], raw: Sequence[Any]) -> None:
+        """Reports key a method by its model's label: two entries of one label must be the same model (the same
+        name, weights, options), else their cells would be merged as seeds of one method."""
+        first: dict[str, ModelEntry] = {}
+        for i, entry in enumerate(models):
+            seen = first.setdefault(entry.label, entry)
+            if seen is entry or seen.request == entry.request:
+                continue
+            path: PathKey = ("models", i, "label") if isinstance(raw[i], dict) and "label" in raw[i] else ("models", i)
+            raise self.fail(
+                path,
+                f"label {entry.label!r} is already {key_path(seen.path)}'s ({seen.request.name}), another model; reports "
+                "would merge the two into one method: give each its own `label:`",
+            )
+
     def stage(self, raw: Any, path: PathKey) -> StageEntry:
         if isinstance(raw, str):
             raw = {"name": raw}
@@ -169,7 +187,8 @@ class _Parser:
         grid = self.expect(raw.get("grid", {}), dict, (*path, "grid"), "a mapping of setting -> list of values")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
-                raise self.fail((*path, "grid", key), f"grid values must be a non-empty list, e.g. `{key}: [{values!r}]`")
+                example = "VALUE, ..." if isinstance(values, list) else repr(values)  # an empty list: no value to show
+                raise self.fail((*path, "grid", key), f"grid values must be a non-empty list, e.g. `{key}: [{example}]`")
             if key in settings:
                 raise self.fail((*path, "grid", key), f"{key!r} is both a fixed setting and a grid axis; keep one")
         dev = self.expect(raw.get("device_settings", {}), dict, (*path, "device_settings"), "a mapping cpu:/cuda: -> settings")
@@ -355,6 +374,8 @@ class _Parser:
                 f"got {name!r}; did you mean {fixed!r}?",
             )
         seed = self.expect(data.get("seed", 0), int, ("seed",), "an integer seed")
+        if not 0 <= seed <= MAX_SEED:  # what torch, numpy and random all take, with room for seed+1, ... (seeds:)
+            raise self.fail(("seed",), f"seed must be an integer in 0..{MAX_SEED}, got {seed}")
         device = self.expect(data.get("device", "auto"), str, ("device",), "auto, cpu or cuda")
         if device not in DEVICES:
             raise self.fail(("device",), f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -362,6 +383,7 @@ class _Parser:
         if not models_raw:
             raise self.fail(("models",), "list at least one model")
         models = tuple(self.model(m, ("models", i)) for i, m in enumerate(models_raw))
+        self._check_labels(models, models_raw)
         self._models = models
         dataset = self.dataset(data["dataset"], ("dataset",)) if "dataset" in data else None
         self._activations: ActivationSettings | None = None

@@ -2,7 +2,7 @@
 
 Each worker is a fresh interpreter (the ``spawn`` start method: safe with CUDA and with threads),
 started once and reused for cell after cell, so imports and model building are paid once per
-worker. A worker that dies (a segfault, ``sys.exit``, the kernel's out-of-memory killer) or that
+worker. A worker that dies (a segfault, ``os._exit``, the kernel's out-of-memory killer) or that
 runs past the cell timeout is recorded with the cause, and a new worker takes the next cell.
 
 ``workers="auto"`` (the default): one worker per visible GPU (``CUDA_VISIBLE_DEVICES`` set to its

@@ -109,6 +109,42 @@ def test_publish_refuses_records_of_uncommitted_code(
     assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
 
 
+def test_publish_refuses_records_made_with_a_local_plugin_file(
+    tiny_suite: Path, tmp_path: Path, clean_commit: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run made with `--plugin FILE.py` ran code that no commit holds (its records say "local file"), yet publish
+    took them as one clean commit's. Now they are refused like uncommitted code, and with --allow-dirty the README
+    names the file."""
+    plugin = tmp_path / "extra.py"
+    plugin.write_text("import b2s_bench as b2s\n\n@b2s.hookimpl\ndef b2s_register_compressors(register):\n    pass\n")
+    monkeypatch.setenv("B2S_BENCH_PLUGINS", str(plugin))
+    run_dir = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(run_dir), "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p")) == 2
+    err = capsys.readouterr().err
+    assert "one clean commit" in err and "4 records were made with local plugin files outside git (extra)" in err
+    assert not (tmp_path / "p").exists()
+    assert run_cli("publish", str(run_dir), "--to", str(tmp_path / "p"), "--allow-dirty") == 0
+    assert "- Local plugin files (outside git): extra" in (tmp_path / "p" / "README.md").read_text()
+
+
+def test_the_published_readme_counts_every_status() -> None:
+    """results/embedded's README said "18 recorded (17 ok, 0 failed)": the not-applicable cell was in no count."""
+    from b2s_bench.cli.publish import readme
+
+    records = [
+        {"status": "ok"},
+        {"status": "ok"},
+        {"status": "not-applicable"},
+        {"status": "short-of-target"},
+        {"status": "error"},
+    ]
+    text = readme({"suite": "s", "file": "s.yaml"}, records, 0)
+    assert "- Cells: 5 recorded (2 ok, 1 not-applicable, 1 short-of-target, 1 failed)" in text
+    assert "- Cells: 2 recorded (2 ok, 0 failed)" in readme({"suite": "s", "file": "s.yaml"}, records[:2], 0)
+
+
 def test_publish_refuses_an_unfinished_run(
     tiny_suite: Path, tmp_path: Path, clean_commit: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,3 +208,82 @@ def test_an_edited_plugin_file_or_a_failed_command_is_never_answered_from_the_ca
     assert "second-name here" in out and "first-name" not in out and loaded
     assert run_cli("show", "no-such-thing") == 2
     assert not any("no-such" in p.read_text() for p in (tmp_path / "cache" / "answers").glob("*.txt"))
+
+
+def test_status_does_not_call_a_killed_runs_cells_running(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed with SIGKILL leaves its claims behind: status showed them "running" with the dead pid for as
+    long as nobody resumed. A claim whose process is gone on this host, or whose heartbeat (another host's) stopped
+    past the claim timeout, is pending, said interrupted; a live one stays running."""
+    import os
+    import time
+
+    from b2s_bench.store.folder import RunStore, _host
+
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet") == 0
+    dead, away, live = sorted(p.stem for p in (out / "cells").glob("*.json"))[:3]
+    for cid in (dead, away, live):
+        (out / "cells" / f"{cid}.json").unlink()
+    claims = out / "claims"
+    claims.mkdir(exist_ok=True)
+    (claims / f"{dead}.json").write_text(json.dumps({"host": _host(), "pid": 2**22 + 12345, "run": "x", "started": "t"}))
+    (claims / f"{away}.json").write_text(json.dumps({"host": "elsewhere", "pid": 7, "run": "y", "started": "t"}))
+    old = time.time() - 3600
+    os.utime(claims / f"{away}.json", (old, old))
+    assert RunStore(out)._create_claim(claims / f"{live}.json")  # this process: alive
+    capsys.readouterr()
+    assert run_cli("status", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "4 cells: 1 done, 1 running, 0 failed, 2 pending" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| running " in rows[live]
+    assert "| pending " in rows[dead] and f"interrupted: {_host()} pid {2**22 + 12345} is gone" in rows[dead]
+    assert "| pending " in rows[away] and "interrupted: elsewhere pid 7, no heartbeat for 1h00m" in rows[away]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_cell_timeout_the_suite_would_refuse_is_refused_on_the_command_line(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """runtime.cell_timeout: -1 is exit 2, but --cell-timeout -1 silently ran without a limit (and nan the same)."""
+    out = tmp_path / "run"
+    assert run_cli("run", str(tiny_suite), "--out", str(out), "--quiet", "--cell-timeout", value) == 2
+    err = capsys.readouterr().err
+    assert f"--cell-timeout must be a number of seconds >= 0 (0: no limit), got {value!r}" in err
+    assert not (out / "cells").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "publish"])
+def test_a_file_given_as_a_run_folder_is_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`status some_file.py` said its run.json "is set aside in some_file.py/set-aside" (nothing was, nothing could
+    be) and to rerun the suite into it: the file is simply not a run folder."""
+    path = tmp_path / "plugin.py"
+    path.write_text("x = 1\n")
+    assert run_cli(command, str(path)) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not a run folder (a file, not a folder)" in err and "set aside" not in err
+    assert path.read_text() == "x = 1\n"
+
+
+def test_validate_k_that_matches_nothing_is_the_error_run_gives(tiny_suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run -k zzz` is exit 2 (matches none of the cells), but `validate -k zzz` printed an empty table and exit 0:
+    the command meant to check a selection before a run said it was fine."""
+    assert run_cli("validate", str(tiny_suite), "-k", "zzz") == 2
+    assert "-k 'zzz' matches none of the cells of suite tiny" in capsys.readouterr().err
+    assert run_cli("validate", str(tiny_suite), "-k", "bits=4") == 0
+
+
+@pytest.mark.parametrize("command", [["ls", "compressors"], ["show", "quantize"]])
+def test_a_plugin_file_that_fails_to_load_is_said_by_ls_and_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`b2s-bench --plugin mine.py ls compressors` with a typo in the path, or a syntax error in the file, listed the
+    built-ins and exit 0 without a word: the user's own compressor was silently missing."""
+    bad = tmp_path / "mine.py"
+    bad.write_text("def broken(:\n")
+    assert run_cli("--plugin", str(bad), *command) == 0
+    assert f"warning: plugin 'mine' (local file -): {bad} failed to load: SyntaxError" in capsys.readouterr().err
+    assert run_cli("--plugin", str(tmp_path / "typo.py"), *command) == 0
+    assert "typo.py' does not exist" in capsys.readouterr().err

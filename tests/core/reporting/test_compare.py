@@ -262,3 +262,40 @@ def test_a_model_whose_weights_differ_is_named_and_kept_out_of_the_gate(
     same = run("same", zoo_base, _worse(q4, 100))
     cmp = compare_runs(base, same, [parse_rule("top1<-0.5")])
     assert not cmp.model_changes and len(cmp.failed) == 2
+
+
+def test_a_method_that_fails_in_the_new_run_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A compressor that crashes in the new run has no ok row there: it was listed "only in the base run" and every
+    rule passed, so the gate let a broken method through. A method ok in the base run whose cells in the new run all
+    ended otherwise (error, not-applicable, short-of-target) is now named with why, and fails a gate that has rules."""
+    q4 = outcomes(0.85, N, 1)
+    base = write_run(
+        tmp_path / "base", [make_record("dense", "dense", bits=8_000_000, values={"top1": q4}), make_record(values={"top1": q4})]
+    )
+    new = write_run(
+        tmp_path / "new",
+        [make_record("dense", "dense", bits=8_000_000, values={"top1": q4}), make_record(status="error", suite="n")],
+    )
+    cmp = compare_runs(base, new, [parse_rule("top1<-0.5")])
+    assert cmp.lost == [("tiny:cnn", "random", "quantize(bits=4)", "error: RuntimeError: boom")]
+    assert cmp.only_base == [] and not cmp.failed
+    assert run_cli("compare", str(base), str(new), "--fail-on", "top1<-0.5") == 1
+    out = capsys.readouterr().out
+    assert "1 ok in base but not in new" in out and "FAILED" in out
+    text = (new / "comparison.md").read_text()
+    assert "## Ok in the base run, not in the new run" in text and "quantize(bits=4): error: RuntimeError: boom" in text
+    assert json.loads((new / "comparison.json").read_text())["passed"] is False
+    assert run_cli("compare", str(base), str(new)) == 0  # no rules: a report, not a gate
+
+
+def test_runs_of_different_suites_are_said_to_be(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Comparing a run of one suite with a run of another matched what it could and said nothing of it."""
+    q4 = outcomes(0.85, N, 1)
+    base = write_run(tmp_path / "base", [make_record(values={"top1": q4})], suite="families")
+    new = write_run(tmp_path / "new", [make_record(values={"top1": q4}, suite="t")], suite="entropy")
+    assert run_cli("compare", str(base), str(new)) == 0
+    note = "the runs are of different suites (base families, new entropy)"
+    assert note in capsys.readouterr().out and note in (new / "comparison.md").read_text()
+    same = write_run(tmp_path / "same", [make_record(values={"top1": q4}, suite="t")], suite="families")
+    assert run_cli("compare", str(base), str(same)) == 0
+    assert "different suites" not in capsys.readouterr().out

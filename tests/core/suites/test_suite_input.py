@@ -441,3 +441,39 @@ def test_real_checkpoints_pass_the_format_check_and_load(
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(UserError, match="is not a checkpoint"):  # a file swapped after validate: the cell says why
         load_checkpoint(str(tmp_path / "passwd"))
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999", "2147483648"])
+def test_a_seed_no_generator_takes_is_refused_before_the_run(
+    write_suite: Write, capsys: pytest.CaptureFixture[str], seed: str
+) -> None:
+    """torch.manual_seed overflows past 2**64 and numpy's default_rng refuses negative seeds: such a seed passed
+    validation and then failed every cell of the run; now it is exit 2 at its line."""
+    err = refused(write_suite(f"seed: {seed}\n" + BASE), capsys)
+    assert "suite.yaml:1 seed: seed must be an integer in 0..2147483647" in err and f"got {seed}" in err
+    assert run_cli("validate", str(write_suite("seed: 2147483647\n" + BASE, name="ok.yaml"))) == 0
+
+
+def test_two_different_models_under_one_label_are_refused(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reports key methods by the model's label: tiny:cnn and tiny:mlp both labelled x were pooled as two seeds of
+    one method (sizes averaged across the models). Two entries of one label must be the same model."""
+    err = refused(
+        write_suite("""
+suite: s
+models: [{name: tiny:cnn, label: x}, {name: tiny:mlp, label: x}]
+dataset: random
+compressors: [prune]
+"""),
+        capsys,
+    )
+    assert "suite.yaml:2 models[1].label: label 'x' is already models[0]'s (tiny:cnn)" in err and "give each its own" in err
+    same = write_suite("suite: s\nmodels: [tiny:cnn, tiny:cnn]\ndataset: random\ncompressors: [prune]\n", name="same.yaml")
+    assert run_cli("validate", str(same)) == 0  # the same model twice is one model
+
+
+def test_an_empty_grid_axis_gets_a_fix_that_is_valid_yaml(write_suite: Write, capsys: pytest.CaptureFixture[str]) -> None:
+    """`grid: {bits: []}` was told "e.g. `bits: [[]]`", a list holding an empty list: no fix at all."""
+    err = refused(write_suite(BASE + "    grid: {sparsity: []}\n"), capsys)
+    assert "grid values must be a non-empty list, e.g. `sparsity: [VALUE, ...]`" in err and "[[]]" not in err
+    err = refused(write_suite(BASE + "    grid: {sparsity: 0.5}\n", name="scalar.yaml"), capsys)
+    assert "e.g. `sparsity: [0.5]`" in err
