@@ -489,6 +489,7 @@ class CellRunner:
         _check_finite("decoded weight", compressed.state_dict())
         # what is evaluated must be what the artifact holds: each code rebuilt from its stored tensors decodes the same
         check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types())
+        checks = time.perf_counter() - t2  # what believing nothing costs: the record's timings.checks
         size = compressed.size()
         record["size"] = size.as_dict()
         short = self._check_coverage(cell, model, compressed, record)
@@ -519,7 +520,7 @@ class CellRunner:
         if any(stats.values()):
             record["details"]["codes"] = {k: v for k, v in stats.items() if v}
         limits = {"limits": ev.timings["limits"]} if "limits" in ev.timings else {}
-        record["timings"] = {**record["timings"], **limits, "evaluate": t3 - t2, "total": t3 - t0}
+        record["timings"] = {**record["timings"], **limits, "checks": checks, "evaluate": t3 - t2, "total": t3 - t0}
         if short is not None:  # evaluated all the same: its table shows what it did reach
             raise _NotOk("short-of-target", short)
 

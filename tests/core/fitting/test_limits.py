@@ -239,6 +239,7 @@ def test_every_record_that_replaces_weights_gets_its_limits_without_listing_the_
             continue
         timings = recs[label]["timings"]
         assert 0 < timings["limits"] < timings["total"]  # what the limits cost, for bench_first_command
+        assert 0 < timings["checks"] < timings["evaluate"] <= timings["total"]  # and the runner's checks of the result
         tensors = details["rate_distortion"]["tensors"]
         assert tensors and set(tensors) == set(details["weight_structure"])
         model = details["rate_distortion"]["model"]
