@@ -110,22 +110,25 @@ def bench(name: str, build: Callable[[], nn.Module], images: int) -> None:
 def from_records(runs: list[Path]) -> None:
     """The limits' share of real cells, per model, from run folders' records (``timings.limits`` over
     ``timings.total``, both measured by the cell): all cells together and the worst cell; goal < 5 %."""
-    print("| run | model | cells | limits / cell time | worst cell | goal |")
-    print("|---|---|---|---|---|---|")
+    print("| run | model | cells | limits / cell time | worst cell | goal | the runner's checks / cell time |")
+    print("|---|---|---|---|---|---|---|")
     for run in runs:
-        per: dict[str, list[tuple[float, float, str]]] = {}
+        per: dict[str, list[tuple[float, float, str, float]]] = {}
         for path in sorted((run / "cells").glob("*.json")):
             rec = json.loads(path.read_text())
             timings = rec.get("timings") or {}
             if "limits" in timings and timings.get("total"):
                 model = (rec.get("model") or {}).get("name", "?")
-                per.setdefault(model, []).append((float(timings["limits"]), float(timings["total"]), rec.get("label", "")))
+                per.setdefault(model, []).append(
+                    (float(timings["limits"]), float(timings["total"]), rec.get("label", ""), float(timings.get("checks") or 0.0))
+                )
         for model, cells in per.items():
             limits, total = sum(c[0] for c in cells), sum(c[1] for c in cells)
             worst = max(cells, key=lambda c: c[0] / c[1])
             print(
                 f"| {run.name} | {model} | {len(cells)} | {100 * limits / total:.1f} % of {total:.1f} s | "
-                f"{100 * worst[0] / worst[1]:.1f} % ({worst[2][:40]}, {worst[0]:.3f} of {worst[1]:.2f} s) | < 5 % |"
+                f"{100 * worst[0] / worst[1]:.1f} % ({worst[2][:40]}, {worst[0]:.3f} of {worst[1]:.2f} s) | < 5 % | "
+                f"{100 * sum(c[3] for c in cells) / total:.1f} % |"
             )
 
 
