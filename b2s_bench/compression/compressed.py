@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -397,16 +397,22 @@ TENSORS = "tensors.safetensors"
 MANIFEST = "manifest.json"
 
 
-def code_entry(code: Code, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Manifest entry of a code; its tensors are added to ``tensors`` under ``prefix``."""
+def code_entry(
+    code: Code,
+    prefix: str,
+    tensors: dict[str, torch.Tensor],
+    tensors_of: Callable[[Code], Mapping[str, torch.Tensor]] | None = None,
+) -> dict[str, Any]:
+    """Manifest entry of a code; its tensors are added to ``tensors`` under ``prefix``. ``tensors_of``:
+    a code's ``tensors()`` where the caller already has them (the runner's checks share one call)."""
     if isinstance(code, NestedCode):
-        outer = code_entry(code.outer, f"{prefix}/outer", tensors)
+        outer = code_entry(code.outer, f"{prefix}/outer", tensors, tensors_of)
         for name in code.inner:  # stored by the inner codes, not as fp32
             del tensors[f"{prefix}/outer/{name}"]
         outer["tensors"] = [t for t in outer["tensors"] if t not in code.inner]
-        inner = {n: code_entry(c, f"{prefix}/inner/{n}", tensors) for n, c in code.inner.items()}
+        inner = {n: code_entry(c, f"{prefix}/inner/{n}", tensors, tensors_of) for n, c in code.inner.items()}
         return {"kind": NestedCode.kind, "outer": outer, "inner": inner}
-    own = code.tensors()
+    own = code.tensors() if tensors_of is None else tensors_of(code)
     for name, t in own.items():
         tensors[f"{prefix}/{name}"] = t.detach().cpu().contiguous()
     return {"kind": code.kind, "meta": code.meta(), "tensors": sorted(own)}

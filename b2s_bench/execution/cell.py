@@ -44,7 +44,7 @@ from ..calibration.stage import apply_activations
 from ..compression.codes import Code, NestedCode
 from ..compression.compressed import Compressed
 from ..compression.compressor import CompressorSpec, Context
-from ..compression.contract import check_baseline, check_storage, check_stored_decode
+from ..compression.contract import StoredTensors, check_baseline, check_storage, check_stored_decode
 from ..compression.coverage import NotApplicableError, coverage, coverage_reason, label_with_caveats
 from ..compression.sizes import inference_state
 from ..config import config_defaults, config_to_dict
@@ -484,11 +484,13 @@ class CellRunner:
             raise _NotOk("not-applicable", e.reason) from None
         t2 = time.perf_counter()
         record["timings"] = {"build": t1 - t0, "compress": t2 - t1}
-        check_storage(compressed.codes)  # before anything is believed: the bits must hold what is stored
+        stored = StoredTensors()  # each code's tensors() once for the checks below
+        check_storage(compressed.codes, stored)  # before anything is believed: the bits must hold what is stored
         check_baseline(compressed.original_shapes, inference_state(model.module))  # and the ratio's numerator is the model's
         _check_finite("decoded weight", compressed.state_dict())
         # what is evaluated must be what the artifact holds: each code rebuilt from its stored tensors decodes the same
-        check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types())
+        check_stored_decode(compressed.codes, compressed.state_dict(), self.code_types(), stored)
+        del stored
         checks = time.perf_counter() - t2  # what believing nothing costs: the record's timings.checks
         size = compressed.size()
         record["size"] = size.as_dict()

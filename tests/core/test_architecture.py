@@ -285,7 +285,7 @@ SIZE_CODE = (
 )
 # contract.py's stored-decode and baseline checks fail only cells whose code decodes what it does not store or whose
 # compressor names its own fp32 baseline: no ok record's numbers change
-SIZE_CODE_HASH = "b9d39e9672218eb3"  # conform_shapes: top-level parameters and attention widths; per-layer activation bits (8 bits of metadata each, only where the activations stage sets them); per-token activation quantizers (token_activations, only smoothquant dynamic, whose version moved) and activation quantizers installed after a deployed replacement (only a deployed model's latency): no record's sizes or scores change
+SIZE_CODE_HASH = "21ece4002244ca30"  # the checks share each code's tensors() (StoredTensors): the same checks, no record changes; conform_shapes: top-level parameters and attention widths; per-layer activation bits (8 bits of metadata each, only where the activations stage sets them); per-token activation quantizers (token_activations, only smoothquant dynamic, whose version moved) and activation quantizers installed after a deployed replacement (only a deployed model's latency): no record's sizes or scores change
 
 
 def _ast_hash(paths: list[Path]) -> str:
