@@ -46,7 +46,8 @@ def die_with_parent(parent_pid: int, every: float = 1.0) -> None:
     thread that started this process ends, and the executor starts and stops its workers from one
     thread). A watchdog thread, checking that the parent is still ours every ``every`` seconds, is
     the fallback elsewhere. Without them a worker outlived a killed run, hanging in a plugin with no
-    cell timeout any more, and holding the run's stdout open.
+    cell timeout any more, and holding the run's stdout open. It also makes the worker the first to go
+    out of memory (:func:`first_to_go_out_of_memory`).
     """
     if sys.platform.startswith("linux"):
         try:
@@ -65,6 +66,25 @@ def die_with_parent(parent_pid: int, every: float = 1.0) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="b2s-bench-parent-watchdog").start()
+    first_to_go_out_of_memory()
+
+
+#: the worker's ``/proc/self/oom_score_adj``: raised so that, out of memory, the kernel kills a worker
+#: (its cell recorded failed, "killed by SIGKILL (out of memory ...)") before the run that holds the records
+WORKER_OOM_SCORE_ADJ = 500
+
+
+def first_to_go_out_of_memory() -> None:
+    """Make this process the kernel's first choice when memory runs out (Linux; elsewhere nothing).
+
+    A plugin that eats memory must cost its own cell, not the run: without this the out-of-memory killer
+    may pick the driver (which holds the run's state), since its score is about its own size. Raising a
+    process's own score needs no privilege."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(WORKER_OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or a sandbox that forbids it: the kernel's default choice
+        pass
 
 
 def setup(plan: RunPlan) -> Any:

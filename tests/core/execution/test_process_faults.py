@@ -28,6 +28,9 @@ class Cfg:
     how: str = "fine"
 
 def compress(model, config, ctx):
+    if config.how == "oom-score":
+        with open("/proc/self/oom_score_adj") as f:
+            ctx.log(f"oom_score_adj {f.read().strip()}")
     if config.how == "chatty":
         ctx.log("chatty: 3 layers left dense")
         warnings.warn("chatty: a layer is too small to quantize", UserWarning)
@@ -280,6 +283,34 @@ def test_cells_log_and_warnings_reach_the_terminal_and_the_record(
     assert "log" not in recs["fine"]["details"] and "warnings" not in recs["fine"]["details"]
     pids = {r["environment"]["pid"] for r in recs.values()}
     assert (pids == {os.getpid()}) == (executor == "inline")  # the process executor really used a worker
+
+
+@pytest.mark.skipif(not Path("/proc/self/oom_score_adj").exists(), reason="Linux only: /proc/self/oom_score_adj")
+def test_a_worker_is_the_first_to_go_out_of_memory_and_the_run_is_not(
+    write_suite: Callable[..., Path], faulty: Path, tmp_path: Path
+) -> None:
+    """A plugin that eats memory must cost its cell, not the run: out of memory the kernel kills the process
+    with the highest score, so a worker raises its own (the run keeps the kernel's default)."""
+    from b2s_bench.execution.worker import WORKER_OOM_SCORE_ADJ
+
+    suite = write_suite("""
+        suite: oom
+        models: [tiny:cnn]
+        dataset: {name: random, n: 8}
+        baseline: false
+        compressors:
+          - {name: faulty, how: oom-score}
+        metrics: [bits]
+        runtime: {save_artifacts: false}
+        """)
+    out = tmp_path / "run"
+    assert (
+        run_cli("run", str(suite), "--out", str(out), "--quiet", "--no-progress", "--executor", "process", "--workers", "1") == 0
+    )
+    (rec,) = _records(out).values()
+    assert rec["details"]["log"] == [f"oom_score_adj {WORKER_OOM_SCORE_ADJ}"] and rec["environment"]["pid"] != os.getpid()
+    own = int(Path("/proc/self/oom_score_adj").read_text())
+    assert own < WORKER_OOM_SCORE_ADJ  # this process (the run) was left as it was
 
 
 def test_the_parent_watchdog_alone_ends_an_orphaned_worker(tmp_path: Path) -> None:
