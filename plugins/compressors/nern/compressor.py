@@ -117,11 +117,16 @@ def compress(model: nn.Module, config: NernConfig, ctx: Context) -> Compressed:
         "convergence": convergence.as_dict(),
     }
     if convergence.unconverged:
-        why = (
-            f", the loss still falling by {100 * convergence.drop:.1f} % over the last quarter of the steps"
-            if convergence.drop is not None
-            else f" ({convergence.reason})"
-        )
+        if convergence.drop is None:
+            why = f" ({convergence.reason})"
+        elif convergence.drop >= convergence.tolerance:
+            why = f", the loss still falling by {100 * convergence.drop:.1f} % over the last quarter of the steps"
+        else:  # flagged by its speed: the annealed rate, not a plateau, flattened the curve
+            why = (
+                f", the loss still falling by {100 * convergence.drop:.1f} % over the last quarter of the steps on "
+                f"{100 * (convergence.rate_share or 0):.1f} % of the learning rate ({convergence.speed:.2f}x its average "
+                "fall per unit of rate)"
+            )
         b2s.add_caveat(
             info,
             "unconverged",

@@ -197,8 +197,11 @@ def test_a_fit_out_of_steps_says_so_and_one_on_a_plateau_does_not() -> None:
     assert none.info["convergence"]["unconverged"] and "(too short: no loss was logged" in none.info["caveats"][0]["message"]
     # 300 steps on random kernels: the end drop is small (0.4 %) only because the cosine annealed; the last
     # quarter still fell 2.1x as fast per unit of rate as the fit's average, so the speed rule flags it
-    early = _compress(tiny_model(0), steps=300, hidden=8, levels=4).info["convergence"]
+    early_fit = _compress(tiny_model(0), steps=300, hidden=8, levels=4)
+    early = early_fit.info["convergence"]
     assert early["drop"] < 0.01 and early["speed"] > 1 and early["unconverged"] and "still descending" in early["reason"]
+    (said,) = early_fit.info["caveats"]  # the caveat says why: the rate it fell on, and its speed
+    assert "% of the learning rate (" in said["message"] and "x its average fall per unit of rate)" in said["message"]
     # enough steps: the fit has flattened (the drop and the speed are facts of the record)
     done = _compress(tiny_model(0), steps=1000, hidden=8, levels=4)
     assert not done.info["convergence"]["unconverged"] and done.info["convergence"]["drop"] < 0.01
