@@ -22,7 +22,8 @@ class InlineExecutor:
         self._running: b2s.execution.ActiveCell | None = None
 
     def describe(self) -> str:
-        return "this process (inline executor), one at a time"
+        # said in the run's header: a hung cell hangs the run (runtime.cell_timeout needs a worker to stop)
+        return "this process (inline executor), one at a time, with no cell time limit"
 
     def submit(self, task: b2s.execution.CellTask) -> None:
         self._queue.append(task)

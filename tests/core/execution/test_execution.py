@@ -95,7 +95,9 @@ def test_crashing_hanging_and_exiting_cells_fail_alone(
     assert "FAILED tiny:cnn misbehave(how=segfault)" in err
 
 
-def test_inline_executor_runs_in_this_process(write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path) -> None:
+def test_inline_executor_runs_in_this_process(
+    write_suite: Callable[..., Path], misbehaving: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite("""
         suite: inline
         models: [tiny:cnn]
@@ -104,8 +106,11 @@ def test_inline_executor_runs_in_this_process(write_suite: Callable[..., Path], 
         metrics: [bits]
         """)
     out = tmp_path / "run"
-    assert run_cli("run", str(suite), "--out", str(out), "--quiet", "--executor", "inline") == 0
+    assert run_cli("run", str(suite), "--out", str(out), "--no-progress", "--executor", "inline") == 0
     assert {r["environment"]["pid"] for r in records(out).values()} == {os.getpid()}
+    said = capsys.readouterr()
+    # the header says what inline gives up: no cell can be stopped (runtime.cell_timeout needs a worker)
+    assert "(inline executor), one at a time, with no cell time limit" in said.out + said.err
 
 
 def _suite_of(n: int, write_suite: Callable[..., Path], seconds: float = 0.3) -> Path:
