@@ -171,7 +171,7 @@ def index_entropy(x: torch.Tensor, step: float, bounds: tuple[float, float] | No
         return empirical_entropy(_quantize(flat, step))
     # bin i holds round(x / step) = lo + i: truncating x / step + 0.5 − lo (never below 0, since
     # lo = round(min x / step)) to int32 and counting is twice as fast as torch.histc on a CPU
-    bins = flat.mul(1.0 / step).add_(0.5 - lo).to(torch.int32)
+    bins = flat.mul(1.0 / step).add_(0.5 - lo).to(torch.int32 if hi - lo < 2**31 - 1 else torch.int64)
     counts = torch.bincount(bins).double()
     del bins
     p = counts[counts > 0] / n
